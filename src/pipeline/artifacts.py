@@ -1,0 +1,217 @@
+"""Builds in the store: written atomically, identified by their content, verified when read.
+
+A build is a folder ``builds/<id>/`` holding
+
+    weights.pt           torch state_dict (loaded with ``weights_only=True``)
+    model.json           the network's ``ModelConfig``
+    preprocessing.json   fitted preprocessing state (plain JSON)
+    schema.json          input columns, kinds, target, task
+    history.json         loss and metrics per epoch (the learning curve)
+    metrics.json         validation and test metrics
+    config.json          the settings that shape the model (no secrets, no operational knobs)
+    provenance.json      ``inputs`` (data digest, split digest, seed, code digest) and
+                         ``environment`` (git, versions, CPU, threads)
+    run.json             timestamps and durations
+    manifest.json        sha256 and size of every file above, and the build id
+
+The build id is the sha256 of the canonical JSON of the digests of the model files
+(``ID_FILES``) together with ``provenance.inputs``. Environment and timestamps are recorded
+but not hashed: if they changed the model, the weights' digest already says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.store import Store, canonical_json, read_json, sha256_file
+
+ID_FILES = (
+    "weights.pt",
+    "model.json",
+    "preprocessing.json",
+    "schema.json",
+    "history.json",
+    "metrics.json",
+    "config.json",
+)
+RECORDED_FILES = ("provenance.json", "run.json")
+LATEST = "latest-build"
+
+
+def build_id(digests: dict[str, str], inputs: dict[str, Any]) -> str:
+    """The content id of a build from its model files' digests and its declared inputs."""
+    payload = {"files": {name: digests[name] for name in ID_FILES}, "inputs": inputs}
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
+
+
+@cache
+def code_digest() -> str:
+    """sha256 over the installed package's Python sources: "the same code", made checkable."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(runtime: dict[str, Any]) -> dict[str, Any]:
+    """Where a build was made: recorded, not hashed."""
+    import numpy
+    import pandas
+    import pyarrow
+    import torch
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = None if commit is None else bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "git": {"commit": commit, "dirty": dirty},
+        "pipeline": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        **runtime,
+    }
+
+
+def weights_bytes(state_dict: dict[str, Any]) -> bytes:
+    """A state_dict serialised by torch (deterministic for equal tensors)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state_dict, buf)
+    return buf.getvalue()
+
+
+def write_build(store: Store, files: dict[str, bytes], inputs: dict[str, Any]) -> str:
+    """Write a build's files atomically under its content id; return the id.
+
+    ``files`` maps every name in ``ID_FILES`` and ``RECORDED_FILES`` to its bytes, except that
+    ``provenance.json`` is assembled here from ``inputs`` and ``files["environment"]``.
+    """
+    env = json.loads(files.pop("environment"))
+    files["provenance.json"] = canonical_json({"inputs": inputs, "environment": env})
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    bid = build_id(digests, inputs)
+    manifest = {
+        "kind": "build",
+        "build_id": bid,
+        "format": 1,
+        "id_covers": [*ID_FILES, "provenance.json#inputs"],
+        "files": {n: {"sha256": digests[n], "size": len(files[n])} for n in sorted(files)},
+    }
+    with store.staging() as staging:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        (staging / "manifest.json").write_bytes(canonical_json(manifest))
+        store.publish(staging, "builds", bid)
+    store.write_ref(LATEST, bid)
+    return bid
+
+
+@dataclass(frozen=True)
+class Build:
+    """A verified build in the store."""
+
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+
+    def json(self, name: str) -> Any:
+        """A JSON file of the build (already verified)."""
+        return read_json(self.path / name)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The weights, loaded without unpickling arbitrary objects."""
+        import torch
+
+        return torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+
+
+def resolve(store: Store, ref: str | None) -> str:
+    """A build id from a full id, a unique prefix (>= 4 hex digits) or ``latest``/None."""
+    if ref in (None, "", "latest"):
+        latest = store.read_ref(LATEST)
+        if latest is None:
+            raise NotFoundError(
+                f"no build in store {store.root}: run `pipeline train` first or set PIPELINE_STORE"
+            )
+        return latest
+    assert ref is not None
+    builds = store.path("builds")
+    if (builds / ref).is_dir():
+        return ref
+    matches = (
+        sorted(p.name for p in builds.glob(f"{ref}*")) if len(ref) >= 4 and builds.is_dir() else []
+    )
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise NotFoundError(
+            f"build prefix '{ref}' is ambiguous ({len(matches)} builds): give more digits"
+        )
+    raise NotFoundError(f"no build '{ref}' in store {store.root}: list builds under {builds}")
+
+
+def load_build(store: Store, ref: str | None) -> Build:
+    """Open a build and verify every file against its manifest before anything is read."""
+    bid = resolve(store, ref)
+    path = store.path("builds", bid)
+    try:
+        manifest = read_json(path / "manifest.json")
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"build {bid} has no readable manifest: the build is damaged") from exc
+    listed = manifest.get("files", {})
+    for name, meta in listed.items():
+        file = path / name
+        if not file.is_file() or sha256_file(file) != meta["sha256"]:
+            raise IntegrityError(
+                f"file {name} of build {bid} does not match its manifest digest: the build was "
+                "modified or damaged; retrain it"
+            )
+    extra = {p.name for p in path.iterdir()} - set(listed) - {"manifest.json"}
+    if extra:
+        raise IntegrityError(f"build {bid} holds files its manifest does not list: {sorted(extra)}")
+    digests = {n: m["sha256"] for n, m in listed.items()}
+    inputs = read_json(path / "provenance.json")["inputs"]
+    if build_id(digests, inputs) != bid:
+        raise IntegrityError(f"build {bid} does not hash to its id: the build was modified")
+    return Build(bid, path, manifest)

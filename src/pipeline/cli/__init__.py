@@ -1,0 +1,49 @@
+"""The command line: parse, load settings, call one stage, map errors to exit codes.
+
+Only ``typer`` is imported here; each command imports its stage inside the function so that
+``pipeline --help`` starts without torch or pandas.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline import __version__
+from pipeline.cli import build, config, data
+
+app = typer.Typer(
+    name="pipeline",
+    help=(
+        "Twelve-factor machine learning. Build: `train` + `evaluate` turn the dataset named in "
+        "PIPELINE_DATA__SOURCE into a content-addressed build. Settings come only from the "
+        "environment (PIPELINE_*, .env, presets in config/); `pipeline config show` lists them."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config.app, name="config")
+app.add_typer(data.app, name="data")
+app.command("train")(build.train)
+app.command("evaluate")(build.evaluate)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pipeline {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Twelve-factor machine learning."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

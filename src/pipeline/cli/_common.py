@@ -1,0 +1,83 @@
+"""What every command shares: settings, logging, and turning errors into exit codes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+ID_FILE_HELP = "Also write the resulting id to this file (like `docker build --iidfile`)."
+
+
+def run(
+    stage: str,
+    body: Callable[[Any, Any], T],
+    *,
+    overrides: Mapping[str, str] | None = None,
+    allow_unknown: bool = False,
+) -> T:
+    """Load settings, configure logging, run ``body(loaded, log)``, map errors to exit codes.
+
+    A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
+    stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
+    """
+    from pipeline import log as logging_
+    from pipeline.errors import Interrupted, PipelineError
+    from pipeline.settings import load, unknown_error
+
+    logging_.reset()
+    logging_.configure()
+    logging_.bind(run_id=uuid.uuid4().hex[:12], stage=stage)
+    logger = logging_.get_logger()
+    json_logs = True
+    try:
+        try:
+            loaded = load(overrides=overrides)
+            s = loaded.settings
+            logging_.register_secrets(
+                [
+                    s.kaggle_username,
+                    s.kaggle_key and s.kaggle_key.get_secret_value(),
+                    s.kaggle_api_token and s.kaggle_api_token.get_secret_value(),
+                ]
+            )
+            logging_.configure(s.log_format, s.log_level)
+            json_logs = s.log_format == "json" or (s.log_format == "auto" and not _tty())
+            if loaded.unknown and not allow_unknown:
+                raise unknown_error(loaded.unknown)
+            return body(loaded, logger)
+        except KeyboardInterrupt:
+            raise Interrupted(f"{stage} interrupted: nothing was written; run it again") from None
+    except PipelineError as exc:
+        message = logging_.mask(exc.message)
+        if json_logs:
+            logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _tty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+def store_of(settings: Any) -> Any:
+    """The artifact store named by PIPELINE_STORE."""
+    from pipeline.store import Store
+
+    return Store.from_uri(settings.store)
+
+
+def write_id(path: Path | None, value: str) -> None:
+    """Write ``value`` to ``path`` atomically (for --id-file)."""
+    if path is None:
+        return
+    from pipeline.store import atomic_write_bytes
+
+    atomic_write_bytes(path, (value + "\n").encode())

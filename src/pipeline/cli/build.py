@@ -1,0 +1,48 @@
+"""Build-stage commands: `pipeline train` and `pipeline evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline.cli._common import ID_FILE_HELP, run, store_of, write_id
+
+
+def train(
+    device: str = typer.Option(
+        None,
+        "--device",
+        help="cpu, cuda, or auto (CUDA when present). Overrides PIPELINE_TRAIN__DEVICE.",
+        show_default=False,
+    ),
+    id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP, dir_okay=False),
+) -> None:
+    """Train a model on PIPELINE_DATA__SOURCE and write a content-addressed build to the store."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import train as stage
+
+        result = stage.run(loaded.settings, store_of(loaded.settings), log)
+        write_id(id_file, result.build_id)
+
+    overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else None
+    run("train", body, overrides=overrides)
+
+
+def evaluate(
+    build: str = typer.Argument(None, help="Build id or unique prefix (default: the latest)."),
+    folds: int = typer.Option(0, "--folds", "-k", help="Also run K-fold cross-validation.", min=0),
+) -> None:
+    """Re-test a build on its test split, optionally cross-validate, and apply quality gates.
+
+    Gates come from PIPELINE_GATES__* (e.g. PIPELINE_GATES__MIN_R2=0.85); a failed gate exits 6.
+    """
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import evaluate as stage
+
+        stage.run(loaded.settings, store_of(loaded.settings), build, folds, log)
+
+    run("evaluate", body)

@@ -1,0 +1,64 @@
+"""`pipeline config show`: the resolved settings and where each value came from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+from pipeline.cli._common import run
+
+app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    fmt: str = typer.Option(
+        "auto", "--format", help="table, json, or auto (table on a terminal, else JSON)."
+    ),
+) -> None:
+    """Print every setting, its value, its origin (default, preset, .env, env) and env name.
+
+    Secrets are redacted. Unknown PIPELINE_* variables are listed and make the command exit 3.
+    """
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline.settings import leaves, redact, unknown_error
+
+        data = loaded.settings.model_dump(mode="python")
+        rows = []
+        for leaf in leaves():
+            value: Any = data
+            for part in leaf.path:
+                value = value[part]
+            if leaf.secret:
+                value = redact(value)
+            rows.append(
+                {
+                    "setting": ".".join(leaf.path),
+                    "env": leaf.env,
+                    "value": value,
+                    "origin": loaded.origins[leaf.path],
+                }
+            )
+        out = {
+            "preset": str(loaded.preset) if loaded.preset else None,
+            "env_file": str(loaded.env_file) if loaded.env_file else None,
+            "settings": rows,
+            "unknown": loaded.unknown,
+        }
+        table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+        if table:
+            width = max(len(r["env"]) for r in rows)
+            for r in rows:
+                typer.echo(f"{r['env']:<{width}}  {r['origin']:<7} {json.dumps(r['value'])}")
+            if loaded.preset:
+                typer.echo(f"\npreset: {loaded.preset}")
+        else:
+            typer.echo(json.dumps(out, default=str))
+        if loaded.unknown:
+            raise unknown_error(loaded.unknown)
+
+    run("config", body, allow_unknown=True)

@@ -1,0 +1,1 @@
+"""Datasets: fetch by URI (``sources``), read CSV/Parquet (``read``), infer kinds (``schema``)."""

@@ -1,0 +1,146 @@
+"""Dataset sources, addressed by URI, and the content-addressed cache in the store.
+
+``fetch`` is the one entry point: it resolves a URI to a local file whose sha256 is known.
+Local files (a path, ``file://``, ``builtin://``) are read in place; remote ones (``http(s)://``,
+``kaggle://``) are downloaded into ``datasets/<sha256>/`` in the store. With
+``PIPELINE_DATA__SHA256`` set, a cached copy is used without touching the network and any
+mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+from pipeline.errors import DataError, SourceError
+from pipeline.settings import Settings
+from pipeline.store import Store, atomic_write_json, sha256_file
+
+BUILTIN = ("house-prices", "titanic")
+_SECRET_PARAM = re.compile(
+    r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A dataset available as a local file, with its digest and where it came from."""
+
+    uri: str  # redacted: no credentials
+    path: Path
+    sha256: str
+    size: int
+    cached: bool
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without user info and without values of credential-like query parameters."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return uri
+    try:
+        port = parsed.port
+    except ValueError:
+        raise SourceError(
+            f"'{parsed.scheme}://{parsed.hostname}...' has an invalid port: fix "
+            "PIPELINE_DATA__SOURCE"
+        ) from None
+    host = parsed.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    query = urlencode(
+        [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parsed.query, True)]
+    )
+    return urlunparse(parsed._replace(netloc=netloc, query=query, fragment=""))
+
+
+def scheme_of(uri: str) -> str:
+    """The URI's scheme, with plain paths (and Windows-less relative paths) as ``file``."""
+    scheme = urlparse(uri).scheme
+    return scheme.lower() if len(scheme) > 1 else "file"
+
+
+def _local_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme.lower() == "builtin":
+        name = (parsed.netloc + parsed.path).strip("/")
+        if name not in BUILTIN:
+            raise SourceError(
+                f"unknown built-in dataset '{uri}': expected one of "
+                + ", ".join(f"builtin://{n}" for n in BUILTIN)
+            )
+        return Path(__file__).parents[2] / "datasets" / f"{name}.csv"
+    if parsed.scheme.lower() == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise SourceError(
+                f"'{uri}' names a remote host: file:// URIs must be local (file:///abs/path)"
+            )
+        from urllib.parse import unquote
+
+        return Path(unquote(parsed.path))
+    return Path(uri).expanduser()
+
+
+def _verify_pin(fetched_sha: str, settings: Settings, uri: str) -> None:
+    pin = settings.data.sha256
+    if pin and pin.lower() != fetched_sha:
+        raise DataError(
+            f"dataset {uri} has sha256 {fetched_sha} but PIPELINE_DATA__SHA256 expects {pin}: "
+            "the data changed; update the pin if the change is intended"
+        )
+
+
+def fetch(settings: Settings, store: Store) -> Fetched:
+    """Resolve ``settings.data.source`` to a local file with a verified digest."""
+    uri = settings.data.source
+    scheme = scheme_of(uri)
+    if scheme in ("file", "builtin"):
+        path = _local_path(uri)
+        if not path.exists():
+            raise DataError(f"dataset file {path} does not exist: check PIPELINE_DATA__SOURCE")
+        if not path.is_file():
+            raise DataError(
+                f"dataset {path} is not a file: point PIPELINE_DATA__SOURCE at a CSV or Parquet "
+                "file"
+            )
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise DataError(f"dataset file {path} cannot be read: {exc.strerror}") from exc
+        _verify_pin(digest, settings, uri)
+        return Fetched(uri, path, digest, path.stat().st_size, cached=False)
+
+    if scheme in ("http", "https"):
+        from pipeline.data.sources import http as remote
+    elif scheme == "kaggle":
+        from pipeline.data.sources import kaggle as remote  # type: ignore[no-redef]
+    else:
+        raise SourceError(
+            f"unknown URI scheme '{scheme}://' in PIPELINE_DATA__SOURCE={uri!r}: expected a path, "
+            "file://, http(s)://, kaggle://competitions/<name>/<file>, "
+            "kaggle://datasets/<owner>/<name>/<file> or builtin://<name>"
+        )
+    shown = redact_uri(uri)
+    name = remote.filename(uri)
+    if name == "source.json":  # that name is taken by the cache's own record
+        name = "dataset-source.json"
+    pin = (settings.data.sha256 or "").lower()
+    if pin:
+        cached = store.path("datasets", pin, name)
+        if cached.is_file() and sha256_file(cached) == pin:
+            return Fetched(shown, cached, pin, cached.stat().st_size, cached=True)
+    with store.staging() as staging:
+        target = staging / name
+        remote.download(uri, target, settings)
+        digest = sha256_file(target)
+        _verify_pin(digest, settings, shown)
+        atomic_write_json(staging / "source.json", {"uri": shown, "sha256": digest, "file": name})
+        final = store.publish(staging, "datasets", digest)
+    path = final / name
+    if not path.is_file():
+        # The same bytes were cached before under another file name: reuse that copy.
+        path = next(p for p in final.iterdir() if p.name != "source.json")
+    return Fetched(shown, path, digest, path.stat().st_size, cached=False)

@@ -1,0 +1,94 @@
+"""The project's errors and the exit code each one maps to.
+
+A user's mistake raises a ``PipelineError`` subclass whose message says what happened, what was
+expected and what to do. Only the CLI turns these into exit codes; the codes are part of the public
+interface (documented in the README) so CI jobs can branch on them.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class for every error that is the user's to fix (never a bug)."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, message: str) -> None:
+        # Errors are shown as one line: collapse any newline that a wrapped message carried in.
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(PipelineError):
+    """A setting is missing, malformed, unknown or inconsistent."""
+
+    exit_code = 3
+    kind = "config"
+
+
+class DataError(PipelineError):
+    """The dataset cannot be used as it is: unreadable, empty, missing a column, bad values."""
+
+    exit_code = 4
+    kind = "data"
+
+
+class SourceError(PipelineError):
+    """A dataset could not be fetched: unknown scheme, network failure, missing credentials."""
+
+    exit_code = 5
+    kind = "source"
+
+
+class GateError(PipelineError):
+    """A quality gate failed: the model is worse than the configured bound."""
+
+    exit_code = 6
+    kind = "gate"
+
+
+class IntegrityError(PipelineError):
+    """A stored file does not match the digest its manifest records."""
+
+    exit_code = 7
+    kind = "integrity"
+
+
+class NotFoundError(PipelineError):
+    """A build, package or release that was asked for is not in the store."""
+
+    exit_code = 8
+    kind = "not_found"
+
+
+class StoreError(PipelineError):
+    """The artifact store cannot be written or read (permissions, full disk, bad URI)."""
+
+    exit_code = 9
+    kind = "store"
+
+
+class Interrupted(PipelineError):
+    """The process was asked to stop (SIGINT/SIGTERM) before the stage finished."""
+
+    exit_code = 130
+    kind = "interrupted"
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        ConfigError,
+        DataError,
+        SourceError,
+        GateError,
+        IntegrityError,
+        NotFoundError,
+        StoreError,
+        Interrupted,
+    )
+}

@@ -1,0 +1,207 @@
+"""The evaluation stage: re-test a stored build, cross-validate its recipe, apply quality gates.
+
+``evaluate`` trusts nothing but the build: it re-fetches the exact dataset (by digest), rebuilds
+the split and checks it against the recorded digest, loads the verified weights and measures the
+test rows again. ``--folds K`` runs K-fold cross-validation of the build's recipe on the rows
+outside the test split (Chollet's advice for small data: one split is a noisy estimate).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import artifacts, features, runtime, train
+from pipeline.data import read, sources
+from pipeline.data import schema as schema_mod
+from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
+from pipeline.model import ModelConfig, TabularMLP
+from pipeline.settings import GateSettings, Settings
+from pipeline.store import Store
+
+# Recorded and re-measured test metrics may differ in the last bits (BLAS); more is a red flag.
+_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `pipeline evaluate` measured."""
+
+    build_id: str
+    test: dict[str, Any]
+    cross_validation: dict[str, Any] | None
+    gates: dict[str, dict[str, Any]]
+
+
+def build_settings(current: Settings, build: artifacts.Build) -> Settings:
+    """The build's recipe (data, features, model, training, seed) with today's operational knobs."""
+    recipe = build.json("config.json")
+    merged = current.public()
+    for section in ("data", "features", "model", "train"):
+        merged[section] = {**merged[section], **recipe[section]}
+    merged["seed"] = recipe["seed"]
+    return Settings.model_validate(merged)
+
+
+def _gate_checks(gates: GateSettings, test: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, bound in gates.model_dump().items():
+        if bound is None:
+            continue
+        direction, metric = name.split("_", 1)
+        value = test.get(metric)
+        if value is None:
+            have = sorted(k for k, v in test.items() if isinstance(v, float))
+            raise ConfigError(
+                f"gate PIPELINE_GATES__{name.upper()} needs test metric '{metric}', which this "
+                f"build does not have (it has {have})"
+            )
+        passed = value >= bound if direction == "min" else value <= bound
+        out[name] = {"metric": metric, "value": value, "bound": bound, "passed": passed}
+    return out
+
+
+def cross_validate(
+    settings: Settings,
+    frame: Any,
+    schema: schema_mod.Schema,
+    rows: np.ndarray,
+    folds: int,
+    label: str,
+    device: str,
+    log: Any,
+) -> dict[str, Any]:
+    """K-fold CV of the recipe on ``rows``: each fold trains on K-1 parts, scores the held-out one.
+
+    Early stopping inside a fold uses a validation slice of that fold's training rows, so the
+    held-out part is never seen before it is scored. Statistics are refitted per fold.
+    """
+    seeds = train.Seeds.from_seed(settings.seed)
+    rng = np.random.default_rng(seeds.split)
+    order = rng.permutation(rows)
+    parts = np.array_split(order, folds)
+    results: list[dict[str, Any]] = []
+    for k in range(folds):
+        held = np.sort(parts[k])
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        n_val = max(1, round(len(rest) * settings.train.val_fraction))
+        fit_rows, val_rows = np.sort(rest[n_val:]), np.sort(rest[:n_val])
+        sub = frame.iloc[fit_rows]
+        pre = features.fit(sub, schema, settings.features, label)
+        enc = pre.transform(frame, label, with_target=True)
+        fold_seeds = train.Seeds.from_seed(settings.seed + 1 + k)
+        fitted = train.fit_network(
+            train.model_config(pre, settings),
+            train.Tensors.of(enc, fit_rows, device),
+            train.Tensors.of(enc, val_rows, device),
+            pre,
+            settings,
+            fold_seeds,
+            device,
+        )
+        scores = train.evaluate_rows(fitted.model, train.Tensors.of(enc, held, device), pre)
+        scores = {m: v for m, v in scores.items() if isinstance(v, float)}
+        log.info(
+            "evaluate.fold",
+            fold=k + 1,
+            folds=folds,
+            rows=len(held),
+            epochs=len(fitted.history),
+            **scores,
+        )
+        results.append(scores)
+    summary: dict[str, Any] = {"folds": folds, "per_fold": results}
+    for metric in results[0]:
+        values = np.array([r[metric] for r in results if r.get(metric) is not None], dtype=float)
+        summary[f"{metric}_mean"] = float(values.mean())
+        summary[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return summary
+
+
+def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any) -> Evaluation:
+    """Evaluate build ``ref`` (default: the latest) and apply the gates in ``settings``."""
+    t0 = time.perf_counter()
+    build = artifacts.load_build(store, ref)
+    log.info("evaluate.build", build_id=build.id)
+    recipe = build_settings(settings, build)
+    rt = runtime.configure(settings.train.threads, settings.train.device)
+    inputs = build.json("provenance.json")["inputs"]
+    pinned = recipe.model_copy(
+        update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}
+    )
+    fetched = sources.fetch(pinned, store)
+    frame = read.read_table(fetched.path, recipe.data, label=fetched.uri)
+    frame = schema_mod.prepare_target(frame, recipe.data.target, recipe.data.task, fetched.uri)
+    schema = schema_mod.Schema.from_json(build.json("schema.json"))
+    seeds = train.Seeds.from_seed(recipe.seed)
+    split = train.split_rows(
+        len(frame),
+        train.class_labels(frame, schema),
+        recipe.train.val_fraction,
+        recipe.train.test_fraction,
+        seeds.split,
+    )
+    if split.digest() != inputs["split"]["digest"]:
+        raise IntegrityError(
+            f"the split of {fetched.uri} no longer matches build {build.id}: the rows or the "
+            "splitting code changed; retrain"
+        )
+    pre = features.Preprocessor.from_json(build.json("preprocessing.json"))
+    model = TabularMLP(ModelConfig.from_json(build.json("model.json")))
+    model.load_state_dict(build.state_dict())
+    enc = pre.transform(frame.iloc[split.test], fetched.uri, with_target=True)
+    device = rt["device"]
+    model.to(device)
+    test_rows = train.Tensors.of(enc, np.arange(len(split.test)), device)
+    test = train.evaluate_rows(model, test_rows, pre)
+    recorded = build.json("metrics.json")["test"]
+    drift = {
+        k: abs(test[k] - recorded[k])
+        for k, v in test.items()
+        if isinstance(v, float) and isinstance(recorded.get(k), float)
+    }
+    if any(d > _TOLERANCE * max(1.0, abs(recorded[k])) for k, d in drift.items()):
+        log.warning(
+            "evaluate.drift",
+            message="re-measured test metrics differ from the build's",
+            drift=drift,
+        )
+
+    cv = None
+    if folds:
+        if folds < 2:
+            raise ConfigError(f"--folds {folds}: expected 2 or more folds")
+        rest = np.sort(np.concatenate([split.train, split.val]))
+        if len(rest) < folds * 2:
+            raise DataError(
+                f"{len(rest)} training rows cannot be split into {folds} folds: use fewer"
+            )
+        with torch.random.fork_rng(devices=[]):
+            cv = cross_validate(recipe, frame, schema, rest, folds, fetched.uri, device, log)
+
+    gates = _gate_checks(settings.gates, test)
+    failed = {k: g for k, g in gates.items() if not g["passed"]}
+    log.info(
+        "evaluate.summary",
+        build_id=build.id,
+        task=schema.task,
+        test=test,
+        cross_validation=cv and {k: v for k, v in cv.items() if k != "per_fold"},
+        gates=gates,
+        passed=not failed,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    if failed:
+        detail = "; ".join(
+            f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
+            for k, g in failed.items()
+        )
+        raise GateError(
+            f"build {build.id[:12]} fails its quality gates: {detail}; improve the model or "
+            "revisit PIPELINE_GATES__*"
+        )
+    return Evaluation(build.id, test, cv, gates)

@@ -1,0 +1,446 @@
+"""One typed settings tree, read only from the environment.
+
+Precedence, lowest to highest: field defaults < preset (``config/<name>.toml``, chosen by
+``PIPELINE_PRESET``) < ``.env`` < process environment. Names use the ``PIPELINE_`` prefix and
+``__`` for nesting (``PIPELINE_TRAIN__MAX_EPOCHS``). This is the only module that reads
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    SettingsConfigDict,
+)
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "PIPELINE_"
+NESTED = "__"
+# Variables that steer how settings are loaded rather than being settings themselves.
+LOADER_VARS = ("PIPELINE_PRESET", "PIPELINE_CONFIG_DIR", "PIPELINE_ENV_FILE")
+
+# pyarrow's defaults plus the spellings our datasets use. "NA" means "none" in several house-prices
+# columns; reading it as missing is right because a missing category becomes its own bucket.
+DEFAULT_MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "-NaN", "-nan"]
+
+Task = Literal["auto", "regression", "binary", "multiclass"]
+ColumnKind = Literal["numeric", "categorical", "boolean"]
+
+
+class _Section(BaseModel):
+    # Unknown keys in a preset or a JSON value are mistakes, not extensions.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(_Section):
+    """Where the dataset comes from and how to read it."""
+
+    source: str = Field(
+        "builtin://house-prices",
+        description="Dataset URI: path, file://, http(s)://, kaggle://, builtin://",
+    )
+    format: Literal["auto", "csv", "parquet"] = Field(
+        "auto", description="File format; auto decides from the name, then the bytes"
+    )
+    sha256: str | None = Field(
+        None, description="Expected sha256 of the dataset bytes; a mismatch is an error"
+    )
+    target: str = Field("SalePrice", description="Column to predict")
+    task: Task = Field("auto", description="auto, regression, binary or multiclass")
+    drop: list[str] = Field(
+        default_factory=lambda: ["Id"], description="Columns that are not features (ids, leaks)"
+    )
+    missing_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MISSING), description="Cell values read as missing"
+    )
+    column_kinds: dict[str, ColumnKind] = Field(
+        default_factory=dict,
+        description='Per-column kind overrides as JSON, e.g. {"MSSubClass": "categorical"}',
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
+
+
+class FeatureSettings(_Section):
+    """How columns become tensors. Every statistic is fitted on training rows only."""
+
+    min_frequency: int = Field(
+        3, ge=1, description="Categories seen fewer times than this go to the unknown bucket"
+    )
+    max_embedding_dim: int = Field(16, ge=1, description="Upper bound of an embedding's width")
+    log_skewed: bool = Field(
+        True, description="log1p-transform non-negative numeric columns with a long right tail"
+    )
+    skew_threshold: float = Field(1.0, ge=0, description="Skewness above which log_skewed applies")
+    max_categorical_cardinality: int = Field(
+        1000, ge=2, description="Inferred text columns with more distinct values are refused"
+    )
+
+
+class ModelSettings(_Section):
+    """The network, and the name and version its packages carry."""
+
+    name: str = Field("house-prices", description="Model name used for packages and releases")
+    version: str = Field("0.1.0", description="Semantic version of the packaged model")
+    hidden: list[int] = Field(
+        default_factory=lambda: [256, 128], description="Widths of the hidden layers"
+    )
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer")
+
+
+class TrainSettings(_Section):
+    """Optimisation, splits and early stopping."""
+
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW decoupled weight decay")
+    batch_size: int = Field(64, ge=1, description="Rows per optimisation step")
+    max_epochs: int = Field(300, ge=1, description="Upper bound on epochs")
+    patience: int = Field(30, ge=1, description="Epochs without validation gain before stopping")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of rows for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test")
+    target_transform: Literal["auto", "none", "log", "log1p"] = Field(
+        "auto",
+        description="Regression target transform; auto is log for a positive right-skewed target",
+    )
+    device: Literal["cpu", "auto", "cuda"] = Field(
+        "cpu", description="cpu, or auto to use CUDA when present"
+    )
+    threads: int = Field(
+        0, ge=0, description="torch intra-op threads; 0 means one per available core (max 4)"
+    )
+
+
+class GateSettings(_Section):
+    """Quality gates checked by `pipeline evaluate`; unset gates are not checked."""
+
+    min_r2: float | None = Field(None, description="Fail when test R² is below this")
+    max_rmse: float | None = Field(None, description="Fail when test RMSE is above this")
+    max_rmse_log: float | None = Field(None, description="Fail when test RMSE of log is above")
+    max_mae: float | None = Field(None, description="Fail when test MAE is above this")
+    min_accuracy: float | None = Field(None, description="Fail when test accuracy is below this")
+    min_f1_macro: float | None = Field(None, description="Fail when test macro F1 is below this")
+    min_roc_auc: float | None = Field(None, description="Fail when test ROC AUC is below this")
+    max_log_loss: float | None = Field(None, description="Fail when test log loss is above this")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    seed: int = Field(42, ge=0, description="The one seed behind every random choice")
+    store: str = Field("./store", description="Artifact store: a folder path or file:// URI")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto is console on a terminal, JSON lines otherwise"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written"
+    )
+    http_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch gives up")
+    data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
+    features: FeatureSettings = Field(default_factory=FeatureSettings)  # type: ignore[arg-type]
+    model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
+    train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[arg-type]
+    gates: GateSettings = Field(default_factory=GateSettings)  # type: ignore[arg-type]
+
+    # Credentials keep the names their own tools use; they are secrets and never leave memory.
+    kaggle_username: str | None = Field(
+        None, validation_alias=AliasChoices("KAGGLE_USERNAME"), description="Kaggle user"
+    )
+    kaggle_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KAGGLE_KEY"), description="Kaggle API key"
+    )
+    kaggle_api_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KAGGLE_API_TOKEN"), description="Kaggle token"
+    )
+
+    def build_config(self) -> dict[str, Any]:
+        """The settings that shape a trained model: what a build records and its id covers.
+
+        Operational knobs (store, logging, timeouts, gates, device, threads) and the package
+        name/version are left out: they do not change what is learned, and if the device or
+        thread count did change the weights, the weights' own digest changes the id.
+        """
+        pub = self.public()
+        return {
+            "seed": pub["seed"],
+            "data": pub["data"],
+            "features": pub["features"],
+            "model": {k: pub["model"][k] for k in ("hidden", "dropout")},
+            "train": {k: v for k, v in pub["train"].items() if k not in ("device", "threads")},
+        }
+
+    def public(self) -> dict[str, Any]:
+        """The non-secret settings as plain JSON-able data (what manifests record)."""
+        return self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+
+
+SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
+ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
+               "kaggle_api_token": "KAGGLE_API_TOKEN"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One setting: its dotted path, env var name and whether it is a secret."""
+
+    path: tuple[str, ...]
+    env: str
+    secret: bool
+    description: str
+    default: Any
+
+
+def leaves(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[Leaf]:
+    """Every setting of the tree, depth first, in declaration order."""
+    for name, field in model.model_fields.items():
+        path = (*prefix, name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from leaves(ann, path)
+            continue
+        env = ALIASED_ENV.get(name) or ENV_PREFIX + NESTED.join(path).upper()
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        yield Leaf(path, env, name in SECRET_FIELDS, field.description or "", default)
+
+
+def _known_env_names() -> set[str]:
+    names = set(LOADER_VARS)
+    for leaf in leaves():
+        names.add(leaf.env)
+        # A whole section may also be given as JSON: PIPELINE_TRAIN='{"max_epochs": 5}'.
+        for depth in range(1, len(leaf.path)):
+            names.add(ENV_PREFIX + NESTED.join(leaf.path[:depth]).upper())
+    return names
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Resolved settings with where each value came from."""
+
+    settings: Settings
+    origins: dict[tuple[str, ...], str]
+    preset: Path | None
+    env_file: Path | None
+    unknown: list[str]
+
+
+def _preset_path(name: str, config_dir: str | None) -> Path:
+    candidate = Path(name)
+    if candidate.suffix == ".toml":
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(
+            f"preset file '{name}' does not exist: set PIPELINE_PRESET to an existing .toml file "
+            "or to the name of a preset in config/"
+        )
+    dirs = [Path(config_dir)] if config_dir else [Path("config")]
+    dirs.append(Path(__file__).parent / "presets")  # presets bundled into the wheel
+    for folder in dirs:
+        path = folder / f"{name}.toml"
+        if path.is_file():
+            return path
+    available = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.toml")})
+    raise ConfigError(
+        f"unknown preset '{name}' (PIPELINE_PRESET): expected one of {available or 'none found'}; "
+        "set PIPELINE_CONFIG_DIR to the folder holding your presets"
+    )
+
+
+def _flat_to_nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def _paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for key, value in data.items():
+        path = (*prefix, str(key).lower())
+        if isinstance(value, Mapping) and path in _SECTION_PATHS:
+            yield from _paths(value, path)
+        else:
+            yield path
+
+
+_SECTION_PATHS = {
+    (name,)
+    for name, f in Settings.model_fields.items()
+    if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+}
+
+
+def _check_preset_keys(data: Mapping[str, Any], path: Path) -> None:
+    valid = {leaf.path for leaf in leaves() if not leaf.secret}
+    for key_path in _paths(data):
+        if key_path not in valid:
+            dotted = ".".join(key_path)
+            close = difflib.get_close_matches(dotted, [".".join(p) for p in valid], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"preset {path} sets unknown key '{dotted}'{hint}")
+
+
+def _format_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = [str(p) for p in err["loc"]]
+        env = ENV_PREFIX + NESTED.join(loc).upper() if loc else "settings"
+        parts.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load(
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Loaded:
+    """Resolve the settings from defaults, preset, .env, the environment and CLI options.
+
+    ``environ`` defaults to ``os.environ``; ``env_file`` defaults to ``PIPELINE_ENV_FILE`` or
+    ``./.env``; ``overrides`` are ``PIPELINE_*`` names set by command-line options (highest
+    precedence). Raises ``ConfigError`` with the offending variable named.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        env_file = Path(environ.get("PIPELINE_ENV_FILE", ".env"))
+    dotenv: dict[str, str] = {}
+    if env_file.is_file():
+        from dotenv import dotenv_values
+
+        dotenv = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+    def loader_var(name: str) -> str | None:
+        return environ.get(name) or dotenv.get(name)
+
+    preset_name = loader_var("PIPELINE_PRESET")
+    preset_path = (
+        _preset_path(preset_name, loader_var("PIPELINE_CONFIG_DIR")) if preset_name else None
+    )
+    preset: dict[str, Any] = {}
+    if preset_path is not None:
+        try:
+            preset = tomllib.loads(preset_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"preset {preset_path} cannot be read: {exc}") from exc
+        _check_preset_keys(preset, preset_path)
+
+    known = _known_env_names()
+    unknown = sorted(
+        k
+        for k in {*environ, *dotenv}
+        if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+    )
+
+    # Unknown names are reported by the caller, so they are left out of parsing here.
+    env_values = _source_values({k: v for k, v in environ.items() if k not in unknown})
+    dotenv_values_ = _source_values({k: v for k, v in dotenv.items() if k not in unknown})
+
+    layers = [("preset", preset), (".env", dotenv_values_), ("env", env_values)]
+    if overrides:
+        layers.append(("cli", _source_values(overrides)))
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for origin, layer in layers:
+        _deep_merge(merged, layer)
+        for path in _paths(layer):
+            origins[path] = origin
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting: {_format_validation(exc)}") from exc
+    for leaf in leaves():
+        origins.setdefault(leaf.path, "default")
+    return Loaded(settings, origins, preset_path, env_file if dotenv else None, unknown)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env parsing (JSON for lists and dicts, ``__`` nesting) over a mapping."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._mapping = mapping
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._mapping.items()}
+
+
+def _source_values(mapping: Mapping[str, str]) -> dict[str, Any]:
+    """Parse the PIPELINE_* (and credential) variables of ``mapping`` into a nested dict."""
+    relevant = {
+        k: v
+        for k, v in mapping.items()
+        if k.upper().startswith(ENV_PREFIX) or k.upper() in ALIASED_ENV.values()
+    }
+    relevant = {k: v for k, v in relevant.items() if k.upper() not in LOADER_VARS}
+    try:
+        values = _MappingEnvSource(relevant)()
+    except Exception as exc:  # pydantic-settings raises SettingsError for undecodable JSON
+        culprit = next(iter(relevant), "a PIPELINE_ variable")
+        for key, value in relevant.items():
+            try:
+                _MappingEnvSource({key: value})()
+            except Exception:
+                culprit = f"{key.upper()}={value!r}"
+                break
+        raise ConfigError(
+            f"invalid setting {culprit}: expected JSON for a list or mapping, "
+            'e.g. \'["Id"]\' or \'{"col": "categorical"}\''
+        ) from exc
+    # Aliased credentials come back under their alias; store them under the field name.
+    for field, alias in ALIASED_ENV.items():
+        for key in list(values):
+            if key.upper() == alias:
+                values[field] = values.pop(key)
+    return values
+
+
+def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        key = str(key).lower()
+        if (
+            isinstance(value, Mapping)
+            and isinstance(into.get(key), dict)
+            and (key,) in _SECTION_PATHS
+        ):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def unknown_error(unknown: list[str]) -> ConfigError:
+    """The error for unknown PIPELINE_* variables, with a suggestion for the first one."""
+    known = sorted(_known_env_names())
+    first = unknown[0]
+    close = difflib.get_close_matches(first.upper(), known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    names = ", ".join(unknown)
+    return ConfigError(
+        f"unknown setting {names}{hint}: remove or rename it; `pipeline config show` lists every "
+        "setting"
+    )
+
+
+def redact(value: Any) -> Any:
+    """What a secret looks like in any output."""
+    return "**********" if value else None
