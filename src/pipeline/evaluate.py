@@ -40,7 +40,7 @@ class Evaluation:
 def build_settings(current: Settings, build: artifacts.Build) -> Settings:
     """The build's recipe (data, features, model, training, seed) with today's operational knobs."""
     recipe = build.json("config.json")
-    merged = current.public()
+    merged = current.model_dump()  # secrets included: the recipe may fetch from Kaggle
     for section in ("data", "features", "model", "train"):
         merged[section] = {**merged[section], **recipe[section]}
     merged["seed"] = recipe["seed"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.schema import Schema, first_non_number
+from pipeline.data.schema import Schema, data_row, first_non_number
 from pipeline.errors import DataError
 from pipeline.settings import FeatureSettings
 
@@ -50,14 +50,16 @@ def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
     bad = first_non_number(series)
     if bad is not None:
         raise DataError(
-            f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0] + 1}: expected a number"
+            f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: expected a number; "
+            "fix the row or leave the cell empty"
         )
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     infinite = np.isinf(values)
     if infinite.any():
-        row = int(infinite.nonzero()[0][0])
+        pos = int(infinite.nonzero()[0][0])
         raise DataError(
-            f"column '{name}' in {label} has {values[row]} at data row {row + 1}: expected a "
+            f"column '{name}' in {label} has {values[pos]} at data row {data_row(series, pos)}: "
+            "expected a "
             "finite number; replace it or leave the cell empty"
         )
     return values

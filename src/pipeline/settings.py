@@ -20,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
@@ -112,6 +113,10 @@ class TrainSettings(_Section):
         "auto",
         description="Regression target transform; auto is log for a positive right-skewed target",
     )
+    refit: bool = Field(
+        True,
+        description="After early stopping picks the epoch count, retrain on train+validation rows",
+    )
     device: Literal["cpu", "auto", "cuda"] = Field(
         "cpu", description="cpu, or auto to use CUDA when present"
     )
@@ -170,6 +175,19 @@ class Settings(BaseSettings):
     kaggle_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("KAGGLE_API_TOKEN"), description="Kaggle token"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only explicit values: ``load`` reads every layer itself, so it can say where each
+        value came from and catch unknown names before pydantic-settings sees them."""
+        return (init_settings,)
 
     def build_config(self) -> dict[str, Any]:
         """The settings that shape a trained model: what a build records and its id covers.

@@ -185,14 +185,19 @@ class Fitted:
 def fit_network(
     cfg: ModelConfig,
     train: Tensors,
-    val: Tensors,
+    val: Tensors | None,
     pre: features.Preprocessor,
     settings: Settings,
     seeds: Seeds,
     device: str,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    epochs: int | None = None,
 ) -> Fitted:
-    """AdamW on shuffled index batches; early stopping on validation loss, best weights kept."""
+    """AdamW on shuffled index batches; early stopping on validation loss, best weights kept.
+
+    With ``epochs`` set, train exactly that many epochs and keep the last weights (the refit on
+    train+validation rows, where there is no held-out part left to stop on).
+    """
     t = settings.train
     init_gen = torch.Generator().manual_seed(seeds.init)
     model = TabularMLP(cfg, init_gen).to(device)
@@ -211,7 +216,7 @@ def fit_network(
         # caller's RNG state afterwards so nothing else is affected.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeds.dropout)
-            for epoch in range(1, t.max_epochs + 1):
+            for epoch in range(1, (epochs or t.max_epochs) + 1):
                 started = time.perf_counter()
                 model.train()
                 order = torch.randperm(len(train), generator=shuffle_gen).to(device)
@@ -229,20 +234,24 @@ def fit_network(
                             f"training stopped by signal {signal.Signals(stop.signal).name} at "
                             f"epoch {epoch}: nothing was written; run `pipeline train` again"
                         )
-                out_val = forward_all(model, val.numeric, val.categorical)
-                val_loss = float(loss_of(out_val, val.target))
-                pred = outputs_to_predictions(out_val.cpu().numpy(), pre)
-                val_metrics = score(pred, val.target.cpu().numpy(), pre)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": float(total) / len(train),
-                    "val_loss": val_loss,
-                    **{f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, float)},
-                }
+                row: dict[str, Any] = {"epoch": epoch, "train_loss": float(total) / len(train)}
+                val_loss = math.inf
+                if val is not None:
+                    out_val = forward_all(model, val.numeric, val.categorical)
+                    val_loss = float(loss_of(out_val, val.target))
+                    pred = outputs_to_predictions(out_val.cpu().numpy(), pre)
+                    val_metrics = score(pred, val.target.cpu().numpy(), pre)
+                    row["val_loss"] = val_loss
+                    row.update(
+                        {f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, float)}
+                    )
                 history.append(row)
                 if on_epoch is not None:
                     on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
-                if val_loss < best_loss:
+                if epochs is not None:
+                    best_epoch = epoch
+                    best_state = None
+                elif val_loss < best_loss:
                     best_loss, best_epoch = val_loss, epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif epoch - best_epoch >= t.patience:
@@ -250,8 +259,8 @@ def fit_network(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return Fitted(model, history, best_epoch, stopped_early=len(history) < t.max_epochs)
 
 
@@ -373,16 +382,34 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         fitted = fit_network(
             cfg, parts["train"], parts["val"], pre, settings, seeds, device, on_epoch
         )
+        validation = evaluate_rows(fitted.model, parts["val"], pre)
+        final, refit_history = fitted.model, []
+        if settings.train.refit:
+            # Chollet's recipe for small data: the validation rows chose the epoch count; now
+            # they become training rows too. Preprocessing stays fitted on the training rows.
+            both = np.sort(np.concatenate([split.train, split.val]))
+            bar.reset(total=fitted.best_epoch)
+
+            def on_refit(row: dict[str, Any]) -> None:
+                log.info("train.refit_epoch", **row)
+                bar.update(1)
+
+            refitted = fit_network(
+                cfg, Tensors.of(enc, both, device), None, pre, settings, seeds, device,
+                on_refit, epochs=fitted.best_epoch,
+            )  # fmt: skip
+            final, refit_history = refitted.model, refitted.history
     finally:
         bar.close()
     train_seconds = time.perf_counter() - train_t0
     result_metrics = {
         "task": schema.task,
         "best_epoch": fitted.best_epoch,
-        "validation": evaluate_rows(fitted.model, parts["val"], pre),
-        "test": evaluate_rows(fitted.model, parts["test"], pre),
+        "refit": settings.train.refit,
+        "validation": validation,
+        "test": evaluate_rows(final, parts["test"], pre),
     }
-    state = {k: v.detach().cpu() for k, v in fitted.model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in final.state_dict().items()}
     inputs = {
         "dataset": {"uri": fetched.uri, "sha256": fetched.sha256, "rows": len(frame)},
         "split": {
@@ -400,7 +427,7 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         "model.json": canonical_json(cfg.to_json()),
         "preprocessing.json": canonical_json(pre.to_json()),
         "schema.json": canonical_json(schema.to_json()),
-        "history.json": canonical_json(fitted.history),
+        "history.json": canonical_json({"selection": fitted.history, "refit": refit_history}),
         "metrics.json": canonical_json(result_metrics),
         "config.json": canonical_json(settings.build_config()),
         "run.json": canonical_json(
@@ -415,6 +442,7 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
     }
     bid = artifacts.write_build(store, files, inputs)
     rows_seen = len(split.train) * len(fitted.history)
+    rows_seen += (len(split.train) + len(split.val)) * len(refit_history)
     log.info(
         "train.summary",
         build_id=bid,

@@ -42,8 +42,10 @@ def detect_format(path: Path, declared: str = "auto") -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a library's message, with unprintable bytes escaped."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)[:300]
 
 
 def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> pd.DataFrame:
@@ -77,13 +79,20 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
         message = _first_line(exc)
         if "Empty CSV file" in message:
             raise DataError(
-                f"dataset {shown} is empty: expected a header line and at least one row"
+                f"dataset {shown} is empty: expected a header line and at least one row; check "
+                "PIPELINE_DATA__SOURCE"
             ) from exc
-        raise DataError(f"dataset {shown} cannot be parsed as {fmt}: {message}") from exc
+        raise DataError(
+            f"dataset {shown} cannot be parsed as {fmt}: {message}; check that the file is "
+            "CSV or Parquet, and PIPELINE_DATA__FORMAT / PIPELINE_DATA__DELIMITER"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"dataset {shown} is not valid UTF-8 text: re-encode it as UTF-8") from exc
     except OSError as exc:
-        raise DataError(f"dataset {shown} cannot be read: {_first_line(exc)}") from exc
+        raise DataError(
+            f"dataset {shown} cannot be read: {_first_line(exc)}; check the file and its "
+            "permissions"
+        ) from exc
 
     names = table.column_names
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -92,5 +101,15 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
             f"dataset {shown} has duplicate column names {dupes}: give every column a unique name"
         )
     if table.num_rows == 0:
-        raise DataError(f"dataset {shown} has a header but no rows: expected at least one row")
+        raise DataError(
+            f"dataset {shown} has a header but no rows: expected at least one row; check "
+            "PIPELINE_DATA__SOURCE"
+        )
+    for field in table.schema:
+        # pyarrow reads text that is not valid UTF-8 as raw bytes rather than failing.
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise DataError(
+                f"dataset {shown} is not valid UTF-8 text (column '{field.name}'): re-encode the "
+                "file as UTF-8"
+            )
     return table.to_pandas()

@@ -81,8 +81,21 @@ def _infer_kind(series: pd.Series) -> str:
     return "categorical"
 
 
+def data_row(series: pd.Series, position: int) -> int:
+    """The 1-based data row in the file (header excluded) of ``series``'s ``position``-th value.
+
+    Frames keep the file's row numbers as their index, even after rows are filtered out.
+    """
+    return int(series.index[position]) + 1
+
+
+def plain(value: Any) -> Any:
+    """A value as the user wrote it: numpy scalars unwrapped for messages."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def first_non_number(series: pd.Series) -> tuple[int, Any] | None:
-    """(row position, value) of the first present value that is not a number, else None."""
+    """(1-based data row, value) of the first present value that is not a number, else None."""
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
@@ -92,7 +105,7 @@ def first_non_number(series: pd.Series) -> tuple[int, Any] | None:
     if not bad.any():
         return None
     pos = int(bad.to_numpy().nonzero()[0][0])
-    return pos, series.iloc[pos]
+    return data_row(series, pos), plain(series.iloc[pos])
 
 
 def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> str:
@@ -100,7 +113,7 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
 
     distinct = target.dropna().unique()
     if len(distinct) < 2:
-        value = distinct[0] if len(distinct) else None
+        value = plain(distinct[0]) if len(distinct) else None
         raise DataError(
             f"target column '{name}' in {label} has a single value {value!r}: expected at least "
             "two distinct values; check PIPELINE_DATA__TARGET and the file"
@@ -154,12 +167,12 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
             f"target column '{name}' in {label} is empty (every value is missing): fill it in "
             "or choose another PIPELINE_DATA__TARGET"
         )
-    frame = frame.loc[present].reset_index(drop=True)
+    frame = frame.loc[present]  # the index keeps the file's row numbers for messages
     if task_hint in ("auto", "regression"):
         bad = first_non_number(frame[name])
         if bad is not None and task_hint == "regression":
             raise DataError(
-                f"target column '{name}' in {label} has {bad[1]!r} at data row {bad[0] + 1}: "
+                f"target column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: "
                 "expected a number for a regression target; fix the row or set "
                 "PIPELINE_DATA__TASK to binary or multiclass"
             )
@@ -167,10 +180,11 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
             values = frame[name].astype("float64").to_numpy()
             nonfinite = ~np.isfinite(values)
             if nonfinite.any():
-                row = int(nonfinite.nonzero()[0][0])
+                pos = int(nonfinite.nonzero()[0][0])
                 raise DataError(
-                    f"target column '{name}' in {label} has {values[row]} at data row {row + 1}: "
-                    "expected a finite number"
+                    f"target column '{name}' in {label} has {values[pos]} at data row "
+                    f"{data_row(frame[name], pos)}: expected a finite number; fix the row or "
+                    "leave the cell empty to drop it"
                 )
     return frame
 
@@ -214,7 +228,7 @@ def infer(
             bad = first_non_number(series)
             if bad is not None:
                 raise DataError(
-                    f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0] + 1}: "
+                    f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: "
                     "expected a number; fix the row or declare the column categorical in "
                     "PIPELINE_DATA__COLUMN_KINDS"
                 )

@@ -109,7 +109,9 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         try:
             digest = sha256_file(path)
         except OSError as exc:
-            raise DataError(f"dataset file {path} cannot be read: {exc.strerror}") from exc
+            raise DataError(
+                f"dataset file {path} cannot be read: {exc.strerror}; check its permissions"
+            ) from exc
         _verify_pin(digest, settings, uri)
         return Fetched(uri, path, digest, path.stat().st_size, cached=False)
 

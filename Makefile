@@ -1,0 +1,57 @@
+# pipeline: every task has a target; CI calls the same targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: help install dev run test lint format typecheck lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the pinned runtime + the package (editable)
+
+dev: $(DEV_STAMP) ## install + the pinned test and lint tools
+
+run: install ## The main job: train and evaluate on the built-in house-prices dataset
+	$(BIN)/pipeline train
+	$(BIN)/pipeline evaluate
+
+test: dev ## Run the whole test suite (what CI runs)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+lint: dev ## ruff lint + format check, mypy on src/
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: dev ## Apply ruff's formatting and safe fixes
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+typecheck: dev ## mypy --strict on src/
+	$(BIN)/mypy
+
+lock: ## Regenerate requirements.txt from a clean install of pyproject's dependencies
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet .
+	{ sed -n '1,2p' requirements.txt; .lock-venv/bin/pip freeze --exclude pipeline | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.txt && rm -rf .lock-venv
+
+clean: ## Remove the virtualenv, caches and the local store
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache store

@@ -1,0 +1,50 @@
+"""Fast start: the CLI prints help and its version without importing the heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import run_cli
+
+PROBE = """
+import json, sys
+from typer.testing import CliRunner
+from pipeline.cli import app
+result = CliRunner().invoke(app, sys.argv[1:])
+heavy = sorted(m for m in ("torch", "pandas", "pyarrow", "numpy", "kaggle") if m in sys.modules)
+print(json.dumps({"code": result.exit_code, "heavy": heavy, "out": result.output[:200]}))
+"""
+
+
+def _probe(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_help_does_not_import_torch_or_pandas() -> None:
+    """`pipeline --help` (and each command's help) leaves torch, pandas and friends unimported."""
+    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["config", "--help"]):
+        probe = _probe(*args)
+        assert probe["code"] == 0
+        assert "Usage" in probe["out"]
+        assert probe["heavy"] == [], args
+
+
+def test_version_and_module_entry_point() -> None:
+    """`python -m pipeline --version` prints the package version."""
+    from pipeline import __version__
+
+    done = run_cli("--version", env={})
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"pipeline {__version__}"
+
+
+def test_help_names_the_environment_variables() -> None:
+    """Help text points users at the PIPELINE_* variables that configure each stage."""
+    done = run_cli("train", "--help", env={"COLUMNS": "200"})
+    assert done.returncode == 0
+    assert "PIPELINE_DATA__SOURCE" in done.stdout and "PIPELINE_TRAIN__DEVICE" in done.stdout

@@ -1,0 +1,75 @@
+"""`pipeline evaluate`: re-measured test metrics, K-fold cross-validation, gates, integrity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import event
+
+FAST = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "15"}
+
+
+@pytest.fixture
+def built(cli: Any, store: Path) -> tuple[str, dict[str, Any]]:
+    """A small Titanic build in the store: (build id, its metrics.json)."""
+    result = cli("train", "--id-file", str(store.parent / "id"), env=FAST)
+    assert result.exit_code == 0, result.output
+    build_id = (store.parent / "id").read_text().strip()
+    return build_id, json.loads((store / "builds" / build_id / "metrics.json").read_text())
+
+
+def test_evaluate_remeasures_the_recorded_test_metrics(cli: Any, built: tuple[str, dict]) -> None:
+    """Evaluating the latest build reproduces the test metrics recorded at training time."""
+    build_id, metrics = built
+    result = cli("evaluate", env=FAST)
+    assert result.exit_code == 0, result.output
+    summary = event(result.stdout, "evaluate.summary")
+    assert summary["build_id"] == build_id and summary["passed"] is True
+    for name in ("accuracy", "f1_macro", "roc_auc", "log_loss"):
+        assert summary["test"][name] == pytest.approx(metrics["test"][name], rel=1e-9)
+    assert summary["test"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+
+
+def test_evaluate_by_prefix_with_cross_validation(cli: Any, built: tuple[str, dict]) -> None:
+    """--folds 3 cross-validates the build's recipe on its non-test rows, fold by fold."""
+    build_id, _ = built
+    result = cli("evaluate", build_id[:8], "--folds", "3", env=FAST)
+    assert result.exit_code == 0, result.output
+    folds = [
+        e for e in map(json.loads, result.stdout.splitlines()) if e["event"] == "evaluate.fold"
+    ]
+    assert [f["fold"] for f in folds] == [1, 2, 3]
+    cv = event(result.stdout, "evaluate.summary")["cross_validation"]
+    assert cv["folds"] == 3
+    assert 0.6 < cv["accuracy_mean"] <= 1.0 and cv["accuracy_std"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("gate", "bound", "code"),
+    [("PIPELINE_GATES__MIN_ACCURACY", "0.6", 0), ("PIPELINE_GATES__MIN_ACCURACY", "0.99", 6),
+     ("PIPELINE_GATES__MAX_LOG_LOSS", "0.01", 6), ("PIPELINE_GATES__MIN_R2", "0.5", 3)],
+)  # fmt: skip
+def test_quality_gates_decide_the_exit_code(
+    cli: Any, built: tuple[str, dict], gate: str, bound: str, code: int
+) -> None:
+    """A met gate exits 0, a missed one exits 6, a gate on a metric the task lacks exits 3."""
+    result = cli("evaluate", env={**FAST, gate: bound})
+    assert result.exit_code == code, result.output
+    if code == 6:
+        assert result.stderr.startswith("error: build ") and "quality gates" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_tampered_build_is_refused(cli: Any, store: Path, built: tuple[str, dict]) -> None:
+    """Changing one byte of a stored build makes evaluate exit with the integrity code."""
+    build_id, _ = built
+    weights = store / "builds" / build_id / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = cli("evaluate", build_id, env=FAST)
+    assert result.exit_code == 7
+    assert "weights.pt" in result.stderr and "Traceback" not in result.output

@@ -1,0 +1,60 @@
+"""Same code, data, config and seed -> the same build, byte for byte, across processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import event, events, run_cli, store_files
+
+SECRET = "kk-0xDEADBEEF-secret-value"
+
+
+def test_two_processes_same_seed_same_build_and_another_seed_differs(tmp_path: Path) -> None:
+    """Separate `pipeline train` processes agree on the build id and the weights' bytes."""
+    env = {
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "30",
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "KAGGLE_USERNAME": "someone",
+        "KAGGLE_KEY": SECRET,
+    }
+    runs = []
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        store = tmp_path / f"store-{name}"
+        done = run_cli(
+            "train",
+            "--id-file",
+            str(tmp_path / f"{name}.id"),
+            env={**env, "PIPELINE_STORE": str(store), "PIPELINE_SEED": seed},
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        # Every stdout line is a JSON event, and the last one is the stage summary.
+        stream = events(done.stdout)
+        assert stream[-1]["event"] == "train.summary"
+        build_id = (tmp_path / f"{name}.id").read_text().strip()
+        assert event(done.stdout, "train.summary")["build_id"] == build_id
+        runs.append((build_id, store, done))
+
+    (id_a, store_a, _), (id_b, store_b, _), (id_c, _, _) = runs
+    assert id_a == id_b
+    weights_a = (store_a / "builds" / id_a / "weights.pt").read_bytes()
+    assert weights_a == (store_b / "builds" / id_b / "weights.pt").read_bytes()
+    assert id_c != id_a
+
+    # The timestamps differ between the two runs but are outside the id.
+    run_a = json.loads((store_a / "builds" / id_a / "run.json").read_text())
+    run_b = json.loads((store_b / "builds" / id_b / "run.json").read_text())
+    assert run_a["started_at"] != run_b["started_at"]
+
+    # The Kaggle key was in the environment of every run: it must appear nowhere.
+    for _, store, done in runs:
+        assert SECRET not in done.stdout and SECRET not in done.stderr
+        for path in store_files(store):
+            assert SECRET.encode() not in path.read_bytes(), path
+    provenance = json.loads((store_a / "builds" / id_a / "provenance.json").read_text())
+    assert provenance["inputs"]["seed"] == 7
+    assert len(provenance["inputs"]["split"]["digest"]) == 64
+    assert provenance["inputs"]["dataset"]["sha256"].startswith("1e18addf")
+    assert {"git", "python", "torch", "pandas", "cpu", "threads"} <= set(provenance["environment"])

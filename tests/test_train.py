@@ -1,0 +1,152 @@
+"""The build stage end to end through `pipeline train`, on the real datasets the package ships."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import HOUSE_PRICES_SHA, TITANIC_SHA, event, events
+
+from pipeline.data.sources import _local_path
+
+
+def _train(cli: Any, store: Path, env: dict[str, str]) -> tuple[str, dict[str, Any], Any]:
+    id_file = store.parent / "build-id"
+    result = cli("train", "--id-file", str(id_file), env=env)
+    assert result.exit_code == 0, result.output
+    build_id = id_file.read_text().strip()
+    metrics = json.loads((store / "builds" / build_id / "metrics.json").read_text())
+    return build_id, metrics, result
+
+
+def test_builtin_datasets_are_the_documented_bytes() -> None:
+    """The datasets shipped in the package are byte-identical to the documented originals."""
+    for name, sha in (("house-prices", HOUSE_PRICES_SHA), ("titanic", TITANIC_SHA)):
+        data = _local_path(f"builtin://{name}").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == sha
+
+
+@pytest.mark.slow
+def test_house_prices_default_meets_rmse_log_target(cli: Any, store: Path) -> None:
+    """With no configuration at all, test RMSE of log(SalePrice) averages <= 0.13 over seeds 0-2."""
+    scores = []
+    for seed in (0, 1, 2):
+        _, metrics, result = _train(cli, store, {"PIPELINE_SEED": str(seed)})
+        summary = event(result.stdout, "train.summary")
+        assert summary["task"] == "regression"
+        assert metrics["test"]["rmse_log"] == pytest.approx(summary["test"]["rmse_log"])
+        scores.append(metrics["test"]["rmse_log"])
+    assert sum(scores) / 3 <= 0.13, scores
+
+
+@pytest.mark.slow
+def test_titanic_preset_meets_accuracy_target(cli: Any, store: Path) -> None:
+    """The Titanic preset ('?' as missing, leaky columns dropped) reaches test accuracy >= 0.78."""
+    build_id, metrics, result = _train(cli, store, {"PIPELINE_PRESET": "titanic"})
+    assert metrics["task"] == "binary"
+    assert metrics["test"]["accuracy"] >= 0.78, metrics["test"]
+    schema = json.loads((store / "builds" / build_id / "schema.json").read_text())
+    names = {c["name"] for c in schema["columns"]}
+    assert {"name", "boat", "body", "home.dest", "survived"}.isdisjoint(names)
+    assert {"sex", "age", "fare", "pclass"} <= names
+    # '?' was read as missing: age is numeric, not a category containing '?'.
+    kinds = {c["name"]: c["kind"] for c in schema["columns"]}
+    assert kinds["age"] == "numeric" and kinds["pclass"] == "categorical"
+    roc = metrics["test"]["roc_auc"]
+    assert 0.5 < roc <= 1.0
+    assert set(metrics["test"]) >= {
+        "accuracy",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+        "confusion_matrix",
+    }
+    assert json.loads(result.stdout.splitlines()[-1])["event"] == "train.summary"
+
+
+def test_multiclass_task_trains_and_reports_class_metrics(cli: Any, store: Path) -> None:
+    """A three-class target (Titanic's port of embarkation) trains a multiclass head."""
+    _, metrics, _ = _train(
+        cli,
+        store,
+        {
+            "PIPELINE_PRESET": "titanic",
+            "PIPELINE_DATA__TARGET": "embarked",
+            "PIPELINE_DATA__TASK": "auto",
+            "PIPELINE_TRAIN__MAX_EPOCHS": "15",
+        },
+    )
+    assert metrics["task"] == "multiclass"
+    matrix = metrics["test"]["confusion_matrix"]
+    assert matrix["labels"] == ["C", "Q", "S"]
+    assert len(matrix["matrix"]) == 3 and all(len(row) == 3 for row in matrix["matrix"])
+    # Better than always predicting the majority port, which is ~70% of passengers.
+    assert metrics["test"]["log_loss"] < 0.9
+
+
+def test_auto_task_inference_on_a_frame_the_test_builds(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """task=auto picks regression for a many-valued number and binary for a yes/no column."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    colour = rng.choice(["red", "green", "blue"], size=300)
+    y = 3 * x + (colour == "red") + rng.normal(scale=0.1, size=300)
+    path = tmp_path / "synthetic.csv"
+    lines = ["x,colour,y,flag"] + [
+        f"{a:.5f},{c},{b:.5f},{'yes' if b > 0 else 'no'}"
+        for a, c, b in zip(x, colour, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    base = {
+        "PIPELINE_DATA__SOURCE": str(path),
+        "PIPELINE_DATA__DROP": "[]",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "40",
+    }
+    _, metrics, result = _train(cli, store, {**base, "PIPELINE_DATA__TARGET": "y"})
+    schema = event(result.stdout, "data.schema")
+    assert schema["task"] == "regression" and schema["target_transform"] == "none"
+    assert metrics["test"]["r2"] > 0.9
+    _, metrics, _ = _train(cli, store, {**base, "PIPELINE_DATA__TARGET": "flag"})
+    assert metrics["task"] == "binary"
+    assert metrics["test"]["accuracy"] > 0.85
+
+
+def test_history_is_a_learning_curve_and_summary_events_are_emitted(cli: Any, store: Path) -> None:
+    """Each epoch is logged and stored; early stopping's best epoch sets the refit's length."""
+    build_id, metrics, result = _train(
+        cli, store, {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "12"}
+    )
+    history = json.loads((store / "builds" / build_id / "history.json").read_text())
+    selection, refit = history["selection"], history["refit"]
+    epochs = [e for e in events(result.stdout) if e["event"] == "train.epoch"]
+    assert [h["epoch"] for h in selection] == list(range(1, len(selection) + 1))
+    assert [e["epoch"] for e in epochs] == [h["epoch"] for h in selection]
+    assert all({"train_loss", "val_loss", "val_accuracy"} <= set(h) for h in selection)
+    best = min(selection, key=lambda h: h["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"] and metrics["refit"] is True
+    # Validation metrics are those of the selection run at its best epoch (held-out rows).
+    assert metrics["validation"]["log_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    # The refit trains on train+validation rows for exactly the chosen number of epochs.
+    assert len(refit) == best["epoch"]
+    assert all(e["stage"] == "train" and e["run_id"] for e in events(result.stdout))
+
+
+def test_refit_can_be_turned_off(cli: Any, store: Path) -> None:
+    """PIPELINE_TRAIN__REFIT=false keeps the early-stopped model itself."""
+    build_id, metrics, _ = _train(
+        cli,
+        store,
+        {
+            "PIPELINE_PRESET": "titanic",
+            "PIPELINE_TRAIN__MAX_EPOCHS": "8",
+            "PIPELINE_TRAIN__REFIT": "false",
+        },
+    )
+    history = json.loads((store / "builds" / build_id / "history.json").read_text())
+    assert history["refit"] == [] and metrics["refit"] is False
