@@ -163,7 +163,7 @@ class Build:
         """The weights, loaded without unpickling arbitrary objects."""
         import torch
 
-        return torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+        return torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
 
 
 def resolve(store: Store, ref: str | None) -> str:

@@ -165,9 +165,9 @@ class Preprocessor:
         numeric = np.stack(cols + indicators, axis=1) if cols else np.zeros((n, 0))
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         unknown: dict[str, int] = {}
-        for j, s in enumerate(self.categorical):
-            values = as_categories(frame[s.name])
-            lookup = {v: i + 2 for i, v in enumerate(s.vocab)}
+        for j, c in enumerate(self.categorical):
+            values = as_categories(frame[c.name])
+            lookup = {v: i + 2 for i, v in enumerate(c.vocab)}
             codes = np.fromiter(
                 (MISSING if v is None else lookup.get(v, UNKNOWN) for v in values),
                 dtype=np.int64,
@@ -175,7 +175,7 @@ class Preprocessor:
             )
             unseen = int(sum(1 for v in values if v is not None and v not in lookup))
             if unseen:
-                unknown[s.name] = unseen
+                unknown[c.name] = unseen
             cats[:, j] = codes
         target = self.encode_target(frame, label) if with_target else None
         return Encoded(numeric.astype(np.float32), cats, target, unknown)

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import features, metrics
+from pipeline import __version__, features, metrics
 from pipeline.data.schema import Schema
 from pipeline.errors import Interrupted
 from pipeline.model import ModelConfig, TabularMLP, embedding_dim
@@ -226,7 +226,7 @@ def fit_network(
                     out = model(train.numeric[idx], train.categorical[idx])
                     loss = loss_of(out, train.target[idx])
                     optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss.backward()  # type: ignore[no-untyped-call]
                     optimiser.step()
                     total += loss.detach() * len(idx)
                     if stop.signal is not None:
@@ -419,7 +419,7 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
             "test": len(split.test),
         },
         "seed": settings.seed,
-        "code": {"version": artifacts.__version__, "digest": artifacts.code_digest()},
+        "code": {"version": __version__, "digest": artifacts.code_digest()},
     }
     finished_at = datetime.now(UTC)
     files = {

@@ -40,11 +40,8 @@ def run(
             loaded = load(overrides=overrides)
             s = loaded.settings
             logging_.register_secrets(
-                [
-                    s.kaggle_username,
-                    s.kaggle_key and s.kaggle_key.get_secret_value(),
-                    s.kaggle_api_token and s.kaggle_api_token.get_secret_value(),
-                ]
+                [s.kaggle_username]
+                + [x.get_secret_value() for x in (s.kaggle_key, s.kaggle_api_token) if x]
             )
             logging_.configure(s.log_format, s.log_level)
             json_logs = s.log_format == "json" or (s.log_format == "auto" and not _tty())
