@@ -98,9 +98,9 @@ def test_auto_task_inference_on_a_frame_the_test_builds(
     colour = rng.choice(["red", "green", "blue"], size=300)
     y = 3 * x + (colour == "red") + rng.normal(scale=0.1, size=300)
     path = tmp_path / "synthetic.csv"
-    lines = ["x,colour,y,flag"] + [
-        f"{a:.5f},{c},{b:.5f},{'yes' if b > 0 else 'no'}"
-        for a, c, b in zip(x, colour, y, strict=True)
+    lines = ["x,colour,y,flag,even"] + [
+        f"{a:.5f},{c},{b:.5f},{'yes' if b > 0 else 'no'},{'true' if i % 2 else 'false'}"
+        for i, (a, c, b) in enumerate(zip(x, colour, y, strict=True))
     ]
     path.write_text("\n".join(lines) + "\n")
     base = {
@@ -111,6 +111,15 @@ def test_auto_task_inference_on_a_frame_the_test_builds(
     _, metrics, result = _train(cli, store, {**base, "PIPELINE_DATA__TARGET": "y"})
     schema = event(result.stdout, "data.schema")
     assert schema["task"] == "regression" and schema["target_transform"] == "none"
+    build = json.loads((store / "builds" / event(result.stdout, "train.summary")["build_id"]
+                        / "schema.json").read_text())  # fmt: skip
+    kinds = {c["name"]: c["kind"] for c in build["columns"]}
+    assert kinds == {
+        "x": "numeric",
+        "colour": "categorical",
+        "flag": "categorical",
+        "even": "boolean",
+    }
     assert metrics["test"]["r2"] > 0.9
     _, metrics, _ = _train(cli, store, {**base, "PIPELINE_DATA__TARGET": "flag"})
     assert metrics["task"] == "binary"
@@ -150,3 +159,21 @@ def test_refit_can_be_turned_off(cli: Any, store: Path) -> None:
     )
     history = json.loads((store / "builds" / build_id / "history.json").read_text())
     assert history["refit"] == [] and metrics["refit"] is False
+
+
+def test_parquet_source_trains_like_the_csv(cli: Any, store: Path, tmp_path: Path) -> None:
+    """The same table as Parquet (detected by its magic bytes) trains the same kind of model."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    table = pacsv.read_csv(
+        _local_path("builtin://titanic"),
+        convert_options=pacsv.ConvertOptions(null_values=["?", ""], strings_can_be_null=True),
+    )
+    path = tmp_path / "titanic.parquet"
+    pq.write_table(table, path)
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_DATA__SOURCE": str(path),
+           "PIPELINE_TRAIN__MAX_EPOCHS": "10"}  # fmt: skip
+    _, metrics, result = _train(cli, store, env)
+    assert event(result.stdout, "data.schema")["rows"] == 1309
+    assert metrics["task"] == "binary" and metrics["test"]["accuracy"] > 0.7

@@ -220,9 +220,27 @@ def _inverse(y: np.ndarray, transform: str) -> np.ndarray:
     return y
 
 
-def _std(x: np.ndarray) -> float:
-    s = float(np.std(x)) if len(x) else 0.0
-    return s if s > 1e-12 and math.isfinite(s) else 1.0
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation that cannot overflow (values up to 1e308 are legal input).
+
+    Both are computed on ``x / max|x|`` and scaled back; a zero spread becomes 1 so that a
+    constant column standardises to 0 instead of dividing by zero.
+    """
+    scale = float(np.max(np.abs(x))) if len(x) else 0.0
+    if scale == 0.0 or not math.isfinite(scale):
+        return 0.0, 1.0
+    u = x / scale
+    mean, std = float(np.mean(u)) * scale, float(np.std(u)) * scale
+    return mean, (std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0)
+
+
+def _skew(x: np.ndarray) -> float:
+    """Sample skewness, scale-free (so huge values cannot overflow it)."""
+    scale = float(np.max(np.abs(x)))
+    if scale == 0.0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        return float(pd.Series(x / scale).skew())
 
 
 def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -> Preprocessor:
@@ -234,25 +252,15 @@ def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -
         present = x[~missing]
         log = False
         if cfg.log_skewed and len(present) > 2 and present.min() >= 0:
-            skew = float(pd.Series(present).skew())
+            skew = _skew(present)
             log = math.isfinite(skew) and skew > cfg.skew_threshold
         if log:
             present = np.log1p(present)
         fill = float(np.median(present)) if len(present) else 0.0
         filled = np.where(missing, fill, np.log1p(np.maximum(x, 0)) if log else x)
         low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
-        numeric.append(
-            NumericState(
-                name,
-                log,
-                fill,
-                float(np.mean(filled)),
-                _std(filled),
-                bool(missing.any()),
-                low,
-                high,
-            )
-        )
+        mean, std = _mean_std(filled)
+        numeric.append(NumericState(name, log, fill, mean, std, bool(missing.any()), low, high))
     categorical: list[CategoricalState] = []
     for name in [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]:
         counts = pd.Series(as_categories(frame[name])).value_counts(dropna=True)
@@ -268,7 +276,7 @@ def _fit_target(series: pd.Series, schema: Schema, label: str) -> TargetState:
     if schema.task == "regression":
         y = _forward(as_numbers(series, schema.target, label), schema.target_transform)
         transform = schema.target_transform
-        return TargetState(schema.target, "regression", transform, float(np.mean(y)), _std(y))
+        return TargetState(schema.target, "regression", transform, *_mean_std(y))
     classes = sorted({v for v in as_categories(series) if v is not None}, key=_class_key)
     return TargetState(schema.target, schema.task, "none", classes=tuple(classes))
 

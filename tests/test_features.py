@@ -1,0 +1,104 @@
+"""Preprocessing: statistics from training rows only, JSON round trips, finite outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.extra.pandas import column, data_frames, range_indexes
+
+from pipeline import features
+from pipeline.data.schema import Column, Schema
+from pipeline.settings import FeatureSettings
+
+SCHEMA = Schema(
+    columns=(Column("x", "numeric"), Column("colour", "categorical"), Column("ok", "boolean")),
+    target="y",
+    task="regression",
+    target_transform="none",
+    dropped=(),
+)
+
+
+def test_statistics_come_from_the_training_rows_only() -> None:
+    """Mean, median, range and vocabulary ignore rows that are not passed to fit."""
+    train = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0, None], "colour": ["red", "red", "blue", "blue"],
+         "ok": [True, False, True, True], "y": [1.0, 2.0, 3.0, 4.0]}
+    )  # fmt: skip
+    test = pd.DataFrame(
+        {"x": [1000.0, None], "colour": ["green", None], "ok": [None, False], "y": [9.0, 9.0]}
+    )
+    pre = features.fit(train, SCHEMA, FeatureSettings(min_frequency=1, log_skewed=False), "t")
+    (x,) = pre.numeric
+    assert (x.fill, x.low, x.high, x.indicator) == (2.0, 1.0, 3.0, True)
+    assert x.mean == np.mean([1.0, 2.0, 3.0, 2.0])
+    colour, ok = pre.categorical
+    assert set(colour.vocab) == {"red", "blue"} and set(ok.vocab) == {"true", "false"}
+    enc = pre.transform(test, "t", with_target=True)
+    # 1000 is clipped to the training maximum, 3, before scaling.
+    assert enc.numeric[0, 0] == np.float32((3.0 - x.mean) / x.std)
+    # An unseen category goes to the unknown bucket and is counted; a missing one to "missing".
+    assert enc.categorical[:, 0].tolist() == [features.UNKNOWN, features.MISSING]
+    assert enc.unknown_counts == {"colour": 1}
+    # The missing-indicator column marks the imputed row.
+    assert enc.numeric[:, 1].tolist() == [0.0, 1.0]
+
+
+def test_rare_categories_fall_into_the_unknown_bucket() -> None:
+    """Values seen fewer than min_frequency times in training are not in the vocabulary."""
+    train = pd.DataFrame({"x": [0.0] * 5, "colour": ["a", "a", "a", "b", "c"],
+                          "ok": [True] * 5, "y": np.arange(5.0)})  # fmt: skip
+    pre = features.fit(train, SCHEMA, FeatureSettings(min_frequency=2), "t")
+    assert pre.categorical[0].vocab == ("a",)
+
+
+def test_fitted_state_round_trips_through_plain_json() -> None:
+    """The fitted state is JSON, and a preprocessor rebuilt from it encodes identically."""
+    frame = pd.DataFrame({"x": [1.0, 5.0, 100.0, None], "colour": ["r", "g", "r", None],
+                          "ok": [True, False, None, True], "y": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip
+    pre = features.fit(frame, SCHEMA, FeatureSettings(min_frequency=1), "t")
+    again = features.Preprocessor.from_json(json.loads(json.dumps(pre.to_json())))
+    a, b = (
+        pre.transform(frame, "t", with_target=True),
+        again.transform(frame, "t", with_target=True),
+    )
+    assert np.array_equal(a.numeric, b.numeric) and np.array_equal(a.categorical, b.categorical)
+    assert np.array_equal(a.target, b.target)
+
+
+def test_category_spelling_is_the_same_whatever_dtype_was_read() -> None:
+    """3, 3.0 and "3" are one category, so a column read as int or text encodes the same."""
+    assert features.as_categories(pd.Series([3, 4])).tolist() == ["3", "4"]
+    assert features.as_categories(pd.Series([3.0, None])).tolist() == ["3", None]
+    assert features.as_categories(pd.Series(["3", None])).tolist() == ["3", None]
+    assert features.as_categories(pd.Series([True, False])).tolist() == ["true", "false"]
+
+
+finite = st.one_of(st.floats(min_value=-1e300, max_value=1e300), st.just(float("nan")))
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(
+    data_frames(
+        [
+            column("x", elements=finite, dtype=float),
+            column("colour", elements=st.sampled_from(["a", "b", "c", None])),
+            column("ok", elements=st.sampled_from([True, False])),
+            column("y", elements=st.floats(-1e6, 1e6), dtype=float),
+        ],
+        index=range_indexes(min_size=1, max_size=40),
+    )
+)
+def test_any_finite_frame_gives_finite_features_with_rows_preserved(frame: pd.DataFrame) -> None:
+    """Whatever finite (or missing) values come in, the features are finite, one row per row."""
+    pre = features.fit(frame, SCHEMA, FeatureSettings(min_frequency=1), "t")
+    enc = pre.transform(frame, "t", with_target=True)
+    assert enc.numeric.shape[0] == enc.categorical.shape[0] == len(frame)
+    assert np.isfinite(enc.numeric).all() and np.isfinite(enc.target).all()
+    assert (enc.categorical >= 0).all()
+    assert all((enc.categorical[:, j] < s.cardinality).all() for j, s in enumerate(pre.categorical))
