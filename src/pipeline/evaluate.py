@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import structlog
 import torch
 
 from pipeline import artifacts, features, runtime, train
@@ -126,6 +127,7 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
     """Evaluate build ``ref`` (default: the latest) and apply the gates in ``settings``."""
     t0 = time.perf_counter()
     build = artifacts.load_build(store, ref)
+    structlog.contextvars.bind_contextvars(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)
     rt = runtime.configure(settings.train.threads, settings.train.device)

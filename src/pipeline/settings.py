@@ -138,6 +138,29 @@ class GateSettings(_Section):
     max_log_loss: float | None = Field(None, description="Fail when test log loss is above this")
 
 
+class RunSettings(_Section):
+    """How the run stage (predict, serve) uses a release; recorded in each release."""
+
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Binary models predict the positive class at or above this"
+    )
+    output_format: Literal["auto", "csv", "parquet", "jsonl"] = Field(
+        "auto", description="Prediction file format; auto follows the output file's suffix"
+    )
+    chunk_rows: int = Field(
+        100_000, ge=1, description="Rows per prediction chunk: bounds memory whatever the input"
+    )
+    id_column: str | None = Field(
+        None, description="Input column copied unchanged into the predictions (e.g. Id)"
+    )
+    on_error: Literal["fail", "column"] = Field(
+        "fail", description="A bad row fails the batch, or gets a message in an error column"
+    )
+    required_secrets: list[str] = Field(
+        default_factory=list, description="Names (never values) of secrets the run stage needs"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of a run."""
 
@@ -164,6 +187,10 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[arg-type]
     gates: GateSettings = Field(default_factory=GateSettings)  # type: ignore[arg-type]
+    run: RunSettings = Field(default_factory=RunSettings)  # type: ignore[arg-type]
+    release: str | None = Field(
+        None, description="Release the run stage uses: name@vN or name@current"
+    )
 
     # Credentials keep the names their own tools use; they are secrets and never leave memory.
     kaggle_username: str | None = Field(
