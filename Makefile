@@ -28,9 +28,9 @@ install: $(STAMP) ## Create .venv and install the pinned runtime + the package (
 
 dev: $(DEV_STAMP) ## install + the pinned test and lint tools
 
-run: install ## The main job: train and evaluate on the built-in house-prices dataset
+run: install ## The main job: train, then evaluate with 5-fold CV, on the built-in house prices
 	$(BIN)/pipeline train
-	$(BIN)/pipeline evaluate
+	$(BIN)/pipeline evaluate --folds 5
 
 test: dev ## Run the whole test suite (what CI runs)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
