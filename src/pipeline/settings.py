@@ -202,6 +202,17 @@ class Settings(BaseSettings):
     kaggle_api_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("KAGGLE_API_TOKEN"), description="Kaggle token"
     )
+    # Where the kaggle client looks for credential files (read to tell a missing login early).
+    kaggle_config_dir: str | None = Field(
+        None,
+        validation_alias=AliasChoices("KAGGLE_CONFIG_DIR"),
+        description="Folder holding kaggle.json",
+    )
+    xdg_config_home: str | None = Field(
+        None,
+        validation_alias=AliasChoices("XDG_CONFIG_HOME"),
+        description="Base folder of user config (kaggle looks in its kaggle/)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -239,7 +250,8 @@ class Settings(BaseSettings):
 
 SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
 ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
-               "kaggle_api_token": "KAGGLE_API_TOKEN"}  # fmt: skip
+               "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
+               "xdg_config_home": "XDG_CONFIG_HOME"}  # fmt: skip
 
 
 @dataclass(frozen=True)

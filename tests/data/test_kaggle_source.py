@@ -15,6 +15,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -193,6 +194,8 @@ def store(tmp_path: Path) -> Store:
 
 def _fetch(uri: str, store: Store, **env: str) -> Fetched:
     environ = {"PIPELINE_DATA__SOURCE": uri, "KAGGLE_USERNAME": USER, "KAGGLE_KEY": KEY, **env}
+    # The fixture's private config folder reaches the settings like any other variable would.
+    environ["KAGGLE_CONFIG_DIR"] = os.environ.get("KAGGLE_CONFIG_DIR", "")
     environ = {k: v for k, v in environ.items() if v}  # an empty value leaves the variable out
     return fetch(load(environ, env_file=Path("/nonexistent")).settings, store)
 

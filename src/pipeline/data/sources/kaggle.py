@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import tempfile
 import zipfile
@@ -63,7 +62,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     ref = _parse(uri)
     shown = _shown(uri)
     creds = _credentials(settings)
-    if not creds and not _credential_files():
+    if not creds and not _credential_files(settings):
         raise SourceError(f"Kaggle credentials missing for {shown}: {_CREDENTIALS_HELP}")
     secrets = [creds[k] for k in ("key", "token") if creds.get(k)]
     # The private folder sits beside ``dest`` so the final step is a rename on one file system.
@@ -145,15 +144,13 @@ def _credentials(settings: Settings) -> dict[str, str]:
     return {}
 
 
-def _credential_files() -> list[Path]:
+def _credential_files(settings: Settings) -> list[Path]:
     """The credential files the client would read that exist."""
     home = Path.home()
     config_dirs = [home / ".kaggle"]
-    # The client's own variables, which ``Settings`` does not model; read only to know whether
-    # it has a file to fall back on, never for a value.
-    if config_dir := os.environ.get("KAGGLE_CONFIG_DIR"):
-        config_dirs.append(Path(config_dir))
-    config_dirs.append(Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle")
+    if settings.kaggle_config_dir:
+        config_dirs.append(Path(settings.kaggle_config_dir))
+    config_dirs.append(Path(settings.xdg_config_home or home / ".config") / "kaggle")
     candidates = [d / "kaggle.json" for d in config_dirs] + [
         home / ".kaggle" / name for name in ("access_token", "access_token.txt", "credentials.json")
     ]
