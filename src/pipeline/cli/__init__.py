@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 from pipeline import __version__
-from pipeline.cli import build, config, data
+from pipeline.cli import build, config, data, release
+from pipeline.cli import package as package_cmd
 
 app = typer.Typer(
     name="pipeline",
@@ -25,8 +26,10 @@ app = typer.Typer(
 )
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
+app.add_typer(release.app, name="release")
 app.command("train")(build.train)
 app.command("evaluate")(build.evaluate)
+app.command("package")(package_cmd.package)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,121 @@
+"""`pipeline release ...`: numbered, immutable releases of a package, with rollback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline.cli._common import run, store_of, write_id
+
+app = typer.Typer(
+    help=(
+        "Release a package with the run settings (PIPELINE_RUN__*) under a consecutive number "
+        "per model; list, show and roll back releases. Releases are never modified."
+    ),
+    no_args_is_help=True,
+)
+
+NAME_HELP = "Model name. Defaults to PIPELINE_MODEL__NAME."
+
+
+@app.command("create")
+def create(
+    package: str = typer.Argument(
+        ..., help="Package id (or a unique prefix of 8+ hex digits), or its .tar.gz in the store."
+    ),
+    id_file: Path = typer.Option(
+        None, "--id-file", help="Also write the release reference (name@vN) here.", dir_okay=False
+    ),
+) -> None:
+    """Release PACKAGE with the PIPELINE_RUN__* settings and make it current."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import releases
+
+        store = store_of(loaded.settings)
+        sidecar = releases.resolve_package(store, package)
+        release = releases.create(store, sidecar["package_id"], loaded.settings.run)
+        log.info(
+            "release.created",
+            release=release.ref,
+            name=release.name,
+            number=release.number,
+            package_id=release.package_id,
+            build_id=release.build_id,
+            version=release.version,
+            required_secrets=release.run.get("required_secrets", []),
+        )
+        write_id(id_file, release.ref)
+
+    run("release", body)
+
+
+@app.command("list")
+def list_(
+    name: str = typer.Option(None, "--name", help=NAME_HELP, show_default=False),
+) -> None:
+    """List the releases of a model, marking the current one."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import releases
+
+        store = store_of(loaded.settings)
+        model = name or loaded.settings.model.name
+        rows = releases.list_releases(store, model)
+        current = next((r["number"] for r in rows if r["current"]), None)
+        log.info("release.list", name=model, count=len(rows), current=current, releases=rows)
+
+    run("release", body)
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(
+        ..., help="name@vN or name@current (vN or current use PIPELINE_MODEL__NAME)."
+    ),
+) -> None:
+    """Show one release record."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import releases
+
+        store = store_of(loaded.settings)
+        release = releases.show(store, ref, loaded.settings.model.name)
+        current = releases.current_number(store, release.name)
+        log.info(
+            "release.show",
+            release=release.ref,
+            current=release.number == current,
+            **release.record(),
+        )
+
+    run("release", body)
+
+
+@app.command("rollback")
+def rollback(
+    to: str = typer.Option(
+        None, "--to", help="Release to make current, e.g. v3 (default: the one before current)."
+    ),
+    name: str = typer.Option(None, "--name", help=NAME_HELP, show_default=False),
+) -> None:
+    """Make an earlier release current again; the history records the change."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import releases
+
+        store = store_of(loaded.settings)
+        model = name or loaded.settings.model.name
+        target = releases.parse_number(to) if to else None
+        previous, current = releases.rollback(store, model, target)
+        log.info(
+            "release.rolled_back",
+            name=model,
+            release=f"{model}@v{current}",
+            previous=previous,
+            current=current,
+        )
+
+    run("release", body)

@@ -1,0 +1,352 @@
+"""Packages: a build sealed into one byte-reproducible archive, and opened again safely.
+
+A package is ``packages/<name>/<version>.tar.gz`` in the store, with
+``packages/<name>/<version>.json`` beside it. The archive holds, under one top folder
+``<name>-<version>/``, every file of the build except ``run.json`` (its timestamps would make
+two packagings of one build differ), the build's ``manifest.json`` without its ``run.json``
+entry, and a ``package.json``::
+
+    {"format": 1, "name": ..., "version": ..., "build_id": ..., "files": {name: sha256}}
+
+Its id is the sha256 of the archive bytes. Every tar header is normalised (mtime 0, owner 0,
+no user names, fixed modes, sorted names) and the gzip header carries no name or time, so the
+same build sealed twice gives the same bytes, on any machine with the same zlib. (One model
+retrained on another machine has the same build id but records another environment in
+``provenance.json``, so it seals to another package.)
+
+A version is sealed once: packaging different content under a version that exists is refused.
+``open_package`` checks every member header before reading a byte of content, then verifies
+every file against ``package.json`` and the build's own ``manifest.json`` and recomputes the
+build id. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pipeline import artifacts
+from pipeline.errors import ConfigError, IntegrityError, StoreError
+from pipeline.settings import Settings
+from pipeline.store import Store, atomic_write_json, canonical_json, sha256_file
+
+FORMAT = 1
+PACKAGE_FILE = "package.json"
+EXCLUDED = frozenset({"run.json"})  # volatile timestamps: recorded in the build, not sealed
+REQUIRED = frozenset({*artifacts.ID_FILES, "manifest.json", PACKAGE_FILE, "provenance.json"})
+MAX_MEMBER_BYTES = 2 << 30  # 2 GiB: far above any tabular model, far below a disk-filling bomb
+MAX_TOTAL_BYTES = 4 << 30
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# Semantic versioning 2.0 core with an optional pre-release (no build metadata: '+' in a file
+# name invites trouble and semver ignores it for precedence anyway).
+VERSION_RE = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+)
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    """What `pipeline package` sealed."""
+
+    name: str
+    version: str
+    package_id: str
+    build_id: str
+    path: Path
+    bytes: int
+
+
+def check_name_version(name: str, version: str) -> None:
+    """Refuse a model name or version that cannot safely name a package file."""
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"model name '{name}' (PIPELINE_MODEL__NAME) is not valid: expected lower-case "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if not VERSION_RE.fullmatch(version):
+        raise ConfigError(
+            f"model version '{version}' (PIPELINE_MODEL__VERSION) is not valid: expected a "
+            "semantic version MAJOR.MINOR.PATCH with an optional -prerelease (1.2.0, 1.2.0-rc.1)"
+        )
+
+
+def _tarinfo(name: str, size: int | None) -> tarfile.TarInfo:
+    """A header that says nothing about who made the archive, when, or where."""
+    info = tarfile.TarInfo(name)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if size is None:
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+    else:
+        info.type = tarfile.REGTYPE
+        info.mode = 0o644
+        info.size = size
+    return info
+
+
+def archive_bytes(files: dict[str, bytes], top: str) -> bytes:
+    """The reproducible ``.tar.gz`` of ``files`` (flat names) under the folder ``top``."""
+    raw = io.BytesIO()
+    # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        tar.addfile(_tarinfo(top, None))
+        for name in sorted(files):
+            data = files[name]
+            tar.addfile(_tarinfo(f"{top}/{name}", len(data)), io.BytesIO(data))
+    return raw.getvalue()
+
+
+def build_archive(build: artifacts.Build, name: str, version: str) -> bytes:
+    """Seal a verified build's files and a ``package.json`` into archive bytes."""
+    files = {
+        p.name: p.read_bytes()
+        for p in sorted(build.path.iterdir())
+        if p.is_file() and p.name not in EXCLUDED
+    }
+    # The build's manifest lists run.json's digest, which changes with every training run even
+    # when the model does not; sealed as-is it would make two equal builds package differently.
+    # The sealed manifest is the verified one without the excluded entries (the build id does
+    # not cover them, so it still recomputes from the sealed files).
+    manifest = dict(build.manifest)
+    manifest["files"] = {n: m for n, m in build.manifest["files"].items() if n not in EXCLUDED}
+    files["manifest.json"] = canonical_json(manifest)
+    meta = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "build_id": build.id,
+        "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(files.items())},
+    }
+    files[PACKAGE_FILE] = json.dumps(meta, sort_keys=True, indent=2).encode() + b"\n"
+    return archive_bytes(files, f"{name}-{version}")
+
+
+def _publish_once(store: Store, data: bytes, final: Path) -> bool:
+    """Create ``final`` with ``data`` unless it exists; never overwrite. True when created.
+
+    The bytes are written and fsynced under the store's ``tmp/`` and hard-linked into place:
+    ``link`` fails when the name exists, so two writers racing for one version cannot clobber
+    each other, and a reader never sees half an archive.
+    """
+    with store.staging() as staging:
+        staged = staging / final.name
+        try:
+            with staged.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(staged, final)
+            except FileExistsError:
+                return False
+            fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {final}: {exc.strerror or exc}; free space or point "
+                "PIPELINE_STORE at a writable folder"
+            ) from exc
+    return True
+
+
+def seal(settings: Settings, store: Store, ref: str | None, log: Any) -> PackageResult:
+    """`pipeline package`: seal a verified build as ``<name>@<version>`` in the store."""
+    name, version = settings.model.name, settings.model.version
+    check_name_version(name, version)
+    build = artifacts.load_build(store, ref)
+    data = build_archive(build, name, version)
+    package_id = hashlib.sha256(data).hexdigest()
+    final = store.path("packages", name, f"{version}.tar.gz")
+    if not _publish_once(store, data, final):
+        existing = sha256_file(final)
+        if existing != package_id:
+            raise ConfigError(
+                f"model {name} version {version} is already packaged with different content "
+                f"(package {existing[:12]}): bump PIPELINE_MODEL__VERSION"
+            )
+    record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
+    atomic_write_json(final.with_name(f"{version}.json"), record)
+    log.info(
+        "package.summary",
+        name=name,
+        version=version,
+        package_id=package_id,
+        build_id=build.id,
+        path=str(final),
+        bytes=len(data),
+    )
+    return PackageResult(name, version, package_id, build.id, final, len(data))
+
+
+@dataclass(frozen=True)
+class OpenedPackage:
+    """A package whose every file has been checked against its digests and its build id."""
+
+    name: str
+    version: str
+    package_id: str
+    build_id: str
+    files: dict[str, bytes]  # flat file name -> bytes, all verified
+
+    def json(self, name: str) -> Any:
+        """A JSON file of the package (already verified)."""
+        return json.loads(self.files[name])
+
+    def extract(self, target: Path) -> Path:
+        """Write the verified files to ``target/<name>-<version>/`` and return that folder."""
+        folder = target / f"{self.name}-{self.version}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            (folder / name).write_bytes(data)
+        return folder
+
+
+def _check_member(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
+    """Refuse a member that could write outside the target or is not plain data."""
+    name = member.name
+    where = f"package {source.name}: member '{name}'"
+    if not name or "\\" in name or "\0" in name:
+        raise IntegrityError(f"{where} has an invalid name: the archive is not a package")
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        raise IntegrityError(f"{where} is an absolute path: the archive is unsafe, do not use it")
+    if any(part in ("..", ".") for part in path.parts):
+        raise IntegrityError(f"{where} has a '..' or '.' component: the archive is unsafe")
+    if not (member.isreg() or member.isdir()):
+        raise IntegrityError(
+            f"{where} is not a regular file or folder (link, device or fifo): the archive is unsafe"
+        )
+    if member.size > MAX_MEMBER_BYTES:
+        raise IntegrityError(f"{where} is {member.size} bytes, over the {MAX_MEMBER_BYTES} bound")
+    return path
+
+
+def open_package(path: Path) -> OpenedPackage:
+    """Open a package archive, refusing anything unsafe before reading any content.
+
+    Checks, in order: every member header (no absolute or ``..`` paths, only regular files and
+    folders, one top folder, one level deep, size bounds, no duplicates); then every file's
+    sha256 against ``package.json`` and against the build's ``manifest.json``; then the build
+    id recomputed from the verified digests. Any failure raises ``IntegrityError``.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IntegrityError(f"package {path} cannot be read: {exc.strerror or exc}") from exc
+    package_id = hashlib.sha256(data).hexdigest()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            top, files = _read_members(tar, path)
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise IntegrityError(
+            f"package {path} is not a readable .tar.gz ({exc}): the file is damaged"
+        ) from exc
+    return _verify(top, files, package_id, path)
+
+
+def _read_members(tar: tarfile.TarFile, source: Path) -> tuple[str, dict[str, bytes]]:
+    """Check every header first, then read the regular files' bytes (nothing is written).
+
+    Each header is checked as soon as it is parsed, before the archive is read any further, so
+    a member claiming an absurd size is refused on its header alone.
+    """
+    tops: set[str] = set()
+    seen: set[str] = set()
+    members: list[tarfile.TarInfo] = []
+    total = 0
+    while (member := tar.next()) is not None:
+        members.append(member)
+        rel = _check_member(member, source)
+        if member.name in seen:
+            raise IntegrityError(f"package {source.name}: member '{member.name}' appears twice")
+        seen.add(member.name)
+        tops.add(rel.parts[0])
+        if member.isreg() and len(rel.parts) != 2:
+            raise IntegrityError(
+                f"package {source.name}: member '{member.name}' is not directly inside the top "
+                "folder: the archive is not a package"
+            )
+        if member.isdir() and len(rel.parts) != 1:
+            raise IntegrityError(
+                f"package {source.name}: member '{member.name}' is a nested folder: the archive "
+                "is not a package"
+            )
+        total += member.size
+        if total > MAX_TOTAL_BYTES:
+            raise IntegrityError(
+                f"package {source.name}: member '{member.name}' takes the archive over "
+                f"{MAX_TOTAL_BYTES} bytes"
+            )
+    if len(tops) != 1:
+        raise IntegrityError(
+            f"package {source.name} has {len(tops)} top folders {sorted(tops)}: expected one"
+        )
+    files: dict[str, bytes] = {}
+    for member in members:
+        if member.isreg():
+            fh = tar.extractfile(member)
+            assert fh is not None  # a regular member always has a file object
+            files[PurePosixPath(member.name).name] = fh.read()
+    return tops.pop(), files
+
+
+def _verify(top: str, files: dict[str, bytes], package_id: str, source: Path) -> OpenedPackage:
+    """Check the files against package.json, the build manifest and the build id."""
+    where = f"package {source.name}"
+    missing = sorted(REQUIRED - set(files))
+    if missing:
+        raise IntegrityError(f"{where} lacks {missing}: it is incomplete, package the build again")
+    try:
+        meta = json.loads(files[PACKAGE_FILE])
+        manifest = json.loads(files["manifest.json"])
+        inputs = json.loads(files["provenance.json"])["inputs"]
+        name, version, bid = meta["name"], meta["version"], meta["build_id"]
+        listed: dict[str, str] = meta["files"]
+        manifest_files: dict[str, dict[str, Any]] = manifest["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(
+            f"{where} has an unreadable package.json, manifest or provenance: it is damaged"
+        ) from exc
+    if meta.get("format") != FORMAT:
+        raise IntegrityError(f"{where} has format {meta.get('format')!r}: expected {FORMAT}")
+    if top != f"{name}-{version}":
+        raise IntegrityError(f"{where}: top folder '{top}' is not '{name}-{version}'")
+    present = set(files) - {PACKAGE_FILE}
+    if set(listed) != present:
+        raise IntegrityError(
+            f"{where}: files {sorted(present ^ set(listed))} are in the archive or package.json "
+            "but not both: the package was modified"
+        )
+    digests = {n: hashlib.sha256(d).hexdigest() for n, d in files.items() if n != PACKAGE_FILE}
+    for n, digest in sorted(digests.items()):
+        if listed[n] != digest:
+            raise IntegrityError(f"{where}: file {n} does not match package.json: it was modified")
+        if n == "manifest.json":
+            continue
+        entry = manifest_files.get(n)
+        if entry is None or entry.get("sha256") != digest or entry.get("size") != len(files[n]):
+            raise IntegrityError(
+                f"{where}: file {n} does not match the build manifest: it was modified"
+            )
+    if artifacts.build_id(digests, inputs) != bid or manifest.get("build_id") != bid:
+        raise IntegrityError(f"{where} does not hash to its build id {bid[:12]}: it was modified")
+    return OpenedPackage(name, version, package_id, bid, files)

@@ -1,0 +1,400 @@
+"""Releases: a package plus the run-stage settings, frozen under a consecutive number.
+
+Layout under ``store/releases/<name>/``::
+
+    v<N>.json               one immutable record per release (read-only, never rewritten)
+    history/<seq:08d>.json  append-only events: create and rollback
+    current                 the current release number, replaced atomically
+    .lock                   flock target that orders creates and rollbacks
+
+How concurrent writers stay safe without a lock server:
+
+* A number is claimed with ``os.link(tmp, v<N>.json)``: the finished, fsynced record appears under
+  its final name in one step, and the link fails if another writer holds ``N`` (then ``N + 1`` is
+  tried). Two writers can never share a number and a reader never sees half a record. History
+  sequence numbers are claimed the same way.
+* Creates and rollbacks also hold an exclusive ``fcntl.flock`` on ``.lock`` while they claim, append
+  history and move ``current``. The link alone already rules out lost or duplicated releases (even
+  where flock is not honoured, e.g. some network file systems); the lock makes release numbers,
+  history order and ``current`` agree, so ``current`` is always the release the last finished
+  command chose, never an older one overtaking a newer one.
+
+A crash between claiming ``v<N>.json`` and moving ``current`` leaves a valid release that is not
+current (visible in ``list``); nothing is ever half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError
+from pipeline.settings import RunSettings
+from pipeline.store import Store, _fsync_dir, _store_error, atomic_write_bytes, canonical_json
+
+FORMAT = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
+_EVENT = re.compile(r"^([0-9]{8,})\.json$")
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
+_SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
+REF_HELP = "expected name@vN or name@current (or vN / current with PIPELINE_MODEL__NAME)"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release record as stored in ``v<N>.json``."""
+
+    name: str
+    number: int
+    package_id: str
+    build_id: str
+    version: str
+    run: dict[str, Any]
+    created_at: str
+
+    @property
+    def ref(self) -> str:
+        """The release's reference, ``name@vN``."""
+        return f"{self.name}@v{self.number}"
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record written to the store."""
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "number": self.number,
+            "package_id": self.package_id,
+            "build_id": self.build_id,
+            "version": self.version,
+            "run": self.run,
+            "created_at": self.created_at,
+        }
+
+
+# --- references -------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a release folder, else ConfigError."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"release name '{name}' is not usable: expected letters, digits, '.', '_' or '-' "
+            "(as in PIPELINE_MODEL__NAME=house-prices)"
+        )
+    return name
+
+
+def parse_ref(ref: str, default_name: str | None = None) -> tuple[str, int | None]:
+    """Split ``name@vN`` / ``name@current`` (or ``vN`` / ``current`` with ``default_name``).
+
+    Returns ``(name, N)``, with ``None`` for the current release.
+    """
+    match = _REF.match(ref.strip())
+    if match is None:
+        raise ConfigError(f"malformed release reference '{ref}': {REF_HELP}")
+    name = match["name"] or default_name
+    if not name:
+        raise ConfigError(f"release reference '{ref}' names no model: {REF_HELP}")
+    number = int(match["number"]) if match["number"] else None
+    return check_name(name), number
+
+
+def parse_number(text: str) -> int:
+    """``vN`` or ``N`` as a release number (for ``--to``)."""
+    match = re.fullmatch(r"v?([1-9][0-9]*)", text.strip())
+    if match is None:
+        raise ConfigError(f"malformed release number '{text}': expected vN, e.g. --to v3")
+    return int(match[1])
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+
+def _read_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        data = _read_json(path)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"package sidecar {path} does not exist: package the build first (`pipeline package`)"
+        ) from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS):
+        raise IntegrityError(
+            f"package sidecar {path} is malformed: expected string fields {list(_SIDECAR_KEYS)}; "
+            "re-create the package"
+        )
+    return data
+
+
+def find_package(store: Store, ref: str) -> dict[str, Any]:
+    """The sidecar of the package whose id is ``ref`` or starts with it (>= 8 hex digits)."""
+    ref = ref.strip().lower()
+    if not _HEX.match(ref):
+        raise ConfigError(
+            f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 8 hex "
+            "digits, or the path of a .tar.gz in the store's packages folder"
+        )
+    root = store.path("packages")
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.glob("*/*.json")):
+        if path.name.startswith("."):
+            continue
+        sidecar = _read_sidecar(path)
+        if sidecar["package_id"].startswith(ref):
+            found.setdefault(sidecar["package_id"], sidecar)
+    if not found:
+        raise NotFoundError(
+            f"no package with id {ref} in {root} (searched packages/*/*.json): "
+            "check the id, PIPELINE_STORE, or package a build first"
+        )
+    if len(found) > 1:
+        raise ConfigError(
+            f"package id prefix {ref} is ambiguous ({len(found)} packages match): give more digits"
+        )
+    return next(iter(found.values()))
+
+
+def resolve_package(store: Store, arg: str) -> dict[str, Any]:
+    """The sidecar for ``arg``: a package id/prefix, or a ``.tar.gz`` path in the store."""
+    if not (arg.endswith(".tar.gz") or os.sep in arg):
+        return find_package(store, arg)
+    path = Path(arg).resolve()
+    root = store.path("packages").resolve()
+    if not path.name.endswith(".tar.gz") or not path.is_relative_to(root):
+        raise ConfigError(
+            f"'{arg}' is not a package: expected a .tar.gz inside {root}, or a package id"
+        )
+    if not path.is_file():
+        raise NotFoundError(f"package {path} does not exist: check the path or PIPELINE_STORE")
+    return _read_sidecar(path.with_name(path.name.removesuffix(".tar.gz") + ".json"))
+
+
+# --- low-level store access -------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise IntegrityError(f"{path} is not valid JSON ({exc}): the store is damaged") from None
+
+
+def _folder(store: Store, name: str) -> Path:
+    return store.path("releases", check_name(name))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _numbers(folder: Path, pattern: re.Pattern[str]) -> list[int]:
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except FileNotFoundError:
+        return []
+    return sorted(int(m[1]) for n in names if (m := pattern.match(n)))
+
+
+def _claim(folder: Path, pattern: re.Pattern[str], filename: str, make: Any) -> int:
+    """Publish ``make(n)`` as ``filename % n`` for the first free ``n`` above the existing ones.
+
+    The record is written and fsynced under a private temporary name, then hard-linked to its
+    final name: ``os.link`` fails if the name is taken, so each number has exactly one owner.
+    """
+    n = max(_numbers(folder, pattern), default=0) + 1
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            tmp = folder / f".claim.{uuid.uuid4().hex}.tmp"
+            try:
+                with tmp.open("xb") as fh:
+                    fh.write(canonical_json(make(n)))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                tmp.chmod(0o444)  # records are immutable; the mode says so to any tool
+                try:
+                    os.link(tmp, folder / (filename % n))
+                except FileExistsError:
+                    n += 1
+                    continue
+                _fsync_dir(folder)
+                return n
+            finally:
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _store_error(exc, folder) from exc
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold the release folder's exclusive lock (orders creates and rollbacks)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise _store_error(exc, folder) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _current(folder: Path) -> int | None:
+    path = folder / "current"
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not text.isdigit() or not (folder / f"v{text}.json").is_file():
+        raise IntegrityError(
+            f"{path} holds '{text[:40]}', not the number of an existing release: the store is "
+            "damaged; roll back to a known release (`pipeline release rollback --to vN`)"
+        )
+    return int(text)
+
+
+def _set_current(folder: Path, number: int, action: str, previous: int | None) -> None:
+    def event(seq: int) -> dict[str, Any]:
+        return {
+            "seq": seq,
+            "action": action,
+            "release": number,
+            "previous": previous,
+            "at": _now(),
+        }
+
+    _claim(folder / "history", _EVENT, "%08d.json", event)
+    atomic_write_bytes(folder / "current", f"{number}\n".encode())
+
+
+def _load(folder: Path, name: str, number: int) -> Release:
+    path = folder / f"v{number}.json"
+    try:
+        data = _read_json(path)
+    except FileNotFoundError:
+        existing = _numbers(folder, _RECORD)
+        have = f"v1..v{existing[-1]}" if existing else "none"
+        raise NotFoundError(
+            f"release {name}@v{number} does not exist (releases of {name}: {have}); "
+            "`pipeline release list` shows them"
+        ) from None
+    try:
+        release = Release(**{k: data[k] for k in Release.__dataclass_fields__})
+    except (KeyError, TypeError):
+        raise IntegrityError(f"{path} is not a release record: the store is damaged") from None
+    if release.number != number or release.name != name:
+        raise IntegrityError(f"{path} records {release.ref}: the store is damaged")
+    return release
+
+
+# --- the stage API ----------------------------------------------------------------------------
+
+
+def create(store: Store, package_id: str, run: RunSettings, name: str | None = None) -> Release:
+    """Release the package ``package_id`` (id or prefix) with ``run``; make it current.
+
+    ``name`` defaults to the package's model name. Numbers are consecutive per name from 1.
+    Only setting names are recorded for ``run.required_secrets``; ``RunSettings`` holds no values.
+    """
+    package = find_package(store, package_id)
+    name = check_name(name or package["name"])
+    folder = _folder(store, name)
+    run_config = run.model_dump(mode="json")
+    created_at = _now()
+
+    def record(number: int) -> dict[str, Any]:
+        return Release(
+            name=name,
+            number=number,
+            package_id=package["package_id"],
+            build_id=package["build_id"],
+            version=package["version"],
+            run=run_config,
+            created_at=created_at,
+        ).record()
+
+    with _locked(folder):
+        previous = _current(folder)
+        number = _claim(folder, _RECORD, "v%d.json", record)
+        _set_current(folder, number, "create", previous)
+    return _load(folder, name, number)
+
+
+def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
+    """Every release of ``name`` in number order: number, version, short package id, current."""
+    folder = _folder(store, name)
+    current = _current(folder)
+    rows = []
+    for number in _numbers(folder, _RECORD):
+        release = _load(folder, name, number)
+        rows.append(
+            {
+                "ref": release.ref,
+                "number": number,
+                "version": release.version,
+                "package_id": release.package_id[:12],
+                "created_at": release.created_at,
+                "current": number == current,
+            }
+        )
+    return rows
+
+
+def current_number(store: Store, name: str) -> int | None:
+    """The current release number of ``name``, or None before the first release."""
+    return _current(_folder(store, name))
+
+
+def show(store: Store, ref: str, default_name: str | None = None) -> Release:
+    """The release named by ``ref`` (``name@vN``, ``name@current``; ``vN`` uses default_name)."""
+    name, number = parse_ref(ref, default_name)
+    folder = _folder(store, name)
+    if number is None:
+        number = _current(folder)
+        if number is None:
+            raise NotFoundError(
+                f"{name} has no current release: create one with `pipeline release create`"
+            )
+    return _load(folder, name, number)
+
+
+def history(store: Store, name: str) -> list[dict[str, Any]]:
+    """The create and rollback events of ``name``, oldest first."""
+    folder = _folder(store, name) / "history"
+    return [_read_json(folder / f"{seq:08d}.json") for seq in _numbers(folder, _EVENT)]
+
+
+def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
+    """Make release ``to`` current (default: the one numbered just below the current one).
+
+    Returns ``(previous, new)`` current numbers. Releases themselves are never modified.
+    """
+    folder = _folder(store, name)
+    with _locked(folder):
+        current = _current(folder)
+        if current is None:
+            raise NotFoundError(
+                f"{name} has no current release to roll back from: create one first"
+            )
+        if to is None:
+            older = [n for n in _numbers(folder, _RECORD) if n < current]
+            if not older:
+                raise NotFoundError(
+                    f"{name}@v{current} is the first release: there is nothing to roll back to"
+                )
+            to = older[-1]
+        _load(folder, name, to)  # NotFoundError if absent, IntegrityError if damaged
+        _set_current(folder, to, "rollback", current)
+    return current, to

@@ -1,0 +1,345 @@
+"""`pipeline package` and `open_package`: reproducible archives, sealed versions, safe opening."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import REPO, event, run_cli
+
+from pipeline.errors import IntegrityError
+from pipeline.package import archive_bytes, open_package
+
+TITANIC = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "5"}
+
+
+def _train(cli: Any, store: Path, **env: str) -> str:
+    id_file = store.parent / "build-id"
+    result = cli("train", "--id-file", str(id_file), env={**TITANIC, **env})
+    assert result.exit_code == 0, result.output
+    return id_file.read_text().strip()
+
+
+def _package(cli: Any, store: Path, *args: str, **env: str) -> tuple[str, Any]:
+    id_file = store.parent / "package-id"
+    id_file.unlink(missing_ok=True)
+    result = cli("package", *args, "--id-file", str(id_file), env={**TITANIC, **env})
+    assert result.exit_code == 0, result.output
+    return id_file.read_text().strip(), result
+
+
+def _archive(store: Path, name: str = "titanic", version: str = "0.1.0") -> Path:
+    return store / "packages" / name / f"{version}.tar.gz"
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    """Every regular member of an archive, by its full name."""
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            fh = tar.extractfile(member)
+            if member.isreg() and fh is not None:
+                out[member.name] = fh.read()
+    return out
+
+
+def _rebuild(members: dict[str, bytes], top: str = "titanic-0.1.0") -> bytes:
+    """The same archive layout around (possibly modified) member bytes."""
+    return archive_bytes({name.split("/", 1)[1]: data for name, data in members.items()}, top)
+
+
+def _crafted(tmp_path: Path, *infos: tuple[tarfile.TarInfo, bytes | None]) -> Path:
+    """A hand-made .tar.gz holding exactly the given headers (and data for regular files)."""
+    path = tmp_path / "crafted.tar.gz"
+    with tarfile.open(path, mode="w:gz") as tar:
+        for info, data in infos:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+@pytest.fixture
+def packaged(cli: Any, store: Path) -> tuple[str, str, bytes]:
+    """A trained titanic build and its package: (build id, package id, archive bytes)."""
+    build_id = _train(cli, store)
+    package_id, _ = _package(cli, store)
+    return build_id, package_id, _archive(store).read_bytes()
+
+
+def test_package_twice_is_byte_identical_and_reports_its_id(cli: Any, store: Path) -> None:
+    """Packaging one build twice gives the same bytes; --id-file and the summary give its sha256."""
+    build_id = _train(cli, store)
+    first_id, result = _package(cli, store)
+    first = _archive(store).read_bytes()
+    assert first_id == hashlib.sha256(first).hexdigest()
+    summary = event(result.stdout, "package.summary")
+    assert summary["name"] == "titanic" and summary["version"] == "0.1.0"
+    assert summary["package_id"] == first_id and summary["build_id"] == build_id
+    assert summary["path"] == str(_archive(store)) and summary["bytes"] == len(first)
+    record = json.loads((store / "packages" / "titanic" / "0.1.0.json").read_text())
+    assert record == {
+        "name": "titanic",
+        "version": "0.1.0",
+        "package_id": first_id,
+        "build_id": build_id,
+    }
+
+    # Sealed again (a fresh archive is built, compared and found identical): same id and bytes.
+    second_id, _ = _package(cli, store, build_id[:12])
+    assert second_id == first_id and _archive(store).read_bytes() == first
+
+
+def test_archive_headers_carry_no_time_owner_or_name(packaged: tuple[str, str, bytes]) -> None:
+    """Every tar header is normalised, run.json is left out and the gzip header has no name/time."""
+    build_id, _, data = packaged
+    assert data[3] == 0, "gzip FLG must be 0 (no file name, no comment)"
+    assert data[4:8] == b"\0\0\0\0", "gzip MTIME must be 0"
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names) and names[0] == "titanic-0.1.0"
+    assert {n.split("/", 1)[-1] for n in names[1:]} == {
+        "weights.pt",
+        "model.json",
+        "preprocessing.json",
+        "schema.json",
+        "history.json",
+        "metrics.json",
+        "config.json",
+        "provenance.json",
+        "manifest.json",
+        "package.json",
+    }
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+        assert (m.isdir() and m.mode == 0o755) or (m.isreg() and m.mode == 0o644)
+    meta = json.loads(_members(data)["titanic-0.1.0/package.json"])
+    assert meta["format"] == 1 and meta["build_id"] == build_id
+    assert "run.json" not in meta["files"]
+    manifest = json.loads(_members(data)["titanic-0.1.0/manifest.json"])
+    assert manifest["build_id"] == build_id and "run.json" not in manifest["files"]
+
+
+def test_separate_processes_from_scratch_give_identical_packages(tmp_path: Path) -> None:
+    """Train + package in two fresh stores by real processes gives byte-identical packages."""
+    env = {
+        **TITANIC,
+        "PIPELINE_TRAIN__MAX_EPOCHS": "3",
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_CONFIG_DIR": str(REPO / "config"),
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+    }
+    ids, archives = [], []
+    for name in ("a", "b"):
+        store = tmp_path / f"store-{name}"
+        full = {**env, "PIPELINE_STORE": str(store)}
+        for command in ("train", "package"):
+            id_file = str(tmp_path / f"{name}.id")
+            done = run_cli(command, "--id-file", id_file, env=full, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+        ids.append((tmp_path / f"{name}.id").read_text().strip())
+        archives.append(_archive(store).read_bytes())
+    assert ids[0] == ids[1] == hashlib.sha256(archives[0]).hexdigest()
+    assert archives[0] == archives[1]
+
+
+def test_version_reuse_with_other_content_is_refused(cli: Any, store: Path) -> None:
+    """Another build under a packaged version exits 3 in one line; the same build again succeeds."""
+    first_build = _train(cli, store)
+    first_id, _ = _package(cli, store)
+    original = _archive(store).read_bytes()
+
+    other_build = _train(cli, store, PIPELINE_SEED="7")
+    assert other_build != first_build
+    result = cli("package", env=TITANIC)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        f"error: model titanic version 0.1.0 is already packaged with different content "
+        f"(package {first_id[:12]}): bump PIPELINE_MODEL__VERSION"
+    )
+    assert event(result.stdout, "error")["exit_code"] == 3
+    assert _archive(store).read_bytes() == original
+    tmp = store / "tmp"
+    assert not any(tmp.iterdir()), list(tmp.iterdir())
+
+    again_id, _ = _package(cli, store, first_build)
+    assert again_id == first_id
+
+    bumped_id, _ = _package(cli, store, PIPELINE_MODEL__VERSION="0.2.0")
+    assert bumped_id != first_id and _archive(store, version="0.2.0").is_file()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PIPELINE_MODEL__NAME", "Titanic"),
+        ("PIPELINE_MODEL__NAME", "../evil"),
+        ("PIPELINE_MODEL__NAME", "-titanic"),
+        ("PIPELINE_MODEL__VERSION", "1.0"),
+        ("PIPELINE_MODEL__VERSION", "v1.0.0"),
+        ("PIPELINE_MODEL__VERSION", "01.0.0"),
+        ("PIPELINE_MODEL__VERSION", "1.0.0/../../x"),
+    ],
+)
+def test_invalid_name_or_version_exits_3(cli: Any, store: Path, variable: str, value: str) -> None:
+    """A name or version unfit for a package file name is a config error naming its variable."""
+    result = cli("package", env={**TITANIC, variable: value})
+    assert result.exit_code == 3, result.output
+    assert variable in result.stderr and result.stderr.count("\n") == 1
+    assert not (store / "packages").exists()
+
+
+def test_prerelease_version_is_accepted(cli: Any, store: Path) -> None:
+    """A semantic version with a pre-release tag is a valid package version."""
+    _train(cli, store)
+    _package(cli, store, PIPELINE_MODEL__VERSION="1.0.0-rc.1")
+    assert _archive(store, version="1.0.0-rc.1").is_file()
+
+
+def test_open_package_verifies_and_extracts(
+    packaged: tuple[str, str, bytes], store: Path, tmp_path: Path
+) -> None:
+    """A good package opens with the right ids and extracts exactly its verified files."""
+    build_id, package_id, _ = packaged
+    opened = open_package(_archive(store))
+    assert (opened.name, opened.version) == ("titanic", "0.1.0")
+    assert (opened.package_id, opened.build_id) == (package_id, build_id)
+    assert opened.json("package.json")["build_id"] == build_id
+    folder = opened.extract(tmp_path / "out")
+    assert folder == tmp_path / "out" / "titanic-0.1.0"
+    build = store / "builds" / build_id
+    for name, content in opened.files.items():
+        assert (folder / name).read_bytes() == content
+        if name not in ("package.json", "manifest.json"):
+            assert (build / name).read_bytes() == content
+    sealed = json.loads(opened.files["manifest.json"])
+    assert sealed["files"] == {
+        n: m
+        for n, m in json.loads((build / "manifest.json").read_text())["files"].items()
+        if n != "run.json"
+    }
+
+
+MEMBERS = [
+    "weights.pt",
+    "model.json",
+    "preprocessing.json",
+    "schema.json",
+    "history.json",
+    "metrics.json",
+    "config.json",
+    "provenance.json",
+    "manifest.json",
+    "package.json",
+]
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_one_flipped_byte_in_any_member_is_refused(
+    packaged: tuple[str, str, bytes], tmp_path: Path, member: str
+) -> None:
+    """Flipping one byte of any member makes open_package raise IntegrityError."""
+    _, _, data = packaged
+    members = _members(data)
+    full = f"titanic-0.1.0/{member}"
+    body = bytearray(members[full])
+    body[len(body) // 2] ^= 0x01
+    members[full] = bytes(body)
+    path = tmp_path / "flipped.tar.gz"
+    path.write_bytes(_rebuild(members))
+    with pytest.raises(IntegrityError):
+        open_package(path)
+
+
+def test_rewritten_package_json_is_caught_by_the_build_manifest(
+    packaged: tuple[str, str, bytes], tmp_path: Path
+) -> None:
+    """A modified file with a recomputed package.json still fails against the build's manifest."""
+    _, _, data = packaged
+    members = _members(data)
+    members["titanic-0.1.0/model.json"] += b" "
+    meta = json.loads(members["titanic-0.1.0/package.json"])
+    meta["files"]["model.json"] = hashlib.sha256(members["titanic-0.1.0/model.json"]).hexdigest()
+    members["titanic-0.1.0/package.json"] = json.dumps(meta).encode()
+    path = tmp_path / "forged.tar.gz"
+    path.write_bytes(_rebuild(members))
+    with pytest.raises(IntegrityError, match="build manifest"):
+        open_package(path)
+
+
+def test_missing_required_file_is_refused(packaged: tuple[str, str, bytes], tmp_path: Path) -> None:
+    """A package without its weights (and package.json rewritten to match) is refused."""
+    _, _, data = packaged
+    members = _members(data)
+    del members["titanic-0.1.0/weights.pt"]
+    meta = json.loads(members["titanic-0.1.0/package.json"])
+    del meta["files"]["weights.pt"]
+    members["titanic-0.1.0/package.json"] = json.dumps(meta).encode()
+    path = tmp_path / "partial.tar.gz"
+    path.write_bytes(_rebuild(members))
+    with pytest.raises(IntegrityError, match=r"weights\.pt"):
+        open_package(path)
+
+
+def _link(name: str, kind: bytes, target: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    return info, None
+
+
+@pytest.mark.parametrize(
+    ("label", "make"),
+    [
+        ("tar-slip", lambda root: _file("../evil", b"pwned")),
+        ("nested tar-slip", lambda root: _file("titanic-0.1.0/../../evil", b"pwned")),
+        ("absolute", lambda root: _file(str(root / "evil"), b"pwned")),
+        ("symlink", lambda root: _link("titanic-0.1.0/evil", tarfile.SYMTYPE, str(root / "evil"))),
+        ("hardlink", lambda root: _link("titanic-0.1.0/evil", tarfile.LNKTYPE, "/etc/passwd")),
+        ("fifo", lambda root: _link("titanic-0.1.0/evil", tarfile.FIFOTYPE)),
+        ("device", lambda root: _link("titanic-0.1.0/evil", tarfile.CHRTYPE)),
+        ("second top folder", lambda root: _file("other/evil", b"pwned")),
+    ],
+)
+def test_unsafe_members_are_refused_before_anything_is_written(
+    packaged: tuple[str, str, bytes], tmp_path: Path, label: str, make: Any
+) -> None:
+    """Tar-slip, absolute, link, device and stray members raise IntegrityError naming the member."""
+    _, _, data = packaged
+    root = tmp_path / "outside"
+    root.mkdir()
+    good = [_file(name, body) for name, body in _members(data).items()]
+    bad_info, bad_data = make(root)
+    path = _crafted(tmp_path, *good, (bad_info, bad_data))
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(IntegrityError) as raised:
+        open_package(path).extract(target)
+    assert bad_info.name in str(raised.value) or "top folders" in str(raised.value), label
+    assert list(target.iterdir()) == [] and list(root.iterdir()) == []
+    assert not (tmp_path / "evil").exists()
+
+
+def test_oversized_member_is_refused_from_its_header(tmp_path: Path) -> None:
+    """A member whose header claims more than the size bound is refused before it is read."""
+    path = tmp_path / "big.tar"
+    info = tarfile.TarInfo("titanic-0.1.0/weights.pt")
+    info.size = (2 << 30) + 1
+    # Only the header is written: the bound must trip on the declared size alone.
+    raw = io.BytesIO()
+    raw.write(info.tobuf(format=tarfile.PAX_FORMAT))
+    path.write_bytes(gzip.compress(raw.getvalue()))
+    with pytest.raises(IntegrityError, match=r"weights\.pt"):
+        open_package(path)

@@ -1,0 +1,266 @@
+"""Releases: numbered immutable records, history, rollback, and safe concurrent creation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import event, store_files
+
+from pipeline import releases
+from pipeline.errors import ConfigError, NotFoundError
+from pipeline.settings import RunSettings
+from pipeline.store import Store
+
+NAME = "house-prices"
+
+
+def make_package(store: Path, version: str = "0.1.0", name: str = NAME, pid: str = "") -> str:
+    """Write a fake package tarball and its sidecar the way `pipeline package` lays them out."""
+    folder = store / "packages" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    body = f"fake package {name} {version}".encode()
+    (folder / f"{version}.tar.gz").write_bytes(body)
+    pid = pid or hashlib.sha256(body).hexdigest()
+    sidecar = {"name": name, "version": version, "package_id": pid, "build_id": "b" * 64}
+    (folder / f"{version}.json").write_text(json.dumps(sidecar))
+    return pid
+
+
+def test_create_create_rollback_leaves_v1_current_and_a_three_event_history(store: Path) -> None:
+    """Two creates then a default rollback make v1 current, with create, create, rollback logged."""
+    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
+    s = Store(store)
+    r1 = releases.create(s, pid1, RunSettings())
+    r2 = releases.create(s, pid2[:8], RunSettings(threshold=0.7))
+    assert (r1.ref, r2.ref) == (f"{NAME}@v1", f"{NAME}@v2")
+    assert r2.version == "0.2.0" and r2.run["threshold"] == 0.7
+    assert releases.current_number(s, NAME) == 2
+
+    assert releases.rollback(s, NAME) == (2, 1)
+    assert releases.show(s, f"{NAME}@current").number == 1
+    events = releases.history(s, NAME)
+    assert [e["action"] for e in events] == ["create", "create", "rollback"]
+    assert [(e["seq"], e["release"], e["previous"]) for e in events] == [
+        (1, 1, None),
+        (2, 2, 1),
+        (3, 1, 2),
+    ]
+
+
+def test_numbers_are_never_reused_after_a_rollback(store: Path) -> None:
+    """After rolling back from v2, the next release is v3 and becomes current."""
+    pid = make_package(store)
+    s = Store(store)
+    releases.create(s, pid, RunSettings())
+    releases.create(s, pid, RunSettings())
+    releases.rollback(s, NAME, 1)
+    assert releases.create(s, pid, RunSettings()).number == 3
+    assert [r["current"] for r in releases.list_releases(s, NAME)] == [False, False, True]
+
+
+def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, store: Path) -> None:
+    """`rollback --to v1` works; a missing target or nothing below v1 exits 8, changing nothing."""
+    pid = make_package(store)
+    for _ in range(3):
+        assert cli("release", "create", pid).exit_code == 0
+    result = cli("release", "rollback", "--to", "v1")
+    assert result.exit_code == 0, result.output
+    assert event(result.stdout, "release.rolled_back")["current"] == 1
+    assert event(result.stdout, "release.rolled_back")["previous"] == 3
+
+    missing = cli("release", "rollback", "--to", "v9", "--name", NAME)
+    assert missing.exit_code == 8
+    assert "house-prices@v9 does not exist" in missing.stderr
+    assert cli("release", "rollback").exit_code == 8  # v1 is current: nothing before it
+    assert (store / "releases" / NAME / "current").read_text() == "1\n"
+    assert len(releases.history(Store(store), NAME)) == 4
+
+
+def test_cli_show_current_named_and_bare_references(cli: Any, store: Path) -> None:
+    """`show` resolves name@current, name@v2 and a bare v1 (via PIPELINE_MODEL__NAME)."""
+    pid = make_package(store)
+    cli("release", "create", pid)
+    cli("release", "create", pid)
+
+    shown = event(cli("release", "show", f"{NAME}@current").stdout, "release.show")
+    assert (shown["number"], shown["current"], shown["package_id"]) == (2, True, pid)
+    assert shown["run"] == RunSettings().model_dump(mode="json")
+    assert event(cli("release", "show", f"{NAME}@v2").stdout, "release.show")["release"] == (
+        f"{NAME}@v2"
+    )
+    bare = cli("release", "show", "v1", env={"PIPELINE_MODEL__NAME": NAME})
+    assert event(bare.stdout, "release.show")["current"] is False
+
+
+def test_cli_list_reports_every_release_and_the_current_one(cli: Any, store: Path) -> None:
+    """`list` reports number, version, a 12-character package id and which release is current."""
+    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
+    cli("release", "create", pid1)
+    cli("release", "create", pid2)
+    listed = event(cli("release", "list").stdout, "release.list")
+    assert (listed["count"], listed["current"]) == (2, 2)
+    rows = listed["releases"]
+    assert [(r["number"], r["version"], r["package_id"], r["current"]) for r in rows] == [
+        (1, "0.1.0", pid1[:12], False),
+        (2, "0.2.0", pid2[:12], True),
+    ]
+    assert event(cli("release", "list", "--name", "other").stdout, "release.list")["count"] == 0
+
+
+def test_cli_create_from_tarball_path_writes_the_reference_to_the_id_file(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """A package given as its .tar.gz in the store is released; --id-file receives name@vN."""
+    make_package(store)
+    tarball = store / "packages" / NAME / "0.1.0.tar.gz"
+    result = cli("release", "create", str(tarball), "--id-file", str(tmp_path / "ref"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ref").read_text() == f"{NAME}@v1\n"
+    assert event(result.stdout, "release.created")["number"] == 1
+
+    outside = tmp_path / "elsewhere.tar.gz"
+    outside.write_bytes(b"x")
+    assert cli("release", "create", str(outside)).exit_code == 3
+
+
+def test_cli_unknown_package_exits_8_naming_the_searched_folder(cli: Any, store: Path) -> None:
+    """A package id that no sidecar carries exits 8 and says where it looked."""
+    make_package(store)
+    result = cli("release", "create", "deadbeef" * 8)
+    assert result.exit_code == 8
+    assert "packages/*/*.json" in result.stderr
+    assert not (store / "releases").exists()
+
+
+def test_ambiguous_or_short_package_prefixes_are_config_errors(store: Path) -> None:
+    """A prefix shared by two packages, or shorter than 8 hex digits, is refused."""
+    make_package(store, "0.1.0", pid="abcdef01" + "0" * 56)
+    make_package(store, "0.2.0", pid="abcdef01" + "1" * 56)
+    s = Store(store)
+    with pytest.raises(ConfigError, match="ambiguous"):
+        releases.find_package(s, "abcdef01")
+    assert releases.find_package(s, "abcdef011")["version"] == "0.2.0"
+    with pytest.raises(ConfigError, match="at least 8 hex"):
+        releases.find_package(s, "abcdef")
+
+
+@pytest.mark.parametrize("ref", ["house-prices@2", "house-prices@v0", "a@b@v1", "@v1", "latest"])
+def test_cli_malformed_reference_exits_3(cli: Any, ref: str) -> None:
+    """A reference that is not name@vN or name@current exits 3 with the expected form."""
+    result = cli("release", "show", ref)
+    assert result.exit_code == 3
+    assert "expected name@vN or name@current" in result.stderr
+
+
+def test_parse_ref_accepts_the_documented_forms() -> None:
+    """name@vN, name@current and a bare vN/current with a default name parse to (name, N|None)."""
+    assert releases.parse_ref("m@v12") == ("m", 12)
+    assert releases.parse_ref("m@current") == ("m", None)
+    assert releases.parse_ref("v3", "m") == ("m", 3)
+    assert releases.parse_ref("current", "m") == ("m", None)
+    with pytest.raises(ConfigError):
+        releases.parse_ref("../x@v1")
+
+
+def test_required_secret_names_are_recorded_but_no_value_reaches_the_store(
+    cli: Any, store: Path
+) -> None:
+    """required_secrets names go into the record; the secret's value is in no stored file."""
+    pid = make_package(store)
+    secret = "kaggle-secret-value-0123456789"
+    env = {"PIPELINE_RUN__REQUIRED_SECRETS": '["KAGGLE_KEY"]', "KAGGLE_KEY": secret}
+    result = cli("release", "create", pid, env=env)
+    assert result.exit_code == 0, result.output
+    assert secret not in result.stdout
+    record = json.loads((store / "releases" / NAME / "v1.json").read_text())
+    assert record["run"]["required_secrets"] == ["KAGGLE_KEY"]
+    assert record["format"] == 1 and record["build_id"] == "b" * 64
+    files = store_files(store)
+    assert files
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+def test_release_records_are_read_only_and_unchanged_by_rollback(store: Path) -> None:
+    """Rollbacks move only `current` and history: every v<N>.json keeps its bytes and stays 0444."""
+    pid = make_package(store)
+    s = Store(store)
+    for _ in range(3):
+        releases.create(s, pid, RunSettings())
+    records = sorted((store / "releases" / NAME).glob("v*.json"))
+    before = {p: p.read_bytes() for p in records}
+    releases.rollback(s, NAME)
+    releases.rollback(s, NAME, 3)
+    releases.rollback(s, NAME)
+    assert {p: p.read_bytes() for p in records} == before
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in records)
+    assert not [p for p in (store / "releases" / NAME).rglob("*.tmp")]
+    with pytest.raises(NotFoundError):
+        releases.rollback(s, NAME, 7)
+
+
+def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Path) -> None:
+    """Without any lock, threads racing to claim numbers by os.link never share or skip one."""
+    folder = tmp_path / "claims"
+    claimed: list[int] = []
+
+    def worker() -> None:
+        for _ in range(25):
+            n = releases._claim(folder, releases._RECORD, "v%d.json", lambda n: {"number": n})
+            claimed.append(n)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == list(range(1, 151))
+    for n in claimed:
+        assert json.loads((folder / f"v{n}.json").read_text()) == {"number": n}
+
+
+def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(store: Path) -> None:
+    """Two real processes each creating 20 releases yield v1..v40 and 40 distinct create events."""
+    pid = make_package(store)
+    start_at = time.time() + 2.0  # both interpreters are up before either starts creating
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from pipeline import releases
+        from pipeline.settings import RunSettings
+        from pipeline.store import Store
+        s = Store(Path({str(store)!r}))
+        time.sleep(max(0.0, {start_at} - time.time()))
+        print(",".join(str(releases.create(s, {pid!r}, RunSettings()).number) for _ in range(20)))
+        """
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    numbers = [int(n) for out in outs for n in out.strip().split(",")]
+    assert sorted(numbers) == list(range(1, 41))
+
+    folder = store / "releases" / NAME
+    records = [json.loads(p.read_text()) for p in folder.glob("v*.json")]
+    assert sorted(r["number"] for r in records) == list(range(1, 41))
+    events = [json.loads(p.read_text()) for p in sorted((folder / "history").glob("*.json"))]
+    assert [e["seq"] for e in events] == list(range(1, 41))
+    assert [e["action"] for e in events] == ["create"] * 40
+    # Creates are ordered by the lock: history follows number order and v40 ends current.
+    assert [e["release"] for e in events] == list(range(1, 41))
+    assert [e["previous"] for e in events] == [None, *range(1, 40)]
+    assert releases.current_number(Store(store), NAME) == 40
+    assert not list(folder.rglob("*.tmp"))
