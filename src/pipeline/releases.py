@@ -39,7 +39,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.settings import RunSettings
-from pipeline.store import Store, _fsync_dir, _store_error, atomic_write_bytes, canonical_json
+from pipeline.store import Store, atomic_write_bytes, canonical_json, fsync_dir, store_error
 
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -228,12 +228,12 @@ def _claim(folder: Path, pattern: re.Pattern[str], filename: str, make: Any) -> 
                 except FileExistsError:
                     n += 1
                     continue
-                _fsync_dir(folder)
+                fsync_dir(folder)
                 return n
             finally:
                 tmp.unlink(missing_ok=True)
     except OSError as exc:
-        raise _store_error(exc, folder) from exc
+        raise store_error(exc, folder) from exc
 
 
 @contextlib.contextmanager
@@ -243,7 +243,7 @@ def _locked(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise _store_error(exc, folder) from exc
+        raise store_error(exc, folder) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

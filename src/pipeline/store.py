@@ -42,7 +42,8 @@ def canonical_json(obj: Any) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -50,7 +51,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _store_error(exc: OSError, what: Path) -> StoreError:
+def store_error(exc: OSError, what: Path) -> StoreError:
+    """The one-line error for a failed store write, with the reason in words."""
     reason = {
         errno.ENOSPC: "the disk is full",
         errno.EROFS: "the file system is read-only",
@@ -72,10 +74,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _store_error(exc, path) from exc
+        raise store_error(exc, path) from exc
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -120,7 +122,7 @@ class Store:
         try:
             folder.mkdir(parents=True)
         except OSError as exc:
-            raise _store_error(exc, folder) from exc
+            raise store_error(exc, folder) from exc
         try:
             yield folder
         finally:
@@ -147,9 +149,9 @@ class Store:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.exists():
                     return final  # a concurrent writer published the same content first
                 raise
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
-            raise _store_error(exc, final) from exc
+            raise store_error(exc, final) from exc
         return final
 
     def write_ref(self, name: str, value: str) -> None:

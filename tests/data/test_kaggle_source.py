@@ -431,7 +431,7 @@ def test_store_write_failure_is_a_store_error(
         return real_open(self, mode, *args, **kwargs)  # type: ignore[call-overload]
 
     monkeypatch.setattr(Path, "open", full_disk)
-    with pytest.raises(StoreError, match=r"No space left on device.*PIPELINE_STORE"):
+    with pytest.raises(StoreError, match=r"the disk is full.*PIPELINE_STORE"):
         _fetch("kaggle://competitions/house-prices/train.csv", store)
     _assert_nothing_left(store)
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 from urllib.parse import unquote, urlparse
 
 import pipeline
-from pipeline.errors import SourceError, StoreError
+from pipeline.errors import SourceError
+from pipeline.store import store_error
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -98,21 +99,14 @@ def _open(dest: Path) -> BinaryIO:
     try:
         return dest.open("wb")
     except OSError as exc:
-        raise _store_error(exc, dest) from exc
+        raise store_error(exc, dest) from exc
 
 
 def _write(fh: BinaryIO, chunk: bytes, dest: Path) -> None:
     try:
         fh.write(chunk)
     except OSError as exc:
-        raise _store_error(exc, dest) from exc
-
-
-def _store_error(exc: OSError, dest: Path) -> StoreError:
-    return StoreError(
-        f"cannot write {dest}: {exc.strerror or exc}; free space or point PIPELINE_STORE at "
-        "a writable folder"
-    )
+        raise store_error(exc, dest) from exc
 
 
 def _truncated(shown: str, received: int, expected: int | None) -> NoReturn:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import SourceError, StoreError
+from pipeline.store import store_error
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -69,7 +70,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     try:
         private = tempfile.TemporaryDirectory(prefix=".kaggle-", dir=dest.parent)
     except OSError as exc:
-        raise _store_error(exc, dest.parent) from exc
+        raise store_error(exc, dest.parent) from exc
     with private as tmp:
         folder = Path(tmp)
         try:
@@ -350,7 +351,7 @@ def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path, shown:
         try:
             dst = out.open("wb")
         except OSError as exc:
-            raise _store_error(exc, out) from exc
+            raise store_error(exc, out) from exc
         with dst:
             while chunk := src.read(CHUNK):
                 written += len(chunk)
@@ -362,11 +363,4 @@ def _copy_member(zf: zipfile.ZipFile, member: zipfile.ZipInfo, out: Path, shown:
                 try:
                     dst.write(chunk)
                 except OSError as exc:
-                    raise _store_error(exc, out) from exc
-
-
-def _store_error(exc: OSError, path: Path) -> StoreError:
-    return StoreError(
-        f"cannot write {path}: {exc.strerror or exc}; free space or point PIPELINE_STORE at "
-        "a writable folder"
-    )
+                    raise store_error(exc, out) from exc
