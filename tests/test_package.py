@@ -343,3 +343,20 @@ def test_oversized_member_is_refused_from_its_header(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(raw.getvalue()))
     with pytest.raises(IntegrityError, match=r"weights\.pt"):
         open_package(path)
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip that inflates past the bound is refused while inflating, not after."""
+    import zlib
+
+    from pipeline import package as package_mod
+
+    monkeypatch.setattr(package_mod, "MAX_TOTAL_BYTES", 8 << 20)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(deflate.compress(b"\0" * (1 << 22)) for _ in range(64)) + deflate.flush()
+    path = tmp_path / "bomb.tar.gz"
+    path.write_bytes(bomb)  # ~260 KB that would inflate to 256 MiB
+    with pytest.raises(IntegrityError, match="decompression bomb"):
+        package_mod.open_package(path)

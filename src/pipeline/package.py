@@ -29,6 +29,7 @@ import json
 import os
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -240,6 +241,27 @@ def _check_member(member: tarfile.TarInfo, source: Path) -> PurePosixPath:
     return path
 
 
+def _gunzip(data: bytes, limit: int, source: Path) -> bytes:
+    """Decompress one gzip member, refusing more than ``limit`` bytes (a decompression bomb).
+
+    zlib checks the trailer's CRC-32 and length, so a damaged byte anywhere is caught.
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = bytearray()
+    pending = data
+    while pending and not inflater.eof:
+        out += inflater.decompress(pending, limit + 1 - len(out))
+        if len(out) > limit:
+            raise IntegrityError(
+                f"package {source.name} expands beyond {limit} bytes: refused as a "
+                "decompression bomb"
+            )
+        pending = inflater.unconsumed_tail
+    if not inflater.eof or inflater.unused_data:
+        raise IntegrityError(f"package {source.name} is truncated or has trailing data")
+    return bytes(out)
+
+
 def open_package(path: Path) -> OpenedPackage:
     """Open a package archive, refusing anything unsafe before reading any content.
 
@@ -254,9 +276,12 @@ def open_package(path: Path) -> OpenedPackage:
         raise IntegrityError(f"package {path} cannot be read: {exc.strerror or exc}") from exc
     package_id = hashlib.sha256(data).hexdigest()
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        # Decompress all of it first: tarfile stops at the end-of-archive blocks and would never
+        # check the gzip trailer (CRC and length), so a flipped byte there would pass unseen.
+        raw = _gunzip(data, MAX_TOTAL_BYTES + (1 << 20), path)
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
             top, files = _read_members(tar, path)
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise IntegrityError(
             f"package {path} is not a readable .tar.gz ({exc}): the file is damaged"
         ) from exc

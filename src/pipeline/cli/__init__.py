@@ -11,6 +11,7 @@ import typer
 from pipeline import __version__
 from pipeline.cli import build, config, data, release
 from pipeline.cli import package as package_cmd
+from pipeline.cli import predict as predict_cmd
 
 app = typer.Typer(
     name="pipeline",
@@ -30,6 +31,7 @@ app.add_typer(release.app, name="release")
 app.command("train")(build.train)
 app.command("evaluate")(build.evaluate)
 app.command("package")(package_cmd.package)
+app.command("predict")(predict_cmd.predict)
 
 
 def _version(value: bool) -> None:

@@ -20,18 +20,22 @@ def run(
     *,
     overrides: Mapping[str, str] | None = None,
     allow_unknown: bool = False,
+    log_to_stderr: bool = False,
 ) -> T:
     """Load settings, configure logging, run ``body(loaded, log)``, map errors to exit codes.
 
     A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     """
+    import sys
+
     from pipeline import log as logging_
     from pipeline.errors import Interrupted, PipelineError
     from pipeline.settings import load, unknown_error
 
+    stream = sys.stderr if log_to_stderr else None  # stdout carries data (predictions) then
     logging_.reset()
-    logging_.configure()
+    logging_.configure(stream=stream)
     logging_.bind(run_id=uuid.uuid4().hex[:12], stage=stage)
     logger = logging_.get_logger()
     json_logs = True
@@ -43,8 +47,10 @@ def run(
                 [s.kaggle_username]
                 + [x.get_secret_value() for x in (s.kaggle_key, s.kaggle_api_token) if x]
             )
-            logging_.configure(s.log_format, s.log_level)
-            json_logs = s.log_format == "json" or (s.log_format == "auto" and not _tty())
+            logging_.configure(s.log_format, s.log_level, stream=stream)
+            json_logs = s.log_format == "json" or (
+                s.log_format == "auto" and not (stream or sys.stdout).isatty()
+            )
             if loaded.unknown and not allow_unknown:
                 raise unknown_error(loaded.unknown)
             return body(loaded, logger)
@@ -56,12 +62,6 @@ def run(
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
-
-
-def _tty() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
 
 
 def store_of(settings: Any) -> Any:

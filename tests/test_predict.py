@@ -1,0 +1,217 @@
+"""The run stage: `pipeline predict` on releases and packages, as a CI job and a user would."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.conftest import REPO, event, events, run_cli
+
+TEST_CSV = REPO / "tests" / "fixtures" / "house-prices-test.csv"
+TEST_SHA = "8fdd3d829d4d986b58f845c9553b225e67dd8383624d90fb6ca1d4bed5798c1e"
+
+
+def _ok(done: Any) -> Any:
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """train -> evaluate (gate) -> package -> release create, as a CI job runs them."""
+    root = tmp_path_factory.mktemp("chain")
+    env = {
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_SEED": "0",
+        "PIPELINE_RUN__ID_COLUMN": "Id",
+    }
+    _ok(run_cli("train", "--id-file", str(root / "build.id"), env=env, cwd=root))
+    gate = _ok(run_cli("evaluate", env={**env, "PIPELINE_GATES__MAX_RMSE_LOG": "0.16"}, cwd=root))
+    assert event(gate.stdout, "evaluate.summary")["passed"] is True
+    _ok(run_cli("package", "--id-file", str(root / "package.id"), env=env, cwd=root))
+    package_id = (root / "package.id").read_text().strip()
+    _ok(
+        run_cli(
+            "release",
+            "create",
+            package_id,
+            "--id-file",
+            str(root / "release.id"),
+            env=env,
+            cwd=root,
+        )
+    )
+    return {"env": env, "root": root, "package_id": package_id,
+            "release": (root / "release.id").read_text().strip()}  # fmt: skip
+
+
+def _predict(chain: dict[str, Any], *args: str, **extra: str) -> Any:
+    return run_cli("predict", *args, env={**chain["env"], **extra}, cwd=chain["root"])
+
+
+def test_ci_chain_predicts_every_row_of_the_unseen_test_file(chain: dict[str, Any]) -> None:
+    """The released model predicts all 1,459 real test rows, unseen categories included."""
+    assert hashlib.sha256(TEST_CSV.read_bytes()).hexdigest() == TEST_SHA
+    assert chain["release"] == "house-prices@v1"
+    out = chain["root"] / "predictions.csv"
+    done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out)))
+    summary = event(done.stdout, "predict.summary")
+    assert summary["rows"] == 1459 and summary["errors"] == 0
+    assert summary["package_id"] == chain["package_id"]
+    assert sum(summary["unknown_categories"].values()) > 0  # test.csv has unseen categories
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["Id", "prediction"] and len(frame) == 1459
+    assert frame["Id"].tolist() == pd.read_csv(TEST_CSV)["Id"].tolist()
+    assert frame["prediction"].between(20_000, 1_000_000).all()
+
+
+def test_predictions_stream_to_stdout_with_logs_on_stderr(chain: dict[str, Any]) -> None:
+    """Without -o, CSV predictions are stdout and the JSON log stream moves to stderr."""
+    done = _ok(_predict(chain, str(TEST_CSV), PIPELINE_RELEASE="house-prices@current"))
+    frame = pd.read_csv(io.StringIO(done.stdout))
+    assert len(frame) == 1459
+    assert events(done.stderr)[-1]["event"] == "predict.summary"
+
+
+def test_chunked_run_equals_single_chunk_run(chain: dict[str, Any]) -> None:
+    """Chunks of 100 rows give byte-identical output to one chunk of everything."""
+    outs = []
+    for rows in ("100", "100000"):
+        out = chain["root"] / f"chunked-{rows}.csv"
+        done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out),
+                            PIPELINE_RUN__CHUNK_ROWS=rows))  # fmt: skip
+        assert event(done.stdout, "predict.summary")["chunks"] == (15 if rows == "100" else 1)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_input_and_output_formats_agree(chain: dict[str, Any]) -> None:
+    """Parquet and JSON-lines inputs and outputs give the same predictions as CSV."""
+    root = chain["root"]
+    frame = pd.read_csv(TEST_CSV)  # typed columns with real nulls, as such files carry them
+    frame.to_parquet(root / "in.parquet")
+    frame.to_json(root / "in.jsonl", orient="records", lines=True)
+    base = root / "base.csv"
+    _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(base)))
+    expected = pd.read_csv(base)["prediction"]
+    for source, target in (("in.parquet", "out.parquet"), ("in.jsonl", "out.jsonl")):
+        _ok(
+            _predict(
+                chain, str(root / source), "--release", chain["release"], "-o", str(root / target)
+            )
+        )
+        got = (pd.read_parquet(root / target) if target.endswith("parquet")
+               else pd.read_json(root / target, lines=True))  # fmt: skip
+        assert got["prediction"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12)
+
+
+def test_missing_column_is_refused_and_extra_columns_are_reported(chain: dict[str, Any]) -> None:
+    """A missing model column exits 4 naming it; an extra one is a warning event."""
+    root = chain["root"]
+    frame = pd.read_csv(TEST_CSV, keep_default_na=False, dtype=str)
+    frame.drop(columns=["LotArea"]).to_csv(root / "missing.csv", index=False)
+    done = _predict(
+        chain, str(root / "missing.csv"), "--release", chain["release"], "-o", str(root / "x.csv")
+    )
+    assert done.returncode == 4 and "LotArea" in done.stderr and "Traceback" not in done.stderr
+    assert not (root / "x.csv").exists() and not list(root.glob(".x.csv.*"))
+    frame.assign(Colour="red").to_csv(root / "extra.csv", index=False)
+    done = _ok(
+        _predict(
+            chain, str(root / "extra.csv"), "--release", chain["release"], "-o", str(root / "y.csv")
+        )
+    )
+    warning = event(done.stdout, "predict.extra_columns")
+    assert warning["columns"] == ["Colour"] and warning["level"] == "warning"
+
+
+def test_a_bad_value_fails_the_batch_or_goes_to_the_error_column(chain: dict[str, Any]) -> None:
+    """Text in a numeric column names its row and column, or (on_error=column) fails one row."""
+    root = chain["root"]
+    frame = pd.read_csv(TEST_CSV, keep_default_na=False, dtype=str)
+    frame.loc[16, "LotArea"] = "abc"
+    frame.to_csv(root / "bad.csv", index=False)
+    done = _predict(
+        chain, str(root / "bad.csv"), "--release", chain["release"], "-o", str(root / "b.csv")
+    )
+    assert done.returncode == 4
+    assert "'LotArea'" in done.stderr and "'abc'" in done.stderr and "data row 17" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    done = _ok(_predict(chain, str(root / "bad.csv"), "--package", _package_path(chain), "-o",
+                        str(root / "b.csv"), PIPELINE_RUN__ON_ERROR="column",
+                        PIPELINE_RUN__ID_COLUMN="Id"))  # fmt: skip
+    assert event(done.stdout, "predict.summary")["errors"] == 1
+    out = pd.read_csv(root / "b.csv", keep_default_na=False)
+    assert "LotArea" in out.loc[16, "error"] and out.loc[16, "prediction"] == ""
+    assert (out.drop(index=16)["error"] == "").all()
+
+
+def _package_path(chain: dict[str, Any]) -> str:
+    return str(Path(chain["env"]["PIPELINE_STORE"]) / "packages" / "house-prices" / "0.1.0.tar.gz")
+
+
+def test_a_flipped_byte_in_the_package_is_an_integrity_error(chain: dict[str, Any]) -> None:
+    """Any changed byte of the archive makes predict refuse with exit code 7."""
+    root = chain["root"]
+    data = Path(_package_path(chain)).read_bytes()
+    for offset in (10, len(data) // 3, len(data) // 2, len(data) - 5):
+        copy = root / "tampered.tar.gz"
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x01
+        copy.write_bytes(bytes(flipped))
+        done = _predict(chain, str(TEST_CSV), "--package", str(copy), "-o", str(root / "t.csv"))
+        assert done.returncode == 7, (offset, done.stderr)
+        assert "Traceback" not in done.stderr and not (root / "t.csv").exists()
+
+
+def test_no_release_chosen_is_a_config_error(chain: dict[str, Any]) -> None:
+    """predict with neither --release, PIPELINE_RELEASE nor --package exits 3 and says how."""
+    done = _predict(chain, str(TEST_CSV), "-o", str(chain["root"] / "n.csv"))
+    assert done.returncode == 3 and "--release" in done.stderr
+
+
+def test_rollback_makes_current_predict_with_the_earlier_package(tmp_path: Path) -> None:
+    """Releases v1 and v2 of different packages, then rollback: @current predicts with v1's."""
+    env = {
+        "PIPELINE_STORE": str(tmp_path / "store"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "PIPELINE_PRESET": "titanic",
+        "PIPELINE_CONFIG_DIR": str(REPO / "config"),
+        "PIPELINE_TRAIN__MAX_EPOCHS": "5",
+    }
+    ids = []
+    for seed, version in (("1", "1.0.0"), ("2", "1.1.0")):
+        step = {**env, "PIPELINE_SEED": seed, "PIPELINE_MODEL__VERSION": version}
+        _ok(run_cli("train", env=step, cwd=tmp_path))
+        _ok(run_cli("package", "--id-file", str(tmp_path / "p"), env=step, cwd=tmp_path))
+        ids.append((tmp_path / "p").read_text().strip())
+        _ok(run_cli("release", "create", ids[-1], env=step, cwd=tmp_path))
+    _ok(run_cli("release", "rollback", env=env, cwd=tmp_path))
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(REPO / "src" / "pipeline" / "datasets" / "titanic.csv").head(50).to_csv(
+        rows, index=False
+    )
+    current = {**env, "PIPELINE_RELEASE": "titanic@current"}
+    done = _ok(
+        run_cli("predict", str(rows), "-o", str(tmp_path / "out.csv"), env=current, cwd=tmp_path)
+    )
+    summary = event(done.stdout, "predict.summary")
+    assert summary["package_id"] == ids[0] and summary["release"] == "titanic@v1"
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert set(out.columns) == {"prediction", "probability_0", "probability_1"}
+    assert out["prediction"].isin([0, 1]).all()
+    assert (out["probability_0"] + out["probability_1"]).round(9).eq(1).all()
+    history = json.loads(
+        _ok(run_cli("release", "list", env=env, cwd=tmp_path)).stdout.splitlines()[-1]
+    )
+    assert history["current"] == 1 and history["count"] == 2
+    assert os.path.exists(tmp_path / "store" / "releases" / "titanic" / "history")
