@@ -27,7 +27,8 @@ def _probe(*args: str) -> dict:
 
 def test_help_does_not_import_torch_or_pandas() -> None:
     """`pipeline --help` (and each command's help) leaves torch, pandas and friends unimported."""
-    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["config", "--help"]):
+    commands = ["train", "evaluate", "config", "data", "package", "release", "predict"]
+    for args in [["--help"]] + [[name, "--help"] for name in commands]:
         probe = _probe(*args)
         assert probe["code"] == 0
         assert "Usage" in probe["out"]
