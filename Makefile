@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test lint format typecheck lock clean
+.PHONY: help install dev run test bench bench-smoke lint format typecheck lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,12 @@ run: install ## The main job: train, then evaluate with 5-fold CV, on the built-
 
 test: dev ## Run the whole test suite (what CI runs)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+bench: dev ## Run the benchmarks (minutes; not part of make test)
+	$(BIN)/python bench/predict_memory.py
+
+bench-smoke: dev ## Tiny-size run of every benchmark
+	$(BIN)/python bench/predict_memory.py --quick
 
 lint: dev ## ruff lint + format check, mypy on src/
 	$(BIN)/ruff check src tests

@@ -19,7 +19,7 @@ from tests.conftest import event, store_files
 from pipeline import releases
 from pipeline.errors import ConfigError, NotFoundError
 from pipeline.settings import RunSettings
-from pipeline.store import Store
+from pipeline.store import LocalStore as Store
 
 NAME = "house-prices"
 
@@ -211,11 +211,12 @@ def test_release_records_are_read_only_and_unchanged_by_rollback(store: Path) ->
 def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Path) -> None:
     """Without any lock, threads racing to claim numbers by os.link never share or skip one."""
     folder = tmp_path / "claims"
+    key = releases._Key(Store(tmp_path), "claims")
     claimed: list[int] = []
 
     def worker() -> None:
         for _ in range(25):
-            n = releases._claim(folder, releases._RECORD, "v%d.json", lambda n: {"number": n})
+            n = releases._claim(key, releases._RECORD, "v%d.json", lambda n: {"number": n})
             claimed.append(n)
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
@@ -238,7 +239,7 @@ def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(stor
         from pathlib import Path
         from pipeline import releases
         from pipeline.settings import RunSettings
-        from pipeline.store import Store
+        from pipeline.store import LocalStore as Store
         s = Store(Path({str(store)!r}))
         time.sleep(max(0.0, {start_at} - time.time()))
         print(",".join(str(releases.create(s, {pid!r}, RunSettings()).number) for _ in range(20)))

@@ -33,7 +33,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import IntegrityError, NotFoundError
-from pipeline.store import Store, canonical_json, read_json, sha256_file
+from pipeline.store import Store, canonical_json
 
 ID_FILES = (
     "weights.pt",
@@ -142,28 +142,29 @@ def write_build(store: Store, files: dict[str, bytes], inputs: dict[str, Any]) -
         for name, data in files.items():
             (staging / name).write_bytes(data)
         (staging / "manifest.json").write_bytes(canonical_json(manifest))
-        store.publish(staging, "builds", bid)
+        store.publish(staging, f"builds/{bid}")
     store.write_ref(LATEST, bid)
     return bid
 
 
 @dataclass(frozen=True)
 class Build:
-    """A verified build in the store."""
+    """A verified build: its files were read once and checked against the manifest."""
 
     id: str
-    path: Path
     manifest: dict[str, Any]
+    files: dict[str, bytes]  # every file of the build, manifest.json included
 
     def json(self, name: str) -> Any:
         """A JSON file of the build (already verified)."""
-        return read_json(self.path / name)
+        return json.loads(self.files[name])
 
     def state_dict(self) -> dict[str, Any]:
         """The weights, loaded without unpickling arbitrary objects."""
         import torch
 
-        return torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
+        weights = io.BytesIO(self.files["weights.pt"])
+        return torch.load(weights, map_location="cpu", weights_only=True)
 
 
 def resolve(store: Store, ref: str | None) -> str:
@@ -172,46 +173,50 @@ def resolve(store: Store, ref: str | None) -> str:
         latest = store.read_ref(LATEST)
         if latest is None:
             raise NotFoundError(
-                f"no build in store {store.root}: run `pipeline train` first or set PIPELINE_STORE"
+                f"no build in store {store.uri}: run `pipeline train` first or set PIPELINE_STORE"
             )
         return latest
     assert ref is not None
-    builds = store.path("builds")
-    if (builds / ref).is_dir():
+    builds = store.list("builds")
+    if ref in builds:
         return ref
-    matches = (
-        sorted(p.name for p in builds.glob(f"{ref}*")) if len(ref) >= 4 and builds.is_dir() else []
-    )
+    matches = [b for b in builds if b.startswith(ref)] if len(ref) >= 4 else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise NotFoundError(
             f"build prefix '{ref}' is ambiguous ({len(matches)} builds): give more digits"
         )
-    raise NotFoundError(f"no build '{ref}' in store {store.root}: list builds under {builds}")
+    raise NotFoundError(f"no build '{ref}' in store {store.uri}: check the id (builds/ lists them)")
 
 
 def load_build(store: Store, ref: str | None) -> Build:
-    """Open a build and verify every file against its manifest before anything is read."""
+    """Open a build and verify every file against its manifest before anything is used."""
     bid = resolve(store, ref)
-    path = store.path("builds", bid)
+    prefix = f"builds/{bid}"
     try:
-        manifest = read_json(path / "manifest.json")
-    except (OSError, ValueError) as exc:
+        manifest_bytes = store.read_bytes(f"{prefix}/manifest.json")
+        manifest = json.loads(manifest_bytes)
+    except (KeyError, ValueError) as exc:
         raise IntegrityError(f"build {bid} has no readable manifest: the build is damaged") from exc
     listed = manifest.get("files", {})
+    extra = set(store.list(prefix)) - set(listed) - {"manifest.json"}
+    if extra:
+        raise IntegrityError(f"build {bid} holds files its manifest does not list: {sorted(extra)}")
+    files = {"manifest.json": manifest_bytes}
     for name, meta in listed.items():
-        file = path / name
-        if not file.is_file() or sha256_file(file) != meta["sha256"]:
+        try:
+            data = store.read_bytes(f"{prefix}/{name}")
+        except KeyError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise IntegrityError(
                 f"file {name} of build {bid} does not match its manifest digest: the build was "
                 "modified or damaged; retrain it"
             )
-    extra = {p.name for p in path.iterdir()} - set(listed) - {"manifest.json"}
-    if extra:
-        raise IntegrityError(f"build {bid} holds files its manifest does not list: {sorted(extra)}")
+        files[name] = data
     digests = {n: m["sha256"] for n, m in listed.items()}
-    inputs = read_json(path / "provenance.json")["inputs"]
+    inputs = json.loads(files["provenance.json"])["inputs"]
     if build_id(digests, inputs) != bid:
         raise IntegrityError(f"build {bid} does not hash to its id: the build was modified")
-    return Build(bid, path, manifest)
+    return Build(bid, manifest, files)

@@ -31,6 +31,29 @@ def as_categories(series: pd.Series) -> np.ndarray:
     The same value must map to the same string whether a file was read as int, float or text:
     ``3``, ``3.0`` and ``"3"`` all become ``"3"``; booleans become ``"true"`` / ``"false"``.
     """
+    missing = series.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(series):
+        flags = series.fillna(False).to_numpy(dtype=bool)
+        out = np.where(flags, "true", "false").astype(object)
+        out[missing] = None
+        return out
+    if pd.api.types.is_integer_dtype(series):
+        out = series.astype("string").to_numpy(dtype=object, na_value=None)
+        return out
+    if pd.api.types.is_float_dtype(series):
+        x = series.to_numpy(dtype="float64", na_value=np.nan)
+        finite = np.isfinite(x)
+        integral = finite & (np.mod(np.where(finite, x, 0.0), 1.0) == 0)
+        small = integral & (np.abs(x) < 2**63)
+        out = x.astype(str).astype(object)
+        out[small] = x[small].astype(np.int64).astype(str)
+        for k in np.flatnonzero(integral & ~small):  # beyond int64: Python's exact int
+            out[k] = str(int(x[k]))
+        out[missing] = None
+        return out
+    if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
+        return series.to_numpy(dtype=object, na_value=None)
+    # Mixed Python objects (e.g. JSON lines): one value at a time.
     values = series.to_numpy(dtype=object, na_value=None)
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
@@ -167,13 +190,11 @@ class Preprocessor:
         unknown: dict[str, int] = {}
         for j, c in enumerate(self.categorical):
             values = as_categories(frame[c.name])
-            lookup = {v: i + 2 for i, v in enumerate(c.vocab)}
-            codes = np.fromiter(
-                (MISSING if v is None else lookup.get(v, UNKNOWN) for v in values),
-                dtype=np.int64,
-                count=n,
-            )
-            unseen = int(sum(1 for v in values if v is not None and v not in lookup))
+            # -1 for anything not in the vocabulary, missing values included.
+            found = pd.Index(list(c.vocab), dtype=object).get_indexer(values).astype(np.int64)
+            absent = pd.isna(values)
+            codes = np.where(found >= 0, found + 2, np.where(absent, MISSING, UNKNOWN))
+            unseen = int(((found < 0) & ~absent).sum())
             if unseen:
                 unknown[c.name] = unseen
             cats[:, j] = codes

@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 import zlib
@@ -34,10 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline import artifacts
-from pipeline.errors import ConfigError, IntegrityError, StoreError
+from pipeline import __version__, artifacts, wheel
+from pipeline.errors import ConfigError, IntegrityError
 from pipeline.settings import Settings
-from pipeline.store import Store, atomic_write_json, canonical_json, sha256_file
+from pipeline.store import (
+    Store,
+    canonical_json,
+)
 
 FORMAT = 1
 PACKAGE_FILE = "package.json"
@@ -65,6 +67,7 @@ class PackageResult:
     build_id: str
     path: Path
     bytes: int
+    wheel: Path | None = None
 
 
 def check_name_version(name: str, version: str) -> None:
@@ -114,11 +117,7 @@ def archive_bytes(files: dict[str, bytes], top: str) -> bytes:
 
 def build_archive(build: artifacts.Build, name: str, version: str) -> bytes:
     """Seal a verified build's files and a ``package.json`` into archive bytes."""
-    files = {
-        p.name: p.read_bytes()
-        for p in sorted(build.path.iterdir())
-        if p.is_file() and p.name not in EXCLUDED
-    }
+    files = {name: data for name, data in sorted(build.files.items()) if name not in EXCLUDED}
     # The build's manifest lists run.json's digest, which changes with every training run even
     # when the model does not; sealed as-is it would make two equal builds package differently.
     # The sealed manifest is the verified one without the excluded entries (the build id does
@@ -137,55 +136,47 @@ def build_archive(build: artifacts.Build, name: str, version: str) -> bytes:
     return archive_bytes(files, f"{name}-{version}")
 
 
-def _publish_once(store: Store, data: bytes, final: Path) -> bool:
-    """Create ``final`` with ``data`` unless it exists; never overwrite. True when created.
+def seal(
+    settings: Settings, store: Store, ref: str | None, log: Any, *, with_wheel: bool = False
+) -> PackageResult:
+    """`pipeline package`: seal a verified build as ``<name>@<version>`` in the store.
 
-    The bytes are written and fsynced under the store's ``tmp/`` and hard-linked into place:
-    ``link`` fails when the name exists, so two writers racing for one version cannot clobber
-    each other, and a reader never sees half an archive.
+    ``with_wheel`` also writes ``packages/<name>/<dist>-<version>-py3-none-any.whl``, built from
+    the files of the archive just sealed, opened and verified again (see ``pipeline.wheel``).
     """
-    with store.staging() as staging:
-        staged = staging / final.name
-        try:
-            with staged.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(staged, final)
-            except FileExistsError:
-                return False
-            fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot write {final}: {exc.strerror or exc}; free space or point "
-                "PIPELINE_STORE at a writable folder"
-            ) from exc
-    return True
-
-
-def seal(settings: Settings, store: Store, ref: str | None, log: Any) -> PackageResult:
-    """`pipeline package`: seal a verified build as ``<name>@<version>`` in the store."""
     name, version = settings.model.name, settings.model.version
     check_name_version(name, version)
     build = artifacts.load_build(store, ref)
     data = build_archive(build, name, version)
     package_id = hashlib.sha256(data).hexdigest()
-    final = store.path("packages", name, f"{version}.tar.gz")
-    if not _publish_once(store, data, final):
-        existing = sha256_file(final)
+    key = f"packages/{name}/{version}.tar.gz"
+    # create() never overwrites: two writers racing for one version cannot clobber each other.
+    if not store.create(key, data):
+        existing = hashlib.sha256(store.read_bytes(key)).hexdigest()
         if existing != package_id:
             raise ConfigError(
                 f"model {name} version {version} is already packaged with different content "
                 f"(package {existing[:12]}): bump PIPELINE_MODEL__VERSION"
             )
     record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
-    atomic_write_json(final.with_name(f"{version}.json"), record)
+    store.write_json(f"packages/{name}/{version}.json", record)
+    final = store.local_file(key)
+    extra: dict[str, Any] = {}
+    wheel_path = None
+    if with_wheel:
+        # From the sealed archive, not the build: the wheel carries exactly the verified files.
+        opened = open_package(final)
+        filename, wheel_data = wheel.build_wheel(
+            opened.name,
+            opened.version,
+            opened.package_id,
+            opened.build_id,
+            opened.files,
+            requires=f"pipeline=={__version__}",
+        )
+        store.write(f"packages/{name}/{filename}", wheel_data)
+        wheel_path = store.local_file(f"packages/{name}/{filename}")
+        extra = {"wheel": str(wheel_path), "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
     log.info(
         "package.summary",
         name=name,
@@ -194,8 +185,9 @@ def seal(settings: Settings, store: Store, ref: str | None, log: Any) -> Package
         build_id=build.id,
         path=str(final),
         bytes=len(data),
+        **extra,
     )
-    return PackageResult(name, version, package_id, build.id, final, len(data))
+    return PackageResult(name, version, package_id, build.id, final, len(data), wheel_path)
 
 
 @dataclass(frozen=True)
@@ -285,7 +277,46 @@ def open_package(path: Path) -> OpenedPackage:
         raise IntegrityError(
             f"package {path} is not a readable .tar.gz ({exc}): the file is damaged"
         ) from exc
-    return _verify(top, files, package_id, path)
+    opened = _verify(files, package_id, f"package {path.name}")
+    if top != f"{opened.name}-{opened.version}":
+        raise IntegrityError(
+            f"package {path.name}: top folder '{top}' is not '{opened.name}-{opened.version}'"
+        )
+    return opened
+
+
+def open_directory(folder: Path, package_id: str | None = None) -> OpenedPackage:
+    """Open a package's files laid out flat in ``folder`` (as an installed wheel holds them).
+
+    The files are verified exactly as ``open_package`` verifies an archive's: every file against
+    ``package.json`` and the build's ``manifest.json``, then the build id. Only regular files
+    are accepted. ``package_id`` is the id of the archive the files came from, when the caller
+    knows it; without it the files are sealed again to compute it (the same id on a machine
+    with the same zlib). Any failure raises ``IntegrityError``.
+    """
+    where = f"package folder {folder}"
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        for path in sorted(folder.iterdir()):
+            if path.is_symlink() or not path.is_file():
+                raise IntegrityError(
+                    f"{where}: '{path.name}' is not a regular file: the folder was modified"
+                )
+            total += path.stat().st_size
+            if total > MAX_TOTAL_BYTES:
+                raise IntegrityError(f"{where} holds over {MAX_TOTAL_BYTES} bytes")
+            files[path.name] = path.read_bytes()
+    except OSError as exc:
+        raise IntegrityError(f"{where} cannot be read: {exc.strerror or exc}") from exc
+    if package_id is None and PACKAGE_FILE in files:
+        try:
+            meta = json.loads(files[PACKAGE_FILE])
+            top = f"{meta['name']}-{meta['version']}"
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"{where} has an unreadable package.json: it is damaged") from exc
+        package_id = hashlib.sha256(archive_bytes(files, top)).hexdigest()
+    return _verify(files, package_id or "", where)
 
 
 def _read_members(tar: tarfile.TarFile, source: Path) -> tuple[str, dict[str, bytes]]:
@@ -334,9 +365,8 @@ def _read_members(tar: tarfile.TarFile, source: Path) -> tuple[str, dict[str, by
     return tops.pop(), files
 
 
-def _verify(top: str, files: dict[str, bytes], package_id: str, source: Path) -> OpenedPackage:
+def _verify(files: dict[str, bytes], package_id: str, where: str) -> OpenedPackage:
     """Check the files against package.json, the build manifest and the build id."""
-    where = f"package {source.name}"
     missing = sorted(REQUIRED - set(files))
     if missing:
         raise IntegrityError(f"{where} lacks {missing}: it is incomplete, package the build again")
@@ -353,8 +383,6 @@ def _verify(top: str, files: dict[str, bytes], package_id: str, source: Path) ->
         ) from exc
     if meta.get("format") != FORMAT:
         raise IntegrityError(f"{where} has format {meta.get('format')!r}: expected {FORMAT}")
-    if top != f"{name}-{version}":
-        raise IntegrityError(f"{where}: top folder '{top}' is not '{name}-{version}'")
     present = set(files) - {PACKAGE_FILE}
     if set(listed) != present:
         raise IntegrityError(

@@ -27,7 +27,7 @@ import torch
 
 from pipeline import features, train
 from pipeline.data.schema import Schema
-from pipeline.errors import ConfigError, DataError, IntegrityError
+from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
 from pipeline.model import ModelConfig, TabularMLP
 from pipeline.package import OpenedPackage, open_package
 from pipeline.settings import RunSettings
@@ -72,9 +72,8 @@ class Predictor:
     def from_opened(cls, opened: OpenedPackage) -> Predictor:
         """Build from a package whose files were verified by ``open_package``."""
         model = TabularMLP(ModelConfig.from_json(opened.json("model.json")))
-        weights = torch.load(
-            io.BytesIO(opened.files["weights.pt"]), map_location="cpu", weights_only=True
-        )
+        blob = io.BytesIO(opened.files["weights.pt"])
+        weights = torch.load(blob, map_location="cpu", weights_only=True)
         model.load_state_dict(weights)
         model.eval()
         data = opened.json("config.json")["data"]
@@ -452,7 +451,14 @@ def load(store: Any, release_ref: str | None, package: Path | None, default_name
         )
     release = releases.show(store, release_ref, default_name)
     sidecar = releases.find_package(store, release.package_id)
-    path = store.path("packages", sidecar["name"], f"{sidecar['version']}.tar.gz")
+    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
+    try:
+        path = store.local_file(key)
+    except KeyError:
+        raise NotFoundError(
+            f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
+            f"store {store.uri}: restore it or roll back"
+        ) from None
     predictor = Predictor.from_package(path)
     if predictor.package_id != release.package_id:
         raise IntegrityError(

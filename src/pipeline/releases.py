@@ -26,12 +26,9 @@ current (visible in ``list``); nothing is ever half-written.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +36,7 @@ from typing import Any
 
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.settings import RunSettings
-from pipeline.store import Store, atomic_write_bytes, canonical_json, fsync_dir, store_error
+from pipeline.store import LocalStore, Store, canonical_json
 
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -121,7 +118,7 @@ def parse_number(text: str) -> int:
 # --- packages ---------------------------------------------------------------------------------
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def _read_sidecar(path: _Key) -> dict[str, Any]:
     try:
         data = _read_json(path)
     except FileNotFoundError:
@@ -144,14 +141,15 @@ def find_package(store: Store, ref: str) -> dict[str, Any]:
             f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 8 hex "
             "digits, or the path of a .tar.gz in the store's packages folder"
         )
-    root = store.path("packages")
+    root = _Key(store, "packages")
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted(root.glob("*/*.json")):
-        if path.name.startswith("."):
-            continue
-        sidecar = _read_sidecar(path)
-        if sidecar["package_id"].startswith(ref):
-            found.setdefault(sidecar["package_id"], sidecar)
+    for model in store.list(root.key):
+        for entry in store.list((root / model).key):
+            if not entry.endswith(".json"):
+                continue
+            sidecar = _read_sidecar(root / model / entry)
+            if sidecar["package_id"].startswith(ref):
+                found.setdefault(sidecar["package_id"], sidecar)
     if not found:
         raise NotFoundError(
             f"no package with id {ref} in {root} (searched packages/*/*.json): "
@@ -168,6 +166,8 @@ def resolve_package(store: Store, arg: str) -> dict[str, Any]:
     """The sidecar for ``arg``: a package id/prefix, or a ``.tar.gz`` path in the store."""
     if not (arg.endswith(".tar.gz") or os.sep in arg):
         return find_package(store, arg)
+    if not isinstance(store, LocalStore):
+        raise ConfigError(f"'{arg}' is a path, but store {store.uri} is not a folder: give the id")
     path = Path(arg).resolve()
     root = store.path("packages").resolve()
     if not path.name.endswith(".tar.gz") or not path.is_relative_to(root):
@@ -176,88 +176,78 @@ def resolve_package(store: Store, arg: str) -> dict[str, Any]:
         )
     if not path.is_file():
         raise NotFoundError(f"package {path} does not exist: check the path or PIPELINE_STORE")
-    return _read_sidecar(path.with_name(path.name.removesuffix(".tar.gz") + ".json"))
+    key = path.relative_to(store.root.resolve()).as_posix().removesuffix(".tar.gz") + ".json"
+    return _read_sidecar(_Key(store, key))
 
 
 # --- low-level store access -------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
+@dataclass(frozen=True)
+class _Key:
+    """A name in the store; ``/`` appends a part (reads like a path, works on any store)."""
+
+    store: Store
+    key: str
+
+    def __truediv__(self, part: str) -> _Key:
+        return _Key(self.store, f"{self.key}/{part}")
+
+    def __str__(self) -> str:
+        return f"{self.store.uri}/{self.key}"
+
+
+def _read_json(path: _Key) -> Any:
     try:
-        return json.loads(text)
+        data = path.store.read_bytes(path.key)
+    except KeyError:
+        raise FileNotFoundError(str(path)) from None
+    try:
+        return json.loads(data)
     except ValueError as exc:
         raise IntegrityError(f"{path} is not valid JSON ({exc}): the store is damaged") from None
 
 
-def _folder(store: Store, name: str) -> Path:
-    return store.path("releases", check_name(name))
+def _folder(store: Store, name: str) -> _Key:
+    return _Key(store, f"releases/{check_name(name)}")
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _numbers(folder: Path, pattern: re.Pattern[str]) -> list[int]:
-    try:
-        names = [p.name for p in folder.iterdir()]
-    except FileNotFoundError:
-        return []
+def _numbers(folder: _Key, pattern: re.Pattern[str]) -> list[int]:
+    names = folder.store.list(folder.key)
     return sorted(int(m[1]) for n in names if (m := pattern.match(n)))
 
 
-def _claim(folder: Path, pattern: re.Pattern[str], filename: str, make: Any) -> int:
+def _claim(folder: _Key, pattern: re.Pattern[str], filename: str, make: Any) -> int:
     """Publish ``make(n)`` as ``filename % n`` for the first free ``n`` above the existing ones.
 
-    The record is written and fsynced under a private temporary name, then hard-linked to its
-    final name: ``os.link`` fails if the name is taken, so each number has exactly one owner.
+    ``Store.create`` is exclusive (a hard link on a local disk): the finished record appears
+    under its final name in one step, or the name was taken and ``n + 1`` is tried. Each number
+    has exactly one owner.
     """
     n = max(_numbers(folder, pattern), default=0) + 1
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        while True:
-            tmp = folder / f".claim.{uuid.uuid4().hex}.tmp"
-            try:
-                with tmp.open("xb") as fh:
-                    fh.write(canonical_json(make(n)))
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                tmp.chmod(0o444)  # records are immutable; the mode says so to any tool
-                try:
-                    os.link(tmp, folder / (filename % n))
-                except FileExistsError:
-                    n += 1
-                    continue
-                fsync_dir(folder)
-                return n
-            finally:
-                tmp.unlink(missing_ok=True)
-    except OSError as exc:
-        raise store_error(exc, folder) from exc
+    while not folder.store.create(
+        (folder / (filename % n)).key, canonical_json(make(n)), immutable=True
+    ):
+        n += 1
+    return n
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: _Key) -> contextlib.AbstractContextManager[None]:
     """Hold the release folder's exclusive lock (orders creates and rollbacks)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise store_error(exc, folder) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
+    return folder.store.lock((folder / ".lock").key)
 
 
-def _current(folder: Path) -> int | None:
+def _current(folder: _Key) -> int | None:
     path = folder / "current"
     try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+        text = folder.store.read_bytes(path.key).decode("utf-8", "replace").strip()
+    except KeyError:
         return None
-    if not text.isdigit() or not (folder / f"v{text}.json").is_file():
+    if not text.isdigit() or not folder.store.exists((folder / f"v{text}.json").key):
         raise IntegrityError(
             f"{path} holds '{text[:40]}', not the number of an existing release: the store is "
             "damaged; roll back to a known release (`pipeline release rollback --to vN`)"
@@ -265,7 +255,7 @@ def _current(folder: Path) -> int | None:
     return int(text)
 
 
-def _set_current(folder: Path, number: int, action: str, previous: int | None) -> None:
+def _set_current(folder: _Key, number: int, action: str, previous: int | None) -> None:
     def event(seq: int) -> dict[str, Any]:
         return {
             "seq": seq,
@@ -276,10 +266,10 @@ def _set_current(folder: Path, number: int, action: str, previous: int | None) -
         }
 
     _claim(folder / "history", _EVENT, "%08d.json", event)
-    atomic_write_bytes(folder / "current", f"{number}\n".encode())
+    folder.store.write((folder / "current").key, f"{number}\n".encode())
 
 
-def _load(folder: Path, name: str, number: int) -> Release:
+def _load(folder: _Key, name: str, number: int) -> Release:
     path = folder / f"v{number}.json"
     try:
         data = _read_json(path)

@@ -10,6 +10,7 @@ place in one step. A reader never sees half of anything; a crash leaves the old 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import hashlib
@@ -90,34 +91,164 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-class Store:
-    """A local-folder artifact store.
+class Store(abc.ABC):
+    """The artifact store interface. Stages use only these methods, never file paths.
 
-    Layout: ``datasets/<sha256>/`` (fetched data), ``builds/<build id>/``, ``refs/`` (named
-    pointers such as the latest build) and ``tmp/`` (work in progress, never read).
+    Keys are relative names joined by ``/`` (``builds/<id>/weights.pt``). Every write is atomic
+    and ``create`` is exclusive, which is all the stages need for crash safety and for
+    concurrent writers; an object store implements the same methods with conditional puts.
+    Layout: ``datasets/<sha256>/``, ``builds/<id>/``, ``packages/<name>/``,
+    ``releases/<name>/``, ``refs/`` and ``tmp/`` (work in progress, never read).
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    uri: str
 
-    @classmethod
-    def from_uri(cls, uri: str) -> Store:
+    @staticmethod
+    def from_uri(uri: str) -> Store:
         """Open the store named by ``PIPELINE_STORE``: a path or a ``file://`` URI."""
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             path = unquote(parsed.path) if parsed.scheme == "file" else uri
-            return cls(Path(path).expanduser())
+            return LocalStore(Path(path).expanduser())
         raise StoreError(
             f"unsupported store URI '{uri}' (PIPELINE_STORE): expected a folder path or file:// URI"
         )
 
+    @abc.abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """The bytes stored under ``key``; ``KeyError`` when there are none."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` names a file or a folder."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Sorted names directly under ``prefix`` (empty when there are none)."""
+
+    @abc.abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing what was there, atomically."""
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
+        """Store ``data`` under ``key`` only if nothing is there; False when it was taken.
+
+        ``immutable`` marks a record that must never be rewritten (read-only on a local disk,
+        object lock on an object store).
+        """
+
+    @abc.abstractmethod
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A private local scratch folder, removed afterwards whatever happens."""
+
+    @abc.abstractmethod
+    def publish(self, staged: Path, key: str) -> bool:
+        """Make a finished staged folder appear as ``key`` in one step.
+
+        Content-addressed folders never change, so if ``key`` exists it already holds the same
+        content: the staged copy is dropped and False is returned.
+        """
+
+    @abc.abstractmethod
+    def local_file(self, key: str) -> Path:
+        """A local path to read ``key`` from (large files are streamed from disk)."""
+
+    @abc.abstractmethod
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Hold an exclusive lock named ``key`` (serialises read-modify-write sequences)."""
+
+    def read_json(self, key: str) -> Any:
+        """Parse the JSON stored under ``key``."""
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, obj: Any) -> None:
+        """``write`` the canonical JSON of ``obj``."""
+        self.write(key, canonical_json(obj))
+
+    def write_ref(self, name: str, value: str) -> None:
+        """Point the named reference (e.g. ``latest-build``) at ``value``, atomically."""
+        self.write(f"refs/{name}", (value + "\n").encode())
+
+    def read_ref(self, name: str) -> str | None:
+        """The value of a named reference, or None when it was never written."""
+        try:
+            return self.read_bytes(f"refs/{name}").decode().strip() or None
+        except KeyError:
+            return None
+
+
+def _parts(key: str) -> list[str]:
+    parts = [p for p in key.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise StoreError(f"invalid store key '{key}': expected a relative name without '..'")
+    return parts
+
+
+class LocalStore(Store):
+    """A store in a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+
     def path(self, *parts: str) -> Path:
-        """Where ``parts`` lives inside the store (nothing is created)."""
+        """Where ``parts`` lives on disk (for this implementation and its tests only)."""
         return self.root.joinpath(*parts)
+
+    def _at(self, key: str) -> Path:
+        return self.root.joinpath(*_parts(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._at(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read {path}: {exc.strerror or exc}; check PIPELINE_STORE's permissions"
+            ) from exc
+
+    def exists(self, key: str) -> bool:
+        return self._at(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self._at(prefix)
+        try:
+            return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def write(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self._at(key), data)
+
+    def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
+        final = self._at(key)
+        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with tmp.open("xb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if immutable:
+                tmp.chmod(0o444)
+            try:
+                # link() fails if the name is taken: the finished file appears under its final
+                # name, or not at all, and never replaces another writer's.
+                os.link(tmp, final)
+            except FileExistsError:
+                return False
+            fsync_dir(final.parent)
+            return True
+        except OSError as exc:
+            raise store_error(exc, final) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
-        """A fresh private folder under ``tmp/``, removed afterwards whatever happens."""
         folder = self.path("tmp", uuid.uuid4().hex)
         try:
             folder.mkdir(parents=True)
@@ -128,13 +259,8 @@ class Store:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def publish(self, staged: Path, *parts: str) -> Path:
-        """Move a finished staged folder to ``parts`` in one rename; keep an existing twin.
-
-        Content-addressed folders never change, so if the destination exists it already holds
-        the same content and the staged copy is dropped.
-        """
-        final = self.path(*parts)
+    def publish(self, staged: Path, key: str) -> bool:
+        final = self._at(key)
         try:
             for file in staged.rglob("*"):
                 if file.is_file():
@@ -142,25 +268,36 @@ class Store:
                         os.fsync(fh.fileno())
             final.parent.mkdir(parents=True, exist_ok=True)
             if final.exists():
-                return final
+                return False
             try:
                 staged.rename(final)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and final.exists():
-                    return final  # a concurrent writer published the same content first
+                    return False  # a concurrent writer published the same content first
                 raise
             fsync_dir(final.parent)
         except OSError as exc:
             raise store_error(exc, final) from exc
-        return final
+        return True
 
-    def write_ref(self, name: str, value: str) -> None:
-        """Point the named reference (e.g. ``latest-build``) at ``value``, atomically."""
-        atomic_write_bytes(self.path("refs", name), (value + "\n").encode())
+    def local_file(self, key: str) -> Path:
+        path = self._at(key)
+        if not path.is_file():
+            raise KeyError(key)
+        return path
 
-    def read_ref(self, name: str) -> str | None:
-        """The value of a named reference, or None when it was never written."""
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        import fcntl
+
+        path = self._at(key)
         try:
-            return self.path("refs", name).read_text().strip() or None
-        except FileNotFoundError:
-            return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise store_error(exc, path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

@@ -22,7 +22,7 @@ from pipeline.data.sources import Fetched, _local_path, fetch
 from pipeline.data.sources.http import download, filename
 from pipeline.errors import DataError, SourceError
 from pipeline.settings import Settings, load
-from pipeline.store import Store
+from pipeline.store import LocalStore as Store
 
 CSV = _local_path("builtin://house-prices").read_bytes()
 CSV_SHA = hashlib.sha256(CSV).hexdigest()

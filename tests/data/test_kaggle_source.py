@@ -30,7 +30,7 @@ from pipeline.data.sources import Fetched, _local_path, fetch
 from pipeline.data.sources import kaggle as source
 from pipeline.errors import SourceError, StoreError
 from pipeline.settings import load
-from pipeline.store import Store
+from pipeline.store import LocalStore as Store
 
 CSV = _local_path("builtin://house-prices").read_bytes()
 CSV_SHA = hashlib.sha256(CSV).hexdigest()

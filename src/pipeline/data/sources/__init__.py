@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
-from pipeline.errors import DataError, SourceError
+from pipeline.errors import DataError, SourceError, StoreError
 from pipeline.settings import Settings
 from pipeline.store import Store, atomic_write_json, sha256_file
 
@@ -131,8 +131,8 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         name = "dataset-source.json"
     pin = (settings.data.sha256 or "").lower()
     if pin:
-        cached = store.path("datasets", pin, name)
-        if cached.is_file() and sha256_file(cached) == pin:
+        cached = _cached(store, pin)
+        if cached is not None and sha256_file(cached) == pin:
             return Fetched(shown, cached, pin, cached.stat().st_size, cached=True)
     with store.staging() as staging:
         target = staging / name
@@ -140,9 +140,15 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         digest = sha256_file(target)
         _verify_pin(digest, settings, shown)
         atomic_write_json(staging / "source.json", {"uri": shown, "sha256": digest, "file": name})
-        final = store.publish(staging, "datasets", digest)
-    path = final / name
-    if not path.is_file():
-        # The same bytes were cached before under another file name: reuse that copy.
-        path = next(p for p in final.iterdir() if p.name != "source.json")
-    return Fetched(shown, path, digest, path.stat().st_size, cached=False)
+        store.publish(staging, f"datasets/{digest}")
+    # If the same bytes were cached before under another name, that copy is the one kept.
+    kept = _cached(store, digest)
+    if kept is None:
+        raise StoreError(f"dataset {digest} vanished from store {store.uri} right after caching")
+    return Fetched(shown, kept, digest, kept.stat().st_size, cached=False)
+
+
+def _cached(store: Store, digest: str) -> Path | None:
+    """The cached file of a dataset digest, whatever name it was cached under."""
+    names = [n for n in store.list(f"datasets/{digest}") if n != "source.json"]
+    return store.local_file(f"datasets/{digest}/{names[0]}") if names else None
