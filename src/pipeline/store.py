@@ -65,19 +65,31 @@ def store_error(exc: OSError, what: Path) -> StoreError:
     )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+def _temp_beside(path: Path, data: bytes) -> Path:
+    """``data`` written and fsynced under a fresh hidden name in ``path``'s folder."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
+        with tmp.open("xb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a temp file behind
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    tmp: Path | None = None
+    try:
+        tmp = _temp_beside(path, data)
         tmp.replace(path)
         fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise store_error(exc, path) from exc
 
 
@@ -225,13 +237,9 @@ class LocalStore(Store):
 
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
         final = self._at(key)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+        tmp: Path | None = None
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            tmp = _temp_beside(final, data)
             if immutable:
                 tmp.chmod(0o444)
             try:
@@ -245,7 +253,8 @@ class LocalStore(Store):
         except OSError as exc:
             raise store_error(exc, final) from exc
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
