@@ -19,6 +19,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store, atomic_write_json, sha256_file
 
 BUILTIN = ("house-prices", "titanic")
+RECORD = "source.json"  # the cache's own record beside each cached dataset
 _SECRET_PARAM = re.compile(
     r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie", re.IGNORECASE
 )
@@ -55,6 +56,11 @@ def redact_uri(uri: str) -> str:
         [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parsed.query, True)]
     )
     return urlunparse(parsed._replace(netloc=netloc, query=query, fragment=""))
+
+
+def cache_name(name: str) -> str:
+    """``name`` unless it would collide with the cache's record, then ``dataset-<name>``."""
+    return f"dataset-{name}" if name == RECORD else name
 
 
 def scheme_of(uri: str) -> str:
@@ -126,9 +132,7 @@ def fetch(settings: Settings, store: Store) -> Fetched:
             "kaggle://datasets/<owner>/<name>/<file> or builtin://<name>"
         )
     shown = redact_uri(uri)
-    name = remote.filename(uri)
-    if name == "source.json":  # that name is taken by the cache's own record
-        name = "dataset-source.json"
+    name = remote.filename(uri)  # already safe, and never the cache's RECORD name
     pin = (settings.data.sha256 or "").lower()
     if pin:
         cached = _cached(store, pin)
@@ -139,7 +143,7 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         remote.download(uri, target, settings)
         digest = sha256_file(target)
         _verify_pin(digest, settings, shown)
-        atomic_write_json(staging / "source.json", {"uri": shown, "sha256": digest, "file": name})
+        atomic_write_json(staging / RECORD, {"uri": shown, "sha256": digest, "file": name})
         store.publish(staging, f"datasets/{digest}")
     # If the same bytes were cached before under another name, that copy is the one kept.
     kept = _cached(store, digest)
@@ -150,5 +154,5 @@ def fetch(settings: Settings, store: Store) -> Fetched:
 
 def _cached(store: Store, digest: str) -> Path | None:
     """The cached file of a dataset digest, whatever name it was cached under."""
-    names = [n for n in store.list(f"datasets/{digest}") if n != "source.json"]
+    names = [n for n in store.list(f"datasets/{digest}") if n != RECORD]
     return store.local_file(f"datasets/{digest}/{names[0]}") if names else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 from urllib.parse import unquote, urlparse
 
 import pipeline
+from pipeline.data.sources import cache_name, redact_uri
 from pipeline.errors import SourceError
 from pipeline.store import store_error
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 DEFAULT_NAME = "dataset"
 # ``fetch`` writes this file beside the download, so a download must never take its name.
-RESERVED = {"source.json"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _MAX_NAME = 128  # well below every file system's limit of 255 bytes
 
@@ -36,16 +36,12 @@ def filename(uri: str) -> str:
         stem, dot, ext = name.rpartition(".")
         keep = f".{ext}" if dot and stem and len(ext) <= 16 else ""
         name = name[: _MAX_NAME - len(keep)] + keep
-    if not name or name in RESERVED:
-        return DEFAULT_NAME if not name else f"{DEFAULT_NAME}-{name}"
-    return name
+    return cache_name(name) if name else DEFAULT_NAME
 
 
 def download(uri: str, dest: Path, settings: Settings) -> None:
     """Stream ``uri`` into ``dest``; raise ``SourceError`` and leave no ``dest`` on any failure."""
     import requests
-
-    from pipeline.data.sources import redact_uri
 
     shown = redact_uri(uri)
     timeout = settings.http_timeout

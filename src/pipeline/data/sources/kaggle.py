@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.data.sources import cache_name
 from pipeline.errors import SourceError, StoreError
 from pipeline.store import store_error
 
@@ -33,7 +34,6 @@ DATASET_FORM = "kaggle://datasets/<owner>/<name>/<file>"
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _PREFIX = "kaggle://"
 # ``fetch`` writes this file beside the download, so a download must never take its name.
-RESERVED = {"source.json"}
 _CREDENTIALS_HELP = "set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
 # Where the client keeps state beside the file it downloads (resume bookkeeping).
 _MARKER_SUFFIX = ".kaggle-partial"
@@ -54,8 +54,7 @@ class _Ref:
 
 def filename(uri: str) -> str:
     """The base name of the file ``uri`` names (the last segment of ``<file>``)."""
-    name = _parse(uri).name
-    return f"dataset-{name}" if name in RESERVED else name
+    return cache_name(_parse(uri).name)
 
 
 def download(uri: str, dest: Path, settings: Settings) -> None:
