@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline import __version__, features, metrics
 from pipeline.data.schema import Schema
-from pipeline.errors import Interrupted
+from pipeline.errors import DataError, Interrupted
 from pipeline.model import ModelConfig, TabularMLP, embedding_dim
 from pipeline.settings import Settings
 
@@ -311,11 +311,7 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         cached=fetched.cached,
     )
     frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
-    frame = (
-        schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
-        if settings.data.target in frame.columns
-        else frame
-    )
+    frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     schema, warnings = schema_mod.infer(
         frame, settings.data, settings.train.target_transform, fetched.uri
     )
@@ -340,8 +336,6 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         seeds.split,
     )
     if min(len(split.train), len(split.val), len(split.test)) == 0:
-        from pipeline.errors import DataError
-
         raise DataError(
             f"dataset {fetched.uri} has {len(frame)} rows, too few to split into train/validation/"
             "test with PIPELINE_TRAIN__VAL_FRACTION and PIPELINE_TRAIN__TEST_FRACTION"

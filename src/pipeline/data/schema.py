@@ -160,6 +160,8 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
     """Rows with a present target; a numeric target checked for text and infinities."""
     import numpy as np
 
+    if name not in frame.columns:
+        raise _missing_column(label, name, [str(c) for c in frame.columns], "PIPELINE_DATA__TARGET")
     target = frame[name]
     present = target.notna()
     if not present.any():
