@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 import time
 import uuid
@@ -356,8 +357,6 @@ class _Writer:
         self._arrow.write_table(table.cast(self._schema))
 
     def commit(self) -> None:
-        import os
-
         if self._arrow is not None:
             self._arrow.close()
         if self._handle is not None and self.tmp is not None:
@@ -430,8 +429,13 @@ def run(
     return stats
 
 
-def load(store: Any, release_ref: str | None, package: Path | None, default_name: str | None,
-         run_settings: RunSettings) -> tuple[Predictor, RunSettings, str | None]:  # fmt: skip
+def load(
+    store: Any,
+    release_ref: str | None,
+    package: Path | None,
+    default_name: str | None,
+    run_settings: RunSettings,
+) -> tuple[Predictor, RunSettings, str | None]:
     """The predictor and run settings for a release reference or a package path.
 
     A release carries the run-stage settings it was created with (threshold, id column, error

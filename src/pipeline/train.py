@@ -389,9 +389,16 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
                 bar.update(1)
 
             refitted = fit_network(
-                cfg, Tensors.of(enc, both, device), None, pre, settings, seeds, device,
-                on_refit, epochs=fitted.best_epoch,
-            )  # fmt: skip
+                cfg,
+                Tensors.of(enc, both, device),
+                None,
+                pre,
+                settings,
+                seeds,
+                device,
+                on_refit,
+                epochs=fitted.best_epoch,
+            )
             final, refit_history = refitted.model, refitted.history
     finally:
         bar.close()
