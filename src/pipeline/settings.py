@@ -123,6 +123,11 @@ class TrainSettings(_Section):
     threads: int = Field(
         0, ge=0, description="torch intra-op threads; 0 means one per available core (max 4)"
     )
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="Also checkpoint every N epochs (0: only when stopped by SIGTERM/SIGINT)",
+    )
 
 
 class GateSettings(_Section):
@@ -240,7 +245,7 @@ class Settings(BaseSettings):
             "data": pub["data"],
             "features": pub["features"],
             "model": {k: pub["model"][k] for k in ("hidden", "dropout")},
-            "train": {k: v for k, v in pub["train"].items() if k not in ("device", "threads")},
+            "train": {k: v for k, v in pub["train"].items() if k not in _OPERATIONAL_TRAIN},
         }
 
     def public(self) -> dict[str, Any]:
@@ -248,6 +253,8 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
 
 
+# Train settings that change how a run executes, never what it learns (so not in the id).
+_OPERATIONAL_TRAIN = ("device", "threads", "checkpoint_every")
 SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
 ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",

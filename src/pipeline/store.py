@@ -143,6 +143,10 @@ class Store(abc.ABC):
         """Store ``data`` under ``key``, replacing what was there, atomically."""
 
     @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key`` if it exists (mutable state only: checkpoints)."""
+
+    @abc.abstractmethod
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
         """Store ``data`` under ``key`` only if nothing is there; False when it was taken.
 
@@ -234,6 +238,16 @@ class LocalStore(Store):
 
     def write(self, key: str, data: bytes) -> None:
         atomic_write_bytes(self._at(key), data)
+
+    def delete(self, key: str) -> None:
+        path = self._at(key)
+        try:
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            pass  # the folder itself is gone: nothing to delete
+        except OSError as exc:
+            raise store_error(exc, path) from exc
 
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
         final = self._at(key)

@@ -22,7 +22,7 @@ from torch import nn
 
 from pipeline import __version__, features, metrics
 from pipeline.data.schema import Schema
-from pipeline.errors import DataError, Interrupted
+from pipeline.errors import DataError, IntegrityError, Interrupted, NotFoundError
 from pipeline.model import ModelConfig, TabularMLP, embedding_dim
 from pipeline.settings import Settings
 
@@ -172,6 +172,15 @@ class StopFlag:
         self.signal = signum
 
 
+class Stopped(Exception):
+    """Raised by ``fit_network`` when a signal stopped it; carries the loop's full state."""
+
+    def __init__(self, signum: int, state: dict[str, Any]) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.state = state
+
+
 @dataclass
 class Fitted:
     """A trained network with its learning curve."""
@@ -192,11 +201,20 @@ def fit_network(
     device: str,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     epochs: int | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> Fitted:
     """AdamW on shuffled index batches; early stopping on validation loss, best weights kept.
 
     With ``epochs`` set, train exactly that many epochs and keep the last weights (the refit on
     train+validation rows, where there is no held-out part left to stop on).
+
+    A SIGTERM/SIGINT stops the loop after the current batch and raises ``Stopped`` with the
+    loop's state: weights, optimiser moments, both generators, the epoch's row order and where
+    in it the loop was. ``resume`` takes such a state and continues exactly where it stopped, so
+    an interrupted and resumed run produces the same weights as an uninterrupted one.
+    ``on_checkpoint`` receives the state at the end of every ``train.checkpoint_every``-th epoch.
     """
     t = settings.train
     init_gen = torch.Generator().manual_seed(seeds.init)
@@ -208,7 +226,31 @@ def fit_network(
     loss_of = loss_fn(pre.target.task)
     shuffle_gen = torch.Generator().manual_seed(seeds.shuffle)
     history: list[dict[str, Any]] = []
-    best_loss, best_epoch, best_state = math.inf, 0, None
+    best_loss, best_epoch = math.inf, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    first_epoch, position = 1, 0
+    order: torch.Tensor | None = None
+    total = torch.zeros((), device=device)
+    last_epoch = epochs or t.max_epochs
+
+    def state(
+        epoch: int, at: int, order_: torch.Tensor | None, total_: torch.Tensor
+    ) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "position": at,
+            "order": None if order_ is None else order_.cpu(),
+            "total": total_.detach().cpu(),
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimiser": optimiser.state_dict(),
+            "shuffle_rng": shuffle_gen.get_state(),
+            "dropout_rng": torch.get_rng_state(),
+            "history": list(history),
+            "best_loss": best_loss,
+            "best_epoch": best_epoch,
+            "best_state": best_state,
+        }
+
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -216,12 +258,24 @@ def fit_network(
         # caller's RNG state afterwards so nothing else is affected.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seeds.dropout)
-            for epoch in range(1, (epochs or t.max_epochs) + 1):
+            if resume is not None:
+                model.load_state_dict(resume["model"])
+                optimiser.load_state_dict(resume["optimiser"])
+                shuffle_gen.set_state(resume["shuffle_rng"])
+                torch.set_rng_state(resume["dropout_rng"])
+                history = list(resume["history"])
+                best_loss, best_epoch = float(resume["best_loss"]), int(resume["best_epoch"])
+                best_state = resume["best_state"]
+                first_epoch, position = int(resume["epoch"]), int(resume["position"])
+                order = None if resume["order"] is None else resume["order"].to(device)
+                total = resume["total"].to(device)
+            for epoch in range(first_epoch, last_epoch + 1):
                 started = time.perf_counter()
                 model.train()
-                order = torch.randperm(len(train), generator=shuffle_gen).to(device)
-                total = torch.zeros((), device=device)
-                for i in range(0, len(train), t.batch_size):
+                if order is None:
+                    order = torch.randperm(len(train), generator=shuffle_gen).to(device)
+                    total, position = torch.zeros((), device=device), 0
+                for i in range(position, len(train), t.batch_size):
                     idx = order[i : i + t.batch_size]
                     out = model(train.numeric[idx], train.categorical[idx])
                     loss = loss_of(out, train.target[idx])
@@ -230,10 +284,8 @@ def fit_network(
                     optimiser.step()
                     total += loss.detach() * len(idx)
                     if stop.signal is not None:
-                        raise Interrupted(
-                            f"training stopped by signal {signal.Signals(stop.signal).name} at "
-                            f"epoch {epoch}: nothing was written; run `pipeline train` again"
-                        )
+                        raise Stopped(stop.signal, state(epoch, i + t.batch_size, order, total))
+                order = None
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": float(total) / len(train)}
                 val_loss = math.inf
                 if val is not None:
@@ -256,6 +308,13 @@ def fit_network(
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif epoch - best_epoch >= t.patience:
                     break
+                if (
+                    on_checkpoint is not None
+                    and t.checkpoint_every
+                    and epoch % t.checkpoint_every == 0
+                    and epoch < last_epoch
+                ):
+                    on_checkpoint(state(epoch + 1, 0, None, total))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -277,6 +336,95 @@ def class_labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
     return np.asarray(features.as_categories(frame[schema.target]), dtype=object).astype(str)
 
 
+class Checkpoints:
+    """Where an interrupted run of these exact inputs keeps its state in the store.
+
+    The key is a digest of everything the build id depends on except the weights (data, split,
+    seed, code, build config), so a checkpoint can only resume the run it came from. Files are
+    loaded with ``weights_only=True``: tensors and plain data, nothing unpickled.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, store: Any, inputs: dict[str, Any], config: dict[str, Any]) -> None:
+        from pipeline.store import canonical_json
+
+        self.store = store
+        self.fingerprint = hashlib.sha256(
+            canonical_json({"inputs": inputs, "config": config})
+        ).hexdigest()
+        self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
+
+    def save(
+        self,
+        log: Any,
+        phase: str,
+        loop: dict[str, Any],
+        selection: dict[str, Any] | None,
+    ) -> None:
+        """Write the state atomically (a crash leaves the previous checkpoint or this one)."""
+        import io
+
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "format": self.FORMAT,
+                "fingerprint": self.fingerprint,
+                "phase": phase,
+                "loop": loop,
+                "selection": selection,
+            },
+            buf,
+        )
+        self.store.write(self.key, buf.getvalue())
+        log.info(
+            "train.checkpoint",
+            key=self.key,
+            phase=phase,
+            epoch=loop["epoch"],
+            position=loop["position"],
+            bytes=buf.tell(),
+        )
+
+    def load(self, log: Any) -> dict[str, Any]:
+        """The checkpoint of these inputs; NotFoundError when there is none."""
+        import io
+
+        try:
+            blob = self.store.read_bytes(self.key)
+        except KeyError:
+            raise NotFoundError(
+                f"no checkpoint {self.key} in store {self.store.uri} for this data, settings and "
+                "seed: run `pipeline train` without --resume (a checkpoint exists only after a "
+                "run was stopped, and it matches only the same inputs)"
+            ) from None
+        try:
+            ck: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            valid = ck["format"] == self.FORMAT and ck["fingerprint"] == self.fingerprint
+        except Exception as exc:  # a damaged file: any unpickling or shape error
+            raise IntegrityError(
+                f"checkpoint {self.key} in store {self.store.uri} is unreadable ({exc}); delete "
+                "it and run `pipeline train` without --resume"
+            ) from None
+        if not valid:
+            raise IntegrityError(
+                f"checkpoint {self.key} in store {self.store.uri} belongs to other inputs; delete "
+                "it and run `pipeline train` without --resume"
+            )
+        log.info(
+            "train.resume",
+            key=self.key,
+            phase=ck["phase"],
+            epoch=ck["loop"]["epoch"],
+            position=ck["loop"]["position"],
+        )
+        return ck
+
+    def discard(self) -> None:
+        """Remove the checkpoint once the build it was for exists."""
+        self.store.delete(self.key)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What `pipeline train` produced."""
@@ -287,8 +435,11 @@ class TrainResult:
     epochs: int
 
 
-def run(settings: Settings, store: Any, log: Any) -> TrainResult:
-    """The whole build stage: fetch, read, infer, split, fit, test, write the build."""
+def run(settings: Settings, store: Any, log: Any, *, resume: bool = False) -> TrainResult:
+    """The whole build stage: fetch, read, infer, split, fit, test, write the build.
+
+    With ``resume``, continue from the checkpoint an interrupted run with the same inputs left.
+    """
     import sys
     from datetime import UTC, datetime
 
@@ -356,6 +507,19 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         for name, rows in (("train", split.train), ("val", split.val), ("test", split.test))
     }
     cfg = model_config(pre, settings)
+    inputs = {
+        "dataset": {"uri": fetched.uri, "sha256": fetched.sha256, "rows": len(frame)},
+        "split": {
+            "digest": split.digest(),
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+        },
+        "seed": settings.seed,
+        "code": {"version": __version__, "digest": artifacts.code_digest()},
+    }
+    checkpoints = Checkpoints(store, inputs, settings.build_config())
+    ck = checkpoints.load(log) if resume else None
 
     bar = tqdm(
         total=settings.train.max_epochs,
@@ -372,15 +536,40 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         bar.update(1)
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}")
 
+    phase, selected = "selection", None
     try:
-        fitted = fit_network(
-            cfg, parts["train"], parts["val"], pre, settings, seeds, device, on_epoch
-        )
+        if ck is not None and ck["phase"] == "refit":
+            selected = ck["selection"]
+            model = TabularMLP(cfg).to(device)
+            model.load_state_dict(selected["model"])
+            fitted = Fitted(
+                model, selected["history"], selected["best_epoch"], selected["stopped_early"]
+            )
+        else:
+            fitted = fit_network(
+                cfg,
+                parts["train"],
+                parts["val"],
+                pre,
+                settings,
+                seeds,
+                device,
+                on_epoch,
+                resume=None if ck is None else ck["loop"],
+                on_checkpoint=lambda loop: checkpoints.save(log, "selection", loop, None),
+            )
         validation = evaluate_rows(fitted.model, parts["val"], pre)
         final, refit_history = fitted.model, []
         if settings.train.refit:
             # Chollet's recipe for small data: the validation rows chose the epoch count; now
             # they become training rows too. Preprocessing stays fitted on the training rows.
+            phase = "refit"
+            selected = {
+                "model": {k: v.detach().cpu() for k, v in fitted.model.state_dict().items()},
+                "history": fitted.history,
+                "best_epoch": fitted.best_epoch,
+                "stopped_early": fitted.stopped_early,
+            }
             both = np.sort(np.concatenate([split.train, split.val]))
             bar.reset(total=fitted.best_epoch)
 
@@ -398,8 +587,26 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
                 device,
                 on_refit,
                 epochs=fitted.best_epoch,
+                resume=ck["loop"] if ck is not None and ck["phase"] == "refit" else None,
+                on_checkpoint=lambda loop: checkpoints.save(log, "refit", loop, selected),
             )
             final, refit_history = refitted.model, refitted.history
+    except Stopped as stopped:
+        checkpoints.save(log, phase, stopped.state, selected)
+        name = signal.Signals(stopped.signum).name
+        log.warning(
+            "train.interrupted",
+            signal=name,
+            phase=phase,
+            epoch=stopped.state["epoch"],
+            checkpoint=checkpoints.key,
+            resume="pipeline train --resume",
+        )
+        raise Interrupted(
+            f"training stopped by {name} in {phase} epoch {stopped.state['epoch']}; checkpoint "
+            f"saved as {checkpoints.key} in store {store.uri}: run `pipeline train --resume` "
+            "with the same data, settings and seed to continue"
+        ) from None
     finally:
         bar.close()
     train_seconds = time.perf_counter() - train_t0
@@ -411,17 +618,6 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         "test": evaluate_rows(final, parts["test"], pre),
     }
     state = {k: v.detach().cpu() for k, v in final.state_dict().items()}
-    inputs = {
-        "dataset": {"uri": fetched.uri, "sha256": fetched.sha256, "rows": len(frame)},
-        "split": {
-            "digest": split.digest(),
-            "train": len(split.train),
-            "val": len(split.val),
-            "test": len(split.test),
-        },
-        "seed": settings.seed,
-        "code": {"version": __version__, "digest": artifacts.code_digest()},
-    }
     finished_at = datetime.now(UTC)
     files = {
         "weights.pt": artifacts.weights_bytes(state),
@@ -442,6 +638,7 @@ def run(settings: Settings, store: Any, log: Any) -> TrainResult:
         "environment": canonical_json(artifacts.environment(rt)),
     }
     bid = artifacts.write_build(store, files, inputs)
+    checkpoints.discard()
     rows_seen = len(split.train) * len(fitted.history)
     rows_seen += (len(split.train) + len(split.val)) * len(refit_history)
     log.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,12 +28,18 @@ def run(
     A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     """
+    import signal
     import sys
 
     from pipeline import log as logging_
     from pipeline.errors import Interrupted, PipelineError
     from pipeline.settings import load, unknown_error
 
+    # SIGTERM (docker stop, a CI cancel) takes Ctrl-C's path: writes in progress clean up their
+    # temp files and the command exits 130 with one line. Training installs its own handler to
+    # stop at a batch boundary and checkpoint; serve lets its server handle it.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     stream = sys.stderr if log_to_stderr else None  # stdout carries data (predictions) then
     logging_.reset()
     logging_.configure(stream=stream)
@@ -62,6 +69,10 @@ def run(
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def store_of(settings: Any) -> Any:

@@ -18,13 +18,22 @@ def train(
         show_default=False,
     ),
     id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP, dir_okay=False),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue from the checkpoint a stopped run (SIGTERM/Ctrl-C) left for the same "
+        "data, settings and seed; the build id equals an uninterrupted run's.",
+    ),
 ) -> None:
-    """Train a model on PIPELINE_DATA__SOURCE and write a content-addressed build to the store."""
+    """Train a model on PIPELINE_DATA__SOURCE and write a content-addressed build to the store.
+
+    SIGTERM or Ctrl-C stops after the current batch, saves a checkpoint and exits 130.
+    """
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import train as stage
 
-        result = stage.run(loaded.settings, store_of(loaded.settings), log)
+        result = stage.run(loaded.settings, store_of(loaded.settings), log, resume=resume)
         write_id(id_file, result.build_id)
 
     overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else None

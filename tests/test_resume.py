@@ -1,0 +1,134 @@
+"""Stopped training checkpoints, and `pipeline train --resume` reproduces the uninterrupted build."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import event, events, run_cli
+
+# Short enough to keep the module quick, long enough to stop in either phase.
+ENV = {
+    "PIPELINE_LOG_FORMAT": "json",
+    "PIPELINE_TRAIN__MAX_EPOCHS": "24",
+    "PIPELINE_TRAIN__PATIENCE": "8",
+}
+
+
+def _env(tmp: Path, store: Path, **extra: str) -> dict[str, str]:
+    return {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(tmp / "none.env"), **extra}
+
+
+def _train_and_signal(
+    env: dict[str, str], phase_event: str, after: int, sig: signal.Signals
+) -> subprocess.CompletedProcess[str]:
+    """Run `pipeline train`, send ``sig`` once ``after`` events of ``phase_event`` were logged."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train"],
+        env={**full, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines, seen = [], 0
+    for line in proc.stdout:
+        lines.append(line)
+        if json.loads(line).get("event") == phase_event:
+            seen += 1
+            if seen == after:
+                proc.send_signal(sig)
+                break
+    lines.extend(proc.stdout)
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines), err)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The build id of an uninterrupted run with the same inputs."""
+    tmp = tmp_path_factory.mktemp("reference")
+    done = run_cli("train", env=_env(tmp, tmp / "store"))
+    assert done.returncode == 0, done.stderr
+    summary = event(done.stdout, "train.summary")
+    assert summary["epochs"] > 4 and summary["best_epoch"] > 4  # both phases have epochs to stop in
+    return str(summary["build_id"])
+
+
+@pytest.mark.parametrize(
+    ("phase_event", "sig", "phase"),
+    [
+        ("train.epoch", signal.SIGTERM, "selection"),
+        ("train.refit_epoch", signal.SIGINT, "refit"),
+    ],
+)
+def test_stop_checkpoints_and_resume_gives_the_uninterrupted_build_id(
+    tmp_path: Path, reference: str, phase_event: str, sig: signal.Signals, phase: str
+) -> None:
+    """A signal mid-phase exits 130 with a checkpoint and a resume hint; --resume finishes the
+    same build an uninterrupted run makes, and removes the checkpoint."""
+    store = tmp_path / "store"
+    env = _env(tmp_path, store)
+    stopped = _train_and_signal(env, phase_event, 3, sig)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert stopped.stderr.count("\n") == 1 and "pipeline train --resume" in stopped.stderr
+    interrupted = event(stopped.stdout, "train.interrupted")
+    assert interrupted["phase"] == phase and interrupted["signal"] == sig.name
+    assert interrupted["resume"] == "pipeline train --resume"
+    checkpoint = store / interrupted["checkpoint"]
+    assert checkpoint.is_file()
+    assert not (store / "builds").exists()  # a stopped run publishes no build
+
+    resumed = run_cli("train", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    started = event(resumed.stdout, "train.resume")
+    assert started["phase"] == phase and started["epoch"] >= 3
+    assert event(resumed.stdout, "train.summary")["build_id"] == reference
+    assert not checkpoint.exists()
+
+
+def test_periodic_checkpoint_survives_sigkill(tmp_path: Path, reference: str) -> None:
+    """With PIPELINE_TRAIN__CHECKPOINT_EVERY, a run killed by SIGKILL resumes from its last
+    epoch checkpoint and still yields the uninterrupted build id."""
+    store = tmp_path / "store"
+    env = _env(tmp_path, store, PIPELINE_TRAIN__CHECKPOINT_EVERY="2")
+    killed = _train_and_signal(env, "train.checkpoint", 3, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    saved = [e for e in events(killed.stdout) if e["event"] == "train.checkpoint"]
+    assert [e["epoch"] for e in saved][:3] == [3, 5, 7]  # state at the start of the next epoch
+    resumed = run_cli("train", "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert event(resumed.stdout, "train.resume")["epoch"] >= 7
+    assert event(resumed.stdout, "train.summary")["build_id"] == reference
+
+
+def test_resume_without_a_checkpoint_or_with_a_damaged_one_fails_cleanly(tmp_path: Path) -> None:
+    """--resume with nothing to resume exits 8; a corrupted checkpoint exits 7; one line each."""
+    store = tmp_path / "store"
+    env = _env(tmp_path, store, PIPELINE_TRAIN__MAX_EPOCHS="2")
+    missing = run_cli("train", "--resume", env=env)
+    assert missing.returncode == 8
+    assert "no checkpoint" in missing.stderr and "without --resume" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    stopped = _train_and_signal(
+        {**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"}, "train.epoch", 1, signal.SIGTERM
+    )
+    assert stopped.returncode == 130
+    key = event(stopped.stdout, "train.interrupted")["checkpoint"]
+    (store / key).write_bytes(b"not a checkpoint")
+    damaged = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
+    assert damaged.returncode == 7, damaged.stderr
+    assert "unreadable" in damaged.stderr and damaged.stderr.count("\n") == 1
+    # Other settings are other inputs: their run has no checkpoint to resume.
+    other = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "25"})
+    assert other.returncode == 8
