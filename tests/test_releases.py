@@ -57,6 +57,28 @@ def test_create_create_rollback_leaves_v1_current_and_a_three_event_history(stor
     ]
 
 
+def test_a_record_without_its_create_event_is_no_release_and_its_number_is_reused(
+    store: Path,
+) -> None:
+    """A crash between writing v2.json and its history event leaves no visible release: list,
+    show and @current ignore the orphan, and the next create replaces it as v2."""
+    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
+    s = Store(store)
+    releases.create(s, pid1, RunSettings())
+    orphan = store / "releases" / NAME / "v2.json"
+    orphan.write_text(json.dumps({"name": NAME, "number": 2, "half": "of a create"}))
+    assert [r["number"] for r in releases.list_releases(s, NAME)] == [1]
+    assert releases.show(s, f"{NAME}@current").number == 1
+    with pytest.raises(NotFoundError, match="v2 does not exist"):
+        releases.show(s, f"{NAME}@v2")
+    again = releases.create(s, pid2, RunSettings())
+    assert (again.number, again.version) == (2, "0.2.0")
+    assert json.loads(orphan.read_text())["package_id"] == pid2
+    # A crash after the event but before `current` was rewritten: the history still decides.
+    (store / "releases" / NAME / "current").write_text("1\n")
+    assert releases.current_number(s, NAME) == 2
+
+
 def test_numbers_are_never_reused_after_a_rollback(store: Path) -> None:
     """After rolling back from v2, the next release is v3 and becomes current."""
     pid = make_package(store)
@@ -209,14 +231,15 @@ def test_release_records_are_read_only_and_unchanged_by_rollback(store: Path) ->
 
 
 def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Path) -> None:
-    """Without any lock, threads racing to claim numbers by os.link never share or skip one."""
+    """Without any lock, threads racing to claim history numbers by os.link never share or skip
+    one."""
     folder = tmp_path / "claims"
     key = releases._Key(Store(tmp_path), "claims")
     claimed: list[int] = []
 
     def worker() -> None:
         for _ in range(25):
-            n = releases._claim(key, releases._RECORD, "v%d.json", lambda n: {"number": n})
+            n = releases._claim(key, releases._EVENT, "%08d.json", lambda n: {"number": n})
             claimed.append(n)
 
     threads = [threading.Thread(target=worker) for _ in range(6)]
@@ -226,7 +249,7 @@ def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Pat
         t.join()
     assert sorted(claimed) == list(range(1, 151))
     for n in claimed:
-        assert json.loads((folder / f"v{n}.json").read_text()) == {"number": n}
+        assert json.loads((folder / f"{n:08d}.json").read_text()) == {"number": n}
 
 
 def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(store: Path) -> None:

@@ -3,24 +3,24 @@
 Layout under ``store/releases/<name>/``::
 
     v<N>.json               one immutable record per release (read-only, never rewritten)
-    history/<seq:08d>.json  append-only events: create and rollback
-    current                 the current release number, replaced atomically
+    history/<seq:08d>.json  append-only events, create and rollback: the commit log
+    current                 the current release number, for people and scripts (derived)
     .lock                   flock target that orders creates and rollbacks
 
-How concurrent writers stay safe without a lock server:
+The history is the truth. A release exists once its ``create`` event is in the history, and the
+current release is the one the last event names. Creating a release writes its record, then its
+event; each write is atomic (fsynced temp file, then an exclusive hard link), so a crash or a
+SIGKILL at any moment leaves either the old state or the new one:
 
-* A number is claimed with ``os.link(tmp, v<N>.json)``: the finished, fsynced record appears under
-  its final name in one step, and the link fails if another writer holds ``N`` (then ``N + 1`` is
-  tried). Two writers can never share a number and a reader never sees half a record. History
-  sequence numbers are claimed the same way.
-* Creates and rollbacks also hold an exclusive ``fcntl.flock`` on ``.lock`` while they claim, append
-  history and move ``current``. The link alone already rules out lost or duplicated releases (even
-  where flock is not honoured, e.g. some network file systems); the lock makes release numbers,
-  history order and ``current`` agree, so ``current`` is always the release the last finished
-  command chose, never an older one overtaking a newer one.
+* killed before the event, the record is an orphan that no reader counts (``list``, ``show`` and
+  ``@current`` ignore it), and the next create, holding the lock, removes it and reuses its
+  number, so numbers stay consecutive;
+* killed after the event, the release is complete and current; ``current`` is rewritten by the
+  next command if the crash came before it.
 
-A crash between claiming ``v<N>.json`` and moving ``current`` leaves a valid release that is not
-current (visible in ``list``); nothing is ever half-written.
+Creates and rollbacks hold an exclusive ``fcntl.flock`` on ``.lock``, which orders numbers,
+history and ``current``. History sequence numbers are claimed with an exclusive link as well, so
+two writers can never share one even where flock is not honoured.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
 from pipeline.settings import RunSettings
 from pipeline.store import LocalStore, Store, canonical_json
 
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _EVENT = re.compile(r"^([0-9]{8,})\.json$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
@@ -241,21 +240,32 @@ def _locked(folder: _Key) -> contextlib.AbstractContextManager[None]:
     return folder.store.lock((folder / ".lock").key)
 
 
+def _events(folder: _Key) -> list[dict[str, Any]]:
+    history = folder / "history"
+    return [_read_json(history / f"{seq:08d}.json") for seq in _numbers(history, _EVENT)]
+
+
+def _committed(folder: _Key) -> tuple[list[int], int | None]:
+    """The release numbers the history has created, and the current one (its last event)."""
+    events = _events(folder)
+    numbers = sorted({int(e["release"]) for e in events if e["action"] == "create"})
+    return numbers, (int(events[-1]["release"]) if events else None)
+
+
 def _current(folder: _Key) -> int | None:
-    path = folder / "current"
-    try:
-        text = folder.store.read_bytes(path.key).decode("utf-8", "replace").strip()
-    except KeyError:
-        return None
-    if not text.isdigit() or not folder.store.exists((folder / f"v{text}.json").key):
+    current = _committed(folder)[1]
+    if current is not None and not folder.store.exists((folder / f"v{current}.json").key):
         raise IntegrityError(
-            f"{path} holds '{text[:40]}', not the number of an existing release: the store is "
-            "damaged; roll back to a known release (`pipeline release rollback --to vN`)"
+            f"{folder}/history names v{current} as current, but {folder}/v{current}.json is "
+            "missing: the store is damaged; restore it or roll back (`pipeline release rollback "
+            "--to vN`)"
         )
-    return int(text)
+    return current
 
 
 def _set_current(folder: _Key, number: int, action: str, previous: int | None) -> None:
+    """Append the event that commits ``number`` as current, then refresh ``current``."""
+
     def event(seq: int) -> dict[str, Any]:
         return {
             "seq": seq,
@@ -271,10 +281,12 @@ def _set_current(folder: _Key, number: int, action: str, previous: int | None) -
 
 def _load(folder: _Key, name: str, number: int) -> Release:
     path = folder / f"v{number}.json"
+    existing = _committed(folder)[0]
     try:
+        if number not in existing:
+            raise FileNotFoundError(str(path))  # absent, or an orphan no create event committed
         data = _read_json(path)
     except FileNotFoundError:
-        existing = _numbers(folder, _RECORD)
         have = f"v1..v{existing[-1]}" if existing else "none"
         raise NotFoundError(
             f"release {name}@v{number} does not exist (releases of {name}: {have}); "
@@ -316,8 +328,17 @@ def create(store: Store, package_id: str, run: RunSettings, name: str | None = N
         ).record()
 
     with _locked(folder):
-        previous = _current(folder)
-        number = _claim(folder, _RECORD, "v%d.json", record)
+        numbers, previous = _committed(folder)
+        number = (numbers[-1] if numbers else 0) + 1
+        key = (folder / f"v{number}.json").key
+        # A record without its create event is what a crash between the two writes leaves: it
+        # never became a release. Only a create holding the lock removes it, and reuses its number.
+        store.delete(key)
+        if not store.create(key, canonical_json(record(number)), immutable=True):
+            raise StoreError(
+                f"{folder}/v{number}.json appeared while this command held {folder}/.lock: another "
+                "writer ignores the lock (a file system without flock?); release from one place"
+            )
         _set_current(folder, number, "create", previous)
     return _load(folder, name, number)
 
@@ -327,7 +348,7 @@ def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
     folder = _folder(store, name)
     current = _current(folder)
     rows = []
-    for number in _numbers(folder, _RECORD):
+    for number in _committed(folder)[0]:
         release = _load(folder, name, number)
         rows.append(
             {
@@ -362,8 +383,7 @@ def show(store: Store, ref: str, default_name: str | None = None) -> Release:
 
 def history(store: Store, name: str) -> list[dict[str, Any]]:
     """The create and rollback events of ``name``, oldest first."""
-    folder = _folder(store, name) / "history"
-    return [_read_json(folder / f"{seq:08d}.json") for seq in _numbers(folder, _EVENT)]
+    return _events(_folder(store, name))
 
 
 def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
@@ -379,7 +399,7 @@ def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
                 f"{name} has no current release to roll back from: create one first"
             )
         if to is None:
-            older = [n for n in _numbers(folder, _RECORD) if n < current]
+            older = [n for n in _committed(folder)[0] if n < current]
             if not older:
                 raise NotFoundError(
                     f"{name}@v{current} is the first release: there is nothing to roll back to"
