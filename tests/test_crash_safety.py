@@ -1,0 +1,215 @@
+"""SIGKILL at random moments of train -> package -> release never leaves a partial artifact."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline import artifacts, releases
+from pipeline.package import open_package
+from pipeline.store import LocalStore
+
+# A zygote imports everything once, then forks one child per attempt that runs the whole chain
+# train -> package -> release. Each child is a real process killed with a real SIGKILL; forking
+# only spares the test twenty 2-second interpreter start-ups, so kills land inside the stages.
+ZYGOTE = """
+import json, os, sys
+from typer.main import get_command
+import pandas, pyarrow.csv, torch
+import pipeline.train, pipeline.package, pipeline.releases
+from pipeline.cli import app
+
+cmd = get_command(app)
+print(json.dumps({"event": "zygote.ready"}), flush=True)
+for line in sys.stdin:
+    attempt, work = line.split()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.update(PIPELINE_SEED=attempt, PIPELINE_MODEL__VERSION="0.1." + attempt)
+            code = cmd.main(["train"], prog_name="pipeline", standalone_mode=False) or 0
+            if not code:
+                args = ["package", "--id-file", work + "/package.id"]
+                code = cmd.main(args, prog_name="pipeline", standalone_mode=False) or 0
+            if not code:
+                package_id = open(work + "/package.id").read().strip()
+                args = ["release", "create", package_id]
+                code = cmd.main(args, prog_name="pipeline", standalone_mode=False) or 0
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    print(json.dumps({"event": "forked", "pid": pid}), flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"event": "exited", "pid": pid, "status": status}), flush=True)
+"""
+
+KILLS = 20
+
+
+class Zygote:
+    """The forking driver, and every event its children log, with the moment each arrived."""
+
+    def __init__(self, store: Path, work: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+        env.update(
+            PIPELINE_STORE=str(store),
+            PIPELINE_LOG_FORMAT="json",
+            PIPELINE_ENV_FILE=str(work / "none.env"),
+            PIPELINE_TRAIN__MAX_EPOCHS="3",
+        )
+        self.work = work
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE], env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.seen: list[tuple[float, dict[str, Any]]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.wait_for("zygote.ready", 0)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.seen.append((time.perf_counter(), json.loads(line)))
+
+    def wait_for(self, name: str, after: int, timeout: float = 120) -> tuple[float, dict[str, Any]]:
+        """The first event called ``name`` at or after position ``after`` of the stream."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for at, event in self.seen[after:]:
+                if event.get("event") == name:
+                    return at, event
+            time.sleep(0.002)
+        raise AssertionError(f"no {name} event within {timeout} s: {self.seen[-5:]}")
+
+    def start(self, attempt: int) -> tuple[int, int]:
+        """Fork a chain with inputs of its own (a new build, a new version): (pid, position)."""
+        assert self.proc.stdin is not None
+        folder = self.work / f"run-{attempt}"
+        folder.mkdir(parents=True)
+        position = len(self.seen)
+        self.proc.stdin.write(f"{attempt} {folder}\n")
+        self.proc.stdin.flush()
+        return int(self.wait_for("forked", position)[1]["pid"]), position
+
+    def status(self, pid: int, position: int) -> int:
+        """The child's wait status once the zygote reaped it."""
+        for _ in range(2):
+            _, event = self.wait_for("exited", position)
+            if event["pid"] == pid:
+                return int(event["status"])
+        raise AssertionError(f"child {pid} was not reaped")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def assert_consistent(root: Path) -> dict[str, int]:
+    """Every build, package and release the store shows is whole and verifies; returns counts.
+
+    Work in progress may only be left under ``tmp/`` or as hidden ``.name.tmp`` files, which no
+    reader lists.
+    """
+    store = LocalStore(root)
+    builds = store.list("builds")
+    for bid in builds:
+        artifacts.load_build(store, bid)  # every file against the manifest, and the id
+    latest = store.read_ref(artifacts.LATEST)
+    assert latest is None or latest in builds
+    packages = 0
+    for name in store.list("packages"):
+        folder = root / "packages" / name
+        for entry in store.list(f"packages/{name}"):
+            if entry.endswith(".tar.gz"):
+                opened = open_package(folder / entry)  # gzip CRC, members, digests, build id
+                assert opened.build_id in builds
+                packages += 1
+            elif entry.endswith(".json"):
+                sidecar = json.loads((folder / entry).read_text())
+                archive = folder / entry.replace(".json", ".tar.gz")
+                assert hashlib.sha256(archive.read_bytes()).hexdigest() == sidecar["package_id"]
+    released = 0
+    for name in store.list("releases"):
+        rows = releases.list_releases(store, name)
+        assert [r["number"] for r in rows] == list(range(1, len(rows) + 1))  # no gap
+        current = releases.current_number(store, name)
+        assert current == (rows[-1]["number"] if rows else None)
+        for row in rows:
+            release = releases.show(store, row["ref"])
+            releases.find_package(store, release.package_id)  # its package is there
+        released += len(rows)
+    for path in root.rglob("*"):
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if path.is_file() and not hidden and path.relative_to(root).parts[0] != "tmp":
+            assert path.stat().st_size > 0, f"empty file {path}"
+    return {"builds": len(builds), "packages": packages, "releases": released}
+
+
+# Each stage's window runs from the event before its writes to the event that ends it; a kill
+# lands at a uniformly random moment inside one window, so every stage's writes are exercised.
+WINDOWS = {
+    "train": ("data.fetched", "train.summary"),
+    "package": ("train.summary", "package.summary"),
+    "release": ("package.summary", "release.created"),
+}
+
+
+def test_sigkill_at_20_random_moments_leaves_the_store_consistent_and_the_next_run_succeeds(
+    tmp_path: Path,
+) -> None:
+    """Kill -9 the chain at 20 seeded random moments inside train, package and release; after
+    each the store verifies, and a final uninterrupted chain succeeds on what was left."""
+    store, rng = tmp_path / "store", random.Random(20261124)
+    zygote = Zygote(store, tmp_path)
+    try:
+        pid, position = zygote.start(0)
+        assert zygote.status(pid, position) == 0
+        reference = {e["event"]: t for t, e in reversed(zygote.seen[position:])}
+        length = {s: reference[end] - reference[start] for s, (start, end) in WINDOWS.items()}
+        before = assert_consistent(store)
+        assert before == {"builds": 1, "packages": 1, "releases": 1}
+
+        plan = ["train"] * 8 + ["package"] * 6 + ["release"] * 6
+        rng.shuffle(plan)
+        landed: Counter[str] = Counter()
+        for attempt, stage in enumerate(plan, start=1):
+            pid, position = zygote.start(attempt)
+            # A pidfd names this child even after it exits: no signal can hit a reused pid.
+            pidfd = os.pidfd_open(pid)
+            start, end = WINDOWS[stage]
+            opened, _ = zygote.wait_for(start, position)
+            delay = opened + rng.uniform(0, 1.2) * length[stage] - time.perf_counter()
+            time.sleep(max(0.0, delay))
+            with contextlib.suppress(ProcessLookupError):  # it finished first
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            os.close(pidfd)
+            status = zygote.status(pid, position)
+            assert status in (0, signal.SIGKILL), status  # finished, or killed by our signal
+            finished = any(e.get("event") == end for _, e in zygote.seen[position:])
+            landed[f"{stage} {'after its end' if finished else 'inside'}"] += 1
+            assert_consistent(store)
+        inside = sum(n for key, n in landed.items() if key.endswith("inside"))
+        assert inside >= KILLS // 2, landed  # most kills hit a stage at work, or this proves little
+
+        pid, position = zygote.start(KILLS + 1)
+        assert zygote.status(pid, position) == 0
+    finally:
+        zygote.close()
+    after = assert_consistent(store)
+    assert after["releases"] >= before["releases"] + 1 and after["builds"] >= 2
+    print(f"kills: {dict(sorted(landed.items()))}; windows (s): {length}")
