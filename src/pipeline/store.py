@@ -279,6 +279,10 @@ class LocalStore(Store):
             raise store_error(exc, folder) from exc
         try:
             yield folder
+        except OSError as exc:
+            # The caller's writes into the staging folder (a full disk, a quota): one error
+            # class for every store write, and the folder goes below either way.
+            raise store_error(exc, folder) from exc
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
