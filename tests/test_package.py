@@ -360,3 +360,42 @@ def test_a_decompression_bomb_is_refused_before_it_is_expanded(
     path.write_bytes(bomb)  # ~260 KB that would inflate to 256 MiB
     with pytest.raises(IntegrityError, match="decompression bomb"):
         package_mod.open_package(path)
+
+
+def test_predict_refuses_a_tar_slip_and_a_bomb_writing_nothing_anywhere(
+    packaged: tuple[str, str, bytes],
+    cli: Any,
+    store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the command users run, `predict --package` on a tar-slip archive and on a
+    decompression bomb exits 7 with one line, and no file appears or changes anywhere under the
+    test's folder (the store included). (`release create` takes only archives in the store.)"""
+    import zlib
+
+    from pipeline import package as package_mod
+
+    # A lower bound keeps the bomb small to build; the real one (2 GiB) works the same way.
+    monkeypatch.setattr(package_mod, "MAX_TOTAL_BYTES", 8 << 20)
+    _, _, data = packaged
+    good = [_file(name, body) for name, body in _members(data).items()]
+    slip = _crafted(tmp_path, *good, _file("titanic-0.1.0/../../../evil", b"pwned"))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = tmp_path / "bomb.tar.gz"  # ~64 KB that inflates to 64 MiB, past the bound
+    bomb.write_bytes(
+        b"".join(deflate.compress(b"\0" * (1 << 20)) for _ in range(64)) + deflate.flush()
+    )
+    source = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
+
+    def snapshot() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    for archive in (slip, bomb):
+        args = ("predict", "--package", str(archive), str(source), "-o", str(tmp_path / "o.csv"))
+        result = cli(*args, env=TITANIC)
+        assert result.exit_code == 7, (archive, result.output)
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+        assert snapshot() == before, archive
+    assert not list(tmp_path.parent.glob("evil")) and not (tmp_path / "evil").exists()
