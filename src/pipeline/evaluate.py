@@ -95,16 +95,17 @@ def cross_validate(
         pre = features.fit(sub, schema, settings.features, label)
         enc = pre.transform(frame, label, with_target=True)
         fold_seeds = train.Seeds.from_seed(settings.seed + 1 + k)
+        data = train.Tensors.all(enc, device)
         fitted = train.fit_network(
             train.model_config(pre, settings),
-            train.Tensors.of(enc, fit_rows, device),
-            train.Tensors.of(enc, val_rows, device),
+            data.select(fit_rows),
+            data.select(val_rows),
             pre,
             settings,
             fold_seeds,
             device,
         )
-        scores = train.evaluate_rows(fitted.model, train.Tensors.of(enc, held, device), pre)
+        scores = train.evaluate_rows(fitted.model, data.select(held), pre)
         scores = {m: v for m, v in scores.items() if isinstance(v, float)}
         log.info(
             "evaluate.fold",
@@ -158,8 +159,7 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
     enc = pre.transform(frame.iloc[split.test], fetched.uri, with_target=True)
     device = rt["device"]
     model.to(device)
-    test_rows = train.Tensors.of(enc, np.arange(len(split.test)), device)
-    test = train.evaluate_rows(model, test_rows, pre)
+    test = train.evaluate_rows(model, train.Tensors.all(enc, device), pre)
     recorded = build.json("metrics.json")["test"]
     drift = {
         k: abs(test[k] - recorded[k])

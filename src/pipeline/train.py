@@ -83,23 +83,46 @@ def split_rows(n: int, labels: np.ndarray | None, val: float, test: float, seed:
 
 @dataclass
 class Tensors:
-    """One part of the data as tensors on the training device."""
+    """Some rows of the encoded data: the whole tensors, shared by every part, and the rows.
 
-    numeric: torch.Tensor
-    categorical: torch.Tensor
-    target: torch.Tensor
+    Parts are index sets into one copy of the data, never copies of their own (at 10M rows a
+    copy per part would double the memory): a batch gathers its rows, exactly the rows and the
+    order a per-part copy would give, so results are the same.
+    """
+
+    numeric: torch.Tensor  # [N, F] float32, every row
+    categorical: torch.Tensor  # [N, C] int64, every row
+    target: torch.Tensor  # [N], every row
+    rows: torch.Tensor  # [n] int64 positions of this part's rows
 
     @classmethod
-    def of(cls, enc: features.Encoded, rows: np.ndarray, device: str) -> Tensors:
-        assert enc.target is not None
+    def all(cls, enc: features.Encoded, device: str) -> Tensors:
+        """Every row, on ``device`` (on CPU the numpy arrays are shared, not copied)."""
+        if enc.target is None:
+            raise ValueError("training tensors need an encoded target")
         return cls(
-            torch.from_numpy(enc.numeric[rows]).to(device),
-            torch.from_numpy(enc.categorical[rows]).to(device),
-            torch.from_numpy(enc.target[rows]).to(device),
+            torch.from_numpy(enc.numeric).to(device),
+            torch.from_numpy(enc.categorical).to(device),
+            torch.from_numpy(enc.target).to(device),
+            torch.arange(len(enc.target), device=device),
         )
 
+    def select(self, rows: np.ndarray) -> Tensors:
+        """The part made of ``rows`` (positions into the whole data), sharing its tensors."""
+        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+        return Tensors(self.numeric, self.categorical, self.target, index.to(self.rows.device))
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(numeric, categorical, target) of the part's rows at positions ``idx``."""
+        at = self.rows[idx]
+        return self.numeric[at], self.categorical[at], self.target[at]
+
+    def targets(self) -> torch.Tensor:
+        """The part's targets, in its row order."""
+        return self.target[self.rows]
+
     def __len__(self) -> int:
-        return int(self.target.shape[0])
+        return int(self.rows.shape[0])
 
 
 def model_config(pre: features.Preprocessor, settings: Settings) -> ModelConfig:
@@ -129,14 +152,21 @@ def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 @torch.inference_mode()
 def forward_all(
-    model: TabularMLP, numeric: torch.Tensor, categorical: torch.Tensor
+    model: TabularMLP,
+    numeric: torch.Tensor,
+    categorical: torch.Tensor,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Model outputs for every row, in large batches, without autograd."""
+    """Model outputs for every row (or for ``rows``), in large batches, without autograd."""
     model.eval()
-    outs = [
-        model(numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH])
-        for i in range(0, numeric.shape[0], EVAL_BATCH)
-    ]
+    n = numeric.shape[0] if rows is None else rows.shape[0]
+    outs = []
+    for i in range(0, n, EVAL_BATCH):
+        if rows is None:
+            outs.append(model(numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]))
+        else:
+            at = rows[i : i + EVAL_BATCH]
+            outs.append(model(numeric[at], categorical[at]))
     return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
 
 
@@ -276,23 +306,24 @@ def fit_network(
                     order = torch.randperm(len(train), generator=shuffle_gen).to(device)
                     total, position = torch.zeros((), device=device), 0
                 for i in range(position, len(train), t.batch_size):
-                    idx = order[i : i + t.batch_size]
-                    out = model(train.numeric[idx], train.categorical[idx])
-                    loss = loss_of(out, train.target[idx])
+                    numeric, categorical, target = train.batch(order[i : i + t.batch_size])
+                    out = model(numeric, categorical)
+                    loss = loss_of(out, target)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
                     optimiser.step()
-                    total += loss.detach() * len(idx)
+                    total += loss.detach() * len(target)
                     if stop.signal is not None:
                         raise Stopped(stop.signal, state(epoch, i + t.batch_size, order, total))
                 order = None
                 row: dict[str, Any] = {"epoch": epoch, "train_loss": float(total) / len(train)}
                 val_loss = math.inf
                 if val is not None:
-                    out_val = forward_all(model, val.numeric, val.categorical)
-                    val_loss = float(loss_of(out_val, val.target))
+                    out_val = forward_all(model, val.numeric, val.categorical, val.rows)
+                    val_target = val.targets()
+                    val_loss = float(loss_of(out_val, val_target))
                     pred = outputs_to_predictions(out_val.cpu().numpy(), pre)
-                    val_metrics = score(pred, val.target.cpu().numpy(), pre)
+                    val_metrics = score(pred, val_target.cpu().numpy(), pre)
                     row["val_loss"] = val_loss
                     row.update(
                         {f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, float)}
@@ -325,8 +356,8 @@ def fit_network(
 
 def evaluate_rows(model: TabularMLP, part: Tensors, pre: features.Preprocessor) -> dict[str, Any]:
     """Metrics of ``model`` on one part of the data."""
-    out = forward_all(model, part.numeric, part.categorical).cpu().numpy()
-    return score(outputs_to_predictions(out, pre), part.target.cpu().numpy(), pre)
+    out = forward_all(model, part.numeric, part.categorical, part.rows).cpu().numpy()
+    return score(outputs_to_predictions(out, pre), part.targets().cpu().numpy(), pre)
 
 
 def class_labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
@@ -502,13 +533,16 @@ def run(settings: Settings, store: Any, log: Any, *, resume: bool = False) -> Tr
     pre = features.fit(frame.iloc[split.train], schema, settings.features, fetched.uri)
     enc = pre.transform(frame, fetched.uri, with_target=True)
     device = rt["device"]
+    n_rows = len(frame)
+    del frame  # from here on the encoded copy is the data: keep one, not two
+    data = Tensors.all(enc, device)
     parts = {
-        name: Tensors.of(enc, rows, device)
+        name: data.select(rows)
         for name, rows in (("train", split.train), ("val", split.val), ("test", split.test))
     }
     cfg = model_config(pre, settings)
     inputs = {
-        "dataset": {"uri": fetched.uri, "sha256": fetched.sha256, "rows": len(frame)},
+        "dataset": {"uri": fetched.uri, "sha256": fetched.sha256, "rows": n_rows},
         "split": {
             "digest": split.digest(),
             "train": len(split.train),
@@ -579,7 +613,7 @@ def run(settings: Settings, store: Any, log: Any, *, resume: bool = False) -> Tr
 
             refitted = fit_network(
                 cfg,
-                Tensors.of(enc, both, device),
+                data.select(both),
                 None,
                 pre,
                 settings,
