@@ -103,8 +103,12 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 def get_logger(**context: Any) -> Any:
-    """A logger with ``context`` bound to every event it writes."""
-    return structlog.get_logger().bind(**context)
+    """A logger with ``context`` bound to every event it writes.
+
+    Lazy: each event uses the configuration current when it is written, so a logger made before
+    the settings set the level and format still honours them.
+    """
+    return structlog.get_logger(**context)
 
 
 def bind(**context: Any) -> None:
