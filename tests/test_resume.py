@@ -1,4 +1,4 @@
-"""Stopped training checkpoints, and `pipeline train --resume` reproduces the uninterrupted build."""
+"""Stopped training checkpoints; `pipeline train --resume` reproduces the uninterrupted build."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import event, events, run_cli
 
 # Short enough to keep the module quick, long enough to stop in either phase.
@@ -22,7 +21,8 @@ ENV = {
 
 
 def _env(tmp: Path, store: Path, **extra: str) -> dict[str, str]:
-    return {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(tmp / "none.env"), **extra}
+    env = {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(tmp / "none.env")}
+    return {**env, **extra}
 
 
 def _train_and_signal(

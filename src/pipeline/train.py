@@ -495,7 +495,11 @@ def run(settings: Settings, store: Any, log: Any, *, resume: bool = False) -> Tr
     frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     schema, warnings = schema_mod.infer(
-        frame, settings.data, settings.train.target_transform, fetched.uri
+        frame,
+        settings.data,
+        settings.train.target_transform,
+        fetched.uri,
+        max_cardinality=settings.features.max_categorical_cardinality,
     )
     for message in warnings:
         log.warning("data.warning", message=message)

@@ -1,10 +1,14 @@
 """Reading a dataset file (CSV or Parquet) into a pandas frame through pyarrow.
 
-Every failure becomes a ``DataError`` naming the file and, where it applies, the column and row.
+Every failure becomes a ``DataError`` naming the file and, where it applies, the column and line.
+Files that are plainly not a table (compressed, zipped, binary, UTF-16, an HTML page) are told
+apart by their first bytes before any parser sees them, so the message says what the file is
+instead of repeating a parser's complaint about its bytes.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,79 +17,278 @@ from pipeline.settings import DataSettings
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 _GZIP = b"\x1f\x8b"
 _PARQUET = b"PAR1"
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+_UTF16 = (b"\xff\xfe", b"\xfe\xff")
+_HTML = (b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")
+_BOM = b"\xef\xbb\xbf"
+SNIFF_BYTES = 4096
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+# pyarrow's default block: a line longer than this cannot be parsed (it "straddles" two blocks).
+BLOCK_BYTES = 1 << 20
 
 
-def detect_format(path: Path, declared: str = "auto") -> str:
-    """``csv`` or ``parquet``: the declared format, else the magic bytes, else the suffix."""
-    if declared != "auto":
-        return declared
+def sniff(path: Path, label: str, setting: str = "PIPELINE_DATA__SOURCE") -> bytes:
+    """The first bytes of ``path``; a ``DataError`` when they show it is not a table's text.
+
+    Parquet files pass (their magic is checked by the caller); gzip passes when the name ends in
+    ``.gz`` (pyarrow decompresses it by its suffix). ``setting`` is what the user changes to
+    point at another file.
+    """
     try:
         with path.open("rb") as fh:
-            head = fh.read(4)
+            head = fh.read(SNIFF_BYTES)
+    except IsADirectoryError:
+        raise DataError(
+            f"{label} is a directory, not a file: point {setting} at a CSV or Parquet file"
+        ) from None
     except OSError as exc:
-        raise DataError(f"dataset file {path} cannot be read: {exc.strerror}") from exc
-    if head == _PARQUET:
-        return "parquet"
-    if head[:2] == _GZIP and not path.name.endswith(".gz"):
         raise DataError(
-            f"dataset file {path} is gzip-compressed but not named .gz: decompress it or rename it "
-            "to end in .csv.gz"
+            f"{label} cannot be read: {exc.strerror or exc}; check the file and its permissions"
+        ) from exc
+    if head.startswith(_PARQUET):
+        return head
+    if head.startswith(_GZIP):
+        if path.name.lower().endswith(".gz"):
+            return head
+        raise DataError(
+            f"{label} is gzip-compressed but not named .gz: decompress it, or rename it to end "
+            "in .csv.gz"
         )
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if head.startswith(_ZIP):
         raise DataError(
-            f"dataset file {path} is named .parquet but is not Parquet (no PAR1 header)"
+            f"{label} is a zip archive (an Excel workbook or a zipped CSV?), not CSV text: "
+            "unzip it, or export the sheet as CSV"
+        )
+    if head.startswith(_UTF16):
+        raise DataError(f"{label} is UTF-16 text: re-encode it as UTF-8 (save as 'CSV UTF-8')")
+    if b"\x00" in head:
+        raise DataError(
+            f"{label} holds binary data (NUL bytes in its first {len(head)} bytes), not CSV "
+            f"text: check {setting} and that the file is CSV or Parquet"
+        )
+    text = head.removeprefix(_BOM).lstrip().lower()
+    if text.startswith(_HTML):
+        raise DataError(
+            f"{label} is an HTML or XML page, not CSV (a login or error page saved under a data "
+            "file's name?): download the data file itself"
+        )
+    return head
+
+
+def detect_format(path: Path, declared: str = "auto", label: str | None = None) -> str:
+    """``csv`` or ``parquet``: the declared format, else the magic bytes, else the suffix."""
+    shown = label or str(path)
+    head = sniff(path, f"dataset {shown}")
+    if declared != "auto":
+        return declared
+    if head.startswith(_PARQUET):
+        return "parquet"
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        raise DataError(
+            f"dataset {shown} is named {suffix} but is not Parquet (no PAR1 header): convert it "
+            "to Parquet, or rename it to .csv if it is CSV"
+        )
+    if suffix in JSON_SUFFIXES:
+        raise DataError(
+            f"dataset {shown} is JSON; training reads CSV or Parquet: convert it (pandas: "
+            "read_json(lines=True).to_parquet(...)) and point PIPELINE_DATA__SOURCE at the result"
         )
     return "csv"
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters with control and unprintable characters escaped."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 def _first_line(exc: BaseException) -> str:
     """The first line of a library's message, with unprintable bytes escaped."""
     text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)[:300]
+    return printable(text[0] if text else type(exc).__name__, 300)
+
+
+def is_blank(path: Path) -> bool:
+    """True for a file that holds nothing but whitespace (and perhaps a BOM)."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.removeprefix(_BOM).strip():
+                return False
+    return True
+
+
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
+
+
+def find_line(path: Path, text: str) -> int | None:
+    """The 1-based number of the first line of ``path`` that starts with ``text``, else None.
+
+    pyarrow names a malformed row by its text only, so its line is found by a second, serial
+    pass over the file, run only once a parse has already failed.
+    """
+    needle = text.encode("utf-8", errors="replace")[:200]
+    if not needle:
+        return None
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.removeprefix(_BOM if number == 1 else b"").startswith(needle):
+                return number
+    return None
+
+
+def _ragged_error(
+    label: str, message: str, path: Path, delimiter: str, advice: str | None
+) -> DataError | None:
+    """The error for a row whose field count differs from the header's, naming its line."""
+    match = _RAGGED.search(message)
+    if match is None:
+        return None
+    expected, actual, text = match.groups()
+    first = text.splitlines()[0] if text.splitlines() else text
+    number = find_line(path, first)
+    where = f"line {number}" if number is not None else "a line"
+    shown = printable(first, 80)
+    if '"' in text and ("\n" in text or "\r" in text):
+        return DataError(
+            f"{label} has an unterminated quote on {where} ({shown!r}): the quoted field runs "
+            "on through the following lines; close the quote, or escape a literal quote by "
+            "doubling it"
+        )
+    advice = advice or f"check PIPELINE_DATA__DELIMITER (now {delimiter!r})"
+    return DataError(
+        f"{label} has {actual} fields on {where} where the header has {expected} ({shown!r}): "
+        f"fix that line, quote any field that contains the delimiter, or {advice}"
+    )
+
+
+def delimiter_hint(columns: list[str]) -> str:
+    """Advice when a lone header column holds another delimiter (``;``, tab, ``|`` or ``,``).
+
+    The column name cannot contain the delimiter the file was read with, so any of the others
+    in it means the file was written with that one.
+    """
+    if len(columns) != 1:
+        return ""
+    for other, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (",", "','")):
+        if other in columns[0]:
+            shown = "\\t" if other == "\t" else other
+            return f"the header looks delimited by {name}: set PIPELINE_DATA__DELIMITER='{shown}'; "
+    return ""
+
+
+def unterminated_quote(path: Path, quote: str = '"') -> bool:
+    """True when ``path`` holds an odd number of quote characters (a quote never closed).
+
+    In valid CSV quotes come in pairs (a literal quote is written twice), so an odd count means
+    a quoted field ran on to the end of the file: pyarrow accepts that silently, swallowing
+    every later line into one value.
+    """
+    mark = quote.encode()
+    count = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(mark)
+    return count % 2 == 1
+
+
+def last_row_swallowed(table: pa.Table | pa.RecordBatch, path: Path) -> str | None:
+    """The column of the last row whose text ran on past a line end through an open quote."""
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        value = column[table.num_rows - 1].as_py()
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            return str(name) if unterminated_quote(path) else None
+    return None
+
+
+def parse_error(
+    exc: BaseException, path: Path, label: str, delimiter: str, advice: str | None = None
+) -> DataError:
+    """The project's error for pyarrow's failure to parse ``path`` as CSV.
+
+    ``advice`` says where the delimiter comes from (by default: the setting to change).
+    """
+    message = _first_line(exc)
+    if "Empty CSV file" in message and is_blank(path):
+        return DataError(
+            f"{label} is empty: expected a header line and at least one row; check "
+            "PIPELINE_DATA__SOURCE"
+        )
+    if "Empty CSV file" in message or "straddl" in message:
+        # The first line, or a later one, does not fit one parser block: not a line-based table.
+        return DataError(
+            f"{label} has a line longer than {BLOCK_BYTES >> 20} MiB: expected CSV with one row "
+            "per line; check that the file is CSV (not JSON or a binary format)"
+        )
+    ragged = _ragged_error(label, str(exc), path, delimiter, advice)
+    if ragged is not None:
+        return ragged
+    if "UTF8" in message:
+        return DataError(f"{label} is not valid UTF-8 text: re-encode it as UTF-8")
+    advice = advice or "PIPELINE_DATA__FORMAT / PIPELINE_DATA__DELIMITER"
+    return DataError(
+        f"{label} cannot be parsed as CSV: {message}; check that the file is CSV, and {advice}"
+    )
+
+
+def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        return pacsv.read_csv(
+            path,
+            parse_options=pacsv.ParseOptions(delimiter=data.delimiter),
+            convert_options=pacsv.ConvertOptions(
+                null_values=data.missing_values,
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
+
+
+def _read_parquet(path: Path, shown: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DataError(
+            f"dataset {shown} is not a readable Parquet file ({_first_line(exc)}): it may be "
+            "truncated or damaged; write it again"
+        ) from exc
 
 
 def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> pd.DataFrame:
     """Read ``path`` with ``data``'s format, delimiter and missing markers.
 
     ``label`` is how the file is named in errors (the URI the user gave). Raises ``DataError``
-    for empty, unreadable or malformed files, duplicate column names, or no rows.
+    for empty, unreadable or malformed files, duplicate or missing column names, or no rows.
     """
     import pyarrow as pa
 
     shown = label or str(path)
-    fmt = detect_format(path, data.format)
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        else:
-            import pyarrow.csv as pacsv
-
-            table = pacsv.read_csv(
-                path,
-                parse_options=pacsv.ParseOptions(delimiter=data.delimiter),
-                convert_options=pacsv.ConvertOptions(
-                    null_values=data.missing_values,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        message = _first_line(exc)
-        if "Empty CSV file" in message:
-            raise DataError(
-                f"dataset {shown} is empty: expected a header line and at least one row; check "
-                "PIPELINE_DATA__SOURCE"
-            ) from exc
+    fmt = detect_format(path, data.format, shown)
+    if path.stat().st_size == 0 or (fmt == "csv" and is_blank(path)):
         raise DataError(
-            f"dataset {shown} cannot be parsed as {fmt}: {message}; check that the file is "
-            "CSV or Parquet, and PIPELINE_DATA__FORMAT / PIPELINE_DATA__DELIMITER"
-        ) from exc
+            f"dataset {shown} is empty: expected a header line and at least one row; check "
+            "PIPELINE_DATA__SOURCE"
+        )
+    try:
+        table = _read_parquet(path, shown) if fmt == "parquet" else _read_csv(path, data, shown)
     except UnicodeDecodeError as exc:
         raise DataError(f"dataset {shown} is not valid UTF-8 text: re-encode it as UTF-8") from exc
     except OSError as exc:
@@ -94,7 +297,7 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
             "permissions"
         ) from exc
 
-    names = table.column_names
+    names = [str(n) for n in table.column_names]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(
@@ -105,6 +308,14 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
             f"dataset {shown} has a header but no rows: expected at least one row; check "
             "PIPELINE_DATA__SOURCE"
         )
+    if fmt == "csv":
+        swallowed = last_row_swallowed(table, path)
+        if swallowed is not None:
+            raise DataError(
+                f"dataset {shown} has an unterminated quote in column '{swallowed}' at data row "
+                f"{table.num_rows}: the quoted field runs on to the end of the file; close the "
+                "quote, or escape a literal quote by doubling it"
+            )
     for field in table.schema:
         # pyarrow reads text that is not valid UTF-8 as raw bytes rather than failing.
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
@@ -112,4 +323,6 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
                 f"dataset {shown} is not valid UTF-8 text (column '{field.name}'): re-encode the "
                 "file as UTF-8"
             )
-    return table.to_pandas()
+    # One block per column, each column's Arrow memory released as soon as it is converted:
+    # the peak is about one copy of the data, not two (the table is not used afterwards).
+    return table.to_pandas(split_blocks=True, self_destruct=True)

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 
 # A regression target with a right tail longer than this is fitted on its log by default.
 _TARGET_SKEW_FOR_LOG = 0.75
+# A text column whose present values are at least this share numbers (or true/false) is a
+# numeric (boolean) column with a few bad cells, not a categorical one: it is refused, naming
+# the first bad cell, rather than silently turned into categories.
+MOSTLY = 0.9
+# A text column with a different value in every one of at least this many rows is an
+# identifier: it cannot generalise, so it is dropped with a warning.
+IDENTIFIER_MIN_ROWS = 20
+# Spellings pyarrow reads as booleans (its defaults, without "1" and "0", which read as numbers).
+_BOOLEAN_WORDS = frozenset({"true", "false", "True", "False", "TRUE", "FALSE"})
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,20 @@ class Schema:
 
 
 def _missing_column(label: str, name: str, columns: list[str], setting: str) -> DataError:
+    from pipeline.data.read import delimiter_hint, printable
+
     close = difflib.get_close_matches(name, columns, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+    hint = delimiter_hint(columns) or (f"did you mean '{close[0]}'? " if close else "")
+    shown = ", ".join(printable(c, 60) for c in columns[:12])
+    more = f", ... ({len(columns)} in all)" if len(columns) > 12 else ""
     return DataError(
-        f"dataset {label} has no column '{name}' ({setting}): {hint}columns are {shown}"
+        f"dataset {label} has no column '{name}' ({setting}): {hint}columns are {shown}{more}"
     )
 
 
 def _infer_kind(series: pd.Series) -> str:
+    import datetime as dt
+
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(series):
@@ -77,6 +91,10 @@ def _infer_kind(series: pd.Series) -> str:
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
     if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        return "datetime"
+    # pyarrow's date32 columns arrive as Python dates in an object column.
+    first = series.first_valid_index()
+    if first is not None and isinstance(series[first], dt.date | dt.time | dt.timedelta):
         return "datetime"
     return "categorical"
 
@@ -108,6 +126,35 @@ def first_non_number(series: pd.Series) -> tuple[int, Any] | None:
     return data_row(series, pos), plain(series.iloc[pos])
 
 
+def mostly_numbers(series: pd.Series) -> tuple[int, Any, int, int] | None:
+    """For a text column that is mostly numbers: (data row, value) of its first non-number, and
+    how many of its present values are numbers, out of how many; else None."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    present = series.notna().to_numpy()
+    total = int(present.sum())
+    numbers = pd.to_numeric(series, errors="coerce").notna().to_numpy() & present
+    count = int(numbers.sum())
+    if total == 0 or count == total or count < MOSTLY * total:
+        return None
+    pos = int((present & ~numbers).nonzero()[0][0])
+    return data_row(series, pos), plain(series.iloc[pos]), count, total
+
+
+def _mostly_booleans(series: pd.Series) -> tuple[int, Any, int, int] | None:
+    """Like ``mostly_numbers``, for a text column that is mostly true/false."""
+    present = series.notna().to_numpy()
+    total = int(present.sum())
+    words = series.isin(sorted(_BOOLEAN_WORDS)).to_numpy() & present
+    count = int(words.sum())
+    if total == 0 or count == total or count < MOSTLY * total:
+        return None
+    pos = int((present & ~words).nonzero()[0][0])
+    return data_row(series, pos), plain(series.iloc[pos]), count, total
+
+
 def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> str:
     import pandas as pd
 
@@ -129,6 +176,43 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
     if numeric and len(distinct) > 2:
         return "regression"
     return "binary" if len(distinct) == 2 else "multiclass"
+
+
+def _text_column_problem(
+    series: pd.Series, name: str, label: str, max_cardinality: int
+) -> str | None:
+    """Why an inferred text column cannot be used as categories: a warning when it is to be
+    dropped (an identifier), a ``DataError`` when it needs the user's decision, else None."""
+    advice = "declare the column categorical in PIPELINE_DATA__COLUMN_KINDS"
+    mostly = mostly_numbers(series)
+    if mostly is not None:
+        row, value, count, total = mostly
+        raise DataError(
+            f"column '{name}' in {label} has {value!r} at data row {row}, but {count} of its "
+            f"{total} values are numbers: fix the row, add {value!r} to "
+            f"PIPELINE_DATA__MISSING_VALUES if it means missing, or {advice}"
+        )
+    mostly = _mostly_booleans(series)
+    if mostly is not None:
+        row, value, count, total = mostly
+        raise DataError(
+            f"column '{name}' in {label} has {value!r} at data row {row}, but {count} of its "
+            f"{total} values are true/false: fix the row, or {advice}"
+        )
+    present = int(series.notna().sum())
+    distinct = int(series.nunique(dropna=True))
+    if present >= IDENTIFIER_MIN_ROWS and distinct == present:
+        return (
+            f"column '{name}' has a different value in every row (an identifier?): ignored; "
+            f"add it to PIPELINE_DATA__DROP to say so, or {advice} to keep it"
+        )
+    if distinct > max_cardinality:
+        raise DataError(
+            f"column '{name}' in {label} has {distinct} distinct text values, more than "
+            f"PIPELINE_FEATURES__MAX_CATEGORICAL_CARDINALITY={max_cardinality}: add it to "
+            f"PIPELINE_DATA__DROP, {advice}, or raise the limit"
+        )
+    return None
 
 
 def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, name: str) -> str:
@@ -170,6 +254,15 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
             "or choose another PIPELINE_DATA__TARGET"
         )
     frame = frame.loc[present]  # the index keeps the file's row numbers for messages
+    if task_hint == "auto":
+        mostly = mostly_numbers(frame[name])
+        if mostly is not None:
+            row, value, count, total = mostly
+            raise DataError(
+                f"target column '{name}' in {label} has {value!r} at data row {row}, but "
+                f"{count} of its {total} values are numbers: fix the row, leave it empty to drop "
+                "it, or set PIPELINE_DATA__TASK=multiclass if the target is a class label"
+            )
     if task_hint in ("auto", "regression"):
         bad = first_non_number(frame[name])
         if bad is not None and task_hint == "regression":
@@ -192,9 +285,20 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
 
 
 def infer(
-    frame: pd.DataFrame, data: DataSettings, target_transform: str, label: str
+    frame: pd.DataFrame,
+    data: DataSettings,
+    target_transform: str,
+    label: str,
+    *,
+    max_cardinality: int = 1000,
 ) -> tuple[Schema, list[str]]:
-    """The schema of ``frame`` under ``data``'s overrides, and warnings worth logging."""
+    """The schema of ``frame`` under ``data``'s overrides, and warnings worth logging.
+
+    A text column that is mostly numbers (or true/false) with a few other values is refused,
+    naming the first odd cell; one with a different value in every row (an identifier) is
+    dropped with a warning; one with more than ``max_cardinality`` distinct values is refused.
+    Columns declared in ``PIPELINE_DATA__COLUMN_KINDS`` are taken as declared.
+    """
     columns = [str(c) for c in frame.columns]
     if data.target not in columns:
         raise _missing_column(label, data.target, columns, "PIPELINE_DATA__TARGET")
@@ -211,15 +315,27 @@ def infer(
 
     out: list[Column] = []
     dropped = [d for d in data.drop if d in columns]
-    for name in columns:
+    for position, name in enumerate(columns, start=1):
         if name == data.target or name in data.drop:
             continue
+        if not name.strip():
+            raise DataError(
+                f"column {position} of dataset {label} has no name (an index saved with the "
+                'data?): name it in the header, or add "" to PIPELINE_DATA__DROP to ignore it'
+            )
         series = frame[name]
         if series.isna().all():
             warnings.append(f"column '{name}' has no values: ignored")
             dropped.append(name)
             continue
-        kind = data.column_kinds.get(name) or _infer_kind(series)
+        declared = data.column_kinds.get(name)
+        kind = declared or _infer_kind(series)
+        if kind == "categorical" and not declared:
+            problem = _text_column_problem(series, name, label, max_cardinality)
+            if problem is not None:
+                warnings.append(problem)
+                dropped.append(name)
+                continue
         if kind == "datetime":
             raise DataError(
                 f"column '{name}' in {label} holds dates, which are not supported as features: "

@@ -75,14 +75,15 @@ def _local_path(uri: str) -> Path:
         name = (parsed.netloc + parsed.path).strip("/")
         if name not in BUILTIN:
             raise SourceError(
-                f"unknown built-in dataset '{uri}': expected one of "
+                f"unknown built-in dataset '{uri}': set PIPELINE_DATA__SOURCE to one of "
                 + ", ".join(f"builtin://{n}" for n in BUILTIN)
             )
         return Path(__file__).parents[2] / "datasets" / f"{name}.csv"
     if parsed.scheme.lower() == "file":
         if parsed.netloc not in ("", "localhost"):
             raise SourceError(
-                f"'{uri}' names a remote host: file:// URIs must be local (file:///abs/path)"
+                f"'{uri}' names a remote host: file:// URIs must be local; use "
+                "file:///abs/path, or http(s):// for a remote file"
             )
         from urllib.parse import unquote
 
@@ -143,6 +144,11 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         remote.download(uri, target, settings)
         digest = sha256_file(target)
         _verify_pin(digest, settings, shown)
+        # Bytes that are plainly not a table (an HTML page, binary garbage) are refused before
+        # they reach the cache: a failed run writes nothing to the store.
+        from pipeline.data.read import detect_format
+
+        detect_format(target, settings.data.format, shown)
         atomic_write_json(staging / RECORD, {"uri": shown, "sha256": digest, "file": name})
         store.publish(staging, f"datasets/{digest}")
     # If the same bytes were cached before under another name, that copy is the one kept.

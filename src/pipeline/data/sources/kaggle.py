@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.data.sources import cache_name
 from pipeline.errors import SourceError, StoreError
@@ -73,7 +73,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     with private as tmp:
         folder = Path(tmp)
         try:
-            _run_client(ref, folder, creds)
+            _run_client(ref, folder, creds, settings.kaggle_timeout)
             payload = _payload(folder, shown)
             if _is_zip(payload):
                 _extract(payload, ref, folder / ".extracted", shown)
@@ -86,7 +86,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
         except (Exception, SystemExit) as exc:
             # ``from None``: the client's exceptions repeat URLs and server text; the message
             # built here says what matters.
-            raise _client_error(exc, ref, shown, secrets) from None
+            raise _client_error(exc, ref, shown, secrets, settings.kaggle_timeout) from None
 
 
 # --- the URI ---------------------------------------------------------------------------------
@@ -174,12 +174,52 @@ def _silenced() -> Iterator[None]:
         yield
 
 
-def _run_client(ref: _Ref, folder: Path, creds: dict[str, str]) -> None:
+def _bounded(api: Any, timeout: float) -> None:
+    """Give every request ``api`` makes a ``timeout`` and take away its retries.
+
+    The client sends its API calls with no timeout at all (a stalled server hangs the process
+    forever) and retries a stalled download five times with backoff, 300 s per read. Each
+    client ``api`` builds gets a session whose adapter fills in ``timeout`` where none is set,
+    and the download runs once with the same bound: a failure is reported, and running the
+    command again starts afresh.
+    """
+    import functools
+
+    from requests.adapters import HTTPAdapter
+
+    class _TimeoutAdapter(HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = (timeout, timeout)
+            return super().send(request, *args, **kwargs)
+
+    build = api.build_kaggle_client
+
+    def build_bounded() -> Any:
+        client = build()
+        http = client.http_client()
+        # What entering the client does; it keeps a session that exists. Private names of
+        # kagglesdk 0.1.38: if they move, downloads still work, only without this bound.
+        init = getattr(http, "_init_session", None)
+        if init is not None:
+            init()
+        session = getattr(http, "_session", None)
+        if session is not None:
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, _TimeoutAdapter())
+        return client
+
+    api.build_kaggle_client = build_bounded
+    api.download_file = functools.partial(api.download_file, max_retries=0, timeout=timeout)
+
+
+def _run_client(ref: _Ref, folder: Path, creds: dict[str, str], timeout: float) -> None:
     """Download ``ref`` into ``folder`` with the real client, exactly as Kaggle serves it."""
     with _silenced():
         from kaggle.api.kaggle_api_extended import KaggleApi
 
         api = KaggleApi()
+        _bounded(api, timeout)
         if creds:
             # Credentials from Settings (env or .env) win; the client itself only sees the
             # process environment, so they are handed over as its config values.
@@ -194,7 +234,9 @@ def _run_client(ref: _Ref, folder: Path, creds: dict[str, str]) -> None:
             api.dataset_download_file(ref.slug, ref.file, path=str(folder), force=True, quiet=True)
 
 
-def _client_error(exc: BaseException, ref: _Ref, shown: str, secrets: list[str]) -> Exception:
+def _client_error(
+    exc: BaseException, ref: _Ref, shown: str, secrets: list[str], timeout: float
+) -> Exception:
     """The project's error for what the client raised (its text is never trusted as is)."""
     if isinstance(exc, SystemExit):
         return SourceError(
@@ -207,12 +249,21 @@ def _client_error(exc: BaseException, ref: _Ref, shown: str, secrets: list[str])
             "reinstall the project's dependencies"
         )
     import requests
+    from urllib3.exceptions import ReadTimeoutError
+
+    from pipeline.data.sources.http import _causes
 
     if isinstance(exc, requests.HTTPError):
         status = exc.response.status_code if exc.response is not None else 0
         return SourceError(_http_message(status, ref, shown))
-    if isinstance(exc, requests.Timeout):
-        return SourceError(f"cannot reach Kaggle for {shown}: the request timed out; try again")
+    # A read timeout while streaming the body arrives as a ConnectionError wrapping urllib3's.
+    if isinstance(exc, requests.Timeout) or any(
+        isinstance(c, ReadTimeoutError | TimeoutError) for c in _causes(exc)
+    ):
+        return SourceError(
+            f"cannot reach Kaggle for {shown}: the server did not answer within {timeout:g} "
+            "seconds; try again later or raise PIPELINE_KAGGLE_TIMEOUT"
+        )
     if isinstance(exc, requests.RequestException):
         return SourceError(
             f"cannot reach Kaggle for {shown} ({type(exc).__name__}): check the network "
@@ -279,14 +330,22 @@ def _is_zip(path: Path) -> bool:
 
 
 def _check_raw(path: Path, shown: str) -> None:
-    """Refuse a payload that is plainly not a data file (an empty body, an HTML or XML page)."""
+    """Refuse a payload that is plainly not a data file: an empty body, an HTML or XML page,
+    or binary bytes that are neither a zip archive nor Parquet (a damaged transfer)."""
     with path.open("rb") as fh:
-        head = fh.read(512).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if not head or head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        raw = fh.read(4096)
+    head = raw[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    what = ""
+    if not head:
+        what = "an empty body"
+    elif head.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        what = "a web page"
+    elif b"\x00" in raw and not raw.startswith(b"PAR1"):
+        what = "binary data that is neither a zip archive nor Parquet"
+    if what:
         raise SourceError(
             f"cannot download {shown}: Kaggle returned something that is not the file "
-            f"({'an empty body' if not head else 'a web page'}); check the URI and the "
-            "credentials, then try again"
+            f"({what}); check the URI and the credentials, then try again"
         )
 
 

@@ -1,0 +1,1024 @@
+"""The bad-input corpus: real bad files and URIs against `pipeline train` and `pipeline predict`.
+
+Every file in ``tests/corpus/`` is a real file named by what it is (the README there lists them);
+four large ones are written into a temporary folder by the test instead of being committed, and
+remote failures come from local HTTP servers and a fake Kaggle. Each case is run through both
+commands: as the dataset of `train` (PIPELINE_DATA__SOURCE) and as the input of `predict`
+against a release in a store that already holds a build, a package and a release.
+
+A refused case must give exactly one line on stderr, ``error: ...``, naming the file (and the
+column, row or line where one applies) and saying what to do; the documented exit code of its
+error class; no traceback; a JSON log stream ending in the same ``error`` event; and leave every
+byte of the store as it was. A few cases are accepted by design (a UTF-8 BOM, a value of 1e308,
+an identifier column, 5,000 columns; a prediction input needs no target): their documented
+behaviour is asserted instead. When the module is done, the store still predicts good rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import random
+import re
+import socket
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from tests.conftest import REPO, event, events, run_cli
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+CORPUS = REPO / "tests" / "corpus"
+DATA_ERROR, SOURCE_ERROR = 4, 5
+COLUMNS = ["Id", "LotArea", "YearBuilt", "OverallQual", "Neighborhood", "CentralAir", "SalePrice"]
+# One epoch and a tiny network: a case that wrongly got as far as training stays fast.
+FAST = {"PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_MODEL__HIDDEN": "[8]"}
+CURRENT = "house-prices@current"
+TIMEOUT = 0.5  # seconds, for the stalling servers: PIPELINE_HTTP_TIMEOUT / PIPELINE_KAGGLE_TIMEOUT
+
+# "What to do": an instruction, or the setting the user has to change.
+_ACTION = re.compile(
+    r"\b(check|fix|set|use|point|choose|fill|re-encode|save|convert|decompress|rename|give|add|"
+    r"declare|close|download|unzip|export|name|pass|write|try|raise|leave)\b|PIPELINE_[A-Z_]+|"
+    r"KAGGLE_[A-Z_]+",
+    re.IGNORECASE,
+)
+
+
+# --- real files from the built-in house prices ------------------------------------------------
+
+
+def _house_rows(n: int) -> list[list[str]]:
+    """The header and ``n`` rows of the built-in house prices, CentralAir spelt true/false."""
+    text = (files("pipeline") / "datasets" / "house-prices.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    out = [COLUMNS]
+    for k in range(n):
+        row = dict(rows[k % len(rows)])
+        row["CentralAir"] = "true" if row["CentralAir"] == "Y" else "false"
+        out.append([row[c] for c in COLUMNS])
+    return out
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows(rows)
+    return path
+
+
+def _ten_mb_single_line(folder: Path) -> Path:
+    """10 MB of comma-separated numbers and not one line break (every newline lost)."""
+    rng = random.Random(5)
+    line = ",".join(str(rng.randrange(10**6)) for _ in range(1_600_000))
+    path = folder / "ten-mb-single-line.csv"
+    path.write_text(line[: 10 << 20], encoding="ascii")
+    return path
+
+
+def _ten_mb_data_line(folder: Path) -> Path:
+    """A good header and row, then one 10 MB data line."""
+    rows = _house_rows(1)
+    text = "\n".join(",".join(r) for r in rows) + "\n" + "x" * (10 << 20) + "\n"
+    path = folder / "ten-mb-data-line.csv"
+    path.write_text(text, encoding="ascii")
+    return path
+
+
+def _five_thousand_columns(folder: Path) -> Path:
+    """House-price columns plus 4,993 numeric ones: 5,000 columns, 24 rows."""
+    rng = random.Random(7)
+    rows = _house_rows(24)
+    rows[0] = rows[0] + [f"extra_{k:04d}" for k in range(4993)]
+    for row in rows[1:]:
+        row.extend(str(rng.randrange(100)) for _ in range(4993))
+    return _write_csv(folder / "five-thousand-columns.csv", rows)
+
+
+def _high_cardinality(folder: Path) -> Path:
+    """1,100 real rows whose Neighborhood has 1,050 distinct values (not every row distinct)."""
+    rows = _house_rows(1100)
+    for k, row in enumerate(rows[1:]):
+        row[4] = f"Area-{k % 1050}"
+    return _write_csv(folder / "high-cardinality-text-column.csv", rows)
+
+
+GENERATED: dict[str, Callable[[Path], Path]] = {
+    "ten-mb-single-line.csv": _ten_mb_single_line,
+    "ten-mb-data-line.csv": _ten_mb_data_line,
+    "five-thousand-columns.csv": _five_thousand_columns,
+    "high-cardinality-text-column.csv": _high_cardinality,
+}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The large corpus files, written once per module into a temporary folder."""
+    folder = tmp_path_factory.mktemp("generated")
+    for build in GENERATED.values():
+        build(folder)
+    return folder
+
+
+def _source(name: str, generated: Path) -> str:
+    """The path of a corpus file (committed or generated), or of one that does not exist."""
+    if name in GENERATED:
+        return str(generated / name)
+    return str(CORPUS / name)
+
+
+# --- the shared store: a build, a package and a release ----------------------------------------
+
+
+def _clean_env() -> dict[str, str | None]:
+    """Unset every PIPELINE_*/KAGGLE_* variable of the developer's for a CliRunner call."""
+    return {k: None for k in os.environ if k.upper().startswith(("PIPELINE_", "KAGGLE_"))}
+
+
+@dataclass
+class Released:
+    """A store holding a trained build, its package and release house-prices@v1."""
+
+    root: Path
+    store: Path
+    env: dict[str, str]
+    good: Path
+    runner: CliRunner = field(default_factory=CliRunner)
+
+    def invoke(self, *args: str, store: Path | None = None, **extra: str) -> Any:
+        env = {**_clean_env(), **self.env, **extra}
+        if store is not None:
+            env["PIPELINE_STORE"] = str(store)
+        return self.runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def snapshot(store: Path) -> dict[str, str]:
+    """Every path under ``store``: a file's sha256, or ``dir`` for a folder."""
+    out = {}
+    for path in sorted(store.rglob("*")):
+        key = str(path.relative_to(store))
+        out[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Released]:
+    """train -> package -> release on 300 real rows; afterwards the release still predicts.
+
+    The teardown is the module's end-to-end check: after every case, the store is
+    byte-identical to what the fixture built and ``predict --release house-prices@current``
+    on good rows succeeds.
+    """
+    root = tmp_path_factory.mktemp("released")
+    good = _write_csv(root / "good.csv", _house_rows(300))
+    env = {
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_CONFIG_DIR": str(REPO / "config"),
+        **FAST,
+    }
+    state = Released(root, root / "store", env, good)
+    trained = state.invoke("train", PIPELINE_DATA__SOURCE=str(good))
+    assert trained.exit_code == 0, trained.stderr
+    packaged = state.invoke("package", "--id-file", str(root / "package.id"))
+    assert packaged.exit_code == 0, packaged.stderr
+    package_id = (root / "package.id").read_text().strip()
+    created = state.invoke("release", "create", package_id)
+    assert created.exit_code == 0, created.stderr
+    before = snapshot(state.store)
+    assert any(k.startswith("builds/") for k in before)
+    assert any(k.startswith("packages/") for k in before)
+    assert any(k.startswith("releases/") for k in before)
+    yield state
+    assert snapshot(state.store) == before
+    out = root / "after.csv"
+    done = state.invoke("predict", str(good), "--release", CURRENT, "-o", str(out))
+    assert done.exit_code == 0, done.stderr
+    assert event(done.stdout, "predict.summary")["rows"] == 300
+    assert len(out.read_text().splitlines()) == 301
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+def assert_refused(
+    exit_code: int,
+    stdout: str,
+    stderr: str,
+    code: int,
+    named: tuple[str, ...],
+    store: Path,
+    before: dict[str, str],
+) -> str:
+    """One printable ``error:`` line naming every part of ``named`` and an action; exit
+    ``code``; no traceback; JSON events ending in the same error; the store untouched."""
+    assert exit_code == code, f"exit {exit_code}, expected {code}; stderr: {stderr!r}"
+    assert "Traceback" not in stdout and "Traceback" not in stderr
+    assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
+    line = stderr[:-1]
+    assert line.startswith("error: ") and line.isprintable(), line
+    message = line.removeprefix("error: ")
+    for part in named:
+        assert part in message, f"{part!r} not named in: {message}"
+    advice = message
+    for part in named:  # a path or URI must not pass for advice
+        if "/" in part:
+            advice = advice.replace(part, "")
+    assert _ACTION.search(advice), f"the message does not say what to do: {message}"
+    stream = events(stdout)  # fails on any line that is not JSON
+    error = event(stdout, "error")
+    assert stream[-1] == error and error["exit_code"] == code and error["message"] == message
+    assert snapshot(store) == before, "the store changed"
+    return message
+
+
+@dataclass(frozen=True)
+class Case:
+    """One corpus entry: the expected outcome of `train` and of `predict` on it.
+
+    An outcome is ``(exit code, strings the message must contain)``; ``{path}`` stands for the
+    file or URI. ``None`` means accepted by design, asserted by its own test below.
+    """
+
+    name: str
+    train: tuple[int, tuple[str, ...]] | None
+    predict: tuple[int, tuple[str, ...]] | None
+
+
+P = "{path}"
+MISSING_COLUMNS = (P, "lacks required column(s)", "'LotArea'")
+FILES = [
+    Case("empty.csv", (4, (P, "is empty")), (4, (P, "is empty"))),
+    Case("whitespace-only.csv", (4, (P, "is empty")), (4, (P, "is empty"))),
+    Case("header-only.csv", (4, (P, "no rows")), (4, (P, "no rows"))),
+    Case(
+        "semicolon-delimited.csv",
+        (4, (P, "'SalePrice'", "PIPELINE_DATA__DELIMITER=';'")),
+        (4, (*MISSING_COLUMNS, "delimited by ';'")),
+    ),
+    Case(
+        "tab-delimited.csv",
+        (4, (P, "'SalePrice'", "PIPELINE_DATA__DELIMITER='\\t'")),
+        (4, (*MISSING_COLUMNS, "delimited by tab")),
+    ),
+    Case(
+        "duplicate-column-names.csv",
+        (4, (P, "duplicate column names ['LotArea']")),
+        (4, (P, "more than one column named ['LotArea']")),
+    ),
+    Case(
+        "ragged-row-extra-field.csv",
+        (4, (P, "8 fields on line 8", "header has 7")),
+        (4, (P, "8 fields on line 8", "header has 7")),
+    ),
+    Case(
+        "ragged-row-missing-field.csv",
+        (4, (P, "4 fields on line 13", "header has 7")),
+        (4, (P, "4 fields on line 13", "header has 7")),
+    ),
+    Case(
+        "unterminated-quote-mid-row.csv",
+        (4, (P, "unterminated quote on line 11")),
+        (4, (P, "unterminated quote on line 11")),
+    ),
+    Case(
+        "unterminated-quote-last-column.csv",
+        (4, (P, "unterminated quote in column 'SalePrice' at data row 25")),
+        (4, (P, "unterminated quote in column 'SalePrice' at data row 25")),
+    ),
+    Case("binary-garbage.csv", (4, (P, "binary data")), (4, (P, "binary data"))),
+    Case("gzip-named-csv.csv", (4, (P, "gzip-compressed")), (4, (P, "gzip-compressed"))),
+    Case("xlsx-workbook-named-csv.csv", (4, (P, "zip archive")), (4, (P, "zip archive"))),
+    Case(
+        "latin1-encoded.csv",
+        (4, (P, "not valid UTF-8", "'Neighborhood'")),
+        (4, (P, "not valid UTF-8")),
+    ),
+    Case("utf16-encoded.csv", (4, (P, "UTF-16")), (4, (P, "UTF-16"))),
+    Case("html-page-named-csv.csv", (4, (P, "HTML")), (4, (P, "HTML"))),
+    Case("target-all-missing.csv", (4, (P, "'SalePrice'", "every value is missing")), None),
+    Case("target-constant.csv", (4, (P, "'SalePrice'", "single value 150000")), None),
+    Case(
+        "text-in-target.csv",
+        (4, (P, "'SalePrice'", "'call for price' at data row 14", "PIPELINE_DATA__TASK")),
+        None,
+    ),
+    Case("inf-in-target.csv", (4, (P, "'SalePrice'", "inf at data row 21")), None),
+    Case(
+        "text-in-numeric-column.csv",
+        (4, (P, "'LotArea'", "'abc' at data row 9", "29 of its 30 values are numbers")),
+        (4, (P, "'LotArea'", "'abc' at data row 9", "PIPELINE_RUN__ON_ERROR")),
+    ),
+    Case(
+        "text-in-numeric-column.parquet",
+        (4, (P, "'LotArea'", "'n/a - see notes' at data row 8")),
+        (4, (P, "'LotArea'", "'n/a - see notes' at data row 8")),
+    ),
+    Case(
+        "text-in-boolean-column.csv",
+        (4, (P, "'CentralAir'", "'maybe' at data row 4", "true/false")),
+        (4, (P, "'CentralAir'", "'maybe' at data row 4", "true or false")),
+    ),
+    Case(
+        "inf-in-numeric-column.csv",
+        (4, (P, "'LotArea'", "inf at data row 11")),
+        (4, (P, "'LotArea'", "'inf' at data row 11")),
+    ),
+    Case(
+        "minus-inf-in-numeric-column.csv",
+        (4, (P, "'YearBuilt'", "-inf at data row 17")),
+        (4, (P, "'YearBuilt'", "'-inf' at data row 17")),
+    ),
+    Case(
+        "overflow-1e999-in-numeric-column.csv",
+        (4, (P, "'OverallQual'", "inf at data row 3")),
+        (4, (P, "'OverallQual'", "'1e999' at data row 3")),
+    ),
+    Case(
+        "dates-in-numeric-column.csv",
+        (4, (P, "'YearBuilt'", "holds dates")),
+        (4, (P, "'YearBuilt'", "'2003-01-01' at data row 1")),
+    ),
+    Case("target-column-only.csv", (4, (P, "no feature columns")), (4, MISSING_COLUMNS)),
+    Case("no-target-column.csv", (4, (P, "no column 'SalePrice'")), None),
+    Case("two-rows.csv", (4, (P, "2 rows, too few to split")), None),
+    Case("unnamed-index-column.csv", (4, (P, "column 1", "has no name")), None),
+    Case("not-parquet.parquet", (4, (P, "not Parquet")), (4, (P, "not a readable Parquet"))),
+    Case("truncated.parquet", (4, (P, "not a readable Parquet")), (4, (P, "readable Parquet"))),
+    Case("broken-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 5 is not valid JSON"))),
+    Case("array-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 9 is a JSON list"))),
+    Case("directory.csv", (4, (P, "not a file")), (4, (P, "not a file"))),
+    Case("no-such-file.csv", (4, (P, "does not exist")), (4, (P, "does not exist"))),
+    Case(
+        "ten-mb-single-line.csv",
+        (4, (P, "line longer than 1 MiB")),
+        (4, (P, "first line longer than 1 MiB")),
+    ),
+    Case(
+        "ten-mb-data-line.csv",
+        (4, (P, "line longer than 1 MiB")),
+        (4, (P, "line longer than 1 MiB")),
+    ),
+    Case(
+        "high-cardinality-text-column.csv",
+        (4, (P, "'Neighborhood'", "1050 distinct", "MAX_CATEGORICAL_CARDINALITY")),
+        None,
+    ),
+]
+
+
+def _format(named: tuple[str, ...], path: str) -> tuple[str, ...]:
+    return tuple(n.replace(P, path) for n in named)
+
+
+@pytest.mark.parametrize("case", [c for c in FILES if c.train], ids=lambda c: c.name)
+def test_train_refuses_bad_file(released: Released, generated: Path, case: Case) -> None:
+    """`train` on each bad file: its exit code, one line naming the problem, store untouched."""
+    assert case.train is not None
+    path = _source(case.name, generated)
+    before = snapshot(released.store)
+    result = released.invoke("train", PIPELINE_DATA__SOURCE=path)
+    code, named = case.train
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        code,
+        _format(named, path),
+        released.store,
+        before,
+    )
+
+
+def _predict(released: Released, source: str) -> tuple[Any, Path]:
+    out = released.root / "predictions.csv"
+    result = released.invoke("predict", source, "--release", CURRENT, "-o", str(out))
+    return result, out
+
+
+def _no_output(out: Path) -> None:
+    """A failed predict leaves neither its output nor a temporary file beside it."""
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.*")), "a temporary output file was left"
+
+
+def _predict_refuses_uri(released: Released, uri: str, before: dict[str, str]) -> None:
+    """predict of a URI exits 5: it reads local files only."""
+    result, out = _predict(released, uri)
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        SOURCE_ERROR,
+        ("looks like a URI", "local files only"),
+        released.store,
+        before,
+    )
+    _no_output(out)
+
+
+@pytest.mark.parametrize("case", [c for c in FILES if c.predict], ids=lambda c: c.name)
+def test_predict_refuses_bad_file(released: Released, generated: Path, case: Case) -> None:
+    """`predict` on each bad file: its exit code, one line naming it, no output, store intact."""
+    assert case.predict is not None
+    path = _source(case.name, generated)
+    before = snapshot(released.store)
+    result, out = _predict(released, path)
+    code, named = case.predict
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        code,
+        _format(named, path),
+        released.store,
+        before,
+    )
+    _no_output(out)
+
+
+# --- accepted by design ------------------------------------------------------------------------
+
+
+def _predictions(released: Released, path: str, rows: int) -> tuple[dict[str, Any], list[float]]:
+    """Predict ``path`` with the release; the summary event and the predicted values."""
+    before = snapshot(released.store)
+    result, out = _predict(released, path)
+    assert result.exit_code == 0, result.stderr
+    assert snapshot(released.store) == before
+    summary = event(result.stdout, "predict.summary")
+    assert summary["rows"] == rows and summary["errors"] == 0
+    with out.open(newline="") as fh:
+        values = [float(r["prediction"]) for r in csv.DictReader(fh)]
+    out.unlink()
+    assert len(values) == rows and all(0 < v < float("inf") for v in values)
+    return summary, values
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        ("target-all-missing.csv", 30),
+        ("target-constant.csv", 30),
+        ("text-in-target.csv", 30),
+        ("inf-in-target.csv", 30),
+        ("no-target-column.csv", 30),
+        ("two-rows.csv", 2),
+        ("unnamed-index-column.csv", 30),
+        ("high-cardinality-text-column.csv", 1100),
+    ],
+)
+def test_predict_needs_no_target_and_ignores_extra_columns(
+    released: Released, generated: Path, name: str, rows: int
+) -> None:
+    """Files refused for training only because of their target or size are valid prediction
+    input: the target column is never read, and extra or unnamed columns are ignored."""
+    summary, _ = _predictions(released, _source(name, generated), rows)
+    if name == "high-cardinality-text-column.csv":
+        # Every neighbourhood name is new to the model: the unknown bucket, counted.
+        assert summary["unknown_categories"] == {"Neighborhood": 1100}
+
+
+def _train_ok(released: Released, tmp_path: Path, path: str) -> tuple[Any, dict[str, Any]]:
+    """Train on ``path`` in a fresh store; the result and the build's schema.json."""
+    store = tmp_path / "accepted-store"
+    result = released.invoke("train", store=store, PIPELINE_DATA__SOURCE=path)
+    assert result.exit_code == 0, result.stderr
+    build_id = event(result.stdout, "train.summary")["build_id"]
+    schema = json.loads((store / "builds" / build_id / "schema.json").read_text())
+    return result, schema
+
+
+def test_utf8_bom_is_stripped(released: Released, tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark is accepted and stripped, as pandas does: the first column is
+    'Id' (dropped by default), not '\\ufeffId'; predict reads the same file."""
+    path = str(CORPUS / "utf8-bom.csv")
+    assert Path(path).read_bytes().startswith(b"\xef\xbb\xbfId,")
+    _, schema = _train_ok(released, tmp_path, path)
+    assert schema["dropped"] == ["Id"]
+    assert [c["name"] for c in schema["columns"]] == COLUMNS[1:-1]
+    _predictions(released, path, 30)
+
+
+def test_huge_finite_value_trains_and_predicts(released: Released, tmp_path: Path) -> None:
+    """1e308 is a legal float: training keeps finite statistics, and prediction clips it to
+    the training range, so every prediction is a finite positive price."""
+    path = str(CORPUS / "huge-1e308-in-numeric-column.csv")
+    result, _ = _train_ok(released, tmp_path, path)
+    summary = event(result.stdout, "train.summary")
+    assert all(isinstance(v, float) for v in summary["test"].values() if v is not None)
+    _predictions(released, path, 30)
+
+
+def test_identifier_column_is_dropped_with_a_warning(released: Released, tmp_path: Path) -> None:
+    """A text column with a different value in every row is an identifier: train drops it
+    with a data.warning naming it and what to do; predict ignores it as an extra column."""
+    path = str(CORPUS / "every-value-unique-text-column.csv")
+    result, schema = _train_ok(released, tmp_path, path)
+    warnings = [e for e in events(result.stdout) if e["event"] == "data.warning"]
+    assert any("'ListingRef'" in w["message"] and "PIPELINE_DATA__DROP" in w["message"]
+               for w in warnings), warnings  # fmt: skip
+    assert "ListingRef" in schema["dropped"]
+    assert "ListingRef" not in [c["name"] for c in schema["columns"]]
+    _predictions(released, path, 30)
+
+
+def test_five_thousand_columns_train_and_predict(
+    released: Released, generated: Path, tmp_path: Path
+) -> None:
+    """5,000 columns train into a model with 4,998 inputs; predict ignores the 4,995 extra
+    columns with one bounded warning (20 names and the count), not a 60 KB log line."""
+    path = _source("five-thousand-columns.csv", generated)
+    _, schema = _train_ok(released, tmp_path, path)
+    assert len(schema["columns"]) == 4998
+    result, out = _predict(released, path)
+    assert result.exit_code == 0, result.stderr
+    warning = event(result.stdout, "predict.extra_columns")
+    assert warning["count"] == 4995 and len(warning["columns"]) == 20
+    assert max(len(line) for line in result.stdout.splitlines()) < 5000
+    out.unlink()
+
+
+# --- URIs that name nothing we may read ---------------------------------------------------------
+
+URIS = [
+    pytest.param("ftp://example.com/data/train.csv", ("'ftp://'",), id="unknown-scheme-ftp"),
+    pytest.param("s3://bucket/train.csv", ("'s3://'",), id="unknown-scheme-s3"),
+    pytest.param(
+        "file://remote-host/etc/passwd", ("names a remote host",), id="file-uri-remote-host"
+    ),
+    pytest.param(
+        "builtin://../../../etc/passwd", ("unknown built-in dataset",), id="builtin-dot-dot"
+    ),
+    pytest.param(
+        "kaggle://competitions/../../etc/passwd", ("malformed Kaggle URI",), id="kaggle-dot-dot"
+    ),
+    pytest.param(
+        "kaggle://competitions/house-prices//etc/passwd",
+        ("malformed Kaggle URI",),
+        id="kaggle-absolute-path",
+    ),
+    pytest.param(
+        "kaggle://datasets/owner/name/../../../escape.csv",
+        ("malformed Kaggle URI",),
+        id="kaggle-dataset-dot-dot",
+    ),
+]
+
+
+@pytest.mark.parametrize(("uri", "named"), URIS)
+def test_uri_that_escapes_or_is_unknown_is_a_source_error(
+    released: Released, tmp_path: Path, uri: str, named: tuple[str, ...]
+) -> None:
+    """Unknown schemes, remote file:// hosts and '..' or absolute paths smuggled into a URI
+    exit 5 before anything is fetched; predict, which reads local files only, says so."""
+    before = snapshot(released.store)
+    listing = sorted(tmp_path.parent.rglob("*"))
+    result = released.invoke("train", PIPELINE_DATA__SOURCE=uri)
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        SOURCE_ERROR,
+        (uri, *named),
+        released.store,
+        before,
+    )
+    _predict_refuses_uri(released, uri, before)
+    assert sorted(tmp_path.parent.rglob("*")) == listing, "something was written outside"
+
+
+# --- HTTP: errors, stalls, truncation, bodies that are not data ---------------------------------
+
+GARBAGE = random.Random(11).randbytes(2048)
+
+
+@dataclass
+class Server:
+    """A local HTTP server: its base URL and an event that releases stalled handlers."""
+
+    url: str
+    stop: threading.Event
+
+
+def _http_handler(stop: threading.Event) -> type[http.server.BaseHTTPRequestHandler]:
+    good = "\n".join(",".join(r) for r in _house_rows(30)).encode() + b"\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        # HTTP/1.0: the connection closes after each response, so a short body ends at close.
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep pytest's output clean
+
+        def _send(self, status: int, body: bytes, length: int | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            path = self.path
+            if path == "/missing.csv":
+                self._send(404, b"no such file")
+            elif path == "/broken.csv":
+                self._send(500, b"boom")
+            elif path == "/stall.csv":
+                stop.wait(30)  # never answers within the client's timeout
+            elif path == "/stall-body.csv":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(good)))
+                self.end_headers()
+                self.wfile.write(good[:100])
+                self.wfile.flush()
+                stop.wait(30)  # headers and a first chunk, then nothing
+            elif path == "/truncated.csv":
+                self._send(200, good[: len(good) // 2], length=len(good))
+            elif path == "/empty.csv":
+                self._send(200, b"")
+            elif unquote(path) in ("/garbage.csv", "/../../escape.csv"):
+                self._send(200, GARBAGE)
+            elif path == "/login.csv":
+                self._send(200, (CORPUS / "html-page-named-csv.csv").read_bytes())
+            else:
+                self._send(400, b"unexpected path")
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    """A ThreadingHTTPServer on 127.0.0.1 (ephemeral port) in a daemon thread."""
+    stop = threading.Event()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(stop))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", stop)
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable: requests would send 127.0.0.1 through it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+HTTP_CASES = [
+    pytest.param("/missing.csv", SOURCE_ERROR, ("HTTP 404",), id="http-404"),
+    pytest.param("/broken.csv", SOURCE_ERROR, ("HTTP 500",), id="http-500"),
+    pytest.param(
+        "/stall.csv", SOURCE_ERROR, ("within 0.5 seconds", "PIPELINE_HTTP_TIMEOUT"), id="stall"
+    ),
+    pytest.param("/stall-body.csv", SOURCE_ERROR, ("within 0.5 seconds",), id="stall-mid-body"),
+    pytest.param("/truncated.csv", SOURCE_ERROR, ("truncated",), id="truncated-body"),
+    pytest.param("/empty.csv", SOURCE_ERROR, ("empty body",), id="empty-body"),
+    pytest.param("/garbage.csv", DATA_ERROR, ("binary data",), id="binary-body"),
+    pytest.param("/login.csv", DATA_ERROR, ("HTML",), id="html-login-page"),
+    pytest.param("/..%2f..%2fescape.csv", DATA_ERROR, ("binary data",), id="dot-dot-in-url"),
+]
+
+
+@pytest.mark.parametrize(("path", "code", "named"), HTTP_CASES)
+def test_http_failure_is_refused_and_caches_nothing(
+    released: Released,
+    server: Server,
+    no_proxy: None,
+    tmp_path: Path,
+    path: str,
+    code: int,
+    named: tuple[str, ...],
+) -> None:
+    """Each HTTP failure exits with its code within the configured timeout; nothing reaches
+    the store's cache (a body that is not data is refused before caching) or outside it."""
+    uri = server.url + path
+    before = snapshot(released.store)
+    listing = sorted(tmp_path.parent.rglob("*"))
+    started = time.monotonic()
+    result = released.invoke("train", PIPELINE_DATA__SOURCE=uri, PIPELINE_HTTP_TIMEOUT=str(TIMEOUT))
+    assert time.monotonic() - started < 10  # bounded by the timeout, not by the server
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        code,
+        (uri, *named),
+        released.store,
+        before,
+    )
+    assert sorted(tmp_path.parent.rglob("*")) == listing, "something was written outside"
+    _predict_refuses_uri(released, uri, before)
+
+
+def test_http_connection_refused_is_a_source_error(released: Released, no_proxy: None) -> None:
+    """A URL nobody listens on exits 5 at once, saying the connection was refused."""
+    uri = f"http://127.0.0.1:{_closed_port()}/train.csv"
+    before = snapshot(released.store)
+    result = released.invoke("train", PIPELINE_DATA__SOURCE=uri)
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        SOURCE_ERROR,
+        (uri, "connection refused"),
+        released.store,
+        before,
+    )
+    _predict_refuses_uri(released, uri, before)
+
+
+# --- Kaggle: payloads that are not the file, no credentials, a stalled server -------------------
+
+KAGGLE_URI = "kaggle://competitions/house-prices/train.csv"
+KAGGLE_KEY = "fake-key-corpus-31d7"
+DOWNLOAD_CALL = "/api/v1/competitions.CompetitionApiService/DownloadDataFile"
+
+
+def _kaggle_handler(body: bytes | None, stop: threading.Event) -> type[Any]:
+    """The two calls of a single-file download: a POST redirected to a GET of the file.
+
+    ``body`` is what the file request returns; None makes it stall.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path != DOWNLOAD_CALL:
+                self.send_response(400)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(302)
+            self.send_header("Location", "/files/train.csv.zip")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            if body is None:
+                stop.wait(30)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+@pytest.fixture
+def kaggle_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_proxy: None
+) -> Iterator[Callable[[bytes | None], dict[str, str]]]:
+    """Start a fake Kaggle serving a given payload; returns the env that points the real client
+    at it (LOCAL mode, a private HOME and config folder, fake credentials)."""
+    home = tmp_path / "home"
+    config_dir = home / "kaggle-config"
+    config_dir.mkdir(parents=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.kaggle_env import KaggleEnv, _env_to_endpoint
+
+    monkeypatch.setattr(KaggleApi, "args", ["--local"])
+    monkeypatch.setattr(KaggleApi, "config_dir", str(config_dir))
+    monkeypatch.setattr(KaggleApi, "config", str(config_dir / "kaggle.json"))
+    stop = threading.Event()
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(body: bytes | None) -> dict[str, str]:
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _kaggle_handler(body, stop))
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+        servers.append(httpd)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setitem(_env_to_endpoint, KaggleEnv.LOCAL, url)
+        return {
+            "HOME": str(home),
+            "KAGGLE_CONFIG_DIR": str(config_dir),
+            "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+            "KAGGLE_USERNAME": "fake-user",
+            "KAGGLE_KEY": KAGGLE_KEY,
+        }
+
+    yield start
+    stop.set()
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _zip_of(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+KAGGLE_CASES = [
+    pytest.param(GARBAGE, ("neither a zip archive nor Parquet",), id="payload-not-a-zip"),
+    pytest.param(b"PK\x03\x04" + GARBAGE, ("damaged zip archive",), id="payload-damaged-zip"),
+    pytest.param(
+        _zip_of("test.csv", b"a,b\n1,2\n"), ("does not contain train.csv",), id="zip-lacks-file"
+    ),
+    pytest.param(
+        gzip.compress(GARBAGE, mtime=0), ("neither a zip archive nor Parquet",), id="payload-gzip"
+    ),
+    pytest.param(None, ("within 0.5 seconds", "PIPELINE_KAGGLE_TIMEOUT"), id="server-stalls"),
+]
+
+
+@pytest.mark.parametrize(("body", "named"), KAGGLE_CASES)
+def test_kaggle_payload_that_is_not_the_file_is_a_source_error(
+    released: Released,
+    kaggle_client: Callable[[bytes | None], dict[str, str]],
+    body: bytes | None,
+    named: tuple[str, ...],
+) -> None:
+    """What the real kaggle client downloads is checked: a payload that is neither the file
+    nor a zip holding it exits 5, a stalled server within PIPELINE_KAGGLE_TIMEOUT; the key
+    never shows and nothing is cached."""
+    env = kaggle_client(body)
+    before = snapshot(released.store)
+    started = time.monotonic()
+    result = released.invoke(
+        "train", PIPELINE_DATA__SOURCE=KAGGLE_URI, PIPELINE_KAGGLE_TIMEOUT=str(TIMEOUT), **env
+    )
+    assert time.monotonic() - started < 10  # the client alone would wait forever
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        SOURCE_ERROR,
+        (KAGGLE_URI, *named),
+        released.store,
+        before,
+    )
+    assert KAGGLE_KEY not in result.stdout + result.stderr
+    _predict_refuses_uri(released, KAGGLE_URI, before)
+
+
+def test_kaggle_without_credentials_is_a_source_error(released: Released, tmp_path: Path) -> None:
+    """kaggle:// with no credentials anywhere exits 5 saying which variables to set; predict
+    of the same URI says it reads local files only."""
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    before = snapshot(released.store)
+    result = released.invoke(
+        "train", PIPELINE_DATA__SOURCE=KAGGLE_URI, HOME=str(home), XDG_CONFIG_HOME=str(home)
+    )
+    assert_refused(
+        result.exit_code,
+        result.stdout,
+        result.stderr,
+        SOURCE_ERROR,
+        (KAGGLE_URI, "credentials missing", "KAGGLE_USERNAME"),
+        released.store,
+        before,
+    )
+    _predict_refuses_uri(released, KAGGLE_URI, before)
+
+
+# --- predict only -------------------------------------------------------------------------------
+
+
+def test_bad_cells_go_to_the_error_column_when_asked(released: Released, tmp_path: Path) -> None:
+    """With PIPELINE_RUN__ON_ERROR=column (bound at release time, so via --package here) a
+    text number and a non-boolean get an error message in their row and no prediction."""
+    rows = _house_rows(6)
+    rows[2][1] = "abc"  # LotArea of data row 2
+    rows[5][5] = "maybe"  # CentralAir of data row 5
+    path = _write_csv(tmp_path / "two-bad-cells.csv", rows)
+    package = next((released.store / "packages").rglob("*.tar.gz"))
+    out = tmp_path / "out.csv"
+    before = snapshot(released.store)
+    result = released.invoke(
+        "predict", str(path), "--package", str(package), "-o", str(out),
+        PIPELINE_RUN__ON_ERROR="column",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert snapshot(released.store) == before
+    with out.open(newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert [r["error"] != "" for r in got] == [False, True, False, False, True, False]
+    assert "'abc' is not a finite number" in got[1]["error"]
+    assert "'maybe' is not true or false" in got[4]["error"]
+    assert got[1]["prediction"] == "" and got[0]["prediction"] != ""
+
+
+# --- real processes -----------------------------------------------------------------------------
+
+
+def _real_env(released: Released, **extra: str) -> dict[str, str]:
+    return {**released.env, **extra}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        pytest.param(
+            ("train",),
+            {"PIPELINE_DATA__SOURCE": str(CORPUS / "binary-garbage.csv")},
+            ("binary data",),
+            id="train-binary-garbage",
+        ),
+        pytest.param(
+            ("predict", str(CORPUS / "array-line.jsonl"), "--release", CURRENT),
+            {},
+            ("line 9 is a JSON list",),
+            id="predict-array-line-jsonl",
+        ),
+        pytest.param(
+            ("predict", str(CORPUS / "ragged-row-missing-field.csv"), "--release", CURRENT),
+            {},
+            ("4 fields on line 13",),
+            id="predict-ragged-row",
+        ),
+    ],
+)
+def test_real_process_refuses_without_traceback(
+    released: Released, args: tuple[str, ...], env: dict[str, str], named: tuple[str, ...]
+) -> None:
+    """`python -m pipeline` in a real process: exit 4, one line, no traceback, store intact.
+
+    predict writes predictions to stdout here, so its log stream is on stderr: the error line
+    is then the last line of stderr and the only one that is not JSON.
+    """
+    before = snapshot(released.store)
+    done = run_cli(*args, env=_real_env(released, **env), cwd=released.root, timeout=120)
+    assert done.returncode == DATA_ERROR, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    if args[0] == "predict":
+        *log, last = done.stderr.splitlines()
+        assert done.stdout == "" and last.startswith("error: ")
+        assert event("\n".join(log), "error")["message"] == last.removeprefix("error: ")
+        message = last
+    else:
+        assert done.stderr.count("\n") == 1
+        message = done.stderr
+    for part in named:
+        assert part in message
+    assert snapshot(released.store) == before
+
+
+def test_real_process_http_stall_is_bounded(
+    released: Released, server: Server, no_proxy: None
+) -> None:
+    """A real `train` against a server that never answers gives up after the configured
+    PIPELINE_HTTP_TIMEOUT and exits 5, writing nothing."""
+    uri = server.url + "/stall.csv"
+    before = snapshot(released.store)
+    env = _real_env(released, PIPELINE_DATA__SOURCE=uri, PIPELINE_HTTP_TIMEOUT=str(TIMEOUT))
+    started = time.monotonic()
+    done = run_cli("train", env=env, cwd=released.root, timeout=120)
+    assert time.monotonic() - started < 30
+    assert_refused(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        SOURCE_ERROR,
+        (uri, "within 0.5 seconds"),
+        released.store,
+        before,
+    )
+
+
+def test_corpus_has_a_case_for_every_committed_file() -> None:
+    """Every file in tests/corpus/ is exercised by a case here (none is dead weight), and the
+    corpus holds at least 40 cases that `train` refuses."""
+    named = {c.name for c in FILES} | {"utf8-bom.csv", "huge-1e308-in-numeric-column.csv",
+                                       "every-value-unique-text-column.csv"}  # fmt: skip
+    on_disk = {p.name for p in CORPUS.iterdir() if p.name != "README.md"}
+    assert on_disk <= named, on_disk - named
+    refused = [c for c in FILES if c.train] + URIS + HTTP_CASES + KAGGLE_CASES
+    assert len(refused) + 2 >= 40  # + connection refused + missing Kaggle credentials
