@@ -101,13 +101,17 @@ def test_periodic_checkpoint_survives_sigkill(tmp_path: Path, reference: str) ->
     epoch checkpoint and still yields the uninterrupted build id."""
     store = tmp_path / "store"
     env = _env(tmp_path, store, PIPELINE_TRAIN__CHECKPOINT_EVERY="2")
-    killed = _train_and_signal(env, "train.checkpoint", 3, signal.SIGKILL)
-    assert killed.returncode == -signal.SIGKILL
+    # Killed at its first checkpoint (epoch 2 of at least 13): far from the end, so the kill
+    # cannot arrive after the run finished and removed its checkpoint, even on a slow machine.
+    killed = _train_and_signal(env, "train.checkpoint", 1, signal.SIGKILL)
+    tail = killed.stdout[-3000:] + killed.stderr
+    assert killed.returncode == -signal.SIGKILL, tail
     saved = [e for e in events(killed.stdout) if e["event"] == "train.checkpoint"]
-    assert [e["epoch"] for e in saved][:3] == [3, 5, 7]  # state at the start of the next epoch
+    assert saved[0]["epoch"] == 3, tail  # the state at the start of the next epoch
+    assert "train.summary" not in killed.stdout, tail
     resumed = run_cli("train", "--resume", env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert event(resumed.stdout, "train.resume")["epoch"] >= 7
+    assert resumed.returncode == 0, (resumed.stderr, tail, sorted(store.rglob("*")))
+    assert event(resumed.stdout, "train.resume")["epoch"] >= 3
     assert event(resumed.stdout, "train.summary")["build_id"] == reference
 
 
