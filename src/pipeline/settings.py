@@ -121,7 +121,10 @@ class TrainSettings(_Section):
         "cpu", description="cpu, or auto to use CUDA when present"
     )
     threads: int = Field(
-        0, ge=0, description="torch intra-op threads; 0 means one per available core (max 4)"
+        0,
+        ge=0,
+        description="torch intra-op threads; 0: 1 for batches under 256 rows, else one per "
+        "core (max 4)",
     )
     checkpoint_every: int = Field(
         0,
@@ -166,6 +169,31 @@ class RunSettings(_Section):
     )
 
 
+class ServeSettings(_Section):
+    """The HTTP server of `pipeline serve`: operational, never recorded in a build or release."""
+
+    host: str = Field("0.0.0.0", description="Interface to bind; 0.0.0.0 is every interface")  # noqa: S104
+    port: int = Field(
+        8080, ge=0, le=65535, description="TCP port (0 picks a free one); unset, PORT is used"
+    )
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413"
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token that /v1/* requires when set (a secret)"
+    )
+    threads: int = Field(1, ge=1, description="torch intra-op threads of each inference")
+    concurrency: int = Field(
+        0, ge=0, description="Inferences run at once; 0 means one per available core"
+    )
+    graceful_timeout: int = Field(
+        30, ge=1, description="Seconds SIGTERM waits for in-flight requests before cancelling"
+    )
+    drain_seconds: float = Field(
+        0.0, ge=0, description="Seconds after SIGTERM that /readyz says 503 while still serving"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of a run."""
 
@@ -187,12 +215,16 @@ class Settings(BaseSettings):
         "info", description="Lowest level written"
     )
     http_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch gives up")
+    kaggle_timeout: float = Field(
+        60.0, gt=0, description="Seconds a Kaggle request may wait for the server before failing"
+    )
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
     features: FeatureSettings = Field(default_factory=FeatureSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[arg-type]
     gates: GateSettings = Field(default_factory=GateSettings)  # type: ignore[arg-type]
     run: RunSettings = Field(default_factory=RunSettings)  # type: ignore[arg-type]
+    serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
     release: str | None = Field(
         None, description="Release the run stage uses: name@vN or name@current"
     )
@@ -250,12 +282,17 @@ class Settings(BaseSettings):
 
     def public(self) -> dict[str, Any]:
         """The non-secret settings as plain JSON-able data (what manifests record)."""
-        return self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+        exclude: dict[str, Any] = {name: True for name in SECRET_FIELDS}
+        for *section, name in SECRET_PATHS:
+            exclude.setdefault(section[0], {})[name] = True
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 # Train settings that change how a run executes, never what it learns (so not in the id).
 _OPERATIONAL_TRAIN = ("device", "threads", "checkpoint_every")
 SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
+# Secrets inside a section, by path.
+SECRET_PATHS = (("serve", "token"),)
 ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
                "xdg_config_home": "XDG_CONFIG_HOME"}  # fmt: skip
@@ -282,7 +319,8 @@ def leaves(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> I
             continue
         env = ALIASED_ENV.get(name) or ENV_PREFIX + NESTED.join(path).upper()
         default = None if field.is_required() else field.get_default(call_default_factory=True)
-        yield Leaf(path, env, name in SECRET_FIELDS, field.description or "", default)
+        secret = name in SECRET_FIELDS or path in SECRET_PATHS
+        yield Leaf(path, env, secret, field.description or "", default)
 
 
 def _known_env_names() -> set[str]:
@@ -420,7 +458,11 @@ def load(
     env_values = _source_values({k: v for k, v in environ.items() if k not in unknown})
     dotenv_values_ = _source_values({k: v for k, v in dotenv.items() if k not in unknown})
 
-    layers = [("preset", preset), (".env", dotenv_values_), ("env", env_values)]
+    layers = [
+        ("preset", preset),
+        (".env", _with_port(dotenv_values_, dotenv)),
+        ("env", _with_port(env_values, environ)),
+    ]
     if overrides:
         layers.append(("cli", _source_values(overrides)))
     merged: dict[str, Any] = {}
@@ -436,6 +478,18 @@ def load(
     for leaf in leaves():
         origins.setdefault(leaf.path, "default")
     return Loaded(settings, origins, preset_path, env_file if dotenv else None, unknown)
+
+
+def _with_port(values: dict[str, Any], source: Mapping[str, str]) -> dict[str, Any]:
+    """``values`` plus ``serve.port`` from the platform's unprefixed ``PORT`` (Heroku, Cloud Run).
+
+    PIPELINE_SERVE__PORT from the same source wins: it is the project's own, more specific name.
+    """
+    port = source.get("PORT")
+    serve = values.get("serve")
+    if port is None or (isinstance(serve, Mapping) and "port" in serve):
+        return values
+    return {**values, "serve": {**(serve if isinstance(serve, Mapping) else {}), "port": port}}
 
 
 class _MappingEnvSource(EnvSettingsSource):

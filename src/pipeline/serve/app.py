@@ -1,0 +1,456 @@
+"""The ASGI application: probes, model metadata, predictions, and the OpenAPI document.
+
+The model may load after the socket is bound (``/healthz`` answers at once, ``/readyz`` turns 200
+when the release is loaded and 503 again once SIGTERM arrives). Inference runs in worker threads,
+at most ``concurrency`` at a time, so the event loop keeps answering probes under load; each one
+calls ``Predictor.predict_frame``, the code `pipeline predict` runs, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import re
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from pipeline.serve.contract import Contract, RequestError, dumps
+from pipeline.settings import RunSettings, ServeSettings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MEDIA_TYPES = {"application/json": "json", "text/csv": "csv"}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_ERROR_RESPONSES = {
+    400: "Malformed body (not JSON / not CSV)",
+    401: "Missing or wrong bearer token",
+    413: "Body larger than PIPELINE_SERVE__MAX_BODY_BYTES",
+    415: "Content-Type is neither application/json nor text/csv",
+    422: "Records do not match the model's input schema (record index + column given)",
+    503: "Not ready: the release is loading, or the server is shutting down",
+}
+
+
+@dataclass
+class Loaded:
+    """A release ready to serve: the predictor, its run settings and what /v1/model reports."""
+
+    predictor: Any  # pipeline.predict.Predictor (imported lazily: it brings torch and pandas)
+    run: RunSettings
+    release: str | None
+    metrics: dict[str, Any]
+    contract: Contract
+
+    @classmethod
+    def build(
+        cls, predictor: Any, run: RunSettings, release: str | None, metrics: dict[str, Any]
+    ) -> Loaded:
+        """Derive the HTTP contract from the predictor's schema and the bound run settings."""
+        contract = Contract(
+            schema=predictor.schema,
+            classes=[str(c) for c in predictor.pre.target.classes],
+            missing_values=frozenset(predictor.missing_values),
+            delimiter=predictor.delimiter,
+            id_column=run.id_column,
+            error_column=run.on_error == "column",
+        )
+        return cls(predictor, run, release, metrics, contract)
+
+    def info(self) -> dict[str, Any]:
+        """The document /v1/model returns."""
+        p = self.predictor
+        return {
+            "name": p.name,
+            "version": p.version,
+            "package_id": p.package_id,
+            "build_id": p.build_id,
+            "release": self.release,
+            "task": p.schema.task,
+            "target": p.schema.target,
+            "classes": self.contract.classes,
+            "input_schema": {
+                "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
+            },
+            "metrics": self.metrics,
+            "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
+        }
+
+
+class ServeState:
+    """What the routes share: the loaded release, readiness, limits and request counters."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        *,
+        loaded: Loaded | None = None,
+        loader: Callable[[], Loaded] | None = None,
+        log: Any = None,
+    ) -> None:
+        import os
+
+        from pipeline import log as logging_
+
+        self.settings = settings
+        self.loaded = loaded
+        self.loader = loader
+        self.log = log if log is not None else logging_.get_logger()
+        self.failure: BaseException | None = None
+        self.draining = False
+        self.on_failure: Callable[[], None] = lambda: None
+        self.on_ready: Callable[[Loaded], None] = lambda _: None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.concurrency = settings.concurrency or max(1, cores or 1)
+        # A thread semaphore rather than an anyio limiter: it belongs to no event loop, so the
+        # same state serves uvicorn and in-process test clients alike.
+        self.inference = threading.BoundedSemaphore(self.concurrency)
+        self.started = 0
+        self.completed = 0
+        self._token = settings.token.get_secret_value().encode() if settings.token else None
+        self._openapi: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """loading, ready, draining or failed (what /readyz says)."""
+        if self.failure is not None:
+            return "failed"
+        if self.draining:
+            return "draining"
+        return "ready" if self.loaded is not None else "loading"
+
+    def start_loading(self) -> None:
+        """Load the release in a thread, so the socket is bound and /healthz answers meanwhile."""
+        if self.loaded is not None or self.loader is None:
+            return
+        # In a copy of this context, so the loader's events carry the run's bound fields.
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(self._load,), name="serve-loader", daemon=True
+        ).start()
+
+    def _load(self) -> None:
+        assert self.loader is not None
+        try:
+            loaded = self.loader()
+        except BaseException as exc:
+            self.failure = exc
+            self.on_failure()
+            return
+        self.loaded = loaded
+        self.on_ready(loaded)
+
+    def ready(self) -> Loaded:
+        """The loaded release, or 503 while it loads.
+
+        While draining, requests that still arrive are served: /readyz alone tells load
+        balancers to stop sending.
+        """
+        loaded = self.loaded
+        if loaded is None:
+            raise RequestError(503, "not_ready", f"the server is {self.status}: retry later")
+        return loaded
+
+    def authorize(self, request: Request) -> None:
+        """401 unless the request carries the bearer token (when one is configured)."""
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._token
+        ):
+            raise RequestError(
+                401,
+                "unauthorized",
+                "send the header 'Authorization: Bearer <token>' (PIPELINE_SERVE__TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def openapi(self, app: FastAPI, loaded: Loaded) -> dict[str, Any]:
+        """The OpenAPI document, with request and response models from the package's schema."""
+        if self._openapi is None:
+            from fastapi.openapi.utils import get_openapi
+
+            p = loaded.predictor
+            doc = get_openapi(
+                title=f"{p.name} model",
+                version=p.version,
+                description=(
+                    f"Predictions of `{p.schema.target}` ({p.schema.task}) by package "
+                    f"{p.package_id[:12]}"
+                    + (f", release {loaded.release}." if loaded.release else ".")
+                ),
+                routes=app.routes,
+            )
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(
+                loaded.contract.components()
+            )
+            if self._token is not None:
+                doc["components"]["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
+                for path, item in doc["paths"].items():
+                    if path.startswith("/v1/"):
+                        for operation in item.values():
+                            operation["security"] = [{"bearer": []}]
+            self._openapi = doc
+        return self._openapi
+
+
+def _predict(
+    loaded: Loaded, state: ServeState, body: bytes, media: str
+) -> tuple[bytes, int, list[str]]:
+    """Parse, validate and predict one request body (runs in a worker thread)."""
+    from pipeline.errors import DataError
+
+    contract = loaded.contract
+    if media == "json":
+        frame, ignored = contract.records_frame(body)
+    else:
+        frame, ignored = contract.csv_frame(body, check_numbers=loaded.run.on_error == "fail")
+    predictions: list[dict[str, Any]] = []
+    if len(frame):
+        try:
+            with state.inference:
+                result = loaded.predictor.predict_frame(frame, loaded.run, label="the request")
+        except DataError as exc:
+            raise RequestError(422, "invalid_records", exc.message) from None
+        predictions = contract.predictions(result)
+    p = loaded.predictor
+    doc: dict[str, Any] = {
+        "predictions": predictions,
+        "model": p.name,
+        "version": p.version,
+        "package_id": p.package_id,
+        "release": loaded.release,
+    }
+    if ignored:
+        doc["ignored_columns"] = ignored
+    return dumps(doc), len(frame), ignored
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    too_big = RequestError(
+        413,
+        "body_too_large",
+        f"the body is larger than {limit} bytes: send fewer records per request",
+    )
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(header: str | None) -> str:
+    kind = (header or "").split(";", 1)[0].strip().lower()
+    if kind in MEDIA_TYPES:
+        return MEDIA_TYPES[kind]
+    if kind.endswith("+json"):
+        return "json"
+    raise RequestError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {kind or '(none)'!r} is not accepted: send application/json "
+        '({"records": [...]}) or text/csv (a header line and rows)',
+    )
+
+
+class AccessLog:
+    """Pure ASGI middleware: one ``serve.request`` event per request, and a request id.
+
+    The id comes from the client's ``X-Request-ID`` when it is a sane token, else a new one; it
+    goes back in the response header. Requests are counted when they start and when they end, so
+    a shutdown can say whether any accepted request was left unanswered.
+    """
+
+    def __init__(self, app: Any, state: ServeState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        extra = scope.setdefault("state", {})
+        extra["request_id"] = request_id
+        status = 500  # what the client gets if the app fails before answering
+        log = self.state.log
+        self.state.started += 1
+        log.debug("serve.request_start", method=scope["method"], path=scope["path"],
+                  request_id=request_id)  # fmt: skip
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # A bug, never the client's fault: a 500 without internals, the traceback in the log.
+            log.error("serve.internal_error", path=scope["path"], request_id=request_id,
+                      error=f"{type(exc).__name__}: {exc}",
+                      traceback="".join(traceback.format_exception(exc)))  # fmt: skip
+            if status == 500:
+                json_type = [(b"content-type", b"application/json")]
+                await send_with_id(
+                    {"type": "http.response.start", "status": 500, "headers": json_type}
+                )
+                body = {"error": "internal", "message": "internal error: a bug, please report it"}
+                await send({"type": "http.response.body", "body": dumps(body)})
+        finally:
+            self.state.completed += 1
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
+                "rows": extra.get("rows"),
+                "request_id": request_id,
+            }
+            if extra.get("ignored_columns"):
+                fields["ignored_columns"] = extra["ignored_columns"]
+            if status == 500:
+                log.error("serve.request", **fields)
+            elif status >= 400:
+                log.warning("serve.request", **fields)
+            else:
+                log.info("serve.request", **fields)
+
+
+def create_app(state: ServeState) -> FastAPI:
+    """The FastAPI application around ``state``."""
+    import anyio
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.start_loading()
+        yield
+
+    app = FastAPI(
+        title="pipeline serve",
+        lifespan=lifespan,
+        openapi_url=None,  # served below, built from the package once it is loaded
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(AccessLog, state=state)
+
+    @app.exception_handler(RequestError)
+    async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code, text in _ERROR_RESPONSES.items()
+    }
+
+    @app.get("/healthz", tags=["probes"], summary="Liveness: 200 while the process runs")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        summary="Readiness: 200 once the release is loaded, 503 while loading or shutting down",
+        responses={503: {"description": "Loading, draining after SIGTERM, or failed to load"}},
+    )
+    async def readyz() -> JSONResponse:
+        loaded = state.loaded
+        status = state.status
+        body: dict[str, Any] = {"status": status}
+        if loaded is not None:
+            body["release"] = loaded.release
+            body["package_id"] = loaded.predictor.package_id
+        return JSONResponse(body, status_code=200 if status == "ready" else 503)
+
+    @app.get(
+        "/v1/model",
+        tags=["model"],
+        summary="The served model: name, version, ids, release, input schema, metrics",
+        responses={k: v for k, v in errors.items() if k in (401, 503)},
+    )
+    async def model(request: Request) -> dict[str, Any]:
+        state.authorize(request)
+        return state.ready().info()
+
+    @app.post(
+        "/v1/predict",
+        tags=["model"],
+        summary="Predict records (JSON) or rows (CSV); one prediction per record, in order",
+        responses={
+            200: {
+                "description": "One prediction per record, in order",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}
+                },
+            },
+            **errors,
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                    "text/csv": {
+                        "schema": {
+                            "type": "string",
+                            "description": "A header line naming the model's columns, then rows",
+                        }
+                    },
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> Response:
+        state.authorize(request)
+        loaded = state.ready()
+        media = _media_type(request.headers.get("content-type"))
+        body = await _read_body(request, state.settings.max_body_bytes)
+        payload, rows, ignored = await anyio.to_thread.run_sync(
+            _predict, loaded, state, body, media
+        )
+        request.state.rows = rows
+        request.state.ignored_columns = ignored
+        return Response(payload, media_type="application/json")
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        loaded = state.ready()
+        return JSONResponse(state.openapi(app, loaded))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="pipeline serve")
+
+    return app

@@ -1,0 +1,363 @@
+"""A package's input schema as the HTTP contract: validation, frames and OpenAPI from one source.
+
+Every input column becomes a required property of a record, typed as the model was trained on
+(numeric → number|null, categorical → string|null, boolean → boolean|null). One pydantic
+``TypeAdapter`` both validates request bodies and writes the OpenAPI components, so the request
+the documentation shows is exactly the request the server accepts. Validated records become the
+same frame ``pipeline predict`` builds from a CSV file (categorical strings that the training
+data read as missing, such as ``NA``, are missing here too), so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, NotRequired
+
+from pydantic import Field, Strict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from pipeline.data.schema import Schema
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# How many field-level problems one error response lists (the total is always given).
+MAX_DETAIL = 50
+
+# TypedDict built at run time from a schema: typed as a plain callable (checkers expect literals),
+# and typing_extensions' version because pydantic needs it before Python 3.12.
+_typed_dict: Any = TypedDict
+
+_JSON_TYPES = {"numeric": float, "categorical": str, "boolean": bool}
+_KIND_HELP = {
+    "numeric": "numeric column: a JSON number, or null when missing",
+    "categorical": "categorical column: a string, or null when missing; unseen values are allowed",
+    "boolean": "boolean column: true, false, or null when missing",
+}
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status, a code, a message and field-level detail."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        detail: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.detail = detail or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON document sent back."""
+        out: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class Contract:
+    """Request validation and OpenAPI components for one package's schema and run settings."""
+
+    schema: Schema
+    classes: list[str]
+    missing_values: frozenset[str]
+    delimiter: str
+    id_column: str | None
+    error_column: bool
+    known: frozenset[str] = field(init=False)  # the keys a record may carry that are used
+    _adapter: TypeAdapter[Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = {c.name for c in self.schema.columns}
+        self.known = frozenset(names | ({self.id_column} if self.id_column else set()))
+        self._adapter = TypeAdapter(self._request_type())
+
+    # -- models -------------------------------------------------------------------------------
+
+    def _record_type(self) -> Any:
+        fields: dict[str, Any] = {}
+        for column in self.schema.columns:
+            kind = column.kind if column.kind in _JSON_TYPES else "categorical"
+            constraint = Field(title=column.name, description=_KIND_HELP[kind])
+            if kind == "numeric":
+                # NaN and infinities are refused here with the record and column named.
+                constraint = Field(
+                    title=column.name, description=_KIND_HELP[kind], allow_inf_nan=False
+                )
+            fields[column.name] = Annotated[_JSON_TYPES[kind] | None, Strict(), constraint]
+        if self.id_column and self.id_column not in fields:
+            # The id column is copied through untouched, whatever its type; it is not required.
+            fields[self.id_column] = NotRequired[
+                Annotated[Any, Field(title=self.id_column, description="Copied to the output")]
+            ]
+        record = _typed_dict("Record", fields)
+        # Keys the model does not use are accepted and reported back, as `pipeline predict`
+        # ignores extra columns with a warning.
+        record.__pydantic_config__ = {"extra": "allow", "title": "Record"}
+        return record
+
+    def _request_type(self) -> Any:
+        request = _typed_dict("PredictRequest", {"records": list[self._record_type()]})  # type: ignore[misc]
+        request.__pydantic_config__ = {"extra": "forbid", "title": "PredictRequest"}
+        return request
+
+    def _prediction_schema(self) -> dict[str, Any]:
+        number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+        props: dict[str, Any] = {}
+        if self.id_column:
+            props[self.id_column] = {"description": "Copied from the record's id column"}
+        if self.schema.task == "regression":
+            props["prediction"] = {**number, "description": f"Predicted {self.schema.target}"}
+        else:
+            props["prediction"] = {
+                "anyOf": [{"type": "string", "enum": self.classes}, {"type": "null"}],
+                "description": f"Predicted class of {self.schema.target}",
+            }
+            for name in self.classes:
+                props[f"probability_{name}"] = {**number, "description": f"P({name})"}
+        if self.error_column:
+            props["error"] = {"type": "string", "description": "Why this row has no prediction"}
+        return {
+            "title": "Prediction",
+            "type": "object",
+            "properties": props,
+            "required": list(props),
+        }
+
+    def components(self) -> dict[str, Any]:
+        """OpenAPI ``components.schemas`` for the request, the response and errors."""
+        doc = self._adapter.json_schema(ref_template="#/components/schemas/{model}")
+        schemas: dict[str, Any] = dict(doc.pop("$defs", {}))
+        schemas["PredictRequest"] = doc
+        schemas["Prediction"] = self._prediction_schema()
+        schemas["PredictResponse"] = {
+            "title": "PredictResponse",
+            "type": "object",
+            "properties": {
+                "predictions": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/Prediction"},
+                    "description": "One entry per record, in order",
+                },
+                "model": {"type": "string"},
+                "version": {"type": "string"},
+                "package_id": {"type": "string"},
+                "release": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "ignored_columns": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Keys of the records that the model does not use",
+                },
+            },
+            "required": ["predictions", "model", "version", "package_id", "release"],
+        }
+        schemas["ErrorDetail"] = {
+            "title": "ErrorDetail",
+            "type": "object",
+            "properties": {
+                "record": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+                "column": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "input": {},
+            },
+            "required": ["record", "column", "type", "message"],
+        }
+        schemas["Error"] = {
+            "title": "Error",
+            "type": "object",
+            "properties": {
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
+            },
+            "required": ["error", "message"],
+        }
+        return schemas
+
+    # -- request bodies -----------------------------------------------------------------------
+
+    def records_frame(self, body: bytes) -> tuple[pd.DataFrame, list[str]]:
+        """A JSON body ``{"records": [...]}`` as a frame, and the keys the model ignores."""
+        import numpy as np
+        import pandas as pd
+
+        try:
+            records = self._adapter.validate_json(body)["records"]
+        except ValidationError as exc:
+            raise _json_error(exc) from None
+        columns: dict[str, Any] = {}
+        for column in self.schema.columns:
+            values = [r[column.name] for r in records]
+            if column.kind == "numeric":
+                columns[column.name] = np.array(values, dtype="float64")  # None → NaN
+            elif column.kind == "boolean":
+                # As text, the way predict reads booleans from a CSV file.
+                text = {True: "true", False: "false", None: None}
+                columns[column.name] = np.array([text[v] for v in values], dtype=object)
+            else:
+                missing = self.missing_values
+                columns[column.name] = np.array(
+                    [None if v in missing else v for v in values], dtype=object
+                )
+        if self.id_column and self.id_column not in columns:
+            columns[self.id_column] = np.array(
+                [r.get(self.id_column) for r in records], dtype=object
+            )
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
+        ignored = sorted(set().union(*(r.keys() for r in records)) - self.known)
+        return frame, ignored
+
+    def csv_frame(self, body: bytes, check_numbers: bool) -> tuple[pd.DataFrame, list[str]]:
+        """A CSV body (header + rows) as a frame of text, read as `pipeline predict` reads files.
+
+        With ``check_numbers``, a numeric cell that is not a finite number is refused here with
+        its record and column; otherwise it reaches the predictor, which reports it in the
+        ``error`` column (``PIPELINE_RUN__ON_ERROR=column``).
+        """
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise RequestError(400, "invalid_csv", "the CSV body is not UTF-8 text") from None
+        header = next(csv.reader(io.StringIO(text), delimiter=self.delimiter), [])
+        if not header or header == [""]:
+            raise RequestError(400, "invalid_csv", "the CSV body is empty: send a header + rows")
+        missing = [c.name for c in self.schema.columns if c.name not in header]
+        if missing:
+            raise RequestError(
+                422,
+                "missing_columns",
+                f"the CSV header lacks {len(missing)} column(s) the model needs",
+                [_detail(None, name, "missing", "Column required") for name in missing],
+            )
+        wanted = [c for c in header if c in self.known]
+        try:
+            table = pacsv.read_csv(
+                io.BytesIO(text.encode()),
+                parse_options=pacsv.ParseOptions(delimiter=self.delimiter),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=wanted,
+                    column_types={c: pa.string() for c in wanted},
+                    null_values=list(self.missing_values),
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise RequestError(
+                400, "invalid_csv", f"the CSV body cannot be parsed: {first}"
+            ) from None
+        frame = table.to_pandas()
+        frame.index = pd.RangeIndex(len(frame))
+        if check_numbers:
+            self._check_numbers(frame)
+        ignored = [c for c in header if c not in self.known]
+        return frame, ignored
+
+    def _check_numbers(self, frame: pd.DataFrame) -> None:
+        import numpy as np
+        import pandas as pd
+
+        problems: list[dict[str, Any]] = []
+        total = 0
+        for column in self.schema.columns:
+            if column.kind != "numeric":
+                continue
+            series = frame[column.name]
+            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
+            bad = (np.isnan(values) & series.notna().to_numpy()) | np.isinf(values)
+            for row in np.flatnonzero(bad):
+                total += 1
+                if len(problems) < MAX_DETAIL:
+                    problems.append(
+                        _detail(
+                            int(row),
+                            column.name,
+                            "float_parsing",
+                            "Input should be a finite number",
+                            series.iloc[row],
+                        )
+                    )
+        if problems:
+            problems.sort(key=lambda d: (d["record"], d["column"]))
+            raise RequestError(
+                422, "invalid_records", f"{total} value(s) are not valid for the model", problems
+            )
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def predictions(self, result: pd.DataFrame) -> list[dict[str, Any]]:
+        """``Predictor.predict_frame``'s frame as JSON-ready dicts (NaN becomes null)."""
+        columns = []
+        for name in result.columns:
+            values = result[name].to_numpy(dtype=object).tolist()
+            columns.append([_plain(v) for v in values])
+        names = list(result.columns)
+        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _detail(
+    record: int | None, column: str | None, kind: str, message: str, value: Any = ...
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"record": record, "column": column, "type": kind, "message": message}
+    if value is not ...:
+        out["input"] = _plain(value)
+    return out
+
+
+def _json_error(exc: ValidationError) -> RequestError:
+    """Pydantic's errors as field-level detail: the record's index and the column's name."""
+    errors = exc.errors(include_url=False, include_context=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return RequestError(400, "invalid_json", f"the body is not valid JSON: {errors[0]['msg']}")
+    detail = []
+    for err in errors[:MAX_DETAIL]:
+        loc = list(err["loc"])
+        record = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        column = str(loc[2]) if len(loc) > 2 else None
+        if not loc:
+            column, message = None, 'the body must be a JSON object {"records": [...]}'
+        elif loc[0] != "records":
+            column, message = str(loc[0]), f"unknown key '{loc[0]}': send only \"records\""
+        else:
+            message = err["msg"]
+        value = err.get("input", ...)
+        scalar = value is None or isinstance(value, str | int | float | bool)
+        item = _detail(record, column, err["type"], message, value if scalar else ...)
+        if err["type"] == "missing":
+            item.pop("input", None)
+        detail.append(item)
+    return RequestError(
+        422, "invalid_records", f"{len(errors)} problem(s) with the request body", detail
+    )
+
+
+def dumps(doc: Any) -> bytes:
+    """Compact JSON bytes; floats keep their shortest exact spelling."""
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()

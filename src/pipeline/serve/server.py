@@ -1,0 +1,198 @@
+"""Run the app under uvicorn: bind first, load the release meanwhile, drain and stop on SIGTERM.
+
+The socket is bound before the release loads, so ``/healthz`` answers within a second and
+``/readyz`` turns 200 when the model is ready (a ``serve.ready`` event says how long it took).
+On SIGTERM (or Ctrl-C) ``/readyz`` turns 503 at once; after ``drain_seconds`` the listening
+socket closes, idle keep-alive connections are closed, requests in flight are finished (up to
+``graceful_timeout``), and the process exits 0. A second signal stops at once. A release that
+cannot be loaded stops the server with that error's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from pipeline.serve.app import Loaded, ServeState, create_app
+from pipeline.settings import Settings
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn's own warnings and errors, as events in the JSON log stream."""
+
+    def __init__(self, log: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
+        if record.exc_info and record.exc_info[1] is not None:
+            fields["traceback"] = "".join(traceback.format_exception(record.exc_info[1]))
+        if record.levelno >= logging.ERROR:
+            self.log.error("serve.uvicorn", **fields)
+        else:
+            self.log.warning("serve.uvicorn", **fields)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with draining, and without re-raising the signal after shutdown.
+
+    uvicorn re-raises a captured SIGTERM once it has shut down, which kills the process with
+    status 143; a server that finished every request it accepted has succeeded, so it exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServeState, drain: float, log: Any) -> None:
+        super().__init__(config)
+        self.state, self.drain, self.log = state, drain, log
+        self.signal: int | None = None
+        self.deadline = 0.0
+        self._announced = False
+        self.port: int | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: set flags only (writing a log line here could re-enter stdout).
+        if self.signal is None:
+            self.signal = sig
+            self.state.draining = True
+            self.deadline = time.monotonic() + self.drain
+            if self.drain <= 0:
+                self.should_exit = True
+        else:  # a second signal: stop now, without waiting for requests in flight
+            self.should_exit = True
+            self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.signal is not None and not self._announced:
+            self._announced = True
+            self.log.info(
+                "serve.draining",
+                signal=signal.Signals(self.signal).name,
+                drain_seconds=self.drain,
+                in_flight=self.state.started - self.state.completed,
+            )
+        if self.signal is not None and time.monotonic() >= self.deadline:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.port = self.servers[0].sockets[0].getsockname()[1]
+            self.log.info("serve.listening", host=self.config.host, port=self.port)
+
+
+def serve(settings: Settings, release: str | None, package: Path | None) -> None:
+    """Serve ``release`` (or ``package``) until SIGTERM; raise the load error if loading fails."""
+    from pipeline import log as logging_
+
+    t0 = time.perf_counter()
+    # A logger made now, after the CLI applied PIPELINE_LOG_LEVEL / _FORMAT (``log`` was bound
+    # before that, with the defaults), so debug events show when asked for.
+    log = logging_.get_logger()
+    conf = settings.serve
+    if conf.token is not None:
+        logging_.register_secrets([conf.token.get_secret_value()])
+
+    def load() -> Loaded:
+        return load_release(settings, release, package)
+
+    state = ServeState(conf, loader=load, log=log)
+    config = uvicorn.Config(
+        create_app(state),
+        host=conf.host,
+        port=conf.port,
+        access_log=False,  # one structlog event per request instead (serve.request)
+        log_config=None,  # leave the process's logging alone
+        lifespan="on",
+        timeout_graceful_shutdown=conf.graceful_timeout,
+        server_header=False,
+    )
+    server = _Server(config, state, conf.drain_seconds, log)
+
+    def ready(loaded: Loaded) -> None:
+        p = loaded.predictor
+        log.info(
+            "serve.ready",
+            seconds=round(time.perf_counter() - t0, 3),
+            model=p.name,
+            version=p.version,
+            package_id=p.package_id,
+            build_id=p.build_id,
+            release=loaded.release,
+            port=server.port,
+            concurrency=state.concurrency,
+            threads=conf.threads,
+        )
+
+    def failed() -> None:
+        server.should_exit = True
+
+    state.on_ready, state.on_failure = ready, failed
+    forward = _ToStructlog(log)
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(forward)
+    uvicorn_log.propagate = False
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; it logged the reason (serve.uvicorn)
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"cannot listen on {conf.host}:{conf.port}: the address is in use or not allowed; "
+            "set PORT or PIPELINE_SERVE__PORT to another port"
+        ) from None
+    finally:
+        uvicorn_log.removeHandler(forward)
+        uvicorn_log.propagate = True
+    if state.failure is not None:
+        raise state.failure
+    log.info(
+        "serve.stopped",
+        signal=signal.Signals(server.signal).name if server.signal else None,
+        requests=state.completed,
+        unanswered=state.started - state.completed,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+
+
+def load_release(settings: Settings, release: str | None, package: Path | None) -> Loaded:
+    """Load and warm up the model that ``pipeline predict`` would use with the same arguments."""
+    import torch
+
+    from pipeline import log as logging_
+    from pipeline import predict, releases
+    from pipeline.package import open_package
+    from pipeline.store import Store
+
+    store = Store.from_uri(settings.store)
+    predictor, run, ref = predict.load(
+        store, release or settings.release, package, settings.model.name, settings.run
+    )
+    logging_.bind(package_id=predictor.package_id, release=ref)
+    # Metrics are not part of a Predictor: read them from the (verified) package itself.
+    if package is None:
+        sidecar = releases.find_package(store, predictor.package_id)
+        package = store.local_file(f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz")
+    metrics = open_package(package).json("metrics.json")
+    # One intra-op thread per inference by default: concurrent requests give the parallelism,
+    # and N requests x all-cores threads would oversubscribe the machine.
+    torch.set_num_threads(settings.serve.threads)
+    loaded = Loaded.build(predictor, run, ref, metrics)
+    # Warm up (first-call allocations, lazy imports) so the first real request is not slow.
+    warm = loaded.contract.records_frame(_null_record(loaded))[0]
+    predictor.predict_frame(warm, run, label="the warm-up row")
+    return loaded
+
+
+def _null_record(loaded: Loaded) -> bytes:
+    from pipeline.serve.contract import dumps
+
+    record = {c.name: None for c in loaded.predictor.schema.columns}
+    return dumps({"records": [record]})

@@ -1,0 +1,206 @@
+"""Releases to serve, built once per test session, and a `pipeline serve` process to talk to."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from tests.conftest import REPO, run_cli
+
+TEST_CSV = REPO / "tests" / "fixtures" / "house-prices-test.csv"
+
+
+def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.upper().startswith(("PIPELINE_", "KAGGLE_")) and k != "PORT"
+    }
+    return {**base, **extra}
+
+
+def pipeline(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `python -m pipeline ARGS` and fail the test with its stderr if it does not exit 0."""
+    done = run_cli(*args, env=env, cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def serve_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`pipeline serve` expected to exit on its own (a start-up error), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "serve"], env=_clean_env(env), cwd=cwd,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _release(
+    root: Path, preset: str | None, data: Path | None = None, **extra: str
+) -> dict[str, Any]:
+    """train -> package -> release create in a store of its own, as a CI job runs them."""
+    env = {
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_CONFIG_DIR": str(REPO / "config"),
+        "PIPELINE_SEED": "0",
+        # Short training: these tests are about serving, not about the model's quality.
+        "PIPELINE_TRAIN__MAX_EPOCHS": "40",
+        "PIPELINE_TRAIN__PATIENCE": "10",
+        **({"PIPELINE_PRESET": preset} if preset else {}),
+        **({"PIPELINE_DATA__SOURCE": str(data)} if data else {}),
+        **extra,
+    }
+    pipeline("train", env=env, cwd=root)
+    pipeline("package", "--id-file", str(root / "package.id"), env=env, cwd=root)
+    package_id = (root / "package.id").read_text().strip()
+    pipeline("release", "create", package_id, "--id-file", str(root / "release.id"), env=env,
+             cwd=root)  # fmt: skip
+    release = (root / "release.id").read_text().strip()
+    archive = next((root / "store" / "packages").glob("*/*.tar.gz"))
+    return {"env": env, "root": root, "release": release, "package": archive,
+            "package_id": package_id}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def house(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A house-prices release (regression) whose run settings copy the Id column through."""
+    root = tmp_path_factory.mktemp("house")
+    return _release(root, None, PIPELINE_RUN__ID_COLUMN="Id")
+
+
+@pytest.fixture(scope="session")
+def titanic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A Titanic release (binary classification, `?` read as missing)."""
+    return _release(tmp_path_factory.mktemp("titanic"), "titanic")
+
+
+@pytest.fixture(scope="session")
+def flags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small model with a boolean, a numeric and a categorical column, from a generated CSV."""
+    root = tmp_path_factory.mktemp("flags")
+    lines = ["member,age,city,spend"]
+    for i in range(240):
+        member = ("true", "false")[i % 2] if i % 17 else ""
+        city = ("north", "south", "east")[i % 3]
+        spend = 10 + (i % 2) * 25 + (i % 7) * 3 + (i % 3)
+        lines.append(f"{member},{20 + i % 50},{city},{spend}")
+    data = root / "flags.csv"
+    data.write_text("\n".join(lines) + "\n")
+    return _release(root, None, data, PIPELINE_DATA__TARGET="spend", PIPELINE_DATA__DROP="[]",
+                    PIPELINE_DATA__COLUMN_KINDS='{"member": "boolean"}',
+                    PIPELINE_MODEL__NAME="flags")  # fmt: skip
+
+
+class Served:
+    """A `pipeline serve` subprocess whose JSON log lines are collected as they arrive."""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "serve", *args],
+            env=_clean_env(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.stderr = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err = threading.Thread(target=self._read_err, daemon=True)
+        self._err.start()
+        self.port = int(self.wait_event("serve.listening")["port"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every log event so far (a line that is not JSON fails the test)."""
+        return [json.loads(line) for line in list(self.lines) if line.strip()]
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """The events called ``name`` so far."""
+        return [e for e in self.events() if e.get("event") == name]
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 120) -> dict[str, Any]:
+        """The ``count``-th event called ``name``, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.named(name)
+            if len(found) >= count:
+                return found[count - 1]
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                found = self.named(name)
+                if len(found) >= count:
+                    return found[count - 1]
+                self._err.join(5)
+                raise AssertionError(
+                    f"serve exited {self.proc.returncode} before {name!r}: {self.stderr[-2000:]}"
+                )
+            time.sleep(0.02)
+        raise AssertionError(f"no {name!r} event within {timeout}s: {''.join(self.lines)[-2000:]}")
+
+    def wait_ready(self, timeout: float = 120) -> dict[str, Any]:
+        """The serve.ready event, once /readyz also says 200."""
+        ready = self.wait_event("serve.ready", timeout=timeout)
+        assert httpx2.get(f"{self.url}/readyz").status_code == 200
+        return ready
+
+    def terminate(self) -> None:
+        """Send SIGTERM once, as `docker stop` or Kubernetes does."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 60) -> int:
+        """The exit status, once the process has exited on its own, and all its output read."""
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        self._err.join(5)
+        return code
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, then the exit status."""
+        self.terminate()
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """Stop it whatever state it is in (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start `pipeline serve` processes; each is killed at the end of the test if still running."""
+    started: list[Served] = []
+
+    def start(*args: str, env: Mapping[str, str], cwd: Path, port: str | None = "0") -> Served:
+        full = {"PIPELINE_LOG_FORMAT": "json", **env}
+        if port is not None:
+            full.setdefault("PIPELINE_SERVE__PORT", port)
+        server = Served(list(args), full, cwd)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()

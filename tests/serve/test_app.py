@@ -1,0 +1,358 @@
+"""The serve app in process: the OpenAPI contract, validation errors, limits and readiness."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
+from tests.serve.conftest import TEST_CSV, pipeline
+
+from pipeline.serve.app import Loaded, ServeState, create_app
+from pipeline.serve.server import load_release
+from pipeline.settings import RunSettings, ServeSettings, load
+
+
+def _loaded(release: dict[str, Any], **run: Any) -> Loaded:
+    """The release's package loaded as the server loads it (run settings optionally replaced)."""
+    settings = load(release["env"]).settings
+    loaded = load_release(settings, None, release["package"])
+    if run:
+        return Loaded.build(loaded.predictor, RunSettings(**run), None, loaded.metrics)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def house_loaded(house: dict[str, Any]) -> Loaded:
+    """house-prices, with the Id column copied through."""
+    return _loaded(house, id_column="Id")
+
+
+def _client(loaded: Loaded | None, **settings: Any) -> TestClient:
+    state = ServeState(ServeSettings(**settings), loaded=loaded)
+    return TestClient(create_app(state))
+
+
+@pytest.fixture
+def client(house_loaded: Loaded) -> Iterator[TestClient]:
+    """A client of the house-prices app with default settings."""
+    with _client(house_loaded) as c:
+        yield c
+
+
+def _rows(n: int) -> list[dict[str, str]]:
+    with TEST_CSV.open(newline="") as fh:
+        return [row for _, row in zip(range(n), csv.DictReader(fh), strict=False)]
+
+
+def _record(loaded: Loaded, row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in loaded.predictor.schema.columns:
+        value = row[column.name]
+        if column.kind == "numeric":
+            out[column.name] = None if value in ("", "NA") else float(value)
+        else:
+            out[column.name] = value
+    return out
+
+
+def _records(loaded: Loaded, n: int) -> list[dict[str, Any]]:
+    return [_record(loaded, row) for row in _rows(n)]
+
+
+def test_openapi_request_model_is_the_package_input_schema(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """Each input column is one required record property typed as it was trained."""
+    doc = client.get("/openapi.json").json()
+    assert doc["info"]["title"] == "house-prices model" and doc["info"]["version"] == "0.1.0"
+    schemas = doc["components"]["schemas"]
+    record = schemas["Record"]
+    columns = house_loaded.predictor.schema.columns
+    assert record["required"] == [c.name for c in columns]
+    types = {"numeric": "number", "categorical": "string", "boolean": "boolean"}
+    for column in columns:
+        prop = record["properties"][column.name]
+        assert prop["anyOf"] == [{"type": types[column.kind]}, {"type": "null"}], column
+    assert "Id" in record["properties"] and "Id" not in record["required"]
+    request = schemas["PredictRequest"]
+    assert request["properties"]["records"]["items"] == {"$ref": "#/components/schemas/Record"}
+    body = doc["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    assert "text/csv" in body
+    ok = doc["paths"]["/v1/predict"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/PredictResponse"}
+    assert set(schemas["Prediction"]["properties"]) == {"Id", "prediction"}
+    assert {"/healthz", "/readyz", "/v1/model", "/v1/predict"} <= set(doc["paths"])
+
+
+def test_openapi_types_boolean_columns_and_serves_them_as_predict_does(
+    flags: dict[str, Any],
+) -> None:
+    """A boolean column is boolean|null in the document; true/false/null predict like the CSV."""
+    loaded = _loaded(flags)
+    kinds = {c.name: c.kind for c in loaded.predictor.schema.columns}
+    assert kinds == {"member": "boolean", "age": "numeric", "city": "categorical"}
+    rows = flags["root"] / "rows.csv"
+    rows.write_text("member,age,city\ntrue,30,north\nfalse,41,east\n,25,south\ntrue,60,west\n")
+    out = flags["root"] / "rows-out.csv"
+    pipeline("predict", str(rows), "--package", str(flags["package"]), "-o", str(out),
+             env=flags["env"], cwd=flags["root"])  # fmt: skip
+    expected = [float(r["prediction"]) for r in csv.DictReader(out.open())]
+    with _client(loaded) as client:
+        record = client.get("/openapi.json").json()["components"]["schemas"]["Record"]
+        assert record["properties"]["member"]["anyOf"] == [{"type": "boolean"}, {"type": "null"}]
+        records = [
+            {"member": True, "age": 30, "city": "north"},
+            {"member": False, "age": 41, "city": "east"},
+            {"member": None, "age": 25, "city": "south"},
+            {"member": True, "age": 60, "city": "west"},
+        ]
+        got = client.post("/v1/predict", json={"records": records}).json()
+        assert [p["prediction"] for p in got["predictions"]] == expected
+        refused = client.post("/v1/predict", json={"records": [{**records[0], "member": "yes"}]})
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["column"] == "member"
+
+
+def test_bad_types_name_the_record_and_the_column(client: TestClient, house_loaded: Loaded) -> None:
+    """Text in a numeric column, a number in a categorical one, NaN: 422 with each field named."""
+    records = _records(house_loaded, 3)
+    records[1]["LotArea"] = "big"
+    records[2]["MSZoning"] = 5
+    records[2]["GrLivArea"] = float("nan")
+    response = client.post(
+        "/v1/predict",
+        content=json.dumps({"records": records}),  # json.dumps writes NaN, as some clients do
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "invalid_records" and body["message"].startswith("3 problem(s)")
+    found = {(d["record"], d["column"], d["type"]) for d in body["detail"]}
+    assert found == {
+        (1, "LotArea", "float_type"),
+        (2, "MSZoning", "string_type"),
+        (2, "GrLivArea", "finite_number"),
+    }
+    lot = next(d for d in body["detail"] if d["column"] == "LotArea")
+    assert lot["input"] == "big" and lot["message"] == "Input should be a valid number"
+
+
+def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: Loaded) -> None:
+    """A record without a model column is refused, naming the record and the column."""
+    records = _records(house_loaded, 2)
+    del records[1]["LotArea"]
+    del records[1]["Street"]
+    response = client.post("/v1/predict", json={"records": records})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(d["record"], d["column"], d["type"]) for d in detail] == [
+        (1, "LotArea", "missing"),
+        (1, "Street", "missing"),
+    ]
+
+
+def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
+    """Broken JSON is 400; the wrong shape is 422; an unknown media type is 415."""
+    cases = [
+        (b"{not json", "application/json", 400, "invalid_json"),
+        (b"[1, 2]", "application/json", 422, "invalid_records"),
+        (b'{"records": 5}', "application/json", 422, "invalid_records"),
+        (b'{"records": [], "extra": 1}', "application/json", 422, "invalid_records"),
+        (b'{"records": [7]}', "application/json", 422, "invalid_records"),
+        (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"", "text/csv", 400, "invalid_csv"),
+        (b"\xff\xfe", "text/csv", 400, "invalid_csv"),
+    ]
+    for body, media, status, error in cases:
+        response = client.post("/v1/predict", content=body, headers={"Content-Type": media})
+        assert (response.status_code, response.json()["error"]) == (status, error), body
+    assert client.post("/v1/predict", content=b"{}").status_code == 415  # no Content-Type
+    empty = client.post("/v1/predict", json={"records": []})
+    assert empty.status_code == 200 and empty.json()["predictions"] == []
+
+
+def test_extra_keys_are_ignored_and_reported(client: TestClient, house_loaded: Loaded) -> None:
+    """Keys the model does not use do not fail the request; the response lists them."""
+    records = _records(house_loaded, 2)
+    records[0]["Colour"] = "red"
+    records[1]["Id"] = 77
+    with capture_logs() as logs:
+        response = client.post("/v1/predict", json={"records": records})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ignored_columns"] == ["Colour"]
+    assert [p["Id"] for p in body["predictions"]] == [None, 77]
+    access = [e for e in logs if e["event"] == "serve.request"]
+    assert access[0]["ignored_columns"] == ["Colour"] and access[0]["rows"] == 2
+
+
+def test_categorical_missing_markers_are_missing_like_in_files(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """ "NA" in a categorical column is a missing value, as `pipeline predict` reads it."""
+    record = _records(house_loaded, 1)[0]
+    assert record["Alley"] == "NA"
+    as_text = client.post("/v1/predict", json={"records": [record, record]}).json()
+    as_null = client.post("/v1/predict", json={"records": [{**record, "Alley": None}] * 2}).json()
+    assert as_text["predictions"] == as_null["predictions"]
+    unseen = client.post("/v1/predict", json={"records": [{**record, "Alley": "Moat"}] * 2})
+    assert unseen.json()["predictions"] != as_text["predictions"]
+
+
+def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
+    """A CSV with a text cell in a numeric column or a missing column is 422 with detail."""
+    lines = TEST_CSV.read_text().splitlines()[:4]
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("LotArea")] = "lots"
+    bad = "\n".join([lines[0], lines[1], ",".join(cells), lines[3]])
+    response = client.post("/v1/predict", content=bad, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422
+    assert [(d["record"], d["column"], d["input"]) for d in response.json()["detail"]] == [
+        (1, "LotArea", "lots")
+    ]
+    keep = [i for i, name in enumerate(header) if name != "Street"]
+    short = "\n".join(",".join(line.split(",")[i] for i in keep) for line in lines)
+    response = client.post("/v1/predict", content=short, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"record": None, "column": "Street", "type": "missing", "message": "Column required"}
+    ]
+
+
+def test_on_error_column_release_reports_bad_csv_rows_inline(house: dict[str, Any]) -> None:
+    """With PIPELINE_RUN__ON_ERROR=column bound, a bad row gets an error and no prediction."""
+    loaded = _loaded(house, on_error="column", id_column="Id")
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("LotArea")] = "lots"
+    body = "\n".join([lines[0], ",".join(cells), lines[2]])
+    with _client(loaded) as client:
+        got = client.post("/v1/predict", content=body, headers={"Content-Type": "text/csv"})
+    assert got.status_code == 200
+    first, second = got.json()["predictions"]
+    assert first["prediction"] is None and "LotArea" in first["error"]
+    assert second["prediction"] > 0 and second["error"] == ""
+
+
+def test_body_limit_is_413_with_or_without_content_length(house_loaded: Loaded) -> None:
+    """A body over max_body_bytes is refused whether its length is declared or streamed."""
+    body = json.dumps({"records": _records(house_loaded, 5)}).encode()
+    with _client(house_loaded, max_body_bytes=len(body) - 1) as client:
+        declared = client.post("/v1/predict", content=body,
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+        assert declared.status_code == 413 and declared.json()["error"] == "body_too_large"
+
+        def chunks() -> Iterator[bytes]:
+            yield body[:1000]
+            yield body[1000:]
+
+        streamed = client.post("/v1/predict", content=chunks(),
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+        assert streamed.status_code == 413
+    with _client(house_loaded, max_body_bytes=len(body)) as client:
+        fits = client.post("/v1/predict", content=body,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert fits.status_code == 200 and len(fits.json()["predictions"]) == 5
+
+
+def test_readyz_is_503_until_the_release_has_loaded(house_loaded: Loaded) -> None:
+    """While loading, healthz is 200 and readyz / model / predict are 503; then all are 200."""
+    go = threading.Event()
+
+    def slow_loader() -> Loaded:
+        go.wait(30)
+        return house_loaded
+
+    ready = threading.Event()
+    state = ServeState(ServeSettings(), loader=slow_loader)
+    state.on_ready = lambda _: ready.set()
+    with TestClient(create_app(state)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        loading = client.get("/readyz")
+        assert loading.status_code == 503 and loading.json() == {"status": "loading"}
+        assert client.get("/v1/model").status_code == 503
+        assert client.post("/v1/predict", json={"records": []}).status_code == 503
+        assert client.get("/openapi.json").status_code == 503
+        go.set()
+        assert ready.wait(30)
+        assert client.get("/readyz").json()["status"] == "ready"
+        assert client.get("/v1/model").json()["name"] == "house-prices"
+
+
+def test_a_loader_failure_makes_readyz_report_failed(house_loaded: Loaded) -> None:
+    """If loading raises, readyz says failed and the server is told to stop."""
+    from pipeline.errors import NotFoundError
+
+    def failing() -> Loaded:
+        raise NotFoundError("no release house-prices@v9")
+
+    stopped = threading.Event()
+    state = ServeState(ServeSettings(), loader=failing)
+    state.on_failure = stopped.set
+    with TestClient(create_app(state)) as client:
+        assert stopped.wait(30)
+        assert client.get("/readyz").json() == {"status": "failed"}
+    assert isinstance(state.failure, NotFoundError)
+
+
+def test_a_bug_is_a_500_without_internals_and_logged(
+    client: TestClient, house_loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception (injected here) is a JSON 500 and a serve.internal_error event."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(house_loaded.predictor, "predict_frame", broken)
+    with capture_logs() as logs:
+        response = client.post("/v1/predict", json={"records": _records(house_loaded, 1)})
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal" and "injected" not in response.text
+    assert response.headers["x-request-id"]
+    bug = next(e for e in logs if e["event"] == "serve.internal_error")
+    assert "injected fault" in bug["traceback"]
+    assert next(e for e in logs if e["event"] == "serve.request")["status"] == 500
+
+
+def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
+    """A sane X-Request-ID comes back unchanged; a missing or odd one is replaced."""
+    assert client.get("/healthz", headers={"X-Request-ID": "job-42"}).headers["x-request-id"] == (
+        "job-42"
+    )
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert len(made.headers["x-request-id"]) == 32
+
+
+def test_model_document_lists_schema_and_metrics(client: TestClient, house_loaded: Loaded) -> None:
+    """/v1/model carries the ids, the input schema with kinds, the metrics and run settings."""
+    doc = client.get("/v1/model").json()
+    p = house_loaded.predictor
+    assert (doc["name"], doc["package_id"], doc["build_id"]) == (p.name, p.package_id, p.build_id)
+    assert doc["input_schema"]["columns"][0] == {"name": "MSSubClass", "kind": "numeric"}
+    assert doc["metrics"]["test"]["rmse_log"] == house_loaded.metrics["test"]["rmse_log"]
+    assert doc["run"]["id_column"] == "Id" and doc["release"] is None
+
+
+def test_serve_settings_come_from_the_environment(tmp_path: Path, cli: Any) -> None:
+    """PORT sets the port unless PIPELINE_SERVE__PORT does; the token is a redacted secret."""
+    base = {"PIPELINE_ENV_FILE": str(tmp_path / "none.env")}
+    assert load(base).settings.serve.port == 8080
+    assert load({**base, "PORT": "5000"}).settings.serve.port == 5000
+    both = load({**base, "PORT": "5000", "PIPELINE_SERVE__PORT": "6000"})
+    assert both.settings.serve.port == 6000 and both.origins[("serve", "port")] == "env"
+    secret = load({**base, "PIPELINE_SERVE__TOKEN": "tok-123456"}).settings
+    assert secret.serve.token is not None and "tok-123456" not in json.dumps(secret.public())
+    shown = cli("config", "show", "--format", "json", env={"PIPELINE_SERVE__TOKEN": "tok-123456"})
+    assert shown.exit_code == 0 and "tok-123456" not in shown.output
+    rows = {r["env"]: r for r in json.loads(shown.stdout.splitlines()[-1])["settings"]}
+    assert rows["PIPELINE_SERVE__TOKEN"]["value"] == "**********"
