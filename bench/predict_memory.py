@@ -2,11 +2,12 @@
 
 Trains and packages the default house-prices model (5 epochs: speed, not accuracy), generates
 CSVs with the house-prices test.csv schema at two sizes, and runs ``pipeline predict`` on each at
-several chunk sizes (``PIPELINE_RUN__CHUNK_ROWS``) in a child process whose peak RSS comes from
-``os.wait4`` (the kernel's ``ru_maxrss`` of exactly that child). The references run in the same
-session on the same files: pyarrow streaming the CSV and writing one output row per input row
-with no model (the I/O floor), and whole-file ``pyarrow.csv.read_csv`` / ``pandas.read_csv``
-(what an unchunked loader costs).
+several chunk sizes (``PIPELINE_RUN__CHUNK_ROWS``) in a child process whose peak RSS is the
+kernel's ``ru_maxrss`` of exactly that child (started by ``_rusage.py``, so this process's own
+memory is not counted; ``bench/memory.py`` runs it within ``make bench``). The references run
+in the same session on the same files: pyarrow streaming the CSV and writing one output row
+per input row with no model (the I/O floor), and whole-file ``pyarrow.csv.read_csv`` /
+``pandas.read_csv`` (what an unchunked loader costs).
 
 Checks (exit 1 when one fails): at each chunk size, predict's peak RSS on the large file is within
 25% + 50 MiB of the small file's (bounded by the chunk size, not the file size); and on the small
@@ -59,14 +60,16 @@ class Measure:
 
 
 def measured(argv: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float]:
-    """Run ``argv``; its exit code, peak RSS in MiB (ru_maxrss of this child) and wall seconds."""
-    t0 = time.perf_counter()
-    with log.open("wb") as out:
-        child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - t0
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return child.returncode, usage.ru_maxrss / 1024, seconds  # ru_maxrss is KiB on Linux
+    """Run ``argv``; its exit code, peak RSS in MiB and wall seconds; its output goes to ``log``.
+
+    Through ``_common.measured``: a small helper process starts the command, so this
+    process's own memory (generated tables) is not counted in the child's ``ru_maxrss``.
+    """
+    from _common import measured as run_measured
+
+    child = run_measured(argv, env)
+    log.write_text(child.output)
+    return child.code, child.rss_mib, child.seconds
 
 
 def clean_env(root: Path) -> dict[str, str]:
@@ -90,9 +93,16 @@ def pipeline_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pipeline"]
 
 
-def train_and_package(root: Path, env: dict[str, str]) -> Path:
-    """Train (5 epochs) and package the default house-prices model; the archive's path."""
-    quick = {**env, "PIPELINE_TRAIN__MAX_EPOCHS": "5"}
+def train_and_package(root: Path, env: dict[str, str], epochs: int = 5) -> Path:
+    """Train (``epochs``) and package the default house-prices model; the archive's path.
+
+    A package already in ``root``'s store is reused: the benchmarks run by ``bench/run.py``
+    share one workdir, and the model is the same for all of them.
+    """
+    done_before = sorted((root / "store" / "packages").rglob("*.tar.gz"))
+    if done_before:
+        return done_before[0]
+    quick = {**env, "PIPELINE_TRAIN__MAX_EPOCHS": str(epochs)}
     for stage in ("train", "package"):
         done = subprocess.run(
             [*pipeline_cmd(), stage], env=quick, cwd=root, capture_output=True, check=False
@@ -221,6 +231,121 @@ def mem_available_mib() -> float:
     return float("inf")
 
 
+def measure(
+    root: Path,
+    package: Path,
+    sizes: list[float],
+    chunks: list[int],
+    whole_file_on_large: bool = True,
+    references: tuple[str, ...] = tuple(REFERENCES),
+) -> tuple[list[Measure], list[tuple[bool, str]]]:
+    """Predict generated CSVs of ``sizes`` MB at each chunk size, beside the references.
+
+    The results, and the checks: byte-identical chunked output, and at each chunk size a peak
+    RSS on the large file within 25% + 50 MiB of the small file's. Without
+    ``whole_file_on_large`` the whole-file references skip the large file (they need about
+    4.5x its size in memory).
+    """
+    env = clean_env(root)
+    results: list[Measure] = []
+    failures: list[str] = []  # runs that failed outright
+    checks: list[tuple[bool, str]] = []
+    predict_env = {**env, "PIPELINE_RUN__ID_COLUMN": "Id"}
+
+    def predict(source: Path, mb: float, rows: int, chunk: int, label: str, out: Path) -> None:
+        log = root / "predict.log"
+        code, rss, seconds = measured(
+            [*pipeline_cmd(), "predict", str(source), "--package", str(package), "-o", str(out)],
+            {**predict_env, "PIPELINE_RUN__CHUNK_ROWS": str(chunk)},
+            log,
+        )
+        event = summary(log)
+        if code != 0 or event.get("rows") != rows:
+            failures.append(
+                f"predict {source.name} chunk {chunk}: exit {code}, rows "
+                f"{event.get('rows')} of {rows}: {log.read_text()[-1500:]}"
+            )
+        n = event.get("chunks")
+        note = ("1 chunk" if n == 1 else f"{n:,} chunks") if isinstance(n, int) else "failed"
+        results.append(Measure(label, source, mb, rows, f"{chunk:,}", rss, seconds, note))
+        print(
+            f"  {label} {mb:,.0f} MB chunk {chunk:,}: {rss:,.0f} MiB, {seconds:.1f} s", flush=True
+        )
+
+    # The fixed cost: load the package, predict the 1,459-row fixture.
+    fixture_mb = FIXTURE.stat().st_size / 1e6
+    predict(FIXTURE, fixture_mb, 1459, chunks[0], "predict (test.csv)", root / "fixture.out.csv")
+    for index, mb in enumerate(sizes):
+        source = root / f"houses-{mb:g}MB.csv"
+        t0 = time.perf_counter()
+        rows = generate_csv(source, int(mb * 1e6), seed=index)
+        size_mb = source.stat().st_size / 1e6
+        print(
+            f"generated {source.name}: {size_mb:,.0f} MB, {rows:,} rows in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+        outputs = {}
+        for chunk in chunks:
+            out = root / f"pred-{index}-{chunk}.csv"
+            predict(source, size_mb, rows, chunk, "predict", out)
+            outputs[chunk] = out
+        if index == 0:  # the same file in one chunk: byte-identical predictions?
+            single = root / "pred-single.csv"
+            predict(source, size_mb, rows, rows, "predict (one chunk)", single)
+            chunked = outputs[min(chunks)]
+            same = single.exists() and sha256(single) == sha256(chunked)
+            checks.append(
+                (
+                    same,
+                    f"{source.name}: chunks of {min(chunks):,} rows give "
+                    f"{'byte-identical' if same else 'DIFFERENT'} output to one chunk "
+                    f"of {rows:,}",
+                )
+            )
+            single.unlink(missing_ok=True)
+        for out in outputs.values():
+            out.unlink(missing_ok=True)
+        for kind, label in REFERENCES.items():
+            if kind not in references:
+                continue
+            if kind != "arrow-stream" and index == 1:
+                # Guard the shared machine: extrapolate from the small file's measured RSS.
+                small = next(r for r in results if r.label == label)
+                estimate = small.rss_mib * size_mb / small.file_mb
+                if not whole_file_on_large or estimate > 0.6 * mem_available_mib():
+                    why = f"skipped: about {estimate / 1024:,.1f} GiB by extrapolation"
+                    nan = float("nan")
+                    results.append(Measure(label, source, size_mb, rows, "all", nan, nan, why))
+                    continue
+            out = root / f"ref-{kind}.csv"
+            log = root / "ref.log"
+            code, rss, seconds = measured(
+                [sys.executable, __file__, "--reference", kind, str(source), str(out)], env, log
+            )
+            if code != 0:
+                failures.append(f"{label} on {source.name}: exit {code}: {log.read_text()[-1500:]}")
+            results.append(Measure(label, source, size_mb, rows, "all", rss, seconds))
+            print(f"  {label} {size_mb:,.0f} MB: {rss:,.0f} MiB, {seconds:.1f} s", flush=True)
+            out.unlink(missing_ok=True)
+        source.unlink()
+
+    for chunk in chunks:
+        small, large = (r for r in results if r.label == "predict" and r.chunk == f"{chunk:,}")
+        bound = REL_TOLERANCE * small.rss_mib + ABS_SLACK_MIB
+        ok = abs(large.rss_mib - small.rss_mib) <= bound
+        checks.append(
+            (
+                ok,
+                f"chunks of {chunk:,} rows: peak RSS {small.rss_mib:,.0f} MiB on "
+                f"{small.file_mb:,.0f} MB, {large.rss_mib:,.0f} MiB on "
+                f"{large.file_mb:,.0f} MB (allowed difference {bound:,.0f} MiB)",
+            )
+        )
+    checks += [(False, f) for f in failures]
+    return results, checks
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mb", help="two CSV sizes in MB, small first (default 200,2000)")
@@ -251,125 +376,12 @@ def main(argv: list[str] | None = None) -> int:
     out_md = args.out or OUT_DIR / (
         "predict_memory-quick.md" if args.quick else "predict_memory.md"
     )
-
     with tempfile.TemporaryDirectory(prefix="bench-predict-", dir=args.workdir) as tmp:
         root = Path(tmp)
-        env = clean_env(root)
         t0 = time.perf_counter()
-        package = train_and_package(root, env)
+        package = train_and_package(root, clean_env(root))
         print(f"trained + packaged in {time.perf_counter() - t0:.1f} s: {package.name}", flush=True)
-        results: list[Measure] = []
-        failures: list[str] = []  # runs that failed outright
-        checks: list[tuple[bool, str]] = []
-        predict_env = {**env, "PIPELINE_RUN__ID_COLUMN": "Id"}
-
-        def predict(source: Path, mb: float, rows: int, chunk: int, label: str, out: Path) -> None:
-            log = root / "predict.log"
-            code, rss, seconds = measured(
-                [
-                    *pipeline_cmd(),
-                    "predict",
-                    str(source),
-                    "--package",
-                    str(package),
-                    "-o",
-                    str(out),
-                ],
-                {**predict_env, "PIPELINE_RUN__CHUNK_ROWS": str(chunk)},
-                log,
-            )
-            event = summary(log)
-            if code != 0 or event.get("rows") != rows:
-                failures.append(
-                    f"predict {source.name} chunk {chunk}: exit {code}, rows "
-                    f"{event.get('rows')} of {rows}: {log.read_text()[-1500:]}"
-                )
-            n = event.get("chunks")
-            note = ("1 chunk" if n == 1 else f"{n:,} chunks") if isinstance(n, int) else "failed"
-            results.append(Measure(label, source, mb, rows, f"{chunk:,}", rss, seconds, note))
-            print(
-                f"  {label} {mb:,.0f} MB chunk {chunk:,}: {rss:,.0f} MiB, {seconds:.1f} s",
-                flush=True,
-            )
-
-        # The fixed cost: load the package, predict the 1,459-row fixture.
-        predict(
-            FIXTURE,
-            FIXTURE.stat().st_size / 1e6,
-            1459,
-            chunks[0],
-            "predict (test.csv)",
-            root / "fixture.out.csv",
-        )
-        for index, mb in enumerate(sizes):
-            source = root / f"houses-{mb:g}MB.csv"
-            t0 = time.perf_counter()
-            rows = generate_csv(source, int(mb * 1e6), seed=index)
-            size_mb = source.stat().st_size / 1e6
-            print(
-                f"generated {source.name}: {size_mb:,.0f} MB, {rows:,} rows in "
-                f"{time.perf_counter() - t0:.1f} s",
-                flush=True,
-            )
-            outputs = {}
-            for chunk in chunks:
-                out = root / f"pred-{index}-{chunk}.csv"
-                predict(source, size_mb, rows, chunk, "predict", out)
-                outputs[chunk] = out
-            if index == 0:  # the same file in one chunk: byte-identical predictions?
-                single = root / "pred-single.csv"
-                predict(source, size_mb, rows, rows, "predict (one chunk)", single)
-                chunked = outputs[min(chunks)]
-                same = single.exists() and sha256(single) == sha256(chunked)
-                checks.append(
-                    (
-                        same,
-                        f"{source.name}: chunks of {min(chunks):,} rows give "
-                        f"{'byte-identical' if same else 'DIFFERENT'} output to one chunk "
-                        f"of {rows:,}",
-                    )
-                )
-                single.unlink(missing_ok=True)
-            for out in outputs.values():
-                out.unlink(missing_ok=True)
-            for kind, label in REFERENCES.items():
-                if kind == "pandas-whole" and index == 1:
-                    # Guard the shared machine: extrapolate from the small file's measured RSS.
-                    small = next(r for r in results if r.label == label)
-                    estimate = small.rss_mib * size_mb / small.file_mb
-                    if estimate > 0.6 * mem_available_mib():
-                        why = f"skipped: about {estimate / 1024:,.0f} GiB by extrapolation"
-                        nan = float("nan")
-                        results.append(Measure(label, source, size_mb, rows, "all", nan, nan, why))
-                        continue
-                out = root / f"ref-{kind}.csv"
-                log = root / "ref.log"
-                code, rss, seconds = measured(
-                    [sys.executable, __file__, "--reference", kind, str(source), str(out)], env, log
-                )
-                if code != 0:
-                    failures.append(
-                        f"{label} on {source.name}: exit {code}: {log.read_text()[-1500:]}"
-                    )
-                results.append(Measure(label, source, size_mb, rows, "all", rss, seconds))
-                print(f"  {label} {size_mb:,.0f} MB: {rss:,.0f} MiB, {seconds:.1f} s", flush=True)
-                out.unlink(missing_ok=True)
-            source.unlink()
-
-    for chunk in chunks:
-        small, large = (r for r in results if r.label == "predict" and r.chunk == f"{chunk:,}")
-        bound = REL_TOLERANCE * small.rss_mib + ABS_SLACK_MIB
-        ok = abs(large.rss_mib - small.rss_mib) <= bound
-        checks.append(
-            (
-                ok,
-                f"chunks of {chunk:,} rows: peak RSS {small.rss_mib:,.0f} MiB on "
-                f"{small.file_mb:,.0f} MB, {large.rss_mib:,.0f} MiB on "
-                f"{large.file_mb:,.0f} MB (allowed difference {bound:,.0f} MiB)",
-            )
-        )
-    checks += [(False, f) for f in failures]
-
+        results, checks = measure(root, package, sizes, chunks)
     table = render(results, checks)
     print("\n" + table)
     out_md.parent.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,7 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
     structlog.contextvars.bind_contextvars(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)
-    rt = runtime.configure(settings.train.threads, settings.train.device)
+    rt = runtime.configure(settings.train.threads, settings.train.device, recipe.train.batch_size)
     inputs = build.json("provenance.json")["inputs"]
     pinned = recipe.model_copy(
         update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}

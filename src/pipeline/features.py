@@ -12,6 +12,7 @@ The fitted state is plain JSON (``Preprocessor.to_json``): nothing is pickled.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,13 @@ def as_categories(series: pd.Series) -> np.ndarray:
     The same value must map to the same string whether a file was read as int, float or text:
     ``3``, ``3.0`` and ``"3"`` all become ``"3"``; booleans become ``"true"`` / ``"false"``.
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        # Canonicalise each category once, then spread by code (-1 is missing).
+        cats = as_categories(pd.Series(series.cat.categories))
+        lookup = np.empty(len(cats) + 1, dtype=object)
+        lookup[:-1] = cats  # lookup[-1] stays None: code -1
+        out: np.ndarray = lookup[series.cat.codes.to_numpy()]
+        return out
     missing = series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
         flags = series.fillna(False).to_numpy(dtype=bool)
@@ -68,15 +76,68 @@ def as_categories(series: pd.Series) -> np.ndarray:
     return out
 
 
+def _arrow_strings(series: pd.Series) -> Any:
+    """The pyarrow array behind a pyarrow-backed text column (pandas' default), else None.
+
+    Text columns read through pyarrow stay in Arrow memory; encoding them there with pyarrow's
+    kernels avoids making a Python ``str`` object per cell (the slow part at a million rows).
+    Such a column's values are already canonical (``as_categories`` returns them unchanged).
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        import pyarrow as pa
+
+        return pa.array(series.array)
+    return None
+
+
+def category_counts(series: pd.Series) -> list[tuple[str, int]]:
+    """(canonical value, count) of every present value, in no particular order."""
+    arr = _arrow_strings(series)
+    if arr is not None:
+        import pyarrow.compute as pc
+
+        counted = pc.value_counts(arr.drop_null())
+        values, counts = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+        return list(zip(values, counts, strict=True))
+    counts_ = pd.Series(as_categories(series)).value_counts(dropna=True)
+    return [(v, int(c)) for v, c in counts_.items()]
+
+
+def category_codes(series: pd.Series, vocab: tuple[str, ...]) -> tuple[np.ndarray, int]:
+    """Codes into ``vocab`` (its position + 2; ``MISSING``; ``UNKNOWN`` for values not in it),
+    and how many present values were unknown."""
+    arr = _arrow_strings(series)
+    if arr is not None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        # null where the value is missing or not in the vocabulary.
+        index = pc.index_in(arr, value_set=pa.array(vocab, type=arr.type))
+        found = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        absent = arr.is_null().to_numpy(zero_copy_only=False)
+    else:
+        values = as_categories(series)
+        # -1 for anything not in the vocabulary, missing values included.
+        found = pd.Index(list(vocab), dtype=object).get_indexer(values).astype(np.int64)
+        absent = pd.isna(values)
+    codes = np.where(found >= 0, found + 2, np.where(absent, MISSING, UNKNOWN))
+    return codes, int(((found < 0) & ~absent).sum())
+
+
 def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
     """float64 values (NaN for missing); text or infinities are a ``DataError`` naming the row."""
-    bad = first_non_number(series)
-    if bad is not None:
-        raise DataError(
-            f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: expected a number; "
-            "fix the row or leave the cell empty"
-        )
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(series):
+        # Already numbers: to_numeric would return them unchanged, at 5x the cost of this.
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        bad = first_non_number(series)
+        if bad is not None:
+            raise DataError(
+                f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: expected a "
+                "number; fix the row or leave the cell empty"
+            )
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     infinite = np.isinf(values)
     if infinite.any():
         pos = int(infinite.nonzero()[0][0])
@@ -173,33 +234,35 @@ class Preprocessor:
     def transform(self, frame: pd.DataFrame, label: str, *, with_target: bool) -> Encoded:
         """Encode ``frame`` (all schema columns present) into arrays."""
         n = len(frame)
-        cols: list[np.ndarray] = []
-        indicators: list[np.ndarray] = []
-        for s in self.numeric:
-            x = as_numbers(frame[s.name], s.name, label)
-            missing = np.isnan(x)
-            if s.log:
-                # Negative values never occurred in training; clamp so log1p stays defined.
-                x = np.log1p(np.maximum(x, 0.0))
-            x = np.clip(np.where(missing, s.fill, x), s.low, s.high)
-            cols.append((x - s.mean) / s.std)
-            if s.indicator:
-                indicators.append(missing.astype("float64"))
-        numeric = np.stack(cols + indicators, axis=1) if cols else np.zeros((n, 0))
+        masks: list[np.ndarray] = []  # missing indicators, written after the value columns
+
+        def values() -> Iterator[np.ndarray]:
+            for s in self.numeric:
+                x = as_numbers(frame[s.name], s.name, label)
+                missing = np.isnan(x)
+                if s.log:
+                    # Negative values never occurred in training; clamp so log1p is defined.
+                    x = np.log1p(np.maximum(x, 0.0))
+                x = np.where(missing, s.fill, x)  # a new array: the in-place steps are safe
+                np.clip(x, s.low, s.high, out=x)
+                standardise(x, s.mean, s.std, max(abs(s.low), abs(s.high)))
+                if s.indicator:
+                    masks.append(missing)
+                yield x
+
+        # [N, F] float32 written in place: one column's float64 arithmetic is the only
+        # temporary, where stacking float64 columns needed 3x the output's memory.
+        numeric = np.empty((n, self.n_numeric_features), dtype=np.float32)
+        _write_columns(numeric, 0, values())
+        _write_columns(numeric, len(self.numeric), iter(masks))
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         unknown: dict[str, int] = {}
         for j, c in enumerate(self.categorical):
-            values = as_categories(frame[c.name])
-            # -1 for anything not in the vocabulary, missing values included.
-            found = pd.Index(list(c.vocab), dtype=object).get_indexer(values).astype(np.int64)
-            absent = pd.isna(values)
-            codes = np.where(found >= 0, found + 2, np.where(absent, MISSING, UNKNOWN))
-            unseen = int(((found < 0) & ~absent).sum())
+            cats[:, j], unseen = category_codes(frame[c.name], c.vocab)
             if unseen:
                 unknown[c.name] = unseen
-            cats[:, j] = codes
         target = self.encode_target(frame, label) if with_target else None
-        return Encoded(numeric.astype(np.float32), cats, target, unknown)
+        return Encoded(numeric, cats, target, unknown)
 
     def encode_target(self, frame: pd.DataFrame, label: str) -> np.ndarray:
         """The target column encoded for the loss: standardised floats or class indices."""
@@ -208,7 +271,10 @@ class Preprocessor:
         if t.task == "regression":
             y = as_numbers(series, t.name, label)
             y = _forward(y, t.transform)
-            return ((y - t.mean) / t.std).astype(np.float32)
+            finite = y[np.isfinite(y)]
+            largest = float(np.max(np.abs(finite))) if len(finite) else 0.0
+            # np.array copies: y may share memory with the caller's frame.
+            return standardise(np.array(y), t.mean, t.std, largest).astype(np.float32)
         lookup = {c: i for i, c in enumerate(t.classes)}
         values = as_categories(series)
         unseen = [v for v in values if v not in lookup]
@@ -225,6 +291,39 @@ class Preprocessor:
         return _inverse(z.astype(np.float64) * t.std + t.mean, t.transform)
 
 
+# Staging for _write_columns: at most this many bytes, copied out this many rows at a time.
+_STAGE_BYTES = 64 << 20
+_BLOCK_ROWS = 16384
+
+
+def _write_columns(out: np.ndarray, first: int, columns: Iterator[np.ndarray]) -> None:
+    """Write ``columns`` (each [N]) into ``out[:, first:]`` in order, cast to ``out``'s dtype.
+
+    Writing one column of a row-major array touches a cache line per value; a few columns
+    staged side by side and copied out in row blocks fill each line at once (5x faster at 1M
+    rows). The stage holds as many columns as fit in ``_STAGE_BYTES``, at least one.
+    """
+    n, width = out.shape
+    if width == 0:
+        return
+    stage = np.empty((max(1, min(width, _STAGE_BYTES // max(1, n * out.itemsize))), n), out.dtype)
+    used = 0
+
+    def flush() -> None:
+        for start in range(0, n, _BLOCK_ROWS):
+            block = slice(start, start + _BLOCK_ROWS)
+            out[block, first : first + used] = stage[:used, block].T
+
+    for column in columns:
+        stage[used] = column
+        used += 1
+        if used == len(stage):
+            flush()
+            first, used = first + used, 0
+    if used:
+        flush()
+
+
 def _forward(y: np.ndarray, transform: str) -> np.ndarray:
     if transform == "log":
         return np.log(y)
@@ -239,6 +338,40 @@ def _inverse(y: np.ndarray, transform: str) -> np.ndarray:
     if transform == "log1p":
         return np.expm1(y)
     return y
+
+
+def _median(x: np.ndarray) -> float:
+    """The median (0 for no values); the mean of the middle two cannot overflow.
+
+    ``np.median`` adds the two middle values of an even count, which is infinite for two
+    values near 1.8e308; halving first is exact (a power of two), so it only runs then.
+    """
+    if not len(x):
+        return 0.0
+    with np.errstate(over="ignore"):
+        median = float(np.median(x))
+    return median if math.isfinite(median) else float(np.median(x * 0.5)) * 2.0
+
+
+# |x| + |mean| below this cannot overflow float64 (whose largest value is about 1.8e308).
+_SAFE_SUM = 1e307
+
+
+def standardise(x: np.ndarray, mean: float, std: float, largest: float) -> np.ndarray:
+    """``(x - mean) / std`` computed in place; ``largest`` bounds ``|x|``.
+
+    Values up to 1.8e308 are legal input, and ``x - mean`` overflows to infinity when ``x``
+    and ``mean`` are both that large with opposite signs. Only then is the same quantity
+    computed as ``x / std - mean / std``, whose terms stay small (the spread is at least a
+    fixed fraction of the mean): ordinary data keeps the exact arithmetic, and its bytes.
+    """
+    if largest + abs(mean) < _SAFE_SUM:
+        x -= mean
+        x /= std
+    else:
+        x /= std
+        x -= mean / std
+    return x
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
@@ -277,15 +410,14 @@ def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -
             log = math.isfinite(skew) and skew > cfg.skew_threshold
         if log:
             present = np.log1p(present)
-        fill = float(np.median(present)) if len(present) else 0.0
+        fill = _median(present)
         filled = np.where(missing, fill, np.log1p(np.maximum(x, 0)) if log else x)
         low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
         mean, std = _mean_std(filled)
         numeric.append(NumericState(name, log, fill, mean, std, bool(missing.any()), low, high))
     categorical: list[CategoricalState] = []
     for name in [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]:
-        counts = pd.Series(as_categories(frame[name])).value_counts(dropna=True)
-        kept = [(v, c) for v, c in counts.items() if c >= cfg.min_frequency]
+        kept = [(v, c) for v, c in category_counts(frame[name]) if c >= cfg.min_frequency]
         # Most frequent first, ties by value, so the vocabulary never depends on hash order.
         kept.sort(key=lambda vc: (-vc[1], vc[0]))
         categorical.append(CategoricalState(name, tuple(v for v, _ in kept)))

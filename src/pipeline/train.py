@@ -483,7 +483,7 @@ def run(settings: Settings, store: Any, log: Any, *, resume: bool = False) -> Tr
 
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    rt = runtime.configure(settings.train.threads, settings.train.device)
+    rt = runtime.configure(settings.train.threads, settings.train.device, settings.train.batch_size)
     fetched = sources.fetch(settings, store)
     log.info(
         "data.fetched",

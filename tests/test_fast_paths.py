@@ -1,0 +1,154 @@
+"""The performance paths give the same answers as the plain ones they replace."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from pipeline import features, train
+from pipeline.data.schema import Column, Schema
+from pipeline.errors import DataError
+from pipeline.model import ModelConfig, TabularMLP
+from pipeline.predict import FoldedNetwork, _prefetched
+from pipeline.settings import FeatureSettings
+
+WORDS = st.sampled_from(["red", "blue", "green", "", "3", "3.0", "Ünïcode", "a,b"])
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), WORDS), max_size=40), vocab=st.lists(WORDS))
+def test_arrow_text_columns_encode_exactly_as_python_strings(
+    values: list[str | None], vocab: list[str]
+) -> None:
+    """Codes, unknown counts and value counts of a pyarrow-backed column match the object path."""
+    vocab_t = tuple(dict.fromkeys(vocab))
+    arrow = pd.Series(values, dtype="str")  # pandas' default text dtype: pyarrow storage
+    python = pd.Series(values, dtype=object)
+    assert features._arrow_strings(arrow) is not None
+    assert features._arrow_strings(python) is None
+    codes_a, unseen_a = features.category_codes(arrow, vocab_t)
+    codes_p, unseen_p = features.category_codes(python, vocab_t)
+    assert codes_a.tolist() == codes_p.tolist() and unseen_a == unseen_p
+    assert sorted(features.category_counts(arrow)) == sorted(features.category_counts(python))
+
+
+def test_a_pandas_categorical_column_spells_values_as_its_categories_do() -> None:
+    """A dictionary column read from Parquet (pandas 'category') canonicalises like plain values."""
+    values = [3.0, None, 1.5, 3.0, 7.0]
+    as_category = pd.Series(values).astype("category")
+    assert features.as_categories(as_category).tolist() == ["3", None, "1.5", "3", "7"]
+    assert (
+        features.as_categories(as_category).tolist()
+        == features.as_categories(pd.Series(values)).tolist()
+    )
+
+
+def test_transform_writes_the_same_arrays_as_stacking_float64_columns() -> None:
+    """Column-staged float32 output is bit-identical to stacking float64 columns and casting."""
+    rng = np.random.default_rng(0)
+    n = 40_000  # more than one staging block of rows
+    frame = pd.DataFrame(
+        {f"x{j}": np.where(rng.random(n) < 0.1, np.nan, rng.lognormal(size=n)) for j in range(5)}
+        | {"c": pd.Series(rng.choice(["a", "b", "c", None], n), dtype="str"), "y": rng.random(n)}
+    )
+    schema = Schema(
+        (*(Column(f"x{j}", "numeric") for j in range(5)), Column("c", "categorical")),
+        "y",
+        "regression",
+        "none",
+        (),
+    )
+    pre = features.fit(frame, schema, FeatureSettings(), "t")
+    assert any(s.log for s in pre.numeric) and all(s.indicator for s in pre.numeric)
+    enc = pre.transform(frame, "t", with_target=True)
+    # The plain recipe: every column in float64, stacked, cast once.
+    cols, masks = [], []
+    for s in pre.numeric:
+        x = frame[s.name].to_numpy()
+        missing = np.isnan(x)
+        x = np.log1p(np.maximum(x, 0.0)) if s.log else x
+        cols.append((np.clip(np.where(missing, s.fill, x), s.low, s.high) - s.mean) / s.std)
+        masks.append(missing.astype("float64"))
+    expected = np.stack(cols + masks, axis=1).astype(np.float32)
+    assert enc.numeric.dtype == np.float32 and np.array_equal(enc.numeric, expected)
+
+
+@pytest.mark.parametrize(
+    ("cards", "hidden", "n_numeric"),
+    [((7, 4, 30, 4, 120, 3), (64, 32), 5), ((), (16,), 3), ((5, 9), (), 0)],
+)
+def test_folded_network_matches_the_module(
+    cards: tuple[int, ...], hidden: tuple[int, ...], n_numeric: int
+) -> None:
+    """Embeddings folded into the first layer give the module's outputs to float32 rounding."""
+    dims = tuple(min(6, c) for c in cards)  # several widths: several embedding groups
+    cfg = ModelConfig(n_numeric, cards, dims, hidden, 0.1, 2)
+    model = TabularMLP(cfg, torch.Generator().manual_seed(1)).eval()
+    gen = torch.Generator().manual_seed(2)
+    n = 1000
+    numeric = torch.randn((n, n_numeric), generator=gen)
+    categorical = torch.stack(
+        [torch.randint(0, c, (n,), generator=gen) for c in cards], dim=1
+    ) if cards else torch.zeros((n, 0), dtype=torch.long)  # fmt: skip
+    expected = train.forward_all(model, numeric, categorical)
+    got = FoldedNetwork(model)(numeric, categorical)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Each row's output is independent of the batch it is in (chunked runs stay identical).
+    halves = torch.cat([FoldedNetwork(model)(numeric[:300], categorical[:300]),
+                        FoldedNetwork(model)(numeric[300:], categorical[300:])])  # fmt: skip
+    assert torch.equal(halves, got)
+
+
+def test_read_ahead_keeps_order_and_raises_where_the_reader_failed() -> None:
+    """Chunks come through in order; a reader's error reaches the caller after the good chunks."""
+
+    def chunks() -> object:
+        for k in range(5):
+            yield pd.DataFrame({"k": [k]})
+        raise DataError("row 6 is bad")
+
+    seen = []
+    with pytest.raises(DataError, match="row 6 is bad"):
+        for chunk in _prefetched(chunks()):  # type: ignore[arg-type]
+            seen.append(int(chunk["k"].iloc[0]))
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_read_ahead_closes_the_reader_when_the_caller_stops_early() -> None:
+    """Stopping after one chunk closes the source generator instead of reading the whole file."""
+    closed = []
+
+    def chunks() -> object:
+        try:
+            for k in range(1000):
+                yield pd.DataFrame({"k": [k]})
+        finally:
+            closed.append(True)
+
+    reader = _prefetched(chunks())  # type: ignore[arg-type]
+    assert int(next(reader)["k"].iloc[0]) == 0
+    reader.close()
+    for _ in range(100):  # the thread notices within its 0.1 s put timeout
+        if closed:
+            break
+        time.sleep(0.05)
+    assert closed == [True]
+
+
+def test_arrow_array_of_a_chunked_text_column_is_one_array() -> None:
+    """A frame converted from a multi-chunk table still encodes through the Arrow path."""
+    table = pa.Table.from_batches(
+        [pa.record_batch({"c": pa.array(["a", None])}), pa.record_batch({"c": pa.array(["b"])})]
+    )
+    series = table.to_pandas()["c"]
+    codes, unseen = features.category_codes(series, ("b",))
+    assert codes.tolist() == [features.UNKNOWN, features.MISSING, 2] and unseen == 1
