@@ -136,6 +136,7 @@ class Predictor:
     model: TabularMLP
     missing_values: list[str]
     delimiter: str
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the build measured (metrics.json)
     network: FoldedNetwork = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +161,7 @@ class Predictor:
             model=model,
             missing_values=list(data["missing_values"]),
             delimiter=data["delimiter"],
+            metrics=opened.json("metrics.json"),
         )
 
     @classmethod

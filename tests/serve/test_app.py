@@ -24,7 +24,7 @@ def _loaded(release: dict[str, Any], **run: Any) -> Loaded:
     settings = load(release["env"]).settings
     loaded = load_release(settings, None, release["package"])
     if run:
-        return Loaded.build(loaded.predictor, RunSettings(**run), None, loaded.metrics)
+        return Loaded.build(loaded.predictor, RunSettings(**run), None)
     return loaded
 
 
@@ -339,7 +339,7 @@ def test_model_document_lists_schema_and_metrics(client: TestClient, house_loade
     p = house_loaded.predictor
     assert (doc["name"], doc["package_id"], doc["build_id"]) == (p.name, p.package_id, p.build_id)
     assert doc["input_schema"]["columns"][0] == {"name": "MSSubClass", "kind": "numeric"}
-    assert doc["metrics"]["test"]["rmse_log"] == house_loaded.metrics["test"]["rmse_log"]
+    assert doc["metrics"]["test"]["rmse_log"] == house_loaded.predictor.metrics["test"]["rmse_log"]
     assert doc["run"]["id_column"] == "Id" and doc["release"] is None
 
 

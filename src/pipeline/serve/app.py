@@ -50,13 +50,10 @@ class Loaded:
     predictor: Any  # pipeline.predict.Predictor (imported lazily: it brings torch and pandas)
     run: RunSettings
     release: str | None
-    metrics: dict[str, Any]
     contract: Contract
 
     @classmethod
-    def build(
-        cls, predictor: Any, run: RunSettings, release: str | None, metrics: dict[str, Any]
-    ) -> Loaded:
+    def build(cls, predictor: Any, run: RunSettings, release: str | None) -> Loaded:
         """Derive the HTTP contract from the predictor's schema and the bound run settings."""
         contract = Contract(
             schema=predictor.schema,
@@ -66,7 +63,7 @@ class Loaded:
             id_column=run.id_column,
             error_column=run.on_error == "column",
         )
-        return cls(predictor, run, release, metrics, contract)
+        return cls(predictor, run, release, contract)
 
     def info(self) -> dict[str, Any]:
         """The document /v1/model returns."""
@@ -83,7 +80,7 @@ class Loaded:
             "input_schema": {
                 "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
             },
-            "metrics": self.metrics,
+            "metrics": self.predictor.metrics,
             "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
         }
 

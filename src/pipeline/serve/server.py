@@ -167,8 +167,7 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     import torch
 
     from pipeline import log as logging_
-    from pipeline import predict, releases
-    from pipeline.package import open_package
+    from pipeline import predict
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store)
@@ -176,15 +175,10 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
         store, release or settings.release, package, settings.model.name, settings.run
     )
     logging_.bind(package_id=predictor.package_id, release=ref)
-    # Metrics are not part of a Predictor: read them from the (verified) package itself.
-    if package is None:
-        sidecar = releases.find_package(store, predictor.package_id)
-        package = store.local_file(f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz")
-    metrics = open_package(package).json("metrics.json")
     # One intra-op thread per inference by default: concurrent requests give the parallelism,
     # and N requests x all-cores threads would oversubscribe the machine.
     torch.set_num_threads(settings.serve.threads)
-    loaded = Loaded.build(predictor, run, ref, metrics)
+    loaded = Loaded.build(predictor, run, ref)
     # Warm up (first-call allocations, lazy imports) so the first real request is not slow.
     warm = loaded.contract.records_frame(_null_record(loaded))[0]
     predictor.predict_frame(warm, run, label="the warm-up row")
