@@ -279,9 +279,10 @@ def _set_current(folder: _Key, number: int, action: str, previous: int | None) -
     folder.store.write((folder / "current").key, f"{number}\n".encode())
 
 
-def _load(folder: _Key, name: str, number: int) -> Release:
+def _load(folder: _Key, name: str, number: int, existing: list[int] | None = None) -> Release:
+    """Release ``number``; ``existing`` is the committed numbers, when the caller has read them."""
     path = folder / f"v{number}.json"
-    existing = _committed(folder)[0]
+    existing = _committed(folder)[0] if existing is None else existing
     try:
         if number not in existing:
             raise FileNotFoundError(str(path))  # absent, or an orphan no create event committed
@@ -348,8 +349,9 @@ def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
     folder = _folder(store, name)
     current = _current(folder)
     rows = []
-    for number in _committed(folder)[0]:
-        release = _load(folder, name, number)
+    numbers = _committed(folder)[0]  # one read of the history, not one per release
+    for number in numbers:
+        release = _load(folder, name, number, numbers)
         rows.append(
             {
                 "ref": release.ref,
