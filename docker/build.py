@@ -200,13 +200,9 @@ def stage(store: Any, release: Any, sidecar: dict[str, Any], into: Path) -> None
     the releases module decides from all of it which records are releases; only the baked
     release's package is copied, so the image can run that release and no other.
     """
-    from pipeline.errors import ConfigError, IntegrityError
-    from pipeline.store import LocalStore, sha256_file
+    from pipeline.errors import IntegrityError
+    from pipeline.store import sha256_file
 
-    if not isinstance(store, LocalStore):
-        raise ConfigError(
-            f"docker-build bakes a release from a local folder store, not {store.uri}"
-        )
     package = f"packages/{sidecar['name']}/{sidecar['version']}"
     archive = store.local_file(f"{package}.tar.gz")
     if sha256_file(archive) != release.package_id:
@@ -214,12 +210,10 @@ def stage(store: Any, release: Any, sidecar: dict[str, Any], into: Path) -> None
     (into / package).parent.mkdir(parents=True)
     shutil.copyfile(archive, into / f"{package}.tar.gz")
     shutil.copyfile(store.local_file(f"{package}.json"), into / f"{package}.json")
-    # Dot files are the store's locks and temp files: not part of any release.
-    shutil.copytree(
-        store.path("releases", release.name),
-        into / "releases" / release.name,
-        ignore=shutil.ignore_patterns(".*"),
-    )
+    # walk() leaves out dot files (the store's locks and temp files): not part of any release.
+    for key in store.walk(f"releases/{release.name}"):
+        (into / key).parent.mkdir(parents=True, exist_ok=True)
+        (into / key).write_bytes(store.read_bytes(key))
 
 
 def snapshot(context: Path) -> None:

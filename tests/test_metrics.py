@@ -366,25 +366,3 @@ def test_classification_result_is_plain_json(
     assert_plain_json(result)
     assert 0.0 <= result["f1_macro"] <= 1.0
     assert 0.0 <= result["log_loss"] <= -math.log(metrics.EPS) + 1e-9
-
-
-# --- primary ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("task", "expected"),
-    [
-        ("regression", ("rmse", "min")),
-        ("binary", ("log_loss", "min")),
-        ("multiclass", ("log_loss", "min")),
-    ],
-)
-def test_primary_metric(task: str, expected: tuple[str, str]) -> None:
-    """Each resolved task maps to its model-selection metric and direction."""
-    assert metrics.primary(task) == expected
-
-
-def test_primary_metric_rejects_unresolved_task() -> None:
-    """An unknown or unresolved task ('auto') raises ValueError listing the known tasks."""
-    with pytest.raises(ValueError, match="regression"):
-        metrics.primary("auto")

@@ -1,4 +1,8 @@
-"""Releases: numbered immutable records, history, rollback, and safe concurrent creation."""
+"""Releases: numbered immutable records, history, rollback, and safe concurrent creation.
+
+The in-process tests run on each store implementation (the ``backend`` fixture); the CLI ones
+open the same store through PIPELINE_STORE. The test with real processes needs a local folder.
+"""
 
 from __future__ import annotations
 
@@ -17,29 +21,51 @@ import pytest
 from tests.conftest import event, store_files
 
 from pipeline import releases
-from pipeline.errors import ConfigError, NotFoundError
+from pipeline.errors import ConfigError, NotFoundError, StoreError
 from pipeline.settings import RunSettings
-from pipeline.store import LocalStore as Store
+from pipeline.store import LocalStore, MemoryStore, Store
 
 NAME = "house-prices"
+FOLDER = f"releases/{NAME}"
 
 
-def make_package(store: Path, version: str = "0.1.0", name: str = NAME, pid: str = "") -> str:
+@pytest.fixture(params=["local", "memory"])
+def backend(request: pytest.FixtureRequest, store: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The store a test runs on: a LocalStore in the test's store folder, or a MemoryStore that
+    the CLI (the ``cli`` fixture) opens too, in place of what PIPELINE_STORE names."""
+    if request.param == "local":
+        return LocalStore(store)
+    memory = MemoryStore()
+    monkeypatch.setattr(Store, "from_uri", staticmethod(lambda uri: memory))
+    return memory
+
+
+def make_package(store: Store, version: str = "0.1.0", name: str = NAME, pid: str = "") -> str:
     """Write a fake package tarball and its sidecar the way `pipeline package` lays them out."""
-    folder = store / "packages" / name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = f"packages/{name}"
     body = f"fake package {name} {version}".encode()
-    (folder / f"{version}.tar.gz").write_bytes(body)
+    store.write(f"{folder}/{version}.tar.gz", body)
     pid = pid or hashlib.sha256(body).hexdigest()
     sidecar = {"name": name, "version": version, "package_id": pid, "build_id": "b" * 64}
-    (folder / f"{version}.json").write_text(json.dumps(sidecar))
+    store.write(f"{folder}/{version}.json", json.dumps(sidecar).encode())
     return pid
 
 
-def test_create_create_rollback_leaves_v1_current_and_a_three_event_history(store: Path) -> None:
+def assert_read_only(store: Store, key: str) -> None:
+    """The record at ``key`` cannot be rewritten: a 0444 file on disk, refused in memory."""
+    if isinstance(store, LocalStore):
+        assert stat.S_IMODE(store.path(key).stat().st_mode) == 0o444
+    else:
+        with pytest.raises(StoreError, match="immutable"):
+            store.write(key, b"changed")
+
+
+def test_create_create_rollback_leaves_v1_current_and_a_three_event_history(
+    backend: Store,
+) -> None:
     """Two creates then a default rollback make v1 current, with create, create, rollback logged."""
-    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
-    s = Store(store)
+    s = backend
+    pid1, pid2 = make_package(s, "0.1.0"), make_package(s, "0.2.0")
     r1 = releases.create(s, pid1, RunSettings())
     r2 = releases.create(s, pid2[:8], RunSettings(threshold=0.7))
     assert (r1.ref, r2.ref) == (f"{NAME}@v1", f"{NAME}@v2")
@@ -58,31 +84,31 @@ def test_create_create_rollback_leaves_v1_current_and_a_three_event_history(stor
 
 
 def test_a_record_without_its_create_event_is_no_release_and_its_number_is_reused(
-    store: Path,
+    backend: Store,
 ) -> None:
     """A crash between writing v2.json and its history event leaves no visible release: list,
     show and @current ignore the orphan, and the next create replaces it as v2."""
-    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
-    s = Store(store)
+    s = backend
+    pid1, pid2 = make_package(s, "0.1.0"), make_package(s, "0.2.0")
     releases.create(s, pid1, RunSettings())
-    orphan = store / "releases" / NAME / "v2.json"
-    orphan.write_text(json.dumps({"name": NAME, "number": 2, "half": "of a create"}))
+    orphan = f"{FOLDER}/v2.json"
+    s.write(orphan, json.dumps({"name": NAME, "number": 2, "half": "of a create"}).encode())
     assert [r["number"] for r in releases.list_releases(s, NAME)] == [1]
     assert releases.show(s, f"{NAME}@current").number == 1
     with pytest.raises(NotFoundError, match="v2 does not exist"):
         releases.show(s, f"{NAME}@v2")
     again = releases.create(s, pid2, RunSettings())
     assert (again.number, again.version) == (2, "0.2.0")
-    assert json.loads(orphan.read_text())["package_id"] == pid2
+    assert s.read_json(orphan)["package_id"] == pid2
     # A crash after the event but before `current` was rewritten: the history still decides.
-    (store / "releases" / NAME / "current").write_text("1\n")
+    s.write(f"{FOLDER}/current", b"1\n")
     assert releases.current_number(s, NAME) == 2
 
 
-def test_numbers_are_never_reused_after_a_rollback(store: Path) -> None:
+def test_numbers_are_never_reused_after_a_rollback(backend: Store) -> None:
     """After rolling back from v2, the next release is v3 and becomes current."""
-    pid = make_package(store)
-    s = Store(store)
+    s = backend
+    pid = make_package(s)
     releases.create(s, pid, RunSettings())
     releases.create(s, pid, RunSettings())
     releases.rollback(s, NAME, 1)
@@ -90,9 +116,9 @@ def test_numbers_are_never_reused_after_a_rollback(store: Path) -> None:
     assert [r["current"] for r in releases.list_releases(s, NAME)] == [False, False, True]
 
 
-def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, store: Path) -> None:
+def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, backend: Store) -> None:
     """`rollback --to v1` works; a missing target or nothing below v1 exits 8, changing nothing."""
-    pid = make_package(store)
+    pid = make_package(backend)
     for _ in range(3):
         assert cli("release", "create", pid).exit_code == 0
     result = cli("release", "rollback", "--to", "v1")
@@ -104,13 +130,13 @@ def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, store: Path)
     assert missing.exit_code == 8
     assert "house-prices@v9 does not exist" in missing.stderr
     assert cli("release", "rollback").exit_code == 8  # v1 is current: nothing before it
-    assert (store / "releases" / NAME / "current").read_text() == "1\n"
-    assert len(releases.history(Store(store), NAME)) == 4
+    assert backend.read_bytes(f"{FOLDER}/current") == b"1\n"
+    assert len(releases.history(backend, NAME)) == 4
 
 
-def test_cli_show_current_named_and_bare_references(cli: Any, store: Path) -> None:
+def test_cli_show_current_named_and_bare_references(cli: Any, backend: Store) -> None:
     """`show` resolves name@current, name@v2 and a bare v1 (via PIPELINE_MODEL__NAME)."""
-    pid = make_package(store)
+    pid = make_package(backend)
     cli("release", "create", pid)
     cli("release", "create", pid)
 
@@ -124,9 +150,9 @@ def test_cli_show_current_named_and_bare_references(cli: Any, store: Path) -> No
     assert event(bare.stdout, "release.show")["current"] is False
 
 
-def test_cli_list_reports_every_release_and_the_current_one(cli: Any, store: Path) -> None:
+def test_cli_list_reports_every_release_and_the_current_one(cli: Any, backend: Store) -> None:
     """`list` reports number, version, a 12-character package id and which release is current."""
-    pid1, pid2 = make_package(store, "0.1.0"), make_package(store, "0.2.0")
+    pid1, pid2 = make_package(backend, "0.1.0"), make_package(backend, "0.2.0")
     cli("release", "create", pid1)
     cli("release", "create", pid2)
     listed = event(cli("release", "list").stdout, "release.list")
@@ -140,12 +166,12 @@ def test_cli_list_reports_every_release_and_the_current_one(cli: Any, store: Pat
 
 
 def test_cli_create_from_tarball_path_writes_the_reference_to_the_id_file(
-    cli: Any, store: Path, tmp_path: Path
+    cli: Any, backend: Store, tmp_path: Path
 ) -> None:
     """A package given as its .tar.gz in the store is released; --id-file receives name@vN."""
-    make_package(store)
-    tarball = store / "packages" / NAME / "0.1.0.tar.gz"
-    result = cli("release", "create", str(tarball), "--id-file", str(tmp_path / "ref"))
+    make_package(backend)
+    tarball = backend.location(f"packages/{NAME}/0.1.0.tar.gz")  # a path, or the memory URI
+    result = cli("release", "create", tarball, "--id-file", str(tmp_path / "ref"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "ref").read_text() == f"{NAME}@v1\n"
     assert event(result.stdout, "release.created")["number"] == 1
@@ -155,20 +181,20 @@ def test_cli_create_from_tarball_path_writes_the_reference_to_the_id_file(
     assert cli("release", "create", str(outside)).exit_code == 3
 
 
-def test_cli_unknown_package_exits_8_naming_the_searched_folder(cli: Any, store: Path) -> None:
+def test_cli_unknown_package_exits_8_naming_the_searched_folder(cli: Any, backend: Store) -> None:
     """A package id that no sidecar carries exits 8 and says where it looked."""
-    make_package(store)
+    make_package(backend)
     result = cli("release", "create", "deadbeef" * 8)
     assert result.exit_code == 8
     assert "packages/*/*.json" in result.stderr
-    assert not (store / "releases").exists()
+    assert not backend.exists("releases")
 
 
-def test_ambiguous_or_short_package_prefixes_are_config_errors(store: Path) -> None:
+def test_ambiguous_or_short_package_prefixes_are_config_errors(backend: Store) -> None:
     """A prefix shared by two packages, or shorter than 8 hex digits, is refused."""
-    make_package(store, "0.1.0", pid="abcdef01" + "0" * 56)
-    make_package(store, "0.2.0", pid="abcdef01" + "1" * 56)
-    s = Store(store)
+    s = backend
+    make_package(s, "0.1.0", pid="abcdef01" + "0" * 56)
+    make_package(s, "0.2.0", pid="abcdef01" + "1" * 56)
     with pytest.raises(ConfigError, match="ambiguous"):
         releases.find_package(s, "abcdef01")
     assert releases.find_package(s, "abcdef011")["version"] == "0.2.0"
@@ -195,46 +221,57 @@ def test_parse_ref_accepts_the_documented_forms() -> None:
 
 
 def test_required_secret_names_are_recorded_but_no_value_reaches_the_store(
-    cli: Any, store: Path
+    cli: Any, backend: Store, store: Path
 ) -> None:
     """required_secrets names go into the record; the secret's value is in no stored file."""
-    pid = make_package(store)
+    pid = make_package(backend)
     secret = "kaggle-secret-value-0123456789"
     env = {"PIPELINE_RUN__REQUIRED_SECRETS": '["KAGGLE_KEY"]', "KAGGLE_KEY": secret}
     result = cli("release", "create", pid, env=env)
     assert result.exit_code == 0, result.output
     assert secret not in result.stdout
-    record = json.loads((store / "releases" / NAME / "v1.json").read_text())
+    record = backend.read_json(f"{FOLDER}/v1.json")
     assert record["run"]["required_secrets"] == ["KAGGLE_KEY"]
     assert record["format"] == 1 and record["build_id"] == "b" * 64
-    files = store_files(store)
-    assert files
-    assert not [p for p in files if secret.encode() in p.read_bytes()]
+    keys = backend.walk("")
+    assert keys
+    assert not [k for k in keys if secret.encode() in backend.read_bytes(k)]
+    if isinstance(backend, LocalStore):  # hidden files too: locks, temp files
+        files = store_files(store)
+        assert files
+        assert not [p for p in files if secret.encode() in p.read_bytes()]
 
 
-def test_release_records_are_read_only_and_unchanged_by_rollback(store: Path) -> None:
-    """Rollbacks move only `current` and history: every v<N>.json keeps its bytes and stays 0444."""
-    pid = make_package(store)
-    s = Store(store)
+def test_release_records_are_read_only_and_unchanged_by_rollback(
+    backend: Store, store: Path
+) -> None:
+    """Rollbacks move only `current` and history: every v<N>.json keeps its bytes and stays
+    read-only (0444 on disk)."""
+    s = backend
+    pid = make_package(s)
     for _ in range(3):
         releases.create(s, pid, RunSettings())
-    records = sorted((store / "releases" / NAME).glob("v*.json"))
-    before = {p: p.read_bytes() for p in records}
+    records = [f"{FOLDER}/{n}" for n in s.list(FOLDER) if n.startswith("v")]
+    assert len(records) == 3
+    before = {k: s.read_bytes(k) for k in records}
     releases.rollback(s, NAME)
     releases.rollback(s, NAME, 3)
     releases.rollback(s, NAME)
-    assert {p: p.read_bytes() for p in records} == before
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in records)
-    assert not [p for p in (store / "releases" / NAME).rglob("*.tmp")]
+    assert {k: s.read_bytes(k) for k in records} == before
+    for key in records:
+        assert_read_only(s, key)
+    if isinstance(s, LocalStore):
+        assert not [p for p in (store / "releases" / NAME).rglob("*.tmp")]
     with pytest.raises(NotFoundError):
         releases.rollback(s, NAME, 7)
 
 
-def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Path) -> None:
-    """Without any lock, threads racing to claim history numbers by os.link never share or skip
-    one."""
-    folder = tmp_path / "claims"
-    key = releases._Key(Store(tmp_path), "claims")
+def test_claim_by_exclusive_create_gives_each_concurrent_writer_its_own_number(
+    backend: Store,
+) -> None:
+    """Without any lock, threads racing to claim history numbers by exclusive create (os.link on
+    a disk) never share or skip one."""
+    key = releases._Key(backend, "claims")
     claimed: list[int] = []
 
     def worker() -> None:
@@ -249,12 +286,36 @@ def test_claim_by_link_gives_each_concurrent_writer_its_own_number(tmp_path: Pat
         t.join()
     assert sorted(claimed) == list(range(1, 151))
     for n in claimed:
-        assert json.loads((folder / f"{n:08d}.json").read_text()) == {"number": n}
+        assert backend.read_json(f"claims/{n:08d}.json") == {"number": n}
+
+
+def test_threads_creating_releases_at_once_get_consecutive_numbers(backend: Store) -> None:
+    """Four threads each creating 5 releases yield v1..v20 with no gap, one event each, in order."""
+    pid = make_package(backend)
+    numbers: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        barrier.wait()
+        numbers.extend(releases.create(backend, pid, RunSettings()).number for _ in range(5))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(numbers) == list(range(1, 21))
+    assert [r["number"] for r in releases.list_releases(backend, NAME)] == list(range(1, 21))
+    events = releases.history(backend, NAME)
+    assert [(e["seq"], e["release"], e["action"]) for e in events] == [
+        (n, n, "create") for n in range(1, 21)
+    ]
+    assert releases.current_number(backend, NAME) == 20
 
 
 def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(store: Path) -> None:
     """Two real processes each creating 20 releases yield v1..v40 and 40 distinct create events."""
-    pid = make_package(store)
+    pid = make_package(LocalStore(store))
     start_at = time.time() + 2.0  # both interpreters are up before either starts creating
     script = textwrap.dedent(
         f"""
@@ -286,5 +347,5 @@ def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(stor
     # Creates are ordered by the lock: history follows number order and v40 ends current.
     assert [e["release"] for e in events] == list(range(1, 41))
     assert [e["previous"] for e in events] == [None, *range(1, 40)]
-    assert releases.current_number(Store(store), NAME) == 40
+    assert releases.current_number(LocalStore(store), NAME) == 40
     assert not list(folder.rglob("*.tmp"))

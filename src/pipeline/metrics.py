@@ -1,4 +1,4 @@
-"""Evaluation metrics in pure numpy: regression errors, classification scores, the primary metric.
+"""Evaluation metrics in pure numpy: regression errors and classification scores.
 
 Every function returns plain Python values (``float``, ``int``, ``list``) so results go straight
 into JSON manifests and log events; a metric that is undefined for the data (R² of a constant
@@ -22,12 +22,6 @@ LOG_FLOOR = 1e-12
 EPS = 1e-15
 # Tolerance for "rows sum to 1": float32 softmax outputs are off by a few ulps of float32.
 _ROW_SUM_ATOL = 1e-4
-
-_PRIMARY: dict[str, tuple[str, str]] = {
-    "regression": ("rmse", "min"),
-    "binary": ("log_loss", "min"),
-    "multiclass": ("log_loss", "min"),
-}
 
 
 def regression(y_true: Any, y_pred: Any, *, log_scale: bool = False) -> dict[str, float | None]:
@@ -98,19 +92,6 @@ def classification(y_true: Any, proba: Any, labels: list[str]) -> dict[str, Any]
         "confusion_matrix": {"labels": list(labels), "matrix": cm.tolist()},
         "n": int(n),
     }
-
-
-def primary(task: str) -> tuple[str, str]:
-    """Return the metric that drives early stopping and model selection, and "min" or "max".
-
-    ``task`` is a resolved task (``regression``, ``binary`` or ``multiclass``), not ``auto``.
-    """
-    try:
-        return _PRIMARY[task]
-    except KeyError:
-        raise ValueError(
-            f"no primary metric for task {task!r}: expected one of {sorted(_PRIMARY)}"
-        ) from None
 
 
 def _r2(y: FloatArray, rmse: float) -> float | None:

@@ -5,12 +5,12 @@ Layout under ``store/releases/<name>/``::
     v<N>.json               one immutable record per release (read-only, never rewritten)
     history/<seq:08d>.json  append-only events, create and rollback: the commit log
     current                 the current release number, for people and scripts (derived)
-    .lock                   flock target that orders creates and rollbacks
+    .lock                   the lock that orders creates and rollbacks
 
 The history is the truth. A release exists once its ``create`` event is in the history, and the
 current release is the one the last event names. Creating a release writes its record, then its
-event; each write is atomic (fsynced temp file, then an exclusive hard link), so a crash or a
-SIGKILL at any moment leaves either the old state or the new one:
+event; each is an exclusive ``Store.create`` (on a local disk an fsynced temp file, then a hard
+link), so a crash or a SIGKILL at any moment leaves either the old state or the new one:
 
 * killed before the event, the record is an orphan that no reader counts (``list``, ``show`` and
   ``@current`` ignore it), and the next create, holding the lock, removes it and reuses its
@@ -18,9 +18,10 @@ SIGKILL at any moment leaves either the old state or the new one:
 * killed after the event, the release is complete and current; ``current`` is rewritten by the
   next command if the crash came before it.
 
-Creates and rollbacks hold an exclusive ``fcntl.flock`` on ``.lock``, which orders numbers,
-history and ``current``. History sequence numbers are claimed with an exclusive link as well, so
-two writers can never share one even where flock is not honoured.
+Creates and rollbacks hold the store's exclusive lock ``.lock`` (``flock`` on a local disk),
+which orders numbers, history and ``current``. History sequence numbers are claimed with an
+exclusive create as well, so two writers can never share one even where the lock is not honoured.
+Only the ``Store`` interface is used, so any store implementation keeps these guarantees.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
 from pipeline.settings import RunSettings
-from pipeline.store import LocalStore, Store, canonical_json
+from pipeline.store import Store, canonical_json
 
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -117,16 +117,16 @@ def parse_number(text: str) -> int:
 # --- packages ---------------------------------------------------------------------------------
 
 
-def _read_sidecar(path: _Key) -> dict[str, Any]:
+def _read_sidecar(key: _Key) -> dict[str, Any]:
     try:
-        data = _read_json(path)
-    except FileNotFoundError:
+        data = _read_json(key)
+    except KeyError:
         raise NotFoundError(
-            f"package sidecar {path} does not exist: package the build first (`pipeline package`)"
+            f"package sidecar {key} does not exist: package the build first (`pipeline package`)"
         ) from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS):
         raise IntegrityError(
-            f"package sidecar {path} is malformed: expected string fields {list(_SIDECAR_KEYS)}; "
+            f"package sidecar {key} is malformed: expected string fields {list(_SIDECAR_KEYS)}; "
             "re-create the package"
         )
     return data
@@ -162,21 +162,23 @@ def find_package(store: Store, ref: str) -> dict[str, Any]:
 
 
 def resolve_package(store: Store, arg: str) -> dict[str, Any]:
-    """The sidecar for ``arg``: a package id/prefix, or a ``.tar.gz`` path in the store."""
+    """The sidecar for ``arg``: a package id/prefix, or where its ``.tar.gz`` is in the store.
+
+    The location is a path for a folder store (a URI for an object store): ``Store.key_of``.
+    """
     if not (arg.endswith(".tar.gz") or os.sep in arg):
         return find_package(store, arg)
-    if not isinstance(store, LocalStore):
-        raise ConfigError(f"'{arg}' is a path, but store {store.uri} is not a folder: give the id")
-    path = Path(arg).resolve()
-    root = store.path("packages").resolve()
-    if not path.name.endswith(".tar.gz") or not path.is_relative_to(root):
+    key = store.key_of(arg)
+    if key is None or not key.startswith("packages/") or not key.endswith(".tar.gz"):
         raise ConfigError(
-            f"'{arg}' is not a package: expected a .tar.gz inside {root}, or a package id"
+            f"'{arg}' is not a package: expected a .tar.gz inside {store.location('packages')}, "
+            "or a package id"
         )
-    if not path.is_file():
-        raise NotFoundError(f"package {path} does not exist: check the path or PIPELINE_STORE")
-    key = path.relative_to(store.root.resolve()).as_posix().removesuffix(".tar.gz") + ".json"
-    return _read_sidecar(_Key(store, key))
+    if not store.exists(key):
+        raise NotFoundError(
+            f"package {store.location(key)} does not exist: check the path or PIPELINE_STORE"
+        )
+    return _read_sidecar(_Key(store, key.removesuffix(".tar.gz") + ".json"))
 
 
 # --- low-level store access -------------------------------------------------------------------
@@ -196,15 +198,13 @@ class _Key:
         return f"{self.store.uri}/{self.key}"
 
 
-def _read_json(path: _Key) -> Any:
-    try:
-        data = path.store.read_bytes(path.key)
-    except KeyError:
-        raise FileNotFoundError(str(path)) from None
+def _read_json(key: _Key) -> Any:
+    """The JSON stored under ``key``: KeyError when absent, IntegrityError when not JSON."""
+    data = key.store.read_bytes(key.key)
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise IntegrityError(f"{path} is not valid JSON ({exc}): the store is damaged") from None
+        raise IntegrityError(f"{key} is not valid JSON ({exc}): the store is damaged") from None
 
 
 def _folder(store: Store, name: str) -> _Key:
@@ -223,9 +223,9 @@ def _numbers(folder: _Key, pattern: re.Pattern[str]) -> list[int]:
 def _claim(folder: _Key, pattern: re.Pattern[str], filename: str, make: Any) -> int:
     """Publish ``make(n)`` as ``filename % n`` for the first free ``n`` above the existing ones.
 
-    ``Store.create`` is exclusive (a hard link on a local disk): the finished record appears
-    under its final name in one step, or the name was taken and ``n + 1`` is tried. Each number
-    has exactly one owner.
+    ``Store.create`` is exclusive (a hard link on a local disk, a conditional put on an object
+    store): the finished record appears under its final name in one step, or the name was taken
+    and ``n + 1`` is tried. Each number has exactly one owner.
     """
     n = max(_numbers(folder, pattern), default=0) + 1
     while not folder.store.create(
@@ -281,13 +281,13 @@ def _set_current(folder: _Key, number: int, action: str, previous: int | None) -
 
 def _load(folder: _Key, name: str, number: int, existing: list[int] | None = None) -> Release:
     """Release ``number``; ``existing`` is the committed numbers, when the caller has read them."""
-    path = folder / f"v{number}.json"
+    record = folder / f"v{number}.json"
     existing = _committed(folder)[0] if existing is None else existing
     try:
         if number not in existing:
-            raise FileNotFoundError(str(path))  # absent, or an orphan no create event committed
-        data = _read_json(path)
-    except FileNotFoundError:
+            raise KeyError(record.key)  # absent, or an orphan that no create event committed
+        data = _read_json(record)
+    except KeyError:
         have = f"v1..v{existing[-1]}" if existing else "none"
         raise NotFoundError(
             f"release {name}@v{number} does not exist (releases of {name}: {have}); "
@@ -296,9 +296,9 @@ def _load(folder: _Key, name: str, number: int, existing: list[int] | None = Non
     try:
         release = Release(**{k: data[k] for k in Release.__dataclass_fields__})
     except (KeyError, TypeError):
-        raise IntegrityError(f"{path} is not a release record: the store is damaged") from None
+        raise IntegrityError(f"{record} is not a release record: the store is damaged") from None
     if release.number != number or release.name != name:
-        raise IntegrityError(f"{path} records {release.ref}: the store is damaged")
+        raise IntegrityError(f"{record} records {release.ref}: the store is damaged")
     return release
 
 

@@ -1,0 +1,175 @@
+"""``MemoryStore``: a complete store in this process's memory, for tests and as a model.
+
+It behaves as an object store does, which makes it the model for one: objects are bytes under
+full keys in one dict, a folder is only the keys below it, and one lock (``_guard``) makes every
+read, write, exclusive create and publish a single step that no reader sees half of. What must be
+a local file (a staging folder, a file to stream from) lives in a private temporary folder that
+goes away with the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+import threading
+import uuid
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.errors import StoreError
+from pipeline.store import Store, key_parts, store_error, temp_beside
+
+
+def _name(key: str) -> str:
+    return "/".join(key_parts(key))
+
+
+def _hidden(name: str) -> bool:
+    """Whether a name has a part starting with ``.`` (never listed, as on a local disk)."""
+    return any(part.startswith(".") for part in name.split("/"))
+
+
+class MemoryStore(Store):
+    """A store whose objects live in a dict; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self.uri = f"memory://{uuid.uuid4().hex[:12]}"
+        self._objects: dict[str, bytes] = {}
+        self._immutable: set[str] = set()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._scratch_dir: Path | None = None
+
+    def _scratch(self) -> Path:
+        """The store's private local folder, made on first use and removed with the store."""
+        with self._guard:
+            if self._scratch_dir is None:
+                self._scratch_dir = Path(tempfile.mkdtemp(prefix="pipeline-memory-store-"))
+                weakref.finalize(self, shutil.rmtree, self._scratch_dir, True)
+            return self._scratch_dir
+
+    def _taken(self, name: str) -> bool:
+        """Whether ``name`` is an object or a folder; the caller holds ``_guard``."""
+        return name in self._objects or any(k.startswith(f"{name}/") for k in self._objects)
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._guard:
+            try:
+                return self._objects[_name(key)]
+            except KeyError:
+                raise KeyError(key) from None
+
+    def exists(self, key: str) -> bool:
+        with self._guard:
+            return self._taken(_name(key))
+
+    def walk(self, prefix: str) -> list[str]:
+        start = f"{_name(prefix)}/" if prefix else ""
+        with self._guard:
+            keys = [k for k in self._objects if k.startswith(start)]
+        return sorted(k for k in keys if not _hidden(k[len(start) :]))
+
+    def list(self, prefix: str) -> list[str]:
+        start = f"{_name(prefix)}/"
+        with self._guard:
+            names = {k[len(start) :].split("/")[0] for k in self._objects if k.startswith(start)}
+        return sorted(n for n in names if not _hidden(n))
+
+    def write(self, key: str, data: bytes) -> None:
+        name = _name(key)
+        with self._guard:
+            if name in self._immutable:
+                raise StoreError(
+                    f"cannot write {self.location(name)}: it was created immutable and is never "
+                    "rewritten; create it under a new key"
+                )
+            self._objects[name] = bytes(data)
+
+    def delete(self, key: str) -> None:
+        name = _name(key)
+        with self._guard:
+            self._objects.pop(name, None)
+            self._immutable.discard(name)
+
+    def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
+        name = _name(key)
+        with self._guard:
+            if self._taken(name):
+                return False
+            self._objects[name] = bytes(data)
+            if immutable:
+                self._immutable.add(name)
+            return True
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        folder = self._scratch() / "staging" / uuid.uuid4().hex
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise store_error(exc, folder) from exc
+        try:
+            yield folder
+        except OSError as exc:
+            raise store_error(exc, folder) from exc  # as LocalStore: one error for every write
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def publish(self, staged: Path, key: str) -> bool:
+        name = _name(key)
+        try:
+            # Read everything first: the copy-in below is one step under the guard.
+            files = {
+                f"{name}/{file.relative_to(staged).as_posix()}": file.read_bytes()
+                for file in sorted(staged.rglob("*"))
+                if file.is_file()
+            }
+        except OSError as exc:
+            raise store_error(exc, self.location(name)) from exc
+        with self._guard:
+            if self._taken(name):
+                return False  # the same content, published first by another writer
+            self._objects.update(files)
+        return True
+
+    def local_file(self, key: str) -> Path:
+        name = _name(key)
+        with self._guard:
+            data = self._objects.get(name)
+        if data is None:
+            raise KeyError(key)
+        # One read-only copy per content, under the object's own file name (readers pick a
+        # format by its suffix); written to a temp name and renamed, so threads may race here.
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._scratch() / "files" / digest / name.rsplit("/", 1)[-1]
+        if not path.exists():
+            try:
+                tmp = temp_beside(path, data)
+                tmp.chmod(0o444)
+                tmp.replace(path)
+            except OSError as exc:
+                raise store_error(exc, path) from exc
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        name = _name(key)
+        with self._guard:
+            held = self._locks.setdefault(name, threading.Lock())
+        with held:
+            yield
+
+    def location(self, key: str) -> str:
+        return f"{self.uri}/{_name(key)}"
+
+    def key_of(self, location: str) -> str | None:
+        rest = location.removeprefix(f"{self.uri}/")
+        if rest == location:
+            return None
+        try:
+            return _name(rest)
+        except StoreError:
+            return None
