@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis.extra.pandas import column, data_frames, range_indexes
 
 from pipeline import features
 from pipeline.data.schema import Column, Schema
+from pipeline.errors import DataError
 from pipeline.settings import FeatureSettings
 
 SCHEMA = Schema(
@@ -77,6 +79,22 @@ def test_category_spelling_is_the_same_whatever_dtype_was_read() -> None:
     assert features.as_categories(pd.Series([3.0, None])).tolist() == ["3", None]
     assert features.as_categories(pd.Series(["3", None])).tolist() == ["3", None]
     assert features.as_categories(pd.Series([True, False])).tolist() == ["true", "false"]
+
+
+def test_bad_number_cells_name_column_row_and_value_as_fields() -> None:
+    """Text or an infinity in a numeric column is a ``DataError`` whose fields name the cell."""
+    text = pd.Series(["1", None, "abc"], index=[3, 4, 8], dtype=object)
+    with pytest.raises(DataError) as caught:
+        features.as_numbers(text, "x", "train.csv")
+    assert (caught.value.column, caught.value.row, caught.value.value) == ("x", 9, "'abc'")
+    assert caught.value.message == (
+        "column 'x' in train.csv has 'abc' at data row 9: expected a number; fix the row or "
+        "leave the cell empty"
+    )
+    with pytest.raises(DataError) as caught:
+        features.as_numbers(pd.Series([1.0, -np.inf]), "x", "train.csv")
+    assert (caught.value.row, caught.value.value) == (2, "-inf")
+    assert "has -inf at data row 2: expected a finite number;" in caught.value.message
 
 
 finite = st.one_of(st.floats(min_value=-1e300, max_value=1e300), st.just(float("nan")))

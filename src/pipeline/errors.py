@@ -31,10 +31,27 @@ class ConfigError(PipelineError):
 
 
 class DataError(PipelineError):
-    """The dataset cannot be used as it is: unreadable, empty, missing a column, bad values."""
+    """The dataset cannot be used as it is: unreadable, empty, missing a column, bad values.
+
+    An error about one cell also carries it as fields, for callers that render it other than
+    as a line of text (the server's field-level detail): ``column``, ``row`` (the 1-based data
+    row, header excluded) and ``value`` (the cell as the message shows it). They are None for
+    an error about the whole file.
+    """
 
     exit_code = 4
     kind = "data"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        column: str | None = None,
+        row: int | None = None,
+        value: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.column, self.row, self.value = column, row, value
 
 
 class SourceError(PipelineError):

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data.schema import Schema, data_row, first_non_number
+from pipeline.data import cells
+from pipeline.data.schema import Schema
 from pipeline.errors import DataError
 from pipeline.settings import FeatureSettings
 
@@ -42,21 +43,14 @@ def as_categories(series: pd.Series) -> np.ndarray:
     missing = series.isna().to_numpy()
     if pd.api.types.is_bool_dtype(series):
         flags = series.fillna(False).to_numpy(dtype=bool)
-        out = np.where(flags, "true", "false").astype(object)
+        out = np.where(flags, cells.BOOLEAN_NAMES[True], cells.BOOLEAN_NAMES[False]).astype(object)
         out[missing] = None
         return out
     if pd.api.types.is_integer_dtype(series):
         out = series.astype("string").to_numpy(dtype=object, na_value=None)
         return out
     if pd.api.types.is_float_dtype(series):
-        x = series.to_numpy(dtype="float64", na_value=np.nan)
-        finite = np.isfinite(x)
-        integral = finite & (np.mod(np.where(finite, x, 0.0), 1.0) == 0)
-        small = integral & (np.abs(x) < 2**63)
-        out = x.astype(str).astype(object)
-        out[small] = x[small].astype(np.int64).astype(str)
-        for k in np.flatnonzero(integral & ~small):  # beyond int64: Python's exact int
-            out[k] = str(int(x[k]))
+        out = cells.float_category_texts(series.to_numpy(dtype="float64", na_value=np.nan))
         out[missing] = None
         return out
     if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
@@ -65,14 +59,7 @@ def as_categories(series: pd.Series) -> np.ndarray:
     values = series.to_numpy(dtype=object, na_value=None)
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            out[i] = None
-        elif isinstance(v, bool | np.bool_):
-            out[i] = "true" if v else "false"
-        elif isinstance(v, float | np.floating) and float(v).is_integer():
-            out[i] = str(int(v))
-        else:
-            out[i] = str(v)
+        out[i] = cells.category_text(v)
     return out
 
 
@@ -126,25 +113,30 @@ def category_codes(series: pd.Series, vocab: tuple[str, ...]) -> tuple[np.ndarra
 
 
 def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
-    """float64 values (NaN for missing); text or infinities are a ``DataError`` naming the row."""
-    if pd.api.types.is_numeric_dtype(series):
-        # Already numbers: to_numeric would return them unchanged, at 5x the cost of this.
-        values = series.to_numpy(dtype="float64", na_value=np.nan)
-    else:
-        bad = first_non_number(series)
-        if bad is not None:
-            raise DataError(
-                f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: expected a "
-                "number; fix the row or leave the cell empty"
-            )
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    """float64 values (NaN for missing); text or infinities are a ``DataError`` naming the row.
+
+    Training's number rule (``cells.parse_numbers``'s ``pandas``): the fitted statistics, and so
+    every build id, depend on it.
+    """
+    values, bad = cells.parse_numbers(series)
+    if bad.any():
+        pos = int(bad.nonzero()[0][0])
+        raise cells.cell_error(
+            name,
+            label,
+            cells.data_row(series, pos),
+            cells.shown(cells.plain(series.iloc[pos]), None),
+            ": expected a number; fix the row or leave the cell empty",
+        )
     infinite = np.isinf(values)
     if infinite.any():
         pos = int(infinite.nonzero()[0][0])
-        raise DataError(
-            f"column '{name}' in {label} has {values[pos]} at data row {data_row(series, pos)}: "
-            "expected a "
-            "finite number; replace it or leave the cell empty"
+        raise cells.cell_error(
+            name,
+            label,
+            cells.data_row(series, pos),
+            str(values[pos]),  # a float as text: "inf" or "-inf"
+            ": expected a finite number; replace it or leave the cell empty",
         )
     return values
 
@@ -185,6 +177,10 @@ class TargetState:
     mean: float = 0.0
     std: float = 1.0
     classes: tuple[str, ...] = ()
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Regression outputs (standardised, transformed) back to target units."""
+        return _inverse(z.astype(np.float64) * self.std + self.mean, self.transform)
 
 
 @dataclass
@@ -284,11 +280,6 @@ class Preprocessor:
                 f"the model was not trained on: expected one of {list(t.classes)}"
             )
         return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
-
-    def decode_regression(self, z: np.ndarray) -> np.ndarray:
-        """Model outputs (standardised, transformed) back to target units."""
-        t = self.target
-        return _inverse(z.astype(np.float64) * t.std + t.mean, t.transform)
 
 
 # Staging for _write_columns: at most this many bytes, copied out this many rows at a time.

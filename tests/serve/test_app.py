@@ -9,11 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 from tests.serve.conftest import TEST_CSV, pipeline
 
+from pipeline.data import cells
+from pipeline.errors import DataError
 from pipeline.serve.app import Loaded, ServeState, create_app
 from pipeline.serve.server import load_release
 from pipeline.settings import RunSettings, ServeSettings, load
@@ -226,6 +230,51 @@ def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
     assert response.json()["detail"] == [
         {"record": None, "column": "Street", "type": "missing", "message": "Column required"}
     ]
+
+
+def test_a_bad_boolean_gets_field_level_detail_like_a_bad_number(flags: dict[str, Any]) -> None:
+    """A boolean cell "maybe" is a 422 naming its record and column, in JSON and in CSV."""
+    record = {"member": "maybe", "age": 30, "city": "north"}
+    csv_body = "member,age,city\ntrue,30,north\nmaybe,old,east\n"
+    with _client(_loaded(flags)) as client:
+        as_json = client.post("/v1/predict", json={"records": [{**record, "member": True}, record]})
+        as_csv = client.post("/v1/predict", content=csv_body, headers={"Content-Type": "text/csv"})
+    assert as_json.status_code == 422
+    detail = as_json.json()["detail"]
+    assert [(d["record"], d["column"], d["type"], d["input"]) for d in detail] == [
+        (1, "member", "bool_type", "maybe")
+    ]
+    assert as_csv.status_code == 422
+    assert as_csv.json() == {
+        "error": "invalid_records",
+        "message": "2 value(s) are not valid for the model",
+        "detail": [
+            {"record": 1, "column": "age", "type": "float_parsing",
+             "message": "Input should be a finite number", "input": "old"},
+            {"record": 1, "column": "member", "type": "bool_parsing",
+             "message": "Input should be true or false", "input": "maybe"},
+        ],
+    }  # fmt: skip
+
+
+def test_a_cell_error_becomes_detail_from_its_fields(flags: dict[str, Any]) -> None:
+    """A cell's ``DataError`` is a 422 whose detail comes from its fields; a file's has none."""
+    contract = _loaded(flags).contract
+    frame = pd.DataFrame({"member": ["true", "maybe"], "age": ["1", "2"], "city": ["a", "b"]})
+    with pytest.raises(DataError) as caught:
+        cells.booleans(frame["member"], "member", "the request", "fail", np.full(2, ""))
+    refusal = contract.refusal(caught.value, frame)
+    assert refusal.status == 422
+    assert refusal.body() == {
+        "error": "invalid_records",
+        "message": caught.value.message,
+        "detail": [{"record": 1, "column": "member", "type": "bool_parsing",
+                    "message": "Input should be true or false", "input": "maybe"}],
+    }  # fmt: skip
+    assert contract.refusal(DataError("no rows")).body() == {
+        "error": "invalid_records",
+        "message": "no rows",
+    }
 
 
 def test_on_error_column_release_reports_bad_csv_rows_inline(house: dict[str, Any]) -> None:

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# ``printable`` is re-exported: predict shows values through ``read.printable``.
+from pipeline.data.cells import csv_options
+from pipeline.data.cells import printable as printable
 from pipeline.errors import DataError
 from pipeline.settings import DataSettings
 
@@ -99,12 +102,6 @@ def detect_format(path: Path, declared: str = "auto", label: str | None = None) 
             "read_json(lines=True).to_parquet(...)) and point PIPELINE_DATA__SOURCE at the result"
         )
     return "csv"
-
-
-def printable(text: str, limit: int = 120) -> str:
-    """``text`` cut to ``limit`` characters with control and unprintable characters escaped."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 def _first_line(exc: BaseException) -> str:
@@ -246,15 +243,7 @@ def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
     import pyarrow.csv as pacsv
 
     try:
-        return pacsv.read_csv(
-            path,
-            parse_options=pacsv.ParseOptions(delimiter=data.delimiter),
-            convert_options=pacsv.ConvertOptions(
-                null_values=data.missing_values,
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=True,
-            ),
-        )
+        return pacsv.read_csv(path, **csv_options(data.delimiter, data.missing_values))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
 

@@ -10,10 +10,12 @@ import difflib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data import cells
 from pipeline.errors import ConfigError, DataError
 from pipeline.settings import DataSettings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 # A regression target with a right tail longer than this is fitted on its log by default.
@@ -25,8 +27,6 @@ MOSTLY = 0.9
 # A text column with a different value in every one of at least this many rows is an
 # identifier: it cannot generalise, so it is dropped with a warning.
 IDENTIFIER_MIN_ROWS = 20
-# Spellings pyarrow reads as booleans (its defaults, without "1" and "0", which read as numbers).
-_BOOLEAN_WORDS = frozenset({"true", "false", "True", "False", "TRUE", "FALSE"})
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,11 @@ class Schema:
 
 
 def _missing_column(label: str, name: str, columns: list[str], setting: str) -> DataError:
-    from pipeline.data.read import delimiter_hint, printable
+    from pipeline.data.read import delimiter_hint
 
     close = difflib.get_close_matches(name, columns, n=1)
     hint = delimiter_hint(columns) or (f"did you mean '{close[0]}'? " if close else "")
-    shown = ", ".join(printable(c, 60) for c in columns[:12])
+    shown = ", ".join(cells.printable(c, 60) for c in columns[:12])
     more = f", ... ({len(columns)} in all)" if len(columns) > 12 else ""
     return DataError(
         f"dataset {label} has no column '{name}' ({setting}): {hint}columns are {shown}{more}"
@@ -99,68 +99,36 @@ def _infer_kind(series: pd.Series) -> str:
     return "categorical"
 
 
-def data_row(series: pd.Series, position: int) -> int:
-    """The 1-based data row in the file (header excluded) of ``series``'s ``position``-th value.
-
-    Frames keep the file's row numbers as their index, even after rows are filtered out.
-    """
-    return int(series.index[position]) + 1
-
-
-def plain(value: Any) -> Any:
-    """A value as the user wrote it: numpy scalars unwrapped for messages."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def first_non_number(series: pd.Series) -> tuple[int, Any] | None:
-    """(1-based data row, value) of the first present value that is not a number, else None."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+def _mostly(series: pd.Series, matches: np.ndarray) -> tuple[int, Any, int, int] | None:
+    """(data row, value) of the first present cell where ``matches`` is False, and how many
+    present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None."""
+    present = series.notna().to_numpy()
+    total = int(present.sum())
+    count = int(matches.sum())
+    if total == 0 or count == total or count < MOSTLY * total:
         return None
-    coerced = pd.to_numeric(series, errors="coerce")
-    bad = coerced.isna() & series.notna()
-    if not bad.any():
-        return None
-    pos = int(bad.to_numpy().nonzero()[0][0])
-    return data_row(series, pos), plain(series.iloc[pos])
+    pos = int((present & ~matches).nonzero()[0][0])
+    return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
 
 
 def mostly_numbers(series: pd.Series) -> tuple[int, Any, int, int] | None:
     """For a text column that is mostly numbers: (data row, value) of its first non-number, and
     how many of its present values are numbers, out of how many; else None."""
-    import numpy as np
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         return None
-    present = series.notna().to_numpy()
-    total = int(present.sum())
-    if pd.api.types.is_string_dtype(series) and not pd.api.types.is_object_dtype(series):
-        # Parse each distinct text once: pd.to_numeric costs ~1.5 s per million cells, and a
-        # text column repeats its values (code -1 is a missing cell, already not present).
-        codes, uniques = pd.factorize(series)
-        parsed = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce").notna()
-        numbers = np.append(parsed.to_numpy(), False)[codes] & present
-    else:
-        numbers = pd.to_numeric(series, errors="coerce").notna().to_numpy() & present
-    count = int(numbers.sum())
-    if total == 0 or count == total or count < MOSTLY * total:
-        return None
-    pos = int((present & ~numbers).nonzero()[0][0])
-    return data_row(series, pos), plain(series.iloc[pos]), count, total
+    return _mostly(series, cells.are_numbers(series))
 
 
 def _mostly_booleans(series: pd.Series) -> tuple[int, Any, int, int] | None:
     """Like ``mostly_numbers``, for a text column that is mostly true/false."""
-    present = series.notna().to_numpy()
-    total = int(present.sum())
-    words = series.isin(sorted(_BOOLEAN_WORDS)).to_numpy() & present
-    count = int(words.sum())
-    if total == 0 or count == total or count < MOSTLY * total:
-        return None
-    pos = int((present & ~words).nonzero()[0][0])
-    return data_row(series, pos), plain(series.iloc[pos]), count, total
+    return _mostly(series, cells.are_boolean_words(series))
+
+
+def _bad_cell(name: str, label: str, row: int, value: Any, tail: str, subject: str) -> DataError:
+    """A cell's error as training words it: the whole value's repr (``cells.shown``)."""
+    return cells.cell_error(name, label, row, cells.shown(value, None), tail, subject=subject)
 
 
 def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> str:
@@ -168,7 +136,7 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
 
     distinct = target.dropna().unique()
     if len(distinct) < 2:
-        value = plain(distinct[0]) if len(distinct) else None
+        value = cells.plain(distinct[0]) if len(distinct) else None
         raise DataError(
             f"target column '{name}' in {label} has a single value {value!r}: expected at least "
             "two distinct values; check PIPELINE_DATA__TARGET and the file"
@@ -195,17 +163,25 @@ def _text_column_problem(
     mostly = mostly_numbers(series)
     if mostly is not None:
         row, value, count, total = mostly
-        raise DataError(
-            f"column '{name}' in {label} has {value!r} at data row {row}, but {count} of its "
-            f"{total} values are numbers: fix the row, add {value!r} to "
-            f"PIPELINE_DATA__MISSING_VALUES if it means missing, or {advice}"
+        raise _bad_cell(
+            name,
+            label,
+            row,
+            value,
+            f", but {count} of its {total} values are numbers: fix the row, add {value!r} to "
+            f"PIPELINE_DATA__MISSING_VALUES if it means missing, or {advice}",
+            "column",
         )
     mostly = _mostly_booleans(series)
     if mostly is not None:
         row, value, count, total = mostly
-        raise DataError(
-            f"column '{name}' in {label} has {value!r} at data row {row}, but {count} of its "
-            f"{total} values are true/false: fix the row, or {advice}"
+        raise _bad_cell(
+            name,
+            label,
+            row,
+            value,
+            f", but {count} of its {total} values are true/false: fix the row, or {advice}",
+            "column",
         )
     present = int(series.notna().sum())
     distinct = int(series.nunique(dropna=True))
@@ -267,28 +243,38 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
         mostly = mostly_numbers(frame[name])
         if mostly is not None:
             row, value, count, total = mostly
-            raise DataError(
-                f"target column '{name}' in {label} has {value!r} at data row {row}, but "
-                f"{count} of its {total} values are numbers: fix the row, leave it empty to drop "
-                "it, or set PIPELINE_DATA__TASK=multiclass if the target is a class label"
+            raise _bad_cell(
+                name,
+                label,
+                row,
+                value,
+                f", but {count} of its {total} values are numbers: fix the row, leave it empty "
+                "to drop it, or set PIPELINE_DATA__TASK=multiclass if the target is a class label",
+                "target column",
             )
     if task_hint in ("auto", "regression"):
-        bad = first_non_number(frame[name])
+        bad = cells.first_non_number(frame[name])
         if bad is not None and task_hint == "regression":
-            raise DataError(
-                f"target column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: "
-                "expected a number for a regression target; fix the row or set "
-                "PIPELINE_DATA__TASK to binary or multiclass"
+            raise _bad_cell(
+                name,
+                label,
+                *bad,
+                ": expected a number for a regression target; fix the row or set "
+                "PIPELINE_DATA__TASK to binary or multiclass",
+                "target column",
             )
         if bad is None and frame[name].dtype != bool:
             values = frame[name].astype("float64").to_numpy()
             nonfinite = ~np.isfinite(values)
             if nonfinite.any():
                 pos = int(nonfinite.nonzero()[0][0])
-                raise DataError(
-                    f"target column '{name}' in {label} has {values[pos]} at data row "
-                    f"{data_row(frame[name], pos)}: expected a finite number; fix the row or "
-                    "leave the cell empty to drop it"
+                raise cells.cell_error(
+                    name,
+                    label,
+                    cells.data_row(frame[name], pos),
+                    str(values[pos]),  # a float as text: "inf", "nan"
+                    ": expected a finite number; fix the row or leave the cell empty to drop it",
+                    subject="target column",
                 )
     return frame
 
@@ -352,12 +338,15 @@ def infer(
                 "PIPELINE_DATA__COLUMN_KINDS"
             )
         if kind == "numeric":
-            bad = first_non_number(series)
+            bad = cells.first_non_number(series)
             if bad is not None:
-                raise DataError(
-                    f"column '{name}' in {label} has {bad[1]!r} at data row {bad[0]}: "
-                    "expected a number; fix the row or declare the column categorical in "
-                    "PIPELINE_DATA__COLUMN_KINDS"
+                raise _bad_cell(
+                    name,
+                    label,
+                    *bad,
+                    ": expected a number; fix the row or declare the column categorical in "
+                    "PIPELINE_DATA__COLUMN_KINDS",
+                    "column",
                 )
         out.append(Column(name, kind))
     if not out:

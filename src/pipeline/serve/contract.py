@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 from pydantic import Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from pipeline.data import cells
 from pipeline.data.schema import Schema
+from pipeline.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +40,12 @@ _KIND_HELP = {
     "numeric": "numeric column: a JSON number, or null when missing",
     "categorical": "categorical column: a string, or null when missing; unseen values are allowed",
     "boolean": "boolean column: true, false, or null when missing",
+}
+# A cell of a CSV body that `pipeline predict` would refuse, by its column's kind: the detail's
+# type and message, and what the cell's ``DataError`` says was expected.
+_BAD_CELL = {
+    "numeric": ("float_parsing", "Input should be a finite number", "a finite number"),
+    "boolean": ("bool_parsing", "Input should be true or false", "true or false"),
 }
 
 
@@ -203,8 +212,10 @@ class Contract:
                 columns[column.name] = np.array(values, dtype="float64")  # None → NaN
             elif column.kind == "boolean":
                 # As text, the way predict reads booleans from a CSV file.
-                text = {True: "true", False: "false", None: None}
-                columns[column.name] = np.array([text[v] for v in values], dtype=object)
+                names = cells.BOOLEAN_NAMES
+                columns[column.name] = np.array(
+                    [None if v is None else names[v] for v in values], dtype=object
+                )
             else:
                 missing = self.missing_values
                 columns[column.name] = np.array(
@@ -221,9 +232,10 @@ class Contract:
     def csv_frame(self, body: bytes, check_numbers: bool) -> tuple[pd.DataFrame, list[str]]:
         """A CSV body (header + rows) as a frame of text, read as `pipeline predict` reads files.
 
-        With ``check_numbers``, a numeric cell that is not a finite number is refused here with
-        its record and column; otherwise it reaches the predictor, which reports it in the
-        ``error`` column (``PIPELINE_RUN__ON_ERROR=column``).
+        With ``check_numbers``, a numeric cell that is not a finite number, or a boolean cell
+        that is not true/false, is refused here with its record and column; otherwise it
+        reaches the predictor, which reports it in the ``error`` column
+        (``PIPELINE_RUN__ON_ERROR=column``).
         """
         import pandas as pd
         import pyarrow as pa
@@ -233,7 +245,14 @@ class Contract:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise RequestError(400, "invalid_csv", "the CSV body is not UTF-8 text") from None
-        header = next(csv.reader(io.StringIO(text), delimiter=self.delimiter), [])
+        try:
+            # newline="": a bare "\r" ends the line, as it does for pyarrow, instead of failing.
+            lines = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
+            header = next(lines, [])
+        except csv.Error as exc:  # e.g. a header field over the csv module's size limit
+            raise RequestError(
+                400, "invalid_csv", f"the CSV header cannot be parsed: {exc}"
+            ) from None
         if not header or header == [""]:
             raise RequestError(400, "invalid_csv", "the CSV body is empty: send a header + rows")
         missing = [c.name for c in self.schema.columns if c.name not in header]
@@ -246,17 +265,8 @@ class Contract:
             )
         wanted = [c for c in header if c in self.known]
         try:
-            table = pacsv.read_csv(
-                io.BytesIO(text.encode()),
-                parse_options=pacsv.ParseOptions(delimiter=self.delimiter),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=wanted,
-                    column_types={c: pa.string() for c in wanted},
-                    null_values=list(self.missing_values),
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-            )
+            options = cells.csv_options(self.delimiter, self.missing_values, text_columns=wanted)
+            table = pacsv.read_csv(io.BytesIO(text.encode()), **options)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise RequestError(
@@ -265,39 +275,60 @@ class Contract:
         frame = table.to_pandas()
         frame.index = pd.RangeIndex(len(frame))
         if check_numbers:
-            self._check_numbers(frame)
+            self._check_cells(frame)
         ignored = [c for c in header if c not in self.known]
         return frame, ignored
 
-    def _check_numbers(self, frame: pd.DataFrame) -> None:
-        import numpy as np
-        import pandas as pd
+    def _check_cells(self, frame: pd.DataFrame) -> None:
+        """Refuse numeric cells that are not finite numbers and boolean cells not true/false.
 
-        problems: list[dict[str, Any]] = []
+        Numbers are judged by training's rule (``cells.parse_numbers``'s ``pandas``), so the
+        text "nan" is refused here although `pipeline predict` reads it as a missing value.
+        """
+        import numpy as np
+
+        found: list[DataError] = []
         total = 0
         for column in self.schema.columns:
-            if column.kind != "numeric":
+            if column.kind not in _BAD_CELL:
                 continue
             series = frame[column.name]
-            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
-            bad = (np.isnan(values) & series.notna().to_numpy()) | np.isinf(values)
-            for row in np.flatnonzero(bad):
-                total += 1
-                if len(problems) < MAX_DETAIL:
-                    problems.append(
-                        _detail(
-                            int(row),
-                            column.name,
-                            "float_parsing",
-                            "Input should be a finite number",
-                            series.iloc[row],
-                        )
-                    )
-        if problems:
+            if column.kind == "numeric":
+                values, bad = cells.parse_numbers(series)
+                bad = bad | np.isinf(values)
+            else:
+                bad = cells.parse_booleans(series)[1]
+            total += int(bad.sum())
+            expected = _BAD_CELL[column.kind][2]
+            errors = cells.bad_cells(series, bad, column.name, "the request", expected)
+            found.extend(itertools.islice(errors, MAX_DETAIL - len(found)))
+        if found:
+            problems = [self.cell_detail(error, frame) for error in found]
             problems.sort(key=lambda d: (d["record"], d["column"]))
             raise RequestError(
                 422, "invalid_records", f"{total} value(s) are not valid for the model", problems
             )
+
+    def cell_detail(self, error: DataError, frame: pd.DataFrame | None = None) -> dict[str, Any]:
+        """A bad cell's ``DataError`` as one item of a 422 detail, from its fields.
+
+        The record is the error's data row less one (a request's rows are numbered from 0); the
+        input is the cell as sent, looked up in ``frame`` (the request's frame) when given.
+        """
+        kinds = {c.name: c.kind for c in self.schema.columns}
+        kind = kinds.get(error.column or "", "")
+        code, message = _BAD_CELL[kind][:2] if kind in _BAD_CELL else ("value_error", error.message)
+        record = None if error.row is None else error.row - 1
+        value: Any = ...
+        if frame is not None and record is not None and error.column in frame.columns:
+            value = frame[error.column].iloc[record]
+        return _detail(record, error.column, code, message, value)
+
+    def refusal(self, error: DataError, frame: pd.DataFrame | None = None) -> RequestError:
+        """The 422 for a ``DataError`` raised while predicting a request's frame: its message,
+        and the cell as field-level detail when the error is about one cell."""
+        detail = [self.cell_detail(error, frame)] if error.column is not None else None
+        return RequestError(422, "invalid_records", error.message, detail)
 
     # -- responses ----------------------------------------------------------------------------
 
@@ -313,10 +344,7 @@ class Contract:
 
 def _plain(value: Any) -> Any:
     """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones."""
-    if value is None:
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
+    value = cells.plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
