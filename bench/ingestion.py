@@ -1,11 +1,11 @@
 """Ingestion: reading and preprocessing a 1M-row table, CSV and Parquet, beside pyarrow alone.
 
-The project's path is what `pipeline train` runs before its first epoch: ``read.read_table``
-(pyarrow, then a pandas frame), ``schema.prepare_target`` and ``schema.infer``, then
-``features.fit`` and ``Preprocessor.transform`` to the float32/int64 arrays the network gets
-(fitted on every row here, where training fits on its training rows). The reference is
-``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` of the same file and nothing else.
-Both run in one child process, alternating, several times; the table gives medians.
+The project's path is what `pipeline train` runs before its first epoch: ``prepare.prepare``
+(the file's sha256, ``read.read_table`` with pyarrow then a pandas frame, the target check,
+``schema.infer`` and the split), then ``features.fit`` on the training rows and
+``Preprocessor.transform`` of every row to the float32/int64 arrays the network gets. The
+reference is ``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` of the same file and
+nothing else. Both run in one child process, alternating, several times; the table gives medians.
 Target: the project's path takes at most 2x pyarrow alone.
 """
 
@@ -24,20 +24,22 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     """Alternate the project's path and pyarrow's reader; one JSON line per timing."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
+    import structlog
 
-    from pipeline.data import read, schema
     from pipeline.features import fit
-    from pipeline.settings import DataSettings, FeatureSettings
+    from pipeline.prepare import prepare
+    from pipeline.settings import DataSettings, Settings
+    from pipeline.store import Store
 
-    data = DataSettings(target="y", drop=[], format=fmt)
+    settings = Settings(data=DataSettings(source=str(path), target="y", drop=[], format=fmt))
+    store = Store.from_uri(str(path.parent / "store"))
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # its events: silent
+    log = structlog.get_logger()
 
     def project() -> int:
-        frame = read.read_table(path, data, label=str(path))
-        frame = schema.prepare_target(frame, "y", "auto", str(path))
-        inferred, _ = schema.infer(frame, data, "auto", str(path))
-        encoded = fit(frame, inferred, FeatureSettings(), str(path)).transform(
-            frame, str(path), with_target=True
-        )
+        data = prepare(settings, store, log)
+        pre = fit(data.frame.iloc[data.split.train], data.schema, settings.features, data.label)
+        encoded = pre.transform(data.frame, data.label, with_target=True)
         return int(encoded.numeric.shape[0])
 
     def reference() -> int:

@@ -12,7 +12,7 @@ the input a CSV generated from Kaggle's test.csv rows (``predict_memory.generate
 2. Forward pass: the network part of predict (``Predictor.network``, the embeddings folded into
    the first layer) beside a hand-written forward in raw torch (one ``F.embedding`` per column,
    ``F.linear`` layers) with the same weights on the same tensors; all outputs must agree.
-   Target >= 0.9x its rate. The module's own forward (``train.forward_all``, what training and
+   Target >= 0.9x its rate. The module's own forward (``fit.forward_all``, what training and
    evaluation use) is shown too.
 3. Cold start: `pipeline predict` of a one-row CSV, whole process, beside
    `python -c "import torch"`. Target <= 1.3x.
@@ -72,7 +72,7 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
     import torch
     from torch.nn import functional as F
 
-    from pipeline import train
+    from pipeline import fit
     from pipeline.predict import Predictor
 
     predictor = Predictor.from_package(package)
@@ -104,7 +104,7 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
         return predictor.network(x, c)
 
     def module() -> torch.Tensor:
-        return train.forward_all(model, x, c)
+        return fit.forward_all(model, x, c)
 
     expected = raw()
     for fn in (project, module):
@@ -221,7 +221,7 @@ def run(quick: bool, workdir: Path) -> Report:
             ["forward", "median rows/s", "runs"],
             [
                 ("predict (`FoldedNetwork`)", rate(f_p), len(fwd["project"])),
-                ("the module (`train.forward_all`)", rate(f_m), len(fwd["module"])),
+                ("the module (`fit.forward_all`)", rate(f_m), len(fwd["module"])),
                 ("raw torch, same weights", rate(f_r), len(fwd["raw"])),
             ],
         )

@@ -4,7 +4,7 @@ A synthetic regression table (1M rows x 50 numeric + 5 categorical columns, Parq
 
 - the project: one child process prepares the data exactly as `pipeline train` does (read,
   target, schema, split, fit and transform the features, the training tensors, the network
-  config, ``runtime.configure``) and times ``train.fit_network`` for one epoch at a time: the
+  config, ``runtime.configure``) and times ``fit.fit`` for one epoch at a time: the
   function and the loop the CLI runs (no validation pass here, as in the refit);
 - the reference, in the same process and on the same rows: a raw loop with the same network
   shape (an embedding per categorical column, width by the same rule, hidden 256-128, ReLU,
@@ -142,30 +142,28 @@ def interleaved_child(data: Path, rounds: int) -> None:
 
     The environment names the dataset and training settings, as for `pipeline train`.
     """
-    from pipeline import features, runtime, train
-    from pipeline.data import read
-    from pipeline.data import schema as schema_mod
+    import structlog
+
+    from pipeline import features, fit, runtime
+    from pipeline.prepare import prepare
     from pipeline.settings import load
+    from pipeline.store import Store
 
     settings = load().settings
-    # As `pipeline train` does (with /tmp/train-perf.patch, which passes the batch size).
+    # As `pipeline train` does: the same runtime, the same preparation, the same fitting loop.
     rt = runtime.configure(settings.train.threads, settings.train.device, settings.train.batch_size)
-    label = str(data)
-    frame = read.read_table(data, settings.data, label=label)
-    frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, label)
-    schema, _ = schema_mod.infer(frame, settings.data, settings.train.target_transform, label)
-    seeds = train.Seeds.from_seed(settings.seed)
-    t = settings.train
-    split = train.split_rows(len(frame), None, t.val_fraction, t.test_fraction, seeds.split)
-    pre = features.fit(frame.iloc[split.train], schema, settings.features, label)
-    enc = pre.transform(frame, label, with_target=True)
-    del frame
-    rows = train.Tensors.all(enc, rt["device"]).select(split.train)
-    cfg = train.model_config(pre, settings)
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # its events: silent
+    prepared = prepare(settings, Store.from_uri(settings.store), structlog.get_logger())
+    split, seeds, t, label = prepared.split, prepared.seeds, settings.train, prepared.label
+    pre = features.fit(prepared.frame.iloc[split.train], prepared.schema, settings.features, label)
+    enc = pre.transform(prepared.frame, label, with_target=True)
+    del prepared
+    rows = fit.Tensors.all(enc, rt["device"]).select(split.train)
+    cfg = fit.network_config(pre, settings)
     raw_epoch = raw_setup(data, split.train, t.batch_size)
 
     def pipeline_epoch() -> None:
-        train.fit_network(cfg, rows, None, pre, settings, seeds, rt["device"], epochs=1)
+        fit.fit(cfg, rows, None, pre.target, t, seeds, rt["device"], epochs=1)
 
     n = len(split.train)
     print(json.dumps({"event": "setup", "train_rows": n, **rt}), flush=True)
@@ -205,7 +203,7 @@ def run(quick: bool, workdir: Path) -> Report:
         + table(
             ["loop", "median rows/s", "epochs (rows/s)", "rows per CPU-second"],
             [
-                ("`train.fit_network` (the CLI's loop)", rate(p),
+                ("`fit.fit` (the CLI's loop)", rate(p),
                  ", ".join(f"{v[0]:,.0f}" for v in samples["pipeline"]), f"{p_cpu:,.0f}"),
                 ("raw torch loop", rate(r), ", ".join(f"{v[0]:,.0f}" for v in samples["raw"]),
                  f"{r_cpu:,.0f}"),

@@ -27,7 +27,7 @@ ZYGOTE = """
 import json, os, sys
 from typer.main import get_command
 import pandas, pyarrow.csv, torch
-import pipeline.train, pipeline.package, pipeline.releases
+import pipeline.train, pipeline.evaluate, pipeline.package, pipeline.releases
 from pipeline.cli import app
 
 cmd = get_command(app)

@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from pipeline import features, train
+from pipeline import features, fit
 from pipeline.data.schema import Column, Schema
 from pipeline.errors import DataError
-from pipeline.model import ModelConfig, TabularMLP
-from pipeline.predict import FoldedNetwork, _prefetched
+from pipeline.model import FoldedNetwork, ModelConfig, TabularMLP
+from pipeline.predict.readers import prefetched
 from pipeline.settings import FeatureSettings
 
 WORDS = st.sampled_from(["red", "blue", "green", "", "3", "3.0", "Ünïcode", "a,b"])
@@ -98,7 +98,7 @@ def test_folded_network_matches_the_module(
     categorical = torch.stack(
         [torch.randint(0, c, (n,), generator=gen) for c in cards], dim=1
     ) if cards else torch.zeros((n, 0), dtype=torch.long)  # fmt: skip
-    expected = train.forward_all(model, numeric, categorical)
+    expected = fit.forward_all(model, numeric, categorical)
     got = FoldedNetwork(model)(numeric, categorical)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -118,7 +118,7 @@ def test_read_ahead_keeps_order_and_raises_where_the_reader_failed() -> None:
 
     seen = []
     with pytest.raises(DataError, match="row 6 is bad"):
-        for chunk in _prefetched(chunks()):  # type: ignore[arg-type]
+        for chunk in prefetched(chunks()):  # type: ignore[arg-type]
             seen.append(int(chunk["k"].iloc[0]))
     assert seen == [0, 1, 2, 3, 4]
 
@@ -134,7 +134,7 @@ def test_read_ahead_closes_the_reader_when_the_caller_stops_early() -> None:
         finally:
             closed.append(True)
 
-    reader = _prefetched(chunks())  # type: ignore[arg-type]
+    reader = prefetched(chunks())  # type: ignore[arg-type]
     assert int(next(reader)["k"].iloc[0]) == 0
     reader.close()
     for _ in range(100):  # the thread notices within its 0.1 s put timeout

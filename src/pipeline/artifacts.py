@@ -159,13 +159,6 @@ class Build:
         """A JSON file of the build (already verified)."""
         return json.loads(self.files[name])
 
-    def state_dict(self) -> dict[str, Any]:
-        """The weights, loaded without unpickling arbitrary objects."""
-        import torch
-
-        weights = io.BytesIO(self.files["weights.pt"])
-        return torch.load(weights, map_location="cpu", weights_only=True)
-
 
 def resolve(store: Store, ref: str | None) -> str:
     """A build id from a full id, a unique prefix (>= 4 hex digits) or ``latest``/None."""

@@ -16,11 +16,11 @@ import numpy as np
 import structlog
 import torch
 
-from pipeline import artifacts, features, runtime, train
-from pipeline.data import read, sources
-from pipeline.data import schema as schema_mod
+from pipeline import artifacts, features, fit, runtime, split
+from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
-from pipeline.model import ModelConfig, TabularMLP
+from pipeline.model import load_model
+from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
 from pipeline.store import Store
 
@@ -67,56 +67,40 @@ def _gate_checks(gates: GateSettings, test: dict[str, Any]) -> dict[str, dict[st
 
 
 def cross_validate(
-    settings: Settings,
-    frame: Any,
-    schema: schema_mod.Schema,
-    rows: np.ndarray,
-    folds: int,
-    label: str,
-    device: str,
-    log: Any,
+    settings: Settings, data: Prepared, rows: np.ndarray, k: int, device: str, log: Any
 ) -> dict[str, Any]:
     """K-fold CV of the recipe on ``rows``: each fold trains on K-1 parts, scores the held-out one.
 
     Early stopping inside a fold uses a validation slice of that fold's training rows, so the
     held-out part is never seen before it is scored. Statistics are refitted per fold.
     """
-    seeds = train.Seeds.from_seed(settings.seed)
-    rng = np.random.default_rng(seeds.split)
-    order = rng.permutation(rows)
-    parts = np.array_split(order, folds)
     results: list[dict[str, Any]] = []
-    for k in range(folds):
-        held = np.sort(parts[k])
-        rest = np.concatenate([p for j, p in enumerate(parts) if j != k])
-        n_val = max(1, round(len(rest) * settings.train.val_fraction))
-        fit_rows, val_rows = np.sort(rest[n_val:]), np.sort(rest[:n_val])
-        sub = frame.iloc[fit_rows]
-        pre = features.fit(sub, schema, settings.features, label)
-        enc = pre.transform(frame, label, with_target=True)
-        fold_seeds = train.Seeds.from_seed(settings.seed + 1 + k)
-        data = train.Tensors.all(enc, device)
-        fitted = train.fit_network(
-            train.model_config(pre, settings),
-            data.select(fit_rows),
-            data.select(val_rows),
-            pre,
-            settings,
-            fold_seeds,
+    parts = split.folds(rows, k, settings.train.val_fraction, data.seeds.split)
+    for i, (fit_rows, val_rows, held) in enumerate(parts):
+        pre = features.fit(data.frame.iloc[fit_rows], data.schema, settings.features, data.label)
+        enc = pre.transform(data.frame, data.label, with_target=True)
+        tensors = fit.Tensors.all(enc, device)
+        fitted = fit.fit(
+            fit.network_config(pre, settings),
+            tensors.select(fit_rows),
+            tensors.select(val_rows),
+            pre.target,
+            settings.train,
+            split.Seeds.from_seed(settings.seed + 1 + i),
             device,
         )
-        scores = train.evaluate_rows(fitted.model, data.select(held), pre)
+        scores = fit.evaluate_rows(fitted.model, tensors.select(held), pre.target)
         scores = {m: v for m, v in scores.items() if isinstance(v, float)}
         log.info(
             "evaluate.fold",
-            fold=k + 1,
-            folds=folds,
+            fold=i + 1,
+            folds=k,
             rows=len(held),
             epochs=len(fitted.history),
             **scores,
         )
         results.append(scores)
-    summary: dict[str, Any] = {"folds": folds, "per_fold": results}
+    summary: dict[str, Any] = {"folds": k, "per_fold": results}
     for metric in results[0]:
         values = np.array([r[metric] for r in results if r.get(metric) is not None], dtype=float)
         summary[f"{metric}_mean"] = float(values.mean())
@@ -136,61 +120,38 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
     pinned = recipe.model_copy(
         update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}
     )
-    fetched = sources.fetch(pinned, store)
-    frame = read.read_table(fetched.path, recipe.data, label=fetched.uri)
-    frame = schema_mod.prepare_target(frame, recipe.data.target, recipe.data.task, fetched.uri)
-    schema = schema_mod.Schema.from_json(build.json("schema.json"))
-    seeds = train.Seeds.from_seed(recipe.seed)
-    split = train.split_rows(
-        len(frame),
-        train.class_labels(frame, schema),
-        recipe.train.val_fraction,
-        recipe.train.test_fraction,
-        seeds.split,
-    )
-    if split.digest() != inputs["split"]["digest"]:
+    schema = Schema.from_json(build.json("schema.json"))
+    data = prepare(pinned, store, log, schema)
+    if data.split.digest() != inputs["split"]["digest"]:
         raise IntegrityError(
-            f"the split of {fetched.uri} no longer matches build {build.id}: the rows or the "
+            f"the split of {data.label} no longer matches build {build.id}: the rows or the "
             "splitting code changed; retrain"
         )
     pre = features.Preprocessor.from_json(build.json("preprocessing.json"))
-    model = TabularMLP(ModelConfig.from_json(build.json("model.json")))
-    model.load_state_dict(build.state_dict())
-    enc = pre.transform(frame.iloc[split.test], fetched.uri, with_target=True)
     device = rt["device"]
-    model.to(device)
-    test = train.evaluate_rows(model, train.Tensors.all(enc, device), pre)
-    recorded = build.json("metrics.json")["test"]
-    drift = {
-        k: abs(test[k] - recorded[k])
-        for k, v in test.items()
-        if isinstance(v, float) and isinstance(recorded.get(k), float)
-    }
-    if any(d > _TOLERANCE * max(1.0, abs(recorded[k])) for k, d in drift.items()):
-        log.warning(
-            "evaluate.drift",
-            message="re-measured test metrics differ from the build's",
-            drift=drift,
-        )
+    model = load_model(build.json("model.json"), build.files["weights.pt"]).to(device)
+    enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
+    test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)
+    _warn_on_drift(test, build.json("metrics.json")["test"], log)
 
     cv = None
     if folds:
         if folds < 2:
             raise ConfigError(f"--folds {folds}: expected 2 or more folds")
-        rest = np.sort(np.concatenate([split.train, split.val]))
+        rest = np.sort(np.concatenate([data.split.train, data.split.val]))
         if len(rest) < folds * 2:
             raise DataError(
                 f"{len(rest)} training rows cannot be split into {folds} folds: use fewer"
             )
         with torch.random.fork_rng(devices=[]):
-            cv = cross_validate(recipe, frame, schema, rest, folds, fetched.uri, device, log)
+            cv = cross_validate(recipe, data, rest, folds, device, log)
 
     gates = _gate_checks(settings.gates, test)
     failed = {k: g for k, g in gates.items() if not g["passed"]}
     log.info(
         "evaluate.summary",
         build_id=build.id,
-        task=schema.task,
+        task=data.schema.task,
         test=test,
         cross_validation=cv and {k: v for k, v in cv.items() if k != "per_fold"},
         gates=gates,
@@ -207,3 +168,18 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
             "revisit PIPELINE_GATES__*"
         )
     return Evaluation(build.id, test, cv, gates)
+
+
+def _warn_on_drift(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:
+    """A warning event when re-measured test metrics differ from the build's beyond rounding."""
+    drift = {
+        k: abs(test[k] - recorded[k])
+        for k, v in test.items()
+        if isinstance(v, float) and isinstance(recorded.get(k), float)
+    }
+    if any(d > _TOLERANCE * max(1.0, abs(recorded[k])) for k, d in drift.items()):
+        log.warning(
+            "evaluate.drift",
+            message="re-measured test metrics differ from the build's",
+            drift=drift,
+        )

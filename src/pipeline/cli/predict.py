@@ -44,10 +44,8 @@ def predict(
 
         s = loaded.settings
         store = store_of(s)
-        predictor, run_settings, ref = stage.load(
-            store, release or s.release, package, s.model.name, s.run
-        )
-        logging_.bind(package_id=predictor.package_id, release=ref)
-        stage.run(predictor, source, output, run_settings, log)
+        ready = stage.load(store, release or s.release, package, s.model.name, s.run)
+        logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
+        stage.run(ready, source, output, log)
 
     run("predict", body, log_to_stderr=output is None)

@@ -12,9 +12,6 @@ import contextvars
 import hmac
 import re
 import threading
-import time
-import traceback
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from pipeline.serve.access import AccessLog
 from pipeline.serve.contract import Contract, RequestError, dumps
 from pipeline.settings import RunSettings, ServeSettings
 
@@ -45,16 +43,15 @@ _ERROR_RESPONSES = {
 
 @dataclass
 class Loaded:
-    """A release ready to serve: the predictor, its run settings and what /v1/model reports."""
+    """A release ready to serve: ``pipeline predict``'s ``Ready`` and the HTTP contract of it."""
 
-    predictor: Any  # pipeline.predict.Predictor (imported lazily: it brings torch and pandas)
-    run: RunSettings
-    release: str | None
+    ready: Any  # pipeline.predict.Ready (imported lazily: it brings torch and pandas)
     contract: Contract
 
     @classmethod
-    def build(cls, predictor: Any, run: RunSettings, release: str | None) -> Loaded:
+    def serving(cls, ready: Any) -> Loaded:
         """Derive the HTTP contract from the predictor's schema and the bound run settings."""
+        predictor, run = ready.predictor, ready.run
         contract = Contract(
             schema=predictor.schema,
             classes=[str(c) for c in predictor.pre.target.classes],
@@ -63,26 +60,33 @@ class Loaded:
             id_column=run.id_column,
             error_column=run.on_error == "column",
         )
-        return cls(predictor, run, release, contract)
+        return cls(ready, contract)
+
+    @classmethod
+    def build(cls, predictor: Any, run: RunSettings, release: str | None) -> Loaded:
+        """A predictor served with other run settings (``serving`` of a new ``Ready``)."""
+        from pipeline.predict import Ready
+
+        return cls.serving(Ready(predictor, run, release))
+
+    @property
+    def predictor(self) -> Any:
+        """The verified predictor (``pipeline.predict.Predictor``)."""
+        return self.ready.predictor
+
+    @property
+    def run(self) -> RunSettings:
+        """The run settings the release binds."""
+        return self.ready.run
+
+    @property
+    def release(self) -> str | None:
+        """``name@vN``, or None when serving a package."""
+        return self.ready.release
 
     def info(self) -> dict[str, Any]:
         """The document /v1/model returns."""
-        p = self.predictor
-        return {
-            "name": p.name,
-            "version": p.version,
-            "package_id": p.package_id,
-            "build_id": p.build_id,
-            "release": self.release,
-            "task": p.schema.task,
-            "target": p.schema.target,
-            "classes": self.contract.classes,
-            "input_schema": {
-                "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
-            },
-            "metrics": self.predictor.metrics,
-            "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
-        }
+        return self.ready.info()
 
 
 class ServeState:
@@ -222,7 +226,7 @@ def _predict(
             with state.inference:
                 result = loaded.predictor.predict_frame(frame, loaded.run, label="the request")
         except DataError as exc:
-            raise RequestError(422, "invalid_records", exc.message) from None
+            raise loaded.contract.refusal(exc, frame) from None
         predictions = contract.predictions(result)
     p = loaded.predictor
     doc: dict[str, Any] = {
@@ -271,73 +275,33 @@ def _media_type(header: str | None) -> str:
     )
 
 
-class AccessLog:
-    """Pure ASGI middleware: one ``serve.request`` event per request, and a request id.
-
-    The id comes from the client's ``X-Request-ID`` when it is a sane token, else a new one; it
-    goes back in the response header. Requests are counted when they start and when they end, so
-    a shutdown can say whether any accepted request was left unanswered.
-    """
-
-    def __init__(self, app: Any, state: ServeState) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        extra = scope.setdefault("state", {})
-        extra["request_id"] = request_id
-        status = 500  # what the client gets if the app fails before answering
-        log = self.state.log
-        self.state.started += 1
-        log.debug("serve.request_start", method=scope["method"], path=scope["path"],
-                  request_id=request_id)  # fmt: skip
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            # A bug, never the client's fault: a 500 without internals, the traceback in the log.
-            log.error("serve.internal_error", path=scope["path"], request_id=request_id,
-                      error=f"{type(exc).__name__}: {exc}",
-                      traceback="".join(traceback.format_exception(exc)))  # fmt: skip
-            if status == 500:
-                json_type = [(b"content-type", b"application/json")]
-                await send_with_id(
-                    {"type": "http.response.start", "status": 500, "headers": json_type}
-                )
-                body = {"error": "internal", "message": "internal error: a bug, please report it"}
-                await send({"type": "http.response.body", "body": dumps(body)})
-        finally:
-            self.state.completed += 1
-            fields: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
-                "rows": extra.get("rows"),
-                "request_id": request_id,
+_PREDICT_OK = {
+    "description": "One prediction per record, in order",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
+}
+_PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": "A header line naming the model's columns, then rows",
             }
-            if extra.get("ignored_columns"):
-                fields["ignored_columns"] = extra["ignored_columns"]
-            if status == 500:
-                log.error("serve.request", **fields)
-            elif status >= 400:
-                log.warning("serve.request", **fields)
-            else:
-                log.info("serve.request", **fields)
+        },
+    },
+}
+
+
+def _error_responses() -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI responses of the errors every route may answer with."""
+    return {
+        code: {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code, text in _ERROR_RESPONSES.items()
+    }
 
 
 def create_app(state: ServeState) -> FastAPI:
@@ -362,13 +326,7 @@ def create_app(state: ServeState) -> FastAPI:
     async def _refused(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-    errors: dict[int | str, dict[str, Any]] = {
-        code: {
-            "description": text,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
-        for code, text in _ERROR_RESPONSES.items()
-    }
+    errors = _error_responses()
 
     @app.get("/healthz", tags=["probes"], summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:
@@ -403,29 +361,8 @@ def create_app(state: ServeState) -> FastAPI:
         "/v1/predict",
         tags=["model"],
         summary="Predict records (JSON) or rows (CSV); one prediction per record, in order",
-        responses={
-            200: {
-                "description": "One prediction per record, in order",
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}
-                },
-            },
-            **errors,
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-                    "text/csv": {
-                        "schema": {
-                            "type": "string",
-                            "description": "A header line naming the model's columns, then rows",
-                        }
-                    },
-                },
-            }
-        },
+        responses={200: _PREDICT_OK, **errors},
+        openapi_extra={"requestBody": _PREDICT_BODY},
     )
     async def predict(request: Request) -> Response:
         state.authorize(request)

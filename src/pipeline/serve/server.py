@@ -171,17 +171,17 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store)
-    predictor, run, ref = predict.load(
+    ready = predict.load(
         store, release or settings.release, package, settings.model.name, settings.run
     )
-    logging_.bind(package_id=predictor.package_id, release=ref)
+    logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
     # One intra-op thread per inference by default: concurrent requests give the parallelism,
     # and N requests x all-cores threads would oversubscribe the machine.
     torch.set_num_threads(settings.serve.threads)
-    loaded = Loaded.build(predictor, run, ref)
+    loaded = Loaded.serving(ready)
     # Warm up (first-call allocations, lazy imports) so the first real request is not slow.
     warm = loaded.contract.records_frame(_null_record(loaded))[0]
-    predictor.predict_frame(warm, run, label="the warm-up row")
+    ready.predictor.predict_frame(warm, ready.run, label="the warm-up row")
     return loaded
 
 

@@ -1,0 +1,95 @@
+"""Where an interrupted training run keeps its state in the store, and how it is read back.
+
+A checkpoint is one file ``checkpoints/<digest>.pt`` written atomically: the fitting loop's
+``FitState`` (as plain tensors and data), which phase it was in, and, in the refit phase, the
+result of the selection phase. The digest covers everything the build id depends on except the
+weights (data, split, seed, code, build config), so a checkpoint can only resume the run it
+came from. Files are loaded with ``weights_only=True``: tensors and plain data, nothing
+unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import torch
+
+from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.fit import FitState
+from pipeline.store import Store, canonical_json
+
+
+class Checkpoints:
+    """The checkpoint of one run's inputs: save, load, discard."""
+
+    FORMAT = 1
+
+    def __init__(self, store: Store, inputs: dict[str, Any], config: dict[str, Any]) -> None:
+        self.store = store
+        self.fingerprint = hashlib.sha256(
+            canonical_json({"inputs": inputs, "config": config})
+        ).hexdigest()
+        self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
+
+    def save(self, log: Any, phase: str, loop: FitState, selection: dict[str, Any] | None) -> None:
+        """Write the state atomically (a crash leaves the previous checkpoint or this one)."""
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "format": self.FORMAT,
+                "fingerprint": self.fingerprint,
+                "phase": phase,
+                "loop": loop.to_dict(),
+                "selection": selection,
+            },
+            buf,
+        )
+        self.store.write(self.key, buf.getvalue())
+        log.info(
+            "train.checkpoint",
+            key=self.key,
+            phase=phase,
+            epoch=loop.epoch,
+            position=loop.position,
+            bytes=buf.tell(),
+        )
+
+    def load(self, log: Any) -> dict[str, Any]:
+        """The checkpoint of these inputs (``loop`` as a ``FitState``); NotFoundError if none."""
+        try:
+            blob = self.store.read_bytes(self.key)
+        except KeyError:
+            raise NotFoundError(
+                f"no checkpoint {self.key} in store {self.store.uri} for this data, settings and "
+                "seed: run `pipeline train` without --resume (a checkpoint exists only after a "
+                "run was stopped, and it matches only the same inputs)"
+            ) from None
+        try:
+            ck: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            valid = ck["format"] == self.FORMAT and ck["fingerprint"] == self.fingerprint
+            if valid:
+                ck["loop"] = FitState.from_dict(ck["loop"])
+        except Exception as exc:  # a damaged file: any unpickling, shape or field error
+            raise IntegrityError(
+                f"checkpoint {self.key} in store {self.store.uri} is unreadable ({exc}); delete "
+                "it and run `pipeline train` without --resume"
+            ) from None
+        if not valid:
+            raise IntegrityError(
+                f"checkpoint {self.key} in store {self.store.uri} belongs to other inputs; delete "
+                "it and run `pipeline train` without --resume"
+            )
+        log.info(
+            "train.resume",
+            key=self.key,
+            phase=ck["phase"],
+            epoch=ck["loop"].epoch,
+            position=ck["loop"].position,
+        )
+        return ck
+
+    def discard(self) -> None:
+        """Remove the checkpoint once the build it was for exists."""
+        self.store.delete(self.key)

@@ -1,0 +1,152 @@
+"""The predictor: a verified package loaded for inference, and frames in, predictions out.
+
+A ``Predictor`` is built from a verified package and nothing else: preprocessing state, schema
+and network config are JSON, weights load with ``weights_only=True``. ``predict_frame``
+validates a frame against the package's input schema (cell by cell, with the rules of
+``pipeline.data.cells``), encodes it, runs the folded network and lays out the prediction
+columns (``pipeline.outputs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import features, outputs
+from pipeline.data import cells, read
+from pipeline.data.schema import Schema
+from pipeline.errors import DataError
+from pipeline.model import FoldedNetwork, TabularMLP, load_model
+from pipeline.package import OpenedPackage, open_package
+from pipeline.settings import RunSettings
+
+
+@dataclass
+class Stats:
+    """What a prediction run saw, for its summary event."""
+
+    rows: int = 0
+    chunks: int = 0
+    errors: int = 0
+    unknown_categories: dict[str, int] = field(default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)
+
+    def add_unknown(self, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            self.unknown_categories[name] = self.unknown_categories.get(name, 0) + n
+
+
+@dataclass
+class Predictor:
+    """A loaded, verified model ready to predict frames."""
+
+    name: str
+    version: str
+    package_id: str
+    build_id: str
+    schema: Schema
+    pre: features.Preprocessor
+    model: TabularMLP
+    missing_values: list[str]
+    delimiter: str
+    metrics: dict[str, Any] = field(default_factory=dict)  # what the build measured (metrics.json)
+    network: FoldedNetwork = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.network = FoldedNetwork(self.model)
+
+    @classmethod
+    def from_opened(cls, opened: OpenedPackage) -> Predictor:
+        """Build from a package whose files were verified by ``open_package``."""
+        model = load_model(opened.json("model.json"), opened.files["weights.pt"])
+        data = opened.json("config.json")["data"]
+        return cls(
+            name=opened.name,
+            version=opened.version,
+            package_id=opened.package_id,
+            build_id=opened.build_id,
+            schema=Schema.from_json(opened.json("schema.json")),
+            pre=features.Preprocessor.from_json(opened.json("preprocessing.json")),
+            model=model,
+            missing_values=list(data["missing_values"]),
+            delimiter=data["delimiter"],
+            metrics=opened.json("metrics.json"),
+        )
+
+    @classmethod
+    def from_package(cls, path: Path) -> Predictor:
+        """Open, verify and load a package archive."""
+        return cls.from_opened(open_package(path))
+
+    @property
+    def required(self) -> list[str]:
+        """The input columns the model needs."""
+        return [c.name for c in self.schema.columns]
+
+    def check_columns(self, columns: list[Any], label: str) -> None:
+        """A ``DataError`` naming the required columns that ``columns`` lacks, if any."""
+        missing = [c for c in self.required if c not in columns]
+        if missing:
+            hint = read.delimiter_hint([str(c) for c in columns])
+            raise DataError(
+                f"{label} lacks required column(s) {missing}: the model was trained on "
+                f"{len(self.required)} columns; {hint}add them (empty cells are allowed)"
+            )
+
+    def predict_frame(
+        self,
+        frame: pd.DataFrame,
+        run: RunSettings,
+        *,
+        label: str = "input",
+        stats: Stats | None = None,
+    ) -> pd.DataFrame:
+        """Predictions for ``frame`` (one row per input row), validated against the schema.
+
+        ``frame``'s index is the 0-based data row in the file, used in error messages.
+        """
+        stats = stats if stats is not None else Stats()
+        self.check_columns(list(frame.columns), label)
+        dupes = [c for c in self.required if int((frame.columns == c).sum()) > 1]
+        if dupes:
+            raise DataError(
+                f"{label} has more than one column named {dupes}: give every column a unique name"
+            )
+        if run.id_column and run.id_column not in frame.columns:
+            raise DataError(
+                f"{label} has no id column '{run.id_column}' (PIPELINE_RUN__ID_COLUMN): set it to "
+                "an existing column or unset it"
+            )
+        errors = np.full(len(frame), "", dtype=object)
+        on_error = run.on_error
+        clean = pd.DataFrame(index=frame.index)
+        for column in self.schema.columns:
+            series = frame[column.name]
+            if column.kind == "numeric":
+                clean[column.name] = cells.numbers(series, column.name, label, on_error, errors)
+            elif column.kind == "boolean":
+                clean[column.name] = cells.booleans(series, column.name, label, on_error, errors)
+            else:
+                clean[column.name] = series
+        enc = self.pre.transform(clean, label, with_target=False)
+        stats.add_unknown(enc.unknown_counts)
+        out = self.network(torch.from_numpy(enc.numeric), torch.from_numpy(enc.categorical))
+        values = outputs.to_values(out.numpy(), self.pre.target)
+        bad = errors != ""
+        result = pd.DataFrame(index=frame.index)
+        if run.id_column:
+            result[run.id_column] = frame[run.id_column].to_numpy()
+        columns = outputs.prediction_columns(values, self.pre.target, run.threshold, bad)
+        for name, values_ in columns.items():
+            result[name] = values_
+        if run.on_error == "column":
+            result[outputs.ERROR] = errors
+        stats.errors += int(bad.sum())
+        stats.rows += len(frame)
+        stats.chunks += 1
+        return result

@@ -1,0 +1,276 @@
+"""Input readers: a CSV, Parquet or JSON-lines file as frames of at most ``chunk_rows`` rows.
+
+CSV streams through pyarrow's reader with every column read as text (types are decided per
+column from the package's schema, not guessed per block), Parquet by row batches, JSON lines
+through pandas. Each frame is indexed by its 0-based data row in the file, which error messages
+use. ``prefetched`` reads the next chunk on a thread while the caller predicts this one.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.data import cells, read
+from pipeline.errors import DataError, SourceError
+from pipeline.settings import RunSettings
+
+if TYPE_CHECKING:
+    from pipeline.predict.predictor import Predictor, Stats
+
+# What typer leaves of a URI given as the input path (it collapses "//" into "/").
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+# The header is read on its own before pyarrow streams the rows; a first line longer than
+# this is not a CSV header (a minified JSON document, a binary blob).
+MAX_HEADER_BYTES = 1 << 20
+
+
+def detect_format(path: Path | None, declared: str) -> str:
+    """The file format from a declaration or a suffix (csv when writing to stdout)."""
+    if declared != "auto":
+        return declared
+    if path is None:
+        return "csv"
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return "csv"
+
+
+def _header(path: Path, delimiter: str, label: str) -> list[str]:
+    """The header's column names, read from at most ``MAX_HEADER_BYTES`` of the file."""
+    read.sniff(path, label, "the input path")
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(MAX_HEADER_BYTES)
+        text = head.decode("utf-8-sig", errors="strict")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut in two by the read limit
+            raise DataError(f"{label} is not valid UTF-8 text: re-encode it as UTF-8") from exc
+        text = head[: exc.start].decode("utf-8-sig")
+    except (OSError, EOFError) as exc:
+        raise DataError(
+            f"{label} cannot be read: {getattr(exc, 'strerror', None) or exc}; check the path"
+        ) from exc
+    if len(head) == MAX_HEADER_BYTES and "\n" not in text and "\r" not in text:
+        raise DataError(
+            f"{label} has a first line longer than {MAX_HEADER_BYTES >> 20} MiB: expected a CSV "
+            "header line; check that the file is CSV (not JSON or a binary format)"
+        )
+    try:
+        return next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
+    except csv.Error as exc:
+        raise DataError(f"{label} has a malformed header line ({exc}): fix the first line") from exc
+
+
+def iter_chunks(
+    path: Path, fmt: str, chunk_rows: int, predictor: Predictor, run: RunSettings, stats: Stats
+) -> Iterator[pd.DataFrame]:
+    """The input as frames of at most ``chunk_rows`` rows, indexed by 0-based data row."""
+    label = str(path)
+    if not path.exists() and _URI.match(label):
+        raise SourceError(
+            f"input {label} looks like a URI, but predict reads local files only: download it "
+            "and pass its path"
+        )
+    if not path.exists():
+        raise DataError(f"input {path} does not exist: check the path")
+    if not path.is_file():
+        raise DataError(
+            f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"
+        )
+    wanted = [*predictor.required, *([run.id_column] if run.id_column else [])]
+    start = 0
+    if fmt == "csv":
+        header = _header(path, predictor.delimiter, f"input {label}")
+        if not [c for c in header if c.strip()]:
+            raise DataError(
+                f"input {label} is empty: expected a header line and rows; check the file"
+            )
+        dupes = sorted({c for c in wanted if header.count(c) > 1})
+        if dupes:
+            raise DataError(
+                f"input {label} has more than one column named {dupes}: give every column a "
+                "unique name"
+            )
+        predictor.check_columns(header, label)
+        stats.extra_columns = [c for c in header if c not in wanted]
+        present = [c for c in wanted if c in header]
+        batches: Iterator[pa.RecordBatch] = _csv_batches(
+            path, label, predictor, present, header[-1]
+        )
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"input {label} is not a readable Parquet file ({read.printable(str(exc), 160)}): "
+                "it may be truncated or not Parquet at all; write it again"
+            ) from exc
+        names = parquet.schema_arrow.names
+        stats.extra_columns = [c for c in names if c not in wanted]
+        batches = parquet.iter_batches(
+            batch_size=chunk_rows, columns=[c for c in wanted if c in names]
+        )
+    else:
+        try:
+            frames = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
+            for frame in frames:
+                frame.index = pd.RangeIndex(start, start + len(frame))
+                start += len(frame)
+                if not stats.extra_columns:
+                    stats.extra_columns = [c for c in frame.columns if c not in wanted]
+                yield frame
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise _jsonl_error(path, label) from exc
+        return
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += batch.num_rows
+        while size >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
+            yield _frame(head, start)
+            start += head.num_rows
+            pending, size = rest.to_batches(), rest.num_rows
+    if size:
+        yield _frame(pa.Table.from_batches(pending), start)
+
+
+def _csv_batches(
+    path: Path, label: str, predictor: Predictor, present: list[str], last: str
+) -> Iterator[pa.RecordBatch]:
+    """The ``present`` columns of a CSV file, streamed; every parse failure a ``DataError``.
+
+    The header's ``last`` column is read too (and dropped again): an unterminated quote there
+    would otherwise swallow the rest of the file into one value without any error.
+    """
+    import pyarrow.csv as pacsv
+
+    columns = present if last in present else [*present, last]
+    rows = 0
+    delimiter = predictor.delimiter
+    advice = f"the model reads {delimiter!r}-delimited files"
+    try:
+        # No invalid_row_handler: a Python callback in the parser made pyarrow 26 abort the
+        # process at exit ("terminate called"). read.parse_error finds the bad line itself.
+        options = cells.csv_options(
+            delimiter, predictor.missing_values, text_columns=columns, block_size=1 << 22
+        )
+        reader = pacsv.open_csv(path, **options)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            rows += batch.num_rows
+            if batch.num_rows and read.last_row_swallowed(batch.select([last]), path):
+                raise DataError(
+                    f"input {label} has an unterminated quote in column '{last}' at data row "
+                    f"{rows}: the quoted field runs on to the end of the file; close the quote, "
+                    "or escape a literal quote by doubling it"
+                )
+            yield batch if last in present else batch.select(present)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise read.parse_error(exc, path, f"input {label}", delimiter, advice) from exc
+
+
+def _jsonl_error(path: Path, label: str) -> DataError:
+    """The first line of a JSON-lines file that is not one JSON object, as an error."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    return DataError(
+                        f"input {label} line {number} is not valid JSON ({exc.msg}, column "
+                        f"{exc.colno}): fix the line; every line must be one JSON object"
+                    )
+                if not isinstance(value, dict):
+                    return DataError(
+                        f"input {label} line {number} is a JSON {type(value).__name__}, not an "
+                        "object: fix the line; every line must be one JSON object of column "
+                        "names to values"
+                    )
+    except UnicodeDecodeError:
+        return DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8")
+    return DataError(
+        f"input {label} cannot be read as JSON lines: check that every line is one JSON object "
+        "with the same kind of value in each column"
+    )
+
+
+def _frame(table: pa.Table, start: int) -> pd.DataFrame:
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(start, start + len(frame))
+    return frame
+
+
+def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, None]:
+    """``chunks`` in order, the next one read on a thread while the caller works on this one.
+
+    Parsing (pyarrow) and the frame conversion release the GIL for most of their work, so on a
+    machine whose cores the forward pass leaves idle part of the time, reading chunk k+1 hides
+    behind predicting chunk k. One chunk ahead at most, so memory stays bounded by the chunk
+    size. An exception in the reader reaches the caller at the chunk where it happened.
+    """
+    import queue
+    import threading
+
+    done = object()
+    ready: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():  # the caller may have stopped taking chunks
+            try:
+                ready.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read_ahead() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(None, exc)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:  # release the file if the caller stopped early
+                close()
+
+    worker = threading.Thread(target=read_ahead, name="predict-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

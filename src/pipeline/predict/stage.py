@@ -1,0 +1,156 @@
+"""The run stage's unit: a release (or a package) ready to run, and the streaming prediction.
+
+``load`` resolves a release reference or a package path into a ``Ready``: the verified
+predictor with the run-stage settings that apply. ``pipeline predict`` streams a file through
+it (``run``); ``pipeline serve`` answers requests with the same object.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
+from pipeline.predict.predictor import Predictor, Stats
+from pipeline.predict.readers import detect_format, iter_chunks, prefetched
+from pipeline.predict.writers import Writer
+from pipeline.settings import RunSettings
+from pipeline.store import Store
+
+# How many extra column names a log event lists (it also carries their count).
+SHOWN_COLUMNS = 20
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A release ready to run: the verified predictor, its run settings, and the release ref."""
+
+    predictor: Predictor
+    run: RunSettings
+    release: str | None  # name@vN, or None when run straight from a package
+
+    def info(self) -> dict[str, Any]:
+        """What is running: model, ids, release, task, input schema, metrics, run settings."""
+        p = self.predictor
+        return {
+            "name": p.name,
+            "version": p.version,
+            "package_id": p.package_id,
+            "build_id": p.build_id,
+            "release": self.release,
+            "task": p.schema.task,
+            "target": p.schema.target,
+            "classes": [str(c) for c in p.pre.target.classes],
+            "input_schema": {
+                "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
+            },
+            "metrics": p.metrics,
+            "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
+        }
+
+
+def load(
+    store: Store,
+    release_ref: str | None,
+    package: Path | None,
+    default_name: str | None,
+    run_settings: RunSettings,
+) -> Ready:
+    """The predictor and the run settings that apply, for a release reference or a package path.
+
+    A release carries the run-stage settings it was created with (threshold, id column, error
+    handling, output format); they win over the environment's, because a release is immutable
+    configuration. ``chunk_rows`` is the exception: it sizes memory for the machine the process
+    runs on, so it always comes from the environment. With ``--package`` the environment's
+    settings apply.
+    """
+    from pipeline import releases
+
+    if package is not None:
+        return Ready(Predictor.from_package(package), run_settings, None)
+    if not release_ref:
+        raise ConfigError(
+            "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "
+            "or pass --package PATH"
+        )
+    release = releases.show(store, release_ref, default_name)
+    sidecar = releases.find_package(store, release.package_id)
+    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
+    try:
+        path = store.local_file(key)
+    except KeyError:
+        raise NotFoundError(
+            f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
+            f"store {store.uri}: restore it or roll back"
+        ) from None
+    predictor = Predictor.from_package(path)
+    if predictor.package_id != release.package_id:
+        raise IntegrityError(
+            f"package {path} has id {predictor.package_id[:12]} but release {release.ref} "
+            f"names {release.package_id[:12]}: the archive was replaced; restore it"
+        )
+    bound = RunSettings.model_validate({**release.run, "chunk_rows": run_settings.chunk_rows})
+    return Ready(predictor, bound, release.ref)
+
+
+def run(
+    ready: Ready,
+    source: Path,
+    output: Path | None,
+    log: Any,
+) -> Stats:
+    """Predict every row of ``source`` into ``output`` (stdout when None), chunk by chunk."""
+    t0 = time.perf_counter()
+    predictor, run_settings = ready.predictor, ready.run
+    in_fmt = detect_format(source, "auto")
+    out_fmt = detect_format(output, run_settings.output_format)
+    if output is None and out_fmt == "parquet":
+        raise ConfigError("Parquet output needs a file: pass -o PATH.parquet")
+    stats = Stats()
+    writer = Writer(output, out_fmt)
+    chunks = prefetched(
+        iter_chunks(source, in_fmt, run_settings.chunk_rows, predictor, run_settings, stats)
+    )
+    try:
+        for chunk in chunks:
+            if stats.chunks == 0 and stats.extra_columns:
+                log.warning(
+                    "predict.extra_columns",
+                    # A wide file must not turn one event into a megabyte: the first names only.
+                    columns=stats.extra_columns[:SHOWN_COLUMNS],
+                    count=len(stats.extra_columns),
+                    message="columns the model does not use are ignored",
+                )
+            writer.write(
+                predictor.predict_frame(chunk, run_settings, label=str(source), stats=stats)
+            )
+        if stats.rows == 0:
+            raise DataError(
+                f"input {source} has no rows: nothing to predict; check that the file is complete"
+            )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        chunks.close()
+    seconds = time.perf_counter() - t0
+    log.info(
+        "predict.summary",
+        model=predictor.name,
+        version=predictor.version,
+        package_id=predictor.package_id,
+        build_id=predictor.build_id,
+        input=str(source),
+        output=str(output) if output else "-",
+        rows=stats.rows,
+        chunks=stats.chunks,
+        errors=stats.errors,
+        unknown_categories=stats.unknown_categories,
+        extra_columns=stats.extra_columns[:SHOWN_COLUMNS],
+        seconds=round(seconds, 3),
+        rows_per_second=round(stats.rows / seconds) if seconds > 0 else None,
+    )
+    return stats

@@ -1,0 +1,95 @@
+"""Access log middleware: one ``serve.request`` event per request, and a request id on each.
+
+Pure ASGI, so it sees every request, including the ones the app refuses, and it turns a bug
+that escaped a route into a 500 without internals (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from pipeline.serve.contract import dumps
+
+if TYPE_CHECKING:
+    from pipeline.serve.app import ServeState
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class AccessLog:
+    """Pure ASGI middleware: one ``serve.request`` event per request, and a request id.
+
+    The id comes from the client's ``X-Request-ID`` when it is a sane token, else a new one; it
+    goes back in the response header. Requests are counted when they start and when they end, so
+    a shutdown can say whether any accepted request was left unanswered.
+    """
+
+    def __init__(self, app: Any, state: ServeState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        extra = scope.setdefault("state", {})
+        extra["request_id"] = request_id
+        status = 500  # what the client gets if the app fails before answering
+        log = self.state.log
+        self.state.started += 1
+        log.debug("serve.request_start", method=scope["method"], path=scope["path"],
+                  request_id=request_id)  # fmt: skip
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # A bug, never the client's fault: a 500 without internals, the traceback in the log.
+            log.error("serve.internal_error", path=scope["path"], request_id=request_id,
+                      error=f"{type(exc).__name__}: {exc}",
+                      traceback="".join(traceback.format_exception(exc)))  # fmt: skip
+            if status == 500:
+                json_type = [(b"content-type", b"application/json")]
+                await send_with_id(
+                    {"type": "http.response.start", "status": 500, "headers": json_type}
+                )
+                body = {"error": "internal", "message": "internal error: a bug, please report it"}
+                await send({"type": "http.response.body", "body": dumps(body)})
+        finally:
+            self.state.completed += 1
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - t0) * 1000, 2),
+                "rows": extra.get("rows"),
+                "request_id": request_id,
+            }
+            if extra.get("ignored_columns"):
+                fields["ignored_columns"] = extra["ignored_columns"]
+            if status == 500:
+                log.error("serve.request", **fields)
+            elif status >= 400:
+                log.warning("serve.request", **fields)
+            else:
+                log.info("serve.request", **fields)

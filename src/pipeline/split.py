@@ -1,0 +1,96 @@
+"""Which rows train, which choose the epoch count, which test: one seed, explicit streams.
+
+One user seed becomes independent integer seeds for the split, the initialisation, the
+shuffling and dropout (``Seeds``), so each is reproducible on its own. ``split_rows`` shuffles
+the row positions with the split's stream and cuts train / validation / test, stratified by
+class for classification; ``Split.digest`` makes "the same rows" checkable by a later process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data.schema import Schema
+from pipeline.features import as_categories
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Independent integer seeds derived from the one user seed."""
+
+    split: int
+    init: int
+    shuffle: int
+    dropout: int
+
+    @classmethod
+    def from_seed(cls, seed: int) -> Seeds:
+        children = np.random.SeedSequence(seed).spawn(4)
+        return cls(*(int(c.generate_state(1, dtype=np.uint64)[0] >> 1) for c in children))
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row positions of each part, sorted."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def digest(self) -> str:
+        """sha256 of the three index arrays: a rerun must produce exactly these rows."""
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            h.update(np.int64(len(part)).tobytes())
+            h.update(part.astype("<i8").tobytes())
+        return h.hexdigest()
+
+
+def split_rows(n: int, labels: np.ndarray | None, val: float, test: float, seed: int) -> Split:
+    """Shuffle rows and cut train/val/test; stratified by class when ``labels`` is given."""
+    rng = np.random.default_rng(seed)
+    groups = (
+        [np.arange(n)]
+        if labels is None
+        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    )
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for group in groups:
+        shuffled = rng.permutation(group)
+        n_test = round(len(group) * test)
+        n_val = round(len(group) * val)
+        parts[2].append(shuffled[:n_test])
+        parts[1].append(shuffled[n_test : n_test + n_val])
+        parts[0].append(shuffled[n_test + n_val :])
+    train_i, val_i, test_i = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+    return Split(train_i, val_i, test_i)
+
+
+def class_labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
+    """Labels to stratify the split by (classification), else None."""
+    if schema.task == "regression":
+        return None
+    return np.asarray(as_categories(frame[schema.target]), dtype=object).astype(str)
+
+
+def folds(
+    rows: np.ndarray, k: int, val_fraction: float, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """K-fold parts of ``rows``: (fit rows, validation rows, held-out rows) per fold, sorted.
+
+    The rows are permuted with ``seed``'s stream and cut into ``k`` parts; each fold holds one
+    part out and takes its validation slice (for early stopping) from the front of the rest, so
+    the held-out part is never seen before it is scored.
+    """
+    order = np.random.default_rng(seed).permutation(rows)
+    parts = np.array_split(order, k)
+    out = []
+    for i in range(k):
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+        n_val = max(1, round(len(rest) * val_fraction))
+        out.append((np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(parts[i])))
+    return out
