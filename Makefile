@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test bench bench-serve bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-fast bench bench-serve bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ run: install ## The main job: train, then evaluate with 5-fold CV, on the built-
 
 test: dev ## Run the whole test suite (what CI runs)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

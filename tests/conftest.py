@@ -1,4 +1,8 @@
-"""Shared fixtures: an isolated environment, a temporary store, and CLI runners."""
+"""Shared fixtures: an isolated environment, a temporary store, and CLI runners.
+
+Also the `slow` marker's placement for modules that do not set it themselves: `make test-fast`
+runs ``pytest -m "not slow"``, the inner loop without training on real data or real processes.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,52 @@ SHARED = REPO.parent / "shared" / "datasets"
 # The documented sha256 of the datasets shipped in the package (../shared/datasets/README.md).
 HOUSE_PRICES_SHA = "1e18addf81e5e4d347cc17ee6075bbe4a42b7fa26b9e5b063e8f692a5f929d41"
 TITANIC_SHA = "1a2fd48ca2a2f84328dfdee05ea4482f7d456ba09368a271c25e8246dafee8ce"
+
+
+# Tests that train on real data or start a process, in modules that do not mark them `slow`
+# themselves (modules of the train/package/evaluate/bad-input suites carry the marker at the
+# test). Each entry is a folder, a module, or one test ("module::name"), relative to the
+# repository; a module that sets `pytestmark = pytest.mark.slow` can drop its entry here.
+SLOW_ELSEWHERE = (
+    "tests/serve/",  # session fixtures train and release through real processes
+    "tests/test_bench_smoke.py",
+    "tests/test_crash_safety.py",
+    "tests/test_predict.py",
+    "tests/test_secrets.py",
+    "tests/test_store_faults.py",
+    "tests/test_threads.py",
+    "tests/test_wheel.py",
+    "tests/cli/test_startup.py",
+    "tests/cli/test_config_show.py::test_config_show_in_a_subprocess",
+    "tests/cli/test_data_fetch.py::test_fetch_http_caches_under_the_digest_and_train_uses_it",
+    "tests/test_releases.py::test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing",
+)
+
+
+def _listed_slow(nodeid: str) -> bool:
+    """Whether SLOW_ELSEWHERE names this test, its module or a folder above it."""
+    test = nodeid.split("[", 1)[0]  # every case of a parametrized test
+    module = test.split("::", 1)[0]
+    return any(
+        entry in (test, module) or (entry.endswith("/") and module.startswith(entry))
+        for entry in SLOW_ELSEWHERE
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` the tests SLOW_ELSEWHERE lists; warn about entries that name nothing."""
+    for entry in SLOW_ELSEWHERE:
+        path, _, name = entry.partition("::")
+        if not (REPO / path).exists() or (name and f"def {name}(" not in (REPO / path).read_text()):
+            warnings.warn(
+                f"SLOW_ELSEWHERE in tests/conftest.py names {entry}, which is not there: "
+                "update the entry, or `make test-fast` runs the moved tests",
+                pytest.PytestWarning,
+                stacklevel=1,
+            )
+    for item in items:
+        if _listed_slow(item.nodeid):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +103,29 @@ def cli(store: Path) -> Any:
         return runner.invoke(app, list(args), env=full, catch_exceptions=False)
 
     return invoke
+
+
+def invoke_isolated(*args: str, root: Path, env: Mapping[str, str] | None = None) -> Any:
+    """Invoke the CLI in-process for a module- or session-scoped fixture; returns click's Result.
+
+    Such fixtures run before `_isolated_environment`, so this clears the developer's
+    PIPELINE_*/KAGGLE_* variables itself; the store is ``root/store`` and no .env is read.
+    """
+    clean: dict[str, str | None] = {
+        k: None for k in os.environ if k.upper().startswith(("PIPELINE_", "KAGGLE_"))
+    }
+    full = {
+        **clean,
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_ENV_FILE": str(root / "no.env"),
+        "PIPELINE_CONFIG_DIR": str(REPO / "config"),
+        "PIPELINE_LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    try:
+        return CliRunner().invoke(app, list(args), env=full, catch_exceptions=False)
+    finally:
+        structlog.contextvars.clear_contextvars()  # nothing bound here reaches the first test
 
 
 def run_cli(

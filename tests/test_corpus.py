@@ -1,17 +1,30 @@
-"""The bad-input corpus: real bad files and URIs against `pipeline train` and `pipeline predict`.
+"""Bad input, in one suite: bad files, datasets and URIs against `train`, `predict`, `evaluate`.
 
-Every file in ``tests/corpus/`` is a real file named by what it is (the README there lists them);
-four large ones are written into a temporary folder by the test instead of being committed, and
-remote failures come from local HTTP servers and a fake Kaggle. Each case is run through both
-commands: as the dataset of `train` (PIPELINE_DATA__SOURCE) and as the input of `predict`
-against a release in a store that already holds a build, a package and a release.
+What it covers:
+
+- the corpus: every file in ``tests/corpus/`` is a real file named by what it is (the README
+  there lists them; four large ones are written into a temporary folder instead of being
+  committed), each run through both commands: as the dataset of `train`
+  (PIPELINE_DATA__SOURCE) and as the input of `predict` against a release in a store that
+  already holds a build, a package and a release;
+- small bad datasets the tests write themselves (a misspelt target, a single class, text,
+  inf or blanks in a target, a file that cannot be read), each through `train` in a fresh store;
+- URIs: unknown schemes and paths smuggled out, HTTP failures from a local server, Kaggle
+  payloads, stalls, missing credentials and no network from a fake Kaggle;
+- `evaluate` with no build or an unknown build prefix;
+- a few runs in a real process, where the process is the point: its exit code, its stdout and
+  stderr kept apart, a stall bounded by the timeout.
 
 A refused case must give exactly one line on stderr, ``error: ...``, naming the file (and the
 column, row or line where one applies) and saying what to do; the documented exit code of its
-error class; no traceback; a JSON log stream ending in the same ``error`` event; and leave every
-byte of the store as it was. A few cases are accepted by design (a UTF-8 BOM, a value of 1e308,
-an identifier column, 5,000 columns; a prediction input needs no target): their documented
+error class (DataError 4, SourceError 5, NotFoundError 8); no traceback; a JSON log stream
+ending in the same ``error`` event; and leave every byte of the store as it was (a fresh store:
+nothing in it). A few cases are accepted by design (a UTF-8 BOM, a value of 1e308, an
+identifier column, 5,000 columns; a prediction input needs no target): their documented
 behaviour is asserted instead. When the module is done, the store still predicts good rows.
+
+Tests that need the trained store or a real process are marked `slow`; the rest run in
+`make test-fast`.
 """
 
 from __future__ import annotations
@@ -31,31 +44,28 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from tests.conftest import REPO, event, events, run_cli
-from typer.testing import CliRunner
-
-from pipeline.cli import app
+from tests.conftest import REPO, event, events, invoke_isolated, run_cli, store_files
 
 CORPUS = REPO / "tests" / "corpus"
-DATA_ERROR, SOURCE_ERROR = 4, 5
+DATA_ERROR, SOURCE_ERROR, NOT_FOUND = 4, 5, 8
 COLUMNS = ["Id", "LotArea", "YearBuilt", "OverallQual", "Neighborhood", "CentralAir", "SalePrice"]
 # One epoch and a tiny network: a case that wrongly got as far as training stays fast.
 FAST = {"PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_MODEL__HIDDEN": "[8]"}
 CURRENT = "house-prices@current"
 TIMEOUT = 0.5  # seconds, for the stalling servers: PIPELINE_HTTP_TIMEOUT / PIPELINE_KAGGLE_TIMEOUT
 
-# "What to do": an instruction, or the setting the user has to change.
+# "What to do": an instruction, a suggestion, or the setting the user has to change.
 _ACTION = re.compile(
     r"\b(check|fix|set|use|point|choose|fill|re-encode|save|convert|decompress|rename|give|add|"
-    r"declare|close|download|unzip|export|name|pass|write|try|raise|leave)\b|PIPELINE_[A-Z_]+|"
-    r"KAGGLE_[A-Z_]+",
+    r"declare|close|download|unzip|export|name|pass|write|try|raise|leave|run|list|make)\b|"
+    r"did you mean|PIPELINE_[A-Z_]+|KAGGLE_[A-Z_]+",
     re.IGNORECASE,
 )
 
@@ -144,11 +154,6 @@ def _source(name: str, generated: Path) -> str:
 # --- the shared store: a build, a package and a release ----------------------------------------
 
 
-def _clean_env() -> dict[str, str | None]:
-    """Unset every PIPELINE_*/KAGGLE_* variable of the developer's for a CliRunner call."""
-    return {k: None for k in os.environ if k.upper().startswith(("PIPELINE_", "KAGGLE_"))}
-
-
 @dataclass
 class Released:
     """A store holding a trained build, its package and release house-prices@v1."""
@@ -157,13 +162,12 @@ class Released:
     store: Path
     env: dict[str, str]
     good: Path
-    runner: CliRunner = field(default_factory=CliRunner)
 
     def invoke(self, *args: str, store: Path | None = None, **extra: str) -> Any:
-        env = {**_clean_env(), **self.env, **extra}
+        env = {**self.env, **extra}
         if store is not None:
             env["PIPELINE_STORE"] = str(store)
-        return self.runner.invoke(app, list(args), env=env, catch_exceptions=False)
+        return invoke_isolated(*args, root=self.root, env=env)
 
 
 def snapshot(store: Path) -> dict[str, str]:
@@ -223,10 +227,12 @@ def assert_refused(
     code: int,
     named: tuple[str, ...],
     store: Path,
-    before: dict[str, str],
+    before: dict[str, str] | None,
 ) -> str:
     """One printable ``error:`` line naming every part of ``named`` and an action; exit
-    ``code``; no traceback; JSON events ending in the same error; the store untouched."""
+    ``code``; no traceback; JSON events ending in the same error; the store untouched:
+    as ``before`` (its snapshot), or, for ``None``, a fresh store with no file in it and
+    ``tmp/`` empty."""
     assert exit_code == code, f"exit {exit_code}, expected {code}; stderr: {stderr!r}"
     assert "Traceback" not in stdout and "Traceback" not in stderr
     assert stderr.endswith("\n") and stderr.count("\n") == 1, f"not one line: {stderr!r}"
@@ -241,10 +247,21 @@ def assert_refused(
             advice = advice.replace(part, "")
     assert _ACTION.search(advice), f"the message does not say what to do: {message}"
     stream = events(stdout)  # fails on any line that is not JSON
+    assert stream, "no events on stdout"
     error = event(stdout, "error")
     assert stream[-1] == error and error["exit_code"] == code and error["message"] == message
-    assert snapshot(store) == before, "the store changed"
+    if before is not None:
+        assert snapshot(store) == before, "the store changed"
+    else:
+        assert store_files(store) == [], f"files written to the store: {store_files(store)}"
+        tmp = store / "tmp"
+        assert not tmp.exists() or not any(tmp.iterdir()), f"left in tmp/: {list(tmp.iterdir())}"
     return message
+
+
+def _refused(result: Any, store: Path, code: int, *named: str) -> str:
+    """`assert_refused` for an in-process run against a fresh store."""
+    return assert_refused(result.exit_code, result.stdout, result.stderr, code, named, store, None)
 
 
 @dataclass(frozen=True)
@@ -362,8 +379,16 @@ FILES = [
     Case("truncated.parquet", (4, (P, "not a readable Parquet")), (4, (P, "readable Parquet"))),
     Case("broken-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 5 is not valid JSON"))),
     Case("array-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 9 is a JSON list"))),
-    Case("directory.csv", (4, (P, "not a file")), (4, (P, "not a file"))),
-    Case("no-such-file.csv", (4, (P, "does not exist")), (4, (P, "does not exist"))),
+    Case(
+        "directory.csv",
+        (4, (P, "not a file", "PIPELINE_DATA__SOURCE")),
+        (4, (P, "not a file")),
+    ),
+    Case(
+        "no-such-file.csv",
+        (4, (P, "does not exist", "PIPELINE_DATA__SOURCE")),
+        (4, (P, "does not exist")),
+    ),
     Case(
         "ten-mb-single-line.csv",
         (4, (P, "line longer than 1 MiB")),
@@ -386,6 +411,7 @@ def _format(named: tuple[str, ...], path: str) -> tuple[str, ...]:
     return tuple(n.replace(P, path) for n in named)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in FILES if c.train], ids=lambda c: c.name)
 def test_train_refuses_bad_file(released: Released, generated: Path, case: Case) -> None:
     """`train` on each bad file: its exit code, one line naming the problem, store untouched."""
@@ -432,6 +458,7 @@ def _predict_refuses_uri(released: Released, uri: str, before: dict[str, str]) -
     _no_output(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [c for c in FILES if c.predict], ids=lambda c: c.name)
 def test_predict_refuses_bad_file(released: Released, generated: Path, case: Case) -> None:
     """`predict` on each bad file: its exit code, one line naming it, no output, store intact."""
@@ -470,6 +497,7 @@ def _predictions(released: Released, path: str, rows: int) -> tuple[dict[str, An
     return summary, values
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "rows"),
     [
@@ -504,6 +532,7 @@ def _train_ok(released: Released, tmp_path: Path, path: str) -> tuple[Any, dict[
     return result, schema
 
 
+@pytest.mark.slow
 def test_utf8_bom_is_stripped(released: Released, tmp_path: Path) -> None:
     """A UTF-8 byte-order mark is accepted and stripped, as pandas does: the first column is
     'Id' (dropped by default), not '\\ufeffId'; predict reads the same file."""
@@ -515,6 +544,7 @@ def test_utf8_bom_is_stripped(released: Released, tmp_path: Path) -> None:
     _predictions(released, path, 30)
 
 
+@pytest.mark.slow
 def test_huge_finite_value_trains_and_predicts(released: Released, tmp_path: Path) -> None:
     """1e308 is a legal float: training keeps finite statistics, and prediction clips it to
     the training range, so every prediction is a finite positive price."""
@@ -525,6 +555,7 @@ def test_huge_finite_value_trains_and_predicts(released: Released, tmp_path: Pat
     _predictions(released, path, 30)
 
 
+@pytest.mark.slow
 def test_identifier_column_is_dropped_with_a_warning(released: Released, tmp_path: Path) -> None:
     """A text column with a different value in every row is an identifier: train drops it
     with a data.warning naming it and what to do; predict ignores it as an extra column."""
@@ -538,6 +569,7 @@ def test_identifier_column_is_dropped_with_a_warning(released: Released, tmp_pat
     _predictions(released, path, 30)
 
 
+@pytest.mark.slow
 def test_five_thousand_columns_train_and_predict(
     released: Released, generated: Path, tmp_path: Path
 ) -> None:
@@ -554,10 +586,168 @@ def test_five_thousand_columns_train_and_predict(
     out.unlink()
 
 
+# --- small bad datasets the tests write, each through `train` in a fresh store ----------------
+
+HOUSES = "Id,LotArea,SalePrice\n1,8450,208500\n2,9600,181500\n3,11250,223500\n"
+
+
+def _csv(content: str | bytes) -> Callable[[Path], str]:
+    """A builder writing ``content`` to ``data.csv`` in the test's folder; returns its path."""
+
+    def build(folder: Path) -> str:
+        path = folder / "data.csv"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return str(path)
+
+    return build
+
+
+def _house_prices_with(tmp_path: Path, edits: dict[tuple[int, str], str], n: int = 20) -> Path:
+    """A CSV of the first ``n`` rows of the built-in house prices (every column) with
+    ``edits[(data row, column)]`` (data rows from 1)."""
+    text = (files("pipeline") / "datasets" / "house-prices.csv").read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))[: n + 1]
+    header = rows[0]
+    for (row, column), value in edits.items():
+        rows[row][header.index(column)] = value
+    return _write_csv(tmp_path / "house-prices.csv", rows)
+
+
+TRAIN_CASES = [
+    pytest.param(
+        _csv(HOUSES),
+        {"PIPELINE_DATA__TARGET": "SalePrise"},
+        DATA_ERROR,
+        ("{source}", "'SalePrise'", "did you mean 'SalePrice'?"),
+        id="missing-target-close-name",
+    ),
+    pytest.param(
+        _csv(bytes(range(256)) * 4), {}, DATA_ERROR, ("{source}",), id="binary-blob-not-csv"
+    ),
+    pytest.param(
+        _csv("x,label\n1,yes\n2,yes\n3,yes\n4,yes\n"),
+        {"PIPELINE_DATA__TARGET": "label", "PIPELINE_DATA__TASK": "binary"},
+        DATA_ERROR,
+        ("{source}", "'label'", "single value 'yes'"),
+        id="single-class-binary",
+    ),
+    pytest.param(
+        _csv("x,label\n1,1\n2,1\n3,1\n4,1\n"),
+        {"PIPELINE_DATA__TARGET": "label"},
+        DATA_ERROR,
+        # The value as the file has it, not numpy's repr of it (np.int64(1)).
+        ("{source}", "'label'", "single value 1"),
+        id="single-class-auto",
+    ),
+    pytest.param(
+        _csv("x,price\n1,1.5\n2,2.5\n3,inf\n4,3.5\n"),
+        {"PIPELINE_DATA__TARGET": "price", "PIPELINE_DATA__TASK": "regression"},
+        DATA_ERROR,
+        ("{source}", "'price'", "inf", "data row 3"),
+        id="regression-target-inf",
+    ),
+    pytest.param(
+        _csv("x,price\n1,\n2,NA\n3,\n"),
+        {"PIPELINE_DATA__TARGET": "price"},
+        DATA_ERROR,
+        ("{source}", "'price'", "missing"),
+        id="target-all-missing",
+    ),
+    pytest.param(
+        _csv("x,price\n1,1.5\n2,0\n3,2.5\n4,-1\n5,4.0\n"),
+        {"PIPELINE_DATA__TARGET": "price", "PIPELINE_TRAIN__TARGET_TRANSFORM": "log"},
+        DATA_ERROR,
+        ("{source}", "'price'", "<= 0", "PIPELINE_TRAIN__TARGET_TRANSFORM"),
+        id="log-transform-non-positive-target",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "env", "code", "named"), TRAIN_CASES)
+def test_bad_dataset_is_refused_in_one_line(
+    cli: Any,
+    store: Path,
+    tmp_path: Path,
+    build: Callable[[Path], str],
+    env: dict[str, str],
+    code: int,
+    named: tuple[str, ...],
+) -> None:
+    """Each bad dataset exits with its documented code and one line naming it; no writes."""
+    source = build(tmp_path)
+    result = cli("train", env={**FAST, "PIPELINE_DATA__SOURCE": source, **env})
+    _refused(result, store, code, *(n.format(source=source) for n in named))
+
+
+def test_missing_target_unlike_any_column_lists_the_columns(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """A target name close to no column gets no suggestion, but the setting and the columns."""
+    source = _csv(HOUSES)(tmp_path)
+    result = cli(
+        "train", env={**FAST, "PIPELINE_DATA__SOURCE": source, "PIPELINE_DATA__TARGET": "zzz"}
+    )
+    message = _refused(result, store, DATA_ERROR, source, "'zzz'", "PIPELINE_DATA__TARGET")
+    assert "did you mean" not in message
+    assert "Id, LotArea, SalePrice" in message
+
+
+def test_unreadable_file_is_refused(cli: Any, store: Path, tmp_path: Path) -> None:
+    """A file that cannot be read (as root, whose bytes are not UTF-8) exits 4 naming the file."""
+    path = tmp_path / "locked.csv"
+    lines = ["city,price"] + [f"Zürich {i % 2},{100 + i}" for i in range(40)]
+    path.write_bytes("\n".join(lines).encode("latin-1"))  # ü is not valid UTF-8 here
+    path.chmod(0)
+    # chmod does not stop root: then the test reads bytes it cannot decode instead.
+    cannot_open = not os.access(path, os.R_OK)
+    env = {**FAST, "PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "price"}
+    message = _refused(cli("train", env=env), store, DATA_ERROR, str(path))
+    if cannot_open:
+        assert "permission denied" in message.lower()
+    else:
+        assert "UTF-8" in message
+
+
+@pytest.mark.parametrize("row", [1, 7, 20])
+def test_text_in_numeric_target_names_column_value_and_row(
+    cli: Any, store: Path, tmp_path: Path, row: int
+) -> None:
+    """'abc' in SalePrice of real house-prices rows is refused naming the column, value and row."""
+    path = _house_prices_with(tmp_path, {(row, "SalePrice"): "abc"})
+    env = {**FAST, "PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TASK": "regression"}
+    result = cli("train", env=env)
+    _refused(result, store, DATA_ERROR, str(path), "'SalePrice'", "'abc'", f"data row {row}")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "env"),
+    [
+        ("SalePrice", "abc", {"PIPELINE_DATA__TASK": "regression"}),
+        ("SalePrice", "inf", {"PIPELINE_DATA__TASK": "regression"}),
+        ("LotArea", "abc", {"PIPELINE_DATA__COLUMN_KINDS": '{"LotArea": "numeric"}'}),
+    ],
+    ids=["text-in-target", "inf-in-target", "text-in-numeric-feature"],
+)
+def test_reported_row_counts_rows_whose_target_is_missing(
+    cli: Any, store: Path, tmp_path: Path, column: str, value: str, env: dict[str, str]
+) -> None:
+    """The row named is the file's data row even when an earlier row's target is blank."""
+    path = _house_prices_with(tmp_path, {(3, "SalePrice"): "", (7, column): value})
+    result = cli("train", env={**FAST, "PIPELINE_DATA__SOURCE": str(path), **env})
+    _refused(result, store, DATA_ERROR, str(path), f"'{column}'", value, "data row 7")
+
+
 # --- URIs that name nothing we may read ---------------------------------------------------------
 
 URIS = [
-    pytest.param("ftp://example.com/data/train.csv", ("'ftp://'",), id="unknown-scheme-ftp"),
+    pytest.param(
+        "ftp://example.com/data/train.csv",
+        ("'ftp://'", "PIPELINE_DATA__SOURCE"),
+        id="unknown-scheme-ftp",
+    ),
     pytest.param("s3://bucket/train.csv", ("'s3://'",), id="unknown-scheme-s3"),
     pytest.param(
         "file://remote-host/etc/passwd", ("names a remote host",), id="file-uri-remote-host"
@@ -581,6 +771,7 @@ URIS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("uri", "named"), URIS)
 def test_uri_that_escapes_or_is_unknown_is_a_source_error(
     released: Released, tmp_path: Path, uri: str, named: tuple[str, ...]
@@ -706,6 +897,7 @@ HTTP_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("path", "code", "named"), HTTP_CASES)
 def test_http_failure_is_refused_and_caches_nothing(
     released: Released,
@@ -737,6 +929,7 @@ def test_http_failure_is_refused_and_caches_nothing(
     _predict_refuses_uri(released, uri, before)
 
 
+@pytest.mark.slow
 def test_http_connection_refused_is_a_source_error(released: Released, no_proxy: None) -> None:
     """A URL nobody listens on exits 5 at once, saying the connection was refused."""
     uri = f"http://127.0.0.1:{_closed_port()}/train.csv"
@@ -858,6 +1051,7 @@ KAGGLE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("body", "named"), KAGGLE_CASES)
 def test_kaggle_payload_that_is_not_the_file_is_a_source_error(
     released: Released,
@@ -888,6 +1082,7 @@ def test_kaggle_payload_that_is_not_the_file_is_a_source_error(
     _predict_refuses_uri(released, KAGGLE_URI, before)
 
 
+@pytest.mark.slow
 def test_kaggle_without_credentials_is_a_source_error(released: Released, tmp_path: Path) -> None:
     """kaggle:// with no credentials anywhere exits 5 saying which variables to set; predict
     of the same URI says it reads local files only."""
@@ -902,16 +1097,60 @@ def test_kaggle_without_credentials_is_a_source_error(released: Released, tmp_pa
         result.stdout,
         result.stderr,
         SOURCE_ERROR,
-        (KAGGLE_URI, "credentials missing", "KAGGLE_USERNAME"),
+        (KAGGLE_URI, "credentials missing", "KAGGLE_USERNAME", "KAGGLE_KEY"),
         released.store,
         before,
     )
     _predict_refuses_uri(released, KAGGLE_URI, before)
 
 
+@pytest.fixture
+def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME with no Kaggle credential files, and no XDG config folder to find one in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return home
+
+
+def test_kaggle_without_network_is_a_quick_source_error(
+    cli: Any, store: Path, empty_home: Path, monkeypatch: pytest.MonkeyPatch, no_proxy: None
+) -> None:
+    """kaggle:// with credentials but nobody listening exits 5 within seconds, naming the URI."""
+    uri = "kaggle://competitions/house-prices-advanced-regression-techniques/train.csv"
+    # As in tests/data/test_kaggle_source.py: the client in LOCAL mode, its endpoint a closed port.
+    config_dir = empty_home / "kaggle-config"
+    config_dir.mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.kaggle_env import KaggleEnv, _env_to_endpoint
+
+    monkeypatch.setattr(KaggleApi, "args", ["--local"])
+    monkeypatch.setattr(KaggleApi, "config_dir", str(config_dir))
+    monkeypatch.setattr(KaggleApi, "config", str(config_dir / "kaggle.json"))
+    monkeypatch.setitem(_env_to_endpoint, KaggleEnv.LOCAL, f"http://127.0.0.1:{_closed_port()}")
+    key = "fake-key-4f1c9a7e0d2b"
+    env = {
+        **FAST,
+        "PIPELINE_DATA__SOURCE": uri,
+        "HOME": str(empty_home),
+        "KAGGLE_CONFIG_DIR": str(config_dir),
+        "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
+        "KAGGLE_USERNAME": "fake-user",
+        "KAGGLE_KEY": key,
+    }
+    started = time.monotonic()
+    result = cli("train", env=env)
+    assert time.monotonic() - started < 10
+    _refused(result, store, SOURCE_ERROR, uri, "cannot reach Kaggle")
+    assert key not in result.stdout + result.stderr
+
+
 # --- predict only -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bad_cells_go_to_the_error_column_when_asked(released: Released, tmp_path: Path) -> None:
     """With PIPELINE_RUN__ON_ERROR=column (bound at release time, so via --package here) a
     text number and a non-boolean get an error message in their row and no prediction."""
@@ -936,6 +1175,22 @@ def test_bad_cells_go_to_the_error_column_when_asked(released: Released, tmp_pat
     assert got[1]["prediction"] == "" and got[0]["prediction"] != ""
 
 
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def test_evaluate_on_an_empty_store_is_not_found(cli: Any, store: Path) -> None:
+    """`evaluate` with no build in the store exits 8 in one line that says to train first."""
+    result = cli("evaluate")
+    _refused(result, store, NOT_FOUND, str(store), "pipeline train")
+
+
+def test_evaluate_of_an_unknown_build_prefix_is_not_found(cli: Any, store: Path) -> None:
+    """`evaluate <prefix>` matching no build exits 8 in one line naming the prefix."""
+    (store / "builds" / ("f" * 64)).mkdir(parents=True)  # another build, which must not match
+    result = cli("evaluate", "abcd1234")
+    _refused(result, store, NOT_FOUND, "'abcd1234'", str(store))
+
+
 # --- real processes -----------------------------------------------------------------------------
 
 
@@ -943,6 +1198,7 @@ def _real_env(released: Released, **extra: str) -> dict[str, str]:
     return {**released.env, **extra}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
@@ -991,6 +1247,23 @@ def test_real_process_refuses_without_traceback(
     assert snapshot(released.store) == before
 
 
+@pytest.mark.slow
+def test_bad_input_in_a_real_process_exits_4_without_traceback(store: Path, tmp_path: Path) -> None:
+    """`python -m pipeline train` on text in a numeric target exits 4: one line, no traceback."""
+    path = _house_prices_with(tmp_path, {(5, "SalePrice"): "abc"})
+    env = {
+        **FAST,
+        "PIPELINE_STORE": str(store),
+        "PIPELINE_ENV_FILE": str(tmp_path / "no.env"),
+        "PIPELINE_DATA__SOURCE": str(path),
+        "PIPELINE_DATA__TASK": "regression",
+    }
+    done = run_cli("train", env=env, cwd=tmp_path, timeout=120)
+    named = ("'abc'", "data row 5")
+    assert_refused(done.returncode, done.stdout, done.stderr, DATA_ERROR, named, store, None)
+
+
+@pytest.mark.slow
 def test_real_process_http_stall_is_bounded(
     released: Released, server: Server, no_proxy: None
 ) -> None:

@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event
+from tests.conftest import event, invoke_isolated
+
+# Every test evaluates a trained build.
+pytestmark = pytest.mark.slow
 
 FAST = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "15"}
 
 
-@pytest.fixture
-def built(cli: Any, store: Path) -> tuple[str, dict[str, Any]]:
-    """A small Titanic build in the store: (build id, its metrics.json)."""
-    result = cli("train", "--id-file", str(store.parent / "id"), env=FAST)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One small Titanic build, trained once per module (and xdist worker): (its store, its id).
+
+    Tests never change this store: each works on a copy (`built`)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    result = invoke_isolated("train", "--id-file", str(root / "id"), root=root, env=FAST)
     assert result.exit_code == 0, result.output
-    build_id = (store.parent / "id").read_text().strip()
+    return root / "store", (root / "id").read_text().strip()
+
+
+@pytest.fixture
+def built(trained: tuple[Path, str], store: Path) -> tuple[str, dict[str, Any]]:
+    """The module's build, copied into this test's store: (build id, its metrics.json)."""
+    shutil.copytree(trained[0], store)
+    build_id = trained[1]
     return build_id, json.loads((store / "builds" / build_id / "metrics.json").read_text())
 
 

@@ -6,12 +6,14 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event, run_cli
+from tests.conftest import REPO, event, invoke_isolated, run_cli
 
 from pipeline.errors import IntegrityError
 from pipeline.package import archive_bytes, open_package
@@ -69,24 +71,54 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
     return info, data
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """A store holding one trained titanic build and its package, and what `package` printed."""
+
+    store: Path
+    build_id: str
+    package_id: str
+    package_stdout: str
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Sealed:
+    """`train` then `package`, once per module (and xdist worker); tests never change this
+    store: they read it or work on a copy (`packaged`)."""
+    root = tmp_path_factory.mktemp("sealed")
+    trained = invoke_isolated("train", "--id-file", str(root / "build-id"), root=root, env=TITANIC)
+    assert trained.exit_code == 0, trained.output
+    result = invoke_isolated(
+        "package", "--id-file", str(root / "package-id"), root=root, env=TITANIC
+    )
+    assert result.exit_code == 0, result.output
+    return Sealed(
+        root / "store",
+        (root / "build-id").read_text().strip(),
+        (root / "package-id").read_text().strip(),
+        result.stdout,
+    )
+
+
 @pytest.fixture
-def packaged(cli: Any, store: Path) -> tuple[str, str, bytes]:
-    """A trained titanic build and its package: (build id, package id, archive bytes)."""
-    build_id = _train(cli, store)
-    package_id, _ = _package(cli, store)
-    return build_id, package_id, _archive(store).read_bytes()
+def packaged(sealed: Sealed, store: Path) -> tuple[str, str, bytes]:
+    """A trained titanic build and its package, copied into this test's store:
+    (build id, package id, archive bytes)."""
+    shutil.copytree(sealed.store, store)
+    return sealed.build_id, sealed.package_id, _archive(store).read_bytes()
 
 
-def test_package_twice_is_byte_identical_and_reports_its_id(cli: Any, store: Path) -> None:
+@pytest.mark.slow
+def test_package_twice_is_byte_identical_and_reports_its_id(
+    cli: Any, store: Path, sealed: Sealed, packaged: tuple[str, str, bytes]
+) -> None:
     """Packaging one build twice gives the same bytes; --id-file and the summary give its sha256."""
-    build_id = _train(cli, store)
-    first_id, result = _package(cli, store)
-    first = _archive(store).read_bytes()
+    build_id, first_id, first = packaged
     assert first_id == hashlib.sha256(first).hexdigest()
-    summary = event(result.stdout, "package.summary")
+    summary = event(sealed.package_stdout, "package.summary")
     assert summary["name"] == "titanic" and summary["version"] == "0.1.0"
     assert summary["package_id"] == first_id and summary["build_id"] == build_id
-    assert summary["path"] == str(_archive(store)) and summary["bytes"] == len(first)
+    assert summary["path"] == str(_archive(sealed.store)) and summary["bytes"] == len(first)
     record = json.loads((store / "packages" / "titanic" / "0.1.0.json").read_text())
     assert record == {
         "name": "titanic",
@@ -100,6 +132,7 @@ def test_package_twice_is_byte_identical_and_reports_its_id(cli: Any, store: Pat
     assert second_id == first_id and _archive(store).read_bytes() == first
 
 
+@pytest.mark.slow
 def test_archive_headers_carry_no_time_owner_or_name(packaged: tuple[str, str, bytes]) -> None:
     """Every tar header is normalised, run.json is left out and the gzip header has no name/time."""
     build_id, _, data = packaged
@@ -131,6 +164,7 @@ def test_archive_headers_carry_no_time_owner_or_name(packaged: tuple[str, str, b
     assert manifest["build_id"] == build_id and "run.json" not in manifest["files"]
 
 
+@pytest.mark.slow
 def test_separate_processes_from_scratch_give_identical_packages(tmp_path: Path) -> None:
     """Train + package in two fresh stores by real processes gives byte-identical packages."""
     env = {
@@ -154,11 +188,12 @@ def test_separate_processes_from_scratch_give_identical_packages(tmp_path: Path)
     assert archives[0] == archives[1]
 
 
-def test_version_reuse_with_other_content_is_refused(cli: Any, store: Path) -> None:
+@pytest.mark.slow
+def test_version_reuse_with_other_content_is_refused(
+    cli: Any, store: Path, packaged: tuple[str, str, bytes]
+) -> None:
     """Another build under a packaged version exits 3 in one line; the same build again succeeds."""
-    first_build = _train(cli, store)
-    first_id, _ = _package(cli, store)
-    original = _archive(store).read_bytes()
+    first_build, first_id, original = packaged
 
     other_build = _train(cli, store, PIPELINE_SEED="7")
     assert other_build != first_build
@@ -201,13 +236,16 @@ def test_invalid_name_or_version_exits_3(cli: Any, store: Path, variable: str, v
     assert not (store / "packages").exists()
 
 
-def test_prerelease_version_is_accepted(cli: Any, store: Path) -> None:
+@pytest.mark.slow
+def test_prerelease_version_is_accepted(
+    cli: Any, store: Path, packaged: tuple[str, str, bytes]
+) -> None:
     """A semantic version with a pre-release tag is a valid package version."""
-    _train(cli, store)
     _package(cli, store, PIPELINE_MODEL__VERSION="1.0.0-rc.1")
     assert _archive(store, version="1.0.0-rc.1").is_file()
 
 
+@pytest.mark.slow
 def test_open_package_verifies_and_extracts(
     packaged: tuple[str, str, bytes], store: Path, tmp_path: Path
 ) -> None:
@@ -246,6 +284,7 @@ MEMBERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("member", MEMBERS)
 def test_one_flipped_byte_in_any_member_is_refused(
     packaged: tuple[str, str, bytes], tmp_path: Path, member: str
@@ -263,6 +302,7 @@ def test_one_flipped_byte_in_any_member_is_refused(
         open_package(path)
 
 
+@pytest.mark.slow
 def test_rewritten_package_json_is_caught_by_the_build_manifest(
     packaged: tuple[str, str, bytes], tmp_path: Path
 ) -> None:
@@ -279,6 +319,7 @@ def test_rewritten_package_json_is_caught_by_the_build_manifest(
         open_package(path)
 
 
+@pytest.mark.slow
 def test_missing_required_file_is_refused(packaged: tuple[str, str, bytes], tmp_path: Path) -> None:
     """A package without its weights (and package.json rewritten to match) is refused."""
     _, _, data = packaged
@@ -300,6 +341,7 @@ def _link(name: str, kind: bytes, target: str = "") -> tuple[tarfile.TarInfo, No
     return info, None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("label", "make"),
     [
@@ -362,6 +404,7 @@ def test_a_decompression_bomb_is_refused_before_it_is_expanded(
         package_mod.open_package(path)
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_tar_slip_and_a_bomb_writing_nothing_anywhere(
     packaged: tuple[str, str, bytes],
     cli: Any,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from tests.conftest import event, events, run_cli, store_files
+
+# Trains three times in real processes.
+pytestmark = pytest.mark.slow
 
 SECRET = "kk-0xDEADBEEF-secret-value"
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from tests.conftest import event, events, run_cli
 
+# Every test trains in real processes and stops them with signals.
+pytestmark = pytest.mark.slow
+
 # Short enough to keep the module quick, long enough to stop in either phase.
 ENV = {
     "PIPELINE_LOG_FORMAT": "json",

@@ -67,6 +67,7 @@ def test_titanic_preset_meets_accuracy_target(cli: Any, store: Path) -> None:
     assert json.loads(result.stdout.splitlines()[-1])["event"] == "train.summary"
 
 
+@pytest.mark.slow
 def test_multiclass_task_trains_and_reports_class_metrics(cli: Any, store: Path) -> None:
     """A three-class target (Titanic's port of embarkation) trains a multiclass head."""
     _, metrics, _ = _train(
@@ -87,6 +88,7 @@ def test_multiclass_task_trains_and_reports_class_metrics(cli: Any, store: Path)
     assert metrics["test"]["log_loss"] < 0.9
 
 
+@pytest.mark.slow
 def test_auto_task_inference_on_a_frame_the_test_builds(
     cli: Any, store: Path, tmp_path: Path
 ) -> None:
@@ -126,6 +128,7 @@ def test_auto_task_inference_on_a_frame_the_test_builds(
     assert metrics["test"]["accuracy"] > 0.85
 
 
+@pytest.mark.slow
 def test_history_is_a_learning_curve_and_summary_events_are_emitted(cli: Any, store: Path) -> None:
     """Each epoch is logged and stored; early stopping's best epoch sets the refit's length."""
     build_id, metrics, result = _train(
@@ -146,6 +149,7 @@ def test_history_is_a_learning_curve_and_summary_events_are_emitted(cli: Any, st
     assert all(e["stage"] == "train" and e["run_id"] for e in events(result.stdout))
 
 
+@pytest.mark.slow
 def test_refit_can_be_turned_off(cli: Any, store: Path) -> None:
     """PIPELINE_TRAIN__REFIT=false keeps the early-stopped model itself."""
     build_id, metrics, _ = _train(
@@ -161,6 +165,7 @@ def test_refit_can_be_turned_off(cli: Any, store: Path) -> None:
     assert history["refit"] == [] and metrics["refit"] is False
 
 
+@pytest.mark.slow
 def test_parquet_source_trains_like_the_csv(cli: Any, store: Path, tmp_path: Path) -> None:
     """The same table as Parquet (detected by its magic bytes) trains the same kind of model."""
     import pyarrow.csv as pacsv
