@@ -376,6 +376,13 @@ def create_app(state: ServeState) -> FastAPI:
         request.state.ignored_columns = ignored
         return Response(payload, media_type="application/json")
 
+    _add_docs(app, state)
+    return app
+
+
+def _add_docs(app: FastAPI, state: ServeState) -> None:
+    """``/openapi.json`` (built from the loaded package's schema) and ``/docs`` (Swagger UI)."""
+
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
         loaded = state.ready()
@@ -386,5 +393,3 @@ def create_app(state: ServeState) -> FastAPI:
         from fastapi.openapi.docs import get_swagger_ui_html
 
         return get_swagger_ui_html(openapi_url="/openapi.json", title="pipeline serve")
-
-    return app
