@@ -18,7 +18,9 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -96,6 +98,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """``atomic_write_bytes`` of the canonical JSON of ``obj``."""
     atomic_write_bytes(path, canonical_json(obj))
+
+
+@contextlib.contextmanager
+def staging_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` for a caller to stage files in, and remove it afterwards, whatever happens.
+
+    An OSError in the caller's writes (a full disk, a quota) becomes a ``StoreError``: one error
+    class for every store write.
+    """
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise store_error(exc, folder) from exc
+    try:
+        yield folder
+    except OSError as exc:
+        raise store_error(exc, folder) from exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def key_parts(key: str) -> list[str]:

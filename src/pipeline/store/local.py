@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pipeline.store import (
     atomic_write_bytes,
     fsync_dir,
     key_parts,
+    staging_folder,
     store_error,
     temp_beside,
 )
@@ -103,21 +103,8 @@ class LocalStore(Store):
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        folder = self.path("tmp", uuid.uuid4().hex)
-        try:
-            folder.mkdir(parents=True)
-        except OSError as exc:
-            raise store_error(exc, folder) from exc
-        try:
-            yield folder
-        except OSError as exc:
-            # The caller's writes into the staging folder (a full disk, a quota): one error
-            # class for every store write, and the folder goes below either way.
-            raise store_error(exc, folder) from exc
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        return staging_folder(self.path("tmp", uuid.uuid4().hex))
 
     def publish(self, staged: Path, key: str) -> bool:
         final = self._at(key)

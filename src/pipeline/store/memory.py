@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.store import Store, key_parts, store_error, temp_beside
+from pipeline.store import Store, key_parts, staging_folder, store_error, temp_beside
 
 
 def _name(key: str) -> str:
@@ -104,19 +104,8 @@ class MemoryStore(Store):
                 self._immutable.add(name)
             return True
 
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        folder = self._scratch() / "staging" / uuid.uuid4().hex
-        try:
-            folder.mkdir(parents=True)
-        except OSError as exc:
-            raise store_error(exc, folder) from exc
-        try:
-            yield folder
-        except OSError as exc:
-            raise store_error(exc, folder) from exc  # as LocalStore: one error for every write
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        return staging_folder(self._scratch() / "staging" / uuid.uuid4().hex)
 
     def publish(self, staged: Path, key: str) -> bool:
         name = _name(key)
