@@ -1,1 +1,2 @@
-"""Datasets: fetch by URI (``sources``), read CSV/Parquet (``read``), infer kinds (``schema``)."""
+"""Datasets: fetch by URI (``sources``), read CSV/Parquet (``read``), parse cells (``cells``),
+infer kinds (``schema``)."""

@@ -11,12 +11,18 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipeline.serve.contract import dumps
 
-if TYPE_CHECKING:
-    from pipeline.serve.app import ServeState
+
+class Counted(Protocol):
+    """What the middleware needs of the server's state: the log and two request counters."""
+
+    log: Any
+    started: int
+    completed: int
+
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,7 +40,7 @@ class AccessLog:
     a shutdown can say whether any accepted request was left unanswered.
     """
 
-    def __init__(self, app: Any, state: ServeState) -> None:
+    def __init__(self, app: Any, state: Counted) -> None:
         self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
