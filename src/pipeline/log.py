@@ -25,6 +25,14 @@ class _StreamLogger:
 
     def msg(self, message: str) -> None:
         stream = self._stream or sys.stdout
+        tqdm = sys.modules.get("tqdm")  # a progress bar can only be drawing if tqdm was imported
+        if tqdm is not None and stream.isatty():
+            # Clear the bars on stderr while the event is written and draw them again below it:
+            # on a terminal the event gets its own line and the bar stays on the last one.
+            with tqdm.tqdm.external_write_mode(file=sys.stderr):
+                stream.write(message + "\n")
+                stream.flush()
+            return
         stream.write(message + "\n")
         stream.flush()
 
@@ -73,6 +81,70 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# Context every event carries that a person at a terminal does not need to read on each line.
+_CONSOLE_HIDDEN = ("run_id", "stage", "timestamp", "level", "event")
+_LEVEL_STYLE = {"debug": "2", "info": "32", "warning": "33", "error": "31;1", "critical": "31;1"}
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    """A value as a person reads it: 4 significant digits, nested data compact, long text cut."""
+    if isinstance(value, bool) or value is None:
+        text = str(value).lower() if value is not None else "-"
+    elif isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {_short(v, 24)}" for k, v in value.items()) + "}"
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(_short(v, 24) for v in value[:8])
+        text += f", ... {len(value)} items]" if len(value) > 8 else "]"
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ConsoleRenderer:
+    """Events as short, aligned lines for a person: ``12:03:04 info  train.epoch  k=v k=v``.
+
+    Fields wrap onto indented continuation lines at the terminal's width; floats show 4
+    significant digits, long values are cut (the JSON format keeps everything, exactly).
+    """
+
+    def __init__(self, colors: bool, width: int | None = None) -> None:
+        self.colors, self.width = colors, width
+
+    def _style(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.colors else text
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
+        import shutil
+
+        width = self.width or max(60, min(shutil.get_terminal_size((100, 24)).columns, 140))
+        level = str(event.get("level", "info"))
+        stamp = str(event.get("timestamp", ""))[11:19]
+        head = f"{stamp} {self._style(f'{level:<7}', _LEVEL_STYLE.get(level, '0'))} "
+        head += self._style(f"{event.get('event', '')!s:<20}", "1")
+        plain_head = len(stamp) + 1 + 8 + max(20, len(str(event.get("event", ""))))
+        fields = []
+        for k, v in event.items():
+            if k in _CONSOLE_HIDDEN:
+                continue
+            if isinstance(v, dict) and v:  # one level flattened: validation.rmse=0.13
+                fields += [f"{k}.{k2}={_short(v2, 60)}" for k2, v2 in v.items()]
+            else:
+                fields.append(f"{k}={_short(v)}")
+        lines, line, used = [], head, plain_head
+        indent = " " * (len(stamp) + 9)
+        for n, field in enumerate(fields):
+            if n and used + 1 + len(field) > width:
+                lines.append(line)
+                line, used = indent + field, len(indent) + len(field)
+            else:
+                line, used = f"{line} {field}", used + 1 + len(field)
+        lines.append(line)
+        return "\n".join(lines)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the process. ``fmt`` is auto, json or console."""
     out = stream or sys.stdout
@@ -85,7 +157,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             default=_json_default,
         )
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        renderer = ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -232,6 +232,8 @@ def _train(
                 "stopped_early": selected.stopped_early,
             }
             progress.bar.reset(total=selected.best_epoch)
+            progress.bar.set_description("refit")
+            progress.bar.set_postfix()
             refitted = fit.fit(
                 cfg,
                 tensors.select(np.sort(np.concatenate([split.train, split.val]))),
