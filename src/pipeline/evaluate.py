@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 import torch
 
-from pipeline import artifacts, features, fit, runtime, split
+from pipeline import artifacts, features, fit, metrics, runtime, split
 from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
 from pipeline.model import load_model
@@ -152,7 +152,7 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
         "evaluate.summary",
         build_id=build.id,
         task=data.schema.task,
-        test=test,
+        test=metrics.bounded(test),
         cross_validation=cv and {k: v for k, v in cv.items() if k != "per_fold"},
         gates=gates,
         passed=not failed,

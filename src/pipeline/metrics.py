@@ -59,6 +59,26 @@ def regression(y_true: Any, y_pred: Any, *, log_scale: bool = False) -> dict[str
     return result
 
 
+# Events and API documents carry a confusion matrix only up to this many classes (a K x K
+# matrix grows with the square of K); metrics.json always keeps it.
+EVENT_MAX_CLASSES = 10
+
+
+def bounded(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` for a log event or an API answer: each part's confusion matrix is left out
+    when it has more than ``EVENT_MAX_CLASSES`` classes (the build's metrics.json has it)."""
+
+    def part(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        matrix = value.get("confusion_matrix")
+        if isinstance(matrix, dict) and len(matrix.get("labels", ())) > EVENT_MAX_CLASSES:
+            return {k: v for k, v in value.items() if k != "confusion_matrix"}
+        return {k: part(v) for k, v in value.items()}
+
+    return dict(part(metrics))
+
+
 def classification(y_true: Any, proba: Any, labels: list[str]) -> dict[str, Any]:
     """Return accuracy, macro F1, ROC AUC, log loss, the confusion matrix and the row count.
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, features, fit, runtime
+from pipeline import __version__, artifacts, features, fit, metrics, runtime
 from pipeline.checkpoints import Checkpoints
 from pipeline.errors import Interrupted
 from pipeline.model import TabularMLP
@@ -67,7 +67,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
     # 5. test once, on rows no decision has seen
     test_rows = tensors.select(data.split.test)
-    result_metrics = {
+    result_metrics: dict[str, Any] = {
         "task": data.schema.task,
         "best_epoch": trained.selected.best_epoch,
         "refit": settings.train.refit,
@@ -96,8 +96,8 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
         epochs=len(trained.selected.history),
         best_epoch=trained.selected.best_epoch,
         stopped_early=trained.selected.stopped_early,
-        validation=result_metrics["validation"],
-        test=result_metrics["test"],
+        validation=metrics.bounded(result_metrics["validation"]),
+        test=metrics.bounded(result_metrics["test"]),
         train_seconds=round(trained.seconds, 3),
         rows_per_second=round(rows_seen / trained.seconds) if trained.seconds > 0 else None,
         seconds=round(time.perf_counter() - t0, 3),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import metrics
 from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
 from pipeline.predict.predictor import Predictor, Stats
 from pipeline.predict.readers import detect_format, iter_chunks, prefetched
@@ -46,7 +47,7 @@ class Ready:
             "input_schema": {
                 "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
             },
-            "metrics": p.metrics,
+            "metrics": metrics.bounded(p.metrics),
             "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
         }
 

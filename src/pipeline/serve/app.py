@@ -381,7 +381,7 @@ def create_app(state: ServeState) -> FastAPI:
 
 
 def _add_docs(app: FastAPI, state: ServeState) -> None:
-    """``/openapi.json`` (built from the loaded package's schema) and ``/docs`` (Swagger UI)."""
+    """``/openapi.json`` (built from the loaded package's schema) and ``/docs`` (its page)."""
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> JSONResponse:
@@ -390,6 +390,7 @@ def _add_docs(app: FastAPI, state: ServeState) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        from fastapi.openapi.docs import get_swagger_ui_html
+        from pipeline.serve.docs import page
 
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="pipeline serve")
+        loaded = state.ready()
+        return HTMLResponse(page(state.openapi(app, loaded), loaded.info()))
