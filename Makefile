@@ -33,7 +33,7 @@ run: install ## The main job: train, then evaluate with 5-fold CV, on the built-
 	$(BIN)/pipeline evaluate --folds 5
 
 test: dev ## Run the whole test suite (what CI runs)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS)

@@ -34,7 +34,7 @@ TITANIC_SHA = "1a2fd48ca2a2f84328dfdee05ea4482f7d456ba09368a271c25e8246dafee8ce"
 # test). Each entry is a folder, a module, or one test ("module::name"), relative to the
 # repository; a module that sets `pytestmark = pytest.mark.slow` can drop its entry here.
 SLOW_ELSEWHERE = (
-    "tests/serve/",  # session fixtures train and release through real processes
+    "tests/serve/",  # session fixtures train on real data; tests start `pipeline serve`
     "tests/test_bench_smoke.py",
     "tests/test_crash_safety.py",
     "tests/test_predict.py",

@@ -23,11 +23,14 @@ from pipeline.store import LocalStore
 # A zygote imports everything once, then forks one child per attempt that runs the whole chain
 # train -> package -> release. Each child is a real process killed with a real SIGKILL; forking
 # only spares the test twenty 2-second interpreter start-ups, so kills land inside the stages.
+# It also imports what the stages import lazily (torch's optimizer pulls in torch._dynamo and
+# sympy, about 1 s a child): imports start no thread, so forking stays safe, and a kill in the
+# train window lands in training and writing rather than in an import.
 ZYGOTE = """
 import json, os, sys
 from typer.main import get_command
-import pandas, pyarrow.csv, torch
-import pipeline.train, pipeline.evaluate, pipeline.package, pipeline.releases
+import pandas, pyarrow.csv, pyarrow.pandas_compat, torch, torch._dynamo
+import pipeline.log, pipeline.train, pipeline.evaluate, pipeline.package, pipeline.releases
 from pipeline.cli import app
 
 cmd = get_command(app)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import REPO, event, events, run_cli
+from tests.conftest import REPO, event, events, invoke_isolated, run_cli
 
 TEST_CSV = REPO / "tests" / "fixtures" / "house-prices-test.csv"
 TEST_SHA = "8fdd3d829d4d986b58f845c9553b225e67dd8383624d90fb6ca1d4bed5798c1e"
@@ -22,9 +22,19 @@ def _ok(done: Any) -> Any:
     return done
 
 
+def _done(result: Any) -> Any:
+    """An in-process command's result, once it exited 0."""
+    assert result.exit_code == 0, result.output[-2000:]
+    return result
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """train -> evaluate (gate) -> package -> release create, as a CI job runs them."""
+    """train -> evaluate (gate) -> package -> release create, as a CI job runs them.
+
+    The chain runs in-process (it is set-up here); every test's `pipeline predict` is a real
+    process, as a CI job or a user runs it.
+    """
     root = tmp_path_factory.mktemp("chain")
     env = {
         "PIPELINE_STORE": str(root / "store"),
@@ -33,22 +43,15 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "PIPELINE_SEED": "0",
         "PIPELINE_RUN__ID_COLUMN": "Id",
     }
-    _ok(run_cli("train", "--id-file", str(root / "build.id"), env=env, cwd=root))
-    gate = _ok(run_cli("evaluate", env={**env, "PIPELINE_GATES__MAX_RMSE_LOG": "0.16"}, cwd=root))
-    assert event(gate.stdout, "evaluate.summary")["passed"] is True
-    _ok(run_cli("package", "--id-file", str(root / "package.id"), env=env, cwd=root))
-    package_id = (root / "package.id").read_text().strip()
-    _ok(
-        run_cli(
-            "release",
-            "create",
-            package_id,
-            "--id-file",
-            str(root / "release.id"),
-            env=env,
-            cwd=root,
-        )
+    _done(invoke_isolated("train", "--id-file", str(root / "build.id"), root=root, env=env))
+    gate = _done(
+        invoke_isolated("evaluate", root=root, env={**env, "PIPELINE_GATES__MAX_RMSE_LOG": "0.16"})
     )
+    assert event(gate.stdout, "evaluate.summary")["passed"] is True
+    _done(invoke_isolated("package", "--id-file", str(root / "package.id"), root=root, env=env))
+    package_id = (root / "package.id").read_text().strip()
+    release = ("release", "create", package_id, "--id-file", str(root / "release.id"))
+    _done(invoke_isolated(*release, root=root, env=env))
     return {"env": env, "root": root, "package_id": package_id,
             "release": (root / "release.id").read_text().strip()}  # fmt: skip
 
@@ -178,8 +181,11 @@ def test_no_release_chosen_is_a_config_error(chain: dict[str, Any]) -> None:
     assert done.returncode == 3 and "--release" in done.stderr
 
 
-def test_rollback_makes_current_predict_with_the_earlier_package(tmp_path: Path) -> None:
-    """Releases v1 and v2 of different packages, then rollback: @current predicts with v1's."""
+def test_rollback_makes_current_predict_with_the_earlier_package(cli: Any, tmp_path: Path) -> None:
+    """Releases v1 and v2 of different packages, then rollback: @current predicts with v1's.
+
+    The releases are made in-process; the `pipeline predict` that reads @current is real.
+    """
     env = {
         "PIPELINE_STORE": str(tmp_path / "store"),
         "PIPELINE_LOG_FORMAT": "json",
@@ -191,11 +197,11 @@ def test_rollback_makes_current_predict_with_the_earlier_package(tmp_path: Path)
     ids = []
     for seed, version in (("1", "1.0.0"), ("2", "1.1.0")):
         step = {**env, "PIPELINE_SEED": seed, "PIPELINE_MODEL__VERSION": version}
-        _ok(run_cli("train", env=step, cwd=tmp_path))
-        _ok(run_cli("package", "--id-file", str(tmp_path / "p"), env=step, cwd=tmp_path))
+        _done(cli("train", env=step))
+        _done(cli("package", "--id-file", str(tmp_path / "p"), env=step))
         ids.append((tmp_path / "p").read_text().strip())
-        _ok(run_cli("release", "create", ids[-1], env=step, cwd=tmp_path))
-    _ok(run_cli("release", "rollback", env=env, cwd=tmp_path))
+        _done(cli("release", "create", ids[-1], env=step))
+    _done(cli("release", "rollback", env=env))
     rows = tmp_path / "rows.csv"
     pd.read_csv(REPO / "src" / "pipeline" / "datasets" / "titanic.csv").head(50).to_csv(
         rows, index=False
@@ -210,8 +216,6 @@ def test_rollback_makes_current_predict_with_the_earlier_package(tmp_path: Path)
     assert set(out.columns) == {"prediction", "probability_0", "probability_1"}
     assert out["prediction"].isin([0, 1]).all()
     assert (out["probability_0"] + out["probability_1"]).round(9).eq(1).all()
-    history = json.loads(
-        _ok(run_cli("release", "list", env=env, cwd=tmp_path)).stdout.splitlines()[-1]
-    )
+    history = json.loads(_done(cli("release", "list", env=env)).stdout.splitlines()[-1])
     assert history["current"] == 1 and history["count"] == 2
     assert os.path.exists(tmp_path / "store" / "releases" / "titanic" / "history")

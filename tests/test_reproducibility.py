@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from tests.conftest import event, events, run_cli, store_files
 
-# Trains three times in real processes.
+# Trains three times, twice in real processes.
 pytestmark = pytest.mark.slow
 
 SECRET = "kk-0xDEADBEEF-secret-value"
 
 
-def test_two_processes_same_seed_same_build_and_another_seed_differs(tmp_path: Path) -> None:
-    """Separate `pipeline train` processes agree on the build id and the weights' bytes."""
+class Done(NamedTuple):
+    """A finished `pipeline train`, in a process of its own or in-process."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def test_two_processes_same_seed_same_build_and_another_seed_differs(
+    cli: Any, tmp_path: Path
+) -> None:
+    """Separate `pipeline train` processes agree on the build id and the weights' bytes; a
+    third run with another seed (in-process: it needs no process of its own) differs."""
     env = {
         "PIPELINE_LOG_FORMAT": "json",
         "PIPELINE_TRAIN__MAX_EPOCHS": "30",
@@ -26,14 +38,15 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(tmp_path: P
     runs = []
     for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
         store = tmp_path / f"store-{name}"
-        done = run_cli(
-            "train",
-            "--id-file",
-            str(tmp_path / f"{name}.id"),
-            env={**env, "PIPELINE_STORE": str(store), "PIPELINE_SEED": seed},
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr
+        args = ("train", "--id-file", str(tmp_path / f"{name}.id"))
+        full = {**env, "PIPELINE_STORE": str(store), "PIPELINE_SEED": seed}
+        if name == "c":
+            result = cli(*args, env=full)
+            done = Done(result.exit_code, result.stdout, result.stderr)
+        else:
+            process = run_cli(*args, env=full, cwd=tmp_path)
+            done = Done(process.returncode, process.stdout, process.stderr)
+        assert done.code == 0, done.stderr
         # Every stdout line is a JSON event, and the last one is the stage summary.
         stream = events(done.stdout)
         assert stream[-1]["event"] == "train.summary"

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.conftest import event, events, run_cli
+from tests.conftest import event, events, invoke_isolated, run_cli
 
-# Every test trains in real processes and stops them with signals.
+# Every test stops real `pipeline train` processes with signals.
 pytestmark = pytest.mark.slow
 
 # Short enough to keep the module quick, long enough to stop in either phase.
@@ -57,10 +58,11 @@ def _train_and_signal(
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The build id of an uninterrupted run with the same inputs."""
+    """The build id of an uninterrupted run with the same inputs (in-process: only the runs
+    that are stopped by a signal need processes of their own)."""
     tmp = tmp_path_factory.mktemp("reference")
-    done = run_cli("train", env=_env(tmp, tmp / "store"))
-    assert done.returncode == 0, done.stderr
+    done = invoke_isolated("train", root=tmp, env=_env(tmp, tmp / "store"))
+    assert done.exit_code == 0, done.output[-2000:]
     summary = event(done.stdout, "train.summary")
     assert summary["epochs"] > 4 and summary["best_epoch"] > 4  # both phases have epochs to stop in
     return str(summary["build_id"])
@@ -74,7 +76,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> str:
     ],
 )
 def test_stop_checkpoints_and_resume_gives_the_uninterrupted_build_id(
-    tmp_path: Path, reference: str, phase_event: str, sig: signal.Signals, phase: str
+    cli: Any, tmp_path: Path, reference: str, phase_event: str, sig: signal.Signals, phase: str
 ) -> None:
     """A signal mid-phase exits 130 with a checkpoint and a resume hint; --resume finishes the
     same build an uninterrupted run makes, and removes the checkpoint."""
@@ -91,15 +93,15 @@ def test_stop_checkpoints_and_resume_gives_the_uninterrupted_build_id(
     assert checkpoint.is_file()
     assert not (store / "builds").exists()  # a stopped run publishes no build
 
-    resumed = run_cli("train", "--resume", env=env)
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = cli("train", "--resume", env=env)  # in-process: the stopped run was the real one
+    assert resumed.exit_code == 0, resumed.output[-2000:]
     started = event(resumed.stdout, "train.resume")
     assert started["phase"] == phase and started["epoch"] >= 3
     assert event(resumed.stdout, "train.summary")["build_id"] == reference
     assert not checkpoint.exists()
 
 
-def test_periodic_checkpoint_survives_sigkill(tmp_path: Path, reference: str) -> None:
+def test_periodic_checkpoint_survives_sigkill(cli: Any, tmp_path: Path, reference: str) -> None:
     """With PIPELINE_TRAIN__CHECKPOINT_EVERY, a run killed by SIGKILL resumes from its last
     epoch checkpoint and still yields the uninterrupted build id."""
     store = tmp_path / "store"
@@ -112,8 +114,8 @@ def test_periodic_checkpoint_survives_sigkill(tmp_path: Path, reference: str) ->
     saved = [e for e in events(killed.stdout) if e["event"] == "train.checkpoint"]
     assert saved[0]["epoch"] == 3, tail  # the state at the start of the next epoch
     assert "train.summary" not in killed.stdout, tail
-    resumed = run_cli("train", "--resume", env=env)
-    assert resumed.returncode == 0, (resumed.stderr, tail, sorted(store.rglob("*")))
+    resumed = cli("train", "--resume", env=env)  # in-process: the killed run was the real one
+    assert resumed.exit_code == 0, (resumed.output[-2000:], tail, sorted(store.rglob("*")))
     assert event(resumed.stdout, "train.resume")["epoch"] >= 3
     assert event(resumed.stdout, "train.summary")["build_id"] == reference
 

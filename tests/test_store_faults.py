@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import run_cli
+from tests.conftest import invoke_isolated
 
 ENV = {"PIPELINE_LOG_FORMAT": "json", "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
 
@@ -57,15 +57,17 @@ def _base_env(tmp: Path, store: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store holding one build, one package and one current release."""
+    """A store holding one build, one package and one current release (made in-process: the
+    faulted command and the check after it are the real processes)."""
     tmp = tmp_path_factory.mktemp("prepared")
     store = tmp / "store"
     env = _base_env(tmp, store)
     for args in (["train"], ["package", "--id-file", str(tmp / "pkg.id")]):
-        done = run_cli(*args, env=env)
-        assert done.returncode == 0, done.stderr
-    done = run_cli("release", "create", (tmp / "pkg.id").read_text().strip(), env=env)
-    assert done.returncode == 0, done.stderr
+        done = invoke_isolated(*args, root=tmp, env=env)
+        assert done.exit_code == 0, done.output
+    package_id = (tmp / "pkg.id").read_text().strip()
+    done = invoke_isolated("release", "create", package_id, root=tmp, env=env)
+    assert done.exit_code == 0, done.output
     return store
 
 

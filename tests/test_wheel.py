@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import REPO, event, run_cli
+from tests.conftest import REPO, event, invoke_isolated, run_cli
 
 from pipeline.errors import ConfigError, IntegrityError
 from pipeline.package import open_directory, open_package
@@ -61,10 +61,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "PIPELINE_PRESET": "titanic",
         "PIPELINE_TRAIN__MAX_EPOCHS": "5",
     }
-    _ok(run_cli("train", env=env, cwd=root))
-    done = _ok(
-        run_cli("package", "--format", "wheel", "--id-file", "package.id", env=env, cwd=root)
+    # In-process (set-up): the tests' own `pipeline package` and `predict` are real processes.
+    trained = invoke_isolated("train", root=root, env=env)
+    assert trained.exit_code == 0, trained.output[-2000:]
+    done = invoke_isolated(
+        "package", "--format", "wheel", "--id-file", str(root / "package.id"), root=root, env=env
     )
+    assert done.exit_code == 0, done.output[-2000:]
     folder = root / "store" / "packages" / "titanic"
     rows = root / "rows.csv"
     rows.write_text("".join(TITANIC_CSV.read_text().splitlines(keepends=True)[:21]))
@@ -191,25 +194,17 @@ def test_wheel_holds_exactly_the_verified_files_and_a_consistent_record(
 
 
 def test_installed_wheel_predicts_exactly_like_pipeline_predict(
-    built: dict[str, Any], tmp_path: Path
+    built: dict[str, Any], cli: Any, tmp_path: Path
 ) -> None:
-    """predict(frame) from the pip-installed wheel equals `pipeline predict --package`."""
+    """predict(frame) from the pip-installed wheel, in a fresh interpreter, equals `pipeline
+    predict --package` (run in-process: it is the reference)."""
     site = _install(built["wheel"], tmp_path / "site")
     got = _predict_installed(site, built["rows"])
     assert got["ids"] == [built["package_id"], built["summary"]["build_id"], "0.1.0"]
     out = tmp_path / "predictions.csv"
-    _ok(
-        run_cli(
-            "predict",
-            str(built["rows"]),
-            "--package",
-            str(built["archive"]),
-            "--output",
-            str(out),
-            env=built["env"],
-            cwd=built["root"],
-        )
-    )
+    args = ("predict", str(built["rows"]), "--package", str(built["archive"]), "--output", str(out))
+    result = cli(*args, env=built["env"])
+    assert result.exit_code == 0, result.output[-2000:]
     expected = pd.read_csv(out, dtype={"prediction": str})  # class labels are text
     wheel = pd.DataFrame(got["rows"])
     assert len(wheel) == len(expected) == 20

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, invoke_isolated
 
 TEST_CSV = REPO / "tests" / "fixtures" / "house-prices-test.csv"
 
@@ -29,11 +29,15 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
-def pipeline(*args: str, env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run `python -m pipeline ARGS` and fail the test with its stderr if it does not exit 0."""
-    done = run_cli(*args, env=env, cwd=cwd, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+def invoked(*args: str, root: Path, env: Mapping[str, str]) -> Any:
+    """Run a `pipeline` command in-process and fail the test with its output unless it exits 0.
+
+    For set-up and for reference outputs (`pipeline predict` to compare the server with): what
+    these tests check runs in `pipeline serve`, a real process.
+    """
+    result = invoke_isolated(*args, root=root, env=env)
+    assert result.exit_code == 0, result.output[-3000:]
+    return result
 
 
 def serve_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -61,11 +65,11 @@ def _release(
         **({"PIPELINE_DATA__SOURCE": str(data)} if data else {}),
         **extra,
     }
-    pipeline("train", env=env, cwd=root)
-    pipeline("package", "--id-file", str(root / "package.id"), env=env, cwd=root)
+    invoked("train", root=root, env=env)
+    invoked("package", "--id-file", str(root / "package.id"), root=root, env=env)
     package_id = (root / "package.id").read_text().strip()
-    pipeline("release", "create", package_id, "--id-file", str(root / "release.id"), env=env,
-             cwd=root)  # fmt: skip
+    invoked("release", "create", package_id, "--id-file", str(root / "release.id"), root=root,
+            env=env)  # fmt: skip
     release = (root / "release.id").read_text().strip()
     archive = next((root / "store" / "packages").glob("*/*.tar.gz"))
     return {"env": env, "root": root, "release": release, "package": archive,

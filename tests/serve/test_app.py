@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
-from tests.serve.conftest import TEST_CSV, pipeline
+from tests.serve.conftest import TEST_CSV, invoked
 
 from pipeline.data import cells
 from pipeline.errors import DataError
@@ -106,8 +106,8 @@ def test_openapi_types_boolean_columns_and_serves_them_as_predict_does(
     rows = flags["root"] / "rows.csv"
     rows.write_text("member,age,city\ntrue,30,north\nfalse,41,east\n,25,south\ntrue,60,west\n")
     out = flags["root"] / "rows-out.csv"
-    pipeline("predict", str(rows), "--package", str(flags["package"]), "-o", str(out),
-             env=flags["env"], cwd=flags["root"])  # fmt: skip
+    invoked("predict", str(rows), "--package", str(flags["package"]), "-o", str(out),
+            root=flags["root"], env=flags["env"])  # fmt: skip
     expected = [float(r["prediction"]) for r in csv.DictReader(out.open())]
     with _client(loaded) as client:
         record = client.get("/openapi.json").json()["components"]["schemas"]["Record"]

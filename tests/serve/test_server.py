@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.serve.conftest import TEST_CSV, pipeline, serve_once
+from tests.serve.conftest import TEST_CSV, invoked, serve_once
 
 # What `pipeline predict` reads as missing in house-prices-test.csv (the package's defaults).
 MISSING = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "-NaN", "-nan"}
@@ -21,8 +21,8 @@ LOCAL = {"PIPELINE_SERVE__HOST": "127.0.0.1"}
 
 def _cli_predictions(release: dict[str, Any], source: Path, *args: str) -> list[dict[str, str]]:
     out = release["root"] / f"cli-{source.stem}.csv"
-    pipeline("predict", str(source), "-o", str(out), *args, env=release["env"],
-             cwd=release["root"])  # fmt: skip
+    invoked("predict", str(source), "-o", str(out), *args, root=release["root"],
+            env=release["env"])  # fmt: skip
     with out.open(newline="") as fh:
         return list(csv.DictReader(fh))
 
