@@ -119,7 +119,12 @@ class ConsoleRenderer:
     def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> str:
         import shutil
 
-        width = self.width or max(60, min(shutil.get_terminal_size((100, 24)).columns, 140))
+        # Wrapped at the width of a terminal; one line per event into a file or a pipe.
+        width = self.width or (
+            max(60, min(shutil.get_terminal_size((100, 24)).columns, 140))
+            if self.colors
+            else 1 << 30
+        )
         level = str(event.get("level", "info"))
         stamp = str(event.get("timestamp", ""))[11:19]
         head = f"{stamp} {self._style(f'{level:<7}', _LEVEL_STYLE.get(level, '0'))} "
