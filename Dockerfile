@@ -31,7 +31,6 @@ FROM deps AS app
 # A build argument lives in one stage: declare it again, or this stage would go online.
 ARG PIP_NO_INDEX=0
 COPY pyproject.toml README.md /src/
-COPY config /src/config
 COPY src /src/src
 RUN --mount=type=bind,source=docker/wheels,target=/wheels \
     /opt/venv/bin/pip wheel --quiet --no-deps --wheel-dir /dist /src

@@ -42,7 +42,7 @@ from container_engine import Engine, EngineError, detect
 REPO = Path(__file__).resolve().parents[1]
 WHEELS = REPO / "docker" / "wheels"
 # What the Dockerfile reads from its context (besides docker/wheels and docker/release).
-SOURCES = ["requirements.txt", "pyproject.toml", "README.md", ".dockerignore", "config", "src"]
+SOURCES = ["requirements.txt", "pyproject.toml", "README.md", ".dockerignore", "src"]
 DEFAULT_BASE = "python:3.11-slim"
 LOCAL_BASE = "localhost/pipeline-base:bookworm"
 CPU_TORCH_HINT = (

@@ -404,6 +404,75 @@ FILES = [
         (4, (P, "'Neighborhood'", "1050 distinct", "MAX_CATEGORICAL_CARDINALITY")),
         None,
     ),
+    # Formatted numbers, dates, Parquet types and JSON-lines cells: one rule in every reader.
+    Case(
+        "thousands-separators-in-target.csv",
+        (4, (P, "'SalePrice'", "'208,500' at data row 1", "thousands separator", "TASK")),
+        None,
+    ),
+    Case(
+        "currency-in-target.csv",
+        (4, (P, "'SalePrice'", "'$208,500' at data row 1", "currency sign")),
+        None,
+    ),
+    Case(
+        "thousands-separators-in-numeric-column.csv",
+        (4, (P, "'YearBuilt'", "'2,003' at data row 1", "thousands separator")),
+        (4, (P, "'YearBuilt'", "'2,003' at data row 1", "finite number")),
+    ),
+    Case(
+        "percent-in-numeric-column.csv",
+        (4, (P, "'OverallQual'", "'70%' at data row 1", "percent sign")),
+        (4, (P, "'OverallQual'", "'70%' at data row 1", "finite number")),
+    ),
+    Case(
+        "decimal-comma-in-numeric-column.csv",
+        (4, (P, "'LotArea'", "'8.450,5' at data row 1", "decimal comma")),
+        (4, (P, "'LotArea'", "'8.450,5' at data row 1", "finite number")),
+    ),
+    Case(
+        "spaces-as-thousands-separators-in-numeric-column.csv",
+        (4, (P, "'LotArea'", "'8 450' at data row 1", "thousands separator")),
+        (4, (P, "'LotArea'", "'8 450' at data row 1", "finite number")),
+    ),
+    Case(
+        "us-dates-in-numeric-column.csv",
+        (4, (P, "'YearBuilt'", "holds dates", "'01/01/2003' at data row 1")),
+        (4, (P, "'YearBuilt'", "'01/01/2003' at data row 1", "finite number")),
+    ),
+    Case(
+        "dates-in-target.csv",
+        (4, (P, "target column 'SalePrice'", "holds dates", "'2008-01-15' at data row 1")),
+        None,
+    ),
+    Case("decimal-columns.parquet", None, None),
+    Case("numbers-stored-as-text.parquet", None, None),
+    Case(
+        "list-in-numeric-column.parquet",
+        (4, (P, "'LotArea'", "holds lists", "PIPELINE_DATA__DROP")),
+        (4, (P, "'LotArea'", "holds lists")),
+    ),
+    Case(
+        "struct-in-categorical-column.parquet",
+        (4, (P, "'Neighborhood'", "holds structs")),
+        (4, (P, "'Neighborhood'", "holds structs")),
+    ),
+    Case(
+        "binary-categorical-column.parquet",
+        (4, (P, "'Neighborhood'", "holds binary values")),
+        (4, (P, "'Neighborhood'", "holds binary values")),
+    ),
+    Case(
+        "list-target.parquet",
+        (4, (P, "target column 'SalePrice'", "holds lists", "PIPELINE_DATA__TARGET")),
+        None,
+    ),
+    Case("na-strings.jsonl", (4, (P, "is JSON")), None),
+    Case(
+        "object-in-a-cell.jsonl",
+        (4, (P, "is JSON")),
+        (4, (P, "'Neighborhood'", "at data row 3", "not a JSON object or array")),
+    ),
 ]
 
 
@@ -509,6 +578,10 @@ def _predictions(released: Released, path: str, rows: int) -> tuple[dict[str, An
         ("two-rows.csv", 2),
         ("unnamed-index-column.csv", 30),
         ("high-cardinality-text-column.csv", 1100),
+        ("thousands-separators-in-target.csv", 30),
+        ("currency-in-target.csv", 30),
+        ("dates-in-target.csv", 30),
+        ("list-target.parquet", 30),
     ],
 )
 def test_predict_needs_no_target_and_ignores_extra_columns(
@@ -584,6 +657,38 @@ def test_five_thousand_columns_train_and_predict(
     assert warning["count"] == 4995 and len(warning["columns"]) == 20
     assert max(len(line) for line in result.stdout.splitlines()) < 5000
     out.unlink()
+
+
+def _same_predictions(released: Released, path: str, rows: list[list[str]]) -> None:
+    """``path`` predicts exactly what the CSV of ``rows`` (header first) predicts."""
+    csv_path = _write_csv(released.root / "same-rows.csv", rows)
+    _, expected = _predictions(released, str(csv_path), len(rows) - 1)
+    _, got = _predictions(released, path, len(rows) - 1)
+    assert got == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["decimal-columns.parquet", "numbers-stored-as-text.parquet"])
+def test_parquet_numbers_train_as_numbers(released: Released, tmp_path: Path, name: str) -> None:
+    """Parquet decimals and text that is all numbers are numbers: LotArea stays a numeric
+    feature (not 30 categories, nor an identifier), SalePrice a regression target, and
+    predict reads the file as it reads the same rows in CSV."""
+    path = str(CORPUS / name)
+    _, schema = _train_ok(released, tmp_path, path)
+    kinds = {c["name"]: c["kind"] for c in schema["columns"]}
+    assert kinds["LotArea"] == "numeric" and kinds["YearBuilt"] == "numeric"
+    assert schema["task"] == "regression" and "LotArea" not in schema["dropped"]
+    _same_predictions(released, path, _house_rows(30))
+
+
+@pytest.mark.slow
+def test_missing_markers_are_missing_in_json_lines(released: Released) -> None:
+    """A JSON-lines cell "NA" is a missing value, as it is in a CSV file: no bad cell, and the
+    same predictions as the CSV with those cells written NA."""
+    rows = _house_rows(30)
+    for row, column in ((5, 1), (12, 1), (8, 4), (20, 5)):
+        rows[row][column] = "NA"
+    _same_predictions(released, str(CORPUS / "na-strings.jsonl"), rows)
 
 
 # --- small bad datasets the tests write, each through `train` in a fresh store ----------------
@@ -662,6 +767,107 @@ TRAIN_CASES = [
         DATA_ERROR,
         ("{source}", "'price'", "<= 0", "PIPELINE_TRAIN__TARGET_TRANSFORM"),
         id="log-transform-non-positive-target",
+    ),
+    pytest.param(
+        _csv("x,label\n" + "".join(f"{i},name{i}\n" for i in range(40))),
+        {"PIPELINE_DATA__TARGET": "label", "PIPELINE_DATA__TASK": "multiclass"},
+        DATA_ERROR,
+        ("{source}", "'label' has 40 classes", "largest holds 1 rows", "is it an id?"),
+        id="one-row-per-class",
+    ),
+]
+
+
+def _house_prices_formatted(column: str, spelling: str) -> Callable[[Path], str]:
+    """A builder of the whole built-in house prices with ``column`` written as ``spelling``
+    formats it (``"{:,}"``: 208,500)."""
+
+    def build(folder: Path) -> str:
+        text = (files("pipeline") / "datasets" / "house-prices.csv").read_text(encoding="utf-8")
+        rows = list(csv.reader(io.StringIO(text)))
+        k = rows[0].index(column)
+        for row in rows[1:]:
+            row[k] = spelling.format(int(row[k]))
+        return str(_write_csv(folder / "house-prices.csv", rows))
+
+    return build
+
+
+LABEL = {"PIPELINE_DATA__TARGET": "label"}
+TRAIN_CASES += [
+    pytest.param(
+        _house_prices_formatted("SalePrice", "{:,}"),
+        {},
+        DATA_ERROR,
+        ("{source}", "target column 'SalePrice'", "'208,500' at data row 1", "thousands"),
+        id="house-prices-target-with-thousands-separators",
+    ),
+    pytest.param(
+        _house_prices_formatted("SalePrice", "${:,}"),
+        {},
+        DATA_ERROR,
+        ("{source}", "target column 'SalePrice'", "'$208,500' at data row 1", "currency"),
+        id="house-prices-target-with-a-currency-sign",
+    ),
+    pytest.param(
+        _house_prices_formatted("YearBuilt", "{:,}"),
+        {},
+        DATA_ERROR,
+        ("{source}", "'YearBuilt'", "'2,003' at data row 1", "thousands separator"),
+        id="house-prices-year-with-thousands-separators",
+    ),
+    pytest.param(
+        _house_prices_formatted("LotArea", "{:,}"),
+        {},
+        DATA_ERROR,
+        ("{source}", "'LotArea'", "'8,450' at data row 1", "thousands separator"),
+        id="formatted-numbers-beyond-the-cardinality-limit",
+    ),
+    pytest.param(
+        _csv("x,label\n1,5%\n2,7.5%\n3,10%\n4,12%\n"),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "'5%' at data row 1", "percent sign"),
+        id="percent-target",
+    ),
+    pytest.param(
+        _csv('x,label\n1,"1,5"\n2,"2,25"\n3,"3,5"\n4,"4,75"\n'),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "'1,5' at data row 1", "decimal comma"),
+        id="decimal-comma-target",
+    ),
+    pytest.param(
+        _csv("x,label\n(5),1.5\n2,2.5\n(3),3.5\n4,4.5\n"),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'x'", "'(5)' at data row 1", "parentheses"),
+        id="accounting-negatives-feature",
+    ),
+    pytest.param(
+        _csv("x,label\n1,01/15/2003\n2,02/20/2004\n3,03/25/2005\n4,04/30/2006\n"),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "holds dates", "'01/15/2003' at data row 1"),
+        id="us-dates-target",
+    ),
+    pytest.param(
+        _csv("x,label\n1,yes\n2,no\n3,Yes\n4,no\n5,yes\n6,no\n"),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "'yes' at data row 1", "'Yes' at data row 3", "spelt two ways"),
+        id="yes-no-target-spelt-two-ways",
+    ),
+    pytest.param(
+        _csv(
+            "x,label\n"
+            + "".join(f"{i},{'true' if i % 2 else 'false'}\n" for i in range(10))
+            + "10,maybe\n"
+        ),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "'maybe' at data row 11", "10 of its 11 values are true/false"),
+        id="mostly-true-false-target",
     ),
 ]
 

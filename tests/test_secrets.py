@@ -9,8 +9,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, SecretStr
-from tests.conftest import REPO, event
+from tests.conftest import REPO, event, events
 
 from pipeline.settings import ALIASED_ENV, ENV_PREFIX, NESTED, Settings
 
@@ -104,3 +105,64 @@ def test_no_secret_reaches_output_logs_errors_store_or_packages(
         assert not leaks, f"{value} found in {leaks}"
     # The release records which secrets it needs by name only.
     assert any(b"KAGGLE_KEY" in data for where, data in blobs if "releases" in where)
+
+
+SECTION_SECRET = "s3cr3t-in-a-section-77a1"
+
+
+@pytest.mark.parametrize(
+    ("env", "dotenv", "preset"),
+    [
+        pytest.param({"PIPELINE_SERVE": f'{{"token": "{SECTION_SECRET}",}}'}, "", "", id="comma"),
+        pytest.param({"PIPELINE_SERVE": f'{{"token": "{SECTION_SECRET}"'}, "", "", id="unclosed"),
+        pytest.param({"PIPELINE_SERVE": f'{{"tokn": "{SECTION_SECRET}"}}'}, "", "", id="misspelt"),
+        pytest.param({"PIPELINE_SERVE": '{"token": 918273645}'}, "", "", id="number"),
+        pytest.param({"PIPELINE_SERVE": f'"{SECTION_SECRET}"'}, "", "", id="not-an-object"),
+        pytest.param({"PIPELINE_SERVE": f'["{SECTION_SECRET}"]'}, "", "", id="a-list"),
+        pytest.param({"PIPELINE_SERVE": f'{{"port": "{SECTION_SECRET}"}}'}, "", "", id="wrong-key"),
+        pytest.param(
+            {"PIPELINE_DATA": f'{{"kaggle_key": "{SECTION_SECRET}",}}'},
+            "",
+            "",
+            id="key-in-another-section-malformed",
+        ),
+        pytest.param(
+            {"PIPELINE_DATA": f'{{"kaggle_key": "{SECTION_SECRET}"}}'},
+            "",
+            "",
+            id="key-in-another-section",
+        ),
+        pytest.param(
+            {"PIPELINE_SERVE": f'{{"token": "{SECTION_SECRET}", "port": "x"}}'},
+            "",
+            "",
+            id="beside-a-bad-port",
+        ),
+        pytest.param(
+            {}, f'PIPELINE_SERVE={{"tokn": "{SECTION_SECRET}"}}\n', "", id="dotenv-misspelt"
+        ),
+        pytest.param({}, f'KAGGLE_KEY="{SECTION_SECRET}\n', "", id="dotenv-broken-line"),
+        pytest.param({}, f"KAGGLE_KEY {SECTION_SECRET}\n", "", id="dotenv-no-equals"),
+        pytest.param({}, "", f'kaggle_key = "{SECTION_SECRET}"\n', id="preset-kaggle-key"),
+        pytest.param({}, "", f'[serve]\ntoken = "{SECTION_SECRET}"\n', id="preset-token"),
+        pytest.param({}, "", f'[serve]\ntokn = "{SECTION_SECRET}"\n', id="preset-misspelt"),
+    ],
+)
+def test_no_secret_in_the_error_for_a_malformed_or_misspelt_section(
+    cli: Any, tmp_path: Path, env: dict[str, str], dotenv: str, preset: str
+) -> None:
+    """A secret in malformed JSON, under a misspelt key, given as a number, in a broken .env line
+    or in a preset is refused (exit 3, one line) without its value on stderr or in the event."""
+    extra = dict(env)
+    if dotenv:
+        (tmp_path / "secret.env").write_text(dotenv)
+        extra["PIPELINE_ENV_FILE"] = str(tmp_path / "secret.env")
+    if preset:
+        (tmp_path / "secret.toml").write_text(preset)
+        extra["PIPELINE_PRESET"] = str(tmp_path / "secret.toml")
+    result = cli("config", "show", "--format", "json", env=extra)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert [e["kind"] for e in events(result.stdout) if e.get("event") == "error"] == ["config"]
+    for value in (SECTION_SECRET, "918273645"):
+        assert value not in result.stdout + result.stderr

@@ -108,14 +108,34 @@ def cross_validate(
     return summary
 
 
-def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any) -> Evaluation:
-    """Evaluate build ``ref`` (default: the latest) and apply the gates in ``settings``."""
+def check_folds(folds: int | None) -> None:
+    """One rule for ``--folds K``: K-fold cross-validation needs K >= 2, and no K (None) means
+    no cross-validation; 0, 1 and negatives are all refused, before any data is read."""
+    if folds is not None and folds < 2:
+        raise ConfigError(
+            f"--folds {folds}: cross-validation needs 2 or more folds; omit --folds to skip it"
+        )
+
+
+def run(
+    settings: Settings, store: Store, ref: str | None, folds: int | None, log: Any
+) -> Evaluation:
+    """Evaluate build ``ref`` (default: the latest) and apply the gates in ``settings``.
+
+    ``folds``: also cross-validate with that many folds (None: do not).
+    """
+    check_folds(folds)
     t0 = time.perf_counter()
     build = artifacts.load_build(store, ref)
     structlog.contextvars.bind_contextvars(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)
-    rt = runtime.configure(settings.train.threads, settings.train.device, recipe.train.batch_size)
+    rt = runtime.configure(
+        settings.train.threads,
+        settings.train.device,
+        recipe.train.batch_size,
+        device_from=settings.source_of("train", "device"),
+    )
     inputs = build.json("provenance.json")["inputs"]
     pinned = recipe.model_copy(
         update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}
@@ -135,9 +155,7 @@ def run(settings: Settings, store: Store, ref: str | None, folds: int, log: Any)
     _warn_on_drift(test, build.json("metrics.json")["test"], log)
 
     cv = None
-    if folds:
-        if folds < 2:
-            raise ConfigError(f"--folds {folds}: expected 2 or more folds")
+    if folds is not None:
         rest = np.sort(np.concatenate([data.split.train, data.split.val]))
         if len(rest) < folds * 2:
             raise DataError(

@@ -130,11 +130,13 @@ class ConsoleRenderer:
         head = f"{stamp} {self._style(f'{level:<7}', _LEVEL_STYLE.get(level, '0'))} "
         head += self._style(f"{event.get('event', '')!s:<20}", "1")
         plain_head = len(stamp) + 1 + 8 + max(20, len(str(event.get("event", ""))))
-        fields = []
+        fields, tables = [], []
         for k, v in event.items():
             if k in _CONSOLE_HIDDEN:
                 continue
-            if isinstance(v, dict) and v:  # one level flattened: validation.rmse=0.13
+            if _is_table(v):  # a list of records (release list): a table under the line
+                tables.append(_table(v))
+            elif isinstance(v, dict) and v:  # one level flattened: validation.rmse=0.13
                 fields += [f"{k}.{k2}={_short(v2, 60)}" for k2, v2 in v.items()]
             else:
                 fields.append(f"{k}={_short(v)}")
@@ -147,7 +149,24 @@ class ConsoleRenderer:
             else:
                 line, used = f"{line} {field}", used + 1 + len(field)
         lines.append(line)
+        lines += [indent + row for table in tables for row in table]
         return "\n".join(lines)
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """Records as aligned columns under a header (the console's view of a list event)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    cells = [[_short(row.get(c), 40) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return out
 
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:

@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -35,7 +34,14 @@ from typing import Any
 
 from pipeline import __version__, artifacts, wheel
 from pipeline.errors import ConfigError, IntegrityError
-from pipeline.settings import Settings
+from pipeline.settings import (
+    MAX_NAME_LENGTH,
+    MODEL_NAME_RE,
+    MODEL_NAME_RULE,
+    MODEL_VERSION_RE,
+    MODEL_VERSION_RULE,
+    Settings,
+)
 from pipeline.store import (
     Store,
     canonical_json,
@@ -48,13 +54,11 @@ REQUIRED = frozenset({*artifacts.ID_FILES, "manifest.json", PACKAGE_FILE, "prove
 MAX_MEMBER_BYTES = 2 << 30  # 2 GiB: far above any tabular model, far below a disk-filling bomb
 MAX_TOTAL_BYTES = 4 << 30
 
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
-# Semantic versioning 2.0 core with an optional pre-release (no build metadata: '+' in a file
-# name invites trouble and semver ignores it for precedence anyway).
-VERSION_RE = re.compile(
-    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
-)
+# The rules live with the settings, which check them when they load (before any work); they are
+# checked again here for callers that build Settings in code.
+NAME_RE, VERSION_RE = MODEL_NAME_RE, MODEL_VERSION_RE
+# A gzip stream starts with these two bytes; a file without them was never a package archive.
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,16 @@ class PackageResult:
 
 
 def check_name_version(name: str, version: str) -> None:
-    """Refuse a model name or version that cannot safely name a package file."""
-    if not NAME_RE.fullmatch(name):
+    """Refuse a model name or version that cannot safely name a package file (a long one
+    included: it would fail as a file name the file system refuses, far from its cause)."""
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
         raise ConfigError(
-            f"model name '{name}' (PIPELINE_MODEL__NAME) is not valid: expected lower-case "
-            "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"model name '{name}' (PIPELINE_MODEL__NAME) is not valid: {MODEL_NAME_RULE}"
         )
-    if not VERSION_RE.fullmatch(version):
+    if len(version) > MAX_NAME_LENGTH or not VERSION_RE.fullmatch(version):
         raise ConfigError(
-            f"model version '{version}' (PIPELINE_MODEL__VERSION) is not valid: expected a "
-            "semantic version MAJOR.MINOR.PATCH with an optional -prerelease (1.2.0, 1.2.0-rc.1)"
+            f"model version '{version}' (PIPELINE_MODEL__VERSION) is not valid: "
+            f"{MODEL_VERSION_RULE}"
         )
 
 
@@ -266,6 +270,12 @@ def open_package(path: Path) -> OpenedPackage:
         data = path.read_bytes()
     except OSError as exc:
         raise IntegrityError(f"package {path} cannot be read: {exc.strerror or exc}") from exc
+    if not data.startswith(GZIP_MAGIC):
+        raise IntegrityError(
+            f"{path} is not a package archive: it is {_looks_like(data)}, where a package is "
+            "the .tar.gz `pipeline package` writes (packages/<name>/<version>.tar.gz in the "
+            "store); pass that file to --package, or use --release"
+        )
     package_id = hashlib.sha256(data).hexdigest()
     try:
         # Decompress all of it first: tarfile stops at the end-of-archive blocks and would never
@@ -283,6 +293,23 @@ def open_package(path: Path) -> OpenedPackage:
             f"package {path.name}: top folder '{top}' is not '{opened.name}-{opened.version}'"
         )
     return opened
+
+
+def _looks_like(data: bytes) -> str:
+    """What a file that is not gzip seems to be, for the message that refuses it."""
+    if not data:
+        return "empty"
+    if data.startswith(b"PK\x03\x04"):
+        return "a zip archive (a wheel? install it with pip)"
+    if data.startswith(b"PAR1"):
+        return "a Parquet file (input rows? pass it as the SOURCE argument)"
+    head = data[:4096]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the 4 KiB boundary
+            return "binary data, not gzip"
+    return "text (a CSV or JSON file? input rows go in the SOURCE argument)"
 
 
 def open_directory(folder: Path, package_id: str | None = None) -> OpenedPackage:

@@ -55,10 +55,11 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
         schema = _infer(frame, settings, fetched.uri, log)
     seeds = Seeds.from_seed(settings.seed)
     t = settings.train
-    split = split_rows(
-        len(frame), class_labels(frame, schema), t.val_fraction, t.test_fraction, seeds.split
-    )
+    labels = class_labels(frame, schema)
+    split = split_rows(len(frame), labels, t.val_fraction, t.test_fraction, seeds.split)
     if min(len(split.train), len(split.val), len(split.test)) == 0:
+        if round(len(frame) * min(t.val_fraction, t.test_fraction)) >= 1:
+            _check_classes(labels, schema.target, fetched.uri)  # enough rows: it is the classes
         raise DataError(
             f"dataset {fetched.uri} has {len(frame)} rows, too few to split into train/validation/"
             "test with PIPELINE_TRAIN__VAL_FRACTION and PIPELINE_TRAIN__TEST_FRACTION"
@@ -71,6 +72,22 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
         digest=split.digest(),
     )
     return Prepared(fetched, frame, len(frame), schema, seeds, split)
+
+
+def _check_classes(labels: Any, target: str, label: str) -> None:
+    """A stratified split that came out empty: say it is the classes, not the row count."""
+    if labels is None:
+        return
+    import numpy as np
+
+    counts = np.unique(labels, return_counts=True)[1]
+    raise DataError(
+        f"dataset {label}: target column {target!r} has {len(counts)} classes and the largest "
+        f"holds {int(counts.max())} rows, too few per class to hold out validation and test "
+        "rows; is it an id? set PIPELINE_DATA__TARGET to the column to predict (or "
+        "PIPELINE_DATA__TASK=regression for a numeric target)",
+        column=target,
+    )
 
 
 def _infer(frame: pd.DataFrame, settings: Settings, label: str, log: Any) -> Schema:

@@ -13,38 +13,55 @@ event; each is an exclusive ``Store.create`` (on a local disk an fsynced temp fi
 link), so a crash or a SIGKILL at any moment leaves either the old state or the new one:
 
 * killed before the event, the record is an orphan that no reader counts (``list``, ``show`` and
-  ``@current`` ignore it), and the next create, holding the lock, removes it and reuses its
-  number, so numbers stay consecutive;
+  ``@current`` ignore it). The next create, holding the lock, rolls it forward: it appends the
+  missing event (marked ``recovered``), then creates its own release under the next number; if
+  the orphan holds the same package and run settings, the orphan *is* that release. Numbers
+  stay consecutive, and a number is bound to one content forever: an orphan may as well be a
+  release whose event was lost, deployed by its number, and a record is whole once it exists.
+  Only a file there that is no readable record of its number (never a release) is replaced;
 * killed after the event, the release is complete and current; ``current`` is rewritten by the
   next command if the crash came before it.
 
 Creates and rollbacks hold the store's exclusive lock ``.lock`` (``flock`` on a local disk),
 which orders numbers, history and ``current``. History sequence numbers are claimed with an
 exclusive create as well, so two writers can never share one even where the lock is not honoured.
-Only the ``Store`` interface is used, so any store implementation keeps these guarantees.
+Only the ``Store`` interface is used, so any store implementation keeps these guarantees. A
+damaged history, record or sidecar is an ``IntegrityError`` naming the file and a way out; a
+rollback reads only its target, so it also leads away from a lost current record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
 from pipeline.settings import RunSettings
 from pipeline.store import Store, canonical_json
+from pipeline.store.numbered import DAMAGED as RESTORE
+from pipeline.store.numbered import Key as _Key
+from pipeline.store.numbered import claim as _claim
+from pipeline.store.numbered import entries as _entries
+from pipeline.store.numbered import read_json as _read_json
+from pipeline.store.numbered import refuse_file as _refuse_file
 
 FORMAT = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EVENT = re.compile(r"^([0-9]{8,})\.json$")
+_RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 _REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
 _SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
 REF_HELP = "expected name@vN or name@current (or vN / current with PIPELINE_MODEL__NAME)"
+RECOVERED = "a release record without its create event (a crash, or a lost event) was committed"
 
 
 @dataclass(frozen=True)
@@ -66,16 +83,11 @@ class Release:
 
     def record(self) -> dict[str, Any]:
         """The JSON record written to the store."""
-        return {
-            "format": FORMAT,
-            "name": self.name,
-            "number": self.number,
-            "package_id": self.package_id,
-            "build_id": self.build_id,
-            "version": self.version,
-            "run": self.run,
-            "created_at": self.created_at,
-        }
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    def content(self) -> dict[str, Any]:
+        """What makes two records the same release: all but the number and the time."""
+        return {**self.record(), "number": None, "created_at": None}
 
 
 # --- references -------------------------------------------------------------------------------
@@ -124,10 +136,20 @@ def _read_sidecar(key: _Key) -> dict[str, Any]:
         raise NotFoundError(
             f"package sidecar {key} does not exist: package the build first (`pipeline package`)"
         ) from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS):
+    # packages/<name>/<version>.json: a sidecar claiming another name or version, or an id that
+    # is no sha256, would send readers to another archive (or out of the store).
+    parts = key.key.split("/")
+    if not (
+        isinstance(data, dict)
+        and all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS)
+        and parts[1:] == [data["name"], f"{data['version']}.json"]
+        and _SHA.match(data["package_id"])
+        and _SHA.match(data["build_id"])
+    ):
         raise IntegrityError(
-            f"package sidecar {key} is malformed: expected string fields {list(_SIDECAR_KEYS)}; "
-            "re-create the package"
+            f"package sidecar {key} is malformed: expected string fields {list(_SIDECAR_KEYS)} "
+            "naming its own folder and file, with sha256 ids; run `pipeline package` for its "
+            "build again to rewrite it"
         )
     return data
 
@@ -184,29 +206,6 @@ def resolve_package(store: Store, arg: str) -> dict[str, Any]:
 # --- low-level store access -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Key:
-    """A name in the store; ``/`` appends a part (reads like a path, works on any store)."""
-
-    store: Store
-    key: str
-
-    def __truediv__(self, part: str) -> _Key:
-        return _Key(self.store, f"{self.key}/{part}")
-
-    def __str__(self) -> str:
-        return f"{self.store.uri}/{self.key}"
-
-
-def _read_json(key: _Key) -> Any:
-    """The JSON stored under ``key``: KeyError when absent, IntegrityError when not JSON."""
-    data = key.store.read_bytes(key.key)
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise IntegrityError(f"{key} is not valid JSON ({exc}): the store is damaged") from None
-
-
 def _folder(store: Store, name: str) -> _Key:
     return _Key(store, f"releases/{check_name(name)}")
 
@@ -215,34 +214,35 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _numbers(folder: _Key, pattern: re.Pattern[str]) -> list[int]:
-    names = folder.store.list(folder.key)
-    return sorted(int(m[1]) for n in names if (m := pattern.match(n)))
-
-
-def _claim(folder: _Key, pattern: re.Pattern[str], filename: str, make: Any) -> int:
-    """Publish ``make(n)`` as ``filename % n`` for the first free ``n`` above the existing ones.
-
-    ``Store.create`` is exclusive (a hard link on a local disk, a conditional put on an object
-    store): the finished record appears under its final name in one step, or the name was taken
-    and ``n + 1`` is tried. Each number has exactly one owner.
-    """
-    n = max(_numbers(folder, pattern), default=0) + 1
-    while not folder.store.create(
-        (folder / (filename % n)).key, canonical_json(make(n)), immutable=True
-    ):
-        n += 1
-    return n
-
-
 def _locked(folder: _Key) -> contextlib.AbstractContextManager[None]:
     """Hold the release folder's exclusive lock (orders creates and rollbacks)."""
     return folder.store.lock((folder / ".lock").key)
 
 
 def _events(folder: _Key) -> list[dict[str, Any]]:
+    """The history, oldest first: IntegrityError for a file there that is no release event."""
     history = folder / "history"
-    return [_read_json(history / f"{seq:08d}.json") for seq in _numbers(history, _EVENT)]
+    _refuse_file(folder)
+    events, created = [], set()
+    for _, filename in _entries(history, _EVENT):
+        key = history / filename
+        try:
+            event = _read_json(key)
+        except KeyError:
+            event = None  # listed, but not a file
+        fields = event if isinstance(event, dict) else {}
+        number, action = fields.get("release"), fields.get("action")
+        ok = isinstance(number, int) and not isinstance(number, bool) and number >= 1
+        if ok and action == "create":
+            created.add(number)
+        elif not ok or action != "rollback" or number not in created:
+            raise IntegrityError(
+                f"history event {key} is not a release event: expected a JSON object with "
+                '"action" "create" (or "rollback" to a release created before it) and "release" '
+                f"a number >= 1; {RESTORE} (or move it out of history/ to drop that event)"
+            )
+        events.append(event)
+    return events
 
 
 def _committed(folder: _Key) -> tuple[list[int], int | None]:
@@ -252,18 +252,19 @@ def _committed(folder: _Key) -> tuple[list[int], int | None]:
     return numbers, (int(events[-1]["release"]) if events else None)
 
 
-def _current(folder: _Key) -> int | None:
-    current = _committed(folder)[1]
-    if current is not None and not folder.store.exists((folder / f"v{current}.json").key):
-        raise IntegrityError(
-            f"{folder}/history names v{current} as current, but {folder}/v{current}.json is "
-            "missing: the store is damaged; restore it or roll back (`pipeline release rollback "
-            "--to vN`)"
-        )
-    return current
+def _way_out(folder: _Key, numbers: list[int], broken: int) -> str:
+    """What to run when release ``broken`` is damaged: make an intact one current, or create."""
+    name = folder.key.rsplit("/", 1)[-1]
+    intact = [n for n in numbers if n != broken and folder.store.exists(f"{folder.key}/v{n}.json")]
+    if not intact:
+        return f"; or create a new {name} release: `pipeline release create PACKAGE`"
+    to = f"--name {name} --to v{intact[-1]}"
+    return f"; or make an intact release current: `pipeline release rollback {to}`"
 
 
-def _set_current(folder: _Key, number: int, action: str, previous: int | None) -> None:
+def _set_current(
+    folder: _Key, number: int, action: str, previous: int | None, **extra: Any
+) -> None:
     """Append the event that commits ``number`` as current, then refresh ``current``."""
 
     def event(seq: int) -> dict[str, Any]:
@@ -273,73 +274,115 @@ def _set_current(folder: _Key, number: int, action: str, previous: int | None) -
             "release": number,
             "previous": previous,
             "at": _now(),
+            **extra,
         }
 
     _claim(folder / "history", _EVENT, "%08d.json", event)
     folder.store.write((folder / "current").key, f"{number}\n".encode())
 
 
+def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
+    """The release in ``data``, read from ``record``; IntegrityError unless it is ``name@vN``."""
+    fields = Release.__dataclass_fields__
+    if not isinstance(data, dict) or not all(k in data for k in fields):
+        problem = f"expected a JSON object with {sorted(fields)}"
+    else:
+        release = Release(**{k: data[k] for k in fields})
+        strings = (release.version, release.created_at)
+        if (release.name, release.number) != (name, number):
+            problem = f"it records {release.name}@v{release.number}"
+        elif not all(
+            isinstance(x, str) and _SHA.match(x) for x in (release.package_id, release.build_id)
+        ):
+            problem = "package_id and build_id must be sha256 digests"
+        elif not all(isinstance(s, str) for s in strings) or not isinstance(release.run, dict):
+            problem = "version and created_at must be strings and run an object"
+        elif data.get("format", FORMAT) != FORMAT:
+            problem = f"format {data.get('format')!r}, expected {FORMAT}"
+        else:
+            try:
+                RunSettings.model_validate(release.run)
+                return release
+            except ValidationError as exc:
+                problem = f"its run settings are invalid ({exc.errors()[0]['msg']})"
+    raise IntegrityError(
+        f"{record} is not a release record of {name}@v{number} ({problem}): {RESTORE}"
+    )
+
+
 def _load(folder: _Key, name: str, number: int, existing: list[int] | None = None) -> Release:
     """Release ``number``; ``existing`` is the committed numbers, when the caller has read them."""
     record = folder / f"v{number}.json"
     existing = _committed(folder)[0] if existing is None else existing
-    try:
-        if number not in existing:
-            raise KeyError(record.key)  # absent, or an orphan that no create event committed
-        data = _read_json(record)
-    except KeyError:
+    if number not in existing:  # absent, or an orphan that no create event committed
         have = f"v1..v{existing[-1]}" if existing else "none"
         raise NotFoundError(
             f"release {name}@v{number} does not exist (releases of {name}: {have}); "
             "`pipeline release list` shows them"
+        )
+    try:
+        data = _read_json(record)
+    except KeyError:
+        raise IntegrityError(
+            f"{folder}/history created {name}@v{number}, but {record} is missing or no file: "
+            f"{RESTORE}{_way_out(folder, existing, number)}"
         ) from None
     try:
-        release = Release(**{k: data[k] for k in Release.__dataclass_fields__})
-    except (KeyError, TypeError):
-        raise IntegrityError(f"{record} is not a release record: the store is damaged") from None
-    if release.number != number or release.name != name:
-        raise IntegrityError(f"{record} records {release.ref}: the store is damaged")
-    return release
+        return _parse(record, data, name, number)
+    except IntegrityError as exc:
+        raise IntegrityError(exc.message + _way_out(folder, existing, number)) from None
 
 
 # --- the stage API ----------------------------------------------------------------------------
 
 
-def create(store: Store, package_id: str, run: RunSettings, name: str | None = None) -> Release:
+def _orphans(folder: _Key, name: str, committed: list[int]) -> list[Release]:
+    """Release records on file that no create event committed, in number order. A file that is
+    no readable record of its number is left out: it was never a release."""
+    found = []
+    for number, filename in _entries(folder, _RECORD):
+        with contextlib.suppress(KeyError, IntegrityError):
+            if number not in committed:
+                found.append(_parse(folder / filename, _read_json(folder / filename), name, number))
+    return found
+
+
+def create(
+    store: Store, package_id: str, run: RunSettings, name: str | None = None, log: Any = None
+) -> Release:
     """Release the package ``package_id`` (id or prefix) with ``run``; make it current.
 
     ``name`` defaults to the package's model name. Numbers are consecutive per name from 1.
     Only setting names are recorded for ``run.required_secrets``; ``RunSettings`` holds no values.
+    Orphan records are rolled forward first (see the module docstring); ``log`` is told of each.
     """
     package = find_package(store, package_id)
     name = check_name(name or package["name"])
     folder = _folder(store, name)
-    run_config = run.model_dump(mode="json")
-    created_at = _now()
-
-    def record(number: int) -> dict[str, Any]:
-        return Release(
-            name=name,
-            number=number,
-            package_id=package["package_id"],
-            build_id=package["build_id"],
-            version=package["version"],
-            run=run_config,
-            created_at=created_at,
-        ).record()
-
+    ids = package["package_id"], package["build_id"], package["version"]
+    wanted = Release(name, 0, *ids, run=run.model_dump(mode="json"), created_at=_now())
     with _locked(folder):
         numbers, previous = _committed(folder)
-        number = (numbers[-1] if numbers else 0) + 1
+        for orphan in _orphans(folder, name, numbers):
+            _set_current(folder, orphan.number, "create", previous, recovered=True)
+            numbers.append(previous := orphan.number)
+            if log is not None:
+                log.warning("release.recovered", release=orphan.ref, message=RECOVERED)
+            if orphan.content() == wanted.content():
+                return orphan  # the very release asked for: a retried create makes no second one
+        number = max(numbers, default=0) + 1
         key = (folder / f"v{number}.json").key
-        # A record without its create event is what a crash between the two writes leaves: it
-        # never became a release. Only a create holding the lock removes it, and reuses its number.
-        store.delete(key)
-        if not store.create(key, canonical_json(record(number)), immutable=True):
-            raise StoreError(
-                f"{folder}/v{number}.json appeared while this command held {folder}/.lock: another "
-                "writer ignores the lock (a file system without flock?); release from one place"
-            )
+        record = canonical_json({**wanted.record(), "number": number})
+        if not store.create(key, record, immutable=True):
+            # Only a file that is no release record of this number can be here (a readable one
+            # was rolled forward above): it was never shown or deployed, so its number is reused.
+            store.delete(key)
+            if not store.create(key, record, immutable=True):
+                raise StoreError(
+                    f"{folder}/v{number}.json appeared while this command held {folder}/.lock: "
+                    "another writer ignores the lock (a file system without flock?); release from "
+                    "one place"
+                )
         _set_current(folder, number, "create", previous)
     return _load(folder, name, number)
 
@@ -347,9 +390,8 @@ def create(store: Store, package_id: str, run: RunSettings, name: str | None = N
 def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
     """Every release of ``name`` in number order: number, version, short package id, current."""
     folder = _folder(store, name)
-    current = _current(folder)
+    numbers, current = _committed(folder)  # one read of the history, not one per release
     rows = []
-    numbers = _committed(folder)[0]  # one read of the history, not one per release
     for number in numbers:
         release = _load(folder, name, number, numbers)
         rows.append(
@@ -367,20 +409,21 @@ def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
 
 def current_number(store: Store, name: str) -> int | None:
     """The current release number of ``name``, or None before the first release."""
-    return _current(_folder(store, name))
+    return _committed(_folder(store, name))[1]
 
 
 def show(store: Store, ref: str, default_name: str | None = None) -> Release:
     """The release named by ``ref`` (``name@vN``, ``name@current``; ``vN`` uses default_name)."""
     name, number = parse_ref(ref, default_name)
     folder = _folder(store, name)
+    numbers, current = _committed(folder)
     if number is None:
-        number = _current(folder)
-        if number is None:
+        if current is None:
             raise NotFoundError(
                 f"{name} has no current release: create one with `pipeline release create`"
             )
-    return _load(folder, name, number)
+        number = current
+    return _load(folder, name, number, numbers)
 
 
 def history(store: Store, name: str) -> list[dict[str, Any]]:
@@ -391,22 +434,24 @@ def history(store: Store, name: str) -> list[dict[str, Any]]:
 def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
     """Make release ``to`` current (default: the one numbered just below the current one).
 
-    Returns ``(previous, new)`` current numbers. Releases themselves are never modified.
+    Returns ``(previous, new)`` current numbers. Releases themselves are never modified. Only
+    the target's record is read, so a rollback also leads away from a current release whose
+    record is damaged or lost.
     """
     folder = _folder(store, name)
     with _locked(folder):
-        current = _current(folder)
+        numbers, current = _committed(folder)
         if current is None:
             raise NotFoundError(
                 f"{name} has no current release to roll back from: create one first"
             )
         if to is None:
-            older = [n for n in _committed(folder)[0] if n < current]
+            older = [n for n in numbers if n < current]
             if not older:
                 raise NotFoundError(
                     f"{name}@v{current} is the first release: there is nothing to roll back to"
                 )
             to = older[-1]
-        _load(folder, name, to)  # NotFoundError if absent, IntegrityError if damaged
+        _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError if damaged
         _set_current(folder, to, "rollback", current)
     return current, to

@@ -14,7 +14,9 @@ from pipeline.errors import ConfigError
 PARALLEL_BATCH = 256
 
 
-def configure(threads: int, device: str, batch_size: int | None = None) -> dict[str, Any]:
+def configure(
+    threads: int, device: str, batch_size: int | None = None, *, device_from: str | None = None
+) -> dict[str, Any]:
     """Make torch deterministic, set its thread count, pick the device; return what was chosen.
 
     ``threads=0`` chooses: one thread unless ``batch_size`` is known and at least
@@ -22,6 +24,8 @@ def configure(threads: int, device: str, batch_size: int | None = None) -> dict[
     matrices of a tabular MLP gain nothing). One thread also has no barrier to wait at, so a
     busy machine slows it down in proportion, where 2 threads at batch 64 ran 20-50x slower
     beside other processes. The count never changes results (tests/test_threads.py).
+    ``device_from`` says where the device setting came from (``Settings.source_of``), for the
+    message when CUDA is asked for and absent.
     """
     if threads == 0:
         parallel = batch_size is not None and batch_size >= PARALLEL_BATCH
@@ -35,8 +39,10 @@ def configure(threads: int, device: str, batch_size: int | None = None) -> dict[
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
+        where = device_from or "PIPELINE_TRAIN__DEVICE or train --device"
         raise ConfigError(
-            "PIPELINE_TRAIN__DEVICE=cuda but no CUDA device is available: use cpu or auto"
+            f"train.device is cuda (from {where}) but no CUDA device is available: use cpu, or "
+            "auto to use CUDA only when present"
         )
     # Recorded beside the thread count: the CLI makes idle OpenMP threads sleep (cli.main).
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")

@@ -54,7 +54,12 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     With ``resume``, continue from the checkpoint an interrupted run with the same inputs left.
     """
     started_at, t0 = datetime.now(UTC), time.perf_counter()
-    rt = runtime.configure(settings.train.threads, settings.train.device, settings.train.batch_size)
+    rt = runtime.configure(
+        settings.train.threads,
+        settings.train.device,
+        settings.train.batch_size,
+        device_from=settings.source_of("train", "device"),
+    )
     data = prepare(settings, store, log)  # 1. split
     # 2. preprocess: every statistic is fitted on the training rows only
     train_frame = data.frame.iloc[data.split.train]

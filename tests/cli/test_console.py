@@ -26,7 +26,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 EVENT = re.compile(r"^\d\d:\d\d:\d\d (debug|info|warning|error) +[a-z_.]+")
 
 
-def _in_terminal(args: list[str], env: dict[str, str], cols: int = 120) -> str:
+def _in_terminal(args: list[str], env: dict[str, str], cols: int = 120, rc: int = 0) -> str:
     """Run ``args`` with stdout and stderr on one pty of ``cols`` columns; what it drew."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
@@ -43,7 +43,7 @@ def _in_terminal(args: list[str], env: dict[str, str], cols: int = 120) -> str:
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")[-2000:]
+    assert proc.wait(timeout=120) == rc, b"".join(chunks).decode(errors="replace")[-2000:]
     return b"".join(chunks).decode(errors="replace")
 
 
@@ -78,3 +78,32 @@ def test_console_lines_wrap_at_the_width_and_flatten_one_level() -> None:
     assert "test.rmse=0.1235" in text and "test.r2=0.91" in text and "stopped_early=false" in text
     assert "run_id" not in text
     assert "... 20 items]" in text
+
+
+def test_a_config_error_at_a_terminal_is_said_once(tmp_path: Path) -> None:
+    """A bad setting at a terminal is one `error:` line, not that line and an error event too."""
+    env = {"PIPELINE_TRAIN__MAX_EPOCHS": "x", "PIPELINE_ENV_FILE": str(tmp_path / "none.env")}
+    drawn = ANSI.sub("", _in_terminal([sys.executable, "-m", "pipeline", "train"], env, rc=3))
+    lines = [line for line in re.split(r"\r\n|\r|\n", drawn) if line.strip()]
+    assert len(lines) == 1, drawn
+    assert lines[0].startswith("error: invalid setting train.max_epochs")
+
+
+def test_a_list_of_records_renders_as_a_table() -> None:
+    """`release list` at a terminal: one aligned row per release under a header, no Python repr."""
+    render = ConsoleRenderer(colors=False, width=100)
+    text = render(None, "info", {
+        "event": "release.list", "level": "info", "timestamp": "2026-12-03T01:02:03.4Z",
+        "name": "titanic", "count": 2,
+        "releases": [
+            {"ref": "titanic@v1", "number": 1, "current": False, "notes": None},
+            {"ref": "titanic@v10", "number": 10, "current": True, "notes": "hot fix"},
+        ],
+    })  # fmt: skip
+    lines = text.splitlines()
+    assert lines[0].startswith("01:02:03 info    release.list         name=titanic count=2")
+    assert "{" not in text and "'" not in text
+    assert lines[1].split() == ["ref", "number", "current", "notes"]
+    assert lines[2].split() == ["titanic@v1", "1", "false", "-"]
+    assert lines[3].split() == ["titanic@v10", "10", "true", "hot", "fix"]
+    assert lines[1].index("number") == lines[2].index(" 1 ") + 1 == lines[3].index(" 10 ") + 1

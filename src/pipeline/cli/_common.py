@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -13,6 +14,9 @@ import typer
 T = TypeVar("T")
 
 ID_FILE_HELP = "Also write the resulting id to this file (like `docker build --iidfile`)."
+
+# The store this command opened (``store_of``): ``write_id`` refuses to write into it.
+_OPENED: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_store", default=None)
 
 
 def run(
@@ -28,6 +32,7 @@ def run(
     A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     """
+    import os
     import signal
     import sys
 
@@ -41,18 +46,27 @@ def run(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     stream = sys.stderr if log_to_stderr else None  # stdout carries data (predictions) then
+    _OPENED.set(None)
     logging_.reset()
     logging_.configure(stream=stream)
     logging_.bind(run_id=uuid.uuid4().hex[:12], stage=stage)
     logger = logging_.get_logger()
-    json_logs = True
+    # Until the settings are read, the format is the variable's (a config error included).
+    early_format = os.environ.get("PIPELINE_LOG_FORMAT", "auto").strip().lower()
+    json_logs = early_format == "json" or (
+        early_format != "console" and not (stream or sys.stdout).isatty()
+    )
     try:
         try:
             loaded = load(overrides=overrides)
             s = loaded.settings
             logging_.register_secrets(
                 [s.kaggle_username]
-                + [x.get_secret_value() for x in (s.kaggle_key, s.kaggle_api_token) if x]
+                + [
+                    x.get_secret_value()
+                    for x in (s.kaggle_key, s.kaggle_api_token, s.serve.token)
+                    if x
+                ]
             )
             logging_.configure(s.log_format, s.log_level, stream=stream)
             json_logs = s.log_format == "json" or (
@@ -75,17 +89,34 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def store_of(settings: Any) -> Any:
-    """The artifact store named by PIPELINE_STORE."""
+def store_of(
+    settings: Any, *, writes: bool = False, outputs: Mapping[str, Path | None] | None = None
+) -> Any:
+    """The artifact store named by PIPELINE_STORE, checked before the command's work starts.
+
+    ``writes``: StoreError now if the store cannot be written (not after minutes of training).
+    ``outputs``: the command's output files by option (``{"--id-file": path}``); ConfigError if
+    one lies inside the store, whose records only the stages write.
+    """
     from pipeline.store import Store
 
-    return Store.from_uri(settings.store)
+    store = Store.from_uri(settings.store)
+    _OPENED.set(store)
+    for option, path in (outputs or {}).items():
+        store.refuse_inside(path, option)
+    if writes:
+        store.check_writable()
+    return store
 
 
 def write_id(path: Path | None, value: str) -> None:
-    """Write ``value`` to ``path`` atomically (for --id-file)."""
+    """Write ``value`` to ``path`` atomically (for --id-file), never into the store."""
     if path is None:
         return
     from pipeline.store import atomic_write_bytes
 
-    atomic_write_bytes(path, (value + "\n").encode())
+    store = _OPENED.get()
+    if store is not None:
+        store.refuse_inside(path, "--id-file")
+    advice = "choose another --id-file path"
+    atomic_write_bytes(path, (value + "\n").encode(), advice)

@@ -33,7 +33,9 @@ def train(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import train as stage
 
-        result = stage.run(loaded.settings, store_of(loaded.settings), log, resume=resume)
+        # Checked before training, not after it: a read-only store or an --id-file inside it.
+        store = store_of(loaded.settings, writes=True, outputs={"--id-file": id_file})
+        result = stage.run(loaded.settings, store, log, resume=resume)
         write_id(id_file, result.build_id)
 
     overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else None
@@ -42,7 +44,9 @@ def train(
 
 def evaluate(
     build: str = typer.Argument(None, help="Build id or unique prefix (default: the latest)."),
-    folds: int = typer.Option(0, "--folds", "-k", help="Also run K-fold cross-validation.", min=0),
+    folds: int | None = typer.Option(
+        None, "--folds", "-k", help="Also run K-fold cross-validation (K >= 2).", show_default=False
+    ),
 ) -> None:
     """Re-test a build on its test split, optionally cross-validate, and apply quality gates.
 

@@ -25,7 +25,9 @@ def fetch(
     def body(loaded: Any, log: Any) -> None:
         from pipeline.data import sources
 
-        fetched = sources.fetch(loaded.settings, store_of(loaded.settings))
+        fetched = sources.fetch(
+            loaded.settings, store_of(loaded.settings, outputs={"--id-file": id_file})
+        )
         log.info(
             "data.summary",
             uri=fetched.uri,

@@ -40,7 +40,7 @@ def package(
 
         result = stage.seal(
             loaded.settings,
-            store_of(loaded.settings),
+            store_of(loaded.settings, outputs={"--id-file": id_file}),
             build,
             log,
             with_wheel=fmt is Format.wheel,

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from pipeline.cli._common import run, store_of
+from pipeline.cli._models import refuse_output_over_source, refuse_release_and_package
 
 
 def predict(
@@ -42,8 +43,10 @@ def predict(
         from pipeline import log as logging_
         from pipeline import predict as stage
 
+        refuse_release_and_package(release, package)
+        refuse_output_over_source(source, output)
         s = loaded.settings
-        store = store_of(s)
+        store = store_of(s, outputs={"-o": output})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
         stage.run(ready, source, output, log)

@@ -34,9 +34,9 @@ def create(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import releases
 
-        store = store_of(loaded.settings)
+        store = store_of(loaded.settings, writes=True, outputs={"--id-file": id_file})
         sidecar = releases.resolve_package(store, package)
-        release = releases.create(store, sidecar["package_id"], loaded.settings.run)
+        release = releases.create(store, sidecar["package_id"], loaded.settings.run, log=log)
         log.info(
             "release.created",
             release=release.ref,
@@ -106,7 +106,7 @@ def rollback(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import releases
 
-        store = store_of(loaded.settings)
+        store = store_of(loaded.settings, writes=True)
         model = name or loaded.settings.model.name
         target = releases.parse_number(to) if to else None
         previous, current = releases.rollback(store, model, target)

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from pipeline.cli._common import run
+from pipeline.cli._models import refuse_release_and_package
 
 
 def serve(
@@ -31,8 +32,6 @@ def serve(
         "--port",
         help="TCP port. Overrides PIPELINE_SERVE__PORT and PORT (8080).",
         show_default=False,
-        min=0,
-        max=65535,
     ),
 ) -> None:
     """Serve a release (or a package) over HTTP until SIGTERM.
@@ -46,6 +45,7 @@ def serve(
     def body(loaded: Any, log: Any) -> None:
         from pipeline.serve.server import serve as run_server
 
+        refuse_release_and_package(release, package)
         run_server(loaded.settings, release, package)
 
     overrides = {}

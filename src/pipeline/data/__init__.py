@@ -1,2 +1,3 @@
-"""Datasets: fetch by URI (``sources``), read CSV/Parquet (``read``), parse cells (``cells``),
-infer kinds (``schema``)."""
+"""Datasets: fetch by URI (``sources``), read CSV/Parquet (``read``, typed columns made plain by
+``columns``), parse cells (``cells``), tell formatted numbers and dates (``spellings``), refuse
+guesses (``verdicts``), infer kinds (``schema``)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers as _abc
+import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +42,8 @@ _PREDICT_ADVICE = (
 )
 
 Parser = Literal["pandas", "arrow"]
+# A hex integer as pyarrow's CSV reader (and its int64 cast) reads one: 0x1F is 31.
+_HEX = re.compile(r"0[xX][0-9a-fA-F]{1,16}")
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -97,11 +100,47 @@ def cell_error(
 # -- numbers --------------------------------------------------------------------------------
 
 
+def hex_value(value: Any) -> float:
+    """A hex integer literal's value (``0x1F`` is 31), as pyarrow reads a CSV column of them;
+    NaN for anything else, a sign, spaces or a value beyond int64 included."""
+    if isinstance(value, str) and _HEX.fullmatch(value):
+        number = int(value, 16)
+        return float(number) if number < 2**63 else math.nan
+    return math.nan
+
+
+def _to_numeric(series: pd.Series) -> np.ndarray:
+    """``pd.to_numeric``'s float64 verdict (NaN where not a number), hex integers read too."""
+    import numpy as np
+    import pandas as pd
+
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    maybe = np.isnan(values) & series.notna().to_numpy()
+    if maybe.any():
+        positions = maybe.nonzero()[0]
+        if _is_text(series):  # only texts that look like hex are looked at in Python
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            found = pc.match_substring_regex(pa.array(series.iloc[positions].array), r"^0[xX]")
+            positions = positions[pc.fill_null(found, False).to_numpy(zero_copy_only=False)]
+        if len(positions):
+            values = values.copy()  # pandas' array may be read-only
+            values[positions] = [hex_value(v) for v in series.iloc[positions]]
+    return values
+
+
 def to_float(value: Any) -> float:
     """One cell as a float: NaN for anything that is not a real number (booleans included)."""
     if isinstance(value, bool) or value is None:  # numpy's bool is not a Real: NaN below
         return math.nan
+    if isinstance(value, str) and value[:2] in ("0x", "0X"):
+        return hex_value(value)
     if isinstance(value, str | bytes):
+        if (isinstance(value, str) and "_" in value) or (
+            isinstance(value, bytes) and b"_" in value
+        ):
+            return math.nan  # Python's digit grouping (1_000): pandas and pyarrow refuse it
         try:
             return float(value)
         except ValueError:
@@ -127,7 +166,8 @@ def parse_numbers(series: pd.Series, parser: Parser = "pandas") -> tuple[np.ndar
     Infinities are numbers here; each caller decides what they mean. ``parser`` is the rule:
 
     - ``pandas`` (training, schema inference, the serve contract): ``pd.to_numeric``. Booleans
-      are 1/0 and the text "nan" is not a number.
+      are 1/0 and the text "nan" is not a number. A hex integer (``0x1F``) is a number, as
+      pyarrow's CSV reader reads a column of them.
     - ``arrow`` (prediction): one pyarrow cast for the whole column, 5x faster per chunk; the
       text "nan" is a missing value there. When the cast fails, text falls back to
       ``pd.to_numeric`` and Python objects (JSON lines, a caller's frame) to ``to_float``.
@@ -140,9 +180,8 @@ def parse_numbers(series: pd.Series, parser: Parser = "pandas") -> tuple[np.ndar
         if numeric:  # booleans included: 1/0
             # Already numbers: to_numeric would return them unchanged, at 5x the cost of this.
             return series.to_numpy(dtype="float64", na_value=np.nan), np.zeros(len(series), bool)
-        coerced = pd.to_numeric(series, errors="coerce")
-        bad = (coerced.isna() & series.notna()).to_numpy()
-        return coerced.to_numpy(dtype="float64", na_value=np.nan), bad
+        values = _to_numeric(series)
+        return values, np.isnan(values) & series.notna().to_numpy()
     if numeric and not (
         pd.api.types.is_bool_dtype(series) or pd.api.types.is_complex_dtype(series)
     ):
@@ -159,7 +198,7 @@ def parse_numbers(series: pd.Series, parser: Parser = "pandas") -> tuple[np.ndar
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         pass
     if _is_text(series):
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        values = _to_numeric(series)
     else:  # Python objects: one cell at a time
         values = np.fromiter(map(to_float, series), dtype="float64", count=len(series))
     return values, np.isnan(values) & series.notna().to_numpy()
@@ -177,9 +216,9 @@ def are_numbers(series: pd.Series) -> np.ndarray:
         # Parse each distinct text once: pd.to_numeric costs ~1.5 s per million cells, and a
         # text column repeats its values (code -1 is a missing cell, already not present).
         codes, uniques = pd.factorize(series)
-        parsed = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce").notna()
-        return np.append(parsed.to_numpy(), False)[codes] & present
-    return pd.to_numeric(series, errors="coerce").notna().to_numpy() & present
+        parsed = ~np.isnan(_to_numeric(pd.Series(uniques, dtype=object)))
+        return np.append(parsed, False)[codes] & present
+    return ~np.isnan(_to_numeric(series)) & present
 
 
 def first_non_number(series: pd.Series) -> tuple[int, Any] | None:
@@ -290,6 +329,42 @@ def booleans(
         reject(series, bad, name, label, "true or false", on_error, errors)
         mapped = mapped.where(~bad, None)
     return mapped
+
+
+def _is_container(value: Any) -> bool:
+    """True for a JSON object or array (or a Parquet list or struct) in a cell."""
+    import numpy as np
+
+    return isinstance(value, dict | list | tuple | set | np.ndarray)
+
+
+def single_values(
+    series: pd.Series, name: str, label: str, on_error: str, errors: np.ndarray
+) -> pd.Series:
+    """``series`` with every cell that is a JSON object or array failing the run, or noted in
+    ``errors`` and made missing: a cell holds one number, text or true/false."""
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_object_dtype(series):
+        return series
+    nested = np.fromiter(map(_is_container, series), dtype=bool, count=len(series))
+    if not nested.any():
+        return series
+    expected = "one value (a number, text or true/false), not a JSON object or array"
+    reject(series, nested, name, label, expected, on_error, errors)
+    return series.where(~nested, None)
+
+
+def without_markers(series: pd.Series, markers: Iterable[str]) -> pd.Series:
+    """``series`` with its text cells spelt as one of ``markers`` missing, as in a CSV file."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series
+    wanted = set(markers)
+    marked = series.map(lambda v: isinstance(v, str) and v in wanted).to_numpy(dtype=bool)
+    return series.where(~marked, None) if marked.any() else series
 
 
 # -- categories -----------------------------------------------------------------------------

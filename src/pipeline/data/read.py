@@ -239,11 +239,26 @@ def parse_error(
 
 
 def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
+    """The CSV file as a table; columns pyarrow read as dates or times are read again as text.
+
+    A date is kept as the file spells it (``01/15/2003`` and ``2003-01-15`` alike): schema
+    inference judges both by one rule, and a column declared categorical then holds the text
+    that `pipeline predict` reads from a CSV file, not pyarrow's rendering of a timestamp.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    options = csv_options(data.delimiter, data.missing_values)
     try:
-        return pacsv.read_csv(path, **csv_options(data.delimiter, data.missing_values))
+        table = pacsv.read_csv(path, **options)
+        dropped = set(data.drop)
+        dates = [
+            f.name for f in table.schema if pa.types.is_temporal(f.type) and f.name not in dropped
+        ]
+        if dates:
+            options["convert_options"].column_types = {name: pa.string() for name in dates}
+            table = pacsv.read_csv(path, **options)
+        return table
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
 
@@ -269,6 +284,7 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
     ``label`` is how the file is named in errors (the URI the user gave). Raises ``DataError``
     for empty, unreadable or malformed files, duplicate or missing column names, or no rows.
     """
+    import pandas as pd
     import pyarrow as pa
 
     shown = label or str(path)
@@ -307,13 +323,16 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
                 f"{table.num_rows}: the quoted field runs on to the end of the file; close the "
                 "quote, or escape a literal quote by doubling it"
             )
-    for field in table.schema:
-        # pyarrow reads text that is not valid UTF-8 as raw bytes rather than failing.
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-            raise DataError(
-                f"dataset {shown} is not valid UTF-8 text (column '{field.name}'): re-encode the "
-                "file as UTF-8"
-            )
+    if fmt == "csv":
+        for field in table.schema:
+            # pyarrow reads text that is not valid UTF-8 as raw bytes rather than failing.
+            if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+                raise DataError(
+                    f"dataset {shown} is not valid UTF-8 text (column '{field.name}'): re-encode "
+                    "the file as UTF-8"
+                )
+    else:
+        table = _plain_parquet(table, data, shown)
     # One block per column, each column's Arrow memory released as soon as it is converted
     # (the table is not used afterwards); then Arrow's allocator hands the freed pages back to
     # the system, where it would keep them cached: numpy cannot reuse them (10M rows x 20
@@ -321,4 +340,30 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     del table
     pa.default_memory_pool().release_unused()
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0:
+        # A pandas index saved in the Parquet file: messages count rows by the frame's index.
+        frame = frame.reset_index(drop=True)
     return frame
+
+
+def _plain_parquet(table: pa.Table, data: DataSettings, shown: str) -> pa.Table:
+    """A Parquet table by ``columns.plain``'s rules; a column that holds lists, structs, maps or
+    binary values (and is not dropped) is a ``DataError`` naming it."""
+    from pipeline.data import columns
+
+    table, bad = columns.plain(table, data.missing_values, skip=data.drop)
+    if not bad:
+        return table
+    name, what = next(((n, w) for n, w in bad if n == data.target), bad[0])
+    kind = printable(str(table.schema.field(name).type), 80)
+    if name == data.target:
+        raise DataError(
+            f"target column '{name}' in dataset {shown} holds {what} (Parquet type {kind}): "
+            "expected one number or class label per row; write the target as plain values or "
+            "choose another PIPELINE_DATA__TARGET"
+        )
+    others = f" (and {len(bad) - 1} more such column(s))" if len(bad) > 1 else ""
+    raise DataError(
+        f"column '{name}' in dataset {shown} holds {what} (Parquet type {kind}){others}, not one "
+        "value per cell: add it to PIPELINE_DATA__DROP, or write its values as plain columns"
+    )

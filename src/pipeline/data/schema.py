@@ -10,20 +10,15 @@ import difflib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.data import cells
+from pipeline.data import cells, spellings, verdicts
 from pipeline.errors import ConfigError, DataError
 from pipeline.settings import DataSettings
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 # A regression target with a right tail longer than this is fitted on its log by default.
 _TARGET_SKEW_FOR_LOG = 0.75
-# A text column whose present values are at least this share numbers (or true/false) is a
-# numeric (boolean) column with a few bad cells, not a categorical one: it is refused, naming
-# the first bad cell, rather than silently turned into categories.
-MOSTLY = 0.9
 # A text column with a different value in every one of at least this many rows is an
 # identifier: it cannot generalise, so it is dropped with a warning.
 IDENTIFIER_MIN_ROWS = 20
@@ -82,53 +77,15 @@ def _missing_column(label: str, name: str, columns: list[str], setting: str) -> 
 
 
 def _infer_kind(series: pd.Series) -> str:
-    import datetime as dt
-
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(series):
         return "boolean"
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
-    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
-        return "datetime"
-    # pyarrow's date32 columns arrive as Python dates in an object column.
-    first = series.first_valid_index()
-    if first is not None and isinstance(series[first], dt.date | dt.time | dt.timedelta):
+    if spellings.is_temporal(series):
         return "datetime"
     return "categorical"
-
-
-def _mostly(series: pd.Series, matches: np.ndarray) -> tuple[int, Any, int, int] | None:
-    """(data row, value) of the first present cell where ``matches`` is False, and how many
-    present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None."""
-    present = series.notna().to_numpy()
-    total = int(present.sum())
-    count = int(matches.sum())
-    if total == 0 or count == total or count < MOSTLY * total:
-        return None
-    pos = int((present & ~matches).nonzero()[0][0])
-    return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
-
-
-def mostly_numbers(series: pd.Series) -> tuple[int, Any, int, int] | None:
-    """For a text column that is mostly numbers: (data row, value) of its first non-number, and
-    how many of its present values are numbers, out of how many; else None."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return None
-    return _mostly(series, cells.are_numbers(series))
-
-
-def _mostly_booleans(series: pd.Series) -> tuple[int, Any, int, int] | None:
-    """Like ``mostly_numbers``, for a text column that is mostly true/false."""
-    return _mostly(series, cells.are_boolean_words(series))
-
-
-def _bad_cell(name: str, label: str, row: int, value: Any, tail: str, subject: str) -> DataError:
-    """A cell's error as training words it: the whole value's repr (``cells.shown``)."""
-    return cells.cell_error(name, label, row, cells.shown(value, None), tail, subject=subject)
 
 
 def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> str:
@@ -154,16 +111,23 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
     return "binary" if len(distinct) == 2 else "multiclass"
 
 
-def _text_column_problem(
+def _text_column(
     series: pd.Series, name: str, label: str, max_cardinality: int
-) -> str | None:
-    """Why an inferred text column cannot be used as categories: a warning when it is to be
-    dropped (an identifier), a ``DataError`` when it needs the user's decision, else None."""
+) -> tuple[str, str | None]:
+    """The kind of an inferred text column, and a warning when it is to be dropped.
+
+    A column whose values are all numbers (text in a Parquet file, say) is numeric; one that
+    needs the user's decision is a ``DataError``; an identifier is dropped with the warning.
+    """
     advice = "declare the column categorical in PIPELINE_DATA__COLUMN_KINDS"
-    mostly = mostly_numbers(series)
+    profile = spellings.profile(series)
+    verdicts.refuse_spellings(series, profile, name, label)
+    if profile.numbers.sum() == profile.present.sum():
+        return "numeric", None
+    mostly = verdicts.mostly(series, profile.numbers)
     if mostly is not None:
         row, value, count, total = mostly
-        raise _bad_cell(
+        raise verdicts.bad_cell(
             name,
             label,
             row,
@@ -172,10 +136,10 @@ def _text_column_problem(
             f"PIPELINE_DATA__MISSING_VALUES if it means missing, or {advice}",
             "column",
         )
-    mostly = _mostly_booleans(series)
+    mostly = verdicts.mostly_booleans(series)
     if mostly is not None:
         row, value, count, total = mostly
-        raise _bad_cell(
+        raise verdicts.bad_cell(
             name,
             label,
             row,
@@ -183,20 +147,21 @@ def _text_column_problem(
             f", but {count} of its {total} values are true/false: fix the row, or {advice}",
             "column",
         )
-    present = int(series.notna().sum())
+    present = int(profile.present.sum())
     distinct = int(series.nunique(dropna=True))
     if present >= IDENTIFIER_MIN_ROWS and distinct == present:
-        return (
+        warning = (
             f"column '{name}' has a different value in every row (an identifier?): ignored; "
             f"add it to PIPELINE_DATA__DROP to say so, or {advice} to keep it"
         )
+        return "categorical", warning
     if distinct > max_cardinality:
         raise DataError(
             f"column '{name}' in {label} has {distinct} distinct text values, more than "
             f"PIPELINE_FEATURES__MAX_CATEGORICAL_CARDINALITY={max_cardinality}: add it to "
             f"PIPELINE_DATA__DROP, {advice}, or raise the limit"
         )
-    return None
+    return "categorical", None
 
 
 def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, name: str) -> str:
@@ -225,7 +190,8 @@ def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, 
 
 
 def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -> pd.DataFrame:
-    """Rows with a present target; a numeric target checked for text and infinities."""
+    """Rows with a present target; a target that may be a number (task auto or regression)
+    checked for dates, formatted numbers, text and infinities, text numbers made numbers."""
     import numpy as np
 
     if name not in frame.columns:
@@ -239,23 +205,11 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
         )
     if not present.all():  # a copy only when rows go: at 10M rows it is the whole table
         frame = frame.loc[present]  # the index keeps the file's row numbers for messages
-    if task_hint == "auto":
-        mostly = mostly_numbers(frame[name])
-        if mostly is not None:
-            row, value, count, total = mostly
-            raise _bad_cell(
-                name,
-                label,
-                row,
-                value,
-                f", but {count} of its {total} values are numbers: fix the row, leave it empty "
-                "to drop it, or set PIPELINE_DATA__TASK=multiclass if the target is a class label",
-                "target column",
-            )
     if task_hint in ("auto", "regression"):
+        frame = verdicts.text_target(frame, name, task_hint, label)
         bad = cells.first_non_number(frame[name])
         if bad is not None and task_hint == "regression":
-            raise _bad_cell(
+            raise verdicts.bad_cell(
                 name,
                 label,
                 *bad,
@@ -289,10 +243,11 @@ def infer(
 ) -> tuple[Schema, list[str]]:
     """The schema of ``frame`` under ``data``'s overrides, and warnings worth logging.
 
-    A text column that is mostly numbers (or true/false) with a few other values is refused,
-    naming the first odd cell; one with a different value in every row (an identifier) is
-    dropped with a warning; one with more than ``max_cardinality`` distinct values is refused.
-    Columns declared in ``PIPELINE_DATA__COLUMN_KINDS`` are taken as declared.
+    A text column whose values are all numbers is numeric. One that is dates, formatted
+    numbers (``208,500``, ``12%``), or mostly numbers (or true/false) with a few other values is
+    refused, naming a cell (``verdicts``); one with a different value in every row (an
+    identifier) is dropped with a warning; one with more than ``max_cardinality`` distinct
+    values is refused. Columns declared in ``PIPELINE_DATA__COLUMN_KINDS`` are taken as declared.
     """
     columns = [str(c) for c in frame.columns]
     if data.target not in columns:
@@ -326,21 +281,21 @@ def infer(
         declared = data.column_kinds.get(name)
         kind = declared or _infer_kind(series)
         if kind == "categorical" and not declared:
-            problem = _text_column_problem(series, name, label, max_cardinality)
+            kind, problem = _text_column(series, name, label, max_cardinality)
             if problem is not None:
                 warnings.append(problem)
                 dropped.append(name)
                 continue
         if kind == "datetime":
             raise DataError(
-                f"column '{name}' in {label} holds dates, which are not supported as features: "
-                "add it to PIPELINE_DATA__DROP or declare it categorical in "
-                "PIPELINE_DATA__COLUMN_KINDS"
+                f"column '{name}' in {label} holds dates, times or durations, which are not "
+                "supported as features: add it to PIPELINE_DATA__DROP or declare it categorical "
+                "in PIPELINE_DATA__COLUMN_KINDS"
             )
         if kind == "numeric":
             bad = cells.first_non_number(series)
             if bad is not None:
-                raise _bad_cell(
+                raise verdicts.bad_cell(
                     name,
                     label,
                     *bad,

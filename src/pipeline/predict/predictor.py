@@ -126,7 +126,7 @@ class Predictor:
         on_error = run.on_error
         clean = pd.DataFrame(index=frame.index)
         for column in self.schema.columns:
-            series = frame[column.name]
+            series = cells.single_values(frame[column.name], column.name, label, on_error, errors)
             if column.kind == "numeric":
                 clean[column.name] = cells.numbers(series, column.name, label, on_error, errors)
             elif column.kind == "boolean":

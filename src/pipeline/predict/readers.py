@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.data import cells, read
+from pipeline.data import cells, columns, read
 from pipeline.errors import DataError, SourceError
 from pipeline.settings import RunSettings
 
@@ -123,21 +123,14 @@ def iter_chunks(
             ) from exc
         names = parquet.schema_arrow.names
         stats.extra_columns = [c for c in names if c not in wanted]
-        batches = parquet.iter_batches(
-            batch_size=chunk_rows, columns=[c for c in wanted if c in names]
-        )
+        present = [c for c in wanted if c in names]
+        _check_parquet_types(parquet.schema_arrow, present, label)
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=present)
     else:
-        try:
-            frames = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
-            for frame in frames:
-                frame.index = pd.RangeIndex(start, start + len(frame))
-                start += len(frame)
-                if not stats.extra_columns:
-                    stats.extra_columns = [c for c in frame.columns if c not in wanted]
-                yield frame
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise _jsonl_error(path, label) from exc
+        yield from _jsonl_frames(path, label, chunk_rows, predictor, wanted, stats)
         return
+    # Parquet's text cells get the missing markers a CSV reader applies while parsing.
+    markers = predictor.missing_values if fmt == "parquet" else None
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
@@ -146,11 +139,11 @@ def iter_chunks(
         while size >= chunk_rows:
             table = pa.Table.from_batches(pending)
             head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
-            yield _frame(head, start)
+            yield _frame(head, start, markers)
             start += head.num_rows
             pending, size = rest.to_batches(), rest.num_rows
     if size:
-        yield _frame(pa.Table.from_batches(pending), start)
+        yield _frame(pa.Table.from_batches(pending), start, markers)
 
 
 def _csv_batches(
@@ -219,10 +212,62 @@ def _jsonl_error(path: Path, label: str) -> DataError:
     )
 
 
-def _frame(table: pa.Table, start: int) -> pd.DataFrame:
+def _frame(table: pa.Table, start: int, markers: list[str] | None = None) -> pd.DataFrame:
+    """One chunk as a frame indexed by data row; a Parquet chunk's columns made plain first
+    (``columns.plain``: decimals as numbers, dictionaries decoded, missing markers null)."""
+    if markers is not None:
+        table = columns.plain(table, markers)[0]
     frame = table.to_pandas()
     frame.index = pd.RangeIndex(start, start + len(frame))
     return frame
+
+
+def _check_parquet_types(schema: pa.Schema, present: list[str], label: str) -> None:
+    """A ``DataError`` for a column the model reads that holds lists, structs, maps or bytes."""
+    for name in present:
+        kind = schema.field(name).type
+        what = columns.unsupported(kind)
+        if what is not None:
+            raise DataError(
+                f"input {label} column '{name}' holds {what} (Parquet type "
+                f"{read.printable(str(kind), 80)}), not one value per cell: the model reads one "
+                "number, text or true/false per cell; write the column as plain values"
+            )
+
+
+def _jsonl_frames(
+    path: Path,
+    label: str,
+    chunk_rows: int,
+    predictor: Predictor,
+    wanted: list[str],
+    stats: Stats,
+) -> Iterator[pd.DataFrame]:
+    """A JSON-lines file as frames, its cells read as the CSV reader reads them.
+
+    Values are taken as JSON has them (``dtype=False``: no column is turned into numbers or
+    dates by its looks or its name), decimals are parsed exactly (``precise_float``, as pyarrow
+    parses a CSV's), and a string spelt as a missing marker is missing, as in a CSV file.
+    """
+    start = 0
+    try:
+        frames = pd.read_json(
+            path,
+            lines=True,
+            chunksize=chunk_rows,
+            dtype=False,  # pandas 3: no column becomes dates for its name either
+            precise_float=True,
+        )
+        for frame in frames:
+            frame.index = pd.RangeIndex(start, start + len(frame))
+            start += len(frame)
+            if not stats.extra_columns:
+                stats.extra_columns = [c for c in frame.columns if c not in wanted]
+            for name in [c for c in wanted if c in frame.columns]:
+                frame[name] = cells.without_markers(frame[name], predictor.missing_values)
+            yield frame
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise _jsonl_error(path, label) from exc
 
 
 def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, None]:

@@ -3,11 +3,21 @@
 A failed run leaves no partial output (``abort`` removes the temporary file); without a path
 the predictions go to stdout. CSV and Parquet are written by pyarrow with the first chunk's
 schema imposed on later chunks, JSON lines by pandas.
+
+A run killed with SIGKILL cannot remove its temporary file, so the file is held under an
+exclusive ``flock`` for as long as it exists: the kernel drops the lock when its process dies,
+however it dies. The next run writing the same output removes that output's temporary files
+whose lock it can take (``sweep``); a locked one belongs to a run at work and is left alone.
+A lock, unlike a PID in the name, cannot be mistaken across containers sharing a volume or
+after the PID is reused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -16,27 +26,87 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.errors import StoreError
+from pipeline.store import fsync_dir, store_error
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp")
+
+
+def sweep(path: Path) -> list[Path]:
+    """Remove the temporary files of output ``path`` that killed runs left; return them."""
+    pattern = _temp_pattern(path)
+    try:
+        found = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return []  # no folder yet: nothing was left there
+    return [p for p in found if _abandoned(p)]
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Remove ``tmp`` if no live process holds its lock; whether it was removed."""
+    import fcntl
+
+    try:
+        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False  # gone already, or not ours to open
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        tmp.unlink()
+        return True
+    except OSError:
+        return False  # locked: a run at work writes it
+    finally:
+        os.close(fd)
+
 
 class Writer:
     """Appends prediction chunks to a temporary file, renamed into place on ``commit``."""
 
     def __init__(self, path: Path | None, fmt: str) -> None:
         self.path, self.fmt = path, fmt
-        self.tmp = None if path is None else path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self.tmp: Path | None = None
+        self._lock: int | None = None  # holds the temporary file's flock until it is renamed
         self._handle: BinaryIO | None = None
         self._arrow: Any = None
         self._schema: pa.Schema | None = None  # the first chunk's, imposed on later chunks
 
+    def _error(self, exc: OSError) -> StoreError:
+        fix = "free space or choose" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose"
+        return store_error(exc, self.path or "stdout", f"{fix} another -o path")
+
+    def _open_temp(self, path: Path) -> BinaryIO:
+        """A new temporary file beside ``path``, locked; stale ones of ``path`` are swept."""
+        import fcntl
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder should be
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path.parent)) from None
+        sweep(path)
+        while True:
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while another run's sweep looks at it
+            if os.fstat(fd).st_nlink:
+                self.tmp, self._lock = tmp, fd
+                return os.fdopen(os.dup(fd), "wb")
+            os.close(fd)  # swept between its creation and the lock: take another name
+
     def _sink(self) -> BinaryIO:
         if self._handle is None:
-            if self.tmp is None:
-                self._handle = sys.stdout.buffer
-            else:
-                self.tmp.parent.mkdir(parents=True, exist_ok=True)
-                self._handle = self.tmp.open("wb")
+            self._handle = sys.stdout.buffer if self.path is None else self._open_temp(self.path)
         return self._handle
 
     def write(self, frame: pd.DataFrame) -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def _write(self, frame: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.fmt == "jsonl":
             self._sink().write(frame.to_json(orient="records", lines=True).encode())
@@ -55,21 +125,29 @@ class Writer:
         self._arrow.write_table(table.cast(self._schema))
 
     def commit(self) -> None:
-        if self._arrow is not None:
-            self._arrow.close()
-        if self._handle is not None and self.tmp is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
-        elif self._handle is not None:
-            self._handle.flush()
-        if self.tmp is not None and self.path is not None:
-            if self._handle is None:  # no rows at all: still produce an (empty) file
-                self.tmp.write_bytes(b"")
-            self.tmp.replace(self.path)
+        try:
+            handle = self._sink()  # no rows at all: still produce an (empty) file
+            if self._arrow is not None:
+                self._arrow.close()
+            handle.flush()
+            if self.tmp is not None and self.path is not None:
+                os.fsync(handle.fileno())
+                handle.close()
+                self.tmp.replace(self.path)
+                fsync_dir(self.path.parent)
+                self._unlock()
+        except OSError as exc:
+            raise self._error(exc) from exc
 
     def abort(self) -> None:
         if self.tmp is not None:
             if self._handle is not None and not self._handle.closed:
-                self._handle.close()
+                with contextlib.suppress(OSError):  # a full disk fails the last flush too
+                    self._handle.close()
             self.tmp.unlink(missing_ok=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

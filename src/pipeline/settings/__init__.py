@@ -8,9 +8,15 @@ records where each value came from. ``loading`` is the only module that reads ``
 from pipeline.settings.loading import Leaf, Loaded, leaves, load, redact, unknown_error
 from pipeline.settings.tree import (
     ALIASED_ENV,
+    CLI_OPTIONS,
     DEFAULT_MISSING,
     ENV_PREFIX,
     LOADER_VARS,
+    MAX_NAME_LENGTH,
+    MODEL_NAME_RE,
+    MODEL_NAME_RULE,
+    MODEL_VERSION_RE,
+    MODEL_VERSION_RULE,
     NESTED,
     SECRET_FIELDS,
     SECRET_PATHS,
@@ -28,9 +34,15 @@ from pipeline.settings.tree import (
 
 __all__ = [
     "ALIASED_ENV",
+    "CLI_OPTIONS",
     "DEFAULT_MISSING",
     "ENV_PREFIX",
     "LOADER_VARS",
+    "MAX_NAME_LENGTH",
+    "MODEL_NAME_RE",
+    "MODEL_NAME_RULE",
+    "MODEL_VERSION_RE",
+    "MODEL_VERSION_RULE",
     "NESTED",
     "SECRET_FIELDS",
     "SECRET_PATHS",

@@ -7,9 +7,22 @@ its id covers; ``Settings.public`` is everything but the secrets.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import itertools
+import re
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,13 +38,52 @@ LOADER_VARS = ("PIPELINE_PRESET", "PIPELINE_CONFIG_DIR", "PIPELINE_ENV_FILE")
 # columns; reading it as missing is right because a missing category becomes its own bucket.
 DEFAULT_MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "-NaN", "-nan"]
 
-Task = Literal["auto", "regression", "binary", "multiclass"]
-ColumnKind = Literal["numeric", "categorical", "boolean"]
+# Bounds that keep a typo from reaching torch: more threads than this never helps a tabular MLP
+# (and 100,000 cannot even be created); a layer wider than MAX_WIDTH, or hidden layers holding
+# more than MAX_HIDDEN_WEIGHTS weights between them ([200000, 200000] would need 160 GB), is a
+# slip of a digit rather than a model this tool is meant to train.
+MAX_THREADS = 256
+MAX_WIDTH = 8192
+MAX_LAYERS = 16
+MAX_HIDDEN_WEIGHTS = 1 << 26
+# Seconds: a day. Beyond it the operating system's own timers overflow (socket timeouts do at
+# about 1e11 s) and no request or shutdown should wait that long.
+MAX_SECONDS = 86_400.0
+# Package file names are <name>/<version>.tar.gz and <dist>-<version>-py3-none-any.whl: far
+# below the 255 bytes a file name may have.
+MAX_NAME_LENGTH = 64
+MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# Semantic versioning 2.0 core with an optional pre-release (no build metadata: '+' in a file
+# name invites trouble and semver ignores it for precedence anyway).
+MODEL_VERSION_RE = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(-(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+)
+MODEL_NAME_RULE = (
+    "expected lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, "
+    f"at most {MAX_NAME_LENGTH} characters"
+)
+MODEL_VERSION_RULE = (
+    "expected a semantic version MAJOR.MINOR.PATCH with an optional -prerelease (1.2.0, "
+    f"1.2.0-rc.1), at most {MAX_NAME_LENGTH} characters"
+)
+
+
+def _lower(value: Any) -> Any:
+    """Choices are lower case, and `DEBUG` or `CSV` mean what `debug` and `csv` do."""
+    return value.lower() if isinstance(value, str) else value
+
+
+_Lower = BeforeValidator(_lower)
+Task = Annotated[Literal["auto", "regression", "binary", "multiclass"], _Lower]
+ColumnKind = Annotated[Literal["numeric", "categorical", "boolean"], _Lower]
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 
 class _Section(BaseModel):
-    # Unknown keys in a preset or a JSON value are mistakes, not extensions.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys in a preset or a JSON value are mistakes, not extensions. inf and NaN are
+    # never a useful learning rate, timeout or bound (and are not JSON, which builds record).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSettings(_Section):
@@ -41,7 +93,7 @@ class DataSettings(_Section):
         "builtin://house-prices",
         description="Dataset URI: path, file://, http(s)://, kaggle://, builtin://",
     )
-    format: Literal["auto", "csv", "parquet"] = Field(
+    format: Annotated[Literal["auto", "csv", "parquet"], _Lower] = Field(
         "auto", description="File format; auto decides from the name, then the bytes"
     )
     sha256: str | None = Field(
@@ -68,7 +120,9 @@ class FeatureSettings(_Section):
     min_frequency: int = Field(
         3, ge=1, description="Categories seen fewer times than this go to the unknown bucket"
     )
-    max_embedding_dim: int = Field(16, ge=1, description="Upper bound of an embedding's width")
+    max_embedding_dim: int = Field(
+        16, ge=1, le=1024, description="Upper bound of an embedding's width"
+    )
     log_skewed: bool = Field(
         True, description="log1p-transform non-negative numeric columns with a long right tail"
     )
@@ -83,10 +137,39 @@ class ModelSettings(_Section):
 
     name: str = Field("house-prices", description="Model name used for packages and releases")
     version: str = Field("0.1.0", description="Semantic version of the packaged model")
-    hidden: list[int] = Field(
-        default_factory=lambda: [256, 128], description="Widths of the hidden layers"
+    hidden: list[Width] = Field(
+        default_factory=lambda: [256, 128],
+        max_length=MAX_LAYERS,
+        description="Widths of the hidden layers",
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer")
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if len(name) > MAX_NAME_LENGTH or not MODEL_NAME_RE.fullmatch(name):
+            raise PydanticCustomError("model_name", MODEL_NAME_RULE)
+        return name
+
+    @field_validator("version")
+    @classmethod
+    def _semantic_version(cls, version: str) -> str:
+        if len(version) > MAX_NAME_LENGTH or not MODEL_VERSION_RE.fullmatch(version):
+            raise PydanticCustomError("model_version", MODEL_VERSION_RULE)
+        return version
+
+    @field_validator("hidden")
+    @classmethod
+    def _fits_in_memory(cls, hidden: list[int]) -> list[int]:
+        weights = sum(a * b for a, b in itertools.pairwise(hidden))
+        if weights > MAX_HIDDEN_WEIGHTS:
+            # A weight trains with its gradient and AdamW's two moments: 16 bytes in float32.
+            raise PydanticCustomError(
+                "too_many_weights",
+                f"{weights:,} weights between hidden layers ({weights * 16 / 2**30:.1f} GiB to "
+                f"train): at most {MAX_HIDDEN_WEIGHTS:,}; use narrower or fewer layers",
+            )
+        return hidden
 
 
 class TrainSettings(_Section):
@@ -99,7 +182,7 @@ class TrainSettings(_Section):
     patience: int = Field(30, ge=1, description="Epochs without validation gain before stopping")
     val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of rows for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test")
-    target_transform: Literal["auto", "none", "log", "log1p"] = Field(
+    target_transform: Annotated[Literal["auto", "none", "log", "log1p"], _Lower] = Field(
         "auto",
         description="Regression target transform; auto is log for a positive right-skewed target",
     )
@@ -107,12 +190,13 @@ class TrainSettings(_Section):
         True,
         description="After early stopping picks the epoch count, retrain on train+validation rows",
     )
-    device: Literal["cpu", "auto", "cuda"] = Field(
+    device: Annotated[Literal["cpu", "auto", "cuda"], _Lower] = Field(
         "cpu", description="cpu, or auto to use CUDA when present"
     )
     threads: int = Field(
         0,
         ge=0,
+        le=MAX_THREADS,
         description="torch intra-op threads; 0: 1 for batches under 256 rows, else one per "
         "core (max 4)",
     )
@@ -121,6 +205,20 @@ class TrainSettings(_Section):
         ge=0,
         description="Also checkpoint every N epochs (0: only when stopped by SIGTERM/SIGINT)",
     )
+
+    @model_validator(mode="after")
+    def _rows_left_to_train(self) -> Self:
+        total = self.val_fraction + self.test_fraction
+        if total >= 1:
+            # ``fields`` lets the loader name both settings and where each value came from.
+            raise PydanticCustomError(
+                "no_rows_to_train",
+                f"validation {self.val_fraction:g} + test {self.test_fraction:g} = {total:g} of "
+                "the rows leaves none to train on: the two must add up to less than 1 (the "
+                "defaults are 0.15 and 0.2)",
+                {"fields": ("val_fraction", "test_fraction")},
+            )
+        return self
 
 
 class GateSettings(_Section):
@@ -142,16 +240,19 @@ class RunSettings(_Section):
     threshold: float = Field(
         0.5, gt=0, lt=1, description="Binary models predict the positive class at or above this"
     )
-    output_format: Literal["auto", "csv", "parquet", "jsonl"] = Field(
+    output_format: Annotated[Literal["auto", "csv", "parquet", "jsonl"], _Lower] = Field(
         "auto", description="Prediction file format; auto follows the output file's suffix"
     )
     chunk_rows: int = Field(
-        100_000, ge=1, description="Rows per prediction chunk: bounds memory whatever the input"
+        100_000,
+        ge=1,
+        le=100_000_000,
+        description="Rows per prediction chunk: bounds memory whatever the input",
     )
     id_column: str | None = Field(
         None, description="Input column copied unchanged into the predictions (e.g. Id)"
     )
-    on_error: Literal["fail", "column"] = Field(
+    on_error: Annotated[Literal["fail", "column"], _Lower] = Field(
         "fail", description="A bad row fails the batch, or gets a message in an error column"
     )
     required_secrets: list[str] = Field(
@@ -172,15 +273,26 @@ class ServeSettings(_Section):
     token: SecretStr | None = Field(
         None, description="Bearer token that /v1/* requires when set (a secret)"
     )
-    threads: int = Field(1, ge=1, description="torch intra-op threads of each inference")
+    threads: int = Field(
+        1, ge=1, le=MAX_THREADS, description="torch intra-op threads of each inference"
+    )
     concurrency: int = Field(
-        0, ge=0, description="Inferences run at once; 0 means one per available core"
+        0,
+        ge=0,
+        le=MAX_THREADS,
+        description="Inferences run at once; 0 means one per available core",
     )
     graceful_timeout: int = Field(
-        30, ge=1, description="Seconds SIGTERM waits for in-flight requests before cancelling"
+        30,
+        ge=1,
+        le=MAX_SECONDS,
+        description="Seconds SIGTERM waits for in-flight requests before cancelling",
     )
     drain_seconds: float = Field(
-        0.0, ge=0, description="Seconds after SIGTERM that /readyz says 503 while still serving"
+        0.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Seconds after SIGTERM that /readyz says 503 while still serving",
     )
 
 
@@ -194,19 +306,25 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         populate_by_name=True,
+        allow_inf_nan=False,
     )
 
     seed: int = Field(42, ge=0, description="The one seed behind every random choice")
     store: str = Field("./store", description="Artifact store: a folder path or file:// URI")
-    log_format: Literal["auto", "json", "console"] = Field(
+    log_format: Annotated[Literal["auto", "json", "console"], _Lower] = Field(
         "auto", description="auto is console on a terminal, JSON lines otherwise"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], _Lower] = Field(
         "info", description="Lowest level written"
     )
-    http_timeout: float = Field(30.0, gt=0, description="Seconds before an HTTP fetch gives up")
+    http_timeout: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="Seconds before an HTTP fetch gives up"
+    )
     kaggle_timeout: float = Field(
-        60.0, gt=0, description="Seconds a Kaggle request may wait for the server before failing"
+        60.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds a Kaggle request may wait for the server before failing",
     )
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
     features: FeatureSettings = Field(default_factory=FeatureSettings)  # type: ignore[arg-type]
@@ -240,6 +358,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("XDG_CONFIG_HOME"),
         description="Base folder of user config (kaggle looks in its kaggle/)",
     )
+
+    # Where each value came from, as a message names it ("env var PIPELINE_TRAIN__DEVICE",
+    # "option --device", "preset config/titanic.toml", ".env line 3 (PIPELINE_SEED)"); ``load``
+    # fills it, settings built in code leave it empty. (Private, so never dumped or recorded.)
+    _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    def source_of(self, *path: str) -> str:
+        """Where the value at ``path`` (e.g. ``"train", "device"``) came from, for a message."""
+        env = ALIASED_ENV.get(path[-1]) or ENV_PREFIX + NESTED.join(path).upper()
+        return self._sources.get(path) or env
 
     @classmethod
     def settings_customise_sources(
@@ -283,6 +411,10 @@ _OPERATIONAL_TRAIN = ("device", "threads", "checkpoint_every")
 SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
 # Secrets inside a section, by path.
 SECRET_PATHS = (("serve", "token"),)
+# Command-line options that set a setting (train --device, serve --host/--port), so that a
+# message names the option the user typed rather than the variable it stands for.
+CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--host",
+               "PIPELINE_SERVE__PORT": "--port"}  # fmt: skip
 ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
                "xdg_config_home": "XDG_CONFIG_HOME"}  # fmt: skip

@@ -4,7 +4,8 @@
 keeps its objects. ``LocalStore`` (``local.py``) keeps them in a local folder (``./store`` or
 ``file:///abs/path``); ``MemoryStore`` (``memory.py``) keeps them in a dict, for tests and as the
 model for an object store. This module also holds the helpers both need: canonical JSON, file
-digests and atomic local writes.
+digests and atomic local writes; ``numbered.py`` lists and claims numbered objects (release
+records, history events) on any store.
 
 Every write is atomic: a reader never sees half of anything, and a crash leaves the old state or
 the new. This is the bottom layer: it imports only ``pipeline.errors`` and the standard library.
@@ -23,9 +24,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 
 CHUNK = 1 << 20
 
@@ -54,17 +54,33 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def store_error(exc: OSError, what: Path | str) -> StoreError:
-    """The one-line error for a failed store write, with the reason in words."""
-    reason = {
-        errno.ENOSPC: "the disk is full",
-        errno.EROFS: "the file system is read-only",
-        errno.EACCES: "permission denied",
-        errno.EDQUOT: "the disk quota is exceeded",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return StoreError(
-        f"cannot write {what}: {reason}; free space or point PIPELINE_STORE at a writable folder"
-    )
+_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+# What to do depends on the cause: "free space" is no advice for a read-only disk.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_reason(exc: OSError) -> str:
+    """The cause of a failed file operation in words (``the disk is full``)."""
+    return _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+def store_error(exc: OSError, what: Path | str, advice: str | None = None) -> StoreError:
+    """The one-line error for a failed store write, with the reason and the remedy in words.
+
+    ``advice`` replaces the default remedy (pointing PIPELINE_STORE elsewhere), for files
+    outside the store such as ``--id-file``.
+    """
+    if advice is None:
+        fix = "free space" if exc.errno in _FULL else "make it writable"
+        advice = f"{fix} or point PIPELINE_STORE at a writable folder"
+    return StoreError(f"cannot write {what}: {os_reason(exc)}; {advice}")
 
 
 def temp_beside(path: Path, data: bytes) -> Path:
@@ -82,8 +98,11 @@ def temp_beside(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, data: bytes, advice: str | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    ``advice`` is the remedy a failure names (``store_error``'s).
+    """
     tmp: Path | None = None
     try:
         tmp = temp_beside(path, data)
@@ -92,7 +111,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        raise store_error(exc, path) from exc
+        raise store_error(exc, path, advice) from exc
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -144,16 +163,16 @@ class Store(abc.ABC):
     def from_uri(uri: str) -> Store:
         """Open the store named by ``PIPELINE_STORE``: a path or a ``file://`` URI.
 
+        StoreError for a value that names no usable folder (see ``local.root_of``) and for a
+        store that is a file or lies under one: readers would see an empty store otherwise.
         ``MemoryStore`` has no URI here on purpose: every command opens the store anew, so a
         store in one process's memory would be empty for the next command.
         """
-        parsed = urlparse(uri)
-        if parsed.scheme in ("", "file"):
-            path = unquote(parsed.path) if parsed.scheme == "file" else uri
-            return LocalStore(Path(path).expanduser())
-        raise StoreError(
-            f"unsupported store URI '{uri}' (PIPELINE_STORE): expected a folder path or file:// URI"
-        )
+        from pipeline.store.local import check_not_a_file, root_of
+
+        root = root_of(uri)
+        check_not_a_file(root)
+        return LocalStore(root)
 
     @abc.abstractmethod
     def read_bytes(self, key: str) -> bytes:
@@ -192,7 +211,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def staging(self) -> contextlib.AbstractContextManager[Path]:
-        """A private local scratch folder, removed afterwards whatever happens."""
+        """A private local scratch folder, removed afterwards whatever happens.
+
+        What a SIGKILL left behind is removed by a later ``staging()`` (LocalStore's sweep).
+        """
 
     @abc.abstractmethod
     def publish(self, staged: Path, key: str) -> bool:
@@ -223,6 +245,29 @@ class Store(abc.ABC):
 
         The inverse of ``location``: a local path for a folder store, a URI for an object store.
         """
+
+    @abc.abstractmethod
+    def check_writable(self) -> None:
+        """StoreError now if the store cannot be written at all (read-only, a file, no access).
+
+        Commands that work for minutes before their first write (training) call it up front.
+        """
+
+    @abc.abstractmethod
+    def contains(self, location: str) -> bool:
+        """Whether a user-given location (an output path) is the store or lies inside it."""
+
+    def refuse_inside(self, location: Path | str | None, option: str) -> None:
+        """ConfigError if an output named by ``option`` would be written into the store.
+
+        Only the stages write the store, through this interface: an output there could replace
+        an immutable release record or a package, or leave a file no manifest lists.
+        """
+        if location is not None and self.contains(str(location)):
+            raise ConfigError(
+                f"{option} {location} lies inside the store {self.uri} (PIPELINE_STORE), whose "
+                "files only pipeline writes: expected a path outside it; choose another path"
+            )
 
     def read_json(self, key: str) -> Any:
         """Parse the JSON stored under ``key``."""
@@ -258,6 +303,7 @@ __all__ = [
     "canonical_json",
     "fsync_dir",
     "key_parts",
+    "os_reason",
     "sha256_file",
     "store_error",
     "temp_beside",

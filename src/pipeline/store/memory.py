@@ -151,6 +151,12 @@ class MemoryStore(Store):
         with held:
             yield
 
+    def check_writable(self) -> None:
+        return None  # memory is always writable; a full one raises MemoryError, not a refusal
+
+    def contains(self, location: str) -> bool:
+        return location == self.uri or location.startswith(f"{self.uri}/")
+
     def location(self, key: str) -> str:
         return f"{self.uri}/{_name(key)}"
 

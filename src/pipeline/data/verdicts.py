@@ -1,0 +1,161 @@
+"""Verdicts on text columns: where schema inference refuses to guess, and what it says.
+
+A text column (or target) that is mostly numbers, mostly true/false, dates or formatted
+numbers is a decision for the user, not for inference: each check here raises a ``DataError``
+naming the first cell that settles it and saying what to do. ``text_target`` applies them to a
+target that may be a number.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline.data import cells, spellings
+from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+# A text column whose present values are at least this share numbers (or true/false) is a
+# numeric (boolean) column with a few bad cells, not a categorical one: it is refused, naming
+# the first bad cell, rather than silently turned into categories.
+MOSTLY = 0.9
+
+
+def mostly(series: pd.Series, matches: np.ndarray) -> tuple[int, Any, int, int] | None:
+    """(data row, value) of the first present cell where ``matches`` is False, and how many
+    present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None."""
+    present = series.notna().to_numpy()
+    total = int(present.sum())
+    count = int(matches.sum())
+    if total == 0 or count == total or count < MOSTLY * total:
+        return None
+    pos = int((present & ~matches).nonzero()[0][0])
+    return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
+
+
+def mostly_booleans(series: pd.Series) -> tuple[int, Any, int, int] | None:
+    """``mostly`` for the cells spelt as true/false words (``cells.BOOLEAN_WORDS``)."""
+    return mostly(series, cells.are_boolean_words(series))
+
+
+def bad_cell(name: str, label: str, row: int, value: Any, tail: str, subject: str) -> DataError:
+    """A cell's error as training words it: the whole value's repr (``cells.shown``)."""
+    return cells.cell_error(name, label, row, cells.shown(value, None), tail, subject=subject)
+
+
+def refuse_spellings(
+    series: pd.Series, profile: spellings.Profile, name: str, label: str, *, target: bool = False
+) -> None:
+    """A ``DataError`` for a text column (or target) of dates or of formatted numbers.
+
+    Dates: ``MOSTLY`` of its present values are dates or times, in any spelling. Formatted
+    numbers: ``MOSTLY`` of them are numbers, plain or formatted, and some are formatted
+    (``208,500``, ``$5``, ``12%``): a separator's meaning is not guessed, the cell is named.
+    """
+    subject = "target column" if target else "column"
+    if profile.share(profile.dates) >= MOSTLY:
+        pos = int(profile.dates.nonzero()[0][0])
+        value = cells.shown(cells.plain(series.iloc[pos]), None)
+        where = f"{value} at data row {cells.data_row(series, pos)}"
+        advice = (
+            "choose another PIPELINE_DATA__TARGET, or set PIPELINE_DATA__TASK=multiclass if each "
+            "date is a class label"
+            if target
+            else "add it to PIPELINE_DATA__DROP, or declare it categorical in "
+            "PIPELINE_DATA__COLUMN_KINDS to use each value as a category"
+        )
+        raise DataError(
+            f"{subject} '{name}' in {label} holds dates or times ({where}), which are not "
+            f"supported as {'a target' if target else 'features'}: {advice}",
+            column=name,
+            row=cells.data_row(series, pos),
+            value=value,
+        )
+    if not profile.formatted.any() or profile.share(profile.numbers | profile.formatted) < MOSTLY:
+        return
+    pos = int(profile.formatted.nonzero()[0][0])
+    value = cells.plain(series.iloc[pos])
+    advice = (
+        "set PIPELINE_DATA__TASK=multiclass if the target is a class label"
+        if target
+        else "declare the column categorical in PIPELINE_DATA__COLUMN_KINDS"
+    )
+    raise bad_cell(
+        name,
+        label,
+        cells.data_row(series, pos),
+        value,
+        f", a number written with {spellings.formatting(value)}: expected plain numbers "
+        "(digits, '.' for decimals, no separators, currency or percent signs); write the "
+        f"values as plain numbers, or {advice}",
+        subject,
+    )
+
+
+def text_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -> pd.DataFrame:
+    """``frame`` with a text target of plain numbers made numbers; a ``DataError`` for a target
+    that is dates, formatted numbers, mostly numbers or true/false, or one class spelt twice.
+
+    Only for a target that may be a number (PIPELINE_DATA__TASK auto or regression): a declared
+    classification takes its values as labels, whatever they look like.
+    """
+    import pandas as pd
+
+    target = frame[name]
+    if spellings.is_temporal(target):
+        first = target.first_valid_index()
+        raise DataError(
+            f"target column '{name}' in {label} holds dates, times or durations "
+            f"({cells.printable(str(target[first]), 40)!r} ...), which are not supported as a "
+            "target: choose another PIPELINE_DATA__TARGET, or set PIPELINE_DATA__TASK=multiclass "
+            "if each value is a class label"
+        )
+    if pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+        return frame
+    profile = spellings.profile(target)
+    refuse_spellings(target, profile, name, label, target=True)
+    if profile.numbers.sum() == profile.present.sum():  # text numbers (a Parquet string column)
+        return frame.assign(**{name: cells.parse_numbers(target)[0]})
+    if task_hint != "auto":
+        return frame  # regression: the first cell that is not a number is refused below
+    tail = (
+        "fix the row, leave it empty to drop it, or set PIPELINE_DATA__TASK=multiclass if the "
+        "target is a class label"
+    )
+    for found, what in (
+        (mostly(target, profile.numbers), "numbers"),
+        (mostly_booleans(target), "true/false"),
+    ):
+        if found is not None:
+            row, value, count, total = found
+            raise bad_cell(
+                name,
+                label,
+                row,
+                value,
+                f", but {count} of its {total} values are {what}: {tail}",
+                "target column",
+            )
+    _refuse_spelt_twice(target, name, label)
+    return frame
+
+
+def _refuse_spelt_twice(target: pd.Series, name: str, label: str) -> None:
+    """A ``DataError`` when two of a text target's classes differ only in case or spaces
+    (``yes`` and ``Yes ``): one class split in two, silently, otherwise."""
+    seen: dict[str, Any] = {}
+    for value in target.dropna().unique().tolist():
+        key = " ".join(str(value).split()).casefold()
+        if key in seen and seen[key] != value:
+            first, rows = seen[key], target.to_numpy(dtype=object)
+            row_a = cells.data_row(target, int((rows == first).nonzero()[0][0]))
+            row_b = cells.data_row(target, int((rows == value).nonzero()[0][0]))
+            raise DataError(
+                f"target column '{name}' in {label} has {first!r} at data row {row_a} and "
+                f"{value!r} at data row {row_b}, one class spelt two ways (case or spaces): "
+                "write each class one way, or set PIPELINE_DATA__TASK=multiclass to keep them "
+                "apart"
+            )
+        seen[key] = value

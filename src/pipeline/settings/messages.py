@@ -1,0 +1,121 @@
+"""One line for settings that do not validate: which setting, where it came from, what is wrong.
+
+"invalid setting train.threads from env var PIPELINE_TRAIN__THREADS: Input should be less than
+or equal to 256 (got '100000')". The place is the layer that won for that setting: a preset file,
+a ``.env`` line, an environment variable or a command-line option. A value is echoed only where
+it cannot be a secret, and every known secret is masked from the line as a last defence.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from pipeline.settings.layers import Layer, SettingPath, holds_secret, paths
+from pipeline.settings.tree import Settings
+
+MAX_SHOWN = 3  # errors in one message; the rest are counted
+
+
+def _model_at(path: SettingPath) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in path:
+        info = model.model_fields.get(part)
+        ann = info.annotation if info else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _winner(path: SettingPath, layers: Sequence[Layer]) -> Layer | None:
+    """The highest layer that set ``path`` (or a section or list that holds it)."""
+    for layer in reversed(layers):
+        for set_path in paths(layer.values):
+            if path[: len(set_path)] == set_path:
+                return layer
+    return None
+
+
+def where(path: SettingPath, layers: Sequence[Layer]) -> str:
+    """How a message names the place the value at ``path`` came from."""
+    layer = _winner(path, layers)
+    return layer.where(path)[0] if layer else "default"
+
+
+_SECTIONS: set[SettingPath] = {(n,) for n in Settings.model_fields if _model_at((n,))}
+
+
+def _echo_ok(loc: SettingPath, leaf: SettingPath, layers: Sequence[Layer]) -> bool:
+    """Whether the input at ``loc`` may be shown: never a secret, and in a section that holds
+    one only when the variable of that very setting gave it (PIPELINE_SERVE__PORT, PORT), never
+    a JSON object for the whole section, whose misspelt key may be the token."""
+    if holds_secret(leaf) and leaf not in _SECTIONS:
+        return False
+    if not holds_secret(loc[:1]):
+        return True
+    layer = _winner(loc, layers)
+    if layer is None:
+        return False
+    _, var_path = layer.where(loc)
+    return layer.origin == "preset" or (var_path == leaf and not holds_secret(leaf))
+
+
+def _leaf(loc: SettingPath) -> SettingPath:
+    """The setting a location falls in: ``("model", "hidden", "0")`` -> ``("model", "hidden")``."""
+    if loc[:1] in _SECTIONS and len(loc) > 1:
+        return loc[:2]
+    return loc[:1]
+
+
+def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
+    loc = tuple(str(p).lower() for p in err["loc"])
+    ctx: dict[str, Any] = dict(err.get("ctx") or {})
+    message = err["msg"].removeprefix("Value error, ")
+    if "fields" in ctx:  # a rule across settings of one section (e.g. the split fractions)
+        named = [(*loc, f) for f in ctx["fields"]]
+        origins = [where(p, layers) for p in named]
+        said = " and ".join(
+            f"{'.'.join(p)} ({'default' if w == 'default' else 'from ' + w})"
+            for p, w in zip(named, origins, strict=True)
+        )
+        return f"invalid settings {said}: {message}"
+    leaf = _leaf(loc)
+    section = _model_at(loc[:-1]) if loc else None
+    if err["type"] == "extra_forbidden" and section is not None:
+        names = list(section.model_fields)
+        close = difflib.get_close_matches(loc[-1], names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return (
+            f"invalid setting {'.'.join(loc)} from {where(loc, layers)}: {'.'.join(loc[:-1])} "
+            f"has no setting '{loc[-1]}'{hint}; expected one of {', '.join(names)}"
+        )
+    got = (
+        f" (got {err.get('input')!r})"
+        if _echo_ok(loc, leaf, layers)
+        else " (the value is not shown: it is, or sits beside, a secret)"
+    )
+    shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "settings"
+    return f"invalid setting {shown} from {where(loc, layers)}: {message}{got}"
+
+
+def validation_message(exc: ValidationError, layers: Sequence[Layer]) -> str:
+    """The one-line message for settings that failed validation."""
+    errors = exc.errors()
+    parts = [_one(err, layers) for err in errors[:MAX_SHOWN]]
+    if len(errors) > MAX_SHOWN:
+        parts.append(f"and {len(errors) - MAX_SHOWN} more")
+    return mask("; ".join(parts), layers)
+
+
+def mask(message: str, layers: Sequence[Layer]) -> str:
+    """``message`` with every secret value any layer holds replaced (a last line of defence)."""
+    for layer in layers:
+        for secret in sorted(layer.secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                message = message.replace(secret, "**********")
+    return message

@@ -1,0 +1,417 @@
+"""Inference refuses to guess: formatted numbers, dates, Parquet types and JSON-lines cells.
+
+Each rule is checked where it is made (``spellings``, ``columns``, ``schema``, the readers) and,
+where it matters, that training's reader and prediction's readers apply it alike. The corpus
+(tests/test_corpus.py) runs the same cases through the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data import cells, columns, read, schema, spellings
+from pipeline.errors import DataError
+from pipeline.predict import readers
+from pipeline.predict.predictor import Stats
+from pipeline.settings import DEFAULT_MISSING, DataSettings, RunSettings
+
+PRICES = [208500, 181500, 223500, 140000, 250000, 143000, 307000, 200000, 129900, 118000]
+
+
+def _data(**overrides: Any) -> DataSettings:
+    return DataSettings(**{"target": "y", "drop": [], **overrides})
+
+
+def _train_frame(path: Path, **overrides: Any) -> tuple[pd.DataFrame, schema.Schema]:
+    """``path`` read, its target prepared and its schema inferred, as `train` does."""
+    data = _data(**overrides)
+    frame = read.read_table(path, data, label=path.name)
+    frame = schema.prepare_target(frame, data.target, data.task, path.name)
+    return frame, schema.infer(frame, data, "none", path.name)[0]
+
+
+def _refusal(path: Path, **overrides: Any) -> str:
+    with pytest.raises(DataError) as caught:
+        _train_frame(path, **overrides)
+    return caught.value.message
+
+
+def _csv(tmp_path: Path, header: str, rows: list[str]) -> Path:
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _parquet(tmp_path: Path, **cols: Any) -> Path:
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
+def _kinds(found: schema.Schema) -> dict[str, str]:
+    return {c.name: c.kind for c in found.columns}
+
+
+# -- formatted numbers ----------------------------------------------------------------------
+
+FORMATTED = [
+    "208,500",
+    "$208,500",
+    "208,500 €",
+    "USD 208,500",
+    "12%",
+    "12.5 %",
+    "1.234,5",
+    "3,5",
+    "208 500",
+    "208\u00a0500",
+    "(5)",
+    "($1,234.50)",
+    "−5",
+    "1_000",
+]
+
+
+@pytest.mark.parametrize("text", FORMATTED)
+def test_formatted_numbers_are_told_from_plain_ones(text: str) -> None:
+    """Thousands separators, currency and percent signs, decimal commas, accounting parentheses
+    and a typographic minus make a formatted number; it is never a plain one."""
+    found = spellings.profile(pd.Series([text, "7", "abc", None], dtype="str"))
+    assert found.formatted.tolist() == [True, False, False, False]
+    assert found.numbers.tolist() == [False, True, False, False]
+
+
+@pytest.mark.parametrize("text", ["1Fam", "1.5Fin", "C22 C26", "1,2,3", "5 kg", "A-12", "2003"])
+def test_codes_with_digits_are_not_formatted_numbers(text: str) -> None:
+    """Category codes with digits in them (house prices' 1.5Fin, a cabin C22 C26) and numbers
+    with units stay text; a plain year is a number."""
+    found = spellings.profile(pd.Series([text], dtype="str"))
+    assert not found.formatted.any() and not found.dates.any()
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ([f"{p:,}" for p in PRICES], ("'208,500' at data row 1", "thousands separator")),
+        ([f"${p:,}" for p in PRICES], ("'$208,500' at data row 1", "currency sign")),
+        ([f"{p % 97}%" for p in PRICES], ("'47%' at data row 1", "percent sign")),
+        ([f"({p})" for p in PRICES], ("'(208500)' at data row 1", "parentheses")),
+    ],
+)
+def test_a_formatted_feature_is_refused_naming_a_cell(
+    tmp_path: Path, values: list[str], named: tuple[str, ...]
+) -> None:
+    """A feature of formatted numbers is refused naming column, cell and what to do, where it
+    was silently made categorical."""
+    rows = [f'"{v}",{k}' for k, v in enumerate(values)]
+    message = _refusal(_csv(tmp_path, "price,y", rows))
+    for part in ("column 'price'", *named, "PIPELINE_DATA__COLUMN_KINDS"):
+        assert part in message, message
+
+
+def test_formatted_numbers_are_refused_before_the_cardinality_limit(tmp_path: Path) -> None:
+    """Over the cardinality limit the refusal names the format, not the number of values."""
+    rows = [f'"{1000 + k:,}",{k}' for k in range(1200)]
+    message = _refusal(_csv(tmp_path, "area,y", rows))
+    assert "'1,000' at data row 1" in message and "distinct" not in message
+
+
+def test_a_formatted_feature_declared_categorical_is_kept(tmp_path: Path) -> None:
+    """Declaring the column categorical is the documented way to keep formatted values."""
+    rows = [f'"{p:,}",{k}' for k, p in enumerate(PRICES)]
+    _, found = _train_frame(_csv(tmp_path, "price,y", rows), column_kinds={"price": "categorical"})
+    assert _kinds(found) == {"price": "categorical"}
+
+
+@pytest.mark.parametrize("task", ["auto", "regression"])
+def test_a_formatted_target_is_refused(tmp_path: Path, task: str) -> None:
+    """A price target written 208,500 is refused, where it trained a 10-class classifier."""
+    rows = [f'{k},"{p:,}"' for k, p in enumerate(PRICES)]
+    message = _refusal(_csv(tmp_path, "x,y", rows), task=task)
+    assert "target column 'y'" in message and "'208,500' at data row 1" in message
+
+
+def test_a_formatted_target_declared_multiclass_is_labels(tmp_path: Path) -> None:
+    """PIPELINE_DATA__TASK=multiclass takes formatted values as class labels, as declared."""
+    rows = [f'{k},"{p:,}"' for k, p in enumerate(PRICES)]
+    _, found = _train_frame(_csv(tmp_path, "x,y", rows), task="multiclass")
+    assert found.task == "multiclass"
+
+
+# -- hex and Python's digit grouping ---------------------------------------------------------
+
+
+def test_hex_integers_are_numbers_in_every_rule(tmp_path: Path) -> None:
+    """pyarrow's CSV reader reads 0x1F as 31; prediction's and training's text rules agree."""
+    frame, found = _train_frame(_csv(tmp_path, "code,y", [f"0x{k:X},{k}" for k in range(10, 40)]))
+    assert _kinds(found) == {"code": "numeric"} and frame["code"].iloc[0] == 10
+    text = pd.Series(["0x1F", "12", "-0x1F"], dtype="str")
+    for parser in ("pandas", "arrow"):
+        values, bad = cells.parse_numbers(text, parser)
+        assert values[:2].tolist() == [31.0, 12.0] and bad.tolist() == [False, False, True]
+    assert cells.to_float("0x1F") == 31.0
+
+
+def test_python_digit_grouping_is_not_a_number_anywhere() -> None:
+    """ "1_000" is refused by pandas and pyarrow; a JSON-lines cell no longer parses it either."""
+    assert math.isnan(cells.to_float("1_000")) and math.isnan(cells.to_float(b"1_000"))
+    mixed = pd.Series([5, "1_000"], dtype=object)
+    assert cells.parse_numbers(mixed, "arrow")[1].tolist() == [False, True]
+
+
+# -- text that is all numbers ---------------------------------------------------------------
+
+
+def test_text_of_plain_numbers_is_numeric(tmp_path: Path) -> None:
+    """A Parquet string column of numbers is a numeric feature and a regression target, where
+    it was an identifier (dropped) and a 10-class target."""
+    path = _parquet(
+        tmp_path,
+        area=pa.array([str(8000 + 37 * k) for k in range(10)]),
+        y=pa.array([str(p) for p in PRICES]),
+    )
+    frame, found = _train_frame(path)
+    assert _kinds(found) == {"area": "numeric"} and found.task == "regression"
+    assert frame["y"].dtype == np.float64 and frame["y"].iloc[0] == 208500.0
+
+
+# -- dates ----------------------------------------------------------------------------------
+
+DATES = [
+    "2003-01-15",
+    "01/15/2003",
+    "15.01.2003",
+    "15-01-03",
+    "2003/01/15",
+    "15 Jan 2003",
+    "Jan 15, 2003",
+    "January 2003",
+    "2003-01-15T10:30:00Z",
+    "2003-01-15 10:30",
+    "Mon, 15 Jan 2003 10:30",
+    "10:30",
+    "10:30 PM",
+]
+
+
+@pytest.mark.parametrize("text", DATES)
+def test_dates_and_times_are_recognised_in_any_common_spelling(text: str) -> None:
+    """ISO, US, European and month-name dates, with or without a time, and times of day."""
+    assert spellings.profile(pd.Series([text], dtype="str")).dates.tolist() == [True]
+
+
+@pytest.mark.parametrize("spelling", ["{y}-01-15", "01/15/{y}", "15.01.{y}", "15 Jan {y}"])
+def test_a_date_feature_is_refused_whatever_its_spelling(tmp_path: Path, spelling: str) -> None:
+    """US-format dates are refused like ISO ones, where they silently became categories."""
+    rows = [f"{spelling.format(y=1990 + k)},{k}" for k in range(10)]
+    message = _refusal(_csv(tmp_path, "sold,y", rows))
+    first = spelling.format(y=1990)
+    assert "column 'sold'" in message and "holds dates" in message
+    assert f"'{first}' at data row 1" in message and "PIPELINE_DATA__DROP" in message
+
+
+def test_a_date_column_declared_categorical_keeps_the_files_text(tmp_path: Path) -> None:
+    """Declared categorical, a date keeps its spelling (what predict reads from a CSV file),
+    not pyarrow's timestamp rendering "2003-01-15 10:30:00"."""
+    rows = [f"2003-01-{k + 10} 10:30,{k}" for k in range(10)]
+    frame, found = _train_frame(
+        _csv(tmp_path, "sold,y", rows), column_kinds={"sold": "categorical"}
+    )
+    assert _kinds(found) == {"sold": "categorical"}
+    assert frame["sold"].iloc[0] == "2003-01-10 10:30"
+
+
+@pytest.mark.parametrize("task", ["auto", "regression"])
+def test_a_date_target_is_refused(tmp_path: Path, task: str) -> None:
+    """Dates in the target are refused, where they trained a classifier of days."""
+    rows = [f"{k},01/{k + 10}/2003" for k in range(10)]
+    message = _refusal(_csv(tmp_path, "x,y", rows), task=task)
+    assert "target column 'y'" in message and "holds dates" in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pa.array([dt.date(2003, 1, k + 1) for k in range(10)]),
+        pa.array([dt.datetime(2003, 1, k + 1) for k in range(10)]),
+        pa.array([dt.timedelta(seconds=k) for k in range(10)]),
+    ],
+    ids=["date32", "timestamp", "duration"],
+)
+def test_a_typed_date_target_is_refused_not_a_traceback(tmp_path: Path, values: pa.Array) -> None:
+    """Parquet dates, timestamps and durations in the target are one line, not a crash."""
+    message = _refusal(_parquet(tmp_path, x=pa.array(range(10)), y=values))
+    assert "target column 'y'" in message and "holds dates, times or durations" in message
+
+
+# -- Parquet and Arrow types ----------------------------------------------------------------
+
+
+def test_parquet_decimals_half_floats_and_dictionaries_are_plain(tmp_path: Path) -> None:
+    """decimal128/256 are float64 numbers, float16 is float32, a dictionary is its values."""
+    path = _parquet(
+        tmp_path,
+        d128=pa.array([decimal.Decimal(p) for p in PRICES], pa.decimal128(10, 2)),
+        d256=pa.array([decimal.Decimal(k) / 4 for k in range(10)], pa.decimal256(40, 2)),
+        half=pa.array([k / 2 for k in range(10)], pa.float16()),
+        colour=pa.array(["red", "blue"] * 5).dictionary_encode(),
+        y=pa.array([decimal.Decimal(p) for p in PRICES], pa.decimal128(12, 2)),
+    )
+    frame, found = _train_frame(path)
+    assert _kinds(found) == {
+        "d128": "numeric",
+        "d256": "numeric",
+        "half": "numeric",
+        "colour": "categorical",
+    }
+    assert found.task == "regression" and frame["d128"].dtype == np.float64
+    assert frame["half"].dtype == np.float32 and frame["colour"].iloc[0] == "red"
+
+
+def test_missing_markers_apply_to_parquet_text(tmp_path: Path) -> None:
+    """ "NA" in a Parquet string column is missing, as it is in a CSV file."""
+    path = _parquet(
+        tmp_path,
+        colour=pa.array(["NA", "red", "blue", "", "red"] * 2, pa.large_string()),
+        y=pa.array(range(10)),
+    )
+    frame, _ = _train_frame(path)
+    assert frame["colour"].isna().tolist()[:5] == [True, False, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("values", "what"),
+    [
+        (pa.array([[k, 1] for k in range(10)]), "lists"),
+        (pa.array([{"a": k} for k in range(10)]), "structs"),
+        (pa.array([[("a", k)] for k in range(10)], pa.map_(pa.string(), pa.int64())), "maps"),
+        (pa.array([bytes([k]) for k in range(10)]), "binary values"),
+    ],
+    ids=["list", "struct", "map", "binary"],
+)
+def test_nested_and_binary_parquet_columns_are_refused(
+    tmp_path: Path, values: pa.Array, what: str
+) -> None:
+    """A list, struct, map or binary feature is refused naming it (it was a traceback or a
+    silent category); listed in PIPELINE_DATA__DROP it is ignored."""
+    path = _parquet(tmp_path, tags=values, x=pa.array(range(10)), y=pa.array(PRICES))
+    message = _refusal(path)
+    assert f"column 'tags' in dataset data.parquet holds {what}" in message
+    assert "PIPELINE_DATA__DROP" in message
+    _, found = _train_frame(path, drop=["tags"])
+    assert _kinds(found) == {"x": "numeric"}
+
+
+def test_a_list_target_is_refused_naming_the_target(tmp_path: Path) -> None:
+    """A list target is refused as the target, not as a feature."""
+    path = _parquet(tmp_path, x=pa.array(range(10)), y=pa.array([[p] for p in PRICES]))
+    message = _refusal(path)
+    assert message.startswith("target column 'y'") and "holds lists" in message
+
+
+def test_unsupported_names_every_nested_type() -> None:
+    """Large and fixed-size lists and a dictionary of bytes are refused too; plain types not."""
+    assert columns.unsupported(pa.large_list(pa.int64())) == "lists"
+    assert columns.unsupported(pa.list_(pa.int64(), 2)) == "lists"
+    assert columns.unsupported(pa.dictionary(pa.int8(), pa.binary())) == "binary values"
+    for plain in (pa.string(), pa.large_string(), pa.decimal128(5, 2), pa.date32(), pa.null()):
+        assert columns.unsupported(plain) is None
+
+
+# -- prediction's readers -------------------------------------------------------------------
+
+
+def _predictor(required: list[str]) -> Any:
+    return SimpleNamespace(required=required, delimiter=",", missing_values=list(DEFAULT_MISSING))
+
+
+def _chunks(path: Path, fmt: str, required: list[str]) -> pd.DataFrame:
+    chunks = readers.iter_chunks(path, fmt, 4, _predictor(required), RunSettings(), Stats())
+    return pd.concat(list(chunks))
+
+
+def test_json_lines_missing_markers_are_missing_as_in_csv(tmp_path: Path) -> None:
+    """ "NA" and "" in a JSON-lines cell are missing values, as they are in a CSV file."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"a": 1, "b": "x"}\n{"a": "NA", "b": "NA"}\n{"a": 3, "b": ""}\n{"a": 4, "b": null}\n'
+    )
+    frame = _chunks(path, "jsonl", ["a", "b"])
+    assert frame["a"].isna().tolist() == [False, True, False, False]
+    assert frame["b"].isna().tolist() == [False, True, True, True]
+    assert cells.parse_numbers(frame["a"], "arrow")[1].tolist() == [False] * 4
+
+
+def test_parquet_input_is_made_plain_like_training_input(tmp_path: Path) -> None:
+    """Prediction reads a Parquet decimal as a number and "NA" text as missing, chunk by
+    chunk, as training's reader does."""
+    path = _parquet(
+        tmp_path,
+        a=pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("3")] * 3, pa.decimal128(6, 2)),
+        b=pa.array(["x", "NA", "y"] * 3).dictionary_encode(),
+    )
+    frame = _chunks(path, "parquet", ["a", "b"])
+    assert frame["a"].dtype == np.float64 and frame["a"].iloc[0] == 1.5
+    assert frame["b"].isna().tolist()[:3] == [False, True, False]
+    assert frame.index.tolist() == list(range(9))
+
+
+def test_parquet_input_with_a_list_in_a_required_column_is_refused(tmp_path: Path) -> None:
+    """A required column of lists is refused naming it; an extra one is ignored."""
+    path = _parquet(tmp_path, a=pa.array([[1], [2]]), b=pa.array([[1], [2]]), c=pa.array([1, 2]))
+    with pytest.raises(DataError, match="column 'a' holds lists"):
+        _chunks(path, "parquet", ["a", "c"])
+    assert _chunks(path, "parquet", ["c"])["c"].tolist() == [1, 2]
+
+
+def test_a_json_object_or_array_in_a_cell_fails_or_is_noted() -> None:
+    """A nested JSON value is not one value: it fails the run, or is noted and made missing,
+    where a categorical column took its text as an unknown category."""
+    series = pd.Series(["a", {"k": 1}, [1, 2], None], dtype=object)
+    with pytest.raises(DataError) as caught:
+        cells.single_values(series, "colour", "input x.jsonl", "fail", np.full(4, "", object))
+    assert (caught.value.column, caught.value.row) == ("colour", 2)
+    assert "not a JSON object or array" in caught.value.message
+    notes = np.full(4, "", dtype=object)
+    kept = cells.single_values(series, "colour", "L", "column", notes)
+    assert kept.tolist() == ["a", None, None, None] and [bool(n) for n in notes] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+
+
+# -- the target -----------------------------------------------------------------------------
+
+
+def test_a_yes_no_target_is_binary_and_yes_is_the_positive_class(tmp_path: Path) -> None:
+    """yes/no are text, not booleans: a binary target whose classes sort "no" < "yes"."""
+    rows = [f"{k},{'yes' if k % 2 else 'no'}" for k in range(10)]
+    _, found = _train_frame(_csv(tmp_path, "x,y", rows))
+    assert found.task == "binary"
+
+
+def test_a_target_class_spelt_two_ways_is_refused(tmp_path: Path) -> None:
+    """ "yes" and "Yes " in one target are one class split in two: refused, naming both."""
+    rows = [f"{k},{v}" for k, v in enumerate(["yes", "no", "Yes ", "no", "yes", "no"])]
+    message = _refusal(_csv(tmp_path, "x,y", rows))
+    assert "'yes' at data row 1" in message and "'Yes ' at data row 3" in message
+
+
+def test_a_mostly_true_false_target_is_refused(tmp_path: Path) -> None:
+    """A true/false target with one odd value is refused, not trained as three classes."""
+    rows = [f"{k},{'true' if k % 2 else 'false'}" for k in range(10)] + ["10,maybe"]
+    message = _refusal(_csv(tmp_path, "x,y", rows))
+    assert "'maybe' at data row 11" in message and "true/false" in message

@@ -1,0 +1,355 @@
+"""Settings refuse absurd or conflicting values at load, naming the setting and its source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import events, run_cli, store_files
+
+from pipeline.errors import ConfigError, IntegrityError
+from pipeline.settings import Loaded, load
+
+
+@pytest.fixture
+def no_env(tmp_path: Path) -> Path:
+    """A .env path that does not exist, so only the layers a test passes are read."""
+    return tmp_path / "absent.env"
+
+
+def refused(environ: Mapping[str, str], env_file: Path, **kw: Any) -> str:
+    """The message of the ConfigError (exit 3) that loading these settings raises."""
+    with pytest.raises(ConfigError) as err:
+        load(environ, env_file=env_file, **kw)
+    assert err.value.exit_code == 3
+    return err.value.message
+
+
+def loaded(environ: Mapping[str, str], env_file: Path) -> Loaded:
+    """Settings loaded from ``environ`` and ``env_file`` alone."""
+    return load(environ, env_file=env_file)
+
+
+def tiny_csv(tmp_path: Path) -> Path:
+    """A 40-row regression CSV that trains in a moment."""
+    path = tmp_path / "tiny.csv"
+    path.write_text("x,y\n" + "".join(f"{i},{3 * i + 1}\n" for i in range(40)))
+    return path
+
+
+# --- item 11: absurd numbers are refused at load time ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("PIPELINE_MODEL__HIDDEN", "[0]", "greater than or equal to 1"),
+        ("PIPELINE_MODEL__HIDDEN", "[-1]", "greater than or equal to 1"),
+        ("PIPELINE_MODEL__HIDDEN", "[200000,200000]", "less than or equal to 8192"),
+        ("PIPELINE_MODEL__HIDDEN", "[8192,8192,8192]", "weights between hidden layers"),
+        ("PIPELINE_MODEL__HIDDEN", json.dumps([8] * 17), "at most 16"),
+        ("PIPELINE_TRAIN__THREADS", "100000", "less than or equal to 256"),
+        ("PIPELINE_SERVE__THREADS", "100000", "less than or equal to 256"),
+        ("PIPELINE_SERVE__CONCURRENCY", "100000", "less than or equal to 256"),
+        ("PIPELINE_FEATURES__MAX_EMBEDDING_DIM", "1000000", "less than or equal to 1024"),
+        ("PIPELINE_RUN__CHUNK_ROWS", "100000000000000000000", "less than or equal to 100000000"),
+        ("PIPELINE_HTTP_TIMEOUT", "1e12", "less than or equal to 86400"),
+        ("PIPELINE_KAGGLE_TIMEOUT", "1e12", "less than or equal to 86400"),
+        ("PIPELINE_SERVE__GRACEFUL_TIMEOUT", "100000000000", "less than or equal to 86400"),
+        ("PIPELINE_SERVE__DRAIN_SECONDS", "1e300", "less than or equal to 86400"),
+        ("PIPELINE_TRAIN__LEARNING_RATE", "inf", "finite number"),
+        ("PIPELINE_TRAIN__WEIGHT_DECAY", "inf", "finite number"),
+        ("PIPELINE_FEATURES__SKEW_THRESHOLD", "inf", "finite number"),
+        ("PIPELINE_GATES__MIN_R2", "nan", "finite number"),
+    ],
+)
+def test_absurd_values_are_refused_when_settings_load(
+    no_env: Path, name: str, value: str, said: str
+) -> None:
+    """Widths of 0, -1 or 200,000, 100,000 threads, endless timeouts and inf are config errors."""
+    message = refused({name: value}, no_env)
+    assert f"env var {name}" in message
+    assert said in message
+
+
+def test_absurd_width_fails_before_any_data_is_read(cli: Any, store: Path, tmp_path: Path) -> None:
+    """`train` with hidden=[0] exits 3 with one line, before fetching data or writing the store."""
+    env = {"PIPELINE_DATA__SOURCE": str(tiny_csv(tmp_path)), "PIPELINE_DATA__TARGET": "y"}
+    env |= {"PIPELINE_DATA__DROP": "[]", "PIPELINE_MODEL__HIDDEN": "[0]"}
+    result = cli("train", env=env)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1 and "PIPELINE_MODEL__HIDDEN" in result.stderr
+    assert "data.fetched" not in {e.get("event") for e in events(result.stdout)}
+    assert store_files(store) == []
+
+
+def test_utf16_env_file_is_a_config_error(tmp_path: Path) -> None:
+    """A .env saved as UTF-16 (byte order mark first) is refused naming the file and encoding."""
+    env_file = tmp_path / "utf16.env"
+    env_file.write_bytes("PIPELINE_SEED=5\n".encode("utf-16"))
+    message = refused({}, env_file)
+    assert str(env_file) in message and "UTF-16" in message
+
+
+def test_env_file_that_is_a_folder_is_a_config_error(tmp_path: Path) -> None:
+    """PIPELINE_ENV_FILE naming a folder is refused, not silently read as no file."""
+    message = refused({}, tmp_path)
+    assert "PIPELINE_ENV_FILE" in message and "not a file" in message
+
+
+# --- item 12: fractions that leave no rows to train on --------------------------------------
+
+
+def test_fractions_adding_up_to_one_are_refused_naming_both(no_env: Path, tmp_path: Path) -> None:
+    """Validation + test fractions >= 1 fail at load, naming each fraction and its source."""
+    preset = tmp_path / "split.toml"
+    preset.write_text("[train]\ntest_fraction = 0.5\n")
+    message = refused(
+        {"PIPELINE_PRESET": str(preset), "PIPELINE_TRAIN__VAL_FRACTION": "0.5"}, no_env
+    )
+    assert "train.val_fraction (from env var PIPELINE_TRAIN__VAL_FRACTION)" in message
+    assert f"train.test_fraction (from preset {preset})" in message
+    assert "leaves none to train on" in message
+
+
+def test_train_refuses_the_fractions_before_reading_data(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """`train` with fractions 0.6 + 0.4 exits 3 (not 4 'too few to split' after reading data)."""
+    env = {"PIPELINE_DATA__SOURCE": str(tiny_csv(tmp_path)), "PIPELINE_DATA__TARGET": "y"}
+    env |= {"PIPELINE_TRAIN__VAL_FRACTION": "0.6", "PIPELINE_TRAIN__TEST_FRACTION": "0.4"}
+    result = cli("train", env={**env, "PIPELINE_DATA__DROP": "[]"})
+    assert result.exit_code == 3, result.output
+    assert "too few" not in result.stderr and "leaves none to train on" in result.stderr
+    assert store_files(store) == []
+
+
+# --- item 13: silent fallbacks and conflicts ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line", ['PIPELINE_TRAIN__MAX_EPOCHS="77qq', "PIPELINE_TRAIN__MAX_EPOCHS 77qq", "=77qq"]
+)
+def test_broken_env_file_line_is_an_error_naming_it(tmp_path: Path, line: str) -> None:
+    """A .env line that cannot be parsed is a config error naming the file and line number."""
+    env_file = tmp_path / "broken.env"
+    env_file.write_text(f"PIPELINE_SEED=5\n{line}\n")
+    message = refused({}, env_file)
+    assert f"{env_file} line 2" in message
+    assert "77qq" not in message  # the line's text (it may hold a credential) is not shown
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field", "expected"),
+    [
+        ("PIPELINE_LOG_LEVEL", "DEBUG", "log_level", "debug"),
+        ("PIPELINE_LOG_FORMAT", "JSON", "log_format", "json"),
+        ("PIPELINE_TRAIN__DEVICE", "CPU", "train.device", "cpu"),
+        ("PIPELINE_DATA__TASK", "Regression", "data.task", "regression"),
+        ("PIPELINE_RUN__ON_ERROR", "Column", "run.on_error", "column"),
+    ],
+)
+def test_choices_are_case_insensitive(
+    no_env: Path, name: str, value: str, field: str, expected: str
+) -> None:
+    """PIPELINE_LOG_LEVEL=DEBUG (and every other choice in capitals) means its lower-case form."""
+    settings: Any = loaded({name: value}, no_env).settings
+    for part in field.split("."):
+        settings = getattr(settings, part)
+    assert settings == expected
+
+
+def test_column_kinds_are_case_insensitive(no_env: Path) -> None:
+    """A column kind given as "Categorical" means categorical."""
+    environ = {"PIPELINE_DATA__COLUMN_KINDS": '{"MSSubClass": "Categorical"}'}
+    assert loaded(environ, no_env).settings.data.column_kinds == {"MSSubClass": "categorical"}
+
+
+def test_serve_refuses_release_together_with_package(cli: Any, tmp_path: Path) -> None:
+    """`serve --release R --package P` exits 3 with one line naming both, instead of using P."""
+    package = tmp_path / "model.tar.gz"
+    result = cli("serve", "--release", "house-prices@current", "--package", str(package))
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1
+    assert "--release" in result.stderr and "--package" in result.stderr
+
+
+def test_predict_helpers_refuse_release_with_package_and_output_over_source(
+    tmp_path: Path,
+) -> None:
+    """The run-stage checks refuse --release with --package, and -o naming the input file."""
+    from pipeline.cli._models import refuse_output_over_source, refuse_release_and_package
+
+    rows = tmp_path / "rows.csv"
+    with pytest.raises(ConfigError, match=r"--release .* and --package .* both given"):
+        refuse_release_and_package("house-prices@v1", tmp_path / "m.tar.gz")
+    refuse_release_and_package(None, tmp_path / "m.tar.gz")
+    with pytest.raises(ConfigError, match="would replace the rows"):
+        refuse_output_over_source(rows, tmp_path / "." / "rows.csv")
+    refuse_output_over_source(rows, tmp_path / "predictions.csv")
+
+
+@pytest.mark.parametrize("folds", [0, 1, -2])
+def test_folds_below_two_are_refused_before_any_work(tmp_path: Path, folds: int) -> None:
+    """evaluate with 0, 1 or -2 folds is one config error, raised before the build is looked up."""
+    from pipeline import evaluate
+    from pipeline.store import Store
+
+    settings = load({}, env_file=tmp_path / "absent.env").settings
+    store = Store.from_uri(str(tmp_path / "store"))
+    with pytest.raises(ConfigError, match=f"--folds {folds}: .*2 or more"):
+        evaluate.run(settings, store, None, folds, None)
+
+
+def test_evaluate_cli_applies_one_folds_rule(cli: Any) -> None:
+    """`evaluate --folds 0` and `--folds 1` exit 3 alike; without --folds an empty store is 8."""
+    for folds in ("0", "1"):
+        result = cli("evaluate", "--folds", folds)
+        assert result.exit_code == 3, result.output
+        assert f"--folds {folds}" in result.stderr
+    assert cli("evaluate").exit_code == 8
+
+
+# --- item 14: each message names the real cause and where the value came from ----------------
+
+
+def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> None:
+    """A bad value in a preset file names that file, not the environment variable."""
+    preset = tmp_path / "bad.toml"
+    preset.write_text("[train]\nmax_epochs = 0\n")
+    message = refused({"PIPELINE_PRESET": str(preset)}, no_env)
+    assert f"train.max_epochs from preset {preset}" in message
+    assert "env var" not in message
+
+
+def test_env_file_value_names_the_file_and_line(tmp_path: Path) -> None:
+    """A bad value in .env names the file, its line and the variable."""
+    env_file = tmp_path / "vals.env"
+    env_file.write_text("# settings\nPIPELINE_SEED=3\nPIPELINE_TRAIN__BATCH_SIZE=0\n")
+    message = refused({}, env_file)
+    assert f"{env_file} line 3 (PIPELINE_TRAIN__BATCH_SIZE)" in message
+
+
+def test_bad_port_names_port(no_env: Path) -> None:
+    """A bad PORT (the platform's variable) is reported as PORT, not PIPELINE_SERVE__PORT."""
+    message = refused({"PORT": "http"}, no_env)
+    assert "env var PORT" in message and "PIPELINE_SERVE__PORT" not in message
+
+
+def test_bad_device_option_names_the_option(cli: Any) -> None:
+    """`train --device gpu` names the --device option, not PIPELINE_TRAIN__DEVICE."""
+    result = cli("train", "--device", "gpu")
+    assert result.exit_code == 3, result.output
+    assert "option --device" in result.stderr and "PIPELINE_TRAIN__DEVICE" not in result.stderr
+
+
+def test_bad_port_option_is_one_config_error(cli: Any) -> None:
+    """`serve --port 99999` is the same one-line config error as PORT=99999, naming --port."""
+    result = cli("serve", "--port", "99999")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1 and "option --port" in result.stderr
+
+
+def test_settings_say_where_each_value_came_from(tmp_path: Path) -> None:
+    """Loaded settings name each value's source for later stages' messages (source_of)."""
+    env_file = tmp_path / "src.env"
+    env_file.write_text("PIPELINE_SEED=4\n")
+    result = load(
+        {"PIPELINE_TRAIN__THREADS": "2"},
+        env_file=env_file,
+        overrides={"PIPELINE_TRAIN__DEVICE": "cpu"},
+    )
+    s = result.settings
+    assert s.source_of("train", "device") == "option --device"
+    assert s.source_of("train", "threads") == "env var PIPELINE_TRAIN__THREADS"
+    assert s.source_of("seed") == f"{env_file} line 1 (PIPELINE_SEED)"
+    assert s.source_of("train", "patience") == "default"
+
+
+def test_missing_cuda_names_where_the_device_came_from() -> None:
+    """With no CUDA, device cuda is refused naming the place that asked for it."""
+    import torch
+
+    from pipeline import runtime
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError, match="from option --device"):
+            runtime.configure(threads, "cuda", device_from="option --device")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PIPELINE_MODEL__VERSION", "1.0.0-" + "a" * 300), ("PIPELINE_MODEL__NAME", "m" * 300)],
+)
+def test_long_name_or_version_is_refused_at_load(no_env: Path, name: str, value: str) -> None:
+    """A 300-character model name or version is refused at load as too long, not as 'free space'."""
+    message = refused({name: value}, no_env)
+    assert f"env var {name}" in message and "at most 64 characters" in message
+
+
+def test_package_check_refuses_a_long_version() -> None:
+    """check_name_version (for Settings built in code) refuses a version too long for a file."""
+    from pipeline.package import check_name_version
+
+    with pytest.raises(ConfigError, match="at most 64 characters"):
+        check_name_version("house-prices", "1.0.0-" + "a" * 300)
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"Id,MSSubClass\n1,60\n", "text (a CSV or JSON file?"),
+        (b"PK\x03\x04rest-of-a-zip", "a zip archive"),
+        (b"PAR1\x00\x00", "a Parquet file"),
+        (b"", "empty"),
+    ],
+)
+def test_a_file_that_is_no_package_is_not_called_damaged(
+    tmp_path: Path, data: bytes, said: str
+) -> None:
+    """A CSV (or zip, Parquet, empty file) given as a package is named for what it is."""
+    from pipeline.package import open_package
+
+    path = tmp_path / "rows.csv"
+    path.write_bytes(data)
+    with pytest.raises(IntegrityError) as err:
+        open_package(path)
+    assert "not a package archive" in err.value.message and said in err.value.message
+    assert "damaged" not in err.value.message
+
+
+# --- item 16: presets by name from any folder -----------------------------------------------
+
+
+def test_bundled_preset_is_found_from_any_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_env: Path
+) -> None:
+    """PIPELINE_PRESET=titanic works from a folder without config/ and no PIPELINE_CONFIG_DIR."""
+    monkeypatch.chdir(tmp_path)
+    result = loaded({"PIPELINE_PRESET": "titanic"}, no_env)
+    assert result.preset is not None and result.preset.name == "titanic.toml"
+    assert result.settings.data.target == "survived"
+
+
+@pytest.mark.slow
+def test_preset_by_name_works_in_a_real_process_elsewhere(tmp_path: Path) -> None:
+    """`pipeline config show`, a fresh process in another folder, finds the titanic preset."""
+    proc = run_cli(
+        "config",
+        "show",
+        "--format",
+        "json",
+        env={"PIPELINE_PRESET": "titanic", "PIPELINE_ENV_FILE": str(tmp_path / "absent.env")},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["preset"].endswith("titanic.toml")

@@ -1,0 +1,398 @@
+"""The store's edges: what PIPELINE_STORE may name, outputs kept out of it, stale temp files.
+
+A store value that names no usable folder, a store that is a file, lies under one or is
+read-only is refused before any work with exit 9; an output (-o, --id-file) inside the store
+is refused with exit 3 and the store keeps every byte; a `predict -o` killed with SIGKILL
+leaves a temporary file that the next run writing the same output removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.conftest import REPO, events, invoke_isolated
+from tests.test_releases import make_package
+
+from pipeline.errors import StoreError
+from pipeline.store import LocalStore, MemoryStore, Store
+
+ROWS = REPO / "tests" / "fixtures" / "house-prices-test.csv"
+FAST = {"PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_MODEL__HIDDEN": "[8]"}
+NAME = "house-prices"
+
+
+def refused(result: Any, code: int, *named: str) -> str:
+    """One ``error:`` line naming every part of ``named``, exit ``code``, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for part in named:
+        assert part in lines[0], (part, lines[0])
+    return str(lines[0])
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with its sha256 (hidden ones too)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+# --- the interface: contains and check_writable, on both implementations -----------------------
+
+
+@pytest.fixture(params=["local", "memory"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty store of each implementation."""
+    return LocalStore(tmp_path / "store") if request.param == "local" else MemoryStore()
+
+
+def test_contains_is_true_for_the_store_and_what_lies_inside_it(
+    either: Store, tmp_path: Path
+) -> None:
+    """contains() holds for the store itself and every location inside it, nowhere else."""
+    either.write("releases/m/v1.json", b"{}")
+    inside = either.location("releases/m/v1.json")
+    root = inside.removesuffix("/releases/m/v1.json")
+    assert either.contains(inside) and either.contains(root)
+    assert either.contains(either.location("releases/m/v9.json"))  # not there yet: still inside
+    assert not either.contains(str(tmp_path / "elsewhere.csv"))
+    assert not either.contains(root + "-sibling/x")
+    either.check_writable()  # an empty, fresh store can be written
+
+
+def test_contains_sees_through_relative_paths_and_symlinks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path or a symlinked folder that leads into a local store is inside it."""
+    store = LocalStore(tmp_path / "store")
+    store.write("releases/m/v1.json", b"{}")
+    (tmp_path / "link").symlink_to(tmp_path / "store" / "releases")
+    monkeypatch.chdir(tmp_path)
+    assert store.contains("store/releases/m/v1.json")
+    assert store.contains(str(tmp_path / "link" / "m" / "v1.json"))
+    assert not store.contains("predictions.csv")
+
+
+# --- item 9: what PIPELINE_STORE may name ------------------------------------------------------
+
+BAD_URIS = {
+    "empty": "",
+    "blank": "   ",
+    "unknown-user": "~nouser-pipeline-test/st",
+    "file-uri-with-host": "file://fileserver/srv/store",
+    "file-uri-relative": "file:store",
+    "file-uri-with-query": "file:///srv/store?version=2",
+}
+
+
+@pytest.mark.parametrize("uri", BAD_URIS.values(), ids=BAD_URIS.keys())
+def test_a_store_value_that_names_no_folder_here_exits_9(
+    cli: Any, uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty, ~unknown-user, file:// with a host, relative or with a query: exit 9 naming
+    PIPELINE_STORE, and nothing is written (the working folder is no store)."""
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(StoreError, match="PIPELINE_STORE"):
+        Store.from_uri(uri)
+    refused(cli("release", "list", env={"PIPELINE_STORE": uri}), 9, "PIPELINE_STORE")
+    refused(cli("data", "fetch", env={"PIPELINE_STORE": uri}), 9, "PIPELINE_STORE")
+    assert sorted(tmp_path.rglob("*")) == before
+    local = Store.from_uri(f"file://localhost{tmp_path}/s")  # the host of this machine is fine
+    assert isinstance(local, LocalStore) and local.root == tmp_path / "s"
+
+
+@pytest.mark.parametrize("where", ["is-a-file", "under-a-file"])
+def test_readers_refuse_a_store_that_is_a_file_instead_of_listing_nothing(
+    cli: Any, tmp_path: Path, where: str
+) -> None:
+    """`release list`/`show` and `predict` exit 9 saying the store is (under) a file."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a store\n")
+    store = blocker if where == "is-a-file" else blocker / "store"
+    env = {"PIPELINE_STORE": str(store)}
+    what = "is a file" if where == "is-a-file" else f"lies under the file {blocker}"
+    refused(cli("release", "list", env=env), 9, what)
+    refused(cli("release", "show", f"{NAME}@current", env=env), 9, what)
+    out = str(tmp_path / "out.csv")
+    refused(cli("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", out, env=env), 9, what)
+    refused(cli("release", "create", "a" * 64, env=env), 9, what)
+    assert blocker.read_text() == "not a store\n"
+
+
+def test_train_refuses_a_store_that_is_a_file_before_training(cli: Any, tmp_path: Path) -> None:
+    """A store that is a file stops `train` before it reads the data, without "free space"."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    result = cli("train", env={"PIPELINE_STORE": str(blocker / "store"), **FAST})
+    message = refused(result, 9, "PIPELINE_STORE", str(blocker))
+    assert "free space" not in message
+    assert [e["event"] for e in events(result.stdout)] == ["error"]  # no data.fetched, no epoch
+
+
+# Runs inside a private mount namespace: a read-only tmpfs as the store, then `pipeline train`.
+READ_ONLY = r"""
+import json, subprocess, sys
+store = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", store], check=True)
+done = subprocess.run([sys.executable, "-m", "pipeline", "train"], capture_output=True, text=True)
+print(json.dumps({"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}))
+"""
+
+
+def test_train_refuses_a_read_only_store_before_training(tmp_path: Path) -> None:
+    """A read-only store stops `train` at once (exit 9, "read-only", no "free space" advice),
+    not after the whole training."""
+    store = tmp_path / "store"
+    store.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    env.update(PIPELINE_STORE=str(store), PIPELINE_LOG_FORMAT="json", **FAST)
+    env["PIPELINE_ENV_FILE"] = str(tmp_path / "none.env")
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", READ_ONLY, str(store)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"no private mount namespace here: {done.stderr[-300:]}")
+    result = json.loads(done.stdout)
+    assert result["rc"] == 9, result["stderr"]
+    lines = result["stderr"].splitlines()
+    assert len(lines) == 1 and "read-only" in lines[0] and "free space" not in lines[0], lines
+    assert [e["event"] for e in events(result["stdout"])] == ["error"]
+
+
+# --- item 5: outputs never land in the store ---------------------------------------------------
+
+
+def test_release_create_with_its_id_file_in_the_store_releases_nothing(
+    cli: Any, store: Path
+) -> None:
+    """--id-file naming a release record is refused (exit 3) before any release is made."""
+    pid = make_package(LocalStore(store))
+    assert cli("release", "create", pid).exit_code == 0
+    record = store / "releases" / NAME / "v1.json"
+    before = snapshot(store)
+    refused(cli("release", "create", pid, "--id-file", str(record)), 3, "--id-file", "store")
+    assert snapshot(store) == before
+
+
+def test_train_with_its_id_file_in_the_store_is_refused_before_training(
+    cli: Any, store: Path
+) -> None:
+    """`train --id-file <store>/refs/x` exits 3 at once: no training, nothing written."""
+    result = cli("train", "--id-file", str(store / "refs" / "build.id"), env=FAST)
+    refused(result, 3, "--id-file")
+    assert [e["event"] for e in events(result.stdout)] == ["error"]
+    assert not store.exists()
+
+
+def test_data_fetch_with_its_id_file_in_the_store_is_refused(cli: Any, store: Path) -> None:
+    """`data fetch --id-file` inside the store exits 3 and writes no id there."""
+    target = store / "datasets" / "latest.id"
+    refused(cli("data", "fetch", "--id-file", str(target)), 3, "--id-file")
+    assert not target.exists()
+
+
+@dataclass
+class Chain:
+    """A store with a trained build, its package and release house-prices@v1."""
+
+    root: Path
+    store: Path
+    env: dict[str, str]
+
+    def invoke(self, *args: str, **extra: str) -> Any:
+        return invoke_isolated(*args, root=self.root, env={**self.env, **extra})
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """train -> package -> release create, on a one-epoch model."""
+    root = tmp_path_factory.mktemp("chain")
+    env = {"PIPELINE_STORE": str(root / "store"), **FAST}
+    state = Chain(root, root / "store", env)
+    assert state.invoke("train").exit_code == 0
+    assert state.invoke("package", "--id-file", str(root / "package.id")).exit_code == 0
+    package_id = (root / "package.id").read_text().strip()
+    assert state.invoke("release", "create", package_id).exit_code == 0
+    yield state
+
+
+def _inside(chain: Chain, where: str) -> str:
+    store = chain.store
+    return {
+        "release-record": str(store / "releases" / NAME / "v1.json"),
+        "history-event": str(store / "releases" / NAME / "history" / "00000002.json"),
+        "package-sidecar": str(store / "packages" / NAME / "0.1.0.json"),
+        "package-archive": str(store / "packages" / NAME / "0.1.0.tar.gz"),
+        "new-file": str(store / "predictions.csv"),
+        "through-a-symlink": str(chain.root / "to-releases" / NAME / "v1.json"),
+    }[where]
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["release-record", "history-event", "package-sidecar", "package-archive", "new-file",
+     "through-a-symlink"],
+)  # fmt: skip
+def test_predict_output_inside_the_store_is_refused_and_the_release_keeps_working(
+    chain: Chain, where: str
+) -> None:
+    """`predict -o` into the store (a record, an event, a package, a new file, via a symlink)
+    exits 3 naming -o; the store keeps every byte and predicts afterwards."""
+    link = chain.root / "to-releases"
+    if not link.exists():
+        link.symlink_to(chain.store / "releases")
+    before = snapshot(chain.store)
+    result = chain.invoke(
+        "predict", str(ROWS), "--release", f"{NAME}@v1", "-o", _inside(chain, where)
+    )
+    refused(result, 3, "-o", "inside the store")
+    assert snapshot(chain.store) == before
+    out = chain.root / "after.csv"
+    again = chain.invoke("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", str(out))
+    assert again.exit_code == 0, again.stderr
+
+
+def test_package_id_file_onto_its_own_sidecar_is_refused(chain: Chain) -> None:
+    """`package --id-file <its sidecar>` exits 3 and the sidecar keeps its bytes."""
+    sidecar = chain.store / "packages" / NAME / "0.1.0.json"
+    before = sidecar.read_bytes()
+    refused(chain.invoke("package", "--id-file", str(sidecar)), 3, "--id-file")
+    assert sidecar.read_bytes() == before
+
+
+def test_predict_into_a_folder_that_is_a_file_is_one_line(chain: Chain) -> None:
+    """-o under a regular file exits 9 with one line naming the path (no traceback)."""
+    blocker = chain.root / "plain-file"
+    blocker.write_text("x")
+    out = blocker / "out.csv"
+    result = chain.invoke("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", str(out))
+    refused(result, 9, str(out), "-o")
+
+
+# --- item 10: a killed predict leaves no temporary file for good -------------------------------
+
+
+def _temps(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.*.tmp"))
+
+
+def test_a_predict_killed_with_sigkill_leaves_a_temp_file_the_next_run_removes(
+    chain: Chain,
+) -> None:
+    """SIGKILL in the middle of `predict -o` leaves .out.csv.<id>.tmp; the next predict to the
+    same output removes it and writes the output."""
+    big = chain.root / "big.csv"
+    if not big.exists():
+        pd.concat([pd.read_csv(ROWS)] * 60).to_csv(big, index=False)  # ~88,000 rows
+    out = chain.root / "killed" / "out.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    env.update(chain.env, PIPELINE_LOG_FORMAT="json", PIPELINE_RUN__CHUNK_ROWS="200")
+    env.update(PIPELINE_ENV_FILE=str(chain.root / "none.env"))
+    args = [sys.executable, "-m", "pipeline", "predict", str(big), "--release", f"{NAME}@v1"]
+    proc = subprocess.Popen([*args, "-o", str(out)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not _temps(out) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "predict finished before it was killed"
+    left = _temps(out)
+    assert len(left) == 1 and not out.exists()
+
+    result = chain.invoke("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert _temps(out) == [] and len(pd.read_csv(out)) == len(pd.read_csv(ROWS))
+
+
+# A writer in its own process: writes one chunk to its temp file, then waits for a line on
+# stdin; "commit" commits, anything else (or a kill) leaves the temp file as it is.
+WRITER = """
+import sys
+from pathlib import Path
+import pandas as pd
+from pipeline.predict.writers import Writer
+w = Writer(Path(sys.argv[1]), "csv")
+w.write(pd.DataFrame({"prediction": [1.0, 2.0]}))
+print(w.tmp, flush=True)
+if sys.stdin.readline().strip() == "commit":
+    w.commit()
+"""
+
+
+def test_the_sweep_removes_a_dead_runs_temp_file_and_keeps_a_live_ones(tmp_path: Path) -> None:
+    """Two writers of one output: the killed one's temp file is removed by the next writer,
+    the live one's is kept, and the live one still commits."""
+    out = tmp_path / "out.csv"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    dead, live = procs
+    temps = [Path(p.stdout.readline().strip()) for p in procs if p.stdout is not None]
+    dead.kill()
+    dead.wait(timeout=30)
+    assert all(t.exists() for t in temps)
+
+    from pipeline.predict.writers import Writer
+
+    writer = Writer(out, "csv")
+    writer.write(pd.DataFrame({"prediction": [3.0]}))
+    writer.commit()
+    assert not temps[0].exists() and temps[1].exists()
+    assert live.stdin is not None
+    live.communicate("commit\n", timeout=30)
+    assert live.returncode == 0
+    assert not temps[1].exists() and pd.read_csv(out)["prediction"].tolist() == [1.0, 2.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+# Stages a folder in a store of its own process, then waits for a line on stdin (or a kill).
+STAGER = """
+import sys
+from pathlib import Path
+from pipeline.store import LocalStore
+with LocalStore(Path(sys.argv[1])).staging() as folder:
+    (folder / "weights.pt").write_bytes(bytes(1000))
+    print(folder, flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_staging(tmp_path: Path) -> None:
+    """A train killed with SIGKILL leaves its staging folder under tmp/; the next staging()
+    removes it and keeps the folder of a run still at work."""
+    root = tmp_path / "store"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STAGER, str(root)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    dead, live = procs
+    staged = [Path(p.stdout.readline().strip()) for p in procs if p.stdout is not None]
+    dead.kill()
+    dead.wait(timeout=30)
+    assert all(folder.exists() for folder in staged)
+    with LocalStore(root).staging() as mine:
+        assert not staged[0].exists() and staged[1].exists() and mine.exists()
+    live.communicate("\n", timeout=30)
+    assert live.returncode == 0
+    assert list((root / "tmp").iterdir()) == []
