@@ -9,14 +9,15 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-fast bench bench-serve bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-fast bench bench-serve bench-tune bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.txt
+$(STAMP): pyproject.toml requirements.txt requirements-ray.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-ray.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -32,8 +33,11 @@ run: install ## The main job: train, then evaluate with 5-fold CV, on the built-
 	$(BIN)/pipeline train
 	$(BIN)/pipeline evaluate --folds 5
 
-test: dev ## Run the whole test suite (what CI runs)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal $(PYTEST_ARGS)
+test: dev ## Run the whole test suite but the Ray cluster tests (CI runs both)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray" $(PYTEST_ARGS)
+
+test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS)
@@ -43,6 +47,9 @@ bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; n
 
 bench-serve: dev ## Load-test pipeline serve: 8 clients x 2,000 requests, then SIGTERM mid-load
 	$(BIN)/python bench/serve_load.py
+
+bench-tune: dev ## The search on Ray: trials/min with 1 and 2 at a time, Ray's overhead vs a plain loop
+	$(BIN)/python bench/run.py --only tune
 
 bench-smoke: dev ## Tiny-size run of every benchmark (what tests/test_bench_smoke.py runs)
 	$(BIN)/python bench/run.py --quick

@@ -26,6 +26,7 @@ import prediction
 import scaling
 import startup
 import training
+import tune
 from _common import OUT_DIR, Ratio, machine, ratio_table, write_report
 
 # Order matters: scaling reuses memory's 10M-row run.
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "prediction": prediction.run,
     "memory": memory.run,
     "scaling": scaling.run,
+    "tune": tune.run,
 }
 
 

@@ -164,3 +164,19 @@ def store_files(store: Path) -> list[Path]:
     if not store.exists():
         return []
     return sorted(p for p in store.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real local Ray cluster, a head and a worker node of 1 CPU each; yields its address.
+
+    Started once per session (10-20 s) by ``tests/ray_cluster.py``, in a PID namespace of its
+    own where allowed, and killed by the process ids started there (never ``ray stop``).
+    """
+    from tests import ray_cluster as local
+
+    cluster = local.start(timeout=90)
+    try:
+        yield cluster.address
+    finally:
+        cluster.stop()

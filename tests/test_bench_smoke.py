@@ -26,6 +26,10 @@ EXPECTED = {
     ],
     "memory": ["train peak RSS ÷ float32 data", "predict peak RSS 3 MB ÷ 1 MB file (chunk 1,000)"],
     "scaling": ["log-log slope of s/epoch vs rows"],
+    "tune": [
+        "Ray overhead: tune (1 at a time) ÷ plain loop",
+        "throughput: 2 at a time ÷ 1 at a time",
+    ],
 }
 
 # bench/run.py's names (its --only choices and report names) and the table's names for them.
@@ -35,7 +39,9 @@ TABLE_NAME = {"startup": "start-up"}
 # `bench/run.py --quick --only ...`. Prediction, memory and scaling stay together, as in the whole
 # run: memory reuses prediction's house-prices package and scaling reuses memory's large
 # training run (apart, each would make its own). Together the parts run every benchmark once.
-GROUPS = [("startup", "training", "ingestion"), ("prediction", "memory", "scaling")]
+# The search's part starts Ray, so it runs with the Ray tests (`make test-ray`).
+GROUPS = [("startup", "training", "ingestion"), ("prediction", "memory", "scaling"), ("tune",)]
+PARAMS = [pytest.param(g, marks=[pytest.mark.ray] if "tune" in g else []) for g in GROUPS]
 
 
 def _run_py_benchmarks() -> list[str]:
@@ -58,7 +64,7 @@ def test_the_groups_run_every_benchmark_once() -> None:
     assert [TABLE_NAME.get(n, n) for n in names] == list(EXPECTED)
 
 
-@pytest.mark.parametrize("group", GROUPS, ids=["-".join(g) for g in GROUPS])
+@pytest.mark.parametrize("group", PARAMS, ids=["-".join(g) for g in GROUPS])
 def test_every_benchmark_runs_at_tiny_sizes_and_reports_every_ratio(
     tmp_path: Path, group: tuple[str, ...]
 ) -> None:

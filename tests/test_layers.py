@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "log": 0,
     "store": 0,
     "runtime": 0,
+    "cluster": 0,
     "data": 1,
     "features": 2,
     "model": 2,
@@ -33,6 +34,7 @@ LAYERS: dict[str, int] = {
     "outputs": 2,
     "checkpoints": 2,
     "prepare": 2,
+    "search": 2,
     "artifacts": 3,
     "package": 3,
     "wheel": 3,
@@ -40,11 +42,12 @@ LAYERS: dict[str, int] = {
     "train": 4,
     "evaluate": 4,
     "predict": 4,
+    "tune": 4,
     "serve": 5,
     "cli": 6,
     "__main__": 6,
 }
-STAGES = {"train", "evaluate", "predict"}
+STAGES = {"train", "evaluate", "predict", "tune"}
 
 
 def _component(module: str) -> str:

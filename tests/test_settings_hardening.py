@@ -353,3 +353,14 @@ def test_preset_by_name_works_in_a_real_process_elsewhere(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["preset"].endswith("titanic.toml")
+
+
+def test_a_diverging_learning_rate_is_one_line_not_a_traceback(cli: Any) -> None:
+    """A learning rate so large the loss leaves the finite numbers: exit 3 naming the setting,
+    not a ValueError from the metrics after the training."""
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__LEARNING_RATE": "1e30",
+           "PIPELINE_TRAIN__MAX_EPOCHS": "3"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: training diverged at epoch 1")
+    assert "PIPELINE_TRAIN__LEARNING_RATE" in result.stderr and result.stderr.count("\n") == 1

@@ -61,6 +61,13 @@ class SourceError(PipelineError):
     kind = "source"
 
 
+class TrialsFailed(PipelineError):
+    """Every trial of a search failed: there is no winner (the message has the first error)."""
+
+    exit_code = 6
+    kind = "tune"
+
+
 class GateError(PipelineError):
     """A quality gate failed: the model is worse than the configured bound."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import structlog
 import torch
 
-from pipeline import artifacts, features, fit, metrics, runtime, split
+from pipeline import artifacts, features, fit, metrics, runtime, search
 from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
 from pipeline.model import load_model
@@ -69,43 +69,15 @@ def _gate_checks(gates: GateSettings, test: dict[str, Any]) -> dict[str, dict[st
 def cross_validate(
     settings: Settings, data: Prepared, rows: np.ndarray, k: int, device: str, log: Any
 ) -> dict[str, Any]:
-    """K-fold CV of the recipe on ``rows``: each fold trains on K-1 parts, scores the held-out one.
+    """K-fold CV of the build's recipe on ``rows`` (``search.cross_validate``), fold by fold
+    in the log."""
 
-    Early stopping inside a fold uses a validation slice of that fold's training rows, so the
-    held-out part is never seen before it is scored. Statistics are refitted per fold.
-    """
-    results: list[dict[str, Any]] = []
-    parts = split.folds(rows, k, settings.train.val_fraction, data.seeds.split)
-    for i, (fit_rows, val_rows, held) in enumerate(parts):
-        pre = features.fit(data.frame.iloc[fit_rows], data.schema, settings.features, data.label)
-        enc = pre.transform(data.frame, data.label, with_target=True)
-        tensors = fit.Tensors.all(enc, device)
-        fitted = fit.fit(
-            fit.network_config(pre, settings),
-            tensors.select(fit_rows),
-            tensors.select(val_rows),
-            pre.target,
-            settings.train,
-            split.Seeds.from_seed(settings.seed + 1 + i),
-            device,
-        )
-        scores = fit.evaluate_rows(fitted.model, tensors.select(held), pre.target)
-        scores = {m: v for m, v in scores.items() if isinstance(v, float)}
-        log.info(
-            "evaluate.fold",
-            fold=i + 1,
-            folds=k,
-            rows=len(held),
-            epochs=len(fitted.history),
-            **scores,
-        )
-        results.append(scores)
-    summary: dict[str, Any] = {"folds": k, "per_fold": results}
-    for metric in results[0]:
-        values = np.array([r[metric] for r in results if r.get(metric) is not None], dtype=float)
-        summary[f"{metric}_mean"] = float(values.mean())
-        summary[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return summary
+    def on_fold(i: int, n: int, epochs: int, scores: dict[str, Any]) -> None:
+        log.info("evaluate.fold", fold=i + 1, folds=k, rows=n, epochs=epochs, **scores)
+
+    return search.cross_validate(
+        settings, data.frame, data.schema, data.label, rows, k, data.seeds.split, device, on_fold
+    )
 
 
 def check_folds(folds: int | None) -> None:

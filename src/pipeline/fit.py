@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from pipeline import metrics, outputs
+from pipeline.errors import ConfigError
 from pipeline.features import Encoded, Preprocessor, TargetState
 from pipeline.model import EVAL_BATCH, ModelConfig, TabularMLP, embedding_dim
 from pipeline.settings import Settings, TrainSettings
@@ -289,6 +291,15 @@ class _Loop:
         return False
 
 
+def _diverged(epoch: int, loss: float, settings: TrainSettings) -> ConfigError:
+    """The loss left the finite numbers: the step size is too large for this data."""
+    return ConfigError(
+        f"training diverged at epoch {epoch} (the training loss is {loss}): learning rate "
+        f"{settings.learning_rate:g} is too high for this data; lower "
+        "PIPELINE_TRAIN__LEARNING_RATE (the default is 0.001)"
+    )
+
+
 def fit(
     cfg: ModelConfig,
     train: Tensors,
@@ -316,7 +327,10 @@ def fit(
     loop = _Loop(cfg, target, settings, seeds, device)
     last_epoch = epochs or settings.max_epochs
     stop = StopFlag()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Only the main thread may install handlers (a Ray trial may run in another thread; there
+    # the worker's own shutdown applies).
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
         # Dropout draws from torch's global RNG (it takes no generator): seed it, and restore the
         # caller's RNG state afterwards so nothing else is affected.
@@ -331,6 +345,8 @@ def fit(
                     "epoch": loop.epoch,
                     "train_loss": float(loop.total) / len(train),
                 }
+                if not math.isfinite(row["train_loss"]):
+                    raise _diverged(loop.epoch, row["train_loss"], settings)
                 val_loss = math.inf
                 if val is not None:
                     val_loss, val_row = loop.validate(val)

@@ -6,15 +6,36 @@ it again (or use ``structlog.testing.capture_logs``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 _secrets: set[str] = set()
+
+
+# The stdout that events keep while ``stdout_for_events_only`` sends other prints to stderr.
+_reserved: TextIO | None = None
+
+
+@contextlib.contextmanager
+def stdout_for_events_only() -> Iterator[None]:
+    """Inside the block, events still go to stdout and anything else printed goes to stderr.
+
+    For libraries that print to stdout (Ray Tune's tables and hints): stdout is the event
+    stream, and one stray line would break a consumer that reads it as JSON lines.
+    """
+    global _reserved
+    _reserved = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _reserved = None
 
 
 class _StreamLogger:
@@ -24,7 +45,7 @@ class _StreamLogger:
         self._stream = stream
 
     def msg(self, message: str) -> None:
-        stream = self._stream or sys.stdout
+        stream = self._stream or _reserved or sys.stdout
         tqdm = sys.modules.get("tqdm")  # a progress bar can only be drawing if tqdm was imported
         if tqdm is not None and stream.isatty():
             # Clear the bars on stderr while the event is written and draw them again below it:

@@ -13,7 +13,8 @@ import json, sys
 from typer.testing import CliRunner
 from pipeline.cli import app
 result = CliRunner().invoke(app, sys.argv[1:])
-heavy = sorted(m for m in ("torch", "pandas", "pyarrow", "numpy", "kaggle") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "pandas", "pyarrow", "numpy", "kaggle", "ray", "matplotlib")
+               if m in sys.modules)
 print(json.dumps({"code": result.exit_code, "heavy": heavy, "out": result.output[:200]}))
 """
 
@@ -26,9 +27,11 @@ def _probe(*args: str) -> dict:
 
 
 def test_help_does_not_import_torch_or_pandas() -> None:
-    """`pipeline --help` (and each command's help) leaves torch, pandas and friends unimported."""
-    commands = ["train", "evaluate", "config", "data", "package", "release", "predict"]
-    for args in [["--help"]] + [[name, "--help"] for name in commands]:
+    """`pipeline --help` (and each command's help) leaves torch, pandas, Ray and friends
+    unimported."""
+    commands = ["train", "evaluate", "tune", "config", "data", "package", "release", "predict",
+                "serve"]  # fmt: skip
+    for args in [["--help"], ["tune", "show", "--help"]] + [[name, "--help"] for name in commands]:
         probe = _probe(*args)
         assert probe["code"] == 0
         assert "Usage" in probe["out"]

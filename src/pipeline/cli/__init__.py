@@ -11,7 +11,7 @@ import os
 import typer
 
 from pipeline import __version__
-from pipeline.cli import build, config, data, release
+from pipeline.cli import build, config, data, release, tune
 from pipeline.cli import package as package_cmd
 from pipeline.cli import predict as predict_cmd
 from pipeline.cli import serve as serve_cmd
@@ -31,6 +31,7 @@ app = typer.Typer(
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(release.app, name="release")
+app.add_typer(tune.app, name="tune")
 app.command("train")(build.train)
 app.command("evaluate")(build.evaluate)
 app.command("package")(package_cmd.package)

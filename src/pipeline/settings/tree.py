@@ -7,6 +7,7 @@ its id covers; ``Settings.public`` is everything but the secrets.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from typing import Annotated, Any, Literal, Self
@@ -28,6 +29,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from pipeline.settings.space import DEFAULT_SPACE, check_space
 
 ENV_PREFIX = "PIPELINE_"
 NESTED = "__"
@@ -221,6 +224,54 @@ class TrainSettings(_Section):
         return self
 
 
+class TuneSettings(_Section):
+    """`pipeline tune`: the search space and how the search runs (on Ray)."""
+
+    trials: int = Field(16, ge=1, le=10_000, description="Configurations tried (--trials)")
+    space: dict[str, Any] = Field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_SPACE),
+        description='Setting path to dimension as JSON, e.g. {"train.learning_rate": '
+        '{"loguniform": [0.0003, 0.01]}}; replaces the default space',
+    )
+    metric: Annotated[
+        Literal["auto", "rmse", "rmse_log", "mae", "r2", "accuracy", "log_loss", "f1_macro",
+                "roc_auc"],
+        _Lower,
+    ] = Field(
+        "auto",
+        description="Validation metric that ranks trials; auto: rmse_log (log target) or rmse, "
+        "log_loss for classification",
+    )  # fmt: skip
+    folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="Score each trial by K-fold CV of the training rows (unset: the validation "
+        "split)",
+    )
+    concurrency: int = Field(
+        0, ge=0, le=4096, description="Trials at a time; 0: as many as the cluster has CPUs"
+    )
+    cpus_per_trial: int = Field(
+        1, ge=1, le=MAX_THREADS, description="CPUs (and torch threads) each trial holds"
+    )
+    time_budget: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_SECONDS * 30,
+        description="Seconds after which no new trial starts (the result then depends on speed)",
+    )
+    connect_timeout: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="Seconds to reach the Ray cluster at RAY_ADDRESS"
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _valid_space(cls, space: dict[str, Any]) -> dict[str, Any]:
+        sections = {"features": FeatureSettings, "model": ModelSettings, "train": TrainSettings}
+        return check_space(space, sections)  # type: ignore[arg-type]
+
+
 class GateSettings(_Section):
     """Quality gates checked by `pipeline evaluate`; unset gates are not checked."""
 
@@ -330,11 +381,18 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)  # type: ignore[arg-type]
     model: ModelSettings = Field(default_factory=ModelSettings)  # type: ignore[arg-type]
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[arg-type]
+    tune: TuneSettings = Field(default_factory=TuneSettings)  # type: ignore[arg-type]
     gates: GateSettings = Field(default_factory=GateSettings)  # type: ignore[arg-type]
     run: RunSettings = Field(default_factory=RunSettings)  # type: ignore[arg-type]
     serve: ServeSettings = Field(default_factory=ServeSettings)  # type: ignore[arg-type]
     release: str | None = Field(
         None, description="Release the run stage uses: name@vN or name@current"
+    )
+    # The Ray cluster that `tune` (and distributed work) attaches to; unset: an embedded runtime.
+    ray_address: str | None = Field(
+        None,
+        validation_alias=AliasChoices("RAY_ADDRESS"),
+        description="Ray cluster address (host:port, ray://host:port or auto); unset: embedded",
     )
 
     # Credentials keep the names their own tools use; they are secrets and never leave memory.
@@ -415,6 +473,7 @@ SECRET_PATHS = (("serve", "token"),)
 # message names the option the user typed rather than the variable it stands for.
 CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--host",
                "PIPELINE_SERVE__PORT": "--port"}  # fmt: skip
-ALIASED_ENV = {"kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
+ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
+               "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
                "xdg_config_home": "XDG_CONFIG_HOME"}  # fmt: skip

@@ -1,0 +1,82 @@
+"""Build-stage search: `pipeline tune` and `pipeline tune show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline.cli._common import run, store_of, write_id
+
+app = typer.Typer(
+    help=(
+        "Search the recipe's settings on Ray (embedded, or the cluster at RAY_ADDRESS): trials "
+        "scored on the training rows only, reproducible from the seed. The space and the search "
+        "are PIPELINE_TUNE__* settings; `tune show` ranks the trials of a search."
+    ),
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def tune(
+    ctx: typer.Context,
+    trials: int = typer.Option(
+        None, "--trials", "-n", help="Trials to run (overrides PIPELINE_TUNE__TRIALS).", min=1
+    ),
+    id_file: Path = typer.Option(
+        None, "--id-file", help="Also write the tune id to this file.", dir_okay=False
+    ),
+    preset_out: Path = typer.Option(
+        None,
+        "--preset-out",
+        help="Write the winning recipe as a preset: PIPELINE_PRESET=FILE pipeline train.",
+        dir_okay=False,
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Keep the finished trials of an interrupted search with the same inputs; run the "
+        "rest. The result equals an uninterrupted search's.",
+    ),
+) -> None:
+    """Search the recipe's settings; rank the trials; write the winner as a preset."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import tune as stage
+
+        outputs = {"--id-file": id_file, "--preset-out": preset_out}
+        store = store_of(loaded.settings, writes=True, outputs=outputs)
+        result = stage.run(
+            loaded.settings, store, log, trials=trials, resume=resume, preset_out=preset_out
+        )
+        write_id(id_file, result.tune_id)
+
+    run("tune", body)
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(None, help="Tune id or unique prefix (default: the latest)."),
+) -> None:
+    """The trials of a search, best first: rank, trial, score, epochs, status, configuration."""
+
+    def body(loaded: Any, log: Any) -> None:
+        from pipeline import tune as stage
+
+        tid, files = stage.load(store_of(loaded.settings), ref)
+        winner = files["winner.json"]
+        rows = [
+            {"rank": t["rank"], "trial": t["trial"], "score": t["score"], "status": t["status"],
+             "epochs": t["epochs"], **t["config"]}
+            for t in files["trials.json"]
+        ]  # fmt: skip
+        log.info(
+            "tune.show", tune_id=tid, metric=winner["metric"], winner=winner["trial"],
+            score=winner["score"], trials=rows,
+        )  # fmt: skip
+
+    run("tune", body)

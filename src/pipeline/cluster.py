@@ -1,0 +1,150 @@
+"""Where distributed work runs: a Ray cluster named by RAY_ADDRESS, or a private local runtime.
+
+``session`` is the one entry point, given ``RAY_ADDRESS`` as the settings read it. Unset, it
+starts Ray inside this process's machine (its own temporary folder, no dashboard, no usage
+report, no auth token) and stops it on exit; set, it checks that the address answers, connects,
+and only disconnects on exit. Ray is imported inside ``session``: ``pipeline --help`` never
+loads it, and a missing Ray is a ``ConfigError`` that says how to install it. Nothing here
+writes to stdout, which carries the event stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import log
+from pipeline.errors import ConfigError, SourceError
+
+# Ray puts Unix sockets at <temp dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store,
+# and a socket path has at most 107 bytes: that leaves 43 for the temp dir itself.
+_MAX_TEMP_DIR = 43
+_PREFIX = "pipeline-ray-"  # mkdtemp adds 8 characters
+_DEFAULT_PORTS = {"": 6379, "ray": 10001}  # the GCS, and the Ray Client server
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a session is connected to."""
+
+    address: str | None  # RAY_ADDRESS as given (secrets masked), None when embedded
+    embedded: bool
+    cpus: int  # total CPUs Ray reports for the cluster
+    nodes: int  # alive nodes
+
+
+@contextlib.contextmanager
+def session(
+    address: str | None,
+    *,
+    connect_timeout: float,
+    temp_root: Path | None = None,
+    cpus: int | None = None,
+) -> Iterator[Cluster]:
+    """Connect to Ray for the duration of the block; yield what the cluster offers.
+
+    ``address`` is ``RAY_ADDRESS`` as the settings read it (``Settings.ray_address``).
+    Unset or empty: a private runtime with ``cpus`` CPUs (default: this
+    machine's), its temporary folder under ``temp_root`` when that path is short enough for
+    Ray's sockets (else the system's), removed afterwards. ``RAY_ADDRESS`` set: ``host:port``
+    and ``ray://host:port`` must accept a TCP connection within ``connect_timeout`` seconds
+    (``auto`` is not probed), else ``SourceError``; ``cpus`` and ``temp_root`` are ignored.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "Ray is not installed: pip install 'pipeline[ray]' (make install does it)"
+        ) from None
+    address = (address or "").strip()
+    if address:
+        shown = _masked(address)
+        _probe(address, shown, connect_timeout)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            ray.shutdown()
+            raise _unreachable(shown, connect_timeout, _first_line(exc)) from None
+        try:
+            yield _describe(ray, shown)
+        finally:
+            ray.shutdown()
+        return
+    temp_dir = _temp_dir(temp_root)
+    saved = {key: os.environ.get(key) for key in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no report, and no notice about it
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
+    try:
+        ray.init(
+            num_cpus=cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=True,  # Ray's own handler, on stderr, errors only
+            logging_level=logging.ERROR,
+            _temp_dir=str(temp_dir),
+        )
+        yield _describe(ray, None)
+    finally:
+        ray.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _describe(ray: Any, address: str | None) -> Cluster:
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    return Cluster(address=address, embedded=address is None, cpus=cpus, nodes=len(alive))
+
+
+def _temp_dir(root: Path | None) -> Path:
+    """A new folder for Ray's session files, short enough for the Unix sockets inside it."""
+    budget = _MAX_TEMP_DIR - len(_PREFIX) - 9  # "/" + mkdtemp's 8 characters
+    for base in (root, Path(tempfile.gettempdir())):
+        if base is not None and len(os.fsencode(base.absolute())) <= budget:
+            base.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=_PREFIX, dir=base.absolute()))
+    return Path(tempfile.mkdtemp(prefix=_PREFIX, dir="/tmp"))
+
+
+def _probe(address: str, shown: str, timeout: float) -> None:
+    """Raise ``SourceError`` unless ``host:port`` (or ``ray://host:port``) takes a connection."""
+    if address == "auto":
+        return
+    scheme, _, rest = address.rpartition("://")
+    hostport = rest.split("/", 1)[0].rpartition("@")[2]
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    try:
+        number = int(port) if port else _DEFAULT_PORTS.get(scheme, 6379)
+        with socket.create_connection((host.strip("[]"), number), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise _unreachable(shown, timeout, _first_line(exc) or type(exc).__name__) from None
+
+
+def _unreachable(shown: str, timeout: float, reason: str) -> SourceError:
+    return SourceError(
+        f"Ray cluster at RAY_ADDRESS={shown} did not answer within {timeout:g} s ({reason}): "
+        "start it, or unset RAY_ADDRESS to run embedded"
+    )
+
+
+def _masked(address: str) -> str:
+    """The address with registered secrets and any ``user:password@`` part masked."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", log.mask(address))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,278 @@
+"""Scoring a recipe on training rows, and the trials of a search: what `tune` runs on Ray.
+
+A trial is one configuration of the recipe (settings from ``PIPELINE_TUNE__SPACE`` applied to
+the current ones), fitted and scored on the training rows only: the validation split that
+`train` uses for early stopping, or K-fold cross-validation of the training and validation
+rows. The test rows are never given to a trial: the search cannot choose by them.
+
+Every configuration is drawn from the one seed before any trial runs, trial ``i`` from its own
+stream (``[TAG, seed, i]``), so the configurations do not depend on how many trials run at a
+time, on which node, or in which order they finish; a trial's score depends only on its
+configuration and the data (training is deterministic). Trial 1 is the current configuration,
+so the winner is never worse than it on the search's own metric.
+
+``trainable`` is the function Ray runs in its workers; it lives in the installed package (a
+function defined in a test or a script is not importable there).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import features, fit, runtime, split
+from pipeline.data.schema import Schema
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.settings import Settings
+
+# Mixed into every trial's seed: the search's draws never coincide with the split's or the
+# initialisation's streams of the same seed.
+TAG = 0x7475_6E65  # "tune"
+# Configurations that repeat an earlier trial are drawn again, this many times at most.
+_REDRAWS = 100
+
+
+def metric_for(settings: Settings, task: str) -> str:
+    """The metric that ranks trials: the setting, or for ``auto`` the task's usual one."""
+    chosen = settings.tune.metric
+    regression = ("rmse", "rmse_log", "mae", "r2")
+    log_target = settings.train.target_transform == "log"
+    if chosen == "auto":
+        if task == "regression":
+            return "rmse_log" if log_target else "rmse"
+        return "log_loss"
+    if (chosen in regression) != (task == "regression"):
+        raise ConfigError(
+            f"PIPELINE_TUNE__METRIC={chosen} does not apply to a {task} target: use "
+            f"{'rmse, rmse_log, mae or r2' if task == 'regression' else 'accuracy, log_loss, f1_macro or roc_auc'}"  # noqa: E501
+            " (or auto)"
+        )
+    if chosen == "rmse_log" and not log_target:
+        raise ConfigError(
+            "PIPELINE_TUNE__METRIC=rmse_log needs PIPELINE_TRAIN__TARGET_TRANSFORM=log (the "
+            "score is measured on the log scale): set it, or use rmse"
+        )
+    if chosen == "roc_auc" and task != "binary":
+        raise ConfigError("PIPELINE_TUNE__METRIC=roc_auc needs a binary target: use log_loss")
+    return chosen
+
+
+def better(metric: str) -> str:
+    """``min`` or ``max``: which way ``metric`` improves."""
+    return "max" if metric in ("r2", "accuracy", "f1_macro", "roc_auc") else "min"
+
+
+def current_values(settings: Settings) -> dict[str, Any]:
+    """The current value of every key of the space: trial 1's configuration."""
+    public = settings.public()
+    out = {}
+    for key in settings.tune.space:
+        section, name = key.split(".", 1)
+        out[key] = copy.deepcopy(public[section][name])
+    return out
+
+
+def trial_configs(settings: Settings, n: int) -> list[dict[str, Any]]:
+    """``n`` configurations: the current one, then ``n - 1`` drawn from the space.
+
+    Trial ``i``'s draw depends on the seed and ``i`` only, so a search of 16 trials starts with
+    the 8 of a search of 8. A draw that repeats an earlier configuration is drawn again.
+    """
+    space = settings.tune.space
+    configs = [current_values(settings)]
+    seen = {_canonical(configs[0])}
+    for i in range(1, n):
+        rng = np.random.default_rng([TAG, settings.seed, i])
+        config = _draw(space, rng)
+        for _ in range(_REDRAWS):
+            if _canonical(config) not in seen:
+                break
+            config = _draw(space, rng)
+        seen.add(_canonical(config))
+        configs.append(config)
+    return configs
+
+
+def _draw(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for key in sorted(space):
+        ((kind, spec),) = space[key].items()
+        if kind == "choice":
+            config[key] = copy.deepcopy(spec[int(rng.integers(len(spec)))])
+        elif kind == "int":
+            config[key] = int(rng.integers(int(spec[0]), int(spec[1]) + 1))
+        else:
+            low, high = float(spec[0]), float(spec[1])
+            if kind == "loguniform":
+                value = math.exp(rng.uniform(math.log(low), math.log(high)))
+            else:
+                value = rng.uniform(low, high)
+            # Three significant digits: a preset a person can read, and still inside the range.
+            config[key] = min(high, max(low, float(f"{value:.3g}")))
+    return config
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def apply(settings: Settings, config: dict[str, Any]) -> Settings:
+    """``settings`` with the configuration's values in place (validated again)."""
+    tree = settings.model_dump()
+    for key, value in config.items():
+        section, name = key.split(".", 1)
+        tree[section][name] = copy.deepcopy(value)
+    return Settings.model_validate(tree)
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def fit_and_score(
+    settings: Settings,
+    frame: pd.DataFrame,
+    schema: Schema,
+    label: str,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    seeds: split.Seeds,
+    device: str,
+) -> tuple[dict[str, Any], int]:
+    """Fit preprocessing on ``rows[0]``, train with early stopping on ``rows[1]``, score
+    ``rows[2]``: (metrics, epochs run). Statistics never see the validation or scored rows."""
+    fit_rows, val_rows, scored = rows
+    pre = features.fit(frame.iloc[fit_rows], schema, settings.features, label)
+    enc = pre.transform(frame, label, with_target=True)
+    tensors = fit.Tensors.all(enc, device)
+    fitted = fit.fit(
+        fit.network_config(pre, settings),
+        tensors.select(fit_rows),
+        tensors.select(val_rows),
+        pre.target,
+        settings.train,
+        seeds,
+        device,
+    )
+    scores = fit.evaluate_rows(fitted.model, tensors.select(scored), pre.target)
+    return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
+
+
+def cross_validate(
+    settings: Settings,
+    frame: pd.DataFrame,
+    schema: Schema,
+    label: str,
+    rows: np.ndarray,
+    k: int,
+    split_seed: int,
+    device: str,
+    on_fold: Any = None,
+) -> dict[str, Any]:
+    """K-fold CV of the recipe on ``rows``: each fold trains on K-1 parts, scores the held-out one.
+
+    Early stopping inside a fold uses a validation slice of that fold's training rows, so the
+    held-out part is never seen before it is scored. Statistics are refitted per fold.
+    ``on_fold(i, rows_scored, epochs, scores)`` is told of each fold as it finishes.
+    """
+    results: list[dict[str, Any]] = []
+    parts = split.folds(rows, k, settings.train.val_fraction, split_seed)
+    for i, part in enumerate(parts):
+        seeds = split.Seeds.from_seed(settings.seed + 1 + i)
+        scores, epochs = fit_and_score(settings, frame, schema, label, part, seeds, device)
+        if on_fold is not None:
+            on_fold(i, len(part[2]), epochs, scores)
+        results.append(scores)
+    summary: dict[str, Any] = {"folds": k, "per_fold": results}
+    for metric in results[0]:
+        values = np.array([r[metric] for r in results if r.get(metric) is not None], dtype=float)
+        summary[f"{metric}_mean"] = float(values.mean())
+        summary[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return summary
+
+
+# -- a trial, in a Ray worker -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a trial needs, sent once to the cluster's object store.
+
+    ``frame`` holds the training and validation rows only (the test rows never leave the
+    driver); ``train`` and ``val`` are positions into it.
+    """
+
+    settings: Settings
+    configs: list[dict[str, Any]]
+    frame: pd.DataFrame
+    schema: Schema
+    label: str
+    train: np.ndarray
+    val: np.ndarray
+    seeds: split.Seeds
+    metric: str
+    folds: int | None
+    threads: int
+
+
+def run_trial(payload: Payload, trial: int) -> dict[str, Any]:
+    """Fit and score trial ``trial`` (0-based); the result a trial reports."""
+    t0 = time.perf_counter()
+    runtime.configure(payload.threads, "cpu")
+    settings = apply(payload.settings, payload.configs[trial])
+    if payload.folds is None:
+        rows = (payload.train, payload.val, payload.val)
+        scores, epochs = fit_and_score(
+            settings, payload.frame, payload.schema, payload.label, rows, payload.seeds, "cpu"
+        )
+        metrics: dict[str, Any] = scores
+        score = scores.get(payload.metric)
+    else:
+        every = np.sort(np.concatenate([payload.train, payload.val]))
+        fold_epochs: list[int] = []
+        cv = cross_validate(
+            settings,
+            payload.frame,
+            payload.schema,
+            payload.label,
+            every,
+            payload.folds,
+            payload.seeds.split,
+            "cpu",
+            on_fold=lambda _i, _n, epochs, _s: fold_epochs.append(epochs),
+        )
+        metrics = {k[: -len("_mean")]: v for k, v in cv.items() if k.endswith("_mean")}
+        epochs = round(float(np.mean(fold_epochs)))
+        score = metrics.get(payload.metric)
+    return {
+        "trial": trial,
+        "status": "ok" if score is not None and math.isfinite(score) else "failed",
+        "score": score,
+        "metrics": metrics,
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "error": None if score is not None and math.isfinite(score) else "no finite score",
+    }
+
+
+def trainable(config: dict[str, Any], payload: Payload) -> None:
+    """The function Ray Tune runs for one trial: score it and report the result once.
+
+    A mistake in the configuration (a ``PipelineError``) is reported as a failed trial, not
+    raised: retrying it would fail the same way. Anything else (a killed worker, out of memory)
+    propagates, and Ray retries the trial.
+    """
+    from ray import tune
+
+    trial = int(config["trial"])
+    try:
+        result = run_trial(payload, trial)
+    except PipelineError as exc:
+        result = {"trial": trial, "status": "failed", "score": None, "metrics": {},
+                  "epochs": 0, "seconds": 0.0, "error": exc.message}  # fmt: skip
+    tune.report(result)

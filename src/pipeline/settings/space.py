@@ -1,0 +1,165 @@
+"""The search space of `pipeline tune`: typed dimensions over recipe settings, checked at load.
+
+A space maps a setting's path (``"train.learning_rate"``) to one dimension, written as a
+one-key mapping in a preset or as JSON in ``PIPELINE_TUNE__SPACE``::
+
+    {"train.learning_rate": {"loguniform": [0.0003, 0.01]},
+     "model.dropout": {"uniform": [0.0, 0.4]},
+     "features.min_frequency": {"int": [1, 10]},
+     "model.hidden": {"choice": [[256, 128], [512, 256]]}}
+
+Only settings that shape what is learned may be searched (features, the network, the optimiser
+and its schedule): not the data, the split, the seed or operational knobs. Each dimension is
+checked where the settings load: a path that names no such setting, bounds out of order, or a
+value the setting itself would refuse is one line naming the key (exit 3), before any data is
+read. Sampling lives in ``pipeline.search``; this module only says what a valid space is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
+
+KINDS = ("loguniform", "uniform", "int", "choice")
+# Sections whose fields may be searched, and the fields of those that may not (they choose the
+# data or how a run executes, not what the model learns).
+SEARCHABLE = ("features", "model", "train")
+NOT_SEARCHABLE = {
+    "model.name",
+    "model.version",
+    "train.val_fraction",
+    "train.test_fraction",
+    "train.target_transform",
+    "train.refit",
+    "train.device",
+    "train.threads",
+    "train.checkpoint_every",
+    "features.max_categorical_cardinality",
+}
+MAX_CHOICES = 64
+
+# The default space: what a user without ML background can trust for the tabular MLP.
+DEFAULT_SPACE: dict[str, dict[str, Any]] = {
+    "train.learning_rate": {"loguniform": [3e-4, 1e-2]},
+    "train.weight_decay": {"loguniform": [1e-5, 1e-1]},
+    "train.batch_size": {"choice": [32, 64, 128, 256]},
+    "model.hidden": {"choice": [[128], [256, 128], [512, 256], [256, 256, 128], [512, 256, 128]]},
+    "model.dropout": {"uniform": [0.0, 0.4]},
+    "features.max_embedding_dim": {"choice": [4, 8, 16, 32]},
+    "features.min_frequency": {"int": [1, 10]},
+    "features.log_skewed": {"choice": [True, False]},
+}
+
+
+def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    """``space`` if every key names a searchable setting and every dimension is valid for it.
+
+    ``sections`` maps a section name to its settings class (for the keys and their checks).
+    Raises ``PydanticCustomError`` with a message that names the key.
+    """
+    if not space:
+        raise PydanticCustomError("empty_space", "the space is empty: give at least one key")
+    for key, dim in space.items():
+        section, field = _field_of(key, sections)
+        kind, spec = _dimension(key, dim)
+        model = sections[section]
+        if kind in ("uniform", "loguniform") and model.model_fields[field].annotation is int:
+            raise PydanticCustomError(
+                "bad_space_kind",
+                f"key '{key}' is an integer setting: a {kind} range draws fractions; use "
+                f'{{"int": {_short(spec)}}} or a choice',
+            )
+        for value in _probe_values(kind, spec):
+            try:
+                model.model_validate({field: value})
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                raise PydanticCustomError(
+                    "bad_space_value",
+                    f"key '{key}': {kind} value {value!r} is not a valid {key} ({reason})",
+                ) from None
+    return space
+
+
+def direction(metric: str) -> str:
+    """``min`` or ``max``: which way ``metric`` gets better."""
+    return "max" if metric in ("r2", "accuracy", "f1_macro", "roc_auc") else "min"
+
+
+def _field_of(key: str, sections: dict[str, type[BaseModel]]) -> tuple[str, str]:
+    names = [
+        f"{s}.{f}"
+        for s in SEARCHABLE
+        for f in sections[s].model_fields
+        if f"{s}.{f}" not in NOT_SEARCHABLE
+    ]
+    if key in names:
+        section, field = key.split(".", 1)
+        return section, field
+    hint = difflib.get_close_matches(key, names, n=1)
+    why = (
+        "is not searchable (it chooses the data or how a run executes)"
+        if key in NOT_SEARCHABLE
+        else f"names no searchable setting{f' (did you mean {hint[0]!r}?)' if hint else ''}"
+    )
+    raise PydanticCustomError(
+        "bad_space_key",
+        f"key '{key}' {why}; searchable keys are section.field of features, model and train, "
+        "e.g. 'train.learning_rate'",
+    )
+
+
+def _dimension(key: str, dim: Any) -> tuple[str, Any]:
+    if not isinstance(dim, dict) or len(dim) != 1 or next(iter(dim)) not in KINDS:
+        raise PydanticCustomError(
+            "bad_space_dimension",
+            f"key '{key}': expected one of {{\"loguniform\": [low, high]}}, "
+            '{"uniform": [low, high]}, {"int": [low, high]} or {"choice": [values]}'
+            f", got {_short(dim)}",
+        )
+    kind, spec = next(iter(dim.items()))
+    if kind == "choice":
+        if not isinstance(spec, list) or not 1 <= len(spec) <= MAX_CHOICES:
+            raise PydanticCustomError(
+                "bad_space_choice",
+                f"key '{key}': choice needs a list of 1 to {MAX_CHOICES} values, got "
+                f"{_short(spec)}",
+            )
+        return kind, spec
+    numbers = isinstance(spec, list) and len(spec) == 2
+    numbers = numbers and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in spec
+    )
+    if kind == "int":
+        numbers = numbers and all(float(v).is_integer() for v in spec)
+    if not numbers or spec[0] > spec[1]:
+        raise PydanticCustomError(
+            "bad_space_bounds",
+            f"key '{key}': {kind} needs [low, high] with low <= high"
+            f"{' (integers)' if kind == 'int' else ''}, got {_short(spec)}",
+        )
+    if kind == "loguniform" and spec[0] <= 0:
+        raise PydanticCustomError(
+            "bad_space_bounds",
+            f"key '{key}': loguniform needs low > 0 (a log scale), got {_short(spec)}; use "
+            "uniform for a range that starts at 0",
+        )
+    return kind, spec
+
+
+def _probe_values(kind: str, spec: Any) -> list[Any]:
+    """The values whose validity stands for the whole dimension: both bounds, every choice."""
+    if kind == "choice":
+        return list(spec)
+    if kind == "int":
+        return [int(spec[0]), int(spec[1])]
+    return [float(spec[0]), float(spec[1])]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -1,0 +1,154 @@
+"""pipeline.cluster: an embedded Ray runtime, a real two-node cluster by RAY_ADDRESS, failures.
+
+The tests marked `ray` start Ray (``make test-ray`` runs them, ``make test`` does not); the
+cluster ones share the session's ``ray_cluster`` fixture, a head and a worker node of one CPU
+each in processes of their own (tests/ray_cluster.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from tests.ray_cluster import ray_env
+
+from pipeline import cluster
+from pipeline.errors import ConfigError, SourceError
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_embedded_session_is_one_private_node_and_writes_nothing_to_stdout(
+    tmp_path: Path,
+) -> None:
+    """No RAY_ADDRESS: one local node, no stdout, no ~/.ray, its temp folder removed after."""
+    temp_root = Path(tempfile.mkdtemp(prefix="t-", dir="/tmp"))  # short: Ray's sockets go here
+    code = textwrap.dedent(f"""\
+        import json, sys, time
+        from pathlib import Path
+        from pipeline import cluster
+        t0 = time.monotonic()
+        root = Path({str(temp_root)!r})
+        with cluster.session(None, connect_timeout=5, temp_root=root, cpus=2) as c:
+            seconds = time.monotonic() - t0
+            inside = [p.name for p in Path({str(temp_root)!r}).iterdir()]
+        print(json.dumps(dict(vars(c), seconds=seconds, inside=inside)), file=sys.stderr)
+        """)
+    env = {**ray_env(), "HOME": str(tmp_path)}
+    env.pop("RAY_AUTH_MODE")  # the session itself turns token auth off
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout == ""
+        found = json.loads(done.stderr.strip().splitlines()[-1])
+        assert found["embedded"] is True and found["address"] is None
+        assert found["nodes"] == 1 and found["cpus"] == 2
+        assert [name.startswith("pipeline-ray-") for name in found["inside"]] == [True]
+        assert list(temp_root.iterdir()) == []  # removed after shutdown
+        assert not (tmp_path / ".ray").exists()  # no auth token written
+    finally:
+        temp_root.rmdir()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_session_on_a_two_node_cluster_runs_tasks_on_both_nodes(
+    ray_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAY_ADDRESS names the cluster: 2 nodes, 2 CPUs, and a task pinned to each node runs."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # as the cluster was started
+
+    def where() -> str:  # defined here: pickled by value (workers cannot import tests/)
+        return str(ray.get_runtime_context().get_node_id())
+
+    with cluster.session(ray_cluster, connect_timeout=10) as c:
+        assert c == cluster.Cluster(address=ray_cluster, embedded=False, cpus=2, nodes=2)
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        task = ray.remote(num_cpus=1)(where)
+        pinned = [
+            task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+            for n in nodes
+        ]
+        assert sorted(ray.get([t.remote() for t in pinned], timeout=60)) == nodes
+    assert not ray.is_initialized()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_that_does_not_answer_is_a_source_error_within_the_timeout(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed port: exit code 5, one line naming RAY_ADDRESS, within the timeout.
+
+    (Not an unreachable host: this sandbox's network answers TCP for any outside address.)
+    """
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = address.format(port=port)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError) as caught, cluster.session(address, connect_timeout=1.5):
+        pass
+    assert time.monotonic() - t0 < 1.5 + 2
+    message = caught.value.message
+    assert caught.value.exit_code == 5 and "\n" not in message
+    assert message.startswith(f"Ray cluster at RAY_ADDRESS={address} did not answer within 1.5 s")
+    assert message.endswith("start it, or unset RAY_ADDRESS to run embedded")
+
+
+def test_without_ray_a_session_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray not installed: a ConfigError that says how to install it."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with (
+        pytest.raises(ConfigError, match=r"pip install 'pipeline\[ray\]'"),
+        cluster.session(None, connect_timeout=1),
+    ):
+        pass
+
+
+def test_ray_temp_folders_stay_short_enough_for_its_sockets(tmp_path: Path) -> None:
+    """A temp root too long for Ray's 107-byte socket paths falls back to the system's."""
+    long_root = tmp_path / ("x" * 60)
+    made = cluster._temp_dir(long_root)
+    try:
+        assert made.name.startswith("pipeline-ray-") and made.parent != long_root
+        assert len(str(made)) <= cluster._MAX_TEMP_DIR
+    finally:
+        made.rmdir()
+
+
+def test_an_address_with_a_password_is_masked() -> None:
+    """The address shown in events and errors carries no credentials."""
+    assert cluster._masked("ray://user:hunter22@head:10001") == "ray://***@head:10001"
+    assert cluster._masked("10.0.0.5:6379") == "10.0.0.5:6379"
+
+
+def test_importing_the_module_does_not_import_ray() -> None:
+    """Ray loads only when a session starts (`pipeline --help` stays fast)."""
+    code = "import sys, pipeline.cluster; assert 'ray' not in sys.modules"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,156 @@
+"""The search's library: a typed space checked at load, configurations drawn from the seed.
+
+These need no Ray: what the trials are is decided before Ray sees them (tests/test_tune.py
+runs the search itself on Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import search, tune
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, load
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return load(env, env_file=tmp_path / "absent.env").settings
+
+
+def _refused(tmp_path: Path, space: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space))
+    assert caught.value.exit_code == 3
+    assert "\n" not in caught.value.message
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("space", "named"),
+    [
+        (
+            {"train.learning_rat": {"loguniform": [1e-4, 1e-2]}},
+            "did you mean 'train.learning_rate'",
+        ),
+        ({"train.test_fraction": {"uniform": [0.1, 0.2]}}, "is not searchable"),
+        ({"seed": {"int": [1, 5]}}, "names no searchable setting"),
+        ({"train.learning_rate": {"loguniform": [0, 1e-2]}}, "loguniform needs low > 0"),
+        ({"train.learning_rate": {"uniform": [0.1, 0.01]}}, "low <= high"),
+        ({"train.batch_size": {"uniform": [8, 64]}}, "integer setting"),
+        ({"train.batch_size": {"int": [8.5, 64]}}, "(integers)"),
+        ({"model.hidden": {"choice": [[0]]}}, "choice value [0] is not a valid model.hidden"),
+        ({"model.dropout": {"uniform": [0.1, 1.2]}}, "uniform value 1.2"),
+        ({"model.dropout": [0.1, 0.2]}, 'expected one of {"loguniform"'),
+        ({"model.dropout": {"normal": [0.1, 0.2]}}, 'expected one of {"loguniform"'),
+        ({"model.dropout": {"choice": []}}, "choice needs a list of 1 to 64 values"),
+        ({}, "the space is empty"),
+    ],
+)
+def test_a_bad_space_is_one_line_naming_the_key(tmp_path: Path, space: Any, named: str) -> None:
+    message = _refused(tmp_path, space)
+    assert "PIPELINE_TUNE__SPACE" in message
+    assert named in message
+
+
+def test_the_default_space_is_valid_and_covers_what_users_tune(tmp_path: Path) -> None:
+    space = _settings(tmp_path).tune.space
+    assert set(space) >= {
+        "train.learning_rate", "train.weight_decay", "train.batch_size", "model.hidden",
+        "model.dropout", "features.max_embedding_dim", "features.min_frequency",
+        "features.log_skewed",
+    }  # fmt: skip
+
+
+def test_trial_one_is_the_current_configuration(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, PIPELINE_TRAIN__LEARNING_RATE="0.002")
+    first = search.trial_configs(settings, 3)[0]
+    assert first["train.learning_rate"] == 0.002
+    assert first["model.hidden"] == [256, 128]
+
+
+def test_configurations_come_from_the_seed_alone(tmp_path: Path) -> None:
+    """Same seed: same draws; a longer search extends a shorter one; another seed differs."""
+    settings = _settings(tmp_path)
+    eight = search.trial_configs(settings, 8)
+    assert search.trial_configs(settings, 8) == eight
+    assert search.trial_configs(settings, 12)[:8] == eight
+    other = search.trial_configs(_settings(tmp_path, PIPELINE_SEED="7"), 8)
+    assert other[0] == eight[0] and other[1:] != eight[1:]
+    assert len({json.dumps(c, sort_keys=True) for c in eight}) == 8  # no repeats
+
+
+def test_draws_respect_each_dimension(tmp_path: Path) -> None:
+    space = {
+        "train.learning_rate": {"loguniform": [1e-4, 1e-2]},
+        "model.dropout": {"uniform": [0.0, 0.3]},
+        "features.min_frequency": {"int": [2, 4]},
+        "model.hidden": {"choice": [[64], [128, 64]]},
+    }
+    settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space))
+    for config in search.trial_configs(settings, 40)[1:]:
+        assert 1e-4 <= config["train.learning_rate"] <= 1e-2
+        assert 0.0 <= config["model.dropout"] <= 0.3
+        assert config["features.min_frequency"] in (2, 3, 4)
+        assert config["model.hidden"] in ([64], [128, 64])
+        assert float(f"{config['train.learning_rate']:.3g}") == config["train.learning_rate"]
+        applied = search.apply(settings, config)
+        assert applied.model.hidden == config["model.hidden"]
+        assert applied.train.learning_rate == config["train.learning_rate"]
+
+
+def test_a_small_space_is_not_drawn_twice(tmp_path: Path) -> None:
+    space = {"features.log_skewed": {"choice": [True, False]}}
+    settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space))
+    configs = search.trial_configs(settings, 2)
+    assert configs == [{"features.log_skewed": True}, {"features.log_skewed": False}]
+
+
+@pytest.mark.parametrize(
+    ("env", "task", "expected"),
+    [
+        ({"PIPELINE_TRAIN__TARGET_TRANSFORM": "log"}, "regression", "rmse_log"),
+        ({"PIPELINE_TRAIN__TARGET_TRANSFORM": "none"}, "regression", "rmse"),
+        ({}, "binary", "log_loss"),
+        ({"PIPELINE_TUNE__METRIC": "accuracy"}, "multiclass", "accuracy"),
+    ],
+)
+def test_the_metric_follows_the_task(
+    tmp_path: Path, env: dict[str, str], task: str, expected: str
+) -> None:
+    assert search.metric_for(_settings(tmp_path, **env), task) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "task", "named"),
+    [
+        ({"PIPELINE_TUNE__METRIC": "accuracy"}, "regression", "does not apply to a regression"),
+        ({"PIPELINE_TUNE__METRIC": "rmse"}, "binary", "does not apply to a binary"),
+        ({"PIPELINE_TUNE__METRIC": "rmse_log", "PIPELINE_TRAIN__TARGET_TRANSFORM": "none"},
+         "regression", "needs PIPELINE_TRAIN__TARGET_TRANSFORM=log"),
+        ({"PIPELINE_TUNE__METRIC": "roc_auc"}, "multiclass", "needs a binary target"),
+    ],
+)  # fmt: skip
+def test_a_metric_that_cannot_rank_this_task_is_refused(
+    tmp_path: Path, env: dict[str, str], task: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        search.metric_for(_settings(tmp_path, **env), task)
+
+
+def test_the_winner_preset_is_toml_that_loads_to_the_winning_recipe(tmp_path: Path) -> None:
+    """--preset-out: a TOML file whose settings are the winner's recipe, nothing operational."""
+    settings = _settings(tmp_path, PIPELINE_PRESET="titanic")
+    winner = {"trial": 3, "score": 0.41, "config": search.trial_configs(settings, 4)[3]}
+    path = tmp_path / "tuned.toml"
+    tune.write_preset(path, settings, winner, "f" * 64, "log_loss")
+    parsed = tomllib.loads(path.read_text())
+    assert parsed["data"]["column_kinds"] == {"pclass": "categorical"}
+    assert "device" not in parsed["train"] and "threads" not in parsed["train"]
+    reloaded = _settings(tmp_path, PIPELINE_PRESET=str(path))
+    assert reloaded.build_config() == search.apply(settings, winner["config"]).build_config()
+    assert reloaded.model.name == "titanic"

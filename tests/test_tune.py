@@ -1,0 +1,244 @@
+"""`pipeline tune` on Ray, through the command users run, in real processes.
+
+Embedded (no RAY_ADDRESS) and on the test suite's real local cluster (a head and a worker node,
+tests/ray_cluster.py): the same search gives the same trials, scores, winner and tune id,
+whatever the concurrency and wherever it runs. Faults: a killed worker, Ctrl-C and --resume,
+every trial failing, a cluster that does not answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import event, events, run_cli
+
+pytestmark = pytest.mark.ray
+
+# A quick search on the built-in Titanic: few epochs, four trials.
+QUICK = {
+    "PIPELINE_PRESET": "titanic",
+    "PIPELINE_TRAIN__MAX_EPOCHS": "6",
+    "PIPELINE_TRAIN__PATIENCE": "3",
+}
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **QUICK,
+        "PIPELINE_STORE": str(tmp_path / "store"),
+        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "RAY_ADDRESS": "",
+        **extra,
+    }
+
+
+def _tune(tmp_path: Path, *args: str, **extra: str) -> dict[str, Any]:
+    done = run_cli("tune", *args, env=_env(tmp_path, **extra), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return event(done.stdout, "tune.summary")
+
+
+def _trials(tmp_path: Path, tune_id: str) -> list[dict[str, Any]]:
+    path = tmp_path / "store" / "tunes" / tune_id / "trials.json"
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One embedded search with one trial at a time: what every other way must reproduce."""
+    root = tmp_path_factory.mktemp("reference")
+    return root, _tune(root, "--trials", "4", PIPELINE_TUNE__CONCURRENCY="1")
+
+
+def test_two_trials_at_a_time_give_the_same_search(
+    reference: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Concurrency 1 and 2: identical trials tables (configurations, scores), winner and id."""
+    root, first = reference
+    second = _tune(tmp_path, "--trials", "4", PIPELINE_TUNE__CONCURRENCY="2")
+    assert second["tune_id"] == first["tune_id"]
+    assert _trials(tmp_path, second["tune_id"]) == _trials(root, first["tune_id"])
+    assert second["winner"] == first["winner"] and second["score"] == first["score"]
+    trials = _trials(tmp_path, second["tune_id"])
+    assert [t["status"] for t in trials] == ["ok"] * 4
+    assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == 4
+
+
+def test_another_seed_gives_other_trials(
+    reference: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root, first = reference
+    other = _tune(tmp_path, "--trials", "4", PIPELINE_SEED="7")
+    configs = [t["config"] for t in _trials(tmp_path, other["tune_id"])]
+    reference_configs = [t["config"] for t in _trials(root, first["tune_id"])]
+    assert other["tune_id"] != first["tune_id"]
+    assert sorted(map(json.dumps, configs)) != sorted(map(json.dumps, reference_configs))
+
+
+def test_the_cluster_gives_the_embedded_result(
+    reference: tuple[Path, dict[str, Any]], tmp_path: Path, ray_cluster: str
+) -> None:
+    """RAY_ADDRESS: trials run on the test cluster's two nodes; the result is the same."""
+    _, first = reference
+    done = run_cli("tune", "--trials", "4", env=_env(tmp_path, RAY_ADDRESS=ray_cluster))
+    assert done.returncode == 0, done.stderr[-3000:]
+    where = event(done.stdout, "tune.cluster")
+    assert where["embedded"] is False and where["nodes"] == 2
+    assert event(done.stdout, "tune.summary")["tune_id"] == first["tune_id"]
+
+
+def test_stdout_is_the_event_stream_and_the_winner_trains_as_a_preset(
+    reference: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Only JSON events on stdout (no Ray banner or table); one tune.trial per trial; the
+    --preset-out file trains the winner, twice to the same build id; `tune show` ranks."""
+    preset = tmp_path / "tuned.toml"
+    done = run_cli(
+        "tune", "--trials", "4", "--preset-out", str(preset), "--id-file", str(tmp_path / "id"),
+        env=_env(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    stream = events(done.stdout)  # fails on any line that is not JSON
+    assert sorted(e["trial"] for e in stream if e["event"] == "tune.trial") == [0, 1, 2, 3]
+    summary = event(done.stdout, "tune.summary")
+    assert (tmp_path / "id").read_text().strip() == summary["tune_id"]
+    assert summary["tune_id"] == reference[1]["tune_id"]
+
+    env = {**_env(tmp_path), "PIPELINE_PRESET": str(preset)}
+    builds = []
+    for _ in range(2):
+        trained = run_cli("train", env=env)
+        assert trained.returncode == 0, trained.stderr[-2000:]
+        builds.append(event(trained.stdout, "train.summary")["build_id"])
+    assert builds[0] == builds[1]
+    config = json.loads((tmp_path / "store" / "builds" / builds[0] / "config.json").read_text())
+    for key, value in summary["config"].items():
+        section, name = key.split(".", 1)
+        assert config[section][name] == value, key
+
+    shown = run_cli("tune", "show", summary["tune_id"][:8], env=_env(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    table = event(shown.stdout, "tune.show")["trials"]
+    assert [row["rank"] for row in table] == [1, 2, 3, 4]
+    assert table[0]["trial"] == summary["winner"]
+    scores = [row["score"] for row in table]
+    assert scores == sorted(scores)  # log_loss: lower is better
+
+
+def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> None:
+    """A learning rate that diverges in every trial: exit 6, one line, nothing recorded."""
+    space = {"train.learning_rate": {"loguniform": [1e30, 1e31]}}
+    done = run_cli(
+        "tune", "--trials", "2",
+        env=_env(tmp_path, PIPELINE_TRAIN__LEARNING_RATE="1e30",
+                 PIPELINE_TUNE__SPACE=json.dumps(space)),
+    )  # fmt: skip
+    assert done.returncode == 6, done.stderr[-2000:]
+    assert done.stderr.startswith("error: all 2 trials failed; the first (trial 0)")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "store" / "tunes").exists() or not any(
+        p.name != "partial" for p in (tmp_path / "store" / "tunes").iterdir()
+    )
+
+
+def test_a_cluster_that_does_not_answer_is_exit_5_within_the_timeout(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = run_cli(
+        "tune", "--trials", "2",
+        env=_env(tmp_path, RAY_ADDRESS="127.0.0.1:9", PIPELINE_TUNE__CONNECT_TIMEOUT="3"),
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr[-2000:]
+    assert "RAY_ADDRESS=127.0.0.1:9" in done.stderr and done.stderr.count("\n") == 1
+    assert time.monotonic() - started < 60
+
+
+def test_a_bad_space_is_refused_before_ray_starts(tmp_path: Path) -> None:
+    done = run_cli(
+        "tune", env=_env(tmp_path, PIPELINE_TUNE__SPACE='{"train.lr": {"uniform": [0, 1]}}')
+    )
+    assert done.returncode == 3
+    assert "key 'train.lr'" in done.stderr and done.stderr.count("\n") == 1
+
+
+def _start(tmp_path: Path, *args: str, **extra: str) -> subprocess.Popen[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "tune", *args],
+        env={**base, **_env(tmp_path, **extra)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_trials(proc: subprocess.Popen[str], n: int) -> list[str]:
+    """Read the event stream until ``n`` tune.trial events arrived; the lines read."""
+    assert proc.stdout is not None
+    lines = []
+    while sum('"tune.trial"' in line for line in lines) < n:
+        line = proc.stdout.readline()
+        assert line, "the search ended before the trials arrived"
+        lines.append(line)
+    return lines
+
+
+# Slower trials, so that a signal lands while one runs.
+SLOW = {"PIPELINE_TRAIN__MAX_EPOCHS": "40", "PIPELINE_TRAIN__PATIENCE": "40",
+        "PIPELINE_TUNE__CONCURRENCY": "1"}  # fmt: skip
+
+
+def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    uninterrupted = _tune(tmp_path / "a", "--trials", "3", **SLOW)
+    proc = _start(tmp_path / "b", "--trials", "3", **SLOW)
+    _wait_for_trials(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    resumed = _tune(tmp_path / "b", "--trials", "3", "--resume", **SLOW)
+    assert resumed["tune_id"] == uninterrupted["tune_id"]
+
+
+def test_a_killed_worker_is_retried_and_the_search_finishes(tmp_path: Path) -> None:
+    uninterrupted = _tune(tmp_path / "a", "--trials", "2", **SLOW)
+    proc = _start(tmp_path / "b", "--trials", "2", **SLOW)
+    _wait_for_trials(proc, 1)
+    killed = _kill_a_trial_worker(proc.pid)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert killed, "no trial worker was found to kill"
+    assert event(out, "tune.summary")["tune_id"] == uninterrupted["tune_id"]
+
+
+def _kill_a_trial_worker(driver: int) -> bool:
+    """SIGKILL the Ray worker process running a trial of this search: a descendant of the
+    driver (the embedded runtime's processes are its children) named ray::ImplicitFunc."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listing = subprocess.run(
+            ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True
+        ).stdout
+        parent = {}
+        workers = []
+        for line in listing.splitlines():
+            pid, ppid, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (0, 0, "")
+            parent[int(pid)] = int(ppid)
+            if "ray::ImplicitFunc" in args:
+                workers.append(int(pid))
+        for pid in workers:
+            up = pid
+            while up > 1 and up != driver:
+                up = parent.get(up, 0)
+            if up == driver:
+                os.kill(pid, signal.SIGKILL)
+                return True
+        time.sleep(0.2)
+    return False
