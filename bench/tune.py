@@ -36,7 +36,7 @@ def run(quick: bool, workdir: Path) -> Report:
     for concurrency in (1, 2):
         env_c = clean_env(
             workdir / f"tune-{concurrency}", PIPELINE_TUNE__CONCURRENCY=str(concurrency), **extra
-        )  # noqa: E501
+        )
         child = measured([*pipeline_cmd(), "tune", "--trials", str(trials)], env_c)
         runs[concurrency] = checked(child, f"pipeline tune (concurrency {concurrency})")
     summaries = {c: events(r.output, "tune.summary")[-1] for c, r in runs.items()}
@@ -89,9 +89,10 @@ def _plain_loop(trials: int) -> None:
     store = Store.from_uri(settings.store)
     log = logging_.get_logger()
     data = prepare(settings, store, log)
-    metric = search.metric_for(settings, data.schema.task)
+    metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)
     configs = search.trial_configs(settings, trials)
-    payload = stage._payload(settings, data, metric, configs)
+    folds = search.folds_for(settings, len(data.split.train) + len(data.split.val))
+    payload = stage._payload(settings, data, metric, folds, configs)
     seconds = []
     for i in range(trials):
         t0 = time.perf_counter()

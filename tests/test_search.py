@@ -111,18 +111,18 @@ def test_a_small_space_is_not_drawn_twice(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "task", "expected"),
+    ("env", "task", "transform", "expected"),
     [
-        ({"PIPELINE_TRAIN__TARGET_TRANSFORM": "log"}, "regression", "rmse_log"),
-        ({"PIPELINE_TRAIN__TARGET_TRANSFORM": "none"}, "regression", "rmse"),
-        ({}, "binary", "log_loss"),
-        ({"PIPELINE_TUNE__METRIC": "accuracy"}, "multiclass", "accuracy"),
+        ({}, "regression", "log", "rmse_log"),  # auto resolved to log by the schema
+        ({}, "regression", "none", "rmse"),
+        ({}, "binary", "none", "log_loss"),
+        ({"PIPELINE_TUNE__METRIC": "accuracy"}, "multiclass", "none", "accuracy"),
     ],
 )
 def test_the_metric_follows_the_task(
-    tmp_path: Path, env: dict[str, str], task: str, expected: str
+    tmp_path: Path, env: dict[str, str], task: str, transform: str, expected: str
 ) -> None:
-    assert search.metric_for(_settings(tmp_path, **env), task) == expected
+    assert search.metric_for(_settings(tmp_path, **env), task, transform) == expected
 
 
 @pytest.mark.parametrize(
@@ -130,8 +130,7 @@ def test_the_metric_follows_the_task(
     [
         ({"PIPELINE_TUNE__METRIC": "accuracy"}, "regression", "does not apply to a regression"),
         ({"PIPELINE_TUNE__METRIC": "rmse"}, "binary", "does not apply to a binary"),
-        ({"PIPELINE_TUNE__METRIC": "rmse_log", "PIPELINE_TRAIN__TARGET_TRANSFORM": "none"},
-         "regression", "needs PIPELINE_TRAIN__TARGET_TRANSFORM=log"),
+        ({"PIPELINE_TUNE__METRIC": "rmse_log"}, "regression", "needs a log target"),
         ({"PIPELINE_TUNE__METRIC": "roc_auc"}, "multiclass", "needs a binary target"),
     ],
 )  # fmt: skip
@@ -139,7 +138,7 @@ def test_a_metric_that_cannot_rank_this_task_is_refused(
     tmp_path: Path, env: dict[str, str], task: str, named: str
 ) -> None:
     with pytest.raises(ConfigError, match=named):
-        search.metric_for(_settings(tmp_path, **env), task)
+        search.metric_for(_settings(tmp_path, **env), task, "none")
 
 
 def test_the_winner_preset_is_toml_that_loads_to_the_winning_recipe(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ QUICK = {
     "PIPELINE_PRESET": "titanic",
     "PIPELINE_TRAIN__MAX_EPOCHS": "6",
     "PIPELINE_TRAIN__PATIENCE": "3",
+    "PIPELINE_TUNE__SCORING": "validation",
 }
 
 
@@ -104,14 +105,15 @@ def test_stdout_is_the_event_stream_and_the_winner_trains_as_a_preset(
     preset = tmp_path / "tuned.toml"
     done = run_cli(
         "tune", "--trials", "4", "--preset-out", str(preset), "--id-file", str(tmp_path / "id"),
-        env=_env(tmp_path),
+        env=_env(tmp_path, PIPELINE_TUNE__SCORING="auto"),  # Titanic is small: 5-fold cv
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     stream = events(done.stdout)  # fails on any line that is not JSON
     assert sorted(e["trial"] for e in stream if e["event"] == "tune.trial") == [0, 1, 2, 3]
+    assert event(done.stdout, "tune.start")["scoring"] == "5-fold cv"
     summary = event(done.stdout, "tune.summary")
     assert (tmp_path / "id").read_text().strip() == summary["tune_id"]
-    assert summary["tune_id"] == reference[1]["tune_id"]
+    assert summary["tune_id"] != reference[1]["tune_id"]  # scored otherwise
 
     env = {**_env(tmp_path), "PIPELINE_PRESET": str(preset)}
     builds = []

@@ -39,11 +39,14 @@ TAG = 0x7475_6E65  # "tune"
 _REDRAWS = 100
 
 
-def metric_for(settings: Settings, task: str) -> str:
-    """The metric that ranks trials: the setting, or for ``auto`` the task's usual one."""
+def metric_for(settings: Settings, task: str, target_transform: str) -> str:
+    """The metric that ranks trials: the setting, or for ``auto`` the task's usual one.
+
+    ``target_transform`` is the schema's, resolved (``auto`` has become log or none).
+    """
     chosen = settings.tune.metric
     regression = ("rmse", "rmse_log", "mae", "r2")
-    log_target = settings.train.target_transform == "log"
+    log_target = target_transform == "log"
     if chosen == "auto":
         if task == "regression":
             return "rmse_log" if log_target else "rmse"
@@ -56,12 +59,26 @@ def metric_for(settings: Settings, task: str) -> str:
         )
     if chosen == "rmse_log" and not log_target:
         raise ConfigError(
-            "PIPELINE_TUNE__METRIC=rmse_log needs PIPELINE_TRAIN__TARGET_TRANSFORM=log (the "
-            "score is measured on the log scale): set it, or use rmse"
+            "PIPELINE_TUNE__METRIC=rmse_log needs a log target (PIPELINE_TRAIN__TARGET_TRANSFORM="
+            "log, or auto on a positive right-skewed target): set it, or use rmse"
         )
     if chosen == "roc_auc" and task != "binary":
         raise ConfigError("PIPELINE_TUNE__METRIC=roc_auc needs a binary target: use log_loss")
     return chosen
+
+
+# Up to this many training + validation rows, `scoring=auto` cross-validates each trial: on
+# small tables one validation split is too noisy to choose by (its winner often loses on other
+# splits); beyond it one split is steady and K fits would cost K times as much.
+CV_ROWS = 10_000
+
+
+def folds_for(settings: Settings, rows: int) -> int | None:
+    """K for K-fold scoring of the trials, or None to score on the validation split."""
+    scoring = settings.tune.scoring
+    if scoring == "auto":
+        scoring = "cv" if rows <= CV_ROWS else "validation"
+    return settings.tune.folds if scoring == "cv" else None
 
 
 def better(metric: str) -> str:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +57,19 @@ def run(
     t0 = time.perf_counter()
     n = trials or settings.tune.trials
     data = prepare(settings, store, log)
-    metric = search.metric_for(settings, data.schema.task)
+    metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)
+    folds = search.folds_for(settings, len(data.split.train) + len(data.split.val))
     configs = search.trial_configs(settings, n)
-    inputs = _inputs(settings, data, metric, configs)
+    inputs = _inputs(settings, data, metric, folds, configs)
     partial = _Partial(store, inputs)
     done = partial.load(log) if resume else partial.clear()
     todo = [i for i in range(n) if i not in done]
     log.info(
         "tune.start", trials=n, to_run=len(todo), resumed=len(done), metric=metric,
-        folds=settings.tune.folds, space=sorted(settings.tune.space),
+        scoring="validation" if folds is None else f"{folds}-fold cv",
+        space=sorted(settings.tune.space),
     )  # fmt: skip
-    payload = _payload(settings, data, metric, configs)
+    payload = _payload(settings, data, metric, folds, configs)
     results = dict(done)
     if todo:
         try:
@@ -105,7 +108,11 @@ def run(
 
 
 def _inputs(
-    settings: Settings, data: Prepared, metric: str, configs: list[dict[str, Any]]
+    settings: Settings,
+    data: Prepared,
+    metric: str,
+    folds: int | None,
+    configs: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """What the search's result depends on: data, split, seed, recipe, space, trials, code."""
     return {
@@ -115,14 +122,18 @@ def _inputs(
         "recipe": settings.build_config(),
         "space": settings.tune.space,
         "metric": metric,
-        "folds": settings.tune.folds,
+        "folds": folds,
         "configs": configs,
         "code": {"version": __version__, "digest": artifacts.code_digest()},
     }
 
 
 def _payload(
-    settings: Settings, data: Prepared, metric: str, configs: list[dict[str, Any]]
+    settings: Settings,
+    data: Prepared,
+    metric: str,
+    folds: int | None,
+    configs: list[dict[str, Any]],
 ) -> search.Payload:
     """The trials' data: training and validation rows only, renumbered from 0."""
     split = data.split
@@ -141,7 +152,7 @@ def _payload(
         val=val,
         seeds=data.seeds,
         metric=metric,
-        folds=settings.tune.folds,
+        folds=folds,
         threads=settings.tune.cpus_per_trial,
     )
 
@@ -191,15 +202,20 @@ def _run_on_ray(
     # would otherwise return as if the search were done.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     from ray import tune
+    from tqdm import tqdm
 
     from pipeline import cluster
     from pipeline import log as logging_
 
     t = settings.tune
     results: dict[int, dict[str, Any]] = {}
+    # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
+    bar = tqdm(total=len(todo), desc="tune", unit="trial", file=sys.stderr,
+               disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
 
     def finished(result: dict[str, Any]) -> None:
         results[int(result["trial"])] = result
+        bar.update(1)
         if result["status"] == "ok":
             partial.record(result)
         log.info(
@@ -234,7 +250,7 @@ def _run_on_ray(
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=concurrency,
                 time_budget_s=t.time_budget,
-                reuse_actors=False,
+                reuse_actors=True,  # warm workers: no Python start and imports per trial
             ),
             run_config=tune.RunConfig(
                 name="search",
@@ -256,6 +272,7 @@ def _run_on_ray(
                 grid = tuner.fit()
         finally:
             ray_tune_log.setLevel(level)
+            bar.close()
         for outcome in (grid[i] for i in range(len(grid))):
             trial = int((outcome.config or {})["trial"])
             if trial not in results:  # the worker failed twice, or the time budget ran out

@@ -242,13 +242,12 @@ class TuneSettings(_Section):
         description="Validation metric that ranks trials; auto: rmse_log (log target) or rmse, "
         "log_loss for classification",
     )  # fmt: skip
-    folds: int | None = Field(
-        None,
-        ge=2,
-        le=20,
-        description="Score each trial by K-fold CV of the training rows (unset: the validation "
-        "split)",
+    scoring: Annotated[Literal["auto", "cv", "validation"], _Lower] = Field(
+        "auto",
+        description="How a trial is scored on the training rows: cv (K-fold of train+validation), "
+        "validation (the split train uses); auto: cv up to 10,000 rows",
     )
+    folds: int = Field(5, ge=2, le=20, description="K of the cv scoring")
     concurrency: int = Field(
         0, ge=0, le=4096, description="Trials at a time; 0: as many as the cluster has CPUs"
     )
