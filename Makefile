@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-fast bench bench-serve bench-tune bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-bench test-fast bench bench-serve bench-tune bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ run: install ## The main job: train, then evaluate with 5-fold CV, on the built-
 	$(BIN)/pipeline train
 	$(BIN)/pipeline evaluate --folds 5
 
-test: dev ## Run the whole test suite but the Ray cluster tests (CI runs both)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray" $(PYTEST_ARGS)
+test: dev ## Run the test suite but the Ray and benchmark-smoke suites (CI runs all three)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench" $(PYTEST_ARGS)
+
+test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray" tests/test_bench_smoke.py $(PYTEST_ARGS)
 
 test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
