@@ -153,3 +153,24 @@ def test_the_winner_preset_is_toml_that_loads_to_the_winning_recipe(tmp_path: Pa
     reloaded = _settings(tmp_path, PIPELINE_PRESET=str(path))
     assert reloaded.build_config() == search.apply(settings, winner["config"]).build_config()
     assert reloaded.model.name == "titanic"
+
+
+def test_no_secret_travels_to_the_cluster_and_no_test_row_either(tmp_path: Path) -> None:
+    """The payload Ray ships to its workers: settings without secrets, and only the training
+    and validation rows (renumbered), never the test rows."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    settings = _settings(tmp_path, KAGGLE_KEY="s3cret-key", PIPELINE_SERVE__TOKEN="s3cret-token")
+    frame = pd.DataFrame({"x": range(10), "y": range(10)})
+    split = SimpleNamespace(
+        train=np.array([0, 2, 4, 6]), val=np.array([8, 9]), test=np.array([1, 3, 5, 7])
+    )
+    data = SimpleNamespace(frame=frame, split=split, schema=None, label="d", seeds=None)
+    payload = tune._payload(settings, data, "rmse", None, [{}])  # type: ignore[arg-type]
+    assert payload.settings.kaggle_key is None and payload.settings.serve.token is None
+    assert payload.settings.build_config() == settings.build_config()
+    assert payload.frame["x"].tolist() == [0, 2, 4, 6, 8, 9]
+    assert payload.train.tolist() == [0, 1, 2, 3] and payload.val.tolist() == [4, 5]

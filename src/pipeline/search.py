@@ -8,8 +8,8 @@ rows. The test rows are never given to a trial: the search cannot choose by them
 Every configuration is drawn from the one seed before any trial runs, trial ``i`` from its own
 stream (``[TAG, seed, i]``), so the configurations do not depend on how many trials run at a
 time, on which node, or in which order they finish; a trial's score depends only on its
-configuration and the data (training is deterministic). Trial 1 is the current configuration,
-so the winner is never worse than it on the search's own metric.
+configuration and the data (training is deterministic). Trial 0 (trials count from 0) is the
+current configuration, so the winner is never worse than it on the search's own metric.
 
 ``trainable`` is the function Ray runs in its workers; it lives in the installed package (a
 function defined in a test or a script is not importable there).
@@ -87,7 +87,7 @@ def better(metric: str) -> str:
 
 
 def current_values(settings: Settings) -> dict[str, Any]:
-    """The current value of every key of the space: trial 1's configuration."""
+    """The current value of every key of the space: trial 0's configuration."""
     public = settings.public()
     out = {}
     for key in settings.tune.space:

@@ -143,7 +143,7 @@ def _payload(
     train = np.array([position[int(r)] for r in split.train], dtype=np.int64)
     val = np.array([position[int(r)] for r in split.val], dtype=np.int64)
     return search.Payload(
-        settings=settings,
+        settings=Settings.model_validate(settings.public()),  # no secret travels to the cluster
         configs=configs,
         frame=frame,
         schema=data.schema,
@@ -232,6 +232,12 @@ def _run_on_ray(
         ) -> None:
             finished({k: result.get(k) for k in _RESULT_KEYS})
 
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
+            # Its retries spent (a worker that died twice): recorded failed, the search goes on.
+            number = int(trial.config["trial"])
+            if number not in results:
+                finished(_failed(number, _trial_error(trial)))
+
     with (
         cluster.session(address=settings.ray_address, connect_timeout=t.connect_timeout) as where,
         _experiment_dir() as storage,
@@ -257,7 +263,7 @@ def _run_on_ray(
                 storage_path=str(storage),
                 verbose=0,
                 callbacks=[Recorder()],
-                failure_config=tune.FailureConfig(max_failures=1),
+                failure_config=tune.FailureConfig(max_failures=2),
             ),
         )
         # Tune prints tables to stdout and logs each failed trial's traceback: the events
@@ -269,17 +275,28 @@ def _run_on_ray(
             ray_tune_log.setLevel(logging.CRITICAL)
         try:
             with logging_.stdout_for_events_only():
-                grid = tuner.fit()
+                tuner.fit()
         finally:
             ray_tune_log.setLevel(level)
             bar.close()
-        for outcome in (grid[i] for i in range(len(grid))):
-            trial = int((outcome.config or {})["trial"])
-            if trial not in results:  # the worker failed twice, or the time budget ran out
-                error = _one_line(outcome.error) if outcome.error else "not run (time budget)"
-                finished({"trial": trial, "status": "failed", "score": None, "metrics": {},
-                          "epochs": 0, "seconds": 0.0, "error": error})  # fmt: skip
+        for number in todo:
+            if number not in results:  # never started: the time budget ran out first
+                finished(_failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
     return results
+
+
+def _failed(trial: int, error: str) -> dict[str, Any]:
+    return {"trial": trial, "status": "failed", "score": None, "metrics": {}, "epochs": 0,
+            "seconds": 0.0, "error": error}  # fmt: skip
+
+
+def _trial_error(trial: Any) -> str:
+    """A failed trial's error as one line (Ray keeps it in the trial's storage)."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # the message is all we want here; without it the trial still failed
+        error = None
+    return _one_line(error) if error is not None else "the trial's worker failed"
 
 
 _RESULT_KEYS = ("trial", "status", "score", "metrics", "epochs", "seconds", "error")
