@@ -43,7 +43,7 @@ test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

@@ -174,3 +174,23 @@ def test_no_secret_travels_to_the_cluster_and_no_test_row_either(tmp_path: Path)
     assert payload.settings.build_config() == settings.build_config()
     assert payload.frame["x"].tolist() == [0, 2, 4, 6, 8, 9]
     assert payload.train.tolist() == [0, 1, 2, 3] and payload.val.tolist() == [4, 5]
+
+
+def test_a_tune_record_is_found_by_prefix_and_refused_when_changed(tmp_path: Path) -> None:
+    """`tune show`'s reading: the latest or a prefix resolves; a changed file is an integrity
+    error, as for builds; an unknown prefix is not found."""
+    from pipeline.errors import IntegrityError, NotFoundError
+    from pipeline.store import Store
+
+    store = Store.from_uri(str(tmp_path / "store"))
+    trials = [{"trial": 0, "status": "ok", "score": 0.5, "config": {}, "seconds": 1.0,
+               "rank": 1, "metrics": {}, "epochs": 3, "error": None}]  # fmt: skip
+    tid = tune._write(store, {"seed": 1}, trials, trials[0], "rmse", 2.0)
+    assert tune.load(store, None)[0] == tid == tune.load(store, tid[:6])[0]
+    assert tune.load(store, tid)[1]["winner.json"]["score"] == 0.5
+    with pytest.raises(NotFoundError, match="no tune 'abcdef'"):
+        tune.load(store, "abcdef")
+    path = tmp_path / "store" / "tunes" / tid / "trials.json"
+    path.write_text(path.read_text().replace("0.5", "0.1"))
+    with pytest.raises(IntegrityError, match=r"trials\.json of tune"):
+        tune.load(store, tid)

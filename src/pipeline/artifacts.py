@@ -138,13 +138,25 @@ def write_build(store: Store, files: dict[str, bytes], inputs: dict[str, Any]) -
         "id_covers": [*ID_FILES, "provenance.json#inputs"],
         "files": {n: {"sha256": digests[n], "size": len(files[n])} for n in sorted(files)},
     }
+    publish(store, f"builds/{bid}", files, manifest, (LATEST, bid))
+    return bid
+
+
+def publish(
+    store: Store,
+    key: str,
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    ref: tuple[str, str],
+) -> None:
+    """Publish ``files`` and their manifest as the folder ``key`` in one step, then point the
+    reference ``ref`` (name, value) at it: a crash leaves the old state or the new."""
     with store.staging() as staging:
         for name, data in files.items():
             (staging / name).write_bytes(data)
         (staging / "manifest.json").write_bytes(canonical_json(manifest))
-        store.publish(staging, f"builds/{bid}")
-    store.write_ref(LATEST, bid)
-    return bid
+        store.publish(staging, key)
+    store.write_ref(*ref)
 
 
 @dataclass(frozen=True)
@@ -162,40 +174,50 @@ class Build:
 
 def resolve(store: Store, ref: str | None) -> str:
     """A build id from a full id, a unique prefix (>= 4 hex digits) or ``latest``/None."""
+    return resolve_in(store, "builds", ref, LATEST, "build", "pipeline train")
+
+
+def resolve_in(
+    store: Store, folder: str, ref: str | None, latest: str, noun: str, command: str
+) -> str:
+    """An id of a content-addressed folder (``builds``, ``tunes``) from a full id, a unique
+    prefix (>= 4 hex digits) or ``latest``/None (the reference ``latest``); NotFoundError
+    naming the ``noun`` and the ``command`` that makes one otherwise."""
     if ref in (None, "", "latest"):
-        latest = store.read_ref(LATEST)
-        if latest is None:
+        found = store.read_ref(latest)
+        if found is None:
             raise NotFoundError(
-                f"no build in store {store.uri}: run `pipeline train` first or set PIPELINE_STORE"
+                f"no {noun} in store {store.uri}: run `{command}` first or set PIPELINE_STORE"
             )
-        return latest
+        return found
     assert ref is not None
-    builds = store.list("builds")
-    if ref in builds:
+    ids = store.list(folder)
+    if ref in ids:
         return ref
-    matches = [b for b in builds if b.startswith(ref)] if len(ref) >= 4 else []
+    matches = [i for i in ids if i.startswith(ref)] if len(ref) >= 4 else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise NotFoundError(
-            f"build prefix '{ref}' is ambiguous ({len(matches)} builds): give more digits"
+            f"{noun} prefix '{ref}' is ambiguous ({len(matches)} {noun}s): give more digits"
         )
-    raise NotFoundError(f"no build '{ref}' in store {store.uri}: check the id (builds/ lists them)")
+    raise NotFoundError(
+        f"no {noun} '{ref}' in store {store.uri}: check the id ({folder}/ lists them)"
+    )
 
 
-def load_build(store: Store, ref: str | None) -> Build:
-    """Open a build and verify every file against its manifest before anything is used."""
-    bid = resolve(store, ref)
-    prefix = f"builds/{bid}"
+def read_verified(store: Store, folder: str, id_: str, noun: str, remedy: str) -> dict[str, bytes]:
+    """Every file of ``folder/id_``, checked against its manifest before any is used
+    (``manifest.json`` included); IntegrityError naming the ``noun`` and the ``remedy``."""
+    prefix, what = f"{folder}/{id_}", f"{noun} {id_}"
     try:
         manifest_bytes = store.read_bytes(f"{prefix}/manifest.json")
-        manifest = json.loads(manifest_bytes)
-    except (KeyError, ValueError) as exc:
-        raise IntegrityError(f"build {bid} has no readable manifest: the build is damaged") from exc
-    listed = manifest.get("files", {})
+        listed = json.loads(manifest_bytes).get("files", {})
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise IntegrityError(f"{what} has no readable manifest: the {noun} is damaged") from exc
     extra = set(store.list(prefix)) - set(listed) - {"manifest.json"}
     if extra:
-        raise IntegrityError(f"build {bid} holds files its manifest does not list: {sorted(extra)}")
+        raise IntegrityError(f"{what} holds files its manifest does not list: {sorted(extra)}")
     files = {"manifest.json": manifest_bytes}
     for name, meta in listed.items():
         try:
@@ -204,10 +226,19 @@ def load_build(store: Store, ref: str | None) -> Build:
             data = b""
         if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise IntegrityError(
-                f"file {name} of build {bid} does not match its manifest digest: the build was "
-                "modified or damaged; retrain it"
+                f"file {name} of {what} does not match its manifest digest: the {noun} was "
+                f"modified or damaged; {remedy}"
             )
         files[name] = data
+    return files
+
+
+def load_build(store: Store, ref: str | None) -> Build:
+    """Open a build and verify every file against its manifest before anything is used."""
+    bid = resolve(store, ref)
+    files = read_verified(store, "builds", bid, "build", "retrain it")
+    manifest = json.loads(files["manifest.json"])
+    listed = manifest.get("files", {})
     digests = {n: m["sha256"] for n, m in listed.items()}
     inputs = json.loads(files["provenance.json"])["inputs"]
     if build_id(digests, inputs) != bid:

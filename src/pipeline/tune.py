@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__, artifacts, search
-from pipeline.errors import IntegrityError, Interrupted, NotFoundError, TrialsFailed
+from pipeline.errors import IntegrityError, Interrupted, TrialsFailed
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
@@ -162,7 +162,7 @@ class _Partial:
 
     def __init__(self, store: Store, inputs: dict[str, Any]) -> None:
         self.store = store
-        self.prefix = "tunes/partial/" + hashlib.sha256(canonical_json(inputs)).hexdigest()[:32]
+        self.prefix = "tune-partial/" + hashlib.sha256(canonical_json(inputs)).hexdigest()[:32]
 
     def load(self, log: Any) -> dict[int, dict[str, Any]]:
         """Finished trials of an interrupted run of this very search (failed ones run again)."""
@@ -374,12 +374,7 @@ def _write(
             for n, d in sorted(files.items())
         },
     }
-    with store.staging() as staging:
-        for name, data in files.items():
-            (staging / name).write_bytes(data)
-        (staging / "manifest.json").write_bytes(canonical_json(manifest))
-        store.publish(staging, f"tunes/{tid}")
-    store.write_ref(LATEST, tid)
+    artifacts.publish(store, f"tunes/{tid}", files, manifest, (LATEST, tid))
     return tid
 
 
@@ -388,40 +383,15 @@ def _winner_fields(winner: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(store: Store, ref: str | None) -> tuple[str, dict[str, Any]]:
-    """A tune result by id, unique prefix or latest: (id, {file name: parsed JSON}), verified."""
-    tid = _resolve(store, ref)
-    prefix = f"tunes/{tid}"
-    try:
-        manifest = json.loads(store.read_bytes(f"{prefix}/manifest.json"))
-        out = {}
-        for name, meta in manifest["files"].items():
-            data = store.read_bytes(f"{prefix}/{name}")
-            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-                raise IntegrityError(f"tune {tid}: {name} does not match its manifest")
-            out[name] = json.loads(data)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise IntegrityError(f"tune {tid} is damaged ({exc}): run `pipeline tune` again") from None
-    return tid, out
-
-
-def _resolve(store: Store, ref: str | None) -> str:
-    if ref in (None, "", "latest"):
-        latest = store.read_ref(LATEST)
-        if latest is None:
-            raise NotFoundError(f"no tune result in store {store.uri}: run `pipeline tune` first")
-        return latest
-    assert ref is not None
-    ids = [t for t in store.list("tunes") if t != "partial"]
-    matches = [t for t in ids if t.startswith(ref)] if len(ref) >= 4 else []
-    if ref in ids:
-        return ref
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise NotFoundError(f"tune prefix '{ref}' is ambiguous ({len(matches)}): give more digits")
-    raise NotFoundError(
-        f"no tune '{ref}' in store {store.uri}: `pipeline tune show` shows the latest"
-    )
+    """A tune result by id, unique prefix or latest: (id, {file name: parsed JSON}), verified
+    against its manifest and its id."""
+    tid = artifacts.resolve_in(store, "tunes", ref, LATEST, "tune", "pipeline tune")
+    files = artifacts.read_verified(store, "tunes", tid, "tune", "run `pipeline tune` again")
+    manifest = json.loads(files.pop("manifest.json"))
+    covered = {n: manifest["files"][n]["sha256"] for n in manifest.get("id_covers", [])}
+    if not covered or hashlib.sha256(canonical_json(covered)).hexdigest() != tid:
+        raise IntegrityError(f"tune {tid} does not hash to its id: the tune was modified")
+    return tid, {name: json.loads(data) for name, data in files.items()}
 
 
 # -- the winner as a preset ------------------------------------------------------------------
