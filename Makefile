@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-bench test-fast bench bench-serve bench-tune bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.txt requirements-ray.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-serve: dev ## Load-test pipeline serve: 8 clients x 2,000 requests, then S
 
 bench-tune: dev ## The search on Ray: trials/min with 1 and 2 at a time, Ray's overhead vs a plain loop
 	$(BIN)/python bench/run.py --only tune
+
+bench-quality: dev ## Model quality: the default recipe vs HistGradientBoosting and a linear model, 16 real tables x 3 seeds (~2 min)
+	$(BIN)/python bench/quality.py
 
 bench-smoke: dev ## Tiny-size run of every benchmark (what tests/test_bench_smoke.py runs)
 	$(BIN)/python bench/run.py --quick

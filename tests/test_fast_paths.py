@@ -75,22 +75,29 @@ def test_transform_writes_the_same_arrays_as_stacking_float64_columns() -> None:
         x = frame[s.name].to_numpy()
         missing = np.isnan(x)
         x = np.log1p(np.maximum(x, 0.0)) if s.log else x
-        cols.append((np.clip(np.where(missing, s.fill, x), s.low, s.high) - s.mean) / s.std)
+        z = (np.clip(np.where(missing, s.fill, x), s.low, s.high) - s.center) / s.scale
+        cols.append(z / np.hypot(1.0, z / s.smooth_clip))
         masks.append(missing.astype("float64"))
     expected = np.stack(cols + masks, axis=1).astype(np.float32)
     assert enc.numeric.dtype == np.float32 and np.array_equal(enc.numeric, expected)
 
 
 @pytest.mark.parametrize(
-    ("cards", "hidden", "n_numeric"),
-    [((7, 4, 30, 4, 120, 3), (64, 32), 5), ((), (16,), 3), ((5, 9), (), 0)],
+    ("cards", "hidden", "n_numeric", "members"),
+    [
+        ((7, 4, 30, 4, 120, 3), (64, 32), 5, 1),
+        ((7, 4, 30, 4, 120, 3), (64, 32), 5, 4),
+        ((), (16,), 3, 3),
+        ((5, 9), (), 0, 2),
+    ],
 )
 def test_folded_network_matches_the_module(
-    cards: tuple[int, ...], hidden: tuple[int, ...], n_numeric: int
+    cards: tuple[int, ...], hidden: tuple[int, ...], n_numeric: int, members: int
 ) -> None:
-    """Embeddings folded into the first layer give the module's outputs to float32 rounding."""
+    """Embeddings folded into the first layer give the module's outputs to float32 rounding,
+    for a single network and for an ensemble (each member folded with its own tables)."""
     dims = tuple(min(6, c) for c in cards)  # several widths: several embedding groups
-    cfg = ModelConfig(n_numeric, cards, dims, hidden, 0.1, 2)
+    cfg = ModelConfig(n_numeric, cards, dims, hidden, 0.1, 2, members)
     model = TabularMLP(cfg, torch.Generator().manual_seed(1)).eval()
     gen = torch.Generator().manual_seed(2)
     n = 1000

@@ -38,12 +38,14 @@ def test_statistics_come_from_the_training_rows_only() -> None:
     pre = features.fit(train, SCHEMA, FeatureSettings(min_frequency=1, log_skewed=False), "t")
     (x,) = pre.numeric
     assert (x.fill, x.low, x.high, x.indicator) == (2.0, 1.0, 3.0, True)
-    assert x.mean == np.mean([1.0, 2.0, 3.0, 2.0])
+    # Robust scaling: the median and interquartile range of the present values 1, 2, 3.
+    assert (x.center, x.scale, x.smooth_clip) == (2.0, 1.0, 3.0)
     colour, ok = pre.categorical
     assert set(colour.vocab) == {"red", "blue"} and set(ok.vocab) == {"true", "false"}
     enc = pre.transform(test, "t", with_target=True)
-    # 1000 is clipped to the training maximum, 3, before scaling.
-    assert enc.numeric[0, 0] == np.float32((3.0 - x.mean) / x.std)
+    # 1000 is clipped to the training maximum, 3, before scaling: (3 - 2) / 1, then smoothly
+    # clipped, 1 / sqrt(1 + (1/3)^2).
+    assert enc.numeric[0, 0] == np.float32(1.0 / np.sqrt(1.0 + 1.0 / 9.0))
     # An unseen category goes to the unknown bucket and is counted; a missing one to "missing".
     assert enc.categorical[:, 0].tolist() == [features.UNKNOWN, features.MISSING]
     assert enc.unknown_counts == {"colour": 1}
@@ -120,3 +122,50 @@ def test_any_finite_frame_gives_finite_features_with_rows_preserved(frame: pd.Da
     assert np.isfinite(enc.numeric).all() and np.isfinite(enc.target).all()
     assert (enc.categorical >= 0).all()
     assert all((enc.categorical[:, j] < s.cardinality).all() for j, s in enumerate(pre.categorical))
+
+
+def test_smooth_clipping_bounds_every_value_and_keeps_small_ones() -> None:
+    """x / sqrt(1 + (x/c)^2): near the identity around 0, never beyond c, even at 1e308."""
+    x = np.array([0.0, 0.1, -0.1, 3.0, -30.0, 1e308, -1e308])
+    y = features.smooth_clip(x.copy(), 3.0)
+    assert np.all(np.isfinite(y)) and np.all(np.abs(y) < 3.0 + 1e-12)
+    assert y[0] == 0.0 and abs(y[1] - 0.1) < 1e-3 and y[2] == -y[1]
+    assert np.all(np.diff(y[[4, 2, 0, 1, 3, 5]]) > 0)  # order is kept
+
+
+def test_regression_outputs_are_bounded_to_the_training_targets() -> None:
+    """A prediction beyond the training targets' range is clipped to it; the truth is not."""
+    from pipeline import outputs
+
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "colour": ["a"] * 4, "ok": [True] * 4,
+                          "y": [10.0, 20.0, 30.0, 40.0]})  # fmt: skip
+    pre = features.fit(train, SCHEMA, FeatureSettings(min_frequency=1), "t")
+    t = pre.target
+    z = (np.array([10.0, 40.0]) - t.mean) / t.std
+    assert (t.low, t.high) == pytest.approx(tuple(z))
+    raw = np.array([[-100.0], [0.0], [100.0]], dtype=np.float32)
+    assert outputs.to_values(raw, t) == pytest.approx([10.0, 25.0, 40.0])
+    # Scoring decodes true targets without the bound.
+    assert t.decode(np.array([100.0]))[0] > 40.0
+    # Preprocessing written before the bound existed (format 1) predicts unbounded, as it did.
+    old = features.TargetState(t.name, t.task, t.transform, t.mean, t.std)
+    assert outputs.to_values(raw, old)[2] > 40.0
+
+
+def test_format_1_preprocessing_still_loads() -> None:
+    """A package made before robust scaling (mean/std, no smooth clipping) encodes as it did."""
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0, None], "colour": ["a", "a", "b", "b"],
+                          "ok": [True, False, True, True], "y": [1.0, 2.0, 3.0, 4.0]})  # fmt: skip
+    cfg = FeatureSettings(min_frequency=1, log_skewed=False, scaling="standard", smooth_clip=0)
+    pre = features.fit(train, SCHEMA, cfg, "t")
+    data = pre.to_json()
+    data["format"] = 1
+    for s in data["numeric"]:
+        s["mean"], s["std"] = s.pop("center"), s.pop("scale")
+        for key in ("smooth_clip", "knots", "ranks"):
+            s.pop(key)
+    data["target"] = {k: v for k, v in data["target"].items() if k not in ("low", "high")}
+    old = features.Preprocessor.from_json(data)
+    a = old.transform(train, "t", with_target=False).numeric
+    b = pre.transform(train, "t", with_target=False).numeric
+    assert np.array_equal(a, b)

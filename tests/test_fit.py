@@ -128,3 +128,47 @@ def test_a_signal_stops_at_a_batch_boundary_and_resume_matches() -> None:
     assert stopped.value.signum == signal.SIGTERM
     assert (state.epoch, state.position) == (3, 16)  # one batch into epoch 3
     assert _same(whole, _weights(_run(t, resume=state)))
+
+
+def test_ensemble_members_differ_and_the_model_is_their_mean() -> None:
+    """Each member has its own initialisation and loss; the output is the members' mean, and a
+    single-member model stored before ensembles existed still loads."""
+    from dataclasses import replace
+
+    from pipeline.model import load_model
+
+    cfg = replace(CFG, members=3)
+    data = _data()
+    t = TrainSettings(max_epochs=5, patience=5, batch_size=16)
+    fitted = fit.fit(
+        cfg, data.select(np.arange(64)), data.select(np.arange(64, 96)), TARGET, t,
+        Seeds.from_seed(7), "cpu",
+    )  # fmt: skip
+    model = fitted.model.eval()
+    x, c = data.numeric[:10], data.categorical[:10]
+    each = model.members_forward(x, c)
+    assert each.shape == (3, 10, 1) and not torch.equal(each[0], each[1])
+    assert torch.equal(model(x, c), each.mean(dim=0))
+    # A build from before ensembles: plain nn.Linear weights and no "members" in model.json.
+    single = fit.fit(
+        CFG, data.select(np.arange(64)), None, TARGET, t, Seeds.from_seed(7), "cpu", epochs=2
+    ).model.eval()
+    legacy = {k: v.squeeze(0) if k.startswith(("body.", "head.")) else v
+              for k, v in single.state_dict().items()}  # fmt: skip
+    buffer = io.BytesIO()
+    torch.save(legacy, buffer)
+    config = {k: v for k, v in CFG.to_json().items() if k != "members"}
+    loaded = load_model(config, buffer.getvalue())
+    assert torch.equal(loaded(x, c), single(x, c))
+
+
+def test_label_smoothing_changes_the_training_loss_only() -> None:
+    """Smoothing moves probability mass in the training loss; early stopping's loss is plain."""
+    out = torch.tensor([[4.0], [-4.0]])
+    y = torch.tensor([1, 0])
+    plain, smoothed = fit.loss_fn("binary"), fit.loss_fn("binary", 0.2)
+    assert float(smoothed(out, y)) > float(plain(out, y)) > 0
+    logits = torch.tensor([[3.0, 0.0, 0.0]])
+    assert float(fit.loss_fn("multiclass", 0.1)(logits, torch.tensor([0]))) > float(
+        fit.loss_fn("multiclass")(logits, torch.tensor([0]))
+    )

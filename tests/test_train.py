@@ -29,17 +29,35 @@ def test_builtin_datasets_are_the_documented_bytes() -> None:
         assert hashlib.sha256(data).hexdigest() == sha
 
 
+# scikit-learn's HistGradientBoostingRegressor with defaults, fitted on log(SalePrice) of the same
+# train + validation rows, scored on the same test rows (issue 13; `make bench-quality` recomputes
+# them beside the tool's scores).
+HGB_RMSE_LOG = {0: 0.1245, 1: 0.1359, 2: 0.1202}
+
+
 @pytest.mark.slow
-def test_house_prices_default_meets_rmse_log_target(cli: Any, store: Path) -> None:
-    """With no configuration at all, test RMSE of log(SalePrice) averages <= 0.13 over seeds 0-2."""
-    scores = []
+def test_house_prices_default_matches_gradient_boosting(cli: Any, store: Path) -> None:
+    """With no configuration at all, test RMSE of log(SalePrice) is within 0.005 of gradient
+    boosting's on every seed of 0-2, and below it on average."""
+    scores = {}
     for seed in (0, 1, 2):
         _, metrics, result = _train(cli, store, {"PIPELINE_SEED": str(seed)})
         summary = event(result.stdout, "train.summary")
         assert summary["task"] == "regression"
         assert metrics["test"]["rmse_log"] == pytest.approx(summary["test"]["rmse_log"])
-        scores.append(metrics["test"]["rmse_log"])
-    assert sum(scores) / 3 <= 0.13, scores
+        scores[seed] = metrics["test"]["rmse_log"]
+    assert all(scores[s] <= HGB_RMSE_LOG[s] + 0.005 for s in scores), scores
+    assert sum(scores.values()) < sum(HGB_RMSE_LOG.values()), scores
+
+
+@pytest.mark.slow
+def test_house_prices_outliers_do_not_explode(cli: Any, store: Path) -> None:
+    """Seed 42 puts both partial-sale outliers (huge houses sold cheaply) in the test rows: the
+    recipe that standardised inputs and extrapolated freely priced them near $1M, for a test R²
+    in dollars of 0.12. Robust scaling, smooth clipping, the bounded output and the ensemble
+    keep them near the dearest training houses."""
+    _, metrics, _ = _train(cli, store, {"PIPELINE_SEED": "42"})
+    assert metrics["test"]["r2"] > 0.6 and metrics["test"]["rmse_log"] < 0.17, metrics["test"]
 
 
 @pytest.mark.slow

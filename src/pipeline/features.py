@@ -1,7 +1,10 @@
 """Preprocessing: columns to tensors-ready arrays, with every statistic fitted on training rows.
 
-numeric     -> optional log1p (long right tail) -> impute with the median -> standardise,
-               plus a 0/1 missing indicator where training rows had gaps
+numeric     -> optional log1p (long right tail) -> impute with the median -> clip to the
+               training range -> robust scaling (median, interquartile range) -> smooth
+               clipping x / sqrt(1 + (x/3)^2), so that no value lies beyond +-3 (RealMLP's
+               recipe: an outlier cannot drive the network into extrapolation), plus a 0/1
+               missing indicator where training rows had gaps
 categorical -> index into a vocabulary of values seen at least ``min_frequency`` times;
                0 is the unknown bucket (rare or unseen values), 1 is "missing"
 boolean     -> a categorical with the values "false" / "true"
@@ -143,16 +146,32 @@ def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NumericState:
-    """Fitted statistics of one numeric column."""
+    """Fitted statistics of one numeric column: ``(clip(x, low, high) - center) / scale``,
+    then smoothly clipped to ``+-smooth_clip`` when it is not 0."""
 
     name: str
     log: bool
     fill: float
-    mean: float
-    std: float
+    center: float
+    scale: float
     indicator: bool
     low: float  # training range after the log, in raw units of the transformed value:
     high: float  # inputs are clipped to it, because a network extrapolates badly
+    smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
+    # Quantile scaling: the training values' quantiles and their mid-ranks in (0, 1); a value
+    # becomes its interpolated rank, spread to unit variance (empty: not used).
+    knots: tuple[float, ...] = ()
+    ranks: tuple[float, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NumericState:
+        """A column of ``preprocessing.json``; format 1 named the center and scale mean, std."""
+        data = dict(data)
+        if "mean" in data:
+            data["center"], data["scale"] = data.pop("mean"), data.pop("std")
+        data["knots"] = tuple(data.get("knots", ()))
+        data["ranks"] = tuple(data.get("ranks", ()))
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -177,10 +196,20 @@ class TargetState:
     mean: float = 0.0
     std: float = 1.0
     classes: tuple[str, ...] = ()
+    # The training targets' range, standardised: predictions are clipped to it, so a network
+    # cannot extrapolate beyond what it was shown (None in preprocessing format 1: no bound).
+    low: float | None = None
+    high: float | None = None
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Regression outputs (standardised, transformed) back to target units."""
         return _inverse(z.astype(np.float64) * self.std + self.mean, self.transform)
+
+    def bound(self, z: np.ndarray) -> np.ndarray:
+        """Regression outputs clipped to the training targets' range (unchanged without one)."""
+        if self.low is None or self.high is None:
+            return z
+        return np.clip(z, self.low, self.high)
 
 
 @dataclass
@@ -208,8 +237,10 @@ class Preprocessor:
     def to_json(self) -> dict[str, Any]:
         """The fitted state as plain JSON (``preprocessing.json``)."""
         return {
-            "format": 1,
-            "numeric": [vars(s) for s in self.numeric],
+            "format": 2,
+            "numeric": [
+                dict(vars(s), knots=list(s.knots), ranks=list(s.ranks)) for s in self.numeric
+            ],
             "categorical": [{"name": s.name, "vocab": list(s.vocab)} for s in self.categorical],
             "target": {**vars(self.target), "classes": list(self.target.classes)},
         }
@@ -220,7 +251,7 @@ class Preprocessor:
         target = dict(data["target"])
         target["classes"] = tuple(target["classes"])
         return cls(
-            numeric=tuple(NumericState(**s) for s in data["numeric"]),
+            numeric=tuple(NumericState.from_json(s) for s in data["numeric"]),
             categorical=tuple(
                 CategoricalState(s["name"], tuple(s["vocab"])) for s in data["categorical"]
             ),
@@ -241,7 +272,17 @@ class Preprocessor:
                     x = np.log1p(np.maximum(x, 0.0))
                 x = np.where(missing, s.fill, x)  # a new array: the in-place steps are safe
                 np.clip(x, s.low, s.high, out=x)
-                standardise(x, s.mean, s.std, max(abs(s.low), abs(s.high)))
+                if s.knots:
+                    x = np.interp(x, s.knots, s.ranks)
+                    x -= 0.5
+                    x *= _UNIT_UNIFORM
+                    if s.indicator:
+                        masks.append(missing)
+                    yield x
+                    continue
+                standardise(x, s.center, s.scale, max(abs(s.low), abs(s.high)))
+                if s.smooth_clip:
+                    smooth_clip(x, s.smooth_clip)
                 if s.indicator:
                     masks.append(missing)
                 yield x
@@ -365,6 +406,60 @@ def standardise(x: np.ndarray, mean: float, std: float, largest: float) -> np.nd
     return x
 
 
+def smooth_clip(x: np.ndarray, radius: float) -> np.ndarray:
+    """``x / sqrt(1 + (x / radius)^2)`` in place: the identity near 0, at most ``radius``.
+
+    ``hypot`` cannot overflow, so values up to float64's largest still map into the range.
+    """
+    x /= radius
+    x /= np.hypot(1.0, x)
+    x *= radius
+    return x
+
+
+# A uniform variable on (-0.5, 0.5) times this has unit variance.
+_UNIT_UNIFORM = math.sqrt(12.0)
+_QUANTILES = 256
+
+
+def _quantile_knots(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Distinct training quantiles of ``x`` and the mid-rank of each in (0, 1).
+
+    A tied value (a count, a flag) gets the middle of its ranks, so a column with few
+    distinct values maps each to the centre of its share of the rows.
+    """
+    if not len(x):
+        return (0.0,), (0.5,)
+    ordered = np.sort(x)
+    knots = np.unique(np.quantile(ordered, np.linspace(0.0, 1.0, _QUANTILES + 1), method="nearest"))
+    below = np.searchsorted(ordered, knots, side="left")
+    upto = np.searchsorted(ordered, knots, side="right")
+    ranks = (below + upto) / (2.0 * len(ordered))
+    return tuple(float(k) for k in knots), tuple(float(r) for r in ranks)
+
+
+def _robust_scale(x: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range (half the full range where that is 0; 1 for a constant).
+
+    Values near float64's largest are divided by their largest magnitude first (and the result
+    scaled back), so that the quantiles' interpolation cannot overflow; ordinary values keep
+    the exact arithmetic.
+    """
+    top = float(np.max(np.abs(x))) if len(x) else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 0.0, 1.0
+    unit = top if top > _SAFE_SUM / 4 else 1.0
+    u = x / unit if unit != 1.0 else x
+    q25, q50, q75 = (float(q) for q in np.quantile(u, [0.25, 0.5, 0.75]))
+    tiny = 1e-12 * max(abs(q50), float(np.max(np.abs(u))))
+    spread = q75 - q25
+    if spread <= tiny:
+        spread = 0.5 * (float(u.max()) - float(u.min()))
+    if spread <= tiny or not math.isfinite(spread):
+        return q50 * unit, 1.0
+    return q50 * unit, spread * unit
+
+
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation that cannot overflow (values up to 1e308 are legal input).
 
@@ -404,8 +499,30 @@ def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -
         fill = _median(present)
         filled = np.where(missing, fill, np.log1p(np.maximum(x, 0)) if log else x)
         low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
-        mean, std = _mean_std(filled)
-        numeric.append(NumericState(name, log, fill, mean, std, bool(missing.any()), low, high))
+        knots: tuple[float, ...] = ()
+        ranks: tuple[float, ...] = ()
+        if cfg.scaling == "robust":
+            center, scale = _robust_scale(present)
+        elif cfg.scaling == "quantile":
+            center, scale = 0.0, 1.0
+            knots, ranks = _quantile_knots(present)
+        else:
+            center, scale = _mean_std(filled)
+        numeric.append(
+            NumericState(
+                name,
+                log,
+                fill,
+                center,
+                scale,
+                bool(missing.any()),
+                low,
+                high,
+                cfg.smooth_clip,
+                knots,
+                ranks,
+            )
+        )
     categorical: list[CategoricalState] = []
     for name in [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]:
         kept = [(v, c) for v, c in category_counts(frame[name]) if c >= cfg.min_frequency]
@@ -420,7 +537,12 @@ def _fit_target(series: pd.Series, schema: Schema, label: str) -> TargetState:
     if schema.task == "regression":
         y = _forward(as_numbers(series, schema.target, label), schema.target_transform)
         transform = schema.target_transform
-        return TargetState(schema.target, "regression", transform, *_mean_std(y))
+        mean, std = _mean_std(y)
+        finite = y[np.isfinite(y)]
+        largest = float(np.max(np.abs(finite))) if len(finite) else 0.0
+        z = standardise(np.array(finite), mean, std, largest)
+        low, high = (float(z.min()), float(z.max())) if len(z) else (None, None)
+        return TargetState(schema.target, "regression", transform, mean, std, (), low, high)
     classes = sorted({v for v in as_categories(series) if v is not None}, key=_class_key)
     return TargetState(schema.target, schema.task, "none", classes=tuple(classes))
 

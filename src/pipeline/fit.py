@@ -86,18 +86,25 @@ def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
         hidden=tuple(settings.model.hidden),
         dropout=settings.model.dropout,
         n_outputs=len(pre.target.classes) if task == "multiclass" else 1,
+        members=settings.model.members,
     )
 
 
-def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The training loss for a task; outputs are [B, n_outputs]."""
+def loss_fn(
+    task: str, smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss for a task; outputs are [B, n_outputs].
+
+    ``smoothing`` (classification only) moves that share of each target's probability mass
+    evenly onto every class: the training loss uses it, early stopping the plain loss.
+    """
     if task == "regression":
         return lambda out, y: nn.functional.mse_loss(out.squeeze(1), y)
     if task == "binary":
         return lambda out, y: nn.functional.binary_cross_entropy_with_logits(
-            out.squeeze(1), y.float()
+            out.squeeze(1), y.float() * (1.0 - smoothing) + smoothing / 2
         )
-    return lambda out, y: nn.functional.cross_entropy(out, y)
+    return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=smoothing)
 
 
 @torch.inference_mode()
@@ -207,6 +214,7 @@ class _Loop:
             self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, fused=True
         )
         self.loss_of = loss_fn(target.task)
+        self.train_loss_of = loss_fn(target.task, t.label_smoothing)
         self.shuffle_gen = torch.Generator().manual_seed(seeds.shuffle)
         self.history: list[dict[str, Any]] = []
         self.best_loss, self.best_epoch = math.inf, 0
@@ -256,7 +264,10 @@ class _Loop:
         size = self.t.batch_size
         for i in range(self.position, len(rows), size):
             numeric, categorical, target = rows.batch(self.order[i : i + size])
-            loss = self.loss_of(self.model(numeric, categorical), target)
+            # Every member's loss on the same batch: their mean is the sum each member minimises.
+            out = self.model.members_forward(numeric, categorical)
+            k = out.shape[0]
+            loss = self.train_loss_of(out.reshape(k * len(target), -1), target.repeat(k))
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             self.optimiser.step()

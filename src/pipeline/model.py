@@ -4,6 +4,11 @@ Numeric features [B, F] and categorical indices [B, C] go in; each categorical i
 everything is concatenated and passed through an MLP to one head:
 regression -> [B, 1] standardised target; binary -> [B, 1] logit; multiclass -> [B, K] logits.
 
+The network is an ensemble of ``members`` independent MLPs (each with its own embeddings and
+layers, drawn from the one init generator) computed side by side as batched matrix products
+(TabM's "packed" ensemble: k members cost one set of kernel launches, not k). Training gives
+each member its own loss on the same batches; the prediction is the members' mean output.
+
 ``load_model`` rebuilds a trained network from its stored files (``model.json`` and the
 weights); ``FoldedNetwork`` is the same network for inference, with the embeddings folded into
 the first layer.
@@ -34,6 +39,7 @@ class ModelConfig:
     hidden: tuple[int, ...]
     dropout: float
     n_outputs: int
+    members: int = 1
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (``model.json``)."""
@@ -49,6 +55,7 @@ class ModelConfig:
             hidden=tuple(data["hidden"]),
             dropout=data["dropout"],
             n_outputs=data["n_outputs"],
+            members=data.get("members", 1),
         )
 
 
@@ -57,63 +64,97 @@ def embedding_dim(cardinality: int, cap: int) -> int:
     return max(1, min(cap, round(1.6 * cardinality**0.56)))
 
 
+class MemberLinear(nn.Module):
+    """``members`` independent linear layers applied side by side: [k, B, in] -> [k, B, out]."""
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.empty(members, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(members, out_features))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        """torch's ``nn.Linear`` initialisation for each member in turn, from ``generator``."""
+        bound = 1 / math.sqrt(self.in_features)
+        for w, b in zip(self.weight, self.bias, strict=True):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=generator)
+            nn.init.uniform_(b, -bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+
 class TabularMLP(nn.Module):
-    """Embeddings + MLP with one output head."""
+    """Embeddings + MLP with one output head, ``cfg.members`` times side by side."""
 
     def __init__(self, cfg: ModelConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        k = cfg.members
         # Columns whose embeddings have the same width share one table, indexed through
-        # per-column offsets: a few lookups per batch instead of one per column.
+        # per-column offsets: a few lookups per batch instead of one per column. Each member
+        # has its own rows of the table, ``member * rows_per_member`` further on.
         self.groups = nn.ModuleList()
         self._columns: list[torch.Tensor] = []
         self._offsets: list[torch.Tensor] = []
         for dim in sorted(set(cfg.embedding_dims)):
             cols = [j for j, d in enumerate(cfg.embedding_dims) if d == dim]
             cards = [cfg.cardinalities[j] for j in cols]
-            self.groups.append(nn.Embedding(sum(cards), dim))
+            self.groups.append(nn.Embedding(k * sum(cards), dim))
             self._columns.append(torch.tensor(cols, dtype=torch.long))
             starts = [0]
             for card in cards[:-1]:
                 starts.append(starts[-1] + card)
-            self._offsets.append(torch.tensor(starts, dtype=torch.long))
+            per_member = torch.arange(k, dtype=torch.long) * sum(cards)
+            self._offsets.append(per_member[:, None, None] + torch.tensor(starts)[None, None, :])
         width = cfg.n_numeric + sum(cfg.embedding_dims)
         layers: list[nn.Module] = []
         for hidden in cfg.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            layers += [MemberLinear(k, width, hidden), nn.ReLU(), nn.Dropout(cfg.dropout)]
             width = hidden
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, cfg.n_outputs)
+        self.head = MemberLinear(k, width, cfg.n_outputs)
         self.reset_parameters(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None) -> None:
         """torch's default initialisation, drawn from ``generator`` instead of the global RNG."""
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
-                bound = 1 / math.sqrt(module.in_features)
-                nn.init.uniform_(module.bias, -bound, bound, generator=generator)
+            if isinstance(module, MemberLinear):
+                module.reset_parameters(generator)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, 0.0, 1.0, generator=generator)
 
-    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """numeric [B, F] float32, categorical [B, C] int64 -> [B, n_outputs]."""
-        parts = [numeric]
+    def members_forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """numeric [B, F] float32, categorical [B, C] int64 -> every member's [k, B, n_outputs]."""
+        k = self.cfg.members
+        parts = [numeric.expand(k, *numeric.shape)]
         for table, cols, offsets in zip(self.groups, self._columns, self._offsets, strict=True):
-            # [B, n_cols] indices -> [B, n_cols, dim] -> [B, n_cols * dim]
+            # [B, n_cols] indices -> [k, B, n_cols] -> [k, B, n_cols, dim] -> [k, B, n_cols * dim]
             idx = categorical[:, cols.to(categorical.device)] + offsets.to(categorical.device)
-            parts.append(table(idx).flatten(1))
-        return self.head(self.body(torch.cat(parts, dim=1)))
+            parts.append(table(idx).flatten(2))
+        return self.head(self.body(torch.cat(parts, dim=2)))
+
+    def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """numeric [B, F] float32, categorical [B, C] int64 -> the members' mean [B, n_outputs]."""
+        return self.members_forward(numeric, categorical).mean(dim=0)
 
 
 def load_model(config: dict[str, Any], weights: bytes) -> TabularMLP:
     """A trained network from ``model.json``'s content and ``weights.pt``'s bytes, in eval mode.
 
-    The weights load with ``weights_only=True``: tensors only, nothing unpickled.
+    The weights load with ``weights_only=True``: tensors only, nothing unpickled. Builds made
+    before ensembles (no ``members`` in ``model.json``) stored each layer as a plain
+    ``nn.Linear``: their weights gain the member axis.
     """
-    model = TabularMLP(ModelConfig.from_json(config))
+    cfg = ModelConfig.from_json(config)
+    model = TabularMLP(cfg)
     state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    if "members" not in config:
+        state = {
+            k: v.unsqueeze(0) if k.startswith(("body.", "head.")) else v for k, v in state.items()
+        }
     model.load_state_dict(state)
     return model.eval()
 
@@ -124,34 +165,47 @@ class FoldedNetwork:
     The first layer sees ``[numeric, E_1[c_1], ..., E_C[c_C]]``; its weight splits into
     ``W_num`` and one slice ``W_j`` per categorical column, so its pre-activation is
     ``W_num x + b + sum_j (E_j W_j^T)[c_j]``. ``E_j W_j^T`` [card_j, H] is computed once here
-    (in float64, rounded once), and a batch costs one narrow matmul plus one ``embedding_bag``
-    sum instead of C lookups, a concatenation and a matmul over every embedding width: about
-    half the arithmetic of the house-prices network. Outputs match ``model(...)`` to float32
-    rounding (the sums are ordered differently), and every row's result is independent of the
-    batch it is in, so chunked and single runs stay byte-identical.
+    for each member (in float64, rounded once), and a batch costs one narrow matmul plus one
+    ``embedding_bag`` sum instead of C lookups, a concatenation and a matmul over every
+    embedding width. Outputs match ``model(...)`` to float32 rounding (the sums are ordered
+    differently), and every row's result is independent of the batch it is in, so chunked and
+    single runs stay byte-identical.
     """
 
     def __init__(self, model: TabularMLP) -> None:
         cfg = model.cfg
+        k = cfg.members
         layers = [*model.body, model.head]
-        first = cast(nn.Linear, layers[0])
-        weight = first.weight.detach().to(torch.float64)  # [H, n_numeric + sum(dims)]
+        first = cast(MemberLinear, layers[0])
+        weight = first.weight.detach().to(torch.float64)  # [k, H, n_numeric + sum(dims)]
         cards = list(cfg.cardinalities)
+        total = sum(cards)
         starts = np.cumsum([0, *cards])[:-1].astype(np.int64)  # each column's first row
-        folded = torch.zeros((sum(cards), weight.shape[0]), dtype=torch.float64)
+        folded = torch.zeros((k, total, weight.shape[1]), dtype=torch.float64)
         at = cfg.n_numeric  # the concatenation's order: numeric, then each group's columns
-        for group, cols, offsets in zip(model.groups, model._columns, model._offsets, strict=True):
+        for group, cols in zip(model.groups, model._columns, strict=True):
             table = cast(nn.Embedding, group)
             width = table.embedding_dim
-            for col, offset in zip(cols.tolist(), offsets.tolist(), strict=True):
-                rows = table.weight.detach()[offset : offset + cards[col]].to(torch.float64)
+            group_rows = table.weight.shape[0] // k
+            for col, offset in zip(cols.tolist(), _starts(cards, cols.tolist()), strict=True):
                 start = int(starts[col])
-                folded[start : start + cards[col]] = rows @ weight[:, at : at + width].T
+                for m in range(k):
+                    first_row = m * group_rows + offset
+                    rows = table.weight.detach()[first_row : first_row + cards[col]]
+                    folded[m, start : start + cards[col]] = (
+                        rows.to(torch.float64) @ weight[m, :, at : at + width].T
+                    )
                 at += width
-        self.numeric_weight = first.weight.detach()[:, : cfg.n_numeric].contiguous()
-        self.bias = first.bias.detach()
-        self.folded = folded.to(torch.float32)
-        self.offsets = torch.from_numpy(starts)
+        self.members = k
+        self.numeric_weight = first.weight.detach()[:, :, : cfg.n_numeric].transpose(1, 2)
+        self.numeric_weight = self.numeric_weight.contiguous()  # [k, F, H]
+        self.bias = first.bias.detach().unsqueeze(1)  # [k, 1, H]
+        self.folded = folded.reshape(k * total, weight.shape[1]).to(torch.float32)
+        # [k, 1, C]: column offsets within a member, plus the member's block
+        self.offsets = (
+            torch.from_numpy(starts)[None, None, :]
+            + (torch.arange(k, dtype=torch.long) * total)[:, None, None]
+        )
         self.rest = nn.Sequential(*layers[1:]).eval()
         self.n_outputs = cfg.n_outputs
 
@@ -159,13 +213,25 @@ class FoldedNetwork:
     def __call__(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """numeric [B, F] float32, categorical [B, C] int64 -> [B, n_outputs], in batches."""
         outs = []
+        k = self.members
         for i in range(0, numeric.shape[0], EVAL_BATCH):
-            h = nn.functional.linear(numeric[i : i + EVAL_BATCH], self.numeric_weight, self.bias)
-            if len(self.offsets):
-                # 2-D input: each row is one bag of C indices, summed.
+            x = numeric[i : i + EVAL_BATCH]
+            h = torch.baddbmm(self.bias, x.expand(k, *x.shape), self.numeric_weight)
+            if self.offsets.shape[2]:
+                # 2-D input: each row of each member is one bag of C indices, summed.
                 idx = categorical[i : i + EVAL_BATCH] + self.offsets
-                h += nn.functional.embedding_bag(idx, self.folded, mode="sum")
-            outs.append(self.rest(h))
+                idx = idx.reshape(-1, self.offsets.shape[2])
+                h += nn.functional.embedding_bag(idx, self.folded, mode="sum").view(h.shape)
+            outs.append(self.rest(h).mean(dim=0))
         if not outs:
             return torch.zeros((0, self.n_outputs))
         return torch.cat(outs)
+
+
+def _starts(cards: list[int], cols: list[int]) -> list[int]:
+    """Offsets of ``cols`` within their group's table (each column after the previous ones)."""
+    out, at = [], 0
+    for col in cols:
+        out.append(at)
+        at += cards[col]
+    return out

@@ -35,7 +35,7 @@ def columns(target: TargetState, id_column: str | None, error_column: bool) -> l
 def to_values(out: np.ndarray, target: TargetState) -> np.ndarray:
     """Raw outputs [N, n_outputs] to target units [N] (regression) or class probabilities [N, K]."""
     if target.task == "regression":
-        return target.decode(out[:, 0])
+        return target.decode(target.bound(out[:, 0]))
     if target.task == "binary":
         p1 = 1.0 / (1.0 + np.exp(-out[:, 0].astype(np.float64)))
         return np.stack([1.0 - p1, p1], axis=1)

@@ -49,6 +49,7 @@ MAX_THREADS = 256
 MAX_WIDTH = 8192
 MAX_LAYERS = 16
 MAX_HIDDEN_WEIGHTS = 1 << 26
+MAX_MEMBERS = 64
 # Seconds: a day. Beyond it the operating system's own timers overflow (socket timeouts do at
 # about 1e11 s) and no request or shutdown should wait that long.
 MAX_SECONDS = 86_400.0
@@ -130,6 +131,20 @@ class FeatureSettings(_Section):
         True, description="log1p-transform non-negative numeric columns with a long right tail"
     )
     skew_threshold: float = Field(1.0, ge=0, description="Skewness above which log_skewed applies")
+    scaling: Annotated[Literal["robust", "quantile", "standard"], _Lower] = Field(
+        "robust",
+        description=(
+            "Numeric scaling: robust (median, interquartile range), quantile (rank, unit "
+            "variance) or standard (mean, std)"
+        ),
+    )
+    smooth_clip: float = Field(
+        3.0,
+        ge=0,
+        description=(
+            "Scaled numeric values are smoothly clipped to +-this (x/sqrt(1+(x/c)^2)); 0: off"
+        ),
+    )
     max_categorical_cardinality: int = Field(
         1000, ge=2, description="Inferred text columns with more distinct values are refused"
     )
@@ -146,6 +161,12 @@ class ModelSettings(_Section):
         description="Widths of the hidden layers",
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer")
+    members: int = Field(
+        4,
+        ge=1,
+        le=MAX_MEMBERS,
+        description="Ensemble members trained side by side and averaged (1: a single network)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -183,6 +204,12 @@ class TrainSettings(_Section):
     batch_size: int = Field(64, ge=1, description="Rows per optimisation step")
     max_epochs: int = Field(300, ge=1, description="Upper bound on epochs")
     patience: int = Field(30, ge=1, description="Epochs without validation gain before stopping")
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Classification: share of each target's probability spread over all classes",
+    )
     val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of rows for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of rows held out for test")
     target_transform: Annotated[Literal["auto", "none", "log", "log1p"], _Lower] = Field(
