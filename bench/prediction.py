@@ -73,6 +73,7 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
     from torch.nn import functional as F
 
     from pipeline import fit
+    from pipeline.model import MemberLinear
     from pipeline.predict import Predictor
 
     predictor = Predictor.from_package(package)
@@ -85,20 +86,31 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
     enc = predictor.pre.transform(numeric, str(source), with_target=False)
     x, c = torch.from_numpy(enc.numeric), torch.from_numpy(enc.categorical)
     model, cfg = predictor.model, predictor.model.cfg
-    # The same weights as one table per column, what a hand-written model would hold, in the
-    # order the first layer expects them (the model concatenates groups of equal width).
-    tables: list[tuple[int, torch.Tensor]] = []
-    for table_, cols, offsets in zip(model.groups, model._columns, model._offsets, strict=True):
-        for col, start in zip(cols.tolist(), offsets.tolist(), strict=True):
-            tables.append((col, table_.weight[start : start + cfg.cardinalities[col]].detach()))
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    # The same weights as a hand-written ensemble would hold them: per member, one table per
+    # column, in the order the first layer expects them (the model concatenates groups of equal
+    # width), and plain linear layers; the output is the members' mean.
+    k = cfg.members
+    members: list[tuple[list[tuple[int, torch.Tensor]], list[tuple[torch.Tensor, ...]]]] = []
+    linears = [m for m in model.modules() if isinstance(m, MemberLinear)]
+    for m in range(k):
+        tables: list[tuple[int, torch.Tensor]] = []
+        for table_, cols, offsets in zip(model.groups, model._columns, model._offsets, strict=True):
+            for col, start in zip(cols.tolist(), offsets[m, 0].tolist(), strict=True):
+                rows = table_.weight[start : start + cfg.cardinalities[col]].detach()
+                tables.append((col, rows))
+        members.append(
+            (tables, [(lin.weight[m].detach(), lin.bias[m].detach()) for lin in linears])
+        )
 
     @torch.inference_mode()
     def raw() -> torch.Tensor:
-        h = torch.cat([x] + [F.embedding(c[:, j], t) for j, t in tables], dim=1)
-        for layer in linears[:-1]:
-            h = torch.relu(F.linear(h, layer.weight, layer.bias))
-        return F.linear(h, linears[-1].weight, linears[-1].bias)
+        outs = []
+        for tables, layers in members:
+            h = torch.cat([x] + [F.embedding(c[:, j], t) for j, t in tables], dim=1)
+            for weight, bias in layers[:-1]:
+                h = torch.relu(F.linear(h, weight, bias))
+            outs.append(F.linear(h, *layers[-1]))
+        return torch.stack(outs).mean(dim=0)
 
     def project() -> torch.Tensor:
         return predictor.network(x, c)

@@ -39,13 +39,13 @@ def test_statistics_come_from_the_training_rows_only() -> None:
     (x,) = pre.numeric
     assert (x.fill, x.low, x.high, x.indicator) == (2.0, 1.0, 3.0, True)
     # Robust scaling: the median and interquartile range of the present values 1, 2, 3.
-    assert (x.center, x.scale, x.smooth_clip) == (2.0, 1.0, 3.0)
+    assert (x.center, x.scale, x.smooth_clip) == (2.0, 1.0, 1.5)
     colour, ok = pre.categorical
     assert set(colour.vocab) == {"red", "blue"} and set(ok.vocab) == {"true", "false"}
     enc = pre.transform(test, "t", with_target=True)
     # 1000 is clipped to the training maximum, 3, before scaling: (3 - 2) / 1, then smoothly
-    # clipped, 1 / sqrt(1 + (1/3)^2).
-    assert enc.numeric[0, 0] == np.float32(1.0 / np.sqrt(1.0 + 1.0 / 9.0))
+    # clipped, 1 / sqrt(1 + (1/1.5)^2).
+    assert enc.numeric[0, 0] == np.float32(1.0 / np.sqrt(1.0 + 1.0 / 2.25))
     # An unseen category goes to the unknown bucket and is counted; a missing one to "missing".
     assert enc.categorical[:, 0].tolist() == [features.UNKNOWN, features.MISSING]
     assert enc.unknown_counts == {"colour": 1}

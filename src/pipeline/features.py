@@ -2,8 +2,9 @@
 
 numeric     -> optional log1p (long right tail) -> impute with the median -> clip to the
                training range -> robust scaling (median, interquartile range) -> smooth
-               clipping x / sqrt(1 + (x/3)^2), so that no value lies beyond +-3 (RealMLP's
-               recipe: an outlier cannot drive the network into extrapolation), plus a 0/1
+               clipping x / sqrt(1 + (x/c)^2), so that no value lies beyond +-c (RealMLP's
+               recipe, c = 1.5 by default: an outlier cannot drive the network into
+               extrapolation), plus a 0/1
                missing indicator where training rows had gaps
 categorical -> index into a vocabulary of values seen at least ``min_frequency`` times;
                0 is the unknown bucket (rare or unseen values), 1 is "missing"

@@ -139,7 +139,7 @@ class FeatureSettings(_Section):
         ),
     )
     smooth_clip: float = Field(
-        3.0,
+        1.5,
         ge=0,
         description=(
             "Scaled numeric values are smoothly clipped to +-this (x/sqrt(1+(x/c)^2)); 0: off"
@@ -201,11 +201,11 @@ class TrainSettings(_Section):
 
     learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-2, ge=0, description="AdamW decoupled weight decay")
-    batch_size: int = Field(64, ge=1, description="Rows per optimisation step")
+    batch_size: int = Field(128, ge=1, description="Rows per optimisation step")
     max_epochs: int = Field(300, ge=1, description="Upper bound on epochs")
     patience: int = Field(30, ge=1, description="Epochs without validation gain before stopping")
     label_smoothing: float = Field(
-        0.0,
+        0.1,
         ge=0,
         lt=1,
         description="Classification: share of each target's probability spread over all classes",
