@@ -26,7 +26,14 @@ from torch import nn
 from pipeline import metrics, outputs
 from pipeline.errors import ConfigError
 from pipeline.features import Encoded, Preprocessor, TargetState
-from pipeline.model import EVAL_BATCH, ModelConfig, TabularMLP, embedding_dim
+from pipeline.model import (
+    EVAL_BATCH,
+    FoldedNetwork,
+    ModelConfig,
+    TabularMLP,
+    embedding_dim,
+    in_blocks,
+)
 from pipeline.settings import Settings, TrainSettings
 from pipeline.split import Seeds
 
@@ -114,16 +121,18 @@ def forward_all(
     categorical: torch.Tensor,
     rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Model outputs for every row (or for ``rows``), in large batches, without autograd."""
+    """Model outputs for every row (or for ``rows``) without autograd, in the fixed blocks of
+    ``model.in_blocks``: a row's output does not depend on the rows scored with it."""
     model.eval()
     n = numeric.shape[0] if rows is None else rows.shape[0]
     outs = []
-    for i in range(0, n, EVAL_BATCH):
+    for i in range(0, n, EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
         if rows is None:
-            outs.append(model(numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]))
+            x, c = numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]
         else:
             at = rows[i : i + EVAL_BATCH]
-            outs.append(model(numeric[at], categorical[at]))
+            x, c = numeric[at], categorical[at]
+        outs.append(in_blocks(model, x, c))
     return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
 
 
@@ -136,9 +145,18 @@ def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[
 
 
 def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
-    """Metrics of ``model`` on one part of the data."""
-    out = forward_all(model, part.numeric, part.categorical, part.rows).cpu().numpy()
-    return score(outputs.to_values(out, target), part.targets().cpu().numpy(), target)
+    """Metrics of ``model`` on one part of the data, from the outputs `pipeline predict` and
+    `pipeline serve` give for those rows: the same folded network (built from a CPU copy of
+    the weights), the same fixed blocks, so recorded metrics match the served predictions bit
+    for bit."""
+    network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
+    at = part.rows.cpu()
+    parts = [torch.zeros((0, model.cfg.n_outputs))]
+    for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
+        rows = at[i : i + EVAL_BATCH]
+        parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
+    out = torch.cat(parts)
+    return score(outputs.to_values(out.numpy(), target), part.targets().cpu().numpy(), target)
 
 
 @dataclass
