@@ -170,6 +170,26 @@ def run_cli(
     )
 
 
+def run_bench_quick(tmp_path: Path, script: str, *args: str) -> tuple[Path, Path, str]:
+    """``bench/<script> --quick`` in fresh work and report folders; exit 0 asserted.
+
+    Returns the work folder (which the benchmark must leave empty), the report folder and
+    the benchmark's stdout.
+    """
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick", *args,
+         "--workdir", str(work), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return work, out, done.stdout
+
+
 def events(stdout: str) -> list[dict[str, Any]]:
     """Parse a JSON-lines log stream (fails the test on any non-JSON line)."""
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]

@@ -5,12 +5,10 @@ from __future__ import annotations
 import ast
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
+from tests.conftest import REPO, run_bench_quick
 
 # Every figure the issue asks for, by benchmark (the summary table's first two columns).
 # Benchmarks at tiny sizes: their own target (`make test-bench`, which CI runs), not `make test`.
@@ -73,17 +71,7 @@ def test_every_benchmark_runs_at_tiny_sizes_and_reports_every_ratio(
     tmp_path: Path, group: tuple[str, ...]
 ) -> None:
     """`bench/run.py --quick` exits 0, reports each ratio as a positive number, cleans up."""
-    work, out = tmp_path / "work", tmp_path / "out"
-    work.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", ",".join(group),
-         "--workdir", str(work), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    work, out, _ = run_bench_quick(tmp_path, "run.py", "--only", ",".join(group))
     summary = (out / "summary-quick.md").read_text()
     rows = [line.split("|")[1:-1] for line in summary.splitlines() if line.startswith("| ")]
     found: dict[str, list[str]] = {}
@@ -106,20 +94,12 @@ def test_the_quality_benchmark_runs_on_two_small_tables(tmp_path: Path) -> None:
     rows; the report has the summary (markdown) and the JSON has every run. No score is held to
     a target here (and no timing asserted): only the structure, and that scores are sensible.
     """
-    work, out = tmp_path / "work", tmp_path / "out"
-    work.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "quality.py"), "--quick",
-         "--tables", "penguins,hitters", "--seeds", "0", "--workdir", str(work), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    work, out, stdout = run_bench_quick(
+        tmp_path, "quality.py", "--tables", "penguins,hitters", "--seeds", "0"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["quality-quick.json", "quality-quick.md"]
     assert list(work.iterdir()) == []  # the CSVs and the store are gone
-    assert "| table | task | rows | metric | tool | HGB | linear |" in done.stdout
+    assert "| table | task | rows | metric | tool | HGB | linear |" in stdout
     result = json.loads((out / "quality-quick.json").read_text())
     assert result["seeds"] == [0] and result["errors"] == {}
     assert set(result["provenance"]) == {"penguins", "hitters"}

@@ -159,10 +159,6 @@ class NumericState:
     low: float  # training range after the log, in raw units of the transformed value:
     high: float  # inputs are clipped to it, because a network extrapolates badly
     smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
-    # Quantile scaling: the training values' quantiles and their mid-ranks in (0, 1); a value
-    # becomes its interpolated rank, spread to unit variance (empty: not used).
-    knots: tuple[float, ...] = ()
-    ranks: tuple[float, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NumericState:
@@ -170,8 +166,6 @@ class NumericState:
         data = dict(data)
         if "mean" in data:
             data["center"], data["scale"] = data.pop("mean"), data.pop("std")
-        data["knots"] = tuple(data.get("knots", ()))
-        data["ranks"] = tuple(data.get("ranks", ()))
         return cls(**data)
 
 
@@ -239,9 +233,7 @@ class Preprocessor:
         """The fitted state as plain JSON (``preprocessing.json``)."""
         return {
             "format": 2,
-            "numeric": [
-                dict(vars(s), knots=list(s.knots), ranks=list(s.ranks)) for s in self.numeric
-            ],
+            "numeric": [dict(vars(s)) for s in self.numeric],
             "categorical": [{"name": s.name, "vocab": list(s.vocab)} for s in self.categorical],
             "target": {**vars(self.target), "classes": list(self.target.classes)},
         }
@@ -273,14 +265,6 @@ class Preprocessor:
                     x = np.log1p(np.maximum(x, 0.0))
                 x = np.where(missing, s.fill, x)  # a new array: the in-place steps are safe
                 np.clip(x, s.low, s.high, out=x)
-                if s.knots:
-                    x = np.interp(x, s.knots, s.ranks)
-                    x -= 0.5
-                    x *= _UNIT_UNIFORM
-                    if s.indicator:
-                        masks.append(missing)
-                    yield x
-                    continue
                 standardise(x, s.center, s.scale, max(abs(s.low), abs(s.high)))
                 if s.smooth_clip:
                     smooth_clip(x, s.smooth_clip)
@@ -418,27 +402,6 @@ def smooth_clip(x: np.ndarray, radius: float) -> np.ndarray:
     return x
 
 
-# A uniform variable on (-0.5, 0.5) times this has unit variance.
-_UNIT_UNIFORM = math.sqrt(12.0)
-_QUANTILES = 256
-
-
-def _quantile_knots(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Distinct training quantiles of ``x`` and the mid-rank of each in (0, 1).
-
-    A tied value (a count, a flag) gets the middle of its ranks, so a column with few
-    distinct values maps each to the centre of its share of the rows.
-    """
-    if not len(x):
-        return (0.0,), (0.5,)
-    ordered = np.sort(x)
-    knots = np.unique(np.quantile(ordered, np.linspace(0.0, 1.0, _QUANTILES + 1), method="nearest"))
-    below = np.searchsorted(ordered, knots, side="left")
-    upto = np.searchsorted(ordered, knots, side="right")
-    ranks = (below + upto) / (2.0 * len(ordered))
-    return tuple(float(k) for k in knots), tuple(float(r) for r in ranks)
-
-
 def _robust_scale(x: np.ndarray) -> tuple[float, float]:
     """Median and interquartile range (half the full range where that is 0; 1 for a constant).
 
@@ -500,13 +463,8 @@ def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -
         fill = _median(present)
         filled = np.where(missing, fill, np.log1p(np.maximum(x, 0)) if log else x)
         low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
-        knots: tuple[float, ...] = ()
-        ranks: tuple[float, ...] = ()
         if cfg.scaling == "robust":
             center, scale = _robust_scale(present)
-        elif cfg.scaling == "quantile":
-            center, scale = 0.0, 1.0
-            knots, ranks = _quantile_knots(present)
         else:
             center, scale = _mean_std(filled)
         numeric.append(
@@ -520,8 +478,6 @@ def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -
                 low,
                 high,
                 cfg.smooth_clip,
-                knots,
-                ranks,
             )
         )
     categorical: list[CategoricalState] = []

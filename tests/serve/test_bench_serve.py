@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import run_bench_quick
 
 
 def test_serve_load_benchmark_runs_quick_and_loses_no_request(tmp_path: Path) -> None:
     """`serve_load.py --quick` exits 0: no errors under load, nothing lost across SIGTERM."""
-    work, out = tmp_path / "work", tmp_path / "out"
-    work.mkdir()
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "serve_load.py"), "--quick", "--workdir",
-         str(work), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    work, out, _ = run_bench_quick(tmp_path, "serve_load.py")
     report = (out / "serve_load-quick.md").read_text()
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| ")]
     load = next(r for r in rows if r[0].strip() == "steady load")

@@ -131,12 +131,9 @@ class FeatureSettings(_Section):
         True, description="log1p-transform non-negative numeric columns with a long right tail"
     )
     skew_threshold: float = Field(1.0, ge=0, description="Skewness above which log_skewed applies")
-    scaling: Annotated[Literal["robust", "quantile", "standard"], _Lower] = Field(
+    scaling: Annotated[Literal["robust", "standard"], _Lower] = Field(
         "robust",
-        description=(
-            "Numeric scaling: robust (median, interquartile range), quantile (rank, unit "
-            "variance) or standard (mean, std)"
-        ),
+        description="Numeric scaling: robust (median, interquartile range) or standard (mean, std)",
     )
     smooth_clip: float = Field(
         1.5,
