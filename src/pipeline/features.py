@@ -15,8 +15,10 @@ The fitted state is plain JSON (``Preprocessor.to_json``): nothing is pickled.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,20 +102,51 @@ def category_codes(series: pd.Series, vocab: tuple[str, ...]) -> tuple[np.ndarra
     and how many present values were unknown."""
     arr = _arrow_strings(series)
     if arr is not None:
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         # null where the value is missing or not in the vocabulary.
-        index = pc.index_in(arr, value_set=pa.array(vocab, type=arr.type))
+        index = pc.index_in(arr, value_set=_vocab_array(vocab, arr.type))
         found = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
         absent = arr.is_null().to_numpy(zero_copy_only=False)
     else:
         values = as_categories(series)
         # -1 for anything not in the vocabulary, missing values included.
-        found = pd.Index(list(vocab), dtype=object).get_indexer(values).astype(np.int64)
+        found = _vocab_index(vocab).get_indexer(values).astype(np.int64)
         absent = pd.isna(values)
     codes = np.where(found >= 0, found + 2, np.where(absent, MISSING, UNKNOWN))
     return codes, int(((found < 0) & ~absent).sum())
+
+
+# A package's vocabularies, as the lookup structures encoding needs, built once per process
+# rather than once per call (a served request encodes a single row).
+@functools.lru_cache(maxsize=4096)
+def _vocab_index(vocab: tuple[str, ...]) -> pd.Index:
+    index = pd.Index(list(vocab), dtype=object)
+    index.get_indexer([])  # builds the hash table now, kept with the cached index
+    return index
+
+
+@functools.lru_cache(maxsize=4096)
+def _vocab_array(vocab: tuple[str, ...], type_: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array(vocab, type=type_)
+
+
+@functools.lru_cache(maxsize=4096)
+def _vocab_lookup(vocab: tuple[str, ...]) -> dict[str, int]:
+    return {value: i + 2 for i, value in enumerate(vocab)}
+
+
+def text_codes(values: Sequence[str | None], vocab: tuple[str, ...]) -> tuple[np.ndarray, int]:
+    """``category_codes`` of canonical texts (None for missing) given as a plain sequence."""
+    lookup = _vocab_lookup(vocab)
+    codes = np.fromiter(
+        (MISSING if v is None else lookup.get(v, UNKNOWN) for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+    return codes, int(np.count_nonzero(codes == UNKNOWN))
 
 
 def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
@@ -251,42 +284,96 @@ class Preprocessor:
             target=TargetState(**target),
         )
 
-    def transform(self, frame: pd.DataFrame, label: str, *, with_target: bool) -> Encoded:
-        """Encode ``frame`` (all schema columns present) into arrays."""
-        n = len(frame)
+    def transform(
+        self,
+        frame: pd.DataFrame | Mapping[str, pd.Series],
+        label: str,
+        *,
+        with_target: bool,
+        rows: int | None = None,
+    ) -> Encoded:
+        """Encode ``frame`` (all schema columns present) into arrays.
+
+        ``frame`` may also be a mapping of column name to series of ``rows`` rows (what
+        ``pipeline predict`` validated), so that no frame is built just to be read back.
+        """
+        n = len(frame) if rows is None else rows
+        numbers = (as_numbers(frame[s.name], s.name, label) for s in self.numeric)
+        codes = (category_codes(frame[c.name], c.vocab) for c in self.categorical)
+        encoded = self._encode(n, numbers, codes)
+        if with_target:
+            encoded.target = self.encode_target(frame, label)
+        return encoded
+
+    def encode_values(
+        self,
+        rows: int,
+        numbers: Mapping[str, np.ndarray],
+        texts: Mapping[str, Sequence[str | None]],
+    ) -> Encoded:
+        """Columns already parsed, as `pipeline serve` has them from JSON records, encoded
+        with ``transform``'s arithmetic and no frame: ``numbers`` float64 (NaN for missing),
+        ``texts`` the categorical and boolean columns' canonical texts (None for missing).
+
+        The numeric columns go through the arithmetic side by side, as one [rows, F] array:
+        a handful of array operations per request instead of a handful per column.
+        """
+        table = self._numeric_table
+        numeric = np.empty((rows, self.n_numeric_features), dtype=np.float32)
+        if self.numeric:
+            raw = np.empty((rows, len(self.numeric)), dtype=np.float64)
+            for j, s in enumerate(self.numeric):
+                raw[:, j] = numbers[s.name]
+            values, missing = numeric_values(raw, table)
+            numeric[:, : len(self.numeric)] = values
+            numeric[:, len(self.numeric) :] = missing[:, table.indicator]
+        codes = (text_codes(texts[c.name], c.vocab) for c in self.categorical)
+        return Encoded(numeric, *self._codes(rows, codes))
+
+    @functools.cached_property
+    def _numeric_table(self) -> NumericTable:
+        return NumericTable.of(self.numeric)
+
+    def _encode(
+        self,
+        n: int,
+        numbers: Iterator[np.ndarray],
+        codes: Iterator[tuple[np.ndarray, int]],
+    ) -> Encoded:
+        """Arrays from each numeric column's float64 values and each categorical column's
+        codes, in the preprocessor's column order, one numeric column at a time."""
         masks: list[np.ndarray] = []  # missing indicators, written after the value columns
+        table = self._numeric_table
 
         def values() -> Iterator[np.ndarray]:
-            for s in self.numeric:
-                x = as_numbers(frame[s.name], s.name, label)
-                missing = np.isnan(x)
-                if s.log:
-                    # Negative values never occurred in training; clamp so log1p is defined.
-                    x = np.log1p(np.maximum(x, 0.0))
-                x = np.where(missing, s.fill, x)  # a new array: the in-place steps are safe
-                np.clip(x, s.low, s.high, out=x)
-                standardise(x, s.center, s.scale, max(abs(s.low), abs(s.high)))
-                if s.smooth_clip:
-                    smooth_clip(x, s.smooth_clip)
-                if s.indicator:
-                    masks.append(missing)
-                yield x
+            for j, x in enumerate(numbers):
+                value, missing = numeric_values(x[:, None], table.column(j))
+                if table.indicator[j]:
+                    masks.append(missing[:, 0])
+                yield value[:, 0]
 
         # [N, F] float32 written in place: one column's float64 arithmetic is the only
         # temporary, where stacking float64 columns needed 3x the output's memory.
         numeric = np.empty((n, self.n_numeric_features), dtype=np.float32)
         _write_columns(numeric, 0, values())
         _write_columns(numeric, len(self.numeric), iter(masks))
+        return Encoded(numeric, *self._codes(n, codes))
+
+    def _codes(
+        self, n: int, codes: Iterator[tuple[np.ndarray, int]]
+    ) -> tuple[np.ndarray, None, dict[str, int]]:
+        """The [n, C] code array from each column's codes, no target, the unseen counts."""
         cats = np.zeros((n, len(self.categorical)), dtype=np.int64)
         unknown: dict[str, int] = {}
-        for j, c in enumerate(self.categorical):
-            cats[:, j], unseen = category_codes(frame[c.name], c.vocab)
+        for j, (c, (column, unseen)) in enumerate(zip(self.categorical, codes, strict=True)):
+            cats[:, j] = column
             if unseen:
                 unknown[c.name] = unseen
-        target = self.encode_target(frame, label) if with_target else None
-        return Encoded(numeric, cats, target, unknown)
+        return cats, None, unknown
 
-    def encode_target(self, frame: pd.DataFrame, label: str) -> np.ndarray:
+    def encode_target(
+        self, frame: pd.DataFrame | Mapping[str, pd.Series], label: str
+    ) -> np.ndarray:
         """The target column encoded for the loss: standardised floats or class indices."""
         t = self.target
         series = frame[t.name]
@@ -374,6 +461,76 @@ def _median(x: np.ndarray) -> float:
 _SAFE_SUM = 1e307
 
 
+@dataclass(frozen=True)
+class NumericTable:
+    """The numeric columns' fitted statistics as arrays, one entry per column, so that the
+    arithmetic runs on several columns side by side with the same per-value operations."""
+
+    log: np.ndarray  # bool
+    fill: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    exact: np.ndarray  # bool: (x - center) / scale cannot overflow (see ``standardise``)
+    radius: np.ndarray  # smooth clipping radius; 0: none
+    indicator: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, states: tuple[NumericState, ...]) -> NumericTable:
+        def floats(values: list[float]) -> np.ndarray:
+            return np.array(values, dtype=np.float64)
+
+        return cls(
+            log=np.array([s.log for s in states], dtype=bool),
+            fill=floats([s.fill for s in states]),
+            low=floats([s.low for s in states]),
+            high=floats([s.high for s in states]),
+            center=floats([s.center for s in states]),
+            scale=floats([s.scale for s in states]),
+            exact=np.array(
+                [max(abs(s.low), abs(s.high)) + abs(s.center) < _SAFE_SUM for s in states],
+                dtype=bool,
+            ),
+            radius=floats([s.smooth_clip for s in states]),
+            indicator=np.array([s.indicator for s in states], dtype=bool),
+        )
+
+    def column(self, j: int) -> NumericTable:
+        """Column ``j`` alone (views, no copies)."""
+        one = slice(j, j + 1)
+        return NumericTable(*(getattr(self, f.name)[one] for f in dataclasses.fields(self)))
+
+
+def numeric_values(x: np.ndarray, t: NumericTable) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded values (a new float64 array) and the missing mask of ``x`` [n, k] (float64, NaN
+    for missing), whose k columns ``t`` describes: optional log1p (negative values, which never
+    occurred in training, clamped to 0), the median for missing values, clipping to the
+    training range, robust scaling, then smooth clipping where a radius is set.
+
+    Each value goes through the same operations whether its column is encoded alone or beside
+    others, so a row's encoding does not depend on how it was read.
+    """
+    missing = np.isnan(x)
+    if t.log.any():
+        x = np.where(t.log, np.log1p(np.maximum(x, 0.0)), x)
+    x = np.where(missing, t.fill, x)  # a new array: the in-place steps are safe
+    np.clip(x, t.low, t.high, out=x)
+    # -0.0 becomes 0.0: clipping keeps or drops a zero's sign depending on whether numpy's
+    # vector or scalar loop ran, which depends on how many columns are encoded at once.
+    x += 0.0
+    if t.exact.all():
+        x -= t.center
+        x /= t.scale
+    else:  # as ``standardise`` computes it for values near float64's largest
+        with np.errstate(over="ignore"):  # the branch that overflows is not the one kept
+            x = np.where(t.exact, (x - t.center) / t.scale, x / t.scale - t.center / t.scale)
+    clipped = t.radius > 0
+    if clipped.any():
+        x = np.where(clipped, smooth_clip(x.copy(), np.where(clipped, t.radius, 1.0)), x)
+    return x, missing
+
+
 def standardise(x: np.ndarray, mean: float, std: float, largest: float) -> np.ndarray:
     """``(x - mean) / std`` computed in place; ``largest`` bounds ``|x|``.
 
@@ -391,8 +548,9 @@ def standardise(x: np.ndarray, mean: float, std: float, largest: float) -> np.nd
     return x
 
 
-def smooth_clip(x: np.ndarray, radius: float) -> np.ndarray:
-    """``x / sqrt(1 + (x / radius)^2)`` in place: the identity near 0, at most ``radius``.
+def smooth_clip(x: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
+    """``x / sqrt(1 + (x / radius)^2)`` in place: the identity near 0, at most ``radius``
+    (one radius, or one per column of ``x``).
 
     ``hypot`` cannot overflow, so values up to float64's largest still map into the range.
     """

@@ -30,10 +30,10 @@ from torch import nn
 EVAL_BATCH = 65536
 # Rows per forward call without autograd, always exactly this many (the last block is padded
 # with zeros): matrix kernels pick their code path by row count, so a row's output would
-# otherwise depend on how many rows share its call. 128 rows keeps a one-row call (serve) under
-# 1 ms; the prediction benchmark's forward pass runs at 59k rows/s (90k in unpadded 65,536-row
-# calls), which CSV reading and encoding hide: `pipeline predict` end to end is unchanged.
-BLOCK_ROWS = 128
+# otherwise depend on how many rows share its call. On 2 cores, one thread, house prices' 4
+# members: 64-row blocks take 0.65 ms (about 100k rows/s), 128-row blocks 1.2 ms at about the
+# same rows/s; the smaller block halves the cost of a served one-row request.
+BLOCK_ROWS = 64
 
 
 def in_blocks(

@@ -357,12 +357,13 @@ def test_a_loader_failure_makes_readyz_report_failed(house_loaded: Loaded) -> No
 def test_a_bug_is_a_500_without_internals_and_logged(
     client: TestClient, house_loaded: Loaded, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An unexpected exception (injected here) is a JSON 500 and a serve.internal_error event."""
+    """An unexpected exception (injected into scoring) is a JSON 500 and a serve.internal_error
+    event."""
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setattr(house_loaded.predictor, "predict_frame", broken)
+    monkeypatch.setattr(house_loaded.predictor, "values", broken)
     with capture_logs() as logs:
         response = client.post("/v1/predict", json={"records": _records(house_loaded, 1)})
     assert response.status_code == 500

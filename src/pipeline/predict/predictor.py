@@ -9,6 +9,7 @@ columns (``pipeline.outputs``).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,41 @@ class Predictor:
                 f"{len(self.required)} columns; {hint}add them (empty cells are allowed)"
             )
 
+    def encode_frame(
+        self, frame: pd.DataFrame, run: RunSettings, label: str, errors: np.ndarray
+    ) -> features.Encoded:
+        """``frame``'s schema columns validated cell by cell (a bad cell fails, or is noted in
+        ``errors`` by PIPELINE_RUN__ON_ERROR) and encoded."""
+        on_error = run.on_error
+        # Validated columns go to the encoder as they are: building a frame of them (one
+        # insert per column) cost more than everything else for a one-row request.
+        clean: dict[str, pd.Series] = {}
+        for column in self.schema.columns:
+            series = cells.single_values(frame[column.name], column.name, label, on_error, errors)
+            if column.kind == "numeric":
+                numbers = cells.numbers(series, column.name, label, on_error, errors)
+                clean[column.name] = pd.Series(numbers, index=frame.index, copy=False)
+            elif column.kind == "boolean":
+                clean[column.name] = cells.booleans(series, column.name, label, on_error, errors)
+            else:
+                clean[column.name] = series
+        return self.pre.transform(clean, label, with_target=False, rows=len(frame))
+
+    def values(self, enc: features.Encoded) -> np.ndarray:
+        """The network's outputs for encoded rows, in target units (``outputs.to_values``)."""
+        out = self.network(torch.from_numpy(enc.numeric), torch.from_numpy(enc.categorical))
+        return outputs.to_values(out.numpy(), self.pre.target)
+
+    def columns(
+        self, values: np.ndarray, run: RunSettings, bad: np.ndarray, ids: Any = None
+    ) -> dict[str, Any]:
+        """The output columns for ``values``: the id column first when ``run`` names one."""
+        result: dict[str, Any] = {}
+        if run.id_column:
+            result[run.id_column] = ids
+        result.update(outputs.prediction_columns(values, self.pre.target, run.threshold, bad))
+        return result
+
     def predict_frame(
         self,
         frame: pd.DataFrame,
@@ -112,41 +148,28 @@ class Predictor:
         """
         stats = stats if stats is not None else Stats()
         self.check_columns(list(frame.columns), label)
-        dupes = [c for c in self.required if int((frame.columns == c).sum()) > 1]
-        if dupes:
-            raise DataError(
-                f"{label} has more than one column named {dupes}: give every column a unique name"
-            )
+        if not frame.columns.is_unique:
+            counts = Counter(frame.columns)
+            dupes = [c for c in self.required if counts[c] > 1]
+            if dupes:
+                raise DataError(
+                    f"{label} has more than one column named {dupes}: give every column a "
+                    "unique name"
+                )
         if run.id_column and run.id_column not in frame.columns:
             raise DataError(
                 f"{label} has no id column '{run.id_column}' (PIPELINE_RUN__ID_COLUMN): set it to "
                 "an existing column or unset it"
             )
         errors = np.full(len(frame), "", dtype=object)
-        on_error = run.on_error
-        clean = pd.DataFrame(index=frame.index)
-        for column in self.schema.columns:
-            series = cells.single_values(frame[column.name], column.name, label, on_error, errors)
-            if column.kind == "numeric":
-                clean[column.name] = cells.numbers(series, column.name, label, on_error, errors)
-            elif column.kind == "boolean":
-                clean[column.name] = cells.booleans(series, column.name, label, on_error, errors)
-            else:
-                clean[column.name] = series
-        enc = self.pre.transform(clean, label, with_target=False)
+        enc = self.encode_frame(frame, run, label, errors)
         stats.add_unknown(enc.unknown_counts)
-        out = self.network(torch.from_numpy(enc.numeric), torch.from_numpy(enc.categorical))
-        values = outputs.to_values(out.numpy(), self.pre.target)
+        ids = frame[run.id_column].to_numpy() if run.id_column else None
         bad = errors != ""
-        result = pd.DataFrame(index=frame.index)
-        if run.id_column:
-            result[run.id_column] = frame[run.id_column].to_numpy()
-        columns = outputs.prediction_columns(values, self.pre.target, run.threshold, bad)
-        for name, values_ in columns.items():
-            result[name] = values_
+        result = self.columns(self.values(enc), run, bad, ids)
         if run.on_error == "column":
             result[outputs.ERROR] = errors
         stats.errors += int(bad.sum())
         stats.rows += len(frame)
         stats.chunks += 1
-        return result
+        return pd.DataFrame(result, index=frame.index, copy=False)

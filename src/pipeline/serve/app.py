@@ -2,17 +2,17 @@
 
 The model may load after the socket is bound (``/healthz`` answers at once, ``/readyz`` turns 200
 when the release is loaded and 503 again once SIGTERM arrives). Inference runs in worker threads,
-at most ``concurrency`` at a time, so the event loop keeps answering probes under load; each one
-calls ``Predictor.predict_frame``, the code `pipeline predict` runs, so both give the same numbers.
+at most ``concurrency`` passes at a time, so the event loop keeps answering probes under load.
+POST /v1/predict is answered by ``pipeline.serve.predicting`` in front of FastAPI (which keeps its
+OpenAPI description); every request passes the access log first.
 """
 
 from __future__ import annotations
 
 import contextvars
 import hmac
-import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -20,17 +20,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from pipeline.serve import predicting
 from pipeline.serve.access import AccessLog
-from pipeline.serve.contract import Contract, RequestError, dumps
+from pipeline.serve.batching import Batcher, Job
+from pipeline.serve.contract import Contract, RequestError
 from pipeline.settings import RunSettings, ServeSettings
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-MEDIA_TYPES = {"application/json": "json", "text/csv": "csv"}
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _ERROR_RESPONSES = {
     400: "Malformed body (not JSON / not CSV)",
     401: "Missing or wrong bearer token",
@@ -117,10 +112,23 @@ class ServeState:
         # A thread semaphore rather than an anyio limiter: it belongs to no event loop, so the
         # same state serves uvicorn and in-process test clients alike.
         self.inference = threading.BoundedSemaphore(self.concurrency)
+        self.batcher = Batcher(
+            self._score,
+            scorers=self.concurrency,
+            max_rows=settings.batch_rows,
+            max_queued_rows=settings.queue_rows,
+            deadline=settings.deadline,
+        )
         self.started = 0
         self.completed = 0
         self._token = settings.token.get_secret_value().encode() if settings.token else None
         self._openapi: dict[str, Any] | None = None
+
+    def _score(self, jobs: list[Job]) -> list[bytes]:
+        """The response bodies of JSON requests' jobs, scored in one pass (a worker thread)."""
+        loaded = self.ready()
+        with self.inference:
+            return predicting.score_records(loaded, jobs)
 
     @property
     def status(self) -> str:
@@ -163,11 +171,12 @@ class ServeState:
             raise RequestError(503, "not_ready", f"the server is {self.status}: retry later")
         return loaded
 
-    def authorize(self, request: Request) -> None:
-        """401 unless the request carries the bearer token (when one is configured)."""
+    def authorize(self, header: str) -> None:
+        """401 unless the Authorization ``header`` carries the bearer token (when one is
+        configured)."""
         if self._token is None:
             return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), self._token
         ):
@@ -209,72 +218,6 @@ class ServeState:
         return self._openapi
 
 
-def _predict(
-    loaded: Loaded, state: ServeState, body: bytes, media: str
-) -> tuple[bytes, int, list[str]]:
-    """Parse, validate and predict one request body (runs in a worker thread)."""
-    from pipeline.errors import DataError
-
-    contract = loaded.contract
-    if media == "json":
-        frame, ignored = contract.records_frame(body)
-    else:
-        frame, ignored = contract.csv_frame(body, check_numbers=loaded.run.on_error == "fail")
-    predictions: list[dict[str, Any]] = []
-    if len(frame):
-        try:
-            with state.inference:
-                result = loaded.predictor.predict_frame(frame, loaded.run, label="the request")
-        except DataError as exc:
-            raise loaded.contract.refusal(exc, frame) from None
-        predictions = contract.predictions(result)
-    p = loaded.predictor
-    doc: dict[str, Any] = {
-        "predictions": predictions,
-        "model": p.name,
-        "version": p.version,
-        "package_id": p.package_id,
-        "release": loaded.release,
-    }
-    if ignored:
-        doc["ignored_columns"] = ignored
-    return dumps(doc), len(frame), ignored
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    too_big = RequestError(
-        413,
-        "body_too_large",
-        f"the body is larger than {limit} bytes: send fewer records per request",
-    )
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_big
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _media_type(header: str | None) -> str:
-    kind = (header or "").split(";", 1)[0].strip().lower()
-    if kind in MEDIA_TYPES:
-        return MEDIA_TYPES[kind]
-    if kind.endswith("+json"):
-        return "json"
-    raise RequestError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {kind or '(none)'!r} is not accepted: send application/json "
-        '({"records": [...]}) or text/csv (a header line and rows)',
-    )
-
-
 _PREDICT_OK = {
     "description": "One prediction per record, in order",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictResponse"}}},
@@ -304,9 +247,8 @@ def _error_responses() -> dict[int | str, dict[str, Any]]:
     }
 
 
-def create_app(state: ServeState) -> FastAPI:
-    """The FastAPI application around ``state``."""
-    import anyio
+def create_app(state: ServeState) -> Any:
+    """The ASGI application around ``state``: the access log, the predict route, FastAPI."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -320,7 +262,6 @@ def create_app(state: ServeState) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    app.add_middleware(AccessLog, state=state)
 
     @app.exception_handler(RequestError)
     async def _refused(request: Request, exc: RequestError) -> JSONResponse:
@@ -354,7 +295,7 @@ def create_app(state: ServeState) -> FastAPI:
         responses={k: v for k, v in errors.items() if k in (401, 503)},
     )
     async def model(request: Request) -> dict[str, Any]:
-        state.authorize(request)
+        state.authorize(request.headers.get("authorization", ""))
         return state.ready().info()
 
     @app.post(
@@ -365,19 +306,16 @@ def create_app(state: ServeState) -> FastAPI:
         openapi_extra={"requestBody": _PREDICT_BODY},
     )
     async def predict(request: Request) -> Response:
-        state.authorize(request)
-        loaded = state.ready()
-        media = _media_type(request.headers.get("content-type"))
-        body = await _read_body(request, state.settings.max_body_bytes)
-        payload, rows, ignored = await anyio.to_thread.run_sync(
-            _predict, loaded, state, body, media
+        # Reached only when this FastAPI app is served without ``PredictRoute`` in front.
+        payload, rows, ignored = await predicting.predict(
+            state, dict(request.scope["headers"]), request.receive
         )
         request.state.rows = rows
         request.state.ignored_columns = ignored
         return Response(payload, media_type="application/json")
 
     _add_docs(app, state)
-    return app
+    return AccessLog(predicting.PredictRoute(app, state), state)
 
 
 def _add_docs(app: FastAPI, state: ServeState) -> None:

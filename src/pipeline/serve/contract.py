@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 
@@ -196,22 +197,29 @@ class Contract:
 
     # -- request bodies -----------------------------------------------------------------------
 
-    def records_frame(self, body: bytes) -> tuple[pd.DataFrame, list[str]]:
-        """A JSON body ``{"records": [...]}`` as a frame, and the keys the model ignores."""
-        import numpy as np
-        import pandas as pd
-
+    def records(self, body: bytes) -> tuple[list[dict[str, Any]], list[str]]:
+        """A JSON body ``{"records": [...]}`` validated, and the keys the model ignores."""
         try:
-            records = self._adapter.validate_json(body)["records"]
+            records: list[dict[str, Any]] = self._adapter.validate_json(body)["records"]
         except ValidationError as exc:
             raise _json_error(exc) from None
+        if self.id_column:
+            _check_ids(records, self.id_column)
+        ignored = sorted(set().union(*(r.keys() for r in records)) - self.known)
+        return records, ignored
+
+    def columns(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Validated records as the columns `pipeline predict` reads from a file: numbers as
+        float64 (NaN for missing), categorical texts with the training data's missing markers
+        as None, booleans as "true"/"false" texts, and the id column's values as sent."""
+        import numpy as np
+
         columns: dict[str, Any] = {}
         for column in self.schema.columns:
             values = [r[column.name] for r in records]
             if column.kind == "numeric":
                 columns[column.name] = np.array(values, dtype="float64")  # None → NaN
             elif column.kind == "boolean":
-                # As text, the way predict reads booleans from a CSV file.
                 names = cells.BOOLEAN_NAMES
                 columns[column.name] = np.array(
                     [None if v is None else names[v] for v in values], dtype=object
@@ -222,11 +230,17 @@ class Contract:
                     [None if v in missing else v for v in values], dtype=object
                 )
         if self.id_column and self.id_column not in columns:
-            columns[self.id_column] = np.array(
-                [r.get(self.id_column) for r in records], dtype=object
-            )
-        frame = pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
-        ignored = sorted(set().union(*(r.keys() for r in records)) - self.known)
+            ids = np.empty(len(records), dtype=object)  # element-wise: never a 2-D array
+            ids[:] = [r.get(self.id_column) for r in records]
+            columns[self.id_column] = ids
+        return columns
+
+    def records_frame(self, body: bytes) -> tuple[pd.DataFrame, list[str]]:
+        """A JSON body ``{"records": [...]}`` as a frame, and the keys the model ignores."""
+        import pandas as pd
+
+        records, ignored = self.records(body)
+        frame = pd.DataFrame(self.columns(records), index=pd.RangeIndex(len(records)))
         return frame, ignored
 
     def csv_frame(self, body: bytes, check_numbers: bool) -> tuple[pd.DataFrame, list[str]]:
@@ -332,13 +346,14 @@ class Contract:
 
     # -- responses ----------------------------------------------------------------------------
 
-    def predictions(self, result: pd.DataFrame) -> list[dict[str, Any]]:
-        """``Predictor.predict_frame``'s frame as JSON-ready dicts (NaN becomes null)."""
-        columns = []
-        for name in result.columns:
-            values = result[name].to_numpy(dtype=object).tolist()
-            columns.append([_plain(v) for v in values])
-        names = list(result.columns)
+    def predictions(self, result: Mapping[str, Any] | pd.DataFrame) -> list[dict[str, Any]]:
+        """Output columns (a frame, or name -> values) as JSON-ready dicts (NaN becomes null)."""
+        import numpy as np
+
+        names, columns = [], []
+        for name, values in result.items():
+            names.append(name)
+            columns.append([_plain(v) for v in np.asarray(values, dtype=object).tolist()])
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
@@ -348,6 +363,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _check_ids(records: list[dict[str, Any]], id_column: str) -> None:
+    """422 for an id that is a JSON object or array: an id is copied through as one value."""
+    bad = [i for i, r in enumerate(records) if isinstance(r.get(id_column), dict | list)]
+    if bad:
+        detail = [
+            _detail(i, id_column, "id_type", "Input should be one value: a string, number, "
+                    "boolean or null")
+            for i in bad[:MAX_DETAIL]
+        ]  # fmt: skip
+        raise RequestError(
+            422, "invalid_records", f"{len(bad)} record(s) have an id that is not one value", detail
+        )
 
 
 def _detail(

@@ -368,6 +368,22 @@ class ServeSettings(_Section):
         le=MAX_SECONDS,
         description="Seconds after SIGTERM that /readyz says 503 while still serving",
     )
+    batch_rows: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="Most rows of concurrent JSON requests scored in one pass (micro-batching; "
+        "it never waits for a batch to fill)",
+    )
+    queue_rows: int = Field(
+        100_000,
+        ge=1,
+        le=100_000_000,
+        description="Rows waiting to be scored beyond which a request gets 503",
+    )
+    deadline: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="Seconds a request may wait for its scores (504)"
+    )
 
 
 class Settings(BaseSettings):
