@@ -48,8 +48,8 @@ test-fast: dev ## The inner loop: tests not marked slow (none trains on real dat
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py
 
-bench-serve: dev ## Load-test pipeline serve: 8 clients x 2,000 requests, then SIGTERM mid-load
-	$(BIN)/python bench/serve_load.py
+bench-serve: dev ## Load-test pipeline serve beside a trivial app (BASELINE=ref adds that commit), then SIGTERM
+	$(BIN)/python bench/serve_load.py $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-tune: dev ## The search on Ray: trials/min with 1 and 2 at a time, Ray's overhead vs a plain loop
 	$(BIN)/python bench/run.py --only tune

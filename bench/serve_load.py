@@ -1,17 +1,22 @@
-"""Load test of `pipeline serve` over loopback, then SIGTERM in the middle of the load.
+"""Load test of `pipeline serve` over loopback beside a trivial app, then SIGTERM mid-load.
 
-    .venv/bin/python bench/serve_load.py            # 8 clients x 2,000 requests (minutes)
-    .venv/bin/python bench/serve_load.py --quick    # 2 clients x 20 requests (the smoke run)
+    .venv/bin/python bench/serve_load.py                     # 5 s per load (about 2 minutes)
+    .venv/bin/python bench/serve_load.py --baseline 923af4c  # and the server of that commit
+    .venv/bin/python bench/serve_load.py --quick             # 1 s per load (the smoke run)
 
-A house-prices release is built in a temporary store and served by a real `pipeline serve`
-process. Phase 1: each client is a thread with its own keep-alive connection (httpx2) posting
-one JSON record per request (the first 100 rows of tests/fixtures/house-prices-test.csv, in
-turn); throughput, p50/p99 latency and the error count are reported. Phase 2: a fresh server
-gets the same load and a SIGTERM after a few seconds; every request the server logged as
+A house-prices release is built in a temporary store. Phase 1: a raw-socket load generator
+(``_loadgen``: asyncio keep-alive connections, one per client) first measures a trivial ASGI app
+on the same uvicorn stack (``_trivial_app``): the ceiling of the generator and HTTP stack on this
+machine. Then a real `pipeline serve` process gets 8 and 64 clients posting one JSON record per
+request (the first 100 rows of tests/fixtures/house-prices-test.csv, in turn), and 8 clients
+posting 100 records per request; throughput, p50/p99 latency and errors are reported, and with
+``--baseline REF`` the same loads go to the server of commit REF (a temporary git worktree) in
+the same run. Phase 2: a fresh server gets 8 clients (threads with httpx2 connections, each
+request with its own id) and a SIGTERM after a few seconds; every request the server logged as
 answered must have reached its client, the server must report no unanswered request, every
 client-side failure must be a refused or closed connection for a request the server never
 logged, and the server must exit 0. Exits 1 when phase 1 had errors or phase 2 lost a request.
-The client threads share the machine with the server: on 2 cores they compete for CPU.
+The clients share the machine with the server: on 2 cores they compete for CPU.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _loadgen
 import httpx2
 from _common import OUT_DIR, REPO, Report, clean_env, pipeline_cmd, table, write_report
 
@@ -59,13 +66,13 @@ def _build_release(root: Path, epochs: int) -> dict[str, str]:
     return env
 
 
-def _bodies(url: str) -> list[bytes]:
-    """One JSON body per test row, typed by the served model's input schema."""
+def _records(url: str) -> list[dict[str, Any]]:
+    """One JSON record per test row (the first 100), typed by the served model's input schema."""
     kinds = {
         c["name"]: c["kind"]
         for c in httpx2.get(f"{url}/v1/model").json()["input_schema"]["columns"]
     }
-    bodies = []
+    records = []
     with TEST_CSV.open(newline="") as fh:
         for _, row in zip(range(100), csv.DictReader(fh), strict=False):
             record: dict[str, Any] = {"Id": int(row["Id"])}
@@ -75,16 +82,30 @@ def _bodies(url: str) -> list[bytes]:
                     record[name] = None if value in MISSING else float(value)
                 else:
                     record[name] = value
-            bodies.append(json.dumps({"records": [record]}).encode())
-    return bodies
+            records.append(record)
+    return records
+
+
+def _bodies_of(records: list[dict[str, Any]]) -> list[bytes]:
+    return [json.dumps({"records": [r]}).encode() for r in records]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Server:
     """`pipeline serve` on a free loopback port, its JSON log in a file."""
 
-    def __init__(self, env: dict[str, str], root: Path, name: str) -> None:
+    def __init__(
+        self, env: dict[str, str], root: Path, name: str, source: Path | None = None
+    ) -> None:
         self.log_path = root / f"{name}.log"
         self.log = self.log_path.open("w")
+        if source is not None:  # another commit's code, first on the path
+            env = {**env, "PYTHONPATH": os.pathsep.join([str(source), env.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(
             [*pipeline_cmd(), "serve", "--release", "house-prices@current"],
             env={**env, "PIPELINE_SERVE__PORT": "0", "PIPELINE_SERVE__HOST": "127.0.0.1"},
@@ -176,41 +197,102 @@ def _run_clients(
     return outcomes, time.perf_counter() - t0
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return (
-        statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
-    )
+Row = tuple[object, ...]
+# (clients, records per request) of phase 1; the trivial app gets the one-record loads.
+LOADS = [(8, 1), (64, 1), (8, 100)]
+QUICK_LOADS = [(2, 1), (8, 1), (2, 100)]
+TARGETS = "targets: >= 2,000 req/s with p99 <= 20 ms at 8 clients; >= 50,000 rows/s at 100 records"
+
+
+def _measure(name: str, port: int, records: list[dict[str, Any]], loads: list[tuple[int, int]],
+             seconds: float) -> list[Row]:  # fmt: skip
+    """One table row per load against the server on ``port``."""
+    rows: list[Row] = []
+    for clients, per_request in loads:
+        bodies = [
+            json.dumps({"records": [records[(i + k) % len(records)] for k in range(per_request)]})
+            for i in range(len(records))
+        ]
+        requests = [_loadgen.request("/v1/predict", b.encode()) for b in bodies]
+        load = _loadgen.run("127.0.0.1", port, requests, clients, seconds)
+        done = len(load.latencies)
+        rows.append((
+            name, clients, per_request, f"{load.seconds:.1f}", done, load.ok, load.errors,
+            f"{done / load.seconds:.1f}", f"{done * per_request / load.seconds:.0f}",
+            f"{_loadgen.percentile(load.latencies, 50) * 1000:.2f}",
+            f"{_loadgen.percentile(load.latencies, 99) * 1000:.2f}",
+        ))  # fmt: skip
+    return rows
+
+
+def _trivial(workdir: Path, records: list[dict[str, Any]], loads: list[tuple[int, int]],
+             seconds: float) -> list[Row]:  # fmt: skip
+    port = _free_port()
+    log = (workdir / "trivial.log").open("w")
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_trivial_app.py")),
+                             str(port)], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the trivial app did not start") from None
+                time.sleep(0.05)
+        return _measure("trivial ASGI app (ceiling)", port, records, loads, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def _served(env: dict[str, str], workdir: Path, name: str, records: list[dict[str, Any]] | None,
+            loads: list[tuple[int, int]], seconds: float,
+            source: Path | None = None) -> tuple[list[Row], int, list[dict[str, Any]]]:  # fmt: skip
+    server = Server(env, workdir, name.replace(" ", "-").replace("@", ""), source)
+    try:
+        records = records or _records(server.url)
+        port = int(server.url.rsplit(":", 1)[1])
+        rows = _measure(name, port, records, loads, seconds)
+    finally:
+        code = server.stop()
+    return rows, code, records
+
+
+def _baseline(ref: str, workdir: Path) -> Path:
+    """A git worktree of ``ref`` in ``workdir``; its ``src`` folder."""
+    tree = workdir / "baseline"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), ref],
+                   check=True, capture_output=True)  # fmt: skip
+    return tree / "src"
 
 
 def run(
-    quick: bool, workdir: Path, clients: int | None = None, requests: int | None = None
+    quick: bool, workdir: Path, baseline: str | None = None, seconds: float | None = None
 ) -> tuple[Report, bool]:
     """Both phases; the report and whether every check passed."""
-    clients = clients or (2 if quick else 8)
-    requests = requests or (20 if quick else 2000)
+    clients = 2 if quick else 8
+    seconds = seconds or (1.0 if quick else 5.0)
+    loads = QUICK_LOADS if quick else LOADS
     sigterm_after = 1.5 if quick else 5.0
     env = _build_release(workdir, 3 if quick else 20)
 
-    # Phase 1: steady load.
-    server = Server(env, workdir, "load")
-    bodies = _bodies(server.url)
-    outcomes, seconds = _run_clients(server.url, bodies, clients, requests, stop_on_error=False)
-    load_exit = server.stop()
-    latencies = sorted(x for o in outcomes for x in o.latencies)
-    errors = sum(len(o.failed) for o in outcomes)
-    ok = len(latencies)
-    logged = [e for e in server.events("serve.request") if e["path"] == "/v1/predict"]
-    server_ms = sorted(e["duration_ms"] for e in logged)
-    load_rows = [(
-        "steady load", clients, requests, clients * requests, ok, errors, f"{seconds:.1f}",
-        f"{ok / seconds:.1f}", f"{_percentile(latencies, 50) * 1000:.1f}",
-        f"{_percentile(latencies, 99) * 1000:.1f}", f"{_percentile(server_ms, 50):.1f}",
-        load_exit,
-    )]  # fmt: skip
+    # Phase 1: the ceiling, this server, and the baseline's, under the same loads.
+    served, load_exit, records = _served(env, workdir, "pipeline serve", None, loads, seconds)
+    one_record = [load for load in loads if load[1] == 1]
+    rows = _trivial(workdir, records, one_record, seconds) + served
+    if baseline:
+        source = _baseline(baseline, workdir)
+        try:
+            rows += _served(env, workdir, f"pipeline serve @ {baseline}", records, loads,
+                            seconds, source)[0]  # fmt: skip
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(source.parent)], check=False, capture_output=True)  # fmt: skip
+    errors = sum(int(str(r[6])) for r in served)
+    bodies = _bodies_of(records)
 
     # Phase 2: the same load, SIGTERM after a few seconds; clients stop when the server is gone.
     server = Server(env, workdir, "sigterm")
@@ -220,7 +302,7 @@ def run(
         server.proc.send_signal(signal.SIGTERM)
 
     outcomes2, _ = _run_clients(server.url, bodies, clients, None, stop_on_error=True,
-                                       after_start=terminate)  # fmt: skip
+                                after_start=terminate)  # fmt: skip
     term_exit = server.proc.wait(120)
     server.log.close()
     answered = set().union(*(o.answered for o in outcomes2))
@@ -245,10 +327,11 @@ def run(
         and term_exit == 0 and len(answered) > 0
     )  # fmt: skip
     body = "\n\n".join([
-        f"Server ready in {server.ready_seconds:.2f} s (serve.ready). One JSON record per "
-        "request, keep-alive connections, client threads on the same machine as the server.",
-        table(["phase", "clients", "requests each", "sent", "ok", "errors", "seconds", "req/s",
-               "p50 ms", "p99 ms", "server p50 ms", "exit"], load_rows),
+        f"Server ready in {server.ready_seconds:.2f} s (serve.ready). Keep-alive connections, "
+        "one per client, on the same machine as the server; each load runs for "
+        f"{seconds:g} s. {TARGETS}.",
+        table(["server", "clients", "records/request", "seconds", "requests", "ok", "errors",
+               "req/s", "rows/s", "p50 ms", "p99 ms"], rows),
         table(["clients", "SIGTERM after s", "in flight at SIGTERM", "sent", "answered",
                "refused (never accepted)", "lost", "unanswered (server)", "exit"], term_rows),
         "lost = requests the server answered (or failed with an HTTP status) that did not reach "
@@ -260,14 +343,15 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 clients x 20 requests")
-    parser.add_argument("--clients", type=int, help="concurrent clients (default 8)")
-    parser.add_argument("--requests", type=int, help="requests per client (default 2,000)")
+    parser.add_argument("--quick", action="store_true", help="1 s per load, 2 and 8 clients")
+    parser.add_argument("--seconds", type=float, help="seconds per load (default 5)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also load the server of this git commit (e.g. 923af4c)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="parent of the temporary folder")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="report folder (bench/out)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-serve-", dir=args.workdir) as tmp:
-        report, passed = run(args.quick, Path(tmp), args.clients, args.requests)
+        report, passed = run(args.quick, Path(tmp), args.baseline, args.seconds)
     print(report.body)
     print(f"\nwritten to {write_report(report, args.quick, args.out)}")
     return 0 if passed else 1
