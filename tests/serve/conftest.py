@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -58,9 +59,12 @@ def _release(
         "PIPELINE_ENV_FILE": str(root / "none.env"),
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         "PIPELINE_SEED": "0",
-        # Short training: these tests are about serving, not about the model's quality.
+        # Short training of a small ensemble: these tests are about serving, not about the
+        # model's quality.
         "PIPELINE_TRAIN__MAX_EPOCHS": "40",
         "PIPELINE_TRAIN__PATIENCE": "10",
+        "PIPELINE_MODEL__HIDDEN": "[64]",
+        "PIPELINE_MODEL__MEMBERS": "2",
         **({"PIPELINE_PRESET": preset} if preset else {}),
         **({"PIPELINE_DATA__SOURCE": str(data)} if data else {}),
         **extra,
@@ -109,7 +113,14 @@ def flags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 class Served:
     """A `pipeline serve` subprocess whose JSON log lines are collected as they arrive."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], cwd: Path, open_files: int | None = None
+    ) -> None:
+        def limit() -> None:  # `ulimit -n open_files` in the child, as a container may set it
+            if open_files is not None:
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "serve", *args],
             env=_clean_env(env),
@@ -117,6 +128,7 @@ class Served:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=limit if open_files is not None else None,
         )
         self.lines: list[str] = []
         self.stderr = ""
@@ -197,11 +209,12 @@ def serve() -> Iterator[Any]:
     """Start `pipeline serve` processes; each is killed at the end of the test if still running."""
     started: list[Served] = []
 
-    def start(*args: str, env: Mapping[str, str], cwd: Path, port: str | None = "0") -> Served:
+    def start(*args: str, env: Mapping[str, str], cwd: Path, port: str | None = "0",
+              open_files: int | None = None) -> Served:  # fmt: skip
         full = {"PIPELINE_LOG_FORMAT": "json", **env}
         if port is not None:
             full.setdefault("PIPELINE_SERVE__PORT", port)
-        server = Served(list(args), full, cwd)
+        server = Served(list(args), full, cwd, open_files)
         started.append(server)
         return server
 

@@ -91,8 +91,9 @@ class AccessLog:
                 "rows": extra.get("rows"),
                 "request_id": request_id,
             }
-            if extra.get("ignored_columns"):
-                fields["ignored_columns"] = extra["ignored_columns"]
+            names, count = extra.get("ignored_columns") or ([], 0)
+            if count:  # bounded: the first names, each cut short (contract.ignored_names)
+                fields["ignored_columns"], fields["ignored_columns_count"] = names, count
             if status == 500:
                 log.error("serve.request", **fields)
             elif status >= 400:

@@ -9,10 +9,11 @@ OpenAPI description); every request passes the access log first.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hmac
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -119,6 +120,8 @@ class ServeState:
             max_queued_rows=settings.queue_rows,
             deadline=settings.deadline,
         )
+        self.inflight = 0  # request bytes held (``reserved``)
+        self.max_inflight = settings.inflight_bytes or 4 * settings.max_body_bytes
         self.started = 0
         self.completed = 0
         self._token = settings.token.get_secret_value().encode() if settings.token else None
@@ -129,6 +132,24 @@ class ServeState:
         loaded = self.ready()
         with self.inference:
             return predicting.score_records(loaded, jobs)
+
+    @contextlib.contextmanager
+    def reserved(self, size: int) -> Iterator[None]:
+        """Hold ``size`` request bytes of the budget, or refuse with 503 when it is spent
+        (a request larger than the whole budget is let through alone)."""
+        if self.inflight and self.inflight + size > self.max_inflight:
+            raise RequestError(
+                503,
+                "overloaded",
+                f"{self.inflight} bytes of requests are being processed "
+                "(PIPELINE_SERVE__INFLIGHT_BYTES): retry later",
+                headers={"Retry-After": "1"},
+            )
+        self.inflight += size
+        try:
+            yield
+        finally:
+            self.inflight -= size
 
     @property
     def status(self) -> str:

@@ -15,7 +15,7 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
 
@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 
 # How many field-level problems one error response lists (the total is always given).
 MAX_DETAIL = 50
+# How many ignored keys a response and its log line name (the total is always given), and how
+# many characters of each: a request cannot make the server write more than this about them.
+MAX_IGNORED = 20
+IGNORED_CHARS = 80
+
+
+def ignored_names(names: Iterable[str]) -> tuple[list[str], int]:
+    """The first ``MAX_IGNORED`` of ``names`` in order, each cut to ``IGNORED_CHARS``
+    characters, and how many there are."""
+    names = sorted(set(names))
+    return [n if len(n) <= IGNORED_CHARS else n[: IGNORED_CHARS - 1] + "…"
+            for n in names[:MAX_IGNORED]], len(names)  # fmt: skip
+
 
 # TypedDict built at run time from a schema: typed as a plain callable (checkers expect literals),
 # and typing_extensions' version because pydantic needs it before Python 3.12.
@@ -166,7 +179,12 @@ class Contract:
                 "ignored_columns": {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": "Keys of the records that the model does not use",
+                    "description": f"Keys of the records that the model does not use (the "
+                    f"first {MAX_IGNORED} in order, each cut to {IGNORED_CHARS} characters)",
+                },
+                "ignored_columns_count": {
+                    "type": "integer",
+                    "description": "How many keys of the records the model does not use",
                 },
             },
             "required": ["predictions", "model", "version", "package_id", "release"],
@@ -197,16 +215,16 @@ class Contract:
 
     # -- request bodies -----------------------------------------------------------------------
 
-    def records(self, body: bytes) -> tuple[list[dict[str, Any]], list[str]]:
-        """A JSON body ``{"records": [...]}`` validated, and the keys the model ignores."""
+    def records(self, body: bytes) -> tuple[list[dict[str, Any]], tuple[list[str], int]]:
+        """A JSON body ``{"records": [...]}`` validated, and the keys the model ignores
+        (``ignored_names``)."""
         try:
             records: list[dict[str, Any]] = self._adapter.validate_json(body)["records"]
         except ValidationError as exc:
             raise _json_error(exc) from None
         if self.id_column:
             _check_ids(records, self.id_column)
-        ignored = sorted(set().union(*(r.keys() for r in records)) - self.known)
-        return records, ignored
+        return records, ignored_names(set().union(*(r.keys() for r in records)) - self.known)
 
     def columns(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Validated records as the columns `pipeline predict` reads from a file: numbers as
@@ -235,7 +253,7 @@ class Contract:
             columns[self.id_column] = ids
         return columns
 
-    def records_frame(self, body: bytes) -> tuple[pd.DataFrame, list[str]]:
+    def records_frame(self, body: bytes) -> tuple[pd.DataFrame, tuple[list[str], int]]:
         """A JSON body ``{"records": [...]}`` as a frame, and the keys the model ignores."""
         import pandas as pd
 
@@ -243,7 +261,9 @@ class Contract:
         frame = pd.DataFrame(self.columns(records), index=pd.RangeIndex(len(records)))
         return frame, ignored
 
-    def csv_frame(self, body: bytes, check_numbers: bool) -> tuple[pd.DataFrame, list[str]]:
+    def csv_frame(
+        self, body: bytes, check_numbers: bool
+    ) -> tuple[pd.DataFrame, tuple[list[str], int]]:
         """A CSV body (header + rows) as a frame of text, read as `pipeline predict` reads files.
 
         With ``check_numbers``, a numeric cell that is not a finite number, or a boolean cell
@@ -290,8 +310,7 @@ class Contract:
         frame.index = pd.RangeIndex(len(frame))
         if check_numbers:
             self._check_cells(frame)
-        ignored = [c for c in header if c not in self.known]
-        return frame, ignored
+        return frame, ignored_names(c for c in header if c not in self.known)
 
     def _check_cells(self, frame: pd.DataFrame) -> None:
         """Refuse numeric cells that are not finite numbers and boolean cells not true/false.

@@ -66,17 +66,32 @@ class PredictRoute:
 
 async def predict(
     state: ServeState, headers: Mapping[bytes, bytes], receive: Receive
-) -> tuple[bytes, int, list[str]]:
+) -> tuple[bytes, int, Ignored]:
     """The response body for one request to /v1/predict, with its row count and the keys the
     model ignored; a refusal is a ``RequestError``."""
     state.authorize(headers.get(b"authorization", b"").decode("latin-1"))
     loaded = state.ready()
     media = media_type(headers.get(b"content-type", b"").decode("latin-1"))
     declared = headers.get(b"content-length", b"").decode("latin-1")
-    body = await read_body(receive, declared, state.settings.max_body_bytes)
-    if media == "json":
-        return await _predict_records(state, loaded, body, receive)
-    return await anyio.to_thread.run_sync(_predict_csv, loaded, state, body)
+    limit = state.settings.max_body_bytes
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    # The body, its parsed records and their scores take memory in proportion to its size:
+    # held against one budget, so that concurrent large bodies cannot exhaust it.
+    size = int(declared) if declared.isdigit() else limit
+    with state.reserved(size):
+        body = await read_body(receive, limit, state.settings.body_timeout)
+        if media == "json":
+            return await _predict_records(state, loaded, body, receive)
+        return await anyio.to_thread.run_sync(_predict_csv, loaded, state, body)
+
+
+def _too_big(limit: int) -> RequestError:
+    return RequestError(
+        413,
+        "body_too_large",
+        f"the body is larger than {limit} bytes: send fewer records per request",
+    )
 
 
 def media_type(header: str) -> str:
@@ -94,31 +109,37 @@ def media_type(header: str) -> str:
     )
 
 
-async def read_body(receive: Receive, declared: str, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_big = RequestError(
-        413,
-        "body_too_large",
-        f"the body is larger than {limit} bytes: send fewer records per request",
-    )
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big
+async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole body: 413 once it exceeds ``limit`` bytes, 408 if it takes longer than
+    ``timeout`` seconds to arrive (a stalled client cannot hold its connection forever)."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestError(499, "client_closed_request", "the client hung up mid-body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        with anyio.fail_after(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestError(499, "client_closed_request", "the client hung up mid-body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_big(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise RequestError(
+            408,
+            "request_timeout",
+            f"the body did not arrive within {timeout:g} s (PIPELINE_SERVE__BODY_TIMEOUT)",
+            headers={"Connection": "close"},
+        ) from None
 
 
-def response(loaded: Loaded, predictions: list[dict[str, Any]], ignored: list[str]) -> bytes:
+Ignored = tuple[list[str], int]  # the names shown and how many there are (ignored_names)
+
+
+def response(loaded: Loaded, predictions: list[dict[str, Any]], ignored: Ignored) -> bytes:
     """The JSON document of a successful prediction request."""
     p = loaded.predictor
     doc: dict[str, Any] = {
@@ -128,8 +149,9 @@ def response(loaded: Loaded, predictions: list[dict[str, Any]], ignored: list[st
         "package_id": p.package_id,
         "release": loaded.release,
     }
-    if ignored:
-        doc["ignored_columns"] = ignored
+    names, count = ignored
+    if count:
+        doc["ignored_columns"], doc["ignored_columns_count"] = names, count
     return dumps(doc)
 
 
@@ -163,7 +185,7 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
 
 async def _predict_records(
     state: ServeState, loaded: Loaded, body: bytes, receive: Receive
-) -> tuple[bytes, int, list[str]]:
+) -> tuple[bytes, int, Ignored]:
     """A JSON body validated on its own (a bad record fails only its own request), then
     scored together with the records of whatever other requests are queued."""
     contract = loaded.contract
@@ -187,7 +209,7 @@ async def _predict_records(
     return payload, len(records), ignored
 
 
-def _predict_csv(loaded: Loaded, state: ServeState, body: bytes) -> tuple[bytes, int, list[str]]:
+def _predict_csv(loaded: Loaded, state: ServeState, body: bytes) -> tuple[bytes, int, Ignored]:
     """Parse, validate and predict one CSV body as `pipeline predict` reads a file (in a
     worker thread)."""
     from pipeline.errors import DataError

@@ -88,6 +88,21 @@ class _Server(uvicorn.Server):
             self.log.info("serve.listening", host=self.config.host, port=self.port)
 
 
+def connection_limit(setting: int) -> int:
+    """Connections held at once: ``setting``, or the open-file limit less 64 (for the files,
+    sockets and pipes the process holds itself). Beyond it uvicorn answers 503 and closes the
+    connection, so a flood of stalled clients cannot use up the file descriptors that probes
+    and real clients need."""
+    if setting:
+        return setting
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(16, soft - 64)
+
+
 def serve(settings: Settings, release: str | None, package: Path | None) -> None:
     """Serve ``release`` (or ``package``) until SIGTERM; raise the load error if loading fails."""
     from pipeline import log as logging_
@@ -113,6 +128,7 @@ def serve(settings: Settings, release: str | None, package: Path | None) -> None
         lifespan="on",
         timeout_graceful_shutdown=conf.graceful_timeout,
         server_header=False,
+        limit_concurrency=connection_limit(conf.max_connections),
     )
     server = _Server(config, state, conf.drain_seconds, log)
 

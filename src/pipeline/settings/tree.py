@@ -384,6 +384,22 @@ class ServeSettings(_Section):
     deadline: float = Field(
         30.0, gt=0, le=MAX_SECONDS, description="Seconds a request may wait for its scores (504)"
     )
+    body_timeout: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="Seconds a request's body may take to arrive (408)"
+    )
+    inflight_bytes: int = Field(
+        0,
+        ge=0,
+        description="Request bytes read, parsed and scored at once; beyond it a request gets "
+        "503; 0: four times max_body_bytes",
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Connections held at once, more are answered 503 and closed; 0: the "
+        "open-file limit less 64",
+    )
 
 
 class Settings(BaseSettings):
