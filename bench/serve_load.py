@@ -113,9 +113,16 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        ready = self.wait("serve.ready")
-        self.ready_seconds = ready["seconds"]
+        self.wait("serve.ready")
         self.url = f"http://127.0.0.1:{self.wait('serve.listening')['port']}"
+        # Every worker process has loaded once /readyz says so (the first serve.ready is one's).
+        deadline = time.monotonic() + 180
+        while httpx2.get(f"{self.url}/readyz").status_code != 200:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"not ready: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        self.ready_seconds = max(e["seconds"] for e in self.events("serve.ready"))
+        self.workers = len(self.events("serve.ready"))
 
     def events(self, name: str) -> list[dict[str, Any]]:
         out = []
@@ -310,10 +317,10 @@ def run(
     accepted = {
         e["request_id"] for e in server.events("serve.request") if e["path"] == "/v1/predict"
     }
-    stopped = server.events("serve.stopped")
-    unanswered = stopped[0]["unanswered"] if stopped else None
+    stopped = server.events("serve.stopped")  # one per worker process
+    unanswered = sum(e["unanswered"] for e in stopped) if len(stopped) == server.workers else None
     draining = server.events("serve.draining")
-    in_flight = draining[0]["in_flight"] if draining else None
+    in_flight = sum(e["in_flight"] for e in draining) if draining else None
     lost = sorted(accepted - answered)  # answered by the server, never received by its client
     wrong = sorted(rid for rid in failed if rid in accepted or failed[rid].isdigit())
     sent = sum(o.sent for o in outcomes2)
@@ -327,7 +334,8 @@ def run(
         and term_exit == 0 and len(answered) > 0
     )  # fmt: skip
     body = "\n\n".join([
-        f"Server ready in {server.ready_seconds:.2f} s (serve.ready). Keep-alive connections, "
+        f"Server of {server.workers} worker process(es) ready in {server.ready_seconds:.2f} s "
+        "(serve.ready). Keep-alive connections, "
         "one per client, on the same machine as the server; each load runs for "
         f"{seconds:g} s. {TARGETS}.",
         table(["server", "clients", "records/request", "seconds", "requests", "ok", "errors",

@@ -211,7 +211,8 @@ def serve() -> Iterator[Any]:
 
     def start(*args: str, env: Mapping[str, str], cwd: Path, port: str | None = "0",
               open_files: int | None = None) -> Served:  # fmt: skip
-        full = {"PIPELINE_LOG_FORMAT": "json", **env}
+        # One process unless the test asks for workers: its events are then one server's.
+        full = {"PIPELINE_LOG_FORMAT": "json", "PIPELINE_SERVE__WORKERS": "1", **env}
         if port is not None:
             full.setdefault("PIPELINE_SERVE__PORT", port)
         server = Served(list(args), full, cwd, open_files)

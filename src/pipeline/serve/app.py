@@ -95,6 +95,7 @@ class ServeState:
         loaded: Loaded | None = None,
         loader: Callable[[], Loaded] | None = None,
         log: Any = None,
+        peers: Callable[[], bool] | None = None,
     ) -> None:
         import os
 
@@ -103,6 +104,8 @@ class ServeState:
         self.settings = settings
         self.loaded = loaded
         self.loader = loader
+        # Whether every worker process of this server has loaded (always, for one process).
+        self.peers = peers or (lambda: True)
         self.log = log if log is not None else logging_.get_logger()
         self.failure: BaseException | None = None
         self.draining = False
@@ -158,7 +161,7 @@ class ServeState:
             return "failed"
         if self.draining:
             return "draining"
-        return "ready" if self.loaded is not None else "loading"
+        return "ready" if self.loaded is not None and self.peers() else "loading"
 
     def start_loading(self) -> None:
         """Load the release in a thread, so the socket is bound and /healthz answers meanwhile."""

@@ -11,7 +11,9 @@ cannot be loaded stops the server with that error's exit code.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from pipeline.serve import workers
 from pipeline.serve.app import Loaded, ServeState, create_app
 from pipeline.settings import Settings
 
@@ -104,12 +107,65 @@ def connection_limit(setting: int) -> int:
 
 
 def serve(settings: Settings, release: str | None, package: Path | None) -> None:
-    """Serve ``release`` (or ``package``) until SIGTERM; raise the load error if loading fails."""
+    """Serve ``release`` (or ``package``) until SIGTERM; raise the load error if loading fails.
+
+    With more than one worker (``PIPELINE_SERVE__WORKERS``; 0 is one per available core), this
+    process binds the socket and supervises that many worker processes (``serve.workers``).
+    """
+    context = workers.worker_context()
+    count = settings.serve.workers or max(1, len(os.sched_getaffinity(0)))
+    if context is None and count > 1:
+        _supervise(settings, release, package, count)
+    else:
+        _serve_one(settings, release, package, context)
+
+
+def _supervise(settings: Settings, release: str | None, package: Path | None, count: int) -> None:
+    from pipeline import log as logging_
+    from pipeline.errors import ConfigError
+
+    log = logging_.get_logger()
+    conf = settings.serve
+    try:
+        sock = uvicorn.Config(app="unused", host=conf.host, port=conf.port).bind_socket()
+    except SystemExit:  # uvicorn logged the reason
+        raise ConfigError(
+            f"cannot listen on {conf.host}:{conf.port}: the address is in use or not allowed; "
+            "set PORT or PIPELINE_SERVE__PORT to another port"
+        ) from None
+    # Connections queue from now on; the workers accept them once they have started.
+    sock.listen(2048)
+    log.info("serve.listening", host=conf.host, port=sock.getsockname()[1], workers=count)
+    args = ["--release", release] if release else ["--package", str(package)] if package else []
+    signals: list[int] = []
+    code = workers.supervise(count, sock, args, log, signals.append)
+    sock.close()
+    log.info(
+        "serve.workers_stopped",
+        workers=count,
+        signal=signal.Signals(signals[0]).name if signals else None,
+        exit_code=code,
+    )
+    if code:
+        import typer
+
+        raise typer.Exit(code)  # the worker said why on stderr
+
+
+def _serve_one(
+    settings: Settings,
+    release: str | None,
+    package: Path | None,
+    context: tuple[int, workers.Readiness] | None,
+) -> None:
+    """One server process: on its own socket, or a worker's share of the supervisor's."""
     from pipeline import log as logging_
 
     t0 = time.perf_counter()
     # A logger made now, after the CLI applied PIPELINE_LOG_LEVEL / _FORMAT (``log`` was bound
     # before that, with the defaults), so debug events show when asked for.
+    if context is not None:
+        logging_.bind(worker=context[1].index)
     log = logging_.get_logger()
     conf = settings.serve
     if conf.token is not None:
@@ -118,7 +174,8 @@ def serve(settings: Settings, release: str | None, package: Path | None) -> None
     def load() -> Loaded:
         return load_release(settings, release, package)
 
-    state = ServeState(conf, loader=load, log=log)
+    peers = context[1].all_ready if context is not None else None
+    state = ServeState(conf, loader=load, log=log, peers=peers)
     config = uvicorn.Config(
         create_app(state),
         host=conf.host,
@@ -133,6 +190,8 @@ def serve(settings: Settings, release: str | None, package: Path | None) -> None
     server = _Server(config, state, conf.drain_seconds, log)
 
     def ready(loaded: Loaded) -> None:
+        if context is not None:
+            context[1].mark(workers.READY)
         p = loaded.predictor
         log.info(
             "serve.ready",
@@ -156,7 +215,7 @@ def serve(settings: Settings, release: str | None, package: Path | None) -> None
     uvicorn_log.addHandler(forward)
     uvicorn_log.propagate = False
     try:
-        server.run()
+        server.run(sockets=[socket.socket(fileno=context[0])] if context is not None else None)
     except SystemExit:  # uvicorn exits when it cannot bind; it logged the reason (serve.uvicorn)
         from pipeline.errors import ConfigError
 

@@ -393,6 +393,12 @@ class ServeSettings(_Section):
         description="Request bytes read, parsed and scored at once; beyond it a request gets "
         "503; 0: four times max_body_bytes",
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=MAX_THREADS,
+        description="Server processes sharing the port; 0: one per available core",
+    )
     max_connections: int = Field(
         0,
         ge=0,

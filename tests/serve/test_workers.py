@@ -1,0 +1,72 @@
+"""`pipeline serve` with several worker processes on one port (PIPELINE_SERVE__WORKERS)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import httpx2
+import pytest
+from tests.serve.conftest import serve_once
+
+LOCAL = {"PIPELINE_SERVE__HOST": "127.0.0.1"}
+
+pytestmark = pytest.mark.slow
+
+
+def _ready(server: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx2.get(f"{server.url}/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "".join(server.lines)[-2000:]
+        assert server.proc.poll() is None, server.stderr
+        time.sleep(0.05)
+
+
+def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """/readyz is 200 once both workers have loaded; connections reach both and get the same
+    predictions; a worker killed with SIGKILL is replaced; SIGTERM drains both and exits 0."""
+    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
+           "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_RUN__ID_COLUMN": "Id"}  # fmt: skip
+    server = serve(env=env, cwd=house["root"])
+    _ready(server)
+    pids = server.wait_event("serve.workers")["pids"]
+    assert len(pids) == 2 and server.proc.pid not in pids
+    model = httpx2.get(f"{server.url}/v1/model").json()
+    record = {c["name"]: (1.0 if c["kind"] == "numeric" else None)
+              for c in model["input_schema"]["columns"]}  # fmt: skip
+    answers = set()
+    for i in range(40):  # a new connection each time: the kernel spreads them over the workers
+        response = httpx2.post(f"{server.url}/v1/predict", json={"records": [{**record, "Id": 7}]},
+                               headers={"X-Request-ID": f"r{i}"})  # fmt: skip
+        assert response.status_code == 200
+        answers.add(response.content)
+    assert len(answers) == 1  # the same bytes from either worker
+    served_by = {e["worker"] for e in server.named("serve.request") if e["path"] == "/v1/predict"}
+    assert served_by == {0, 1}
+
+    os.kill(pids[0], signal.SIGKILL)
+    replaced = server.wait_event("serve.worker_replaced")
+    assert replaced["worker"] == 0 and replaced["exit_code"] == -signal.SIGKILL
+    server.wait_event("serve.ready", count=3)  # the replacement loaded
+    _ready(server)
+    assert server.stop() == 0
+    stopped = server.named("serve.stopped")
+    assert len(stopped) == 2 and all(e["unanswered"] == 0 for e in stopped)
+    assert server.named("serve.workers_stopped")[0]["exit_code"] == 0
+
+
+def test_workers_that_cannot_load_the_release_stop_the_server_with_its_exit_code(
+    house: dict[str, Any],
+) -> None:
+    """An unknown release: the workers fail to load it, and the server exits with their code
+    and one line saying why (not a restart loop)."""
+    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": "house-prices@v99",
+           "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0"}  # fmt: skip
+    done = serve_once(env, house["root"])
+    assert done.returncode not in (0, 1), (done.returncode, done.stderr[-2000:])
+    assert "house-prices@v99" in done.stderr and "Traceback" not in done.stderr
+    assert '"serve.worker_failed"' in done.stdout and '"serve.worker_replaced"' not in done.stdout
