@@ -107,6 +107,46 @@ def test_predictions_equal_pipeline_predict_for_json_and_csv(
     assert server.stop() == 0
 
 
+def test_one_record_per_request_from_8_clients_in_shuffled_order_equals_pipeline_predict(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """All 1,459 test rows, one record per request, 8 concurrent clients, shuffled, to two
+    worker processes that micro-batch: each answer is `pipeline predict`'s number for its row
+    (which requests share a scoring pass, and on which worker, changes nothing)."""
+    import random
+
+    expected = _cli_predictions(house, TEST_CSV, "--release", house["release"])
+    server = serve("--release", house["release"], cwd=house["root"],
+                   env={**house["env"], **LOCAL, "PIPELINE_SERVE__WORKERS": "2"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while httpx2.get(f"{server.url}/readyz").status_code != 200:
+        assert time.monotonic() < deadline and server.proc.poll() is None
+        time.sleep(0.05)
+    model = httpx2.get(f"{server.url}/v1/model").json()
+    records = _records(model, TEST_CSV, "Id")
+    order = list(range(len(records)))
+    random.Random(5).shuffle(order)
+    got: dict[int, float] = {}
+
+    def client(mine: list[int]) -> None:
+        with httpx2.Client(base_url=server.url, timeout=60) as http:
+            for i in mine:
+                answer = http.post("/v1/predict", json={"records": [records[i]]}).json()
+                (prediction,) = answer["predictions"]
+                assert prediction["Id"] == records[i]["Id"]
+                got[i] = prediction["prediction"]
+
+    threads = [threading.Thread(target=client, args=(order[k::8],)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert server.stop() == 0
+    assert [got[i] for i in range(len(records))] == [float(r["prediction"]) for r in expected]
+    batched = [e for e in server.named("serve.request") if e["path"] == "/v1/predict"]
+    assert len(batched) == 1459 and {e["worker"] for e in batched} == {0, 1}
+
+
 def test_titanic_package_returns_classes_and_probabilities(
     serve: Any, titanic: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -233,6 +233,7 @@ def _serve_one(
         signal=signal.Signals(server.signal).name if server.signal else None,
         requests=state.completed,
         unanswered=state.started - state.completed,
+        scoring_passes=state.batcher.batches,  # fewer than JSON requests: batches were shared
         seconds=round(time.perf_counter() - t0, 3),
     )
 
