@@ -96,6 +96,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _dumps(obj: Any, **kw: Any) -> str:
+    """One event as JSON; only an event that holds NaN or an infinity pays for ``_finite``'s
+    walk through every value (the access log writes one event per request)."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kw)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False, **kw)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
@@ -197,10 +206,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         fmt = "console" if out.isatty() else "json"
     renderer: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(
-            serializer=lambda obj, **kw: json.dumps(_finite(obj), allow_nan=False, **kw),
-            default=_json_default,
-        )
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps, default=_json_default)
     else:
         renderer = ConsoleRenderer(colors=out.isatty())
     structlog.configure(

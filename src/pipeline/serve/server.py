@@ -163,10 +163,11 @@ def _serve_one(
 
     t0 = time.perf_counter()
     # A logger made now, after the CLI applied PIPELINE_LOG_LEVEL / _FORMAT (``log`` was bound
-    # before that, with the defaults), so debug events show when asked for.
+    # before that, with the defaults), so debug events show when asked for; bound once rather
+    # than looked up on every event (the access log writes one per request).
     if context is not None:
         logging_.bind(worker=context[1].index)
-    log = logging_.get_logger()
+    log = logging_.get_logger().bind()
     conf = settings.serve
     if conf.token is not None:
         logging_.register_secrets([conf.token.get_secret_value()])
