@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -33,7 +32,6 @@ class Job:
     extra: Any  # what ``score`` needs besides the records (e.g. the keys the model ignores)
     future: asyncio.Future[Any]
     gone: Callable[[], bool] = lambda: False  # whether the client hung up meanwhile
-    queued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
@@ -55,6 +53,7 @@ class Batcher:
         self.queued_rows = 0
         self.running = 0
         self.batches = 0  # passes scored, for the stop event
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done (asyncio's rule)
 
     async def submit(
         self, records: list[dict[str, Any]], extra: Any, gone: Callable[[], bool]
@@ -73,7 +72,9 @@ class Batcher:
         self.queued_rows += len(records)
         if self.running < self.scorers:
             self.running += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             answer = await asyncio.wait_for(asyncio.shield(job.future), self.deadline)
         except TimeoutError:
