@@ -70,3 +70,29 @@ def test_workers_that_cannot_load_the_release_stop_the_server_with_its_exit_code
     assert done.returncode not in (0, 1), (done.returncode, done.stderr[-2000:])
     assert "house-prices@v99" in done.stderr and "Traceback" not in done.stderr
     assert '"serve.worker_failed"' in done.stdout and '"serve.worker_replaced"' not in done.stdout
+
+
+def test_workers_do_not_outlive_a_supervisor_killed_with_sigkill(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """SIGKILL cannot be passed on: each worker notices its supervisor is gone and stops."""
+    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
+           "PIPELINE_SERVE__WORKERS": "2"}  # fmt: skip
+    server = serve(env=env, cwd=house["root"])
+    _ready(server)
+    pids = server.wait_event("serve.workers")["pids"]
+    server.proc.kill()
+    server.proc.wait(10)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if _alive(pid)]
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False

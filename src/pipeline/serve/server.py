@@ -58,6 +58,7 @@ class _Server(uvicorn.Server):
         self.deadline = 0.0
         self._announced = False
         self.port: int | None = None
+        self.supervisor: int | None = None  # a worker's supervisor process
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: set flags only (writing a log line here could re-enter stdout).
@@ -72,6 +73,9 @@ class _Server(uvicorn.Server):
             self.force_exit = True
 
     async def on_tick(self, counter: int) -> bool:
+        if self.supervisor is not None and os.getppid() != self.supervisor and not self.signal:
+            # The supervisor is gone (killed with SIGKILL): a worker must not outlive it.
+            self.handle_exit(signal.SIGTERM, None)
         if self.signal is not None and not self._announced:
             self._announced = True
             self.log.info(
@@ -189,6 +193,8 @@ def _serve_one(
         limit_concurrency=connection_limit(conf.max_connections),
     )
     server = _Server(config, state, conf.drain_seconds, log)
+    if context is not None:
+        server.supervisor = os.getppid()
 
     def ready(loaded: Loaded) -> None:
         if context is not None:
