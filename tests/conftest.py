@@ -82,20 +82,35 @@ def _listed_slow(nodeid: str) -> bool:
     )
 
 
+# The longest tests (each 20-60 s of one worker on 2 cores), run first: started last, one of them
+# would leave the other xdist worker idle at the end of the run for as long.
+LONGEST = (
+    "tests/test_train.py::test_house_prices_default_matches_gradient_boosting",
+    "tests/test_reproducibility.py::test_two_processes_same_seed_same_build_and_another_seed_differs",
+    "tests/test_crash_safety.py::test_sigkill_at_20_random_moments_leaves_the_store_consistent_and_the_next_run_succeeds",
+    "tests/serve/test_bench_serve.py::test_serve_load_benchmark_runs_quick_and_loses_no_request",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `slow` the tests SLOW_ELSEWHERE lists; warn about entries that name nothing."""
-    for entry in SLOW_ELSEWHERE:
+    """Mark `slow` the tests SLOW_ELSEWHERE lists; warn about entries that name nothing; put
+    the LONGEST tests first."""
+    for listing, entry in [("SLOW_ELSEWHERE", e) for e in SLOW_ELSEWHERE] + [
+        ("LONGEST", e) for e in LONGEST
+    ]:
         path, _, name = entry.partition("::")
         if not (REPO / path).exists() or (name and f"def {name}(" not in (REPO / path).read_text()):
             warnings.warn(
-                f"SLOW_ELSEWHERE in tests/conftest.py names {entry}, which is not there: "
-                "update the entry, or `make test-fast` runs the moved tests",
+                f"{listing} in tests/conftest.py names {entry}, which is not there: "
+                "update the entry (a moved slow test runs in `make test-fast`, a moved long "
+                "one late in `make test`)",
                 pytest.PytestWarning,
                 stacklevel=1,
             )
     for item in items:
         if _listed_slow(item.nodeid):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.nodeid.split("[", 1)[0] not in LONGEST)  # stable
 
 
 @pytest.fixture(autouse=True)

@@ -42,6 +42,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "PIPELINE_ENV_FILE": str(root / "none.env"),
         "PIPELINE_SEED": "0",
         "PIPELINE_RUN__ID_COLUMN": "Id",
+        # A smaller ensemble than the default, a quarter of the training time: the gate still
+        # passes with margin (test rmse_log 0.125 at seed 0; the default model's is 0.118).
+        "PIPELINE_MODEL__HIDDEN": "[64]",
+        "PIPELINE_MODEL__MEMBERS": "2",
     }
     _done(invoke_isolated("train", "--id-file", str(root / "build.id"), root=root, env=env))
     gate = _done(

@@ -16,11 +16,14 @@ from tests.conftest import event, events, invoke_isolated, run_cli
 # Every test stops real `pipeline train` processes with signals.
 pytestmark = pytest.mark.slow
 
-# Short enough to keep the module quick, long enough to stop in either phase.
+# Short enough to keep the module quick, long enough to stop in either phase. The network is
+# narrower than the default (the 4 members stay) but the epochs are not fewer: a signal sent at
+# epoch 3 still has some 20 epochs of its phase, most of a second, to arrive in.
 ENV = {
     "PIPELINE_LOG_FORMAT": "json",
     "PIPELINE_TRAIN__MAX_EPOCHS": "24",
     "PIPELINE_TRAIN__PATIENCE": "8",
+    "PIPELINE_MODEL__HIDDEN": "[64]",
 }
 
 

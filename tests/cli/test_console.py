@@ -50,6 +50,7 @@ def _in_terminal(args: list[str], env: dict[str, str], cols: int = 120, rc: int 
 def test_train_at_a_terminal_keeps_events_and_the_progress_bar_apart(tmp_path: Path) -> None:
     """Every event starts its own line, lines fit the terminal, and the bar was drawn."""
     env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_TRAIN__MAX_EPOCHS": "25",
+           "PIPELINE_MODEL__HIDDEN": "[64]", "PIPELINE_MODEL__MEMBERS": "2",
            "PIPELINE_ENV_FILE": str(tmp_path / "none.env")}  # fmt: skip
     drawn = _in_terminal([sys.executable, "-m", "pipeline", "train"], env)
     assert "train:" in drawn and "refit:" in drawn  # the bar, in both phases
