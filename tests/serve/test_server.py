@@ -285,13 +285,16 @@ def test_a_release_that_cannot_be_loaded_exits_with_its_code(
     assert "PIPELINE_RELEASE" in server.stderr and "Traceback" not in server.stderr
 
 
-def test_port_in_use_is_a_config_error(house: dict[str, Any]) -> None:
-    """Binding a port that is taken exits 3 and names the setting to change."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_in_use_is_a_config_error(house: dict[str, Any], workers: str) -> None:
+    """Binding a port that is taken exits 3 and names the setting to change (one process, or
+    the supervisor of several)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = {**house["env"], **LOCAL, "PIPELINE_SERVE__PORT": str(taken.getsockname()[1]),
-               "PIPELINE_RELEASE": house["release"]}  # fmt: skip
+               "PIPELINE_RELEASE": house["release"],
+               "PIPELINE_SERVE__WORKERS": workers}  # fmt: skip
         done = serve_once(env, house["root"])
     assert done.returncode == 3, done.stderr
     assert "PIPELINE_SERVE__PORT" in done.stderr and "Traceback" not in done.stderr
