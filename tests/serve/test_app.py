@@ -406,3 +406,18 @@ def test_serve_settings_come_from_the_environment(tmp_path: Path, cli: Any) -> N
     assert shown.exit_code == 0 and "tok-123456" not in shown.output
     rows = {r["env"]: r for r in json.loads(shown.stdout.splitlines()[-1])["settings"]}
     assert rows["PIPELINE_SERVE__TOKEN"]["value"] == "**********"
+
+
+def test_access_log_sampling_keeps_every_refusal(house_loaded: Loaded) -> None:
+    """PIPELINE_SERVE__ACCESS_LOG_SAMPLE=0.25: one successful request in four is logged, evenly
+    and without a random draw; every refused request is logged."""
+    with _client(house_loaded, access_log_sample=0.25) as client, capture_logs() as logs:
+        for _ in range(8):
+            ok = client.post("/v1/predict", json={"records": _records(house_loaded, 1)})
+            assert ok.status_code == 200
+        for _ in range(3):
+            refused = client.post("/v1/predict", content=b"a=1",
+                                  headers={"Content-Type": "text/plain"})  # fmt: skip
+            assert refused.status_code == 415
+    logged = [e["status"] for e in logs if e["event"] == "serve.request"]
+    assert logged == [200, 200, 415, 415, 415]

@@ -17,11 +17,13 @@ from pipeline.serve.contract import dumps
 
 
 class Counted(Protocol):
-    """What the middleware needs of the server's state: the log and two request counters."""
+    """What the middleware needs of the server's state: the log, two request counters, and the
+    fraction of successful requests to log."""
 
     log: Any
     started: int
     completed: int
+    access_sample: float
 
 
 Scope = MutableMapping[str, Any]
@@ -42,6 +44,16 @@ class AccessLog:
 
     def __init__(self, app: Any, state: Counted) -> None:
         self.app, self.state = app, state
+        self._credit = 0.0  # logged successes lag the sampled fraction by less than one
+
+    def _sampled(self) -> bool:
+        """Whether to log this successful request: every one at fraction 1, else evenly spread
+        (deterministic: no random draw)."""
+        self._credit += self.state.access_sample
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,5 +110,5 @@ class AccessLog:
                 log.error("serve.request", **fields)
             elif status >= 400:
                 log.warning("serve.request", **fields)
-            else:
+            elif self._sampled():
                 log.info("serve.request", **fields)

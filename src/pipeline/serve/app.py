@@ -123,6 +123,7 @@ class ServeState:
             max_queued_rows=settings.queue_rows,
             deadline=settings.deadline,
         )
+        self.access_sample = settings.access_log_sample
         self.inflight = 0  # request bytes held (``reserved``)
         self.max_inflight = settings.inflight_bytes or 4 * settings.max_body_bytes
         self.started = 0

@@ -393,6 +393,13 @@ class ServeSettings(_Section):
         description="Request bytes read, parsed and scored at once; beyond it a request gets "
         "503; 0: four times max_body_bytes",
     )
+    access_log_sample: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Fraction of successful requests written to the access log (spread evenly); "
+        "refused and failed requests are always logged",
+    )
     workers: int = Field(
         0,
         ge=0,
