@@ -472,7 +472,7 @@ class NumericTable:
     high: np.ndarray
     center: np.ndarray
     scale: np.ndarray
-    exact: np.ndarray  # bool: (x - center) / scale cannot overflow (see ``standardise``)
+    largest: np.ndarray  # the largest magnitude an input is clipped to (``standardise``)
     radius: np.ndarray  # smooth clipping radius; 0: none
     indicator: np.ndarray  # bool
 
@@ -488,10 +488,7 @@ class NumericTable:
             high=floats([s.high for s in states]),
             center=floats([s.center for s in states]),
             scale=floats([s.scale for s in states]),
-            exact=np.array(
-                [max(abs(s.low), abs(s.high)) + abs(s.center) < _SAFE_SUM for s in states],
-                dtype=bool,
-            ),
+            largest=floats([max(abs(s.low), abs(s.high)) for s in states]),
             radius=floats([s.smooth_clip for s in states]),
             indicator=np.array([s.indicator for s in states], dtype=bool),
         )
@@ -519,33 +516,34 @@ def numeric_values(x: np.ndarray, t: NumericTable) -> tuple[np.ndarray, np.ndarr
     # -0.0 becomes 0.0: clipping keeps or drops a zero's sign depending on whether numpy's
     # vector or scalar loop ran, which depends on how many columns are encoded at once.
     x += 0.0
-    if t.exact.all():
-        x -= t.center
-        x /= t.scale
-    else:  # as ``standardise`` computes it for values near float64's largest
-        with np.errstate(over="ignore"):  # the branch that overflows is not the one kept
-            x = np.where(t.exact, (x - t.center) / t.scale, x / t.scale - t.center / t.scale)
+    x = standardise(x, t.center, t.scale, t.largest)
     clipped = t.radius > 0
     if clipped.any():
         x = np.where(clipped, smooth_clip(x.copy(), np.where(clipped, t.radius, 1.0)), x)
     return x, missing
 
 
-def standardise(x: np.ndarray, mean: float, std: float, largest: float) -> np.ndarray:
-    """``(x - mean) / std`` computed in place; ``largest`` bounds ``|x|``.
+def standardise(x: np.ndarray, mean: Any, std: Any, largest: Any) -> np.ndarray:
+    """``(x - mean) / std``, in place where it can be; ``largest`` bounds ``|x|``. The
+    statistics are numbers, or arrays with one entry per column of ``x``.
 
     Values up to 1.8e308 are legal input, and ``x - mean`` overflows to infinity when ``x``
     and ``mean`` are both that large with opposite signs. Only then is the same quantity
     computed as ``x / std - mean / std``, whose terms stay small (the spread is at least a
     fixed fraction of the mean): ordinary data keeps the exact arithmetic, and its bytes.
     """
-    if largest + abs(mean) < _SAFE_SUM:
+    with np.errstate(over="ignore"):  # a sum that overflows is simply not exact
+        exact = np.asarray(largest + np.abs(mean) < _SAFE_SUM)
+    if exact.all():
         x -= mean
         x /= std
-    else:
+        return x
+    if not exact.any():
         x /= std
         x -= mean / std
-    return x
+        return x
+    with np.errstate(over="ignore"):  # the branch that overflows is not the one kept
+        return np.where(exact, (x - mean) / std, x / std - mean / std)
 
 
 def smooth_clip(x: np.ndarray, radius: float | np.ndarray) -> np.ndarray:

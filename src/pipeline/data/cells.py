@@ -36,6 +36,8 @@ BOOLEAN_WORDS = frozenset(t for t in BOOLEAN_TEXT if t not in ("1", "0"))
 BOOLEAN_NAMES = {True: "true", False: "false"}
 # How many characters of a cell a prediction-time message shows (see ``shown``).
 SHOWN_CHARS = 80
+# How many column names a prediction-time message or event lists (the count is always given).
+SHOWN_COLUMNS = 20
 # What prediction-time messages ask the user to do (PIPELINE_RUN__ON_ERROR picks the mode).
 _PREDICT_ADVICE = (
     "fix the row, or set PIPELINE_RUN__ON_ERROR=column to report bad rows in an error column"

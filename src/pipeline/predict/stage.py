@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import metrics
+from pipeline.data import cells
 from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
 from pipeline.predict.predictor import Predictor, Stats
 from pipeline.predict.readers import detect_format, iter_chunks, prefetched
@@ -21,7 +22,6 @@ from pipeline.settings import RunSettings
 from pipeline.store import Store
 
 # How many extra column names a log event lists (it also carries their count).
-SHOWN_COLUMNS = 20
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def run(
                 log.warning(
                     "predict.extra_columns",
                     # A wide file must not turn one event into a megabyte: the first names only.
-                    columns=stats.extra_columns[:SHOWN_COLUMNS],
+                    columns=stats.extra_columns[: cells.SHOWN_COLUMNS],
                     count=len(stats.extra_columns),
                     message="columns the model does not use are ignored",
                 )
@@ -150,7 +150,7 @@ def run(
         chunks=stats.chunks,
         errors=stats.errors,
         unknown_categories=stats.unknown_categories,
-        extra_columns=stats.extra_columns[:SHOWN_COLUMNS],
+        extra_columns=stats.extra_columns[: cells.SHOWN_COLUMNS],
         seconds=round(seconds, 3),
         rows_per_second=round(stats.rows / seconds) if seconds > 0 else None,
     )

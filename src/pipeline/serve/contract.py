@@ -31,18 +31,15 @@ if TYPE_CHECKING:
 
 # How many field-level problems one error response lists (the total is always given).
 MAX_DETAIL = 50
-# How many ignored keys a response and its log line name (the total is always given), and how
-# many characters of each: a request cannot make the server write more than this about them.
-MAX_IGNORED = 20
-IGNORED_CHARS = 80
 
 
 def ignored_names(names: Iterable[str]) -> tuple[list[str], int]:
-    """The first ``MAX_IGNORED`` of ``names`` in order, each cut to ``IGNORED_CHARS``
-    characters, and how many there are."""
+    """The first ``cells.SHOWN_COLUMNS`` of ``names`` in order, each cut to
+    ``cells.SHOWN_CHARS`` printable characters, and how many there are: a request cannot make
+    the server write more than this about the keys it ignores."""
     names = sorted(set(names))
-    return [n if len(n) <= IGNORED_CHARS else n[: IGNORED_CHARS - 1] + "…"
-            for n in names[:MAX_IGNORED]], len(names)  # fmt: skip
+    shown = [cells.printable(n, cells.SHOWN_CHARS) for n in names[: cells.SHOWN_COLUMNS]]
+    return shown, len(names)
 
 
 # TypedDict built at run time from a schema: typed as a plain callable (checkers expect literals),
@@ -179,8 +176,8 @@ class Contract:
                 "ignored_columns": {
                     "type": "array",
                     "items": {"type": "string"},
-                    "description": f"Keys of the records that the model does not use (the "
-                    f"first {MAX_IGNORED} in order, each cut to {IGNORED_CHARS} characters)",
+                    "description": "Keys of the records that the model does not use (the first "
+                    f"{cells.SHOWN_COLUMNS} in order, each cut to {cells.SHOWN_CHARS} characters)",
                 },
                 "ignored_columns_count": {
                     "type": "integer",
