@@ -9,15 +9,16 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-browser test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.txt requirements-ray.txt
+$(STAMP): pyproject.toml requirements.txt requirements-ray.txt requirements-report.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-ray.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-report.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -29,12 +30,14 @@ install: $(STAMP) ## Create .venv and install the pinned runtime + the package (
 
 dev: $(DEV_STAMP) ## install + the pinned test and lint tools
 
-run: install ## The main job: train, then evaluate with 5-fold CV, on the built-in house prices
+run: install ## The main job: train, evaluate with 5-fold CV, write the report, on the built-in house prices
 	$(BIN)/pipeline train
 	$(BIN)/pipeline evaluate --folds 5
+	$(BIN)/pipeline report -o reports/latest.html
+	@echo "report: file://$(CURDIR)/reports/latest.html"
 
-test: dev ## Run the test suite but the Ray and benchmark-smoke suites (CI runs all three)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench" $(PYTEST_ARGS)
+test: dev ## Run the test suite but the Ray, benchmark-smoke and browser suites (CI runs them all)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench and not browser" $(PYTEST_ARGS)
 
 test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray" tests/test_bench_smoke.py $(PYTEST_ARGS)
@@ -42,8 +45,12 @@ test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing a
 test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
 
+test-browser: dev ## Pages checked in a real headless Chromium (installed first on CI if missing)
+	bash scripts/ensure-browser.sh
+	$(BIN)/pytest -n 0 -p no:randomly -m browser tests/ $(PYTEST_ARGS)
+
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench" $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench and not browser" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

@@ -35,19 +35,23 @@ LAYERS: dict[str, int] = {
     "checkpoints": 2,
     "prepare": 2,
     "search": 2,
+    "plots": 2,
     "artifacts": 3,
     "package": 3,
     "wheel": 3,
     "releases": 3,
+    "diff": 3,
+    "curves": 3,
     "train": 4,
     "evaluate": 4,
     "predict": 4,
     "tune": 4,
+    "report": 4,
     "serve": 5,
     "cli": 6,
     "__main__": 6,
 }
-STAGES = {"train", "evaluate", "predict", "tune"}
+STAGES = {"train", "evaluate", "predict", "tune", "report"}
 
 
 def _component(module: str) -> str:

@@ -11,12 +11,13 @@ A build is a folder ``builds/<id>/`` holding
     config.json          the settings that shape the model (no secrets, no operational knobs)
     provenance.json      ``inputs`` (data digest, split digest, seed, code digest) and
                          ``environment`` (git, versions, CPU, threads)
+    curve_<name>.json    plot data from the test predictions (``curves``: ROC, residuals)
     run.json             timestamps and durations
     manifest.json        sha256 and size of every file above, and the build id
 
 The build id is the sha256 of the canonical JSON of the digests of the model files
-(``ID_FILES``) together with ``provenance.inputs``. Environment and timestamps are recorded
-but not hashed: if they changed the model, the weights' digest already says so.
+(``ID_FILES`` and the curves) together with ``provenance.inputs``. Environment and timestamps are
+recorded but not hashed: if they changed the model, the weights' digest already says so.
 """
 
 from __future__ import annotations
@@ -44,13 +45,17 @@ ID_FILES = (
     "metrics.json",
     "config.json",
 )
+# Plot data computed from the test predictions (``curves``): one file per curve, which ones
+# depends on the task; the id covers them as it covers the model files.
+CURVE_PREFIX = "curve_"
 RECORDED_FILES = ("provenance.json", "run.json")
 LATEST = "latest-build"
 
 
 def build_id(digests: dict[str, str], inputs: dict[str, Any]) -> str:
     """The content id of a build from its model files' digests and its declared inputs."""
-    payload = {"files": {name: digests[name] for name in ID_FILES}, "inputs": inputs}
+    covered = [*ID_FILES, *(n for n in digests if n.startswith(CURVE_PREFIX))]
+    payload = {"files": {name: digests[name] for name in covered}, "inputs": inputs}
     return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
@@ -135,7 +140,7 @@ def write_build(store: Store, files: dict[str, bytes], inputs: dict[str, Any]) -
         "kind": "build",
         "build_id": bid,
         "format": 1,
-        "id_covers": [*ID_FILES, "provenance.json#inputs"],
+        "id_covers": [*ID_FILES, f"{CURVE_PREFIX}*.json", "provenance.json#inputs"],
         "files": {n: {"sha256": digests[n], "size": len(files[n])} for n in sorted(files)},
     }
     publish(store, f"builds/{bid}", files, manifest, (LATEST, bid))
@@ -244,3 +249,22 @@ def load_build(store: Store, ref: str | None) -> Build:
     if build_id(digests, inputs) != bid:
         raise IntegrityError(f"build {bid} does not hash to its id: the build was modified")
     return Build(bid, manifest, files)
+
+
+EVALUATIONS = "evaluations"
+
+
+def cv_key(build_id: str, folds: int) -> str:
+    """Where ``pipeline evaluate --folds K`` keeps its K-fold results for a build."""
+    return f"{EVALUATIONS}/{build_id}/cv-{folds}.json"
+
+
+def stored_cv(store: Store, build_id: str) -> dict[str, Any] | None:
+    """The stored K-fold results of a build with the most folds, or None if none were run."""
+    found = []
+    for name in store.list(f"{EVALUATIONS}/{build_id}"):
+        if name.startswith("cv-") and name.endswith(".json") and name[3:-5].isdigit():
+            found.append(int(name[3:-5]))
+    if not found:
+        return None
+    return store.read_json(cv_key(build_id, max(found)))

@@ -22,7 +22,7 @@ from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
 from pipeline.model import load_model
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
-from pipeline.store import Store
+from pipeline.store import Store, canonical_json
 
 # Recorded and re-measured test metrics may differ in the last bits (BLAS); more is a red flag.
 _TOLERANCE = 1e-6
@@ -135,6 +135,8 @@ def run(
             )
         with torch.random.fork_rng(devices=[]):
             cv = cross_validate(recipe, data, rest, folds, device, log)
+        # Deterministic for the build and K, so a rerun rewrites the same bytes.
+        store.write(artifacts.cv_key(build.id, folds), canonical_json(cv))
 
     gates = _gate_checks(settings.gates, test)
     failed = {k: g for k, g in gates.items() if not g["passed"]}

@@ -144,19 +144,23 @@ def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[
     return metrics.classification(y_encoded.astype(np.int64), pred, list(target.classes))
 
 
-def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
-    """Metrics of ``model`` on one part of the data, from the outputs `pipeline predict` and
-    `pipeline serve` give for those rows: the same folded network (built from a CPU copy of
-    the weights), the same fixed blocks, so recorded metrics match the served predictions bit
-    for bit."""
+def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.ndarray:
+    """``outputs.to_values`` of ``model`` on one part of the data: the outputs `pipeline
+    predict` and `pipeline serve` give for those rows (the same folded network, built from a
+    CPU copy of the weights, the same fixed blocks), so recorded metrics and curves match the
+    served predictions bit for bit."""
     network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
     at = part.rows.cpu()
     parts = [torch.zeros((0, model.cfg.n_outputs))]
     for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
         rows = at[i : i + EVAL_BATCH]
         parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
-    out = torch.cat(parts)
-    return score(outputs.to_values(out.numpy(), target), part.targets().cpu().numpy(), target)
+    return outputs.to_values(torch.cat(parts).numpy(), target)
+
+
+def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
+    """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
+    return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
 
 
 @dataclass

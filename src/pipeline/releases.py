@@ -103,6 +103,11 @@ def check_name(name: str) -> str:
     return name
 
 
+def is_ref(text: str) -> bool:
+    """Whether ``text`` reads as a release reference rather than a build or package id."""
+    return _REF.match(text.strip()) is not None
+
+
 def parse_ref(ref: str, default_name: str | None = None) -> tuple[str, int | None]:
     """Split ``name@vN`` / ``name@current`` (or ``vN`` / ``current`` with ``default_name``).
 

@@ -30,7 +30,7 @@ import pandas as pd
 from pipeline import features, fit, runtime, split
 from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.settings import Settings
+from pipeline.settings import Settings, space
 
 # Mixed into every trial's seed: the search's draws never coincide with the split's or the
 # initialisation's streams of the same seed.
@@ -48,9 +48,7 @@ def metric_for(settings: Settings, task: str, target_transform: str) -> str:
     regression = ("rmse", "rmse_log", "mae", "r2")
     log_target = target_transform == "log"
     if chosen == "auto":
-        if task == "regression":
-            return "rmse_log" if log_target else "rmse"
-        return "log_loss"
+        return space.default_metric(task, target_transform)
     if (chosen in regression) != (task == "regression"):
         raise ConfigError(
             f"PIPELINE_TUNE__METRIC={chosen} does not apply to a {task} target: use "

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, features, fit, metrics, runtime
+from pipeline import __version__, artifacts, curves, features, fit, metrics, runtime
 from pipeline.checkpoints import Checkpoints
 from pipeline.errors import Interrupted
 from pipeline.model import TabularMLP
@@ -71,15 +71,16 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     # 3. train with early stopping, 4. refit on train + validation
     trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
     # 5. test once, on rows no decision has seen
-    test_rows = tensors.select(data.split.test)
+    test, test_curves = _test(trained.final, tensors.select(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
         "task": data.schema.task,
         "best_epoch": trained.selected.best_epoch,
         "refit": settings.train.refit,
         "validation": trained.validation,
-        "test": fit.evaluate_rows(trained.final, test_rows, pre.target),
+        "test": test,
     }
     files = _build_files(settings, data, pre, trained, result_metrics)
+    files.update({curves.file_name(k): canonical_json(v) for k, v in test_curves.items()})
     files["run.json"] = canonical_json(
         {
             "started_at": started_at.isoformat(),
@@ -110,6 +111,16 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     )
     selected = trained.selected
     return TrainResult(bid, result_metrics, selected.best_epoch, len(selected.history))
+
+
+def _test(
+    model: TabularMLP, rows: fit.Tensors, target: features.TargetState
+) -> tuple[dict[str, Any], curves.Curves]:
+    """Metrics and plot curves of the final network on the test rows, from one pass."""
+    values = fit.predict_rows(model, rows, target)
+    y_encoded = rows.targets().cpu().numpy()
+    y = target.decode(y_encoded) if target.task == "regression" else y_encoded
+    return fit.score(values, y_encoded, target), curves.compute(values, y, target)
 
 
 def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tensors:

@@ -30,7 +30,7 @@ def test_help_does_not_import_torch_or_pandas() -> None:
     """`pipeline --help` (and each command's help) leaves torch, pandas, Ray and friends
     unimported."""
     commands = ["train", "evaluate", "tune", "config", "data", "package", "release", "predict",
-                "serve"]  # fmt: skip
+                "serve", "report", "diff"]  # fmt: skip
     for args in [["--help"], ["tune", "show", "--help"]] + [[name, "--help"] for name in commands]:
         probe = _probe(*args)
         assert probe["code"] == 0

@@ -102,7 +102,7 @@ def test_tag_and_labels_name_the_release(image: Image) -> None:
 
 
 def test_image_is_not_multi_gigabyte(image: Image) -> None:
-    """CPU torch only, no CUDA libraries and no build tools: the image stays under 1.6 GB."""
+    """CPU torch only, no CUDA libraries, no build tools, no matplotlib or Ray: under 1.6 GB."""
     size = int(image.engine.run("image", "inspect", "--format", "{{.Size}}", image.tag).stdout)
     assert size < 1.6e9, f"image is {size / 1e9:.2f} GB"
     listing = run_once(
@@ -113,6 +113,8 @@ def test_image_is_not_multi_gigabyte(image: Image) -> None:
     assert listing.returncode == 0, listing.stderr
     assert listing.stdout.startswith("2.13.0+cpu "), listing.stdout[:200]
     assert "nvidia" not in listing.stdout.lower()
+    # Run-stage processes never draw or search: the report and Ray extras stay out.
+    assert "'matplotlib'" not in listing.stdout and "'ray'" not in listing.stdout
 
 
 def test_serve_answers_health_model_and_predict(image: Image, served: Container) -> None:

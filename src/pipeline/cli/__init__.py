@@ -12,8 +12,10 @@ import typer
 
 from pipeline import __version__
 from pipeline.cli import build, config, data, release, tune
+from pipeline.cli import diff as diff_cmd
 from pipeline.cli import package as package_cmd
 from pipeline.cli import predict as predict_cmd
+from pipeline.cli import report as report_cmd
 from pipeline.cli import serve as serve_cmd
 
 app = typer.Typer(
@@ -37,6 +39,8 @@ app.command("evaluate")(build.evaluate)
 app.command("package")(package_cmd.package)
 app.command("predict")(predict_cmd.predict)
 app.command("serve")(serve_cmd.serve)
+app.command("diff")(diff_cmd.diff)
+app.command("report")(report_cmd.report)
 
 
 def _version(value: bool) -> None:

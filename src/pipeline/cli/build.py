@@ -56,6 +56,8 @@ def evaluate(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import evaluate as stage
 
-        stage.run(loaded.settings, store_of(loaded.settings), build, folds, log)
+        # --folds stores its results beside the build (for `report` and `diff`): checked first.
+        store = store_of(loaded.settings, writes=folds is not None)
+        stage.run(loaded.settings, store, build, folds, log)
 
     run("evaluate", body)

@@ -85,6 +85,17 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
     return space
 
 
+def default_metric(task: str, target_transform: str) -> str:
+    """The task's usual metric (``PIPELINE_TUNE__METRIC=auto``; what `pipeline diff` judges
+    by): log loss for classification, RMSE for regression, of the log target when one is fit.
+
+    ``target_transform`` is the schema's, resolved (``auto`` has become log or none).
+    """
+    if task == "regression":
+        return "rmse_log" if target_transform == "log" else "rmse"
+    return "log_loss"
+
+
 def direction(metric: str) -> str:
     """``min`` or ``max``: which way ``metric`` gets better."""
     return "max" if metric in ("r2", "accuracy", "f1_macro", "roc_auc") else "min"

@@ -1,0 +1,266 @@
+"""`pipeline report` and the curves behind it, on real builds of each task (no browser here:
+tests/report/test_browser.py opens the pages in Chromium)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import event, invoke_isolated, run_cli
+from tests.report.builds import EXPECTED_PLOTS, env_of, train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """One cross-validated build per task in one store."""
+    root = tmp_path_factory.mktemp("report")
+    return root, {task: train(root, task) for task in EXPECTED_PLOTS}
+
+
+def _report(root: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return invoke_isolated("report", *args, root=root, env=env)
+
+
+def _plots(page: str) -> list[str]:
+    return re.findall(r'<figure data-plot="([a-z_]+)">', page)
+
+
+def test_each_task_stores_its_curves_as_plain_json_lists_covered_by_the_build_id(
+    builds: tuple[Path, dict[str, str]],
+) -> None:
+    """Every curve is a JSON list of flat objects (what DVC's plot templates read), bounded in
+    size, listed in the manifest, and covered by the build id: editing one breaks the build."""
+    root, ids = builds
+    expected = {
+        "regression": {"predicted_actual", "residual_histogram", "error_by_decile"},
+        "binary": {"roc", "pr", "calibration", "threshold_sweep"},
+        "multiclass": {"per_class", "roc_ovr", "confidence"},
+    }
+    for task, bid in ids.items():
+        folder = root / "store" / "builds" / bid
+        names = {p.name[len("curve_") : -len(".json")] for p in folder.glob("curve_*.json")}
+        assert names == expected[task], task
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert "curve_*.json" in manifest["id_covers"]
+        for name in names:
+            path = folder / f"curve_{name}.json"
+            rows = json.loads(path.read_text())
+            assert isinstance(rows, list) and rows, (task, name)
+            assert all(isinstance(r, dict) for r in rows)
+            assert all(not isinstance(v, dict | list) for r in rows for v in r.values())
+            assert path.stat().st_size < 200_000
+            assert f"curve_{name}.json" in manifest["files"]
+    roc = json.loads((root / "store" / "builds" / ids["binary"] / "curve_roc.json").read_text())
+    assert roc[0] == {"fpr": 0.0, "threshold": None, "tpr": 0.0} and roc[-1]["tpr"] == 1.0
+    assert all(a["fpr"] <= b["fpr"] and a["tpr"] <= b["tpr"] for a, b in itertools.pairwise(roc))
+    pairs = root / "store" / "builds" / ids["regression"] / "curve_predicted_actual.json"
+    assert len(json.loads(pairs.read_text())) == 292  # every test row of house prices
+
+    # A curve is part of what the id covers: a changed one is refused, not reported.
+    tampered = root / "tampered"
+    (tampered / "store").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(root / "store" / "builds", tampered / "store" / "builds")
+    path = tampered / "store" / "builds" / ids["binary"] / "curve_roc.json"
+    path.write_text(path.read_text().replace('"tpr": 1.0', '"tpr": 0.9', 1))
+    done = invoke_isolated("report", ids["binary"], "-o", str(tampered / "r.html"), root=tampered)
+    assert done.exit_code == 7, done.output
+    assert "curve_roc.json" in done.stderr and not (tampered / "r.html").exists()
+
+
+def test_the_html_report_has_every_plot_of_its_task_and_nothing_external(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """Each task's page: the task's figures (with captions and alt text), the metrics and the
+    confusion matrix as tables, a CSP that forbids scripts and remote loads, under 1 MB."""
+    root, ids = builds
+    for task, bid in ids.items():
+        out = tmp_path / f"{task}.html"
+        done = _report(root, bid[:10], "-o", str(out))
+        assert done.exit_code == 0, done.output
+        summary = event(done.stdout, "report.summary")
+        assert summary["build_id"] == bid and summary["path"] == str(out.resolve())
+        page = out.read_text()
+        assert _plots(page) == EXPECTED_PLOTS[task]
+        assert summary["plots"] == EXPECTED_PLOTS[task]
+        assert out.stat().st_size <= 1_000_000
+        assert "Content-Security-Policy" in page and "default-src 'none'" in page
+        assert "<script" not in page.lower()
+        assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+        assert page.count("<figcaption>") == len(EXPECTED_PLOTS[task])
+        assert len(
+            re.findall(
+                r'<img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]+" alt="[^"]{20,}', page
+            )
+        ) == len(EXPECTED_PLOTS[task])
+        assert "<h2>Metrics</h2>" in page and bid in page
+        if task != "regression":
+            assert "<h2>Confusion matrix (test)</h2>" in page
+        assert "Cross-validation (2 folds)" in page
+
+
+def test_report_bytes_do_not_depend_on_the_process_environment(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The same build gives the same bytes from two processes that differ in working folder
+    (one holding a hostile matplotlibrc), TZ, LANG, PYTHONHASHSEED and a cold font cache."""
+    root, ids = builds
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "matplotlibrc").write_text(
+        "svg.fonttype: none\nsvg.hashsalt: evil\nfont.family: serif\nlines.linewidth: 7\n"
+        "axes.grid: False\nfigure.dpi: 300\naxes.prop_cycle: cycler('color', ['red'])\n"
+    )
+    envs = [
+        {"TZ": "UTC", "LANG": "C", "PYTHONHASHSEED": "0"},
+        {
+            "TZ": "Pacific/Kiritimati",
+            "LANG": "de_DE.UTF-8",
+            "LC_ALL": "de_DE.UTF-8",
+            "PYTHONHASHSEED": "123",
+            "MPLCONFIGDIR": str(tmp_path / "cold-font-cache"),
+        },
+    ]
+    for task, bid in ids.items():
+        digests = []
+        for i, (env, cwd) in enumerate(zip(envs, [tmp_path, hostile], strict=True)):
+            out = tmp_path / f"{task}-{i}.html"
+            done = run_cli(
+                "report", bid, "-o", str(out),
+                env={**env, "PIPELINE_STORE": str(root / "store"), "PIPELINE_LOG_FORMAT": "json"},
+                cwd=cwd,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        assert digests[0] == digests[1], task
+    assert (tmp_path / "cold-font-cache").is_dir()  # the second process did build its own cache
+
+
+def test_retraining_gives_the_same_build_id_and_the_same_report(tmp_path: Path) -> None:
+    """Same data, settings and seed in a fresh store: same build id, report sha256 equal."""
+    digests, ids = [], []
+    for i in range(2):
+        root = tmp_path / str(i)
+        bid = train(root, "binary", cv_folds=None)
+        out = tmp_path / f"{i}.html"
+        assert _report(root, "-o", str(out)).exit_code == 0
+        ids.append(bid)
+        digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert ids[0] == ids[1] and digests[0] == digests[1]
+
+
+def test_markdown_writes_report_md_and_one_svg_per_plot(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """--format markdown: report.md links exactly the SVGs written beside it."""
+    root, ids = builds
+    out = tmp_path / "md"
+    done = _report(root, ids["binary"], "--format", "markdown", "-o", str(out))
+    assert done.exit_code == 0, done.output
+    text = (out / "report.md").read_text()
+    linked = re.findall(r"\]\(([a-z_]+\.svg)\)", text)
+    assert linked == [f"{p}.svg" for p in EXPECTED_PLOTS["binary"]]
+    assert sorted(p.name for p in out.glob("*.svg")) == sorted(linked)
+    for name in linked:
+        assert (out / name).read_bytes().startswith(b"<?xml")
+    assert "| roc_auc |" in text and "| true \\ predicted |" in text
+
+
+def test_a_release_is_reported_by_its_reference(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """`pipeline report name@vN` and `report current` open the release's build."""
+    root, ids = builds
+    env = env_of("binary")
+    package = invoke_isolated("package", ids["binary"], root=root, env=env)
+    assert package.exit_code == 0, package.output
+    package_id = event(package.stdout, "package.summary")["package_id"]
+    created = invoke_isolated("release", "create", package_id, root=root, env=env)
+    assert created.exit_code == 0, created.output
+    ref = event(created.stdout, "release.created")["release"]
+    for arg in (ref, "current"):
+        out = tmp_path / "release.html"
+        done = _report(root, arg, "-o", str(out), env=env)
+        assert done.exit_code == 0, done.output
+        assert event(done.stdout, "report.summary")["subject"] == ref
+        assert f"{ref} · build {ids['binary']}" in out.read_text()
+
+
+def test_mistakes_are_one_line_errors_with_their_exit_codes(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A bad format (3), an unknown build (8), an unknown release (8): one line each."""
+    root, _ = builds
+    cases = [
+        (("--format", "pdf"), 3, "--format pdf: expected one of html, markdown"),
+        (("deadbeef",), 8, "no build or package 'deadbeef'"),
+        (("titanic@v99",), 8, "titanic"),
+    ]
+    for args, code, text in cases:
+        done = _report(root, *args, "-o", str(tmp_path / "x.html"))
+        assert done.exit_code == code, (args, done.output)
+        assert text in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_without_matplotlib_report_says_what_to_install(
+    builds: tuple[Path, dict[str, str]],
+) -> None:
+    """Without the report extra: exit 3 and one line naming `pipeline[report]`."""
+    root, _ = builds
+    probe = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # `import matplotlib` raises ImportError
+        "from pipeline.cli import main; sys.argv = ['pipeline', 'report']; main()"
+    )
+    env = {**os.environ, "PIPELINE_STORE": str(root / "store")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 3, done.stderr
+    assert "pip install 'pipeline[report]'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_report_loads_no_torch_and_predict_no_matplotlib(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The report reads build files only (torch never imported); predict never draws."""
+    root, ids = builds
+    probe = (
+        "import sys, json\n"
+        "from typer.testing import CliRunner\n"
+        "from pipeline.cli import app\n"
+        "r = CliRunner().invoke(app, sys.argv[1:])\n"
+        "print(json.dumps({'code': r.exit_code, 'torch': 'torch' in sys.modules,"
+        " 'matplotlib': 'matplotlib' in sys.modules}))\n"
+    )
+    env = {**os.environ, "PIPELINE_STORE": str(root / "store"), "PIPELINE_LOG_FORMAT": "json"}
+    env.update(env_of("binary"))
+
+    def probe_of(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    report = probe_of("report", ids["binary"], "-o", str(tmp_path / "r.html"))
+    assert report == {"code": 0, "torch": False, "matplotlib": True}
+    package = invoke_isolated("package", ids["binary"], root=root, env=env_of("binary"))
+    tarball = event(package.stdout, "package.summary")["path"]
+    rows = tmp_path / "rows.csv"
+    shipped = Path(__file__).parents[2] / "src" / "pipeline" / "datasets" / "titanic.csv"
+    rows.write_text("".join(shipped.read_text().splitlines(keepends=True)[:20]))
+    predicted = probe_of("predict", str(rows), "--package", tarball, "-o", str(tmp_path / "p.csv"))
+    assert predicted == {"code": 0, "torch": True, "matplotlib": False}
