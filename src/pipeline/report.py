@@ -466,6 +466,15 @@ def _page(title: str, subtitle: str, body: str, figures: list[Plot]) -> bytes:
 def html_report(s: Subject) -> bytes:
     """The self-contained HTML report of one build."""
     body = _tables(s)
+    missing = [
+        spec.name for spec in specs(s.task) if spec.name != "cv_folds" and spec.data(s) is None
+    ]
+    if missing:
+        body += (
+            f'\n<p class="note">No plot data in this build for {", ".join(missing)}: it was '
+            "made before builds stored their curves (curve_*.json). Train it again to see them."
+            "</p>"
+        )
     if s.cv is None:
         body += (
             '\n<p class="note">No cross-validation stored for this build: run '

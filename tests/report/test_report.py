@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,6 @@ def test_each_task_stores_its_curves_as_plain_json_lists_covered_by_the_build_id
     # A curve is part of what the id covers: a changed one is refused, not reported.
     tampered = root / "tampered"
     (tampered / "store").mkdir(parents=True)
-    import shutil
-
     shutil.copytree(root / "store" / "builds", tampered / "store" / "builds")
     path = tampered / "store" / "builds" / ids["binary"] / "curve_roc.json"
     path.write_text(path.read_text().replace('"tpr": 1.0', '"tpr": 0.9', 1))
@@ -264,3 +263,33 @@ def test_report_loads_no_torch_and_predict_no_matplotlib(
     rows.write_text("".join(shipped.read_text().splitlines(keepends=True)[:20]))
     predicted = probe_of("predict", str(rows), "--package", tarball, "-o", str(tmp_path / "p.csv"))
     assert predicted == {"code": 0, "torch": True, "matplotlib": False}
+
+
+def test_a_build_made_before_curves_were_stored_says_so(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A build without curve files (as builds were before this version) still gets its report:
+    the learning curve and the tables, and a note naming the plots it has no data for."""
+    from pipeline import artifacts
+    from pipeline.store import Store
+
+    _, ids = builds
+    root = tmp_path  # a copy: the module's store keeps its latest build
+    shutil.copytree(builds[0] / "store", root / "store")
+    store = Store.from_uri(str(root / "store"))
+    build = artifacts.load_build(store, ids["binary"])
+    files = {
+        n: d
+        for n, d in build.files.items()
+        if not n.startswith("curve_") and n not in ("manifest.json", "provenance.json")
+    }
+    provenance = build.json("provenance.json")
+    files["environment"] = json.dumps(provenance["environment"]).encode()
+    old = artifacts.write_build(store, files, provenance["inputs"])
+    assert old != ids["binary"]
+    out = tmp_path / "old.html"
+    done = _report(root, old, "-o", str(out))
+    assert done.exit_code == 0, done.output
+    page = out.read_text()
+    assert _plots(page) == ["learning_curve", "confusion_matrix"]
+    assert "No plot data in this build for roc, pr, calibration, threshold_metrics" in page
