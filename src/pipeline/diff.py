@@ -6,9 +6,10 @@ all three come down to one build's verified files. The comparison is one JSON do
 (``compare``) whose bytes depend only on the two builds, so CI can store it, diff it and gate on
 it; the table and Markdown renderings are views of that document.
 
-Only the standard library is imported here at module level: the command only reads JSON files,
-and a review tool that loads torch for that would take seconds to start. The resolvers that
-need pydantic (releases, packages, metric directions) are imported where they are used.
+Nothing heavy is imported (no torch, pandas, numpy or matplotlib): the command only reads JSON
+files, and a review tool that loads torch for that would take seconds to start. The resolvers of
+releases and packages are imported where they are used; ``--html`` imports ``report``, which
+draws.
 """
 
 from __future__ import annotations
