@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-browser test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ run: install ## The main job: train, evaluate with 5-fold CV, write the report, 
 	$(BIN)/pipeline report -o reports/latest.html
 	@echo "report: file://$(CURDIR)/reports/latest.html"
 
-test: dev ## Run the test suite but the Ray, benchmark-smoke and browser suites (CI runs them all)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench and not browser" $(PYTEST_ARGS)
+test: dev ## Run the test suite but the Ray, benchmark-smoke, browser and S3 suites (CI runs them all)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
 test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray" tests/test_bench_smoke.py $(PYTEST_ARGS)
@@ -49,8 +49,11 @@ test-browser: dev ## Pages checked in a real headless Chromium (installed first 
 	bash scripts/ensure-browser.sh
 	$(BIN)/pytest -n 0 -p no:randomly -m browser tests/ $(PYTEST_ARGS)
 
+test-s3: dev ## PIPELINE_STORE=s3://... against a real S3-compatible server (SeaweedFS, on loopback)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m s3 tests/ $(PYTEST_ARGS)
+
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench and not browser" $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

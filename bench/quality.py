@@ -372,7 +372,7 @@ def one_run(spec: Table, path: Path | None, seed: int, workdir: Path) -> dict[st
     }
     env |= data_env(spec, path, seed, workdir / "store")
     settings = load(environ=env, env_file=workdir / "none.env").settings
-    store = Store.from_uri(settings.store)
+    store = Store.from_uri(settings.store, **settings.store_options())
     log = Events()
     data = prepare(settings, store, log)
     split_digest = log.last("data.split").get("digest")

@@ -153,7 +153,8 @@ def interleaved_child(data: Path, rounds: int) -> None:
     # As `pipeline train` does: the same runtime, the same preparation, the same fitting loop.
     rt = runtime.configure(settings.train.threads, settings.train.device, settings.train.batch_size)
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # its events: silent
-    prepared = prepare(settings, Store.from_uri(settings.store), structlog.get_logger())
+    store = Store.from_uri(settings.store, **settings.store_options())
+    prepared = prepare(settings, store, structlog.get_logger())
     split, seeds, t, label = prepared.split, prepared.seeds, settings.train, prepared.label
     pre = features.fit(prepared.frame.iloc[split.train], prepared.schema, settings.features, label)
     enc = pre.transform(prepared.frame, label, with_target=True)

@@ -86,7 +86,7 @@ def _plain_loop(trials: int) -> None:
 
     logging_.configure("json", "warning")
     settings = load().settings
-    store = Store.from_uri(settings.store)
+    store = Store.from_uri(settings.store, **settings.store_options())
     log = logging_.get_logger()
     data = prepare(settings, store, log)
     metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)

@@ -238,3 +238,20 @@ def ray_cluster() -> Iterator[str]:
         yield cluster.address
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A real S3-compatible server (SeaweedFS ``weed mini``) on loopback, credentials on.
+
+    Started once per session (1-2 s) by ``tests/s3_server.py`` and stopped by the process id
+    started there. Tests take ``s3_server.env(prefix)``: the AWS_* variables and PIPELINE_STORE
+    for a fresh prefix of the test bucket.
+    """
+    from tests import s3_server as local
+
+    server = local.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -31,7 +31,7 @@ def backend(request: pytest.FixtureRequest, store: Path, monkeypatch: pytest.Mon
     if request.param == "local":
         return LocalStore(store)
     memory = MemoryStore()
-    monkeypatch.setattr(Store, "from_uri", staticmethod(lambda uri: memory))
+    monkeypatch.setattr(Store, "from_uri", staticmethod(lambda uri, **_: memory))
     return memory
 
 

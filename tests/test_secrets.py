@@ -32,8 +32,9 @@ def secret_env_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
 
 
 def test_the_walk_finds_the_known_secrets() -> None:
-    """The settings walk sees the Kaggle credentials (so a new SecretStr is covered too)."""
+    """The settings walk sees the Kaggle and S3 credentials (so a new SecretStr is covered)."""
     assert {"KAGGLE_KEY", "KAGGLE_API_TOKEN"} <= set(secret_env_names())
+    assert {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} <= set(secret_env_names())
 
 
 def _expand(path: Path) -> list[tuple[str, bytes]]:

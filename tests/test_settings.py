@@ -401,9 +401,11 @@ def test_leaves_name_the_documented_variables() -> None:
 
 
 def test_leaves_mark_exactly_the_credentials_secret() -> None:
-    """Only the Kaggle credentials (under Kaggle's names) and serve's token are secret."""
+    """Only the Kaggle and S3 credentials (under their tools' names) and serve's token are
+    secret."""
     secret = {leaf.env for leaf in leaves() if leaf.secret}
-    assert secret == {"KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "PIPELINE_SERVE__TOKEN"}
+    assert secret == {"KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "PIPELINE_SERVE__TOKEN",
+                      "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}  # fmt: skip
     defaults = {leaf.env: leaf.default for leaf in leaves()}
     assert defaults["PIPELINE_SEED"] == 42
     assert defaults["PIPELINE_DATA__DROP"] == ["Id"]

@@ -96,6 +96,14 @@ class StoreError(PipelineError):
     kind = "store"
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer: a server down, hanging past its timeout, or overloaded (503)
+    after the bounded retries. Worth retrying later, unlike a refusal (``StoreError``)."""
+
+    exit_code = 10
+    kind = "store_unavailable"
+
+
 class Interrupted(PipelineError):
     """The process was asked to stop (SIGINT/SIGTERM) before the stage finished."""
 
@@ -113,6 +121,7 @@ EXIT_CODES: dict[str, int] = {
         IntegrityError,
         NotFoundError,
         StoreError,
+        StoreUnavailable,
         Interrupted,
     )
 }

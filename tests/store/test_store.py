@@ -254,9 +254,10 @@ def test_location_and_key_of_are_inverses(store: Store, tmp_path: Path) -> None:
 
 
 def test_from_uri_opens_a_folder_store_and_refuses_other_schemes(tmp_path: Path) -> None:
-    """A path or file:// URI opens a LocalStore there; any other scheme is a StoreError."""
+    """A path or file:// URI opens a LocalStore there; s3:// an S3Store (tests/store/test_s3.py);
+    any other scheme is a StoreError."""
     opened = Store.from_uri(f"file://{tmp_path}/s")
     assert isinstance(opened, LocalStore) and opened.root == tmp_path / "s"
     assert isinstance(Store.from_uri(str(tmp_path)), LocalStore)
     with pytest.raises(StoreError, match="unsupported store URI"):
-        Store.from_uri("s3://bucket/store")
+        Store.from_uri("gs://bucket/store")

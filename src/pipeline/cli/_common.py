@@ -64,7 +64,13 @@ def run(
                 [s.kaggle_username]
                 + [
                     x.get_secret_value()
-                    for x in (s.kaggle_key, s.kaggle_api_token, s.serve.token)
+                    for x in (
+                        s.kaggle_key,
+                        s.kaggle_api_token,
+                        s.serve.token,
+                        s.aws_secret_access_key,
+                        s.aws_session_token,
+                    )
                     if x
                 ]
             )
@@ -100,7 +106,7 @@ def store_of(
     """
     from pipeline.store import Store
 
-    store = Store.from_uri(settings.store)
+    store = Store.from_uri(settings.store, **settings.store_options())
     _OPENED.set(store)
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)

@@ -253,7 +253,7 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     from pipeline import predict
     from pipeline.store import Store
 
-    store = Store.from_uri(settings.store)
+    store = Store.from_uri(settings.store, **settings.store_options())
     ready = predict.load(
         store, release or settings.release, package, settings.model.name, settings.run
     )

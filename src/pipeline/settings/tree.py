@@ -429,7 +429,15 @@ class Settings(BaseSettings):
     )
 
     seed: int = Field(42, ge=0, description="The one seed behind every random choice")
-    store: str = Field("./store", description="Artifact store: a folder path or file:// URI")
+    store: str = Field(
+        "./store", description="Artifact store: a folder path, file:// URI or s3://bucket/prefix"
+    )
+    store_timeout: float = Field(
+        30.0, gt=0, le=MAX_SECONDS, description="Seconds an s3:// store request may take"
+    )
+    store_retries: int = Field(
+        3, ge=0, le=20, description="Retries of a failed s3:// store request (5xx, connection)"
+    )
     log_format: Annotated[Literal["auto", "json", "console"], _Lower] = Field(
         "auto", description="auto is console on a terminal, JSON lines otherwise"
     )
@@ -485,6 +493,26 @@ class Settings(BaseSettings):
         description="Base folder of user config (kaggle looks in its kaggle/)",
     )
 
+    # The client reads the other AWS_* variables itself, but not this one once timeouts are
+    # given to it, so it is passed on from here.
+    aws_allow_http: bool = Field(
+        False,
+        validation_alias=AliasChoices("AWS_ALLOW_HTTP"),
+        description="Allow an http:// AWS_ENDPOINT_URL (s3:// stores; a local test server)",
+    )
+    # An s3:// store's secrets: the client library reads them from the environment itself;
+    # they are declared here so that they are masked in every message like the others.
+    aws_secret_access_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"),
+        description="S3 secret key (s3:// stores)",
+    )
+    aws_session_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_SESSION_TOKEN"),
+        description="S3 session token (s3:// stores)",
+    )
+
     # Where each value came from, as a message names it ("env var PIPELINE_TRAIN__DEVICE",
     # "option --device", "preset config/titanic.toml", ".env line 3 (PIPELINE_SEED)"); ``load``
     # fills it, settings built in code leave it empty. (Private, so never dumped or recorded.)
@@ -507,6 +535,15 @@ class Settings(BaseSettings):
         """Only explicit values: ``load`` reads every layer itself, so it can say where each
         value came from and catch unknown names before pydantic-settings sees them."""
         return (init_settings,)
+
+    def store_options(self) -> dict[str, Any]:
+        """What ``Store.from_uri`` needs besides the URI: an object store's request timeout,
+        retries and whether its endpoint may be plain http."""
+        return {
+            "timeout": self.store_timeout,
+            "retries": self.store_retries,
+            "allow_http": self.aws_allow_http,
+        }
 
     def build_config(self) -> dict[str, Any]:
         """The settings that shape a trained model: what a build records and its id covers.
@@ -534,7 +571,10 @@ class Settings(BaseSettings):
 
 # Train settings that change how a run executes, never what it learns (so not in the id).
 _OPERATIONAL_TRAIN = ("device", "threads", "checkpoint_every")
-SECRET_FIELDS = ("kaggle_username", "kaggle_key", "kaggle_api_token")
+SECRET_FIELDS = (
+    "kaggle_username", "kaggle_key", "kaggle_api_token", "aws_secret_access_key",
+    "aws_session_token",
+)  # fmt: skip
 # Secrets inside a section, by path.
 SECRET_PATHS = (("serve", "token"),)
 # Command-line options that set a setting (train --device, serve --host/--port), so that a
@@ -544,4 +584,7 @@ CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--
 ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
                "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
-               "xdg_config_home": "XDG_CONFIG_HOME"}  # fmt: skip
+               "xdg_config_home": "XDG_CONFIG_HOME",
+               "aws_allow_http": "AWS_ALLOW_HTTP",
+               "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+               "aws_session_token": "AWS_SESSION_TOKEN"}  # fmt: skip

@@ -3,9 +3,10 @@
 ``Store`` is the interface every stage uses; nothing outside this package knows how a store
 keeps its objects. ``LocalStore`` (``local.py``) keeps them in a local folder (``./store`` or
 ``file:///abs/path``); ``MemoryStore`` (``memory.py``) keeps them in a dict, for tests and as the
-model for an object store. This module also holds the helpers both need: canonical JSON, file
-digests and atomic local writes; ``numbered.py`` lists and claims numbered objects (release
-records, history events) on any store.
+model for an object store; ``S3Store`` (``s3.py``) keeps them in an S3-compatible bucket
+(``s3://bucket/prefix``) with the server's conditional writes. This module also holds the
+helpers they need: canonical JSON, file digests and atomic local writes; ``numbered.py``
+lists and claims numbered objects (release records, history events) on any store.
 
 Every write is atomic: a reader never sees half of anything, and a crash leaves the old state or
 the new. This is the bottom layer: it imports only ``pipeline.errors`` and the standard library.
@@ -160,14 +161,23 @@ class Store(abc.ABC):
     uri: str
 
     @staticmethod
-    def from_uri(uri: str) -> Store:
-        """Open the store named by ``PIPELINE_STORE``: a path or a ``file://`` URI.
+    def from_uri(
+        uri: str, *, timeout: float = 30.0, retries: int = 3, allow_http: bool = False
+    ) -> Store:
+        """Open the store named by ``PIPELINE_STORE``: a path, a ``file://`` or an ``s3://`` URI.
 
         StoreError for a value that names no usable folder (see ``local.root_of``) and for a
         store that is a file or lies under one: readers would see an empty store otherwise.
-        ``MemoryStore`` has no URI here on purpose: every command opens the store anew, so a
-        store in one process's memory would be empty for the next command.
+        ``timeout`` (seconds per request) and ``retries`` bound an object store's requests
+        (PIPELINE_STORE_TIMEOUT, PIPELINE_STORE_RETRIES); ``allow_http`` lets it reach an
+        ``http://`` endpoint (AWS_ALLOW_HTTP). ``MemoryStore`` has no URI here on
+        purpose: every command opens the store anew, so a store in one process's memory would
+        be empty for the next command.
         """
+        if uri.strip().lower().startswith("s3://"):
+            from pipeline.store.s3 import S3Store
+
+            return S3Store(uri.strip(), timeout=timeout, retries=retries, allow_http=allow_http)
         from pipeline.store.local import check_not_a_file, root_of
 
         root = root_of(uri)

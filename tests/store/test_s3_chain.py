@@ -1,0 +1,164 @@
+"""The CLI with ``PIPELINE_STORE=s3://...`` against the suite's real S3-compatible server.
+
+The CI chain runs through the real entry points, and the processes that predict and serve see
+only the store's URL and credentials: nothing of the process that trained and released.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from tests.conftest import REPO, event, run_cli
+from tests.serve.conftest import Served
+
+from pipeline import releases
+from pipeline.store import Store
+
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
+
+TITANIC = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
+SMALL = {
+    "PIPELINE_PRESET": "titanic",
+    "PIPELINE_TRAIN__MAX_EPOCHS": "15",
+    "PIPELINE_MODEL__HIDDEN": "[64]",
+    "PIPELINE_MODEL__MEMBERS": "2",
+    "PIPELINE_SEED": "0",
+}
+
+
+def _ok(result: Any) -> Any:
+    assert result.exit_code == 0, result.output[-3000:]
+    return result
+
+
+def test_the_ci_chain_runs_on_the_object_store_and_another_process_serves_the_release(
+    cli: Any, s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train -> evaluate gate -> package -> release create/list/show/rollback -> predict -> serve,
+    all on s3://; predict and serve run as separate processes given only the URL and the
+    AWS_* credentials; nothing of the store is written to the local disk, and the secret key
+    appears in no output and no stored object."""
+    s3 = s3_server.env(f"chain-{uuid.uuid4().hex[:8]}")
+    env = {**s3, **SMALL}
+    _ok(cli("train", "--id-file", str(tmp_path / "build.id"), env=env))
+    gate = _ok(cli("evaluate", env={**env, "PIPELINE_GATES__MIN_ACCURACY": "0.6"}))
+    assert event(gate.stdout, "evaluate.summary")["passed"] is True
+    _ok(cli("package", "--id-file", str(tmp_path / "package.id"), env=env))
+    package_id = (tmp_path / "package.id").read_text().strip()
+    _ok(cli("release", "create", package_id, env=env))
+    _ok(cli("release", "create", package_id, env=env))
+    listed = event(_ok(cli("release", "list", env=env)).stdout, "release.list")
+    assert [r["ref"] for r in listed["releases"]] == ["titanic@v1", "titanic@v2"]
+    assert listed["current"] == 2
+    _ok(cli("release", "rollback", env=env))
+    shown = event(_ok(cli("release", "show", "titanic@current", env=env)).stdout, "release.show")
+    assert shown["release"] == "titanic@v1"
+    assert not (tmp_path / "store").exists()  # the cli fixture's local store: never used
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join(TITANIC.read_text().splitlines()[:51]) + "\n")
+    elsewhere = tmp_path / "elsewhere"  # another working folder: only the URL leads to the store
+    elsewhere.mkdir()
+    only_url = {**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": str(tmp_path / "x")}
+    done = run_cli("predict", "--release", "titanic@current", str(rows), "-o",
+                   str(tmp_path / "p.csv"), env=only_url, cwd=elsewhere)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 51
+    server = Served([], {**only_url, "PIPELINE_RELEASE": "titanic@current",
+                         "PIPELINE_SERVE__WORKERS": "1", "PIPELINE_SERVE__PORT": "0"},
+                    elsewhere)  # fmt: skip
+    try:
+        server.wait_ready()
+        got = httpx2.post(f"{server.url}/v1/predict", content=rows.read_bytes(),
+                         headers={"Content-Type": "text/csv"}).json()  # fmt: skip
+        assert got["release"] == "titanic@v1" and len(got["predictions"]) == 50
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    assert list(elsewhere.iterdir()) == []
+    # The secret key is in no output and no object of the store.
+    outputs = done.stdout + done.stderr + server.stderr + "".join(server.lines)
+    assert s3["AWS_SECRET_ACCESS_KEY"] not in outputs
+    store = _open(s3, monkeypatch)
+    for key in store.walk(""):
+        assert s3["AWS_SECRET_ACCESS_KEY"].encode() not in store.read_bytes(key), key
+
+
+def test_eight_processes_creating_five_releases_each_get_v1_to_v40(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 real processes creating 5 releases each on one s3:// store yield v1..v40, one create
+    event each in number order, and v40 current: no gap, no duplicate, no lost event."""
+    s3 = s3_server.env(f"race-{uuid.uuid4().hex[:8]}")
+    from tests.test_releases import NAME, make_package
+
+    opened = _open(s3, monkeypatch)
+    pid = make_package(opened)
+    start_at = time.time() + 3.0  # every interpreter is up before any starts creating
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pipeline import releases
+        from pipeline.settings import RunSettings
+        from pipeline.store import Store
+        s = Store.from_uri({s3["PIPELINE_STORE"]!r}, allow_http=True)
+        time.sleep(max(0.0, {start_at} - time.time()))
+        print(",".join(str(releases.create(s, {pid!r}, RunSettings()).number) for _ in range(5)))
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=_process_env(s3)
+        )
+        for _ in range(8)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8
+    numbers = [int(n) for out in outs for n in out.strip().split(",")]
+    assert sorted(numbers) == list(range(1, 41))
+    assert [r["number"] for r in releases.list_releases(opened, NAME)] == list(range(1, 41))
+    events = releases.history(opened, NAME)
+    assert [(e["seq"], e["release"], e["action"]) for e in events] == [
+        (n, n, "create") for n in range(1, 41)
+    ]
+    assert releases.current_number(opened, NAME) == 40
+    assert not opened.exists(f"releases/{NAME}/.lock")
+
+
+def _open(s3: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Store:
+    """The store in this process (the client reads the AWS_* variables from the environment)."""
+    for name, value in s3.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return Store.from_uri(s3["PIPELINE_STORE"], allow_http=True)
+
+
+def _process_env(s3: dict[str, str]) -> dict[str, str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "AWS_"))}
+    return {**base, **s3}
+
+
+def test_the_release_history_on_s3_is_json_the_local_tools_read(
+    s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history event on s3:// is the same canonical JSON as on a local store."""
+    s3 = s3_server.env(f"json-{uuid.uuid4().hex[:8]}")
+    from tests.test_releases import NAME, make_package
+
+    from pipeline.settings import RunSettings
+
+    opened = _open(s3, monkeypatch)
+    release = releases.create(opened, make_package(opened), RunSettings())
+    event_ = json.loads(opened.read_bytes(f"releases/{NAME}/history/00000001.json"))
+    assert event_["release"] == release.number == 1 and event_["action"] == "create"
