@@ -255,3 +255,22 @@ def s3_server() -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Mapping[str, str]:
+    """The AWS_* variables of the test server set in this process, and a fresh store URI
+    (a prefix of the test bucket of its own, so tests share one server safely)."""
+    import uuid
+
+    env = s3_server.env(f"t-{uuid.uuid4().hex[:12]}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return dict(env)
+
+
+def one_error_line(result: Any) -> str:
+    """The CLI's stderr, asserted to be one ``error: ...`` line and no traceback."""
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    return str(result.stderr)

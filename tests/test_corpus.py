@@ -954,7 +954,7 @@ URIS = [
         ("'ftp://'", "PIPELINE_DATA__SOURCE"),
         id="unknown-scheme-ftp",
     ),
-    pytest.param("s3://bucket/train.csv", ("'s3://'",), id="unknown-scheme-s3"),
+    pytest.param("gs://bucket/train.csv", ("'gs://'",), id="unknown-scheme-gs"),
     pytest.param(
         "file://remote-host/etc/passwd", ("names a remote host",), id="file-uri-remote-host"
     ),

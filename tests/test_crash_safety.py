@@ -13,12 +13,13 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts, releases
 from pipeline.package import open_package
-from pipeline.store import LocalStore
+from pipeline.store import LocalStore, Store
 
 # A zygote imports everything once, then forks one child per attempt that runs the whole chain
 # train -> package -> release. Each child is a real process killed with a real SIGKILL; forking
@@ -64,14 +65,16 @@ KILLS = 20
 class Zygote:
     """The forking driver, and every event its children log, with the moment each arrived."""
 
-    def __init__(self, store: Path, work: Path) -> None:
+    def __init__(self, store: str, work: Path, extra: Mapping[str, str] | None = None) -> None:
+        """A driver whose children use the store ``store`` (a path or a URI) and ``extra``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
         env.update(
-            PIPELINE_STORE=str(store),
+            PIPELINE_STORE=store,
             PIPELINE_LOG_FORMAT="json",
             PIPELINE_ENV_FILE=str(work / "none.env"),
             PIPELINE_TRAIN__MAX_EPOCHS="3",
         )
+        env.update(extra or {})
         self.work = work
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE], env=env, stdin=subprocess.PIPE,
@@ -122,13 +125,12 @@ class Zygote:
         self.proc.wait(timeout=60)
 
 
-def assert_consistent(root: Path) -> dict[str, int]:
+def assert_consistent(store: Store) -> dict[str, int]:
     """Every build, package and release the store shows is whole and verifies; returns counts.
 
-    Work in progress may only be left under ``tmp/`` or as hidden ``.name.tmp`` files, which no
-    reader lists.
+    Work in progress may only be left under ``tmp/`` or as hidden ``.name.tmp`` files (a local
+    folder) or in folders whose publish never completed (an object store), which no reader lists.
     """
-    store = LocalStore(root)
     builds = store.list("builds")
     for bid in builds:
         artifacts.load_build(store, bid)  # every file against the manifest, and the id
@@ -136,16 +138,29 @@ def assert_consistent(root: Path) -> dict[str, int]:
     assert latest is None or latest in builds
     packages = 0
     for name in store.list("packages"):
-        folder = root / "packages" / name
-        for entry in store.list(f"packages/{name}"):
+        folder = f"packages/{name}"
+        for entry in store.list(folder):
             if entry.endswith(".tar.gz"):
-                opened = open_package(folder / entry)  # gzip CRC, members, digests, build id
+                # gzip CRC, members, digests, build id
+                opened = open_package(store.local_file(f"{folder}/{entry}"))
                 assert opened.build_id in builds
                 packages += 1
             elif entry.endswith(".json"):
-                sidecar = json.loads((folder / entry).read_text())
-                archive = folder / entry.replace(".json", ".tar.gz")
-                assert hashlib.sha256(archive.read_bytes()).hexdigest() == sidecar["package_id"]
+                sidecar = json.loads(store.read_bytes(f"{folder}/{entry}"))
+                archive = store.read_bytes(f"{folder}/{entry.replace('.json', '.tar.gz')}")
+                assert hashlib.sha256(archive).hexdigest() == sidecar["package_id"]
+    released = assert_releases_consistent(store)
+    root = store.root if isinstance(store, LocalStore) else None
+    for path in root.rglob("*") if root else []:
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if path.is_file() and not hidden and path.relative_to(root).parts[0] != "tmp":
+            assert path.stat().st_size > 0, f"empty file {path}"
+    return {"builds": len(builds), "packages": packages, "releases": released}
+
+
+def assert_releases_consistent(store: Store) -> int:
+    """Every release numbered without a gap, the last one current, each one's package there;
+    returns how many releases there are."""
     released = 0
     for name in store.list("releases"):
         rows = releases.list_releases(store, name)
@@ -156,11 +171,7 @@ def assert_consistent(root: Path) -> dict[str, int]:
             release = releases.show(store, row["ref"])
             releases.find_package(store, release.package_id)  # its package is there
         released += len(rows)
-    for path in root.rglob("*"):
-        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if path.is_file() and not hidden and path.relative_to(root).parts[0] != "tmp":
-            assert path.stat().st_size > 0, f"empty file {path}"
-    return {"builds": len(builds), "packages": packages, "releases": released}
+    return released
 
 
 # Each stage's window runs from the event before its writes to the event that ends it; a kill
@@ -172,47 +183,58 @@ WINDOWS = {
 }
 
 
+def sigkill_at_random_moments(
+    zygote: Zygote, store: Store, rng: random.Random, plan: list[str]
+) -> dict[str, int]:
+    """Run one chain whole, then one per stage of ``plan`` killed -9 at a moment drawn from
+    ``rng`` inside that stage's window, checking the store after each; then one more chain
+    whole. Returns where the kills landed (most must land inside a stage at work)."""
+    pid, position = zygote.start(0)
+    assert zygote.status(pid, position) == 0
+    reference = {e["event"]: t for t, e in reversed(zygote.seen[position:])}
+    length = {s: reference[end] - reference[start] for s, (start, end) in WINDOWS.items()}
+    before = assert_consistent(store)
+    assert before == {"builds": 1, "packages": 1, "releases": 1}
+
+    landed: Counter[str] = Counter()
+    for attempt, stage in enumerate(plan, start=1):
+        pid, position = zygote.start(attempt)
+        # A pidfd names this child even after it exits: no signal can hit a reused pid.
+        pidfd = os.pidfd_open(pid)
+        start, end = WINDOWS[stage]
+        opened, _ = zygote.wait_for(start, position)
+        delay = opened + rng.uniform(0, 1.2) * length[stage] - time.perf_counter()
+        time.sleep(max(0.0, delay))
+        with contextlib.suppress(ProcessLookupError):  # it finished first
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        os.close(pidfd)
+        status = zygote.status(pid, position)
+        assert status in (0, signal.SIGKILL), status  # finished, or killed by our signal
+        finished = any(e.get("event") == end for _, e in zygote.seen[position:])
+        landed[f"{stage} {'after its end' if finished else 'inside'}"] += 1
+        assert_consistent(store)
+    inside = sum(n for key, n in landed.items() if key.endswith("inside"))
+    assert inside >= len(plan) // 2, landed  # most kills hit a stage at work, or this proves little
+
+    pid, position = zygote.start(len(plan) + 1)
+    assert zygote.status(pid, position) == 0
+    after = assert_consistent(store)
+    assert after["releases"] >= before["releases"] + 1 and after["builds"] >= 2
+    print(f"kills: {dict(sorted(landed.items()))}; windows (s): {length}")
+    return dict(landed)
+
+
 def test_sigkill_at_20_random_moments_leaves_the_store_consistent_and_the_next_run_succeeds(
     tmp_path: Path,
 ) -> None:
     """Kill -9 the chain at 20 seeded random moments inside train, package and release; after
     each the store verifies, and a final uninterrupted chain succeeds on what was left."""
     store, rng = tmp_path / "store", random.Random(20261124)
-    zygote = Zygote(store, tmp_path)
+    plan = ["train"] * 8 + ["package"] * 6 + ["release"] * 6
+    rng.shuffle(plan)
+    assert len(plan) == KILLS
+    zygote = Zygote(str(store), tmp_path)
     try:
-        pid, position = zygote.start(0)
-        assert zygote.status(pid, position) == 0
-        reference = {e["event"]: t for t, e in reversed(zygote.seen[position:])}
-        length = {s: reference[end] - reference[start] for s, (start, end) in WINDOWS.items()}
-        before = assert_consistent(store)
-        assert before == {"builds": 1, "packages": 1, "releases": 1}
-
-        plan = ["train"] * 8 + ["package"] * 6 + ["release"] * 6
-        rng.shuffle(plan)
-        landed: Counter[str] = Counter()
-        for attempt, stage in enumerate(plan, start=1):
-            pid, position = zygote.start(attempt)
-            # A pidfd names this child even after it exits: no signal can hit a reused pid.
-            pidfd = os.pidfd_open(pid)
-            start, end = WINDOWS[stage]
-            opened, _ = zygote.wait_for(start, position)
-            delay = opened + rng.uniform(0, 1.2) * length[stage] - time.perf_counter()
-            time.sleep(max(0.0, delay))
-            with contextlib.suppress(ProcessLookupError):  # it finished first
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            os.close(pidfd)
-            status = zygote.status(pid, position)
-            assert status in (0, signal.SIGKILL), status  # finished, or killed by our signal
-            finished = any(e.get("event") == end for _, e in zygote.seen[position:])
-            landed[f"{stage} {'after its end' if finished else 'inside'}"] += 1
-            assert_consistent(store)
-        inside = sum(n for key, n in landed.items() if key.endswith("inside"))
-        assert inside >= KILLS // 2, landed  # most kills hit a stage at work, or this proves little
-
-        pid, position = zygote.start(KILLS + 1)
-        assert zygote.status(pid, position) == 0
+        sigkill_at_random_moments(zygote, LocalStore(store), rng, plan)
     finally:
         zygote.close()
-    after = assert_consistent(store)
-    assert after["releases"] >= before["releases"] + 1 and after["builds"] >= 2
-    print(f"kills: {dict(sorted(landed.items()))}; windows (s): {length}")

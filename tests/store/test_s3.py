@@ -9,27 +9,18 @@ import http.server
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import one_error_line
 
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.store import Store
 from pipeline.store.s3 import PENDING, S3Store
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture
-def s3_env(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Mapping[str, str]:
-    """The AWS_* variables of the test server set in this process, and a fresh store URI."""
-    env = s3_server.env(f"t-{uuid.uuid4().hex[:12]}")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
 
 
 @pytest.fixture
@@ -192,12 +183,6 @@ def test_a_server_that_ignores_if_none_match_is_refused(
 # --- faults through the CLI: one line, the documented exit code, no traceback --------------
 
 
-def _stderr_line(result: Any) -> str:
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-    return str(result.stderr)
-
-
 def test_wrong_credentials_are_exit_9_without_the_secret(
     cli: Any, s3_env: Mapping[str, str]
 ) -> None:
@@ -205,7 +190,7 @@ def test_wrong_credentials_are_exit_9_without_the_secret(
     wrong = "wrong-secret-4e1f9a0c"
     result = cli("release", "list", "--name", "m", env={**s3_env, "AWS_SECRET_ACCESS_KEY": wrong})
     assert result.exit_code == 9, result.output
-    line = _stderr_line(result)
+    line = one_error_line(result)
     assert "refused the credentials" in line and "AWS_SECRET_ACCESS_KEY" in line
     assert wrong not in result.stdout + result.stderr
 
@@ -218,7 +203,7 @@ def test_a_missing_bucket_is_exit_9_and_is_not_created(
     for args in (("release", "list", "--name", "m"), ("train",)):
         result = cli(*args, env=env)
         assert result.exit_code == 9, result.output
-        assert "bucket 'no-such-bucket-here' does not exist" in _stderr_line(result)
+        assert "bucket 'no-such-bucket-here' does not exist" in one_error_line(result)
 
 
 def test_a_server_that_is_down_is_exit_10(cli: Any, s3_env: Mapping[str, str]) -> None:
@@ -229,7 +214,7 @@ def test_a_server_that_is_down_is_exit_10(cli: Any, s3_env: Mapping[str, str]) -
     env = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     result = cli("release", "list", "--name", "m", env={**env, "PIPELINE_STORE_RETRIES": "1"})
     assert result.exit_code == 10, result.output
-    assert "no S3 server answers" in _stderr_line(result)
+    assert "no S3 server answers" in one_error_line(result)
 
 
 def test_a_server_that_hangs_is_exit_10_within_the_timeout(
@@ -249,7 +234,7 @@ def test_a_server_that_hangs_is_exit_10_within_the_timeout(
         result = cli("release", "list", "--name", "m", env=env)
         elapsed = time.monotonic() - t0
     assert result.exit_code == 10, result.output
-    assert "did not answer within 0.5 s" in _stderr_line(result)
+    assert "did not answer within 0.5 s" in one_error_line(result)
     assert elapsed < 10
 
 

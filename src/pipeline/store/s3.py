@@ -18,6 +18,7 @@ than a local lock:
   updates (``If-Match`` on its ETag), released by a delete, and taken over (again by ``If-Match``)
   once its ETag has not changed for the lease time, so a killed holder blocks others only that
   long. No clock is compared across machines: a waiter measures staleness on its own clock.
+  The lease's body names its holder's nonce, so a create whose response was lost is taken.
 * Before its first conditional write, a process probes that the server honours ``If-None-Match``
   (a second exclusive create of one key must fail) and refuses a server that does not.
 
@@ -60,16 +61,24 @@ _PROBED: set[tuple[str, str]] = set()
 _PROBE_GUARD = threading.Lock()
 
 
+def split_uri(uri: str) -> tuple[str, str] | None:
+    """``(bucket, key or prefix)`` of ``s3://bucket/rest``, or None when it is no such URI."""
+    match = _URI.match(uri.strip())
+    rest = (match["prefix"] or "").strip("/") if match else ""
+    if match is None or "//" in rest or any(p in (".", "..") for p in rest.split("/")):
+        return None
+    return match["bucket"], rest
+
+
 def parse_uri(uri: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket/prefix``; StoreError for a malformed URI."""
-    match = _URI.match(uri.strip())
-    prefix = (match["prefix"] or "").strip("/") if match else ""
-    if match is None or "//" in prefix or any(p in (".", "..") for p in prefix.split("/")):
+    parsed = split_uri(uri)
+    if parsed is None:
         raise StoreError(
             f"PIPELINE_STORE='{uri}' is no S3 URI: expected s3://bucket/optional/prefix with a "
             "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
         )
-    return match["bucket"], prefix
+    return parsed
 
 
 def _name(key: str) -> str:
@@ -88,6 +97,64 @@ def _invisible(keys: set[str]) -> set[str]:
 
 def _inside(key: str, folders: set[str]) -> bool:
     return any(key.startswith(f"{f}/") for f in folders)
+
+
+def open_client(
+    bucket: str, prefix: str = "", *, timeout: float, retries: int, allow_http: bool
+) -> Client:
+    """An obstore client on ``bucket`` (credentials, region and endpoint from ``AWS_*``).
+
+    Shared by the store and the ``s3://`` dataset source, so both bound their requests alike:
+    ``timeout`` seconds per request and per connect, ``retries`` retries with backoff.
+    """
+    from obstore.store import S3Store as Client
+
+    span = datetime.timedelta(seconds=timeout)
+    return Client(
+        bucket,
+        prefix=prefix or None,
+        client_options={"timeout": span, "connect_timeout": span, "allow_http": allow_http},
+        retry_config={
+            "max_retries": retries,
+            "retry_timeout": span * (retries + 1),
+            "backoff": {
+                "init_backoff": datetime.timedelta(milliseconds=100),
+                "max_backoff": datetime.timedelta(seconds=2),
+            },
+        },
+    )
+
+
+def fault_of(exc: Exception) -> tuple[str, str]:
+    """``(kind, S3 code)`` of a failed request, for a caller to word as its own error.
+
+    ``kind`` is ``no_bucket``, ``not_found`` (no such key), ``credentials`` (refused),
+    ``timeout``, ``connect`` (nothing answers), ``busy`` (5xx after the retries) or ``other``.
+    The store and the dataset source share this reading of the client's errors and differ only
+    in what they tell the user (which setting to fix, which exit code).
+    """
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    text = str(exc)  # the client's text: URLs and codes, never the secret key
+    code = next(iter(_CODE.findall(text)), "")
+    if code == "NoSuchBucket" or "NoSuchBucket" in text:
+        return "no_bucket", "NoSuchBucket"
+    if isinstance(exc, FileNotFoundError):
+        return "not_found", code or "NoSuchKey"
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in (
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+    ):
+        return "credentials", code
+    if "kind: Timeout" in text or "TimedOut" in text:
+        return "timeout", code
+    if "kind: Connect" in text:
+        return "connect", code
+    if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
+        return "busy", code
+    return "other", code
 
 
 class S3Store(Store):
@@ -112,26 +179,10 @@ class S3Store(Store):
     def client(self) -> Client:
         """The obstore client, made on first use (credentials and endpoint from ``AWS_*``)."""
         if self._client is None:
-            from obstore.store import S3Store as Client
-
-            timeout = datetime.timedelta(seconds=self.timeout)
-            self._client = Client(
-                self.bucket,
-                prefix=self.prefix or None,
-                client_options={
-                    "timeout": timeout,
-                    "connect_timeout": timeout,
-                    "allow_http": self.allow_http,
-                },
-                retry_config={
-                    "max_retries": self.retries,
-                    "retry_timeout": timeout * (self.retries + 1),
-                    "backoff": {
-                        "init_backoff": datetime.timedelta(milliseconds=100),
-                        "max_backoff": datetime.timedelta(seconds=2),
-                    },
-                },
-            )
+            self._client = open_client(
+                self.bucket, self.prefix, timeout=self.timeout, retries=self.retries,
+                allow_http=self.allow_http,
+            )  # fmt: skip
         return self._client
 
     def _call(self, what: str, key: str, fn: Callable[[], T]) -> T:
@@ -163,35 +214,27 @@ class S3Store(Store):
 
     def _error(self, exc: Exception, what: str, key: str) -> StoreError:
         """The one-line error for a failed request: refused (9) or unreachable (10)."""
-        from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
-
-        text = str(exc)  # the client's text: URLs and codes, never the secret key
-        code = next(iter(_CODE.findall(text)), "")
+        kind, code = fault_of(exc)
         where = f"{what} {self.location(key) if key else self.uri}"
-        if code == "NoSuchBucket":
+        tries = f"after {self.retries + 1} tries"
+        if kind == "no_bucket":
             return self._no_bucket()
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in (
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "AccessDenied",
-            "ExpiredToken",
-        ):
+        if kind == "credentials":
             return StoreError(
                 f"cannot {where}: the S3 server refused the credentials ({code or 'denied'}); "
                 "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
             )
-        tries = f"after {self.retries + 1} tries"
-        if "kind: Timeout" in text or "TimedOut" in text:
+        if kind == "timeout":
             return StoreUnavailable(
                 f"cannot {where}: the S3 server did not answer within {self.timeout:g} s "
                 f"({tries}); check that it is healthy, or raise PIPELINE_STORE_TIMEOUT"
             )
-        if "kind: Connect" in text:
+        if kind == "connect":
             return StoreUnavailable(
                 f"cannot {where}: no S3 server answers at AWS_ENDPOINT_URL ({tries}: connection "
                 "refused or unreachable); start it or fix AWS_ENDPOINT_URL, then run again"
             )
-        if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
+        if kind == "busy":
             return StoreUnavailable(
                 f"cannot {where}: the S3 server kept failing ({code or 'a 5xx status'}, "
                 f"{tries}); run again later, or raise PIPELINE_STORE_RETRIES"
@@ -439,6 +482,13 @@ def canonical_listing(name: str, files: list[Path], staged: Path) -> bytes:
     return (json.dumps({"folder": name, "files": listed}, sort_keys=True) + "\n").encode()
 
 
+def _holder(body: bytes) -> str | None:
+    """The nonce of the writer that holds a lease, from the lease object's body."""
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(json.loads(body).get("holder"))
+    return None
+
+
 class _Lease:
     """An exclusive lease on one object, renewed in a thread while held (see the module doc)."""
 
@@ -469,9 +519,13 @@ class _Lease:
             except Exception as exc:
                 store._call("lock", self.key, functools.partial(_raise, exc))
             try:
-                meta = store._call("lock", self.key, lambda: obstore.head(client, self.key))
+                found = store._call("lock", self.key, lambda: obstore.get(client, self.key))
             except FileNotFoundError:
                 continue  # released meanwhile: try again at once
+            meta = found.meta
+            if _holder(bytes(found.bytes())) == self.nonce:
+                self.e_tag = meta["e_tag"]  # our own create: a retry whose first answer was lost
+                break
             if meta["e_tag"] != seen[0]:
                 seen = (meta["e_tag"], time.monotonic())  # alive (or new): wait a lease from now
             elif time.monotonic() - seen[1] > store.lease_s:

@@ -2,7 +2,7 @@
 
 ``fetch`` is the one entry point: it resolves a URI to a local file whose sha256 is known.
 Local files (a path, ``file://``, ``builtin://``) are read in place; remote ones (``http(s)://``,
-``kaggle://``) are downloaded into ``datasets/<sha256>/`` in the store. With
+``s3://``, ``kaggle://``) are downloaded into ``datasets/<sha256>/`` in the store. With
 ``PIPELINE_DATA__SHA256`` set, a cached copy is used without touching the network and any
 mismatch is an error.
 """
@@ -126,10 +126,12 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         from pipeline.data.sources import http as remote
     elif scheme == "kaggle":
         from pipeline.data.sources import kaggle as remote  # type: ignore[no-redef]
+    elif scheme == "s3":
+        from pipeline.data.sources import s3 as remote  # type: ignore[no-redef]
     else:
         raise SourceError(
             f"unknown URI scheme '{scheme}://' in PIPELINE_DATA__SOURCE={uri!r}: expected a path, "
-            "file://, http(s)://, kaggle://competitions/<name>/<file>, "
+            "file://, http(s)://, s3://bucket/key, kaggle://competitions/<name>/<file>, "
             "kaggle://datasets/<owner>/<name>/<file> or builtin://<name>"
         )
     shown = redact_uri(uri)
