@@ -12,14 +12,18 @@ from pipeline.cli._models import refuse_output_over_source, refuse_release_and_p
 
 
 def predict(
-    source: Path = typer.Argument(..., help="Input rows: CSV, Parquet or JSON lines."),
+    source: Path = typer.Argument(
+        ...,
+        help="Input rows: CSV, Parquet or JSON lines. With --workers also a folder of such "
+        "files or a quoted glob ('in/*.parquet').",
+    ),
     output: Path = typer.Option(
         None,
         "--output",
         "-o",
         help="Where predictions go (format from the suffix, or PIPELINE_RUN__OUTPUT_FORMAT). "
-        "Without it, CSV goes to stdout and the log stream to stderr.",
-        dir_okay=False,
+        "Without it, CSV goes to stdout and the log stream to stderr. With --workers: a new or "
+        "empty folder of parts and a manifest.",
     ),
     release: str = typer.Option(
         None,
@@ -30,6 +34,14 @@ def predict(
     package: Path = typer.Option(
         None, "--package", help="Run straight from a package archive instead of a release."
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Predict on Ray with N workers (embedded, or the cluster at RAY_ADDRESS), one part "
+        "file per input file. Overrides PIPELINE_RUN__WORKERS.",
+        min=1,
+        show_default=False,
+    ),
 ) -> None:
     """Predict every row of SOURCE with a release (or a package), streaming in chunks.
 
@@ -37,11 +49,16 @@ def predict(
     extra ones are ignored with a warning, unseen categories go to the unknown bucket and are
     counted. A bad value fails the run naming its row and column, unless
     PIPELINE_RUN__ON_ERROR=column, which reports it in an `error` column instead.
+
+    With --workers N (PIPELINE_RUN__WORKERS) the rows are predicted on Ray into the folder -o:
+    part-NNNNN-<input name>.<format> per input file (or per chunk of a single file) holding the
+    bytes single-process predict writes for those rows, and manifest.json.
     """
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import log as logging_
         from pipeline import predict as stage
+        from pipeline.errors import ConfigError
 
         refuse_release_and_package(release, package)
         refuse_output_over_source(source, output)
@@ -49,6 +66,17 @@ def predict(
         store = store_of(s, outputs={"-o": output})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
-        stage.run(ready, source, output, log)
+        if ready.run.workers is None:
+            if output is not None and output.is_dir():
+                raise ConfigError(
+                    f"-o {output} is a folder: pass a file path, or --workers N to write a "
+                    "folder of parts"
+                )
+            stage.run(ready, source, output, log)
+        else:  # only this path imports Ray
+            from pipeline.predict import distributed
 
-    run("predict", body, log_to_stderr=output is None)
+            distributed.run(ready, source, output, s, log)
+
+    overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
+    run("predict", body, overrides=overrides, log_to_stderr=output is None)

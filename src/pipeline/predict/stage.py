@@ -8,9 +8,10 @@ it (``run``); ``pipeline serve`` answers requests with the same object.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import metrics
 from pipeline.data import cells
@@ -20,6 +21,9 @@ from pipeline.predict.readers import detect_format, iter_chunks, prefetched
 from pipeline.predict.writers import Writer
 from pipeline.settings import RunSettings
 from pipeline.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # How many extra column names a log event lists (it also carries their count).
 
@@ -48,7 +52,9 @@ class Ready:
                 "columns": [{"name": c.name, "kind": c.kind} for c in p.schema.columns]
             },
             "metrics": metrics.bounded(p.metrics),
-            "run": self.run.model_dump(mode="json", exclude={"chunk_rows", "output_format"}),
+            "run": self.run.model_dump(
+                mode="json", exclude={"chunk_rows", "output_format", "workers"}
+            ),
         }
 
 
@@ -64,8 +70,8 @@ def load(
     A release carries the run-stage settings it was created with (threshold, id column, error
     handling, output format); they win over the environment's, because a release is immutable
     configuration. ``chunk_rows`` is the exception: it sizes memory for the machine the process
-    runs on, so it always comes from the environment. With ``--package`` the environment's
-    settings apply.
+    runs on, so it always comes from the environment, as does ``workers``. With ``--package``
+    the environment's settings apply.
     """
     from pipeline import releases
 
@@ -92,7 +98,8 @@ def load(
             f"package {path} has id {predictor.package_id[:12]} but release {release.ref} "
             f"names {release.package_id[:12]}: the archive was replaced; restore it"
         )
-    bound = RunSettings.model_validate({**release.run, "chunk_rows": run_settings.chunk_rows})
+    machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
+    bound = RunSettings.model_validate({**release.run, **machine})
     return Ready(predictor, bound, release.ref)
 
 
@@ -110,31 +117,14 @@ def run(
     if output is None and out_fmt == "parquet":
         raise ConfigError("Parquet output needs a file: pass -o PATH.parquet")
     stats = Stats()
-    writer = Writer(output, out_fmt)
     chunks = prefetched(
         iter_chunks(source, in_fmt, run_settings.chunk_rows, predictor, run_settings, stats)
     )
     try:
-        for chunk in chunks:
-            if stats.chunks == 0 and stats.extra_columns:
-                log.warning(
-                    "predict.extra_columns",
-                    # A wide file must not turn one event into a megabyte: the first names only.
-                    columns=stats.extra_columns[: cells.SHOWN_COLUMNS],
-                    count=len(stats.extra_columns),
-                    message="columns the model does not use are ignored",
-                )
-            writer.write(
-                predictor.predict_frame(chunk, run_settings, label=str(source), stats=stats)
-            )
-        if stats.rows == 0:
-            raise DataError(
-                f"input {source} has no rows: nothing to predict; check that the file is complete"
-            )
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+        predict_into(
+            Writer(output, out_fmt), chunks, predictor, run_settings, source, stats,
+            on_extra=lambda names: warn_extra(log, names),
+        )  # fmt: skip
     finally:
         chunks.close()
     seconds = time.perf_counter() - t0
@@ -155,3 +145,48 @@ def run(
         rows_per_second=round(stats.rows / seconds) if seconds > 0 else None,
     )
     return stats
+
+
+def predict_into(
+    writer: Writer,
+    chunks: Iterable[pd.DataFrame],
+    predictor: Predictor,
+    run_settings: RunSettings,
+    source: Path,
+    stats: Stats,
+    *,
+    on_extra: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Predict ``chunks`` of ``source`` into ``writer``, committed only if all went well.
+
+    The one loop behind every prediction file, in-process or on a Ray worker (``distributed``),
+    so that both write the same bytes for the same rows. ``on_extra`` is told, before the first
+    chunk, of input columns the model does not use. No rows at all is a ``DataError``.
+    """
+    try:
+        for chunk in chunks:
+            if stats.chunks == 0 and stats.extra_columns and on_extra is not None:
+                on_extra(stats.extra_columns)
+            writer.write(
+                predictor.predict_frame(chunk, run_settings, label=str(source), stats=stats)
+            )
+        if stats.rows == 0:
+            raise DataError(
+                f"input {source} has no rows: nothing to predict; check that the file is complete"
+            )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def warn_extra(log: Any, names: list[str], **context: Any) -> None:
+    """The ``predict.extra_columns`` warning for input columns the model does not use."""
+    log.warning(
+        "predict.extra_columns",
+        **context,
+        # A wide file must not turn one event into a megabyte: the first names only.
+        columns=names[: cells.SHOWN_COLUMNS],
+        count=len(names),
+        message="columns the model does not use are ignored",
+    )

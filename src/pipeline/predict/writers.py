@@ -30,6 +30,11 @@ from pipeline.errors import StoreError
 from pipeline.store import fsync_dir, store_error
 
 
+def temp_name(path: Path) -> Path:
+    """A fresh hidden name beside ``path`` that ``sweep`` recognises as ``path``'s."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
 def _temp_pattern(path: Path) -> re.Pattern[str]:
     return re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{32}}\.tmp")
 
@@ -45,16 +50,22 @@ def sweep(path: Path) -> list[Path]:
 
 
 def _abandoned(tmp: Path) -> bool:
-    """Remove ``tmp`` if no live process holds its lock; whether it was removed."""
+    """Remove ``tmp`` (a file, or the staging folder of a distributed run) if no live process
+    holds its lock; whether it was removed."""
     import fcntl
+    import shutil
 
+    folder = tmp.is_dir() and not tmp.is_symlink()
     try:
-        fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW)
+        fd = os.open(tmp, (os.O_RDONLY | os.O_DIRECTORY if folder else os.O_RDWR) | os.O_NOFOLLOW)
     except OSError:
         return False  # gone already, or not ours to open
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        tmp.unlink()
+        if folder:
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
         return True
     except OSError:
         return False  # locked: a run at work writes it
@@ -87,7 +98,7 @@ class Writer:
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path.parent)) from None
         sweep(path)
         while True:
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp = temp_name(path)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while another run's sweep looks at it
             if os.fstat(fd).st_nlink:

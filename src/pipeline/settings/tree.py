@@ -95,7 +95,7 @@ class DataSettings(_Section):
 
     source: str = Field(
         "builtin://house-prices",
-        description="Dataset URI: path, file://, http(s)://, kaggle://, builtin://",
+        description="Dataset URI: path, file://, http(s)://, s3://, kaggle://, builtin://",
     )
     format: Annotated[Literal["auto", "csv", "parquet"], _Lower] = Field(
         "auto", description="File format; auto decides from the name, then the bytes"
@@ -331,6 +331,13 @@ class RunSettings(_Section):
     )
     required_secrets: list[str] = Field(
         default_factory=list, description="Names (never values) of secrets the run stage needs"
+    )
+    # Like chunk_rows it sizes the work for the machine it runs on: never taken from a release.
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="predict on Ray with this many workers (--workers); unset: in this process",
     )
 
 
@@ -580,7 +587,7 @@ SECRET_PATHS = (("serve", "token"),)
 # Command-line options that set a setting (train --device, serve --host/--port), so that a
 # message names the option the user typed rather than the variable it stands for.
 CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--host",
-               "PIPELINE_SERVE__PORT": "--port"}  # fmt: skip
+               "PIPELINE_SERVE__PORT": "--port", "PIPELINE_RUN__WORKERS": "--workers"}  # fmt: skip
 ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
                "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",

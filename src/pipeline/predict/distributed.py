@@ -1,0 +1,477 @@
+"""Distributed batch prediction: `pipeline predict --workers N` maps a release over Ray Data.
+
+The input is a file, a folder or a glob of CSV, Parquet or JSON-lines files. Its files, in
+sorted name order, become *jobs*: one per file, or, for a single file, one per worker, each
+taking every N-th chunk of ``PIPELINE_RUN__CHUNK_ROWS`` rows. Ray Data maps the jobs over N
+actors, each holding the release's ``Predictor`` (shipped once through the object store) and
+running the in-process loop (``stage.predict_into``: the same reader, validation, network and
+writer), one chunk at a time. So every part holds exactly the bytes that single-process
+`pipeline predict` writes for the same rows, whatever N, and memory per worker is one chunk.
+
+Output is a folder: ``part-<NNNNN>-<stem>.<ext>`` per input file (NNNNN its place in the sorted
+input) or per chunk of a single file (NNNNN the chunk's number), and ``manifest.json`` (every
+part's input, rows, errors, size and sha256; the package and release). The parts are written
+into a hidden staging folder beside the output, locked while the run lives, and renamed into
+place at the end: a failed run, or a killed one, leaves no output at all (the next run sweeps
+its staging folder). Workers and the driver must see the same file system (one machine, or
+shared storage on a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, DataError, PipelineError, SourceError, StoreError
+from pipeline.predict.predictor import Predictor, Stats
+from pipeline.predict.readers import detect_format
+from pipeline.predict.stage import Ready, warn_extra
+from pipeline.settings import RunSettings, Settings
+from pipeline.store import canonical_json, fsync_dir, store_error
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+# What a folder or a glob contributes: the files predict reads, by suffix.
+SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+_GLOB = set("*?[")
+# What each actor returns per part (the manifest's entries, and the figures of the summary).
+_FIELDS = ("name", "input", "rows", "errors", "chunks", "size", "sha256", "unknown", "extra",
+           "failure")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Job:
+    """One actor call: a whole file into part ``number``, or every ``step``-th chunk of it from
+    chunk ``number`` on, each chunk into its own part (``split``)."""
+
+    number: int
+    source: str  # as the user gave it (or as the folder listing joined it): the label messages use
+    stem: str
+    split: bool
+    step: int
+
+
+def run(ready: Ready, source: Path, output: Path | None, settings: Settings, log: Any) -> None:
+    """Predict ``source`` (a file, folder or glob) on Ray into the folder ``output``."""
+    t0 = time.perf_counter()
+    workers = ready.run.workers or 1
+    folder = _output_folder(output)
+    files = inputs(source)
+    jobs = _jobs(files, workers)
+    fmt = "csv" if ready.run.output_format == "auto" else ready.run.output_format
+    from pipeline.predict.writers import sweep, temp_name
+
+    sweep(folder)  # staging folders of killed runs
+    staging = temp_name(folder)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise store_error(exc, staging, "choose another -o folder") from exc
+    lock = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a live run's staging folder is never swept
+    try:
+        parts, where = _map(ready, jobs, staging, fmt, workers, settings, log)
+        if sum(p["rows"] for p in parts) == 0:
+            raise DataError(
+                f"input {source} has no rows: nothing to predict; check that the file is complete"
+            )
+        manifest = _manifest(ready, fmt, parts)
+        _publish(staging, folder, canonical_json(manifest))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        os.close(lock)
+    seconds = time.perf_counter() - t0
+    rows = manifest["rows"]
+    log.info(
+        "predict.summary",
+        model=ready.predictor.name,
+        version=ready.predictor.version,
+        package_id=ready.predictor.package_id,
+        build_id=ready.predictor.build_id,
+        input=str(source),
+        output=str(folder),
+        files=len(files),
+        parts=len(parts),
+        rows=rows,
+        errors=manifest["errors"],
+        workers=workers,
+        address=where.address,
+        embedded=where.embedded,
+        nodes=where.nodes,
+        seconds=round(seconds, 3),
+        rows_per_second=round(rows / seconds) if seconds > 0 else None,
+    )
+
+
+def inputs(source: Path) -> list[Path]:
+    """The input files of ``source``: itself, a folder's files or a glob's, in sorted order.
+
+    A folder contributes its files (not sub-folders) whose names end in a suffix predict reads,
+    leaving out hidden ones and ``_``-prefixed markers such as Spark's ``_SUCCESS``.
+    """
+    text = str(source)
+    if source.is_dir():
+        found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
+        if not found:
+            raise DataError(
+                f"input folder {source} holds no CSV, Parquet or JSON-lines file: expected files "
+                f"ending in {', '.join(SUFFIXES)}"
+            )
+        return sorted(found, key=lambda p: p.name)
+    if not source.exists() and _GLOB & set(text):
+        # glob.glob, not Path.glob: absolute patterns, and each path spelt as the pattern spells
+        # it (the label messages and the manifest give it).
+        matched = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())  # noqa: PTH207
+        if not matched:
+            raise DataError(f"input pattern {text} matches no file: check the pattern")
+        return matched
+    return [source]  # a file; the reader says what is wrong with a missing one
+
+
+def _readable_name(name: str) -> bool:
+    return not name.startswith((".", "_")) and name.lower().endswith(SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    """The input's name without its format suffixes (``a.csv.gz`` -> ``a``)."""
+    name = path.name
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)] or name
+    return name
+
+
+def _jobs(files: list[Path], workers: int) -> list[Job]:
+    """One job per file; a single file is shared out chunk by chunk among the workers."""
+    if len(files) == 1:
+        stem = _stem(files[0])
+        return [Job(i, str(files[0]), stem, True, workers) for i in range(workers)]
+    return [Job(i, str(p), _stem(p), False, 1) for i, p in enumerate(files)]
+
+
+def _output_folder(output: Path | None) -> Path:
+    """``-o`` as the output folder: required, and absent or empty (never merged into)."""
+    if output is None:
+        raise ConfigError(
+            "--workers writes one file per input part: pass -o FOLDER (absent or empty)"
+        )
+    if output.exists() and not output.is_dir():
+        raise ConfigError(
+            f"-o {output} is a file, but --workers writes a folder of parts: pass the path of "
+            "a new or empty folder"
+        )
+    if output.is_dir() and any(output.iterdir()):
+        raise ConfigError(
+            f"-o {output} is a folder that is not empty: --workers writes a fresh folder of "
+            "parts and a manifest; pass a new or empty folder, or remove this one"
+        )
+    return output
+
+
+def _map(
+    ready: Ready,
+    jobs: list[Job],
+    staging: Path,
+    fmt: str,
+    workers: int,
+    settings: Settings,
+    log: Any,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run ``jobs`` on ``workers`` Ray Data actors; every part written, sorted by name."""
+    from pipeline import cluster
+    from pipeline import log as logging_
+
+    with cluster.session(
+        settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=workers
+    ) as where:
+        import ray
+
+        actors = max(1, min(workers, len(jobs), where.cpus or workers))
+        log.info(
+            "predict.cluster", address=where.address, embedded=where.embedded,
+            nodes=where.nodes, cpus=where.cpus, workers=actors, jobs=len(jobs),
+        )  # fmt: skip
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
+        items = ray.data.from_items([vars(j) for j in jobs], override_num_blocks=len(jobs))
+        # ray_remote_args_fn is the only way Ray Data 2.60 takes the actors' max_restarts; it is
+        # deprecated for 2.64 (pinned below that), with no replacement named yet.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = items.map_batches(
+                _PartWriter,
+                fn_constructor_kwargs={
+                    "shipped": [ray.put(ready.predictor)],  # in a list: handed over as a reference
+                    "run_settings": ready.run,
+                    "staging": str(staging),
+                    "fmt": fmt,
+                    "cwd": str(Path.cwd()),
+                },
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=1,
+                ray_remote_args_fn=_recovery,
+            )
+        try:
+            with _quiet(settings), logging_.stdout_for_events_only():
+                rows = dataset.take_all()
+        except Exception as exc:
+            lost = _worker_lost(exc)
+            if lost is None:
+                raise  # a bug: its traceback stays
+            raise SourceError(
+                f"a Ray prediction worker was lost ({lost}) more often than it is restarted: "
+                "nothing was written; run it again, or without --workers to predict in this "
+                "process"
+            ) from None
+    failed = sorted((r for r in rows if r["failure"]), key=lambda r: str(r["name"]))
+    if failed:  # the first failing part in input order, whatever finished first
+        raise _error(json.loads(failed[0]["failure"]))
+    parts = sorted(({k: row[k] for k in _FIELDS} for row in rows), key=lambda p: p["name"])
+    for part in parts:
+        part["unknown"], part["extra"] = json.loads(part["unknown"]), json.loads(part["extra"])
+        for key in ("rows", "errors", "chunks", "size"):
+            part[key] = int(part[key])
+    _warn_extra_once(parts, log)
+    return parts, where
+
+
+def _recovery() -> dict[str, Any]:
+    """The actors' fault tolerance: a worker that dies is restarted and its job run again from
+    the start (its part files are rewritten whole); a job that kills its worker three times
+    fails the run. (Ray Data's default retries without end.)"""
+    return {"max_restarts": 2, "max_task_retries": 2}
+
+
+def _warn_extra_once(parts: list[dict[str, Any]], log: Any) -> None:
+    """``predict.extra_columns`` once per set of ignored columns, naming the first input that
+    has it and how many do (a folder of a thousand alike files makes one event, not 1,000)."""
+    inputs: dict[tuple[str, ...], list[str]] = {}
+    for part in parts:
+        if part["extra"]:
+            found = inputs.setdefault(tuple(part["extra"]), [])
+            if part["input"] not in found:
+                found.append(part["input"])
+    for names, where in inputs.items():
+        warn_extra(log, list(names), input=where[0], inputs=len(where))
+
+
+@contextlib.contextmanager
+def _quiet(settings: Settings) -> Iterator[None]:
+    """Ray Data's own log lines off, except with PIPELINE_LOG_LEVEL=debug: the events say it."""
+    import logging
+
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    if settings.log_level != "debug":
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _worker_lost(exc: BaseException) -> str | None:
+    """The name of the Ray error in ``exc``'s chain that says a worker, actor or node died."""
+    lost = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "NodeDiedError",
+            "ObjectLostError", "OwnerDiedError", "ActorUnavailableError")  # fmt: skip
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if names & set(lost):
+            return type(current).__name__
+        stack += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return None
+
+
+def _failure(exc: PipelineError) -> str:
+    """A ``PipelineError`` raised on a worker, as data the driver raises again (``_error``).
+
+    Returned rather than raised: Ray Data hands the driver a raised error without its cause,
+    and the error raised must be the first in input order, not the first to happen.
+    """
+    return json.dumps(
+        {"module": type(exc).__module__, "class": type(exc).__name__, "message": exc.message}
+    )
+
+
+def _error(failure: dict[str, str]) -> PipelineError:
+    """The ``PipelineError`` a worker reported: the class and message single-process gives."""
+    import importlib
+
+    cls: Any = PipelineError
+    if failure["module"].split(".")[0] == "pipeline":
+        found = getattr(importlib.import_module(failure["module"]), failure["class"], None)
+        if isinstance(found, type) and issubclass(found, PipelineError):
+            cls = found
+    error: PipelineError = cls(failure["message"])
+    return error
+
+
+def _manifest(ready: Ready, fmt: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the folder holds, independent of N and of timing (so it is identical across N)."""
+    p = ready.predictor
+    unknown: dict[str, int] = {}
+    for part in parts:
+        for name, n in part["unknown"].items():
+            unknown[name] = unknown.get(name, 0) + n
+    return {
+        "kind": "predictions",
+        "format": FORMAT,
+        "model": p.name,
+        "version": p.version,
+        "package_id": p.package_id,
+        "build_id": p.build_id,
+        "release": ready.release,
+        "output_format": fmt,
+        "chunk_rows": ready.run.chunk_rows,
+        "rows": sum(part["rows"] for part in parts),
+        "errors": sum(part["errors"] for part in parts),
+        "unknown_categories": dict(sorted(unknown.items())),
+        "files": [
+            {k: part[k] for k in ("name", "input", "rows", "errors", "size", "sha256")}
+            for part in parts
+        ],
+    }
+
+
+def _publish(staging: Path, folder: Path, manifest: bytes) -> None:
+    """The manifest written, then the staging folder renamed to ``folder`` (absent or empty)."""
+    try:
+        with (staging / MANIFEST).open("xb") as fh:
+            fh.write(manifest)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(staging)
+        staging.replace(folder)  # over an empty folder too; a non-empty one fails: ENOTEMPTY
+        fsync_dir(folder.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write {folder}: {exc.strerror or exc}; pass a new or empty -o folder"
+        ) from exc
+
+
+class _PartWriter:
+    """A Ray Data actor: the release's predictor, loaded once, writing the parts of each job."""
+
+    def __init__(
+        self, shipped: list[Any], run_settings: RunSettings, staging: str, fmt: str, cwd: str
+    ) -> None:
+        import ray
+        import torch
+
+        # One CPU per actor (num_cpus=1): more torch threads would only contend. The thread
+        # count never changes a prediction (tests/test_threads.py).
+        torch.set_num_threads(1)
+        # Relative input paths, and the labels messages give them, mean what they meant to the
+        # user: the worker reads from the driver's working folder (shared storage on a cluster).
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            raise ConfigError(
+                f"a Ray worker cannot enter the working folder {cwd} ({exc.strerror}): the "
+                "input and -o must be on storage every node mounts at the same path"
+            ) from exc
+        self.predictor: Predictor = ray.get(shipped[0])
+        self.run, self.staging, self.fmt = run_settings, Path(staging), fmt
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {k: [] for k in _FIELDS}
+        for i in range(len(batch["number"])):
+            job = Job(**{k: _plain(batch[k][i]) for k in ("number", "source", "stem", "split",
+                                                            "step")})  # fmt: skip
+            at = [job.number]  # the part being written, named by a failure
+            try:
+                parts = self._job(job, at)
+            except PipelineError as exc:
+                name = f"part-{at[0]:05d}-{job.stem}"
+                parts = [{k: "" if k in ("unknown", "extra") else 0 for k in _FIELDS}]
+                parts[0].update(name=name, input=job.source, sha256="", failure=_failure(exc))
+            for part in parts:
+                for k in _FIELDS:
+                    out[k].append(part[k])
+        return out
+
+    def _job(self, job: Job, at: list[int]) -> list[dict[str, Any]]:
+        """Predict one job's rows into its part file(s); what each part holds."""
+        from pipeline.predict.readers import iter_chunks
+        from pipeline.predict.stage import predict_into
+        from pipeline.predict.writers import Writer
+
+        source = Path(job.source)
+        read_stats = Stats()  # the reader's view: extra columns
+        chunks = iter_chunks(
+            source, detect_format(source, "auto"), self.run.chunk_rows, self.predictor,
+            self.run, read_stats,
+        )  # fmt: skip
+        if not job.split:
+            name = f"part-{job.number:05d}-{job.stem}{EXTENSIONS[self.fmt]}"
+            stats = Stats(extra_columns=read_stats.extra_columns)
+            predict_into(
+                Writer(self.staging / name, self.fmt), _sharing(chunks, stats, read_stats),
+                self.predictor, self.run, source, stats,
+            )  # fmt: skip
+            return [self._part(name, job, stats)]
+        parts = []
+        for number, chunk in enumerate(chunks):
+            if number % job.step != job.number:
+                continue  # another worker's chunk: read past, not predicted
+            at[0] = number
+            name = f"part-{number:05d}-{job.stem}{EXTENSIONS[self.fmt]}"
+            stats = Stats(extra_columns=read_stats.extra_columns)
+            predict_into(
+                Writer(self.staging / name, self.fmt), [chunk], self.predictor, self.run,
+                source, stats,
+            )  # fmt: skip
+            parts.append(self._part(name, job, stats))
+        return parts
+
+    def _part(self, name: str, job: Job, stats: Stats) -> dict[str, Any]:
+        from pipeline.store import sha256_file
+
+        path = self.staging / name
+        return {
+            "name": name,
+            "input": job.source,
+            "rows": stats.rows,
+            "errors": stats.errors,
+            "chunks": stats.chunks,
+            "size": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "unknown": json.dumps(stats.unknown_categories, sort_keys=True),
+            "extra": json.dumps(stats.extra_columns),
+            "failure": "",
+        }
+
+
+def _sharing(chunks: Iterator[Any], stats: Stats, read_stats: Stats) -> Iterator[Any]:
+    """``chunks``, with the extra columns the reader finds (at its first chunk) copied over."""
+    for chunk in chunks:
+        stats.extra_columns = read_stats.extra_columns
+        yield chunk
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar from a Ray Data batch as the Python value."""
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,247 @@
+"""`pipeline predict --workers N` on Ray: the single-process bytes, partitioned, with a manifest.
+
+One small Titanic release (in-process set-up) and eight input files (CSV and Parquet, one with a
+bad cell). Embedded Ray and the suite's real two-node cluster (``ray_cluster``) must both write,
+part by part, the bytes single-process `pipeline predict` writes for each file; the refusals
+happen before Ray starts, and a failing run leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.conftest import REPO, event, events, invoke_isolated, run_cli
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TITANIC = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
+FAST = {
+    "PIPELINE_PRESET": "titanic",
+    "PIPELINE_TRAIN__MAX_EPOCHS": "15",
+    "PIPELINE_MODEL__HIDDEN": "[64]",
+    # Bad cells become an `error` column: the parts must carry the same messages (row, file).
+    "PIPELINE_RUN__ON_ERROR": "column",
+}
+FILES = 8
+
+
+def _done(result: Any) -> Any:
+    assert result.exit_code == 0, result.output[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A released Titanic model, its input split into 8 files, and each file's single-process
+    predictions (``ref/<stem>.csv``), all under one folder that commands run in."""
+    root = tmp_path_factory.mktemp("dist")
+    env = {**FAST, "PIPELINE_STORE": str(root / "store")}
+    _done(invoke_isolated("train", root=root, env=env))
+    _done(invoke_isolated("package", "--id-file", str(root / "package.id"), root=root, env=env))
+    package_id = (root / "package.id").read_text().strip()
+    release = ("release", "create", package_id, "--id-file", str(root / "release.id"))
+    _done(invoke_isolated(*release, root=root, env=env))
+    text = pd.read_csv(TITANIC, dtype=str, keep_default_na=False).drop(columns=["survived"])
+    typed = pd.read_csv(TITANIC).drop(columns=["survived"])
+    text.loc[3, "age"] = "abc"  # a bad cell in t0.csv, data row 4
+    (root / "in").mkdir()
+    n = len(text)
+    for i in range(FILES):
+        rows = slice(i * n // FILES, (i + 1) * n // FILES)
+        if i % 2:
+            typed.iloc[rows].to_parquet(root / "in" / f"t{i}.parquet", index=False)
+        else:
+            text.iloc[rows].to_csv(root / "in" / f"t{i}.csv", index=False)
+    text.to_csv(root / "all.csv", index=False)
+    (root / "ref").mkdir()
+    env = {"PIPELINE_RELEASE": (root / "release.id").read_text().strip()}
+    cwd = Path.cwd()
+    os.chdir(root)  # relative paths, as a user types them: they label the error messages
+    try:
+        for path in [*sorted(Path("in").iterdir()), Path("all.csv")]:
+            out = f"ref/{path.name.split('.')[0]}.csv"
+            _done(invoke_isolated("predict", str(path), "-o", out, root=root, env=env))
+    finally:
+        os.chdir(cwd)
+    return {"root": root, "package_id": package_id, "env": env}
+
+
+def _predict(
+    chain: dict[str, Any], *args: str, address: str = "", **extra: str
+) -> subprocess.CompletedProcess[str]:
+    root = chain["root"]
+    env = {
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "RAY_ADDRESS": address,
+        "RAY_AUTH_MODE": "disabled",
+        **chain["env"],
+        **extra,
+    }
+    return run_cli("predict", *args, env=env, cwd=root, timeout=300)
+
+
+def _parts(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _no_leftovers(root: Path) -> None:
+    """No staging folder or temporary file beside the outputs."""
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture(scope="module")
+def embedded(chain: dict[str, Any]) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The folder predicted by two workers on an embedded Ray runtime."""
+    done = _predict(chain, "in", "--workers", "2", "-o", "out-embedded")
+    return done, chain["root"] / "out-embedded"
+
+
+def test_a_folder_on_two_embedded_workers_writes_the_single_process_bytes(
+    chain: dict[str, Any], embedded: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """Eight CSV/Parquet files -> eight parts, each byte-identical to single-process predict of
+    its file (the bad cell's error message included); stdout is the event stream only."""
+    done, out = embedded
+    assert done.returncode == 0, done.stderr[-3000:]
+    events(done.stdout)  # every stdout line is a JSON event
+    summary = event(done.stdout, "predict.summary")
+    assert summary["files"] == FILES and summary["rows"] == 1309 and summary["errors"] == 1
+    assert summary["embedded"] is True and summary["workers"] == 2
+    parts = _parts(out)
+    stems = [f"t{i}" for i in range(FILES)]
+    assert list(parts) == ["manifest.json"] + [f"part-{i:05d}-{s}.csv" for i, s in enumerate(stems)]
+    for i, stem in enumerate(stems):
+        assert (
+            parts[f"part-{i:05d}-{stem}.csv"]
+            == (chain["root"] / "ref" / f"{stem}.csv").read_bytes()
+        )
+    assert b"'abc' is not a finite number" in parts["part-00000-t0.csv"]
+    _no_leftovers(chain["root"])
+
+
+def test_the_manifest_lists_every_part_with_its_sha256_rows_and_package(
+    chain: dict[str, Any], embedded: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
+    """manifest.json: all 8 parts in order, each with its input, rows and the right sha256."""
+    _, out = embedded
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["package_id"] == chain["package_id"]
+    assert manifest["release"] == chain["env"]["PIPELINE_RELEASE"]
+    assert manifest["rows"] == 1309 and len(manifest["files"]) == FILES
+    for entry in manifest["files"]:
+        data = (out / entry["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        assert entry["size"] == len(data)
+        assert entry["rows"] == data.count(b"\n") - 1  # no quoted newlines in these outputs
+    assert [e["input"] for e in manifest["files"]] == [
+        str(Path("in") / p.name) for p in sorted((chain["root"] / "in").iterdir())
+    ]
+
+
+def test_a_glob_on_the_two_node_cluster_writes_the_same_folder(
+    chain: dict[str, Any],
+    embedded: tuple[subprocess.CompletedProcess[str], Path],
+    ray_cluster: str,
+) -> None:
+    """RAY_ADDRESS names the test cluster (a head and a worker node): a glob of the same files
+    gives the very same folder, manifest included, byte for byte."""
+    done = _predict(chain, "in/t*", "--workers", "2", "-o", "out-cluster", address=ray_cluster)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = event(done.stdout, "predict.summary")
+    assert summary["embedded"] is False and summary["nodes"] == 2
+    assert _parts(chain["root"] / "out-cluster") == _parts(embedded[1])
+
+
+def test_one_file_is_shared_out_chunk_by_chunk_on_the_cluster(
+    chain: dict[str, Any], ray_cluster: str
+) -> None:
+    """A single file with PIPELINE_RUN__CHUNK_ROWS=300 -> 5 parts; header plus parts' rows are
+    the single-process output of the whole file."""
+    done = _predict(
+        chain, "all.csv", "-o", "out-one", address=ray_cluster,
+        PIPELINE_RUN__WORKERS="2", PIPELINE_RUN__CHUNK_ROWS="300",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = _parts(chain["root"] / "out-one")
+    names = [f"part-{i:05d}-all.csv" for i in range(5)]
+    assert list(parts) == ["manifest.json", *names]
+    header, _, first = parts[names[0]].partition(b"\n")
+    body = first + b"".join(parts[n].partition(b"\n")[2] for n in names[1:])
+    assert parts[names[0]].startswith(header) and all(parts[n].startswith(header) for n in names)
+    assert header + b"\n" + body == (chain["root"] / "ref" / "all.csv").read_bytes()
+
+
+def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
+    chain: dict[str, Any], ray_cluster: str
+) -> None:
+    """With on_error=fail (a package run takes the environment's), the worker's DataError is
+    the command's: exit 4, the single-process message, no output folder, no staging left."""
+    package = next((chain["root"] / "store" / "packages").rglob("*.tar.gz"))
+    env = {"PIPELINE_RELEASE": "", "PIPELINE_RUN__ON_ERROR": "fail"}
+    single = _predict(chain, "in/t0.csv", "--package", str(package), "-o", "x.csv", **env)
+    done = _predict(
+        chain, "in", "--package", str(package), "--workers", "2", "-o", "out-bad",
+        address=ray_cluster, **env,
+    )  # fmt: skip
+    assert single.returncode == done.returncode == 4
+    assert done.stderr.strip().splitlines()[-1] == single.stderr.strip().splitlines()[-1]
+    assert "data row 4" in single.stderr
+    assert not (chain["root"] / "out-bad").exists() and not (chain["root"] / "x.csv").exists()
+    _no_leftovers(chain["root"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["in", "--workers", "2"], 3, "pass -o FOLDER"),
+        (["in", "--workers", "2", "-o", "all.csv"], 3, "is a file"),
+        (["in", "--workers", "2", "-o", "ref"], 3, "not empty"),
+        (["nothing/*.csv", "--workers", "2", "-o", "o"], 4, "matches no file"),
+        (["ref/", "--workers", "0", "-o", "o"], 2, "--workers"),
+        (["in", "-o", "ref"], 3, "is a folder"),
+    ],
+)
+def test_refusals_are_one_line_and_write_nothing(
+    chain: dict[str, Any], args: list[str], code: int, says: str
+) -> None:
+    """No -o, -o a file or a non-empty folder, a glob matching nothing, N < 1, a folder for
+    single-process -o: refused before any Ray start, one line, nothing written."""
+    before = sorted(p.name for p in chain["root"].iterdir())
+    done = _predict(chain, *args, PIPELINE_LOG_FORMAT="console")
+    assert done.returncode == code, done.stderr[-2000:]
+    assert says in done.stderr
+    if code != 2:  # usage errors are typer's box
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert "ray" not in done.stderr.lower().replace("array", "")
+    assert sorted(p.name for p in chain["root"].iterdir()) == before
+
+
+def test_single_process_predict_does_not_import_ray(chain: dict[str, Any]) -> None:
+    """Without --workers, predict runs as before and never imports Ray."""
+    code = (
+        "import sys\nfrom pipeline.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('RAY' if 'ray' in sys.modules else 'NO-RAY', code, file=sys.stderr)\n"
+    )
+    root = chain["root"]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")},
+        "PIPELINE_STORE": str(root / "store"), "PIPELINE_ENV_FILE": str(root / "none.env"),
+        **chain["env"],
+    }  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, "predict", "in/t1.parquet", "-o", "plain.csv"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    (root / "plain.csv").unlink(missing_ok=True)
+    assert done.stderr.strip().splitlines()[-1] == "NO-RAY 0", done.stderr[-2000:]
