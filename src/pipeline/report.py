@@ -121,6 +121,16 @@ def _cv_caption(s: Subject) -> str:
     )
 
 
+_CONFUSION = _Spec(
+    "confusion_matrix",
+    "Confusion matrix",
+    "draw_confusion_matrix",
+    _confusion,
+    lambda s: (
+        f"True against predicted class on {_test_rows(s)} (accuracy "
+        f"{_metric(s, 'test', 'accuracy')})."
+    ),
+)
 SPECS: dict[str, tuple[_Spec, ...]] = {
     "all": (
         _Spec(
@@ -162,16 +172,7 @@ SPECS: dict[str, tuple[_Spec, ...]] = {
         ),
     ),
     "binary": (
-        _Spec(
-            "confusion_matrix",
-            "Confusion matrix",
-            "draw_confusion_matrix",
-            _confusion,
-            lambda s: (
-                f"True against predicted class on {_test_rows(s)} (accuracy "
-                f"{_metric(s, 'test', 'accuracy')})."
-            ),
-        ),
+        _CONFUSION,
         _Spec(
             "roc",
             "ROC curve",
@@ -212,16 +213,7 @@ SPECS: dict[str, tuple[_Spec, ...]] = {
         ),
     ),
     "multiclass": (
-        _Spec(
-            "confusion_matrix",
-            "Confusion matrix",
-            "draw_confusion_matrix",
-            _confusion,
-            lambda s: (
-                f"True against predicted class on {_test_rows(s)} (accuracy "
-                f"{_metric(s, 'test', 'accuracy')})."
-            ),
-        ),
+        _CONFUSION,
         _Spec(
             "per_class_metrics",
             "Per-class metrics",

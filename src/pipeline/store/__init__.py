@@ -147,6 +147,11 @@ def key_parts(key: str) -> list[str]:
     return parts
 
 
+def key_name(key: str) -> str:
+    """A key in its canonical form, its parts joined by ``/`` (``key_parts`` checks them)."""
+    return "/".join(key_parts(key))
+
+
 class Store(abc.ABC):
     """The artifact store interface. Stages use only these methods, never file paths.
 
@@ -296,6 +301,28 @@ class Store(abc.ABC):
         try:
             return self.read_bytes(f"refs/{name}").decode().strip() or None
         except KeyError:
+            return None
+
+
+class KeyedStore(Store):
+    """A store whose objects are named ``<uri>/<key>`` (memory, S3): keys are locations.
+
+    The folder store differs: its locations are paths on this machine.
+    """
+
+    def contains(self, location: str) -> bool:
+        return location == self.uri or location.startswith(f"{self.uri}/")
+
+    def location(self, key: str) -> str:
+        return f"{self.uri}/{key_name(key)}"
+
+    def key_of(self, location: str) -> str | None:
+        rest = location.removeprefix(f"{self.uri}/")
+        if rest == location:
+            return None
+        try:
+            return key_name(rest)
+        except StoreError:
             return None
 
 

@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.store import Store, key_parts, staging_folder, store_error, temp_beside
-
-
-def _name(key: str) -> str:
-    return "/".join(key_parts(key))
+from pipeline.store import (
+    KeyedStore,
+    key_name,
+    staging_folder,
+    store_error,
+    temp_beside,
+)
 
 
 def _hidden(name: str) -> bool:
@@ -32,7 +34,7 @@ def _hidden(name: str) -> bool:
     return any(part.startswith(".") for part in name.split("/"))
 
 
-class MemoryStore(Store):
+class MemoryStore(KeyedStore):
     """A store whose objects live in a dict; safe to share between threads."""
 
     def __init__(self) -> None:
@@ -58,28 +60,28 @@ class MemoryStore(Store):
     def read_bytes(self, key: str) -> bytes:
         with self._guard:
             try:
-                return self._objects[_name(key)]
+                return self._objects[key_name(key)]
             except KeyError:
                 raise KeyError(key) from None
 
     def exists(self, key: str) -> bool:
         with self._guard:
-            return self._taken(_name(key))
+            return self._taken(key_name(key))
 
     def walk(self, prefix: str) -> list[str]:
-        start = f"{_name(prefix)}/" if prefix else ""
+        start = f"{key_name(prefix)}/" if prefix else ""
         with self._guard:
             keys = [k for k in self._objects if k.startswith(start)]
         return sorted(k for k in keys if not _hidden(k[len(start) :]))
 
     def list(self, prefix: str) -> list[str]:
-        start = f"{_name(prefix)}/"
+        start = f"{key_name(prefix)}/"
         with self._guard:
             names = {k[len(start) :].split("/")[0] for k in self._objects if k.startswith(start)}
         return sorted(n for n in names if not _hidden(n))
 
     def write(self, key: str, data: bytes) -> None:
-        name = _name(key)
+        name = key_name(key)
         with self._guard:
             if name in self._immutable:
                 raise StoreError(
@@ -89,13 +91,13 @@ class MemoryStore(Store):
             self._objects[name] = bytes(data)
 
     def delete(self, key: str) -> None:
-        name = _name(key)
+        name = key_name(key)
         with self._guard:
             self._objects.pop(name, None)
             self._immutable.discard(name)
 
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
-        name = _name(key)
+        name = key_name(key)
         with self._guard:
             if self._taken(name):
                 return False
@@ -108,7 +110,7 @@ class MemoryStore(Store):
         return staging_folder(self._scratch() / "staging" / uuid.uuid4().hex)
 
     def publish(self, staged: Path, key: str) -> bool:
-        name = _name(key)
+        name = key_name(key)
         try:
             # Read everything first: the copy-in below is one step under the guard.
             files = {
@@ -125,7 +127,7 @@ class MemoryStore(Store):
         return True
 
     def local_file(self, key: str) -> Path:
-        name = _name(key)
+        name = key_name(key)
         with self._guard:
             data = self._objects.get(name)
         if data is None:
@@ -145,7 +147,7 @@ class MemoryStore(Store):
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
-        name = _name(key)
+        name = key_name(key)
         with self._guard:
             held = self._locks.setdefault(name, threading.Lock())
         with held:
@@ -153,18 +155,3 @@ class MemoryStore(Store):
 
     def check_writable(self) -> None:
         return None  # memory is always writable; a full one raises MemoryError, not a refusal
-
-    def contains(self, location: str) -> bool:
-        return location == self.uri or location.startswith(f"{self.uri}/")
-
-    def location(self, key: str) -> str:
-        return f"{self.uri}/{_name(key)}"
-
-    def key_of(self, location: str) -> str | None:
-        rest = location.removeprefix(f"{self.uri}/")
-        if rest == location:
-            return None
-        try:
-            return _name(rest)
-        except StoreError:
-            return None

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import StoreError, StoreUnavailable
-from pipeline.store import Store, key_parts, store_error, temp_beside
+from pipeline.store import KeyedStore, key_name, store_error, temp_beside
 
 if TYPE_CHECKING:
     from obstore import UpdateVersion
@@ -79,10 +79,6 @@ def parse_uri(uri: str) -> tuple[str, str]:
             "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
         )
     return parsed
-
-
-def _name(key: str) -> str:
-    return "/".join(key_parts(key))
 
 
 def _hidden(name: str) -> bool:
@@ -157,7 +153,7 @@ def fault_of(exc: Exception) -> tuple[str, str]:
     return "other", code
 
 
-class S3Store(Store):
+class S3Store(KeyedStore):
     """A store in an S3 bucket, under an optional prefix; safe to share between processes."""
 
     def __init__(
@@ -320,7 +316,7 @@ class S3Store(Store):
     def read_bytes(self, key: str) -> bytes:
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         try:
             return bytes(self._call("read", name, lambda: obstore.get(client, name).bytes()))
         except FileNotFoundError:
@@ -329,7 +325,7 @@ class S3Store(Store):
     def exists(self, key: str) -> bool:
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         with contextlib.suppress(FileNotFoundError):
             self._call("read", name, lambda: obstore.head(client, name))
             return True
@@ -342,13 +338,13 @@ class S3Store(Store):
         return {k for k in keys if _inside(k, folders)}
 
     def walk(self, prefix: str) -> list[str]:
-        start = f"{_name(prefix)}/" if prefix else ""
-        keys = self._keys(_name(prefix) if prefix else "")
+        start = f"{key_name(prefix)}/" if prefix else ""
+        keys = self._keys(key_name(prefix) if prefix else "")
         shown = keys - self._hidden_keys(keys)
         return sorted(k for k in shown if not _hidden(k[len(start) :]))
 
     def list(self, prefix: str) -> list[str]:
-        name = _name(prefix)
+        name = key_name(prefix)
         keys = self._keys(name)
         if name in _invisible(keys):  # the folder itself is still being published
             return []
@@ -360,13 +356,13 @@ class S3Store(Store):
     def write(self, key: str, data: bytes) -> None:
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         self._call("write", name, lambda: obstore.put(client, name, data))
 
     def delete(self, key: str) -> None:
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         with contextlib.suppress(FileNotFoundError):
             self._call("delete", name, lambda: obstore.delete(client, name))
 
@@ -374,7 +370,7 @@ class S3Store(Store):
         # ``immutable``: records are only ever created, never rewritten, by this code; an
         # object lock (WORM) on the bucket is the server-side guard, configured by its owner.
         self._probe()
-        return self._create(_name(key), data, uuid.uuid4().hex)
+        return self._create(key_name(key), data, uuid.uuid4().hex)
 
     def staging(self) -> contextlib.AbstractContextManager[Path]:
         return self._scratch.staging()
@@ -382,7 +378,7 @@ class S3Store(Store):
     def publish(self, staged: Path, key: str) -> bool:
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         self._probe()
         files = sorted(p for p in staged.rglob("*") if p.is_file())
         if self._published(name):
@@ -415,7 +411,7 @@ class S3Store(Store):
         """A read-only local copy, cached by the object's ETag under the system temp folder."""
         import obstore
 
-        name, client = _name(key), self.client()
+        name, client = key_name(key), self.client()
         try:
             meta = self._call("read", name, lambda: obstore.head(client, name))
         except FileNotFoundError:
@@ -439,7 +435,7 @@ class S3Store(Store):
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """A lease on the object ``key``: see the module docstring."""
-        lease = _Lease(self, _name(key))
+        lease = _Lease(self, key_name(key))
         lease.acquire()
         try:
             yield
@@ -448,21 +444,6 @@ class S3Store(Store):
 
     def check_writable(self) -> None:
         self._probe()  # an exclusive create and a refused second one: writable and trusted
-
-    def contains(self, location: str) -> bool:
-        return location == self.uri or location.startswith(f"{self.uri}/")
-
-    def location(self, key: str) -> str:
-        return f"{self.uri}/{_name(key)}"
-
-    def key_of(self, location: str) -> str | None:
-        rest = location.removeprefix(f"{self.uri}/")
-        if rest == location:
-            return None
-        try:
-            return _name(rest)
-        except StoreError:
-            return None
 
 
 def _raise(exc: Exception) -> Any:
