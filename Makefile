@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-13s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml requirements.txt requirements-ray.txt requirements-report.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,8 @@ run: install ## The main job: train, evaluate with 5-fold CV, write the report, 
 test: dev ## Run the test suite but the Ray, benchmark-smoke, browser and S3 suites (CI runs them all)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
-test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray" tests/test_bench_smoke.py $(PYTEST_ARGS)
+test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted; the Ray and S3 ones run in test-ray, test-s3)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray and not s3" tests/test_bench_smoke.py $(PYTEST_ARGS)
 
 test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
@@ -49,7 +49,7 @@ test-browser: dev ## Pages checked in a real headless Chromium (installed first 
 	bash scripts/ensure-browser.sh
 	$(BIN)/pytest -n 0 -p no:randomly -m browser tests/ $(PYTEST_ARGS)
 
-test-s3: dev ## PIPELINE_STORE=s3://... against a real S3-compatible server (SeaweedFS, on loopback)
+test-s3: dev ## PIPELINE_STORE=s3://... against a real S3-compatible server (SeaweedFS, on loopback), and bench/s3.py at tiny sizes
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m s3 tests/ $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
@@ -63,6 +63,12 @@ bench-serve: dev ## Load-test pipeline serve beside a trivial app (BASELINE=ref 
 
 bench-tune: dev ## The search on Ray: trials/min with 1 and 2 at a time, Ray's overhead vs a plain loop
 	$(BIN)/python bench/run.py --only tune
+
+bench-predict-ray: dev ## Distributed predict on Ray: rows/s with 1 and 2 workers vs the in-process loop, peak RSS per worker
+	$(BIN)/python bench/run.py --only predict_ray
+
+bench-s3: dev ## The object store vs a local folder: package, release create, predict cold start (starts SeaweedFS)
+	$(BIN)/python bench/run.py --only s3
 
 bench-quality: dev ## Model quality: the default recipe vs HistGradientBoosting and a linear model, 16 real tables x 3 seeds (~2 min)
 	$(BIN)/python bench/quality.py

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,11 +137,16 @@ class Ratio:
 
 @dataclass
 class Report:
-    """A benchmark's outcome: a markdown body (tables, notes) and its checked ratios."""
+    """A benchmark's outcome: a markdown body (tables, notes) and its checked ratios.
+
+    ``data``, when a benchmark gives it, is every raw sample behind the tables (JSON-able):
+    written beside the markdown so that figures can be recomputed or compared across runs.
+    """
 
     name: str
     body: str
     ratios: list[Ratio] = field(default_factory=list)
+    data: dict[str, Any] | None = None
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
@@ -192,13 +197,28 @@ def machine() -> str:
 
 
 def write_report(report: Report, quick: bool, out_dir: Path = OUT_DIR) -> Path:
-    """Write ``<out_dir>/<name>[-quick].md`` (default bench/out/); its path."""
+    """Write ``<out_dir>/<name>[-quick].md`` (default bench/out/); its path.
+
+    A report with ``data`` also gets ``<name>[-quick].json``: the machine line, the ratios and
+    the data.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{report.name}{'-quick' if quick else ''}.md"
-    text = f"# {report.name}\n\n{machine()}\n\n{report.body}\n"
+    stem = f"{report.name}{'-quick' if quick else ''}"
+    path = out_dir / f"{stem}.md"
+    about = machine()
+    text = f"# {report.name}\n\n{about}\n\n{report.body}\n"
     if report.ratios:
         text += "\n" + ratio_table(report.ratios) + "\n"
     path.write_text(text)
+    if report.data is not None:
+        raw = {
+            "benchmark": report.name,
+            "quick": quick,
+            "machine": about,
+            "ratios": [{**asdict(r), "met": r.met} for r in report.ratios],
+            **report.data,
+        }
+        (out_dir / f"{stem}.json").write_text(json.dumps(raw, indent=2) + "\n")
     return path
 
 

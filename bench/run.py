@@ -22,14 +22,17 @@ from pathlib import Path
 
 import ingestion
 import memory
+import predict_ray
 import prediction
+import s3
 import scaling
 import startup
 import training
 import tune
 from _common import OUT_DIR, Ratio, machine, ratio_table, write_report
 
-# Order matters: scaling reuses memory's 10M-row run.
+# Order matters: scaling reuses memory's 10M-row run. `s3` starts its own SeaweedFS server
+# (`weed` from the dev dependencies) and stops it before it returns.
 BENCHMARKS = {
     "startup": startup.run,
     "training": training.run,
@@ -38,6 +41,8 @@ BENCHMARKS = {
     "memory": memory.run,
     "scaling": scaling.run,
     "tune": tune.run,
+    "predict_ray": predict_ray.run,
+    "s3": s3.run,
 }
 
 

@@ -6,6 +6,7 @@ import ast
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import REPO, run_bench_quick
@@ -32,6 +33,15 @@ EXPECTED = {
         "Ray overhead: tune (1 at a time) ÷ plain loop",
         "throughput: 2 at a time ÷ 1 at a time",
     ],
+    "predict_ray": [
+        "predict: 2 Ray workers ÷ 1 Ray worker",
+        "predict: 1 Ray worker ÷ in-process loop",
+    ],
+    "s3": [
+        "package upload: s3 ÷ local",
+        "release create: s3 ÷ local",
+        "predict cold start one row: s3 ÷ local",
+    ],
 }
 
 # bench/run.py's names (its --only choices and report names) and the table's names for them.
@@ -41,9 +51,20 @@ TABLE_NAME = {"startup": "start-up"}
 # `bench/run.py --quick --only ...`. Prediction, memory and scaling stay together, as in the whole
 # run: memory reuses prediction's house-prices package and scaling reuses memory's large
 # training run (apart, each would make its own). Together the parts run every benchmark once.
-# The search's part starts Ray, so it runs with the Ray tests (`make test-ray`).
-GROUPS = [("startup", "training", "ingestion"), ("prediction", "memory", "scaling"), ("tune",)]
-PARAMS = [pytest.param(g, marks=[pytest.mark.ray] if "tune" in g else []) for g in GROUPS]
+# The search's and distributed predict's parts start Ray, so they run with the Ray tests
+# (`make test-ray`); the object store's part starts SeaweedFS, so it runs with the S3 tests
+# (`make test-s3`).
+GROUPS = [
+    ("startup", "training", "ingestion"),
+    ("prediction", "memory", "scaling"),
+    ("tune",),
+    ("predict_ray",),
+    ("s3",),
+]
+SUITE_MARKS = {"tune": pytest.mark.ray, "predict_ray": pytest.mark.ray, "s3": pytest.mark.s3}
+PARAMS = [pytest.param(g, marks=[SUITE_MARKS[n] for n in g if n in SUITE_MARKS]) for g in GROUPS]
+# Benchmarks that also write their raw samples as <name>-quick.json.
+WITH_JSON = {"s3"}
 
 
 def _run_py_benchmarks() -> list[str]:
@@ -82,9 +103,27 @@ def test_every_benchmark_runs_at_tiny_sizes_and_reports_every_ratio(
     assert found == {TABLE_NAME.get(n, n): EXPECTED[TABLE_NAME.get(n, n)] for n in group}
     # One report per benchmark, and the temporary data (tables, CSVs, the store) is gone.
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{n}-quick.md" for n in group] + ["summary-quick.md"]
+        [f"{n}-quick.md" for n in group]
+        + [f"{n}-quick.json" for n in group if n in WITH_JSON]
+        + ["summary-quick.md"]
     )
     assert list(work.iterdir()) == []
+    if "s3" in group:
+        _check_s3_samples(json.loads((out / "s3-quick.json").read_text()))
+
+
+def _check_s3_samples(result: dict[str, Any]) -> None:
+    """bench/s3.py's JSON: every step timed on both stores, as often as it says, finite."""
+    assert result["benchmark"] == "s3" and result["quick"] is True
+    assert len(result["ratios"]) == len(EXPECTED["s3"])
+    assert set(result["train_seconds"]) == {"local", "s3"}
+    assert len(result["seconds"]) == 4  # package, release create, predict cold and warm
+    for step, by_store in result["seconds"].items():
+        assert set(by_store) == {"local", "s3"}, step
+        for figures in by_store.values():
+            assert len(figures["samples"]) == result["repeats"], step
+            assert all(math.isfinite(x) and x > 0 for x in figures["samples"]), step
+            assert min(figures["samples"]) <= figures["median"] <= figures["p90"], step
 
 
 def test_the_quality_benchmark_runs_on_two_small_tables(tmp_path: Path) -> None:
