@@ -587,5 +587,4 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
     path.mkdir(parents=True, exist_ok=True)
     for name, data in sorted(files.items()):
         atomic_write_bytes(path / name, data, advice)
-    plots = [n.removesuffix(".svg") for n in sorted(files) if n.endswith(".svg")]
-    return plots, sum(len(d) for d in files.values())
+    return expected_plots(s), sum(len(d) for d in files.values())
