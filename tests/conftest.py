@@ -23,6 +23,7 @@ from pipeline.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
+TITANIC_CSV = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"  # the shipped table
 
 
 def _claim_the_tests_package() -> None:

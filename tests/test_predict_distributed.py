@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import REPO, event, events, invoke_isolated, run_cli
+from tests.conftest import TITANIC_CSV, event, events, invoke_isolated, run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-TITANIC = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
 FAST = {
     "PIPELINE_PRESET": "titanic",
     "PIPELINE_TRAIN__MAX_EPOCHS": "15",
@@ -49,8 +48,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     package_id = (root / "package.id").read_text().strip()
     release = ("release", "create", package_id, "--id-file", str(root / "release.id"))
     _done(invoke_isolated(*release, root=root, env=env))
-    text = pd.read_csv(TITANIC, dtype=str, keep_default_na=False).drop(columns=["survived"])
-    typed = pd.read_csv(TITANIC).drop(columns=["survived"])
+    text = pd.read_csv(TITANIC_CSV, dtype=str, keep_default_na=False).drop(columns=["survived"])
+    typed = pd.read_csv(TITANIC_CSV).drop(columns=["survived"])
     text.loc[3, "age"] = "abc"  # a bad cell in t0.csv, data row 4
     (root / "in").mkdir()
     n = len(text)

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event, one_error_line
+from tests.conftest import TITANIC_CSV, event, one_error_line
 
 from pipeline.store.s3 import open_client
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
-TITANIC = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
 BUCKET = "pipeline-test"
 SMALL = {
     "PIPELINE_PRESET": "titanic",
@@ -53,7 +52,7 @@ def test_a_dataset_on_s3_is_fetched_cached_by_sha256_trained_on_and_pinned(
     """`data fetch` downloads the object into the s3:// store's cache, `train` reads it, a
     wrong pin is refused (exit 4, nothing cached), and once pinned the cached copy is used
     even after the object is gone from the bucket."""
-    body = TITANIC.read_bytes()
+    body = TITANIC_CSV.read_bytes()
     digest = hashlib.sha256(body).hexdigest()
     key = f"data-{uuid.uuid4().hex[:8]}/titanic.csv"
     env = {**s3_env, **SMALL, "PIPELINE_DATA__SOURCE": _upload(key, body)}
@@ -82,7 +81,7 @@ def test_a_parquet_dataset_on_s3_is_read_by_its_magic_bytes(
     import pandas as pd
 
     local = tmp_path / "titanic.parquet"
-    pd.read_csv(TITANIC).to_parquet(local)
+    pd.read_csv(TITANIC_CSV).to_parquet(local)
     uri = _upload(f"data-{uuid.uuid4().hex[:8]}/titanic.parquet", local.read_bytes())
     env = {**s3_env, **SMALL, "PIPELINE_DATA__SOURCE": uri}
     fetched = event(_ok(cli("data", "fetch", env=env)).stdout, "data.summary")
@@ -112,7 +111,7 @@ def test_each_fault_of_an_s3_dataset_is_one_line_with_exit_5(
     """Missing key or bucket, wrong credentials, a server down, a malformed URI: SourceError
     (exit 5, the dataset could not be fetched) naming what to fix; the local store is left
     without a cached dataset, and the secret key is in no output."""
-    uri = _upload(f"data-{uuid.uuid4().hex[:8]}/titanic.csv", TITANIC.read_bytes())
+    uri = _upload(f"data-{uuid.uuid4().hex[:8]}/titanic.csv", TITANIC_CSV.read_bytes())
     env = {**s3_env, "PIPELINE_STORE": str(store), "PIPELINE_DATA__SOURCE": uri}
     env.update(change)
     if env["AWS_ENDPOINT_URL"] == "dead":

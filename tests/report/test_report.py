@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, invoke_isolated, run_cli
+from tests.conftest import TITANIC_CSV, event, invoke_isolated, run_cli
 from tests.report.builds import EXPECTED_PLOTS, env_of, train
 
 pytestmark = pytest.mark.slow
@@ -259,8 +259,7 @@ def test_report_loads_no_torch_and_predict_no_matplotlib(
     package = invoke_isolated("package", ids["binary"], root=root, env=env_of("binary"))
     tarball = event(package.stdout, "package.summary")["path"]
     rows = tmp_path / "rows.csv"
-    shipped = Path(__file__).parents[2] / "src" / "pipeline" / "datasets" / "titanic.csv"
-    rows.write_text("".join(shipped.read_text().splitlines(keepends=True)[:20]))
+    rows.write_text("".join(TITANIC_CSV.read_text().splitlines(keepends=True)[:20]))
     predicted = probe_of("predict", str(rows), "--package", tarball, "-o", str(tmp_path / "p.csv"))
     assert predicted == {"code": 0, "torch": True, "matplotlib": False}
 

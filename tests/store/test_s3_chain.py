@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.conftest import REPO, event, run_cli
+from tests.conftest import TITANIC_CSV, event, run_cli
 from tests.serve.conftest import Served
 
 from pipeline import releases
@@ -25,7 +25,6 @@ from pipeline.store import Store
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
-TITANIC = REPO / "src" / "pipeline" / "datasets" / "titanic.csv"
 SMALL = {
     "PIPELINE_PRESET": "titanic",
     "PIPELINE_TRAIN__MAX_EPOCHS": "15",
@@ -65,7 +64,7 @@ def test_the_ci_chain_runs_on_the_object_store_and_another_process_serves_the_re
     assert not (tmp_path / "store").exists()  # the cli fixture's local store: never used
 
     rows = tmp_path / "rows.csv"
-    rows.write_text("\n".join(TITANIC.read_text().splitlines()[:51]) + "\n")
+    rows.write_text("\n".join(TITANIC_CSV.read_text().splitlines()[:51]) + "\n")
     elsewhere = tmp_path / "elsewhere"  # another working folder: only the URL leads to the store
     elsewhere.mkdir()
     only_url = {**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": str(tmp_path / "x")}

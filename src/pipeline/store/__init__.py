@@ -99,6 +99,18 @@ def temp_beside(path: Path, data: bytes) -> Path:
     return tmp
 
 
+def read_only_copy(path: Path, data: bytes) -> Path:
+    """``data`` at ``path`` as a read-only file (a store's ``local_file`` copy), written to a
+    temp name and renamed so that threads and processes may race here; StoreError on failure."""
+    try:
+        tmp = temp_beside(path, data)
+        tmp.chmod(0o444)
+        tmp.replace(path)
+    except OSError as exc:
+        raise store_error(exc, path) from exc
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes, advice: str | None = None) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
@@ -343,5 +355,6 @@ __all__ = [
     "os_reason",
     "sha256_file",
     "store_error",
+    "read_only_copy",
     "temp_beside",
 ]

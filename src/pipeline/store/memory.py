@@ -23,9 +23,9 @@ from pipeline.errors import StoreError
 from pipeline.store import (
     KeyedStore,
     key_name,
+    read_only_copy,
     staging_folder,
     store_error,
-    temp_beside,
 )
 
 
@@ -136,14 +136,7 @@ class MemoryStore(KeyedStore):
         # format by its suffix); written to a temp name and renamed, so threads may race here.
         digest = hashlib.sha256(data).hexdigest()
         path = self._scratch() / "files" / digest / name.rsplit("/", 1)[-1]
-        if not path.exists():
-            try:
-                tmp = temp_beside(path, data)
-                tmp.chmod(0o444)
-                tmp.replace(path)
-            except OSError as exc:
-                raise store_error(exc, path) from exc
-        return path
+        return path if path.exists() else read_only_copy(path, data)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:

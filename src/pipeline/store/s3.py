@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import StoreError, StoreUnavailable
-from pipeline.store import KeyedStore, key_name, store_error, temp_beside
+from pipeline.store import KeyedStore, key_name, read_only_copy, store_error
 
 if TYPE_CHECKING:
     from obstore import UpdateVersion
@@ -424,13 +424,7 @@ class S3Store(KeyedStore):
             data = self._call("read", name, lambda: bytes(obstore.get(client, name).bytes()))
         except FileNotFoundError:
             raise KeyError(key) from None
-        try:
-            tmp = temp_beside(path, data)
-            tmp.chmod(0o444)
-            tmp.replace(path)
-        except OSError as exc:
-            raise store_error(exc, path) from exc
-        return path
+        return read_only_copy(path, data)
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
