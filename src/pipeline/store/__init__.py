@@ -353,8 +353,8 @@ __all__ = [
     "fsync_dir",
     "key_parts",
     "os_reason",
+    "read_only_copy",
     "sha256_file",
     "store_error",
-    "read_only_copy",
     "temp_beside",
 ]
