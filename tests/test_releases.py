@@ -6,6 +6,7 @@ open the same store through PIPELINE_STORE. The test with real processes needs a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import stat
@@ -101,8 +102,61 @@ def test_a_record_without_its_create_event_is_no_release_and_its_number_is_reuse
     assert (again.number, again.version) == (2, "0.2.0")
     assert s.read_json(orphan)["package_id"] == pid2
     # A crash after the event but before `current` was rewritten: the history still decides.
-    s.write(f"{FOLDER}/current", b"1\n")
+    s.write(f"{FOLDER}/current", b'{"release":1,"seq":1}')
     assert releases.current_number(s, NAME) == 2
+
+
+def test_a_create_whose_lock_failed_never_removes_another_writers_record(
+    backend: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock that did not hold (a lease holder that stalled, no flock): the other writer's v1,
+    made between this create's read and its own write, is left as it is; this one takes v2."""
+    s = backend
+    mine, theirs = make_package(s), make_package(s, "0.2.0")
+    monkeypatch.setattr(releases, "_locked", lambda folder: contextlib.nullcontext())
+    real, raced = s.create, []
+
+    def racing(key: str, data: bytes, *, immutable: bool = False) -> bool:
+        if key.endswith("/v1.json") and not raced:
+            raced.append(key)
+            assert releases.create(s, theirs, RunSettings()).number == 1  # the other writer
+        return real(key, data, immutable=immutable)
+
+    monkeypatch.setattr(s, "create", racing)
+    assert releases.create(s, mine, RunSettings()).number == 2
+    assert releases.show(s, f"{NAME}@v1").package_id == theirs
+    assert releases.show(s, f"{NAME}@v2").package_id == mine
+    assert [e["release"] for e in releases.history(s, NAME)] == [1, 2]
+    assert s.read_json(f"{FOLDER}/current") == {"release": 2, "seq": 2}
+
+
+def test_current_moves_by_compare_and_swap_only_forward_along_the_history(
+    backend: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer whose `current` update lost a race (the bytes it read changed before its swap)
+    reads again, and never moves `current` back behind an event another writer recorded."""
+    s = backend
+    pid = make_package(s)
+    for _ in range(2):
+        releases.create(s, pid, RunSettings())
+    monkeypatch.setattr(releases, "_locked", lambda folder: contextlib.nullcontext())
+    real, raced = s.swap, []
+
+    def racing(key: str, expected: bytes | None, data: bytes) -> bool:
+        if not raced:  # the rollback's swap: a create overtakes it first, and wins
+            raced.append(key)
+            assert releases.create(s, pid, RunSettings()).number == 3
+        return real(key, expected, data)
+
+    monkeypatch.setattr(s, "swap", racing)
+    assert releases.rollback(s, NAME, 1) == (2, 1)
+    assert [e["action"] for e in releases.history(s, NAME)][-2:] == ["rollback", "create"]
+    assert s.read_json(f"{FOLDER}/current") == {"release": 3, "seq": 4}
+    assert releases.current_number(s, NAME) == 3
+    # A current that some writer already moved further is never moved back.
+    s.write(f"{FOLDER}/current", b'{"release":3,"seq":9}')
+    releases.rollback(s, NAME, 2)
+    assert s.read_json(f"{FOLDER}/current") == {"release": 3, "seq": 9}
 
 
 def test_numbers_are_never_reused_after_a_rollback(backend: Store) -> None:
@@ -130,7 +184,7 @@ def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, backend: Sto
     assert missing.exit_code == 8
     assert "house-prices@v9 does not exist" in missing.stderr
     assert cli("release", "rollback").exit_code == 8  # v1 is current: nothing before it
-    assert backend.read_bytes(f"{FOLDER}/current") == b"1\n"
+    assert backend.read_json(f"{FOLDER}/current") == {"release": 1, "seq": 4}
     assert len(releases.history(backend, NAME)) == 4
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from tests.conftest import TITANIC_CSV, event, one_error_line
 
-from pipeline.store.s3 import open_client
+from pipeline.store.s3_client import open_client
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import one_error_line
+from tests.store.test_store import check_swap
 
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.store import Store
@@ -54,6 +55,11 @@ def test_objects_are_written_read_listed_and_created_exclusively(s3: S3Store) ->
     with pytest.raises(KeyError):
         s3.read_bytes("releases/m/v1.json")
     assert s3.list("nothing") == []
+
+
+def test_swap_is_if_match_on_the_etag_read_with_one_winner(s3: S3Store) -> None:
+    """The store contract's compare-and-swap, on the real server's If-Match."""
+    check_swap(s3)
 
 
 def test_a_folder_is_invisible_until_published_and_a_crashed_publish_is_completed(

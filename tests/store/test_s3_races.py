@@ -86,7 +86,7 @@ def assert_history_explains(store: Store, events_seen: list[dict[str, Any]]) -> 
     assert set(made) <= set(created)
     last = history[-1]["release"]
     assert releases.current_number(store, NAME) == last
-    assert store.read_bytes(f"releases/{NAME}/current") == f"{last}\n".encode()
+    assert store.read_json(f"releases/{NAME}/current") == {"release": last, "seq": len(history)}
     assert not store.exists(f"releases/{NAME}/.lock")
     return created
 

@@ -111,6 +111,27 @@ def test_create_from_racing_threads_has_exactly_one_winner(store: Store) -> None
     assert store.read_bytes("race/k") == f"writer {winners[0]}".encode()
 
 
+def check_swap(store: Store) -> None:
+    """Compare-and-swap: replaces only the bytes the caller read; one winner among racers."""
+    assert store.swap("cas/current", None, b"1") is True  # None: only if absent
+    assert store.swap("cas/current", None, b"2") is False
+    assert store.swap("cas/current", b"0", b"2") is False  # not what is there
+    assert store.read_bytes("cas/current") == b"1"
+    assert store.swap("cas/current", b"1", b"2") is True
+    assert store.read_bytes("cas/current") == b"2"
+    assert store.swap("cas/absent", b"1", b"2") is False and not store.exists("cas/absent")
+    results: dict[int, bool] = {}
+    _race(8, lambda i: results.__setitem__(i, store.swap("cas/current", b"2", b"%d" % (10 + i))))
+    winners = [i for i, won in results.items() if won]
+    assert len(results) == 8 and len(winners) == 1
+    assert store.read_bytes("cas/current") == b"%d" % (10 + winners[0])
+    assert store.list("cas") == ["current"]  # no lock or temp file shows
+
+
+def test_swap_is_a_compare_and_swap_with_one_winner(store: Store) -> None:
+    check_swap(store)
+
+
 def test_immutable_create_is_exclusive_and_can_be_deleted(store: Store) -> None:
     """An immutable record is never replaced by a create; delete removes it (release orphans)."""
     assert store.create("rec/v1.json", b"record", immutable=True)

@@ -237,6 +237,16 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        """Replace the object at ``key`` with ``data`` only if it still holds ``expected``.
+
+        Compare-and-swap: ``expected`` None means "only if absent". False, and nothing written,
+        when another writer changed the object since ``expected`` was read (an object store
+        sends ``If-Match`` on the ETag it read). Callers put a sequence number in ``data`` so
+        that equal bytes mean the same state (no ABA).
+        """
+
+    @abc.abstractmethod
     def staging(self) -> contextlib.AbstractContextManager[Path]:
         """A private local scratch folder, removed afterwards whatever happens.
 

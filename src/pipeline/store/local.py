@@ -206,6 +206,20 @@ class LocalStore(Store):
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
 
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        # Writers of one key agree through a hidden lock file beside it (flock): compare, then
+        # an atomic replace, as one step for every process on this machine.
+        parts = key_parts(key)
+        with self.lock("/".join((*parts[:-1], f".{parts[-1]}.swap"))):
+            try:
+                held: bytes | None = self.read_bytes(key)
+            except KeyError:
+                held = None
+            if held != expected or (expected is None and self.exists(key)):
+                return False
+            self.write(key, data)
+            return True
+
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
         # The folder is held under flock while in use: a run killed with SIGKILL cannot remove

@@ -106,6 +106,16 @@ class MemoryStore(KeyedStore):
                 self._immutable.add(name)
             return True
 
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        name = key_name(key)
+        with self._guard:
+            if name in self._immutable or self._objects.get(name) != expected:
+                return False
+            if expected is None and self._taken(name):
+                return False  # a folder of that name
+            self._objects[name] = bytes(data)
+            return True
+
     def staging(self) -> contextlib.AbstractContextManager[Path]:
         return staging_folder(self._scratch() / "staging" / uuid.uuid4().hex)
 

@@ -28,14 +28,11 @@ than a local lock:
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import hashlib
 import json
-import re
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.store import KeyedStore, key_name, read_only_copy, store_error
+from pipeline.store.s3_client import fault_of, open_client, parse_uri
 
 if TYPE_CHECKING:
     from obstore import UpdateVersion
@@ -54,31 +52,9 @@ PENDING = ".pending"  # a folder being published: present until PUBLISHED is
 PUBLISHED = ".published"  # the exclusive create that makes a folder visible
 NONCE = "pipeline-writer"  # object metadata: which create() made the object
 LEASE_S = 10.0  # a lock whose ETag has not changed for this long was abandoned
-_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
-_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 # Servers verified per process: (endpoint, bucket) -> None once the probe passed.
 _PROBED: set[tuple[str, str]] = set()
 _PROBE_GUARD = threading.Lock()
-
-
-def split_uri(uri: str) -> tuple[str, str] | None:
-    """``(bucket, key or prefix)`` of ``s3://bucket/rest``, or None when it is no such URI."""
-    match = _URI.match(uri.strip())
-    rest = (match["prefix"] or "").strip("/") if match else ""
-    if match is None or "//" in rest or any(p in (".", "..") for p in rest.split("/")):
-        return None
-    return match["bucket"], rest
-
-
-def parse_uri(uri: str) -> tuple[str, str]:
-    """``(bucket, prefix)`` of ``s3://bucket/prefix``; StoreError for a malformed URI."""
-    parsed = split_uri(uri)
-    if parsed is None:
-        raise StoreError(
-            f"PIPELINE_STORE='{uri}' is no S3 URI: expected s3://bucket/optional/prefix with a "
-            "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
-        )
-    return parsed
 
 
 def _hidden(name: str) -> bool:
@@ -93,64 +69,6 @@ def _invisible(keys: set[str]) -> set[str]:
 
 def _inside(key: str, folders: set[str]) -> bool:
     return any(key.startswith(f"{f}/") for f in folders)
-
-
-def open_client(
-    bucket: str, prefix: str = "", *, timeout: float, retries: int, allow_http: bool
-) -> Client:
-    """An obstore client on ``bucket`` (credentials, region and endpoint from ``AWS_*``).
-
-    Shared by the store and the ``s3://`` dataset source, so both bound their requests alike:
-    ``timeout`` seconds per request and per connect, ``retries`` retries with backoff.
-    """
-    from obstore.store import S3Store as Client
-
-    span = datetime.timedelta(seconds=timeout)
-    return Client(
-        bucket,
-        prefix=prefix or None,
-        client_options={"timeout": span, "connect_timeout": span, "allow_http": allow_http},
-        retry_config={
-            "max_retries": retries,
-            "retry_timeout": span * (retries + 1),
-            "backoff": {
-                "init_backoff": datetime.timedelta(milliseconds=100),
-                "max_backoff": datetime.timedelta(seconds=2),
-            },
-        },
-    )
-
-
-def fault_of(exc: Exception) -> tuple[str, str]:
-    """``(kind, S3 code)`` of a failed request, for a caller to word as its own error.
-
-    ``kind`` is ``no_bucket``, ``not_found`` (no such key), ``credentials`` (refused),
-    ``timeout``, ``connect`` (nothing answers), ``busy`` (5xx after the retries) or ``other``.
-    The store and the dataset source share this reading of the client's errors and differ only
-    in what they tell the user (which setting to fix, which exit code).
-    """
-    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
-
-    text = str(exc)  # the client's text: URLs and codes, never the secret key
-    code = next(iter(_CODE.findall(text)), "")
-    if code == "NoSuchBucket" or "NoSuchBucket" in text:
-        return "no_bucket", "NoSuchBucket"
-    if isinstance(exc, FileNotFoundError):
-        return "not_found", code or "NoSuchKey"
-    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in (
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "AccessDenied",
-        "ExpiredToken",
-    ):
-        return "credentials", code
-    if "kind: Timeout" in text or "TimedOut" in text:
-        return "timeout", code
-    if "kind: Connect" in text:
-        return "connect", code
-    if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
-        return "busy", code
-    return "other", code
 
 
 class S3Store(KeyedStore):
@@ -372,6 +290,31 @@ class S3Store(KeyedStore):
         self._probe()
         return self._create(key_name(key), data, uuid.uuid4().hex)
 
+    def swap(self, key: str, expected: bytes | None, data: bytes) -> bool:
+        # Compare the bytes read, then PutObject with If-Match on the ETag they came with: a
+        # writer in between changes the ETag (callers' bytes carry a sequence: no ABA).
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        if expected is None:
+            return self.create(key, data)
+        self._probe()
+        name, client = key_name(key), self.client()
+        try:
+            found = self._call("read", name, lambda: obstore.get(client, name))
+        except FileNotFoundError:
+            return False
+        if bytes(found.bytes()) != expected:
+            return False
+        update: UpdateVersion = {"e_tag": found.meta["e_tag"]}
+        try:
+            obstore.put(client, name, data, mode=update)
+        except (AlreadyExistsError, PreconditionError, FileNotFoundError):
+            return False  # changed meanwhile (or our own retried put: the caller reads again)
+        except Exception as exc:
+            self._call("write", name, functools.partial(_raise, exc))
+        return True
+
     def staging(self) -> contextlib.AbstractContextManager[Path]:
         return self._scratch.staging()
 
@@ -429,7 +372,9 @@ class S3Store(KeyedStore):
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
         """A lease on the object ``key``: see the module docstring."""
-        lease = _Lease(self, key_name(key))
+        from pipeline.store.s3_lease import Lease
+
+        lease = Lease(self, key_name(key))
         lease.acquire()
         try:
             yield
@@ -455,88 +400,3 @@ def canonical_listing(name: str, files: list[Path], staged: Path) -> bytes:
     """The ``.published`` marker's content: the folder's files and sizes (for people)."""
     listed = {f.relative_to(staged).as_posix(): f.stat().st_size for f in files}
     return (json.dumps({"folder": name, "files": listed}, sort_keys=True) + "\n").encode()
-
-
-def _holder(body: bytes) -> str | None:
-    """The nonce of the writer that holds a lease, from the lease object's body."""
-    with contextlib.suppress(ValueError, AttributeError):
-        return str(json.loads(body).get("holder"))
-    return None
-
-
-class _Lease:
-    """An exclusive lease on one object, renewed in a thread while held (see the module doc)."""
-
-    def __init__(self, store: S3Store, key: str) -> None:
-        self.store, self.key = store, key
-        self.nonce = uuid.uuid4().hex
-        self.e_tag: str | None = None
-        self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-
-    def _body(self) -> bytes:
-        return json.dumps({"holder": self.nonce, "at": time.time()}).encode()
-
-    def acquire(self) -> None:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        store, client = self.store, self.store.client()
-        store._probe()
-        seen: tuple[str | None, float] = (None, time.monotonic())
-        while True:
-            try:
-                result = obstore.put(client, self.key, self._body(), mode="create")
-                self.e_tag = result["e_tag"]
-                break
-            except (AlreadyExistsError, PreconditionError):
-                pass
-            except Exception as exc:
-                store._call("lock", self.key, functools.partial(_raise, exc))
-            try:
-                found = store._call("lock", self.key, lambda: obstore.get(client, self.key))
-            except FileNotFoundError:
-                continue  # released meanwhile: try again at once
-            meta = found.meta
-            if _holder(bytes(found.bytes())) == self.nonce:
-                self.e_tag = meta["e_tag"]  # our own create: a retry whose first answer was lost
-                break
-            if meta["e_tag"] != seen[0]:
-                seen = (meta["e_tag"], time.monotonic())  # alive (or new): wait a lease from now
-            elif time.monotonic() - seen[1] > store.lease_s:
-                # Unchanged for a whole lease: its holder died. Take it over; If-Match makes one
-                # of several waiters the winner.
-                try:
-                    update: UpdateVersion = {"e_tag": meta["e_tag"]}
-                    result = obstore.put(client, self.key, self._body(), mode=update)
-                    self.e_tag = result["e_tag"]
-                    break
-                except (AlreadyExistsError, PreconditionError, FileNotFoundError):
-                    seen = (None, time.monotonic())
-            time.sleep(0.05)
-        self._renewer = threading.Thread(target=self._renew, daemon=True)
-        self._renewer.start()
-
-    def _renew(self) -> None:
-        """Rewrite the lease (If-Match on our ETag) every fifth of the lease time while held."""
-        import obstore
-
-        client = self.store.client()
-        while not self._stop.wait(self.store.lease_s / 5):
-            try:
-                update: UpdateVersion = {"e_tag": self.e_tag}
-                self.e_tag = obstore.put(client, self.key, self._body(), mode=update)["e_tag"]
-            except Exception:
-                return
-
-    def release(self) -> None:
-        import obstore
-
-        self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join()
-        client = self.store.client()
-        # Delete only our own lease: one taken over (we stalled a whole lease) is another's.
-        with contextlib.suppress(Exception):
-            if obstore.head(client, self.key)["e_tag"] == self.e_tag:
-                obstore.delete(client, self.key)

@@ -1,6 +1,6 @@
 """The ``s3://bucket/key`` dataset source: an object of an S3-compatible bucket, streamed to disk.
 
-It uses the artifact store's client (``pipeline.store.s3.open_client``): the same ``AWS_*``
+It uses the artifact store's client (``pipeline.store.s3_client.open_client``): the same ``AWS_*``
 credentials, region and endpoint, the same ``PIPELINE_STORE_TIMEOUT`` / ``PIPELINE_STORE_RETRIES``
 bounds, and the same reading of the client's errors (``fault_of``). Only the wording differs:
 every failure here is a ``SourceError`` (exit 5), as for http(s) data, because it is the dataset
@@ -29,7 +29,7 @@ __all__ = ["download", "filename"]
 
 def _parse(uri: str) -> tuple[str, str]:
     """``(bucket, key)`` of ``s3://bucket/key``; SourceError for anything else."""
-    from pipeline.store.s3 import split_uri
+    from pipeline.store.s3_client import split_uri
 
     parsed = split_uri(uri)
     if parsed is None or not parsed[1]:
@@ -46,7 +46,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     import obstore
     from obstore.exceptions import BaseError
 
-    from pipeline.store.s3 import open_client
+    from pipeline.store.s3_client import open_client
 
     bucket, key = _parse(uri)
     client = open_client(bucket, **settings.store_options())
@@ -75,7 +75,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
 
 def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
     """The one-line SourceError for a failed request (see the module docstring)."""
-    from pipeline.store.s3 import fault_of
+    from pipeline.store.s3_client import fault_of
 
     kind, code = fault_of(exc)
     bucket, key = _parse(uri)

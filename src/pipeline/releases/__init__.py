@@ -4,7 +4,7 @@ Layout under ``store/releases/<name>/``::
 
     v<N>.json               one immutable record per release (read-only, never rewritten)
     history/<seq:08d>.json  append-only events, create and rollback: the commit log
-    current                 the current release number, for people and scripts (derived)
+    current                 {"release": N, "seq": S}: where history event S leads (derived)
     .lock                   the lock that orders creates and rollbacks
 
 The history is the truth. A release exists once its ``create`` event is in the history, and the
@@ -23,8 +23,11 @@ link), so a crash or a SIGKILL at any moment leaves either the old state or the 
   next command if the crash came before it.
 
 Creates and rollbacks hold the store's exclusive lock ``.lock`` (``flock`` on a local disk),
-which orders numbers, history and ``current``. History sequence numbers are claimed with an
-exclusive create as well, so two writers can never share one even where the lock is not honoured.
+which orders numbers, history and ``current``. Nothing relies on the lock alone: release records
+and history sequence numbers are claimed with an exclusive create, and a create never removes a
+readable record it finds (it takes the next number), so two writers can never share a number
+even where the lock fails (a lease holder that stalled, a file system without flock); ``current``
+moves by compare-and-swap, only forward along the history.
 Only the ``Store`` interface is used, so any store implementation keeps these guarantees. A
 damaged history, record or sidecar is an ``IntegrityError`` naming the file and a way out; a
 rollback reads only its target, so it also leads away from a lost current record.
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +45,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
+from pipeline.errors import IntegrityError, NotFoundError, StoreError
+from pipeline.releases.refs import (
+    REF_HELP,
+    check_name,
+    find_package,
+    is_ref,
+    parse_number,
+    parse_ref,
+    resolve_package,
+)
 from pipeline.settings import RunSettings
 from pipeline.store import Store, canonical_json
 from pipeline.store.numbered import DAMAGED as RESTORE
@@ -52,15 +64,29 @@ from pipeline.store.numbered import entries as _entries
 from pipeline.store.numbered import read_json as _read_json
 from pipeline.store.numbered import refuse_file as _refuse_file
 
+__all__ = [
+    "FORMAT",
+    "RECOVERED",
+    "REF_HELP",
+    "Release",
+    "check_name",
+    "create",
+    "current_number",
+    "find_package",
+    "history",
+    "is_ref",
+    "list_releases",
+    "parse_number",
+    "parse_ref",
+    "resolve_package",
+    "rollback",
+    "show",
+]
+
 FORMAT = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _EVENT = re.compile(r"^([0-9]{8,})\.json$")
 _RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
-_HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-_REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
-_SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
-REF_HELP = "expected name@vN or name@current (or vN / current with PIPELINE_MODEL__NAME)"
 RECOVERED = "a release record without its create event (a crash, or a lost event) was committed"
 
 
@@ -88,124 +114,6 @@ class Release:
     def content(self) -> dict[str, Any]:
         """What makes two records the same release: all but the number and the time."""
         return {**self.record(), "number": None, "created_at": None}
-
-
-# --- references -------------------------------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """``name`` if it can name a release folder, else ConfigError."""
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"release name '{name}' is not usable: expected letters, digits, '.', '_' or '-' "
-            "(as in PIPELINE_MODEL__NAME=house-prices)"
-        )
-    return name
-
-
-def is_ref(text: str) -> bool:
-    """Whether ``text`` reads as a release reference rather than a build or package id."""
-    return _REF.match(text.strip()) is not None
-
-
-def parse_ref(ref: str, default_name: str | None = None) -> tuple[str, int | None]:
-    """Split ``name@vN`` / ``name@current`` (or ``vN`` / ``current`` with ``default_name``).
-
-    Returns ``(name, N)``, with ``None`` for the current release.
-    """
-    match = _REF.match(ref.strip())
-    if match is None:
-        raise ConfigError(f"malformed release reference '{ref}': {REF_HELP}")
-    name = match["name"] or default_name
-    if not name:
-        raise ConfigError(f"release reference '{ref}' names no model: {REF_HELP}")
-    number = int(match["number"]) if match["number"] else None
-    return check_name(name), number
-
-
-def parse_number(text: str) -> int:
-    """``vN`` or ``N`` as a release number (for ``--to``)."""
-    match = re.fullmatch(r"v?([1-9][0-9]*)", text.strip())
-    if match is None:
-        raise ConfigError(f"malformed release number '{text}': expected vN, e.g. --to v3")
-    return int(match[1])
-
-
-# --- packages ---------------------------------------------------------------------------------
-
-
-def _read_sidecar(key: _Key) -> dict[str, Any]:
-    try:
-        data = _read_json(key)
-    except KeyError:
-        raise NotFoundError(
-            f"package sidecar {key} does not exist: package the build first (`pipeline package`)"
-        ) from None
-    # packages/<name>/<version>.json: a sidecar claiming another name or version, or an id that
-    # is no sha256, would send readers to another archive (or out of the store).
-    parts = key.key.split("/")
-    if not (
-        isinstance(data, dict)
-        and all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS)
-        and parts[1:] == [data["name"], f"{data['version']}.json"]
-        and _SHA.match(data["package_id"])
-        and _SHA.match(data["build_id"])
-    ):
-        raise IntegrityError(
-            f"package sidecar {key} is malformed: expected string fields {list(_SIDECAR_KEYS)} "
-            "naming its own folder and file, with sha256 ids; run `pipeline package` for its "
-            "build again to rewrite it"
-        )
-    return data
-
-
-def find_package(store: Store, ref: str) -> dict[str, Any]:
-    """The sidecar of the package whose id is ``ref`` or starts with it (>= 8 hex digits)."""
-    ref = ref.strip().lower()
-    if not _HEX.match(ref):
-        raise ConfigError(
-            f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 8 hex "
-            "digits, or the path of a .tar.gz in the store's packages folder"
-        )
-    root = _Key(store, "packages")
-    found: dict[str, dict[str, Any]] = {}
-    for model in store.list(root.key):
-        for entry in store.list((root / model).key):
-            if not entry.endswith(".json"):
-                continue
-            sidecar = _read_sidecar(root / model / entry)
-            if sidecar["package_id"].startswith(ref):
-                found.setdefault(sidecar["package_id"], sidecar)
-    if not found:
-        raise NotFoundError(
-            f"no package with id {ref} in {root} (searched packages/*/*.json): "
-            "check the id, PIPELINE_STORE, or package a build first"
-        )
-    if len(found) > 1:
-        raise ConfigError(
-            f"package id prefix {ref} is ambiguous ({len(found)} packages match): give more digits"
-        )
-    return next(iter(found.values()))
-
-
-def resolve_package(store: Store, arg: str) -> dict[str, Any]:
-    """The sidecar for ``arg``: a package id/prefix, or where its ``.tar.gz`` is in the store.
-
-    The location is a path for a folder store (a URI for an object store): ``Store.key_of``.
-    """
-    if not (arg.endswith(".tar.gz") or os.sep in arg):
-        return find_package(store, arg)
-    key = store.key_of(arg)
-    if key is None or not key.startswith("packages/") or not key.endswith(".tar.gz"):
-        raise ConfigError(
-            f"'{arg}' is not a package: expected a .tar.gz inside {store.location('packages')}, "
-            "or a package id"
-        )
-    if not store.exists(key):
-        raise NotFoundError(
-            f"package {store.location(key)} does not exist: check the path or PIPELINE_STORE"
-        )
-    return _read_sidecar(_Key(store, key.removesuffix(".tar.gz") + ".json"))
 
 
 # --- low-level store access -------------------------------------------------------------------
@@ -283,7 +191,44 @@ def _set_current(
         }
 
     _claim(folder / "history", _EVENT, "%08d.json", event)
-    folder.store.write((folder / "current").key, f"{number}\n".encode())
+    _advance_current(folder)
+
+
+def _advance_current(folder: _Key) -> None:
+    """Move ``current`` to the history's last event by compare-and-swap, only ever forward.
+
+    ``current`` records the event's sequence number with the release's, so a writer whose
+    event was overtaken never moves it back, and equal bytes mean one state (no ABA). Every
+    writer leaves ``current`` at or beyond its own event, so the last one leaves it at the end.
+    """
+    store, key = folder.store, (folder / "current").key
+    for _ in range(1000):
+        try:
+            held: bytes | None = store.read_bytes(key)
+        except KeyError:
+            held = None
+        seq, number = _last_event(folder)
+        if _current_seq(held) >= seq:
+            return  # already there, or a later writer moved it further
+        if store.swap(key, held, canonical_json({"release": number, "seq": seq})):
+            return
+    raise StoreError(f"{folder}/current kept changing under 1000 compare-and-swap attempts")
+
+
+def _last_event(folder: _Key) -> tuple[int, int]:
+    """``(seq, release)`` of the newest history event."""
+    seq, filename = _entries(folder / "history", _EVENT)[-1]
+    event = _read_json(folder / "history" / filename)
+    return seq, int(event["release"])
+
+
+def _current_seq(held: bytes | None) -> int:
+    """The history sequence number that ``current``'s bytes record (0: none, or unreadable)."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        seq = json.loads(held or b"")["seq"]
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            return seq
+    return 0
 
 
 def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
@@ -375,21 +320,33 @@ def create(
                 log.warning("release.recovered", release=orphan.ref, message=RECOVERED)
             if orphan.content() == wanted.content():
                 return orphan  # the very release asked for: a retried create makes no second one
-        number = max(numbers, default=0) + 1
-        key = (folder / f"v{number}.json").key
-        record = canonical_json({**wanted.record(), "number": number})
-        if not store.create(key, record, immutable=True):
-            # Only a file that is no release record of this number can be here (a readable one
-            # was rolled forward above): it was never shown or deployed, so its number is reused.
-            store.delete(key)
-            if not store.create(key, record, immutable=True):
-                raise StoreError(
-                    f"{folder}/v{number}.json appeared while this command held {folder}/.lock: "
-                    "another writer ignores the lock (a file system without flock?); release from "
-                    "one place"
-                )
+        number = _claim_record(folder, name, wanted, max(numbers, default=0) + 1)
         _set_current(folder, number, "create", previous)
     return _load(folder, name, number)
+
+
+def _claim_record(folder: _Key, name: str, wanted: Release, number: int) -> int:
+    """Create ``wanted``'s record under the first free number from ``number``; that number.
+
+    Under the lock nothing else is there, but a lock can fail (a holder that stalled past its
+    lease, a file system without flock): a readable record found here is another writer's and
+    is never touched, so the next number is tried. Only a file that is no release record of its
+    number (never a release: nobody was shown or deployed it) is replaced.
+    """
+    store = folder.store
+    for _ in range(1000):
+        key = folder / f"v{number}.json"
+        record = canonical_json({**wanted.record(), "number": number})
+        if store.create(key.key, record, immutable=True):
+            return number
+        try:
+            _parse(key, _read_json(key), name, number)
+            number += 1  # another writer's release (committed or on its way): leave it be
+        except KeyError:
+            pass  # removed meanwhile: try the same number again
+        except IntegrityError:
+            store.delete(key.key)
+    raise StoreError(f"{folder}: no release number could be claimed in 1000 attempts")
 
 
 def list_releases(store: Store, name: str) -> list[dict[str, Any]]:

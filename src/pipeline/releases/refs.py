@@ -1,0 +1,142 @@
+"""What a user names: release references (``name@vN``, ``name@current``) and package ids.
+
+Parsing and checking the names that ``release``, ``predict``, ``serve``, ``report`` and ``diff``
+take, and finding a package's sidecar (``packages/<name>/<version>.json``) by id, id prefix or
+archive location. Only the ``Store`` interface is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError
+from pipeline.store import Store
+from pipeline.store.numbered import Key as _Key
+from pipeline.store.numbered import read_json as _read_json
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
+_SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
+REF_HELP = "expected name@vN or name@current (or vN / current with PIPELINE_MODEL__NAME)"
+
+
+# --- references -------------------------------------------------------------------------------
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name a release folder, else ConfigError."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"release name '{name}' is not usable: expected letters, digits, '.', '_' or '-' "
+            "(as in PIPELINE_MODEL__NAME=house-prices)"
+        )
+    return name
+
+
+def is_ref(text: str) -> bool:
+    """Whether ``text`` reads as a release reference rather than a build or package id."""
+    return _REF.match(text.strip()) is not None
+
+
+def parse_ref(ref: str, default_name: str | None = None) -> tuple[str, int | None]:
+    """Split ``name@vN`` / ``name@current`` (or ``vN`` / ``current`` with ``default_name``).
+
+    Returns ``(name, N)``, with ``None`` for the current release.
+    """
+    match = _REF.match(ref.strip())
+    if match is None:
+        raise ConfigError(f"malformed release reference '{ref}': {REF_HELP}")
+    name = match["name"] or default_name
+    if not name:
+        raise ConfigError(f"release reference '{ref}' names no model: {REF_HELP}")
+    number = int(match["number"]) if match["number"] else None
+    return check_name(name), number
+
+
+def parse_number(text: str) -> int:
+    """``vN`` or ``N`` as a release number (for ``--to``)."""
+    match = re.fullmatch(r"v?([1-9][0-9]*)", text.strip())
+    if match is None:
+        raise ConfigError(f"malformed release number '{text}': expected vN, e.g. --to v3")
+    return int(match[1])
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+
+def _read_sidecar(key: _Key) -> dict[str, Any]:
+    try:
+        data = _read_json(key)
+    except KeyError:
+        raise NotFoundError(
+            f"package sidecar {key} does not exist: package the build first (`pipeline package`)"
+        ) from None
+    # packages/<name>/<version>.json: a sidecar claiming another name or version, or an id that
+    # is no sha256, would send readers to another archive (or out of the store).
+    parts = key.key.split("/")
+    if not (
+        isinstance(data, dict)
+        and all(isinstance(data.get(k), str) for k in _SIDECAR_KEYS)
+        and parts[1:] == [data["name"], f"{data['version']}.json"]
+        and _SHA.match(data["package_id"])
+        and _SHA.match(data["build_id"])
+    ):
+        raise IntegrityError(
+            f"package sidecar {key} is malformed: expected string fields {list(_SIDECAR_KEYS)} "
+            "naming its own folder and file, with sha256 ids; run `pipeline package` for its "
+            "build again to rewrite it"
+        )
+    return data
+
+
+def find_package(store: Store, ref: str) -> dict[str, Any]:
+    """The sidecar of the package whose id is ``ref`` or starts with it (>= 8 hex digits)."""
+    ref = ref.strip().lower()
+    if not _HEX.match(ref):
+        raise ConfigError(
+            f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 8 hex "
+            "digits, or the path of a .tar.gz in the store's packages folder"
+        )
+    root = _Key(store, "packages")
+    found: dict[str, dict[str, Any]] = {}
+    for model in store.list(root.key):
+        for entry in store.list((root / model).key):
+            if not entry.endswith(".json"):
+                continue
+            sidecar = _read_sidecar(root / model / entry)
+            if sidecar["package_id"].startswith(ref):
+                found.setdefault(sidecar["package_id"], sidecar)
+    if not found:
+        raise NotFoundError(
+            f"no package with id {ref} in {root} (searched packages/*/*.json): "
+            "check the id, PIPELINE_STORE, or package a build first"
+        )
+    if len(found) > 1:
+        raise ConfigError(
+            f"package id prefix {ref} is ambiguous ({len(found)} packages match): give more digits"
+        )
+    return next(iter(found.values()))
+
+
+def resolve_package(store: Store, arg: str) -> dict[str, Any]:
+    """The sidecar for ``arg``: a package id/prefix, or where its ``.tar.gz`` is in the store.
+
+    The location is a path for a folder store (a URI for an object store): ``Store.key_of``.
+    """
+    if not (arg.endswith(".tar.gz") or os.sep in arg):
+        return find_package(store, arg)
+    key = store.key_of(arg)
+    if key is None or not key.startswith("packages/") or not key.endswith(".tar.gz"):
+        raise ConfigError(
+            f"'{arg}' is not a package: expected a .tar.gz inside {store.location('packages')}, "
+            "or a package id"
+        )
+    if not store.exists(key):
+        raise NotFoundError(
+            f"package {store.location(key)} does not exist: check the path or PIPELINE_STORE"
+        )
+    return _read_sidecar(_Key(store, key.removesuffix(".tar.gz") + ".json"))

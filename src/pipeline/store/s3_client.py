@@ -1,0 +1,98 @@
+"""The S3 client and the reading of its errors, shared by the store and the ``s3://`` datasets.
+
+``open_client`` makes an ``obstore`` client whose credentials, region and endpoint come from the
+standard ``AWS_*`` variables, with bounded timeouts and retries; ``fault_of`` sorts a failed
+request into the kinds the callers word as one-line errors. ``obstore`` is imported on use only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import TYPE_CHECKING
+
+from pipeline.errors import StoreError
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store as Client
+
+_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+
+
+def split_uri(uri: str) -> tuple[str, str] | None:
+    """``(bucket, key or prefix)`` of ``s3://bucket/rest``, or None when it is no such URI."""
+    match = _URI.match(uri.strip())
+    rest = (match["prefix"] or "").strip("/") if match else ""
+    if match is None or "//" in rest or any(p in (".", "..") for p in rest.split("/")):
+        return None
+    return match["bucket"], rest
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``s3://bucket/prefix``; StoreError for a malformed URI."""
+    parsed = split_uri(uri)
+    if parsed is None:
+        raise StoreError(
+            f"PIPELINE_STORE='{uri}' is no S3 URI: expected s3://bucket/optional/prefix with a "
+            "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
+        )
+    return parsed
+
+
+def open_client(
+    bucket: str, prefix: str = "", *, timeout: float, retries: int, allow_http: bool
+) -> Client:
+    """An obstore client on ``bucket`` (credentials, region and endpoint from ``AWS_*``).
+
+    Shared by the store and the ``s3://`` dataset source, so both bound their requests alike:
+    ``timeout`` seconds per request and per connect, ``retries`` retries with backoff.
+    """
+    from obstore.store import S3Store as Client
+
+    span = datetime.timedelta(seconds=timeout)
+    return Client(
+        bucket,
+        prefix=prefix or None,
+        client_options={"timeout": span, "connect_timeout": span, "allow_http": allow_http},
+        retry_config={
+            "max_retries": retries,
+            "retry_timeout": span * (retries + 1),
+            "backoff": {
+                "init_backoff": datetime.timedelta(milliseconds=100),
+                "max_backoff": datetime.timedelta(seconds=2),
+            },
+        },
+    )
+
+
+def fault_of(exc: Exception) -> tuple[str, str]:
+    """``(kind, S3 code)`` of a failed request, for a caller to word as its own error.
+
+    ``kind`` is ``no_bucket``, ``not_found`` (no such key), ``credentials`` (refused),
+    ``timeout``, ``connect`` (nothing answers), ``busy`` (5xx after the retries) or ``other``.
+    The store and the dataset source share this reading of the client's errors and differ only
+    in what they tell the user (which setting to fix, which exit code).
+    """
+    from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
+    text = str(exc)  # the client's text: URLs and codes, never the secret key
+    code = next(iter(_CODE.findall(text)), "")
+    if code == "NoSuchBucket" or "NoSuchBucket" in text:
+        return "no_bucket", "NoSuchBucket"
+    if isinstance(exc, FileNotFoundError):
+        return "not_found", code or "NoSuchKey"
+    if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in (
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+    ):
+        return "credentials", code
+    if "kind: Timeout" in text or "TimedOut" in text:
+        return "timeout", code
+    if "kind: Connect" in text:
+        return "connect", code
+    if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
+        return "busy", code
+    return "other", code
