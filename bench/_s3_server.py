@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 WEED = Path(sys.executable).parent / "weed"
@@ -70,6 +70,8 @@ class S3Server:
     secret_key: str
     root: Path
     process: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)  # how it was started: restart() reuses them
+    process_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, prefix: str = "") -> dict[str, str]:
         """The environment a process needs to use ``s3://BUCKET/prefix`` as its store."""
@@ -91,6 +93,27 @@ class S3Server:
     def alive(self) -> bool:
         """Whether the server process still runs."""
         return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: nothing is flushed or closed); its data stays on disk."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the server again on its data folder and ports, after ``kill``; wait until ready."""
+        with (self.root / "weed.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.process_env,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        t0 = time.monotonic()
+        while not (_healthy(f"{self.endpoint}/healthz") and _put_works(self)):
+            if not self.alive():
+                raise RuntimeError(f"weed mini exited at restart:\n{self.log()}")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"weed mini not ready after a restart:\n{self.log()}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         """End the server by the id started here (SIGTERM, wait, SIGKILL); remove its folder."""
@@ -184,7 +207,7 @@ def _start_once(timeout: float, parent: Path | None) -> S3Server | None:
             start_new_session=True,
             preexec_fn=_die_with_parent,  # only prctl: nothing that takes a lock
         )
-    server = S3Server(f"http://127.0.0.1:{base + 3}", secret, root, process)
+    server = S3Server(f"http://127.0.0.1:{base + 3}", secret, root, process, args, env)
     t0 = time.monotonic()
     try:
         while not (_healthy(f"{server.endpoint}/healthz") and _put_works(server)):

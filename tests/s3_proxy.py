@@ -11,7 +11,10 @@ header included, so the client's SigV4 signature still verifies) and, when told 
   and then closes the connection without sending the response: a lost response;
 * ``stall(seconds)``: holds every request that long before forwarding it (a server that hangs);
 * ``deny(pattern)``: answers every request whose path (with its query) matches ``pattern`` with
-  403 AccessDenied, an error no client retries (a part of a multipart upload refused).
+  403 AccessDenied, an error no client retries (a part of a multipart upload refused);
+* ``die_on(pattern, kill)``: on the first PUT whose path matches, calls ``kill`` (the test
+  SIGKILLs the real server), resets that connection mid-request and stops listening, so every
+  later connection is refused: to the client the server died in the middle of an upload.
 
 Each forwarded or refused request is counted in ``seen`` (method and path), so a test can tell
 that a retry really happened.
@@ -23,9 +26,10 @@ import http.client
 import http.server
 import re
 import socket
+import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlparse
@@ -52,6 +56,9 @@ class FaultProxy:
         self.lose_pattern: re.Pattern[str] | None = None
         self.stall_s = 0.0
         self.deny_pattern: re.Pattern[str] | None = None
+        self.die_pattern: re.Pattern[str] | None = None
+        self.kill: Callable[[], None] | None = None
+        self.died: list[str] = []
         self.seen: list[tuple[str, str]] = []
         self.lost: list[str] = []
         self.answers: list[tuple[str, str, int]] = []  # forwarded: method, path, server status
@@ -79,6 +86,11 @@ class FaultProxy:
         with self.guard:
             self.deny_pattern = re.compile(pattern)
 
+    def die_on(self, pattern: str, kill: Callable[[], None]) -> None:
+        """At the first PUT whose path matches ``pattern``: ``kill()``, then act dead."""
+        with self.guard:
+            self.die_pattern, self.kill = re.compile(pattern), kill
+
     def decide(self, method: str, path: str) -> str:
         """What to do with this request: ``slow``, ``deny``, ``lose`` or ``forward``."""
         with self.guard:
@@ -88,6 +100,12 @@ class FaultProxy:
             if self.slow_downs > 0:
                 self.slow_downs -= 1
                 return "slow"
+            if self.died:  # a connection opened before the death: it dies with the server
+                return "die"
+            if method == "PUT" and self.die_pattern and self.die_pattern.search(path):
+                self.die_pattern = None
+                self.died.append(path)
+                return "die"
             if method == "PUT" and self.lose_pattern and self.lose_pattern.search(path):
                 self.lose_pattern = None
                 self.lost.append(path)
@@ -103,6 +121,9 @@ def _handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             action = proxy.decide(self.command, self.path)
+            if action == "die":
+                self._die()
+                return
             if proxy.stall_s:
                 time.sleep(proxy.stall_s)
             if action in ("slow", "deny"):
@@ -130,6 +151,19 @@ def _handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             self._reply(response.status, headers, data)
+
+        def _die(self) -> None:
+            """The server is killed while this request is in flight: it never answers."""
+            with proxy.guard:
+                kill, proxy.kill = proxy.kill, None
+            if kill is not None:  # the first: kill the server, stop listening
+                kill()
+                threading.Thread(target=proxy.server.shutdown, daemon=True).start()
+                proxy.server.socket.close()  # new connections are refused, as by a dead server
+            self.close_connection = True
+            # A reset, not a clean close: what a client sees of a process that vanished.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
         def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
             self.send_response_only(status)
