@@ -247,25 +247,7 @@ def _run_on_ray(
             "tune.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
             cpus=where.cpus, concurrency=concurrency,
         )  # fmt: skip
-        trainable = tune.with_resources(
-            tune.with_parameters(search.trainable, payload=payload), {"cpu": t.cpus_per_trial}
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(todo)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=concurrency,
-                time_budget_s=t.time_budget,
-                reuse_actors=True,  # warm workers: no Python start and imports per trial
-            ),
-            run_config=tune.RunConfig(
-                name="search",
-                storage_path=str(storage),
-                verbose=0,
-                callbacks=[Recorder()],
-                failure_config=tune.FailureConfig(max_failures=2),
-            ),
-        )
+        tuner = _tuner(settings, payload, todo, concurrency, storage, Recorder())
         # Tune prints tables to stdout and logs each failed trial's traceback: the events
         # carry both (a tune.trial with its error); PIPELINE_LOG_LEVEL=debug shows Ray's own.
         quiet = settings.log_level != "debug"
@@ -283,6 +265,33 @@ def _run_on_ray(
             if number not in results:  # never started: the time budget ran out first
                 finished(_failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
     return results
+
+
+def _tuner(settings: Settings, payload: search.Payload, todo: list[int], concurrency: int,
+           storage: Path, recorder: Any) -> Any:  # fmt: skip
+    """The Ray Tune run of the trials ``todo``, one grid point each, reporting to ``recorder``."""
+    from ray import tune
+
+    t = settings.tune
+    trainable = tune.with_resources(
+        tune.with_parameters(search.trainable, payload=payload), {"cpu": t.cpus_per_trial}
+    )
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrency,
+            time_budget_s=t.time_budget,
+            reuse_actors=True,  # warm workers: no Python start and imports per trial
+        ),
+        run_config=tune.RunConfig(
+            name="search",
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    )
 
 
 def _failed(trial: int, error: str) -> dict[str, Any]:

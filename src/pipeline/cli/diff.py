@@ -96,22 +96,29 @@ def diff(
             atomic_write_bytes(
                 html, report.diff_html(doc, sides, show_all), "choose another --html"
             )
-        primary = doc["primary"] or {}
-        log.info(
-            "diff.summary",
-            a=side_a["build_id"],
-            b=side_b["build_id"],
-            identical=doc["identical"],
-            metric=primary.get("metric"),
-            a_value=primary.get("a"),
-            b_value=primary.get("b"),
-            delta=primary.get("delta"),
-            verdict=doc["verdict"],
-            inputs_changed=[r["key"] for r in doc["inputs"] if not r["same"]],
-            settings_changed=[r["key"] for r in doc["settings"] if not r["same"]],
-            html=None if html is None else str(html.resolve()),
-        )
+        _log_summary(log, doc, side_a, side_b, html)
         if fail_on_regression:
             stage.check_regression(doc, limit)
 
     run("diff", body, log_to_stderr=True)
+
+
+def _log_summary(
+    log: Any, doc: dict[str, Any], side_a: dict[str, Any], side_b: dict[str, Any], html: Path | None
+) -> None:
+    """The ``diff.summary`` event: the verdict on the primary metric, and what changed."""
+    primary = doc["primary"] or {}
+    log.info(
+        "diff.summary",
+        a=side_a["build_id"],
+        b=side_b["build_id"],
+        identical=doc["identical"],
+        metric=primary.get("metric"),
+        a_value=primary.get("a"),
+        b_value=primary.get("b"),
+        delta=primary.get("delta"),
+        verdict=doc["verdict"],
+        inputs_changed=[r["key"] for r in doc["inputs"] if not r["same"]],
+        settings_changed=[r["key"] for r in doc["settings"] if not r["same"]],
+        html=None if html is None else str(html.resolve()),
+    )

@@ -27,38 +27,23 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, DataError, PipelineError, SourceError, StoreError
-from pipeline.predict.predictor import Predictor, Stats
-from pipeline.predict.readers import detect_format
+from pipeline.errors import ConfigError, DataError, SourceError, StoreError
+from pipeline.predict.parts import EXTENSIONS as EXTENSIONS
+from pipeline.predict.parts import FIELDS, Job, PartWriter, reported_error
 from pipeline.predict.stage import Ready, warn_extra
-from pipeline.settings import RunSettings, Settings
+from pipeline.settings import Settings
 from pipeline.store import canonical_json, fsync_dir, store_error
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 # What a folder or a glob contributes: the files predict reads, by suffix.
 SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
-EXTENSIONS = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+
+
 _GLOB = set("*?[")
-# What each actor returns per part (the manifest's entries, and the figures of the summary).
-_FIELDS = ("name", "input", "rows", "errors", "chunks", "size", "sha256", "unknown", "extra",
-           "failure")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Job:
-    """One actor call: a whole file into part ``number``, or every ``step``-th chunk of it from
-    chunk ``number`` on, each chunk into its own part (``split``)."""
-
-    number: int
-    source: str  # as the user gave it (or as the folder listing joined it): the label messages use
-    stem: str
-    split: bool
-    step: int
 
 
 def run(ready: Ready, source: Path, output: Path | None, settings: Settings, log: Any) -> None:
@@ -215,7 +200,7 @@ def _map(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             dataset = items.map_batches(
-                _PartWriter,
+                PartWriter,
                 fn_constructor_kwargs={
                     "shipped": [ray.put(ready.predictor)],  # in a list: handed over as a reference
                     "run_settings": ready.run,
@@ -242,8 +227,8 @@ def _map(
             ) from None
     failed = sorted((r for r in rows if r["failure"]), key=lambda r: str(r["name"]))
     if failed:  # the first failing part in input order, whatever finished first
-        raise _error(json.loads(failed[0]["failure"]))
-    parts = sorted(({k: row[k] for k in _FIELDS} for row in rows), key=lambda p: p["name"])
+        raise reported_error(json.loads(failed[0]["failure"]))
+    parts = sorted(({k: row[k] for k in FIELDS} for row in rows), key=lambda p: p["name"])
     for part in parts:
         part["unknown"], part["extra"] = json.loads(part["unknown"]), json.loads(part["extra"])
         for key in ("rows", "errors", "chunks", "size"):
@@ -305,30 +290,6 @@ def _worker_lost(exc: BaseException) -> str | None:
     return None
 
 
-def _failure(exc: PipelineError) -> str:
-    """A ``PipelineError`` raised on a worker, as data the driver raises again (``_error``).
-
-    Returned rather than raised: Ray Data hands the driver a raised error without its cause,
-    and the error raised must be the first in input order, not the first to happen.
-    """
-    return json.dumps(
-        {"module": type(exc).__module__, "class": type(exc).__name__, "message": exc.message}
-    )
-
-
-def _error(failure: dict[str, str]) -> PipelineError:
-    """The ``PipelineError`` a worker reported: the class and message single-process gives."""
-    import importlib
-
-    cls: Any = PipelineError
-    if failure["module"].split(".")[0] == "pipeline":
-        found = getattr(importlib.import_module(failure["module"]), failure["class"], None)
-        if isinstance(found, type) and issubclass(found, PipelineError):
-            cls = found
-    error: PipelineError = cls(failure["message"])
-    return error
-
-
 def _manifest(ready: Ready, fmt: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """What the folder holds, independent of N and of timing (so it is identical across N)."""
     p = ready.predictor
@@ -370,108 +331,3 @@ def _publish(staging: Path, folder: Path, manifest: bytes) -> None:
         raise StoreError(
             f"cannot write {folder}: {exc.strerror or exc}; pass a new or empty -o folder"
         ) from exc
-
-
-class _PartWriter:
-    """A Ray Data actor: the release's predictor, loaded once, writing the parts of each job."""
-
-    def __init__(
-        self, shipped: list[Any], run_settings: RunSettings, staging: str, fmt: str, cwd: str
-    ) -> None:
-        import ray
-        import torch
-
-        # One CPU per actor (num_cpus=1): more torch threads would only contend. The thread
-        # count never changes a prediction (tests/test_threads.py).
-        torch.set_num_threads(1)
-        # Relative input paths, and the labels messages give them, mean what they meant to the
-        # user: the worker reads from the driver's working folder (shared storage on a cluster).
-        try:
-            os.chdir(cwd)
-        except OSError as exc:
-            raise ConfigError(
-                f"a Ray worker cannot enter the working folder {cwd} ({exc.strerror}): the "
-                "input and -o must be on storage every node mounts at the same path"
-            ) from exc
-        self.predictor: Predictor = ray.get(shipped[0])
-        self.run, self.staging, self.fmt = run_settings, Path(staging), fmt
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {k: [] for k in _FIELDS}
-        for i in range(len(batch["number"])):
-            job = Job(**{k: _plain(batch[k][i]) for k in ("number", "source", "stem", "split",
-                                                            "step")})  # fmt: skip
-            at = [job.number]  # the part being written, named by a failure
-            try:
-                parts = self._job(job, at)
-            except PipelineError as exc:
-                name = f"part-{at[0]:05d}-{job.stem}"
-                parts = [{k: "" if k in ("unknown", "extra") else 0 for k in _FIELDS}]
-                parts[0].update(name=name, input=job.source, sha256="", failure=_failure(exc))
-            for part in parts:
-                for k in _FIELDS:
-                    out[k].append(part[k])
-        return out
-
-    def _job(self, job: Job, at: list[int]) -> list[dict[str, Any]]:
-        """Predict one job's rows into its part file(s); what each part holds."""
-        from pipeline.predict.readers import iter_chunks
-        from pipeline.predict.stage import predict_into
-        from pipeline.predict.writers import Writer
-
-        source = Path(job.source)
-        read_stats = Stats()  # the reader's view: extra columns
-        chunks = iter_chunks(
-            source, detect_format(source, "auto"), self.run.chunk_rows, self.predictor,
-            self.run, read_stats,
-        )  # fmt: skip
-        if not job.split:
-            name = f"part-{job.number:05d}-{job.stem}{EXTENSIONS[self.fmt]}"
-            stats = Stats(extra_columns=read_stats.extra_columns)
-            predict_into(
-                Writer(self.staging / name, self.fmt), _sharing(chunks, stats, read_stats),
-                self.predictor, self.run, source, stats,
-            )  # fmt: skip
-            return [self._part(name, job, stats)]
-        parts = []
-        for number, chunk in enumerate(chunks):
-            if number % job.step != job.number:
-                continue  # another worker's chunk: read past, not predicted
-            at[0] = number
-            name = f"part-{number:05d}-{job.stem}{EXTENSIONS[self.fmt]}"
-            stats = Stats(extra_columns=read_stats.extra_columns)
-            predict_into(
-                Writer(self.staging / name, self.fmt), [chunk], self.predictor, self.run,
-                source, stats,
-            )  # fmt: skip
-            parts.append(self._part(name, job, stats))
-        return parts
-
-    def _part(self, name: str, job: Job, stats: Stats) -> dict[str, Any]:
-        from pipeline.store import sha256_file
-
-        path = self.staging / name
-        return {
-            "name": name,
-            "input": job.source,
-            "rows": stats.rows,
-            "errors": stats.errors,
-            "chunks": stats.chunks,
-            "size": path.stat().st_size,
-            "sha256": sha256_file(path),
-            "unknown": json.dumps(stats.unknown_categories, sort_keys=True),
-            "extra": json.dumps(stats.extra_columns),
-            "failure": "",
-        }
-
-
-def _sharing(chunks: Iterator[Any], stats: Stats, read_stats: Stats) -> Iterator[Any]:
-    """``chunks``, with the extra columns the reader finds (at its first chunk) copied over."""
-    for chunk in chunks:
-        stats.extra_columns = read_stats.extra_columns
-        yield chunk
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar from a Ray Data batch as the Python value."""
-    return value.item() if hasattr(value, "item") else value

@@ -24,7 +24,7 @@ import uvicorn
 
 from pipeline.serve import workers
 from pipeline.serve.app import Loaded, ServeState, create_app
-from pipeline.settings import Settings
+from pipeline.settings import ServeSettings, Settings
 
 
 class _ToStructlog(logging.Handler):
@@ -181,18 +181,7 @@ def _serve_one(
 
     peers = context[1].all_ready if context is not None else None
     state = ServeState(conf, loader=load, log=log, peers=peers)
-    config = uvicorn.Config(
-        create_app(state),
-        host=conf.host,
-        port=conf.port,
-        access_log=False,  # one structlog event per request instead (serve.request)
-        log_config=None,  # leave the process's logging alone
-        lifespan="on",
-        timeout_graceful_shutdown=conf.graceful_timeout,
-        server_header=False,
-        limit_concurrency=connection_limit(conf.max_connections),
-    )
-    server = _Server(config, state, conf.drain_seconds, log)
+    server = _Server(_uvicorn_config(state, conf), state, conf.drain_seconds, log)
     if context is not None:
         server.supervisor = os.getppid()
 
@@ -217,22 +206,7 @@ def _serve_one(
         server.should_exit = True
 
     state.on_ready, state.on_failure = ready, failed
-    forward = _ToStructlog(log)
-    uvicorn_log = logging.getLogger("uvicorn")
-    uvicorn_log.addHandler(forward)
-    uvicorn_log.propagate = False
-    try:
-        server.run(sockets=[socket.socket(fileno=context[0])] if context is not None else None)
-    except SystemExit:  # uvicorn exits when it cannot bind; it logged the reason (serve.uvicorn)
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(
-            f"cannot listen on {conf.host}:{conf.port}: the address is in use or not allowed; "
-            "set PORT or PIPELINE_SERVE__PORT to another port"
-        ) from None
-    finally:
-        uvicorn_log.removeHandler(forward)
-        uvicorn_log.propagate = True
+    _run(server, conf, context[0] if context is not None else None, log)
     if state.failure is not None:
         raise state.failure
     log.info(
@@ -243,6 +217,42 @@ def _serve_one(
         scoring_passes=state.batcher.batches,  # fewer than JSON requests: batches were shared
         seconds=round(time.perf_counter() - t0, 3),
     )
+
+
+def _uvicorn_config(state: ServeState, conf: ServeSettings) -> uvicorn.Config:
+    """The server's uvicorn configuration: the app on ``state``, and ``conf``'s limits."""
+    return uvicorn.Config(
+        create_app(state),
+        host=conf.host,
+        port=conf.port,
+        access_log=False,  # one structlog event per request instead (serve.request)
+        log_config=None,  # leave the process's logging alone
+        lifespan="on",
+        timeout_graceful_shutdown=conf.graceful_timeout,
+        server_header=False,
+        limit_concurrency=connection_limit(conf.max_connections),
+    )
+
+
+def _run(server: _Server, conf: ServeSettings, fileno: int | None, log: Any) -> None:
+    """Run ``server`` until it stops (on the inherited socket ``fileno`` when given), with
+    uvicorn's own log records forwarded as events."""
+    forward = _ToStructlog(log)
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(forward)
+    uvicorn_log.propagate = False
+    try:
+        server.run(sockets=[socket.socket(fileno=fileno)] if fileno is not None else None)
+    except SystemExit:  # uvicorn exits when it cannot bind; it logged the reason (serve.uvicorn)
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"cannot listen on {conf.host}:{conf.port}: the address is in use or not allowed; "
+            "set PORT or PIPELINE_SERVE__PORT to another port"
+        ) from None
+    finally:
+        uvicorn_log.removeHandler(forward)
+        uvicorn_log.propagate = True
 
 
 def load_release(settings: Settings, release: str | None, package: Path | None) -> Loaded:

@@ -1,30 +1,20 @@
-"""`pipeline diff`: what changed between two builds, and whether the model got better or worse.
+"""The comparison of two resolved sides as one JSON document (``compare``), and the regression
+gate that judges it (``check_regression``).
 
-Each side is a build (id, unique prefix, ``latest``), a release (``name@vN``, ``name@current``,
-``vN``/``current`` for PIPELINE_MODEL__NAME) or a package (id, prefix, or a ``.tar.gz`` path):
-all three come down to one build's verified files. The comparison is one JSON document
-(``compare``) whose bytes depend only on the two builds, so CI can store it, diff it and gate on
-it; the table and Markdown renderings are views of that document.
-
-Nothing heavy is imported (no torch, pandas, numpy or matplotlib): the command only reads JSON
-files, and a review tool that loads torch for that would take seconds to start. The resolvers of
-releases and packages are imported where they are used; ``--html`` imports ``report``, which
-draws.
+The document's bytes depend only on the two builds (and the K-fold results stored for them),
+so CI can store it, diff it and gate on it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import re
-from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
-from pipeline.errors import ConfigError, GateError, IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, GateError, IntegrityError
 from pipeline.settings import space
-from pipeline.store import Store, canonical_json
+from pipeline.store import Store
 
 FORMAT = 1
 
@@ -33,95 +23,8 @@ BETTER, WORSE, SAME, NOISE = "better", "worse", "same", "within CV noise"
 MISSING = "missing"  # one side has no value for the metric
 INCOMPARABLE = "incomparable"  # the builds have different tasks: no primary metric to compare
 
-_PACKAGE_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
 PROVENANCE = ("dataset", "split", "seed", "code")  # the fields of provenance.json ``inputs``
-
-
-# --- the two sides ----------------------------------------------------------------------------
-
-
-def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list[dict[str, Any]]:
-    """Both sides: A defaults to ``<model_name>@current``, B to the latest build.
-
-    Each side is ``{"asked", "kind", "build_id", "release", "package_id", "files"}``; a default
-    that cannot be resolved is a NotFoundError naming it and what to do.
-    """
-    sides = []
-    for label, arg, default in (("A", a, f"{model_name}@current"), ("B", b, "latest")):
-        try:
-            sides.append(resolve_one(store, arg or default, model_name))
-        except NotFoundError as exc:
-            if arg:
-                raise
-            what = f"the current release of {model_name}" if label == "A" else "the latest build"
-            raise NotFoundError(
-                f"{label} defaults to {what}, and {exc.message}; or name {label}: "
-                "`pipeline diff A [B]`"
-            ) from None
-    return sides
-
-
-def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
-    """One side: a release reference, a package (id, prefix, ``.tar.gz``) or a build."""
-    from pipeline import releases
-
-    side: dict[str, Any] = {"asked": ref, "release": None, "package_id": None}
-    if ref.endswith(".tar.gz") or os.sep in ref:  # releases.resolve_package's rule for a path
-        return {**side, **_package_file(store, ref)}
-    if releases.is_ref(ref) or "@" in ref:  # a malformed name@... gets parse_ref's message
-        release = releases.show(store, ref, model_name)
-        opened = _open_in_store(store, releases.find_package(store, release.package_id))
-        if opened.package_id != release.package_id:
-            raise IntegrityError(
-                f"release {release.ref} names package {release.package_id[:12]}, but its archive "
-                f"has id {opened.package_id[:12]}: the archive was replaced; restore it"
-            )
-        side.update(kind="release", release=release.ref, package_id=release.package_id)
-        return {**side, "build_id": opened.build_id, "files": opened.files}
-    # Hex digits name a build first (as everywhere else), a package when no build id has them.
-    if _PACKAGE_ID.match(ref.lower()) and not any(
-        bid.startswith(ref) for bid in store.list("builds")
-    ):
-        try:
-            sidecar = releases.find_package(store, ref)
-        except NotFoundError:
-            raise NotFoundError(
-                f"no build or package '{ref}' in store {store.uri}: check the id (builds/ and "
-                "packages/*/*.json list them) or PIPELINE_STORE"
-            ) from None
-        opened = _open_in_store(store, sidecar)
-        side.update(kind="package", package_id=opened.package_id)
-        return {**side, "build_id": opened.build_id, "files": opened.files}
-    build = artifacts.load_build(store, ref)
-    return {**side, "kind": "build", "build_id": build.id, "files": build.files}
-
-
-def _package_file(store: Store, ref: str) -> dict[str, Any]:
-    """A ``.tar.gz`` on disk (anywhere), or in the store's packages folder by its location."""
-    from pipeline import package, releases
-
-    if Path(ref).is_file():
-        opened = package.open_package(Path(ref))
-    elif store.key_of(ref) is None:
-        raise NotFoundError(f"package file {ref} does not exist: check the path")
-    else:
-        opened = _open_in_store(store, releases.resolve_package(store, ref))
-    return {"kind": "package", "package_id": opened.package_id, "build_id": opened.build_id,
-            "files": opened.files}  # fmt: skip
-
-
-def _open_in_store(store: Store, sidecar: dict[str, Any]) -> Any:
-    """The verified package a sidecar names (``package.OpenedPackage``)."""
-    from pipeline import package
-
-    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
-    try:
-        return package.open_package(store.local_file(key))
-    except KeyError:
-        raise NotFoundError(
-            f"package {sidecar['package_id'][:12]} is recorded in {key[:-7]}.json, but {key} is "
-            f"not in store {store.uri}: restore it or package the build again"
-        ) from None
 
 
 def cross_validation(store: Store, build_id: str) -> dict[str, Any] | None:
@@ -152,9 +55,6 @@ def cross_validation(store: Store, build_id: str) -> dict[str, Any] | None:
             f"{build_id[:12]} --folds K` again"
         )
     return {"folds": folds, "metrics": metrics}
-
-
-# --- the comparison ---------------------------------------------------------------------------
 
 
 def compare(
@@ -367,125 +267,3 @@ def label(side: dict[str, Any]) -> str:
     short = side["build_id"][:12]
     name = side["release"] or (side["package_id"] and f"package {side['package_id'][:12]}")
     return f"{name} (build {short})" if name else f"build {short}"
-
-
-# --- renderings -------------------------------------------------------------------------------
-
-
-def render(doc: dict[str, Any], fmt: str, *, all_: bool = False) -> bytes:
-    """The document as ``json`` (canonical bytes), a ``table`` or ``markdown`` (UTF-8)."""
-    if fmt == "json":
-        return canonical_json(doc)
-    head, sections = summary(doc, all_)
-    if fmt == "markdown":
-        lines = [f"**pipeline diff**: {head[0]}", *(f"- {h}" for h in head[1:])]
-        for title, columns, rows in sections:
-            lines += ["", f"### {title}", "", _md_row(columns), _md_row(["---"] * len(columns))]
-            lines += [_md_row(r) for r in rows]
-    else:
-        lines = list(head)
-        for title, columns, rows in sections:
-            widths = [max(len(x) for x in col) for col in zip(columns, *rows, strict=True)]
-            lines += ["", title]
-            for r in [columns, *rows]:
-                lines.append(
-                    "  " + "  ".join(x.ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
-                )
-    return ("\n".join(lines) + "\n").encode()
-
-
-def _md_row(cells: list[str]) -> str:
-    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-
-Section = tuple[str, list[str], list[list[str]]]
-
-
-def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
-    """Headline lines and titled tables: what differs (everything with ``all_``), and the test
-    metrics always."""
-    who = [_who(side, doc["identity"][side]) for side in ("a", "b")]
-    sections: list[Section] = [
-        ("identity", ["", "asked", "kind", "build", "release", "package", "task"], who)
-    ]
-    if doc["identical"] and not all_:
-        return ["no differences: A and B are the same build"], sections
-    head = [_verdict_line(doc)]
-    inputs = [r for r in doc["inputs"] if all_ or not r["same"]]
-    if inputs:
-        sections.append(
-            ("inputs", ["input", "A", "B"], [[r["key"], _v(r["a"]), _v(r["b"])] for r in inputs])
-        )
-    else:
-        head.append("inputs: the same (data, split, seed, code)")
-    if doc["settings"]:
-        rows = [[r["key"], _v(r["a"]), _v(r["b"])] for r in doc["settings"]]
-        sections.append(("settings", ["setting", "A", "B"], rows))
-    elif not doc["identical"]:
-        head.append("settings: the same")
-    for part in ("test", "validation"):
-        rows = [
-            _metric_cells(r)
-            for r in doc["metrics"][part]
-            if all_ or part == "test" or r["verdict"] != SAME
-        ]
-        if rows:
-            columns = ["metric", "better", "A", "B", "delta", "delta %", "verdict"]
-            sections.append((f"{part} metrics", columns, rows))
-    cv_rows = [
-        [side.upper(), str(cv["folds"]), m, _v(s["mean"]), _v(s["std"])]
-        for side, cv in doc["cv"].items()
-        if cv
-        for m, s in sorted(cv["metrics"].items())
-    ]
-    if cv_rows:
-        sections.append(("cross-validation", ["", "folds", "metric", "mean", "std"], cv_rows))
-    confusion = doc["confusion"]
-    if confusion and not confusion["labels"]["same"]:
-        head.append(f"classes differ: A {confusion['labels']['a']}, B {confusion['labels']['b']}")
-    if confusion and confusion["cells"]:
-        rows = [[c["true"], c["predicted"], _v(c["a"]), _v(c["b"])] for c in confusion["cells"]]
-        sections.append(("test confusion matrix", ["true", "predicted", "A", "B"], rows))
-    epochs = doc["epochs"]
-    if all_ or not epochs["same"]:
-        keys = ("best_epoch", "selection", "refit")
-        rows = [[k, _v(epochs["a"][k]), _v(epochs["b"][k])] for k in keys]
-        sections.append(("epochs", ["", "A", "B"], rows))
-    return head, sections
-
-
-def _who(side: str, ident: dict[str, Any]) -> list[str]:
-    """A side's identity row; a full build id asked for is cut to 12 digits, as shown."""
-    bid, asked = ident["build_id"], ident["asked"]
-    return [side.upper(), asked[:12] if asked == bid else asked, ident["kind"], bid[:12],
-            ident["release"] or "", (ident["package_id"] or "")[:12], ident["task"]]  # fmt: skip
-
-
-def _verdict_line(doc: dict[str, Any]) -> str:
-    p = doc["primary"]
-    if p is None:
-        return "verdict: incomparable (A and B solve different tasks)"
-    if p["delta"] is None:
-        return f"verdict: {p['verdict']} (test {p['metric']} of A {_v(p['a'])}, B {_v(p['b'])})"
-    change = f"{_v(p['a'])} -> {_v(p['b'])}, delta {p['delta']:+.4g}"
-    return (
-        f"verdict: {p['verdict']} (B against A on test {p['metric']}, {p['direction']} is "
-        f"better: {change})"
-    )
-
-
-def _metric_cells(r: dict[str, Any]) -> list[str]:
-    delta = "" if r["delta"] is None else f"{r['delta']:+.4g}"
-    pct = "" if r["delta_pct"] is None else f"{r['delta_pct']:+.1f}%"
-    return [r["metric"], r["direction"], _v(r["a"]), _v(r["b"]), delta, pct, r["verdict"]]
-
-
-def _v(value: Any) -> str:
-    """A value for a table cell: numbers to 6 significant digits, the rest as JSON."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,99 @@
+"""The two sides of a diff: a build, a release or a package, each down to one build's verified
+files. The resolvers of releases and packages are imported where they are used."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pipeline import artifacts
+from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.store import Store
+
+_PACKAGE_ID = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list[dict[str, Any]]:
+    """Both sides: A defaults to ``<model_name>@current``, B to the latest build.
+
+    Each side is ``{"asked", "kind", "build_id", "release", "package_id", "files"}``; a default
+    that cannot be resolved is a NotFoundError naming it and what to do.
+    """
+    sides = []
+    for label, arg, default in (("A", a, f"{model_name}@current"), ("B", b, "latest")):
+        try:
+            sides.append(resolve_one(store, arg or default, model_name))
+        except NotFoundError as exc:
+            if arg:
+                raise
+            what = f"the current release of {model_name}" if label == "A" else "the latest build"
+            raise NotFoundError(
+                f"{label} defaults to {what}, and {exc.message}; or name {label}: "
+                "`pipeline diff A [B]`"
+            ) from None
+    return sides
+
+
+def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
+    """One side: a release reference, a package (id, prefix, ``.tar.gz``) or a build."""
+    from pipeline import releases
+
+    side: dict[str, Any] = {"asked": ref, "release": None, "package_id": None}
+    if ref.endswith(".tar.gz") or os.sep in ref:  # releases.resolve_package's rule for a path
+        return {**side, **_package_file(store, ref)}
+    if releases.is_ref(ref) or "@" in ref:  # a malformed name@... gets parse_ref's message
+        release = releases.show(store, ref, model_name)
+        opened = _open_in_store(store, releases.find_package(store, release.package_id))
+        if opened.package_id != release.package_id:
+            raise IntegrityError(
+                f"release {release.ref} names package {release.package_id[:12]}, but its archive "
+                f"has id {opened.package_id[:12]}: the archive was replaced; restore it"
+            )
+        side.update(kind="release", release=release.ref, package_id=release.package_id)
+        return {**side, "build_id": opened.build_id, "files": opened.files}
+    # Hex digits name a build first (as everywhere else), a package when no build id has them.
+    if _PACKAGE_ID.match(ref.lower()) and not any(
+        bid.startswith(ref) for bid in store.list("builds")
+    ):
+        try:
+            sidecar = releases.find_package(store, ref)
+        except NotFoundError:
+            raise NotFoundError(
+                f"no build or package '{ref}' in store {store.uri}: check the id (builds/ and "
+                "packages/*/*.json list them) or PIPELINE_STORE"
+            ) from None
+        opened = _open_in_store(store, sidecar)
+        side.update(kind="package", package_id=opened.package_id)
+        return {**side, "build_id": opened.build_id, "files": opened.files}
+    build = artifacts.load_build(store, ref)
+    return {**side, "kind": "build", "build_id": build.id, "files": build.files}
+
+
+def _package_file(store: Store, ref: str) -> dict[str, Any]:
+    """A ``.tar.gz`` on disk (anywhere), or in the store's packages folder by its location."""
+    from pipeline import package, releases
+
+    if Path(ref).is_file():
+        opened = package.open_package(Path(ref))
+    elif store.key_of(ref) is None:
+        raise NotFoundError(f"package file {ref} does not exist: check the path")
+    else:
+        opened = _open_in_store(store, releases.resolve_package(store, ref))
+    return {"kind": "package", "package_id": opened.package_id, "build_id": opened.build_id,
+            "files": opened.files}  # fmt: skip
+
+
+def _open_in_store(store: Store, sidecar: dict[str, Any]) -> Any:
+    """The verified package a sidecar names (``package.OpenedPackage``)."""
+    from pipeline import package
+
+    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
+    try:
+        return package.open_package(store.local_file(key))
+    except KeyError:
+        raise NotFoundError(
+            f"package {sidecar['package_id'][:12]} is recorded in {key[:-7]}.json, but {key} is "
+            f"not in store {store.uri}: restore it or package the build again"
+        ) from None

@@ -1,0 +1,246 @@
+"""Numeric columns: parsing, the fitted statistics, and the arithmetic that encodes them.
+
+Fitting (``_median``, ``_robust_scale``, ``_mean_std``, ``_skew``) and encoding
+(``numeric_values``: log1p, impute, clip, scale, smooth clip) are written so that values up to
+float64's largest neither overflow nor change the arithmetic of ordinary data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.data import cells
+
+
+def as_numbers(series: pd.Series, name: str, label: str) -> np.ndarray:
+    """float64 values (NaN for missing); text or infinities are a ``DataError`` naming the row.
+
+    Training's number rule (``cells.parse_numbers``'s ``pandas``): the fitted statistics, and so
+    every build id, depend on it.
+    """
+    values, bad = cells.parse_numbers(series)
+    if bad.any():
+        pos = int(bad.nonzero()[0][0])
+        raise cells.cell_error(
+            name,
+            label,
+            cells.data_row(series, pos),
+            cells.shown(cells.plain(series.iloc[pos]), None),
+            ": expected a number; fix the row or leave the cell empty",
+        )
+    infinite = np.isinf(values)
+    if infinite.any():
+        pos = int(infinite.nonzero()[0][0])
+        raise cells.cell_error(
+            name,
+            label,
+            cells.data_row(series, pos),
+            str(values[pos]),  # a float as text: "inf" or "-inf"
+            ": expected a finite number; replace it or leave the cell empty",
+        )
+    return values
+
+
+@dataclass(frozen=True)
+class NumericState:
+    """Fitted statistics of one numeric column: ``(clip(x, low, high) - center) / scale``,
+    then smoothly clipped to ``+-smooth_clip`` when it is not 0."""
+
+    name: str
+    log: bool
+    fill: float
+    center: float
+    scale: float
+    indicator: bool
+    low: float  # training range after the log, in raw units of the transformed value:
+    high: float  # inputs are clipped to it, because a network extrapolates badly
+    smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NumericState:
+        """A column of ``preprocessing.json``; format 1 named the center and scale mean, std."""
+        data = dict(data)
+        if "mean" in data:
+            data["center"], data["scale"] = data.pop("mean"), data.pop("std")
+        return cls(**data)
+
+
+def _forward(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log":
+        return np.log(y)
+    if transform == "log1p":
+        return np.log1p(y)
+    return y
+
+
+def _inverse(y: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log":
+        return np.exp(y)
+    if transform == "log1p":
+        return np.expm1(y)
+    return y
+
+
+def _median(x: np.ndarray) -> float:
+    """The median (0 for no values); the mean of the middle two cannot overflow.
+
+    ``np.median`` adds the two middle values of an even count, which is infinite for two
+    values near 1.8e308; halving first is exact (a power of two), so it only runs then.
+    """
+    if not len(x):
+        return 0.0
+    with np.errstate(over="ignore"):
+        median = float(np.median(x))
+    return median if math.isfinite(median) else float(np.median(x * 0.5)) * 2.0
+
+
+# |x| + |mean| below this cannot overflow float64 (whose largest value is about 1.8e308).
+_SAFE_SUM = 1e307
+
+
+@dataclass(frozen=True)
+class NumericTable:
+    """The numeric columns' fitted statistics as arrays, one entry per column, so that the
+    arithmetic runs on several columns side by side with the same per-value operations."""
+
+    log: np.ndarray  # bool
+    fill: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    largest: np.ndarray  # the largest magnitude an input is clipped to (``standardise``)
+    radius: np.ndarray  # smooth clipping radius; 0: none
+    indicator: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, states: tuple[NumericState, ...]) -> NumericTable:
+        def floats(values: list[float]) -> np.ndarray:
+            return np.array(values, dtype=np.float64)
+
+        return cls(
+            log=np.array([s.log for s in states], dtype=bool),
+            fill=floats([s.fill for s in states]),
+            low=floats([s.low for s in states]),
+            high=floats([s.high for s in states]),
+            center=floats([s.center for s in states]),
+            scale=floats([s.scale for s in states]),
+            largest=floats([max(abs(s.low), abs(s.high)) for s in states]),
+            radius=floats([s.smooth_clip for s in states]),
+            indicator=np.array([s.indicator for s in states], dtype=bool),
+        )
+
+    def column(self, j: int) -> NumericTable:
+        """Column ``j`` alone (views, no copies)."""
+        one = slice(j, j + 1)
+        return NumericTable(*(getattr(self, f.name)[one] for f in dataclasses.fields(self)))
+
+
+def numeric_values(x: np.ndarray, t: NumericTable) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded values (a new float64 array) and the missing mask of ``x`` [n, k] (float64, NaN
+    for missing), whose k columns ``t`` describes: optional log1p (negative values, which never
+    occurred in training, clamped to 0), the median for missing values, clipping to the
+    training range, robust scaling, then smooth clipping where a radius is set.
+
+    Each value goes through the same operations whether its column is encoded alone or beside
+    others, so a row's encoding does not depend on how it was read.
+    """
+    missing = np.isnan(x)
+    if t.log.any():
+        x = np.where(t.log, np.log1p(np.maximum(x, 0.0)), x)
+    x = np.where(missing, t.fill, x)  # a new array: the in-place steps are safe
+    np.clip(x, t.low, t.high, out=x)
+    # -0.0 becomes 0.0: clipping keeps or drops a zero's sign depending on whether numpy's
+    # vector or scalar loop ran, which depends on how many columns are encoded at once.
+    x += 0.0
+    x = standardise(x, t.center, t.scale, t.largest)
+    clipped = t.radius > 0
+    if clipped.any():
+        x = np.where(clipped, smooth_clip(x.copy(), np.where(clipped, t.radius, 1.0)), x)
+    return x, missing
+
+
+def standardise(x: np.ndarray, mean: Any, std: Any, largest: Any) -> np.ndarray:
+    """``(x - mean) / std``, in place where it can be; ``largest`` bounds ``|x|``. The
+    statistics are numbers, or arrays with one entry per column of ``x``.
+
+    Values up to 1.8e308 are legal input, and ``x - mean`` overflows to infinity when ``x``
+    and ``mean`` are both that large with opposite signs. Only then is the same quantity
+    computed as ``x / std - mean / std``, whose terms stay small (the spread is at least a
+    fixed fraction of the mean): ordinary data keeps the exact arithmetic, and its bytes.
+    """
+    with np.errstate(over="ignore"):  # a sum that overflows is simply not exact
+        exact = np.asarray(largest + np.abs(mean) < _SAFE_SUM)
+    if exact.all():
+        x -= mean
+        x /= std
+        return x
+    if not exact.any():
+        x /= std
+        x -= mean / std
+        return x
+    with np.errstate(over="ignore"):  # the branch that overflows is not the one kept
+        return np.where(exact, (x - mean) / std, x / std - mean / std)
+
+
+def smooth_clip(x: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
+    """``x / sqrt(1 + (x / radius)^2)`` in place: the identity near 0, at most ``radius``
+    (one radius, or one per column of ``x``).
+
+    ``hypot`` cannot overflow, so values up to float64's largest still map into the range.
+    """
+    x /= radius
+    x /= np.hypot(1.0, x)
+    x *= radius
+    return x
+
+
+def _robust_scale(x: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range (half the full range where that is 0; 1 for a constant).
+
+    Values near float64's largest are divided by their largest magnitude first (and the result
+    scaled back), so that the quantiles' interpolation cannot overflow; ordinary values keep
+    the exact arithmetic.
+    """
+    top = float(np.max(np.abs(x))) if len(x) else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return 0.0, 1.0
+    unit = top if top > _SAFE_SUM / 4 else 1.0
+    u = x / unit if unit != 1.0 else x
+    q25, q50, q75 = (float(q) for q in np.quantile(u, [0.25, 0.5, 0.75]))
+    tiny = 1e-12 * max(abs(q50), float(np.max(np.abs(u))))
+    spread = q75 - q25
+    if spread <= tiny:
+        spread = 0.5 * (float(u.max()) - float(u.min()))
+    if spread <= tiny or not math.isfinite(spread):
+        return q50 * unit, 1.0
+    return q50 * unit, spread * unit
+
+
+def _mean_std(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation that cannot overflow (values up to 1e308 are legal input).
+
+    Both are computed on ``x / max|x|`` and scaled back; a zero spread becomes 1 so that a
+    constant column standardises to 0 instead of dividing by zero.
+    """
+    scale = float(np.max(np.abs(x))) if len(x) else 0.0
+    if scale == 0.0 or not math.isfinite(scale):
+        return 0.0, 1.0
+    u = x / scale
+    mean, std = float(np.mean(u)) * scale, float(np.std(u)) * scale
+    return mean, (std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0)
+
+
+def _skew(x: np.ndarray) -> float:
+    """Sample skewness, scale-free (so huge values cannot overflow it)."""
+    scale = float(np.max(np.abs(x)))
+    if scale == 0.0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        return float(pd.Series(x / scale).skew())

@@ -1,0 +1,100 @@
+"""`pipeline report`: one self-contained page about a build, from the build's files alone.
+
+The page has no script and no external reference (a Content-Security-Policy meta forbids
+both): the headline metrics, the confusion matrix and the cross-validation are HTML tables, and
+each plot is an SVG embedded as a ``data:`` image inside ``<figure data-plot="NAME">`` with a
+caption and alt text. The Markdown form is ``report.md`` beside one SVG per plot, for a pull
+request comment in CI.
+
+Nothing is re-fetched and no model is loaded: the plots come from the curves that ``train``
+stored (``curves``), the learning curve from ``history.json``, the folds from what
+``evaluate --folds`` stored. Only facts covered by the build id appear (plus those folds, which
+the build and K determine), so the same build gives the same bytes wherever and whenever the
+report is written. matplotlib is needed only to draw (``plots``), imported when drawing starts.
+
+``facts`` holds the build as the report sees it, ``figures`` the plots, ``pages`` the HTML page
+(and `pipeline diff --html`), ``markdown`` the Markdown form; this module checks the options,
+loads the build and writes the files, and re-exports the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.report.facts import MAX_TABLE_CLASSES, Subject, flat_config, subject
+from pipeline.report.figures import SPECS, Plot, draw, expected_plots, specs
+from pipeline.report.markdown import markdown_report
+from pipeline.report.pages import CSP, diff_html, html_report
+from pipeline.store import Store
+
+__all__ = [
+    "CSP",
+    "FORMATS",
+    "MAX_TABLE_CLASSES",
+    "SPECS",
+    "Plot",
+    "Subject",
+    "check_format",
+    "diff_html",
+    "draw",
+    "expected_plots",
+    "flat_config",
+    "html_report",
+    "load",
+    "markdown_report",
+    "require_matplotlib",
+    "specs",
+    "subject",
+    "write",
+]
+
+
+FORMATS = ("html", "markdown")
+
+
+def check_format(fmt: str) -> str:
+    """``--format`` if the report can be written in it, else ConfigError (exit 3)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def require_matplotlib() -> None:
+    """ConfigError (exit 3) saying what to install when the report extra is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "pipeline report needs matplotlib, which is not installed: pip install "
+            "'pipeline[report]' (`make install` installs it)"
+        ) from None
+
+
+def load(store: Store, ref: str | None, default_name: str) -> Subject:
+    """The build named by ``ref`` (default: the latest): a build id or prefix, a release
+    (``name@vN``, ``name@current``; ``vN``/``current`` of ``default_name``) or a package."""
+    from pipeline import diff
+
+    return subject(diff.resolve_one(store, ref or "latest", default_name), store)
+
+
+def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
+    """Write ``s``'s report to ``target`` (a file for html, a folder for markdown), each file
+    atomically; return the plot names and the bytes written."""
+    from pathlib import Path
+
+    from pipeline.store import atomic_write_bytes
+
+    path = Path(target)
+    advice = "choose another -o"
+    if fmt == "html":
+        data = html_report(s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, advice)
+        return expected_plots(s), len(data)
+    files = markdown_report(s)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, data in sorted(files.items()):
+        atomic_write_bytes(path / name, data, advice)
+    return expected_plots(s), sum(len(d) for d in files.values())

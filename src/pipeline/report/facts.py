@@ -1,0 +1,121 @@
+"""A build as the report sees it (``Subject``), and the facts its tables show, formatted.
+
+Everything here reads the build's parsed JSON files and its stored K-fold results; nothing
+draws or renders. ``_fmt`` writes a number the same way on every machine (no locale).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import artifacts, curves
+from pipeline.store import Store
+
+MAX_TABLE_CLASSES = 30  # a larger confusion matrix is left to metrics.json
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A build as the report sees it: its parsed JSON files and stored K-fold results."""
+
+    label: str  # how the user named it: a build id, or a release reference
+    build_id: str
+    files: dict[str, Any]
+    cv: dict[str, Any] | None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.files["metrics.json"]
+
+    @property
+    def task(self) -> str:
+        return str(self.metrics["task"])
+
+    @property
+    def curves(self) -> dict[str, Any]:
+        return curves.from_files(self.files)
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return self.files["provenance.json"]["inputs"]
+
+
+def subject(side: dict[str, Any], store: Store) -> Subject:
+    """The report's view of a resolved build, release or package (``diff.resolve_one``)."""
+    files = {n: json.loads(d) for n, d in side["files"].items() if n.endswith(".json")}
+    label = side["release"] or (side["package_id"] and f"package {side['package_id']}")
+    return Subject(label or side["build_id"], side["build_id"], files,
+                   artifacts.stored_cv(store, side["build_id"]))  # fmt: skip
+
+
+def _metric(s: Subject, part: str, name: str) -> str:
+    return _fmt(s.metrics.get(part, {}).get(name))
+
+
+def _fmt(value: Any) -> str:
+    """A number as a person reads it, the same on every machine (no locale)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _scalar_metrics(s: Subject) -> list[str]:
+    names: list[str] = []
+    for part in ("validation", "test"):
+        for k, v in s.metrics.get(part, {}).items():
+            if isinstance(v, int | float) and not isinstance(v, bool) and k not in names:
+                names.append(k)
+    return names
+
+
+def _identity_rows(s: Subject) -> list[tuple[str, str]]:
+    inputs, schema = s.inputs, s.files.get("schema.json", {})
+    dataset, split, code = inputs["dataset"], inputs["split"], inputs["code"]
+    history = s.files["history.json"]
+    rows = [
+        ("build", s.build_id),
+        ("task", f"{s.task}, target {schema.get('target', '?')}"),
+        (
+            "dataset",
+            f"{dataset['uri']} ({_fmt(dataset['rows'])} rows, sha256 {dataset['sha256'][:16]})",
+        ),
+        (
+            "split",
+            f"train {_fmt(split['train'])}, validation {_fmt(split['val'])}, test "
+            f"{_fmt(split['test'])} (digest {split['digest'][:16]})",
+        ),
+        ("seed", str(inputs["seed"])),
+        ("code", f"pipeline {code['version']} (digest {code['digest'][:16]})"),
+        (
+            "epochs",
+            f"best {s.metrics.get('best_epoch')} of {len(history.get('selection', []))}"
+            f"{'; refitted on train + validation' if s.metrics.get('refit') else ''}",
+        ),
+    ]
+    if s.label != s.build_id:
+        rows.insert(0, ("release", s.label))
+    return rows
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``config.json`` as dotted keys and values, sorted (``train.learning_rate``)."""
+    out: list[tuple[str, Any]] = []
+    for key in sorted(config):
+        value = config[key]
+        if isinstance(value, dict) and value:
+            out += flat_config(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
