@@ -114,6 +114,25 @@ def start_serving(image: Image, *args: str) -> Container:
     return container
 
 
+def start_serving_on_host_network(image: Image, port: int, *args: str) -> Container:
+    """`run -d` serve sharing the host's network (it reaches services on the host's loopback,
+    such as the suite's S3 server) on ``port``; wait until ready."""
+    name = f"pipeline-test-{uuid.uuid4().hex[:10]}"
+    engine = image.engine
+    engine.run(
+        "run", "--detach", "--name", name, *engine.run_flags, "--network", "host",
+        "--env", f"PIPELINE_SERVE__PORT={port}", "--env", "PIPELINE_SERVE__HOST=127.0.0.1",
+        *args, image.tag,
+    )  # fmt: skip
+    container = Container(name, f"http://127.0.0.1:{port}", engine)
+    try:
+        wait_ready(container)
+    except BaseException:
+        container.remove()
+        raise
+    return container
+
+
 def wait_ready(container: Container) -> None:
     """Poll /readyz until 200; fail with the container's logs if it exits or never gets ready."""
     deadline = time.monotonic() + READY_TIMEOUT

@@ -10,11 +10,14 @@ import csv
 import io
 import json
 import math
+import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.conftest import REPO, event, run_cli
 from tests.container.harness import (
     FIGURES,
@@ -25,7 +28,10 @@ from tests.container.harness import (
     host_env,
     http,
     start_serving,
+    start_serving_on_host_network,
 )
+
+from pipeline.store import LocalStore, Store
 
 # The cell values training reads as missing (PIPELINE_DATA__MISSING_VALUES' default).
 MISSING = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "-NaN", "-nan"}
@@ -208,6 +214,55 @@ def test_release_pulled_from_a_mounted_store_at_start(image: Image) -> None:
         FIGURES["stop on SIGTERM s"] = f"{stopped:.1f}"
         # 137 would be SIGKILL after the grace period: the signal never reached pipeline.
         assert code == "0", f"exit code {code} after {stopped:.1f} s:\n{container.logs()}"
+    finally:
+        container.remove()
+
+
+def test_release_pulled_from_an_object_store_by_url(
+    image: Image, served: Container, s3_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container sees only PIPELINE_STORE=s3://..., PIPELINE_RELEASE and the AWS_* variables
+    (the secret passed by name, never on the command line): it pulls the release from the object
+    store at start and serves the same predictions as the baked release."""
+    s3 = s3_server.env(f"container-{uuid.uuid4().hex[:8]}")
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    store = Store.from_uri(s3["PIPELINE_STORE"], allow_http=True)
+    local = LocalStore(image.store)
+    for key in local.walk("packages"):  # what `aws s3 sync store/packages s3://.../packages` does
+        store.write(key, local.read_bytes(key))
+    created = run_cli(
+        "release",
+        "create",
+        image.release["package_id"],
+        env={**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": str(image.store / "no.env"),
+             "PIPELINE_RUN__ID_COLUMN": "Id"},  # the run settings of the baked release
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    ref = event(created.stdout, "release.created")["release"]
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    names = [x for name in s3 if name != "PIPELINE_STORE" for x in ("--env", name)]
+    container = start_serving_on_host_network(
+        image, port, *names, "--env", f"PIPELINE_STORE={s3['PIPELINE_STORE']}",
+        "--env", f"PIPELINE_RELEASE={ref}",
+    )  # fmt: skip
+    try:
+        status, model = http(f"{container.url}/v1/model")
+        assert status == 200, model
+        assert model["release"] == ref and model["package_id"] == image.release["package_id"]
+        rows = records(model["input_schema"]["columns"], 5)
+        status, got = http(f"{container.url}/v1/predict", {"records": rows})
+        assert status == 200, got
+        status, baked = http(f"{served.url}/v1/predict", {"records": rows})
+        assert status == 200, baked
+        assert got["predictions"] == baked["predictions"] and len(got["predictions"]) == 5
+        logs = container.logs()
+        assert s3["AWS_SECRET_ACCESS_KEY"] not in logs
+        inspected = image.engine.run("inspect", container.name).stdout
+        assert s3["AWS_SECRET_ACCESS_KEY"] not in inspected.split('"Env"')[0]  # not in the argv
     finally:
         container.remove()
 
