@@ -18,7 +18,14 @@ import pandas as pd
 
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
-from pipeline.features.categories import as_categories, category_codes, category_counts, text_codes
+from pipeline.features.categories import (
+    MISSING,
+    UNKNOWN,
+    _vocab_lookup,
+    as_categories,
+    category_codes,
+    category_counts,
+)
 from pipeline.features.numeric import (
     NumericState,
     NumericTable,
@@ -160,8 +167,23 @@ class Preprocessor:
             values, missing = numeric_values(raw, table)
             numeric[:, : len(self.numeric)] = values
             numeric[:, len(self.numeric) :] = missing[:, table.indicator]
-        codes = (text_codes(texts[c.name], c.vocab) for c in self.categorical)
-        return Encoded(numeric, *self._codes(rows, codes))
+        return Encoded(numeric, *self._text_codes(rows, texts))
+
+    def _text_codes(
+        self, rows: int, texts: Mapping[str, Sequence[str | None]]
+    ) -> tuple[np.ndarray, None, dict[str, int]]:
+        """``_codes`` of canonical texts: each column's codes by ``text_codes``'s lookup, built
+        as lists and converted once (a served request has a row and dozens of columns, where
+        an array per column cost more than the lookups)."""
+        lookups = [(_vocab_lookup(c.vocab), texts[c.name]) for c in self.categorical]
+        columns = [
+            [MISSING if v is None else lookup.get(v, UNKNOWN) for v in values]
+            for lookup, values in lookups
+        ]
+        cats = np.array(columns, dtype=np.int64).reshape(len(columns), rows).T.copy()
+        unseen = np.count_nonzero(cats == UNKNOWN, axis=0) if rows else [0] * len(columns)
+        unknown = {c.name: int(k) for c, k in zip(self.categorical, unseen, strict=True) if k}
+        return cats, None, unknown
 
     @functools.cached_property
     def _numeric_table(self) -> NumericTable:

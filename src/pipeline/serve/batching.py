@@ -3,7 +3,11 @@
 A request's records are validated on its own (a bad record fails only that request), then
 queued. A scorer that is free takes everything queued, up to ``max_rows`` rows, and scores it
 in a worker thread; it never waits for more to arrive, so a lone request is scored at once and
-a busy server scores several requests per pass. At most ``scorers`` passes run at a time.
+a busy server scores several requests per pass. At most ``scorers`` passes run at a time. A
+small pass (at most ``inline_rows`` rows: a few forward blocks, well under a millisecond of
+model time) runs on the event loop's own thread: handing it to a worker thread would cost more
+than the pass, and a worker thread holding the GIL makes the loop wait for the interpreter's
+switch interval (5 ms) before it can answer anyone.
 Scoring is batch-invariant (``pipeline.model.in_blocks``): which requests share a pass cannot
 change any prediction. The queue is bounded in rows (a full queue is a 503), each request has a
 deadline (504), and a request whose client went away is dropped before it is scored.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +27,12 @@ import anyio
 from pipeline.serve.contract import RequestError
 
 _DROPPED = object()  # the answer of a job whose client went away before it was scored
+_HERE = threading.local()  # .inline: this thread is running a pass on the event loop's thread
+
+
+def scoring_inline() -> bool:
+    """Whether the calling ``score`` runs on the event loop's thread (a small pass)."""
+    return getattr(_HERE, "inline", False)
 
 
 @dataclass
@@ -45,9 +56,10 @@ class Batcher:
         max_rows: int,
         max_queued_rows: int,
         deadline: float,
+        inline_rows: int = 0,
     ) -> None:
         self.score = score
-        self.scorers, self.max_rows = scorers, max_rows
+        self.scorers, self.max_rows, self.inline_rows = scorers, max_rows, inline_rows
         self.max_queued_rows, self.deadline = max_queued_rows, deadline
         self.queue: collections.deque[Job] = collections.deque()
         self.queued_rows = 0
@@ -118,7 +130,14 @@ class Batcher:
                     continue
                 self.batches += 1
                 try:
-                    answers = await anyio.to_thread.run_sync(self.score, jobs)
+                    if sum(len(job.records) for job in jobs) <= self.inline_rows:
+                        _HERE.inline = True
+                        try:
+                            answers = self.score(jobs)
+                        finally:
+                            _HERE.inline = False
+                    else:
+                        answers = await anyio.to_thread.run_sync(self.score, jobs)
                 except Exception as exc:  # a bug: every request of the pass gets the 500
                     for job in jobs:
                         if not job.future.done():
@@ -127,5 +146,6 @@ class Batcher:
                 for job, answer in zip(jobs, answers, strict=True):
                     if not job.future.done():
                         job.future.set_result(answer)
+                await asyncio.sleep(0)  # let the loop read what arrived meanwhile: the next pass
         finally:
             self.running -= 1

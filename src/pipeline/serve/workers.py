@@ -78,7 +78,8 @@ def supervise(
         def start(i: int) -> subprocess.Popen[bytes]:
             board.map[i] = LOADING
             env = {**os.environ, FD_VAR: str(sock.fileno()), INDEX_VAR: f"{i}/{count}",
-                   READY_VAR: ready_path, "PIPELINE_SERVE__WORKERS": "1"}  # fmt: skip
+                   READY_VAR: ready_path, "PIPELINE_SERVE__WORKERS": "1",
+                   "UV_TCP_SINGLE_ACCEPT": "1"}  # fmt: skip
             return subprocess.Popen(
                 [sys.executable, "-m", "pipeline", "serve", *args],
                 env=env,
