@@ -158,24 +158,34 @@ class Preprocessor:
         The numeric columns go through the arithmetic side by side, as one [rows, F] array:
         a handful of array operations per request instead of a handful per column.
         """
+        raw = np.empty((rows, len(self.numeric)), dtype=np.float64)
+        for j, s in enumerate(self.numeric):
+            raw[:, j] = numbers[s.name]
+        return self.encode_rows(raw, [texts[c.name] for c in self.categorical])
+
+    def encode_rows(self, raw: np.ndarray, texts: Sequence[Sequence[str | None]]) -> Encoded:
+        """``encode_values`` of inputs already laid out in this preprocessor's column order:
+        ``raw`` [rows, numeric columns] float64 (NaN for missing), ``texts`` one sequence of
+        canonical texts per categorical column (None for missing). A served request builds both
+        straight from its records, with no array per column."""
+        rows = raw.shape[0]
         table = self._numeric_table
         numeric = np.empty((rows, self.n_numeric_features), dtype=np.float32)
         if self.numeric:
-            raw = np.empty((rows, len(self.numeric)), dtype=np.float64)
-            for j, s in enumerate(self.numeric):
-                raw[:, j] = numbers[s.name]
             values, missing = numeric_values(raw, table)
             numeric[:, : len(self.numeric)] = values
             numeric[:, len(self.numeric) :] = missing[:, table.indicator]
         return Encoded(numeric, *self._text_codes(rows, texts))
 
     def _text_codes(
-        self, rows: int, texts: Mapping[str, Sequence[str | None]]
+        self, rows: int, texts: Sequence[Sequence[str | None]]
     ) -> tuple[np.ndarray, None, dict[str, int]]:
-        """``_codes`` of canonical texts: each column's codes by ``text_codes``'s lookup, built
-        as lists and converted once (a served request has a row and dozens of columns, where
-        an array per column cost more than the lookups)."""
-        lookups = [(_vocab_lookup(c.vocab), texts[c.name]) for c in self.categorical]
+        """``_codes`` of canonical texts (one sequence per categorical column, in order): each
+        column's codes by ``text_codes``'s lookup, built as lists and converted once (a served
+        request has a row and dozens of columns, where an array per column cost more than the
+        lookups)."""
+        pairs = zip(self.categorical, texts, strict=True)
+        lookups = [(_vocab_lookup(c.vocab), t) for c, t in pairs]
         columns = [
             [MISSING if v is None else lookup.get(v, UNKNOWN) for v in values]
             for lookup, values in lookups

@@ -11,6 +11,7 @@ data read as missing, such as ``NA``, are missing here too), so both give the sa
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -249,6 +250,21 @@ class Contract:
             ids[:] = [r.get(self.id_column) for r in records]
             columns[self.id_column] = ids
         return columns
+
+    def id_values(self, records: list[dict[str, Any]]) -> Any:
+        """The id column's values as ``columns`` gives them (an object array)."""
+        if self.id_column in self.kinds:  # the id is also an input of the model
+            return self.columns(records)[self.id_column]
+        import numpy as np
+
+        ids = np.empty(len(records), dtype=object)  # element-wise: never a 2-D array
+        ids[:] = [r.get(self.id_column or "") for r in records]
+        return ids
+
+    @functools.cached_property
+    def kinds(self) -> dict[str, str]:
+        """Each input column's kind (numeric, categorical, boolean)."""
+        return {c.name: c.kind for c in self.schema.columns}
 
     def records_frame(self, body: bytes) -> tuple[pd.DataFrame, tuple[list[str], int]]:
         """A JSON body ``{"records": [...]}`` as a frame, and the keys the model ignores."""

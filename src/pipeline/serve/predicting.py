@@ -168,19 +168,42 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
 
     contract, predictor, run = loaded.contract, loaded.predictor, loaded.run
     records = [r for job in jobs for r in job.records]
-    columns = contract.columns(records)
-    values = predictor.values(predictor.pre.encode_values(len(records), columns, columns))
+    values = predictor.values(model_inputs(loaded, records))
+    every_id = contract.id_values(records) if run.id_column else None
     answers, at = [], 0
     for job in jobs:
         n = len(job.records)
         part = slice(at, at + n)
         at += n
-        ids = columns[run.id_column][part] if run.id_column else None
+        ids = every_id[part] if every_id is not None else None
         result = predictor.columns(values[part], run, np.zeros(n, dtype=bool), ids)
         if run.on_error == "column":
             result[outputs.ERROR] = np.full(n, "", dtype=object)
         answers.append(response(loaded, contract.predictions(result), job.extra))
     return answers
+
+
+def model_inputs(loaded: Loaded, records: list[dict[str, Any]]) -> Any:
+    """Validated records as the model's input arrays (``Preprocessor.encode_rows``), read row
+    by row into the preprocessor's column order: the values ``Contract.columns`` gives (numbers
+    as float64 with None as NaN, booleans as "true"/"false", missing markers as None) without
+    an array per column. The arithmetic is ``transform``'s, so the bytes are the same."""
+    import numpy as np
+
+    from pipeline.data import cells
+
+    contract, pre = loaded.contract, loaded.predictor.pre
+    numeric = [s.name for s in pre.numeric]
+    raw = np.array([[r[name] for name in numeric] for r in records], dtype=np.float64)
+    texts: list[list[str | None]] = []
+    missing, names = contract.missing_values, cells.BOOLEAN_NAMES
+    for c in pre.categorical:
+        values = [r[c.name] for r in records]
+        if contract.kinds[c.name] == "boolean":
+            texts.append([None if v is None else names[v] for v in values])
+        else:
+            texts.append([None if v in missing else v for v in values])
+    return pre.encode_rows(raw.reshape(len(records), len(numeric)), texts)
 
 
 async def _predict_records(
