@@ -89,7 +89,6 @@ LONGEST = (
     "tests/test_train.py::test_house_prices_default_matches_gradient_boosting",
     "tests/test_reproducibility.py::test_two_processes_same_seed_same_build_and_another_seed_differs",
     "tests/test_crash_safety.py::test_sigkill_at_20_random_moments_leaves_the_store_consistent_and_the_next_run_succeeds",
-    "tests/serve/test_bench_serve.py::test_serve_load_benchmark_runs_quick_and_loses_no_request",
 )
 
 
