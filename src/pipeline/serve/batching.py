@@ -45,6 +45,14 @@ class Job:
     gone: Callable[[], bool] = lambda: False  # whether the client hung up meanwhile
 
 
+def _expire(job: Job) -> None:
+    """The deadline passed: the request gets its 504, and the job, if still queued, is dropped
+    rather than scored (a pass already running finishes, and its answer is discarded)."""
+    if not job.future.done():
+        job.gone = lambda: True
+        job.future.set_exception(TimeoutError())
+
+
 class Batcher:
     """Queues jobs and scores them in batches with ``score(jobs) -> [answer per job]``."""
 
@@ -87,16 +95,19 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # A timer on the loop rather than wait_for(shield(...)): no task per request.
+        timer = asyncio.get_running_loop().call_later(self.deadline, _expire, job)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(job.future), self.deadline)
+            answer = await job.future
         except TimeoutError:
-            job.gone = lambda: True  # if still queued, it is dropped rather than scored
             raise RequestError(
                 504,
                 "deadline_exceeded",
                 f"the prediction took longer than {self.deadline:g} s "
                 "(PIPELINE_SERVE__DEADLINE): retry, or send fewer records",
             ) from None
+        finally:
+            timer.cancel()
         if answer is _DROPPED:
             raise RequestError(
                 499, "client_closed_request", "the client closed the connection before its "
