@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "model": 2,
     "split": 2,
     "fit": 2,
+    "tensors": 2,
+    "distributed_fit": 2,
     "metrics": 2,
     "outputs": 2,
     "checkpoints": 2,

@@ -200,3 +200,19 @@ def test_parquet_source_trains_like_the_csv(cli: Any, store: Path, tmp_path: Pat
     _, metrics, result = _train(cli, store, env)
     assert event(result.stdout, "data.schema")["rows"] == 1309
     assert metrics["task"] == "binary" and metrics["test"]["accuracy"] > 0.7
+
+
+def test_workers_are_checked_before_any_work(cli: Any, store: Path) -> None:
+    """PIPELINE_TRAIN__WORKERS=0 is a one-line config error naming the variable (exit 3), and
+    --resume or PIPELINE_TRAIN__CHECKPOINT_EVERY with --workers are refused the same way
+    before any data is read: nothing reaches the store."""
+    result = cli("train", env={"PIPELINE_TRAIN__WORKERS": "0"})
+    assert result.exit_code == 3
+    assert "PIPELINE_TRAIN__WORKERS" in result.stderr and result.stderr.count("\n") == 1
+    for args, env in ((("--workers", "2", "--resume"), {}),
+                      (("--workers", "2"), {"PIPELINE_TRAIN__CHECKPOINT_EVERY": "5"})):  # fmt: skip
+        result = cli("train", *args, env=env)
+        assert result.exit_code == 3, result.output
+        assert "--workers" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert "data.fetched" not in result.stdout
+    assert not (store / "builds").exists()

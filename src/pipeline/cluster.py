@@ -15,8 +15,10 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +72,8 @@ def session(
         shown = _masked(address)
         _probe(address, shown, connect_timeout)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            with _keeping_sigterm():
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             ray.shutdown()
             raise _unreachable(shown, connect_timeout, _first_line(exc)) from None
@@ -84,14 +87,15 @@ def session(
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no report, and no notice about it
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
     try:
-        ray.init(
-            num_cpus=cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=True,  # Ray's own handler, on stderr, errors only
-            logging_level=logging.ERROR,
-            _temp_dir=str(temp_dir),
-        )
+        with _keeping_sigterm():
+            ray.init(
+                num_cpus=cpus or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=True,  # Ray's own handler, on stderr, errors only
+                logging_level=logging.ERROR,
+                _temp_dir=str(temp_dir),
+            )
         yield _describe(ray, None)
     finally:
         ray.shutdown()
@@ -101,6 +105,19 @@ def session(
             else:
                 os.environ[key] = value
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    """Keep this process's SIGTERM handler through ``ray.init``, which installs its own (a stack
+    dump, then death): a SIGTERM stays the CLI's clean stop (one line, exit 130)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _describe(ray: Any, address: str | None) -> Cluster:

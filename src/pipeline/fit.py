@@ -5,7 +5,9 @@ Data stays in memory as tensors; an epoch is a permutation of row indices sliced
 (the task and how it is encoded), the training settings and the seeds: nothing else, so a Ray
 worker can call it as the ``train`` stage does. Its whole state between two batches is a
 ``FitState``; a SIGTERM/SIGINT stops the loop at a batch boundary with that state, and ``fit``
-given it back continues exactly where it stopped.
+given it back continues exactly where it stopped. Given a ``Parallel``, the same loop runs as one
+of N data-parallel workers (``distributed_fit``): each holds its own rows, and every step's
+gradients are averaged over the rows of all workers.
 """
 
 from __future__ import annotations
@@ -15,152 +17,46 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
-from torch import nn
 
-from pipeline import metrics, outputs
+from pipeline import outputs
 from pipeline.errors import ConfigError
-from pipeline.features import Encoded, Preprocessor, TargetState
+from pipeline.features import TargetState
 from pipeline.model import (
-    EVAL_BATCH,
-    FoldedNetwork,
     ModelConfig,
     TabularMLP,
-    embedding_dim,
-    in_blocks,
 )
-from pipeline.settings import Settings, TrainSettings
+from pipeline.settings import TrainSettings
 from pipeline.split import Seeds
+from pipeline.tensors import (
+    Tensors,
+    evaluate_rows,
+    forward_all,
+    loss_fn,
+    network_config,
+    predict_rows,
+    score,
+)
 
-
-@dataclass
-class Tensors:
-    """Some rows of the encoded data: the whole tensors, shared by every part, and the rows.
-
-    Parts are index sets into one copy of the data, never copies of their own (at 10M rows a
-    copy per part would double the memory): a batch gathers its rows, exactly the rows and the
-    order a per-part copy would give, so results are the same.
-    """
-
-    numeric: torch.Tensor  # [N, F] float32, every row
-    categorical: torch.Tensor  # [N, C] int64, every row
-    target: torch.Tensor  # [N], every row
-    rows: torch.Tensor  # [n] int64 positions of this part's rows
-
-    @classmethod
-    def all(cls, enc: Encoded, device: str) -> Tensors:
-        """Every row, on ``device`` (on CPU the numpy arrays are shared, not copied)."""
-        if enc.target is None:
-            raise ValueError("training tensors need an encoded target")
-        return cls(
-            torch.from_numpy(enc.numeric).to(device),
-            torch.from_numpy(enc.categorical).to(device),
-            torch.from_numpy(enc.target).to(device),
-            torch.arange(len(enc.target), device=device),
-        )
-
-    def select(self, rows: np.ndarray) -> Tensors:
-        """The part made of ``rows`` (positions into the whole data), sharing its tensors."""
-        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
-        return Tensors(self.numeric, self.categorical, self.target, index.to(self.rows.device))
-
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(numeric, categorical, target) of the part's rows at positions ``idx``."""
-        at = self.rows[idx]
-        return self.numeric[at], self.categorical[at], self.target[at]
-
-    def targets(self) -> torch.Tensor:
-        """The part's targets, in its row order."""
-        return self.target[self.rows]
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-
-def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
-    """The network shape for a fitted preprocessor and the model settings."""
-    cards = tuple(s.cardinality for s in pre.categorical)
-    task = pre.target.task
-    return ModelConfig(
-        n_numeric=pre.n_numeric_features,
-        cardinalities=cards,
-        embedding_dims=tuple(embedding_dim(c, settings.features.max_embedding_dim) for c in cards),
-        hidden=tuple(settings.model.hidden),
-        dropout=settings.model.dropout,
-        n_outputs=len(pre.target.classes) if task == "multiclass" else 1,
-        members=settings.model.members,
-    )
-
-
-def loss_fn(
-    task: str, smoothing: float = 0.0
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss for a task; outputs are [B, n_outputs].
-
-    ``smoothing`` (classification only) moves that share of each target's probability mass
-    evenly onto every class: the training loss uses it, early stopping the plain loss.
-    """
-    if task == "regression":
-        return lambda out, y: nn.functional.mse_loss(out.squeeze(1), y)
-    if task == "binary":
-        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(
-            out.squeeze(1), y.float() * (1.0 - smoothing) + smoothing / 2
-        )
-    return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=smoothing)
-
-
-@torch.inference_mode()
-def forward_all(
-    model: TabularMLP,
-    numeric: torch.Tensor,
-    categorical: torch.Tensor,
-    rows: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Model outputs for every row (or for ``rows``) without autograd, in the fixed blocks of
-    ``model.in_blocks``: a row's output does not depend on the rows scored with it."""
-    model.eval()
-    n = numeric.shape[0] if rows is None else rows.shape[0]
-    outs = []
-    for i in range(0, n, EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
-        if rows is None:
-            x, c = numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]
-        else:
-            at = rows[i : i + EVAL_BATCH]
-            x, c = numeric[at], categorical[at]
-        outs.append(in_blocks(model, x, c))
-    return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
-
-
-def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[str, Any]:
-    """Metrics in target units for predictions against encoded targets."""
-    if target.task == "regression":
-        y = target.decode(y_encoded)
-        return metrics.regression(y, pred, log_scale=target.transform == "log")
-    return metrics.classification(y_encoded.astype(np.int64), pred, list(target.classes))
-
-
-def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.ndarray:
-    """``outputs.to_values`` of ``model`` on one part of the data: the outputs `pipeline
-    predict` and `pipeline serve` give for those rows (the same folded network, built from a
-    CPU copy of the weights, the same fixed blocks), so recorded metrics and curves match the
-    served predictions bit for bit."""
-    network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
-    at = part.rows.cpu()
-    parts = [torch.zeros((0, model.cfg.n_outputs))]
-    for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
-        rows = at[i : i + EVAL_BATCH]
-        parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
-    return outputs.to_values(torch.cat(parts).numpy(), target)
-
-
-def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
-    """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
-    return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
+__all__ = [
+    "FitState",
+    "Fitted",
+    "Parallel",
+    "StopFlag",
+    "Stopped",
+    "Tensors",
+    "evaluate_rows",
+    "fit",
+    "forward_all",
+    "loss_fn",
+    "network_config",
+    "predict_rows",
+    "score",
+]
 
 
 @dataclass
@@ -223,14 +119,48 @@ class Fitted:
     stopped_early: bool
 
 
+class Parallel(Protocol):
+    """The loop as one of ``world`` data-parallel workers (``distributed_fit`` implements it).
+
+    Each worker trains on its own rows; a step takes ``ceil(batch_size / world)`` rows from
+    every worker, and each worker's loss is weighted so that the averaged gradient is the mean
+    over all the step's rows (a worker whose rows ran out takes part with none). Early stopping
+    uses rank 0's validation loss on every worker, so all take the same decisions.
+    """
+
+    rank: int
+    world: int
+
+    def wrap(self, model: TabularMLP) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``model.members_forward`` whose backward all-reduces the gradients (DDP)."""
+        ...
+
+    def all_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over the workers: the same result on every worker."""
+        ...
+
+    def from_first(self, value: float) -> float:
+        """Rank 0's ``value``, on every worker."""
+        ...
+
+
 class _Loop:
     """The network, its optimiser and generators, and where the loop is (``FitState`` fields)."""
 
     def __init__(
-        self, cfg: ModelConfig, target: TargetState, t: TrainSettings, seeds: Seeds, device: str
+        self,
+        cfg: ModelConfig,
+        target: TargetState,
+        t: TrainSettings,
+        seeds: Seeds,
+        device: str,
+        parallel: Parallel | None = None,
     ) -> None:
         self.t, self.target, self.device = t, target, device
         self.model = TabularMLP(cfg, torch.Generator().manual_seed(seeds.init)).to(device)
+        self.parallel = parallel
+        self.forward = self.model.members_forward if parallel is None else parallel.wrap(self.model)
+        self.sizes: list[int] = []  # with ``parallel``: every worker's row count, by rank
         # fused: one kernel for all parameters, about 2x faster per step on CPU than the default.
         self.optimiser = torch.optim.AdamW(
             self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, fused=True
@@ -283,21 +213,49 @@ class _Loop:
         if self.order is None:
             self.order = torch.randperm(len(rows), generator=self.shuffle_gen).to(self.device)
             self.total, self.position = torch.zeros((), device=self.device), 0
-        size = self.t.batch_size
-        for i in range(self.position, len(rows), size):
-            numeric, categorical, target = rows.batch(self.order[i : i + size])
+        for start, end, weight in self._steps(len(rows)):
+            numeric, categorical, target = rows.batch(self.order[start:end])
             # Every member's loss on the same batch: their mean is the sum each member minimises.
-            out = self.model.members_forward(numeric, categorical)
+            out = self.forward(numeric, categorical)
             k = out.shape[0]
-            loss = self.train_loss_of(out.reshape(k * len(target), -1), target.repeat(k))
             self.optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            if len(target):
+                loss = self.train_loss_of(out.reshape(k * len(target), -1), target.repeat(k))
+                (loss if weight is None else loss * weight).backward()  # type: ignore[no-untyped-call]
+                self.total += loss.detach() * len(target)
+            else:  # this worker's rows ran out: zero gradients, but it joins the all-reduce
+                (out.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
             self.optimiser.step()
-            self.total += loss.detach() * len(target)
             if stop.signal is not None:
-                self.position = i + size
+                self.position = end
                 raise Stopped(stop.signal, self.state())
         self.order = None
+
+    def _steps(self, n: int) -> Iterator[tuple[int, int, float | None]]:
+        """(start, end, loss weight) of each step's slice of the epoch's order, from ``position``.
+
+        In one process: slices of ``batch_size`` rows, unweighted. As a worker: every worker
+        takes the same number of steps, ``ceil(batch_size / world)`` of its rows each; its mean
+        loss is weighted by its share of the step's rows times ``world`` (DDP divides the summed
+        gradients by ``world``), so the gradient is the mean over all the step's rows.
+        """
+        if self.parallel is None:
+            size = self.t.batch_size
+            for start in range(self.position, n, size):
+                yield start, start + size, None
+            return
+        world = self.parallel.world
+        size = -(-self.t.batch_size // world)
+        for start in range(self.position, max(self.sizes), size):
+            step_rows = sum(min(size, max(0, m - start)) for m in self.sizes)
+            mine = min(size, max(0, n - start))
+            yield start, start + size, mine * world / step_rows
+
+    def epoch_loss(self, n: int) -> float:
+        """The epoch's mean training loss over every worker's rows (``n``: this worker's)."""
+        if self.parallel is None:
+            return float(self.total) / n
+        return float(self.parallel.all_sum(self.total.double())) / sum(self.sizes)
 
     def validate(self, val: Tensors) -> tuple[float, dict[str, Any]]:
         """Validation loss and the float metrics (``val_`` prefixed) of the current weights."""
@@ -346,6 +304,7 @@ def fit(
     epochs: int | None = None,
     resume: FitState | None = None,
     on_checkpoint: Callable[[FitState], None] | None = None,
+    parallel: Parallel | None = None,
 ) -> Fitted:
     """AdamW on shuffled index batches; early stopping on validation loss, best weights kept.
 
@@ -356,8 +315,16 @@ def fit(
     loop's state; ``resume`` takes such a state and continues exactly where it stopped, so an
     interrupted and resumed run produces the same weights as an uninterrupted one.
     ``on_checkpoint`` receives the state at the end of every ``checkpoint_every``-th epoch.
+
+    With ``parallel``, this process is one worker of several (see ``Parallel``): ``train`` holds
+    its rows only, ``val`` is rank 0's alone (None elsewhere), and every worker ends with the
+    same weights.
     """
-    loop = _Loop(cfg, target, settings, seeds, device)
+    loop = _Loop(cfg, target, settings, seeds, device, parallel)
+    if parallel is not None:
+        counts = torch.zeros(parallel.world, dtype=torch.int64)
+        counts[parallel.rank] = len(train)
+        loop.sizes = [int(m) for m in parallel.all_sum(counts)]
     last_epoch = epochs or settings.max_epochs
     stop = StopFlag()
     # Only the main thread may install handlers (a Ray trial may run in another thread; there
@@ -376,7 +343,7 @@ def fit(
                 loop.train_epoch(train, stop)
                 row: dict[str, Any] = {
                     "epoch": loop.epoch,
-                    "train_loss": float(loop.total) / len(train),
+                    "train_loss": loop.epoch_loss(len(train)),
                 }
                 if not math.isfinite(row["train_loss"]):
                     raise _diverged(loop.epoch, row["train_loss"], settings)
@@ -384,6 +351,8 @@ def fit(
                 if val is not None:
                     val_loss, val_row = loop.validate(val)
                     row.update(val_row)
+                if parallel is not None and epochs is None:
+                    val_loss = parallel.from_first(val_loss)  # every worker stops alike
                 loop.history.append(row)
                 if on_epoch is not None:
                     on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})

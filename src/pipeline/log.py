@@ -23,8 +23,9 @@ _reserved: TextIO | None = None
 
 
 @contextlib.contextmanager
-def stdout_for_events_only() -> Iterator[None]:
-    """Inside the block, events still go to stdout and anything else printed goes to stderr.
+def stdout_for_events_only(sink: TextIO | None = None) -> Iterator[None]:
+    """Inside the block, events still go to stdout and anything else printed goes to stderr
+    (or to ``sink``).
 
     For libraries that print to stdout (Ray Tune's tables and hints): stdout is the event
     stream, and one stray line would break a consumer that reads it as JSON lines.
@@ -32,7 +33,7 @@ def stdout_for_events_only() -> Iterator[None]:
     global _reserved
     _reserved = sys.stdout
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sink or sys.stderr):
             yield
     finally:
         _reserved = None

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline import __version__, artifacts, curves, features, fit, metrics, runtime
 from pipeline.checkpoints import Checkpoints
-from pipeline.errors import Interrupted
+from pipeline.errors import ConfigError, Interrupted
 from pipeline.model import TabularMLP
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
@@ -52,7 +52,9 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     """The whole build stage: fetch, read, infer, split, fit, test, write the build.
 
     With ``resume``, continue from the checkpoint an interrupted run with the same inputs left.
+    With ``train.workers`` set, steps 3 and 4 run on Ray Train (``distributed_fit``).
     """
+    _refuse_checkpoints_on_ray(settings, resume)
     started_at, t0 = datetime.now(UTC), time.perf_counter()
     rt = runtime.configure(
         settings.train.threads,
@@ -69,7 +71,10 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     inputs = _inputs(data, settings.seed)
     checkpoints = Checkpoints(store, inputs, settings.build_config())
     # 3. train with early stopping, 4. refit on train + validation
-    trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
+    if settings.train.workers is None:
+        trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
+    else:
+        trained = _train_on_ray(settings, data, pre, tensors, rt["device"], log)
     # 5. test once, on rows no decision has seen
     test, test_curves = _test(trained.final, tensors.select(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
@@ -269,6 +274,44 @@ def _train(
     finally:
         progress.bar.close()
     return _Trained(selected, validation, final, refit_history, time.perf_counter() - t0)
+
+
+def _refuse_checkpoints_on_ray(settings: Settings, resume: bool) -> None:
+    """Checkpoints are written by the in-process loop only (for now): say so before any work."""
+    if settings.train.workers is None or not (resume or settings.train.checkpoint_every):
+        return
+    what = "--resume" if resume else "PIPELINE_TRAIN__CHECKPOINT_EVERY"
+    raise ConfigError(
+        f"{what} needs the in-process loop, and PIPELINE_TRAIN__WORKERS="
+        f"{settings.train.workers} (--workers) trains on Ray, which does not checkpoint yet: "
+        f"drop {what}, or train without --workers"
+    )
+
+
+def _train_on_ray(
+    settings: Settings,
+    data: Prepared,
+    pre: features.Preprocessor,
+    tensors: fit.Tensors,
+    device: str,
+    log: Any,
+) -> _Trained:
+    """Steps 3 and 4 on Ray Train's workers, each with its shard of the rows; the driver gets
+    rank 0's networks back and measures the validation rows as the in-process path does."""
+    from pipeline import distributed_fit
+
+    cfg = fit.network_config(pre, settings)
+    names = {"selection": "train.epoch", "refit": "train.refit_epoch"}
+    ray_trained = distributed_fit.train_on_ray(
+        settings, tensors, data.split, cfg, pre.target, data.seeds, log,
+        on_epoch=lambda phase, row: log.info(names[phase], **row),
+    )  # fmt: skip
+    selected = ray_trained.selected
+    log.info("train.workers", workers=ray_trained.workers)
+    selected.model.to(device)
+    final = ray_trained.final.to(device)
+    validation = fit.evaluate_rows(selected.model, tensors.select(data.split.val), pre.target)
+    return _Trained(selected, validation, final, ray_trained.refit_history, ray_trained.seconds)
 
 
 def _interrupted(

@@ -24,6 +24,14 @@ def train(
         help="Continue from the checkpoint a stopped run (SIGTERM/Ctrl-C) left for the same "
         "data, settings and seed; the build id equals an uninterrupted run's.",
     ),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Train on Ray with N data-parallel workers (embedded, or the cluster at "
+        "RAY_ADDRESS), each holding its shard of the rows. Overrides PIPELINE_TRAIN__WORKERS.",
+        min=1,
+        show_default=False,
+    ),
 ) -> None:
     """Train a model on PIPELINE_DATA__SOURCE and write a content-addressed build to the store.
 
@@ -38,8 +46,10 @@ def train(
         result = stage.run(loaded.settings, store, log, resume=resume)
         write_id(id_file, result.build_id)
 
-    overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else None
-    run("train", body, overrides=overrides)
+    overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else {}
+    if workers is not None:
+        overrides["PIPELINE_TRAIN__WORKERS"] = str(workers)
+    run("train", body, overrides=overrides or None)
 
 
 def evaluate(

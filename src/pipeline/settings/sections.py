@@ -213,6 +213,14 @@ class TrainSettings(_Section):
         ge=0,
         description="Also checkpoint every N epochs (0: only when stopped by SIGTERM/SIGINT)",
     )
+    # Part of the build's identity when set: the all-reduce order changes the float sums.
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Train on Ray with this many data-parallel workers (--workers); unset: in "
+        "this process",
+    )
 
     @model_validator(mode="after")
     def _rows_left_to_train(self) -> Self:

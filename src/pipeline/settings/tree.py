@@ -229,7 +229,12 @@ class Settings(BaseSettings):
             "data": pub["data"],
             "features": pub["features"],
             "model": {k: pub["model"][k] for k in ("hidden", "dropout")},
-            "train": {k: v for k, v in pub["train"].items() if k not in _OPERATIONAL_TRAIN},
+            # ``workers`` only when set: an in-process build keeps the config (and id) it had.
+            "train": {
+                k: v
+                for k, v in pub["train"].items()
+                if k not in _OPERATIONAL_TRAIN and not (k == "workers" and v is None)
+            },
         }
 
     def public(self) -> dict[str, Any]:
@@ -251,7 +256,8 @@ SECRET_PATHS = (("serve", "token"),)
 # Command-line options that set a setting (train --device, serve --host/--port), so that a
 # message names the option the user typed rather than the variable it stands for.
 CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--host",
-               "PIPELINE_SERVE__PORT": "--port", "PIPELINE_RUN__WORKERS": "--workers"}  # fmt: skip
+               "PIPELINE_SERVE__PORT": "--port", "PIPELINE_RUN__WORKERS": "--workers",
+               "PIPELINE_TRAIN__WORKERS": "--workers"}  # fmt: skip
 ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
                "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",

@@ -1,0 +1,250 @@
+"""Data-parallel training on Ray Train: what `pipeline train --workers N` runs.
+
+The driver has read the table once, fitted the preprocessing and encoded the rows exactly as
+the in-process path does (so ``preprocessing.json`` is the same bytes). It then cuts the
+encoded rows into N shards, worker k taking every N-th training row from the k-th on (and, for
+the refit, every N-th validation row likewise), and puts each shard in Ray's object store: a
+worker fetches only its own. Rank 0 also gets the validation rows, to compute the early-stopping
+loss that every worker then uses.
+
+Each worker runs the one fitting loop, ``fit.fit``, with a ``Parallel`` made of
+torch.distributed (gloo on CPU, NCCL on GPUs): the network is wrapped in DistributedDataParallel,
+so every step averages the gradients of all workers' rows and every worker holds the same
+weights. Rank 0 hands its weights and learning curves back through a small actor the driver
+owns; the driver tests them and writes the build as for an in-process run.
+
+Deterministic for a given N: the shards, each worker's shuffling and dropout streams (rank 0's
+are the in-process ones) and the all-reduce order depend on the seed and N only. With N=1 the
+weights are the in-process weights bit for bit. A worker that dies fails the run
+(``SourceError``); nothing is written, since the build is only written once training is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import fit
+from pipeline.distributed_fit.shards import Job, rows_at, shards
+from pipeline.distributed_fit.worker import Box, train_loop
+from pipeline.errors import ConfigError, PipelineError, SourceError
+from pipeline.features import TargetState
+from pipeline.model import ModelConfig, TabularMLP
+from pipeline.settings import Settings
+from pipeline.split import Seeds, Split
+
+_LOST = frozenset(
+    {"WorkerHealthCheckFailedError", "ActorDiedError", "RayActorError", "WorkerCrashedError",
+     "NodeDiedError", "ActorUnavailableError", "ObjectLostError", "OwnerDiedError"}
+)  # fmt: skip
+# Ray Train's errors that say the workers could not be started or did not answer in time.
+_STALLED = frozenset(
+    {"WorkerGroupStartupTimeoutError", "WorkerGroupStartupFailedError",
+     "InsufficientClusterResourcesError", "WorkerHealthCheckTimeoutError",
+     "CollectiveTimeoutError"}
+)  # fmt: skip
+
+
+@dataclass
+class Trained:
+    """Rank 0's result, rebuilt in the driver."""
+
+    selected: fit.Fitted
+    final: TabularMLP
+    refit_history: list[dict[str, Any]]
+    seconds: float
+    workers: list[dict[str, Any]]  # per rank: rows, peak RSS
+
+
+def train_on_ray(
+    settings: Settings,
+    tensors: fit.Tensors,
+    split: Split,
+    cfg: ModelConfig,
+    target: TargetState,
+    seeds: Seeds,
+    log: Any,
+    on_epoch: Callable[[str, dict[str, Any]], None],
+) -> Trained:
+    """Select the epoch count and refit on ``settings.train.workers`` Ray Train workers.
+
+    ``on_epoch(phase, row)`` is told of each epoch of rank 0 (``selection`` or ``refit``), in
+    this thread's context, while the workers train.
+    """
+    from pipeline import cluster
+
+    n = settings.train.workers or 1
+    t = settings.train
+    with (
+        _quiet(settings),
+        cluster.session(
+            settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=n
+        ) as where,
+    ):
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
+        use_gpu = t.device == "cuda" or (t.device == "auto" and gpus >= n)
+        if where.cpus < n:
+            raise ConfigError(
+                f"PIPELINE_TRAIN__WORKERS={n} (--workers) needs {n} CPUs, and the Ray cluster has "
+                f"{where.cpus}: use fewer workers, or a larger cluster"
+            )
+        log.info(
+            "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
+            cpus=where.cpus, workers=n, backend="nccl" if use_gpu else "gloo",
+        )  # fmt: skip
+        refs = [ray.put(s) for s in shards(tensors, split, n, t.refit)]
+        val = ray.put(rows_at(tensors, split.val))
+        box: Any = ray.remote(num_cpus=0)(Box)
+        box = box.remote()
+        job = Job(cfg, target, t, seeds, t.threads or 1, use_gpu)
+        config = {"job": job, "shards": refs, "val": [val], "box": box}
+        t0 = time.perf_counter()
+        with _relayed(box, on_epoch):
+            _fit(config, n, use_gpu)
+        seconds = time.perf_counter() - t0
+        result = ray.get(box.get.remote())
+    return _rebuild(cfg, result, seconds)
+
+
+def _fit(config: dict[str, Any], n: int, use_gpu: bool) -> None:
+    """Run ``train_loop`` on ``n`` Ray Train workers; a failure becomes the project's error."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    storage = tempfile.mkdtemp(prefix="pipeline-train-")  # Ray Train's run state; removed
+    try:
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(
+                num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+            ),
+            run_config=RunConfig(
+                name="train",
+                storage_path=storage,
+                # A lost worker fails the run; it is not restarted from scratch.
+                failure_config=FailureConfig(max_failures=0),
+            ),
+        )
+        try:
+            trainer.fit()
+        except TrainingFailedError as exc:
+            raise _failure(exc) from None
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def _failure(exc: BaseException) -> BaseException:
+    """A worker's ``PipelineError`` as it was raised; a lost worker as a ``SourceError``;
+    anything else (a bug) unchanged, with its traceback."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    causes = [failures[rank] for rank in sorted(failures)] or [
+        getattr(exc, "controller_failure", exc)
+    ]
+    for cause in causes:
+        for link in _chain(cause):
+            if isinstance(link, PipelineError):
+                return link
+    for cause in causes:
+        lost = next((c for c in _chain(cause) if _LOST & _names(c)), None)
+        if lost is not None:
+            return SourceError(
+                f"a Ray training worker was lost ({type(lost).__name__}): the run failed and "
+                "nothing was written to the store; run it again, or without --workers to train "
+                "in this process"
+            )
+        stalled = next((c for c in _chain(cause) if _STALLED & _names(c)), None)
+        if stalled is not None:
+            first = (str(stalled).strip().splitlines() or [""])[0][:200]
+            return SourceError(
+                f"Ray Train could not run its workers ({type(stalled).__name__}: {first}): "
+                "nothing was written to the store; check the cluster's free CPUs, or train "
+                "without --workers"
+            )
+    return exc
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [getattr(current, "cause", None), current.__cause__, current.__context__]
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _rebuild(cfg: ModelConfig, result: dict[str, Any], seconds: float) -> Trained:
+    selected_model = TabularMLP(cfg)
+    selected_model.load_state_dict(result["selected"])
+    final = selected_model
+    if result["final"] is not None:
+        final = TabularMLP(cfg)
+        final.load_state_dict(result["final"])
+    selected = fit.Fitted(
+        selected_model, result["history"], result["best_epoch"], result["stopped_early"]
+    )
+    workers = [result["workers"][rank] for rank in sorted(result["workers"])]
+    return Trained(selected, final, result["refit_history"], seconds, workers)
+
+
+@contextlib.contextmanager
+def _relayed(box: Any, on_epoch: Callable[[str, dict[str, Any]], None]) -> Iterator[None]:
+    """Hand rank 0's epochs to ``on_epoch`` as they arrive (a thread polls the box every half
+    second, in a copy of this context: the events keep their run id), and the last ones at
+    the end."""
+    import contextvars
+    import threading
+
+    import ray
+
+    stop = threading.Event()
+
+    def relay() -> None:
+        for phase, row in ray.get(box.drain.remote()):
+            on_epoch(phase, row)
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            try:
+                relay()
+            except Exception:  # the runtime is going down with a failed run: the error says it
+                return
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(poll,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    relay()
+
+
+@contextlib.contextmanager
+def _quiet(settings: Settings) -> Iterator[None]:
+    """Ray's prints (a lost worker's notice, which Ray writes to stdout) go nowhere, or to stderr
+    with PIPELINE_LOG_LEVEL=debug; the events keep stdout."""
+    from pipeline import log as logging_
+
+    if settings.log_level == "debug":
+        with logging_.stdout_for_events_only():
+            yield
+        return
+    with Path(os.devnull).open("w") as sink, logging_.stdout_for_events_only(sink):
+        yield

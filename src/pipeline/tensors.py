@@ -1,0 +1,155 @@
+"""The data as tensors and what is computed from them outside the fitting loop.
+
+``Tensors`` holds the encoded rows on the training device; ``network_config`` sizes the network
+from the fitted preprocessing; ``loss_fn`` is the task's loss; ``forward_all``, ``predict_rows``,
+``evaluate_rows`` and ``score`` run a model over rows in fixed blocks and score it. ``fit`` (the
+loop) and the stages use them; ``fit`` re-exports them under its own name.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import metrics, outputs
+from pipeline.features import Encoded, Preprocessor, TargetState
+from pipeline.model import (
+    EVAL_BATCH,
+    FoldedNetwork,
+    ModelConfig,
+    TabularMLP,
+    embedding_dim,
+    in_blocks,
+)
+from pipeline.settings import Settings
+
+
+@dataclass
+class Tensors:
+    """Some rows of the encoded data: the whole tensors, shared by every part, and the rows.
+
+    Parts are index sets into one copy of the data, never copies of their own (at 10M rows a
+    copy per part would double the memory): a batch gathers its rows, exactly the rows and the
+    order a per-part copy would give, so results are the same.
+    """
+
+    numeric: torch.Tensor  # [N, F] float32, every row
+    categorical: torch.Tensor  # [N, C] int64, every row
+    target: torch.Tensor  # [N], every row
+    rows: torch.Tensor  # [n] int64 positions of this part's rows
+
+    @classmethod
+    def all(cls, enc: Encoded, device: str) -> Tensors:
+        """Every row, on ``device`` (on CPU the numpy arrays are shared, not copied)."""
+        if enc.target is None:
+            raise ValueError("training tensors need an encoded target")
+        return cls(
+            torch.from_numpy(enc.numeric).to(device),
+            torch.from_numpy(enc.categorical).to(device),
+            torch.from_numpy(enc.target).to(device),
+            torch.arange(len(enc.target), device=device),
+        )
+
+    def select(self, rows: np.ndarray) -> Tensors:
+        """The part made of ``rows`` (positions into the whole data), sharing its tensors."""
+        index = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+        return Tensors(self.numeric, self.categorical, self.target, index.to(self.rows.device))
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(numeric, categorical, target) of the part's rows at positions ``idx``."""
+        at = self.rows[idx]
+        return self.numeric[at], self.categorical[at], self.target[at]
+
+    def targets(self) -> torch.Tensor:
+        """The part's targets, in its row order."""
+        return self.target[self.rows]
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
+    """The network shape for a fitted preprocessor and the model settings."""
+    cards = tuple(s.cardinality for s in pre.categorical)
+    task = pre.target.task
+    return ModelConfig(
+        n_numeric=pre.n_numeric_features,
+        cardinalities=cards,
+        embedding_dims=tuple(embedding_dim(c, settings.features.max_embedding_dim) for c in cards),
+        hidden=tuple(settings.model.hidden),
+        dropout=settings.model.dropout,
+        n_outputs=len(pre.target.classes) if task == "multiclass" else 1,
+        members=settings.model.members,
+    )
+
+
+def loss_fn(
+    task: str, smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss for a task; outputs are [B, n_outputs].
+
+    ``smoothing`` (classification only) moves that share of each target's probability mass
+    evenly onto every class: the training loss uses it, early stopping the plain loss.
+    """
+    if task == "regression":
+        return lambda out, y: nn.functional.mse_loss(out.squeeze(1), y)
+    if task == "binary":
+        return lambda out, y: nn.functional.binary_cross_entropy_with_logits(
+            out.squeeze(1), y.float() * (1.0 - smoothing) + smoothing / 2
+        )
+    return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=smoothing)
+
+
+@torch.inference_mode()
+def forward_all(
+    model: TabularMLP,
+    numeric: torch.Tensor,
+    categorical: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Model outputs for every row (or for ``rows``) without autograd, in the fixed blocks of
+    ``model.in_blocks``: a row's output does not depend on the rows scored with it."""
+    model.eval()
+    n = numeric.shape[0] if rows is None else rows.shape[0]
+    outs = []
+    for i in range(0, n, EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
+        if rows is None:
+            x, c = numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]
+        else:
+            at = rows[i : i + EVAL_BATCH]
+            x, c = numeric[at], categorical[at]
+        outs.append(in_blocks(model, x, c))
+    return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
+
+
+def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[str, Any]:
+    """Metrics in target units for predictions against encoded targets."""
+    if target.task == "regression":
+        y = target.decode(y_encoded)
+        return metrics.regression(y, pred, log_scale=target.transform == "log")
+    return metrics.classification(y_encoded.astype(np.int64), pred, list(target.classes))
+
+
+def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.ndarray:
+    """``outputs.to_values`` of ``model`` on one part of the data: the outputs `pipeline
+    predict` and `pipeline serve` give for those rows (the same folded network, built from a
+    CPU copy of the weights, the same fixed blocks), so recorded metrics and curves match the
+    served predictions bit for bit."""
+    network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
+    at = part.rows.cpu()
+    parts = [torch.zeros((0, model.cfg.n_outputs))]
+    for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
+        rows = at[i : i + EVAL_BATCH]
+        parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
+    return outputs.to_values(torch.cat(parts).numpy(), target)
+
+
+def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
+    """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
+    return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)

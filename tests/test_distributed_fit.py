@@ -1,0 +1,136 @@
+"""The fitting loop as two data-parallel workers, without Ray: two processes and gloo.
+
+``distributed_fit`` runs ``fit.fit`` with a ``Parallel`` in each Ray Train worker; here two
+spawned processes do the same over a file-initialised gloo group, on tiny tensors. The workers
+must end with the same weights (also when one runs out of rows before the other), and a step's
+gradient must be the mean over every worker's rows, as one process taking them all would get.
+Ray Train's failures must become the project's errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import distributed_fit, fit
+from pipeline.distributed_fit.worker import Gloo, seeds_of
+from pipeline.errors import ConfigError, SourceError
+from pipeline.features import Encoded, TargetState
+from pipeline.model import ModelConfig
+from pipeline.settings import TrainSettings
+from pipeline.split import Seeds
+
+TARGET = TargetState(name="y", task="regression", transform="none")
+CFG = ModelConfig(
+    n_numeric=3, cardinalities=(5,), embedding_dims=(2,), hidden=(8,), dropout=0.0, n_outputs=1
+)
+
+
+def _data(n: int) -> fit.Tensors:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    c = rng.integers(0, 5, size=(n, 1)).astype(np.int64)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 * c[:, 0] + rng.normal(0, 0.5, n)).astype(np.float32)
+    return fit.Tensors.all(Encoded(x, c, y), "cpu")
+
+
+def _worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
+    """One worker: its rows ``rank::world`` of the training rows, rank 0 validates."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank,
+                            world_size=world)  # fmt: skip
+    try:
+        data = _data(case["rows"] + 8)
+        train = data.select(np.arange(case["rows"])[rank::world])
+        val = data.select(np.arange(case["rows"], case["rows"] + 8)) if rank == 0 else None
+        t = TrainSettings(**case["train"])
+        seeds = seeds_of(Seeds.from_seed(3), rank)
+        parallel = Gloo(rank, world, "cpu")
+        fitted = fit.fit(CFG, train, val, TARGET, t, seeds, "cpu", parallel=parallel,
+                         epochs=case.get("epochs"))  # fmt: skip
+        torch.save(
+            {"state": fitted.model.state_dict(), "history": fitted.history},
+            f"{folder}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path: Path, case: dict[str, Any]) -> list[dict[str, Any]]:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(2, str(tmp_path), case), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_two_workers_keep_the_same_weights_when_one_runs_out_of_rows(tmp_path: Path) -> None:
+    """37 rows as 19 + 18, 2 rows per worker and step: the last step has one row, on rank 0
+    alone; rank 1 joins it with none. Both end with the same weights; rank 0 has the curve."""
+    case = {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}}
+    ranks = _spawn(tmp_path, case)
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    assert [row["epoch"] for row in ranks[0]["history"]] == [1, 2, 3]
+    assert all(np.isfinite(row["val_loss"]) for row in ranks[0]["history"])
+    # every worker reports the same training loss: the mean over all 37 rows
+    assert [r["train_loss"] for r in ranks[0]["history"]] == [
+        r["train_loss"] for r in ranks[1]["history"]
+    ]
+
+
+@pytest.mark.slow
+def test_a_step_averages_the_gradient_over_every_workers_rows(tmp_path: Path) -> None:
+    """Five epochs of one step over 5 rows (3 on rank 0, 2 on rank 1) move the weights as one
+    process taking the 5 rows in one batch does (to float rounding: the sums run in another
+    order). AdamW's steps depend on the ratios of successive gradients, so a wrong weighting
+    of the workers' losses (0.5/0.5 instead of 0.6/0.4) shows."""
+    case = {"rows": 5, "train": {"batch_size": 6, "max_epochs": 5}, "epochs": 5}
+    ranks = _spawn(tmp_path, case)
+    data = _data(13)
+    alone = fit.fit(CFG, data.select(np.arange(5)), None, TARGET,
+                    TrainSettings(batch_size=6, max_epochs=5), Seeds.from_seed(3), "cpu",
+                    epochs=5)  # fmt: skip
+    for name, value in alone.model.state_dict().items():
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-6)
+
+
+class WorkerGroupError(Exception):
+    """Ray Train's error for failed workers, by name and shape (``worker_failures``)."""
+
+    def __init__(self, failures: dict[int, BaseException]) -> None:
+        super().__init__("Training failed due to worker errors")
+        self.worker_failures = failures
+
+
+class WorkerHealthCheckFailedError(Exception):
+    pass
+
+
+class WorkerGroupStartupTimeoutError(Exception):
+    pass
+
+
+def test_ray_train_failures_become_the_projects_errors() -> None:
+    """A worker's own PipelineError comes out as raised (whatever wraps it); a dead worker is a
+    SourceError (exit 5) saying nothing was written; workers that cannot start likewise, with
+    Ray's first line; anything else is left as it is (a bug keeps its traceback)."""
+    diverged = ConfigError("training diverged at epoch 1")
+    wrapped = RuntimeError("the user's function raised")
+    wrapped.__cause__ = diverged
+    died = WorkerHealthCheckFailedError("A worker health check failed.")
+    assert distributed_fit._failure(WorkerGroupError({0: wrapped, 1: died})) is diverged
+    lost = distributed_fit._failure(WorkerGroupError({1: died}))
+    assert isinstance(lost, SourceError) and lost.exit_code == 5
+    assert "worker was lost (WorkerHealthCheckFailedError)" in lost.message
+    assert "nothing was written" in lost.message
+    slow = WorkerGroupStartupTimeoutError("no 2 CPUs within 60 s\nmore detail")
+    stalled = distributed_fit._failure(WorkerGroupError({0: slow}))
+    assert isinstance(stalled, SourceError) and "no 2 CPUs within 60 s)" in stalled.message
+    bug = WorkerGroupError({0: KeyError("x")})
+    assert distributed_fit._failure(bug) is bug

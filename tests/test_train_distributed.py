@@ -1,0 +1,272 @@
+"""`pipeline train --workers N` on Ray Train: the in-process build contract, N shards, DDP.
+
+House prices with a small recipe (5 epochs, one ensemble member), each run a real subprocess.
+Two embedded workers must train a build that packages, releases and predicts; the same run twice
+must give the same build id; the preprocessing statistics must be the in-process bytes; one
+worker must give the in-process weights; the suite's two-node cluster must give the embedded
+build; and a worker killed mid-epoch must fail the run with one line and no build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from tests.conftest import event, events, one_error_line, run_cli
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+SMALL = {
+    "PIPELINE_PRESET": "house-prices",
+    "PIPELINE_TRAIN__MAX_EPOCHS": "5",
+    "PIPELINE_MODEL__MEMBERS": "1",
+}
+HOUSE_PRICES = Path(__file__).parents[1] / "src" / "pipeline" / "datasets" / "house-prices.csv"
+
+
+def _env(root: Path, address: str = "", **extra: str) -> dict[str, str]:
+    return {
+        "PIPELINE_STORE": str(root / "store"),
+        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_LOG_FORMAT": "json",
+        "RAY_ADDRESS": address,
+        "RAY_AUTH_MODE": "disabled",
+        **SMALL,
+        **extra,
+    }
+
+
+def _train(root: Path, *args: str, address: str = "", **extra: str) -> dict[str, Any]:
+    """Run `pipeline train ARGS` in ``root``; its events by name (exit 0 asserted)."""
+    root.mkdir(parents=True, exist_ok=True)
+    done = run_cli("train", *args, env=_env(root, address, **extra), cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == "", done.stderr[-3000:]  # Ray's notices never reach the terminal
+    stream = events(done.stdout)  # every stdout line is a JSON event
+    named = {e["event"]: e for e in stream}
+    named["build"] = root / "store" / "builds" / named["train.summary"]["build_id"]
+    return named
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The in-process build of the small recipe."""
+    return _train(tmp_path_factory.mktemp("in-process"))
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The build of two embedded Ray workers."""
+    return _train(tmp_path_factory.mktemp("two"), "--workers", "2")
+
+
+def test_two_embedded_workers_train_a_build_that_predicts(
+    two: dict[str, Any], tmp_path: Path
+) -> None:
+    """Two workers, each with about half of the training rows, write a build whose package
+    and release predict every row as an in-process build's would."""
+    assert two["train.cluster"]["embedded"] is True and two["train.cluster"]["workers"] == 2
+    assert two["train.cluster"]["backend"] == "gloo"
+    workers = two["train.workers"]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert len({w["pid"] for w in workers}) == 2
+    # 1,460 rows: 1,168 train + validation (refit rows), split between the two workers
+    assert sum(w["rows"] for w in workers) == 1168 and abs(workers[0]["rows"] - 584) <= 1
+    summary = two["train.summary"]
+    assert summary["epochs"] == 5 and summary["validation"]["r2"] > 0.5
+    store = two["build"].parents[1]
+    root = store.parent
+    env = {"PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(root / "none.env"),
+           "PIPELINE_MODEL__NAME": "house-prices"}  # fmt: skip
+    done = run_cli("package", "--id-file", str(tmp_path / "package.id"), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    package_id = (tmp_path / "package.id").read_text().strip()
+    done = run_cli(
+        "release", "create", package_id, "--id-file", str(tmp_path / "release.id"), env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = pd.read_csv(HOUSE_PRICES).drop(columns=["SalePrice"]).head(200)
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    release = (tmp_path / "release.id").read_text().strip()
+    out = tmp_path / "out.csv"
+    done = run_cli(
+        "predict", str(tmp_path / "in.csv"), "-o", str(out), env=env | {"PIPELINE_RELEASE": release}
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    predicted = pd.read_csv(out)
+    assert len(predicted) == 200 and predicted.notna().all().all()
+
+
+def test_the_same_run_twice_gives_the_same_build(two: dict[str, Any], tmp_path: Path) -> None:
+    """Same data, settings, seed and N: the same build id (so byte-identical weights)."""
+    again = _train(tmp_path, "--workers", "2")
+    assert again["train.summary"]["build_id"] == two["train.summary"]["build_id"]
+    weights = [(run["build"] / "weights.pt").read_bytes() for run in (again, two)]
+    assert weights[0] == weights[1]
+
+
+def test_statistics_and_split_equal_the_in_process_build(
+    two: dict[str, Any], in_process: dict[str, Any]
+) -> None:
+    """preprocessing.json and schema.json are the in-process bytes; N is in the recorded
+    config (and so in the id), which an in-process build's config leaves out."""
+    for name in ("preprocessing.json", "schema.json"):
+        assert (two["build"] / name).read_bytes() == (in_process["build"] / name).read_bytes()
+    assert two["data.split"] == {**in_process["data.split"], "run_id": two["data.split"]["run_id"],
+                                 "timestamp": two["data.split"]["timestamp"]}  # fmt: skip
+    config = json.loads((two["build"] / "config.json").read_text())
+    assert config["train"]["workers"] == 2
+    assert "workers" not in json.loads((in_process["build"] / "config.json").read_text())["train"]
+    assert two["train.summary"]["build_id"] != in_process["train.summary"]["build_id"]
+
+
+def test_one_worker_gives_the_in_process_weights(
+    in_process: dict[str, Any], tmp_path: Path
+) -> None:
+    """N=1 on Ray runs the in-process loop's arithmetic: the same weights, curves and metrics
+    bit for bit (the build id differs: N is part of it)."""
+    one = _train(tmp_path, "--workers", "1")
+    for name in ("weights.pt", "history.json", "metrics.json"):
+        assert (one["build"] / name).read_bytes() == (in_process["build"] / name).read_bytes()
+
+
+def test_the_cluster_gives_the_embedded_build(
+    two: dict[str, Any], ray_cluster: str, tmp_path: Path
+) -> None:
+    """N=2 on the suite's two-node cluster (one worker per node) gives the embedded build."""
+    remote = _train(tmp_path, address=ray_cluster, PIPELINE_TRAIN__WORKERS="2")
+    cluster = remote["train.cluster"]
+    assert cluster["embedded"] is False and cluster["nodes"] == 2
+    assert len({w["node"] for w in remote["train.workers"]["workers"]}) == 2
+    weights = [(run["build"] / "weights.pt").read_bytes() for run in (remote, two)]
+    assert weights[0] == weights[1]
+    assert remote["train.summary"]["build_id"] == two["train.summary"]["build_id"]
+
+
+def test_a_worker_killed_mid_epoch_fails_the_run_and_writes_nothing(tmp_path: Path) -> None:
+    """SIGKILL one training worker while it trains: exit 5 with one line on stderr, no
+    traceback, and no build (nor anything else) in the store."""
+    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
+        env=env | _env(tmp_path, **long),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        killed = _kill_a_training_worker(proc.pid)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert killed, "no training worker was found to kill"
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert done.returncode == 5, err[-3000:]
+    line = one_error_line(done)
+    assert "a Ray training worker was lost" in line and "nothing was written" in line
+    events(out)  # stdout stayed an event stream: Ray's notice of the dead worker is not in it
+    assert not (tmp_path / "store" / "builds").exists() or not any(
+        (tmp_path / "store" / "builds").iterdir()
+    )
+    assert event(out, "error")["exit_code"] == 5
+
+
+def test_sigterm_stops_the_run_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    """SIGTERM to `pipeline train --workers 2` once epochs arrive: exit 130 with the CLI's one
+    line (Ray's own SIGTERM handler, a stack dump, does not take over), no build, and the
+    embedded runtime's processes gone with it."""
+    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
+        env=env | _env(tmp_path, **long),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # the epochs are relayed live, as they end on rank 0
+            seen.append(line)
+            if '"train.epoch"' in line:
+                break
+        runtime = _descendants_named(proc.pid, "ray::")  # the workers, the controller, ...
+        assert runtime
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
+    assert done.returncode == 130, err[-3000:]
+    assert "train interrupted: nothing was written" in one_error_line(done)
+    assert not (tmp_path / "store" / "builds").exists()
+    deadline = time.monotonic() + 30
+    while [pid for pid in runtime if _title(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [pid for pid in runtime if _title(pid)] == []
+
+
+def _descendants_named(driver: int, prefix: str) -> list[int]:
+    """Processes whose title starts with ``prefix`` and whose parent chain reaches ``driver``."""
+    listing = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    parent, named = {}, []
+    for line in listing.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) == 3:
+            parent[int(fields[0])] = int(fields[1])
+            if fields[2].startswith(prefix):
+                named.append(int(fields[0]))
+    found = []
+    for pid in named:
+        up = pid
+        while up > 1 and up != driver:
+            up = parent.get(up, 0)
+        if up == driver:
+            found.append(pid)
+    return found
+
+
+def _kill_a_training_worker(driver: int) -> bool:
+    """SIGKILL a Ray Train worker of this run once both are in the training loop: a descendant
+    of the driver (the embedded runtime's processes are its children) whose title is
+    ``ray::RayTrainWorker`` with no method after it (its setup calls are done)."""
+    deadline = time.monotonic() + 120
+    seen_at: float | None = None
+    while time.monotonic() < deadline:
+        ours = [
+            pid
+            for pid in _descendants_named(driver, "ray::RayTrainWorker")
+            if _title(pid) == "ray::RayTrainWorker"
+        ]
+        if len(ours) == 2:
+            seen_at = seen_at or time.monotonic()
+            if time.monotonic() - seen_at > 3:  # a few seconds into the epochs
+                os.kill(max(ours), signal.SIGKILL)
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
