@@ -165,3 +165,22 @@ def _masked(address: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception it wraps (``cause`` as Ray's errors name it, ``__cause__``,
+    ``__context__``), each once: Ray nests the error that says a worker died several deep."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        stack += [getattr(current, "cause", None), current.__cause__, current.__context__]
+
+
+def class_names(exc: BaseException) -> set[str]:
+    """The names of ``exc``'s class and its bases (Ray's error classes, without importing Ray)."""
+    return {cls.__name__ for cls in type(exc).__mro__}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import fit
+from pipeline.cluster import class_names, exception_chain
 from pipeline.distributed_fit.shards import Job, rows_at, shards
 from pipeline.distributed_fit.worker import Box, train_loop
 from pipeline.errors import ConfigError, PipelineError, SourceError
@@ -151,18 +152,18 @@ def _failure(exc: BaseException) -> BaseException:
         getattr(exc, "controller_failure", exc)
     ]
     for cause in causes:
-        for link in _chain(cause):
+        for link in exception_chain(cause):
             if isinstance(link, PipelineError):
                 return link
     for cause in causes:
-        lost = next((c for c in _chain(cause) if _LOST & _names(c)), None)
+        lost = next((c for c in exception_chain(cause) if _LOST & class_names(c)), None)
         if lost is not None:
             return SourceError(
                 f"a Ray training worker was lost ({type(lost).__name__}): the run failed and "
                 "nothing was written to the store; run it again, or without --workers to train "
                 "in this process"
             )
-        stalled = next((c for c in _chain(cause) if _STALLED & _names(c)), None)
+        stalled = next((c for c in exception_chain(cause) if _STALLED & class_names(c)), None)
         if stalled is not None:
             first = (str(stalled).strip().splitlines() or [""])[0][:200]
             return SourceError(
@@ -171,22 +172,6 @@ def _failure(exc: BaseException) -> BaseException:
                 "without --workers"
             )
     return exc
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [getattr(current, "cause", None), current.__cause__, current.__context__]
-
-
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
 
 
 def _rebuild(cfg: ModelConfig, result: dict[str, Any], seconds: float) -> Trained:

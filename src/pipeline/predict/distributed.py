@@ -276,18 +276,10 @@ def _worker_lost(exc: BaseException) -> str | None:
     """The name of the Ray error in ``exc``'s chain that says a worker, actor or node died."""
     lost = ("ActorDiedError", "RayActorError", "WorkerCrashedError", "NodeDiedError",
             "ObjectLostError", "OwnerDiedError", "ActorUnavailableError")  # fmt: skip
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        names = {cls.__name__ for cls in type(current).__mro__}
-        if names & set(lost):
-            return type(current).__name__
-        stack += [getattr(current, "cause", None), current.__cause__, current.__context__]
-    return None
+    from pipeline.cluster import class_names, exception_chain
+
+    found = next((c for c in exception_chain(exc) if class_names(c) & set(lost)), None)
+    return type(found).__name__ if found is not None else None
 
 
 def _manifest(ready: Ready, fmt: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
