@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-train-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-tune: dev ## The search on Ray: trials/min with 1 and 2 at a time, Ray's o
 
 bench-predict-ray: dev ## Distributed predict on Ray: rows/s with 1 and 2 workers vs the in-process loop, peak RSS per worker
 	$(BIN)/python bench/run.py --only predict_ray
+
+bench-train-ray: dev ## Data-parallel training on Ray: rows/s with 1 and 2 workers vs the in-process loop, peak RSS per worker (10M rows; ROWS=n for fewer)
+	$(BIN)/python bench/train_ray.py $(if $(ROWS),--rows $(ROWS))
 
 bench-s3: dev ## The object store vs a local folder: package, release create, predict cold start (starts SeaweedFS)
 	$(BIN)/python bench/run.py --only s3

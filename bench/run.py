@@ -27,6 +27,7 @@ import prediction
 import s3
 import scaling
 import startup
+import train_ray
 import training
 import tune
 from _common import OUT_DIR, Ratio, machine, ratio_table, write_report
@@ -42,6 +43,7 @@ BENCHMARKS = {
     "scaling": scaling.run,
     "tune": tune.run,
     "predict_ray": predict_ray.run,
+    "train_ray": train_ray.run,
     "s3": s3.run,
 }
 

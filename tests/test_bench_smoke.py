@@ -37,6 +37,10 @@ EXPECTED = {
         "predict: 2 Ray workers ÷ 1 Ray worker",
         "predict: 1 Ray worker ÷ in-process loop",
     ],
+    "train_ray": [
+        "train: 2 Ray workers ÷ 1 Ray worker",
+        "train: 1 Ray worker ÷ in-process loop",
+    ],
     "s3": [
         "package upload: s3 ÷ local",
         "release create: s3 ÷ local",
@@ -51,17 +55,23 @@ TABLE_NAME = {"startup": "start-up"}
 # `bench/run.py --quick --only ...`. Prediction, memory and scaling stay together, as in the whole
 # run: memory reuses prediction's house-prices package and scaling reuses memory's large
 # training run (apart, each would make its own). Together the parts run every benchmark once.
-# The search's and distributed predict's parts start Ray, so they run with the Ray tests
-# (`make test-ray`); the object store's part starts SeaweedFS, so it runs with the S3 tests
-# (`make test-s3`).
+# The search's, distributed predict's and distributed training's parts start Ray, so they run
+# with the Ray tests (`make test-ray`); the object store's part starts SeaweedFS, so it runs
+# with the S3 tests (`make test-s3`).
 GROUPS = [
     ("startup", "training", "ingestion"),
     ("prediction", "memory", "scaling"),
     ("tune",),
     ("predict_ray",),
+    ("train_ray",),
     ("s3",),
 ]
-SUITE_MARKS = {"tune": pytest.mark.ray, "predict_ray": pytest.mark.ray, "s3": pytest.mark.s3}
+SUITE_MARKS = {
+    "tune": pytest.mark.ray,
+    "predict_ray": pytest.mark.ray,
+    "train_ray": pytest.mark.ray,
+    "s3": pytest.mark.s3,
+}
 PARAMS = [pytest.param(g, marks=[SUITE_MARKS[n] for n in g if n in SUITE_MARKS]) for g in GROUPS]
 # Benchmarks that also write their raw samples as <name>-quick.json.
 WITH_JSON = {"s3"}

@@ -270,3 +270,46 @@ def _title(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+def test_a_million_row_table_trains_on_two_workers_each_holding_half(tmp_path: Path) -> None:
+    """A generated 1M-row table (20 numeric + 2 categorical columns, Parquet) trains with N=2:
+    each worker reports its half of the training rows, the build predicts, and its statistics
+    are what the driver fitted (the same table's in-process fit is not repeated here: the
+    house-prices test above compares those bytes)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    from _common import synthetic
+
+    data = tmp_path / "million.parquet"
+    synthetic(data, 1_000_000, 20, 2, seed=5)
+    big = {
+        "PIPELINE_PRESET": "",
+        "PIPELINE_DATA__SOURCE": str(data),
+        "PIPELINE_DATA__TARGET": "y",
+        "PIPELINE_DATA__DROP": "[]",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "1",
+        "PIPELINE_TRAIN__REFIT": "false",
+        "PIPELINE_TRAIN__BATCH_SIZE": "1024",
+        "PIPELINE_MODEL__NAME": "million",
+    }
+    trained = _train(tmp_path / "run", "--workers", "2", **big)
+    ranks = trained["train.workers"]["workers"]
+    rows = [int(r["rows"]) for r in ranks]
+    schema_rows = trained["data.schema"]["rows"]
+    assert schema_rows == 1_000_000 and len(rows) == 2 and abs(rows[0] - rows[1]) <= 1
+    assert 0.5 * schema_rows < sum(rows) < schema_rows  # the training rows only, split in two
+    assert trained["train.summary"]["epochs"] == 1
+    sample = tmp_path / "sample.parquet"
+    pd.read_parquet(data).head(100).drop(columns=["y"]).to_parquet(sample)
+    env = _env(tmp_path / "run", **big)
+    for args in (["package", "--id-file", str(tmp_path / "package.id")],
+                 ["release", "create", "--id-file", str(tmp_path / "release.id")]):  # fmt: skip
+        if args[0] == "release":
+            args.insert(2, (tmp_path / "package.id").read_text().strip())
+        done = run_cli(*args, env=env, cwd=tmp_path / "run")
+        assert done.returncode == 0, done.stderr[-3000:]
+    release = (tmp_path / "release.id").read_text().strip()
+    done = run_cli("predict", str(sample), "-o", str(tmp_path / "p.csv"),
+                   env=env | {"PIPELINE_RELEASE": release}, cwd=tmp_path / "run")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 100
