@@ -3,7 +3,9 @@
 With ``PIPELINE_SERVE__WORKERS`` above 1 (by default, one per available core), the process the
 user started binds the listening socket and starts that many workers: each is `pipeline serve`
 itself (the same command and settings, one process each), inheriting the socket, so the kernel
-shares incoming connections between them and each scores with a core of its own. A worker is a
+shares incoming connections between them and each scores with a core of its own. Each worker's
+libuv accepts one connection per wake-up (``UV_TCP_SINGLE_ACCEPT``): otherwise the loop that
+woke first took a whole burst of keep-alive connections, and the other cores sat idle. A worker is a
 whole CLI process rather than a fork: no state is shared by accident, and its start-up errors
 are reported and exit as a single server's are.
 
