@@ -304,3 +304,14 @@ def secs(value: float) -> str:
 
 def rate(value: float) -> str:
     return f"{value:,.0f} rows/s"
+
+
+def worker_ratios(name: str, what: str, one: float, two: float, loop: float) -> list[Ratio]:
+    """The two Ray scale-out ratios of ``what`` (rows/s): 2 workers >= 1.5x one, and one
+    worker >= 0.85x the in-process loop (issue 17's targets)."""
+    return [
+        Ratio(name, f"{what}: 2 Ray workers ÷ 1 Ray worker", rate(two), rate(one),
+              two / one, ">=", 1.5),
+        Ratio(name, f"{what}: 1 Ray worker ÷ in-process loop", rate(one), rate(loop),
+              one / loop, ">=", 0.85),
+    ]  # fmt: skip

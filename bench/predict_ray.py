@@ -32,7 +32,17 @@ import sys
 import threading
 from pathlib import Path
 
-from _common import Ratio, Report, checked, clean_env, events, measured, mib, pipeline_cmd, rate
+from _common import (
+    Report,
+    checked,
+    clean_env,
+    events,
+    measured,
+    mib,
+    pipeline_cmd,
+    rate,
+    worker_ratios,
+)
 from _common import table as md_table
 from predict_memory import generate_csv, train_and_package
 
@@ -173,12 +183,7 @@ def run(quick: bool, workdir: Path) -> Report:
         f"in-process loop (whose timer leaves out {files} start-ups and model loads; Ray's "
         "includes the runtime's and the actors' start).\n"
     )
-    ratios = [
-        Ratio("predict_ray", "predict: 2 Ray workers ÷ 1 Ray worker", rate(two), rate(one),
-              two / one, ">=", 1.5),
-        Ratio("predict_ray", "predict: 1 Ray worker ÷ in-process loop", rate(one), rate(loop),
-              one / loop, ">=", 0.85),
-    ]  # fmt: skip
+    ratios = worker_ratios("predict_ray", "predict", one, two, loop)
     return Report("predict_ray", body, ratios)
 
 

@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 from _common import (
-    Ratio,
     Report,
     checked,
     clean_env,
@@ -39,6 +38,7 @@ from _common import (
     pipeline_cmd,
     rate,
     synthetic,
+    worker_ratios,
 )
 from _common import table as md_table
 
@@ -98,12 +98,7 @@ def run(quick: bool, workdir: Path, rows: int | None = None) -> Report:
         + f"\n\n2 workers: {two / one:.2f}x one worker; one worker: {one / loop:.2f}x the "
         "in-process loop.\n"
     )
-    ratios = [
-        Ratio("train_ray", "train: 2 Ray workers ÷ 1 Ray worker", rate(two), rate(one),
-              two / one, ">=", 1.5),
-        Ratio("train_ray", "train: 1 Ray worker ÷ in-process loop", rate(one), rate(loop),
-              one / loop, ">=", 0.85),
-    ]  # fmt: skip
+    ratios = worker_ratios("train_ray", "train", one, two, loop)
     return Report("train_ray", body, ratios)
 
 

@@ -151,19 +151,24 @@ def test_the_cluster_gives_the_embedded_build(
     assert remote["train.summary"]["build_id"] == two["train.summary"]["build_id"]
 
 
-def test_a_worker_killed_mid_epoch_fails_the_run_and_writes_nothing(tmp_path: Path) -> None:
-    """SIGKILL one training worker while it trains: exit 5 with one line on stderr, no
-    traceback, and no build (nor anything else) in the store."""
+def _start_a_long_run(root: Path) -> subprocess.Popen[str]:
+    """`pipeline train --workers 2` with epochs enough to still be training when the test acts."""
     long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
-        env=env | _env(tmp_path, **long),
-        cwd=tmp_path,
+        env=env | _env(root, **long),
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_worker_killed_mid_epoch_fails_the_run_and_writes_nothing(tmp_path: Path) -> None:
+    """SIGKILL one training worker while it trains: exit 5 with one line on stderr, no
+    traceback, and no build (nor anything else) in the store."""
+    proc = _start_a_long_run(tmp_path)
     try:
         killed = _kill_a_training_worker(proc.pid)
         out, err = proc.communicate(timeout=300)
@@ -187,16 +192,7 @@ def test_sigterm_stops_the_run_with_one_line_and_writes_nothing(tmp_path: Path) 
     """SIGTERM to `pipeline train --workers 2` once epochs arrive: exit 130 with the CLI's one
     line (Ray's own SIGTERM handler, a stack dump, does not take over), no build, and the
     embedded runtime's processes gone with it."""
-    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
-        env=env | _env(tmp_path, **long),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_a_long_run(tmp_path)
     try:
         assert proc.stdout is not None
         seen = []

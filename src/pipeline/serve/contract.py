@@ -235,26 +235,28 @@ class Contract:
             values = [r[column.name] for r in records]
             if column.kind == "numeric":
                 columns[column.name] = np.array(values, dtype="float64")  # None → NaN
-            elif column.kind == "boolean":
-                names = cells.BOOLEAN_NAMES
-                columns[column.name] = np.array(
-                    [None if v is None else names[v] for v in values], dtype=object
-                )
             else:
-                missing = self.missing_values
-                columns[column.name] = np.array(
-                    [None if v in missing else v for v in values], dtype=object
-                )
+                columns[column.name] = np.array(self.texts(column.name, values), dtype=object)
         if self.id_column and self.id_column not in columns:
-            ids = np.empty(len(records), dtype=object)  # element-wise: never a 2-D array
-            ids[:] = [r.get(self.id_column) for r in records]
-            columns[self.id_column] = ids
+            columns[self.id_column] = self._raw_ids(records)
         return columns
+
+    def texts(self, name: str, values: list[Any]) -> list[str | None]:
+        """A categorical or boolean column's validated values as canonical texts: booleans as
+        "true"/"false", the training data's missing markers (and null) as None."""
+        if self.kinds[name] == "boolean":
+            names = cells.BOOLEAN_NAMES
+            return [None if v is None else names[v] for v in values]
+        missing = self.missing_values
+        return [None if v in missing else v for v in values]
 
     def id_values(self, records: list[dict[str, Any]]) -> Any:
         """The id column's values as ``columns`` gives them (an object array)."""
         if self.id_column in self.kinds:  # the id is also an input of the model
             return self.columns(records)[self.id_column]
+        return self._raw_ids(records)
+
+    def _raw_ids(self, records: list[dict[str, Any]]) -> Any:
         import numpy as np
 
         ids = np.empty(len(records), dtype=object)  # element-wise: never a 2-D array

@@ -186,23 +186,14 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
 def model_inputs(loaded: Loaded, records: list[dict[str, Any]]) -> Any:
     """Validated records as the model's input arrays (``Preprocessor.encode_rows``), read row
     by row into the preprocessor's column order: the values ``Contract.columns`` gives (numbers
-    as float64 with None as NaN, booleans as "true"/"false", missing markers as None) without
-    an array per column. The arithmetic is ``transform``'s, so the bytes are the same."""
+    as float64 with None as NaN, the rest as ``Contract.texts``) without an array per column.
+    The arithmetic is ``transform``'s, so the bytes are the same."""
     import numpy as np
-
-    from pipeline.data import cells
 
     contract, pre = loaded.contract, loaded.predictor.pre
     numeric = [s.name for s in pre.numeric]
     raw = np.array([[r[name] for name in numeric] for r in records], dtype=np.float64)
-    texts: list[list[str | None]] = []
-    missing, names = contract.missing_values, cells.BOOLEAN_NAMES
-    for c in pre.categorical:
-        values = [r[c.name] for r in records]
-        if contract.kinds[c.name] == "boolean":
-            texts.append([None if v is None else names[v] for v in values])
-        else:
-            texts.append([None if v in missing else v for v in values])
+    texts = [contract.texts(c.name, [r[c.name] for r in records]) for c in pre.categorical]
     return pre.encode_rows(raw.reshape(len(records), len(numeric)), texts)
 
 
