@@ -19,7 +19,9 @@ def _net(seed: int) -> torch.nn.Module:
     )  # fmt: skip
 
 
-def _steps(net: torch.nn.Module, opt: object, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> None:
+def _steps(
+    net: torch.nn.Module, opt: object, xs: list[torch.Tensor], ys: list[torch.Tensor]
+) -> None:
     for x, y in zip(xs, ys, strict=True):
         opt.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
         torch.nn.functional.mse_loss(net(x).squeeze(1), y).backward()
