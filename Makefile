@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help install dev run test test-ray test-browser test-s3 test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-train-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
+.PHONY: help install dev run test test-ray test-browser test-s3 test-quality test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-train-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-17s\033[0m %s\n", $$1, $$2}'
@@ -36,8 +36,11 @@ run: install ## The main job: train, evaluate with 5-fold CV, write the report, 
 	$(BIN)/pipeline report -o reports/latest.html
 	@echo "report: file://$(CURDIR)/reports/latest.html"
 
-test: dev ## Run the test suite but the Ray, benchmark-smoke, browser and S3 suites (CI runs them all)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
+test: dev ## Run the test suite but the quality, Ray, benchmark-smoke, browser and S3 suites (CI runs them all)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
+
+test-quality: dev ## The default model's quality on real data over several seeds (issue 13's acceptance; about 1 min)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -m quality tests/ $(PYTEST_ARGS)
 
 test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted; the Ray and S3 ones run in test-ray, test-s3)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray and not s3" tests/test_bench_smoke.py $(PYTEST_ARGS)
@@ -53,7 +56,7 @@ test-s3: dev ## PIPELINE_STORE=s3://... against a real S3-compatible server (Sea
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m s3 tests/ $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

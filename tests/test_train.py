@@ -36,6 +36,7 @@ HGB_RMSE_LOG = {0: 0.1245, 1: 0.1359, 2: 0.1202}
 
 
 @pytest.mark.slow
+@pytest.mark.quality
 def test_house_prices_default_matches_gradient_boosting(cli: Any, store: Path) -> None:
     """With no configuration at all, test RMSE of log(SalePrice) is within 0.005 of gradient
     boosting's on every seed of 0-2, and below it on average."""
