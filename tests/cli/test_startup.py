@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import run_cli
 
@@ -19,10 +21,11 @@ print(json.dumps({"code": result.exit_code, "heavy": heavy, "out": result.output
 """
 
 
-def _probe(*args: str) -> dict:
+def _probe(*args: str, env: dict[str, str] | None = None) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True
-    )
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -52,3 +55,19 @@ def test_help_names_the_environment_variables() -> None:
     done = run_cli("train", "--help", env={"COLUMNS": "200"})
     assert done.returncode == 0
     assert "PIPELINE_DATA__SOURCE" in done.stdout and "PIPELINE_TRAIN__DEVICE" in done.stdout
+
+
+def test_predict_refuses_a_missing_release_or_a_damaged_package_before_loading_torch(
+    tmp_path: Path,
+) -> None:
+    """Mistakes that need no model are refused before torch and pandas load: a user waits a
+    fraction of a second for the one line, not for an interpreter full of tensors."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a\n1\n")
+    damaged = tmp_path / "model.tar.gz"
+    damaged.write_bytes(b"\x1f\x8b" + b"not a package" * 10)
+    env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_LOG_FORMAT": "json"}
+    for args, code in (([], 3), (["--package", str(damaged)], 7), (["--release", "x@v1"], 8)):
+        probe = _probe("predict", str(rows), "-o", str(tmp_path / "out.csv"), *args, env=env)
+        assert probe["code"] == code, (args, probe)
+        assert not {"torch", "pandas"} & set(probe["heavy"]), (args, probe)

@@ -6,7 +6,23 @@ predictions out), ``readers`` (CSV, Parquet and JSON-lines input as bounded chun
 ``run`` a file through it). ``pipeline serve`` uses the same ``Ready``.
 """
 
-from pipeline.predict.predictor import Predictor, Stats
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from pipeline.predict.stage import Ready, load, run
 
+if TYPE_CHECKING:
+    from pipeline.predict.predictor import Predictor, Stats
+
 __all__ = ["Predictor", "Ready", "Stats", "load", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Predictor`` and ``Stats`` on first use: they bring torch and pandas, which ``load``
+    imports only once the package it is given has verified."""
+    if name in ("Predictor", "Stats"):
+        from pipeline.predict import predictor
+
+        return getattr(predictor, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,10 @@
 ``load`` resolves a release reference or a package path into a ``Ready``: the verified
 predictor with the run-stage settings that apply. ``pipeline predict`` streams a file through
 it (``run``); ``pipeline serve`` answers requests with the same object.
+
+Everything that can refuse a run cheaply (no release chosen, an unknown reference, a package
+missing, damaged or replaced) is decided before torch and pandas are imported, so such a
+mistake costs a user a fraction of a second, not an interpreter full of tensors.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ from typing import TYPE_CHECKING, Any
 from pipeline import metrics
 from pipeline.data import cells
 from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
-from pipeline.predict.predictor import Predictor, Stats
-from pipeline.predict.readers import detect_format, iter_chunks, prefetched
-from pipeline.predict.writers import Writer
+from pipeline.package import OpenedPackage, open_package
 from pipeline.settings import RunSettings
 from pipeline.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from pipeline.predict.predictor import Predictor, Stats
+    from pipeline.predict.writers import Writer
 
 # How many extra column names a log event lists (it also carries their count).
 
@@ -76,7 +81,7 @@ def load(
     from pipeline import releases
 
     if package is not None:
-        return Ready(Predictor.from_package(package), run_settings, None)
+        return Ready(_predictor(open_package(package)), run_settings, None)
     if not release_ref:
         raise ConfigError(
             "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "
@@ -92,15 +97,22 @@ def load(
             f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
             f"store {store.uri}: restore it or roll back"
         ) from None
-    predictor = Predictor.from_package(path)
-    if predictor.package_id != release.package_id:
+    opened = open_package(path)
+    if opened.package_id != release.package_id:
         raise IntegrityError(
-            f"package {path} has id {predictor.package_id[:12]} but release {release.ref} "
+            f"package {path} has id {opened.package_id[:12]} but release {release.ref} "
             f"names {release.package_id[:12]}: the archive was replaced; restore it"
         )
     machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
     bound = RunSettings.model_validate({**release.run, **machine})
-    return Ready(predictor, bound, release.ref)
+    return Ready(_predictor(opened), bound, release.ref)
+
+
+def _predictor(opened: OpenedPackage) -> Predictor:
+    """The network of a verified package, loaded: the first point that needs torch."""
+    from pipeline.predict.predictor import Predictor
+
+    return Predictor.from_opened(opened)
 
 
 def run(
@@ -110,6 +122,10 @@ def run(
     log: Any,
 ) -> Stats:
     """Predict every row of ``source`` into ``output`` (stdout when None), chunk by chunk."""
+    from pipeline.predict.predictor import Stats
+    from pipeline.predict.readers import detect_format, iter_chunks, prefetched
+    from pipeline.predict.writers import Writer
+
     t0 = time.perf_counter()
     predictor, run_settings = ready.predictor, ready.run
     in_fmt = detect_format(source, "auto")
