@@ -64,12 +64,22 @@ def _predict(chain: dict[str, Any], *args: str, **extra: str) -> Any:
     return run_cli("predict", *args, env={**chain["env"], **extra}, cwd=chain["root"])
 
 
-def test_ci_chain_predicts_every_row_of_the_unseen_test_file(chain: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def whole(chain: dict[str, Any]) -> tuple[Any, Path]:
+    """The real test file predicted by a real `pipeline predict` with the defaults (one chunk):
+    the finished process and its output file, which other runs are compared with."""
+    out = chain["root"] / "predictions.csv"
+    done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out)))
+    return done, out
+
+
+def test_ci_chain_predicts_every_row_of_the_unseen_test_file(
+    chain: dict[str, Any], whole: tuple[Any, Path]
+) -> None:
     """The released model predicts all 1,459 real test rows, unseen categories included."""
     assert hashlib.sha256(TEST_CSV.read_bytes()).hexdigest() == TEST_SHA
     assert chain["release"] == "house-prices@v1"
-    out = chain["root"] / "predictions.csv"
-    done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out)))
+    done, out = whole
     summary = event(done.stdout, "predict.summary")
     assert summary["rows"] == 1459 and summary["errors"] == 0
     assert summary["package_id"] == chain["package_id"]
@@ -80,37 +90,39 @@ def test_ci_chain_predicts_every_row_of_the_unseen_test_file(chain: dict[str, An
     assert frame["prediction"].between(20_000, 1_000_000).all()
 
 
-def test_predictions_stream_to_stdout_with_logs_on_stderr(chain: dict[str, Any]) -> None:
-    """Without -o, CSV predictions are stdout and the JSON log stream moves to stderr."""
+def test_predictions_stream_to_stdout_with_logs_on_stderr(
+    chain: dict[str, Any], whole: tuple[Any, Path]
+) -> None:
+    """Without -o, CSV predictions are stdout (the bytes -o writes) and the JSON log stream
+    moves to stderr."""
     done = _ok(_predict(chain, str(TEST_CSV), PIPELINE_RELEASE="house-prices@current"))
     frame = pd.read_csv(io.StringIO(done.stdout))
     assert len(frame) == 1459
+    assert done.stdout.encode() == whole[1].read_bytes()
     assert events(done.stderr)[-1]["event"] == "predict.summary"
 
 
-def test_chunked_run_equals_single_chunk_run(chain: dict[str, Any]) -> None:
+def test_chunked_run_equals_single_chunk_run(
+    chain: dict[str, Any], whole: tuple[Any, Path]
+) -> None:
     """Chunks of 99 or 8 rows give byte-identical output to one chunk of everything (with 99,
     23 of the 1,459 rows used to differ in their last bits: the tails differ in size)."""
-    outs = []
-    for rows in ("99", "8", "100000"):
+    assert event(whole[0].stdout, "predict.summary")["chunks"] == 1
+    for rows in ("99", "8"):
         out = chain["root"] / f"chunked-{rows}.csv"
         done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out),
                             PIPELINE_RUN__CHUNK_ROWS=rows))  # fmt: skip
-        chunks = {"99": 15, "8": 183, "100000": 1}[rows]
-        assert event(done.stdout, "predict.summary")["chunks"] == chunks
-        outs.append(out.read_bytes())
-    assert outs[0] == outs[2] and outs[1] == outs[2]
+        assert event(done.stdout, "predict.summary")["chunks"] == {"99": 15, "8": 183}[rows]
+        assert out.read_bytes() == whole[1].read_bytes(), rows
 
 
-def test_input_and_output_formats_agree(chain: dict[str, Any]) -> None:
+def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any, Path]) -> None:
     """Parquet and JSON-lines inputs and outputs give the same predictions as CSV."""
     root = chain["root"]
     frame = pd.read_csv(TEST_CSV)  # typed columns with real nulls, as such files carry them
     frame.to_parquet(root / "in.parquet")
     frame.to_json(root / "in.jsonl", orient="records", lines=True)
-    base = root / "base.csv"
-    _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(base)))
-    expected = pd.read_csv(base)["prediction"]
+    expected = pd.read_csv(whole[1])["prediction"]
     for source, target in (("in.parquet", "out.parquet"), ("in.jsonl", "out.jsonl")):
         _ok(
             _predict(
