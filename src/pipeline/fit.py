@@ -269,6 +269,24 @@ class _Loop:
         }
         return loss, row
 
+    def run_epoch(
+        self, train: Tensors, val: Tensors | None, stop: StopFlag, fixed_epochs: bool
+    ) -> tuple[dict[str, Any], float]:
+        """Train one epoch and record it in ``history``: its row (losses and validation
+        metrics) and the validation loss that early stopping compares (every worker's alike)."""
+        self.train_epoch(train, stop)
+        row: dict[str, Any] = {"epoch": self.epoch, "train_loss": self.epoch_loss(len(train))}
+        if not math.isfinite(row["train_loss"]):
+            raise _diverged(self.epoch, row["train_loss"], self.t)
+        val_loss = math.inf
+        if val is not None:
+            val_loss, val_row = self.validate(val)
+            row.update(val_row)
+        if self.parallel is not None and not fixed_epochs:
+            val_loss = self.parallel.from_first(val_loss)  # every worker stops alike
+        self.history.append(row)
+        return row, val_loss
+
     def end_epoch(self, val_loss: float, fixed_epochs: bool) -> bool:
         """Record the best weights; True when early stopping ends the loop."""
         if fixed_epochs:
@@ -339,32 +357,15 @@ def fit(
                 loop.restore(resume)
             while loop.epoch <= last_epoch:
                 started = time.perf_counter()
-                loop.train_epoch(train, stop)
-                row: dict[str, Any] = {
-                    "epoch": loop.epoch,
-                    "train_loss": loop.epoch_loss(len(train)),
-                }
-                if not math.isfinite(row["train_loss"]):
-                    raise _diverged(loop.epoch, row["train_loss"], settings)
-                val_loss = math.inf
-                if val is not None:
-                    val_loss, val_row = loop.validate(val)
-                    row.update(val_row)
-                if parallel is not None and epochs is None:
-                    val_loss = parallel.from_first(val_loss)  # every worker stops alike
-                loop.history.append(row)
+                row, val_loss = loop.run_epoch(train, val, stop, fixed_epochs=epochs is not None)
                 if on_epoch is not None:
                     on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
                 if loop.end_epoch(val_loss, fixed_epochs=epochs is not None):
                     break
                 every = settings.checkpoint_every
                 loop.epoch, loop.position = loop.epoch + 1, 0
-                if (
-                    on_checkpoint is not None
-                    and every
-                    and (loop.epoch - 1) % every == 0
-                    and loop.epoch <= last_epoch
-                ):
+                due = every and (loop.epoch - 1) % every == 0 and loop.epoch <= last_epoch
+                if on_checkpoint is not None and due:
                     on_checkpoint(loop.state())
     finally:
         for s, handler in previous.items():
