@@ -14,17 +14,20 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, curves, features, fit, metrics, runtime
-from pipeline.checkpoints import Checkpoints
+from pipeline import __version__, artifacts, curves, features, metrics
 from pipeline.errors import ConfigError, Interrupted
-from pipeline.model import TabularMLP
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
+
+if TYPE_CHECKING:  # torch comes with these: imported once the data has been read (see run)
+    from pipeline import fit
+    from pipeline.checkpoints import Checkpoints
+    from pipeline.model import TabularMLP
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,19 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     """
     _refuse_checkpoints_on_ray(settings, resume)
     started_at, t0 = datetime.now(UTC), time.perf_counter()
-    rt = runtime.configure(
-        settings.train.threads,
-        settings.train.device,
-        settings.train.batch_size,
-        device_from=settings.source_of("train", "device"),
-    )
-    data = prepare(settings, store, log)  # 1. split
+    if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
+        _runtime(settings)
+    # 1. split. A mistake in the data is refused before torch is imported: in under a second.
+    data = prepare(settings, store, log)
+    rt = _runtime(settings)
     # 2. preprocess: every statistic is fitted on the training rows only
     train_frame = data.frame.iloc[data.split.train]
     pre = features.fit(train_frame, data.schema, settings.features, data.label)
     del train_frame
     tensors = _encode(data, pre, rt["device"])
     inputs = _inputs(data, settings.seed)
+    from pipeline.checkpoints import Checkpoints
+
     checkpoints = Checkpoints(store, inputs, settings.build_config())
     # 3. train with early stopping, 4. refit on train + validation
     if settings.train.workers is None:
@@ -118,10 +121,22 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     return TrainResult(bid, result_metrics, selected.best_epoch, len(selected.history))
 
 
+def _runtime(settings: Settings) -> dict[str, Any]:
+    """torch set up for training (deterministic, its threads, the device): what was chosen."""
+    from pipeline import runtime
+
+    t = settings.train
+    return runtime.configure(
+        t.threads, t.device, t.batch_size, device_from=settings.source_of("train", "device")
+    )
+
+
 def _test(
     model: TabularMLP, rows: fit.Tensors, target: features.TargetState
 ) -> tuple[dict[str, Any], curves.Curves]:
     """Metrics and plot curves of the final network on the test rows, from one pass."""
+    from pipeline import fit
+
     values = fit.predict_rows(model, rows, target)
     y_encoded = rows.targets().cpu().numpy()
     y = target.decode(y_encoded) if target.task == "regression" else y_encoded
@@ -130,6 +145,8 @@ def _test(
 
 def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tensors:
     """Every row encoded as tensors; the frame is dropped (keep one copy of the data, not two)."""
+    from pipeline import fit
+
     enc = pre.transform(data.frame, data.label, with_target=True)
     data.frame = data.frame.iloc[:0]
     return fit.Tensors.all(enc, device)
@@ -213,6 +230,9 @@ def _train(
     A stop signal in either phase saves a checkpoint and raises ``Interrupted``; a resumed run
     continues in the phase it was stopped in and ends with the same weights.
     """
+    from pipeline import fit
+    from pipeline.model import TabularMLP
+
     ck = checkpoints.load(log) if resume else None
     cfg = fit.network_config(pre, settings)
     split, t = data.split, settings.train
@@ -298,7 +318,7 @@ def _train_on_ray(
 ) -> _Trained:
     """Steps 3 and 4 on Ray Train's workers, each with its shard of the rows; the driver gets
     rank 0's networks back and measures the validation rows as the in-process path does."""
-    from pipeline import distributed_fit
+    from pipeline import distributed_fit, fit
 
     cfg = fit.network_config(pre, settings)
     names = {"selection": "train.epoch", "refit": "train.refit_epoch"}

@@ -71,3 +71,19 @@ def test_predict_refuses_a_missing_release_or_a_damaged_package_before_loading_t
         probe = _probe("predict", str(rows), "-o", str(tmp_path / "out.csv"), *args, env=env)
         assert probe["code"] == code, (args, probe)
         assert not {"torch", "pandas"} & set(probe["heavy"]), (args, probe)
+
+
+def test_train_refuses_a_bad_dataset_before_loading_torch(tmp_path: Path) -> None:
+    """A dataset that cannot train (here: no target column) is refused after reading it and
+    before torch loads; asking for CUDA is checked first, and that needs torch."""
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b\n1,2\n3,4\n")
+    env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_LOG_FORMAT": "json",
+           "PIPELINE_DATA__SOURCE": str(rows), "PIPELINE_DATA__TARGET": "price"}  # fmt: skip
+    probe = _probe("train", env=env)
+    assert probe["code"] == 4 and "torch" not in probe["heavy"], probe
+    import torch
+
+    probe = _probe("train", "--device", "cuda", env=env)
+    assert probe["code"] == (4 if torch.cuda.is_available() else 3), probe
+    assert "torch" in probe["heavy"], probe
