@@ -14,12 +14,10 @@ from typing import Any
 
 import numpy as np
 import structlog
-import torch
 
-from pipeline import artifacts, features, fit, metrics, runtime, search
+from pipeline import artifacts, features, metrics
 from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
-from pipeline.model import load_model
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
 from pipeline.store import Store, canonical_json
@@ -72,6 +70,8 @@ def cross_validate(
     """K-fold CV of the build's recipe on ``rows`` (``search.cross_validate``), fold by fold
     in the log."""
 
+    from pipeline import search
+
     def on_fold(i: int, n: int, epochs: int, scores: dict[str, Any]) -> None:
         log.info("evaluate.fold", fold=i + 1, folds=k, rows=n, epochs=epochs, **scores)
 
@@ -89,6 +89,18 @@ def check_folds(folds: int | None) -> None:
         )
 
 
+def _runtime(settings: Settings, recipe: Settings) -> dict[str, Any]:
+    """torch set up as the build trained (determinism, threads, device): what was chosen."""
+    from pipeline import runtime
+
+    return runtime.configure(
+        settings.train.threads,
+        settings.train.device,
+        recipe.train.batch_size,
+        device_from=settings.source_of("train", "device"),
+    )
+
+
 def run(
     settings: Settings, store: Store, ref: str | None, folds: int | None, log: Any
 ) -> Evaluation:
@@ -102,12 +114,8 @@ def run(
     structlog.contextvars.bind_contextvars(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)
-    rt = runtime.configure(
-        settings.train.threads,
-        settings.train.device,
-        recipe.train.batch_size,
-        device_from=settings.source_of("train", "device"),
-    )
+    if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
+        _runtime(settings, recipe)
     inputs = build.json("provenance.json")["inputs"]
     pinned = recipe.model_copy(
         update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}
@@ -119,8 +127,14 @@ def run(
             f"the split of {data.label} no longer matches build {build.id}: the rows or the "
             "splitting code changed; retrain"
         )
+    # torch from here on: a missing build or a changed dataset was refused without it.
+    import torch
+
+    from pipeline import fit
+    from pipeline.model import load_model
+
+    device = _runtime(settings, recipe)["device"]
     pre = features.Preprocessor.from_json(build.json("preprocessing.json"))
-    device = rt["device"]
     model = load_model(build.json("model.json"), build.files["weights.pt"]).to(device)
     enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
     test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)

@@ -87,3 +87,11 @@ def test_train_refuses_a_bad_dataset_before_loading_torch(tmp_path: Path) -> Non
     probe = _probe("train", "--device", "cuda", env=env)
     assert probe["code"] == (4 if torch.cuda.is_available() else 3), probe
     assert "torch" in probe["heavy"], probe
+
+
+def test_evaluate_refuses_a_missing_build_before_loading_torch(tmp_path: Path) -> None:
+    """No build to evaluate is said at once (exit 8), with neither torch nor pandas loaded."""
+    env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_LOG_FORMAT": "json"}
+    for args in ([], ["0123abcd"]):
+        probe = _probe("evaluate", *args, env=env)
+        assert probe["code"] == 8 and not {"torch", "pandas"} & set(probe["heavy"]), probe

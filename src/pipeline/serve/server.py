@@ -256,9 +256,10 @@ def _run(server: _Server, conf: ServeSettings, fileno: int | None, log: Any) -> 
 
 
 def load_release(settings: Settings, release: str | None, package: Path | None) -> Loaded:
-    """Load and warm up the model that ``pipeline predict`` would use with the same arguments."""
-    import torch
+    """Load and warm up the model that ``pipeline predict`` would use with the same arguments.
 
+    A release or package that cannot run is refused before torch is imported (``predict.load``
+    verifies first), so such a server exits with its one line in well under a second."""
     from pipeline import log as logging_
     from pipeline import predict
     from pipeline.store import Store
@@ -268,6 +269,8 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
         store, release or settings.release, package, settings.model.name, settings.run
     )
     logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
+    import torch
+
     # One intra-op thread per inference by default: concurrent requests give the parallelism,
     # and N requests x all-cores threads would oversubscribe the machine.
     torch.set_num_threads(settings.serve.threads)
