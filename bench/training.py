@@ -151,7 +151,7 @@ def interleaved_child(data: Path, rounds: int) -> None:
 
     settings = load().settings
     # As `pipeline train` does: the same runtime, the same preparation, the same fitting loop.
-    rt = runtime.configure(settings.train.threads, settings.train.device, settings.train.batch_size)
+    rt = runtime.configure_for(settings, settings.train.batch_size)
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # its events: silent
     store = Store.from_uri(settings.store, **settings.store_options())
     prepared = prepare(settings, store, structlog.get_logger())

@@ -93,12 +93,7 @@ def _runtime(settings: Settings, recipe: Settings) -> dict[str, Any]:
     """torch set up as the build trained (determinism, threads, device): what was chosen."""
     from pipeline import runtime
 
-    return runtime.configure(
-        settings.train.threads,
-        settings.train.device,
-        recipe.train.batch_size,
-        device_from=settings.source_of("train", "device"),
-    )
+    return runtime.configure_for(settings, recipe.train.batch_size)
 
 
 def run(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 # Below this many rows a step's matrices are too small to share between threads (measured on
 # 2 cores, idle: batch 64 ran 1.25x faster on 1 thread than on 2; batch 256 1.25x slower).
@@ -47,3 +50,12 @@ def configure(
     # Recorded beside the thread count: the CLI makes idle OpenMP threads sleep (cli.main).
     wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")
     return {"threads": threads, "device": device, "omp_wait_policy": wait_policy}
+
+
+def configure_for(settings: Settings, batch_size: int) -> dict[str, Any]:
+    """``configure`` with ``settings``' threads and device (and where the device came from),
+    for a run whose batches are ``batch_size`` rows: what was chosen."""
+    t = settings.train
+    return configure(
+        t.threads, t.device, batch_size, device_from=settings.source_of("train", "device")
+    )

@@ -125,10 +125,7 @@ def _runtime(settings: Settings) -> dict[str, Any]:
     """torch set up for training (deterministic, its threads, the device): what was chosen."""
     from pipeline import runtime
 
-    t = settings.train
-    return runtime.configure(
-        t.threads, t.device, t.batch_size, device_from=settings.source_of("train", "device")
-    )
+    return runtime.configure_for(settings, settings.train.batch_size)
 
 
 def _test(

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
     from pipeline.predict.writers import Writer
 
-# How many extra column names a log event lists (it also carries their count).
-
 
 @dataclass(frozen=True)
 class Ready:

@@ -259,7 +259,7 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     """Load and warm up the model that ``pipeline predict`` would use with the same arguments.
 
     A release or package that cannot run is refused before torch is imported (``predict.load``
-    verifies first), so such a server exits with its one line in well under a second."""
+    verifies it first), so such a server exits with its one line without loading torch."""
     from pipeline import log as logging_
     from pipeline import predict
     from pipeline.store import Store
