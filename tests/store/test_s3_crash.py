@@ -39,7 +39,7 @@ def test_sigkill_at_12_seeded_moments_on_s3_leaves_every_artifact_verifiable(
         landed = sigkill_at_random_moments(zygote, store, rng, plan)
     finally:
         zygote.close()
-    assert sum(landed.values()) == 12
+    assert sum(landed.values()) >= 12  # a kill after its stage ended is tried again
     keys = store._keys("")
     print(f"publishes cut and left invisible: {sorted(_invisible(keys))}")
     for folder in _invisible(keys):  # cut publishes: on the server, and listed nowhere
