@@ -100,6 +100,72 @@ def test_a_step_averages_the_gradient_over_every_workers_rows(tmp_path: Path) ->
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-6)
 
 
+def _stopping_worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
+    """One worker of a run that the driver stops (rank 0's ``ask`` says SIGTERM), or that
+    resumes from the states the stopped one left (``stopped<rank>.pt``)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank,
+                            world_size=world)  # fmt: skip
+    try:
+        data = _data(case["rows"] + 8)
+        train = data.select(np.arange(case["rows"])[rank::world])
+        val = data.select(np.arange(case["rows"], case["rows"] + 8)) if rank == 0 else None
+        ask = (lambda: 15) if rank == 0 and case["stop"] else None
+        parallel = Gloo(rank, world, "cpu", ask=ask)
+        resume = None
+        if case["resume_from"]:
+            saved = torch.load(f"{case['resume_from']}/stopped{rank}.pt", weights_only=True)
+            resume = fit.FitState.from_dict(saved["state"])
+        try:
+            fitted = fit.fit(CFG, train, val, TARGET, TrainSettings(**case["train"]),
+                             seeds_of(Seeds.from_seed(3), rank), "cpu", parallel=parallel,
+                             resume=resume)  # fmt: skip
+        except fit.Stopped as stopped:
+            torch.save({"signum": stopped.signum, "state": stopped.state.to_dict()},
+                       f"{folder}/stopped{rank}.pt")  # fmt: skip
+            return
+        torch.save({"state": fitted.model.state_dict(), "history": fitted.history},
+                   f"{folder}/rank{rank}.pt")  # fmt: skip
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_stop_asked_of_rank_0_stops_every_worker_at_one_step_and_resuming_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """What `pipeline train --workers N` does on SIGTERM: the driver's signal reaches rank 0's
+    ``ask``; every worker stops after the same step (the 32nd: ``STOP_EVERY``) with its own
+    state; both resumed from those states end with the uninterrupted run's weights and curve,
+    bit for bit."""
+    import torch.multiprocessing as mp
+
+    from pipeline.distributed_fit.worker import STOP_EVERY
+
+    train = {"batch_size": 4, "max_epochs": 6, "patience": 10}
+    runs = {}
+    for name, stop, resume_from in (("whole", False, None), ("stopped", True, None),
+                                    ("resumed", False, tmp_path / "stopped")):  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        case = {"rows": 37, "train": train, "stop": stop, "resume_from": resume_from}
+        mp.spawn(_stopping_worker, args=(2, str(folder), case), nprocs=2, join=True)
+        runs[name] = folder
+    stopped = [torch.load(runs["stopped"] / f"stopped{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [s["signum"] for s in stopped] == [15, 15]
+    # 19 + 18 rows, 2 per worker and step: 10 steps an epoch; the 32nd step is epoch 4's 2nd
+    assert STOP_EVERY == 32
+    assert [(s["state"]["epoch"], s["state"]["position"]) for s in stopped] == [(4, 4), (4, 4)]
+    assert not torch.equal(stopped[0]["state"]["shuffle_rng"], stopped[1]["state"]["shuffle_rng"])
+    for r in (0, 1):
+        whole = torch.load(runs["whole"] / f"rank{r}.pt", weights_only=True)
+        resumed = torch.load(runs["resumed"] / f"rank{r}.pt", weights_only=True)
+        assert whole["history"] == resumed["history"]
+        for key, value in whole["state"].items():
+            assert torch.equal(value, resumed["state"][key]), (r, key)
+
+
 class WorkerGroupError(Exception):
     """Ray Train's error for failed workers, by name and shape (``worker_failures``)."""
 

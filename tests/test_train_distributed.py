@@ -4,7 +4,8 @@ House prices with a small recipe (5 epochs, one ensemble member), each run a rea
 Two embedded workers must train a build that packages, releases and predicts; the same run twice
 must give the same build id; the preprocessing statistics must be the in-process bytes; one
 worker must give the in-process weights; the suite's two-node cluster must give the embedded
-build; and a worker killed mid-epoch must fail the run with one line and no build.
+build; a worker killed mid-epoch must fail the run with one line and no build; and a run
+stopped by SIGTERM must checkpoint every worker and resume to the build of a run never stopped.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def _train(root: Path, *args: str, address: str = "", **extra: str) -> dict[str,
     stream = events(done.stdout)  # every stdout line is a JSON event
     named = {e["event"]: e for e in stream}
     named["build"] = root / "store" / "builds" / named["train.summary"]["build_id"]
+    named["stream"] = stream
     return named
 
 
@@ -151,9 +153,9 @@ def test_the_cluster_gives_the_embedded_build(
     assert remote["train.summary"]["build_id"] == two["train.summary"]["build_id"]
 
 
-def _start_a_long_run(root: Path) -> subprocess.Popen[str]:
+def _start_a_long_run(root: Path, **extra: str) -> subprocess.Popen[str]:
     """`pipeline train --workers 2` with epochs enough to still be training when the test acts."""
-    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"}
+    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"} | extra
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
@@ -188,17 +190,57 @@ def test_a_worker_killed_mid_epoch_fails_the_run_and_writes_nothing(tmp_path: Pa
     assert event(out, "error")["exit_code"] == 5
 
 
-def test_sigterm_stops_the_run_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    """SIGTERM to `pipeline train --workers 2` once epochs arrive: exit 130 with the CLI's one
-    line (Ray's own SIGTERM handler, a stack dump, does not take over), no build, and the
-    embedded runtime's processes gone with it."""
-    proc = _start_a_long_run(tmp_path)
+# 60 selection epochs (patience as long: no early stop) and 60 refit epochs, a checkpoint every
+# 10: long enough for a signal to land in either phase, short enough to resume in seconds.
+RESUMABLE = {
+    "PIPELINE_TRAIN__MAX_EPOCHS": "60",
+    "PIPELINE_TRAIN__PATIENCE": "60",
+    "PIPELINE_TRAIN__CHECKPOINT_EVERY": "10",
+}
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    folder = root / "store" / "checkpoints"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The uninterrupted two-worker run of the resumable recipe."""
+    return _train(tmp_path_factory.mktemp("whole"), "--workers", "2", **RESUMABLE)
+
+
+def test_checkpoints_hold_every_workers_state_and_go_once_the_build_is_written(
+    whole: dict[str, Any],
+) -> None:
+    """PIPELINE_TRAIN__CHECKPOINT_EVERY with --workers: a checkpoint every 10 epochs of each
+    phase (every worker's state in one file), removed once the build exists."""
+    root = whole["build"].parents[2]
+    saved = [(e["phase"], e["epoch"]) for e in whole["stream"] if e["event"] == "train.checkpoint"]
+    refit_epochs = whole["train.summary"]["best_epoch"]  # the refit trains that many epochs
+    assert saved == [("selection", e) for e in (11, 21, 31, 41, 51)] + [
+        ("refit", e) for e in range(11, refit_epochs + 1, 10)
+    ]
+    assert _checkpoints(root) == []
+
+
+@pytest.mark.parametrize("phase", ["selection", "refit"])
+def test_sigterm_checkpoints_every_worker_and_resume_gives_the_uninterrupted_build(
+    whole: dict[str, Any], tmp_path: Path, phase: str
+) -> None:
+    """SIGTERM to `pipeline train --workers 2` while it trains (in the selection or the refit
+    phase): every worker stops after the same step, exit 130 with one line saying where the
+    checkpoint is (Ray's own SIGTERM handler, a stack dump, does not take over), no build, the
+    embedded runtime's processes gone with it; `--resume` then gives the build id of the run
+    that was never stopped."""
+    proc = _start_a_long_run(tmp_path, **RESUMABLE)
+    wanted = {"selection": '"train.epoch"', "refit": '"train.refit_epoch"'}[phase]
     try:
         assert proc.stdout is not None
         seen = []
         for line in proc.stdout:  # the epochs are relayed live, as they end on rank 0
             seen.append(line)
-            if '"train.epoch"' in line:
+            if wanted in line:
                 break
         runtime = _descendants_named(proc.pid, "ray::")  # the workers, the controller, ...
         assert runtime
@@ -210,12 +252,20 @@ def test_sigterm_stops_the_run_with_one_line_and_writes_nothing(tmp_path: Path) 
             proc.communicate()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
     assert done.returncode == 130, err[-3000:]
-    assert "train interrupted: nothing was written" in one_error_line(done)
+    line = one_error_line(done)
+    assert "training stopped by SIGTERM in " + phase in line and "--resume" in line, line
+    assert event(done.stdout, "train.interrupted")["phase"] == phase
     assert not (tmp_path / "store" / "builds").exists()
+    assert len(_checkpoints(tmp_path)) == 1
     deadline = time.monotonic() + 30
     while [pid for pid in runtime if _title(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [pid for pid in runtime if _title(pid)] == []
+
+    resumed = _train(tmp_path, "--workers", "2", "--resume", **RESUMABLE)
+    assert resumed["train.resume"]["phase"] == phase
+    assert resumed["train.summary"]["build_id"] == whole["train.summary"]["build_id"]
+    assert _checkpoints(tmp_path) == []
 
 
 def _descendants_named(driver: int, prefix: str) -> list[int]:

@@ -1,11 +1,11 @@
 """Where an interrupted training run keeps its state in the store, and how it is read back.
 
 A checkpoint is one file ``checkpoints/<digest>.pt`` written atomically: the fitting loop's
-``FitState`` (as plain tensors and data), which phase it was in, and, in the refit phase, the
-result of the selection phase. The digest covers everything the build id depends on except the
-weights (data, split, seed, code, build config), so a checkpoint can only resume the run it
-came from. Files are loaded with ``weights_only=True``: tensors and plain data, nothing
-unpickled.
+``FitState`` (as plain tensors and data; with N Ray workers, every rank's), which phase it was
+in, and, in the refit phase, the result of the selection phase. The digest covers everything
+the build id depends on except the weights (data, split, seed, code, build config, and so the
+number of workers), so a checkpoint can only resume the run it came from. Files are loaded
+with ``weights_only=True``: tensors and plain data, nothing unpickled.
 """
 
 from __future__ import annotations
@@ -33,19 +33,30 @@ class Checkpoints:
         ).hexdigest()
         self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
 
-    def save(self, log: Any, phase: str, loop: FitState, selection: dict[str, Any] | None) -> None:
-        """Write the state atomically (a crash leaves the previous checkpoint or this one)."""
+    def save(
+        self,
+        log: Any,
+        phase: str,
+        loop: FitState,
+        selection: dict[str, Any] | None,
+        *,
+        others: list[FitState] | None = None,
+    ) -> None:
+        """Write the state atomically (a crash leaves the previous checkpoint or this one).
+
+        ``loop`` is the loop's state (rank 0's on Ray); ``others`` the other ranks' states, in
+        rank order, when N data-parallel workers train (each has its own streams and rows)."""
         buf = io.BytesIO()
-        torch.save(
-            {
-                "format": self.FORMAT,
-                "fingerprint": self.fingerprint,
-                "phase": phase,
-                "loop": loop.to_dict(),
-                "selection": selection,
-            },
-            buf,
-        )
+        doc = {
+            "format": self.FORMAT,
+            "fingerprint": self.fingerprint,
+            "phase": phase,
+            "loop": loop.to_dict(),
+            "selection": selection,
+        }
+        if others:
+            doc["others"] = [state.to_dict() for state in others]
+        torch.save(doc, buf)
         self.store.write(self.key, buf.getvalue())
         log.info(
             "train.checkpoint",
@@ -71,6 +82,7 @@ class Checkpoints:
             valid = ck["format"] == self.FORMAT and ck["fingerprint"] == self.fingerprint
             if valid:
                 ck["loop"] = FitState.from_dict(ck["loop"])
+                ck["others"] = [FitState.from_dict(d) for d in ck.get("others", [])]
         except Exception as exc:  # a damaged file: any unpickling, shape or field error
             raise IntegrityError(
                 f"checkpoint {self.key} in store {self.store.uri} is unreadable ({exc}); delete "

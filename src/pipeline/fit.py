@@ -7,7 +7,8 @@ worker can call it as the ``train`` stage does. Its whole state between two batc
 ``FitState``; a SIGTERM/SIGINT stops the loop at a batch boundary with that state, and ``fit``
 given it back continues exactly where it stopped. Given a ``Parallel``, the same loop runs as one
 of N data-parallel workers (``distributed_fit``): each holds its own rows, and every step's
-gradients are averaged over the rows of all workers.
+gradients are averaged over the rows of all workers, and the stop comes from the driver
+through ``Parallel.stop_signal`` (every worker stops after the same step).
 """
 
 from __future__ import annotations
@@ -144,6 +145,11 @@ class Parallel(Protocol):
         """Rank 0's ``value``, on every worker."""
         ...
 
+    def stop_signal(self) -> int | None:
+        """Called after every step on every worker: the signal that asks the run to stop, or
+        None; every worker gets the same answer at the same step, so all stop alike."""
+        ...
+
 
 class _Loop:
     """The network, its optimiser and generators, and where the loop is (``FitState`` fields)."""
@@ -225,9 +231,10 @@ class _Loop:
             else:  # this worker's rows ran out: zero gradients, but it joins the all-reduce
                 (out.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
             self.optimiser.step()
-            if stop.signal is not None:
+            signum = stop.signal if self.parallel is None else self.parallel.stop_signal()
+            if signum is not None:
                 self.position = end
-                raise Stopped(stop.signal, self.state())
+                raise Stopped(signum, self.state())
         self.order = None
 
     def _steps(self, n: int) -> Iterator[tuple[int, int, float | None]]:

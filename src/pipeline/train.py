@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline import __version__, artifacts, curves, features, metrics
-from pipeline.errors import ConfigError, Interrupted
+from pipeline.errors import Interrupted
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
@@ -57,7 +57,6 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     With ``resume``, continue from the checkpoint an interrupted run with the same inputs left.
     With ``train.workers`` set, steps 3 and 4 run on Ray Train (``distributed_fit``).
     """
-    _refuse_checkpoints_on_ray(settings, resume)
     started_at, t0 = datetime.now(UTC), time.perf_counter()
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings)
@@ -77,7 +76,9 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     if settings.train.workers is None:
         trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
     else:
-        trained = _train_on_ray(settings, data, pre, tensors, rt["device"], log)
+        trained = _train_on_ray(
+            settings, data, pre, tensors, rt["device"], checkpoints, log, resume
+        )
     # 5. test once, on rows no decision has seen
     test, test_curves = _test(trained.final, tensors.select(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
@@ -293,36 +294,40 @@ def _train(
     return _Trained(selected, validation, final, refit_history, time.perf_counter() - t0)
 
 
-def _refuse_checkpoints_on_ray(settings: Settings, resume: bool) -> None:
-    """Checkpoints are written by the in-process loop only (for now): say so before any work."""
-    if settings.train.workers is None or not (resume or settings.train.checkpoint_every):
-        return
-    what = "--resume" if resume else "PIPELINE_TRAIN__CHECKPOINT_EVERY"
-    raise ConfigError(
-        f"{what} needs the in-process loop, and PIPELINE_TRAIN__WORKERS="
-        f"{settings.train.workers} (--workers) trains on Ray, which does not checkpoint yet: "
-        f"drop {what}, or train without --workers"
-    )
-
-
 def _train_on_ray(
     settings: Settings,
     data: Prepared,
     pre: features.Preprocessor,
     tensors: fit.Tensors,
     device: str,
+    checkpoints: Checkpoints,
     log: Any,
+    resume: bool,
 ) -> _Trained:
     """Steps 3 and 4 on Ray Train's workers, each with its shard of the rows; the driver gets
-    rank 0's networks back and measures the validation rows as the in-process path does."""
+    rank 0's networks back and measures the validation rows as the in-process path does.
+
+    Checkpoints hold every worker's state; a stop signal saves one and raises ``Interrupted``,
+    and a resumed run continues each worker where it stopped, as in process."""
     from pipeline import distributed_fit, fit
 
+    ck = checkpoints.load(log) if resume else None
     cfg = fit.network_config(pre, settings)
     names = {"selection": "train.epoch", "refit": "train.refit_epoch"}
-    ray_trained = distributed_fit.train_on_ray(
-        settings, tensors, data.split, cfg, pre.target, data.seeds, log,
-        on_epoch=lambda phase, row: log.info(names[phase], **row),
-    )  # fmt: skip
+
+    def save(phase: str, states: list[fit.FitState], selection: dict[str, Any] | None) -> None:
+        checkpoints.save(log, phase, states[0], selection, others=states[1:])
+
+    try:
+        ray_trained = distributed_fit.train_on_ray(
+            settings, tensors, data.split, cfg, pre.target, data.seeds, log,
+            on_epoch=lambda phase, row: log.info(names[phase], **row),
+            resume=ck, on_checkpoint=save,
+        )  # fmt: skip
+    except distributed_fit.StoppedOnRay as stopped:
+        raise _interrupted(
+            stopped, stopped.phase, stopped.selection, checkpoints, log, stopped.others
+        ) from None
     selected = ray_trained.selected
     log.info("train.workers", workers=ray_trained.workers)
     selected.model.to(device)
@@ -337,9 +342,10 @@ def _interrupted(
     selection: dict[str, Any] | None,
     checkpoints: Checkpoints,
     log: Any,
+    others: list[fit.FitState] | None = None,
 ) -> Interrupted:
-    """Save the stopped loop's state and say how to resume it."""
-    checkpoints.save(log, phase, stopped.state, selection)
+    """Save the stopped loop's state (and the other workers', on Ray) and say how to resume."""
+    checkpoints.save(log, phase, stopped.state, selection, others=others)
     name = signal.Signals(stopped.signum).name
     epoch = stopped.state.epoch
     log.warning(

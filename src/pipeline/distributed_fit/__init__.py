@@ -17,6 +17,12 @@ Deterministic for a given N: the shards, each worker's shuffling and dropout str
 are the in-process ones) and the all-reduce order depend on the seed and N only. With N=1 the
 weights are the in-process weights bit for bit. A worker that dies fails the run
 (``SourceError``); nothing is written, since the build is only written once training is done.
+
+Stop and resume work as in process: a SIGTERM/SIGINT in the driver goes to the workers through
+the box (rank 0 asks it every ``STOP_EVERY`` steps and tells the others), every worker stops
+after the same step and hands back its ``FitState``, and the driver saves the N states as one
+checkpoint (``StoppedOnRay``); ``resume`` gives each rank its state back. Periodic checkpoints
+(``checkpoint_every``) travel the same way, once every rank has reached them.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pipeline import fit
 from pipeline.cluster import class_names, exception_chain
 from pipeline.distributed_fit.shards import Job, rows_at, shards
 from pipeline.distributed_fit.worker import Box, train_loop
-from pipeline.errors import ConfigError, PipelineError, SourceError
+from pipeline.errors import ConfigError, IntegrityError, PipelineError, SourceError
 from pipeline.features import TargetState
 from pipeline.model import ModelConfig, TabularMLP
 from pipeline.settings import Settings
@@ -51,6 +57,25 @@ _STALLED = frozenset(
      "InsufficientClusterResourcesError", "WorkerHealthCheckTimeoutError",
      "CollectiveTimeoutError"}
 )  # fmt: skip
+
+
+class StoppedOnRay(fit.Stopped):
+    """The workers stopped at the driver's signal: every rank's state (rank 0's is ``state``),
+    the phase, and in the refit phase the selection's result: what a checkpoint holds."""
+
+    def __init__(
+        self,
+        signum: int,
+        phase: str,
+        states: list[fit.FitState],
+        selection: dict[str, Any] | None,
+    ) -> None:
+        super().__init__(signum, states[0])
+        self.phase, self.others, self.selection = phase, states[1:], selection
+
+
+# What ``train_on_ray`` hands its ``on_checkpoint``: the phase, every rank's state, the selection.
+OnCheckpoint = Callable[[str, list[fit.FitState], dict[str, Any] | None], None]
 
 
 @dataclass
@@ -73,11 +98,17 @@ def train_on_ray(
     seeds: Seeds,
     log: Any,
     on_epoch: Callable[[str, dict[str, Any]], None],
+    *,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
 ) -> Trained:
     """Select the epoch count and refit on ``settings.train.workers`` Ray Train workers.
 
-    ``on_epoch(phase, row)`` is told of each epoch of rank 0 (``selection`` or ``refit``), in
-    this thread's context, while the workers train.
+    ``on_epoch(phase, row)`` is told of each epoch of rank 0 (``selection`` or ``refit``), and
+    ``on_checkpoint`` of each checkpoint that every rank has reached, in this thread's context,
+    while the workers train. ``resume`` is a checkpoint (``Checkpoints.load``) of N states to
+    continue from. A SIGTERM/SIGINT meanwhile stops every worker after the same step and
+    raises ``StoppedOnRay`` with their states.
     """
     from pipeline import cluster
 
@@ -105,14 +136,31 @@ def train_on_ray(
         refs = [ray.put(s) for s in shards(tensors, split, n, t.refit)]
         val = ray.put(rows_at(tensors, split.val))
         box: Any = ray.remote(num_cpus=0)(Box)
-        box = box.remote()
+        box = box.remote(n)
         job = Job(cfg, target, t, seeds, t.threads or 1, use_gpu)
         config = {"job": job, "shards": refs, "val": [val], "box": box}
+        if resume is not None:
+            states = [resume["loop"], *resume.get("others", [])]
+            if len(states) != n:
+                raise IntegrityError(
+                    f"the checkpoint holds {len(states)} worker states and the run has {n} "
+                    "workers: resume with the --workers it was made with"
+                )
+            config["resume"] = [
+                ray.put({"phase": resume["phase"], "state": s.to_dict(),
+                         "selection": resume["selection"]})
+                for s in states
+            ]  # fmt: skip
         t0 = time.perf_counter()
-        with _relayed(box, on_epoch):
+        with _stop_relayed(box) as stop, _relayed(box, on_epoch, on_checkpoint, stop):
             _fit(config, n, use_gpu)
         seconds = time.perf_counter() - t0
         result = ray.get(box.get.remote())
+    stopped = result.get("stopped")
+    if stopped:
+        first = stopped[0]
+        states = [fit.FitState.from_dict(stopped[r]["state"]) for r in range(n)]
+        raise StoppedOnRay(first["signum"], first["phase"], states, first["selection"])
     return _rebuild(cfg, result, seconds)
 
 
@@ -188,24 +236,63 @@ def _rebuild(cfg: ModelConfig, result: dict[str, Any], seconds: float) -> Traine
     return Trained(selected, final, result["refit_history"], seconds, workers)
 
 
+class _Stop:
+    """The signal the driver got while the workers train (0: none)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        self.signum = self.signum or signum
+
+
 @contextlib.contextmanager
-def _relayed(box: Any, on_epoch: Callable[[str, dict[str, Any]], None]) -> Iterator[None]:
-    """Hand rank 0's epochs to ``on_epoch`` as they arrive (a thread polls the box every half
-    second, in a copy of this context: the events keep their run id), and the last ones at
-    the end."""
+def _stop_relayed(box: Any) -> Iterator[_Stop]:
+    """While the workers train, SIGTERM/SIGINT in the driver asks them to stop (through the
+    box, by ``_relayed``'s thread) instead of tearing the runtime down: each stops after the
+    same step and hands its state back for the checkpoint. Signal handlers only exist in the
+    main thread; elsewhere the caller's arrangements stay."""
+    import signal
+    import threading
+
+    stop = _Stop()
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _relayed(
+    box: Any,
+    on_epoch: Callable[[str, dict[str, Any]], None],
+    on_checkpoint: OnCheckpoint | None = None,
+    stop: _Stop | None = None,
+) -> Iterator[None]:
+    """Hand rank 0's epochs to ``on_epoch`` and complete checkpoints to ``on_checkpoint`` as
+    they arrive, and the driver's stop request to the box (a thread polls it every quarter
+    second, in a copy of this context: the events keep their run id); the last ones at the
+    end."""
     import contextvars
     import threading
 
     import ray
 
-    stop = threading.Event()
+    done = threading.Event()
 
     def relay() -> None:
-        for phase, row in ray.get(box.drain.remote()):
+        epochs, ck = ray.get(box.poll.remote(stop.signum if stop is not None else 0))
+        for phase, row in epochs:
             on_epoch(phase, row)
+        if ck is not None and on_checkpoint is not None:
+            states = [fit.FitState.from_dict(s) for s in ck["states"]]
+            on_checkpoint(ck["phase"], states, ck["selection"])
 
     def poll() -> None:
-        while not stop.wait(0.5):
+        while not done.wait(0.25):
             try:
                 relay()
             except Exception:  # the runtime is going down with a failed run: the error says it
@@ -216,7 +303,7 @@ def _relayed(box: Any, on_epoch: Callable[[str, dict[str, Any]], None]) -> Itera
     try:
         yield
     finally:
-        stop.set()
+        done.set()
         thread.join()
     relay()
 

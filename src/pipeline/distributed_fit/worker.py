@@ -1,4 +1,5 @@
-"""In each Ray Train worker: its shard through ``fit.fit`` with DDP, rank 0's result boxed."""
+"""In each Ray Train worker: its shard through ``fit.fit`` with DDP, rank 0's result boxed;
+the driver's stop request in, every rank's state out at checkpoints and on stopping."""
 
 from __future__ import annotations
 
@@ -19,11 +20,17 @@ from pipeline.split import Seeds
 
 
 class Box:
-    """The actor that carries rank 0's result (and every rank's figures) back to the driver."""
+    """The actor between the driver and the workers: rank 0's epochs and result (and every
+    rank's figures) go to the driver; the driver's stop request goes to the workers; each
+    rank's state goes to the driver at every checkpoint and when the run stops."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: int = 1) -> None:
+        self.world = world
         self.result: dict[str, Any] = {"workers": {}}
         self.epochs: list[tuple[str, dict[str, Any]]] = []
+        self.signum = 0
+        self.pending: dict[tuple[str, int], dict[int, Any]] = {}
+        self.complete: dict[str, Any] | None = None
 
     def epoch(self, phase: str, row: dict[str, Any]) -> None:
         self.epochs.append((phase, row))
@@ -31,6 +38,45 @@ class Box:
     def drain(self) -> list[tuple[str, dict[str, Any]]]:
         epochs, self.epochs = self.epochs, []
         return epochs
+
+    def poll(self, signum: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
+        """The driver's call: the signal it got (0: none) in, rank 0's epochs since the last
+        call and the latest complete checkpoint not yet taken out."""
+        self.signum = self.signum or signum
+        complete, self.complete = self.complete, None
+        return self.drain(), complete
+
+    def stopping(self) -> int:
+        """The signal the driver got, or 0."""
+        return self.signum
+
+    def checkpoint(
+        self, phase: str, rank: int, state: dict[str, Any], selection: dict[str, Any] | None
+    ) -> None:
+        """Rank ``rank``'s state at a checkpoint (rank 0's with the selection result in the
+        refit phase); complete once every rank's state of that epoch is here."""
+        key = (phase, int(state["epoch"]))
+        states = self.pending.setdefault(key, {})
+        states[rank] = (state, selection)
+        if len(states) == self.world:
+            del self.pending[key]
+            self.complete = {
+                "phase": phase,
+                "states": [states[r][0] for r in range(self.world)],
+                "selection": states[0][1],
+            }
+
+    def stopped(
+        self,
+        rank: int,
+        phase: str,
+        signum: int,
+        state: dict[str, Any],
+        selection: dict[str, Any] | None,
+    ) -> None:
+        """Rank ``rank`` stopped at the driver's request, in ``phase``, with ``state``."""
+        stops = self.result.setdefault("stopped", {})
+        stops[rank] = {"phase": phase, "signum": signum, "state": state, "selection": selection}
 
     def put(self, rank: int, result: dict[str, Any]) -> None:
         workers = self.result["workers"]
@@ -42,11 +88,25 @@ class Box:
         return self.result
 
 
-class Gloo:
-    """``fit.Parallel`` over torch.distributed's default process group (set up by Ray Train)."""
+# Workers ask whether to stop every this many steps (rank 0 asks the driver's box, then tells
+# the others): a round trip and a broadcast each time, under 1 ms, so a stop lands within a
+# few dozen steps and costs the loop nothing measurable.
+STOP_EVERY = 32
 
-    def __init__(self, rank: int, world: int, device: str) -> None:
+
+class Gloo:
+    """``fit.Parallel`` over torch.distributed's default process group (set up by Ray Train).
+
+    ``ask`` (rank 0's) says which signal the driver got, 0 for none: every ``STOP_EVERY``
+    steps rank 0 asks it and broadcasts the answer, and every worker stops after that step.
+    """
+
+    def __init__(
+        self, rank: int, world: int, device: str, ask: Callable[[], int] | None = None
+    ) -> None:
         self.rank, self.world, self.device = rank, world, device
+        self.ask = ask
+        self.steps = 0
 
     def wrap(self, model: TabularMLP) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         from torch.nn.parallel import DistributedDataParallel
@@ -68,6 +128,13 @@ class Gloo:
         out = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.broadcast(out, src=0)
         return float(out.cpu()[0])
+
+    def stop_signal(self) -> int | None:
+        self.steps += 1
+        if self.steps % STOP_EVERY:
+            return None
+        asked = self.ask() if self.rank == 0 and self.ask is not None else 0
+        return int(self.from_first(float(asked))) or None
 
 
 class _Members(nn.Module):
@@ -95,7 +162,12 @@ def seeds_of(seeds: Seeds, rank: int) -> Seeds:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """The function each Ray Train worker runs: its shard through ``fit.fit`` with DDP."""
+    """The function each Ray Train worker runs: its shard through ``fit.fit`` with DDP.
+
+    With ``config["resume"]``, each rank continues from its own state in the checkpoint; every
+    ``checkpoint_every`` epochs each rank's state goes to the box; a stop asked by the driver
+    stops every rank after the same step, and each hands its state to the box and returns.
+    """
     import ray
     import ray.train
     import ray.train.torch
@@ -108,32 +180,62 @@ def train_loop(config: dict[str, Any]) -> None:
     shard: Shard = ray.get(config["shards"][rank])
     rows = shard.rows.tensors(device)
     val = ray.get(config["val"][0]).tensors(device) if rank == 0 else None
-    parallel = Gloo(rank, world, device)
-    seeds = seeds_of(job.seeds, rank)
     box = config["box"]
+    parallel = Gloo(rank, world, device, ask=lambda: int(ray.get(box.stopping.remote())))
+    seeds = seeds_of(job.seeds, rank)
+    resume = ray.get(config["resume"][rank]) if config.get("resume") else None
 
     def told(phase: str) -> Callable[[dict[str, Any]], None] | None:
         return (lambda row: box.epoch.remote(phase, row)) if rank == 0 else None  # no wait
 
-    args = (job.cfg, rows.select(shard.train), val, job.target, job.train, seeds, device)
-    selected = fit.fit(*args, parallel=parallel, on_epoch=told("selection"))
-    final, refit_history = None, []
-    if job.train.refit:
-        refitted = fit.fit(
-            job.cfg, rows, None, job.target, job.train, seeds, device,
-            epochs=selected.best_epoch, parallel=parallel, on_epoch=told("refit"),
-        )  # fmt: skip
-        final, refit_history = _cpu_state(refitted.model), refitted.history
+    def saved(phase: str, selection: Any) -> Callable[[fit.FitState], None]:
+        return lambda state: ray.get(box.checkpoint.remote(phase, rank, state.to_dict(), selection))
+
+    def resumed(phase: str) -> fit.FitState | None:
+        if resume is None or resume["phase"] != phase:
+            return None
+        return fit.FitState.from_dict(resume["state"])
+
+    phase, selection = "selection", None
+    try:
+        if resume is not None and resume["phase"] == "refit":  # the selection had finished
+            selection = resume["selection"]
+        else:
+            args = (job.cfg, rows.select(shard.train), val, job.target, job.train, seeds, device)
+            selected = fit.fit(
+                *args, parallel=parallel, on_epoch=told("selection"),
+                resume=resumed("selection"), on_checkpoint=saved("selection", None),
+            )  # fmt: skip
+            selection = {
+                "model": _cpu_state(selected.model),
+                "history": selected.history,
+                "best_epoch": selected.best_epoch,
+                "stopped_early": selected.stopped_early,
+            }
+        final, refit_history = None, []
+        if job.train.refit:
+            phase = "refit"
+            refitted = fit.fit(
+                job.cfg, rows, None, job.target, job.train, seeds, device,
+                epochs=selection["best_epoch"], parallel=parallel, on_epoch=told("refit"),
+                resume=resumed("refit"),
+                on_checkpoint=saved("refit", selection if rank == 0 else None),
+            )  # fmt: skip
+            final, refit_history = _cpu_state(refitted.model), refitted.history
+    except fit.Stopped as stopped:
+        mine = selection if rank == 0 else None
+        ray.get(box.stopped.remote(rank, phase, stopped.signum, stopped.state.to_dict(), mine))
+        return
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     figures = {"rank": rank, "rows": len(rows), "peak_rss_mib": round(peak / 1024, 1),
                "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}  # fmt: skip
     result: dict[str, Any] = {"worker": figures}
     if rank == 0:
         result |= {
-            "selected": _cpu_state(selected.model),
-            "history": selected.history,
-            "best_epoch": selected.best_epoch,
-            "stopped_early": selected.stopped_early,
+            "selected": selection["model"],
+            "history": selection["history"],
+            "best_epoch": selection["best_epoch"],
+            "stopped_early": selection["stopped_early"],
             "final": final,
             "refit_history": refit_history,
         }
