@@ -117,17 +117,22 @@ def train_on_ray(
     with (
         _quiet(settings),
         cluster.session(
-            settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=n
+            settings.ray_address,
+            connect_timeout=settings.tune.connect_timeout,
+            cpus=max(n, len(os.sched_getaffinity(0))),  # embedded: this machine's cores
         ) as where,
     ):
         import ray
 
         gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
         use_gpu = t.device == "cuda" or (t.device == "auto" and gpus >= n)
-        if where.cpus < n:
+        # Each worker holds one CPU and runs one torch thread, or as many as train.threads
+        # says: N workers scale by adding CPUs, as Ray Train's resources_per_worker does.
+        cpus = t.threads or 1
+        if where.cpus < n * cpus:
             raise ConfigError(
-                f"PIPELINE_TRAIN__WORKERS={n} (--workers) needs {n} CPUs, and the Ray cluster has "
-                f"{where.cpus}: use fewer workers, or a larger cluster"
+                f"PIPELINE_TRAIN__WORKERS={n} (--workers) needs {n * cpus} CPUs, and the Ray "
+                f"cluster has {where.cpus}: use fewer workers, or a larger cluster"
             )
         log.info(
             "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
@@ -137,7 +142,7 @@ def train_on_ray(
         val = ray.put(rows_at(tensors, split.val))
         box: Any = ray.remote(num_cpus=0)(Box)
         box = box.remote(n)
-        job = Job(cfg, target, t, seeds, t.threads or 1, use_gpu)
+        job = Job(cfg, target, t, seeds, cpus, use_gpu)
         config = {"job": job, "shards": refs, "val": [val], "box": box}
         if resume is not None:
             states = [resume["loop"], *resume.get("others", [])]
@@ -153,7 +158,7 @@ def train_on_ray(
             ]  # fmt: skip
         t0 = time.perf_counter()
         with _stop_relayed(box) as stop, _relayed(box, on_epoch, on_checkpoint, stop):
-            _fit(config, n, use_gpu)
+            _fit(config, n, cpus, use_gpu)
         seconds = time.perf_counter() - t0
         result = ray.get(box.get.remote())
     stopped = result.get("stopped")
@@ -164,7 +169,7 @@ def train_on_ray(
     return _rebuild(cfg, result, seconds)
 
 
-def _fit(config: dict[str, Any], n: int, use_gpu: bool) -> None:
+def _fit(config: dict[str, Any], n: int, cpus: int, use_gpu: bool) -> None:
     """Run ``train_loop`` on ``n`` Ray Train workers; a failure becomes the project's error."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
@@ -175,7 +180,7 @@ def _fit(config: dict[str, Any], n: int, use_gpu: bool) -> None:
             train_loop,
             train_loop_config=config,
             scaling_config=ScalingConfig(
-                num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+                num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}
             ),
             run_config=RunConfig(
                 name="train",

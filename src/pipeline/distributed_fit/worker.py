@@ -109,6 +109,8 @@ class Gloo:
         self.steps = 0
 
     def wrap(self, model: TabularMLP) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        if self.world == 1:  # nothing to average: DDP's buckets and hooks would only cost time
+            return model.members_forward
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
