@@ -64,9 +64,10 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     data = prepare(settings, store, log)
     rt = _runtime(settings)
     # 2. preprocess: every statistic is fitted on the training rows only
-    train_frame = data.frame.iloc[data.split.train]
-    pre = features.fit(train_frame, data.schema, settings.features, data.label)
-    del train_frame
+    # A column of the training rows at a time, not a copy of the frame's training rows
+    pre = features.fit(
+        features.RowsOf(data.frame, data.split.train), data.schema, settings.features, data.label
+    )
     tensors = _encode(data, pre, rt["device"])
     inputs = _inputs(data, settings.seed)
     from pipeline.checkpoints import Checkpoints
@@ -142,11 +143,14 @@ def _test(
 
 
 def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tensors:
-    """Every row encoded as tensors; the frame is dropped (keep one copy of the data, not two)."""
+    """Every row encoded as tensors; each column of the frame is dropped once encoded (the
+    data is held about once, not as the frame and the arrays side by side)."""
     from pipeline import fit
 
-    enc = pre.transform(data.frame, data.label, with_target=True)
-    data.frame = data.frame.iloc[:0]
+    rows, columns = len(data.frame), features.Consumed(data.frame)
+    data.frame = data.frame.iloc[:0].copy()  # holds no view of the data: it can go
+    enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=True)
+    columns.release()
     return fit.Tensors.all(enc, device)
 
 

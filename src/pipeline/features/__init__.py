@@ -37,8 +37,10 @@ from pipeline.features.numeric import (
 )
 from pipeline.features.preprocessor import (
     CategoricalState,
+    Consumed,
     Encoded,
     Preprocessor,
+    RowsOf,
     TargetState,
     fit,
 )
@@ -47,10 +49,12 @@ __all__ = [
     "MISSING",
     "UNKNOWN",
     "CategoricalState",
+    "Consumed",
     "Encoded",
     "NumericState",
     "NumericTable",
     "Preprocessor",
+    "RowsOf",
     "TargetState",
     "as_categories",
     "as_numbers",

@@ -131,16 +131,24 @@ class Preprocessor:
         *,
         with_target: bool,
         rows: int | None = None,
+        by_column: bool = False,
     ) -> Encoded:
         """Encode ``frame`` (all schema columns present) into arrays.
 
         ``frame`` may also be a mapping of column name to series of ``rows`` rows (what
         ``pipeline predict`` validated), so that no frame is built just to be read back.
+        ``by_column`` lays the numeric array out column by column (Fortran order), filled a
+        column at a time: with a ``Consumed`` frame, the frame's memory goes back as the
+        array's is taken, where a row-major array is touched whole by its first column (the
+        same values either way).
         """
         n = len(frame) if rows is None else rows
         numbers = (as_numbers(frame[s.name], s.name, label) for s in self.numeric)
         codes = (category_codes(frame[c.name], c.vocab) for c in self.categorical)
-        encoded = self._encode(n, numbers, codes)
+        if by_column:
+            encoded = Encoded(self._numeric_by_column(n, numbers), *self._codes(n, codes))
+        else:
+            encoded = self._encode(n, numbers, codes)
         if with_target:
             encoded.target = self.encode_target(frame, label)
         return encoded
@@ -224,6 +232,24 @@ class Preprocessor:
         _write_columns(numeric, len(self.numeric), iter(masks))
         return Encoded(numeric, *self._codes(n, codes))
 
+    def _numeric_by_column(self, n: int, numbers: Iterator[np.ndarray]) -> np.ndarray:
+        """The [N, F] float32 numeric array in Fortran order, each column encoded and written
+        in blocks of ``_BY_COLUMN_ROWS`` rows (the arithmetic is element-wise: the same values
+        as ``_encode``'s, with a few MB of temporaries instead of a few whole columns)."""
+        table = self._numeric_table
+        numeric = np.empty((n, self.n_numeric_features), dtype=np.float32, order="F")
+        indicator = len(self.numeric)
+        for j, x in enumerate(numbers):
+            column = table.column(j)
+            for start in range(0, n, _BY_COLUMN_ROWS):
+                block = slice(start, start + _BY_COLUMN_ROWS)
+                value, missing = numeric_values(x[block, None], column)
+                numeric[block, j] = value[:, 0]
+                if table.indicator[j]:
+                    numeric[block, indicator] = missing[:, 0]
+            indicator += int(table.indicator[j])
+        return numeric
+
     def _codes(
         self, n: int, codes: Iterator[tuple[np.ndarray, int]]
     ) -> tuple[np.ndarray, None, dict[str, int]]:
@@ -260,6 +286,8 @@ class Preprocessor:
         return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
 
 
+# Rows encoded at a time by _numeric_by_column: about 8 MB per float64 temporary.
+_BY_COLUMN_ROWS = 1 << 20
 # Staging for _write_columns: at most this many bytes, copied out this many rows at a time.
 _STAGE_BYTES = 64 << 20
 _BLOCK_ROWS = 16384
@@ -293,8 +321,61 @@ def _write_columns(out: np.ndarray, first: int, columns: Iterator[np.ndarray]) -
         flush()
 
 
-def fit(frame: pd.DataFrame, schema: Schema, cfg: FeatureSettings, label: str) -> Preprocessor:
-    """Fit preprocessing on ``frame``, which must hold the training rows only."""
+class RowsOf(Mapping[str, "pd.Series"]):
+    """Some rows of a frame, a column at a time: ``fit`` reads each column of the training rows
+    once, so a copy of one column is made at a time rather than of the whole frame."""
+
+    def __init__(self, frame: pd.DataFrame, rows: np.ndarray) -> None:
+        self.frame, self.rows = frame, rows
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self.frame[name].take(self.rows)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame.columns)
+
+
+class Consumed(Mapping[str, "pd.Series"]):
+    """A frame's columns, each let go as it is read: ``transform`` reads each column once, so
+    the data's memory goes back column by column while the arrays fill up. The caller drops
+    its own references to the frame (the columns here keep the data alive until read).
+
+    A column read from Parquet may live in Arrow's memory pool, which keeps freed pages for
+    reuse: it is told to hand them back to the system at each read (the previous column is
+    gone by then) and at ``release``."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        # A dict, not the frame: taking a column out of a frame of C columns costs O(C).
+        self.columns = {name: frame[name] for name in frame.columns}
+
+    def __getitem__(self, name: str) -> pd.Series:
+        self.release()
+        return self.columns.pop(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
+
+    @staticmethod
+    def release() -> None:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+
+
+def fit(
+    frame: pd.DataFrame | Mapping[str, pd.Series],
+    schema: Schema,
+    cfg: FeatureSettings,
+    label: str,
+) -> Preprocessor:
+    """Fit preprocessing on ``frame``, which must hold the training rows only (a frame, or a
+    mapping of column name to series such as ``RowsOf``)."""
     numeric: list[NumericState] = []
     for name in schema.names("numeric"):
         x = as_numbers(frame[name], name, label)
