@@ -168,3 +168,41 @@ def test_format_1_preprocessing_still_loads() -> None:
     a = old.transform(train, "t", with_target=False).numeric
     b = pre.transform(train, "t", with_target=False).numeric
     assert np.array_equal(a, b)
+
+
+def test_training_s_column_major_encoding_and_column_views_give_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What `pipeline train` does with a large table: statistics fitted a column of the
+    training rows at a time (``RowsOf``), and every row encoded column-major in row blocks
+    from a frame whose columns go as they are read (``Consumed``). House prices (missing
+    values, log-transformed and clipped columns, indicators, categories), with blocks of 100
+    rows so that every column spans several: the same statistics, and the same encoded bytes,
+    as the row-major encoding of the whole frame."""
+    from pathlib import Path
+
+    from pipeline.data import read
+    from pipeline.data import schema as schema_mod
+    from pipeline.features import preprocessor
+    from pipeline.settings import DataSettings
+
+    path = Path(features.__file__).parents[1] / "datasets" / "house-prices.csv"
+    data = DataSettings(source=str(path), target="SalePrice", drop=["Id"])
+    frame = read.read_table(path, data, label="hp")
+    schema, _ = schema_mod.infer(frame, data, "log", "hp")
+    rows = np.arange(0, len(frame), 2)
+    cfg = FeatureSettings()
+    pre = features.fit(frame.iloc[rows], schema, cfg, "hp")
+    assert features.fit(features.RowsOf(frame, rows), schema, cfg, "hp") == pre
+    assert any(s.indicator for s in pre.numeric) and any(s.log for s in pre.numeric)
+
+    whole = pre.transform(frame, "hp", with_target=True)
+    monkeypatch.setattr(preprocessor, "_BY_COLUMN_ROWS", 100)
+    columns = features.Consumed(frame.copy())
+    by_column = pre.transform(columns, "hp", with_target=True, rows=len(frame), by_column=True)
+    assert list(columns) == ["Id"]  # every column the model uses was read once, and let go
+    assert by_column.numeric.flags.f_contiguous and whole.numeric.flags.c_contiguous
+    for name in ("numeric", "categorical", "target"):
+        a, b = getattr(whole, name), getattr(by_column, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
+        assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), name

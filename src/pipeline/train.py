@@ -142,14 +142,24 @@ def _test(
     return fit.score(values, y_encoded, target), curves.compute(values, y, target)
 
 
+# From this size of numeric array on, training encodes it column-major (``_encode``).
+COLUMN_MAJOR_BYTES = 256 << 20
+
+
 def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tensors:
-    """Every row encoded as tensors; each column of the frame is dropped once encoded (the
-    data is held about once, not as the frame and the arrays side by side)."""
+    """Every row encoded as tensors; each column of the frame is dropped once encoded.
+
+    A large numeric array is laid out column by column, so that the frame's memory goes back
+    as the array fills (the data is held about once, not twice, at its peak). A batch then
+    gathers each row from as many places as there are columns: at 1M x 50 columns, 25 us more
+    per batch of 64 rows, about 2% of a step; below ``COLUMN_MAJOR_BYTES`` the array stays
+    row-major. The values, and so the weights, are the same either way."""
     from pipeline import fit
 
     rows, columns = len(data.frame), features.Consumed(data.frame)
     data.frame = data.frame.iloc[:0].copy()  # holds no view of the data: it can go
-    enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=True)
+    big = rows * pre.n_numeric_features * 4 >= COLUMN_MAJOR_BYTES
+    enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=big)
     columns.release()
     return fit.Tensors.all(enc, device)
 
