@@ -39,7 +39,10 @@ def _data(n: int) -> fit.Tensors:
 
 
 def _worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
-    """One worker: its rows ``rank::world`` of the training rows, rank 0 validates."""
+    """One worker: its rows ``rank::world`` of the training rows, rank 0 validates. With
+    ``case["stop"]`` the driver stops the run (rank 0's ``ask`` says SIGTERM) and each rank
+    saves its state as ``stopped<rank>.pt``; with ``case["resume_from"]``, each continues from
+    the state it saved there."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank,
@@ -50,9 +53,19 @@ def _worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
         val = data.select(np.arange(case["rows"], case["rows"] + 8)) if rank == 0 else None
         t = TrainSettings(**case["train"])
         seeds = seeds_of(Seeds.from_seed(3), rank)
-        parallel = Gloo(rank, world, "cpu")
-        fitted = fit.fit(CFG, train, val, TARGET, t, seeds, "cpu", parallel=parallel,
-                         epochs=case.get("epochs"))  # fmt: skip
+        ask = (lambda: 15) if rank == 0 and case.get("stop") else None
+        parallel = Gloo(rank, world, "cpu", ask=ask)
+        resume = None
+        if case.get("resume_from"):
+            saved = torch.load(f"{case['resume_from']}/stopped{rank}.pt", weights_only=True)
+            resume = fit.FitState.from_dict(saved["state"])
+        try:
+            fitted = fit.fit(CFG, train, val, TARGET, t, seeds, "cpu", parallel=parallel,
+                             epochs=case.get("epochs"), resume=resume)  # fmt: skip
+        except fit.Stopped as stopped:
+            torch.save({"signum": stopped.signum, "state": stopped.state.to_dict()},
+                       f"{folder}/stopped{rank}.pt")  # fmt: skip
+            return
         torch.save(
             {"state": fitted.model.state_dict(), "history": fitted.history},
             f"{folder}/rank{rank}.pt",
@@ -100,37 +113,6 @@ def test_a_step_averages_the_gradient_over_every_workers_rows(tmp_path: Path) ->
         torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-4, atol=1e-6)
 
 
-def _stopping_worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
-    """One worker of a run that the driver stops (rank 0's ``ask`` says SIGTERM), or that
-    resumes from the states the stopped one left (``stopped<rank>.pt``)."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank,
-                            world_size=world)  # fmt: skip
-    try:
-        data = _data(case["rows"] + 8)
-        train = data.select(np.arange(case["rows"])[rank::world])
-        val = data.select(np.arange(case["rows"], case["rows"] + 8)) if rank == 0 else None
-        ask = (lambda: 15) if rank == 0 and case["stop"] else None
-        parallel = Gloo(rank, world, "cpu", ask=ask)
-        resume = None
-        if case["resume_from"]:
-            saved = torch.load(f"{case['resume_from']}/stopped{rank}.pt", weights_only=True)
-            resume = fit.FitState.from_dict(saved["state"])
-        try:
-            fitted = fit.fit(CFG, train, val, TARGET, TrainSettings(**case["train"]),
-                             seeds_of(Seeds.from_seed(3), rank), "cpu", parallel=parallel,
-                             resume=resume)  # fmt: skip
-        except fit.Stopped as stopped:
-            torch.save({"signum": stopped.signum, "state": stopped.state.to_dict()},
-                       f"{folder}/stopped{rank}.pt")  # fmt: skip
-            return
-        torch.save({"state": fitted.model.state_dict(), "history": fitted.history},
-                   f"{folder}/rank{rank}.pt")  # fmt: skip
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_a_stop_asked_of_rank_0_stops_every_worker_at_one_step_and_resuming_changes_nothing(
     tmp_path: Path,
@@ -150,7 +132,7 @@ def test_a_stop_asked_of_rank_0_stops_every_worker_at_one_step_and_resuming_chan
         folder = tmp_path / name
         folder.mkdir()
         case = {"rows": 37, "train": train, "stop": stop, "resume_from": resume_from}
-        mp.spawn(_stopping_worker, args=(2, str(folder), case), nprocs=2, join=True)
+        mp.spawn(_worker, args=(2, str(folder), case), nprocs=2, join=True)
         runs[name] = folder
     stopped = [torch.load(runs["stopped"] / f"stopped{r}.pt", weights_only=True) for r in (0, 1)]
     assert [s["signum"] for s in stopped] == [15, 15]

@@ -13,6 +13,7 @@ through ``Parallel.stop_signal`` (every worker stops after the same step).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import signal
@@ -102,6 +103,21 @@ class StopFlag:
         self.signal = signum
 
 
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    """A ``StopFlag`` that SIGTERM/SIGINT set while the block runs, instead of their usual
+    handlers (restored after). Only the main thread may install handlers: elsewhere (a Ray
+    trial may run in another thread) the flag stays unset and the caller's arrangements apply."""
+    stop = StopFlag()
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 class Stopped(Exception):
     """Raised by ``fit`` when a signal stopped it; carries the loop's full state."""
 
@@ -119,6 +135,16 @@ class Fitted:
     history: list[dict[str, Any]]
     best_epoch: int
     stopped_early: bool
+
+    def selection(self) -> dict[str, Any]:
+        """The selection phase's result as plain data (CPU weights): what the refit phase's
+        checkpoint carries, and a Ray worker hands back."""
+        return {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+        }
 
 
 class Parallel(Protocol):
@@ -350,33 +376,24 @@ def fit(
         counts[parallel.rank] = len(train)
         loop.sizes = [int(m) for m in parallel.all_sum(counts)]
     last_epoch = epochs or settings.max_epochs
-    stop = StopFlag()
-    # Only the main thread may install handlers (a Ray trial may run in another thread; there
-    # the worker's own shutdown applies).
-    main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
-    try:
-        # Dropout draws from torch's global RNG (it takes no generator): seed it, and restore the
-        # caller's RNG state afterwards so nothing else is affected.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seeds.dropout)
-            if resume is not None:
-                loop.restore(resume)
-            while loop.epoch <= last_epoch:
-                started = time.perf_counter()
-                row, val_loss = loop.run_epoch(train, val, stop, fixed_epochs=epochs is not None)
-                if on_epoch is not None:
-                    on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
-                if loop.end_epoch(val_loss, fixed_epochs=epochs is not None):
-                    break
-                every = settings.checkpoint_every
-                loop.epoch, loop.position = loop.epoch + 1, 0
-                due = every and (loop.epoch - 1) % every == 0 and loop.epoch <= last_epoch
-                if on_checkpoint is not None and due:
-                    on_checkpoint(loop.state())
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    # Dropout draws from torch's global RNG (it takes no generator): seed it, and restore the
+    # caller's RNG state afterwards so nothing else is affected.
+    with stop_on_signals() as stop, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds.dropout)
+        if resume is not None:
+            loop.restore(resume)
+        while loop.epoch <= last_epoch:
+            started = time.perf_counter()
+            row, val_loss = loop.run_epoch(train, val, stop, fixed_epochs=epochs is not None)
+            if on_epoch is not None:
+                on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
+            if loop.end_epoch(val_loss, fixed_epochs=epochs is not None):
+                break
+            every = settings.checkpoint_every
+            loop.epoch, loop.position = loop.epoch + 1, 0
+            due = every and (loop.epoch - 1) % every == 0 and loop.epoch <= last_epoch
+            if on_checkpoint is not None and due:
+                on_checkpoint(loop.state())
     if loop.best_state is not None:
         loop.model.load_state_dict(loop.best_state)
     stopped_early = len(loop.history) < settings.max_epochs

@@ -278,12 +278,7 @@ def _train(
             # Chollet's recipe for small data: the validation rows chose the epoch count; now
             # they become training rows too. Preprocessing stays fitted on the training rows.
             phase = "refit"
-            selection = {
-                "model": {k: v.detach().cpu() for k, v in selected.model.state_dict().items()},
-                "history": selected.history,
-                "best_epoch": selected.best_epoch,
-                "stopped_early": selected.stopped_early,
-            }
+            selection = selected.selection()
             progress.bar.reset(total=selected.best_epoch)
             progress.bar.set_description("refit")
             progress.bar.set_postfix()

@@ -157,7 +157,9 @@ def train_on_ray(
                 for s in states
             ]  # fmt: skip
         t0 = time.perf_counter()
-        with _stop_relayed(box) as stop, _relayed(box, on_epoch, on_checkpoint, stop):
+        # SIGTERM/SIGINT asks the workers to stop (through the box, by _relayed's thread)
+        # instead of tearing the runtime down: each hands its state back for the checkpoint.
+        with fit.stop_on_signals() as stop, _relayed(box, on_epoch, on_checkpoint, stop):
             _fit(config, n, cpus, use_gpu)
         seconds = time.perf_counter() - t0
         result = ray.get(box.get.remote())
@@ -241,41 +243,12 @@ def _rebuild(cfg: ModelConfig, result: dict[str, Any], seconds: float) -> Traine
     return Trained(selected, final, result["refit_history"], seconds, workers)
 
 
-class _Stop:
-    """The signal the driver got while the workers train (0: none)."""
-
-    def __init__(self) -> None:
-        self.signum = 0
-
-    def __call__(self, signum: int, _frame: Any) -> None:
-        self.signum = self.signum or signum
-
-
-@contextlib.contextmanager
-def _stop_relayed(box: Any) -> Iterator[_Stop]:
-    """While the workers train, SIGTERM/SIGINT in the driver asks them to stop (through the
-    box, by ``_relayed``'s thread) instead of tearing the runtime down: each stops after the
-    same step and hands its state back for the checkpoint. Signal handlers only exist in the
-    main thread; elsewhere the caller's arrangements stay."""
-    import signal
-    import threading
-
-    stop = _Stop()
-    main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 @contextlib.contextmanager
 def _relayed(
     box: Any,
     on_epoch: Callable[[str, dict[str, Any]], None],
     on_checkpoint: OnCheckpoint | None = None,
-    stop: _Stop | None = None,
+    stop: fit.StopFlag | None = None,
 ) -> Iterator[None]:
     """Hand rank 0's epochs to ``on_epoch`` and complete checkpoints to ``on_checkpoint`` as
     they arrive, and the driver's stop request to the box (a thread polls it every quarter
@@ -289,7 +262,8 @@ def _relayed(
     done = threading.Event()
 
     def relay() -> None:
-        epochs, ck = ray.get(box.poll.remote(stop.signum if stop is not None else 0))
+        signum = stop.signal if stop is not None and stop.signal is not None else 0
+        epochs, ck = ray.get(box.poll.remote(signum))
         for phase, row in epochs:
             on_epoch(phase, row)
         if ck is not None and on_checkpoint is not None:

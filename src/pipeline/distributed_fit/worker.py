@@ -208,12 +208,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 *args, parallel=parallel, on_epoch=told("selection"),
                 resume=resumed("selection"), on_checkpoint=saved("selection", None),
             )  # fmt: skip
-            selection = {
-                "model": _cpu_state(selected.model),
-                "history": selected.history,
-                "best_epoch": selected.best_epoch,
-                "stopped_early": selected.stopped_early,
-            }
+            selection = selected.selection()
         final, refit_history = None, []
         if job.train.refit:
             phase = "refit"
