@@ -167,13 +167,26 @@ def invoke_isolated(*args: str, root: Path, env: Mapping[str, str] | None = None
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 300
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    timeout: float = 300,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m pipeline`` in a real subprocess with a clean PIPELINE_* environment."""
+    """Run `pipeline` in a real process with a clean PIPELINE_* environment.
+
+    The process is forked from this worker's warm server (``tests/warm.py``: no interpreter
+    start-up), unless ``fresh`` or an environment that changes a start-up variable asks for
+    ``python -m pipeline`` itself.
+    """
     base = {
         k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
     }
     base.update(env)
+    from tests import warm  # after _claim_the_tests_package
+
+    if not (fresh or warm.DISABLED or warm.needs_fresh(base)):
+        return warm.run(list(args), base, cwd, timeout)
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         env=base,
@@ -183,6 +196,34 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def run_fresh(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` in a ``python -m pipeline`` of its own: for tests about a fresh interpreter
+    (imports, hash seeds, thread settings), and for the Ray suites, whose drivers start Ray."""
+    return run_cli(*args, env=env, cwd=cwd, timeout=timeout, fresh=True)
+
+
+def start_cli(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> Any:
+    """Start `pipeline` in a real process, its stdout and stderr piped, without waiting.
+
+    Forked from the warm server as ``run_cli`` does (a ``warm.Process``, which behaves like the
+    ``subprocess.Popen`` that it is otherwise).
+    """
+    base = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
+    }
+    base.update(env)
+    from tests import warm
+
+    if not (warm.DISABLED or warm.needs_fresh(base)):
+        return warm.Process(list(args), base, cwd)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], env=base, cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
 def run_bench_quick(tmp_path: Path, script: str, *args: str) -> tuple[Path, Path, str]:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event, invoke_isolated, run_cli
+from tests.conftest import REPO, event, invoke_isolated
+from tests.conftest import run_fresh as run_cli
 
 from pipeline.errors import IntegrityError
 from pipeline.package import archive_bytes, open_package

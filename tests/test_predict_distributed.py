@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import TITANIC_CSV, event, events, invoke_isolated, run_cli
+from tests.conftest import TITANIC_CSV, event, events, invoke_isolated
+from tests.conftest import run_fresh as run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from tests.conftest import event, events, run_cli, store_files
+from tests.conftest import event, events, store_files
+from tests.conftest import run_fresh as run_cli
 
 # Trains three times, twice in real processes.
 pytestmark = pytest.mark.slow

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, events, invoke_isolated, run_cli
+from tests.conftest import event, events, invoke_isolated, run_cli, start_cli
 
 # Every test stops real `pipeline train` processes with signals.
 pytestmark = pytest.mark.slow
@@ -36,14 +34,7 @@ def _train_and_signal(
     env: dict[str, str], phase_event: str, after: int, sig: signal.Signals
 ) -> subprocess.CompletedProcess[str]:
     """Run `pipeline train`, send ``sig`` once ``after`` events of ``phase_event`` were logged."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "train"],
-        env={**full, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli("train", env=env)
     assert proc.stdout is not None and proc.stderr is not None
     lines, seen = [], 0
     for line in proc.stdout:

@@ -350,6 +350,7 @@ def test_preset_by_name_works_in_a_real_process_elsewhere(tmp_path: Path) -> Non
         env={"PIPELINE_PRESET": "titanic", "PIPELINE_ENV_FILE": str(tmp_path / "absent.env")},
         cwd=tmp_path,
         timeout=120,
+        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["preset"].endswith("titanic.toml")

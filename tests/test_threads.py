@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.conftest import event, run_cli
+from tests.conftest import event
+from tests.conftest import run_fresh as run_cli
 
 
 def test_one_and_two_threads_give_the_same_build_id_and_weights(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import event, events, one_error_line, run_cli
+from tests.conftest import event, events, one_error_line
+from tests.conftest import run_fresh as run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

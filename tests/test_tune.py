@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, events, run_cli
+from tests.conftest import event, events
+from tests.conftest import run_fresh as run_cli
 
 pytestmark = pytest.mark.ray
 

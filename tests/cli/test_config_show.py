@@ -166,6 +166,7 @@ def test_config_show_in_a_subprocess(tmp_path: Path) -> None:
         },
         cwd=tmp_path,
         timeout=60,
+        fresh=True,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

@@ -45,7 +45,7 @@ def test_version_and_module_entry_point() -> None:
     """`python -m pipeline --version` prints the package version."""
     from pipeline import __version__
 
-    done = run_cli("--version", env={})
+    done = run_cli("--version", env={}, fresh=True)
     assert done.returncode == 0
     assert done.stdout.strip() == f"pipeline {__version__}"
 

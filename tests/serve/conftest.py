@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from tests import warm
 from tests.conftest import REPO, invoke_isolated
 
 TEST_CSV = REPO / "tests" / "fixtures" / "house-prices-test.csv"
@@ -43,8 +44,11 @@ def invoked(*args: str, root: Path, env: Mapping[str, str]) -> Any:
 
 def serve_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`pipeline serve` expected to exit on its own (a start-up error), its output captured."""
+    full = _clean_env(env)
+    if not (warm.DISABLED or warm.needs_fresh(full)):
+        return warm.run(["serve"], full, cwd, timeout=120)
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "serve"], env=_clean_env(env), cwd=cwd,
+        [sys.executable, "-m", "pipeline", "serve"], env=full, cwd=cwd,
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -111,7 +115,11 @@ def flags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 class Served:
-    """A `pipeline serve` subprocess whose JSON log lines are collected as they arrive."""
+    """A `pipeline serve` process whose JSON log lines are collected as they arrive.
+
+    Forked from the warm server (``tests/warm.py``) unless the environment changes a start-up
+    variable; with more than one worker, the supervisor's workers are ``python -m pipeline``.
+    """
 
     def __init__(
         self, args: list[str], env: Mapping[str, str], cwd: Path, open_files: int | None = None
@@ -121,15 +129,20 @@ class Served:
                 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
                 resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "serve", *args],
-            env=_clean_env(env),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=limit if open_files is not None else None,
-        )
+        full = _clean_env(env)
+        self.proc: Any
+        if not (warm.DISABLED or warm.needs_fresh(full)):
+            self.proc = warm.Process(["serve", *args], full, cwd, open_files)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", "serve", *args],
+                env=full,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=limit if open_files is not None else None,
+            )
         self.lines: list[str] = []
         self.stderr = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -190,6 +203,10 @@ class Served:
         code = self.proc.wait(timeout)
         self._reader.join(5)
         self._err.join(5)
+        if isinstance(self.proc, warm.Process) and not (
+            self._reader.is_alive() or self._err.is_alive()
+        ):
+            self.proc.close()
         return code
 
     def stop(self, timeout: float = 60) -> int:
@@ -201,7 +218,7 @@ class Served:
         """Stop it whatever state it is in (test teardown)."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+            self.wait(10)
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, run_cli
+from tests.conftest import event
+from tests.conftest import run_fresh as run_cli
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
