@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
+# pytest with its plugins named rather than discovered: a discovered plugin has every module of
+# its distribution rewritten for assertions at each start (hypothesis and schemathesis: about
+# 3 s of each pytest process, as PYTHONDONTWRITEBYTECODE keeps the rewrite from being cached).
+PYTEST := PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -p xdist.plugin -p _hypothesis_pytestplugin -p schemathesis.pytest.plugin
 
 .PHONY: help install dev run test test-ray test-browser test-s3 test-quality test-bench test-fast bench bench-serve bench-tune bench-predict-ray bench-train-ray bench-s3 bench-quality bench-smoke lint format typecheck lock clean docker-build docker-test
 
@@ -37,26 +41,26 @@ run: install ## The main job: train, evaluate with 5-fold CV, write the report, 
 	@echo "report: file://$(CURDIR)/reports/latest.html"
 
 test: dev ## Run the test suite but the quality, Ray, benchmark-smoke, browser and S3 suites (CI runs them all)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 --dist worksteal -m "not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
+	$(PYTEST) -n 2 --dist worksteal -m "not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
 test-quality: dev ## The default model's quality on real data over several seeds (issue 13's acceptance; about 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -m quality tests/ $(PYTEST_ARGS)
+	$(PYTEST) -n 0 -m quality tests/ $(PYTEST_ARGS)
 
 test-bench: dev ## Every benchmark at tiny sizes, so that none rots (no timing asserted; the Ray and S3 ones run in test-ray, test-s3)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "bench and not ray and not s3" tests/test_bench_smoke.py $(PYTEST_ARGS)
+	$(PYTEST) -n 2 -m "bench and not ray and not s3" tests/test_bench_smoke.py $(PYTEST_ARGS)
 
 test-ray: dev ## Tests against a real local Ray cluster (head + a worker node)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
+	$(PYTEST) -n 0 -p no:randomly -m ray tests/ $(PYTEST_ARGS)
 
 test-browser: dev ## Pages checked in a real headless Chromium (installed first on CI if missing)
 	bash scripts/ensure-browser.sh
-	$(BIN)/pytest -n 0 -p no:randomly -m browser tests/ $(PYTEST_ARGS)
+	$(PYTEST) -n 0 -p no:randomly -m browser tests/ $(PYTEST_ARGS)
 
 test-s3: dev ## PIPELINE_STORE=s3://... against a real S3-compatible server (SeaweedFS, on loopback), and bench/s3.py at tiny sizes
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 0 -p no:randomly -m s3 tests/ $(PYTEST_ARGS)
+	$(PYTEST) -n 0 -p no:randomly -m s3 tests/ $(PYTEST_ARGS)
 
 test-fast: dev ## The inner loop: tests not marked slow (none trains on real data or starts a process; < 1 min)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/pytest -n 2 -m "not slow and not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
+	$(PYTEST) -n 2 -m "not slow and not quality and not ray and not bench and not browser and not s3" $(PYTEST_ARGS)
 
 bench: dev ## Run every benchmark and print every ratio (10-15 min on 2 cores; not in make test)
 	$(BIN)/python bench/run.py

@@ -38,7 +38,14 @@ def _data(n: int) -> fit.Tensors:
     return fit.Tensors.all(Encoded(x, c, y), "cpu")
 
 
-def _worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
+def _worker(rank: int, world: int, runs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Each ``(folder, case)`` of ``runs`` in turn, in this one process: a spawned process
+    spends seconds importing torch before its first step."""
+    for folder, case in runs:
+        _run(rank, world, folder, case)
+
+
+def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
     """One worker: its rows ``rank::world`` of the training rows, rank 0 validates. With
     ``case["stop"]`` the driver stops the run (rank 0's ``ask`` says SIGTERM) and each rank
     saves its state as ``stopped<rank>.pt``; with ``case["resume_from"]``, each continues from
@@ -74,19 +81,37 @@ def _worker(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
         dist.destroy_process_group()
 
 
-def _spawn(tmp_path: Path, case: dict[str, Any]) -> list[dict[str, Any]]:
+# The runs that tests only read, all in one pair of spawned workers.
+CASES = {
+    "uneven": {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}},
+    "one_step": {"rows": 5, "train": {"batch_size": 6, "max_epochs": 5}, "epochs": 5},
+}
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """Each of ``CASES`` run by two workers: each rank's weights and curve, by case."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(2, str(tmp_path), case), nprocs=2, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    root = tmp_path_factory.mktemp("spawned")
+    runs = []
+    for name, case in CASES.items():
+        (root / name).mkdir()
+        runs.append((str(root / name), case))
+    mp.spawn(_worker, args=(2, runs), nprocs=2, join=True)
+    return {
+        name: [torch.load(root / name / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        for name in CASES
+    }
 
 
 @pytest.mark.slow
-def test_two_workers_keep_the_same_weights_when_one_runs_out_of_rows(tmp_path: Path) -> None:
+def test_two_workers_keep_the_same_weights_when_one_runs_out_of_rows(
+    spawned: dict[str, list[dict[str, Any]]],
+) -> None:
     """37 rows as 19 + 18, 2 rows per worker and step: the last step has one row, on rank 0
     alone; rank 1 joins it with none. Both end with the same weights; rank 0 has the curve."""
-    case = {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}}
-    ranks = _spawn(tmp_path, case)
+    ranks = spawned["uneven"]
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
     assert [row["epoch"] for row in ranks[0]["history"]] == [1, 2, 3]
@@ -98,13 +123,14 @@ def test_two_workers_keep_the_same_weights_when_one_runs_out_of_rows(tmp_path: P
 
 
 @pytest.mark.slow
-def test_a_step_averages_the_gradient_over_every_workers_rows(tmp_path: Path) -> None:
+def test_a_step_averages_the_gradient_over_every_workers_rows(
+    spawned: dict[str, list[dict[str, Any]]],
+) -> None:
     """Five epochs of one step over 5 rows (3 on rank 0, 2 on rank 1) move the weights as one
     process taking the 5 rows in one batch does (to float rounding: the sums run in another
     order). AdamW's steps depend on the ratios of successive gradients, so a wrong weighting
     of the workers' losses (0.5/0.5 instead of 0.6/0.4) shows."""
-    case = {"rows": 5, "train": {"batch_size": 6, "max_epochs": 5}, "epochs": 5}
-    ranks = _spawn(tmp_path, case)
+    ranks = spawned["one_step"]
     data = _data(13)
     alone = fit.fit(CFG, data.select(np.arange(5)), None, TARGET,
                     TrainSettings(batch_size=6, max_epochs=5), Seeds.from_seed(3), "cpu",
@@ -126,14 +152,14 @@ def test_a_stop_asked_of_rank_0_stops_every_worker_at_one_step_and_resuming_chan
     from pipeline.distributed_fit.worker import STOP_EVERY
 
     train = {"batch_size": 4, "max_epochs": 6, "patience": 10}
-    runs = {}
+    runs, cases = {}, []
     for name, stop, resume_from in (("whole", False, None), ("stopped", True, None),
                                     ("resumed", False, tmp_path / "stopped")):  # fmt: skip
-        folder = tmp_path / name
-        folder.mkdir()
-        case = {"rows": 37, "train": train, "stop": stop, "resume_from": resume_from}
-        mp.spawn(_worker, args=(2, str(folder), case), nprocs=2, join=True)
-        runs[name] = folder
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        cases.append((str(runs[name]), {"rows": 37, "train": train, "stop": stop,
+                                        "resume_from": resume_from}))  # fmt: skip
+    mp.spawn(_worker, args=(2, cases), nprocs=2, join=True)  # the three runs in turn
     stopped = [torch.load(runs["stopped"] / f"stopped{r}.pt", weights_only=True) for r in (0, 1)]
     assert [s["signum"] for s in stopped] == [15, 15]
     # 19 + 18 rows, 2 per worker and step: 10 steps an epoch; the 32nd step is epoch 4's 2nd
