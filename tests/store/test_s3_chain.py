@@ -17,7 +17,8 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.conftest import TITANIC_CSV, event, run_cli
+from tests.conftest import TITANIC_CSV, event
+from tests.conftest import run_fresh as run_cli
 from tests.serve.conftest import Served
 
 from pipeline import releases

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from tests import s3_proxy
 from tests import s3_server as local
-from tests.conftest import event, run_cli
+from tests.conftest import event
+from tests.conftest import run_fresh as run_cli
 from tests.store.test_s3_chain import SMALL, _open
 from tests.test_crash_safety import assert_consistent
 
