@@ -166,6 +166,14 @@ def invoke_isolated(*args: str, root: Path, env: Mapping[str, str] | None = None
         structlog.contextvars.clear_contextvars()  # nothing bound here reaches the first test
 
 
+def _process_env(env: Mapping[str, str]) -> dict[str, str]:
+    """This environment without the developer's PIPELINE_*/KAGGLE_* variables, plus ``env``."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
+    }
+    return {**base, **env}
+
+
 def run_cli(
     *args: str,
     env: Mapping[str, str],
@@ -179,13 +187,10 @@ def run_cli(
     start-up), unless ``fresh`` or an environment that changes a start-up variable asks for
     ``python -m pipeline`` itself.
     """
-    base = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
-    }
-    base.update(env)
+    base = _process_env(env)
     from tests import warm  # after _claim_the_tests_package
 
-    if not (fresh or warm.DISABLED or warm.needs_fresh(base)):
+    if not fresh and warm.usable(base):
         return warm.run(list(args), base, cwd, timeout)
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
@@ -212,13 +217,10 @@ def start_cli(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> An
     Forked from the warm server as ``run_cli`` does (a ``warm.Process``, which behaves like the
     ``subprocess.Popen`` that it is otherwise).
     """
-    base = {
-        k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
-    }
-    base.update(env)
+    base = _process_env(env)
     from tests import warm
 
-    if not (warm.DISABLED or warm.needs_fresh(base)):
+    if warm.usable(base):
         return warm.Process(list(args), base, cwd)
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline", *args], env=base, cwd=cwd,

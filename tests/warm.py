@@ -133,10 +133,8 @@ class Server:
     """One warm server (per xdist worker), started on first use and stopped at exit."""
 
     def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
-        self.env = env
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER], env=env, stdin=subprocess.PIPE,
+            [sys.executable, "-c", SERVER], env=server_env(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
         )  # fmt: skip
         self.lock = threading.Lock()
@@ -213,11 +211,13 @@ def server() -> Server:
         return _server
 
 
-def needs_fresh(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` changes a variable read at interpreter or library start."""
+def usable(env: Mapping[str, str]) -> bool:
+    """Whether a command with the environment ``env`` may be forked from the warm server: not
+    when TESTS_FRESH_PROCESSES=1, nor when ``env`` changes a variable read at interpreter or
+    library start."""
     base = server_env()
     keys = {k for k in (*env, *base) if START_VARIABLES.match(k)}
-    return any(env.get(k) != base.get(k) for k in keys)
+    return not DISABLED and all(env.get(k) == base.get(k) for k in keys)
 
 
 def server_env() -> dict[str, str]:

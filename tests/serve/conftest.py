@@ -45,7 +45,7 @@ def invoked(*args: str, root: Path, env: Mapping[str, str]) -> Any:
 def serve_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     """`pipeline serve` expected to exit on its own (a start-up error), its output captured."""
     full = _clean_env(env)
-    if not (warm.DISABLED or warm.needs_fresh(full)):
+    if warm.usable(full):
         return warm.run(["serve"], full, cwd, timeout=120)
     return subprocess.run(
         [sys.executable, "-m", "pipeline", "serve"], env=full, cwd=cwd,
@@ -131,7 +131,7 @@ class Served:
 
         full = _clean_env(env)
         self.proc: Any
-        if not (warm.DISABLED or warm.needs_fresh(full)):
+        if warm.usable(full):
             self.proc = warm.Process(["serve", *args], full, cwd, open_files)
         else:
             self.proc = subprocess.Popen(
