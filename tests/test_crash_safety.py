@@ -74,6 +74,10 @@ class Zygote:
             PIPELINE_LOG_FORMAT="json",
             PIPELINE_ENV_FILE=str(work / "none.env"),
             PIPELINE_TRAIN__MAX_EPOCHS="3",
+            # A small network: the kills test the stages' writes, which do not depend on its
+            # size, and each of the 22 chains trains (4 members of 256 and 128: 1 s a chain).
+            PIPELINE_MODEL__HIDDEN="[64]",
+            PIPELINE_MODEL__MEMBERS="2",
         )
         env.update(extra or {})
         self.work = work

@@ -31,7 +31,7 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(
     third run with another seed (in-process: it needs no process of its own) differs."""
     env = {
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_TRAIN__MAX_EPOCHS": "10",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "3",
         "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
         "KAGGLE_USERNAME": "someone",
         "KAGGLE_KEY": SECRET,

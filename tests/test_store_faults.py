@@ -1,54 +1,34 @@
 """A full disk or a read-only store: exit 9 with one line, nothing partial, the old store intact.
 
 The faults are real: each command runs in a private mount namespace (``unshare -m``) whose store
-is a size-limited tmpfs (ENOSPC) or a tmpfs remounted read-only (EROFS).
+is a size-limited tmpfs (ENOSPC) or a tmpfs remounted read-only (EROFS). The commands are real
+processes forked from a warm server started in that namespace (``tests/warm.py``).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import hashlib
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests import warm
 from tests.conftest import invoke_isolated
 
 ENV = {"PIPELINE_LOG_FORMAT": "json", "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
 
-# Runs inside the namespace: mount, copy the prepared store in, fault it, run the command, look.
-INSIDE = r"""
-import hashlib, json, os, shutil, subprocess, sys
-store, prepared, size, mode = sys.argv[1:5]
-command = json.loads(sys.argv[5])
 
-def snapshot():
+def _snapshot(store: Path) -> dict[str, str]:
+    """Every file under ``store`` and its sha256."""
     return {
-        os.path.relpath(os.path.join(d, f), store): hashlib.sha256(
-            open(os.path.join(d, f), "rb").read()).hexdigest()
-        for d, _, files in os.walk(store) for f in files
+        str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(store.rglob("*"))
+        if p.is_file()
     }
-
-subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", store], check=True)
-shutil.copytree(prepared, store, dirs_exist_ok=True)
-if mode == "ro":
-    subprocess.run(["mount", "-o", "remount,ro", store], check=True)
-before = snapshot()
-done = subprocess.run([sys.executable, "-m", "pipeline", *command], capture_output=True, text=True)
-after = snapshot()
-check = subprocess.run(
-    [sys.executable, "-m", "pipeline", "predict", "--release", "house-prices@current",
-     os.environ["FIXTURE"], "-o", os.environ["OUTPUT"]],
-    capture_output=True, text=True,
-)
-print(json.dumps({
-    "rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr,
-    "before": before, "after": after, "predict_rc": check.returncode,
-    "predict_stderr": check.stderr,
-}))
-"""
 
 
 def _base_env(tmp: Path, store: Path) -> dict[str, str]:
@@ -76,25 +56,63 @@ def _pages(folder: Path) -> int:
     return sum(-(-p.stat().st_size // 4096) * 4096 for p in folder.rglob("*") if p.is_file())
 
 
-def _faulted(tmp: Path, prepared: Path, mode: str, size: int, *command: str) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def namespace() -> Iterator[warm.Server]:
+    """A warm server in a private mount namespace (``unshare -m``): the commands it forks see
+    the faulted store mounted there, and nothing outside it does."""
+    server = warm.Server(("unshare", "-m", "--propagation", "private"))
+    yield server
+    server.close()
+
+
+def _inside(server: warm.Server, *command: str) -> None:
+    """Run ``command`` (a mount) in the server's mount namespace."""
+    subprocess.run(["nsenter", "-t", str(server.pid), "-m", *command], check=True, timeout=60)
+
+
+def _run(server: warm.Server, args: list[str], env: dict[str, str], cwd: Path) -> Any:
+    """``pipeline *args`` in the server's namespace: forked from it, or a fresh interpreter
+    entered into it when TESTS_FRESH_PROCESSES=1."""
+    if not warm.DISABLED:
+        return warm.run(args, env, cwd, 300, on=server)
+    enter = ["nsenter", "-t", str(server.pid), "-m", sys.executable, "-m", "pipeline"]
+    return subprocess.run(
+        [*enter, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def _faulted(
+    tmp: Path, prepared: Path, server: warm.Server, mode: str, size: int, *command: str
+) -> dict[str, Any]:
+    """Mount a tmpfs of ``size`` bytes as a store in the namespace, copy the prepared store in,
+    fault it (``full``: only the size; ``ro``: remounted read-only), run ``pipeline *command``
+    there, then `pipeline predict` from the current release: what happened, and the store's
+    files before and after."""
     store = tmp / "faulted-store"
     store.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
-    env.update(
-        _base_env(tmp, store),
-        PIPELINE_SEED="1",  # another build than the prepared one: it has to be written
-        PIPELINE_MODEL__VERSION="0.2.0",
-        FIXTURE=str(Path(__file__).parent / "fixtures" / "house-prices-test.csv"),
-        OUTPUT=str(tmp / "predictions.csv"),
-    )
-    done = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", INSIDE,
-         str(store), str(prepared), str(size), mode, json.dumps(command)],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"the namespace could not be set up: {done.stderr[-2000:]}"
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    seen = Path(f"/proc/{server.pid}/root") / store.relative_to("/")  # the store in there
+    _inside(server, "mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(store))
+    shutil.copytree(prepared, seen, dirs_exist_ok=True)
+    if mode == "ro":
+        _inside(server, "mount", "-o", "remount,ro", str(store))
+    env = {
+        **warm.server_env(),
+        **_base_env(tmp, store),
+        "PIPELINE_SEED": "1",  # another build than the prepared one: it has to be written
+        "PIPELINE_MODEL__VERSION": "0.2.0",
+    }
+    before = _snapshot(seen)
+    done = _run(server, list(command), env, tmp)
+    after = _snapshot(seen)
+    fixture = Path(__file__).parent / "fixtures" / "house-prices-test.csv"
+    args = ["predict", "--release", "house-prices@current", str(fixture)]
+    check = _run(server, [*args, "-o", str(tmp / "predictions.csv")], env, tmp)
+    _inside(server, "umount", str(store))
+    return {
+        "rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr,
+        "before": before, "after": after,
+        "predict_rc": check.returncode, "predict_stderr": check.stderr,
+    }  # fmt: skip
 
 
 def _assert_clean_failure(result: dict[str, Any], reason: str) -> None:
@@ -110,11 +128,11 @@ def _assert_clean_failure(result: dict[str, Any], reason: str) -> None:
 
 @pytest.mark.parametrize("command", [("train",), ("package",)])
 def test_full_disk_fails_with_exit_9_and_leaves_the_store_as_it_was(
-    tmp_path: Path, prepared: Path, command: tuple[str, ...]
+    tmp_path: Path, prepared: Path, namespace: warm.Server, command: tuple[str, ...]
 ) -> None:
     """ENOSPC while writing a build or a package: one line, exit 9, the store unchanged."""
     size = _pages(prepared) + 16 * 4096  # the old store fits; a new build or package does not
-    result = _faulted(tmp_path, prepared, "full", size, *command)
+    result = _faulted(tmp_path, prepared, namespace, "full", size, *command)
     _assert_clean_failure(result, "the disk is full")
 
 
@@ -122,13 +140,13 @@ def test_full_disk_fails_with_exit_9_and_leaves_the_store_as_it_was(
     "command", [("train",), ("package",), ("release", "create", "@prepared"), ("data", "fetch")]
 )
 def test_read_only_store_fails_with_exit_9_and_leaves_the_store_as_it_was(
-    tmp_path: Path, prepared: Path, command: tuple[str, ...]
+    tmp_path: Path, prepared: Path, namespace: warm.Server, command: tuple[str, ...]
 ) -> None:
     """EROFS on a read-only store: one line naming the cause, exit 9, the store unchanged."""
     if command[-1] == "@prepared":
         command = (*command[:-1], (prepared.parent / "pkg.id").read_text().strip())
     size = _pages(prepared) + 64 * 4096
-    result = _faulted(tmp_path, prepared, "ro", size, *command)
+    result = _faulted(tmp_path, prepared, namespace, "ro", size, *command)
     if command == ("data", "fetch"):
         # The built-in dataset is read in place: fetching it writes nothing, so it succeeds.
         assert result["rc"] == 0, result["stderr"]

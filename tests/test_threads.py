@@ -20,7 +20,7 @@ def test_one_and_two_threads_give_the_same_build_id_and_weights(tmp_path: Path) 
                 "PIPELINE_STORE": str(store),
                 "PIPELINE_LOG_FORMAT": "json",
                 "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
-                "PIPELINE_TRAIN__MAX_EPOCHS": "5",
+                "PIPELINE_TRAIN__MAX_EPOCHS": "2",
                 "PIPELINE_TRAIN__THREADS": threads,
                 "PIPELINE_SEED": "3",
             },

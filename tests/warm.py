@@ -130,11 +130,15 @@ while True:
 
 
 class Server:
-    """One warm server (per xdist worker), started on first use and stopped at exit."""
+    """One warm server (per xdist worker), started on first use and stopped at exit.
 
-    def __init__(self) -> None:
+    ``prefix`` runs it under another command that then executes Python, e.g. ``unshare -m``
+    for a mount namespace of its own that its children share (``pid`` is then the server's).
+    """
+
+    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER], env=server_env(), stdin=subprocess.PIPE,
+            [*prefix, sys.executable, "-c", SERVER], env=server_env(), stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
         )  # fmt: skip
         self.lock = threading.Lock()
@@ -143,6 +147,7 @@ class Server:
         self.exited: dict[int, int] = {}  # pid -> wait status
         self.ready = False
         self.next_id = 0
+        self.pid = self.proc.pid
         threading.Thread(target=self._read, daemon=True).start()
         with self.changed:
             if not self.changed.wait_for(lambda: self.ready or self.proc.poll() is not None, 120):
@@ -234,15 +239,16 @@ class Process:
 
     def __init__(
         self, args: list[str], env: Mapping[str, str], cwd: Path | str | None = None,
-        open_files: int | None = None,
+        open_files: int | None = None, on: Server | None = None,
     ) -> None:  # fmt: skip
+        """Fork ``pipeline *args`` from the server ``on`` (default: this process's)."""
         self.args = ["pipeline", *args]
         self.folder = Path(tempfile.mkdtemp(prefix="warm-"))
         out, err = self.folder / "stdout", self.folder / "stderr"
         os.mkfifo(out)
         os.mkfifo(err)
         self.returncode: int | None = None
-        self._server = server()
+        self._server = on or server()
         request = {"args": list(args), "env": dict(env), "cwd": str(cwd or os.getcwd()),
                    "stdout": str(out), "stderr": str(err), "open_files": open_files}  # fmt: skip
         # Open the read ends without blocking first: the child's open for writing then
@@ -291,10 +297,15 @@ class Process:
 
 
 def run(
-    args: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    timeout: float,
+    on: Server | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Like ``subprocess.run(..., capture_output=True, text=True)`` of ``python -m pipeline``."""
-    proc = Process(args, env, cwd)
+    """Like ``subprocess.run(..., capture_output=True, text=True)`` of ``python -m pipeline``,
+    forked from the server ``on`` (default: this process's)."""
+    proc = Process(args, env, cwd, on=on)
     out: list[str] = []
     err: list[str] = []
     readers = [
