@@ -174,8 +174,19 @@ class Preprocessor:
     def encode_rows(self, raw: np.ndarray, texts: Sequence[Sequence[str | None]]) -> Encoded:
         """``encode_values`` of inputs already laid out in this preprocessor's column order:
         ``raw`` [rows, numeric columns] float64 (NaN for missing), ``texts`` one sequence of
-        canonical texts per categorical column (None for missing). A served request builds both
-        straight from its records, with no array per column."""
+        canonical texts per categorical column (None for missing)."""
+        pairs = zip(self.lookups, texts, strict=True)
+        codes = [
+            [MISSING if v is None else lookup.get(v, UNKNOWN) for v in values]
+            for lookup, values in pairs
+        ]
+        return self.encode_codes(raw, codes)
+
+    def encode_codes(self, raw: np.ndarray, codes: Sequence[Sequence[int]]) -> Encoded:
+        """``encode_rows`` with each categorical column's codes already looked up (``lookups``:
+        a served request maps its records' values to codes in one pass per column), built as
+        lists and converted once: a request has a few rows and dozens of columns, where an
+        array per column cost more than the lookups."""
         rows = raw.shape[0]
         table = self._numeric_table
         numeric = np.empty((rows, self.n_numeric_features), dtype=np.float32)
@@ -183,25 +194,16 @@ class Preprocessor:
             values, missing = numeric_values(raw, table)
             numeric[:, : len(self.numeric)] = values
             numeric[:, len(self.numeric) :] = missing[:, table.indicator]
-        return Encoded(numeric, *self._text_codes(rows, texts))
-
-    def _text_codes(
-        self, rows: int, texts: Sequence[Sequence[str | None]]
-    ) -> tuple[np.ndarray, None, dict[str, int]]:
-        """``_codes`` of canonical texts (one sequence per categorical column, in order): each
-        column's codes by ``text_codes``'s lookup, built as lists and converted once (a served
-        request has a row and dozens of columns, where an array per column cost more than the
-        lookups)."""
-        pairs = zip(self.categorical, texts, strict=True)
-        lookups = [(_vocab_lookup(c.vocab), t) for c, t in pairs]
-        columns = [
-            [MISSING if v is None else lookup.get(v, UNKNOWN) for v in values]
-            for lookup, values in lookups
-        ]
-        cats = np.array(columns, dtype=np.int64).reshape(len(columns), rows).T.copy()
-        unseen = np.count_nonzero(cats == UNKNOWN, axis=0) if rows else [0] * len(columns)
+        cats = np.array(codes, dtype=np.int64).reshape(len(codes), rows).T.copy()
+        unseen = np.count_nonzero(cats == UNKNOWN, axis=0) if rows else [0] * len(codes)
         unknown = {c.name: int(k) for c, k in zip(self.categorical, unseen, strict=True) if k}
-        return cats, None, unknown
+        return Encoded(numeric, cats, None, unknown)
+
+    @functools.cached_property
+    def lookups(self) -> list[dict[str, int]]:
+        """Each categorical column's vocabulary as text -> code (an unseen text is ``UNKNOWN``,
+        a missing one ``MISSING``), built once per loaded model."""
+        return [_vocab_lookup(c.vocab) for c in self.categorical]
 
     @functools.cached_property
     def _numeric_table(self) -> NumericTable:

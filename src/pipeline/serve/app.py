@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hmac
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from pipeline.serve import predicting
+from pipeline.serve import openapi, predicting
 from pipeline.serve.access import AccessLog
 from pipeline.serve.batching import Batcher, Job, scoring_inline
 from pipeline.serve.contract import Contract, RequestError
@@ -47,6 +48,11 @@ class Loaded:
 
     ready: Any  # pipeline.predict.Ready (imported lazily: it brings torch and pandas)
     contract: Contract
+
+    @functools.cached_property
+    def encoder(self) -> predicting.RecordEncoder:
+        """Validated records to the model's input arrays (built once, on first use)."""
+        return predicting.RecordEncoder(self.contract, self.predictor.pre)
 
     @classmethod
     def serving(cls, ready: Any) -> Loaded:
@@ -241,7 +247,7 @@ class ServeState:
                 routes=app.routes,
             )
             doc.setdefault("components", {}).setdefault("schemas", {}).update(
-                loaded.contract.components()
+                openapi.components(loaded.contract)
             )
             if self._token is not None:
                 doc["components"]["securitySchemes"] = {

@@ -39,7 +39,7 @@ def scoring_inline() -> bool:
 class Job:
     """One request's validated records, and where its answer goes."""
 
-    records: list[dict[str, Any]]
+    records: list[Any]  # the request's validated records (Contract.records: tuples)
     extra: Any  # what ``score`` needs besides the records (e.g. the keys the model ignores)
     future: asyncio.Future[Any]
     gone: Callable[[], bool] = lambda: False  # whether the client hung up meanwhile
@@ -75,9 +75,7 @@ class Batcher:
         self.batches = 0  # passes scored, for the stop event
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done (asyncio's rule)
 
-    async def submit(
-        self, records: list[dict[str, Any]], extra: Any, gone: Callable[[], bool]
-    ) -> Any:
+    async def submit(self, records: list[Any], extra: Any, gone: Callable[[], bool]) -> Any:
         """The answer for ``records``, scored with whatever else is queued; ``gone`` says
         whether the client has hung up (such a job is dropped unscored: 499)."""
         if self.queued_rows + len(records) > self.max_queued_rows and self.queue:

@@ -2,10 +2,12 @@
 
 Every input column becomes a required property of a record, typed as the model was trained on
 (numeric → number|null, categorical → string|null, boolean → boolean|null). One pydantic
-``TypeAdapter`` both validates request bodies and writes the OpenAPI components, so the request
-the documentation shows is exactly the request the server accepts. Validated records become the
-same frame ``pipeline predict`` builds from a CSV file (categorical strings that the training
-data read as missing, such as ``NA``, are missing here too), so both give the same numbers.
+``TypeAdapter`` both decides which request bodies are valid and writes the OpenAPI components
+(``pipeline.serve.openapi``), so the request the documentation shows is exactly the request the
+server accepts; msgspec decodes the common bodies first, accepting only what pydantic accepts
+(``pipeline.serve.bodies``). Validated records become the columns ``pipeline predict`` reads
+from a CSV file (categorical strings that the training data read as missing, such as ``NA``,
+are missing here too), so both give the same numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing_extensions import TypedDict
 from pipeline.data import cells
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
+from pipeline.serve.bodies import FastRecords, as_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,12 +99,17 @@ class Contract:
     id_column: str | None
     error_column: bool
     known: frozenset[str] = field(init=False)  # the keys a record may carry that are used
+    fields: tuple[str, ...] = field(init=False)  # a validated record's values, in this order
     _adapter: TypeAdapter[Any] = field(init=False, repr=False)
+    _fast: FastRecords = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        names = {c.name for c in self.schema.columns}
-        self.known = frozenset(names | ({self.id_column} if self.id_column else set()))
+        names = [c.name for c in self.schema.columns]
+        loose_id = [self.id_column] if self.id_column and self.id_column not in names else []
+        self.fields = (*names, *loose_id)
+        self.known = frozenset(self.fields)
         self._adapter = TypeAdapter(self._request_type())
+        self._fast = FastRecords(self.kinds, self.id_column)
 
     # -- models -------------------------------------------------------------------------------
 
@@ -132,107 +140,39 @@ class Contract:
         request.__pydantic_config__ = {"extra": "forbid", "title": "PredictRequest"}
         return request
 
-    def _prediction_schema(self) -> dict[str, Any]:
-        number = {"anyOf": [{"type": "number"}, {"type": "null"}]}
-        props: dict[str, Any] = {}
-        if self.id_column:
-            props[self.id_column] = {"description": "Copied from the record's id column"}
-        if self.schema.task == "regression":
-            props["prediction"] = {**number, "description": f"Predicted {self.schema.target}"}
-        else:
-            props["prediction"] = {
-                "anyOf": [{"type": "string", "enum": self.classes}, {"type": "null"}],
-                "description": f"Predicted class of {self.schema.target}",
-            }
-            for name in self.classes:
-                props[f"probability_{name}"] = {**number, "description": f"P({name})"}
-        if self.error_column:
-            props["error"] = {"type": "string", "description": "Why this row has no prediction"}
-        return {
-            "title": "Prediction",
-            "type": "object",
-            "properties": props,
-            "required": list(props),
-        }
-
-    def components(self) -> dict[str, Any]:
-        """OpenAPI ``components.schemas`` for the request, the response and errors."""
-        doc = self._adapter.json_schema(ref_template="#/components/schemas/{model}")
-        schemas: dict[str, Any] = dict(doc.pop("$defs", {}))
-        schemas["PredictRequest"] = doc
-        schemas["Prediction"] = self._prediction_schema()
-        schemas["PredictResponse"] = {
-            "title": "PredictResponse",
-            "type": "object",
-            "properties": {
-                "predictions": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/Prediction"},
-                    "description": "One entry per record, in order",
-                },
-                "model": {"type": "string"},
-                "version": {"type": "string"},
-                "package_id": {"type": "string"},
-                "release": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                "ignored_columns": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Keys of the records that the model does not use (the first "
-                    f"{cells.SHOWN_COLUMNS} in order, each cut to {cells.SHOWN_CHARS} characters)",
-                },
-                "ignored_columns_count": {
-                    "type": "integer",
-                    "description": "How many keys of the records the model does not use",
-                },
-            },
-            "required": ["predictions", "model", "version", "package_id", "release"],
-        }
-        schemas["ErrorDetail"] = {
-            "title": "ErrorDetail",
-            "type": "object",
-            "properties": {
-                "record": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
-                "column": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-                "type": {"type": "string"},
-                "message": {"type": "string"},
-                "input": {},
-            },
-            "required": ["record", "column", "type", "message"],
-        }
-        schemas["Error"] = {
-            "title": "Error",
-            "type": "object",
-            "properties": {
-                "error": {"type": "string"},
-                "message": {"type": "string"},
-                "detail": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorDetail"}},
-            },
-            "required": ["error", "message"],
-        }
-        return schemas
+    def request_schema(self) -> dict[str, Any]:
+        """The JSON schema of a request body, its record models under ``$defs``."""
+        schema: dict[str, Any] = self._adapter.json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        return schema
 
     # -- request bodies -----------------------------------------------------------------------
 
-    def records(self, body: bytes) -> tuple[list[dict[str, Any]], tuple[list[str], int]]:
-        """A JSON body ``{"records": [...]}`` validated, and the keys the model ignores
-        (``ignored_names``)."""
+    def records(self, body: bytes) -> tuple[list[tuple[Any, ...]], tuple[list[str], int]]:
+        """A JSON body ``{"records": [...]}`` validated, each record as the tuple of its values
+        in ``fields`` order, and the keys the model ignores (``ignored_names``)."""
+        rows = self._fast(body)
+        if rows is not None:  # msgspec accepted it: so would pydantic, and no key is ignored
+            return rows, ([], 0)
         try:
             records: list[dict[str, Any]] = self._adapter.validate_json(body)["records"]
         except ValidationError as exc:
             raise _json_error(exc) from None
         if self.id_column:
             _check_ids(records, self.id_column)
-        return records, ignored_names(set().union(*(r.keys() for r in records)) - self.known)
+        ignored = ignored_names(set().union(*(r.keys() for r in records)) - self.known)
+        return as_rows(records, self.fields), ignored
 
-    def columns(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def columns(self, records: list[tuple[Any, ...]]) -> dict[str, Any]:
         """Validated records as the columns `pipeline predict` reads from a file: numbers as
         float64 (NaN for missing), categorical texts with the training data's missing markers
         as None, booleans as "true"/"false" texts, and the id column's values as sent."""
         import numpy as np
 
         columns: dict[str, Any] = {}
-        for column in self.schema.columns:
-            values = [r[column.name] for r in records]
+        for at, column in enumerate(self.schema.columns):
+            values = [r[at] for r in records]
             if column.kind == "numeric":
                 columns[column.name] = np.array(values, dtype="float64")  # None → NaN
             else:
@@ -250,17 +190,17 @@ class Contract:
         missing = self.missing_values
         return [None if v in missing else v for v in values]
 
-    def id_values(self, records: list[dict[str, Any]]) -> Any:
+    def id_values(self, records: list[tuple[Any, ...]]) -> Any:
         """The id column's values as ``columns`` gives them (an object array)."""
         if self.id_column in self.kinds:  # the id is also an input of the model
             return self.columns(records)[self.id_column]
         return self._raw_ids(records)
 
-    def _raw_ids(self, records: list[dict[str, Any]]) -> Any:
+    def _raw_ids(self, records: list[tuple[Any, ...]]) -> Any:
         import numpy as np
 
         ids = np.empty(len(records), dtype=object)  # element-wise: never a 2-D array
-        ids[:] = [r.get(self.id_column or "") for r in records]
+        ids[:] = [r[-1] for r in records]  # a loose id is the last field
         return ids
 
     @functools.cached_property

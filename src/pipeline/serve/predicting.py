@@ -14,15 +14,19 @@ the ``Batcher`` and are encoded and scored with those of the other waiting reque
 from __future__ import annotations
 
 import asyncio
+import itertools
+import operator
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from pipeline.data import cells
 from pipeline.serve.batching import Job
-from pipeline.serve.contract import RequestError, dumps
+from pipeline.serve.contract import Contract, RequestError, dumps
 
 if TYPE_CHECKING:
+    from pipeline.features import Encoded, Preprocessor
     from pipeline.serve.app import Loaded, ServeState
 
 Scope = MutableMapping[str, Any]
@@ -183,18 +187,69 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
     return answers
 
 
-def model_inputs(loaded: Loaded, records: list[dict[str, Any]]) -> Any:
-    """Validated records as the model's input arrays (``Preprocessor.encode_rows``), read row
-    by row into the preprocessor's column order: the values ``Contract.columns`` gives (numbers
-    as float64 with None as NaN, the rest as ``Contract.texts``) without an array per column.
-    The arithmetic is ``transform``'s, so the bytes are the same."""
-    import numpy as np
+def model_inputs(loaded: Loaded, records: list[tuple[Any, ...]]) -> Any:
+    """Validated records as the model's input arrays (``RecordEncoder``)."""
+    return loaded.encoder(records)
 
-    contract, pre = loaded.contract, loaded.predictor.pre
-    numeric = [s.name for s in pre.numeric]
-    raw = np.array([[r[name] for name in numeric] for r in records], dtype=np.float64)
-    texts = [contract.texts(c.name, [r[c.name] for r in records]) for c in pre.categorical]
-    return pre.encode_rows(raw.reshape(len(records), len(numeric)), texts)
+
+class RecordEncoder:
+    """Validated records straight into the model's input arrays, read row by row into the
+    preprocessor's column order with no array per column.
+
+    The values are those ``Contract.columns`` gives (numbers as float64 with None as NaN, the
+    rest as ``Contract.texts``), and each categorical column's code comes from one dict that
+    does ``Contract.texts`` and the vocabulary lookup of ``Preprocessor.encode_rows`` at once:
+    one C-level ``map`` per column instead of three Python passes. The arithmetic is
+    ``transform``'s, so the bytes are the same.
+    """
+
+    def __init__(self, contract: Contract, pre: Preprocessor) -> None:
+        self.pre = pre
+        self.width = len(pre.numeric)
+        at = {name: i for i, name in enumerate(contract.fields)}
+        self.numbers = _getter([at[s.name] for s in pre.numeric])
+        self.texts = _getter([at[c.name] for c in pre.categorical])
+        self.lookups = [
+            _codes_of(contract, c.name, lookup)
+            for c, lookup in zip(pre.categorical, pre.lookups, strict=True)
+        ]
+
+    def __call__(self, records: list[tuple[Any, ...]]) -> Encoded:
+        import numpy as np
+
+        from pipeline.features.categories import UNKNOWN
+
+        n = len(records)
+        raw = np.array([self.numbers(r) for r in records], dtype=np.float64)
+        rows = [self.texts(r) for r in records]
+        columns = zip(*rows, strict=True) if n else iter([()] * len(self.lookups))
+        codes = [
+            list(map(lookup.get, column, itertools.repeat(UNKNOWN)))
+            for lookup, column in zip(self.lookups, columns, strict=True)
+        ]
+        return self.pre.encode_codes(raw.reshape(n, self.width), codes)
+
+
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A record's values at ``positions``, as a tuple, in order."""
+    if len(positions) > 1:
+        return operator.itemgetter(*positions)
+    return lambda record: tuple(record[at] for at in positions)
+
+
+def _codes_of(contract: Contract, name: str, lookup: dict[str, int]) -> dict[Any, int]:
+    """Column ``name``'s code for every value a validated record can hold there: what
+    ``Contract.texts`` makes of it, looked up in the vocabulary ``lookup`` (a value it lacks
+    is unseen)."""
+    from pipeline.features.categories import MISSING, UNKNOWN
+
+    codes: dict[Any, int] = {None: MISSING}
+    if contract.kinds[name] == "boolean":  # true, false or null
+        codes.update({v: lookup.get(text, UNKNOWN) for v, text in cells.BOOLEAN_NAMES.items()})
+    else:  # a text or null; the training data's missing markers are missing
+        codes.update(lookup)
+        codes.update(dict.fromkeys(contract.missing_values, MISSING))
+    return codes
 
 
 async def _predict_records(

@@ -276,8 +276,10 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     torch.set_num_threads(settings.serve.threads)
     loaded = Loaded.serving(ready)
     # Warm up (first-call allocations, lazy imports) so the first real request is not slow.
-    warm = loaded.contract.records_frame(_null_record(loaded))[0]
-    ready.predictor.predict_frame(warm, ready.run, label="the warm-up row")
+    body = _null_record(loaded)
+    warm = loaded.contract.records_frame(body)[0]
+    ready.predictor.predict_frame(warm, ready.run, label="the warm-up row")  # CSV bodies' path
+    loaded.predictor.values(loaded.encoder(loaded.contract.records(body)[0]))  # JSON records'
     return loaded
 
 
