@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import structlog
 
 from pipeline import artifacts, features, metrics
+from pipeline import log as logging_
 from pipeline.data.schema import Schema
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
 from pipeline.prepare import Prepared, prepare
@@ -106,7 +106,7 @@ def run(
     check_folds(folds)
     t0 = time.perf_counter()
     build = artifacts.load_build(store, ref)
-    structlog.contextvars.bind_contextvars(build_id=build.id)
+    logging_.bind(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data

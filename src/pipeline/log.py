@@ -13,7 +13,27 @@ import sys
 from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
-import structlog
+
+def _without_rich() -> bool:
+    """Make ``import rich`` fail until ``structlog`` is imported, if nothing imported rich yet.
+
+    When rich is installed (typer brings it), ``structlog.dev`` imports rich's console and
+    traceback modules and pygments at structlog's import: about 0.1 s of every process start,
+    for exception rendering this project does not use (its console renderer is its own). Rich
+    itself stays importable afterwards, for typer's help pages.
+    """
+    if "rich" in sys.modules:
+        return False
+    sys.modules["rich"] = None  # type: ignore[assignment]  # the import system's "not found"
+    return True
+
+
+_hidden = _without_rich()
+try:
+    import structlog
+finally:
+    if _hidden and sys.modules.get("rich", ...) is None:
+        del sys.modules["rich"]
 
 _secrets: set[str] = set()
 
