@@ -98,7 +98,7 @@ class Preprocessor:
     categorical: tuple[CategoricalState, ...]
     target: TargetState
 
-    @property
+    @functools.cached_property
     def n_numeric_features(self) -> int:
         return len(self.numeric) + sum(s.indicator for s in self.numeric)
 
@@ -180,13 +180,13 @@ class Preprocessor:
             [MISSING if v is None else lookup.get(v, UNKNOWN) for v in values]
             for lookup, values in pairs
         ]
-        return self.encode_codes(raw, codes)
+        cats = np.array(codes, dtype=np.int64).reshape(len(codes), raw.shape[0]).T.copy()
+        return self.encode_codes(raw, cats)
 
-    def encode_codes(self, raw: np.ndarray, codes: Sequence[Sequence[int]]) -> Encoded:
-        """``encode_rows`` with each categorical column's codes already looked up (``lookups``:
-        a served request maps its records' values to codes in one pass per column), built as
-        lists and converted once: a request has a few rows and dozens of columns, where an
-        array per column cost more than the lookups."""
+    def encode_codes(self, raw: np.ndarray, cats: np.ndarray) -> Encoded:
+        """``encode_rows`` with the categorical columns' codes already looked up (``lookups``):
+        ``cats`` [rows, categorical columns] int64. A served request looks its records' values
+        up row by row, one C-level ``map`` per record."""
         rows = raw.shape[0]
         table = self._numeric_table
         numeric = np.empty((rows, self.n_numeric_features), dtype=np.float32)
@@ -194,9 +194,8 @@ class Preprocessor:
             values, missing = numeric_values(raw, table)
             numeric[:, : len(self.numeric)] = values
             numeric[:, len(self.numeric) :] = missing[:, table.indicator]
-        cats = np.array(codes, dtype=np.int64).reshape(len(codes), rows).T.copy()
-        unseen = np.count_nonzero(cats == UNKNOWN, axis=0) if rows else [0] * len(codes)
-        unknown = {c.name: int(k) for c, k in zip(self.categorical, unseen, strict=True) if k}
+        unseen = np.count_nonzero(cats == UNKNOWN, axis=0)
+        unknown = {self.categorical[j].name: int(unseen[j]) for j in np.flatnonzero(unseen)}
         return Encoded(numeric, cats, None, unknown)
 
     @functools.cached_property

@@ -199,7 +199,7 @@ class RecordEncoder:
     The values are those ``Contract.columns`` gives (numbers as float64 with None as NaN, the
     rest as ``Contract.texts``), and each categorical column's code comes from one dict that
     does ``Contract.texts`` and the vocabulary lookup of ``Preprocessor.encode_rows`` at once:
-    one C-level ``map`` per column instead of three Python passes. The arithmetic is
+    one C-level ``map`` per record over the columns' dicts. The arithmetic is
     ``transform``'s, so the bytes are the same.
     """
 
@@ -219,15 +219,11 @@ class RecordEncoder:
 
         from pipeline.features.categories import UNKNOWN
 
-        n = len(records)
+        n, lookups, unseen = len(records), self.lookups, itertools.repeat(UNKNOWN)
         raw = np.array([self.numbers(r) for r in records], dtype=np.float64)
-        rows = [self.texts(r) for r in records]
-        columns = zip(*rows, strict=True) if n else iter([()] * len(self.lookups))
-        codes = [
-            list(map(lookup.get, column, itertools.repeat(UNKNOWN)))
-            for lookup, column in zip(self.lookups, columns, strict=True)
-        ]
-        return self.pre.encode_codes(raw.reshape(n, self.width), codes)
+        codes = [tuple(map(dict.get, lookups, self.texts(r), unseen)) for r in records]
+        cats = np.array(codes, dtype=np.int64).reshape(n, len(lookups))
+        return self.pre.encode_codes(raw.reshape(n, self.width), cats)
 
 
 def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
