@@ -37,12 +37,13 @@ BLOCK_ROWS = 64
 
 
 def in_blocks(
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
     numeric: torch.Tensor,
     categorical: torch.Tensor,
 ) -> torch.Tensor:
-    """``forward`` over exactly ``BLOCK_ROWS`` rows at a time, padded rows dropped: every
-    row's output bytes are the same whatever batch, chunk or position it arrives in."""
+    """``forward(x, c, rows)`` over exactly ``BLOCK_ROWS`` rows at a time, of which the first
+    ``rows`` are real, padded rows dropped: every row's output bytes are the same whatever
+    batch, chunk or position it arrives in."""
     n = numeric.shape[0]
     outs = []
     for i in range(0, n, BLOCK_ROWS):
@@ -51,7 +52,7 @@ def in_blocks(
         if rows < BLOCK_ROWS:  # zeros are a valid input: numbers at the centre, code 0 unknown
             x = torch.cat([x, x.new_zeros((BLOCK_ROWS - rows, x.shape[1]))])
             c = torch.cat([c, c.new_zeros((BLOCK_ROWS - rows, c.shape[1]))])
-        outs.append(forward(x, c)[:rows])
+        outs.append(forward(x, c, rows)[:rows])
     return torch.cat(outs) if outs else numeric.new_zeros((0, 0))
 
 
@@ -240,15 +241,27 @@ class FoldedNetwork:
         """numeric [B, F] float32, categorical [B, C] int64 -> [B, n_outputs], in fixed blocks."""
         if numeric.shape[0] == 0:
             return torch.zeros((0, self.n_outputs))
+        # The padding rows' categorical codes are never read (``_block`` sums the real rows'
+        # embeddings only): empty bags would do as well as zeros, which in_blocks adds.
         return in_blocks(self._block, numeric, categorical)
 
-    def _block(self, x: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+    def _block(
+        self, x: torch.Tensor, categorical: torch.Tensor, rows: int = BLOCK_ROWS
+    ) -> torch.Tensor:
+        """One block of ``BLOCK_ROWS`` rows, of which the first ``rows`` are real.
+
+        The matrix products run on the whole block (their code path depends on the row count);
+        the embedding sums run on the real rows only: each bag is summed on its own, in index
+        order, so its bytes do not depend on how many bags there are, and a one-row request
+        does not sum 63 padding rows' embeddings.
+        """
         k = self.members
         h = torch.baddbmm(self.bias, x.expand(k, *x.shape), self.numeric_weight)
         if self.offsets.shape[2]:
             # 2-D input: each row of each member is one bag of C indices, summed.
-            idx = (categorical + self.offsets).reshape(-1, self.offsets.shape[2])
-            h += nn.functional.embedding_bag(idx, self.folded, mode="sum").view(h.shape)
+            idx = (categorical[:rows] + self.offsets).reshape(-1, self.offsets.shape[2])
+            sums = nn.functional.embedding_bag(idx, self.folded, mode="sum")
+            h[:, :rows] += sums.view(k, rows, h.shape[2])
         out: torch.Tensor = self.rest(h).mean(dim=0)
         return out
 
