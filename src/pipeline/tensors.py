@@ -124,7 +124,7 @@ def forward_all(
         else:
             at = rows[i : i + EVAL_BATCH]
             x, c = numeric[at], categorical[at]
-        outs.append(in_blocks(lambda x, c, _: model(x, c), x, c))  # every row of a block
+        outs.append(in_blocks(lambda xs, cs, _: model(xs, cs), x, c))  # all of a block's rows
     return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
 
 

@@ -18,26 +18,15 @@ import pytest
 from tests.serve.conftest import TEST_CSV
 from tests.serve.test_encode import _csv_records, _loaded
 
-from pipeline.serve.bodies import as_rows
-from pipeline.serve.contract import Contract, RequestError, _check_ids, _json_error
+from pipeline.serve.contract import Contract, RequestError
 
 
 def _slow(contract: Contract, body: bytes) -> Any:
-    """What pydantic's path alone makes of ``body``: (rows, ignored keys) or a RequestError."""
-    from pydantic import ValidationError
-
-    from pipeline.serve.contract import ignored_names
-
+    """What pydantic's path alone makes of ``body``: (rows, ignored keys) or the error body."""
     try:
-        records = contract._adapter.validate_json(body)["records"]
-        if contract.id_column:
-            _check_ids(records, contract.id_column)
-    except ValidationError as exc:
-        return _json_error(exc).body()
+        return contract.validated(body)
     except RequestError as exc:
         return exc.body()
-    keys = set().union(*(r.keys() for r in records)) - contract.known
-    return as_rows(records, contract.fields), ignored_names(keys)
 
 
 def _public(contract: Contract, body: bytes) -> Any:

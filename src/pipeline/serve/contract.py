@@ -155,6 +155,10 @@ class Contract:
         rows = self._fast(body)
         if rows is not None:  # msgspec accepted it: so would pydantic, and no key is ignored
             return rows, ([], 0)
+        return self.validated(body)
+
+    def validated(self, body: bytes) -> tuple[list[tuple[Any, ...]], tuple[list[str], int]]:
+        """``records`` by pydantic alone: its verdict, and each problem named in the 422."""
         try:
             records: list[dict[str, Any]] = self._adapter.validate_json(body)["records"]
         except ValidationError as exc:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from pipeline.data import cells
 from pipeline.serve.batching import Job
 from pipeline.serve.contract import Contract, RequestError, dumps
 
@@ -172,7 +171,7 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
 
     contract, predictor, run = loaded.contract, loaded.predictor, loaded.run
     records = [r for job in jobs for r in job.records]
-    values = predictor.values(model_inputs(loaded, records))
+    values = predictor.values(loaded.encoder(records))
     every_id = contract.id_values(records) if run.id_column else None
     answers, at = [], 0
     for job in jobs:
@@ -185,11 +184,6 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
             result[outputs.ERROR] = np.full(n, "", dtype=object)
         answers.append(response(loaded, contract.predictions(result), job.extra))
     return answers
-
-
-def model_inputs(loaded: Loaded, records: list[tuple[Any, ...]]) -> Any:
-    """Validated records as the model's input arrays (``RecordEncoder``)."""
-    return loaded.encoder(records)
 
 
 class RecordEncoder:
@@ -234,18 +228,20 @@ def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]
 
 
 def _codes_of(contract: Contract, name: str, lookup: dict[str, int]) -> dict[Any, int]:
-    """Column ``name``'s code for every value a validated record can hold there: what
-    ``Contract.texts`` makes of it, looked up in the vocabulary ``lookup`` (a value it lacks
-    is unseen)."""
+    """Column ``name``'s code for each value a validated record can hold there that is not an
+    unseen text: what ``Contract.texts`` makes of it, looked up in the vocabulary ``lookup``
+    (None is missing). Any other value is an unseen text (the caller's default)."""
     from pipeline.features.categories import MISSING, UNKNOWN
 
-    codes: dict[Any, int] = {None: MISSING}
-    if contract.kinds[name] == "boolean":  # true, false or null
-        codes.update({v: lookup.get(text, UNKNOWN) for v, text in cells.BOOLEAN_NAMES.items()})
-    else:  # a text or null; the training data's missing markers are missing
-        codes.update(lookup)
-        codes.update(dict.fromkeys(contract.missing_values, MISSING))
-    return codes
+    if contract.kinds[name] == "boolean":
+        values: list[Any] = [True, False, None]
+    else:
+        values = [*lookup, *contract.missing_values, None]
+    texts = contract.texts(name, values)
+    return {
+        v: MISSING if t is None else lookup.get(t, UNKNOWN)
+        for v, t in zip(values, texts, strict=True)
+    }
 
 
 async def _predict_records(
