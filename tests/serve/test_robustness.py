@@ -24,7 +24,10 @@ pytestmark = pytest.mark.slow
 
 def _start(serve: Any, house: dict[str, Any], **extra: Any) -> Any:
     env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"]}
-    server = serve(env={**env, **extra.pop("env", {})}, cwd=house["root"], **extra)
+    env |= extra.pop("env", {})
+    server = serve(env=env, cwd=house["root"], **extra)
+    count = int(env.get("PIPELINE_SERVE__WORKERS", "1"))
+    server.wait_event("serve.ready", count=count)  # every worker's: /readyz waits for all
     server.wait_ready()
     return server
 
@@ -55,11 +58,16 @@ def _status(sock: socket.socket) -> int | None:
     return int(head[9:12]) if head.startswith(b"HTTP/1.1 ") else None
 
 
-def test_stalled_bodies_cannot_exhaust_file_descriptors(serve: Any, house: dict[str, Any]) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_stalled_bodies_cannot_exhaust_file_descriptors(
+    serve: Any, house: dict[str, Any], workers: str
+) -> None:
     """Under `ulimit -n 256`, 300 clients that send headers and stall: the server keeps
     answering (probes answer, over the connection limit with 503 rather than a reset), every
-    stalled body gets 408 after PIPELINE_SERVE__BODY_TIMEOUT, and predictions work after."""
-    server = _start(serve, house, open_files=256, env={"PIPELINE_SERVE__BODY_TIMEOUT": "2"})
+    stalled body gets 408 after PIPELINE_SERVE__BODY_TIMEOUT, and predictions work after. With
+    2 workers the supervisor accepts every connection and hands it on: it holds none itself."""
+    env = {"PIPELINE_SERVE__BODY_TIMEOUT": "2", "PIPELINE_SERVE__WORKERS": workers}
+    server = _start(serve, house, open_files=256, env=env)
     socks = [_stalled(server.port) for _ in range(300)]
     try:
         probe = httpx2.get(f"{server.url}/healthz", timeout=10)  # answered, not reset

@@ -38,31 +38,40 @@ def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
     model = httpx2.get(f"{server.url}/v1/model").json()
     record = {c["name"]: (1.0 if c["kind"] == "numeric" else None)
               for c in model["input_schema"]["columns"]}  # fmt: skip
-    answers, served_by = set(), set()
-    # A new connection each time: whichever worker accepts first takes it, so one worker can
-    # take many in a row while the other is not scheduled; ask until both have answered.
-    deadline = time.monotonic() + 60
-    i = 0
-    while (i < 40 or served_by != {0, 1}) and time.monotonic() < deadline:
+    answers = set()
+    # A new connection each time: the supervisor hands connections to the workers in turn,
+    # so 40 connections get 20 each (the probes' connections take turns too).
+    for i in range(40):
         response = httpx2.post(f"{server.url}/v1/predict", json={"records": [{**record, "Id": 7}]},
                                headers={"X-Request-ID": f"r{i}"})  # fmt: skip
         assert response.status_code == 200
         answers.add(response.content)
-        served_by = {e["worker"] for e in server.named("serve.request")
-                     if e["path"] == "/v1/predict"}  # fmt: skip
-        i += 1
+    deadline = time.monotonic() + 10  # the last requests' log lines may still be on their way
+    while len(served_by := _predict_workers(server)) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(answers) == 1  # the same bytes from either worker
-    assert served_by == {0, 1}, f"{i} connections"
+    assert sorted(served_by.count(w) for w in (0, 1)) == [20, 20], served_by
 
     os.kill(pids[0], signal.SIGKILL)
     replaced = server.wait_event("serve.worker_replaced")
     assert replaced["worker"] == 0 and replaced["exit_code"] == -signal.SIGKILL
     server.wait_event("serve.ready", count=3)  # the replacement loaded
     _ready(server)
+    for _ in range(4):  # the replacement takes its turns
+        response = httpx2.post(f"{server.url}/v1/predict", json={"records": [{**record, "Id": 7}]})
+        assert response.status_code == 200 and response.content in answers
+    deadline = time.monotonic() + 10
+    while len(served_by := _predict_workers(server)) < 44 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(served_by[40:]) == [0, 0, 1, 1], served_by[40:]
     assert server.stop() == 0
     stopped = server.named("serve.stopped")
     assert len(stopped) == 2 and all(e["unanswered"] == 0 for e in stopped)
     assert server.named("serve.workers_stopped")[0]["exit_code"] == 0
+
+
+def _predict_workers(server: Any) -> list[int]:
+    return [e["worker"] for e in server.named("serve.request") if e["path"] == "/v1/predict"]
 
 
 def test_workers_that_cannot_load_the_release_stop_the_server_with_its_exit_code(

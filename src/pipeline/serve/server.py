@@ -10,6 +10,8 @@ cannot be loaded stops the server with that error's exit code.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import signal
@@ -59,6 +61,7 @@ class _Server(uvicorn.Server):
         self._announced = False
         self.port: int | None = None
         self.supervisor: int | None = None  # a worker's supervisor process
+        self.channel: socket.socket | None = None  # a worker's: its connections come here
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: set flags only (writing a log line here could re-enter stdout).
@@ -89,10 +92,55 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def startup(self, sockets: list[Any] | None = None) -> None:
-        await super().startup(sockets)
+        if self.channel is None:
+            await super().startup(sockets)
+            if self.started:
+                self.port = self.servers[0].sockets[0].getsockname()[1]
+        else:  # a worker: no listening socket; the supervisor hands it accepted connections
+            await super().startup([])
+            if self.started:
+                loop = asyncio.get_running_loop()
+                self.channel.setblocking(False)
+                loop.add_reader(self.channel.fileno(), self._take, loop)
         if self.started:
-            self.port = self.servers[0].sockets[0].getsockname()[1]
             self.log.info("serve.listening", host=self.config.host, port=self.port)
+
+    def _take(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve the connections waiting in the channel, as uvicorn serves those it accepts."""
+        assert self.channel is not None
+        protocol_class: Any = self.config.http_protocol_class  # its own keyword arguments
+        protocol = functools.partial(
+            protocol_class,
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+        while True:
+            try:
+                message, fds, _, _ = socket.recv_fds(self.channel, 16, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message and not fds:  # the supervisor is gone: on_tick stops this worker
+                loop.remove_reader(self.channel.fileno())
+                return
+            for fd in fds:
+                loop.create_task(_connect(loop, protocol, socket.socket(fileno=fd)))
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self.channel is not None:
+            asyncio.get_running_loop().remove_reader(self.channel.fileno())
+        await super().shutdown(sockets)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, protocol: Any, conn: socket.socket) -> None:
+    """Serve an accepted connection (one whose client already left is just closed)."""
+    try:
+        conn.setblocking(False)
+        await loop.connect_accepted_socket(protocol, conn)
+    except OSError:
+        conn.close()
 
 
 def connection_limit(setting: int) -> int:
@@ -142,7 +190,7 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
     log.info("serve.listening", host=conf.host, port=sock.getsockname()[1], workers=count)
     args = ["--release", release] if release else ["--package", str(package)] if package else []
     signals: list[int] = []
-    code = workers.supervise(count, sock, args, log, signals.append)
+    code = workers.supervise(count, sock, args, log, signals.append, conf.drain_seconds)
     sock.close()
     log.info(
         "serve.workers_stopped",
@@ -160,7 +208,7 @@ def _serve_one(
     settings: Settings,
     release: str | None,
     package: Path | None,
-    context: tuple[int, workers.Readiness] | None,
+    context: workers.WorkerContext | None,
 ) -> None:
     """One server process: on its own socket, or a worker's share of the supervisor's."""
     from pipeline import log as logging_
@@ -170,7 +218,7 @@ def _serve_one(
     # before that, with the defaults), so debug events show when asked for; bound once rather
     # than looked up on every event (the access log writes one per request).
     if context is not None:
-        logging_.bind(worker=context[1].index)
+        logging_.bind(worker=context.board.index)
     log = logging_.get_logger().bind()
     conf = settings.serve
     if conf.token is not None:
@@ -179,15 +227,17 @@ def _serve_one(
     def load() -> Loaded:
         return load_release(settings, release, package)
 
-    peers = context[1].all_ready if context is not None else None
+    peers = context.board.all_ready if context is not None else None
     state = ServeState(conf, loader=load, log=log, peers=peers)
     server = _Server(_uvicorn_config(state, conf), state, conf.drain_seconds, log)
     if context is not None:
         server.supervisor = os.getppid()
+        server.channel = socket.socket(fileno=context.channel)
+        server.port = context.port
 
     def ready(loaded: Loaded) -> None:
         if context is not None:
-            context[1].mark(workers.READY)
+            context.board.mark(workers.READY)
         p = loaded.predictor
         log.info(
             "serve.ready",
@@ -206,7 +256,7 @@ def _serve_one(
         server.should_exit = True
 
     state.on_ready, state.on_failure = ready, failed
-    _run(server, conf, context[0] if context is not None else None, log)
+    _run(server, conf, log)
     if state.failure is not None:
         raise state.failure
     log.info(
@@ -234,15 +284,14 @@ def _uvicorn_config(state: ServeState, conf: ServeSettings) -> uvicorn.Config:
     )
 
 
-def _run(server: _Server, conf: ServeSettings, fileno: int | None, log: Any) -> None:
-    """Run ``server`` until it stops (on the inherited socket ``fileno`` when given), with
-    uvicorn's own log records forwarded as events."""
+def _run(server: _Server, conf: ServeSettings, log: Any) -> None:
+    """Run ``server`` until it stops, with uvicorn's own log records forwarded as events."""
     forward = _ToStructlog(log)
     uvicorn_log = logging.getLogger("uvicorn")
     uvicorn_log.addHandler(forward)
     uvicorn_log.propagate = False
     try:
-        server.run(sockets=[socket.socket(fileno=fileno)] if fileno is not None else None)
+        server.run(sockets=[] if server.channel is not None else None)
     except SystemExit:  # uvicorn exits when it cannot bind; it logged the reason (serve.uvicorn)
         from pipeline.errors import ConfigError
 

@@ -1,38 +1,50 @@
 """Several `pipeline serve` processes on one port: a supervisor and its workers.
 
 With ``PIPELINE_SERVE__WORKERS`` above 1 (by default, one per available core), the process the
-user started binds the listening socket and starts that many workers: each is `pipeline serve`
-itself (the same command and settings, one process each), inheriting the socket, so the kernel
-shares incoming connections between them and each scores with a core of its own. Each worker's
-libuv accepts one connection per wake-up (``UV_TCP_SINGLE_ACCEPT``): otherwise the loop that
-woke first took a whole burst of keep-alive connections, and the other cores sat idle. A worker is a
-whole CLI process rather than a fork: no state is shared by accident, and its start-up errors
-are reported and exit as a single server's are.
+user started listens on the port and starts that many workers: each is `pipeline serve` itself
+(the same command and settings, one process each), and each scores with a core of its own. A
+worker is a whole CLI process rather than a fork: no state is shared by accident, and its
+start-up errors are reported and exit as a single server's are.
+
+The supervisor accepts the connections and hands each to the next worker in turn, through a
+Unix socket per worker (``SCM_RIGHTS``): 8 keep-alive clients get 4 connections per worker.
+When the workers shared the listening socket, whichever woke first took a whole burst of
+connections, and a load of 8 clients often ran on one core while the other sat idle; with
+``SO_REUSEPORT`` the kernel hashes connections onto the workers, and 8 of them split 6/2 or
+worse about a third of the time. Handing a connection over costs the supervisor about 20 us,
+once per connection, not per request.
 
 Readiness is shared through a small file mapped by every worker, one byte each: ``/readyz``
 answers 200 only when every worker has loaded and warmed the model. The supervisor forwards
-SIGTERM and SIGINT to the workers (each drains as a single server does) and exits 0 once all have
-exited 0. A worker that fails before it was ready stops the whole server with its exit code; one
-that dies after (killed, out of memory) is replaced.
+SIGTERM and SIGINT to the workers (each drains as a single server does), stops accepting when
+their drain period ends, and exits 0 once all have exited 0. A worker that fails before it was
+ready stops the whole server with its exit code; one that dies after (killed, out of memory) is
+replaced, and the connections it held are lost with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import mmap
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 # What the supervisor tells each worker, outside the PIPELINE_ settings namespace.
-FD_VAR, INDEX_VAR, READY_VAR = (
+FD_VAR, PORT_VAR, INDEX_VAR, READY_VAR = (
     "_PIPELINE_SERVE_FD",
+    "_PIPELINE_SERVE_PORT",
     "_PIPELINE_SERVE_WORKER",
     "_PIPELINE_SERVE_READY",
 )
@@ -54,44 +66,159 @@ class Readiness:
         return all(self.map[i] == READY for i in range(self.count))
 
 
-def worker_context() -> tuple[int, Readiness] | None:
-    """In a worker: the inherited socket's descriptor and the shared readiness; else None."""
-    fd, index, path = (os.environ.get(v) for v in (FD_VAR, INDEX_VAR, READY_VAR))
-    if fd is None or index is None or path is None:
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a worker gets from its supervisor: the Unix socket its connections come through,
+    the port they were accepted on, and the shared readiness."""
+
+    channel: int
+    port: int
+    board: Readiness
+
+
+def worker_context() -> WorkerContext | None:
+    """In a worker: its channel's descriptor, the port and the shared readiness; else None."""
+    values = [os.environ.get(v) for v in (FD_VAR, PORT_VAR, INDEX_VAR, READY_VAR)]
+    if any(v is None for v in values):
         return None
+    fd, port, index, path = (str(v) for v in values)
     i, _, n = index.partition("/")
-    return int(fd), Readiness(path, int(i), int(n))
+    return WorkerContext(int(fd), int(port), Readiness(path, int(i), int(n)))
+
+
+class Dispatcher:
+    """The supervisor's thread that accepts connections and hands each to the next worker.
+
+    A worker whose channel is full (it is behind) is passed over for the next; one whose
+    channel is closed (it died) is dropped until its replacement attaches a new channel. A
+    connection no worker can take within ``PATIENCE`` seconds is closed.
+    """
+
+    PATIENCE = 10.0
+
+    def __init__(self, sock: socket.socket, count: int) -> None:
+        self.sock = sock
+        self.channels: list[socket.socket | None] = [None] * count
+        self.lock = threading.Lock()
+        self.turn = 0
+        self.stop_at = math.inf
+        self.handed = [0] * count
+        self.thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+
+    def attach(self, i: int, channel: socket.socket) -> None:
+        """Worker ``i``'s channel (a new one when the worker was replaced)."""
+        with self.lock:
+            old, self.channels[i] = self.channels[i], channel
+        if old is not None:
+            old.close()
+
+    def stop_after(self, seconds: float) -> None:
+        """Stop accepting ``seconds`` from now (the workers' drain period)."""
+        self.stop_at = min(self.stop_at, time.monotonic() + max(0.0, seconds))
+
+    def close(self) -> None:
+        self.stop_at = 0.0
+        self.thread.join(5)
+        with self.lock:
+            channels, self.channels = self.channels, [None] * len(self.channels)
+        for channel in channels:
+            if channel is not None:
+                channel.close()
+
+    def _run(self) -> None:
+        self.sock.settimeout(0.1)  # to see stop_at; accepted sockets stay blocking
+        try:
+            while time.monotonic() < self.stop_at:
+                try:
+                    conn, _ = self.sock.accept()
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in (9, 22):  # EBADF, EINVAL: the socket was closed
+                        return
+                    time.sleep(0.05)  # out of descriptors or memory: the backlog waits
+                    continue
+                with conn:
+                    if conn.family in (socket.AF_INET, socket.AF_INET6):
+                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._hand(conn)
+        finally:
+            # New connections are refused from now on, as a single server's are once it
+            # has closed its listening socket.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+
+    def _hand(self, conn: socket.socket) -> None:
+        """Send ``conn`` to the next worker that can take it (the worker's copy stays open
+        when this one closes)."""
+        deadline = time.monotonic() + self.PATIENCE
+        while time.monotonic() < min(deadline, self.stop_at):
+            count = len(self.channels)
+            for k in range(count):
+                i = (self.turn + k) % count
+                channel = self.channels[i]
+                if channel is None:
+                    continue
+                try:
+                    socket.send_fds(channel, [b"c"], [conn.fileno()], socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue  # that worker is behind: the next one
+                except OSError:
+                    with self.lock:  # it died; its replacement attaches a new channel
+                        if self.channels[i] is channel:
+                            self.channels[i] = None
+                    channel.close()
+                    continue
+                self.turn = i + 1
+                self.handed[i] += 1
+                return
+            time.sleep(0.001)
 
 
 def supervise(
-    count: int, sock: Any, args: list[str], log: Any, on_signal: Callable[[int], None]
+    count: int,
+    sock: socket.socket,
+    args: list[str],
+    log: Any,
+    on_signal: Callable[[int], None],
+    drain: float = 0.0,
 ) -> int:
-    """Run ``count`` workers on ``sock`` until they have all exited; the exit status.
-
-    ``args`` are the `pipeline serve` options the workers get (the release or package).
-    """
+    """Run ``count`` workers on the listening ``sock`` until they have all exited; the exit
+    status. ``args`` are the `pipeline serve` options the workers get (the release or
+    package); ``drain`` the seconds they keep answering after a signal."""
+    port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="pipeline-serve-") as tmp:
         ready_path = str(Path(tmp) / "ready")
         Path(ready_path).write_bytes(bytes(count))
         board = Readiness(ready_path, 0, count)
-        sock.set_inheritable(True)
+        dispatcher = Dispatcher(sock, count)
         stopping: list[int] = []
 
         def start(i: int) -> subprocess.Popen[bytes]:
             board.map[i] = LOADING
-            env = {**os.environ, FD_VAR: str(sock.fileno()), INDEX_VAR: f"{i}/{count}",
-                   READY_VAR: ready_path, "PIPELINE_SERVE__WORKERS": "1",
-                   "UV_TCP_SINGLE_ACCEPT": "1"}  # fmt: skip
-            return subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "serve", *args],
-                env=env,
-                pass_fds=(sock.fileno(),),
-            )
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            env = {**os.environ, FD_VAR: str(theirs.fileno()), PORT_VAR: str(port),
+                   INDEX_VAR: f"{i}/{count}", READY_VAR: ready_path,
+                   "PIPELINE_SERVE__WORKERS": "1"}  # fmt: skip
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pipeline", "serve", *args],
+                    env=env,
+                    pass_fds=(theirs.fileno(),),
+                )
+            finally:
+                theirs.close()
+            dispatcher.attach(i, ours)
+            return proc
 
         procs = [start(i) for i in range(count)]
+        dispatcher.thread.start()
         log.info("serve.workers", workers=count, pids=[p.pid for p in procs])
 
         def forward(sig: int, _frame: FrameType | None) -> None:
+            if not stopping:
+                dispatcher.stop_after(drain)
             stopping.append(sig)
             on_signal(sig)
             for p in procs:
@@ -108,6 +235,8 @@ def supervise(
                 if p.poll() is None:
                     p.kill()
                     p.wait()
+            dispatcher.close()
+            log.debug("serve.connections_handed", workers=dispatcher.handed)
 
 
 def _watch(
