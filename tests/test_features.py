@@ -15,6 +15,7 @@ from hypothesis.extra.pandas import column, data_frames, range_indexes
 from pipeline import features
 from pipeline.data.schema import Column, Schema
 from pipeline.errors import DataError
+from pipeline.features.numeric import order_statistics
 from pipeline.settings import FeatureSettings
 
 SCHEMA = Schema(
@@ -206,3 +207,41 @@ def test_training_s_column_major_encoding_and_column_views_give_the_same_bytes(
         a, b = getattr(whole, name), getattr(by_column, name)
         assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
         assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), name
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.sampled_from([0.0, -0.0, 1.0, 1.5, -2.0]),
+            st.floats(-1e6, 1e6, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_order_statistics_are_numpy_s_median_and_quartiles_bit_for_bit(values: list[float]) -> None:
+    """One partition gives what ``np.median`` and ``np.quantile`` give (the fitted centres,
+    fills and scales, so every build id, depend on those bits): odd and even counts, ties,
+    signed zeros, and values near float64's largest (whose sums overflow alike)."""
+    x = np.array(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        median, quartiles = order_statistics(x)
+        expected_median = float(np.median(x))
+        expected = [float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])]
+    assert np.array(quartiles).tobytes() == np.array(expected).tobytes()
+    # The median's bits too, but for the sign of a zero (order_statistics says when).
+    assert median == expected_median
+    if median != 0.0:
+        assert np.array([median]).tobytes() == np.array([expected_median]).tobytes()
+    assert x.tobytes() == np.array(values, dtype=np.float64).tobytes()  # not partitioned
+
+
+def test_order_statistics_of_a_large_column_are_numpy_s() -> None:
+    rng = np.random.default_rng(3)
+    for n in (999_999, 1_000_000):
+        x = np.round(rng.lognormal(3, 2, n), 2)  # skewed, with ties
+        median, quartiles = order_statistics(x)
+        assert median == float(np.median(x))
+        assert list(quartiles) == [float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])]

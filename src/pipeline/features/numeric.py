@@ -87,17 +87,56 @@ def _inverse(y: np.ndarray, transform: str) -> np.ndarray:
     return y
 
 
-def _median(x: np.ndarray) -> float:
+def _median(x: np.ndarray, median: float | None = None) -> float:
     """The median (0 for no values); the mean of the middle two cannot overflow.
 
     ``np.median`` adds the two middle values of an even count, which is infinite for two
     values near 1.8e308; halving first is exact (a power of two), so it only runs then.
+    ``median`` is ``np.median(x)`` when the caller has it (``order_statistics``).
     """
     if not len(x):
         return 0.0
-    with np.errstate(over="ignore"):
-        median = float(np.median(x))
+    if median is None:
+        with np.errstate(over="ignore"):
+            median = float(np.median(x))
     return median if math.isfinite(median) else float(np.median(x * 0.5)) * 2.0
+
+
+_QUARTILES = np.array([0.25, 0.5, 0.75])
+
+
+def order_statistics(x: np.ndarray) -> tuple[float, tuple[float, float, float]]:
+    """``np.median(x)`` and ``np.quantile(x, [0.25, 0.5, 0.75])`` (``x`` float64 without NaN,
+    at least one value) from one partition of one copy instead of two.
+
+    The partition is ``np.quantile``'s own (the same positions asked of the same function), so
+    the quartiles are its bits; the median is the mean of the middle one or two values, which
+    that partition also puts in place, as ``np.median`` takes it. Only a median of zero can
+    differ from ``np.median``'s, in its sign, when both zeros are in the middle: which one a
+    partition puts there depends on the positions asked (a fill of -0.0 encodes as 0.0).
+    ``tests/test_features.py`` holds this to numpy's own functions.
+    """
+    n = len(x)
+    q = _QUARTILES
+    virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's "linear" (alpha = beta = 1)
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above], following[above] = -1, -1  # the largest value, as numpy takes it
+    previous, following = previous.astype(np.intp), following.astype(np.intp)
+    part = np.partition(x, np.unique(np.concatenate(([0, -1], previous, following))))
+    half = n // 2  # the middle positions are among the neighbours of the 0.5 quantile
+    middle = part[half - 1 : half + 1] if n % 2 == 0 else part[half : half + 1]
+    with np.errstate(over="ignore"):
+        median = float(np.mean(middle))
+        a, b = part[previous], part[following]
+        gamma = np.asanyarray(virtual - previous, dtype=virtual.dtype)
+        difference = b - a
+        lerp = np.add(a, difference * gamma)
+        np.subtract(b, difference * (1 - gamma), out=lerp, where=gamma >= 0.5,
+                    casting="unsafe", dtype=type(lerp.dtype))  # fmt: skip
+    q25, q50, q75 = (float(v) for v in lerp)
+    return median, (q25, q50, q75)
 
 
 # |x| + |mean| below this cannot overflow float64 (whose largest value is about 1.8e308).
@@ -201,19 +240,25 @@ def smooth_clip(x: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
     return x
 
 
-def _robust_scale(x: np.ndarray) -> tuple[float, float]:
+def _robust_scale(
+    x: np.ndarray, quartiles: tuple[float, float, float] | None = None
+) -> tuple[float, float]:
     """Median and interquartile range (half the full range where that is 0; 1 for a constant).
 
     Values near float64's largest are divided by their largest magnitude first (and the result
     scaled back), so that the quantiles' interpolation cannot overflow; ordinary values keep
-    the exact arithmetic.
+    the exact arithmetic. ``quartiles`` are ``np.quantile(x, [0.25, 0.5, 0.75])`` when the
+    caller has them (``order_statistics``).
     """
     top = float(np.max(np.abs(x))) if len(x) else 0.0
     if top == 0.0 or not math.isfinite(top):
         return 0.0, 1.0
     unit = top if top > _SAFE_SUM / 4 else 1.0
     u = x / unit if unit != 1.0 else x
-    q25, q50, q75 = (float(q) for q in np.quantile(u, [0.25, 0.5, 0.75]))
+    if unit == 1.0 and quartiles is not None:
+        q25, q50, q75 = quartiles
+    else:
+        q25, q50, q75 = (float(q) for q in np.quantile(u, [0.25, 0.5, 0.75]))
     tiny = 1e-12 * max(abs(q50), float(np.max(np.abs(u))))
     spread = q75 - q25
     if spread <= tiny:
