@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -111,3 +112,40 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_stopped_worker_holds_a_few_connections_and_the_other_takes_the_rest(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """A worker that is stopped (SIGSTOP: as one stuck would be) is handed connections only
+    until its channel is full, about 11; the other worker answers all the rest meanwhile, and
+    the stopped one answers its share once it runs again. Nothing is lost."""
+    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
+           "PIPELINE_SERVE__WORKERS": "2"}  # fmt: skip
+    server = serve(env=env, cwd=house["root"])
+    _ready(server)
+    pids = server.wait_event("serve.workers")["pids"]
+    model = httpx2.get(f"{server.url}/v1/model").json()
+    body = {"records": [{c["name"]: (1.0 if c["kind"] == "numeric" else None)
+                         for c in model["input_schema"]["columns"]}]}  # fmt: skip
+    statuses: list[int] = []
+
+    def post() -> None:  # a new connection each
+        statuses.append(httpx2.post(f"{server.url}/v1/predict", json=body, timeout=120).status_code)
+
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        clients = [threading.Thread(target=post) for _ in range(40)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 60
+        while len(statuses) < 40 - 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        answered_while_stopped = len(statuses)
+    finally:
+        os.kill(pids[0], signal.SIGCONT)
+    for client in clients:
+        client.join(120)
+    assert answered_while_stopped >= 40 - 12, answered_while_stopped
+    assert statuses == [200] * 40
+    assert server.stop() == 0

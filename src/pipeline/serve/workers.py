@@ -24,7 +24,9 @@ replaced, and the connections it held are lost with it.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import errno
 import math
 import mmap
 import os
@@ -49,6 +51,12 @@ FD_VAR, PORT_VAR, INDEX_VAR, READY_VAR = (
     "_PIPELINE_SERVE_READY",
 )
 LOADING, READY = 0, 1
+# The send buffer of the supervisor's end of a worker's channel (Linux doubles it).
+CHANNEL_BYTES = 4096
+# accept() errors that say the process or the system is out of descriptors or memory.
+_SHORT_OF = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# send errors that say the worker at the other end of a channel is gone.
+_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNREFUSED, errno.EBADF})
 
 
 class Readiness:
@@ -89,9 +97,10 @@ def worker_context() -> WorkerContext | None:
 class Dispatcher:
     """The supervisor's thread that accepts connections and hands each to the next worker.
 
-    A worker whose channel is full (it is behind) is passed over for the next; one whose
-    channel is closed (it died) is dropped until its replacement attaches a new channel. A
-    connection no worker can take within ``PATIENCE`` seconds is closed.
+    A worker whose channel is full (it is behind, or stopped: about 11 connections wait in
+    it) is passed over for the next; one whose channel is closed (it died) is dropped until its
+    replacement attaches a new channel. A connection no worker can take within ``PATIENCE``
+    seconds is closed.
     """
 
     PATIENCE = 10.0
@@ -134,10 +143,11 @@ class Dispatcher:
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    if exc.errno in (9, 22):  # EBADF, EINVAL: the socket was closed
+                    if exc.errno in (errno.EBADF, errno.EINVAL):  # the socket was closed
                         return
-                    time.sleep(0.05)  # out of descriptors or memory: the backlog waits
-                    continue
+                    if exc.errno in _SHORT_OF:  # the backlog waits until some are free
+                        time.sleep(0.05)
+                    continue  # else that client left before it was accepted
                 with conn:
                     if conn.family in (socket.AF_INET, socket.AF_INET6):
                         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -161,14 +171,19 @@ class Dispatcher:
                 if channel is None:
                     continue
                 try:
-                    socket.send_fds(channel, [b"c"], [conn.fileno()], socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    continue  # that worker is behind: the next one
-                except OSError:
-                    with self.lock:  # it died; its replacement attaches a new channel
-                        if self.channels[i] is channel:
-                            self.channels[i] = None
-                    channel.close()
+                    # sendmsg itself: socket.send_fds drops its flags before Python 3.12, and a
+                    # blocking send would stall every connection behind a stalled worker.
+                    rights = array.array("i", [conn.fileno()])
+                    channel.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)],
+                                    socket.MSG_DONTWAIT)  # fmt: skip
+                except OSError as exc:
+                    if exc.errno in _GONE:  # it died; its replacement attaches a new channel
+                        with self.lock:
+                            if self.channels[i] is channel:
+                                self.channels[i] = None
+                        channel.close()
+                    # Else it is behind (its channel is full, or too many descriptors are in
+                    # flight to it): the next one.
                     continue
                 self.turn = i + 1
                 self.handed[i] += 1
@@ -198,6 +213,9 @@ def supervise(
         def start(i: int) -> subprocess.Popen[bytes]:
             board.map[i] = LOADING
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            # A small send buffer: about 11 connections wait for a worker that is behind (or
+            # stopped) before the next one is given them, where the default held about 280.
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, CHANNEL_BYTES)
             env = {**os.environ, FD_VAR: str(theirs.fileno()), PORT_VAR: str(port),
                    INDEX_VAR: f"{i}/{count}", READY_VAR: ready_path,
                    "PIPELINE_SERVE__WORKERS": "1"}  # fmt: skip
