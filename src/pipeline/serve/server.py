@@ -62,6 +62,7 @@ class _Server(uvicorn.Server):
         self.port: int | None = None
         self.supervisor: int | None = None  # a worker's supervisor process
         self.channel: socket.socket | None = None  # a worker's: its connections come here
+        self._connecting: set[asyncio.Task[None]] = set()  # referenced until done
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: set flags only (writing a log line here could re-enter stdout).
@@ -126,7 +127,9 @@ class _Server(uvicorn.Server):
                 loop.remove_reader(self.channel.fileno())
                 return
             for fd in fds:
-                loop.create_task(_connect(loop, protocol, socket.socket(fileno=fd)))
+                task = loop.create_task(_connect(loop, protocol, socket.socket(fileno=fd)))
+                self._connecting.add(task)
+                task.add_done_callback(self._connecting.discard)
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         if self.channel is not None:
@@ -210,7 +213,8 @@ def _serve_one(
     package: Path | None,
     context: workers.WorkerContext | None,
 ) -> None:
-    """One server process: on its own socket, or a worker's share of the supervisor's."""
+    """One server process: on its own socket, or a worker serving the connections its
+    supervisor hands it."""
     from pipeline import log as logging_
 
     t0 = time.perf_counter()
