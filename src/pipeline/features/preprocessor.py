@@ -8,7 +8,9 @@ same arithmetic, and ``to_json`` / ``from_json`` carry the state as plain JSON.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -391,15 +393,18 @@ def fit(
 ) -> Preprocessor:
     """Fit preprocessing on ``frame``, which must hold the training rows only (a frame, or a
     mapping of column name to series such as ``RowsOf``)."""
-    names = schema.names("numeric")
-    columns = ((name, frame[name]) for name in names)  # the frame is read in this thread only
-    rows = len(frame[names[0]]) if names else 0
+    # The frame is read in this thread only; the first column read gives the row count.
+    columns = ((name, frame[name]) for name in schema.names("numeric"))
+    first = next(columns, None)
 
     def fitted(column: tuple[str, pd.Series]) -> NumericState:
         name, series = column
         return _fit_numeric(name, as_numbers(series, name, label), cfg)
 
-    numeric = list(in_threads(fitted, columns, _threads_for(rows)))
+    numeric: list[NumericState] = []
+    if first is not None:
+        threads = _threads_for(len(first[1]))
+        numeric = list(in_threads(fitted, itertools.chain([first], columns), threads))
     categorical: list[CategoricalState] = []
     for name in [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]:
         kept = [(v, c) for v, c in category_counts(frame[name]) if c >= cfg.min_frequency]
@@ -442,15 +447,11 @@ _THREAD_BYTES = 256 << 20
 
 def _threads_for(rows: int) -> int:
     """Columns worked on at once: one per available core, fewer for long columns."""
-    import os
-
     by_memory = _THREAD_BYTES // max(1, rows * 8 * 6)
     return max(1, min(len(os.sched_getaffinity(0)), by_memory))
 
 
-def in_threads(
-    fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], threads: int
-) -> Iterator[_R]:
+def in_threads(fn: Callable[[_T], _R], items: Iterable[_T], threads: int) -> Iterator[_R]:
     """``map(fn, items)`` in order, with up to ``threads`` calls running at once in threads
     (numpy's array operations let go of the GIL). ``items`` is drawn in the calling thread, one
     ahead of each call started (pandas is read from one thread only), and an error is raised

@@ -101,21 +101,21 @@ class _Server(uvicorn.Server):
             await super().startup([])
             if self.started:
                 loop = asyncio.get_running_loop()
+                protocol_class: Any = self.config.http_protocol_class  # its own keywords
+                protocol = functools.partial(
+                    protocol_class,
+                    config=self.config,
+                    server_state=self.server_state,
+                    app_state=self.lifespan.state,
+                )  # what uvicorn makes for each connection it accepts
                 self.channel.setblocking(False)
-                loop.add_reader(self.channel.fileno(), self._take, loop)
+                loop.add_reader(self.channel.fileno(), self._take, loop, protocol)
         if self.started:
             self.log.info("serve.listening", host=self.config.host, port=self.port)
 
-    def _take(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _take(self, loop: asyncio.AbstractEventLoop, protocol: Any) -> None:
         """Serve the connections waiting in the channel, as uvicorn serves those it accepts."""
         assert self.channel is not None
-        protocol_class: Any = self.config.http_protocol_class  # its own keyword arguments
-        protocol = functools.partial(
-            protocol_class,
-            config=self.config,
-            server_state=self.server_state,
-            app_state=self.lifespan.state,
-        )
         while True:
             try:
                 message, fds, _, _ = socket.recv_fds(self.channel, 16, 64)
