@@ -27,6 +27,7 @@ from pipeline.features.categories import (
     text_codes,
 )
 from pipeline.features.categories import _arrow_strings as _arrow_strings
+from pipeline.features.columnwise import Consumed, RowsOf
 from pipeline.features.numeric import (
     NumericState,
     NumericTable,
@@ -37,10 +38,8 @@ from pipeline.features.numeric import (
 )
 from pipeline.features.preprocessor import (
     CategoricalState,
-    Consumed,
     Encoded,
     Preprocessor,
-    RowsOf,
     TargetState,
     fit,
 )
