@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_folded_network_matches_the_module(
     cfg = ModelConfig(n_numeric, cards, dims, hidden, 0.1, 2, members)
     model = TabularMLP(cfg, torch.Generator().manual_seed(1)).eval()
     gen = torch.Generator().manual_seed(2)
-    n = 1000
+    n = 2500  # over two spans of SPAN_ROWS and a partial one, for the threaded pass
     numeric = torch.randn((n, n_numeric), generator=gen)
     categorical = torch.stack(
         [torch.randint(0, c, (n,), generator=gen) for c in cards], dim=1
@@ -113,6 +114,18 @@ def test_folded_network_matches_the_module(
     halves = torch.cat([FoldedNetwork(model)(numeric[:300], categorical[:300]),
                         FoldedNetwork(model)(numeric[300:], categorical[300:])])  # fmt: skip
     assert torch.equal(halves, got)
+    # Spans of blocks scored in threads (`pipeline predict`) give the serial pass's bytes.
+    threaded, names = FoldedNetwork(model), set()
+    threaded.threads = 3
+    block = threaded._block
+
+    def named(*args: object) -> torch.Tensor:
+        names.add(threading.current_thread().name.rsplit("_", 1)[0])
+        return block(*args)  # type: ignore[arg-type]
+
+    threaded._block = named  # type: ignore[method-assign]
+    assert torch.equal(threaded(numeric, categorical), got)
+    assert names == {"forward"}  # the pool's threads did the work
 
 
 def test_read_ahead_keeps_order_and_raises_where_the_reader_failed() -> None:

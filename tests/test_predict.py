@@ -106,8 +106,11 @@ def test_chunked_run_equals_single_chunk_run(
     chain: dict[str, Any], whole: tuple[Any, Path]
 ) -> None:
     """Chunks of 99 or 8 rows give byte-identical output to one chunk of everything (with 99,
-    23 of the 1,459 rows used to differ in their last bits: the tails differ in size)."""
-    assert event(whole[0].stdout, "predict.summary")["chunks"] == 1
+    23 of the 1,459 rows used to differ in their last bits: the tails differ in size). The one
+    chunk is scored in spans of blocks by one thread per core, the small chunks by one."""
+    summary = event(whole[0].stdout, "predict.summary")
+    assert summary["chunks"] == 1
+    assert summary["threads"] == min(4, len(os.sched_getaffinity(0)))
     for rows in ("99", "8"):
         out = chain["root"] / f"chunked-{rows}.csv"
         done = _ok(_predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out),

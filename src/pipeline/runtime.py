@@ -52,6 +52,14 @@ def configure(
     return {"threads": threads, "device": device, "omp_wait_policy": wait_policy}
 
 
+def for_inference() -> int:
+    """Set torch up for a process that scores a file: one thread per kernel (64-row blocks are
+    far below ``PARALLEL_BATCH``) and, returned, how many blocks to score at once: one per
+    available core, at most 4. Neither changes a prediction (tests/test_predict.py)."""
+    torch.set_num_threads(1)
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def configure_for(settings: Settings, batch_size: int) -> dict[str, Any]:
     """``configure`` with ``settings``' threads and device (and where the device came from),
     for a run whose batches are ``batch_size`` rows: what was chosen."""

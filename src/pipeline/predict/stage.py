@@ -120,12 +120,14 @@ def run(
     log: Any,
 ) -> Stats:
     """Predict every row of ``source`` into ``output`` (stdout when None), chunk by chunk."""
+    from pipeline import runtime
     from pipeline.predict.predictor import Stats
     from pipeline.predict.readers import detect_format, iter_chunks, prefetched
     from pipeline.predict.writers import Writer
 
     t0 = time.perf_counter()
     predictor, run_settings = ready.predictor, ready.run
+    predictor.network.threads = runtime.for_inference()
     in_fmt = detect_format(source, "auto")
     out_fmt = detect_format(output, run_settings.output_format)
     if output is None and out_fmt == "parquet":
@@ -157,6 +159,7 @@ def run(
         extra_columns=stats.extra_columns[: cells.SHOWN_COLUMNS],
         seconds=round(seconds, 3),
         rows_per_second=round(stats.rows / seconds) if seconds > 0 else None,
+        threads=predictor.network.threads,
     )
     return stats
 
