@@ -36,7 +36,8 @@ def test_statistics_come_from_the_training_rows_only() -> None:
     test = pd.DataFrame(
         {"x": [1000.0, None], "colour": ["green", None], "ok": [None, False], "y": [9.0, 9.0]}
     )
-    pre = features.fit(train, SCHEMA, FeatureSettings(min_frequency=1, log_skewed=False), "t")
+    cfg = FeatureSettings(min_frequency=1, log_skewed=False, clip_quantile=0)  # min and max
+    pre = features.fit(train, SCHEMA, cfg, "t")
     (x,) = pre.numeric
     assert (x.fill, x.low, x.high, x.indicator) == (2.0, 1.0, 3.0, True)
     # Robust scaling: the median and interquartile range of the present values 1, 2, 3.
@@ -209,6 +210,28 @@ def test_training_s_column_major_encoding_and_column_views_give_the_same_bytes(
         assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes(), name
 
 
+def test_inputs_are_clipped_to_the_training_rows_quantiles() -> None:
+    """``clip_quantile`` q (0.01 by default) clips inputs to the training rows' q and 1-q
+    quantiles, numpy's: a value beyond them encodes as the quantile does. 0 clips to the
+    minimum and maximum."""
+    x = np.arange(1000, dtype=np.float64)  # 0 .. 999: the 1% and 99% quantiles are 9.99, 989.01
+    train = pd.DataFrame({"x": x, "colour": ["a"] * 1000, "ok": [True] * 1000, "y": x})
+    probe = pd.DataFrame(
+        {"x": [995.0, 5000.0, 5.0, -5000.0], "colour": ["a"] * 4, "ok": [True] * 4, "y": [0.0] * 4}
+    )
+    for q, (low, high) in ((0.01, np.quantile(x, [0.01, 0.99])), (0.0, (0.0, 999.0))):
+        cfg = FeatureSettings(log_skewed=False, clip_quantile=q)
+        (state,) = features.fit(train, SCHEMA, cfg, "t").numeric
+        assert (state.low, state.high) == (float(low), float(high))
+        enc = features.fit(train, SCHEMA, cfg, "t").transform(probe, "t", with_target=False)
+        beyond_high, beyond_low = (
+            enc.numeric[0, 0] == enc.numeric[1, 0],
+            enc.numeric[2, 0] == enc.numeric[3, 0],
+        )
+        assert (beyond_high, beyond_low) == ((True, True) if q else (False, False)), q
+    assert FeatureSettings().clip_quantile == 0.01
+
+
 @hsettings(max_examples=300, deadline=None)
 @given(
     st.lists(
@@ -219,18 +242,27 @@ def test_training_s_column_major_encoding_and_column_views_give_the_same_bytes(
         ),
         min_size=1,
         max_size=60,
-    )
+    ),
+    st.sampled_from([0.0, 0.01, 0.05, 0.2]),
 )
-def test_order_statistics_are_numpy_s_median_and_quartiles_bit_for_bit(values: list[float]) -> None:
+def test_order_statistics_are_numpy_s_median_and_quantiles_bit_for_bit(
+    values: list[float], tails: float
+) -> None:
     """One partition gives what ``np.median`` and ``np.quantile`` give (the fitted centres,
-    fills and scales, so every build id, depend on those bits): odd and even counts, ties,
-    signed zeros, and values near float64's largest (whose sums overflow alike)."""
+    fills, scales and clipping range, so every build id, depend on those bits): odd and even
+    counts, ties, signed zeros, and values near float64's largest (whose sums overflow alike)."""
     x = np.array(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        median, quartiles = order_statistics(x)
+        median, quartiles, clip = order_statistics(x, tails)
         expected_median = float(np.median(x))
         expected = [float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])]
+        expected_clip = [float(q) for q in np.quantile(x, [tails, 1 - tails])]
     assert np.array(quartiles).tobytes() == np.array(expected).tobytes()
+    if tails == 0:
+        assert clip is None
+    else:
+        assert clip is not None
+        assert np.array(clip).tobytes() == np.array(expected_clip).tobytes()
     # The median's bits too, but for the sign of a zero (order_statistics says when).
     assert median == expected_median
     if median != 0.0:
@@ -242,6 +274,7 @@ def test_order_statistics_of_a_large_column_are_numpy_s() -> None:
     rng = np.random.default_rng(3)
     for n in (999_999, 1_000_000):
         x = np.round(rng.lognormal(3, 2, n), 2)  # skewed, with ties
-        median, quartiles = order_statistics(x)
+        median, quartiles, clip = order_statistics(x, 0.01)
         assert median == float(np.median(x))
         assert list(quartiles) == [float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])]
+        assert list(clip or ()) == [float(q) for q in np.quantile(x, [0.01, 0.99])]

@@ -58,8 +58,8 @@ class NumericState:
     center: float
     scale: float
     indicator: bool
-    low: float  # training range after the log, in raw units of the transformed value:
-    high: float  # inputs are clipped to it, because a network extrapolates badly
+    low: float  # the training rows' range after the log (their clip_quantile and 1 minus it
+    high: float  # quantiles), in raw units of the transformed value: inputs are clipped to it
     smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
 
     @classmethod
@@ -105,20 +105,23 @@ def _median(x: np.ndarray, median: float | None = None) -> float:
 _QUARTILES = np.array([0.25, 0.5, 0.75])
 
 
-def order_statistics(x: np.ndarray) -> tuple[float, tuple[float, float, float]]:
-    """``np.median(x)`` and ``np.quantile(x, [0.25, 0.5, 0.75])`` (``x`` float64 without NaN,
-    at least one value) from one partition of one copy instead of two.
+def order_statistics(
+    x: np.ndarray, tails: float = 0.0
+) -> tuple[float, tuple[float, float, float], tuple[float, float] | None]:
+    """``np.median(x)``, ``np.quantile(x, [0.25, 0.5, 0.75])`` and, when ``tails`` is above 0,
+    ``np.quantile(x, [tails, 1 - tails])`` (else None) (``x`` float64 without NaN, at least one
+    value), from one partition of one copy instead of one per function.
 
     The partition is ``np.quantile``'s own (the same positions asked of the same function), so
-    the quartiles are its bits; the median is the mean of the middle one or two values, which
+    the quantiles are its bits; the median is the mean of the middle one or two values, which
     that partition also puts in place, as ``np.median`` takes it. Only a median of zero can
     differ from ``np.median``'s, in its sign, when both zeros are in the middle: which one a
     partition puts there depends on the positions asked (a fill of -0.0 encodes as 0.0).
     ``tests/test_features.py`` holds this to numpy's own functions.
     """
     n = len(x)
-    q = _QUARTILES
-    virtual = n * q + (1 + q * (1 - 1 - 1)) - 1  # numpy's "linear" (alpha = beta = 1)
+    q = _QUARTILES if tails <= 0 else np.array([0.25, 0.5, 0.75, tails, 1 - tails])
+    virtual = (n - 1) * q  # numpy's "linear" method, computed as numpy computes it
     previous = np.floor(virtual)
     following = previous + 1
     above = virtual >= n - 1
@@ -135,8 +138,9 @@ def order_statistics(x: np.ndarray) -> tuple[float, tuple[float, float, float]]:
         lerp = np.add(a, difference * gamma)
         np.subtract(b, difference * (1 - gamma), out=lerp, where=gamma >= 0.5,
                     casting="unsafe", dtype=type(lerp.dtype))  # fmt: skip
-    q25, q50, q75 = (float(v) for v in lerp)
-    return median, (q25, q50, q75)
+    values = [float(v) for v in lerp]
+    quartiles = (values[0], values[1], values[2])
+    return median, quartiles, (values[3], values[4]) if tails > 0 else None
 
 
 # |x| + |mean| below this cannot overflow float64 (whose largest value is about 1.8e308).

@@ -344,11 +344,17 @@ def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState
         log = math.isfinite(skew) and skew > cfg.skew_threshold
     if log:
         present = np.log1p(present)
-    # The median and the quartiles from one partition (an exact median at 1M rows costs
-    # about as much as reading the column).
-    median, quartiles = order_statistics(present) if len(present) else (None, None)
+    # The median, the quartiles and the clipping quantiles from one partition (an exact
+    # median at 1M rows costs about as much as reading the column).
+    median, quartiles, tails = None, None, None
+    if len(present):
+        median, quartiles, tails = order_statistics(present, cfg.clip_quantile)
     fill = _median(present, median)
+    # Inputs are clipped to this range: the extreme 1% of a column (the default) are too few
+    # rows to learn a trend from, and a network extrapolates badly.
     low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
+    if tails is not None:
+        low, high = tails
     if cfg.scaling == "robust":
         center, scale = _robust_scale(present, quartiles)
     else:

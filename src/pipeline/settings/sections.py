@@ -123,6 +123,15 @@ class FeatureSettings(_Section):
             "Scaled numeric values are smoothly clipped to +-this (x/sqrt(1+(x/c)^2)); 0: off"
         ),
     )
+    clip_quantile: float = Field(
+        0.01,
+        ge=0,
+        lt=0.25,
+        description=(
+            "Numeric inputs are clipped to the training rows' q and 1-q quantiles (after the "
+            "log); 0: to their min and max"
+        ),
+    )
     max_categorical_cardinality: int = Field(
         1000, ge=2, description="Inferred text columns with more distinct values are refused"
     )
