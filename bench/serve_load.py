@@ -54,9 +54,14 @@ class Outcome:
     sent: int = 0
 
 
-def _build_release(root: Path, epochs: int) -> dict[str, str]:
-    """A house-prices release in ``root``'s store (the model's quality is not measured here)."""
+def _build_release(root: Path, epochs: int, source: Path | None = None) -> dict[str, str]:
+    """A house-prices release in ``root``'s store (the model's quality is not measured here),
+    made by the code in ``source`` when given (an older commit may refuse a newer package or
+    release record, so a baseline serves one of its own making)."""
+    root.mkdir(parents=True, exist_ok=True)
     env = clean_env(root, PIPELINE_TRAIN__MAX_EPOCHS=str(epochs), PIPELINE_RUN__ID_COLUMN="Id")
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(source), env.get("PYTHONPATH", "")])
     for args in (["train"], ["package", "--id-file", str(root / "package.id")]):
         subprocess.run([*pipeline_cmd(), *args], env=env, cwd=root, check=True,
                        capture_output=True)  # fmt: skip
@@ -99,13 +104,9 @@ def _free_port() -> int:
 class Server:
     """`pipeline serve` on a free loopback port, its JSON log in a file."""
 
-    def __init__(
-        self, env: dict[str, str], root: Path, name: str, source: Path | None = None
-    ) -> None:
+    def __init__(self, env: dict[str, str], root: Path, name: str) -> None:
         self.log_path = root / f"{name}.log"
         self.log = self.log_path.open("w")
-        if source is not None:  # another commit's code, first on the path
-            env = {**env, "PYTHONPATH": os.pathsep.join([str(source), env.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(
             [*pipeline_cmd(), "serve", "--release", "house-prices@current"],
             env={**env, "PIPELINE_SERVE__PORT": "0", "PIPELINE_SERVE__HOST": "127.0.0.1"},
@@ -256,9 +257,9 @@ def _trivial(workdir: Path, records: list[dict[str, Any]], loads: list[tuple[int
 
 
 def _served(env: dict[str, str], workdir: Path, name: str, records: list[dict[str, Any]] | None,
-            loads: list[tuple[int, int]], seconds: float,
-            source: Path | None = None) -> tuple[list[Row], int, list[dict[str, Any]]]:  # fmt: skip
-    server = Server(env, workdir, name.replace(" ", "-").replace("@", ""), source)
+            loads: list[tuple[int, int]],
+            seconds: float) -> tuple[list[Row], int, list[dict[str, Any]]]:  # fmt: skip
+    server = Server(env, workdir, name.replace(" ", "-").replace("@", ""))
     try:
         records = records or _records(server.url)
         port = int(server.url.rsplit(":", 1)[1])
@@ -293,8 +294,9 @@ def run(
     if baseline:
         source = _baseline(baseline, workdir)
         try:
-            rows += _served(env, workdir, f"pipeline serve @ {baseline}", records, loads,
-                            seconds, source)[0]  # fmt: skip
+            base_env = _build_release(workdir / "baseline-run", 3 if quick else 20, source)
+            rows += _served(base_env, workdir, f"pipeline serve @ {baseline}", records, loads,
+                            seconds)[0]  # fmt: skip
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(source.parent)], check=False, capture_output=True)  # fmt: skip
