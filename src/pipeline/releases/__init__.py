@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from pipeline import __version__
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
 from pipeline.releases.refs import (
     REF_HELP,
@@ -84,6 +85,8 @@ __all__ = [
 ]
 
 FORMAT = 1
+# Why a record this version cannot read may be intact: said beside the problem.
+_NEWER = "; a newer pipeline may have written it: run it with that version"
 _EVENT = re.compile(r"^([0-9]{8,})\.json$")
 _RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -249,14 +252,25 @@ def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
             problem = "version and created_at must be strings and run an object"
         elif data.get("format", FORMAT) != FORMAT:
             problem = f"format {data.get('format')!r}, expected {FORMAT}"
+            if isinstance(data.get("format"), int) and data["format"] > FORMAT:
+                problem += _NEWER
         else:
             try:
                 RunSettings.model_validate(release.run)
                 return release
             except ValidationError as exc:
-                problem = f"its run settings are invalid ({exc.errors()[0]['msg']})"
+                unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+                if unknown:  # a setting added after this version, or a hand edit
+                    problem = (
+                        f"it binds run settings {unknown[:5]} unknown to pipeline {__version__}"
+                    )
+                    problem += _NEWER
+                else:
+                    problem = f"its run settings are invalid ({exc.errors()[0]['msg']})"
+    # A record that only a newer version can read is not damage, unless none wrote it.
+    restore = f"if none did, {RESTORE}" if problem.endswith(_NEWER) else RESTORE
     raise IntegrityError(
-        f"{record} is not a release record of {name}@v{number} ({problem}): {RESTORE}"
+        f"{record} is not a release record of {name}@v{number} ({problem}): {restore}"
     )
 
 
