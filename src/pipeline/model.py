@@ -260,8 +260,11 @@ class FoldedNetwork:
                 rows = slice(start, start + SPAN_ROWS)
                 return in_blocks(self._block, numeric[rows], categorical[rows])
 
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="forward") as pool:
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="forward")
+        try:
             return torch.cat(list(pool.map(span, range(0, n, SPAN_ROWS))))
+        finally:  # a signal's exception does not wait for the spans not yet started
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _block(
         self, x: torch.Tensor, categorical: torch.Tensor, rows: int = BLOCK_ROWS
