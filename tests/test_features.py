@@ -136,7 +136,8 @@ def test_smooth_clipping_bounds_every_value_and_keeps_small_ones() -> None:
 
 
 def test_regression_outputs_are_bounded_to_the_training_targets() -> None:
-    """A prediction beyond the training targets' range is clipped to it; the truth is not."""
+    """A prediction beyond the training targets' range (min and max: 4 rows are too few to
+    bound further in) is clipped to it; the truth is not."""
     from pipeline import outputs
 
     train = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "colour": ["a"] * 4, "ok": [True] * 4,
@@ -230,6 +231,24 @@ def test_inputs_are_clipped_to_the_training_rows_quantiles() -> None:
         )
         assert (beyond_high, beyond_low) == ((True, True) if q else (False, False)), q
     assert FeatureSettings().clip_quantile == 0.01
+
+
+def test_regression_predictions_are_bounded_by_the_k_th_extreme_training_targets() -> None:
+    """``bound_rows`` k (3 by default) bounds regression outputs from the k-th smallest to the
+    k-th largest training target; 1 to the minimum and maximum; at most a tenth of the rows
+    at each end."""
+    y = np.arange(1000, dtype=np.float64)
+    train = pd.DataFrame({"x": y, "colour": ["a"] * 1000, "ok": [True] * 1000, "y": y})
+    cases = ((3, 1000, (2.0, 997.0)), (1, 1000, (0.0, 999.0)), (3, 15, (1.0, 13.0)),
+             (3, 9, (0.0, 8.0)), (500, 1000, (100.0, 899.0)))  # fmt: skip
+    for k, n, (low, high) in cases:
+        cfg = FeatureSettings(bound_rows=k)
+        target = features.fit(train.iloc[:n], SCHEMA, cfg, "t").target
+        far = np.array([-1e6, 0.0, 1e6])  # standardised outputs far out, and the centre
+        bounded = target.decode(target.bound(far))
+        assert (bounded[0], bounded[2]) == pytest.approx((low, high)), (k, n)
+        assert bounded[1] == pytest.approx(target.decode(np.array([0.0]))[0])
+    assert FeatureSettings().bound_rows == 3
 
 
 @hsettings(max_examples=300, deadline=None)

@@ -67,8 +67,9 @@ class TargetState:
     mean: float = 0.0
     std: float = 1.0
     classes: tuple[str, ...] = ()
-    # The training targets' range, standardised: predictions are clipped to it, so a network
-    # cannot extrapolate beyond what it was shown (None in preprocessing format 1: no bound).
+    # The training targets' range, standardised (from their bound_rows-th smallest to their
+    # bound_rows-th largest): predictions are clipped to it, so a network cannot extrapolate
+    # beyond what it was shown (None in preprocessing format 1: no bound).
     low: float | None = None
     high: float | None = None
 
@@ -330,7 +331,7 @@ def fit(
         # Most frequent first, ties by value, so the vocabulary never depends on hash order.
         kept.sort(key=lambda vc: (-vc[1], vc[0]))
         categorical.append(CategoricalState(name, tuple(v for v, _ in kept)))
-    target = _fit_target(frame[schema.target], schema, label)
+    target = _fit_target(frame[schema.target], schema, label, cfg.bound_rows)
     return Preprocessor(tuple(numeric), tuple(categorical), target)
 
 
@@ -365,7 +366,9 @@ def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState
     )
 
 
-def _fit_target(series: pd.Series, schema: Schema, label: str) -> TargetState:
+def _fit_target(series: pd.Series, schema: Schema, label: str, rows: int) -> TargetState:
+    """The target's encoding; for regression, the range predictions are bounded to: from the
+    ``rows``-th smallest to the ``rows``-th largest training target (1: min and max)."""
     if schema.task == "regression":
         y = _forward(as_numbers(series, schema.target, label), schema.target_transform)
         transform = schema.target_transform
@@ -373,7 +376,17 @@ def _fit_target(series: pd.Series, schema: Schema, label: str) -> TargetState:
         finite = y[np.isfinite(y)]
         largest = float(np.max(np.abs(finite))) if len(finite) else 0.0
         z = standardise(np.array(finite), mean, std, largest)
-        low, high = (float(z.min()), float(z.max())) if len(z) else (None, None)
+        low, high = None, None
+        if len(z):
+            # No prediction beyond what fewer than ``rows`` training rows reached: a few
+            # extreme targets are too few to extrapolate towards (a tree's leaf averages them).
+            # At most a tenth of the rows at each end: small data keeps its range.
+            k = min(rows - 1, len(z) // 10)
+            if k:
+                part = np.partition(z, [k, len(z) - 1 - k])
+                low, high = float(part[k]), float(part[len(z) - 1 - k])
+            else:
+                low, high = float(z.min()), float(z.max())
         return TargetState(schema.target, "regression", transform, mean, std, (), low, high)
     classes = sorted({v for v in as_categories(series) if v is not None}, key=_class_key)
     return TargetState(schema.target, schema.task, "none", classes=tuple(classes))

@@ -132,6 +132,14 @@ class FeatureSettings(_Section):
             "log); 0: to their min and max"
         ),
     )
+    bound_rows: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Regression predictions are bounded from the k-th smallest to the k-th largest "
+            "training target; 1: their min and max"
+        ),
+    )
     max_categorical_cardinality: int = Field(
         1000, ge=2, description="Inferred text columns with more distinct values are refused"
     )
