@@ -32,7 +32,7 @@ def configure(
     """
     if threads == 0:
         parallel = batch_size is not None and batch_size >= PARALLEL_BATCH
-        threads = max(1, min(4, len(os.sched_getaffinity(0)))) if parallel else 1
+        threads = _cores() if parallel else 1
     torch.set_num_threads(threads)
     # cuBLAS needs this before its first use to be deterministic (ignored on CPU).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -57,6 +57,12 @@ def for_inference() -> int:
     far below ``PARALLEL_BATCH``) and, returned, how many blocks to score at once: one per
     available core, at most 4. Neither changes a prediction (tests/test_predict.py)."""
     torch.set_num_threads(1)
+    return _cores()
+
+
+def _cores() -> int:
+    """One per available core, at most 4 (beyond that a tabular MLP's small matrices gain
+    nothing)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 

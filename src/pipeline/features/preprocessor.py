@@ -353,9 +353,12 @@ def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState
     fill = _median(present, median)
     # Inputs are clipped to this range: the extreme 1% of a column (the default) are too few
     # rows to learn a trend from, and a network extrapolates badly.
-    low, high = (float(present.min()), float(present.max())) if len(present) else (0.0, 0.0)
     if tails is not None:
         low, high = tails
+    elif len(present):
+        low, high = float(present.min()), float(present.max())
+    else:
+        low, high = 0.0, 0.0
     if cfg.scaling == "robust":
         center, scale = _robust_scale(present, quartiles)
     else:

@@ -85,8 +85,6 @@ __all__ = [
 ]
 
 FORMAT = 1
-# Why a record this version cannot read may be intact: said beside the problem.
-_NEWER = "; a newer pipeline may have written it: run it with that version"
 _EVENT = re.compile(r"^([0-9]{8,})\.json$")
 _RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -237,6 +235,7 @@ def _current_seq(held: bytes | None) -> int:
 def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
     """The release in ``data``, read from ``record``; IntegrityError unless it is ``name@vN``."""
     fields = Release.__dataclass_fields__
+    newer = False  # what this version cannot read may be a newer version's, not damage
     if not isinstance(data, dict) or not all(k in data for k in fields):
         problem = f"expected a JSON object with {sorted(fields)}"
     else:
@@ -252,25 +251,24 @@ def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
             problem = "version and created_at must be strings and run an object"
         elif data.get("format", FORMAT) != FORMAT:
             problem = f"format {data.get('format')!r}, expected {FORMAT}"
-            if isinstance(data.get("format"), int) and data["format"] > FORMAT:
-                problem += _NEWER
+            newer = isinstance(data.get("format"), int) and data["format"] > FORMAT
         else:
             try:
                 RunSettings.model_validate(release.run)
                 return release
             except ValidationError as exc:
                 unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
-                if unknown:  # a setting added after this version, or a hand edit
-                    problem = (
-                        f"it binds run settings {unknown[:5]} unknown to pipeline {__version__}"
-                    )
-                    problem += _NEWER
-                else:
-                    problem = f"its run settings are invalid ({exc.errors()[0]['msg']})"
-    # A record that only a newer version can read is not damage, unless none wrote it.
-    restore = f"if none did, {RESTORE}" if problem.endswith(_NEWER) else RESTORE
+                newer = bool(unknown)  # a setting added after this version, or a hand edit
+                problem = (
+                    f"it binds run settings {unknown[:5]} unknown to pipeline {__version__}"
+                    if newer
+                    else f"its run settings are invalid ({exc.errors()[0]['msg']})"
+                )
+    if newer:
+        problem += "; a newer pipeline may have written it: run it with that version"
     raise IntegrityError(
-        f"{record} is not a release record of {name}@v{number} ({problem}): {restore}"
+        f"{record} is not a release record of {name}@v{number} ({problem}): "
+        f"{'if none did, ' if newer else ''}{RESTORE}"
     )
 
 
