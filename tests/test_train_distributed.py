@@ -199,6 +199,10 @@ RESUMABLE = {
     "PIPELINE_TRAIN__MAX_EPOCHS": "60",
     "PIPELINE_TRAIN__PATIENCE": "60",
     "PIPELINE_TRAIN__CHECKPOINT_EVERY": "10",
+    # Small batches make each epoch long enough that the refit is still running when a test
+    # has seen its first relayed epoch and signals (at batch 128 a fast machine finished the
+    # whole refit in the relay's latency, and the run exited 0).
+    "PIPELINE_TRAIN__BATCH_SIZE": "16",
 }
 
 
