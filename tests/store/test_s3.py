@@ -26,7 +26,7 @@ pytestmark = pytest.mark.s3
 
 @pytest.fixture
 def s3(s3_env: Mapping[str, str]) -> S3Store:
-    store = Store.from_uri(s3_env["PIPELINE_STORE"], timeout=5, retries=1, allow_http=True)
+    store = Store.from_uri(s3_env["PIPELINE_STORE"], timeout=30, retries=1, allow_http=True)
     assert isinstance(store, S3Store)
     return store
 
