@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "data": 1,
     "features": 2,
     "model": 2,
+    "linear": 2,
     "split": 2,
     "fit": 2,
     "adamw": 2,

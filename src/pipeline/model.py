@@ -19,12 +19,14 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
+
+from pipeline.linear import FLOOR
 
 # Rows gathered at a time when scoring many rows without autograd (evaluation, prediction).
 EVAL_BATCH = 65536
@@ -69,6 +71,8 @@ class ModelConfig:
     dropout: float
     n_outputs: int
     members: int = 1
+    # The network's share of the output; below 1 the rest is a linear model's (``linear``).
+    blend: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (``model.json``)."""
@@ -85,6 +89,7 @@ class ModelConfig:
             dropout=data["dropout"],
             n_outputs=data["n_outputs"],
             members=data.get("members", 1),
+            blend=data.get("blend", 1.0),
         )
 
 
@@ -145,6 +150,45 @@ class TabularMLP(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = MemberLinear(k, width, cfg.n_outputs)
         self.reset_parameters(generator)
+        # Each categorical column's first row in the linear model's table (not a buffer: data
+        # parallel training would broadcast it every step).
+        firsts = np.cumsum([0, *cfg.cardinalities])[:-1].astype(np.int64)
+        self.linear_offsets = torch.from_numpy(firsts)[None, :]
+        if cfg.blend < 1:
+            self._linear_buffers()
+
+    def _linear_buffers(self) -> None:
+        """The linear model's weights (``linear``): numeric [F, K], one row per category, bias."""
+        cfg = self.cfg
+        for name, shape in (
+            ("linear_unclip", (cfg.n_numeric,)),
+            ("linear_numeric", (cfg.n_numeric, cfg.n_outputs)),
+            ("linear_categorical", (sum(cfg.cardinalities), cfg.n_outputs)),
+            ("linear_bias", (cfg.n_outputs,)),
+        ):
+            self.register_buffer(name, torch.zeros(shape, device=self.head.weight.device))
+
+    @torch.no_grad()
+    def attach_linear(
+        self,
+        weight: float,
+        unclip: np.ndarray,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        bias: np.ndarray,
+    ) -> None:
+        """Blend a fitted linear model in: the output becomes ``weight * network + (1 -
+        weight) * linear``. ``unclip`` is 1 / each numeric input's smooth-clipping radius (0:
+        none; see ``linear_output``). The float64 weights are rounded to float32 here, once."""
+        self.cfg = replace(self.cfg, blend=weight)
+        self._linear_buffers()
+        for name, value in (
+            ("linear_unclip", unclip),
+            ("linear_numeric", numeric),
+            ("linear_categorical", categorical),
+            ("linear_bias", bias),
+        ):
+            getattr(self, name).copy_(torch.from_numpy(value.astype(np.float32)))
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None) -> None:
@@ -166,8 +210,52 @@ class TabularMLP(nn.Module):
         return self.head(self.body(torch.cat(parts, dim=2)))
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        """numeric [B, F] float32, categorical [B, C] int64 -> the members' mean [B, n_outputs]."""
-        return self.members_forward(numeric, categorical).mean(dim=0)
+        """numeric [B, F] float32, categorical [B, C] int64 -> the members' mean [B, n_outputs]
+        (blended with the linear model's output when there is one)."""
+        out = self.members_forward(numeric, categorical).mean(dim=0)
+        if self.cfg.blend < 1:
+            linear = linear_output(
+                numeric, categorical, self.linear_offsets, *self.linear_weights(), len(numeric)
+            )
+            out = blended(out, linear, self.cfg.blend)
+        return out
+
+    def linear_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The linear model's inverse clipping radii, numeric weights, category table, bias."""
+        unclip, numeric, table, bias = (
+            cast(torch.Tensor, getattr(self, name))
+            for name in ("linear_unclip", "linear_numeric", "linear_categorical", "linear_bias")
+        )
+        return unclip, numeric, table, bias
+
+
+def linear_output(
+    x: torch.Tensor,
+    categorical: torch.Tensor,
+    offsets: torch.Tensor,
+    unclip: torch.Tensor,
+    numeric: torch.Tensor,
+    table: torch.Tensor,
+    bias: torch.Tensor,
+    rows: int,
+) -> torch.Tensor:
+    """The linear model on a block: one matmul over all its rows (the kernel's path depends on
+    the row count) and, for the first ``rows``, each row's categories summed in index order.
+
+    The network's numeric inputs are smoothly clipped (``s = x / sqrt(1 + (x / r)^2)``): a
+    linear model wants them straight, so it sees ``x = s / sqrt(1 - (s / r)^2)`` again
+    (``unclip`` is 1 / r, 0 where there is no clipping; ``linear.unclip`` in float64)."""
+    x = x / torch.sqrt(torch.clamp(1.0 - (x * unclip) ** 2, min=FLOOR))
+    out = torch.addmm(bias, x, numeric)
+    if offsets.shape[1]:
+        idx = categorical[:rows] + offsets.to(categorical.device)
+        out[:rows] += nn.functional.embedding_bag(idx, table, mode="sum")
+    return out
+
+
+def blended(network: torch.Tensor, linear: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight * network + (1 - weight) * linear``, in float32, the same way everywhere."""
+    return network * weight + linear * (1.0 - weight)
 
 
 def load_model(config: dict[str, Any], weights: bytes) -> TabularMLP:
@@ -237,6 +325,9 @@ class FoldedNetwork:
         )
         self.rest = nn.Sequential(*layers[1:]).eval()
         self.n_outputs = cfg.n_outputs
+        self.blend = cfg.blend
+        self.linear = model.linear_weights() if cfg.blend < 1 else None
+        self.linear_offsets = model.linear_offsets
         # Threads scoring spans of blocks at once (torch's kernels let go of the GIL): `pipeline
         # predict` sets one per core; a served request and a Ray actor use their one thread.
         self.threads = 1
@@ -284,6 +375,9 @@ class FoldedNetwork:
             sums = nn.functional.embedding_bag(idx, self.folded, mode="sum")
             h[:, :rows] += sums.view(k, rows, h.shape[2])
         out: torch.Tensor = self.rest(h).mean(dim=0)
+        if self.linear is not None:
+            linear = linear_output(x, categorical, self.linear_offsets, *self.linear, rows)
+            out = blended(out, linear, self.blend)
         return out
 
 

@@ -174,6 +174,9 @@ def fit_and_score(
         seeds,
         device,
     )
+    if settings.model.linear_blend:
+        train, val = tensors.select(fit_rows), tensors.select(val_rows)
+        fit.blend_linear(fitted.model, train, val, pre)
     scores = fit.evaluate_rows(fitted.model, tensors.select(scored), pre.target)
     return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
 

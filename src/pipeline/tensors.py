@@ -2,7 +2,8 @@
 
 ``Tensors`` holds the encoded rows on the training device; ``network_config`` sizes the network
 from the fitted preprocessing; ``loss_fn`` is the task's loss; ``forward_all``, ``predict_rows``,
-``evaluate_rows`` and ``score`` run a model over rows in fixed blocks and score it. ``fit`` (the
+``evaluate_rows`` and ``score`` run a model over rows in fixed blocks and score it;
+``blend_linear`` puts a linear model beside a trained network. ``fit`` (the
 loop) and the stages use them; ``fit`` re-exports them under its own name.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import metrics, outputs
+from pipeline import linear, metrics, outputs
 from pipeline.features import Encoded, Preprocessor, TargetState
 from pipeline.model import (
     EVAL_BATCH,
@@ -153,3 +154,49 @@ def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.nd
 def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
     """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
     return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
+
+
+def blend_linear(
+    model: TabularMLP,
+    train: Tensors,
+    val: Tensors,
+    pre: Preprocessor,
+    refit: tuple[TabularMLP, Tensors] | None = None,
+) -> linear.Blend | None:
+    """Fit a ridge regression on ``train`` beside ``model`` and blend it in when the validation
+    rows say so (``linear.choose``); with ``refit`` (the network refitted on train and
+    validation rows, and those rows), that network gets the same blend, its ridge refitted on
+    those rows at the chosen penalty. None for classification, or when the design is too large
+    for ``linear`` (the network is kept alone); a blend with weight 1 attaches nothing."""
+    cfg = model.cfg
+    rows = max(len(train), len(refit[1]) if refit is not None else 0)
+    if pre.target.task != "regression" or not linear.fits(rows, cfg.n_numeric, cfg.cardinalities):
+        return None
+    radii = [s.smooth_clip for s in pre.numeric]
+    radii += [0.0] * (pre.n_numeric_features - len(radii))  # missing indicators: not clipped
+    inverse = np.array([1.0 / r if r > 0 else 0.0 for r in radii])
+    cards = cfg.cardinalities
+
+    def arrays(part: Tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        at = part.rows
+        return (
+            linear.unclip(part.numeric[at].cpu().numpy(), inverse),
+            part.categorical[at].cpu().numpy(),
+            part.targets().cpu().numpy(),
+        )
+
+    x, c, y = arrays(train)
+    vx, vc, vy = arrays(val)
+    network = forward_all(model, val.numeric, val.categorical, val.rows).cpu().numpy()
+    models, loo = linear.path(x, c, y, cards)
+    candidates = [m(vx, vc, cards) for m in models]
+    blend = linear.choose(network.astype(np.float64), candidates, vy, loo)
+    if blend.weight == 1.0:
+        return blend
+    chosen = models[linear.L2_PATH.index(blend.l2)]
+    model.attach_linear(blend.weight, inverse, chosen.numeric, chosen.categorical, chosen.bias)
+    if refit is not None and refit[0] is not model:
+        rx, rc, ry = arrays(refit[1])
+        again = linear.fit(rx, rc, ry, cards, blend.l2)
+        refit[0].attach_linear(blend.weight, inverse, again.numeric, again.categorical, again.bias)
+    return blend

@@ -25,7 +25,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
 
 if TYPE_CHECKING:  # torch comes with these: imported once the data has been read (see run)
-    from pipeline import fit
+    from pipeline import fit, linear
     from pipeline.checkpoints import Checkpoints
     from pipeline.model import TabularMLP
 
@@ -45,7 +45,6 @@ class _Trained:
     """The selection run (epoch count, validation metrics) and the final network."""
 
     selected: fit.Fitted
-    validation: dict[str, Any]
     final: TabularMLP
     refit_history: list[dict[str, Any]]
     seconds: float
@@ -70,6 +69,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     )
     tensors = _encode(data, pre, rt["device"])
     inputs = _inputs(data, settings.seed)
+    from pipeline import fit
     from pipeline.checkpoints import Checkpoints
 
     checkpoints = Checkpoints(store, inputs, settings.build_config())
@@ -80,13 +80,19 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
         trained = _train_on_ray(
             settings, data, pre, tensors, rt["device"], checkpoints, log, resume
         )
+    # 3b. a linear model beside the network, blended in when the validation rows say so
+    blend = _blend(settings, data, trained, tensors, pre)
+    validation = fit.evaluate_rows(
+        trained.selected.model, tensors.select(data.split.val), pre.target
+    )
     # 5. test once, on rows no decision has seen
     test, test_curves = _test(trained.final, tensors.select(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
         "task": data.schema.task,
         "best_epoch": trained.selected.best_epoch,
         "refit": settings.train.refit,
-        "validation": trained.validation,
+        "linear": None if blend is None else blend.to_json(),
+        "validation": validation,
         "test": test,
     }
     files = _build_files(settings, data, pre, trained, result_metrics)
@@ -112,6 +118,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
         epochs=len(trained.selected.history),
         best_epoch=trained.selected.best_epoch,
         stopped_early=trained.selected.stopped_early,
+        linear_weight=None if blend is None else round(1.0 - blend.weight, 2),
         validation=metrics.bounded(result_metrics["validation"]),
         test=metrics.bounded(result_metrics["test"]),
         train_seconds=round(trained.seconds, 3),
@@ -121,6 +128,28 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     )
     selected = trained.selected
     return TrainResult(bid, result_metrics, selected.best_epoch, len(selected.history))
+
+
+def _blend(
+    settings: Settings,
+    data: Prepared,
+    trained: _Trained,
+    tensors: fit.Tensors,
+    pre: features.Preprocessor,
+) -> linear.Blend | None:
+    """``fit.blend_linear`` on the selection network (chosen on the validation rows) and, after
+    a refit, the final one; None when ``model.linear_blend`` is off or the design too large."""
+    from pipeline import fit
+
+    if not settings.model.linear_blend:
+        return None
+    split = data.split
+    refit = None
+    if settings.train.refit:
+        rows = np.sort(np.concatenate([split.train, split.val]))
+        refit = (trained.final, tensors.select(rows))
+    train, val = tensors.select(split.train), tensors.select(split.val)
+    return fit.blend_linear(trained.selected.model, train, val, pre, refit)
 
 
 def _runtime(settings: Settings) -> dict[str, Any]:
@@ -272,7 +301,6 @@ def _train(
                 resume=None if ck is None else ck["loop"],
                 on_checkpoint=lambda s: checkpoints.save(log, "selection", s, None),
             )
-        validation = fit.evaluate_rows(selected.model, tensors.select(split.val), pre.target)
         final, refit_history = selected.model, []
         if t.refit:
             # Chollet's recipe for small data: the validation rows chose the epoch count; now
@@ -300,7 +328,7 @@ def _train(
         raise _interrupted(stopped, phase, selection, checkpoints, log) from None
     finally:
         progress.bar.close()
-    return _Trained(selected, validation, final, refit_history, time.perf_counter() - t0)
+    return _Trained(selected, final, refit_history, time.perf_counter() - t0)
 
 
 def _train_on_ray(
@@ -341,8 +369,7 @@ def _train_on_ray(
     log.info("train.workers", workers=ray_trained.workers)
     selected.model.to(device)
     final = ray_trained.final.to(device)
-    validation = fit.evaluate_rows(selected.model, tensors.select(data.split.val), pre.target)
-    return _Trained(selected, validation, final, ray_trained.refit_history, ray_trained.seconds)
+    return _Trained(selected, final, ray_trained.refit_history, ray_trained.seconds)
 
 
 def _interrupted(

@@ -162,6 +162,12 @@ class ModelSettings(_Section):
         le=MAX_MEMBERS,
         description="Ensemble members trained side by side and averaged (1: a single network)",
     )
+    linear_blend: bool = Field(
+        True,
+        description="Regression: also fit a ridge regression on the network's inputs and give "
+        "it up to half of the output, as the validation rows favour (tables up to 4 million "
+        "cells)",
+    )
 
     @field_validator("name")
     @classmethod
