@@ -73,6 +73,7 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
     from torch.nn import functional as F
 
     from pipeline import fit
+    from pipeline.linear import FLOOR
     from pipeline.model import MemberLinear
     from pipeline.predict import Predictor
 
@@ -110,7 +111,15 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
             for weight, bias in layers[:-1]:
                 h = torch.relu(F.linear(h, weight, bias))
             outs.append(F.linear(h, *layers[-1]))
-        return torch.stack(outs).mean(dim=0)
+        out = torch.stack(outs).mean(dim=0)
+        if cfg.blend < 1:  # the ridge beside a regression network (pipeline.linear)
+            unclip, weight, table, bias = model.linear_weights()
+            straight = x / torch.sqrt(torch.clamp(1 - (x * unclip) ** 2, min=FLOOR))
+            ridge = F.linear(straight, weight.T, bias)
+            for j, start in enumerate(model.linear_offsets[0].tolist()):
+                ridge = ridge + F.embedding(c[:, j] + start, table)
+            out = cfg.blend * out + (1 - cfg.blend) * ridge
+        return out
 
     def project() -> torch.Tensor:
         return predictor.network(x, c)
