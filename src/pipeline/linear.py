@@ -9,9 +9,9 @@ epoch count (AutoGluon's weighted ensemble on a holdout, reduced to one weight o
 ``w = 1`` (the network alone) wins ties, so a table where the ridge does not help keeps the
 network alone; and ``w`` stays at least 1/2: on house prices seed 7 the ridge alone prices a
 huge partial sale (Id 1299) at 3.5 times its price, from size columns that each sit within
-their training range but add up, and given 3/4 of the output it lost that seed 0.003. Classification keeps the network alone: a
-logistic regression blended the same way lowered the mean accuracy of `make bench-quality`'s
-nine classification tables.
+their training range but add up, and given 3/4 of the output it lost that seed 0.003.
+Classification keeps the network alone: a logistic regression blended the same way lowered
+the mean accuracy of `make bench-quality`'s nine classification tables.
 
 The ridge sees exactly the network's inputs: the preprocessed numeric columns, smoothing of
 the clipping undone (``unclip``), and a one-hot column per category (category ``c`` of column
