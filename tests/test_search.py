@@ -150,6 +150,7 @@ def test_the_winner_preset_is_toml_that_loads_to_the_winning_recipe(tmp_path: Pa
     parsed = tomllib.loads(path.read_text())
     assert parsed["data"]["column_kinds"] == {"pclass": "categorical"}
     assert "device" not in parsed["train"] and "threads" not in parsed["train"]
+    assert {"members", "linear_blend"} <= set(parsed["model"])  # the whole recipe is pinned
     reloaded = _settings(tmp_path, PIPELINE_PRESET=str(path))
     assert reloaded.build_config() == search.apply(settings, winner["config"]).build_config()
     assert reloaded.model.name == "titanic"

@@ -377,6 +377,12 @@ def test_build_config_changes_with_what_shapes_the_model(no_env: Path) -> None:
     assert load_env({"PIPELINE_SEED": "1"}, no_env).settings.build_config() != base
     assert load_env({"PIPELINE_TRAIN__MAX_EPOCHS": "2"}, no_env).settings.build_config() != base
     assert load_env({"PIPELINE_MODEL__HIDDEN": "[8]"}, no_env).settings.build_config() != base
+    # Every model setting is recorded (a build's config.json says how it was trained, and a
+    # tuned preset pins it), but the package's name and version, which do not shape it.
+    assert set(base["model"]) == {"hidden", "dropout", "members", "linear_blend"}
+    for change in ({"PIPELINE_MODEL__MEMBERS": "1"}, {"PIPELINE_MODEL__LINEAR_BLEND": "false"}):
+        assert load_env(change, no_env).settings.build_config() != base
+    assert load_env({"PIPELINE_MODEL__VERSION": "2.0.0"}, no_env).settings.build_config() == base
 
 
 # --- leaves -------------------------------------------------------------------------------------

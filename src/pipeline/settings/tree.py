@@ -228,7 +228,9 @@ class Settings(BaseSettings):
             "seed": pub["seed"],
             "data": pub["data"],
             "features": pub["features"],
-            "model": {k: pub["model"][k] for k in ("hidden", "dropout")},
+            # Every model setting but the package's name and version (a preset written by
+            # `pipeline tune` pins them all: members and the ridge blend too).
+            "model": {k: v for k, v in pub["model"].items() if k not in ("name", "version")},
             # ``workers`` only when set: an in-process build keeps the config (and id) it had.
             "train": {
                 k: v
