@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     "checkpoints": 2,
     "prepare": 2,
     "search": 2,
+    "trials": 2,
+    "halving": 2,
     "plots": 2,
     "artifacts": 3,
     "package": 3,

@@ -192,6 +192,55 @@ def _wait_for_trials(proc: subprocess.Popen[str], n: int) -> list[str]:
     return lines
 
 
+# Successive halving on 3-fold cv: six trials on the first fold, the best two on all three.
+HALVING = {"PIPELINE_TUNE__SCORING": "cv", "PIPELINE_TUNE__FOLDS": "3",
+           "PIPELINE_TUNE__SCHEDULER": "halving"}  # fmt: skip
+
+
+def test_successive_halving_is_the_same_search_at_any_concurrency(tmp_path: Path) -> None:
+    """PIPELINE_TUNE__SCHEDULER=halving: every trial is scored on fold 0, the best third go on
+    to every fold, and only those can win. The decision is taken from the scores alone: one and
+    two trials at a time give the same trials table, winner and id."""
+    runs = []
+    for concurrency in ("1", "2"):
+        where = tmp_path / concurrency
+        env = _env(where, PIPELINE_TUNE__CONCURRENCY=concurrency, **HALVING)
+        done = run_cli("tune", "--trials", "6", env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summary = event(done.stdout, "tune.summary")
+        runs.append((summary, _trials(where, summary["tune_id"]), done.stdout))
+    (first, trials, out), (second, again, _) = runs
+    assert second["tune_id"] == first["tune_id"] and again == trials
+    assert event(out, "tune.start")["schedule"] == [1, 3]
+    rung = event(out, "tune.rung")
+    # The survivors: the two best first-fold scores (log loss: lower is better), and trial 0,
+    # the current configuration, which always finishes.
+    runs_done = [e for e in events(out) if e["event"] == "tune.trial"]
+    fold0 = [e for e in runs_done if e.get("folds") == [0, 1]]
+    assert len(fold0) == 6
+    best = sorted(fold0, key=lambda e: (e["score"], e["trial"]))[:2]
+    assert rung["kept"] == sorted({0, *(e["trial"] for e in best)})
+    assert rung["folds"] == 1 and sorted(rung["kept"] + rung["stopped"]) == list(range(6))
+    finished = {t["trial"] for t in trials if t["status"] == "ok"}
+    assert finished == set(rung["kept"]) and all(
+        t["folds"] == 3 for t in trials if t["status"] == "ok"
+    )
+    assert all(t["folds"] == 1 for t in trials if t["status"] == "stopped")
+    assert trials[0]["status"] == "ok" and first["winner"] == trials[0]["trial"]
+    assert first["stopped"] == 6 - len(finished)
+    assert len(runs_done) == 6 + len(finished)  # 6 runs on fold 0, the survivors' on folds 1-2
+    # Ctrl-C while the second rung runs, then --resume: the stored fold scores take the same
+    # decision again, and the search ends as the uninterrupted one did.
+    again_env = {"PIPELINE_TUNE__CONCURRENCY": "1", **HALVING}
+    proc = _start(tmp_path / "resumed", "--trials", "6", **again_env)
+    _wait_for_trials(proc, 7)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    resumed = _tune(tmp_path / "resumed", "--trials", "6", "--resume", **again_env)
+    assert resumed["tune_id"] == first["tune_id"]
+
+
 # Slower trials, so that a signal lands while one runs.
 SLOW = {"PIPELINE_TRAIN__MAX_EPOCHS": "40", "PIPELINE_TRAIN__PATIENCE": "40",
         "PIPELINE_TUNE__CONCURRENCY": "1"}  # fmt: skip

@@ -191,16 +191,21 @@ def cross_validate(
     split_seed: int,
     device: str,
     on_fold: Any = None,
+    only: range | None = None,
 ) -> dict[str, Any]:
     """K-fold CV of the recipe on ``rows``: each fold trains on K-1 parts, scores the held-out one.
 
     Early stopping inside a fold uses a validation slice of that fold's training rows, so the
     held-out part is never seen before it is scored. Statistics are refitted per fold.
-    ``on_fold(i, rows_scored, epochs, scores)`` is told of each fold as it finishes.
+    ``on_fold(i, rows_scored, epochs, scores)`` is told of each fold as it finishes. ``only``
+    runs those folds alone (`pipeline tune`'s successive halving spends folds a few at a time):
+    fold i is the same rows and seeds whichever folds run with it.
     """
     results: list[dict[str, Any]] = []
     parts = split.folds(rows, k, settings.train.val_fraction, split_seed)
     for i, part in enumerate(parts):
+        if only is not None and i not in only:
+            continue
         seeds = split.Seeds.from_seed(settings.seed + 1 + i)
         scores, epochs = fit_and_score(settings, frame, schema, label, part, seeds, device)
         if on_fold is not None:
@@ -238,22 +243,29 @@ class Payload:
     threads: int
 
 
-def run_trial(payload: Payload, trial: int) -> dict[str, Any]:
-    """Fit and score trial ``trial`` (0-based); the result a trial reports."""
+def run_trial(payload: Payload, trial: int, folds: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Fit and score trial ``trial`` (0-based); the result a trial reports. With cv scoring,
+    ``folds`` (first, end) runs those folds only (all by default); the result then also holds
+    each fold's scores and epochs (``per_fold``), which ``fold_summary`` combines."""
     t0 = time.perf_counter()
     runtime.configure(payload.threads, "cpu")
     settings = apply(payload.settings, payload.configs[trial])
+    per_fold: dict[str, Any] | None = None
     if payload.folds is None:
         rows = (payload.train, payload.val, payload.val)
         scores, epochs = fit_and_score(
             settings, payload.frame, payload.schema, payload.label, rows, payload.seeds, "cpu"
         )
         metrics: dict[str, Any] = scores
-        score = scores.get(payload.metric)
     else:
         every = np.sort(np.concatenate([payload.train, payload.val]))
-        fold_epochs: list[int] = []
-        cv = cross_validate(
+        per_fold = {}
+
+        def record(i: int, _n: int, fold_epochs: int, fold_scores: dict[str, Any]) -> None:
+            per_fold[str(i)] = {"metrics": fold_scores, "epochs": fold_epochs}
+
+        first, end = folds or (0, payload.folds)
+        cross_validate(
             settings,
             payload.frame,
             payload.schema,
@@ -262,20 +274,39 @@ def run_trial(payload: Payload, trial: int) -> dict[str, Any]:
             payload.folds,
             payload.seeds.split,
             "cpu",
-            on_fold=lambda _i, _n, epochs, _s: fold_epochs.append(epochs),
+            on_fold=record,
+            only=range(first, end),
         )
-        metrics = {k[: -len("_mean")]: v for k, v in cv.items() if k.endswith("_mean")}
-        epochs = round(float(np.mean(fold_epochs)))
-        score = metrics.get(payload.metric)
-    return {
+        metrics, epochs = fold_summary(per_fold)
+    score = metrics.get(payload.metric)
+    ok = score is not None and math.isfinite(score)
+    result = {
         "trial": trial,
-        "status": "ok" if score is not None and math.isfinite(score) else "failed",
+        "status": "ok" if ok else "failed",
         "score": score,
         "metrics": metrics,
         "epochs": epochs,
         "seconds": round(time.perf_counter() - t0, 3),
-        "error": None if score is not None and math.isfinite(score) else "no finite score",
+        "error": None if ok else "no finite score",
     }
+    if per_fold is not None:
+        result["per_fold"] = per_fold
+    return result
+
+
+def fold_summary(per_fold: dict[str, Any]) -> tuple[dict[str, float], int]:
+    """Each metric's mean over the folds run (in fold order; a fold without it is left out),
+    and their mean epoch count: a trial's scores however its folds were split between runs."""
+    order = sorted(per_fold, key=int)
+    names = list(dict.fromkeys(m for f in order for m in per_fold[f]["metrics"]))
+    metrics = {}
+    for name in names:
+        values = [per_fold[f]["metrics"].get(name) for f in order]
+        kept = np.array([v for v in values if v is not None], dtype=float)
+        if len(kept):
+            metrics[name] = float(kept.mean())
+    epochs = round(float(np.mean([per_fold[f]["epochs"] for f in order])))
+    return metrics, epochs
 
 
 def trainable(config: dict[str, Any], payload: Payload) -> None:
@@ -288,8 +319,9 @@ def trainable(config: dict[str, Any], payload: Payload) -> None:
     from ray import tune
 
     trial = int(config["trial"])
+    folds = config.get("folds")
     try:
-        result = run_trial(payload, trial)
+        result = run_trial(payload, trial, None if folds is None else (folds[0], folds[1]))
     except PipelineError as exc:
         result = {"trial": trial, "status": "failed", "score": None, "metrics": {},
                   "epochs": 0, "seconds": 0.0, "error": exc.message}  # fmt: skip

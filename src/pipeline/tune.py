@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, search
-from pipeline.errors import IntegrityError, Interrupted, TrialsFailed
+from pipeline import __version__, artifacts, halving, search, trials
+from pipeline.errors import ConfigError, IntegrityError, Interrupted, TrialsFailed
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
@@ -59,27 +56,25 @@ def run(
     data = prepare(settings, store, log)
     metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)
     folds = search.folds_for(settings, len(data.split.train) + len(data.split.val))
+    schedule = _schedule(settings, folds)
     configs = search.trial_configs(settings, n)
-    inputs = _inputs(settings, data, metric, folds, configs)
+    inputs = _inputs(settings, data, metric, folds, configs) | {"schedule": schedule}
     partial = _Partial(store, inputs)
     done = partial.load(log) if resume else partial.clear()
-    todo = [i for i in range(n) if i not in done]
     log.info(
-        "tune.start", trials=n, to_run=len(todo), resumed=len(done), metric=metric,
+        "tune.start", trials=n, resumed=len(done), metric=metric,
         scoring="validation" if folds is None else f"{folds}-fold cv",
-        space=sorted(settings.tune.space),
+        schedule=None if len(schedule) == 1 else schedule, space=sorted(settings.tune.space),
     )  # fmt: skip
     payload = _payload(settings, data, metric, folds, configs)
-    results = dict(done)
-    if todo:
-        try:
-            results.update(_run_on_ray(settings, store, payload, todo, partial, log))
-        except KeyboardInterrupt:
-            kept = len(partial.load(log)) if store.list(partial.prefix) else 0
-            raise Interrupted(
-                f"tune interrupted: {kept} finished trial(s) of {n} are kept; `pipeline tune "
-                "--resume` with the same settings runs the rest"
-            ) from None
+    try:
+        results = _search(settings, payload, schedule, done, partial, log)
+    except KeyboardInterrupt:
+        kept = len(partial.load(log)) if store.list(partial.prefix) else 0
+        raise Interrupted(
+            f"tune interrupted: the results of {kept} trial(s) of {n} are kept; `pipeline "
+            "tune --resume` with the same settings runs the rest"
+        ) from None
     ranked = _rank([results[i] | {"config": configs[i]} for i in range(n)], metric)
     winner = next((t for t in ranked if t["status"] == "ok"), None)
     if winner is None:
@@ -97,14 +92,29 @@ def run(
         metric=metric,
         winner=winner["trial"],
         score=winner["score"],
-        baseline=results[0].get("score"),
+        baseline=results[0].get("score") if results[0]["status"] == "ok" else None,
         config=winner["config"],
         trials=n,
-        failed=sum(t["status"] != "ok" for t in ranked),
+        failed=sum(t["status"] == "failed" for t in ranked),
+        stopped=sum(t["status"] == "stopped" for t in ranked),
         preset=str(preset_out) if preset_out else None,
         seconds=round(time.perf_counter() - t0, 3),
     )
     return TuneResult(tid, ranked, winner)
+
+
+def _schedule(settings: Settings, folds: int | None) -> list[int | None]:
+    """The folds scored by the end of each rung: all of them at once, or successive halving's
+    rungs (``halving``); [None] with validation scoring (one run per trial)."""
+    if settings.tune.scheduler == "none":
+        return [folds]
+    if folds is None:
+        raise ConfigError(
+            "PIPELINE_TUNE__SCHEDULER=halving spends cross-validation folds, but this search "
+            "scores on the validation split: set PIPELINE_TUNE__SCORING=cv (or auto, up to "
+            "10,000 rows), or PIPELINE_TUNE__SCHEDULER=none"
+        )
+    return list(halving.rungs(folds, settings.tune.reduction))
 
 
 def _inputs(
@@ -158,19 +168,21 @@ def _payload(
 
 
 class _Partial:
-    """Trial results of an unfinished search, one file each, keyed by the search's inputs."""
+    """Finished runs of an unfinished search (a trial's folds, or the trial), one file each,
+    keyed by the search's inputs."""
 
     def __init__(self, store: Store, inputs: dict[str, Any]) -> None:
         self.store = store
         self.prefix = "tune-partial/" + hashlib.sha256(canonical_json(inputs)).hexdigest()[:32]
 
     def load(self, log: Any) -> dict[int, dict[str, Any]]:
-        """Finished trials of an interrupted run of this very search (failed ones run again)."""
-        done = {}
-        for name in self.store.list(self.prefix):
+        """What an interrupted run of this very search finished, by trial, its folds merged
+        (failed runs run again)."""
+        done: dict[int, dict[str, Any]] = {}
+        for name in sorted(self.store.list(self.prefix)):
             result = self.store.read_json(f"{self.prefix}/{name}")
             if isinstance(result, dict) and result.get("status") == "ok":
-                done[int(result["trial"])] = result
+                _merge(done, result)
         if not done:
             log.warning("tune.resume", message="no finished trial of this search to resume")
         return done
@@ -180,171 +192,136 @@ class _Partial:
         return {}
 
     def record(self, result: dict[str, Any]) -> None:
-        self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}.json", result)
+        first = min((int(f) for f in result.get("per_fold", {})), default=0)
+        self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}-{first:02d}.json", result)
 
     def discard(self) -> None:
         for name in self.store.list(self.prefix):
             self.store.delete(f"{self.prefix}/{name}")
 
 
-def _run_on_ray(
+def _merge(state: dict[int, dict[str, Any]], result: dict[str, Any]) -> None:
+    """A run's result into its trial's: folds added (cv), or the result itself."""
+    trial = int(result["trial"])
+    if "per_fold" not in result or trial not in state:
+        state[trial] = dict(result)
+        return
+    known = state[trial]
+    known["per_fold"] = {**known["per_fold"], **result["per_fold"]}
+    known["seconds"] = round(known["seconds"] + result["seconds"], 3)
+    metrics, epochs = search.fold_summary(known["per_fold"])
+    known.update(metrics=metrics, epochs=epochs)
+
+
+def _search(
     settings: Settings,
-    store: Store,
     payload: search.Payload,
-    todo: list[int],
+    schedule: list[int | None],
+    done: dict[int, dict[str, Any]],
     partial: _Partial,
     log: Any,
 ) -> dict[int, dict[str, Any]]:
-    """Run the trials ``todo`` on Ray Tune; every result, failures included, by trial."""
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the reporter that verbose=0 silences
-    # Ctrl-C stops the command (exit 130; --resume continues), not only Tune's loop, which
-    # would otherwise return as if the search were done.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    from ray import tune
-    from tqdm import tqdm
-
+    """Every trial's result: the runs of each rung on one Ray session, and between rungs
+    successive halving's decisions (``halving``), from the scores alone."""
     from pipeline import cluster
-    from pipeline import log as logging_
 
-    t = settings.tune
-    results: dict[int, dict[str, Any]] = {}
-    # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
-    bar = tqdm(total=len(todo), desc="tune", unit="trial", file=sys.stderr,
-               disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
-
-    def finished(result: dict[str, Any]) -> None:
-        results[int(result["trial"])] = result
-        bar.update(1)
-        if result["status"] == "ok":
-            partial.record(result)
-        log.info(
-            "tune.trial", **{k: result.get(k) for k in ("trial", "status", "score", "epochs",
-                                                        "seconds", "error")},
-            config=payload.configs[int(result["trial"])], done=len(results), of=len(todo),
-        )  # fmt: skip
-
-    class Recorder(tune.Callback):
-        """Told in the driver of each trial's one report, as trials finish."""
-
-        def on_trial_result(
-            self, iteration: int, trials: list[Any], trial: Any, result: dict[Any, Any], **_: Any
-        ) -> None:
-            finished({k: result.get(k) for k in _RESULT_KEYS})
-
-        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
-            # Its retries spent (a worker that died twice): recorded failed, the search goes on.
-            number = int(trial.config["trial"])
-            if number not in results:
-                finished(_failed(number, _trial_error(trial)))
-
+    t, n = settings.tune, len(payload.configs)
+    state = {trial: dict(result) for trial, result in done.items()}
+    failed: dict[int, dict[str, Any]] = {}
+    stopped_at: dict[int, int] = {}
+    alive, first = list(range(n)), 0
     with (
         cluster.session(address=settings.ray_address, connect_timeout=t.connect_timeout) as where,
-        _experiment_dir() as storage,
+        trials.experiment_dir() as storage,
     ):
         concurrency = t.concurrency or max(1, where.cpus // t.cpus_per_trial)
         log.info(
             "tune.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
             cpus=where.cpus, concurrency=concurrency,
         )  # fmt: skip
-        tuner = _tuner(settings, payload, todo, concurrency, storage, Recorder())
-        # Tune prints tables to stdout and logs each failed trial's traceback: the events
-        # carry both (a tune.trial with its error); PIPELINE_LOG_LEVEL=debug shows Ray's own.
-        quiet = settings.log_level != "debug"
-        ray_tune_log = logging.getLogger("ray.tune")
-        level = ray_tune_log.level
-        if quiet:
-            ray_tune_log.setLevel(logging.CRITICAL)
-        try:
-            with logging_.stdout_for_events_only():
-                tuner.fit()
-        finally:
-            ray_tune_log.setLevel(level)
-            bar.close()
-        for number in todo:
-            if number not in results:  # never started: the time budget ran out first
-                finished(_failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
-    return results
+        for rung, end in enumerate(schedule):
+            span = None if end is None else (first, end)
+            jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
+            if jobs:
+                name = f"rung{rung}"
+                for result in trials.run(
+                    settings, payload, jobs, span, concurrency, storage, name, partial.record, log
+                ).values():
+                    if result["status"] == "ok":
+                        _merge(state, result)
+                    else:
+                        failed[int(result["trial"])] = result
+            alive = [trial for trial in alive if trial not in failed]
+            if end is not None and end != schedule[-1]:
+                scores = {trial: state[trial]["metrics"].get(payload.metric) for trial in alive}
+                maximise = search.better(payload.metric) == "max"
+                keep = halving.survivors(scores, halving.kept(len(alive), t.reduction), maximise)
+                if 0 in alive and 0 not in keep:  # the current configuration always finishes,
+                    keep = [0, *keep]  # so the winner is never worse than it on every fold
+                for trial in alive:
+                    if trial not in keep:
+                        stopped_at[trial] = end
+                log.info(
+                    "tune.rung", rung=rung, folds=end, kept=keep,
+                    stopped=[trial for trial in alive if trial not in keep],
+                )  # fmt: skip
+                alive = keep
+            first = end or 0
+    return {
+        trial: _final(state, failed, stopped_at, trial, schedule, payload.metric)
+        for trial in range(n)
+    }
 
 
-def _tuner(settings: Settings, payload: search.Payload, todo: list[int], concurrency: int,
-           storage: Path, recorder: Any) -> Any:  # fmt: skip
-    """The Ray Tune run of the trials ``todo``, one grid point each, reporting to ``recorder``."""
-    from ray import tune
-
-    t = settings.tune
-    trainable = tune.with_resources(
-        tune.with_parameters(search.trainable, payload=payload), {"cpu": t.cpus_per_trial}
-    )
-    return tune.Tuner(
-        trainable,
-        param_space={"trial": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=concurrency,
-            time_budget_s=t.time_budget,
-            reuse_actors=True,  # warm workers: no Python start and imports per trial
-        ),
-        run_config=tune.RunConfig(
-            name="search",
-            storage_path=str(storage),
-            verbose=0,
-            callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=2),
-        ),
-    )
+def _ran(known: dict[str, Any] | None, span: tuple[int, int] | None) -> bool:
+    """Whether a trial's stored results already cover ``span`` (the whole trial when None)."""
+    if known is None:
+        return False
+    if span is None:
+        return True
+    return all(str(f) in known.get("per_fold", {}) for f in range(*span))
 
 
-def _failed(trial: int, error: str) -> dict[str, Any]:
-    return {"trial": trial, "status": "failed", "score": None, "metrics": {}, "epochs": 0,
-            "seconds": 0.0, "error": error}  # fmt: skip
-
-
-def _trial_error(trial: Any) -> str:
-    """A failed trial's error as one line (Ray keeps it in the trial's storage)."""
-    try:
-        error = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # the message is all we want here; without it the trial still failed
-        error = None
-    return _one_line(error) if error is not None else "the trial's worker failed"
-
-
-_RESULT_KEYS = ("trial", "status", "score", "metrics", "epochs", "seconds", "error")
-
-
-def _experiment_dir() -> Any:
-    """A private folder for Ray Tune's own experiment state (removed afterwards)."""
-    import tempfile
-
-    return _TempPath(tempfile.mkdtemp(prefix="pipeline-tune-"))
-
-
-class _TempPath:
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *_: Any) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _one_line(error: BaseException) -> str:
-    """The root cause of a trial's failure as one line (not Ray's wrapper and traceback)."""
-    cause = getattr(error, "cause", None) or error
-    text = " ".join(f"{type(cause).__name__}: {cause}".split())
-    return (text[:300] + "…") if len(text) > 300 else text
+def _final(
+    state: dict[int, dict[str, Any]],
+    failed: dict[int, dict[str, Any]],
+    stopped_at: dict[int, int],
+    trial: int,
+    schedule: list[int | None],
+    metric: str,
+) -> dict[str, Any]:
+    """A trial's row of the trials table: its scores over the folds it ran; ``stopped`` when
+    successive halving stopped it, and how many folds each trial ran (``folds``)."""
+    if trial in failed:
+        row = {k: failed[trial].get(k) for k in trials.RESULT_KEYS}
+    elif trial not in state:
+        row = trials.failed(trial, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)")
+    else:
+        known = state[trial]
+        row = {k: known.get(k) for k in trials.RESULT_KEYS}
+        row["score"] = known["metrics"].get(metric)
+    if len(schedule) > 1:  # halving
+        row["folds"] = len(state[trial].get("per_fold", {})) if trial in state else 0
+        if trial in stopped_at and trial not in failed:
+            row["status"] = "stopped"
+    return row
 
 
 def _rank(trials: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Best first; failed trials last; ties by trial number (never by finishing order)."""
+    """Best first: trials scored on every fold, then those successive halving stopped (the
+    more folds the earlier), failed trials last; ties by trial number (never by finishing
+    order)."""
     sign = -1.0 if search.better(metric) == "max" else 1.0
+    order = {"ok": 0, "stopped": 1}
 
-    def key(t: dict[str, Any]) -> tuple[int, float, int]:
-        ok = t["status"] == "ok"
-        return (0 if ok else 1, sign * t["score"] if ok else 0.0, t["trial"])
+    def key(t: dict[str, Any]) -> tuple[int, int, float, int]:
+        scored = t["status"] in order and t["score"] is not None
+        return (
+            order.get(t["status"], 2),
+            -int(t.get("folds") or 0),
+            sign * t["score"] if scored else 0.0,
+            t["trial"],
+        )
 
     return [{**t, "rank": r + 1} for r, t in enumerate(sorted(trials, key=key))]
 

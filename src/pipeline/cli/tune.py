@@ -71,7 +71,8 @@ def show(
         winner = files["winner.json"]
         rows = [
             {"rank": t["rank"], "trial": t["trial"], "score": t["score"], "status": t["status"],
-             "epochs": t["epochs"], **t["config"]}
+             "epochs": t["epochs"], **({"folds": t["folds"]} if "folds" in t else {}),
+             **t["config"]}
             for t in files["trials.json"]
         ]  # fmt: skip
         log.info(

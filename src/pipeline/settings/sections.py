@@ -290,6 +290,14 @@ class TuneSettings(_Section):
     cpus_per_trial: int = Field(
         1, ge=1, le=MAX_THREADS, description="CPUs (and torch threads) each trial holds"
     )
+    scheduler: Annotated[Literal["none", "halving"], _Lower] = Field(
+        "none",
+        description="halving: successive halving over the cv folds (every trial on one fold, "
+        "the best 1/reduction on more, until the survivors have all); none: every trial on all",
+    )
+    reduction: int = Field(
+        3, ge=2, le=100, description="halving: the share of trials kept at each rung is 1/this"
+    )
     time_budget: float | None = Field(
         None,
         gt=0,

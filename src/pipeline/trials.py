@@ -1,0 +1,169 @@
+"""`pipeline tune`'s trials on Ray Tune: one run of some trials (whole, or on some folds) in an
+open Ray session, every result told to the driver as it arrives.
+
+Ray Tune is only the engine: a grid over trial numbers, a retry for a worker that died, warm
+(reused) workers. Which trials run, on which folds, and what is made of their results is
+``tune``'s and ``halving``'s business, decided from results only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import search
+from pipeline.settings import Settings
+
+RESULT_KEYS = ("trial", "status", "score", "metrics", "epochs", "seconds", "error")
+
+
+def run(
+    settings: Settings,
+    payload: search.Payload,
+    trials: list[int],
+    span: tuple[int, int] | None,
+    concurrency: int,
+    storage: Path,
+    name: str,
+    record: Callable[[dict[str, Any]], None],
+    log: Any,
+) -> dict[int, dict[str, Any]]:
+    """Run ``trials`` (on the folds ``span``, or whole) on Ray Tune, in the session open;
+    every result, failures included, by trial; ``record`` gets each finished one."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the reporter that verbose=0 silences
+    # Ctrl-C stops the command (exit 130; --resume continues), not only Tune's loop, which
+    # would otherwise return as if the search were done.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    from ray import tune
+    from tqdm import tqdm
+
+    from pipeline import log as logging_
+
+    results: dict[int, dict[str, Any]] = {}
+    # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
+    bar = tqdm(total=len(trials), desc="tune", unit="trial", file=sys.stderr,
+               disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
+    halving = span is not None and settings.tune.scheduler != "none"
+
+    def finished(result: dict[str, Any]) -> None:
+        results[int(result["trial"])] = result
+        bar.update(1)
+        if result["status"] == "ok":
+            record(result)
+        log.info(
+            "tune.trial", **{k: result.get(k) for k in ("trial", "status", "score", "epochs",
+                                                        "seconds", "error")},
+            **({"folds": list(span)} if halving and span is not None else {}),
+            config=payload.configs[int(result["trial"])], done=len(results), of=len(trials),
+        )  # fmt: skip
+
+    class Recorder(tune.Callback):
+        """Told in the driver of each trial's one report, as trials finish."""
+
+        def on_trial_result(
+            self, iteration: int, trials: list[Any], trial: Any, result: dict[Any, Any], **_: Any
+        ) -> None:
+            finished({k: result[k] for k in (*RESULT_KEYS, "per_fold") if k in result})
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
+            # Its retries spent (a worker that died twice): recorded failed, the search goes on.
+            number = int(trial.config["trial"])
+            if number not in results:
+                finished(failed(number, _trial_error(trial)))
+
+    tuner = _tuner(settings, payload, trials, span, concurrency, storage, name, Recorder())
+    # Tune prints tables to stdout and logs each failed trial's traceback: the events carry
+    # both (a tune.trial with its error); PIPELINE_LOG_LEVEL=debug shows Ray's own.
+    quiet = settings.log_level != "debug"
+    ray_tune_log = logging.getLogger("ray.tune")
+    level = ray_tune_log.level
+    if quiet:
+        ray_tune_log.setLevel(logging.CRITICAL)
+    try:
+        with logging_.stdout_for_events_only():
+            tuner.fit()
+    finally:
+        ray_tune_log.setLevel(level)
+        bar.close()
+    for number in trials:
+        if number not in results:  # never started: the time budget ran out first
+            finished(failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
+    return results
+
+
+def _tuner(settings: Settings, payload: search.Payload, trials: list[int],
+           span: tuple[int, int] | None, concurrency: int, storage: Path, name: str,
+           recorder: Any) -> Any:  # fmt: skip
+    """The Ray Tune run of ``trials``, one grid point each, reporting to ``recorder``."""
+    from ray import tune
+
+    t = settings.tune
+    trainable = tune.with_resources(
+        tune.with_parameters(search.trainable, payload=payload), {"cpu": t.cpus_per_trial}
+    )
+    space: dict[str, Any] = {"trial": tune.grid_search(trials)}
+    if span is not None:
+        space["folds"] = list(span)
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrency,
+            time_budget_s=t.time_budget,
+            reuse_actors=True,  # warm workers: no Python start and imports per trial
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,
+            callbacks=[recorder],
+            failure_config=tune.FailureConfig(max_failures=2),
+        ),
+    )
+
+
+def failed(trial: int, error: str) -> dict[str, Any]:
+    """A failed trial's result."""
+    return {"trial": trial, "status": "failed", "score": None, "metrics": {}, "epochs": 0,
+            "seconds": 0.0, "error": error}  # fmt: skip
+
+
+def _trial_error(trial: Any) -> str:
+    """A failed trial's error as one line (Ray keeps it in the trial's storage)."""
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # the message is all we want here; without it the trial still failed
+        error = None
+    return one_line(error) if error is not None else "the trial's worker failed"
+
+
+def experiment_dir() -> Any:
+    """A private folder for Ray Tune's own experiment state (removed afterwards)."""
+    import tempfile
+
+    return _TempPath(tempfile.mkdtemp(prefix="pipeline-tune-"))
+
+
+class _TempPath:
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        return self.path
+
+    def __exit__(self, *_: Any) -> None:
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def one_line(error: BaseException) -> str:
+    """The root cause of a trial's failure as one line (not Ray's wrapper and traceback)."""
+    cause = getattr(error, "cause", None) or error
+    text = " ".join(f"{type(cause).__name__}: {cause}".split())
+    return (text[:300] + "…") if len(text) > 300 else text
