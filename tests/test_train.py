@@ -247,3 +247,29 @@ def test_a_linear_table_gets_the_linear_model_blended_in(
     _, alone, _ = _train(cli, store, env | {"PIPELINE_MODEL__LINEAR_BLEND": "false"})
     assert alone["linear"] is None
     assert blended["test"]["rmse"] < 0.95 * alone["test"]["rmse"], (blended, alone)
+
+
+@pytest.mark.slow
+def test_the_ridge_gives_the_same_build_whatever_numpys_thread_count(tmp_path: Path) -> None:
+    """The ridge's linear algebra runs in numpy's BLAS, whose sums depend on its thread count
+    (OPENBLAS_NUM_THREADS, read when numpy loads: a process each). The coefficients are
+    rounded to a grid set by the largest one, so that noise cannot reach the weights' bytes:
+    the build id is the same with 1 and 2 BLAS threads. (House prices: 294 one-hot columns,
+    some never seen in training, whose coefficients are rounding noise.)"""
+    from tests.conftest import run_fresh
+
+    ids = []
+    for threads in ("1", "2"):
+        env = {
+            "PIPELINE_TRAIN__MAX_EPOCHS": "5",  # a weak network: the ridge is blended in
+            "PIPELINE_STORE": str(tmp_path / f"store-{threads}"),
+            "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+            "OPENBLAS_NUM_THREADS": threads,
+        }
+        id_file = tmp_path / f"{threads}.id"
+        done = run_fresh("train", "--id-file", str(id_file), env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        ids.append(id_file.read_text().strip())
+        build = tmp_path / f"store-{threads}" / "builds" / ids[-1] / "metrics.json"
+        assert json.loads(build.read_text())["linear"]["weight"] < 1
+    assert ids[0] == ids[1]

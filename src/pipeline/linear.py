@@ -118,8 +118,8 @@ def fit(x: np.ndarray, c: np.ndarray, y: np.ndarray, cards: tuple[int, ...], l2:
 
 def _ridge_path(d: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
     """Ridge with an unpenalised intercept along the path, from one SVD of the centred design
-    (each result [1 + D, 1]), and each penalty's leave-one-out mean squared error: the
-    residual over 1 - leverage, exactly, as scikit-learn's RidgeCV computes it."""
+    (each result [1 + D, 1], ``_on_grid``), and each penalty's leave-one-out mean squared
+    error: the residual over 1 - leverage, exactly, as scikit-learn's RidgeCV computes it."""
     n = len(y)
     mean_x, mean_y = d.mean(axis=0), y.mean()
     u, sv, vt = np.linalg.svd(d - mean_x, full_matrices=False)
@@ -127,12 +127,30 @@ def _ridge_path(d: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[fl
     out, loo = [], []
     for l2 in L2_PATH:
         shrink = sv**2 / (sv**2 + n * l2)
-        beta = vt.T @ (uy * sv / (sv**2 + n * l2))
-        out.append(np.concatenate([[mean_y - mean_x @ beta], beta])[:, None])
+        beta = _on_grid(vt.T @ (uy * sv / (sv**2 + n * l2)))
+        bias = _on_grid(np.array([mean_y - np.sum(mean_x * beta)]), of=beta)
+        out.append(np.concatenate([bias, beta])[:, None])
         residual = (y - mean_y) - u @ (uy * shrink)
         leverage = 1.0 / n + (u**2) @ shrink
         loo.append(float(np.mean((residual / np.maximum(1.0 - leverage, 1e-12)) ** 2)))
     return out, loo
+
+
+def _on_grid(values: np.ndarray, of: np.ndarray | None = None) -> np.ndarray:
+    """``values`` rounded to multiples of 2^-24 times the largest of ``of`` (default: of
+    themselves), a power of two: float32's resolution at the largest coefficient.
+
+    numpy's BLAS sums in an order that depends on its thread count (OPENBLAS_NUM_THREADS), so
+    the SVD's coefficients differ between machines in their last float64 bits; those of
+    categories the training rows never show are pure rounding noise near 0, which float32
+    would keep. On the grid, noise 1e-15 of the largest coefficient cannot move a value
+    (unless it lies within that of a grid point's midpoint), and the weights' bytes, so the
+    build id, are the same on every machine (tests/test_train.py)."""
+    scale = np.abs(values if of is None else of).max(initial=0.0)
+    if scale == 0.0 or not np.isfinite(scale):
+        return values
+    step = 2.0 ** (np.floor(np.log2(scale)) - 24)
+    return np.round(values / step) * step + 0.0  # + 0.0: noise below half a step is 0, not -0
 
 
 def loss(out: np.ndarray, y: np.ndarray) -> float:
