@@ -241,9 +241,9 @@ def test_a_linear_table_gets_the_linear_model_blended_in(
     }
     _, blended, result = _train(cli, store, env)
     chosen = blended["linear"]
-    assert chosen["weight"] == 0.5 and chosen["l2"] > 0, chosen
+    assert chosen["ridge_share"] == 0.5 and chosen["l2"] > 0, chosen
     assert chosen["val_loss"] < chosen["network_val_loss"]
-    assert event(result.stdout, "train.summary")["linear_weight"] == 0.5
+    assert event(result.stdout, "train.summary")["ridge_share"] == 0.5
     _, alone, _ = _train(cli, store, env | {"PIPELINE_MODEL__LINEAR_BLEND": "false"})
     assert alone["linear"] is None
     assert blended["test"]["rmse"] < 0.95 * alone["test"]["rmse"], (blended, alone)
@@ -271,5 +271,5 @@ def test_the_ridge_gives_the_same_build_whatever_numpys_thread_count(tmp_path: P
         assert done.returncode == 0, done.stderr[-2000:]
         ids.append(id_file.read_text().strip())
         build = tmp_path / f"store-{threads}" / "builds" / ids[-1] / "metrics.json"
-        assert json.loads(build.read_text())["linear"]["weight"] < 1
+        assert json.loads(build.read_text())["linear"]["ridge_share"] > 0
     assert ids[0] == ids[1]

@@ -63,9 +63,11 @@ class Blend:
     network_loss: float
 
     def to_json(self) -> dict[str, float]:
+        """What ``metrics.json`` records (``linear``): the ridge's share of the output (1 minus
+        the network's), its penalty, and the validation losses that chose them."""
         return {
+            "ridge_share": round(1.0 - self.weight, 6),
             "l2": self.l2,
-            "weight": self.weight,
             "val_loss": round(self.loss, 6),
             "network_val_loss": round(self.network_loss, 6),
         }

@@ -13,6 +13,7 @@ trials are, and what wins, is decided here from the seed and the results, never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -230,23 +231,33 @@ def _search(
     failed: dict[int, dict[str, Any]] = {}
     stopped_at: dict[int, int] = {}
     alive, first = list(range(n)), 0
-    with (
-        cluster.session(address=settings.ray_address, connect_timeout=t.connect_timeout) as where,
-        trials.experiment_dir() as storage,
-    ):
-        concurrency = t.concurrency or max(1, where.cpus // t.cpus_per_trial)
-        log.info(
-            "tune.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
-            cpus=where.cpus, concurrency=concurrency,
-        )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        opened: list[tuple[Path, int]] = []
+
+        def ray() -> tuple[Path, int]:
+            """The Ray session, started at the first run (a resumed search that has every
+            result starts none): its experiment folder and the trials it runs at a time."""
+            if not opened:
+                address, timeout = settings.ray_address, t.connect_timeout
+                where = stack.enter_context(cluster.session(address, connect_timeout=timeout))
+                storage = stack.enter_context(trials.experiment_dir())
+                concurrency = t.concurrency or max(1, where.cpus // t.cpus_per_trial)
+                log.info(
+                    "tune.cluster", address=where.address, embedded=where.embedded,
+                    nodes=where.nodes, cpus=where.cpus, concurrency=concurrency,
+                )  # fmt: skip
+                opened.append((storage, concurrency))
+            return opened[0]
+
         for rung, end in enumerate(schedule):
             span = None if end is None else (first, end)
             jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
             if jobs:
-                name = f"rung{rung}"
+                storage, concurrency = ray()
                 for result in trials.run(
-                    settings, payload, jobs, span, concurrency, storage, name, partial.record, log
-                ).values():
+                    settings, payload, jobs, span, concurrency, storage, f"rung{rung}",
+                    partial.record, log,
+                ).values():  # fmt: skip
                     if result["status"] == "ok":
                         _merge(state, result)
                     else:
