@@ -231,14 +231,20 @@ def test_successive_halving_is_the_same_search_at_any_concurrency(tmp_path: Path
     assert len(runs_done) == 6 + len(finished)  # 6 runs on fold 0, the survivors' on folds 1-2
     # Ctrl-C while the second rung runs, then --resume: the stored fold scores take the same
     # decision again, and the search ends as the uninterrupted one did.
-    again_env = {"PIPELINE_TUNE__CONCURRENCY": "1", **HALVING}
-    proc = _start(tmp_path / "resumed", "--trials", "6", **again_env)
-    _wait_for_trials(proc, 7)
+    again = {"PIPELINE_TUNE__CONCURRENCY": "1", **HALVING}
+    resumed = _interrupted_then_resumed(tmp_path / "resumed", 7, "--trials", "6", **again)
+    assert resumed["tune_id"] == first["tune_id"]
+
+
+def _interrupted_then_resumed(where: Path, after: int, *args: str, **extra: str) -> dict[str, Any]:
+    """Ctrl-C a search once ``after`` trial runs have finished (exit 130), then run it again
+    with --resume: the resumed run's summary."""
+    proc = _start(where, *args, **extra)
+    _wait_for_trials(proc, after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
-    resumed = _tune(tmp_path / "resumed", "--trials", "6", "--resume", **again_env)
-    assert resumed["tune_id"] == first["tune_id"]
+    return _tune(where, *args, "--resume", **extra)
 
 
 # Slower trials, so that a signal lands while one runs.
@@ -248,12 +254,7 @@ SLOW = {"PIPELINE_TRAIN__MAX_EPOCHS": "40", "PIPELINE_TRAIN__PATIENCE": "40",
 
 def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     uninterrupted = _tune(tmp_path / "a", "--trials", "3", **SLOW)
-    proc = _start(tmp_path / "b", "--trials", "3", **SLOW)
-    _wait_for_trials(proc, 1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    resumed = _tune(tmp_path / "b", "--trials", "3", "--resume", **SLOW)
+    resumed = _interrupted_then_resumed(tmp_path / "b", 1, "--trials", "3", **SLOW)
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 

@@ -48,7 +48,8 @@ def run(
     # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
     bar = tqdm(total=len(trials), desc="tune", unit="trial", file=sys.stderr,
                disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
-    halving = span is not None and settings.tune.scheduler != "none"
+    # With halving, each run is one trial on some folds: its event says which.
+    folds = {} if span is None or settings.tune.scheduler == "none" else {"folds": list(span)}
 
     def finished(result: dict[str, Any]) -> None:
         results[int(result["trial"])] = result
@@ -58,7 +59,7 @@ def run(
         log.info(
             "tune.trial", **{k: result.get(k) for k in ("trial", "status", "score", "epochs",
                                                         "seconds", "error")},
-            **({"folds": list(span)} if halving and span is not None else {}),
+            **folds,
             config=payload.configs[int(result["trial"])], done=len(results), of=len(trials),
         )  # fmt: skip
 
