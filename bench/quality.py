@@ -408,6 +408,8 @@ def one_run(spec: Table, path: Path | None, seed: int, workdir: Path) -> dict[st
         "best_epoch": trained.best_epoch,
         "build_id": trained.build_id,
     }
+    if trained.metrics.get("linear"):  # the ridge blended in (regression): its share and penalty
+        result["tool"]["linear"] = trained.metrics["linear"]
     return result
 
 
@@ -530,11 +532,18 @@ def seed_rows(results: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
                     *(fmt(r[w]["metrics"][m], m) for w in WHO),
                     f"{r['tool']['seconds']:.1f}",
                     str(r["tool"]["epochs"]),
+                    _ridge_share(r["tool"]),
                     f"{r['hgb']['seconds']:.2f}",
                     f"{r['linear']['seconds']:.2f}",
                 ]
             )
     return rows
+
+
+def _ridge_share(tool: dict[str, Any]) -> str:
+    """The share of the output the tool's ridge took (regression; "-": none fitted)."""
+    blend = tool.get("linear")
+    return "-" if not blend else f"{blend['ridge_share']:g}"
 
 
 SEED_HEADER = [
@@ -546,6 +555,7 @@ SEED_HEADER = [
     "linear",
     "tool s",
     "tool epochs",
+    "ridge share",
     "HGB s",
     "linear s",
 ]
@@ -639,7 +649,7 @@ def report(
         + "\n\n"
         + summary_line(v)
         + "\n\nPer seed:\n\n"
-        + table(SEED_HEADER, seed_rows(results), align="lrlrrrrrrr")
+        + table(SEED_HEADER, seed_rows(results), align="lrlrrrrrrrr")
     )
     if errors:
         body += "\n\nTables that could not be run:\n\n" + "\n".join(
