@@ -57,6 +57,21 @@ def test_help_names_the_environment_variables() -> None:
     assert "PIPELINE_DATA__SOURCE" in done.stdout and "PIPELINE_TRAIN__DEVICE" in done.stdout
 
 
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source() -> None:
+    """Docstrings are wrapped at 95 columns in the source; help shows each paragraph as one
+    line that the terminal wraps (rich kept the source's breaks, so an 80-column terminal got
+    lines of a word or two between full ones)."""
+    for args, text in (
+        (["package", "--help"], "PIPELINE_MODEL__VERSION; a version that is already packaged"),
+        (["diff", "--help"], "inputs (data, split, seed, code), settings"),
+        (["--help"], "identity, inputs (data, split, seed, code), settings, validation"),
+        (["release", "create", "--help"], "Release PACKAGE with the PIPELINE_RUN__* settings"),
+    ):
+        done = run_cli(*args, env={"COLUMNS": "400"})
+        assert done.returncode == 0, args
+        assert text in done.stdout, (args, done.stdout)
+
+
 def test_predict_refuses_a_missing_release_or_a_damaged_package_before_loading_torch(
     tmp_path: Path,
 ) -> None:

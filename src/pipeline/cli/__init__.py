@@ -6,6 +6,7 @@ Only ``typer`` is imported here; each command imports its stage inside the funct
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import typer
@@ -41,6 +42,29 @@ app.command("predict")(predict_cmd.predict)
 app.command("serve")(serve_cmd.serve)
 app.command("diff")(diff_cmd.diff)
 app.command("report")(report_cmd.report)
+
+
+def _reflow(text: str) -> str:
+    """Each paragraph of a help text on one line (paragraphs stay apart; a ``\\b`` paragraph
+    is kept as written, as click does). Docstrings are wrapped at 95 columns in the source;
+    rich keeps those line breaks and wraps again at the terminal's width, which leaves ragged
+    lines in an 80-column terminal."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    """``_reflow`` every command's help (its docstring unless given) in ``group`` and below."""
+    for info in group.registered_commands:
+        text = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if text:
+            info.help = _reflow(text)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _reflow_help(sub.typer_instance)
+
+
+_reflow_help(app)
 
 
 def _version(value: bool) -> None:
