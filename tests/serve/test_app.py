@@ -164,9 +164,13 @@ def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: 
 
 
 def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
-    """Broken JSON is 400; the wrong shape is 422; an unknown media type is 415."""
+    """Broken JSON (or a string in it that is not UTF-8) is 400; the wrong shape is 422; an
+    unknown media type is 415."""
     cases = [
         (b"{not json", "application/json", 400, "invalid_json"),
+        # Not UTF-8 inside a string: msgspec raises UnicodeDecodeError, not its DecodeError.
+        (b'{"records": [{"MSZoning": "\xff\xfe"}]}', "application/json", 400, "invalid_json"),
+        (b'{"records": [{"\xff": "RL"}]}', "application/json", 400, "invalid_json"),
         (b"[1, 2]", "application/json", 422, "invalid_records"),
         (b'{"records": 5}', "application/json", 422, "invalid_records"),
         (b'{"records": [], "extra": 1}', "application/json", 422, "invalid_records"),

@@ -42,8 +42,8 @@ class FastRecords:
         """The body's records as tuples, or None when msgspec does not accept it."""
         try:
             decoded = self.decoder.decode(body)
-        except msgspec.DecodeError:  # ValidationError included
-            return None
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included; a string
+            return None  # that is not UTF-8 raises the latter: pydantic's 400 names its place
         rows = [msgspec.structs.astuple(r) for r in decoded.records]  # type: ignore[attr-defined]
         if self.loose_id:
             ids = [r[-1] for r in rows]
