@@ -165,7 +165,7 @@ def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: 
 
 def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
     """Broken JSON (or a string in it that is not UTF-8) is 400; the wrong shape is 422; an
-    unknown media type is 415."""
+    unknown media type, or a compressed body, is 415."""
     cases = [
         (b"{not json", "application/json", 400, "invalid_json"),
         # Not UTF-8 inside a string: msgspec raises UnicodeDecodeError, not its DecodeError.
@@ -183,6 +183,11 @@ def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
         response = client.post("/v1/predict", content=body, headers={"Content-Type": media})
         assert (response.status_code, response.json()["error"]) == (status, error), body
     assert client.post("/v1/predict", content=b"{}").status_code == 415  # no Content-Type
+    gzipped = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    refused = client.post("/v1/predict", content=b'{"records": []}', headers=gzipped)
+    assert (refused.status_code, refused.json()["error"]) == (415, "unsupported_content_encoding")
+    plain = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert client.post("/v1/predict", content=b'{"records": []}', headers=plain).status_code == 200
     empty = client.post("/v1/predict", json={"records": []})
     assert empty.status_code == 200 and empty.json()["predictions"] == []
 

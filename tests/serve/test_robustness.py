@@ -8,6 +8,7 @@ hang up mid-body.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -86,6 +87,63 @@ def test_stalled_bodies_cannot_exhaust_file_descriptors(
     assert server.stop() == 0
     timeouts = [e for e in server.named("serve.request") if e["status"] == 408]
     assert timeouts and all(e["level"] == "warning" for e in timeouts)
+
+
+def _connect(port: int, head: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if head:
+        sock.sendall(head)
+    return sock
+
+
+def _response(sock: socket.socket) -> bytes:
+    """What the server sends on ``sock`` within 10 s, until it closes it or pauses for 0.5 s."""
+    sock.settimeout(10)
+    out = b""
+    with contextlib.suppress(OSError):  # a timeout ends a keep-alive response
+        while chunk := sock.recv(65536):
+            out += chunk
+            sock.settimeout(0.5)
+    return out
+
+
+def test_stalled_or_oversized_request_heads_are_cut_off(serve: Any, house: dict[str, Any]) -> None:
+    """A connection that sends nothing is closed after PIPELINE_SERVE__HEADER_TIMEOUT, one that
+    sends half a request head gets 408, and a head over PIPELINE_SERVE__MAX_HEADER_BYTES gets
+    431 and is cut off before the server buffers it (uvicorn held the first two for good and
+    buffered a 50 MB header whole). A head that trickles in within the timeout, and a
+    keep-alive connection idle between requests for longer than the timeout, still work."""
+    env = {"PIPELINE_SERVE__HEADER_TIMEOUT": "2", "PIPELINE_SERVE__MAX_HEADER_BYTES": "4096"}
+    server = _start(serve, house, env=env)
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    silent, half = _connect(server.port), _connect(server.port, get)
+    t0 = time.monotonic()
+    assert _response(half).startswith(b"HTTP/1.1 408 "), "half a head"
+    silent.settimeout(10)
+    assert silent.recv(4096) == b"", "a connection that sent nothing is closed, unanswered"
+    assert time.monotonic() - t0 < 9
+    big = _connect(server.port, get + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n")
+    assert _response(big).startswith(b"HTTP/1.1 431 ")
+    endless, sent = _connect(server.port, get + b"X-Big: "), 0
+    with contextlib.suppress(OSError):  # the server closed the connection
+        while sent < 256:  # 16 MiB
+            endless.sendall(b"a" * 65536)
+            sent += 1
+    assert sent < 256, "a header without end is cut off, not read whole"
+    trickle = _connect(server.port)
+    for part in (b"GET /heal", b"thz HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
+        trickle.sendall(part)
+        time.sleep(0.3)
+    assert _response(trickle).startswith(b"HTTP/1.1 200 ")
+    kept = _connect(server.port, get + b"\r\n")
+    assert _response(kept).startswith(b"HTTP/1.1 200 ")
+    time.sleep(3)  # idle between requests: uvicorn's keep-alive timeout (5 s) governs
+    kept.sendall(get + b"\r\n")
+    assert _response(kept).startswith(b"HTTP/1.1 200 ")
+    for sock in (silent, half, big, endless, trickle, kept):
+        sock.close()
+    assert server.proc.poll() is None
+    assert server.stop() == 0
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -75,6 +75,7 @@ async def predict(
     state.authorize(headers.get(b"authorization", b"").decode("latin-1"))
     loaded = state.ready()
     media = media_type(headers.get(b"content-type", b"").decode("latin-1"))
+    encoding(headers.get(b"content-encoding", b"").decode("latin-1"))
     declared = headers.get(b"content-length", b"").decode("latin-1")
     limit = state.settings.max_body_bytes
     if declared.isdigit() and int(declared) > limit:
@@ -110,6 +111,18 @@ def media_type(header: str) -> str:
         f"Content-Type {kind or '(none)'!r} is not accepted: send application/json "
         '({"records": [...]}) or text/csv (a header line and rows)',
     )
+
+
+def encoding(header: str) -> None:
+    """A 415 unless the body is sent as it is (no Content-Encoding, or identity): a compressed
+    body read as JSON or CSV would be refused as garbled, or worse, half-understood."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        raise RequestError(
+            415,
+            "unsupported_content_encoding",
+            f"Content-Encoding {header.strip()!r} is not accepted: send the body uncompressed",
+        )
 
 
 async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:

@@ -26,6 +26,7 @@ import uvicorn
 
 from pipeline.serve import workers
 from pipeline.serve.app import Loaded, ServeState, create_app
+from pipeline.serve.protocol import BoundedHeadProtocol
 from pipeline.settings import ServeSettings, Settings
 
 
@@ -285,6 +286,7 @@ def _uvicorn_config(state: ServeState, conf: ServeSettings) -> uvicorn.Config:
         timeout_graceful_shutdown=conf.graceful_timeout,
         server_header=False,
         limit_concurrency=connection_limit(conf.max_connections),
+        http=BoundedHeadProtocol.bounded(conf.header_timeout, conf.max_header_bytes),
     )
 
 

@@ -97,6 +97,19 @@ class ServeSettings(_Section):
     body_timeout: float = Field(
         30.0, gt=0, le=MAX_SECONDS, description="Seconds a request's body may take to arrive (408)"
     )
+    header_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds a request's line and headers may take to arrive, from the "
+        "connection opening or the request's first byte (408, or closed when nothing came)",
+    )
+    max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line and headers accepted; larger gets 431",
+    )
     inflight_bytes: int = Field(
         0,
         ge=0,
