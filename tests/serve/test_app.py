@@ -192,6 +192,32 @@ def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
     assert empty.status_code == 200 and empty.json()["predictions"] == []
 
 
+def test_a_body_of_many_bad_records_is_judged_in_bounded_memory(client: TestClient) -> None:
+    """Validation stops at the first MAX_DETAIL problems: 20,000 empty records (79 missing
+    columns each) are 1.6 million problems, which pydantic, judging the whole list at once,
+    listed every one of (a million empty records took the server to 24 GB and the OOM killer)."""
+    import tracemalloc
+
+    from pipeline.serve.contract import MAX_DETAIL
+
+    body = b'{"records": [' + b",".join([b"{}"] * 20_000) + b"]}"
+    tracemalloc.start()
+    try:
+        response = client.post(
+            "/v1/predict", content=body, headers={"Content-Type": "application/json"}
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 422
+    doc = response.json()
+    assert doc["message"] == "at least 79 problem(s) with the request body", doc["message"]
+    assert len(doc["detail"]) == MAX_DETAIL and {d["record"] for d in doc["detail"]} == {0}
+    assert peak < 64 * 2**20, peak  # the parsed records, not a list of every problem
+    many_ints = client.post("/v1/predict", json={"records": [7] * 20_000})
+    assert many_ints.json()["message"] == f"at least {MAX_DETAIL} problem(s) with the request body"
+
+
 def test_extra_keys_are_ignored_and_reported(client: TestClient, house_loaded: Loaded) -> None:
     """Keys the model does not use do not fail the request; the response lists them."""
     records = _records(house_loaded, 2)
