@@ -366,3 +366,26 @@ def test_classification_result_is_plain_json(
     assert_plain_json(result)
     assert 0.0 <= result["f1_macro"] <= 1.0
     assert 0.0 <= result["log_loss"] <= -math.log(metrics.EPS) + 1e-9
+
+
+def test_regression_curves_of_huge_targets_are_finite_and_quiet() -> None:
+    """Targets near 1e300: each decile's RMSE is computed without overflow (the squares
+    overflowed, numpy printed a RuntimeWarning to stderr mid-training and the RMSE was inf),
+    and ordinary values keep the plain formula's bits."""
+    import math
+    import warnings
+
+    from pipeline import curves
+    from pipeline.features import TargetState
+
+    target = TargetState("y", "regression", "none", 0.0, 1.0)
+    rng = np.random.default_rng(0)
+    y = rng.random(200) * 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning fails the test
+        deciles = curves.compute(y * 1.1, y, target)["error_by_decile"]
+    assert all(d["rmse"] is not None and math.isfinite(d["rmse"]) for d in deciles)
+    small = rng.random(200)
+    err = small * 0.1
+    plain = math.sqrt(float(np.mean(err * err)))
+    assert curves._rmse(err) == plain

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline import metrics
 from pipeline.artifacts import CURVE_PREFIX
 
 if TYPE_CHECKING:
@@ -117,6 +118,14 @@ def _histogram(residual: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
+def _rmse(err: np.ndarray) -> float:
+    """The root mean square of ``err``; scaled (``metrics.rms``) only where the squares
+    overflow, so that ordinary curves keep their bytes (and builds their ids)."""
+    with np.errstate(over="ignore"):
+        square = float(np.mean(err * err))
+    return math.sqrt(square) if math.isfinite(square) else metrics.rms(err)
+
+
 def _error_by_decile(pred: np.ndarray, actual: np.ndarray) -> list[dict[str, Any]]:
     """Errors within each tenth of the rows ordered by the actual value (ties by row order)."""
     order = np.argsort(actual, kind="stable")
@@ -134,7 +143,7 @@ def _error_by_decile(pred: np.ndarray, actual: np.ndarray) -> list[dict[str, Any
                 "mean_actual": _num(actual[part].mean()),
                 "mean_predicted": _num(pred[part].mean()),
                 "mae": _num(np.abs(err).mean()),
-                "rmse": _num(math.sqrt(float(np.mean(err * err)))),
+                "rmse": _num(_rmse(err)),
                 "bias": _num(err.mean()),
             }
         )

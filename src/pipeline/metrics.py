@@ -42,7 +42,7 @@ def regression(y_true: Any, y_pred: Any, *, log_scale: bool = False) -> dict[str
         err = yhat - y
     if not np.all(np.isfinite(err)):
         raise ValueError("y_pred - y_true overflows float64: rescale the target before scoring")
-    rmse = _rms(err)
+    rmse = rms(err)
     result: dict[str, float | None] = {
         "rmse": rmse,
         "mae": _scaled_mean_abs(err),
@@ -55,7 +55,7 @@ def regression(y_true: Any, y_pred: Any, *, log_scale: bool = False) -> dict[str
                 "use log_scale=False for targets that can be zero or negative"
             )
         log_err = np.log(np.maximum(yhat, LOG_FLOOR)) - np.log(y)
-        result["rmse_log"] = _rms(log_err)
+        result["rmse_log"] = rms(log_err)
     return result
 
 
@@ -121,12 +121,12 @@ def _r2(y: FloatArray, rmse: float) -> float | None:
     if np.all(y == y[0]):
         return None
     # SS_res / SS_tot = (rmse / rms of deviations)^2; both RMS are scaled, so neither underflows.
-    ratio = rmse / _rms(y - y.mean())
+    ratio = rmse / rms(y - y.mean())
     r2 = 1.0 - ratio * ratio
     return r2 if np.isfinite(r2) else None
 
 
-def _rms(x: FloatArray) -> float:
+def rms(x: FloatArray) -> float:
     """Root mean square, scaled by max |x| so squares neither underflow nor overflow."""
     scale = float(np.max(np.abs(x)))
     if scale == 0.0:
@@ -135,7 +135,7 @@ def _rms(x: FloatArray) -> float:
 
 
 def _scaled_mean_abs(x: FloatArray) -> float:
-    """Mean of |x|, scaled like ``_rms`` so that RMS >= mean |x| holds up to rounding."""
+    """Mean of |x|, scaled like ``rms`` so that RMS >= mean |x| holds up to rounding."""
     scale = float(np.max(np.abs(x)))
     if scale == 0.0:
         return 0.0
