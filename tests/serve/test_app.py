@@ -267,6 +267,27 @@ def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
     ]
 
 
+def test_a_csv_body_with_a_header_wider_than_a_parser_block_is_read(client: TestClient) -> None:
+    """A header over pyarrow's 1 MiB block (the model's columns and 150,000 others) is read
+    like any other; it was a 400, "Empty CSV file or block: cannot infer number of columns"."""
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    extra = [f"extra{i}" for i in range(150_000)]
+    wide = [lines[0] + "," + ",".join(extra)] + [line + "," * len(extra) for line in lines[1:]]
+    assert len(wide[0]) > 1 << 20
+    narrow = client.post(
+        "/v1/predict", content="\n".join(lines), headers={"Content-Type": "text/csv"}
+    )
+    response = client.post(
+        "/v1/predict", content="\n".join(wide), headers={"Content-Type": "text/csv"}
+    )
+    assert response.status_code == 200, response.text[:300]
+    body = response.json()
+    assert body["predictions"] == narrow.json()["predictions"]
+    assert body["ignored_columns_count"] == len(extra) + narrow.json().get(
+        "ignored_columns_count", 0
+    )
+
+
 def test_a_bad_boolean_gets_field_level_detail_like_a_bad_number(flags: dict[str, Any]) -> None:
     """A boolean cell "maybe" is a 422 naming its record and column, in JSON and in CSV."""
     record = {"member": "maybe", "age": 30, "city": "north"}

@@ -295,9 +295,16 @@ class Contract:
                 [_detail(None, name, "missing", "Column required") for name in missing],
             )
         wanted = [c for c in header if c in self.known]
+        data = text.encode()
         try:
-            options = cells.csv_options(self.delimiter, self.missing_values, text_columns=wanted)
-            table = pacsv.read_csv(io.BytesIO(text.encode()), **options)
+            # One block for the whole body (it is in memory already): pyarrow cannot parse a
+            # line longer than its block, and a wide header (1 MiB by default) was refused as
+            # "Empty CSV file or block: cannot infer number of columns".
+            block = min(max(1 << 20, len(data) + 1), 1 << 30)
+            options = cells.csv_options(
+                self.delimiter, self.missing_values, text_columns=wanted, block_size=block
+            )
+            table = pacsv.read_csv(io.BytesIO(data), **options)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             first = str(exc).strip().splitlines()[0][:300]
             raise RequestError(
