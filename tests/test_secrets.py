@@ -167,3 +167,37 @@ def test_no_secret_in_the_error_for_a_malformed_or_misspelt_section(
     assert [e["kind"] for e in events(result.stdout) if e.get("event") == "error"] == ["config"]
     for value in (SECTION_SECRET, "918273645"):
         assert value not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"PIPELINE_DATA__SOURCE": f"s3://AKIAEXAMPLE:{URL_PASSWORD}@bucket/train.csv"}, 5),
+        ({"PIPELINE_STORE": f"s3://AKIAEXAMPLE:{URL_PASSWORD}@bucket/prefix"}, 9),
+    ],
+)
+def test_credentials_written_into_an_s3_uri_are_not_repeated(
+    cli: Any, env: dict[str, str], code: int
+) -> None:
+    """A key pair written into an s3:// URI (a common slip) is refused without repeating it:
+    the one-line error and its event show the URI as s3://***@bucket/... (they printed it
+    whole)."""
+    result = cli("train", env=env)
+    assert result.exit_code == code, result.output
+    assert "s3://***@bucket/" in result.stderr
+    assert URL_PASSWORD not in result.stdout + result.stderr
+
+
+def test_uris_are_shown_without_user_info_or_secret_parameters() -> None:
+    """``redact_uri``, which every dataset URI in a message, an event or a manifest passes
+    through: user info and credential-like parameters are masked for every scheme, and a URI
+    without them is kept as written."""
+    from pipeline.data.sources import redact_uri
+
+    assert redact_uri("s3://AK:p@ss@bucket/x.csv") == "s3://***@bucket/x.csv"
+    assert redact_uri("s3://b/x.csv?secret=abc&versionId=1") == (
+        "s3://b/x.csv?secret=%2A%2A%2A&versionId=1"
+    )
+    for kept in ("s3://b/x y.csv?versionId=a b", "/data/a@b.csv", "file:///d/a@b/c.csv"):
+        assert redact_uri(kept) == kept
+    assert redact_uri("https://u:p@h/x?token=1") == "https://h/x?token=%2A%2A%2A"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -160,7 +159,7 @@ def _unreachable(shown: str, timeout: float, reason: str) -> SourceError:
 
 def _masked(address: str) -> str:
     """The address with registered secrets and any ``user:password@`` part masked."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", log.mask(address))
+    return log.without_userinfo(log.mask(address))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -106,6 +106,16 @@ def mask(text: str) -> str:
     return text
 
 
+def without_userinfo(uri: str) -> str:
+    """``uri`` with the user info of its authority (``user:password@``, everything before the
+    last ``@`` of it) shown as ``***@``; anything else unchanged."""
+    scheme, sep, rest = uri.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return uri
+    return f"{scheme}{sep}***@{authority.rsplit('@', 1)[1]}{slash}{tail}"
+
+
 def _finite(value: Any) -> Any:
     """NaN and infinities are not JSON: they become null so every line stays parseable."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):

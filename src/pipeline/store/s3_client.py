@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from pipeline.errors import StoreError
+from pipeline.log import without_userinfo
 
 if TYPE_CHECKING:
     from obstore.store import S3Store as Client
@@ -34,7 +35,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
     parsed = split_uri(uri)
     if parsed is None:
         raise StoreError(
-            f"PIPELINE_STORE='{uri}' is no S3 URI: expected s3://bucket/optional/prefix with a "
+            f"PIPELINE_STORE='{without_userinfo(uri)}' is no S3 URI: expected "
+            "s3://bucket/optional/prefix with a "
             "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
         )
     return parsed

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from pipeline.errors import DataError, SourceError, StoreError
+from pipeline.log import without_userinfo
 from pipeline.settings import Settings
 from pipeline.store import Store, atomic_write_json, sha256_file
 
@@ -37,10 +38,15 @@ class Fetched:
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` without user info and without values of credential-like query parameters."""
+    """``uri`` without user info and without values of credential-like query parameters.
+
+    http(s) URIs are rebuilt (host, port, path, masked query). Other URIs with an authority
+    (``s3://KEY:SECRET@bucket/key``, a query with ``?token=``) lose the user info and the
+    secret values, and are otherwise kept as written; the rest (paths) are kept as they are.
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
-        return uri
+        return _redact_other(uri)
     try:
         port = parsed.port
     except ValueError:
@@ -56,6 +62,18 @@ def redact_uri(uri: str) -> str:
         [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parsed.query, True)]
     )
     return urlunparse(parsed._replace(netloc=netloc, query=query, fragment=""))
+
+
+def _redact_other(uri: str) -> str:
+    """``redact_uri`` for a URI that is not http(s): the same text unless it carries user
+    info or a credential-like query parameter."""
+    shown = without_userinfo(uri)
+    head, question, query = shown.partition("?")
+    if question and any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(query, True)):
+        query = urlencode(
+            [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(query, True)]
+        )
+    return f"{head}{question}{query}"
 
 
 def cache_name(name: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.data.sources import redact_uri
 from pipeline.data.sources.http import filename as filename
 from pipeline.errors import SourceError
 from pipeline.store import store_error
@@ -34,9 +35,9 @@ def _parse(uri: str) -> tuple[str, str]:
     parsed = split_uri(uri)
     if parsed is None or not parsed[1]:
         raise SourceError(
-            f"'{uri}' is no S3 object URI: expected s3://bucket/path/to/data.csv (or .parquet) "
-            "with a bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix "
-            "PIPELINE_DATA__SOURCE"
+            f"'{redact_uri(uri)}' is no S3 object URI: expected s3://bucket/path/to/data.csv "
+            "(or .parquet) with a bucket name of 3-63 lowercase letters, digits, '.' or '-'; "
+            "fix PIPELINE_DATA__SOURCE"
         )
     return parsed
 
@@ -69,7 +70,8 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     if dest.stat().st_size == 0:
         dest.unlink()
         raise SourceError(
-            f"cannot download {uri}: the object is empty; check that the key names the dataset"
+            f"cannot download {redact_uri(uri)}: the object is empty; check that the key names "
+            "the dataset"
         )
 
 
@@ -95,4 +97,4 @@ def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
         "later, or raise PIPELINE_STORE_RETRIES",
     }
     why = messages.get(kind, f"the S3 server answered {code or 'an error'}")
-    return SourceError(f"cannot download {uri}: {why}")
+    return SourceError(f"cannot download {redact_uri(uri)}: {why}")
