@@ -144,6 +144,9 @@ def test_stalled_or_oversized_request_heads_are_cut_off(serve: Any, house: dict[
         sock.close()
     assert server.proc.poll() is None
     assert server.stop() == 0
+    logged = [e["message"] for e in server.named("serve.uvicorn")]  # refusals are logged
+    assert any(m.startswith("408 Request Timeout") for m in logged), logged
+    assert any(m.startswith("431 Request Header Fields Too Large") for m in logged), logged
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -99,7 +99,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._refuse(HTTPStatus.REQUEST_TIMEOUT, f"request line and headers took over {within}")
 
     def _refuse(self, status: HTTPStatus, message: str) -> None:
-        """Answer ``status`` with ``message`` as text and close the connection."""
+        """Answer ``status`` with ``message`` as text, log it (a ``serve.uvicorn`` warning, as
+        uvicorn's own 400 for a malformed request is) and close the connection."""
+        self.logger.warning("%d %s: %s", status.value, status.phrase, message)
         self._stop_head_timer()
         self._in_head = False
         body = f"{status.phrase}: {message}".encode("ascii")
