@@ -51,6 +51,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():  # refused: what else arrives is not read
+            return
         if self._in_head:
             seen = self._tail + data
             end = seen.find(END)
