@@ -2,14 +2,14 @@
 
 uvicorn bounds neither the time nor the size of a request's line and headers on its httptools
 path: a connection that opened and sent nothing, or half a header, was held for as long as the
-client liked (so about a thousand idle sockets took every connection slot, and /healthz
-answered 503), and a header line of 50 MB was buffered whole (50 MB of memory per connection).
-Here each request's head must arrive within ``header_timeout`` seconds of the connection
-opening or of the request's first byte (else 408 and the connection closes; a connection that
-sent nothing is just closed), and its bytes up
-to the blank line after the headers may number at most ``max_header_bytes`` (else 431 and the
-connection closes, before the parser buffers more). Idle time between requests stays bounded
-by uvicorn's keep-alive timeout; the body by ``body_timeout`` (``predicting``).
+client liked (so idle sockets could hold every connection slot, and the server then answers
+503 to everyone, probes included), and a header line of 50 MB was buffered whole (50 MB of
+memory per connection). Here each request's head must arrive within ``header_timeout`` seconds
+of the connection opening or of the request's first byte (else 408 and the connection closes;
+a connection that sent nothing is just closed), and its bytes up to the blank line after the
+headers may number at most ``max_header_bytes`` (else 431 and the connection closes, before
+the parser buffers more). Idle time between requests stays bounded by uvicorn's keep-alive
+timeout; the body by ``body_timeout`` (``predicting``).
 """
 
 from __future__ import annotations
