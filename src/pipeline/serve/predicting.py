@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from pipeline.data import cells
 from pipeline.serve.batching import Job
 from pipeline.serve.contract import Contract, RequestError, dumps
 
@@ -108,7 +109,8 @@ def media_type(header: str) -> str:
     raise RequestError(
         415,
         "unsupported_media_type",
-        f"Content-Type {kind or '(none)'!r} is not accepted: send application/json "
+        f"Content-Type {cells.shown(kind) if kind else repr('(none)')} is not accepted: send "
+        "application/json "
         '({"records": [...]}) or text/csv (a header line and rows)',
     )
 
@@ -121,7 +123,8 @@ def encoding(header: str) -> None:
         raise RequestError(
             415,
             "unsupported_content_encoding",
-            f"Content-Encoding {header.strip()!r} is not accepted: send the body uncompressed",
+            f"Content-Encoding {cells.shown(header.strip())} is not accepted: send the body "
+            "uncompressed",
         )
 
 
