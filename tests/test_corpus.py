@@ -379,6 +379,17 @@ FILES = [
     Case("truncated.parquet", (4, (P, "not a readable Parquet")), (4, (P, "readable Parquet"))),
     Case("broken-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 5 is not valid JSON"))),
     Case("array-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 9 is a JSON list"))),
+    # Both were a traceback (exit 1): RecursionError and Python's int-digits ValueError.
+    Case(
+        "deeply-nested-line.jsonl",
+        (4, (P, "is JSON")),
+        (4, (P, "line 4 cannot be read as JSON (nested too deep)")),
+    ),
+    Case(
+        "five-thousand-digit-number.jsonl",
+        (4, (P, "is JSON")),
+        (4, (P, "line 3 cannot be read as JSON (a number of over 4,300 digits)")),
+    ),
     Case(
         "directory.csv",
         (4, (P, "not a file", "PIPELINE_DATA__SOURCE")),

@@ -198,6 +198,18 @@ def _jsonl_error(path: Path, label: str) -> DataError:
                         f"input {label} line {number} is not valid JSON ({exc.msg}, column "
                         f"{exc.colno}): fix the line; every line must be one JSON object"
                     )
+                except (RecursionError, ValueError) as exc:  # nesting; a 5,000-digit number
+                    why = (
+                        "nested too deep"
+                        if isinstance(exc, RecursionError)
+                        else "a number of over 4,300 digits"
+                        if "digits" in str(exc)
+                        else str(exc)[:120]
+                    )
+                    return DataError(
+                        f"input {label} line {number} cannot be read as JSON ({why}): fix "
+                        "the line; every line must be one JSON object of column names to values"
+                    )
                 if not isinstance(value, dict):
                     return DataError(
                         f"input {label} line {number} is a JSON {type(value).__name__}, not an "
@@ -266,7 +278,7 @@ def _jsonl_frames(
             for name in [c for c in wanted if c in frame.columns]:
                 frame[name] = cells.without_markers(frame[name], predictor.missing_values)
             yield frame
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise _jsonl_error(path, label) from exc
 
 
