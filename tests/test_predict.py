@@ -93,13 +93,15 @@ def test_ci_chain_predicts_every_row_of_the_unseen_test_file(
 def test_predictions_stream_to_stdout_with_logs_on_stderr(
     chain: dict[str, Any], whole: tuple[Any, Path]
 ) -> None:
-    """Without -o, CSV predictions are stdout (the bytes -o writes) and the JSON log stream
-    moves to stderr."""
-    done = _ok(_predict(chain, str(TEST_CSV), PIPELINE_RELEASE="house-prices@current"))
-    frame = pd.read_csv(io.StringIO(done.stdout))
-    assert len(frame) == 1459
-    assert done.stdout.encode() == whole[1].read_bytes()
-    assert events(done.stderr)[-1]["event"] == "predict.summary"
+    """Without -o, or with `-o -` as most Unix tools spell it, CSV predictions are stdout (the
+    bytes -o writes) and the JSON log stream moves to stderr (`-o -` wrote a file named "-")."""
+    for dash in ([], ["-o", "-"]):
+        done = _ok(_predict(chain, str(TEST_CSV), *dash, PIPELINE_RELEASE="house-prices@current"))
+        frame = pd.read_csv(io.StringIO(done.stdout))
+        assert len(frame) == 1459
+        assert done.stdout.encode() == whole[1].read_bytes()
+        assert events(done.stderr)[-1]["event"] == "predict.summary"
+        assert not (chain["root"] / "-").exists()
 
 
 def test_chunked_run_equals_single_chunk_run(

@@ -22,8 +22,8 @@ def predict(
         "--output",
         "-o",
         help="Where predictions go (format from the suffix, or PIPELINE_RUN__OUTPUT_FORMAT). "
-        "Without it, CSV goes to stdout and the log stream to stderr. With --workers: a new or "
-        "empty folder of parts and a manifest.",
+        "Without it (or with -), CSV goes to stdout and the log stream to stderr. With "
+        "--workers: a new or empty folder of parts and a manifest.",
     ),
     release: str = typer.Option(
         None,
@@ -55,28 +55,31 @@ def predict(
     bytes single-process predict writes for those rows, and manifest.json.
     """
 
+    # None: stdout ("-" too, as most Unix tools read it).
+    sink: Path | None = None if output is None or str(output) == "-" else output
+
     def body(loaded: Any, log: Any) -> None:
         from pipeline import log as logging_
         from pipeline import predict as stage
         from pipeline.errors import ConfigError
 
         refuse_release_and_package(release, package)
-        refuse_output_over_source(source, output)
+        refuse_output_over_source(source, sink)
         s = loaded.settings
-        store = store_of(s, outputs={"-o": output})  # predictions never land in the store
+        store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
         if ready.run.workers is None:
-            if output is not None and output.is_dir():
+            if sink is not None and sink.is_dir():
                 raise ConfigError(
-                    f"-o {output} is a folder: pass a file path, or --workers N to write a "
+                    f"-o {sink} is a folder: pass a file path, or --workers N to write a "
                     "folder of parts"
                 )
-            stage.run(ready, source, output, log)
+            stage.run(ready, source, sink, log)
         else:  # only this path imports Ray
             from pipeline.predict import distributed
 
-            distributed.run(ready, source, output, s, log)
+            distributed.run(ready, source, sink, s, log)
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
-    run("predict", body, overrides=overrides, log_to_stderr=output is None)
+    run("predict", body, overrides=overrides, log_to_stderr=sink is None)
