@@ -199,15 +199,11 @@ def _jsonl_error(path: Path, label: str) -> DataError:
                         f"{exc.colno}): fix the line; every line must be one JSON object"
                     )
                 except (RecursionError, ValueError) as exc:  # nesting; a 5,000-digit number
-                    why = (
-                        "nested too deep"
-                        if isinstance(exc, RecursionError)
-                        else "a number of over 4,300 digits"
-                        if "digits" in str(exc)
-                        else str(exc)[:120]
-                    )
+                    why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+                    if "digits" in why:  # Python's advice (set_int_max_str_digits) is not ours
+                        why = "a number of over 4,300 digits"
                     return DataError(
-                        f"input {label} line {number} cannot be read as JSON ({why}): fix "
+                        f"input {label} line {number} cannot be read as JSON ({why[:120]}): fix "
                         "the line; every line must be one JSON object of column names to values"
                     )
                 if not isinstance(value, dict):

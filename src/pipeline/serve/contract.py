@@ -414,8 +414,6 @@ def _detail(
 def _json_error(errors: list[Any], *, complete: bool = True) -> RequestError:
     """Pydantic's errors as field-level detail: the record's index and the column's name.
     Not ``complete``: validation stopped at the first ``MAX_DETAIL`` problems or a few more."""
-    if errors and errors[0]["type"] == "json_invalid":
-        return RequestError(400, "invalid_json", f"the body is not valid JSON: {errors[0]['msg']}")
     detail = []
     for err in errors[:MAX_DETAIL]:
         loc = list(err["loc"])

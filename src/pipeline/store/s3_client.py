@@ -36,8 +36,8 @@ def parse_uri(uri: str) -> tuple[str, str]:
     if parsed is None:
         raise StoreError(
             f"PIPELINE_STORE='{without_userinfo(uri)}' is no S3 URI: expected "
-            "s3://bucket/optional/prefix with a "
-            "bucket name of 3-63 lowercase letters, digits, '.' or '-'; fix the URI"
+            "s3://bucket/optional/prefix with a bucket name of 3-63 lowercase letters, digits, "
+            "'.' or '-'; fix the URI"
         )
     return parsed
 

@@ -58,22 +58,22 @@ def redact_uri(uri: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port:
         netloc += f":{port}"
-    query = urlencode(
-        [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parsed.query, True)]
-    )
-    return urlunparse(parsed._replace(netloc=netloc, query=query, fragment=""))
+    return urlunparse(parsed._replace(netloc=netloc, query=_masked(parsed.query), fragment=""))
 
 
 def _redact_other(uri: str) -> str:
     """``redact_uri`` for a URI that is not http(s): the same text unless it carries user
     info or a credential-like query parameter."""
-    shown = without_userinfo(uri)
-    head, question, query = shown.partition("?")
-    if question and any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(query, True)):
-        query = urlencode(
-            [(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(query, True)]
-        )
+    head, question, query = without_userinfo(uri).partition("?")
+    if any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(query, True)):
+        query = _masked(query)
     return f"{head}{question}{query}"
+
+
+def _masked(query: str) -> str:
+    """A query string with the values of credential-like parameters as ``***``."""
+    pairs = parse_qsl(query, True)
+    return urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs])
 
 
 def cache_name(name: str) -> str:
