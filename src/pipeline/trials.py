@@ -8,10 +8,12 @@ Ray Tune is only the engine: a grid over trial numbers, a retry for a worker tha
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,24 +145,11 @@ def _trial_error(trial: Any) -> str:
     return one_line(error) if error is not None else "the trial's worker failed"
 
 
-def experiment_dir() -> Any:
+@contextlib.contextmanager
+def experiment_dir() -> Iterator[Path]:
     """A private folder for Ray Tune's own experiment state (removed afterwards)."""
-    import tempfile
-
-    return _TempPath(tempfile.mkdtemp(prefix="pipeline-tune-"))
-
-
-class _TempPath:
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *_: Any) -> None:
-        import shutil
-
-        shutil.rmtree(self.path, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="pipeline-tune-", ignore_cleanup_errors=True) as path:
+        yield Path(path)
 
 
 def one_line(error: BaseException) -> str:
