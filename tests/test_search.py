@@ -38,6 +38,7 @@ def _refused(tmp_path: Path, space: Any) -> str:
             "did you mean 'train.learning_rate'",
         ),
         ({"train.test_fraction": {"uniform": [0.1, 0.2]}}, "is not searchable"),
+        ({"train.workers": {"int": [1, 3]}}, "is not searchable"),
         ({"seed": {"int": [1, 5]}}, "names no searchable setting"),
         ({"train.learning_rate": {"loguniform": [0, 1e-2]}}, "loguniform needs low > 0"),
         ({"train.learning_rate": {"uniform": [0.1, 0.01]}}, "low <= high"),

@@ -162,6 +162,16 @@ def test_a_cluster_that_does_not_answer_is_exit_5_within_the_timeout(tmp_path: P
     assert time.monotonic() - started < 60
 
 
+def test_a_trial_that_needs_more_cpus_than_the_cluster_has_is_exit_3(tmp_path: Path) -> None:
+    """Ray would keep the trial pending forever: refused at once, one line, nothing stored."""
+    env = _env(tmp_path, PIPELINE_TUNE__CPUS_PER_TRIAL="200")
+    done = run_cli("tune", "--trials", "2", env=env, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr.startswith("error: PIPELINE_TUNE__CPUS_PER_TRIAL=200 needs")
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "store" / "tunes").exists()
+
+
 def test_a_bad_space_is_refused_before_ray_starts(tmp_path: Path) -> None:
     done = run_cli(
         "tune", env=_env(tmp_path, PIPELINE_TUNE__SPACE='{"train.lr": {"uniform": [0, 1]}}')

@@ -241,6 +241,12 @@ def _search(
                 address, timeout = settings.ray_address, t.connect_timeout
                 where = stack.enter_context(cluster.session(address, connect_timeout=timeout))
                 storage = stack.enter_context(trials.experiment_dir())
+                if where.cpus < t.cpus_per_trial:  # Ray would wait for them forever
+                    raise ConfigError(
+                        f"PIPELINE_TUNE__CPUS_PER_TRIAL={t.cpus_per_trial} needs that many CPUs "
+                        f"for one trial, and the Ray cluster has {where.cpus}: lower it, or "
+                        "use a larger cluster"
+                    )
                 concurrency = t.concurrency or max(1, where.cpus // t.cpus_per_trial)
                 log.info(
                     "tune.cluster", address=where.address, embedded=where.embedded,

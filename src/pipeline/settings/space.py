@@ -38,6 +38,7 @@ NOT_SEARCHABLE = {
     "train.device",
     "train.threads",
     "train.checkpoint_every",
+    "train.workers",
     "features.max_categorical_cardinality",
 }
 MAX_CHOICES = 64
