@@ -152,3 +152,31 @@ def test_importing_the_module_does_not_import_ray() -> None:
         [sys.executable, "-c", code], env=dict(os.environ), capture_output=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_native_ray_lines_are_dropped_from_stderr_and_the_rest_passes() -> None:
+    """What Ray's core worker writes to fd 2 inside the block goes; other lines stay, in order,
+    a line split across writes included; Ray's fatal lines stay; after the block, all pass."""
+    code = textwrap.dedent(
+        """
+        import os, sys
+        from pipeline.cluster import native_lines_dropped
+        native = b"[2026-12-05 03:45:46,365 E 11633 11633] core_worker.cc:2465: Actor ...\\n"
+        with native_lines_dropped():
+            os.write(2, b"first\\n" + native + b"sec")
+            os.write(2, b"ond\\n[2026-12-05 03:45:46,365 W 1 2] raylet_client.cc:9: x\\n")
+            print("from python", file=sys.stderr)
+            os.write(2, b"[2026-12-05 03:45:46,365 F 1 2] core_worker.cc:1: fatal\\n")
+        os.write(2, native)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr.splitlines() == [
+        "first",
+        "second",
+        "from python",
+        "[2026-12-05 03:45:46,365 F 1 2] core_worker.cc:1: fatal",
+        "[2026-12-05 03:45:46,365 E 11633 11633] core_worker.cc:2465: Actor ...",
+    ]

@@ -110,9 +110,12 @@ def test_a_folder_on_two_embedded_workers_writes_the_single_process_bytes(
     chain: dict[str, Any], embedded: tuple[subprocess.CompletedProcess[str], Path]
 ) -> None:
     """Eight CSV/Parquet files -> eight parts, each byte-identical to single-process predict of
-    its file (the bad cell's error message included); stdout is the event stream only."""
+    its file (the bad cell's error message included); stdout is the event stream only, and
+    stderr is empty (Ray's core worker logs a line there for every Ray Data actor it creates
+    with restarts, ray-project/ray#53727: dropped)."""
     done, out = embedded
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
     events(done.stdout)  # every stdout line is a JSON event
     summary = event(done.stdout, "predict.summary")
     assert summary["files"] == FILES and summary["rows"] == 1309 and summary["errors"] == 1
@@ -194,7 +197,7 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         address=ray_cluster, **env,
     )  # fmt: skip
     assert single.returncode == done.returncode == 4
-    assert done.stderr.strip().splitlines()[-1] == single.stderr.strip().splitlines()[-1]
+    assert done.stderr == single.stderr  # one line, and nothing of Ray's
     assert "data row 4" in single.stderr
     assert not (chain["root"] / "out-bad").exists() and not (chain["root"] / "x.csv").exists()
     _no_leftovers(chain["root"])

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -117,6 +119,58 @@ def _keeping_sigterm() -> Iterator[None]:
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# A line of Ray's C++ log as its core worker writes it to this process's stderr:
+# "[2026-12-05 03:45:46,365 E 11633 11633] core_worker.cc:2465: ...". Fatal ones ("F") stay.
+_NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWE] \d+ \d+\] \S+\.cc:\d+: ")
+
+
+@contextlib.contextmanager
+def native_lines_dropped() -> Iterator[None]:
+    """Inside the block, lines of Ray's C++ log that reach this process's stderr are dropped;
+    everything else written to file descriptor 2 passes through, whole lines at a time.
+
+    Ray's core worker writes some of them on every healthy run (Ray Data's actors with
+    restarts get "has constructor arguments in the object store and max_restarts > 0",
+    ray-project/ray#53727), where stderr is the user's, and the one-line error of a failed
+    run. Ray's own processes keep their logs in the session's folder. For blocks that draw no
+    progress bar (a partial line is held until its newline).
+    """
+    try:
+        stderr = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # a test runner's capture: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    kept = os.dup(stderr)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, stderr)
+    os.close(write_end)
+
+    def pump() -> None:
+        pending = b""
+        try:
+            while chunk := os.read(read_end, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                passed = b"".join(line + b"\n" for line in lines if not _NATIVE_LINE.match(line))
+                if passed:
+                    os.write(kept, passed)
+        finally:
+            os.close(read_end)
+        if pending and not _NATIVE_LINE.match(pending):
+            os.write(kept, pending)
+
+    thread = threading.Thread(target=pump, name="ray-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(kept, stderr)  # the pipe's last write end here: the pump reads to its end
+        thread.join(timeout=5)  # unless a process Ray started still holds it open
+        if not thread.is_alive():
+            os.close(kept)
 
 
 def _describe(ray: Any, address: str | None) -> Cluster:

@@ -214,7 +214,11 @@ def _map(
                 ray_remote_args_fn=_recovery,
             )
         try:
-            with _quiet(settings), logging_.stdout_for_events_only():
+            with (
+                _quiet(settings),
+                logging_.stdout_for_events_only(),
+                cluster.native_lines_dropped(),
+            ):
                 rows = dataset.take_all()
         except Exception as exc:
             lost = _worker_lost(exc)
