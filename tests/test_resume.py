@@ -87,6 +87,13 @@ def test_stop_checkpoints_and_resume_gives_the_uninterrupted_build_id(
     assert checkpoint.is_file()
     assert not (store / "builds").exists()  # a stopped run publishes no build
 
+    # Resumed with another worker count (part of the checkpoint's identity): refused before Ray
+    # starts, naming the way the checkpoint there was made.
+    other = cli("train", "--resume", env={**env, "PIPELINE_TRAIN__WORKERS": "2"})
+    assert other.exit_code != 0
+    assert "there is one for the same run without --workers: resume it without" in other.stderr
+    assert checkpoint.is_file()
+
     resumed = cli("train", "--resume", env=env)  # in-process: the stopped run was the real one
     assert resumed.exit_code == 0, resumed.output[-2000:]
     started = event(resumed.stdout, "train.resume")

@@ -255,7 +255,8 @@ def test_sigterm_checkpoints_every_worker_and_resume_gives_the_uninterrupted_bui
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
     assert done.returncode == 130, err[-3000:]
     line = one_error_line(done)
-    assert "training stopped by SIGTERM in " + phase in line and "--resume" in line, line
+    assert "training stopped by SIGTERM in " + phase in line, line
+    assert "run `pipeline train --workers 2 --resume`" in line, line
     assert event(done.stdout, "train.interrupted")["phase"] == phase
     assert not (tmp_path / "store" / "builds").exists()
     assert len(_checkpoints(tmp_path)) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -26,12 +27,34 @@ class Checkpoints:
 
     FORMAT = 1
 
-    def __init__(self, store: Store, inputs: dict[str, Any], config: dict[str, Any]) -> None:
-        self.store = store
-        self.fingerprint = hashlib.sha256(
-            canonical_json({"inputs": inputs, "config": config})
-        ).hexdigest()
+    def __init__(
+        self,
+        store: Store,
+        inputs: dict[str, Any],
+        config: dict[str, Any],
+        variants: Callable[[], Iterable[tuple[str, dict[str, Any]]]] = tuple,
+    ) -> None:
+        """``variants``: the configs of the same run asked for another way (how, config), which
+        a missing checkpoint's message names when one of them has a checkpoint."""
+        self.store, self.inputs, self.variants = store, inputs, variants
+        self.fingerprint = self._fingerprint(config)
         self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
+
+    def _fingerprint(self, config: dict[str, Any]) -> str:
+        return hashlib.sha256(canonical_json({"inputs": self.inputs, "config": config})).hexdigest()
+
+    def _elsewhere(self) -> str:
+        """What a missing checkpoint's message adds when a variant of the run has one."""
+        names = set(self.store.list("checkpoints"))
+        if not names:
+            return ""
+        for how, config in self.variants():
+            if f"{self._fingerprint(config)[:32]}.pt" in names:
+                return (
+                    f"; there is one for the same run {how}: resume it {how}, or run "
+                    "`pipeline train` without --resume"
+                )
+        return ""
 
     def save(
         self,
@@ -72,10 +95,15 @@ class Checkpoints:
         try:
             blob = self.store.read_bytes(self.key)
         except KeyError:
+            elsewhere = self._elsewhere()
             raise NotFoundError(
                 f"no checkpoint {self.key} in store {self.store.uri} for this data, settings and "
-                "seed: run `pipeline train` without --resume (a checkpoint exists only after a "
-                "run was stopped, and it matches only the same inputs)"
+                + (
+                    f"seed{elsewhere}"
+                    if elsewhere
+                    else "seed: run `pipeline train` without --resume (a checkpoint exists only "
+                    "after a run was stopped, and it matches only the same inputs)"
+                )
             ) from None
         try:
             ck: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     from pipeline import fit
     from pipeline.checkpoints import Checkpoints
 
-    checkpoints = Checkpoints(store, inputs, settings.build_config())
+    checkpoints = Checkpoints(store, inputs, settings.build_config(), _other_workers(settings))
     # 3. train with early stopping, 4. refit on train + validation
     if settings.train.workers is None:
         trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
@@ -191,6 +192,22 @@ def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tens
     enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=big)
     columns.release()
     return fit.Tensors.all(enc, device)
+
+
+def _other_workers(
+    settings: Settings,
+) -> Callable[[], Iterator[tuple[str, dict[str, Any]]]]:
+    """The same run's build configs with another worker count (a checkpoint's identity
+    includes it): how a missing checkpoint's message finds the one a user meant."""
+
+    def variants() -> Iterator[tuple[str, dict[str, Any]]]:
+        for n in (None, *range(1, 4097)):
+            if n != settings.train.workers:
+                train = settings.train.model_copy(update={"workers": n})
+                how = "without --workers" if n is None else f"with --workers {n}"
+                yield how, settings.model_copy(update={"train": train}).build_config()
+
+    return variants
 
 
 def _inputs(data: Prepared, seed: int) -> dict[str, Any]:
@@ -384,16 +401,17 @@ def _interrupted(
     checkpoints.save(log, phase, stopped.state, selection, others=others)
     name = signal.Signals(stopped.signum).name
     epoch = stopped.state.epoch
+    workers = "" if others is None else f" --workers {len(others) + 1}"
     log.warning(
         "train.interrupted",
         signal=name,
         phase=phase,
         epoch=epoch,
         checkpoint=checkpoints.key,
-        resume="pipeline train --resume",
+        resume=f"pipeline train{workers} --resume",
     )
     return Interrupted(
         f"training stopped by {name} in {phase} epoch {epoch}; checkpoint saved as "
-        f"{checkpoints.key} in store {checkpoints.store.uri}: run `pipeline train --resume` "
-        "with the same data, settings and seed to continue"
+        f"{checkpoints.key} in store {checkpoints.store.uri}: run `pipeline train{workers} "
+        "--resume` with the same data, settings and seed to continue"
     )
