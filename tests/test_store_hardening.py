@@ -202,6 +202,18 @@ def test_train_with_its_id_file_in_the_store_is_refused_before_training(
     assert not store.exists()
 
 
+def test_an_id_file_in_a_missing_folder_is_refused_before_training(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """`train --id-file missing/build.id` exits 3 at once (not after training), naming the
+    folder; nothing is written."""
+    result = cli("train", "--id-file", str(tmp_path / "missing" / "build.id"), env=FAST)
+    refused(result, 3, "--id-file")
+    assert f"the folder {tmp_path / 'missing'} does not exist" in result.stderr
+    assert [e["event"] for e in events(result.stdout)] == ["error"]
+    assert not store.exists() and not (tmp_path / "missing").exists()
+
+
 def test_data_fetch_with_its_id_file_in_the_store_is_refused(cli: Any, store: Path) -> None:
     """`data fetch --id-file` inside the store exits 3 and writes no id there."""
     target = store / "datasets" / "latest.id"

@@ -110,9 +110,28 @@ def store_of(
     _OPENED.set(store)
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)
+        if option in _ID_OUTPUTS and path is not None:
+            _folder_exists(path, option)
     if writes:
         store.check_writable()
     return store
+
+
+# Small files written at the end of a command, into a folder that must already exist: checked
+# at its start, not after minutes of training or searching (predict -o, report -o and diff
+# --html create their folders).
+_ID_OUTPUTS = ("--id-file", "--preset-out")
+
+
+def _folder_exists(path: Path, option: str) -> None:
+    from pipeline.errors import ConfigError
+
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{option} {path}: the folder {folder} does not exist: create it, or choose another "
+            "path (checked before the work starts)"
+        )
 
 
 def write_id(path: Path | None, value: str) -> None:
