@@ -104,6 +104,29 @@ def test_predictions_stream_to_stdout_with_logs_on_stderr(
         assert not (chain["root"] / "-").exists()
 
 
+def test_run_settings_the_release_replaces_are_named_in_a_warning(
+    chain: dict[str, Any], whole: tuple[Any, Path]
+) -> None:
+    """The environment's run settings that differ from the release's bound ones do not apply
+    (a release is immutable configuration): one warning names their variables; the machine's
+    chunk size is the environment's and not named. Run from the package, they apply."""
+    out = chain["root"] / "overridden.csv"
+    changed = {"PIPELINE_RUN__ON_ERROR": "column", "PIPELINE_RUN__ID_COLUMN": "MSSubClass"}
+    done = _ok(
+        _predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(out),
+                 PIPELINE_RUN__CHUNK_ROWS="500", **changed)
+    )  # fmt: skip
+    warning = event(done.stdout, "predict.settings_ignored")
+    assert warning["settings"] == ["PIPELINE_RUN__ID_COLUMN", "PIPELINE_RUN__ON_ERROR"]
+    assert warning["level"] == "warning" and "create a new release" in warning["message"]
+    assert out.read_bytes() == whole[1].read_bytes()
+    package = next((chain["root"] / "store" / "packages").rglob("*.tar.gz"))
+    direct = _ok(_predict(chain, str(TEST_CSV), "--package", str(package), "-o", str(out),
+                          PIPELINE_RELEASE="", **changed))  # fmt: skip
+    assert "predict.settings_ignored" not in direct.stdout
+    assert pd.read_csv(out).columns.tolist() == ["MSSubClass", "prediction", "error"]
+
+
 def test_chunked_run_equals_single_chunk_run(
     chain: dict[str, Any], whole: tuple[Any, Path]
 ) -> None:

@@ -64,6 +64,9 @@ def tiny_csv(tmp_path: Path) -> Path:
         ("PIPELINE_TRAIN__WEIGHT_DECAY", "inf", "finite number"),
         ("PIPELINE_FEATURES__SKEW_THRESHOLD", "inf", "finite number"),
         ("PIPELINE_GATES__MIN_R2", "nan", "finite number"),
+        # An id column named as an output column was overwritten by it: the ids were lost.
+        ("PIPELINE_RUN__ID_COLUMN", "prediction", "the id would be lost"),
+        ("PIPELINE_RUN__ID_COLUMN", "probability_1", "the id would be lost"),
     ],
 )
 def test_absurd_values_are_refused_when_settings_load(

@@ -69,6 +69,8 @@ def predict(
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
+        if ready.overridden:
+            log.warning("predict.settings_ignored", **ready.ignored_event())
         if ready.run.workers is None:
             if sink is not None and sink.is_dir():
                 raise ConfigError(

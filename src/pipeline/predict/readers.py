@@ -91,7 +91,8 @@ def iter_chunks(
         raise DataError(
             f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"
         )
-    wanted = [*predictor.required, *([run.id_column] if run.id_column else [])]
+    # The id column may also be one the model reads: read once, used twice.
+    wanted = list(dict.fromkeys([*predictor.required, *([run.id_column] if run.id_column else [])]))
     start = 0
     if fmt == "csv":
         header = _header(path, predictor.delimiter, f"input {label}")

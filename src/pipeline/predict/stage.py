@@ -38,6 +38,17 @@ class Ready:
     predictor: Predictor
     run: RunSettings
     release: str | None  # name@vN, or None when run straight from a package
+    # The variables of run settings the environment set that the release's bound values replace.
+    overridden: tuple[str, ...] = ()
+
+    def ignored_event(self) -> dict[str, Any]:
+        """The fields of the warning that the environment's run settings in ``overridden`` are
+        replaced by the release's."""
+        return {
+            "settings": list(self.overridden),
+            "message": f"release {self.release} binds its own run settings, which apply: create a "
+            "new release to change them, or run the package with --package",
+        }
 
     def info(self) -> dict[str, Any]:
         """What is running: model, ids, release, task, input schema, metrics, run settings."""
@@ -103,7 +114,18 @@ def load(
         )
     machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
     bound = RunSettings.model_validate({**release.run, **machine})
-    return Ready(_predictor(opened), bound, release.ref)
+    return Ready(_predictor(opened), bound, release.ref, _overridden(run_settings, bound))
+
+
+def _overridden(env: RunSettings, bound: RunSettings) -> tuple[str, ...]:
+    """The variables of the run settings that ``env`` sets away from their defaults and the
+    release binds to another value: the release's value applies, and the caller warns."""
+    return tuple(
+        f"PIPELINE_RUN__{name.upper()}"
+        for name, field in RunSettings.model_fields.items()
+        if getattr(env, name) != field.get_default(call_default_factory=True)
+        and getattr(env, name) != getattr(bound, name)
+    )
 
 
 def _predictor(opened: OpenedPackage) -> Predictor:

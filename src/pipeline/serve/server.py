@@ -324,6 +324,8 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
         store, release or settings.release, package, settings.model.name, settings.run
     )
     logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
+    if ready.overridden:
+        logging_.get_logger().warning("serve.settings_ignored", **ready.ignored_event())
     import torch
 
     # One intra-op thread per inference by default: concurrent requests give the parallelism,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.settings.sections import MAX_SECONDS, MAX_THREADS, _Lower, _Section
 
@@ -35,6 +36,21 @@ class RunSettings(_Section):
     required_secrets: list[str] = Field(
         default_factory=list, description="Names (never values) of secrets the run stage needs"
     )
+
+    @field_validator("id_column")
+    @classmethod
+    def _not_an_output_column(cls, name: str | None) -> str | None:
+        # The predictions' own columns (pipeline.outputs): the id would be overwritten.
+        if name is not None and (
+            name in ("prediction", "error") or name.startswith("probability_")
+        ):
+            raise PydanticCustomError(
+                "id_column_clash",
+                f"'{name}' is a column the predictions write (prediction, error, "
+                "probability_<class>): the id would be lost; copy the id under another name",
+            )
+        return name
+
     # Like chunk_rows it sizes the work for the machine it runs on: never taken from a release.
     workers: int | None = Field(
         None,
