@@ -127,6 +127,19 @@ def test_run_settings_the_release_replaces_are_named_in_a_warning(
     assert pd.read_csv(out).columns.tolist() == ["MSSubClass", "prediction", "error"]
 
 
+def test_stdin_as_input_is_refused_in_one_line(chain: dict[str, Any]) -> None:
+    """`-` as the input (stdin to most Unix tools) is refused, not looked up as a file named
+    "-"; with --workers too, before Ray starts."""
+    for extra in ([], ["--workers", "2", "-o", str(chain["root"] / "parts")]):
+        done = _predict(chain, "-", "--release", chain["release"], *extra)
+        assert done.returncode == 4, done.stderr
+        # Without -o the event stream is on stderr too: the error event, then the one line.
+        last = done.stderr.splitlines()[-1]
+        assert last.startswith("error: input - (stdin) is not read: ")
+        assert "Traceback" not in done.stderr
+    assert not (chain["root"] / "parts").exists()
+
+
 def test_chunked_run_equals_single_chunk_run(
     chain: dict[str, Any], whole: tuple[Any, Path]
 ) -> None:

@@ -109,6 +109,11 @@ def inputs(source: Path) -> list[Path]:
     leaving out hidden ones and ``_``-prefixed markers such as Spark's ``_SUCCESS``.
     """
     text = str(source)
+    if text == "-":
+        raise DataError(
+            "input - (stdin) is not read: --workers reads files, a folder or a glob; save the "
+            "rows to a file and pass its path"
+        )
     if source.is_dir():
         found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
         if not found:

@@ -80,6 +80,11 @@ def iter_chunks(
 ) -> Iterator[pd.DataFrame]:
     """The input as frames of at most ``chunk_rows`` rows, indexed by 0-based data row."""
     label = str(path)
+    if label == "-":  # stdin, as `-o -` is stdout: the readers need a file they can reopen
+        raise DataError(
+            "input - (stdin) is not read: predict reads CSV, Parquet or JSON-lines files; save "
+            "the rows to a file and pass its path"
+        )
     if not path.exists() and _URI.match(label):
         raise SourceError(
             f"input {label} looks like a URI, but predict reads local files only: download it "
