@@ -201,3 +201,11 @@ def test_train_with_unknown_variable_fails_before_doing_anything(
     assert store_files(store) == []
     assert [e["event"] for e in events(result.stdout)] == ["error"]
     assert result.stderr.startswith("error: unknown setting " + typo)
+
+
+def test_an_unknown_format_is_a_usage_error_not_json(cli: Callable[..., Any]) -> None:
+    """`--format yaml` printed JSON and exited 0: now exit 2 naming the choices."""
+    result = cli("config", "show", "--format", "yaml")
+    assert result.exit_code == 2
+    assert "'table'" in result.output and "'json'" in result.output
+    assert not result.stdout.startswith("{")

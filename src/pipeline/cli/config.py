@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -13,10 +14,18 @@ from pipeline.cli._common import run
 app = typer.Typer(help="Inspect the resolved configuration.", no_args_is_help=True)
 
 
+class Format(StrEnum):
+    """What `pipeline config show` prints."""
+
+    auto = "auto"
+    table = "table"
+    json = "json"
+
+
 @app.command("show")
 def show(
-    fmt: str = typer.Option(
-        "auto", "--format", help="table, json, or auto (table on a terminal, else JSON)."
+    fmt: Format = typer.Option(
+        Format.auto, "--format", help="table, json, or auto (table on a terminal, else JSON)."
     ),
 ) -> None:
     """Print every setting, its value, its origin (default, preset, .env, env) and env name.
@@ -49,7 +58,7 @@ def show(
             "settings": rows,
             "unknown": loaded.unknown,
         }
-        table = fmt == "table" or (fmt == "auto" and sys.stdout.isatty())
+        table = fmt is Format.table or (fmt is Format.auto and sys.stdout.isatty())
         if table:
             width = max(len(r["env"]) for r in rows)
             for r in rows:
