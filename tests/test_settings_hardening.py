@@ -118,6 +118,13 @@ def test_fractions_adding_up_to_one_are_refused_naming_both(no_env: Path, tmp_pa
     assert "leaves none to train on" in message
 
 
+def test_a_target_that_is_also_dropped_is_refused_naming_both(no_env: Path) -> None:
+    """DROP listing the target was ignored (the model trained on it as the target anyway)."""
+    message = refused({"PIPELINE_DATA__DROP": '["Id", "SalePrice"]'}, no_env)
+    assert "data.target (default) and data.drop (from env var PIPELINE_DATA__DROP)" in message
+    assert "the target 'SalePrice' is also listed in drop" in message
+
+
 def test_train_refuses_the_fractions_before_reading_data(
     cli: Any, store: Path, tmp_path: Path
 ) -> None:

@@ -98,6 +98,17 @@ class DataSettings(_Section):
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
 
+    @model_validator(mode="after")
+    def _target_not_dropped(self) -> Self:
+        if self.target in self.drop:  # it was trained on anyway, silently
+            raise PydanticCustomError(
+                "target_dropped",
+                f"the target '{self.target}' is also listed in drop {self.drop}: a dropped column "
+                "cannot be predicted; remove it from the drop list or choose another target",
+                {"fields": ("target", "drop")},
+            )
+        return self
+
 
 class FeatureSettings(_Section):
     """How columns become tensors. Every statistic is fitted on training rows only."""
