@@ -87,3 +87,23 @@ def test_a_tampered_build_is_refused(cli: Any, store: Path, built: tuple[str, di
     result = cli("evaluate", build_id, env=FAST)
     assert result.exit_code == 7
     assert "weights.pt" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_dataset_changed_since_the_build_is_named_as_such(cli: Any, tmp_path: Path) -> None:
+    """The build's own digest pins the data: a changed file is exit 4 saying the build was
+    trained on other data (it said "PIPELINE_DATA__SHA256 expects ...; update the pin", a
+    setting the user never set)."""
+    data = tmp_path / "tiny.csv"
+    data.write_text("x,y\n" + "".join(f"{i},{3 * i + 1}\n" for i in range(40)))
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    trained = cli("train", "--id-file", str(tmp_path / "id"), env=env)
+    assert trained.exit_code == 0, trained.output
+    build_id = (tmp_path / "id").read_text().strip()
+    data.write_text(data.read_text() + "40,121\n")
+    result = cli("evaluate", build_id, env=env)
+    assert result.exit_code == 4
+    assert result.stderr.startswith(f"error: dataset {data} has sha256 ")
+    assert f"but build {build_id[:12]} was trained on sha256 " in result.stderr
+    assert "PIPELINE_DATA__SHA256" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -17,6 +17,7 @@ import numpy as np
 from pipeline import artifacts, features, metrics
 from pipeline import log as logging_
 from pipeline.data.schema import Schema
+from pipeline.data.sources import PinMismatch
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
@@ -116,7 +117,14 @@ def run(
         update={"data": recipe.data.model_copy(update={"sha256": inputs["dataset"]["sha256"]})}
     )
     schema = Schema.from_json(build.json("schema.json"))
-    data = prepare(pinned, store, log, schema)
+    try:
+        data = prepare(pinned, store, log, schema)
+    except PinMismatch as exc:  # the pin is the build's, not the user's PIPELINE_DATA__SHA256
+        raise DataError(
+            f"dataset {exc.uri} has sha256 {exc.fetched[:12]}, but build {build.id[:12]} was "
+            f"trained on sha256 {exc.pin[:12]}: the data changed since; restore it to evaluate "
+            "this build, or train a new one"
+        ) from None
     if data.split.digest() != inputs["split"]["digest"]:
         raise IntegrityError(
             f"the split of {data.label} no longer matches build {build.id}: the rows or the "

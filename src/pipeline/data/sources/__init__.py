@@ -109,12 +109,23 @@ def _local_path(uri: str) -> Path:
     return Path(uri).expanduser()
 
 
+class PinMismatch(DataError):
+    """The dataset's digest is not the pinned one (``fetched``, ``pin``: the two sha256)."""
+
+    def __init__(self, message: str, uri: str, fetched: str, pin: str) -> None:
+        super().__init__(message)
+        self.uri, self.fetched, self.pin = uri, fetched, pin
+
+
 def _verify_pin(fetched_sha: str, settings: Settings, uri: str) -> None:
     pin = settings.data.sha256
     if pin and pin.lower() != fetched_sha:
-        raise DataError(
+        raise PinMismatch(
             f"dataset {uri} has sha256 {fetched_sha} but PIPELINE_DATA__SHA256 expects {pin}: "
-            "the data changed; update the pin if the change is intended"
+            "the data changed; update the pin if the change is intended",
+            uri,
+            fetched_sha,
+            pin,
         )
 
 
