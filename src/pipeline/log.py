@@ -10,7 +10,9 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -253,6 +255,31 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         ),
         logger_factory=lambda *args: _StreamLogger(stream),
         cache_logger_on_first_use=False,
+    )
+    if warnings.showwarning is _SHOW_WARNING:
+        warnings.showwarning = _warning_event
+
+
+# Python's own: replaced by ``configure`` only while still in place, so that a test runner's
+# recorder (pytest.warns, catch_warnings) keeps the warnings it is waiting for.
+_SHOW_WARNING = warnings.showwarning
+
+
+def _warning_event(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning (numpy's, a library's) as a ``python.warning`` event, not stray text on
+    stderr: shown as Python shows it (once per place, by its filters)."""
+    structlog.get_logger().warning(
+        "python.warning",
+        category=category.__name__,
+        message=_short(str(message), 300),
+        where=f"{Path(filename).name}:{lineno}",
     )
 
 

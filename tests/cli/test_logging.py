@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 
@@ -19,3 +21,27 @@ def test_log_format_console_renders_text_not_json(cli: Any) -> None:
     result = cli("release", "list", env={"PIPELINE_LOG_FORMAT": "console"})
     line = result.stdout.splitlines()[-1]
     assert "release.list" in line and "count=0" in line and not line.startswith("{")
+
+
+def test_python_warnings_are_events_not_stray_stderr_text() -> None:
+    """numpy's RuntimeWarning or a library's UserWarning: a ``python.warning`` event on the event
+    stream (once per place, as Python shows it), nothing on stderr."""
+    code = (
+        "import warnings, numpy as np\n"
+        "from pipeline import log\n"
+        "log.configure('json')\n"
+        "for _ in range(3):\n"
+        "    np.log(np.array([-1.0]))\n"
+        "warnings.warn('a library says so')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stderr == ""
+    shown = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["event"], e["category"], e["level"]) for e in shown] == [
+        ("python.warning", "RuntimeWarning", "warning"),
+        ("python.warning", "UserWarning", "warning"),
+    ]
+    assert shown[0]["message"] == "invalid value encountered in log"
+    assert shown[1]["where"] == "<string>:6"
