@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, runs: list[tuple[str, dict[str, Any]]]) -> No
 
 
 def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
-    """One worker: its rows ``rank::world`` of the training rows, rank 0 validates. With
+    """One worker: its rows ``rank::world`` of the training and validation rows. With
     ``case["stop"]`` the driver stops the run (rank 0's ``ask`` says SIGTERM) and each rank
     saves its state as ``stopped<rank>.pt``; with ``case["resume_from"]``, each continues from
     the state it saved there."""
@@ -55,9 +55,14 @@ def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank,
                             world_size=world)  # fmt: skip
     try:
+        if case.get("gather"):  # what rank 0 gets back of rows dealt k::world, 7 of them
+            rows = torch.arange(14, dtype=torch.float32).reshape(7, 2)
+            back = Gloo(rank, world, "cpu").gather_dealt(rows[rank::world])
+            torch.save({"back": back}, f"{folder}/rank{rank}.pt")
+            return
         data = _data(case["rows"] + 8)
         train = data.select(np.arange(case["rows"])[rank::world])
-        val = data.select(np.arange(case["rows"], case["rows"] + 8)) if rank == 0 else None
+        val = data.select(np.arange(case["rows"], case["rows"] + 8)[rank::world])
         t = TrainSettings(**case["train"])
         seeds = seeds_of(Seeds.from_seed(3), rank)
         ask = (lambda: 15) if rank == 0 and case.get("stop") else None
@@ -85,6 +90,7 @@ def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
 CASES = {
     "uneven": {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}},
     "one_step": {"rows": 5, "train": {"batch_size": 6, "max_epochs": 5}, "epochs": 5},
+    "gather": {"gather": True},
 }
 
 
@@ -103,6 +109,17 @@ def spawned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str
         name: [torch.load(root / name / f"rank{r}.pt", weights_only=True) for r in range(2)]
         for name in CASES
     }
+
+
+@pytest.mark.slow
+def test_rank_0_gets_every_workers_validation_outputs_back_in_order(
+    spawned: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Rows dealt 4 + 3 (``k::2``) come back to rank 0 as the 7 rows in their order; rank 1
+    gets None. Early stopping's loss and the curve's metrics are computed on them."""
+    ranks = spawned["gather"]
+    assert torch.equal(ranks[0]["back"], torch.arange(14, dtype=torch.float32).reshape(7, 2))
+    assert ranks[1]["back"] is None
 
 
 @pytest.mark.slow

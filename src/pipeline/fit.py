@@ -155,7 +155,8 @@ class Parallel(Protocol):
     Each worker trains on its own rows; a step takes ``ceil(batch_size / world)`` rows from
     every worker, and each worker's loss is weighted so that the averaged gradient is the mean
     over all the step's rows (a worker whose rows ran out takes part with none). Early stopping
-    uses rank 0's validation loss on every worker, so all take the same decisions.
+    uses rank 0's validation loss (over every worker's validation rows) on every worker, so all
+    take the same decisions.
     """
 
     rank: int
@@ -171,6 +172,11 @@ class Parallel(Protocol):
 
     def from_first(self, value: float) -> float:
         """Rank 0's ``value``, on every worker."""
+        ...
+
+    def gather_dealt(self, value: torch.Tensor) -> torch.Tensor | None:
+        """On rank 0, the rows of every worker's ``value`` put back in the order they were
+        dealt in (worker k held rows ``k::world``); None on the other workers."""
         ...
 
     def stop_signal(self) -> int | None:
@@ -292,9 +298,21 @@ class _Loop:
         return float(self.parallel.all_sum(self.total.double())) / sum(self.sizes)
 
     def validate(self, val: Tensors) -> tuple[float, dict[str, Any]]:
-        """Validation loss and the float metrics (``val_`` prefixed) of the current weights."""
+        """Validation loss and the float metrics (``val_`` prefixed) of the current weights.
+
+        As a worker, ``val`` is its share of the validation rows: each scores its own, and rank
+        0 gathers the outputs back in order and computes the loss and metrics (inf and none on
+        the others). A row's output does not depend on the rows scored with it
+        (``forward_all``), so these are the bits of one process scoring every row.
+        """
         out = forward_all(self.model, val.numeric, val.categorical, val.rows)
         val_target = val.targets()
+        if self.parallel is not None:
+            outs = self.parallel.gather_dealt(out)
+            targets = self.parallel.gather_dealt(val_target)
+            if outs is None or targets is None:  # not rank 0
+                return math.inf, {}
+            out, val_target = outs, targets
         loss = float(self.loss_of(out, val_target))
         scores = score(
             outputs.to_values(out.cpu().numpy(), self.target), val_target.cpu().numpy(), self.target
@@ -369,8 +387,8 @@ def fit(
     ``on_checkpoint`` receives the state at the end of every ``checkpoint_every``-th epoch.
 
     With ``parallel``, this process is one worker of several (see ``Parallel``): ``train`` holds
-    its rows only, ``val`` is rank 0's alone (None elsewhere), and every worker ends with the
-    same weights.
+    its rows only, ``val`` its share of the validation rows (``k::world``, as ``validate``
+    says), and every worker ends with the same weights.
     """
     loop = _Loop(cfg, target, settings, seeds, device, parallel)
     if parallel is not None:

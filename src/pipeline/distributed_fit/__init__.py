@@ -2,10 +2,11 @@
 
 The driver has read the table once, fitted the preprocessing and encoded the rows exactly as
 the in-process path does (so ``preprocessing.json`` is the same bytes). It then cuts the
-encoded rows into N shards, worker k taking every N-th training row from the k-th on (and, for
-the refit, every N-th validation row likewise), and puts each shard in Ray's object store: a
-worker fetches only its own. Rank 0 also gets the validation rows, to compute the early-stopping
-loss that every worker then uses.
+encoded rows into N shards, worker k taking every N-th training row from the k-th on and every
+N-th validation row likewise, and puts each shard in Ray's object store: a worker fetches only
+its own. Each worker scores its validation rows after every epoch; rank 0 gathers the outputs
+back in order and computes the early-stopping loss that every worker then uses (the bits one
+process scoring every row gets, as a row's output does not depend on the rows scored with it).
 
 Each worker runs the one fitting loop, ``fit.fit``, with a ``Parallel`` made of
 torch.distributed (gloo on CPU, NCCL on GPUs): the network is wrapped in DistributedDataParallel,
@@ -39,7 +40,7 @@ from typing import Any
 
 from pipeline import fit
 from pipeline.cluster import class_names, exception_chain
-from pipeline.distributed_fit.shards import Job, rows_at, shards
+from pipeline.distributed_fit.shards import Job, shards
 from pipeline.distributed_fit.worker import Box, train_loop
 from pipeline.errors import ConfigError, IntegrityError, PipelineError, SourceError
 from pipeline.features import TargetState
@@ -138,12 +139,11 @@ def train_on_ray(
             "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
             cpus=where.cpus, workers=n, backend="nccl" if use_gpu else "gloo",
         )  # fmt: skip
-        refs = [ray.put(s) for s in shards(tensors, split, n, t.refit)]
-        val = ray.put(rows_at(tensors, split.val))
+        refs = [ray.put(s) for s in shards(tensors, split, n)]
         box: Any = ray.remote(num_cpus=0)(Box)
         box = box.remote(n)
         job = Job(cfg, target, t, seeds, cpus, use_gpu)
-        config = {"job": job, "shards": refs, "val": [val], "box": box}
+        config = {"job": job, "shards": refs, "box": box}
         if resume is not None:
             states = [resume["loop"], *resume.get("others", [])]
             if len(states) != n:

@@ -39,10 +39,12 @@ class Rows:
 
 @dataclass(frozen=True)
 class Shard:
-    """One worker's rows: its training rows and, for the refit, its validation rows too."""
+    """One worker's rows: its training rows and its share of the validation rows (which it
+    scores for early stopping, and trains on in the refit)."""
 
     rows: Rows
     train: np.ndarray  # positions in ``rows`` of the training rows, in the split's order
+    val: np.ndarray  # positions in ``rows`` of the validation rows, in the split's order
 
 
 @dataclass(frozen=True)
@@ -57,14 +59,16 @@ class Job:
     use_gpu: bool
 
 
-def shards(tensors: fit.Tensors, split: Split, workers: int, refit: bool) -> Iterator[Shard]:
+def shards(tensors: fit.Tensors, split: Split, workers: int) -> Iterator[Shard]:
     """The rows of each worker, one at a time (the driver holds one shard's copy at most):
-    training rows ``k::N``, plus validation rows ``k::N`` when the network is refitted, in row
-    order. With N=1: exactly the in-process rows."""
+    training rows ``k::N`` and validation rows ``k::N``, in row order. With N=1: exactly the
+    in-process rows (the refit's rows are the training and validation rows in row order)."""
     for k in range(workers):
-        train = split.train[k::workers]
-        block = np.sort(np.concatenate([train, split.val[k::workers]])) if refit else train
-        yield Shard(rows_at(tensors, block), np.searchsorted(block, train))
+        train, val = split.train[k::workers], split.val[k::workers]
+        block = np.sort(np.concatenate([train, val]))
+        yield Shard(
+            rows_at(tensors, block), np.searchsorted(block, train), np.searchsorted(block, val)
+        )
 
 
 def rows_at(tensors: fit.Tensors, at: np.ndarray) -> Rows:

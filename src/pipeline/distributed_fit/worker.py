@@ -131,6 +131,26 @@ class Gloo:
         dist.broadcast(out, src=0)
         return float(out.cpu()[0])
 
+    def gather_dealt(self, value: torch.Tensor) -> torch.Tensor | None:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        counts = torch.zeros(self.world, dtype=torch.int64)
+        counts[self.rank] = len(value)
+        sizes = [int(n) for n in self.all_sum(counts)]
+        # Every worker sends as many rows (gather's rule): its own, padded to the longest share.
+        padded = value.new_zeros((max(sizes), *value.shape[1:]))
+        padded[: len(value)] = value
+        parts = [torch.empty_like(padded) for _ in sizes] if self.rank == 0 else None
+        dist.gather(padded, gather_list=parts, dst=0)
+        if parts is None:
+            return None
+        out = value.new_empty((sum(sizes), *value.shape[1:]))
+        for k, (part, size) in enumerate(zip(parts, sizes, strict=True)):
+            out[k :: self.world] = part[:size]
+        return out
+
     def stop_signal(self) -> int | None:
         self.steps += 1
         if self.steps % STOP_EVERY:
@@ -181,7 +201,7 @@ def train_loop(config: dict[str, Any]) -> None:
     runtime.configure(job.threads, device)
     shard: Shard = ray.get(config["shards"][rank])
     rows = shard.rows.tensors(device)
-    val = ray.get(config["val"][0]).tensors(device) if rank == 0 else None
+    val = rows.select(shard.val)  # its share: rank 0 gathers every worker's outputs
     box = config["box"]
     parallel = Gloo(rank, world, device, ask=lambda: int(ray.get(box.stopping.remote())))
     seeds = seeds_of(job.seeds, rank)
