@@ -71,9 +71,9 @@ def run(quick: bool, workdir: Path, rows: int | None = None) -> Report:
         summary = events(done.output, "train.summary")[-1]
         build = Path(env["PIPELINE_STORE"]) / "builds" / summary["build_id"]
         statistics_bytes.add((build / "preprocessing.json").read_bytes())
+        train_rows = int(events(done.output, "data.split")[-1]["train"])
         if workers:
             ranks = events(done.output, "train.workers")[-1]["workers"]
-            train_rows = sum(int(r["rows"]) for r in ranks)
             peaks = sorted(float(r["peak_rss_mib"]) for r in ranks)
         else:
             peaks = [done.rss_mib]
