@@ -148,18 +148,22 @@ def native_lines_dropped() -> Iterator[None]:
     os.dup2(write_end, stderr)
     os.close(write_end)
 
+    def passed_on(data: bytes) -> None:
+        """All of ``data`` to the real stderr; if that is gone, the pipe is still drained."""
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(kept, data) :]
+
     def pump() -> None:
         pending = b""
         try:
             while chunk := os.read(read_end, 65536):
                 *lines, pending = (pending + chunk).split(b"\n")
-                passed = b"".join(line + b"\n" for line in lines if not _NATIVE_LINE.match(line))
-                if passed:
-                    os.write(kept, passed)
+                passed_on(b"".join(line + b"\n" for line in lines if not _NATIVE_LINE.match(line)))
         finally:
             os.close(read_end)
         if pending and not _NATIVE_LINE.match(pending):
-            os.write(kept, pending)
+            passed_on(pending)
 
     thread = threading.Thread(target=pump, name="ray-stderr", daemon=True)
     thread.start()
