@@ -180,3 +180,31 @@ def test_native_ray_lines_are_dropped_from_stderr_and_the_rest_passes() -> None:
         "[2026-12-05 03:45:46,365 F 1 2] core_worker.cc:1: fatal",
         "[2026-12-05 03:45:46,365 E 11633 11633] core_worker.cc:2465: Actor ...",
     ]
+
+
+def test_a_sigterm_while_ray_starts_is_the_clis_stop_not_rays_exit_15() -> None:
+    """``ray.init`` installs a SIGTERM handler that calls ``sys.exit(15)``: a SIGTERM in that
+    window ended `pipeline predict --workers` with exit 15 and no message. Inside
+    ``_keeping_sigterm`` it becomes the KeyboardInterrupt the CLI's handler raises (exit 130,
+    one line), and the CLI's handler is back afterwards."""
+    code = textwrap.dedent(
+        """
+        import os, signal, sys
+        from pipeline import cluster
+
+        def cli_handler(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, cli_handler)
+        try:
+            with cluster._keeping_sigterm():
+                signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # Ray's
+                os.kill(os.getpid(), signal.SIGTERM)
+                signal.pause()
+        except KeyboardInterrupt:
+            print("interrupted", signal.getsignal(signal.SIGTERM) is cli_handler)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "interrupted True\n"

@@ -78,6 +78,9 @@ def session(
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
             ray.shutdown()
             raise _unreachable(shown, connect_timeout, _first_line(exc)) from None
+        except BaseException:  # a stop (SIGTERM, Ctrl-C) while connecting
+            ray.shutdown()
+            raise
         try:
             yield _describe(ray, shown)
         finally:
@@ -111,11 +114,18 @@ def session(
 @contextlib.contextmanager
 def _keeping_sigterm() -> Iterator[None]:
     """Keep this process's SIGTERM handler through ``ray.init``, which installs its own (a stack
-    dump, then death): a SIGTERM stays the CLI's clean stop (one line, exit 130)."""
+    dump, then death; during ``ray.init`` itself, ``sys.exit(15)``): a SIGTERM stays the CLI's
+    clean stop (one line, exit 130)."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
         yield
+    except SystemExit as exc:
+        # Ray's handler, while ``ray.init`` runs, exits with the signal's number (15): no
+        # message, and an exit code of its own. It becomes what the CLI's handler raises.
+        if main and exc.code == signal.SIGTERM and callable(previous):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         if main and previous is not None:
             signal.signal(signal.SIGTERM, previous)
