@@ -155,8 +155,9 @@ def test_importing_the_module_does_not_import_ray() -> None:
 
 
 def test_native_ray_lines_are_dropped_from_stderr_and_the_rest_passes() -> None:
-    """What Ray's core worker writes to fd 2 inside the block goes; other lines stay, in order,
-    a line split across writes included; Ray's fatal lines stay; after the block, all pass."""
+    """What Ray's core worker writes to fd 2 inside the block goes, and the lines of Ray's
+    processes its driver prints; other lines stay, in order, a line split across writes
+    included; Ray's fatal lines stay; after the block, all pass."""
     code = textwrap.dedent(
         """
         import os, sys
@@ -165,6 +166,8 @@ def test_native_ray_lines_are_dropped_from_stderr_and_the_rest_passes() -> None:
         with native_lines_dropped():
             os.write(2, b"first\\n" + native + b"sec")
             os.write(2, b"ond\\n[2026-12-05 03:45:46,365 W 1 2] raylet_client.cc:9: x\\n")
+            os.write(2, b"\\x1b[33m(raylet)\\x1b[0m Task MapWorker(X).submit failed.\\n")
+            os.write(2, b"(pid=123, ip=10.0.0.1) a worker's line\\n")
             print("from python", file=sys.stderr)
             os.write(2, b"[2026-12-05 03:45:46,365 F 1 2] core_worker.cc:1: fatal\\n")
         os.write(2, native)
@@ -208,3 +211,34 @@ def test_a_sigterm_while_ray_starts_is_the_clis_stop_not_rays_exit_15() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "interrupted True\n"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_clis_signal_handlers_still_catch_after_a_session() -> None:
+    """``ray.shutdown()`` puts the system's default action back for SIGTERM while Python still
+    reports its handler: a SIGTERM after a session killed the process at once (exit 143, no
+    message, `predict --workers`' staging folder left). After ``session`` the handler runs."""
+    code = textwrap.dedent(
+        """
+        import os, signal
+        from pipeline import cluster
+
+        def cli_handler(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, cli_handler)
+        with cluster.session(None, connect_timeout=5, cpus=1):
+            pass
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pause()
+        except KeyboardInterrupt:
+            print("handled")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=ray_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout == "handled\n"

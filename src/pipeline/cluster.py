@@ -62,13 +62,24 @@ def session(
     and ``ray://host:port`` must accept a TCP connection within ``connect_timeout`` seconds
     (``auto`` is not probed), else ``SourceError``; ``cpus`` and ``temp_root`` are ignored.
     """
+    address = (address or "").strip()
+    with (
+        _environment(embedded=not address),
+        _session(address, connect_timeout, temp_root, cpus) as c,
+    ):
+        yield c
+
+
+@contextlib.contextmanager
+def _session(
+    address: str, connect_timeout: float, temp_root: Path | None, cpus: int | None
+) -> Iterator[Cluster]:
     try:
         import ray
     except ImportError:
         raise ConfigError(
             "Ray is not installed: pip install 'pipeline[ray]' (make install does it)"
         ) from None
-    address = (address or "").strip()
     if address:
         shown = _masked(address)
         _probe(address, shown, connect_timeout)
@@ -76,20 +87,17 @@ def session(
             with _keeping_sigterm():
                 ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
-            ray.shutdown()
+            _shutdown(ray)
             raise _unreachable(shown, connect_timeout, _first_line(exc)) from None
         except BaseException:  # a stop (SIGTERM, Ctrl-C) while connecting
-            ray.shutdown()
+            _shutdown(ray)
             raise
         try:
             yield _describe(ray, shown)
         finally:
-            ray.shutdown()
+            _shutdown(ray)
         return
     temp_dir = _temp_dir(temp_root)
-    saved = {key: os.environ.get(key) for key in ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")}
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no report, and no notice about it
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
     try:
         with _keeping_sigterm():
             ray.init(
@@ -102,13 +110,50 @@ def session(
             )
         yield _describe(ray, None)
     finally:
-        ray.shutdown()
+        _shutdown(ray)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environment(*, embedded: bool) -> Iterator[None]:
+    """The variables Ray reads in this process while the session lasts, restored afterwards.
+
+    Ray's C++ failure-signal handler is off (read when Ray is first imported, which
+    ``_session`` does inside this block): it takes SIGTERM, which ``ray.shutdown()`` hands
+    back to the system's default action, so that a SIGTERM during or after the shutdown killed
+    the process with no message (its stack dumps on a crash are what is given up; Python's own
+    handlers stay). Embedded, also: no usage report, and no auth token file in ~/.ray.
+    """
+    names = ("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
+    saved = {key: os.environ.get(key) for key in names}
+    os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+    if embedded:
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no report, and no notice about it
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes ~/.ray/auth_token
+    try:
+        yield
+    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _shutdown(ray: Any) -> None:
+    """``ray.shutdown()``, then this process's SIGTERM and SIGINT handlers armed again.
+
+    Ray's core worker puts the operating system's default action back for the signals it
+    handled, while Python still reports the handlers it had: a SIGTERM after a session (while
+    `predict --workers` renames its parts, `train --workers` writes its build) killed the process
+    at once, with no message and its staging folder left behind.
+    """
+    ray.shutdown()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(signum)
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -133,7 +178,12 @@ def _keeping_sigterm() -> Iterator[None]:
 
 # A line of Ray's C++ log as its core worker writes it to this process's stderr:
 # "[2026-12-05 03:45:46,365 E 11633 11633] core_worker.cc:2465: ...". Fatal ones ("F") stay.
-_NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWE] \d+ \d+\] \S+\.cc:\d+: ")
+# Also the messages of Ray's own processes that its driver prints, colored or not:
+# "(raylet) Task MapWorker(...).submit failed. There are 2 retries remaining, ...".
+_NATIVE_LINE = re.compile(
+    rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWE] \d+ \d+\] \S+\.cc:\d+: "
+    rb"|(\x1b\[[\d;]*m)?\((raylet|gcs_server|autoscaler|pid=\d+)[^)]*\)(\x1b\[0m)? "
+)
 
 
 @contextlib.contextmanager

@@ -185,9 +185,12 @@ def _map(
     from pipeline import cluster
     from pipeline import log as logging_
 
-    with cluster.session(
-        settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=workers
-    ) as where:
+    with (
+        cluster.native_lines_dropped(),  # for the whole session: a stop's teardown logs too
+        cluster.session(
+            settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=workers
+        ) as where,
+    ):
         import ray
 
         actors = max(1, min(workers, len(jobs), where.cpus or workers))
@@ -219,11 +222,7 @@ def _map(
                 ray_remote_args_fn=_recovery,
             )
         try:
-            with (
-                _quiet(settings),
-                logging_.stdout_for_events_only(),
-                cluster.native_lines_dropped(),
-            ):
+            with _quiet(settings), logging_.stdout_for_events_only():
                 rows = dataset.take_all()
         except Exception as exc:
             lost = _worker_lost(exc)
