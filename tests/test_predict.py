@@ -140,6 +140,18 @@ def test_stdin_as_input_is_refused_in_one_line(chain: dict[str, Any]) -> None:
     assert not (chain["root"] / "parts").exists()
 
 
+def test_a_package_path_that_does_not_exist_is_not_found(chain: dict[str, Any]) -> None:
+    """exit 8 (not found), not 7 (integrity: a damaged archive), naming the path."""
+    missing = chain["root"] / "no-such-package.tar.gz"
+    done = _predict(chain, str(TEST_CSV), "--package", str(missing), "-o", "x.csv",
+                    PIPELINE_RELEASE="")  # fmt: skip
+    assert done.returncode == 8, done.stderr
+    assert done.stderr == f"error: no package archive at {missing}: check the path " + (
+        "(`pipeline package` writes them to packages/<name>/<version>.tar.gz in the store), or "
+        "run a release with --release\n"
+    )
+
+
 def test_chunked_run_equals_single_chunk_run(
     chain: dict[str, Any], whole: tuple[Any, Path]
 ) -> None:

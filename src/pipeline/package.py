@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline import __version__, artifacts, wheel
-from pipeline.errors import ConfigError, IntegrityError
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.settings import (
     MAX_NAME_LENGTH,
     MODEL_NAME_RE,
@@ -268,6 +268,11 @@ def open_package(path: Path) -> OpenedPackage:
     """
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"no package archive at {path}: check the path (`pipeline package` writes them to "
+            "packages/<name>/<version>.tar.gz in the store), or run a release with --release"
+        ) from None
     except OSError as exc:
         raise IntegrityError(f"package {path} cannot be read: {exc.strerror or exc}") from exc
     if not data.startswith(GZIP_MAGIC):
