@@ -187,6 +187,25 @@ def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any,
         assert got["prediction"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12)
 
 
+def test_an_output_named_for_a_format_predict_does_not_write_is_refused(
+    chain: dict[str, Any], whole: tuple[Any, Path]
+) -> None:
+    """`-o out.xlsx` or `-o out.csv.gz` would hold plain CSV: exit 3 naming the suffix, nothing
+    written; a declared PIPELINE_RUN__OUTPUT_FORMAT (with --package: a release fixes its own)
+    writes that format under the name."""
+    root = chain["root"]
+    for name in ("out.xlsx", "out.csv.gz"):
+        done = _predict(chain, str(TEST_CSV), "--release", chain["release"], "-o", str(root / name))
+        assert done.returncode == 3, done.stderr
+        assert Path(name).suffix in done.stderr and "PIPELINE_RUN__OUTPUT_FORMAT" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert not (root / name).exists() and not list(root.glob(f".{name}.*"))
+    package = next((root / "store" / "packages").rglob("*.tar.gz"))
+    _ok(_predict(chain, str(TEST_CSV), "--package", str(package), "-o", str(root / "p.gz"),
+                 PIPELINE_RUN__OUTPUT_FORMAT="csv"))  # fmt: skip
+    assert (root / "p.gz").read_bytes() == whole[1].read_bytes()
+
+
 def test_missing_column_is_refused_and_extra_columns_are_reported(chain: dict[str, Any]) -> None:
     """A missing model column exits 4 naming it; an extra one is a warning event."""
     root = chain["root"]

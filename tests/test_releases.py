@@ -187,6 +187,13 @@ def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, backend: Sto
     assert backend.read_json(f"{FOLDER}/current") == {"release": 1, "seq": 4}
     assert len(releases.history(backend, NAME)) == 4
 
+    again = cli("release", "rollback", "--to", "v1")  # already current: nothing changes
+    assert again.exit_code == 0, again.output
+    assert "release.rolled_back" not in again.stdout
+    assert event(again.stdout, "release.rollback_skipped")["current"] == 1
+    assert backend.read_json(f"{FOLDER}/current") == {"release": 1, "seq": 4}
+    assert len(releases.history(backend, NAME)) == 4
+
 
 def test_cli_show_current_named_and_bare_references(cli: Any, backend: Store) -> None:
     """`show` resolves name@current, name@v2 and a bare v1 (via PIPELINE_MODEL__NAME)."""

@@ -110,6 +110,15 @@ def rollback(
         model = name or loaded.settings.model.name
         target = releases.parse_number(to) if to else None
         previous, current = releases.rollback(store, model, target)
+        if previous == current:  # like `kubectl rollout undo` to the running revision
+            log.info(
+                "release.rollback_skipped",
+                name=model,
+                release=f"{model}@v{current}",
+                current=current,
+                reason="already the current release: nothing changed",
+            )
+            return
         log.info(
             "release.rolled_back",
             name=model,

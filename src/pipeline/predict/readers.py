@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.data import cells, columns, read
-from pipeline.errors import DataError, SourceError
+from pipeline.errors import ConfigError, DataError, SourceError
 from pipeline.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -46,6 +46,27 @@ def detect_format(path: Path | None, declared: str) -> str:
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
     return "csv"
+
+
+# Suffixes of formats and compressions that predict does not write: under ``auto`` such a name
+# would hold plain CSV while saying otherwise, so it is refused instead.
+FOREIGN_OUTPUT = (
+    ".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".ipc", ".avro", ".orc", ".h5",
+    ".hdf5", ".pkl", ".pickle", ".npy", ".npz", ".tsv", ".gz", ".bz2", ".xz", ".zst", ".zip",
+)  # fmt: skip
+
+
+def output_format(path: Path | None, declared: str) -> str:
+    """``detect_format`` for the file predictions go to; a ``ConfigError`` for a name whose
+    suffix says another format (``out.xlsx``, ``out.csv.gz``) when none is declared."""
+    suffix = path.suffix.lower() if path is not None else ""
+    if declared == "auto" and suffix in FOREIGN_OUTPUT:
+        raise ConfigError(
+            f"output {path} is named {suffix}, a format predict does not write (it writes csv, "
+            "parquet and jsonl, uncompressed): name it .csv, .parquet or .jsonl, or declare one "
+            "of those with PIPELINE_RUN__OUTPUT_FORMAT (a release fixes it when it is created)"
+        )
+    return detect_format(path, declared)
 
 
 def _header(path: Path, delimiter: str, label: str) -> list[str]:

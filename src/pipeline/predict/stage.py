@@ -21,7 +21,7 @@ from pipeline import metrics
 from pipeline.data import cells
 from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
 from pipeline.package import OpenedPackage, open_package
-from pipeline.settings import RunSettings
+from pipeline.settings import RunSettings, leaves
 from pipeline.store import Store
 
 if TYPE_CHECKING:
@@ -121,10 +121,9 @@ def _overridden(env: RunSettings, bound: RunSettings) -> tuple[str, ...]:
     """The variables of the run settings that ``env`` sets away from their defaults and the
     release binds to another value: the release's value applies, and the caller warns."""
     return tuple(
-        f"PIPELINE_RUN__{name.upper()}"
-        for name, field in RunSettings.model_fields.items()
-        if getattr(env, name) != field.get_default(call_default_factory=True)
-        and getattr(env, name) != getattr(bound, name)
+        leaf.env
+        for leaf in leaves(RunSettings, ("run",))
+        if getattr(env, leaf.path[-1]) not in (leaf.default, getattr(bound, leaf.path[-1]))
     )
 
 
@@ -144,14 +143,14 @@ def run(
     """Predict every row of ``source`` into ``output`` (stdout when None), chunk by chunk."""
     from pipeline import runtime
     from pipeline.predict.predictor import Stats
-    from pipeline.predict.readers import detect_format, iter_chunks, prefetched
+    from pipeline.predict.readers import detect_format, iter_chunks, output_format, prefetched
     from pipeline.predict.writers import Writer
 
     t0 = time.perf_counter()
     predictor, run_settings = ready.predictor, ready.run
     predictor.network.threads = runtime.for_inference()
     in_fmt = detect_format(source, "auto")
-    out_fmt = detect_format(output, run_settings.output_format)
+    out_fmt = output_format(output, run_settings.output_format)
     if output is None and out_fmt == "parquet":
         raise ConfigError("Parquet output needs a file: pass -o PATH.parquet")
     stats = Stats()

@@ -408,7 +408,8 @@ def history(store: Store, name: str) -> list[dict[str, Any]]:
 def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
     """Make release ``to`` current (default: the one numbered just below the current one).
 
-    Returns ``(previous, new)`` current numbers. Releases themselves are never modified. Only
+    Returns ``(previous, new)`` current numbers (equal when ``to`` is already current: then
+    nothing is written). Releases themselves are never modified. Only
     the target's record is read, so a rollback also leads away from a current release whose
     record is damaged or lost.
     """
@@ -427,5 +428,6 @@ def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
                 )
             to = older[-1]
         _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError if damaged
-        _set_current(folder, to, "rollback", current)
+        if to != current:  # already current: nothing changes, and the history says nothing
+            _set_current(folder, to, "rollback", current)
     return current, to
