@@ -404,7 +404,7 @@ def write_preset(
     path: Path, settings: Settings, winner: dict[str, Any], tid: str, metric: str
 ) -> None:
     """The winning recipe as a preset: ``PIPELINE_PRESET=<path> pipeline train`` builds it."""
-    from pipeline.store import atomic_write_bytes
+    from pipeline.store import write_output
 
     chosen = search.apply(settings, winner["config"])
     recipe = chosen.build_config()
@@ -416,7 +416,7 @@ def write_preset(
         f"#   PIPELINE_PRESET={path} pipeline train",
     ]
     text = "\n".join(header) + "\n" + to_toml(recipe)
-    atomic_write_bytes(path, text.encode(), "choose another --preset-out path")
+    write_output(path, text.encode(), "choose another --preset-out path")
 
 
 def to_toml(tree: dict[str, Any]) -> str:

@@ -138,10 +138,9 @@ def write_id(path: Path | None, value: str) -> None:
     """Write ``value`` to ``path`` atomically (for --id-file), never into the store."""
     if path is None:
         return
-    from pipeline.store import atomic_write_bytes
+    from pipeline.store import write_output
 
     store = _OPENED.get()
     if store is not None:
         store.refuse_inside(path, "--id-file")
-    advice = "choose another --id-file path"
-    atomic_write_bytes(path, (value + "\n").encode(), advice)
+    write_output(path, (value + "\n").encode(), "choose another --id-file path")

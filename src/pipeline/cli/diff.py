@@ -90,12 +90,10 @@ def diff(
         chosen = fmt or (Format.table if sys.stdout.isatty() else Format.json)
         typer.echo(stage.render(doc, chosen.value, all_=show_all), nl=False)
         if html is not None:
-            from pipeline.store import atomic_write_bytes
+            from pipeline.store import write_output
 
             sides = [report.subject(side, store) for side in (side_a, side_b)]
-            atomic_write_bytes(
-                html, report.diff_html(doc, sides, show_all), "choose another --html"
-            )
+            write_output(html, report.diff_html(doc, sides, show_all), "choose another --html")
         _log_summary(log, doc, side_a, side_b, html)
         if fail_on_regression:
             stage.check_regression(doc, limit)

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.errors import StoreError
-from pipeline.store import fsync_dir, store_error
+from pipeline.store import fsync_dir, open_stream, output_target, store_error
 
 
 def temp_name(path: Path) -> Path:
@@ -78,6 +78,11 @@ class Writer:
 
     def __init__(self, path: Path | None, fmt: str) -> None:
         self.path, self.fmt = path, fmt
+        # A device or stream (``-o /dev/stdout``) is written straight through; a link to a
+        # file is followed, its target replaced (``output_target``).
+        self.stream = False
+        if path is not None:
+            self.path, self.stream = output_target(path)
         self.tmp: Path | None = None
         self._lock: int | None = None  # holds the temporary file's flock until it is renamed
         self._handle: BinaryIO | None = None
@@ -108,7 +113,12 @@ class Writer:
 
     def _sink(self) -> BinaryIO:
         if self._handle is None:
-            self._handle = sys.stdout.buffer if self.path is None else self._open_temp(self.path)
+            if self.path is None:
+                self._handle = sys.stdout.buffer
+            elif self.stream:
+                self._handle = open_stream(self.path)
+            else:
+                self._handle = self._open_temp(self.path)
         return self._handle
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -141,6 +151,8 @@ class Writer:
             if self._arrow is not None:
                 self._arrow.close()
             handle.flush()
+            if self.stream:
+                handle.close()
             if self.tmp is not None and self.path is not None:
                 os.fsync(handle.fileno())
                 handle.close()
@@ -151,6 +163,9 @@ class Writer:
             raise self._error(exc) from exc
 
     def abort(self) -> None:
+        if self.stream and self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
         if self.tmp is not None:
             if self._handle is not None and not self._handle.closed:
                 with contextlib.suppress(OSError):  # a full disk fails the last flush too

@@ -84,14 +84,14 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
     atomically; return the plot names and the bytes written."""
     from pathlib import Path
 
-    from pipeline.store import atomic_write_bytes
+    from pipeline.store import atomic_write_bytes, write_output
 
     path = Path(target)
     advice = "choose another -o"
     if fmt == "html":
         data = html_report(s)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data, advice)
+        write_output(path, data, advice)
         return expected_plots(s), len(data)
     files = markdown_report(s)
     path.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,13 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipeline.errors import ConfigError, StoreError
 
@@ -124,6 +126,67 @@ def atomic_write_bytes(path: Path, data: bytes, advice: str | None = None) -> No
     except OSError as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+        raise store_error(exc, path, advice) from exc
+
+
+def output_target(path: Path) -> tuple[Path, bool]:
+    """Where a file the user named (``-o``, ``--id-file``, ...) is written, and whether straight
+    through rather than by renaming a finished temporary file onto it.
+
+    A stream or device (``/dev/stdout``, ``/dev/null``, a FIFO, a terminal; anything reached
+    through ``/proc``) is written straight through: a rename would replace the device node
+    (as root) or fail, and ``/dev/stdout`` redirected to a file would lose what the process
+    already wrote there. A symbolic link to a file is followed, so the link survives and its
+    target is replaced.
+    """
+    import stat
+
+    at = path
+    for _ in range(40):  # the kernel's own limit on links followed
+        if at.parts[:2] == ("/", "proc"):
+            return path, True
+        if not at.is_symlink():
+            break
+        at = at.parent / at.readlink()
+    try:
+        mode = at.stat().st_mode
+    except OSError:
+        return at, False  # not there yet (or unreadable: the write will say why)
+    return (path, True) if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) else (at, False)
+
+
+_OWN_FD = re.compile(r"/(?:proc/self|dev)/fd/(\d+)")
+
+
+def open_stream(path: Path) -> BinaryIO:
+    """A stream target (``output_target``) opened for writing. One of this process's own
+    descriptors (``/dev/stdout`` is ``/proc/self/fd/1``) is shared, not opened again: a second
+    opening of a redirected stdout has an offset of its own, and the two would overwrite each
+    other's bytes. Anything else is appended to."""
+    at = path
+    for _ in range(40):
+        own = _OWN_FD.fullmatch(str(at))
+        if own:
+            fd = int(own.group(1))
+            if fd in (1, 2):  # what Python holds for them first, so that the order holds
+                (sys.stdout if fd == 1 else sys.stderr).flush()
+            return os.fdopen(os.dup(fd), "wb")
+        if not at.is_symlink():
+            break
+        at = at.parent / at.readlink()
+    return path.open("ab")
+
+
+def write_output(path: Path, data: bytes, advice: str) -> None:
+    """``atomic_write_bytes`` of a file the user named, through ``output_target``."""
+    target, stream = output_target(path)
+    if not stream:
+        atomic_write_bytes(target, data, advice)
+        return
+    try:
+        with open_stream(path) as fh:
+            fh.write(data)
+    except OSError as exc:
         raise store_error(exc, path, advice) from exc
 
 
@@ -362,9 +425,12 @@ __all__ = [
     "canonical_json",
     "fsync_dir",
     "key_parts",
+    "open_stream",
     "os_reason",
+    "output_target",
     "read_only_copy",
     "sha256_file",
     "store_error",
     "temp_beside",
+    "write_output",
 ]

@@ -1,0 +1,118 @@
+"""Outputs the user names that are not plain files: streams, devices and links.
+
+Every output (`predict -o`, `report -o`, `diff --html`, `--id-file`, `tune --preset-out`) is
+written to a temporary file and renamed into place. Renamed onto a stream, that replaced it:
+`predict -o /dev/stdout` run as root turned the link /dev/stdout into a regular file and printed
+nothing, and `report -o /dev/full` reported success after replacing the device node. A FIFO
+stands in for a device here (no root needed, and a regression cannot damage the machine's
+/dev): renamed over, it stops being a FIFO and its reader sees nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import _process_env, event, run_cli
+from tests.test_predict import TEST_CSV, _ok, chain, whole  # noqa: F401 (fixtures)
+
+
+class FifoReader:
+    """A FIFO at ``path`` and a thread reading everything written to it, until the writer
+    closes it."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path, self.data = path, b""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with self.path.open("rb") as fh:  # blocks until a writer opens it
+            self.data = fh.read()
+
+    def result(self) -> bytes:
+        """What was read; the FIFO must still be one (it was not renamed over)."""
+        assert stat.S_ISFIFO(self.path.lstat().st_mode), "the FIFO was replaced by a file"
+        if self.thread.is_alive():  # nobody opened it: unblock the reader, then fail below
+            with self.path.open("wb"):
+                pass
+        self.thread.join(10)
+        return self.data
+
+
+def test_predict_into_a_fifo_streams_the_predictions_through_it(
+    chain: dict[str, Any],  # noqa: F811
+    whole: tuple[Any, Path],  # noqa: F811
+) -> None:
+    """`predict -o FIFO`: the same bytes as a file, through the FIFO, which stays a FIFO."""
+    fifo = FifoReader(chain["root"] / "predictions.fifo")
+    done = run_cli("predict", str(TEST_CSV), "--release", chain["release"], "-o", str(fifo.path),
+                   env=chain["env"], cwd=chain["root"])  # fmt: skip
+    _ok(done)
+    assert fifo.result() == whole[1].read_bytes()
+
+
+def test_predict_to_its_own_stdout_redirected_to_a_file_loses_nothing(
+    chain: dict[str, Any],  # noqa: F811
+    whole: tuple[Any, Path],  # noqa: F811
+) -> None:
+    """`predict -o /dev/stdout > file`: the predictions and the events share the file. Opened
+    a second time, the output had an offset of its own, and the events written afterwards
+    overwrote the predictions. The test names /proc/self/fd/1, where /dev/stdout leads: the
+    same path through the code, and one a regression cannot turn into a regular file."""
+    redirected = chain["root"] / "redirected.txt"
+    with redirected.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "predict", str(TEST_CSV), "--release",
+             chain["release"], "-o", "/proc/self/fd/1"],
+            env=_process_env(chain["env"]), cwd=chain["root"], stdout=out,
+            stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = redirected.read_bytes()
+    assert whole[1].read_bytes() in text
+    lines = [line for line in text.decode().splitlines() if line.startswith("{")]
+    assert event("\n".join(lines), "predict.summary")["rows"] == 1459
+
+
+def test_predict_through_a_link_replaces_its_target_and_keeps_the_link(
+    chain: dict[str, Any],  # noqa: F811
+    whole: tuple[Any, Path],  # noqa: F811
+) -> None:
+    """`-o link.csv` (a link to a file): the link stays, its target holds the predictions."""
+    root = chain["root"]
+    target = root / "kept" / "real.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    (root / "link.csv").symlink_to(target)
+    _ok(run_cli("predict", str(TEST_CSV), "--release", chain["release"], "-o", "link.csv",
+                env=chain["env"], cwd=root))  # fmt: skip
+    assert (root / "link.csv").is_symlink()
+    assert target.read_bytes() == whole[1].read_bytes()
+
+
+@pytest.mark.parametrize("command", ["report", "id-file"])
+def test_report_and_id_file_into_a_fifo(
+    chain: dict[str, Any],  # noqa: F811
+    command: str,
+) -> None:
+    """`report -o FIFO` and `package --id-file FIFO` write through the FIFO."""
+    fifo = FifoReader(chain["root"] / f"{command}.fifo")
+    if command == "report":
+        args = ["report", "-o", str(fifo.path)]
+    else:
+        args = ["package", "--id-file", str(fifo.path)]
+    done = run_cli(*args, env=chain["env"], cwd=chain["root"])
+    _ok(done)
+    data = fifo.result()
+    if command == "report":
+        assert data.startswith(b"<!DOCTYPE html>") and data.rstrip().endswith(b"</html>")
+    else:
+        assert data.decode().strip() == chain["package_id"]
