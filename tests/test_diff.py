@@ -141,6 +141,14 @@ def test_a_negative_or_pointless_tolerance_is_a_config_error(cli: Any) -> None:
         assert result.stderr.strip().splitlines()[-1].startswith("error: --tolerance")
 
 
+def test_an_html_diff_named_for_another_format_is_a_config_error(cli: Any, tmp_path: Path) -> None:
+    """--html diff.pdf would hold HTML: exit 3 before anything is read, nothing written."""
+    result = cli("diff", "a", "b", "--html", str(tmp_path / "diff.pdf"))
+    assert result.exit_code == 3, result.output
+    assert "a .pdf name would hold HTML: name it .html" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "diff.pdf").exists()
+
+
 def _check_shape(doc: dict[str, Any]) -> None:
     """The JSON document's keys and types (format 1): what tools may rely on."""
     optional_number = (int, float, type(None))

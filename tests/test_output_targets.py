@@ -104,7 +104,7 @@ def test_report_and_id_file_into_a_fifo(
     command: str,
 ) -> None:
     """`report -o FIFO` and `package --id-file FIFO` write through the FIFO."""
-    fifo = FifoReader(chain["root"] / f"{command}.fifo")
+    fifo = FifoReader(chain["root"] / f"{command}-fifo")
     if command == "report":
         args = ["report", "-o", str(fifo.path)]
     else:

@@ -199,7 +199,8 @@ def test_a_release_is_reported_by_its_reference(
 def test_mistakes_are_one_line_errors_with_their_exit_codes(
     builds: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    """A bad format (3), an unknown build (8), an unknown release (8): one line each."""
+    """A bad format or an html report named .pdf (3), an unknown build (8), an unknown
+    release (8): one line each."""
     root, _ = builds
     cases = [
         (("--format", "pdf"), 3, "--format pdf: expected one of html, markdown"),
@@ -210,7 +211,11 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
         done = _report(root, *args, "-o", str(tmp_path / "x.html"))
         assert done.exit_code == code, (args, done.output)
         assert text in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "x.html").exists()
+    pdf = _report(root, "-o", str(tmp_path / "x.pdf"))
+    assert pdf.exit_code == 3, pdf.output
+    assert "a .pdf name would hold HTML: name it .html" in pdf.stderr
+    assert len(pdf.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.html").exists() and not (tmp_path / "x.pdf").exists()
 
 
 def test_without_matplotlib_report_says_what_to_install(

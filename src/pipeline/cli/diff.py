@@ -83,6 +83,7 @@ def diff(
         if html is not None:
             from pipeline import report
 
+            report.check_format("html", html, "--html")
             report.require_matplotlib()
         store = store_of(loaded.settings, outputs={"--html": html})
         side_a, side_b = stage.resolve(store, a, b, loaded.settings.model.name)

@@ -43,7 +43,7 @@ def report(
         from pipeline import report as stage
 
         t0 = time.perf_counter()
-        stage.check_format(fmt)
+        stage.check_format(fmt, output)
         stage.require_matplotlib()
         store = store_of(loaded.settings, outputs={"--output": output})
         subject = stage.load(store, ref, loaded.settings.model.name)

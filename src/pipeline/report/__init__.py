@@ -19,6 +19,7 @@ loads the build and writes the files, and re-exports the rest.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -53,10 +54,17 @@ __all__ = [
 FORMATS = ("html", "markdown")
 
 
-def check_format(fmt: str) -> str:
-    """``--format`` if the report can be written in it, else ConfigError (exit 3)."""
+def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> str:
+    """``--format`` if the report can be written in it, else ConfigError (exit 3); also when
+    an html report's ``output`` has a suffix that says another format (``-o report.pdf``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    suffix = output.suffix.lower() if output is not None else ""
+    if fmt == "html" and suffix not in ("", ".html", ".htm"):
+        raise ConfigError(
+            f"{option} {output}: the report is one HTML page, and a {suffix} name would hold HTML: "
+            "name it .html (or pass --format markdown for a folder of Markdown and SVG files)"
+        )
     return fmt
 
 
