@@ -741,6 +741,14 @@ TRAIN_CASES = [
         id="missing-target-close-name",
     ),
     pytest.param(
+        # A misspelt id in a drop list the user set would make the id a feature.
+        _csv(HOUSES),
+        {"PIPELINE_DATA__DROP": '["Idd"]'},
+        DATA_ERROR,
+        ("{source}", "'Idd'", "PIPELINE_DATA__DROP", "did you mean 'Id'?"),
+        id="drop-names-a-missing-column",
+    ),
+    pytest.param(
         _csv(bytes(range(256)) * 4), {}, DATA_ERROR, ("{source}",), id="binary-blob-not-csv"
     ),
     pytest.param(

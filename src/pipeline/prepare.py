@@ -98,6 +98,7 @@ def _infer(frame: pd.DataFrame, settings: Settings, label: str, log: Any) -> Sch
         settings.train.target_transform,
         label,
         max_cardinality=settings.features.max_categorical_cardinality,
+        drop_declared=settings.is_set("data", "drop"),
     )
     for message in warnings:
         log.warning("data.warning", message=message)

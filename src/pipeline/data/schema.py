@@ -240,6 +240,7 @@ def infer(
     label: str,
     *,
     max_cardinality: int = 1000,
+    drop_declared: bool = False,
 ) -> tuple[Schema, list[str]]:
     """The schema of ``frame`` under ``data``'s overrides, and warnings worth logging.
 
@@ -248,6 +249,9 @@ def infer(
     refused, naming a cell (``verdicts``); one with a different value in every row (an
     identifier) is dropped with a warning; one with more than ``max_cardinality`` distinct
     values is refused. Columns declared in ``PIPELINE_DATA__COLUMN_KINDS`` are taken as declared.
+    A column in ``PIPELINE_DATA__DROP`` that the data lacks is refused when the user set the
+    list (``drop_declared``: a misspelt id column would otherwise become a feature), and only
+    warned about in the default list, which names a column (``Id``) many tables lack.
     """
     columns = [str(c) for c in frame.columns]
     if data.target not in columns:
@@ -255,11 +259,10 @@ def infer(
     for name in data.column_kinds:
         if name not in columns:
             raise _missing_column(label, name, columns, "PIPELINE_DATA__COLUMN_KINDS")
-    warnings = [
-        f"column '{d}' listed in PIPELINE_DATA__DROP is not in {label}"
-        for d in data.drop
-        if d not in columns
-    ]
+    absent = [d for d in data.drop if d not in columns]
+    if absent and drop_declared:
+        raise _missing_column(label, absent[0], columns, "PIPELINE_DATA__DROP")
+    warnings = [f"column '{d}' listed in PIPELINE_DATA__DROP is not in {label}" for d in absent]
     task = _resolve_task(frame[data.target], data.task, label, data.target)
     transform = _resolve_transform(frame[data.target], task, target_transform, label, data.target)
 

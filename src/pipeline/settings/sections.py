@@ -76,6 +76,7 @@ class DataSettings(_Section):
 
     source: str = Field(
         "builtin://house-prices",
+        min_length=1,
         description="Dataset URI: path, file://, http(s)://, s3://, kaggle://, builtin://",
     )
     format: Annotated[Literal["auto", "csv", "parquet"], _Lower] = Field(

@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         env = ALIASED_ENV.get(path[-1]) or ENV_PREFIX + NESTED.join(path).upper()
         return self._sources.get(path) or env
 
+    def is_set(self, *path: str) -> bool:
+        """Whether the value at ``path`` was set (by a preset, .env, the environment or an
+        option) rather than left at its default; False for settings built in code."""
+        return self._sources.get(path, "default") != "default"
+
     @classmethod
     def settings_customise_sources(
         cls,
