@@ -67,6 +67,8 @@ def tiny_csv(tmp_path: Path) -> Path:
         # An id column named as an output column was overwritten by it: the ids were lost.
         ("PIPELINE_RUN__ID_COLUMN", "prediction", "the id would be lost"),
         ("PIPELINE_RUN__ID_COLUMN", "probability_1", "the id would be lost"),
+        # An empty source was read as the working folder: "dataset . is not a file" (exit 4).
+        ("PIPELINE_DATA__SOURCE", "", "at least 1 character"),
     ],
 )
 def test_absurd_values_are_refused_when_settings_load(
