@@ -91,6 +91,17 @@ def test_absurd_width_fails_before_any_data_is_read(cli: Any, store: Path, tmp_p
     assert store_files(store) == []
 
 
+def test_tune_trials_option_is_bounded_like_the_setting(cli: Any, store: Path) -> None:
+    """`tune --trials 100000000` passed the option's own check (at least 1) and started a
+    search of years; it is validated as PIPELINE_TUNE__TRIALS is (at most 10,000), naming the
+    option, before any data is read or Ray starts."""
+    result = cli("tune", "--trials", "100000000")
+    assert result.exit_code == 3, result.output
+    assert "tune.trials from option --trials" in result.stderr
+    assert "less than or equal to 10000" in result.stderr and result.stderr.count("\n") == 1
+    assert store_files(store) == []
+
+
 def test_utf16_env_file_is_a_config_error(tmp_path: Path) -> None:
     """A .env saved as UTF-16 (byte order mark first) is refused naming the file and encoding."""
     env_file = tmp_path / "utf16.env"

@@ -47,13 +47,12 @@ def run(
     store: Store,
     log: Any,
     *,
-    trials: int | None = None,
     resume: bool = False,
     preset_out: Path | None = None,
 ) -> TuneResult:
     """The whole search: prepare, draw, run on Ray, rank, record; see the module docstring."""
     t0 = time.perf_counter()
-    n = trials or settings.tune.trials
+    n = settings.tune.trials
     data = prepare(settings, store, log)
     metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)
     folds = search.folds_for(settings, len(data.split.train) + len(data.split.val))

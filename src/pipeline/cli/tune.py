@@ -50,12 +50,12 @@ def tune(
 
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
         store = store_of(loaded.settings, writes=True, outputs=outputs)
-        result = stage.run(
-            loaded.settings, store, log, trials=trials, resume=resume, preset_out=preset_out
-        )
+        result = stage.run(loaded.settings, store, log, resume=resume, preset_out=preset_out)
         write_id(id_file, result.tune_id)
 
-    run("tune", body)
+    # Validated as the setting is (at most 10,000), the option named where the value came from.
+    overrides = {"PIPELINE_TUNE__TRIALS": str(trials)} if trials is not None else None
+    run("tune", body, overrides=overrides)
 
 
 @app.command("show")

@@ -264,7 +264,8 @@ SECRET_PATHS = (("serve", "token"),)
 # message names the option the user typed rather than the variable it stands for.
 CLI_OPTIONS = {"PIPELINE_TRAIN__DEVICE": "--device", "PIPELINE_SERVE__HOST": "--host",
                "PIPELINE_SERVE__PORT": "--port", "PIPELINE_RUN__WORKERS": "--workers",
-               "PIPELINE_TRAIN__WORKERS": "--workers"}  # fmt: skip
+               "PIPELINE_TRAIN__WORKERS": "--workers",
+               "PIPELINE_TUNE__TRIALS": "--trials"}  # fmt: skip
 ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
                "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
