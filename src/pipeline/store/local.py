@@ -55,7 +55,10 @@ def root_of(uri: str) -> Path:
             raise StoreError(f"{setting} is no folder URI: {expected} (no ? or #); give one")
         uri = unquote(parsed.path)
     elif parsed.scheme:
-        raise StoreError(f"unsupported store URI '{uri}' (PIPELINE_STORE): {expected}")
+        raise StoreError(
+            f"unsupported store URI '{uri}' (PIPELINE_STORE): expected a folder path, a "
+            "file:///absolute/path URI or s3://bucket/prefix (any S3-compatible server)"
+        )
     if not uri.strip() or "\0" in uri:  # an empty value would make the working folder the store
         raise StoreError(f"{setting} names no folder: {expected}; set one, or unset it for ./store")
     try:
