@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,9 +115,10 @@ def order_statistics(
 
     The partition is ``np.quantile``'s own (the same positions asked of the same function), so
     the quantiles are its bits; the median is the mean of the middle one or two values, which
-    that partition also puts in place, as ``np.median`` takes it. Only a median of zero can
-    differ from ``np.median``'s, in its sign, when both zeros are in the middle: which one a
-    partition puts there depends on the positions asked (a fill of -0.0 encodes as 0.0).
+    that partition also puts in place, as ``np.median`` takes it. Only a zero can differ from
+    numpy's, in its sign, when 0.0 and -0.0 are both among the values at the positions asked:
+    which one a partition puts there depends on the positions asked. The encoding cannot tell
+    them apart (``numeric_values`` drops the sign of a zero before centring and scaling).
     ``tests/test_features.py`` holds this to numpy's own functions.
     """
     n = len(x)
@@ -244,6 +246,18 @@ def smooth_clip(x: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
     return x
 
 
+def clip_range(x: np.ndarray, q: float, tails: tuple[float, float]) -> tuple[float, float]:
+    """``tails`` (``np.quantile(x, [q, 1 - q])``), or the same quantiles of ``x / max|x|``
+    scaled back where two neighbours more than float64's largest apart (1.8e308 and -1e292)
+    made numpy's interpolation overflow: finite either way, and ordinary columns keep numpy's
+    bits (only such data takes the second path)."""
+    if math.isfinite(tails[0]) and math.isfinite(tails[1]):
+        return tails
+    top = float(np.max(np.abs(x)))
+    low, high = (float(v) * top for v in np.quantile(x / top, [q, 1 - q]))
+    return low, high
+
+
 def _robust_scale(
     x: np.ndarray, quartiles: tuple[float, float, float] | None = None
 ) -> tuple[float, float]:
@@ -269,7 +283,9 @@ def _robust_scale(
         spread = 0.5 * (float(u.max()) - float(u.min()))
     if spread <= tiny or not math.isfinite(spread):
         return q50 * unit, 1.0
-    return q50 * unit, spread * unit
+    # A spread of just over 1 (in units of max|x|) times max|x| near float64's largest would
+    # overflow: the largest float is as good a scale there.
+    return q50 * unit, min(spread * unit, sys.float_info.max)
 
 
 def _mean_std(x: np.ndarray) -> tuple[float, float]:

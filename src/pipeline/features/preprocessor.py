@@ -38,6 +38,7 @@ from pipeline.features.numeric import (
     _robust_scale,
     _skew,
     as_numbers,
+    clip_range,
     numeric_values,
     order_statistics,
     standardise,
@@ -354,7 +355,7 @@ def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState
     # Inputs are clipped to this range: the extreme 1% of a column (the default) are too few
     # rows to learn a trend from, and a network extrapolates badly.
     if tails is not None:
-        low, high = tails
+        low, high = clip_range(present, cfg.clip_quantile, tails)
     elif len(present):
         low, high = float(present.min()), float(present.max())
     else:
