@@ -379,6 +379,13 @@ FILES = [
     Case("truncated.parquet", (4, (P, "not a readable Parquet")), (4, (P, "readable Parquet"))),
     Case("broken-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 5 is not valid JSON"))),
     Case("array-line.jsonl", (4, (P, "is JSON")), (4, (P, "line 9 is a JSON list"))),
+    # Read as lines, both were "lacks required column(s)" with all 6 columns listed.
+    Case(
+        "json-array.json",
+        (4, (P, "is JSON")),
+        (4, (P, "holds a JSON array", "one object per line", "jq -c")),
+    ),
+    Case("blank-lines.jsonl", (4, (P, "is JSON")), (4, (P, "has no rows"))),
     # Both were a traceback (exit 1): RecursionError and Python's int-digits ValueError.
     Case(
         "deeply-nested-line.jsonl",

@@ -270,6 +270,24 @@ def _check_parquet_types(schema: pa.Schema, present: list[str], label: str) -> N
             )
 
 
+def _refuse_json_array(path: Path, label: str) -> None:
+    """A ``DataError`` for a file that holds one JSON array rather than JSON lines, or blank
+    lines only: read as lines, either was rows of unnamed columns or of none, reported as every
+    model column missing."""
+    with path.open("rb") as fh:
+        raw = fh.read(4096)
+    head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head and len(raw) < 4096:  # blank lines only: read as rows of no columns
+        raise DataError(
+            f"input {label} has no rows: nothing to predict; check that the file is complete"
+        )
+    if head.startswith(b"["):
+        raise DataError(
+            f"input {label} holds a JSON array; predict reads JSON lines, one object per line "
+            f"(streamed in chunks): convert it, e.g. jq -c '.[]' {label} > rows.jsonl"
+        )
+
+
 def _jsonl_frames(
     path: Path,
     label: str,
@@ -284,6 +302,7 @@ def _jsonl_frames(
     dates by its looks or its name), decimals are parsed exactly (``precise_float``, as pyarrow
     parses a CSV's), and a string spelt as a missing marker is missing, as in a CSV file.
     """
+    _refuse_json_array(path, label)
     start = 0
     try:
         frames = pd.read_json(
