@@ -42,13 +42,13 @@ def invoked(*args: str, root: Path, env: Mapping[str, str]) -> Any:
     return result
 
 
-def serve_once(env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def serve_once(env: Mapping[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`pipeline serve` expected to exit on its own (a start-up error), its output captured."""
     full = _clean_env(env)
     if warm.usable(full):
-        return warm.run(["serve"], full, cwd, timeout=120)
+        return warm.run(["serve", *args], full, cwd, timeout=120)
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "serve"], env=full, cwd=cwd,
+        [sys.executable, "-m", "pipeline", "serve", *args], env=full, cwd=cwd,
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

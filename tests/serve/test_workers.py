@@ -75,16 +75,32 @@ def _predict_workers(server: Any) -> list[int]:
     return [e["worker"] for e in server.named("serve.request") if e["path"] == "/v1/predict"]
 
 
-def test_workers_that_cannot_load_the_release_stop_the_server_with_its_exit_code(
+def test_an_unknown_release_is_one_line_before_any_worker_starts(house: dict[str, Any]) -> None:
+    """An unknown release, or none named: the supervisor says so once (every worker said it,
+    each on its own line) and exits with its code, before it listens or starts a worker."""
+    base = {**house["env"], **LOCAL, "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0"}
+    for extra, code, said in (
+        ({"PIPELINE_RELEASE": "house-prices@v99"}, 8, "house-prices@v99 does not exist"),
+        ({}, 3, "no model to run"),
+    ):
+        done = serve_once({**base, **extra}, house["root"])
+        assert done.returncode == code, (done.returncode, done.stderr[-2000:])
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert said in done.stderr and "Traceback" not in done.stderr
+        assert '"serve.listening"' not in done.stdout and '"serve.workers"' not in done.stdout
+
+
+def test_workers_that_cannot_load_the_package_stop_the_server_with_its_exit_code(
     house: dict[str, Any],
 ) -> None:
-    """An unknown release: the workers fail to load it, and the server exits with their code
-    and one line saying why (not a restart loop)."""
-    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": "house-prices@v99",
-           "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0"}  # fmt: skip
-    done = serve_once(env, house["root"])
-    assert done.returncode not in (0, 1), (done.returncode, done.stderr[-2000:])
-    assert "house-prices@v99" in done.stderr and "Traceback" not in done.stderr
+    """A damaged archive, found when each worker verifies it: the server exits with their
+    code and says why (not a restart loop)."""
+    damaged = house["root"] / "damaged.tar.gz"
+    damaged.write_bytes(b"\x1f\x8b" + b"not a package" * 10)
+    env = {**house["env"], **LOCAL, "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0"}
+    done = serve_once(env, house["root"], "--package", str(damaged))
+    assert done.returncode == 7, (done.returncode, done.stderr[-2000:])
+    assert str(damaged) in done.stderr and "Traceback" not in done.stderr
     assert '"serve.worker_failed"' in done.stdout and '"serve.worker_replaced"' not in done.stdout
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.predict.stage import Ready, load, run
+from pipeline.predict.stage import Ready, check_reference, load, run
 
 if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
 
-__all__ = ["Predictor", "Ready", "Stats", "load", "run"]
+__all__ = ["Predictor", "Ready", "Stats", "check_reference", "load", "run"]
 
 
 def __getattr__(name: str) -> Any:

@@ -72,6 +72,34 @@ class Ready:
         }
 
 
+def check_reference(
+    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
+) -> None:
+    """What ``load`` refuses before it opens an archive: no model named, a release (or the
+    package it names) that is not in the store, a ``--package`` path with nothing there.
+    `serve` checks it once before it starts its workers, which would each say it."""
+    from pipeline import releases
+
+    if package is not None:
+        if not package.exists():
+            raise NotFoundError(
+                f"no package archive at {package}: check the path (`pipeline package` writes "
+                "them to packages/<name>/<version>.tar.gz in the store), or run a release with "
+                "--release"
+            )
+        return
+    if not release_ref:
+        raise ConfigError(_NO_MODEL)
+    release = releases.show(store, release_ref, default_name)
+    releases.find_package(store, release.package_id)
+
+
+_NO_MODEL = (
+    "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, or pass "
+    "--package PATH"
+)
+
+
 def load(
     store: Store,
     release_ref: str | None,
@@ -92,10 +120,7 @@ def load(
     if package is not None:
         return Ready(_predictor(open_package(package)), run_settings, None)
     if not release_ref:
-        raise ConfigError(
-            "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "
-            "or pass --package PATH"
-        )
+        raise ConfigError(_NO_MODEL)
     release = releases.show(store, release_ref, default_name)
     sidecar = releases.find_package(store, release.package_id)
     key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"

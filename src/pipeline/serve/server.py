@@ -182,6 +182,12 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
 
     log = logging_.get_logger()
     conf = settings.serve
+    # A mistake in the model's reference is said once, here, not by every worker.
+    from pipeline import predict
+    from pipeline.store import Store
+
+    store = Store.from_uri(settings.store, **settings.store_options())
+    predict.check_reference(store, release or settings.release, package, settings.model.name)
     try:
         sock = uvicorn.Config(app="unused", host=conf.host, port=conf.port).bind_socket()
     except SystemExit:  # uvicorn logged the reason
