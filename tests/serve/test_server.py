@@ -298,6 +298,21 @@ def test_port_in_use_is_a_config_error(house: dict[str, Any], workers: str) -> N
         done = serve_once(env, house["root"])
     assert done.returncode == 3, done.stderr
     assert "PIPELINE_SERVE__PORT" in done.stderr and "Traceback" not in done.stderr
+    # One line, with the reason: uvicorn's own "ERROR: [Errno 98] ..." line came first.
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Address already in use" in done.stderr
+
+
+def test_a_host_that_does_not_resolve_is_one_line(house: dict[str, Any]) -> None:
+    """--host 999.1.1.1: exit 3 saying the host does not resolve (it said "the address is in
+    use or not allowed; set PORT", and uvicorn's line came first)."""
+    env = {**house["env"], "PIPELINE_SERVE__HOST": "999.1.1.1", "PIPELINE_SERVE__PORT": "0",
+           "PIPELINE_RELEASE": house["release"]}  # fmt: skip
+    done = serve_once(env, house["root"])
+    assert done.returncode == 3, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "999.1.1.1:0: the host does not resolve" in done.stderr
+    assert "PIPELINE_SERVE__HOST" in done.stderr
 
 
 def test_stdout_lines_are_json(serve: Any, house: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ cannot be loaded stops the server with that error's exit code.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
@@ -170,10 +171,39 @@ def serve(settings: Settings, release: str | None, package: Path | None) -> None
     """
     context = workers.worker_context()
     count = settings.serve.workers or max(1, len(os.sched_getaffinity(0)))
+    if context is None:
+        _check_address(settings.serve.host, settings.serve.port)
     if context is None and count > 1:
         _supervise(settings, release, package, count)
     else:
         _serve_one(settings, release, package, context)
+
+
+def _check_address(host: str, port: int) -> None:
+    """A ``ConfigError`` naming why ``host:port`` cannot be listened on (a host that does not
+    resolve, a port in use or below 1024 without the right), before uvicorn logs its own
+    line and exits."""
+    from pipeline.errors import ConfigError
+
+    fix = "set PORT or PIPELINE_SERVE__PORT (--port) to another port"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: the host does not resolve ({exc}): set "
+            "PIPELINE_SERVE__HOST (--host) to an address of this machine, 0.0.0.0 for all"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            fix = "set PIPELINE_SERVE__HOST (--host) to an address of this machine"
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; {fix}") from None
+    finally:
+        probe.close()
 
 
 def _supervise(settings: Settings, release: str | None, package: Path | None, count: int) -> None:
