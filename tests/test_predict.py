@@ -309,3 +309,18 @@ def test_rollback_makes_current_predict_with_the_earlier_package(cli: Any, tmp_p
     history = json.loads(_done(cli("release", "list", env=env)).stdout.splitlines()[-1])
     assert history["current"] == 1 and history["count"] == 2
     assert os.path.exists(tmp_path / "store" / "releases" / "titanic" / "history")
+
+
+def test_evaluate_takes_a_release_and_re_tests_the_build_it_holds(chain: dict[str, Any]) -> None:
+    """`pipeline evaluate house-prices@v1` (or `current`) re-tests the release's build, as
+    `report` and `diff` read a release; it was "no build 'house-prices@v1'" (exit 8)."""
+    build_id = (chain["root"] / "build.id").read_text().strip()
+    by_id = _ok(run_cli("evaluate", build_id, env=chain["env"], cwd=chain["root"]))
+    expected = event(by_id.stdout, "evaluate.summary")
+    for ref in (chain["release"], "current"):
+        done = _ok(run_cli("evaluate", ref, env=chain["env"], cwd=chain["root"]))
+        summary = event(done.stdout, "evaluate.summary")
+        assert summary["build_id"] == build_id
+        assert summary["test"] == expected["test"]
+    missing = run_cli("evaluate", "house-prices@v9", env=chain["env"], cwd=chain["root"])
+    assert missing.returncode == 8 and "house-prices@v9 does not exist" in missing.stderr

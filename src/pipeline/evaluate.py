@@ -18,7 +18,7 @@ from pipeline import artifacts, features, metrics
 from pipeline import log as logging_
 from pipeline.data.schema import Schema
 from pipeline.data.sources import PinMismatch
-from pipeline.errors import ConfigError, DataError, GateError, IntegrityError
+from pipeline.errors import ConfigError, DataError, GateError, IntegrityError, NotFoundError
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
 from pipeline.store import Store, canonical_json
@@ -97,6 +97,23 @@ def _runtime(settings: Settings, recipe: Settings) -> dict[str, Any]:
     return runtime.configure_for(settings, recipe.train.batch_size)
 
 
+def _build_of(store: Store, ref: str | None, model_name: str) -> str | None:
+    """``ref``, or the build a release reference (``name@vN``, ``name@current``; ``vN`` or
+    ``current`` of ``model_name``) names, as `report` and `diff` read them: re-testing what
+    is in production is `pipeline evaluate house-prices@current`."""
+    from pipeline import releases
+
+    if ref is None or not (releases.is_ref(ref) or "@" in ref):
+        return ref
+    release = releases.show(store, ref, model_name)
+    if not store.exists(f"builds/{release.build_id}/manifest.json"):
+        raise NotFoundError(
+            f"release {release.ref} is build {release.build_id[:12]}, which is not in store "
+            f"{store.uri}: evaluate needs the build (its data and split), not only its package"
+        )
+    return release.build_id
+
+
 def run(
     settings: Settings, store: Store, ref: str | None, folds: int | None, log: Any
 ) -> Evaluation:
@@ -106,7 +123,7 @@ def run(
     """
     check_folds(folds)
     t0 = time.perf_counter()
-    build = artifacts.load_build(store, ref)
+    build = artifacts.load_build(store, _build_of(store, ref, settings.model.name))
     logging_.bind(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     recipe = build_settings(settings, build)

@@ -53,7 +53,12 @@ def train(
 
 
 def evaluate(
-    build: str = typer.Argument(None, help="Build id or unique prefix (default: the latest)."),
+    build: str = typer.Argument(
+        None,
+        help="Build id or unique prefix, or a release (name@vN, name@current; vN or current "
+        "with PIPELINE_MODEL__NAME): the build it holds. Default: the latest build.",
+        show_default=False,
+    ),
     folds: int | None = typer.Option(
         None, "--folds", "-k", help="Also run K-fold cross-validation (K >= 2).", show_default=False
     ),
