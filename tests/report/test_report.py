@@ -216,6 +216,12 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
     assert "a .pdf name would hold HTML: name it .html" in pdf.stderr
     assert len(pdf.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.html").exists() and not (tmp_path / "x.pdf").exists()
+    # A markdown report is a folder: onto a file it was a traceback (exit 1).
+    (tmp_path / "taken.csv").write_text("kept\n")
+    md = _report(root, "--format", "markdown", "-o", str(tmp_path / "taken.csv"))
+    assert md.exit_code == 3, md.output
+    assert "a markdown report is a folder" in md.stderr
+    assert (tmp_path / "taken.csv").read_text() == "kept\n"
 
 
 def test_without_matplotlib_report_says_what_to_install(

@@ -59,6 +59,11 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
     an html report's ``output`` has a suffix that says another format (``-o report.pdf``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if fmt == "markdown" and output is not None and output.exists() and not output.is_dir():
+        raise ConfigError(
+            f"{option} {output}: a markdown report is a folder (report.md and one SVG per "
+            "plot), and that is a file: name a folder, or pass --format html for one page"
+        )
     suffix = output.suffix.lower() if output is not None else ""
     if fmt == "html" and suffix not in ("", ".html", ".htm"):
         raise ConfigError(
@@ -92,7 +97,7 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
     atomically; return the plot names and the bytes written."""
     from pathlib import Path
 
-    from pipeline.store import atomic_write_bytes, write_output
+    from pipeline.store import atomic_write_bytes, store_error, write_output
 
     path = Path(target)
     advice = "choose another -o"
@@ -102,7 +107,10 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
         write_output(path, data, advice)
         return expected_plots(s), len(data)
     files = markdown_report(s)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way (checked before, but the folder may change)
+        raise store_error(exc, path, advice) from exc
     for name, data in sorted(files.items()):
         atomic_write_bytes(path / name, data, advice)
     return expected_plots(s), sum(len(d) for d in files.values())
