@@ -103,8 +103,7 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
     advice = "choose another -o"
     if fmt == "html":
         data = html_report(s)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, data, advice)
+        write_output(path, data, advice)  # missing parent folders are made
         return expected_plots(s), len(data)
     files = markdown_report(s)
     try:

@@ -89,7 +89,10 @@ def store_error(exc: OSError, what: Path | str, advice: str | None = None) -> St
 def temp_beside(path: Path, data: bytes) -> Path:
     """``data`` written and fsynced under a fresh hidden name in ``path``'s folder."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder should be: say that, not "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(path.parent)) from None
     try:
         with tmp.open("xb") as fh:
             fh.write(data)
