@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -90,17 +91,35 @@ def test_an_unknown_release_is_one_line_before_any_worker_starts(house: dict[str
         assert '"serve.listening"' not in done.stdout and '"serve.workers"' not in done.stdout
 
 
-def test_workers_that_cannot_load_the_package_stop_the_server_with_its_exit_code(
-    house: dict[str, Any],
-) -> None:
-    """A damaged archive, found when each worker verifies it: the server exits with their
-    code and says why (not a restart loop)."""
+def test_a_damaged_package_is_one_line_before_any_worker_starts(house: dict[str, Any]) -> None:
+    """A damaged archive is found by the supervisor's own check (every worker said it)."""
     damaged = house["root"] / "damaged.tar.gz"
     damaged.write_bytes(b"\x1f\x8b" + b"not a package" * 10)
     env = {**house["env"], **LOCAL, "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0"}
     done = serve_once(env, house["root"], "--package", str(damaged))
     assert done.returncode == 7, (done.returncode, done.stderr[-2000:])
-    assert str(damaged) in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(damaged) in done.stderr and '"serve.workers"' not in done.stdout
+
+
+def test_workers_that_cannot_load_stop_the_server_with_their_exit_code(
+    house: dict[str, Any], tmp_path: Path
+) -> None:
+    """A failure only the workers meet (here a torch that refuses to load, which the
+    supervisor never imports): the server exits with their code and says why, instead of
+    replacing them in a loop."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "from pipeline.errors import ConfigError\n"
+        "raise ConfigError('torch cannot be loaded here (a test)')\n"
+    )
+    env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
+           "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_SERVE__PORT": "0",
+           "PYTHONPATH": str(fake.parent)}  # fmt: skip
+    done = serve_once(env, house["root"])
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    assert "torch cannot be loaded here" in done.stderr and "Traceback" not in done.stderr
     assert '"serve.worker_failed"' in done.stdout and '"serve.worker_replaced"' not in done.stdout
 
 

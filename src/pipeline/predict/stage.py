@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from pipeline.predict.predictor import Predictor, Stats
     from pipeline.predict.writers import Writer
+    from pipeline.releases import Release
 
 
 @dataclass(frozen=True)
@@ -72,53 +73,29 @@ class Ready:
         }
 
 
-def check_reference(
-    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
-) -> None:
-    """What ``load`` refuses before it opens an archive: no model named, a release (or the
-    package it names) that is not in the store, a ``--package`` path with nothing there.
-    `serve` checks it once before it starts its workers, which would each say it."""
-    from pipeline import releases
-
-    if package is not None:
-        if not package.exists():
-            raise NotFoundError(
-                f"no package archive at {package}: check the path (`pipeline package` writes "
-                "them to packages/<name>/<version>.tar.gz in the store), or run a release with "
-                "--release"
-            )
-        return
-    if not release_ref:
-        raise ConfigError(_NO_MODEL)
-    release = releases.show(store, release_ref, default_name)
-    releases.find_package(store, release.package_id)
-
-
 _NO_MODEL = (
     "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, or pass "
     "--package PATH"
 )
 
 
-def load(
-    store: Store,
-    release_ref: str | None,
-    package: Path | None,
-    default_name: str | None,
-    run_settings: RunSettings,
-) -> Ready:
-    """The predictor and the run settings that apply, for a release reference or a package path.
+def check_reference(
+    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
+) -> None:
+    """Everything ``load`` refuses before it loads the network: no model named, a release or
+    package that is not there, an archive that does not verify. `serve` checks it once before
+    it starts its workers, which would each say it on a line of its own."""
+    _opened(store, release_ref, package, default_name)
 
-    A release carries the run-stage settings it was created with (threshold, id column, error
-    handling, output format); they win over the environment's, because a release is immutable
-    configuration. ``chunk_rows`` is the exception: it sizes memory for the machine the process
-    runs on, so it always comes from the environment, as does ``workers``. With ``--package``
-    the environment's settings apply.
-    """
+
+def _opened(
+    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
+) -> tuple[OpenedPackage, Release | None]:
+    """The verified package a release reference or a package path names, and the release."""
     from pipeline import releases
 
     if package is not None:
-        return Ready(_predictor(open_package(package)), run_settings, None)
+        return open_package(package), None
     if not release_ref:
         raise ConfigError(_NO_MODEL)
     release = releases.show(store, release_ref, default_name)
@@ -137,6 +114,27 @@ def load(
             f"package {path} has id {opened.package_id[:12]} but release {release.ref} "
             f"names {release.package_id[:12]}: the archive was replaced; restore it"
         )
+    return opened, release
+
+
+def load(
+    store: Store,
+    release_ref: str | None,
+    package: Path | None,
+    default_name: str | None,
+    run_settings: RunSettings,
+) -> Ready:
+    """The predictor and the run settings that apply, for a release reference or a package path.
+
+    A release carries the run-stage settings it was created with (threshold, id column, error
+    handling, output format); they win over the environment's, because a release is immutable
+    configuration. ``chunk_rows`` is the exception: it sizes memory for the machine the process
+    runs on, so it always comes from the environment, as does ``workers``. With ``--package``
+    the environment's settings apply.
+    """
+    opened, release = _opened(store, release_ref, package, default_name)
+    if release is None:
+        return Ready(_predictor(opened), run_settings, None)
     machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
     bound = RunSettings.model_validate({**release.run, **machine})
     return Ready(_predictor(opened), bound, release.ref, _overridden(run_settings, bound))
