@@ -116,3 +116,30 @@ def test_report_and_id_file_into_a_fifo(
         assert data.startswith(b"<!DOCTYPE html>") and data.rstrip().endswith(b"</html>")
     else:
         assert data.decode().strip() == chain["package_id"]
+
+
+def test_a_reader_that_stops_early_ends_predict_with_141_and_one_line(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """`pipeline predict big.csv | head -1`: exit 141 (128 + SIGPIPE, as a Unix tool cut off
+    by its reader) and one line saying the output is cut short. It was exit 9 with "cannot
+    write stdout: Broken pipe; choose another -o path"."""
+    lines = TEST_CSV.read_text().splitlines()
+    big = chain["root"] / "big.csv"
+    big.write_text("\n".join([lines[0], *(lines[1:] * 10)]) + "\n")  # 14,590 rows, 300+ KB out
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "predict", str(big), "--release", chain["release"]],
+        env=_process_env(chain["env"]), cwd=chain["root"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == b'"Id","prediction"'  # the release's id
+    proc.stdout.close()  # what `head -1` does after its line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: stdout was closed before every prediction was written (its reader, such as "
+        "`head`, stopped reading): the output is cut short"
+    ]
+    assert "Traceback" not in stderr

@@ -104,6 +104,14 @@ class StoreUnavailable(StoreError):
     kind = "store_unavailable"
 
 
+class OutputClosed(PipelineError):
+    """The reader of stdout went away before the output was complete (``| head``): the exit
+    status a Unix tool gets from SIGPIPE, 128 + 13."""
+
+    exit_code = 141
+    kind = "output_closed"
+
+
 class Interrupted(PipelineError):
     """The process was asked to stop (SIGINT/SIGTERM) before the stage finished."""
 
@@ -122,6 +130,7 @@ EXIT_CODES: dict[str, int] = {
         NotFoundError,
         StoreError,
         StoreUnavailable,
+        OutputClosed,
         Interrupted,
     )
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 
 import typer
 
@@ -89,4 +90,12 @@ def main() -> None:
     # whenever the machine has other work; 2-thread training at batch 64 ran 20-50x slower
     # beside other processes on 2 cores. An OMP_WAIT_POLICY set by the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # Typer exits 1, silently, when stdout's reader went away (`pipeline ... | head`),
+        # after wrapping stdout so that nothing more is written; 1 means a bug here, and a
+        # Unix tool cut off by its reader exits 141 (128 + SIGPIPE).
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            raise SystemExit(141) from None
+        raise

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.errors import StoreError
+from pipeline.errors import OutputClosed, PipelineError
 from pipeline.store import fsync_dir, open_stream, output_target, store_error
 
 
@@ -89,7 +89,12 @@ class Writer:
         self._arrow: Any = None
         self._schema: pa.Schema | None = None  # the first chunk's, imposed on later chunks
 
-    def _error(self, exc: OSError) -> StoreError:
+    def _error(self, exc: OSError) -> PipelineError:
+        if exc.errno == errno.EPIPE and self.path is None:
+            return OutputClosed(
+                "stdout was closed before every prediction was written (its reader, such as "
+                "`head`, stopped reading): the output is cut short"
+            )
         fix = "free space or choose" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose"
         return store_error(exc, self.path or "stdout", f"{fix} another -o path")
 
