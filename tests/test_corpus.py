@@ -748,6 +748,14 @@ TRAIN_CASES = [
         id="missing-target-close-name",
     ),
     pytest.param(
+        # Classes coded 1, 2, 3 were silently taken as amounts (regression).
+        _csv("x,grade\n" + "".join(f"{k},{k % 3 + 1}\n" for k in range(30))),
+        {"PIPELINE_DATA__TARGET": "grade"},
+        DATA_ERROR,
+        ("{source}", "'grade'", "3 whole numbers (1, 2, 3)", "PIPELINE_DATA__TASK=multiclass"),
+        id="few-whole-number-target",
+    ),
+    pytest.param(
         # A misspelt id in a drop list the user set would make the id a feature.
         _csv(HOUSES),
         {"PIPELINE_DATA__DROP": '["Idd"]'},

@@ -107,8 +107,22 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
         return declared
     numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
     if numeric and len(distinct) > 2:
+        codes = len(distinct) <= _FEW_CODES and 2 * len(distinct) <= target.notna().sum()
+        if codes and all(float(v).is_integer() for v in distinct):
+            shown = ", ".join(str(cells.plain(v)) for v in sorted(distinct))
+            raise DataError(
+                f"target column '{name}' in {label} holds {len(distinct)} whole numbers "
+                f"({shown}): classes coded as numbers, or amounts? set PIPELINE_DATA__TASK="
+                "multiclass for classes, or PIPELINE_DATA__TASK=regression for amounts"
+            )
         return "regression"
     return "binary" if len(distinct) == 2 else "multiclass"
+
+
+# A numeric target of at most this many distinct whole numbers, each seen twice on average
+# (1, 2, 3; a quality score of 3 to 8), reads as classes as well as amounts: `task=auto`
+# refuses to pick.
+_FEW_CODES = 10
 
 
 def _text_column(
