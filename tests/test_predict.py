@@ -324,3 +324,30 @@ def test_evaluate_takes_a_release_and_re_tests_the_build_it_holds(chain: dict[st
         assert summary["test"] == expected["test"]
     missing = run_cli("evaluate", "house-prices@v9", env=chain["env"], cwd=chain["root"])
     assert missing.returncode == 8 and "house-prices@v9 does not exist" in missing.stderr
+
+
+def test_a_required_secret_that_is_not_set_stops_the_run_at_its_start(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """A release made with PIPELINE_RUN__REQUIRED_SECRETS='["MODEL_TOKEN"]' does not run
+    without MODEL_TOKEN in the environment (exit 3 naming it, never a value); it ran anyway.
+    The same with --package and the setting in the environment."""
+    import shutil
+
+    # A store of its own (the chain's current release stays the one other tests read).
+    shutil.copytree(chain["root"] / "store" / "packages", tmp_path / "store" / "packages")
+    own = {**chain["env"], "PIPELINE_STORE": str(tmp_path / "store")}
+    secret = {"PIPELINE_RUN__REQUIRED_SECRETS": '["MODEL_TOKEN"]'}
+    created = run_cli("release", "create", chain["package_id"], env=own | secret, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    package = next((tmp_path / "store" / "packages").rglob("*.tar.gz"))
+    out = tmp_path / "p.csv"
+    cases = ((("--release", "house-prices@v1"), {}), (("--package", str(package)), secret))
+    for args, extra in cases:
+        predict = ("predict", str(TEST_CSV), *args, "-o", str(out))
+        refused = run_cli(*predict, env=own | extra, cwd=tmp_path)
+        assert refused.returncode == 3, refused.stderr
+        assert "requires the secret(s) ['MODEL_TOKEN']" in refused.stderr and not out.exists()
+        _ok(run_cli(*predict, env=own | extra | {"MODEL_TOKEN": "t0k3n"}, cwd=tmp_path))
+        assert "t0k3n" not in out.read_text()
+        out.unlink()

@@ -80,12 +80,16 @@ _NO_MODEL = (
 
 
 def check_reference(
-    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
+    store: Store,
+    release_ref: str | None,
+    package: Path | None,
+    default_name: str | None,
+    run_settings: RunSettings,
 ) -> None:
     """Everything ``load`` refuses before it loads the network: no model named, a release or
-    package that is not there, an archive that does not verify. `serve` checks it once before
-    it starts its workers, which would each say it on a line of its own."""
-    _opened(store, release_ref, package, default_name)
+    package that is not there, an archive that does not verify, a required secret not set.
+    `serve` checks it once before it starts its workers, which would each say it."""
+    _settings_for(_opened(store, release_ref, package, default_name)[1], run_settings, package)
 
 
 def _opened(
@@ -133,11 +137,38 @@ def load(
     the environment's settings apply.
     """
     opened, release = _opened(store, release_ref, package, default_name)
+    bound = _settings_for(release, run_settings, package)
     if release is None:
-        return Ready(_predictor(opened), run_settings, None)
+        return Ready(_predictor(opened), bound, None)
+    return Ready(_predictor(opened), bound, release.ref, _overridden(run_settings, bound))
+
+
+def _settings_for(
+    release: Release | None, run_settings: RunSettings, package: Path | None
+) -> RunSettings:
+    """The run settings that apply (``load``), their required secrets checked."""
+    if release is None:
+        _check_secrets(run_settings, f"--package {package}")
+        return run_settings
     machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
     bound = RunSettings.model_validate({**release.run, **machine})
-    return Ready(_predictor(opened), bound, release.ref, _overridden(run_settings, bound))
+    _check_secrets(bound, f"release {release.ref}")
+    return bound
+
+
+def _check_secrets(run_settings: RunSettings, what: str) -> None:
+    """A ``ConfigError`` naming the secrets ``run.required_secrets`` lists that the
+    environment does not set (or sets empty): a run that needs them fails at its start, as a
+    twelve-factor process does, not later. Only names are read and said, never values."""
+    import os
+
+    missing = [name for name in run_settings.required_secrets if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{what} requires the secret(s) {missing} (PIPELINE_RUN__REQUIRED_SECRETS), which "
+            "the environment does not set: set them for this process (their values are never "
+            "recorded)"
+        )
 
 
 def _overridden(env: RunSettings, bound: RunSettings) -> tuple[str, ...]:

@@ -217,7 +217,9 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store, **settings.store_options())
-    predict.check_reference(store, release or settings.release, package, settings.model.name)
+    predict.check_reference(
+        store, release or settings.release, package, settings.model.name, settings.run
+    )
     try:
         sock = uvicorn.Config(app="unused", host=conf.host, port=conf.port).bind_socket()
     except SystemExit:  # uvicorn logged the reason

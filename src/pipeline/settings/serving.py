@@ -34,7 +34,9 @@ class RunSettings(_Section):
         "fail", description="A bad row fails the batch, or gets a message in an error column"
     )
     required_secrets: list[str] = Field(
-        default_factory=list, description="Names (never values) of secrets the run stage needs"
+        default_factory=list,
+        description="Names (never values) of secrets the run stage needs: `predict` and "
+        "`serve` refuse to start (exit 3) while one is unset",
     )
 
     @field_validator("id_column")
