@@ -186,14 +186,15 @@ def _check_address(host: str, port: int) -> None:
     from pipeline.errors import ConfigError
 
     fix = "set PORT or PIPELINE_SERVE__PORT (--port) to another port"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses it
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise ConfigError(
             f"cannot listen on {host}:{port}: the host does not resolve ({exc}): set "
             "PIPELINE_SERVE__HOST (--host) to an address of this machine, 0.0.0.0 for all"
         ) from None
-    family, kind, proto, _, address = infos[0]
+    _, kind, proto, _, address = infos[0]
     probe = socket.socket(family, kind, proto)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
