@@ -73,12 +73,6 @@ class Ready:
         }
 
 
-_NO_MODEL = (
-    "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, or pass "
-    "--package PATH"
-)
-
-
 def check_reference(
     store: Store,
     release_ref: str | None,
@@ -101,7 +95,10 @@ def _opened(
     if package is not None:
         return open_package(package), None
     if not release_ref:
-        raise ConfigError(_NO_MODEL)
+        raise ConfigError(
+            "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "
+            "or pass --package PATH"
+        )
     release = releases.show(store, release_ref, default_name)
     sidecar = releases.find_package(store, release.package_id)
     key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"

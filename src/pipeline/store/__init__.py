@@ -132,6 +132,24 @@ def atomic_write_bytes(path: Path, data: bytes, advice: str | None = None) -> No
         raise store_error(exc, path, advice) from exc
 
 
+# This process's own descriptors by path: /proc/self/fd/N, and /dev/fd/N (/dev/stdout is
+# /proc/self/fd/1).
+_OWN_FD = re.compile(r"/(?:proc/self|dev)/fd/(\d+)")
+
+
+def _link_hops(path: Path) -> list[Path]:
+    """``path`` and each path its symbolic links lead to, in order, up to the first that is
+    not a link, is one of this process's descriptors, or lies in /proc (whose links name open
+    files, not paths); at most 40, the kernel's own limit."""
+    hops = [path]
+    while len(hops) < 40:
+        at = hops[-1]
+        if at.parts[:2] == ("/", "proc") or _OWN_FD.fullmatch(str(at)) or not at.is_symlink():
+            break
+        hops.append(at.parent / at.readlink())
+    return hops
+
+
 def output_target(path: Path) -> tuple[Path, bool]:
     """Where a file the user named (``-o``, ``--id-file``, ...) is written, and whether straight
     through rather than by renaming a finished temporary file onto it.
@@ -144,13 +162,9 @@ def output_target(path: Path) -> tuple[Path, bool]:
     """
     import stat
 
-    at = path
-    for _ in range(40):  # the kernel's own limit on links followed
-        if at.parts[:2] == ("/", "proc"):
-            return path, True
-        if not at.is_symlink():
-            break
-        at = at.parent / at.readlink()
+    at = _link_hops(path)[-1]
+    if at.parts[:2] == ("/", "proc") or _OWN_FD.fullmatch(str(at)):
+        return path, True
     try:
         mode = at.stat().st_mode
     except OSError:
@@ -158,26 +172,18 @@ def output_target(path: Path) -> tuple[Path, bool]:
     return (path, True) if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) else (at, False)
 
 
-_OWN_FD = re.compile(r"/(?:proc/self|dev)/fd/(\d+)")
-
-
 def open_stream(path: Path) -> BinaryIO:
     """A stream target (``output_target``) opened for writing. One of this process's own
     descriptors (``/dev/stdout`` is ``/proc/self/fd/1``) is shared, not opened again: a second
     opening of a redirected stdout has an offset of its own, and the two would overwrite each
     other's bytes. Anything else is appended to."""
-    at = path
-    for _ in range(40):
-        own = _OWN_FD.fullmatch(str(at))
-        if own:
-            fd = int(own.group(1))
-            if fd in (1, 2):  # what Python holds for them first, so that the order holds
-                (sys.stdout if fd == 1 else sys.stderr).flush()
-            return os.fdopen(os.dup(fd), "wb")
-        if not at.is_symlink():
-            break
-        at = at.parent / at.readlink()
-    return path.open("ab")
+    own = _OWN_FD.fullmatch(str(_link_hops(path)[-1]))
+    if own is None:
+        return path.open("ab")
+    fd = int(own.group(1))
+    if fd in (1, 2):  # what Python holds for them first, so that the order holds
+        (sys.stdout if fd == 1 else sys.stderr).flush()
+    return os.fdopen(os.dup(fd), "wb")
 
 
 def write_output(path: Path, data: bytes, advice: str) -> None:
