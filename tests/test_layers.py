@@ -1,10 +1,10 @@
 """The architecture, enforced: modules import only from their own layer or the layers below it.
 
-bottom (errors, settings, log, store, runtime) -> data -> the library (features, model, split,
-fit, adamw, metrics, outputs, checkpoints, prepare) -> artifacts (artifacts, package, wheel,
-releases) -> stages (train, evaluate, predict) -> serve -> cli. No stage imports another stage,
-and the module-level imports have no cycle. Lazy imports inside functions count too: a layer
-violation is one wherever it is written.
+bottom (errors, settings, log, store, runtime, collector) -> data -> the library (features,
+model, split, fit, adamw, metrics, outputs, checkpoints, prepare) -> artifacts (artifacts,
+package, wheel, releases) -> stages (train, evaluate, predict) -> serve -> cli. No stage
+imports another stage, and the module-level imports have no cycle. Lazy imports inside
+functions count too: a layer violation is one wherever it is written.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "log": 0,
     "store": 0,
     "runtime": 0,
+    "collector": 0,
     "cluster": 0,
     "data": 1,
     "features": 2,

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from pipeline import __version__
+from pipeline import __version__, collector
 from pipeline.cli import build, config, data, release, tune
 from pipeline.cli import diff as diff_cmd
 from pipeline.cli import package as package_cmd
@@ -99,3 +99,5 @@ def main() -> None:
         if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
             raise SystemExit(141) from None
         raise
+    finally:
+        collector.freeze_for_exit()

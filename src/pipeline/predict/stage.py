@@ -180,7 +180,10 @@ def _overridden(env: RunSettings, bound: RunSettings) -> tuple[str, ...]:
 
 def _predictor(opened: OpenedPackage) -> Predictor:
     """The network of a verified package, loaded: the first point that needs torch."""
-    from pipeline.predict.predictor import Predictor
+    from pipeline import collector
+
+    with collector.paused("torch"):
+        from pipeline.predict.predictor import Predictor
 
     return Predictor.from_opened(opened)
 
