@@ -80,7 +80,7 @@ def clean_env(root: Path) -> dict[str, str]:
     env.update(
         PIPELINE_STORE=str(root / "store"),
         PIPELINE_LOG_FORMAT="json",
-        PIPELINE_ENV_FILE=str(root / "none.env"),
+        PIPELINE_ENV_FILE=os.devnull,
         PIPELINE_CONFIG_DIR=str(REPO / "config"),
         PIPELINE_SEED="0",
     )

@@ -127,7 +127,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     for key in list(os.environ):
         if key.upper().startswith(("PIPELINE_", "KAGGLE_")):
             monkeypatch.delenv(key)
-    monkeypatch.setenv("PIPELINE_ENV_FILE", str(tmp_path / "no.env"))
+    monkeypatch.setenv("PIPELINE_ENV_FILE", os.devnull)
     monkeypatch.setenv("PIPELINE_CONFIG_DIR", str(REPO / "config"))
     yield
     structlog.contextvars.clear_contextvars()
@@ -163,7 +163,7 @@ def invoke_isolated(*args: str, root: Path, env: Mapping[str, str] | None = None
     full = {
         **clean,
         "PIPELINE_STORE": str(root / "store"),
-        "PIPELINE_ENV_FILE": str(root / "no.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         "PIPELINE_LOG_FORMAT": "json",
         **(env or {}),

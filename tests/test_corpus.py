@@ -192,7 +192,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Released]:
     env = {
         "PIPELINE_STORE": str(root / "store"),
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         **FAST,
     }
@@ -1494,7 +1494,7 @@ def test_bad_input_in_a_real_process_exits_4_without_traceback(store: Path, tmp_
     env = {
         **FAST,
         "PIPELINE_STORE": str(store),
-        "PIPELINE_ENV_FILE": str(tmp_path / "no.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_DATA__SOURCE": str(path),
         "PIPELINE_DATA__TASK": "regression",
     }

@@ -72,7 +72,7 @@ class Zygote:
         env.update(
             PIPELINE_STORE=store,
             PIPELINE_LOG_FORMAT="json",
-            PIPELINE_ENV_FILE=str(work / "none.env"),
+            PIPELINE_ENV_FILE=os.devnull,
             PIPELINE_TRAIN__MAX_EPOCHS="3",
             # A small network: the kills test the stages' writes, which do not depend on its
             # size, and each of the 22 chains trains (4 members of 256 and 128: 1 s a chain).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -300,7 +301,7 @@ def test_json_output_is_byte_identical_across_processes_and_environments(
     cases = (("Pacific/Kiritimati", "C", "0", hostile), ("UTC", "de_DE.UTF-8", "123", store.parent))
     for i, (tz, lang, seed, cwd) in enumerate(cases):
         env = {"PIPELINE_STORE": str(store), "PIPELINE_CONFIG_DIR": str(REPO / "config"),
-               "PIPELINE_ENV_FILE": str(store.parent / "no.env"), "PIPELINE_PRESET": "titanic",
+               "PIPELINE_ENV_FILE": os.devnull, "PIPELINE_PRESET": "titanic",
                "TZ": tz, "LANG": lang, "LC_ALL": lang, "PYTHONHASHSEED": seed,
                "MPLCONFIGDIR": str(store.parent / f"mpl-{i}")}  # fmt: skip
         page = store.parent / f"diff-{i}.html"
@@ -362,7 +363,7 @@ def test_diff_imports_neither_torch_nor_pandas(ids: dict[str, Any], store: Path)
     assert probe["code"] == 0 and "Usage" in probe["out"] and probe["heavy"] == []
     env = {"PATH": "/usr/bin:/bin", "PIPELINE_STORE": str(store), "PIPELINE_PRESET": "titanic",
            "PIPELINE_CONFIG_DIR": str(REPO / "config"),
-           "PIPELINE_ENV_FILE": str(store.parent / "no.env")}  # fmt: skip
+           "PIPELINE_ENV_FILE": os.devnull}  # fmt: skip
     probe = _probe("diff", "titanic@v1", ids["base"], "--format", "table", env=env)
     assert probe["code"] == 0 and "no differences" in probe["out"] and probe["heavy"] == []
 

@@ -39,7 +39,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = {
         "PIPELINE_STORE": str(root / "store"),
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_SEED": "0",
         "PIPELINE_RUN__ID_COLUMN": "Id",
         # A smaller ensemble than the default, a quarter of the training time: the gate still
@@ -279,7 +279,7 @@ def test_rollback_makes_current_predict_with_the_earlier_package(cli: Any, tmp_p
     env = {
         "PIPELINE_STORE": str(tmp_path / "store"),
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_PRESET": "titanic",
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         "PIPELINE_TRAIN__MAX_EPOCHS": "5",

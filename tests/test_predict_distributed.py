@@ -80,7 +80,7 @@ def _predict(
     root = chain["root"]
     env = {
         "PIPELINE_STORE": str(root / "store"),
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_LOG_FORMAT": "json",
         "RAY_ADDRESS": address,
         "RAY_AUTH_MODE": "disabled",
@@ -239,7 +239,7 @@ def test_single_process_predict_does_not_import_ray(chain: dict[str, Any]) -> No
     root = chain["root"]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")},
-        "PIPELINE_STORE": str(root / "store"), "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_STORE": str(root / "store"), "PIPELINE_ENV_FILE": os.devnull,
         **chain["env"],
     }  # fmt: skip
     done = subprocess.run(

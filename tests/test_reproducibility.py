@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +33,7 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(
     env = {
         "PIPELINE_LOG_FORMAT": "json",
         "PIPELINE_TRAIN__MAX_EPOCHS": "3",
-        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "KAGGLE_USERNAME": "someone",
         "KAGGLE_KEY": SECRET,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -26,7 +27,7 @@ ENV = {
 
 
 def _env(tmp: Path, store: Path, **extra: str) -> dict[str, str]:
-    env = {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(tmp / "none.env")}
+    env = {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": os.devnull}
     return {**env, **extra}
 
 

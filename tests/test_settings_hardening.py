@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,30 @@ def test_env_file_that_is_a_folder_is_a_config_error(tmp_path: Path) -> None:
     """PIPELINE_ENV_FILE naming a folder is refused, not silently read as no file."""
     message = refused({}, tmp_path)
     assert "PIPELINE_ENV_FILE" in message and "not a file" in message
+
+
+@pytest.mark.slow
+def test_env_file_that_does_not_exist_is_refused_when_named(tmp_path: Path) -> None:
+    """PIPELINE_ENV_FILE naming a file that does not exist (a typo, a file not mounted) is exit 3
+    naming it, before any work: every setting in it would have been silently missing, and the
+    model trained on defaults. Docker's --env-file refuses it too. /dev/null reads no file, and
+    ./.env stays optional when the variable is unset."""
+    store = tmp_path / "store"
+    missing = tmp_path / "prod.env"
+    base = {"PIPELINE_STORE": str(store), "PIPELINE_TRAIN__MAX_EPOCHS": "1"}
+    done = run_cli("train", env={**base, "PIPELINE_ENV_FILE": str(missing)}, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert f"{missing} (PIPELINE_ENV_FILE) does not exist" in line
+    assert not store.exists() or store_files(store) == []
+    null = {**base, "PIPELINE_ENV_FILE": os.devnull}
+    shown = run_cli("config", "show", "--format", "json", env=null, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    seed = next(row for row in json.loads(shown.stdout)["settings"] if row["setting"] == "seed")
+    assert seed["origin"] == "default"
+    # In process, with the variable unset: ./.env is optional.
+    assert load({}, env_file=tmp_path / "absent.env").settings.seed == 42
 
 
 # --- item 12: fractions that leave no rows to train on --------------------------------------
@@ -370,7 +395,7 @@ def test_preset_by_name_works_in_a_real_process_elsewhere(tmp_path: Path) -> Non
         "show",
         "--format",
         "json",
-        env={"PIPELINE_PRESET": "titanic", "PIPELINE_ENV_FILE": str(tmp_path / "absent.env")},
+        env={"PIPELINE_PRESET": "titanic", "PIPELINE_ENV_FILE": os.devnull},
         cwd=tmp_path,
         timeout=120,
         fresh=True,

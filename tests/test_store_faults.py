@@ -8,6 +8,7 @@ processes forked from a warm server started in that namespace (``tests/warm.py``
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def _snapshot(store: Path) -> dict[str, str]:
 
 
 def _base_env(tmp: Path, store: Path) -> dict[str, str]:
-    return {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(tmp / "none.env")}
+    return {**ENV, "PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": os.devnull}
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,7 @@ def test_train_refuses_a_read_only_store_before_training(tmp_path: Path) -> None
     store.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
     env.update(PIPELINE_STORE=str(store), PIPELINE_LOG_FORMAT="json", **FAST)
-    env["PIPELINE_ENV_FILE"] = str(tmp_path / "none.env")
+    env["PIPELINE_ENV_FILE"] = os.devnull
     done = subprocess.run(
         ["unshare", "-m", "--propagation", "private", sys.executable, "-c", READ_ONLY, str(store)],
         env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -317,7 +317,7 @@ def test_a_predict_killed_with_sigkill_leaves_a_temp_file_the_next_run_removes(
     out = chain.root / "killed" / "out.csv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
     env.update(chain.env, PIPELINE_LOG_FORMAT="json", PIPELINE_RUN__CHUNK_ROWS="200")
-    env.update(PIPELINE_ENV_FILE=str(chain.root / "none.env"))
+    env.update(PIPELINE_ENV_FILE=os.devnull)
     args = [sys.executable, "-m", "pipeline", "predict", str(big), "--release", f"{NAME}@v1"]
     proc = subprocess.Popen([*args, "-o", str(out)], env=env, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

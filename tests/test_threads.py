@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tests.conftest import event
@@ -19,7 +20,7 @@ def test_one_and_two_threads_give_the_same_build_id_and_weights(tmp_path: Path) 
             env={
                 "PIPELINE_STORE": str(store),
                 "PIPELINE_LOG_FORMAT": "json",
-                "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+                "PIPELINE_ENV_FILE": os.devnull,
                 "PIPELINE_TRAIN__MAX_EPOCHS": "2",
                 "PIPELINE_TRAIN__THREADS": threads,
                 "PIPELINE_SEED": "3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ def test_the_ridge_gives_the_same_build_whatever_numpys_thread_count(tmp_path: P
         env = {
             "PIPELINE_TRAIN__MAX_EPOCHS": "5",  # a weak network: the ridge is blended in
             "PIPELINE_STORE": str(tmp_path / f"store-{threads}"),
-            "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+            "PIPELINE_ENV_FILE": os.devnull,
             "OPENBLAS_NUM_THREADS": threads,
         }
         id_file = tmp_path / f"{threads}.id"

@@ -37,7 +37,7 @@ HOUSE_PRICES = Path(__file__).parents[1] / "src" / "pipeline" / "datasets" / "ho
 def _env(root: Path, address: str = "", **extra: str) -> dict[str, str]:
     return {
         "PIPELINE_STORE": str(root / "store"),
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_LOG_FORMAT": "json",
         "RAY_ADDRESS": address,
         "RAY_AUTH_MODE": "disabled",
@@ -86,8 +86,7 @@ def test_two_embedded_workers_train_a_build_that_predicts(
     summary = two["train.summary"]
     assert summary["epochs"] == 5 and summary["validation"]["r2"] > 0.5
     store = two["build"].parents[1]
-    root = store.parent
-    env = {"PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": str(root / "none.env"),
+    env = {"PIPELINE_STORE": str(store), "PIPELINE_ENV_FILE": os.devnull,
            "PIPELINE_MODEL__NAME": "house-prices"}  # fmt: skip
     done = run_cli("package", "--id-file", str(tmp_path / "package.id"), env=env)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -36,7 +36,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         **QUICK,
         "PIPELINE_STORE": str(tmp_path / "store"),
-        "PIPELINE_ENV_FILE": str(tmp_path / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_LOG_FORMAT": "json",
         "RAY_ADDRESS": "",
         **extra,

@@ -56,7 +56,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = {
         "PIPELINE_STORE": str(root / "store"),
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         "PIPELINE_PRESET": "titanic",
         "PIPELINE_TRAIN__MAX_EPOCHS": "5",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def test_config_show_in_a_subprocess(tmp_path: Path) -> None:
         "--format",
         "json",
         env={
-            "PIPELINE_ENV_FILE": str(tmp_path / "absent.env"),
+            "PIPELINE_ENV_FILE": os.devnull,
             "PIPELINE_CONFIG_DIR": str(REPO / "config"),
             "PIPELINE_PRESET": "titanic",
             "PIPELINE_STORE": str(tmp_path / "store"),

@@ -51,7 +51,7 @@ def test_train_at_a_terminal_keeps_events_and_the_progress_bar_apart(tmp_path: P
     """Every event starts its own line, lines fit the terminal, and the bar was drawn."""
     env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_TRAIN__MAX_EPOCHS": "25",
            "PIPELINE_MODEL__HIDDEN": "[64]", "PIPELINE_MODEL__MEMBERS": "2",
-           "PIPELINE_ENV_FILE": str(tmp_path / "none.env")}  # fmt: skip
+           "PIPELINE_ENV_FILE": os.devnull}  # fmt: skip
     drawn = _in_terminal([sys.executable, "-m", "pipeline", "train"], env)
     assert "train:" in drawn and "refit:" in drawn  # the bar, in both phases
     screen_lines = [ANSI.sub("", part) for part in re.split(r"\r\n|\r|\n", drawn)]
@@ -83,7 +83,7 @@ def test_console_lines_wrap_at_the_width_and_flatten_one_level() -> None:
 
 def test_a_config_error_at_a_terminal_is_said_once(tmp_path: Path) -> None:
     """A bad setting at a terminal is one `error:` line, not that line and an error event too."""
-    env = {"PIPELINE_TRAIN__MAX_EPOCHS": "x", "PIPELINE_ENV_FILE": str(tmp_path / "none.env")}
+    env = {"PIPELINE_TRAIN__MAX_EPOCHS": "x", "PIPELINE_ENV_FILE": os.devnull}
     drawn = ANSI.sub("", _in_terminal([sys.executable, "-m", "pipeline", "train"], env, rc=3))
     lines = [line for line in re.split(r"\r\n|\r|\n", drawn) if line.strip()]
     assert len(lines) == 1, drawn

@@ -60,7 +60,7 @@ def host_env(store: Path, **extra: str) -> dict[str, str]:
         "PIPELINE_STORE": str(store),
         "PIPELINE_LOG_FORMAT": "json",
         # No developer's .env: the file named does not exist.
-        "PIPELINE_ENV_FILE": str(store.parent / "no.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         **extra,
     }
 

@@ -60,7 +60,7 @@ def _release(
     env = {
         "PIPELINE_STORE": str(root / "store"),
         "PIPELINE_LOG_FORMAT": "json",
-        "PIPELINE_ENV_FILE": str(root / "none.env"),
+        "PIPELINE_ENV_FILE": os.devnull,
         "PIPELINE_CONFIG_DIR": str(REPO / "config"),
         "PIPELINE_SEED": "0",
         # Short training of a small ensemble: these tests are about serving, not about the

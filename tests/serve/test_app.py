@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,7 +452,7 @@ def test_model_document_lists_schema_and_metrics(client: TestClient, house_loade
 
 def test_serve_settings_come_from_the_environment(tmp_path: Path, cli: Any) -> None:
     """PORT sets the port unless PIPELINE_SERVE__PORT does; the token is a redacted secret."""
-    base = {"PIPELINE_ENV_FILE": str(tmp_path / "none.env")}
+    base = {"PIPELINE_ENV_FILE": os.devnull}
     assert load(base).settings.serve.port == 8080
     assert load({**base, "PORT": "5000"}).settings.serve.port == 5000
     both = load({**base, "PORT": "5000", "PIPELINE_SERVE__PORT": "6000"})

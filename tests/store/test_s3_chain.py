@@ -7,6 +7,7 @@ only the store's URL and credentials: nothing of the process that trained and re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -68,7 +69,7 @@ def test_the_ci_chain_runs_on_the_object_store_and_another_process_serves_the_re
     rows.write_text("\n".join(TITANIC_CSV.read_text().splitlines()[:51]) + "\n")
     elsewhere = tmp_path / "elsewhere"  # another working folder: only the URL leads to the store
     elsewhere.mkdir()
-    only_url = {**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": str(tmp_path / "x")}
+    only_url = {**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": os.devnull}
     done = run_cli("predict", "--release", "titanic@current", str(rows), "-o",
                    str(tmp_path / "p.csv"), env=only_url, cwd=elsewhere)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

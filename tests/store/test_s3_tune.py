@@ -4,6 +4,7 @@ record live in the object store, and give what the same search gives on a local 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def test_tune_on_the_object_store_matches_a_local_folder_and_its_winner_trains(
     another process that sees only the URL: the same tune id, trials and scores as the same
     search on a local folder, and nothing of the store on the local disk."""
     s3 = {**s3_server.env(f"tune-{uuid.uuid4().hex[:8]}"), **QUICK}
-    s3["PIPELINE_ENV_FILE"] = str(tmp_path / "none.env")
+    s3["PIPELINE_ENV_FILE"] = os.devnull
     preset = tmp_path / "tuned.toml"
     summary = event(
         _run(s3, "tune", "--trials", "2", "--preset-out", str(preset)).stdout, "tune.summary"

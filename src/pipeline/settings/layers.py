@@ -82,18 +82,27 @@ class Layer:
 # --- .env ---------------------------------------------------------------------------------------
 
 
-def read_dotenv(env_file: Path) -> tuple[dict[str, str], dict[str, int]]:
+def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str], dict[str, int]]:
     """The ``NAME=value`` pairs of a dotenv file and the line each name was last set on.
 
     A line that cannot be parsed is an error naming it (not a warning and a silent default);
-    the line's text is not shown, as it may hold a credential. A file that is absent is empty.
+    the line's text is not shown, as it may hold a credential. A file that is absent is empty,
+    unless ``required`` (PIPELINE_ENV_FILE named it): then it is an error, as Docker's
+    ``--env-file`` makes it, since every setting in it would silently be missing. Anything
+    readable that is not a folder is read: ``/dev/null`` (no file) or a pipe (``<(...)``).
     """
     try:
-        if not env_file.is_file():
-            if env_file.exists():
+        if env_file.is_dir():
+            raise ConfigError(
+                f"{env_file} (PIPELINE_ENV_FILE) is not a file: point PIPELINE_ENV_FILE at a "
+                "dotenv file"
+            )
+        if not env_file.exists():
+            if required:
                 raise ConfigError(
-                    f"{env_file} (PIPELINE_ENV_FILE) is not a file: point PIPELINE_ENV_FILE at a "
-                    "dotenv file"
+                    f"{env_file} (PIPELINE_ENV_FILE) does not exist: fix the path, create the "
+                    "file, or unset PIPELINE_ENV_FILE (./.env is read when present); "
+                    "/dev/null reads no file"
                 )
             return {}, {}
         raw = env_file.read_bytes()

@@ -84,14 +84,16 @@ def load(
 ) -> Loaded:
     """Resolve the settings from defaults, preset, .env, the environment and CLI options.
 
-    ``environ`` defaults to ``os.environ``; ``env_file`` defaults to ``PIPELINE_ENV_FILE`` or
-    ``./.env``; ``overrides`` are ``PIPELINE_*`` names set by command-line options (highest
+    ``environ`` defaults to ``os.environ``; ``env_file`` defaults to ``PIPELINE_ENV_FILE`` (which
+    must exist: a misspelt name would drop every setting in the file) or ``./.env`` (read when
+    present); ``overrides`` are ``PIPELINE_*`` names set by command-line options (highest
     precedence). Raises ``ConfigError`` naming the setting and where its value came from.
     """
     environ = dict(os.environ if environ is None else environ)
+    named = env_file is None and "PIPELINE_ENV_FILE" in environ
     if env_file is None:
         env_file = Path(environ.get("PIPELINE_ENV_FILE", ".env"))
-    dotenv, lines = layers.read_dotenv(env_file)
+    dotenv, lines = layers.read_dotenv(env_file, required=named)
     in_dotenv = layers.describe_variable(".env", env_file, lines)
 
     def loader_var(name: str) -> tuple[str | None, str]:
