@@ -143,3 +143,21 @@ def test_a_reader_that_stops_early_ends_predict_with_141_and_one_line(
         "`head`, stopped reading): the output is cut short"
     ]
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["release", "--help"]])
+def test_help_read_by_head_ends_with_141_not_1(args: list[str], tmp_path: Path) -> None:
+    """`pipeline --help | head -1` or `| true` (a help page is printed by rich, which exits 1
+    after pointing stdout at /dev/null when its reader goes away): 141 as for every other
+    command, not 1, which this tool's exit codes reserve for a bug (`set -o pipefail` scripts
+    stop on it). A help page printed in full, to /dev/null or a pipe read to the end, exits 0."""
+    env = _process_env({"PIPELINE_ENV_FILE": os.devnull})
+    argv = [sys.executable, "-m", "pipeline", *args]
+    proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before the page is written (`| true`): no race with a short page
+    assert proc.wait(timeout=60) == 141
+    page = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert page.returncode == 0 and b"Usage" in page.stdout
+    with open(os.devnull, "wb") as null:
+        assert subprocess.run(argv, env=env, cwd=tmp_path, stdout=null, timeout=60).returncode == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -90,14 +91,33 @@ def main() -> None:
     # whenever the machine has other work; 2-thread training at batch 64 ran 20-50x slower
     # beside other processes on 2 cores. An OMP_WAIT_POLICY set by the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    stdout = _identity(1)
     try:
         app()
     except SystemExit as exc:
         # Typer exits 1, silently, when stdout's reader went away (`pipeline ... | head`),
-        # after wrapping stdout so that nothing more is written; 1 means a bug here, and a
-        # Unix tool cut off by its reader exits 141 (128 + SIGPIPE).
-        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        # after wrapping stdout so that nothing more is written; rich (the help pages) exits 1
+        # after pointing stdout at /dev/null. 1 means a bug here, and a Unix tool cut off by its
+        # reader exits 141 (128 + SIGPIPE).
+        if exc.code == 1 and _reader_went_away(stdout):
             raise SystemExit(141) from None
         raise
     finally:
         collector.freeze_for_exit()
+
+
+def _identity(what: int | str) -> tuple[int, int] | None:
+    """The device and inode a descriptor is open on (or a path names); None if there is none."""
+    try:
+        status = os.fstat(what) if isinstance(what, int) else Path(what).stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _reader_went_away(stdout: tuple[int, int] | None) -> bool:
+    """Whether an exit 1 is typer's or rich's answer to a closed stdout (EPIPE)."""
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # typer's
+        return True
+    now = _identity(1)  # rich's: descriptor 1 moved onto /dev/null
+    return now is not None and now != stdout and now == _identity(os.devnull)
