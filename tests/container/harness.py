@@ -59,7 +59,7 @@ def host_env(store: Path, **extra: str) -> dict[str, str]:
     return {
         "PIPELINE_STORE": str(store),
         "PIPELINE_LOG_FORMAT": "json",
-        # No developer's .env: the file named does not exist.
+        # No developer's .env: /dev/null reads no file.
         "PIPELINE_ENV_FILE": os.devnull,
         **extra,
     }
