@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.conftest import events
 
 from pipeline.data import cells, columns, read, schema, spellings
 from pipeline.errors import DataError
@@ -415,3 +416,30 @@ def test_a_mostly_true_false_target_is_refused(tmp_path: Path) -> None:
     rows = [f"{k},{'true' if k % 2 else 'false'}" for k in range(10)] + ["10,maybe"]
     message = _refusal(_csv(tmp_path, "x,y", rows))
     assert "'maybe' at data row 11" in message and "true/false" in message
+
+
+def test_rows_without_a_target_and_an_id_in_another_case_are_said(cli: Any, tmp_path: Path) -> None:
+    """`pipeline train` on a table where some rows lack the target and the id column is `id`
+    (the default drop list names `Id`): one warning counts the rows left out (they had been
+    dropped without a word), and the drop warning names `id`, now a feature, and the setting
+    that leaves it out."""
+    rows = [
+        f"{i},{i % 10 * 1.5},{'abc'[i % 3]},{'' if i % 7 == 0 else i % 10 * 3 + i % 3}"
+        for i in range(120)
+    ]
+    path = _csv(tmp_path, "id,a,kind,y", rows)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output
+    found = [e for e in events(result.stdout) if e["event"] == "data.warning"]
+    left_out = [e for e in found if "rows_without_target" in e]
+    assert [e["rows_without_target"] for e in left_out] == [18]
+    assert left_out[0]["message"].startswith(f"18 of 120 rows of {path} have no value in target")
+    assert any(
+        "its column 'id' is used as a feature" in e["message"]
+        and """PIPELINE_DATA__DROP='["id"]'""" in e["message"]
+        for e in found
+    ), found
+    schema_event = next(e for e in events(result.stdout) if e["event"] == "data.schema")
+    assert schema_event["rows"] == 102

@@ -50,7 +50,16 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
         cached=fetched.cached,
     )
     frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
+    read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
+    if len(frame) < read_rows:  # said once, as a warning: a user must not learn it from a count
+        log.warning(
+            "data.warning",
+            message=f"{read_rows - len(frame)} of {read_rows} rows of {fetched.uri} have no value "
+            f"in target column '{settings.data.target}': they are left out (not trained on, "
+            "validated or tested)",
+            rows_without_target=read_rows - len(frame),
+        )
     if schema is None:
         schema = _infer(frame, settings, fetched.uri, log)
     seeds = Seeds.from_seed(settings.seed)

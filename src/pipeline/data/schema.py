@@ -7,6 +7,7 @@ validated against.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,19 @@ def _missing_column(label: str, name: str, columns: list[str], setting: str) -> 
     more = f", ... ({len(columns)} in all)" if len(columns) > 12 else ""
     return DataError(
         f"dataset {label} has no column '{name}' ({setting}): {hint}columns are {shown}{more}"
+    )
+
+
+def _absent_drop(name: str, columns: list[str], label: str) -> str:
+    """The warning for a column of the default drop list that ``label`` lacks; when the table
+    has it in another case (``id`` for ``Id``), that column is named: it is a feature now."""
+    said = f"column '{name}' listed in PIPELINE_DATA__DROP is not in {label}"
+    like = [c for c in columns if c.casefold() == name.casefold()]
+    if not like:
+        return said
+    return (
+        f"{said}; its column '{like[0]}' is used as a feature: if it is an id, set "
+        f"PIPELINE_DATA__DROP='{json.dumps([like[0]])}'"
     )
 
 
@@ -276,7 +290,7 @@ def infer(
     absent = [d for d in data.drop if d not in columns]
     if absent and drop_declared:
         raise _missing_column(label, absent[0], columns, "PIPELINE_DATA__DROP")
-    warnings = [f"column '{d}' listed in PIPELINE_DATA__DROP is not in {label}" for d in absent]
+    warnings = [_absent_drop(d, columns, label) for d in absent]
     task = _resolve_task(frame[data.target], data.task, label, data.target)
     transform = _resolve_transform(frame[data.target], task, target_transform, label, data.target)
 
