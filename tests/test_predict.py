@@ -127,17 +127,62 @@ def test_run_settings_the_release_replaces_are_named_in_a_warning(
     assert pd.read_csv(out).columns.tolist() == ["MSSubClass", "prediction", "error"]
 
 
-def test_stdin_as_input_is_refused_in_one_line(chain: dict[str, Any]) -> None:
-    """`-` as the input (stdin to most Unix tools) is refused, not looked up as a file named
-    "-"; with --workers too, before Ray starts."""
-    for extra in ([], ["--workers", "2", "-o", str(chain["root"] / "parts")]):
-        done = _predict(chain, "-", "--release", chain["release"], *extra)
-        assert done.returncode == 4, done.stderr
-        # Without -o the event stream is on stderr too: the error event, then the one line.
-        last = done.stderr.splitlines()[-1]
-        assert last.startswith("error: input - (stdin) is not read: ")
-        assert "Traceback" not in done.stderr
-    assert not (chain["root"] / "parts").exists()
+def test_stdin_and_pipes_are_read_as_files_are(
+    chain: dict[str, Any], whole: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """`cat rows.csv | pipeline predict -` and `pipeline predict <(zcat rows.csv.gz)` (a pipe
+    path) predict what the file gives, byte for byte; the rows are copied to a temporary file
+    first (removed afterwards) since the readers reopen their input. A nameless input's format
+    comes from its first bytes: Parquet's magic, a JSON object, else CSV. Empty stdin is one
+    line, exit 4; `--workers` still refuses stdin, before Ray starts. It was refused always."""
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import _process_env
+
+    env = {
+        **_process_env({**chain["env"], "PIPELINE_RUN__ID_COLUMN": "Id"}),
+        "TMPDIR": str(tmp_path),
+    }
+    argv = [sys.executable, "-m", "pipeline", "predict", "-", "--release", chain["release"]]
+
+    def piped(data: bytes, *extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*argv, *extra], input=data, env=env, cwd=chain["root"],
+                              capture_output=True, timeout=120, check=False)  # fmt: skip
+
+    done = piped(TEST_CSV.read_bytes())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == whole[1].read_bytes()
+    assert event(done.stderr.decode(), "predict.summary")["input"] == "-"
+    frame = pd.read_csv(TEST_CSV, keep_default_na=False, dtype=str).head(50)
+    for name, write in (("rows.parquet", frame.to_parquet), ("rows.jsonl", None)):
+        path = tmp_path / name
+        if write is not None:
+            write(path)
+        else:
+            frame.to_json(path, orient="records", lines=True)
+        from_file = _ok(_predict(chain, str(path), "--release", chain["release"], "-o", "-"))
+        assert piped(path.read_bytes()).stdout == from_file.stdout.encode(), name
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(TEST_CSV.read_bytes()))
+    feeder.start()
+    through = run_cli("predict", str(fifo), "--release", chain["release"], "-o", "-",
+                      env=chain["env"], cwd=chain["root"])  # fmt: skip
+    feeder.join(timeout=60)
+    assert through.returncode == 0, through.stderr[-2000:]
+    assert through.stdout.encode() == whole[1].read_bytes()
+    empty = piped(b"")
+    assert empty.returncode == 4
+    assert empty.stderr.decode().splitlines()[-1] == (
+        "error: input stdin is empty: expected a header line and rows; check the file"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.fifo", "rows.jsonl", "rows.parquet"]
+    workers = piped(TEST_CSV.read_bytes(), "--workers", "2", "-o", str(tmp_path / "parts"))
+    assert workers.returncode == 4
+    assert workers.stderr.decode().splitlines()[-1].startswith("error: input - (stdin) is not read")
+    assert not (tmp_path / "parts").exists()
 
 
 def test_a_package_path_that_does_not_exist_is_not_found(chain: dict[str, Any]) -> None:

@@ -8,11 +8,15 @@ use. ``prefetched`` reads the next chunk on a thread while the caller predicts t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,16 +100,69 @@ def _header(path: Path, delimiter: str, label: str) -> list[str]:
         raise DataError(f"{label} has a malformed header line ({exc}): fix the first line") from exc
 
 
-def iter_chunks(
-    path: Path, fmt: str, chunk_rows: int, predictor: Predictor, run: RunSettings, stats: Stats
-) -> Iterator[pd.DataFrame]:
-    """The input as frames of at most ``chunk_rows`` rows, indexed by 0-based data row."""
-    label = str(path)
-    if label == "-":  # stdin, as `-o -` is stdout: the readers need a file they can reopen
+def is_stream(source: Path) -> bool:
+    """Whether ``source`` is stdin (``-``) or a pipe, FIFO or device (``<(zcat rows.csv.gz)``,
+    ``/dev/stdin``): read once, front to back, where the readers reopen a file."""
+    if str(source) == "-":
+        return True
+    try:
+        return source.exists() and not source.is_file() and not source.is_dir()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
+    """``source`` as a file the readers can reopen, the name messages give it, and its format.
+
+    A file is itself (its format from its suffix). Stdin or a pipe is copied to a temporary
+    file first, in 1 MiB blocks (so predictions start once it ends), and its format comes from
+    its name's suffix, else from its first bytes: Parquet's magic ``PAR1``, a ``{`` for JSON
+    lines, anything else CSV. The copy is removed however the run ends.
+    """
+    if not is_stream(source):
+        yield source, str(source), detect_format(source, "auto")
+        return
+    stdin = str(source) == "-"
+    label = "stdin" if stdin else str(source)
+    if stdin and sys.stdin is not None and sys.stdin.isatty():
         raise DataError(
-            "input - (stdin) is not read: predict reads CSV, Parquet or JSON-lines files; save "
-            "the rows to a file and pass its path"
+            "input - is stdin, which is a terminal here: pipe the rows in (cat rows.csv | "
+            "pipeline predict -) or pass a file"
         )
+    with tempfile.TemporaryDirectory(prefix="pipeline-input-") as folder:
+        copy = Path(folder) / "input"
+        reading = open(0 if stdin else source, "rb", closefd=not stdin)  # noqa: SIM115
+        try:
+            with reading as src, copy.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError as exc:
+            raise DataError(f"input {label} cannot be read: {exc.strerror or exc}") from exc
+        fmt = detect_format(source, "auto") if source.suffix else _sniffed(copy)
+        yield copy, label, fmt
+
+
+def _sniffed(path: Path) -> str:
+    """The format of a nameless input from its first bytes (``spooled``)."""
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
+
+
+def iter_chunks(
+    path: Path,
+    fmt: str,
+    chunk_rows: int,
+    predictor: Predictor,
+    run: RunSettings,
+    stats: Stats,
+    label: str | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The input as frames of at most ``chunk_rows`` rows, indexed by 0-based data row;
+    ``label`` names it in messages (default: its path)."""
+    label = str(path) if label is None else label
     if not path.exists() and _URI.match(label):
         raise SourceError(
             f"input {label} looks like a URI, but predict reads local files only: download it "

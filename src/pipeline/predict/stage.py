@@ -197,27 +197,29 @@ def run(
     """Predict every row of ``source`` into ``output`` (stdout when None), chunk by chunk."""
     from pipeline import runtime
     from pipeline.predict.predictor import Stats
-    from pipeline.predict.readers import detect_format, iter_chunks, output_format, prefetched
+    from pipeline.predict.readers import iter_chunks, output_format, prefetched, spooled
     from pipeline.predict.writers import Writer
 
     t0 = time.perf_counter()
     predictor, run_settings = ready.predictor, ready.run
     predictor.network.threads = runtime.for_inference()
-    in_fmt = detect_format(source, "auto")
     out_fmt = output_format(output, run_settings.output_format)
     if output is None and out_fmt == "parquet":
         raise ConfigError("Parquet output needs a file: pass -o PATH.parquet")
     stats = Stats()
-    chunks = prefetched(
-        iter_chunks(source, in_fmt, run_settings.chunk_rows, predictor, run_settings, stats)
-    )
-    try:
-        predict_into(
-            Writer(output, out_fmt), chunks, predictor, run_settings, source, stats,
-            on_extra=lambda names: warn_extra(log, names),
-        )  # fmt: skip
-    finally:
-        chunks.close()
+    with spooled(source) as (path, label, in_fmt):
+        chunks = prefetched(
+            iter_chunks(
+                path, in_fmt, run_settings.chunk_rows, predictor, run_settings, stats, label
+            )
+        )
+        try:
+            predict_into(
+                Writer(output, out_fmt), chunks, predictor, run_settings, Path(label), stats,
+                on_extra=lambda names: warn_extra(log, names),
+            )  # fmt: skip
+        finally:
+            chunks.close()
     seconds = time.perf_counter() - t0
     log.info(
         "predict.summary",
@@ -225,7 +227,7 @@ def run(
         version=predictor.version,
         package_id=predictor.package_id,
         build_id=predictor.build_id,
-        input=str(source),
+        input="-" if str(source) == "-" else str(source),
         output=str(output) if output else "-",
         rows=stats.rows,
         chunks=stats.chunks,
