@@ -227,7 +227,7 @@ def run(
         version=predictor.version,
         package_id=predictor.package_id,
         build_id=predictor.build_id,
-        input="-" if str(source) == "-" else str(source),
+        input=str(source),
         output=str(output) if output else "-",
         rows=stats.rows,
         chunks=stats.chunks,
