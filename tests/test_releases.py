@@ -195,6 +195,26 @@ def test_cli_rollback_to_a_number_and_to_missing_releases(cli: Any, backend: Sto
     assert len(releases.history(backend, NAME)) == 4
 
 
+def test_cli_rollback_takes_the_reference_release_list_prints(cli: Any, backend: Store) -> None:
+    """`rollback --to house-prices@v1` (the reference `release list` prints, which a user
+    copies) rolls back as `--to v1` does; it was "malformed release number". A reference to
+    the current release, or one whose model is not --name's, is exit 3 changing nothing."""
+    pid = make_package(backend)
+    for _ in range(2):
+        assert cli("release", "create", pid).exit_code == 0
+    for to, extra, says in (
+        (f"{NAME}@current", [], "names the current release"),
+        (f"{NAME}@v1", ["--name", "titanic"], f"is a release of {NAME}, but --name says titanic"),
+    ):
+        refused = cli("release", "rollback", "--to", to, *extra)
+        assert refused.exit_code == 3 and says in refused.stderr, refused.output
+    assert backend.read_json(f"{FOLDER}/current") == {"release": 2, "seq": 2}
+    done = cli("release", "rollback", "--to", f"{NAME}@v1", "--name", NAME)
+    assert done.exit_code == 0, done.output
+    assert event(done.stdout, "release.rolled_back")["release"] == f"{NAME}@v1"
+    assert backend.read_json(f"{FOLDER}/current") == {"release": 1, "seq": 3}
+
+
 def test_cli_show_current_named_and_bare_references(cli: Any, backend: Store) -> None:
     """`show` resolves name@current, name@v2 and a bare v1 (via PIPELINE_MODEL__NAME)."""
     pid = make_package(backend)

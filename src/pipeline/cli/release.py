@@ -97,7 +97,10 @@ def show(
 @app.command("rollback")
 def rollback(
     to: str = typer.Option(
-        None, "--to", help="Release to make current, e.g. v3 (default: the one before current)."
+        None,
+        "--to",
+        help="Release to make current, e.g. v3 or house-prices@v3 (default: the one before "
+        "current).",
     ),
     name: str = typer.Option(None, "--name", help=NAME_HELP, show_default=False),
 ) -> None:
@@ -107,8 +110,9 @@ def rollback(
         from pipeline import releases
 
         store = store_of(loaded.settings, writes=True)
-        model = name or loaded.settings.model.name
-        target = releases.parse_number(to) if to else None
+        model, target = name or loaded.settings.model.name, None
+        if to:
+            model, target = releases.rollback_target(to, name, loaded.settings.model.name)
         previous, current = releases.rollback(store, model, target)
         if previous == current:  # like `kubectl rollout undo` to the running revision
             log.info(

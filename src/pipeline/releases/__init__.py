@@ -55,6 +55,7 @@ from pipeline.releases.refs import (
     parse_number,
     parse_ref,
     resolve_package,
+    rollback_target,
 )
 from pipeline.settings import RunSettings
 from pipeline.store import Store, canonical_json
@@ -81,6 +82,7 @@ __all__ = [
     "parse_ref",
     "resolve_package",
     "rollback",
+    "rollback_target",
     "show",
 ]
 

@@ -65,6 +65,25 @@ def parse_number(text: str) -> int:
     return int(match[1])
 
 
+def rollback_target(to: str, name: str | None, default_name: str) -> tuple[str, int]:
+    """The model and release number ``--to`` names: ``vN`` / ``N`` of ``name`` (default: the
+    settings' model name), or a whole reference ``name@vN`` as `release list` prints it, whose
+    name must agree with ``--name`` when both are given."""
+    if "@" not in to:
+        return check_name(name or default_name), parse_number(to)
+    model, number = parse_ref(to)
+    if number is None:
+        raise ConfigError(
+            f"--to {to} names the current release, which is where a rollback starts: name an "
+            "earlier one, e.g. --to v3"
+        )
+    if name is not None and name != model:
+        raise ConfigError(
+            f"--to {to} is a release of {model}, but --name says {name}: give one model"
+        )
+    return model, number
+
+
 # --- packages ---------------------------------------------------------------------------------
 
 
