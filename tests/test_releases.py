@@ -215,6 +215,21 @@ def test_cli_rollback_takes_the_reference_release_list_prints(cli: Any, backend:
     assert backend.read_json(f"{FOLDER}/current") == {"release": 1, "seq": 3}
 
 
+def test_cli_list_takes_the_model_name_as_an_argument(cli: Any, backend: Store) -> None:
+    """`release list titanic` lists titanic's releases as `--name titanic` does (it was a usage
+    error); a name and a different --name is exit 3."""
+    pid = make_package(backend)
+    assert cli("release", "create", pid).exit_code == 0
+    listed = cli("release", "list", NAME, env={"PIPELINE_MODEL__NAME": "titanic"})
+    assert listed.exit_code == 0, listed.output
+    assert event(listed.stdout, "release.list")["name"] == NAME
+    assert event(listed.stdout, "release.list")["count"] == 1
+    other = cli("release", "list", "titanic")
+    assert event(other.stdout, "release.list")["count"] == 0
+    both = cli("release", "list", NAME, "--name", "titanic")
+    assert both.exit_code == 3 and "give one model" in both.stderr
+
+
 def test_cli_show_current_named_and_bare_references(cli: Any, backend: Store) -> None:
     """`show` resolves name@current, name@v2 and a bare v1 (via PIPELINE_MODEL__NAME)."""
     pid = make_package(backend)

@@ -54,15 +54,21 @@ def create(
 
 @app.command("list")
 def list_(
+    model_name: str = typer.Argument(
+        None, metavar="NAME", help="Model name (or --name).", show_default=False
+    ),
     name: str = typer.Option(None, "--name", help=NAME_HELP, show_default=False),
 ) -> None:
     """List the releases of a model, marking the current one."""
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import releases
+        from pipeline.errors import ConfigError
 
+        if model_name is not None and name is not None and model_name != name:
+            raise ConfigError(f"release list {model_name} --name {name}: give one model")
         store = store_of(loaded.settings)
-        model = name or loaded.settings.model.name
+        model = releases.check_name(model_name or name or loaded.settings.model.name)
         rows = releases.list_releases(store, model)
         current = next((r["number"] for r in rows if r["current"]), None)
         log.info("release.list", name=model, count=len(rows), current=current, releases=rows)
