@@ -52,13 +52,14 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
     frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
-    if len(frame) < read_rows:  # said once, as a warning: a user must not learn it from a count
+    left_out = read_rows - len(frame)
+    if left_out:  # said once, as a warning: a user must not learn it from a count
         log.warning(
             "data.warning",
-            message=f"{read_rows - len(frame)} of {read_rows} rows of {fetched.uri} have no value "
-            f"in target column '{settings.data.target}': they are left out (not trained on, "
-            "validated or tested)",
-            rows_without_target=read_rows - len(frame),
+            message=f"{left_out} of {read_rows} rows of {fetched.uri} have no value in target "
+            f"column '{settings.data.target}': they are left out (not trained on, validated or "
+            "tested)",
+            rows_without_target=left_out,
         )
     if schema is None:
         schema = _infer(frame, settings, fetched.uri, log)

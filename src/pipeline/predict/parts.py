@@ -122,7 +122,7 @@ class PartWriter:
             stats = Stats(extra_columns=read_stats.extra_columns)
             predict_into(
                 Writer(self.staging / name, self.fmt), _sharing(chunks, stats, read_stats),
-                self.predictor, self.run, source, stats,
+                self.predictor, self.run, str(source), stats,
             )  # fmt: skip
             return [self._part(name, job, stats)]
         parts = []
@@ -134,7 +134,7 @@ class PartWriter:
             stats = Stats(extra_columns=read_stats.extra_columns)
             predict_into(
                 Writer(self.staging / name, self.fmt), [chunk], self.predictor, self.run,
-                source, stats,
+                str(source), stats,
             )  # fmt: skip
             parts.append(self._part(name, job, stats))
         return parts

@@ -215,7 +215,7 @@ def run(
         )
         try:
             predict_into(
-                Writer(output, out_fmt), chunks, predictor, run_settings, Path(label), stats,
+                Writer(output, out_fmt), chunks, predictor, run_settings, label, stats,
                 on_extra=lambda names: warn_extra(log, names),
             )  # fmt: skip
         finally:
@@ -246,12 +246,12 @@ def predict_into(
     chunks: Iterable[pd.DataFrame],
     predictor: Predictor,
     run_settings: RunSettings,
-    source: Path,
+    label: str,
     stats: Stats,
     *,
     on_extra: Callable[[list[str]], None] | None = None,
 ) -> None:
-    """Predict ``chunks`` of ``source`` into ``writer``, committed only if all went well.
+    """Predict ``chunks`` of the input ``label`` names into ``writer``; commit if all went well.
 
     The one loop behind every prediction file, in-process or on a Ray worker (``distributed``),
     so that both write the same bytes for the same rows. ``on_extra`` is told, before the first
@@ -261,12 +261,10 @@ def predict_into(
         for chunk in chunks:
             if stats.chunks == 0 and stats.extra_columns and on_extra is not None:
                 on_extra(stats.extra_columns)
-            writer.write(
-                predictor.predict_frame(chunk, run_settings, label=str(source), stats=stats)
-            )
+            writer.write(predictor.predict_frame(chunk, run_settings, label=label, stats=stats))
         if stats.rows == 0:
             raise DataError(
-                f"input {source} has no rows: nothing to predict; check that the file is complete"
+                f"input {label} has no rows: nothing to predict; check that the file is complete"
             )
         writer.commit()
     except BaseException:
