@@ -68,7 +68,7 @@ def list_(
         if model_name is not None and name is not None and model_name != name:
             raise ConfigError(f"release list {model_name} --name {name}: give one model")
         store = store_of(loaded.settings)
-        model = releases.check_name(model_name or name or loaded.settings.model.name)
+        model = model_name or name or loaded.settings.model.name
         rows = releases.list_releases(store, model)
         current = next((r["number"] for r in rows if r["current"]), None)
         log.info("release.list", name=model, count=len(rows), current=current, releases=rows)
