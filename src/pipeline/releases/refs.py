@@ -70,7 +70,7 @@ def rollback_target(to: str, name: str | None, default_name: str) -> tuple[str, 
     settings' model name), or a whole reference ``name@vN`` as `release list` prints it, whose
     name must agree with ``--name`` when both are given."""
     if "@" not in to:
-        return check_name(name or default_name), parse_number(to)
+        return name or default_name, parse_number(to)  # rollback checks the name
     model, number = parse_ref(to)
     if number is None:
         raise ConfigError(
