@@ -130,6 +130,55 @@ def test_statistics_and_split_equal_the_in_process_build(
     assert two["train.summary"]["build_id"] != in_process["train.summary"]["build_id"]
 
 
+def test_ray_tasks_read_and_fit_the_input_columns_and_the_driver_only_the_target(
+    two: dict[str, Any],
+) -> None:
+    """No process holds the whole table: the driver reads the target column alone, and Ray
+    tasks, each in a process of its own, read every input column once, in file order, for every
+    row (the statistics above are theirs)."""
+    tasks = two["train.columns"]["tasks"]
+    header = pd.read_csv(HOUSE_PRICES, nrows=0).columns.tolist()
+    inputs = [c for c in header if c not in ("Id", "SalePrice")]
+    assert len(tasks) >= 2 and all(len(t["columns"]) < len(inputs) for t in tasks)
+    assert [c for t in tasks for c in t["columns"]] == inputs
+    assert all(t["rows"] == 1460 for t in tasks)
+    assert two["data.schema"]["rows"] == 1460 and two["data.schema"]["numeric"] == 36
+
+
+def test_rows_without_a_target_and_a_bad_cell_behave_as_in_process(tmp_path: Path) -> None:
+    """Rows whose target is missing are left out by the same file rows (one worker gives the
+    in-process weights on such a table); a table with an infinity in an early column and a
+    stray word in a later one is refused with the in-process error (the word: every column is
+    typed before any is fitted), exit 4, nothing stored."""
+    table = pd.read_csv(HOUSE_PRICES)
+    table.loc[[3, 50, 700], "SalePrice"] = None
+    table.to_csv(tmp_path / "gaps.csv", index=False)
+    runs = [
+        _train(tmp_path / name, *args, PIPELINE_DATA__SOURCE=str(tmp_path / "gaps.csv"))
+        for name, args in (("in", ()), ("one", ("--workers", "1")))
+    ]
+    assert runs[1]["data.schema"]["rows"] == 1457
+    for name in ("preprocessing.json", "weights.pt"):
+        assert (runs[0]["build"] / name).read_bytes() == (runs[1]["build"] / name).read_bytes()
+    bad = table.assign(LotArea=table["LotArea"].astype(float), GarageArea=table["GarageArea"])
+    bad.loc[1000, "LotArea"] = float("inf")
+    bad["GarageArea"] = bad["GarageArea"].astype(object)
+    bad.loc[900, "GarageArea"] = "abc"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    errors = []
+    for args in ((), ("--workers", "2")):
+        root = tmp_path / f"bad{len(args)}"
+        root.mkdir()
+        env = _env(root, PIPELINE_DATA__SOURCE=str(tmp_path / "bad.csv"))
+        done = run_cli("train", *args, env=env, cwd=root, timeout=600)
+        assert done.returncode == 4, done.stderr[-2000:]
+        errors.append(one_error_line(done))
+        assert not (root / "store" / "builds").exists() or not any(
+            (root / "store" / "builds").iterdir()
+        )
+    assert errors[0] == errors[1] and "'GarageArea'" in errors[0] and "row 901" in errors[0]
+
+
 def test_one_worker_gives_the_in_process_weights(
     in_process: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
 from pipeline.errors import IntegrityError, NotFoundError
 from pipeline.fit import FitState
+from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
 
 
@@ -39,6 +40,20 @@ class Checkpoints:
         self.store, self.inputs, self.variants = store, inputs, variants
         self.fingerprint = self._fingerprint(config)
         self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
+
+    @classmethod
+    def of_run(cls, store: Store, inputs: dict[str, Any], settings: Settings) -> Checkpoints:
+        """The checkpoints of a `pipeline train` run with ``settings``: its build config, and
+        the same run's configs with another worker count as variants (N is in the key)."""
+
+        def variants() -> Iterator[tuple[str, dict[str, Any]]]:
+            for n in (None, *range(1, 4097)):
+                if n != settings.train.workers:
+                    train = settings.train.model_copy(update={"workers": n})
+                    how = "without --workers" if n is None else f"with --workers {n}"
+                    yield how, settings.model_copy(update={"train": train}).build_config()
+
+        return cls(store, inputs, settings.build_config(), variants)
 
     def _fingerprint(self, config: dict[str, Any]) -> str:
         return hashlib.sha256(canonical_json({"inputs": self.inputs, "config": config})).hexdigest()

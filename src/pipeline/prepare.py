@@ -8,6 +8,7 @@ each step, so every stage that reads data says what it read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,11 @@ class Prepared:
     fetched: sources.Fetched
     frame: pd.DataFrame
     rows: int  # of the whole dataset (the frame may be dropped once encoded)
-    schema: Schema
+    schema: Schema  # with ``target_only``: no input columns yet (``with_columns`` adds them)
     seeds: Seeds
     split: Split
+    header: tuple[str, ...] = ()  # every column name in the file, with ``target_only``
+    head: schema_mod.Head | None = None  # ``schema.infer_target``'s result, with ``target_only``
 
     @property
     def label(self) -> str:
@@ -39,8 +42,20 @@ class Prepared:
         return self.fetched.uri
 
 
-def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = None) -> Prepared:
-    """Fetch, read and split the dataset of ``settings``; infer its schema unless given one."""
+def prepare(
+    settings: Settings,
+    store: Store,
+    log: Any,
+    schema: Schema | None = None,
+    *,
+    target_only: bool = False,
+) -> Prepared:
+    """Fetch, read and split the dataset of ``settings``; infer its schema unless given one.
+
+    ``target_only`` reads the header and the target column alone: the input columns are read,
+    typed and fitted elsewhere (`pipeline train --workers`: ``distributed_fit.columns``), and
+    the schema has no input columns until ``with_columns`` adds them.
+    """
     fetched = sources.fetch(settings, store)
     log.info(
         "data.fetched",
@@ -49,7 +64,16 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
         bytes=fetched.size,
         cached=fetched.cached,
     )
-    frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
+    header: list[str] = []
+    if target_only:
+        header = read.header(fetched.path, settings.data, label=fetched.uri)
+        if settings.data.target in header:
+            wanted = [settings.data.target]
+            frame = read.read_table(fetched.path, settings.data, label=fetched.uri, columns=wanted)
+        else:  # prepare_target says so, naming the file's columns
+            frame = pd.DataFrame(columns=header)
+    else:
+        frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     left_out = read_rows - len(frame)
@@ -61,7 +85,11 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
             "tested)",
             rows_without_target=left_out,
         )
-    if schema is None:
+    head = None
+    if target_only:
+        head = _infer_target(frame, header, settings, fetched.uri, log)
+        schema = Schema((), settings.data.target, head.task, head.transform, ())
+    elif schema is None:
         schema = _infer(frame, settings, fetched.uri, log)
     seeds = Seeds.from_seed(settings.seed)
     t = settings.train
@@ -81,7 +109,53 @@ def prepare(settings: Settings, store: Store, log: Any, schema: Schema | None = 
         test=len(split.test),
         digest=split.digest(),
     )
-    return Prepared(fetched, frame, len(frame), schema, seeds, split)
+    return Prepared(fetched, frame, len(frame), schema, seeds, split, tuple(header), head)
+
+
+def _infer_target(
+    frame: pd.DataFrame, header: list[str], settings: Settings, label: str, log: Any
+) -> schema_mod.Head:
+    """``schema.infer_target`` of the header and the target; its warnings logged."""
+    target = settings.data.target
+    head = schema_mod.infer_target(
+        header,
+        frame[target] if target in frame.columns else None,
+        settings.data,
+        settings.train.target_transform,
+        label,
+        drop_declared=settings.is_set("data", "drop"),
+    )
+    for message in head.warnings:
+        log.warning("data.warning", message=message)
+    head.warnings.clear()  # said
+    return head
+
+
+def with_columns(
+    data: Prepared, columns: list[schema_mod.Column], dropped: list[str], settings: Settings,
+    log: Any,
+) -> Prepared:  # fmt: skip
+    """``data`` (read with ``target_only``) with its input columns, inferred elsewhere in file
+    order, and the columns dropped on the way; logs ``data.schema`` as ``prepare`` does."""
+    assert data.head is not None
+    head = schema_mod.Head(data.head.task, data.head.transform, [*data.head.dropped, *dropped], [])
+    schema = schema_mod.finish(head, columns, settings.data, data.label)
+    _schema_event(schema, data.rows, log)
+    return dataclasses.replace(data, schema=schema)
+
+
+def _schema_event(schema: Schema, rows: int, log: Any) -> None:
+    numeric = len(schema.names("numeric"))
+    log.info(
+        "data.schema",
+        rows=rows,
+        task=schema.task,
+        target=schema.target,
+        target_transform=schema.target_transform,
+        numeric=numeric,
+        categorical=len(schema.columns) - numeric,
+        dropped=list(schema.dropped),
+    )
 
 
 def _check_classes(labels: Any, target: str, label: str) -> None:
@@ -112,15 +186,5 @@ def _infer(frame: pd.DataFrame, settings: Settings, label: str, log: Any) -> Sch
     )
     for message in warnings:
         log.warning("data.warning", message=message)
-    numeric = len(schema.names("numeric"))
-    log.info(
-        "data.schema",
-        rows=len(frame),
-        task=schema.task,
-        target=schema.target,
-        target_transform=schema.target_transform,
-        numeric=numeric,
-        categorical=len(schema.columns) - numeric,
-        dropped=list(schema.dropped),
-    )
+    _schema_event(schema, len(frame), log)
     return schema

@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,39 +55,79 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     """The whole build stage: fetch, read, infer, split, fit, test, write the build.
 
     With ``resume``, continue from the checkpoint an interrupted run with the same inputs left.
-    With ``train.workers`` set, steps 3 and 4 run on Ray Train (``distributed_fit``).
+    With ``train.workers`` set, steps 2 to 4 run on Ray (``distributed_fit``): Ray tasks read
+    and fit the input columns, Ray Train's workers train.
     """
     started_at, t0 = datetime.now(UTC), time.perf_counter()
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings)
-    # 1. split. A mistake in the data is refused before torch is imported: in under a second.
-    data = prepare(settings, store, log)
-    rt = _runtime(settings)
-    # 2. preprocess: every statistic is fitted on the training rows only
-    # A column of the training rows at a time, not a copy of the frame's training rows
-    pre = features.fit(
-        features.RowsOf(data.frame, data.split.train), data.schema, settings.features, data.label
-    )
-    tensors = _encode(data, pre, rt["device"])
-    inputs = _inputs(data, settings.seed)
-    from pipeline import fit
-    from pipeline.checkpoints import Checkpoints
-
-    checkpoints = Checkpoints(store, inputs, settings.build_config(), _other_workers(settings))
-    # 3. train with early stopping, 4. refit on train + validation
     if settings.train.workers is None:
-        trained = _train(settings, data, pre, tensors, rt["device"], checkpoints, log, resume)
+        # 1. split. A mistake in the data is refused before torch is imported: in under a second.
+        data = prepare(settings, store, log)
+        rt = _runtime(settings)
+        # 2. preprocess: every statistic is fitted on the training rows only
+        # A column of the training rows at a time, not a copy of the frame's training rows
+        pre = features.fit(
+            features.RowsOf(data.frame, data.split.train), data.schema, settings.features,
+            data.label,
+        )  # fmt: skip
+        tensors = _encode(data, pre, rt["device"])
+        laid = _Laid(data, pre, tensors.select, rt)
+        return _built(settings, store, log, laid, resume, started_at, t0)
+    from pipeline import distributed_fit
+    from pipeline.distributed_fit.columns import lay_out
+
+    data = prepare(settings, store, log, target_only=True)  # the target column alone
+    rt = _runtime(settings)
+    # A missing checkpoint is said before Ray starts (its key needs the split, not the columns).
+    ck = _checkpoints(store, data, settings).load(log) if resume else None
+    with distributed_fit.connected(settings, log) as connection:
+        on_ray = lay_out(settings, data, connection, rt["device"], log)
+        held, tensors = on_ray.held, on_ray.tensors
+        laid = _Laid(
+            on_ray.data, on_ray.pre, lambda rows: tensors.select(np.searchsorted(held, rows)),
+            rt, (connection, on_ray.parts, ck),
+        )  # fmt: skip
+        return _built(settings, store, log, laid, resume, started_at, t0)
+
+
+@dataclass
+class _Laid:
+    """The data ready to train on: the rows of a part of the split as tensors (``part``), and
+    on Ray the session and each worker's rows."""
+
+    data: Prepared
+    pre: features.Preprocessor
+    part: Callable[[np.ndarray], fit.Tensors]
+    rt: dict[str, Any]
+    on_ray: tuple[Any, list[Any], dict[str, Any] | None] | None = None  # session, parts, ck
+
+
+def _built(
+    settings: Settings,
+    store: Store,
+    log: Any,
+    laid: _Laid,
+    resume: bool,
+    started_at: datetime,
+    t0: float,
+) -> TrainResult:
+    """Steps 3 to 5 and the build's files, on the laid-out data."""
+    from pipeline import fit
+
+    data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
+    inputs = _inputs(data, settings.seed)
+    checkpoints = _checkpoints(store, data, settings)
+    # 3. train with early stopping, 4. refit on train + validation
+    if laid.on_ray is None:
+        trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
     else:
-        trained = _train_on_ray(
-            settings, data, pre, tensors, rt["device"], checkpoints, log, resume
-        )
+        trained = _train_on_ray(settings, data, pre, laid.on_ray, rt["device"], checkpoints, log)
     # 3b. a linear model beside the network, blended in when the validation rows say so
-    blend = _blend(settings, data, trained, tensors, pre)
-    validation = fit.evaluate_rows(
-        trained.selected.model, tensors.select(data.split.val), pre.target
-    )
+    blend = _blend(settings, data, trained, part, pre)
+    validation = fit.evaluate_rows(trained.selected.model, part(data.split.val), pre.target)
     # 5. test once, on rows no decision has seen
-    test, test_curves = _test(trained.final, tensors.select(data.split.test), pre.target)
+    test, test_curves = _test(trained.final, part(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
         "task": data.schema.task,
         "best_epoch": trained.selected.best_epoch,
@@ -135,7 +175,7 @@ def _blend(
     settings: Settings,
     data: Prepared,
     trained: _Trained,
-    tensors: fit.Tensors,
+    part: Callable[[np.ndarray], fit.Tensors],
     pre: features.Preprocessor,
 ) -> linear.Blend | None:
     """``fit.blend_linear`` on the selection network (chosen on the validation rows) and, after
@@ -148,8 +188,8 @@ def _blend(
     refit = None
     if settings.train.refit:
         rows = np.sort(np.concatenate([split.train, split.val]))
-        refit = (trained.final, tensors.select(rows))
-    train, val = tensors.select(split.train), tensors.select(split.val)
+        refit = (trained.final, part(rows))
+    train, val = part(split.train), part(split.val)
     return fit.blend_linear(trained.selected.model, train, val, pre, refit)
 
 
@@ -194,20 +234,11 @@ def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tens
     return fit.Tensors.all(enc, device)
 
 
-def _other_workers(
-    settings: Settings,
-) -> Callable[[], Iterator[tuple[str, dict[str, Any]]]]:
-    """The same run's build configs with another worker count (a checkpoint's identity
-    includes it): how a missing checkpoint's message finds the one a user meant."""
+def _checkpoints(store: Store, data: Prepared, settings: Settings) -> Checkpoints:
+    """Where this run's checkpoints go: keyed by its inputs and build config."""
+    from pipeline.checkpoints import Checkpoints
 
-    def variants() -> Iterator[tuple[str, dict[str, Any]]]:
-        for n in (None, *range(1, 4097)):
-            if n != settings.train.workers:
-                train = settings.train.model_copy(update={"workers": n})
-                how = "without --workers" if n is None else f"with --workers {n}"
-                yield how, settings.model_copy(update={"train": train}).build_config()
-
-    return variants
+    return Checkpoints.of_run(store, _inputs(data, settings.seed), settings)
 
 
 def _inputs(data: Prepared, seed: int) -> dict[str, Any]:
@@ -277,7 +308,7 @@ def _train(
     settings: Settings,
     data: Prepared,
     pre: features.Preprocessor,
-    tensors: fit.Tensors,
+    part: Callable[[np.ndarray], fit.Tensors],
     device: str,
     checkpoints: Checkpoints,
     log: Any,
@@ -308,8 +339,8 @@ def _train(
         else:
             selected = fit.fit(
                 cfg,
-                tensors.select(split.train),
-                tensors.select(split.val),
+                part(split.train),
+                part(split.val),
                 pre.target,
                 t,
                 data.seeds,
@@ -329,7 +360,7 @@ def _train(
             progress.bar.set_postfix()
             refitted = fit.fit(
                 cfg,
-                tensors.select(np.sort(np.concatenate([split.train, split.val]))),
+                part(np.sort(np.concatenate([split.train, split.val]))),
                 None,
                 pre.target,
                 t,
@@ -352,11 +383,10 @@ def _train_on_ray(
     settings: Settings,
     data: Prepared,
     pre: features.Preprocessor,
-    tensors: fit.Tensors,
+    on_ray: tuple[Any, list[Any], dict[str, Any] | None],
     device: str,
     checkpoints: Checkpoints,
     log: Any,
-    resume: bool,
 ) -> _Trained:
     """Steps 3 and 4 on Ray Train's workers, each with its shard of the rows; the driver gets
     rank 0's networks back and measures the validation rows as the in-process path does.
@@ -365,7 +395,7 @@ def _train_on_ray(
     and a resumed run continues each worker where it stopped, as in process."""
     from pipeline import distributed_fit, fit
 
-    ck = checkpoints.load(log) if resume else None
+    connection, parts, ck = on_ray  # ck: the checkpoint to resume from, loaded
     cfg = fit.network_config(pre, settings)
     names = {"selection": "train.epoch", "refit": "train.refit_epoch"}
 
@@ -374,7 +404,7 @@ def _train_on_ray(
 
     try:
         ray_trained = distributed_fit.train_on_ray(
-            settings, tensors, data.split, cfg, pre.target, data.seeds, log,
+            settings, connection, parts, cfg, pre.target, data.seeds, log,
             on_epoch=lambda phase, row: log.info(names[phase], **row),
             resume=ck, on_checkpoint=save,
         )  # fmt: skip
@@ -383,7 +413,10 @@ def _train_on_ray(
             stopped, stopped.phase, stopped.selection, checkpoints, log, stopped.others
         ) from None
     selected = ray_trained.selected
-    log.info("train.workers", workers=ray_trained.workers)
+    import resource
+
+    driver = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    log.info("train.workers", workers=ray_trained.workers, driver_peak_rss_mib=round(driver, 1))
     selected.model.to(device)
     final = ray_trained.final.to(device)
     return _Trained(selected, final, ray_trained.refit_history, ray_trained.seconds)

@@ -238,7 +238,9 @@ def parse_error(
     )
 
 
-def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
+def _read_csv(
+    path: Path, data: DataSettings, shown: str, columns: list[str] | None = None
+) -> pa.Table:
     """The CSV file as a table; columns pyarrow read as dates or times are read again as text.
 
     A date is kept as the file spells it (``01/15/2003`` and ``2003-01-15`` alike): schema
@@ -249,6 +251,8 @@ def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
     import pyarrow.csv as pacsv
 
     options = csv_options(data.delimiter, data.missing_values)
+    if columns is not None:
+        options["convert_options"].include_columns = columns
     try:
         table = pacsv.read_csv(path, **options)
         dropped = set(data.drop)
@@ -263,14 +267,14 @@ def _read_csv(path: Path, data: DataSettings, shown: str) -> pa.Table:
         raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
 
 
-def _read_parquet(path: Path, shown: str) -> pa.Table:
+def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         # pre_buffer reads every column chunk's bytes before decoding (a win on object stores,
         # nothing on a local disk) and holds them all at once: 2x the table at the peak.
-        return pq.read_table(path, pre_buffer=False)
+        return pq.read_table(path, columns=columns, pre_buffer=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DataError(
             f"dataset {shown} is not a readable Parquet file ({_first_line(exc)}): it may be "
@@ -278,11 +282,47 @@ def _read_parquet(path: Path, shown: str) -> pa.Table:
         ) from exc
 
 
-def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> pd.DataFrame:
+def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[str]:
+    """Every column name of the dataset file, in order: a CSV file's first block, a Parquet
+    file's schema. A ``DataError`` as ``read_table`` would give for a file that is not a table,
+    or has duplicate column names."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    shown = label or str(path)
+    fmt = detect_format(path, data.format, shown)
+    try:
+        if fmt == "parquet":
+            names = list(pq.read_schema(path).names)
+        else:
+            options = csv_options(data.delimiter, data.missing_values)
+            with pacsv.open_csv(path, **options) as reader:
+                names = list(reader.schema.names)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError):
+        read_table(path, data, label=label)  # the same file read whole says what is wrong
+        raise
+    _unique(names, shown)
+    return names
+
+
+def _unique(names: list[str], shown: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(
+            f"dataset {shown} has duplicate column names {dupes}: give every column a unique name"
+        )
+
+
+def read_table(
+    path: Path, data: DataSettings, *, label: str | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read ``path`` with ``data``'s format, delimiter and missing markers.
 
     ``label`` is how the file is named in errors (the URI the user gave). Raises ``DataError``
     for empty, unreadable or malformed files, duplicate or missing column names, or no rows.
+    ``columns`` reads only those (names that ``header`` gave): a CSV file is still parsed
+    whole, so its malformed lines are found as in a full read.
     """
     import pandas as pd
     import pyarrow as pa
@@ -295,7 +335,10 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
             "PIPELINE_DATA__SOURCE"
         )
     try:
-        table = _read_parquet(path, shown) if fmt == "parquet" else _read_csv(path, data, shown)
+        if fmt == "parquet":
+            table = _read_parquet(path, shown, columns)
+        else:
+            table = _read_csv(path, data, shown, columns)
     except UnicodeDecodeError as exc:
         raise DataError(f"dataset {shown} is not valid UTF-8 text: re-encode it as UTF-8") from exc
     except OSError as exc:
@@ -304,12 +347,7 @@ def read_table(path: Path, data: DataSettings, *, label: str | None = None) -> p
             "permissions"
         ) from exc
 
-    names = [str(n) for n in table.column_names]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(
-            f"dataset {shown} has duplicate column names {dupes}: give every column a unique name"
-        )
+    _unique([str(n) for n in table.column_names], shown)
     if table.num_rows == 0:
         raise DataError(
             f"dataset {shown} has a header but no rows: expected at least one row; check "

@@ -280,9 +280,50 @@ def infer(
     A column in ``PIPELINE_DATA__DROP`` that the data lacks is refused when the user set the
     list (``drop_declared``: a misspelt id column would otherwise become a feature), and only
     warned about in the default list, which names a column (``Id``) many tables lack.
+
+    ``infer_target``, ``infer_column`` and ``finish`` are its steps, for a caller that has the
+    columns in other processes (`pipeline train --workers`).
     """
     columns = [str(c) for c in frame.columns]
-    if data.target not in columns:
+    head = infer_target(columns, frame[data.target] if data.target in columns else None,
+                        data, target_transform, label, drop_declared=drop_declared)  # fmt: skip
+    out: list[Column] = []
+    for position, name in enumerate(columns, start=1):
+        if name == data.target or name in data.drop:
+            continue
+        column, warning = infer_column(frame[name], name, position, data, label, max_cardinality)
+        if warning is not None:
+            head.warnings.append(warning)
+        if column is None:
+            head.dropped.append(name)
+        else:
+            out.append(column)
+    return finish(head, out, data, label), head.warnings
+
+
+@dataclass
+class Head:
+    """What the header and the target decide: the task, the target's transform, the columns
+    dropped so far and the warnings so far (``infer``'s first step)."""
+
+    task: str
+    transform: str
+    dropped: list[str]
+    warnings: list[str]
+
+
+def infer_target(
+    columns: list[str],
+    target: pd.Series | None,
+    data: DataSettings,
+    target_transform: str,
+    label: str,
+    *,
+    drop_declared: bool = False,
+) -> Head:
+    """``infer``'s checks of the header (``columns``, every name in the file) and of the target
+    column's values (None: the file lacks it, which is an error)."""
+    if target is None or data.target not in columns:
         raise _missing_column(label, data.target, columns, "PIPELINE_DATA__TARGET")
     for name in data.column_kinds:
         if name not in columns:
@@ -291,53 +332,59 @@ def infer(
     if absent and drop_declared:
         raise _missing_column(label, absent[0], columns, "PIPELINE_DATA__DROP")
     warnings = [_absent_drop(d, columns, label) for d in absent]
-    task = _resolve_task(frame[data.target], data.task, label, data.target)
-    transform = _resolve_transform(frame[data.target], task, target_transform, label, data.target)
+    task = _resolve_task(target, data.task, label, data.target)
+    transform = _resolve_transform(target, task, target_transform, label, data.target)
+    return Head(task, transform, [d for d in data.drop if d in columns], warnings)
 
-    out: list[Column] = []
-    dropped = [d for d in data.drop if d in columns]
-    for position, name in enumerate(columns, start=1):
-        if name == data.target or name in data.drop:
-            continue
-        if not name.strip():
-            raise DataError(
-                f"column {position} of dataset {label} has no name (an index saved with the "
-                'data?): name it in the header, or add "" to PIPELINE_DATA__DROP to ignore it'
+
+def infer_column(
+    series: pd.Series,
+    name: str,
+    position: int,
+    data: DataSettings,
+    label: str,
+    max_cardinality: int,
+) -> tuple[Column | None, str | None]:
+    """One input column (``position`` counts from 1 in the file): its ``Column``, or None when
+    it is dropped, and a warning to log, if any; a ``DataError`` when it cannot be a feature."""
+    if not name.strip():
+        raise DataError(
+            f"column {position} of dataset {label} has no name (an index saved with the "
+            'data?): name it in the header, or add "" to PIPELINE_DATA__DROP to ignore it'
+        )
+    if series.isna().all():
+        return None, f"column '{name}' has no values: ignored"
+    declared = data.column_kinds.get(name)
+    kind = declared or _infer_kind(series)
+    if kind == "categorical" and not declared:
+        kind, problem = _text_column(series, name, label, max_cardinality)
+        if problem is not None:
+            return None, problem
+    if kind == "datetime":
+        raise DataError(
+            f"column '{name}' in {label} holds dates, times or durations, which are not "
+            "supported as features: add it to PIPELINE_DATA__DROP or declare it categorical "
+            "in PIPELINE_DATA__COLUMN_KINDS"
+        )
+    if kind == "numeric":
+        bad = cells.first_non_number(series)
+        if bad is not None:
+            raise verdicts.bad_cell(
+                name,
+                label,
+                *bad,
+                ": expected a number; fix the row or declare the column categorical in "
+                "PIPELINE_DATA__COLUMN_KINDS",
+                "column",
             )
-        series = frame[name]
-        if series.isna().all():
-            warnings.append(f"column '{name}' has no values: ignored")
-            dropped.append(name)
-            continue
-        declared = data.column_kinds.get(name)
-        kind = declared or _infer_kind(series)
-        if kind == "categorical" and not declared:
-            kind, problem = _text_column(series, name, label, max_cardinality)
-            if problem is not None:
-                warnings.append(problem)
-                dropped.append(name)
-                continue
-        if kind == "datetime":
-            raise DataError(
-                f"column '{name}' in {label} holds dates, times or durations, which are not "
-                "supported as features: add it to PIPELINE_DATA__DROP or declare it categorical "
-                "in PIPELINE_DATA__COLUMN_KINDS"
-            )
-        if kind == "numeric":
-            bad = cells.first_non_number(series)
-            if bad is not None:
-                raise verdicts.bad_cell(
-                    name,
-                    label,
-                    *bad,
-                    ": expected a number; fix the row or declare the column categorical in "
-                    "PIPELINE_DATA__COLUMN_KINDS",
-                    "column",
-                )
-        out.append(Column(name, kind))
-    if not out:
+    return Column(name, kind), None
+
+
+def finish(head: Head, columns: list[Column], data: DataSettings, label: str) -> Schema:
+    """The schema from ``infer_target``'s result and the input columns, in file order."""
+    if not columns:
         raise DataError(
             f"dataset {label} has no feature columns besides the target '{data.target}': check "
             "PIPELINE_DATA__DROP"
         )
-    return Schema(tuple(out), data.target, task, transform, tuple(dropped)), warnings
+    return Schema(tuple(columns), data.target, head.task, head.transform, tuple(head.dropped))

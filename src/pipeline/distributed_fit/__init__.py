@@ -1,12 +1,14 @@
 """Data-parallel training on Ray Train: what `pipeline train --workers N` runs.
 
-The driver has read the table once, fitted the preprocessing and encoded the rows exactly as
-the in-process path does (so ``preprocessing.json`` is the same bytes). It then cuts the
-encoded rows into N shards, worker k taking every N-th training row from the k-th on and every
-N-th validation row likewise, and puts each shard in Ray's object store: a worker fetches only
-its own. Each worker scores its validation rows after every epoch; rank 0 gathers the outputs
-back in order and computes the early-stopping loss that every worker then uses (the bits one
-process scoring every row gets, as a row's output does not depend on the rows scored with it).
+``connected`` opens the Ray session (embedded, or the cluster at ``RAY_ADDRESS``) for the whole
+run. The driver reads the file's header and target column and splits the rows; Ray tasks read,
+type, fit and encode the input columns (``columns.lay_out``: ``preprocessing.json`` is the
+in-process bytes, and no process holds the whole table). Worker k's rows are training rows
+``k::N`` and validation rows ``k::N`` of the split, in row order, which it gathers from the
+tasks' results. Each worker scores its validation rows after every epoch; rank 0 gathers the
+outputs back in order and computes the early-stopping loss that every worker then uses (the
+bits one process scoring every row gets, as a row's output does not depend on the rows scored
+with it).
 
 Each worker runs the one fitting loop, ``fit.fit``, with a ``Parallel`` made of
 torch.distributed (gloo on CPU, NCCL on GPUs): the network is wrapped in DistributedDataParallel,
@@ -40,13 +42,13 @@ from typing import Any
 
 from pipeline import fit
 from pipeline.cluster import class_names, exception_chain
-from pipeline.distributed_fit.shards import Job, shards
+from pipeline.distributed_fit.shards import Job
 from pipeline.distributed_fit.worker import Box, train_loop
 from pipeline.errors import ConfigError, IntegrityError, PipelineError, SourceError
 from pipeline.features import TargetState
 from pipeline.model import ModelConfig, TabularMLP
 from pipeline.settings import Settings
-from pipeline.split import Seeds, Split
+from pipeline.split import Seeds
 
 _LOST = frozenset(
     {"WorkerHealthCheckFailedError", "ActorDiedError", "RayActorError", "WorkerCrashedError",
@@ -90,27 +92,20 @@ class Trained:
     workers: list[dict[str, Any]]  # per rank: rows, peak RSS
 
 
-def train_on_ray(
-    settings: Settings,
-    tensors: fit.Tensors,
-    split: Split,
-    cfg: ModelConfig,
-    target: TargetState,
-    seeds: Seeds,
-    log: Any,
-    on_epoch: Callable[[str, dict[str, Any]], None],
-    *,
-    resume: dict[str, Any] | None = None,
-    on_checkpoint: OnCheckpoint | None = None,
-) -> Trained:
-    """Select the epoch count and refit on ``settings.train.workers`` Ray Train workers.
+@dataclass(frozen=True)
+class Connection:
+    """An open Ray session for training: N workers of ``cpus`` CPUs each, GPUs or not."""
 
-    ``on_epoch(phase, row)`` is told of each epoch of rank 0 (``selection`` or ``refit``), and
-    ``on_checkpoint`` of each checkpoint that every rank has reached, in this thread's context,
-    while the workers train. ``resume`` is a checkpoint (``Checkpoints.load``) of N states to
-    continue from. A SIGTERM/SIGINT meanwhile stops every worker after the same step and
-    raises ``StoppedOnRay`` with their states.
-    """
+    workers: int
+    cpus: int
+    use_gpu: bool
+    cluster_cpus: int
+
+
+@contextlib.contextmanager
+def connected(settings: Settings, log: Any) -> Iterator[Connection]:
+    """Ray for ``settings.train.workers`` workers for the duration of the block: embedded, or
+    the cluster at ``RAY_ADDRESS``; a ``ConfigError`` when it has too few CPUs for them."""
     from pipeline import cluster
 
     n = settings.train.workers or 1
@@ -139,30 +134,58 @@ def train_on_ray(
             "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
             cpus=where.cpus, workers=n, backend="nccl" if use_gpu else "gloo",
         )  # fmt: skip
-        refs = [ray.put(s) for s in shards(tensors, split, n)]
-        box: Any = ray.remote(num_cpus=0)(Box)
-        box = box.remote(n)
-        job = Job(cfg, target, t, seeds, cpus, use_gpu)
-        config = {"job": job, "shards": refs, "box": box}
-        if resume is not None:
-            states = [resume["loop"], *resume.get("others", [])]
-            if len(states) != n:
-                raise IntegrityError(
-                    f"the checkpoint holds {len(states)} worker states and the run has {n} "
-                    "workers: resume with the --workers it was made with"
-                )
-            config["resume"] = [
-                ray.put({"phase": resume["phase"], "state": s.to_dict(),
-                         "selection": resume["selection"]})
-                for s in states
-            ]  # fmt: skip
-        t0 = time.perf_counter()
-        # SIGTERM/SIGINT asks the workers to stop (through the box, by _relayed's thread)
-        # instead of tearing the runtime down: each hands its state back for the checkpoint.
-        with fit.stop_on_signals() as stop, _relayed(box, on_epoch, on_checkpoint, stop):
-            _fit(config, n, cpus, use_gpu)
-        seconds = time.perf_counter() - t0
-        result = ray.get(box.get.remote())
+        yield Connection(n, cpus, use_gpu, where.cpus)
+
+
+def train_on_ray(
+    settings: Settings,
+    connection: Connection,
+    parts: list[Any],
+    cfg: ModelConfig,
+    target: TargetState,
+    seeds: Seeds,
+    log: Any,
+    on_epoch: Callable[[str, dict[str, Any]], None],
+    *,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: OnCheckpoint | None = None,
+) -> Trained:
+    """Select the epoch count and refit on the workers of ``connection`` (open), worker k on
+    the rows of ``parts[k]`` (``columns.lay_out``'s).
+
+    ``on_epoch(phase, row)`` is told of each epoch of rank 0 (``selection`` or ``refit``), and
+    ``on_checkpoint`` of each checkpoint that every rank has reached, in this thread's context,
+    while the workers train. ``resume`` is a checkpoint (``Checkpoints.load``) of N states to
+    continue from. A SIGTERM/SIGINT meanwhile stops every worker after the same step and
+    raises ``StoppedOnRay`` with their states.
+    """
+    import ray
+
+    n, cpus, use_gpu = connection.workers, connection.cpus, connection.use_gpu
+    t = settings.train
+    box: Any = ray.remote(num_cpus=0)(Box)
+    box = box.remote(n)
+    job = Job(cfg, target, t, seeds, cpus, use_gpu)
+    config = {"job": job, "shards": parts, "box": box}
+    if resume is not None:
+        states = [resume["loop"], *resume.get("others", [])]
+        if len(states) != n:
+            raise IntegrityError(
+                f"the checkpoint holds {len(states)} worker states and the run has {n} "
+                "workers: resume with the --workers it was made with"
+            )
+        config["resume"] = [
+            ray.put({"phase": resume["phase"], "state": s.to_dict(),
+                     "selection": resume["selection"]})
+            for s in states
+        ]  # fmt: skip
+    t0 = time.perf_counter()
+    # SIGTERM/SIGINT asks the workers to stop (through the box, by _relayed's thread)
+    # instead of tearing the runtime down: each hands its state back for the checkpoint.
+    with fit.stop_on_signals() as stop, _relayed(box, on_epoch, on_checkpoint, stop):
+        _fit(config, n, cpus, use_gpu)
+    seconds = time.perf_counter() - t0
+    result = ray.get(box.get.remote())
     stopped = result.get("stopped")
     if stopped:
         first = stopped[0]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from pipeline import fit
 from pipeline.features import TargetState
 from pipeline.model import ModelConfig
 from pipeline.settings import TrainSettings
-from pipeline.split import Seeds, Split
+from pipeline.split import Seeds
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,34 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class Parts:
+    """One worker's rows as the column tasks left them (``columns``): one object per group of
+    columns, gathered by the worker itself, and the rest of its ``Shard``."""
+
+    pieces: list[Any]  # Ray object refs, one per group, in file order
+    target: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+
+    def shard(self) -> Shard:
+        """The worker's ``Shard``: its pieces fetched and laid side by side."""
+        import ray
+
+        return Shard(gathered(ray.get(self.pieces), self.target), self.train, self.val)
+
+
+def gathered(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], target: np.ndarray) -> Rows:
+    """Rows from each group's piece, in the in-process layout: every group's value columns,
+    then every group's missing indicators, then the categorical codes."""
+    n = len(target)
+    numeric = np.concatenate(
+        [np.empty((n, 0), np.float32), *(p[0] for p in pieces), *(p[1] for p in pieces)], axis=1
+    )
+    categorical = np.concatenate([np.empty((n, 0), np.int64), *(p[2] for p in pieces)], axis=1)
+    return Rows(numeric, categorical, target)
+
+
+@dataclass(frozen=True)
 class Job:
     """What every worker is told besides its shard."""
 
@@ -57,24 +85,3 @@ class Job:
     seeds: Seeds
     threads: int
     use_gpu: bool
-
-
-def shards(tensors: fit.Tensors, split: Split, workers: int) -> Iterator[Shard]:
-    """The rows of each worker, one at a time (the driver holds one shard's copy at most):
-    training rows ``k::N`` and validation rows ``k::N``, in row order. With N=1: exactly the
-    in-process rows (the refit's rows are the training and validation rows in row order)."""
-    for k in range(workers):
-        train, val = split.train[k::workers], split.val[k::workers]
-        block = np.sort(np.concatenate([train, val]))
-        yield Shard(
-            rows_at(tensors, block), np.searchsorted(block, train), np.searchsorted(block, val)
-        )
-
-
-def rows_at(tensors: fit.Tensors, at: np.ndarray) -> Rows:
-    """A copy of the rows at positions ``at``, as numpy arrays."""
-    index = torch.from_numpy(np.ascontiguousarray(at, dtype=np.int64))
-    numeric, categorical, target = (
-        t.cpu()[index].numpy() for t in (tensors.numeric, tensors.categorical, tensors.target)
-    )
-    return Rows(numeric, categorical, target)

@@ -320,23 +320,30 @@ def fit(
 
     def fitted(column: tuple[str, pd.Series]) -> NumericState:
         name, series = column
-        return _fit_numeric(name, as_numbers(series, name, label), cfg)
+        return fit_numeric(name, as_numbers(series, name, label), cfg)
 
     numeric: list[NumericState] = []
     if first is not None:
         threads = threads_for(len(first[1]))
         numeric = list(in_threads(fitted, itertools.chain([first], columns), threads))
-    categorical: list[CategoricalState] = []
-    for name in [c.name for c in schema.columns if c.kind in ("categorical", "boolean")]:
-        kept = [(v, c) for v, c in category_counts(frame[name]) if c >= cfg.min_frequency]
-        # Most frequent first, ties by value, so the vocabulary never depends on hash order.
-        kept.sort(key=lambda vc: (-vc[1], vc[0]))
-        categorical.append(CategoricalState(name, tuple(v for v, _ in kept)))
-    target = _fit_target(frame[schema.target], schema, label, cfg.bound_rows)
+    categorical = [
+        fit_categorical(c.name, frame[c.name], cfg)
+        for c in schema.columns
+        if c.kind in ("categorical", "boolean")
+    ]
+    target = fit_target(frame[schema.target], schema, label, cfg.bound_rows)
     return Preprocessor(tuple(numeric), tuple(categorical), target)
 
 
-def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState:
+def fit_categorical(name: str, series: pd.Series, cfg: FeatureSettings) -> CategoricalState:
+    """One categorical or boolean column's vocabulary from its training rows."""
+    kept = [(v, c) for v, c in category_counts(series) if c >= cfg.min_frequency]
+    # Most frequent first, ties by value, so the vocabulary never depends on hash order.
+    kept.sort(key=lambda vc: (-vc[1], vc[0]))
+    return CategoricalState(name, tuple(v for v, _ in kept))
+
+
+def fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState:
     """One numeric column's statistics from its float64 values (NaN for missing)."""
     missing = np.isnan(x)
     present = x[~missing]
@@ -370,7 +377,7 @@ def _fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState
     )
 
 
-def _fit_target(series: pd.Series, schema: Schema, label: str, rows: int) -> TargetState:
+def fit_target(series: pd.Series, schema: Schema, label: str, rows: int) -> TargetState:
     """The target's encoding; for regression, the range predictions are bounded to: from the
     ``rows``-th smallest to the ``rows``-th largest training target (1: min and max)."""
     if schema.task == "regression":

@@ -1,0 +1,296 @@
+"""The input columns read, typed, fitted and encoded on Ray: `pipeline train --workers N`'s
+preparation, so that no process holds the whole table.
+
+The driver has read the file's header and its target column alone (``prepare``'s
+``target_only``: the split needs the target's classes and the rows that have one), and split
+the rows. The input columns are cut into groups in file order, one Ray task per group. A task
+reads its columns alone from the file (a Parquet file's column chunks; a CSV file parsed whole
+with its other columns skipped), keeps the rows that have a target, types each column
+(``schema.infer_column``), fits its statistics on the training rows in the split's order
+(``fit_numeric`` / ``fit_categorical``: the in-process fit's own functions on the same values,
+so ``preprocessing.json`` is the same bytes), encodes every row as ``Preprocessor.transform``
+does (value by value: the same bits), and returns each destination's rows of its columns as an
+object of its own. Those objects belong to the driver (they are the task's return values):
+worker k gathers its rows of every group (``shards.Parts``), and the driver the rows it scores
+itself.
+
+Memory: a task holds its columns, every row (a column of 1e9 rows is 8 GB: that, not the
+table, bounds a task); a worker its shard; the driver the target column and the validation and
+test rows, or every row when a ridge is fitted beside the network (``linear.MAX_CELLS``: 32 MB
+at most). A mistake in a column is the error the in-process read gives: the first one in file
+order, naming the same file row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data import read
+from pipeline.data import schema as schema_mod
+from pipeline.errors import DataError, PipelineError
+from pipeline.features import Consumed, Preprocessor
+from pipeline.features.numeric import NumericState, as_numbers
+from pipeline.features.preprocessor import (
+    CategoricalState,
+    TargetState,
+    fit_categorical,
+    fit_numeric,
+)
+from pipeline.settings import DataSettings, FeatureSettings
+
+STAGES = ("read", "infer", "fit", "encode")
+# One group's rows of one destination: its value columns [n, f] float32, its missing
+# indicators [n, i] float32, its categorical codes [n, c] int64.
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What every task is told: the file, how to read and type it, how to fit."""
+
+    path: str
+    size: int
+    label: str
+    data: DataSettings
+    features: FeatureSettings
+    max_cardinality: int
+
+
+@dataclass
+class Found:
+    """One task's result besides its pieces: each of its columns in file order (name, the
+    column or None when dropped, a warning), the fitted states, or the error it met."""
+
+    columns: list[tuple[str, schema_mod.Column | None, str | None]] = field(default_factory=list)
+    numeric: list[NumericState] = field(default_factory=list)
+    categorical: list[CategoricalState] = field(default_factory=list)
+    error: PipelineError | None = None
+    stage: int = 0  # where ``error`` was met: an index of ``STAGES``
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def groups(columns: list[tuple[int, str]], count: int) -> list[list[tuple[int, str]]]:
+    """``columns`` cut into ``count`` runs in order, as even as they go (none empty)."""
+    count = max(1, min(count, len(columns)))
+    bounds = np.linspace(0, len(columns), count + 1).round().astype(int)
+    return [columns[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def read_group(
+    reading: Reading,
+    columns: list[tuple[int, str]],
+    kept: np.ndarray | None,
+    train: np.ndarray,
+    destinations: list[np.ndarray],
+) -> list[Any]:
+    """The Ray task: ``Found``, then one ``Piece`` per destination (row positions among the
+    rows that have a target). ``kept``: the file rows that have a target (None: every row)."""
+    t0 = time.perf_counter()
+    found = Found()
+    try:
+        frame = _read(reading, columns, kept)
+        found.stage = STAGES.index("infer")
+        _infer(found, frame, reading, columns)
+        found.stage = STAGES.index("fit")
+        _fit(found, frame, reading, train)
+        found.stage = STAGES.index("encode")
+        placeholder = TargetState("", "regression", "none")  # no target is encoded here
+        pre = Preprocessor(tuple(found.numeric), tuple(found.categorical), placeholder)
+        rows = 0 if frame is None else len(frame)
+        # Each column let go once encoded, as the in-process ``_encode`` does.
+        source = {} if frame is None else Consumed(frame)
+        del frame
+        encoded = pre.transform(source, reading.label, with_target=False, rows=rows)
+        del source
+    except PipelineError as exc:
+        found.error = exc
+        return [found, *([None] * len(destinations))]
+    f = len(found.numeric)
+    numeric, codes = encoded.numeric, encoded.categorical
+    pieces: list[Piece] = [
+        (
+            np.ascontiguousarray(numeric[rows, :f]),
+            np.ascontiguousarray(numeric[rows, f:]),
+            np.ascontiguousarray(codes[rows]),
+        )
+        for rows in destinations
+    ]
+    found.figures = {
+        "columns": [name for _, name in columns],
+        "rows": int(numeric.shape[0]),
+        "pid": os.getpid(),
+        "node": _node(),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return [found, *pieces]
+
+
+def first_error(found: list[Found]) -> PipelineError | None:
+    """The error the in-process path meets first: it reads the file, types every column, fits
+    every column, then encodes every column, each in file order."""
+    failed = [(one.stage, k, one.error) for k, one in enumerate(found) if one.error is not None]
+    return min(failed, key=lambda f: f[:2])[2] if failed else None
+
+
+def _read(reading: Reading, columns: list[tuple[int, str]], kept: np.ndarray | None) -> Any:
+    """The group's columns of the rows that have a target (None: no column has a name)."""
+    path, label = Path(reading.path), reading.label
+    if not path.is_file() or path.stat().st_size != reading.size:
+        raise DataError(
+            f"dataset {label} is not at {path} on Ray node {_node()}: with --workers every "
+            "node reads its columns from the file, at the path the driver read it from; put it "
+            "on storage every node mounts there, or train without --workers"
+        )
+    named = [name for _, name in columns if name.strip()]
+    if not named:
+        return None
+    frame = read.read_table(path, reading.data, label=label, columns=named)
+    return frame if kept is None else frame.iloc[kept]  # as prepare_target leaves it
+
+
+def _infer(found: Found, frame: Any, reading: Reading, columns: list[tuple[int, str]]) -> None:
+    import pandas as pd
+
+    for position, name in columns:
+        series = frame[name] if frame is not None and name.strip() else pd.Series([], dtype=object)
+        column, warning = schema_mod.infer_column(
+            series, name, position, reading.data, reading.label, reading.max_cardinality
+        )
+        found.columns.append((name, column, warning))
+
+
+def _fit(found: Found, frame: Any, reading: Reading, train: np.ndarray) -> None:
+    """Each kept column's statistics from the training rows, in the split's order (the
+    in-process fit's inputs)."""
+    for _, column, _ in found.columns:
+        if column is None:
+            continue
+        training = frame[column.name].take(train)
+        if column.kind == "numeric":
+            x = as_numbers(training, column.name, reading.label)
+            found.numeric.append(fit_numeric(column.name, x, reading.features))
+        else:
+            found.categorical.append(fit_categorical(column.name, training, reading.features))
+
+
+def _node() -> str:
+    import ray
+
+    try:
+        return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+    except Exception:  # outside a Ray worker (a test calling the task directly)
+        return "local"
+
+
+@dataclass
+class Laid:
+    """The rows laid out for training on Ray: the data with its schema, the preprocessing,
+    each worker's ``shards.Parts`` (in Ray's object store), and the rows the driver holds
+    (``held``, positions among the rows that have a target) with their tensors."""
+
+    data: Any  # prepare.Prepared
+    pre: Preprocessor
+    parts: list[Any]
+    held: np.ndarray
+    tensors: Any  # fit.Tensors of the held rows
+
+
+def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) -> Laid:
+    """Read, type, fit and encode ``data``'s input columns on Ray (``data`` was prepared with
+    ``target_only``; ``connection`` is the open session's); the held rows' tensors on
+    ``device``."""
+    import ray
+
+    from pipeline import linear, prepare
+    from pipeline.distributed_fit.shards import Parts, gathered
+
+    d, split = settings.data, data.split
+    workers, cpus = connection.workers, connection.cluster_cpus
+    todo = [
+        (position, name)
+        for position, name in enumerate(data.header, start=1)
+        if name != d.target and name not in d.drop
+    ]
+    if not todo:  # the error the in-process read gives
+        prepare.with_columns(data, [], [], settings, log)
+    blocks = [
+        np.sort(np.concatenate([split.train[k::workers], split.val[k::workers]]))
+        for k in range(workers)
+    ]
+    everything = (
+        settings.model.linear_blend
+        and data.schema.task == "regression"
+        and data.rows * len(todo) <= linear.MAX_CELLS
+    )  # the ridge needs every row; it is only fitted on a table this small
+    held = np.arange(data.rows) if everything else np.sort(np.concatenate([split.val, split.test]))
+    index = data.frame.index
+    kept = None if _every_row(index) else index.to_numpy()
+    reading = Reading(
+        str(data.fetched.path), data.fetched.path.stat().st_size, data.label, d,
+        settings.features, settings.features.max_categorical_cardinality,
+    )  # fmt: skip
+    shared = [ray.put(x) for x in (reading, kept, split.train, [*blocks, held])]
+    task: Any = ray.remote(num_cpus=1, max_retries=0)(read_group)
+    runs: list[Any] = [
+        task.options(num_returns=2 + workers).remote(shared[0], group, *shared[1:])
+        for group in groups(todo, cpus)
+    ]
+    found: list[Found] = ray.get([r[0] for r in runs])
+    data, pre = _merged(found, settings, data, log)
+    y = pre.encode_target(data.frame, data.label)
+    parts = [
+        ray.put(
+            Parts(
+                [r[1 + k] for r in runs], y[blocks[k]],
+                np.searchsorted(blocks[k], split.train[k::workers]),
+                np.searchsorted(blocks[k], split.val[k::workers]),
+            )
+        )
+        for k in range(workers)
+    ]  # fmt: skip
+    rows = gathered(ray.get([r[1 + workers] for r in runs]), y[held])
+    return Laid(data, pre, parts, held, rows.tensors(device))
+
+
+def _merged(found: list[Found], settings: Any, data: Any, log: Any) -> tuple[Any, Preprocessor]:
+    """The tasks' results as one schema (``data`` with its columns) and one preprocessing with
+    the target's state; the first error the in-process path would meet is raised, and the
+    warnings are logged in file order."""
+    from pipeline import prepare
+    from pipeline.features.preprocessor import fit_target
+
+    error = first_error(found)
+    if error is not None:
+        raise error
+    columns, dropped, numeric, categorical = [], [], [], []
+    for one in found:
+        for name, column, warning in one.columns:
+            if warning is not None:
+                log.warning("data.warning", message=warning)
+            if column is None:
+                dropped.append(name)
+            else:
+                columns.append(column)
+        numeric += one.numeric
+        categorical += one.categorical
+    log.info("train.columns", tasks=[one.figures for one in found])
+    data = prepare.with_columns(data, columns, dropped, settings, log)
+    target = fit_target(
+        data.frame[settings.data.target].take(data.split.train), data.schema, data.label,
+        settings.features.bound_rows,
+    )  # fmt: skip
+    return data, Preprocessor(tuple(numeric), tuple(categorical), target)
+
+
+def _every_row(index: Any) -> bool:
+    """Whether ``index`` (the target's frame's) is every file row: no row lacked a target."""
+    import pandas as pd
+
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
