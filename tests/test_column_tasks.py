@@ -59,7 +59,8 @@ def _on_tasks(settings: Any, store: Store, count: int) -> tuple[Preprocessor, An
     numeric = tuple(s for r in runs for s in r[0].numeric)
     categorical = tuple(s for r in runs for s in r[0].categorical)
     pre = Preprocessor(numeric, categorical, target)
-    rows = gathered([r[1] for r in runs], pre.encode_target(data.frame, data.label))
+    widths = [r[0].widths for r in runs]
+    rows = gathered((r[1] for r in runs), widths, pre.encode_target(data.frame, data.label))
     return pre, rows, data
 
 

@@ -376,9 +376,9 @@ def _title(pid: int) -> str:
 
 def test_a_million_row_table_trains_on_two_workers_each_holding_half(tmp_path: Path) -> None:
     """A generated 1M-row table (20 numeric + 2 categorical columns, Parquet) trains with N=2:
-    each worker reports its half of the training rows, the build predicts, and its statistics
-    are what the driver fitted (the same table's in-process fit is not repeated here: the
-    house-prices test above compares those bytes)."""
+    each worker reports its half of the training rows, the column tasks read every row of
+    their columns, and the build predicts (the same table's in-process fit is not repeated
+    here: the house-prices tests above compare those bytes)."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
     from _common import synthetic
 
@@ -401,6 +401,9 @@ def test_a_million_row_table_trains_on_two_workers_each_holding_half(tmp_path: P
     assert schema_rows == 1_000_000 and len(rows) == 2 and abs(rows[0] - rows[1]) <= 1
     assert 0.5 * schema_rows < sum(rows) < schema_rows  # the training rows only, split in two
     assert trained["train.summary"]["epochs"] == 1
+    tasks = trained["train.columns"]["tasks"]
+    assert [c for t in tasks for c in t["columns"]] == [*(f"x{i}" for i in range(20)), "c0", "c1"]
+    assert len(tasks) >= 2 and all(t["rows"] == 1_000_000 for t in tasks)
     sample = tmp_path / "sample.parquet"
     pd.read_parquet(data).head(100).drop(columns=["y"]).to_parquet(sample)
     env = _env(tmp_path / "run", **big)

@@ -4,11 +4,11 @@
 run. The driver reads the file's header and target column and splits the rows; Ray tasks read,
 type, fit and encode the input columns (``columns.lay_out``: ``preprocessing.json`` is the
 in-process bytes, and no process holds the whole table). Worker k's rows are training rows
-``k::N`` and validation rows ``k::N`` of the split, in row order, which it gathers from the
-tasks' results. Each worker scores its validation rows after every epoch; rank 0 gathers the
-outputs back in order and computes the early-stopping loss that every worker then uses (the
-bits one process scoring every row gets, as a row's output does not depend on the rows scored
-with it).
+``k::N`` and validation rows ``k::N`` of the split, in row order, laid out from the tasks'
+results by a task of its own into one object that the worker maps as it is. Each worker scores
+its validation rows after every epoch; rank 0 gathers the outputs back in order and computes
+the early-stopping loss that every worker then uses (the bits one process scoring every row
+gets, as a row's output does not depend on the rows scored with it).
 
 Each worker runs the one fitting loop, ``fit.fit``, with a ``Parallel`` made of
 torch.distributed (gloo on CPU, NCCL on GPUs): the network is wrapped in DistributedDataParallel,

@@ -11,14 +11,15 @@ with its other columns skipped), keeps the rows that have a target, types each c
 so ``preprocessing.json`` is the same bytes), encodes every row as ``Preprocessor.transform``
 does (value by value: the same bits), and returns each destination's rows of its columns as an
 object of its own. Those objects belong to the driver (they are the task's return values):
-worker k gathers its rows of every group (``shards.Parts``), and the driver the rows it scores
-itself.
+one task per worker lays worker k's rows of every group side by side into one object
+(``shards.Parts``), which the worker maps as it is; the driver gathers the rows it scores itself.
 
 Memory: a task holds its columns, every row (a column of 1e9 rows is 8 GB: that, not the
-table, bounds a task); a worker its shard; the driver the target column and the validation and
-test rows, or every row when a ridge is fitted beside the network (``linear.MAX_CELLS``: 32 MB
-at most). A mistake in a column is the error the in-process read gives: the first one in file
-order, naming the same file row.
+table, bounds a task); a worker its shard; a worker's layout task its shard twice, briefly
+(the pieces and their copy); the driver the target column and the validation and test rows, or
+every row when a ridge is fitted beside the network (``linear.MAX_CELLS``: 32 MB at most). A
+mistake in a column is the error the in-process read gives: the first one in file order,
+naming the same file row.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,10 +46,10 @@ from pipeline.features.preprocessor import (
 )
 from pipeline.settings import DataSettings, FeatureSettings
 
+if TYPE_CHECKING:  # shards imports torch, which a column task does without
+    from pipeline.distributed_fit.shards import Piece
+
 STAGES = ("read", "infer", "fit", "encode")
-# One group's rows of one destination: its value columns [n, f] float32, its missing
-# indicators [n, i] float32, its categorical codes [n, c] int64.
-Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ class Found:
     error: PipelineError | None = None
     stage: int = 0  # where ``error`` was met: an index of ``STAGES``
     figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def widths(self) -> tuple[int, int, int]:
+        """The columns of its pieces: values, missing indicators, categorical codes."""
+        indicators = sum(s.indicator for s in self.numeric)
+        return len(self.numeric), indicators, len(self.categorical)
 
 
 def groups(columns: list[tuple[int, str]], count: int) -> list[list[tuple[int, str]]]:
@@ -192,7 +199,7 @@ def _node() -> str:
 @dataclass
 class Laid:
     """The rows laid out for training on Ray: the data with its schema, the preprocessing,
-    each worker's ``shards.Parts`` (in Ray's object store), and the rows the driver holds
+    each worker's ``shards.Shard`` (in Ray's object store), and the rows the driver holds
     (``held``, positions among the rows that have a target) with their tensors."""
 
     data: Any  # prepare.Prepared
@@ -245,18 +252,29 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
     found: list[Found] = ray.get([r[0] for r in runs])
     data, pre = _merged(found, settings, data, log)
     y = pre.encode_target(data.frame, data.label)
-    parts = [
-        ray.put(
+    widths = [one.widths for one in found]
+    # Each worker's pieces laid side by side by a task of their own, into one object the worker
+    # maps as it is (a worker laying them out itself would hold its shard twice: the pieces it
+    # fetched, mapped from the object store, and their copy).
+    assemble: Any = ray.remote(num_cpus=1, max_retries=0)(_assembled)
+    shards = [
+        assemble.remote(
             Parts(
-                [r[1 + k] for r in runs], y[blocks[k]],
+                [r[1 + k] for r in runs], widths, y[blocks[k]],
                 np.searchsorted(blocks[k], split.train[k::workers]),
                 np.searchsorted(blocks[k], split.val[k::workers]),
             )
         )
         for k in range(workers)
     ]  # fmt: skip
-    rows = gathered(ray.get([r[1 + workers] for r in runs]), y[held])
-    return Laid(data, pre, parts, held, rows.tensors(device))
+    rows = gathered((ray.get(r[1 + workers]) for r in runs), widths, y[held])
+    ray.wait(shards, num_returns=len(shards))  # the pieces can go once laid out
+    return Laid(data, pre, shards, held, rows.tensors(device))
+
+
+def _assembled(parts: Any) -> Any:
+    """The Ray task that makes a worker's ``Shard`` from its ``shards.Parts``."""
+    return parts.shard()
 
 
 def _merged(found: list[Found], settings: Any, data: Any, log: Any) -> tuple[Any, Preprocessor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,31 +48,47 @@ class Shard:
     val: np.ndarray  # positions in ``rows`` of the validation rows, in the split's order
 
 
+# One group's piece of some rows: value columns [n, f] float32, missing indicators [n, i]
+# float32, categorical codes [n, c] int64 (``columns.read_group``'s return values).
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass(frozen=True)
 class Parts:
     """One worker's rows as the column tasks left them (``columns``): one object per group of
-    columns, gathered by the worker itself, and the rest of its ``Shard``."""
+    columns, and the rest of its ``Shard``."""
 
     pieces: list[Any]  # Ray object refs, one per group, in file order
+    widths: list[tuple[int, int, int]]  # each group's (values, indicators, codes) columns
     target: np.ndarray
     train: np.ndarray
     val: np.ndarray
 
     def shard(self) -> Shard:
-        """The worker's ``Shard``: its pieces fetched and laid side by side."""
+        """The worker's ``Shard``: its pieces fetched one at a time and copied into place."""
         import ray
 
-        return Shard(gathered(ray.get(self.pieces), self.target), self.train, self.val)
+        pieces = (ray.get(ref) for ref in self.pieces)
+        return Shard(gathered(pieces, self.widths, self.target), self.train, self.val)
 
 
-def gathered(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], target: np.ndarray) -> Rows:
-    """Rows from each group's piece, in the in-process layout: every group's value columns,
-    then every group's missing indicators, then the categorical codes."""
+def gathered(
+    pieces: Iterable[Piece], widths: list[tuple[int, int, int]], target: np.ndarray
+) -> Rows:
+    """Rows from each group's piece (``widths`` says their columns), in the in-process layout:
+    every group's value columns, then every group's missing indicators, then the categorical
+    codes. Each piece is let go once copied."""
     n = len(target)
-    numeric = np.concatenate(
-        [np.empty((n, 0), np.float32), *(p[0] for p in pieces), *(p[1] for p in pieces)], axis=1
-    )
-    categorical = np.concatenate([np.empty((n, 0), np.int64), *(p[2] for p in pieces)], axis=1)
+    values, indicators = (sum(w[k] for w in widths) for k in (0, 1))
+    numeric = np.empty((n, values + indicators), np.float32)
+    categorical = np.empty((n, sum(w[2] for w in widths)), np.int64)
+    at = [0, values, 0]  # where the next group's values, indicators and codes go
+    for piece, width in zip(pieces, widths, strict=True):
+        numeric[:, at[0] : at[0] + width[0]] = piece[0]
+        numeric[:, at[1] : at[1] + width[1]] = piece[1]
+        categorical[:, at[2] : at[2] + width[2]] = piece[2]
+        at = [at[0] + width[0], at[1] + width[1], at[2] + width[2]]
+        del piece
     return Rows(numeric, categorical, target)
 
 

@@ -199,7 +199,7 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = str(ray.train.torch.get_device()) if job.use_gpu else "cpu"
     runtime.configure(job.threads, device)
-    shard: Shard = ray.get(config["shards"][rank]).shard()  # a ``Parts``
+    shard: Shard = ray.get(config["shards"][rank])
     rows = shard.rows.tensors(device)
     val = rows.select(shard.val)  # its share: rank 0 gathers every worker's outputs
     box = config["box"]
