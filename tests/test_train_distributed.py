@@ -179,6 +179,46 @@ def test_rows_without_a_target_and_a_bad_cell_behave_as_in_process(tmp_path: Pat
     assert errors[0] == errors[1] and "'GarageArea'" in errors[0] and "row 901" in errors[0]
 
 
+def test_the_ridge_on_a_narrow_table_is_fitted_on_its_rows(tmp_path: Path) -> None:
+    """700,000 rows of 6 numeric columns: the ridge beside the network fits (595,000 training
+    rows x 6 inputs is within its 4M cells, where 700,000 rows x 6 columns is not), so the
+    driver gathers every row for it, and one worker gives the in-process build's weights,
+    ridge and metrics (both on one torch thread: see the README's thread caveat)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700_000, 6))
+    table = pd.DataFrame(x, columns=[f"x{i}" for i in range(6)])
+    table["y"] = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0]) + rng.normal(0, 0.5, len(x))
+    table.to_parquet(tmp_path / "narrow.parquet", index=False)
+    narrow = {
+        "PIPELINE_PRESET": "", "PIPELINE_DATA__SOURCE": str(tmp_path / "narrow.parquet"),
+        "PIPELINE_DATA__TARGET": "y", "PIPELINE_DATA__DROP": "[]", "PIPELINE_MODEL__NAME": "n",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_TRAIN__BATCH_SIZE": "1024",
+        "PIPELINE_TRAIN__THREADS": "1",
+    }  # fmt: skip
+    runs = [_train(tmp_path / name, *args, **narrow)
+            for name, args in (("in", ()), ("one", ("--workers", "1")))]  # fmt: skip
+    linear = json.loads((runs[1]["build"] / "metrics.json").read_text())["linear"]
+    assert linear is not None and linear["ridge_share"] > 0
+    for name in ("weights.pt", "metrics.json"):
+        assert (runs[0]["build"] / name).read_bytes() == (runs[1]["build"] / name).read_bytes()
+
+
+def test_rows_scored_on_ray_give_the_in_process_metrics(tmp_path: Path) -> None:
+    """Without the ridge (a large table's case), the driver holds no validation or test row:
+    Ray tasks score them in chunks and send outputs back. One worker's metrics and curves are
+    the in-process bytes."""
+    off = {"PIPELINE_MODEL__LINEAR_BLEND": "false"}
+    runs = [_train(tmp_path / name, *args, **off)
+            for name, args in (("in", ()), ("one", ("--workers", "1")))]  # fmt: skip
+    assert json.loads((runs[1]["build"] / "metrics.json").read_text())["linear"] is None
+    files = sorted(p.name for p in runs[1]["build"].iterdir() if p.name.startswith("curve_"))
+    assert files  # the test curves, computed from the same outputs
+    for name in ("weights.pt", "metrics.json", *files):
+        assert (runs[0]["build"] / name).read_bytes() == (runs[1]["build"] / name).read_bytes()
+
+
 def test_one_worker_gives_the_in_process_weights(
     in_process: dict[str, Any], tmp_path: Path
 ) -> None:

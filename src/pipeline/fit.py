@@ -38,6 +38,7 @@ from pipeline.split import Seeds
 from pipeline.tensors import (
     Tensors,
     blend_linear,
+    blends,
     evaluate_rows,
     forward_all,
     loss_fn,
@@ -54,6 +55,7 @@ __all__ = [
     "Stopped",
     "Tensors",
     "blend_linear",
+    "blends",
     "evaluate_rows",
     "fit",
     "forward_all",

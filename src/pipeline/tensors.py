@@ -156,6 +156,13 @@ def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict
     return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
 
 
+def blends(pre: Preprocessor, rows: int) -> bool:
+    """Whether ``blend_linear`` fits a ridge for ``pre`` on ``rows`` rows: regression, and a
+    design small enough for ``linear`` (``linear.fits``)."""
+    cards = tuple(s.cardinality for s in pre.categorical)
+    return pre.target.task == "regression" and linear.fits(rows, pre.n_numeric_features, cards)
+
+
 def blend_linear(
     model: TabularMLP,
     train: Tensors,
@@ -169,8 +176,7 @@ def blend_linear(
     those rows at the chosen penalty. None for classification, or when the design is too large
     for ``linear`` (the network is kept alone); a blend with weight 1 attaches nothing."""
     cfg = model.cfg
-    rows = max(len(train), len(refit[1]) if refit is not None else 0)
-    if pre.target.task != "regression" or not linear.fits(rows, cfg.n_numeric, cfg.cardinalities):
+    if not blends(pre, max(len(train), len(refit[1]) if refit is not None else 0)):
         return None
     radii = [s.smooth_clip for s in pre.numeric]
     radii += [0.0] * (pre.n_numeric_features - len(radii))  # missing indicators: not clipped

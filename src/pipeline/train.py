@@ -83,11 +83,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     ck = _checkpoints(store, data, settings).load(log) if resume else None
     with distributed_fit.connected(settings, log) as connection:
         on_ray = lay_out(settings, data, connection, rt["device"], log)
-        held, tensors = on_ray.held, on_ray.tensors
-        laid = _Laid(
-            on_ray.data, on_ray.pre, lambda rows: tensors.select(np.searchsorted(held, rows)),
-            rt, (connection, on_ray.parts, ck),
-        )  # fmt: skip
+        laid = _Laid(on_ray.data, on_ray.pre, on_ray.part, rt, (connection, on_ray.parts, ck))
         return _built(settings, store, log, laid, resume, started_at, t0)
 
 
@@ -182,9 +178,12 @@ def _blend(
     a refit, the final one; None when ``model.linear_blend`` is off or the design too large."""
     from pipeline import fit
 
-    if not settings.model.linear_blend:
-        return None
     split = data.split
+    # The rows the ridge would be fitted on: said before any is asked for (on Ray, the driver
+    # holds the training rows only when it will be fitted).
+    ridge = len(split.train) + (len(split.val) if settings.train.refit else 0)
+    if not settings.model.linear_blend or not fit.blends(pre, ridge):
+        return None
     refit = None
     if settings.train.refit:
         rows = np.sort(np.concatenate([split.train, split.val]))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +48,7 @@ from pipeline.features.preprocessor import (
 from pipeline.settings import DataSettings, FeatureSettings
 
 if TYPE_CHECKING:  # shards imports torch, which a column task does without
-    from pipeline.distributed_fit.shards import Piece
+    from pipeline.distributed_fit.shards import Piece, Rows
 
 STAGES = ("read", "infer", "fit", "encode")
 
@@ -200,13 +201,14 @@ def _node() -> str:
 class Laid:
     """The rows laid out for training on Ray: the data with its schema, the preprocessing,
     each worker's ``shards.Shard`` (in Ray's object store), and the rows the driver holds
-    (``held``, positions among the rows that have a target) with their tensors."""
+    (``held``: the validation and test rows, positions among the rows that have a target; every
+    row when the ridge is fitted) through ``part``."""
 
     data: Any  # prepare.Prepared
     pre: Preprocessor
     parts: list[Any]
     held: np.ndarray
-    tensors: Any  # fit.Tensors of the held rows
+    part: Callable[[np.ndarray], Any]  # the tensors (fit.Tensors) of some held rows
 
 
 def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) -> Laid:
@@ -215,7 +217,7 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
     ``device``."""
     import ray
 
-    from pipeline import linear, prepare
+    from pipeline import fit, prepare
     from pipeline.distributed_fit.shards import Parts, gathered
 
     d, split = settings.data, data.split
@@ -231,12 +233,7 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
         np.sort(np.concatenate([split.train[k::workers], split.val[k::workers]]))
         for k in range(workers)
     ]
-    everything = (
-        settings.model.linear_blend
-        and data.schema.task == "regression"
-        and data.rows * len(todo) <= linear.MAX_CELLS
-    )  # the ridge needs every row; it is only fitted on a table this small
-    held = np.arange(data.rows) if everything else np.sort(np.concatenate([split.val, split.test]))
+    held = np.sort(np.concatenate([split.val, split.test]))  # the rows the driver scores
     index = data.frame.index
     kept = None if _every_row(index) else index.to_numpy()
     reading = Reading(
@@ -267,9 +264,41 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
         )
         for k in range(workers)
     ]  # fmt: skip
-    rows = gathered((ray.get(r[1 + workers]) for r in runs), widths, y[held])
+    # The ridge beside the network needs every row; it is only fitted on a small table.
+    ridge = len(split.train) + (len(split.val) if settings.train.refit else 0)
+    everything = settings.model.linear_blend and fit.blends(pre, ridge)
+    destinations = [*blocks, held] if everything else [held]
+    first = len(blocks) if not everything else 0  # the destinations' first task result
+    laid = [
+        gathered((ray.get(r[1 + first + d]) for r in runs), widths, y[rows])
+        for d, rows in enumerate(destinations)
+    ]
     ray.wait(shards, num_returns=len(shards))  # the pieces can go once laid out
-    return Laid(data, pre, shards, held, rows.tensors(device))
+    return Laid(data, pre, shards, held, _part(laid, destinations, data.rows, device))
+
+
+def _part(
+    laid: list[Rows], destinations: list[np.ndarray], rows: int, device: str
+) -> Callable[[np.ndarray], Any]:
+    """The driver's ``part``: the tensors of some rows (positions among the rows that have a
+    target), from the destinations it gathered (a row in two is the same bytes in each)."""
+    from pipeline.distributed_fit.shards import Rows
+
+    numeric, categorical, target = (
+        np.concatenate([getattr(r, name) for r in laid])
+        for name in ("numeric", "categorical", "target")
+    )
+    tensors = Rows(numeric, categorical, target).tensors(device)
+    at = np.full(rows, -1, dtype=np.int64)
+    at[np.concatenate(destinations)] = np.arange(len(target))
+
+    def part(wanted: np.ndarray) -> Any:
+        where = at[wanted]
+        if (where < 0).any():  # a bug: the driver was asked for rows it did not keep
+            raise RuntimeError("the driver holds no encoded copy of some of the rows asked for")
+        return tensors.select(where)
+
+    return part
 
 
 def _assembled(parts: Any) -> Any:
