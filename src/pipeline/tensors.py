@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -137,12 +137,25 @@ def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[
     return metrics.classification(y_encoded.astype(np.int64), pred, list(target.classes))
 
 
-def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.ndarray:
+class Elsewhere(Protocol):
+    """Rows held in another process, scored there (`pipeline train --workers`: a large table's
+    validation and test rows stay in Ray's object store); their targets are here."""
+
+    def outputs(self, network: FoldedNetwork) -> np.ndarray: ...
+
+    def targets(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+
+def predict_rows(model: TabularMLP, part: Tensors | Elsewhere, target: TargetState) -> np.ndarray:
     """``outputs.to_values`` of ``model`` on one part of the data: the outputs `pipeline
     predict` and `pipeline serve` give for those rows (the same folded network, built from a
     CPU copy of the weights, the same fixed blocks), so recorded metrics and curves match the
-    served predictions bit for bit."""
+    served predictions bit for bit. Rows held elsewhere are scored where they are."""
     network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
+    if not isinstance(part, Tensors):
+        return outputs.to_values(part.outputs(network), target)
     at = part.rows.cpu()
     parts = [torch.zeros((0, model.cfg.n_outputs))]
     for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
@@ -151,7 +164,9 @@ def predict_rows(model: TabularMLP, part: Tensors, target: TargetState) -> np.nd
     return outputs.to_values(torch.cat(parts).numpy(), target)
 
 
-def evaluate_rows(model: TabularMLP, part: Tensors, target: TargetState) -> dict[str, Any]:
+def evaluate_rows(
+    model: TabularMLP, part: Tensors | Elsewhere, target: TargetState
+) -> dict[str, Any]:
     """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
     return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # torch comes with these: imported once the data has been rea
     from pipeline import fit, linear
     from pipeline.checkpoints import Checkpoints
     from pipeline.model import TabularMLP
+    from pipeline.tensors import Elsewhere
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class _Laid:
 
     data: Prepared
     pre: features.Preprocessor
-    part: Callable[[np.ndarray], fit.Tensors]
+    part: Callable[[np.ndarray], Any]  # fit.Tensors; on Ray, maybe tensors.Elsewhere
     rt: dict[str, Any]
     on_ray: tuple[Any, list[Any], dict[str, Any] | None] | None = None  # session, parts, ck
 
@@ -200,7 +201,7 @@ def _runtime(settings: Settings) -> dict[str, Any]:
 
 
 def _test(
-    model: TabularMLP, rows: fit.Tensors, target: features.TargetState
+    model: TabularMLP, rows: fit.Tensors | Elsewhere, target: features.TargetState
 ) -> tuple[dict[str, Any], curves.Curves]:
     """Metrics and plot curves of the final network on the test rows, from one pass."""
     from pipeline import fit

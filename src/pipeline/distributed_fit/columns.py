@@ -12,14 +12,15 @@ so ``preprocessing.json`` is the same bytes), encodes every row as ``Preprocesso
 does (value by value: the same bits), and returns each destination's rows of its columns as an
 object of its own. Those objects belong to the driver (they are the task's return values):
 one task per worker lays worker k's rows of every group side by side into one object
-(``shards.Parts``), which the worker maps as it is; the driver gathers the rows it scores itself.
+(``shards.Parts``), which the worker maps as it is.
 
 Memory: a task holds its columns, every row (a column of 1e9 rows is 8 GB: that, not the
 table, bounds a task); a worker its shard; a worker's layout task its shard twice, briefly
-(the pieces and their copy); the driver the target column and the validation and test rows, or
-every row when a ridge is fitted beside the network (``linear.MAX_CELLS``: 32 MB at most). A
-mistake in a column is the error the in-process read gives: the first one in file order,
-naming the same file row.
+(the pieces and their copy); the driver the target column and the split, and every row only
+when a ridge is fitted beside the network (``linear.MAX_CELLS``: 32 MB at most). The
+validation and test rows are scored in chunks by Ray tasks (``Elsewhere``), which send back
+outputs only. A mistake in a column is the error the in-process read gives: the first one in
+file order, naming the same file row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -200,20 +201,20 @@ def _node() -> str:
 @dataclass
 class Laid:
     """The rows laid out for training on Ray: the data with its schema, the preprocessing,
-    each worker's ``shards.Shard`` (in Ray's object store), and the rows the driver holds
-    (``held``: the validation and test rows, positions among the rows that have a target; every
-    row when the ridge is fitted) through ``part``."""
+    each worker's ``shards.Shard`` (in Ray's object store), and ``part``: the driver's rows of
+    a part of the split (positions among the rows that have a target). Those are tensors of
+    every row when the ridge is fitted (a small table), else the validation or the test rows
+    as ``Elsewhere``, scored where they are."""
 
     data: Any  # prepare.Prepared
     pre: Preprocessor
     parts: list[Any]
-    held: np.ndarray
-    part: Callable[[np.ndarray], Any]  # the tensors (fit.Tensors) of some held rows
+    part: Callable[[np.ndarray], Any]  # some rows: fit.Tensors, or ``Elsewhere``
 
 
 def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) -> Laid:
     """Read, type, fit and encode ``data``'s input columns on Ray (``data`` was prepared with
-    ``target_only``; ``connection`` is the open session's); the held rows' tensors on
+    ``target_only``; ``connection`` is the open session's); tensors the driver holds go on
     ``device``."""
     import ray
 
@@ -233,17 +234,19 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
         np.sort(np.concatenate([split.train[k::workers], split.val[k::workers]]))
         for k in range(workers)
     ]
-    held = np.sort(np.concatenate([split.val, split.test]))  # the rows the driver scores
+    # The validation and test rows in chunks, in the split's order: scored where they are.
+    chunks = {"val": _cut(split.val), "test": _cut(split.test)}
+    destinations = [*blocks, *chunks["val"], *chunks["test"]]
     index = data.frame.index
     kept = None if _every_row(index) else index.to_numpy()
     reading = Reading(
         str(data.fetched.path), data.fetched.path.stat().st_size, data.label, d,
         settings.features, settings.features.max_categorical_cardinality,
     )  # fmt: skip
-    shared = [ray.put(x) for x in (reading, kept, split.train, [*blocks, held])]
+    shared = [ray.put(x) for x in (reading, kept, split.train, destinations)]
     task: Any = ray.remote(num_cpus=1, max_retries=0)(read_group)
     runs: list[Any] = [
-        task.options(num_returns=2 + workers).remote(shared[0], group, *shared[1:])
+        task.options(num_returns=1 + len(destinations)).remote(shared[0], group, *shared[1:])
         for group in groups(todo, cpus)
     ]
     found: list[Found] = ray.get([r[0] for r in runs])
@@ -267,14 +270,107 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
     # The ridge beside the network needs every row; it is only fitted on a small table.
     ridge = len(split.train) + (len(split.val) if settings.train.refit else 0)
     everything = settings.model.linear_blend and fit.blends(pre, ridge)
-    destinations = [*blocks, held] if everything else [held]
-    first = len(blocks) if not everything else 0  # the destinations' first task result
-    laid = [
-        gathered((ray.get(r[1 + first + d]) for r in runs), widths, y[rows])
-        for d, rows in enumerate(destinations)
-    ]
+    results = [[r[1 + d] for r in runs] for d in range(len(destinations))]  # per destination
+    if everything:  # train and validation rows from the workers' blocks, and the test rows
+        kept_rows = [*blocks, *chunks["test"]]
+        at = [*range(workers), *range(len(destinations) - len(chunks["test"]), len(destinations))]
+        laid = [
+            gathered(_fetched(results[d]), widths, y[rows])
+            for d, rows in zip(at, kept_rows, strict=True)
+        ]
+        part = _part(laid, kept_rows, data.rows, device)
+    else:
+        first = {"val": workers, "test": workers + len(chunks["val"])}
+        held = {
+            name: Elsewhere(
+                results[first[name] : first[name] + len(cut)], [len(c) for c in cut], widths,
+                y[getattr(split, name)],
+            )
+            for name, cut in chunks.items()
+        }  # fmt: skip
+        part = _scored_part(held, split)
     ray.wait(shards, num_returns=len(shards))  # the pieces can go once laid out
-    return Laid(data, pre, shards, held, _part(laid, destinations, data.rows, device))
+    return Laid(data, pre, shards, part)
+
+
+# Rows of a validation or test chunk: a multiple of ``model.EVAL_BATCH`` (each chunk is scored in
+# the blocks one pass over every row would use; a row's output does not depend on them anyway).
+CHUNK_ROWS = 4 * 65536
+
+
+def _cut(rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` in chunks of ``CHUNK_ROWS``, in order (one, empty, for no rows)."""
+    return [rows[i : i + CHUNK_ROWS] for i in range(0, max(1, len(rows)), CHUNK_ROWS)]
+
+
+@dataclass
+class Elsewhere:
+    """Rows the driver does not hold (the validation or the test rows of a large table): their
+    chunks stay in Ray's object store, one piece per group of columns each, and are scored
+    there (``outputs``); the driver holds their encoded targets, in order."""
+
+    chunks: list[list[Any]]  # per chunk: its pieces' refs, one per group
+    sizes: list[int]
+    widths: list[tuple[int, int, int]]
+    target: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def targets(self) -> Any:
+        """The rows' encoded targets (a tensor), in order."""
+        import torch
+
+        return torch.from_numpy(self.target)
+
+    def outputs(self, network: Any) -> np.ndarray:
+        """``network``'s (a ``model.FoldedNetwork``) raw outputs for the rows, in order: one
+        Ray task per chunk lays its pieces out and scores them, so the driver holds outputs
+        only."""
+        import ray
+
+        task: Any = ray.remote(num_cpus=1, max_retries=0)(_scored)
+        shared = ray.put(network)
+        done = ray.get([task.remote(shared, refs, self.widths, n)
+                        for refs, n in zip(self.chunks, self.sizes, strict=True)])  # fmt: skip
+        return np.concatenate([np.empty((0, network.n_outputs), np.float32), *done])
+
+
+def _scored(network: Any, refs: list[Any], widths: list[tuple[int, int, int]], n: int) -> Any:
+    """The Ray task that scores one chunk of rows (``Elsewhere.outputs``)."""
+    import torch
+
+    from pipeline.distributed_fit.shards import gathered
+    from pipeline.model import EVAL_BATCH
+
+    rows = gathered(_fetched(refs), widths, np.zeros(n, np.float32))
+    numeric, categorical = torch.from_numpy(rows.numeric), torch.from_numpy(rows.categorical)
+    outs = [torch.zeros((0, network.n_outputs))]
+    for i in range(0, n, EVAL_BATCH):
+        outs.append(network(numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]))
+    return torch.cat(outs).numpy()
+
+
+def _fetched(refs: list[Any]) -> Iterator[Piece]:
+    """Each piece of ``refs`` in turn, fetched as it is asked for."""
+    import ray
+
+    for ref in refs:
+        yield ray.get(ref)
+
+
+def _scored_part(held: dict[str, Elsewhere], split: Any) -> Callable[[np.ndarray], Any]:
+    """The driver's ``part`` of a large table: the validation or the test rows, scored where
+    they are (``Elsewhere``); the driver never asks for others (no ridge is fitted)."""
+
+    def part(wanted: np.ndarray) -> Any:
+        for name, rows in held.items():
+            mine = getattr(split, name)
+            if wanted is mine or np.array_equal(wanted, mine):
+                return rows
+        raise RuntimeError("the driver holds no encoded copy of the rows asked for")  # a bug
+
+    return part
 
 
 def _part(
