@@ -133,8 +133,9 @@ def test_stdin_and_pipes_are_read_as_files_are(
     """`cat rows.csv | pipeline predict -` and `pipeline predict <(zcat rows.csv.gz)` (a pipe
     path) predict what the file gives, byte for byte; the rows are copied to a temporary file
     first (removed afterwards) since the readers reopen their input. A nameless input's format
-    comes from its first bytes: Parquet's magic, a JSON object, else CSV. Empty stdin is one
-    line, exit 4; `--workers` still refuses stdin, before Ray starts. It was refused always."""
+    comes from its first bytes: Parquet's magic, a JSON object, else CSV, gzip read through.
+    Empty stdin is one line, exit 4; `--workers` still refuses stdin, before Ray starts. It was
+    refused always."""
     import subprocess
     import sys
     import threading
@@ -173,6 +174,15 @@ def test_stdin_and_pipes_are_read_as_files_are(
     feeder.join(timeout=60)
     assert through.returncode == 0, through.stderr[-2000:]
     assert through.stdout.encode() == whole[1].read_bytes()
+    import gzip
+
+    # Gzip is read through (`cat rows.csv.gz | pipeline predict -`); gzipped Parquet is refused.
+    assert piped(gzip.compress(TEST_CSV.read_bytes(), mtime=0)).stdout == whole[1].read_bytes()
+    zipped = piped(gzip.compress((tmp_path / "rows.parquet").read_bytes(), mtime=0))
+    assert zipped.returncode == 4
+    assert zipped.stderr.decode().splitlines()[-1] == (
+        "error: input stdin is gzip-compressed Parquet: decompress it first"
+    )
     empty = piped(b"")
     assert empty.returncode == 4
     assert empty.stderr.decode().splitlines()[-1] == (

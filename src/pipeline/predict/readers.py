@@ -117,8 +117,8 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
 
     A file is itself (its format from its suffix). Stdin or a pipe is copied to a temporary
     file first, in 1 MiB blocks (so predictions start once it ends), and its format comes from
-    its name's suffix, else from its first bytes: Parquet's magic ``PAR1``, a ``{`` for JSON
-    lines, anything else CSV. The copy is removed however the run ends.
+    its name's suffix, else from its first bytes (``_sniffed``: Parquet's magic ``PAR1``, a
+    ``{`` for JSON lines, else CSV; gzip read through). The copy goes however the run ends.
     """
     if not is_stream(source):
         yield source, str(source), detect_format(source, "auto")
@@ -138,14 +138,31 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except OSError as exc:
             raise DataError(f"input {label} cannot be read: {exc.strerror or exc}") from exc
-        fmt = detect_format(source, "auto") if source.suffix else _sniffed(copy)
+        known = (copy, detect_format(source, "auto")) if source.suffix else None
+        copy, fmt = known or _sniffed(copy, label)
         yield copy, label, fmt
 
 
-def _sniffed(path: Path) -> str:
-    """The format of a nameless input from its first bytes (``spooled``)."""
+def _sniffed(path: Path, label: str) -> tuple[Path, str]:
+    """A nameless input (``spooled``'s copy) and its format, from its first bytes; gzip is
+    read through (renamed ``.csv.gz`` / ``.jsonl.gz``, which the readers decompress)."""
+    import gzip
+
     with path.open("rb") as fh:
         head = fh.read(4096)
+    if not head.startswith(b"\x1f\x8b"):
+        return path, _format_of(head)
+    try:
+        with gzip.open(path, "rb") as fh:
+            fmt = _format_of(fh.read(4096))
+    except (OSError, EOFError) as exc:
+        raise DataError(f"input {label} is damaged gzip data ({exc}): check the file") from exc
+    if fmt == "parquet":
+        raise DataError(f"input {label} is gzip-compressed Parquet: decompress it first")
+    return path.rename(path.with_name(f"input.{fmt}.gz")), fmt
+
+
+def _format_of(head: bytes) -> str:
     if head.startswith(b"PAR1"):
         return "parquet"
     return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
