@@ -44,6 +44,7 @@ from pipeline.tensors import (
     loss_fn,
     network_config,
     predict_rows,
+    ridge_fitted,
     score,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "loss_fn",
     "network_config",
     "predict_rows",
+    "ridge_fitted",
     "score",
 ]
 

@@ -116,10 +116,9 @@ def _infer_target(
     frame: pd.DataFrame, header: list[str], settings: Settings, label: str, log: Any
 ) -> schema_mod.Head:
     """``schema.infer_target`` of the header and the target; its warnings logged."""
-    target = settings.data.target
     head = schema_mod.infer_target(
         header,
-        frame[target] if target in frame.columns else None,
+        frame[settings.data.target],  # prepare_target has refused a file without it
         settings.data,
         settings.train.target_transform,
         label,

@@ -29,6 +29,7 @@ from pipeline.model import (
     in_blocks,
 )
 from pipeline.settings import Settings
+from pipeline.split import Split
 
 
 @dataclass
@@ -176,6 +177,14 @@ def blends(pre: Preprocessor, rows: int) -> bool:
     design small enough for ``linear`` (``linear.fits``)."""
     cards = tuple(s.cardinality for s in pre.categorical)
     return pre.target.task == "regression" and linear.fits(rows, pre.n_numeric_features, cards)
+
+
+def ridge_fitted(settings: Settings, pre: Preprocessor, split: Split) -> bool:
+    """Whether `pipeline train` fits a ridge beside the network: asked for
+    (``model.linear_blend``), and ``blends`` on the rows it is fitted on (the training rows,
+    and the validation rows too after a refit)."""
+    rows = len(split.train) + (len(split.val) if settings.train.refit else 0)
+    return settings.model.linear_blend and blends(pre, rows)
 
 
 def blend_linear(

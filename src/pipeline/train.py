@@ -111,10 +111,11 @@ def _built(
 ) -> TrainResult:
     """Steps 3 to 5 and the build's files, on the laid-out data."""
     from pipeline import fit
+    from pipeline.checkpoints import Checkpoints
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     inputs = _inputs(data, settings.seed)
-    checkpoints = _checkpoints(store, data, settings)
+    checkpoints = Checkpoints.of_run(store, inputs, settings)
     # 3. train with early stopping, 4. refit on train + validation
     if laid.on_ray is None:
         trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
@@ -180,10 +181,8 @@ def _blend(
     from pipeline import fit
 
     split = data.split
-    # The rows the ridge would be fitted on: said before any is asked for (on Ray, the driver
-    # holds the training rows only when it will be fitted).
-    ridge = len(split.train) + (len(split.val) if settings.train.refit else 0)
-    if not settings.model.linear_blend or not fit.blends(pre, ridge):
+    # Said before any row is asked for: on Ray, the driver holds the training rows only then.
+    if not fit.ridge_fitted(settings, pre, split):
         return None
     refit = None
     if settings.train.refit:

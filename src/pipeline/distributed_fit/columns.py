@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -219,7 +219,7 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
     import ray
 
     from pipeline import fit, prepare
-    from pipeline.distributed_fit.shards import Parts, gathered
+    from pipeline.distributed_fit.shards import Parts, fetched, gathered
 
     d, split = settings.data, data.split
     workers, cpus = connection.workers, connection.cluster_cpus
@@ -268,14 +268,13 @@ def lay_out(settings: Any, data: Any, connection: Any, device: str, log: Any) ->
         for k in range(workers)
     ]  # fmt: skip
     # The ridge beside the network needs every row; it is only fitted on a small table.
-    ridge = len(split.train) + (len(split.val) if settings.train.refit else 0)
-    everything = settings.model.linear_blend and fit.blends(pre, ridge)
+    everything = fit.ridge_fitted(settings, pre, split)
     results = [[r[1 + d] for r in runs] for d in range(len(destinations))]  # per destination
     if everything:  # train and validation rows from the workers' blocks, and the test rows
         kept_rows = [*blocks, *chunks["test"]]
         at = [*range(workers), *range(len(destinations) - len(chunks["test"]), len(destinations))]
         laid = [
-            gathered(_fetched(results[d]), widths, y[rows])
+            gathered(fetched(results[d]), widths, y[rows])
             for d, rows in zip(at, kept_rows, strict=True)
         ]
         part = _part(laid, kept_rows, data.rows, device)
@@ -340,23 +339,15 @@ def _scored(network: Any, refs: list[Any], widths: list[tuple[int, int, int]], n
     """The Ray task that scores one chunk of rows (``Elsewhere.outputs``)."""
     import torch
 
-    from pipeline.distributed_fit.shards import gathered
+    from pipeline.distributed_fit.shards import fetched, gathered
     from pipeline.model import EVAL_BATCH
 
-    rows = gathered(_fetched(refs), widths, np.zeros(n, np.float32))
+    rows = gathered(fetched(refs), widths, np.zeros(n, np.float32))
     numeric, categorical = torch.from_numpy(rows.numeric), torch.from_numpy(rows.categorical)
     outs = [torch.zeros((0, network.n_outputs))]
     for i in range(0, n, EVAL_BATCH):
         outs.append(network(numeric[i : i + EVAL_BATCH], categorical[i : i + EVAL_BATCH]))
     return torch.cat(outs).numpy()
-
-
-def _fetched(refs: list[Any]) -> Iterator[Piece]:
-    """Each piece of ``refs`` in turn, fetched as it is asked for."""
-    import ray
-
-    for ref in refs:
-        yield ray.get(ref)
 
 
 def _scored_part(held: dict[str, Elsewhere], split: Any) -> Callable[[np.ndarray], Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,10 +66,16 @@ class Parts:
 
     def shard(self) -> Shard:
         """The worker's ``Shard``: its pieces fetched one at a time and copied into place."""
-        import ray
 
-        pieces = (ray.get(ref) for ref in self.pieces)
-        return Shard(gathered(pieces, self.widths, self.target), self.train, self.val)
+        return Shard(gathered(fetched(self.pieces), self.widths, self.target), self.train, self.val)
+
+
+def fetched(refs: list[Any]) -> Iterator[Piece]:
+    """Each piece of ``refs`` (Ray object refs) in turn, fetched as it is asked for."""
+    import ray
+
+    for ref in refs:
+        yield ray.get(ref)
 
 
 def gathered(
