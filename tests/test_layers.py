@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "split": 2,
     "fit": 2,
     "adamw": 2,
+    "products": 2,
     "tensors": 2,
     "distributed_fit": 2,
     "metrics": 2,

@@ -46,6 +46,7 @@ from pipeline.tensors import (
     predict_rows,
     ridge_fitted,
     score,
+    summed,
 )
 
 __all__ = [
@@ -216,7 +217,7 @@ class _Loop:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epoch, self.position = 1, 0
         self.order: torch.Tensor | None = None
-        self.total = torch.zeros((), device=device)
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
 
     def state(self) -> FitState:
         """A snapshot of the loop, on the CPU, unaffected by the training that follows."""
@@ -255,7 +256,8 @@ class _Loop:
         self.model.train()
         if self.order is None:
             self.order = torch.randperm(len(rows), generator=self.shuffle_gen).to(self.device)
-            self.total, self.position = torch.zeros((), device=self.device), 0
+            self.total = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.position = 0
         for start, end, weight in self._steps(len(rows)):
             numeric, categorical, target = rows.batch(self.order[start:end])
             # Every member's loss on the same batch: their mean is the sum each member minimises.
@@ -263,9 +265,10 @@ class _Loop:
             k = out.shape[0]
             self.optimiser.zero_grad(set_to_none=True)
             if len(target):
-                loss = self.train_loss_of(out.reshape(k * len(target), -1), target.repeat(k))
+                each = self.train_loss_of(out.reshape(k * len(target), -1), target.repeat(k))
+                loss = each.mean()
                 (loss if weight is None else loss * weight).backward()  # type: ignore[no-untyped-call]
-                self.total += loss.detach() * len(target)
+                self.total += summed(each.detach()) / k  # the members' mean loss x the rows
             else:  # this worker's rows ran out: zero gradients, but it joins the all-reduce
                 (out.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
             self.optimiser.step()
@@ -317,7 +320,7 @@ class _Loop:
             if outs is None or targets is None:  # not rank 0
                 return math.inf, {}
             out, val_target = outs, targets
-        loss = float(self.loss_of(out, val_target))
+        loss = float(summed(self.loss_of(out, val_target))) / len(val_target)
         scores = score(
             outputs.to_values(out.cpu().numpy(), self.target), val_target.cpu().numpy(), self.target
         )

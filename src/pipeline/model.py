@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.linear import FLOOR
+from pipeline.products import MemberProduct
 
 # Rows gathered at a time when scoring many rows without autograd (evaluation, prediction).
 EVAL_BATCH = 65536
@@ -116,7 +117,8 @@ class MemberLinear(nn.Module):
             nn.init.uniform_(b, -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        out: torch.Tensor = MemberProduct.apply(x, self.weight, self.bias)  # type: ignore[no-untyped-call]
+        return out
 
 
 class TabularMLP(nn.Module):

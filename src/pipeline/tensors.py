@@ -1,10 +1,11 @@
 """The data as tensors and what is computed from them outside the fitting loop.
 
 ``Tensors`` holds the encoded rows on the training device; ``network_config`` sizes the network
-from the fitted preprocessing; ``loss_fn`` is the task's loss; ``forward_all``, ``predict_rows``,
-``evaluate_rows`` and ``score`` run a model over rows in fixed blocks and score it;
-``blend_linear`` puts a linear model beside a trained network. ``fit`` (the
-loop) and the stages use them; ``fit`` re-exports them under its own name.
+from the fitted preprocessing; ``loss_fn`` is the task's loss per row and ``summed`` its sum,
+the same on any thread count; ``forward_all``, ``predict_rows``, ``evaluate_rows`` and
+``score`` run a model over rows in fixed blocks and score it; ``blend_linear`` puts a linear
+model beside a trained network. ``fit`` (the loop) and the stages use them; ``fit`` re-exports
+them under its own name.
 """
 
 from __future__ import annotations
@@ -94,18 +95,32 @@ def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
 def loss_fn(
     task: str, smoothing: float = 0.0
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The loss for a task; outputs are [B, n_outputs].
+    """Each row's loss for a task ([B]; outputs are [B, n_outputs]): ``.mean()`` is the loss a
+    step minimises, ``summed`` the sum that is recorded.
 
     ``smoothing`` (classification only) moves that share of each target's probability mass
     evenly onto every class: the training loss uses it, early stopping the plain loss.
     """
     if task == "regression":
-        return lambda out, y: nn.functional.mse_loss(out.squeeze(1), y)
+        return lambda out, y: nn.functional.mse_loss(out.squeeze(1), y, reduction="none")
     if task == "binary":
         return lambda out, y: nn.functional.binary_cross_entropy_with_logits(
-            out.squeeze(1), y.float() * (1.0 - smoothing) + smoothing / 2
+            out.squeeze(1), y.float() * (1.0 - smoothing) + smoothing / 2, reduction="none"
         )
-    return lambda out, y: nn.functional.cross_entropy(out, y, label_smoothing=smoothing)
+    return lambda out, y: nn.functional.cross_entropy(
+        out, y, label_smoothing=smoothing, reduction="none"
+    )
+
+
+def summed(values: torch.Tensor) -> torch.Tensor:
+    """The sum of ``values`` as a float64 scalar tensor, with the same bits on any number of
+    threads. torch splits a CPU reduction of more than 32,768 values between its threads and
+    adds their partial sums, so its last bits follow the thread count (the gradients do not:
+    they are element-wise); numpy's pairwise sum runs in one fixed order. On a GPU torch's own
+    sum is used: its order follows the device, not the host's threads, and it needs no sync."""
+    if values.device.type != "cpu":
+        return values.double().sum()
+    return torch.tensor(np.sum(values.detach().numpy(), dtype=np.float64), dtype=torch.float64)
 
 
 @torch.inference_mode()
