@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.linear import FLOOR
-from pipeline.products import MemberProduct
+from pipeline.products import MemberProduct, threads_at_most
 
 # Rows gathered at a time when scoring many rows without autograd (evaluation, prediction).
 EVAL_BATCH = 65536
@@ -370,7 +370,8 @@ class FoldedNetwork:
         does not sum 63 padding rows' embeddings.
         """
         k = self.members
-        h = torch.baddbmm(self.bias, x.expand(k, *x.shape), self.numeric_weight)
+        with threads_at_most(k):  # serve may run several threads: one member must not split
+            h = torch.baddbmm(self.bias, x.expand(k, *x.shape), self.numeric_weight)
         if self.offsets.shape[2]:
             # 2-D input: each row of each member is one bag of C indices, summed.
             idx = (categorical[:rows] + self.offsets).reshape(-1, self.offsets.shape[2])

@@ -33,7 +33,7 @@ class MemberProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        with _threads_at_most(len(x)):
+        with threads_at_most(len(x)):
             return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
@@ -46,7 +46,7 @@ class MemberProduct(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         gx = None
         if ctx.needs_input_grad[0]:
-            with _threads_at_most(len(x)):
+            with threads_at_most(len(x)):
                 gx = torch.bmm(grad, weight)
         gw, gb = chunked_gradients(x, grad)
         return gx, gw, gb
@@ -59,16 +59,17 @@ def chunked_gradients(x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor
     out = grad.shape[2]
     n = -(-rows // CHUNK_ROWS)
     if n <= 1:  # one chunk per member
-        with _threads_at_most(k):
-            return torch.bmm(grad.transpose(1, 2), x), grad.sum(dim=1)
+        with threads_at_most(k):
+            # x^T @ grad, transposed: baddbmm's own product, so its bits at one chunk
+            return torch.bmm(x.transpose(1, 2), grad).transpose(1, 2), grad.sum(dim=1)
     pad = n * CHUNK_ROWS - rows
     if pad:  # zero rows add exact zeros
         x = torch.nn.functional.pad(x, (0, 0, 0, pad))
         grad = torch.nn.functional.pad(grad, (0, 0, 0, pad))
     xs = x.reshape(k * n, CHUNK_ROWS, width)
     gs = grad.reshape(k * n, CHUNK_ROWS, out)
-    with _threads_at_most(k * n):
-        partial = torch.bmm(gs.transpose(1, 2), xs).view(k, n, out, width)
+    with threads_at_most(k * n):
+        partial = torch.bmm(xs.transpose(1, 2), gs).view(k, n, width, out).transpose(2, 3)
     sums = gs.view(k, n, CHUNK_ROWS, out).sum(dim=2)  # [k, n, out]: each chunk on its own
     gw, gb = partial[:, 0].clone(), sums[:, 0].clone()
     for i in range(1, n):  # element-wise, in chunk order
@@ -78,7 +79,7 @@ def chunked_gradients(x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor
 
 
 @contextmanager
-def _threads_at_most(entries: int) -> Iterator[None]:
+def threads_at_most(entries: int) -> Iterator[None]:
     """torch's threads capped at ``entries`` for the block: a batched product of at least as
     many entries as threads runs each entry on one thread, where fewer entries than threads
     get split between them (and one entry is a plain matrix product, split along its sums)."""
