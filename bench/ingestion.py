@@ -2,8 +2,10 @@
 
 The project's path is what `pipeline train` runs before its first epoch: ``prepare.prepare``
 (the file's sha256, ``read.read_table`` with pyarrow then a pandas frame, the target check,
-``schema.infer`` and the split), then ``features.fit`` on the training rows and
-``Preprocessor.transform`` of every row to the float32/int64 arrays the network gets. The
+``schema.infer`` and the split), then ``features.fit`` on the training rows (a column at a
+time, ``RowsOf``) and ``Preprocessor.transform`` of every row to the float32/int64 arrays the
+network gets (reading each column once, ``Consumed``, column-major above 256 MB as
+``train._encode`` lays it out). The
 reference is ``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` of the same file and
 nothing else. Both run in one child process, alternating, several times; the table gives medians.
 Target: the project's path takes at most 2x pyarrow alone.
@@ -26,10 +28,11 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     import pyarrow.parquet as pq
     import structlog
 
-    from pipeline.features import fit
+    from pipeline.features import Consumed, RowsOf, fit
     from pipeline.prepare import prepare
     from pipeline.settings import DataSettings, Settings
     from pipeline.store import Store
+    from pipeline.train import COLUMN_MAJOR_BYTES
 
     settings = Settings(data=DataSettings(source=str(path), target="y", drop=[], format=fmt))
     store = Store.from_uri(str(path.parent / "store"))
@@ -38,8 +41,12 @@ def child(path: Path, fmt: str, repeats: int) -> None:
 
     def project() -> int:
         data = prepare(settings, store, log)
-        pre = fit(data.frame.iloc[data.split.train], data.schema, settings.features, data.label)
-        encoded = pre.transform(data.frame, data.label, with_target=True)
+        pre = fit(RowsOf(data.frame, data.split.train), data.schema, settings.features, data.label)
+        rows = len(data.frame)
+        big = rows * pre.n_numeric_features * 4 >= COLUMN_MAJOR_BYTES
+        encoded = pre.transform(
+            Consumed(data.frame), data.label, with_target=True, rows=rows, by_column=big
+        )
         return int(encoded.numeric.shape[0])
 
     def reference() -> int:

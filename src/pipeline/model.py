@@ -248,7 +248,10 @@ def linear_output(
     linear model wants them straight, so it sees ``x = s / sqrt(1 - (s / r)^2)`` again
     (``unclip`` is 1 / r, 0 where there is no clipping; ``linear.unclip`` in float64)."""
     x = x / torch.sqrt(torch.clamp(1.0 - (x * unclip) ** 2, min=FLOOR))
-    out = torch.addmm(bias, x, numeric)
+    # One matrix, on one thread: MKL may cut it between threads, or not, call by call (a
+    # 2-thread build once scored its test rows in other last bits than a 1-thread one).
+    with threads_at_most(1):
+        out = torch.addmm(bias, x, numeric)
     if offsets.shape[1]:
         idx = categorical[:rows] + offsets.to(categorical.device)
         out[:rows] += nn.functional.embedding_bag(idx, table, mode="sum")

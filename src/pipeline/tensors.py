@@ -29,6 +29,7 @@ from pipeline.model import (
     embedding_dim,
     in_blocks,
 )
+from pipeline.products import threads_at_most
 from pipeline.settings import Settings
 from pipeline.split import Split
 
@@ -172,11 +173,15 @@ def predict_rows(model: TabularMLP, part: Tensors | Elsewhere, target: TargetSta
     network = FoldedNetwork(copy.deepcopy(model).cpu().eval())
     if not isinstance(part, Tensors):
         return outputs.to_values(part.outputs(network), target)
+    # As `pipeline predict` scores: one torch thread per kernel, spans of blocks side by side
+    # in as many threads as training has, so no kernel is cut between threads.
+    network.threads = torch.get_num_threads()
     at = part.rows.cpu()
     parts = [torch.zeros((0, model.cfg.n_outputs))]
-    for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
-        rows = at[i : i + EVAL_BATCH]
-        parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
+    with threads_at_most(1):
+        for i in range(0, len(at), EVAL_BATCH):  # gather at most EVAL_BATCH rows at a time
+            rows = at[i : i + EVAL_BATCH]
+            parts.append(network(part.numeric[rows].cpu(), part.categorical[rows].cpu()))
     return outputs.to_values(torch.cat(parts).numpy(), target)
 
 
