@@ -1,15 +1,16 @@
-"""The ensemble's linear layers as one autograd function whose weight gradient has the same bits
-on any number of torch threads.
+"""The ensemble's linear layers as one autograd function whose results have the same bits on
+any number of torch threads.
 
 ``torch.baddbmm``'s own backward computes each member's weight gradient as one matrix product
-over the batch's rows. When there are fewer members than threads, the BLAS library splits
-such a product between threads along the rows and adds the partial sums in an order that
-follows their number: with one member (``PIPELINE_MODEL__MEMBERS=1``), 1 and 2 threads gave
-other weights at batch 256 and above; with 4 members, 8 threads did (measured on torch 2.13's
-MKL; the outputs and input gradients never differed). Here the rows are cut into fixed chunks
-of ``CHUNK_ROWS``, each chunk's product is one entry of a batched product run on at most one
-thread per entry (so no entry is split), and the chunks' partial sums are added in chunk order.
-The layer's forward pass and input gradient are ``baddbmm``'s.
+over the batch's rows. When a batched product has fewer entries (members) than threads, MKL
+splits an entry between threads and adds the partial sums in an order that follows their
+number: with 4 members, 8 threads gave other weight gradients than 1; with 2 members, 3
+threads did. One member is a plain matrix product for torch, and 2 threads already changed its
+weight gradients (batch 256 and above), its outputs and its input gradients (measured on torch
+2.13's MKL, ``tests/test_products.py``). Here the weight gradient's rows are cut into fixed
+chunks of ``CHUNK_ROWS``, each chunk one entry of a batched product, the chunks' partial sums
+are added in chunk order, and every product runs on at most as many threads as it has entries,
+so that none is split.
 """
 
 from __future__ import annotations
