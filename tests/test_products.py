@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.products import CHUNK_ROWS, MemberProduct
+from pipeline.products import MemberProduct
 
 
 def _grads(threads: int, members: int, rows: int, width: int, out: int, plain: bool = False):
@@ -33,7 +33,7 @@ SHAPES = [  # (members, rows, inputs, outputs): each split by the BLAS library u
     (2, 1024, 256, 256),  # fewer members than threads: the weight gradient, at 3 and 4
     (4, 4096, 256, 256),  # at 8 threads
     (1, 1, 33, 256),  # a single row: the input gradient, at 2 threads
-    (3, CHUNK_ROWS * 2 + 5, 17, 9),  # a padded last chunk
+    (3, 517, 17, 9),  # three members, odd sizes
 ]
 
 
@@ -73,3 +73,15 @@ def test_the_thread_count_is_restored() -> None:
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("members", "rows", "width", "out"), SHAPES)
+def test_the_layer_gives_baddbmms_bits_where_each_member_has_a_thread(
+    members: int, rows: int, width: int, out: int
+) -> None:
+    """On one thread (every member then runs whole on one), the products and gradients are
+    baddbmm's own bits: ``MemberLinear`` uses baddbmm itself when there are at least as many
+    members as threads and this function otherwise, so the thread count cannot change them."""
+    ours, plain = _grads(1, members, rows, width, out), _grads(1, members, rows, width, out, True)
+    for a, b in zip(ours, plain, strict=True):
+        assert torch.equal(a, b)

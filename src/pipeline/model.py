@@ -117,6 +117,9 @@ class MemberLinear(nn.Module):
             nn.init.uniform_(b, -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) >= torch.get_num_threads():  # each member whole on one thread already
+            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        # The same products and bits, on one thread per member (``products``)
         out: torch.Tensor = MemberProduct.apply(x, self.weight, self.bias)  # type: ignore[no-untyped-call]
         return out
 
