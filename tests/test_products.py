@@ -80,7 +80,7 @@ def test_the_layer_gives_baddbmms_bits_where_each_member_has_a_thread(
     members: int, rows: int, width: int, out: int
 ) -> None:
     """On one thread (every member then runs whole on one), the products and gradients are
-    baddbmm's own bits: ``MemberLinear`` uses baddbmm itself when there are at least as many
+    baddbmm's own bits: ``member_product`` uses baddbmm itself when there are at least as many
     members as threads and this function otherwise, so the thread count cannot change them."""
     ours, plain = _grads(1, members, rows, width, out), _grads(1, members, rows, width, out, True)
     for a, b in zip(ours, plain, strict=True):

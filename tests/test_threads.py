@@ -5,33 +5,40 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import event
 from tests.conftest import run_fresh as run_cli
 
 
+def _train(tmp_path: Path, threads: str, **env: str) -> tuple[dict[str, Any], Path]:
+    """`pipeline train` with PIPELINE_TRAIN__THREADS=``threads`` into a store of its own: the
+    summary event and the build folder."""
+    store = tmp_path / f"store-{threads}"
+    done = run_cli(
+        "train",
+        env={
+            "PIPELINE_STORE": str(store),
+            "PIPELINE_LOG_FORMAT": "json",
+            "PIPELINE_ENV_FILE": os.devnull,
+            "PIPELINE_TRAIN__MAX_EPOCHS": "2",
+            "PIPELINE_TRAIN__THREADS": threads,
+            **env,
+        },
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = event(done.stdout, "train.summary")
+    return summary, store / "builds" / summary["build_id"]
+
+
 def test_one_and_two_threads_give_the_same_build_id_and_weights(tmp_path: Path) -> None:
     """`pipeline train` with PIPELINE_TRAIN__THREADS=1 and =2 writes byte-identical builds."""
     builds = {}
     for threads in ("1", "2"):
-        store = tmp_path / f"store-{threads}"
-        done = run_cli(
-            "train",
-            env={
-                "PIPELINE_STORE": str(store),
-                "PIPELINE_LOG_FORMAT": "json",
-                "PIPELINE_ENV_FILE": os.devnull,
-                "PIPELINE_TRAIN__MAX_EPOCHS": "2",
-                "PIPELINE_TRAIN__THREADS": threads,
-                "PIPELINE_SEED": "3",
-            },
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr
-        summary = event(done.stdout, "train.summary")
+        summary, build = _train(tmp_path, threads, PIPELINE_SEED="3")
         assert summary["threads"] == int(threads)  # the setting took effect and is logged
-        build = store / "builds" / summary["build_id"]
         environment = json.loads((build / "provenance.json").read_text())["environment"]
         assert environment["threads"] == int(threads)  # and is recorded, outside the id
         builds[threads] = (summary["build_id"], (build / "weights.pt").read_bytes())
@@ -64,27 +71,12 @@ def test_thread_count_does_not_change_a_narrow_table_build(
     data.write_text("\n".join(lines) + "\n")
     builds = {}
     for threads in ("1", "2"):
-        store = tmp_path / f"store-{threads}"
-        done = run_cli(
-            "train",
-            env={
-                "PIPELINE_STORE": str(store),
-                "PIPELINE_LOG_FORMAT": "json",
-                "PIPELINE_ENV_FILE": os.devnull,
-                "PIPELINE_DATA__SOURCE": str(data),
-                "PIPELINE_DATA__TARGET": "y",
-                "PIPELINE_TRAIN__VAL_FRACTION": "0.5",
-                "PIPELINE_TRAIN__TEST_FRACTION": "0.1",
-                "PIPELINE_TRAIN__BATCH_SIZE": batch,
-                "PIPELINE_MODEL__MEMBERS": members,
-                "PIPELINE_TRAIN__MAX_EPOCHS": "2",
-                "PIPELINE_TRAIN__THREADS": threads,
-            },
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0, done.stderr
-        summary = event(done.stdout, "train.summary")
-        build = store / "builds" / summary["build_id"]
+        summary, build = _train(
+            tmp_path, threads,
+            PIPELINE_DATA__SOURCE=str(data), PIPELINE_DATA__TARGET="y",
+            PIPELINE_TRAIN__VAL_FRACTION="0.5", PIPELINE_TRAIN__TEST_FRACTION="0.1",
+            PIPELINE_TRAIN__BATCH_SIZE=batch, PIPELINE_MODEL__MEMBERS=members,
+        )  # fmt: skip
         history = json.loads((build / "history.json").read_text())
         builds[threads] = (summary["build_id"], history, (build / "weights.pt").read_bytes())
     assert builds["1"][1] == builds["2"][1]  # every loss, to the last bit

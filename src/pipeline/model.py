@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.linear import FLOOR
-from pipeline.products import MemberProduct, threads_at_most
+from pipeline.products import member_product, threads_at_most
 
 # Rows gathered at a time when scoring many rows without autograd (evaluation, prediction).
 EVAL_BATCH = 65536
@@ -117,11 +117,7 @@ class MemberLinear(nn.Module):
             nn.init.uniform_(b, -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) >= torch.get_num_threads():  # each member whole on one thread already
-            return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
-        # The same products and bits, on one thread per member (``products``)
-        out: torch.Tensor = MemberProduct.apply(x, self.weight, self.bias)  # type: ignore[no-untyped-call]
-        return out
+        return member_product(x, self.weight, self.bias)
 
 
 class TabularMLP(nn.Module):

@@ -10,9 +10,9 @@ outputs and its input gradients (measured on torch 2.13's MKL, ``tests/test_prod
 With at least as many entries as threads, each entry runs whole on one thread and no thread
 count changed a bit. So every product here runs on at most as many threads as members, with
 ``baddbmm``'s own arithmetic (the same bits, ``tests/test_products.py``); ``MemberLinear`` uses
-it only when there are more threads than members, so the default ensemble of 4 on up to 4
-threads (the most ``runtime`` chooses) runs ``baddbmm`` itself, and one member on 2 threads
-runs its products on one.
+(``member_product``) only when there are more threads than members, so the default ensemble
+of 4 on up to 4 threads (the most ``runtime`` chooses) runs ``baddbmm`` itself, and one member
+on 2 threads runs its products on one.
 """
 
 from __future__ import annotations
@@ -22,6 +22,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+
+def member_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``bias + x @ weight^T`` for each member (x [k, B, in], weight [k, out, in], bias [k, out]):
+    ``baddbmm`` itself while every member has a thread to itself, else ``MemberProduct`` (the
+    same bits, on at most one thread per member)."""
+    if len(x) >= torch.get_num_threads():
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    out: torch.Tensor = MemberProduct.apply(x, weight, bias)  # type: ignore[no-untyped-call]
+    return out
 
 
 class MemberProduct(torch.autograd.Function):
