@@ -52,6 +52,21 @@ def test_a_trials_folds_combine_to_the_same_scores_however_they_were_split() -> 
     assert state[3]["seconds"] == 3.0
 
 
+def test_a_rung_compares_its_own_folds_even_when_a_resumed_search_holds_more() -> None:
+    """A search interrupted after trial 0 ran folds 1-2 resumes holding its three folds: the
+    first rung still compares fold 0 alone, as the uninterrupted search did (it kept trial 2
+    there, and the resumed one, comparing trial 0's three-fold mean, stopped it)."""
+    per_fold = {"0": {"metrics": {"log_loss": 0.46}, "epochs": 6},
+                "1": {"metrics": {"log_loss": 0.45}, "epochs": 6},
+                "2": {"metrics": {"log_loss": 0.44}, "epochs": 6}}  # fmt: skip
+    state: dict[int, dict] = {}
+    metrics, epochs = search.fold_summary(per_fold)
+    tune._merge(state, {"trial": 0, "status": "ok", "metrics": metrics, "epochs": epochs,
+                        "seconds": 1.0, "per_fold": per_fold})  # fmt: skip
+    assert tune._rung_score(state[0], 1, "log_loss") == 0.46
+    assert tune._rung_score(state[0], 3, "log_loss") == pytest.approx(0.45)
+
+
 def test_ranking_puts_complete_trials_first_then_stopped_by_folds_then_failed() -> None:
     def row(trial: int, status: str, score: float | None, folds: int) -> dict:
         return {"trial": trial, "status": status, "score": score, "folds": folds}

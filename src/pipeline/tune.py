@@ -269,7 +269,7 @@ def _search(
                         failed[int(result["trial"])] = result
             alive = [trial for trial in alive if trial not in failed]
             if end is not None and end != schedule[-1]:
-                scores = {trial: state[trial]["metrics"].get(payload.metric) for trial in alive}
+                scores = {trial: _rung_score(state[trial], end, payload.metric) for trial in alive}
                 maximise = search.better(payload.metric) == "max"
                 keep = halving.survivors(scores, halving.kept(len(alive), t.reduction), maximise)
                 if 0 in alive and 0 not in keep:  # the current configuration always finishes,
@@ -287,6 +287,13 @@ def _search(
         trial: _final(state, failed, stopped_at, trial, schedule, payload.metric)
         for trial in range(n)
     }
+
+
+def _rung_score(known: dict[str, Any], end: int, metric: str) -> float | None:
+    """A trial's score on folds 0 to ``end - 1``, which the rung compares: a resumed search
+    may also hold a survivor's later folds, run before the interruption."""
+    per_fold = {f: r for f, r in known["per_fold"].items() if int(f) < end}
+    return search.fold_summary(per_fold)[0].get(metric)
 
 
 def _ran(known: dict[str, Any] | None, span: tuple[int, int] | None) -> bool:
