@@ -63,7 +63,7 @@ def test_the_default_space_is_valid_and_covers_what_users_tune(tmp_path: Path) -
     assert set(space) >= {
         "train.learning_rate", "train.weight_decay", "train.batch_size", "model.hidden",
         "model.dropout", "features.max_embedding_dim", "features.min_frequency",
-        "features.log_skewed",
+        "features.log_skewed", "features.smooth_clip", "features.clip_quantile", "model.members",
     }  # fmt: skip
 
 

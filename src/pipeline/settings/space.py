@@ -43,7 +43,8 @@ NOT_SEARCHABLE = {
 }
 MAX_CHOICES = 64
 
-# The default space: what a user without ML background can trust for the tabular MLP.
+# The default space: what a user without ML background can trust for the tabular MLP, and the
+# recipe's own knobs (ensemble size, input clipping) that issue 13 added to it.
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "train.learning_rate": {"loguniform": [3e-4, 1e-2]},
     "train.weight_decay": {"loguniform": [1e-5, 1e-1]},
@@ -53,6 +54,9 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "features.max_embedding_dim": {"choice": [4, 8, 16, 32]},
     "features.min_frequency": {"int": [1, 10]},
     "features.log_skewed": {"choice": [True, False]},
+    "features.smooth_clip": {"uniform": [1.0, 5.0]},
+    "features.clip_quantile": {"choice": [0.0, 0.005, 0.01, 0.02]},
+    "model.members": {"choice": [2, 4, 8]},
 }
 
 
