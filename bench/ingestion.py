@@ -4,8 +4,8 @@ The project's path is what `pipeline train` runs before its first epoch: ``prepa
 (the file's sha256, ``read.read_table`` with pyarrow then a pandas frame, the target check,
 ``schema.infer`` and the split), then ``features.fit`` on the training rows (a column at a
 time, ``RowsOf``) and ``Preprocessor.transform`` of every row to the float32/int64 arrays the
-network gets (reading each column once, ``Consumed``, column-major above 256 MB as
-``train._encode`` lays it out). The
+network gets (``train._encode`` itself: each column read once, column-major above 256 MB,
+shared with torch as training does). The
 reference is ``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` of the same file and
 nothing else. Both run in one child process, alternating, several times; the table gives medians.
 Target: the project's path takes at most 2x pyarrow alone.
@@ -28,11 +28,12 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     import pyarrow.parquet as pq
     import structlog
 
-    from pipeline.features import Consumed, RowsOf, fit
+    import pipeline.fit  # noqa: F401  (torch: imported before the first timed run, not in it)
+    from pipeline.features import RowsOf, fit
     from pipeline.prepare import prepare
     from pipeline.settings import DataSettings, Settings
     from pipeline.store import Store
-    from pipeline.train import COLUMN_MAJOR_BYTES
+    from pipeline.train import _encode
 
     settings = Settings(data=DataSettings(source=str(path), target="y", drop=[], format=fmt))
     store = Store.from_uri(str(path.parent / "store"))
@@ -42,12 +43,7 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     def project() -> int:
         data = prepare(settings, store, log)
         pre = fit(RowsOf(data.frame, data.split.train), data.schema, settings.features, data.label)
-        rows = len(data.frame)
-        big = rows * pre.n_numeric_features * 4 >= COLUMN_MAJOR_BYTES
-        encoded = pre.transform(
-            Consumed(data.frame), data.label, with_target=True, rows=rows, by_column=big
-        )
-        return int(encoded.numeric.shape[0])
+        return int(_encode(data, pre, "cpu").numeric.shape[0])
 
     def reference() -> int:
         table_ = pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path)
