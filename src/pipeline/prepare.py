@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -56,7 +57,18 @@ def prepare(
     typed and fitted elsewhere (`pipeline train --workers`: ``distributed_fit.columns``), and
     the schema has no input columns until ``with_columns`` adds them.
     """
-    fetched = sources.fetch(settings, store)
+
+    def load(path: Path, label: str) -> tuple[list[str], pd.DataFrame]:
+        if not target_only:
+            return [], read.read_table(path, settings.data, label=label)
+        header = read.header(path, settings.data, label=label)
+        if settings.data.target not in header:  # prepare_target says so, naming the columns
+            return header, pd.DataFrame(columns=header)
+        wanted = [settings.data.target]
+        return header, read.read_table(path, settings.data, label=label, columns=wanted)
+
+    # A local file is hashed while it is read.
+    fetched, (header, frame) = sources.fetch_and_read(settings, store, load)
     log.info(
         "data.fetched",
         uri=fetched.uri,
@@ -64,16 +76,6 @@ def prepare(
         bytes=fetched.size,
         cached=fetched.cached,
     )
-    header: list[str] = []
-    if target_only:
-        header = read.header(fetched.path, settings.data, label=fetched.uri)
-        if settings.data.target in header:
-            wanted = [settings.data.target]
-            frame = read.read_table(fetched.path, settings.data, label=fetched.uri, columns=wanted)
-        else:  # prepare_target says so, naming the file's columns
-            frame = pd.DataFrame(columns=header)
-    else:
-        frame = read.read_table(fetched.path, settings.data, label=fetched.uri)
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     left_out = read_rows - len(frame)

@@ -111,15 +111,18 @@ def order_statistics(
 ) -> tuple[float, tuple[float, float, float], tuple[float, float] | None]:
     """``np.median(x)``, ``np.quantile(x, [0.25, 0.5, 0.75])`` and, when ``tails`` is above 0,
     ``np.quantile(x, [tails, 1 - tails])`` (else None) (``x`` float64 without NaN, at least one
-    value), from one partition of one copy instead of one per function.
+    value), from one sorted copy instead of one partition per function.
 
-    The partition is ``np.quantile``'s own (the same positions asked of the same function), so
-    the quantiles are its bits; the median is the mean of the middle one or two values, which
-    that partition also puts in place, as ``np.median`` takes it. Only a zero can differ from
-    numpy's, in its sign, when 0.0 and -0.0 are both among the values at the positions asked:
-    which one a partition puts there depends on the positions asked. The encoding cannot tell
-    them apart (``numeric_values`` drops the sign of a zero before centring and scaling).
-    ``tests/test_features.py`` holds this to numpy's own functions.
+    A sorted array holds at each position the value ``np.quantile``'s partition puts there, so
+    the quantiles are its bits (the same positions, the same interpolation); the median is the
+    mean of the middle one or two values, as ``np.median`` takes it. numpy's vectorised sort is
+    2-8x faster than a partition at 13 positions (650k rows: 4 ms against 13 ms a column).
+    Only a zero can differ from numpy's, in its sign, when 0.0 and -0.0 are both among the
+    values at the positions asked: which one lands there depends on the algorithm, and so on
+    the machine's vector instructions. Every zero returned is therefore +0.0, so the fitted
+    statistics (and every build id) are the same on every machine; the encoding cannot tell
+    them apart anyway (``numeric_values`` drops the sign of a zero before centring and
+    scaling). ``tests/test_features.py`` holds this to numpy's own functions.
     """
     n = len(x)
     q = _QUARTILES if tails <= 0 else np.array([0.25, 0.5, 0.75, tails, 1 - tails])
@@ -129,18 +132,18 @@ def order_statistics(
     above = virtual >= n - 1
     previous[above], following[above] = -1, -1  # the largest value, as numpy takes it
     previous, following = previous.astype(np.intp), following.astype(np.intp)
-    part = np.partition(x, np.unique(np.concatenate(([0, -1], previous, following))))
+    ordered = np.sort(x)
     half = n // 2  # the middle positions are among the neighbours of the 0.5 quantile
-    middle = part[half - 1 : half + 1] if n % 2 == 0 else part[half : half + 1]
+    middle = ordered[half - 1 : half + 1] if n % 2 == 0 else ordered[half : half + 1]
     with np.errstate(over="ignore"):
-        median = float(np.mean(middle))
-        a, b = part[previous], part[following]
+        median = float(np.mean(middle)) + 0.0  # + 0.0: -0.0 becomes 0.0
+        a, b = ordered[previous], ordered[following]
         gamma = np.asanyarray(virtual - previous, dtype=virtual.dtype)
         difference = b - a
         lerp = np.add(a, difference * gamma)
         np.subtract(b, difference * (1 - gamma), out=lerp, where=gamma >= 0.5,
                     casting="unsafe", dtype=type(lerp.dtype))  # fmt: skip
-    values = [float(v) for v in lerp]
+    values = [float(v) + 0.0 for v in lerp]
     quartiles = (values[0], values[1], values[2])
     return median, quartiles, (values[3], values[4]) if tails > 0 else None
 

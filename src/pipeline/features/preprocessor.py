@@ -232,14 +232,14 @@ class Preprocessor:
         def encode(jx: tuple[int, pd.Series]) -> tuple[np.ndarray, np.ndarray]:
             j, series = jx
             x = as_numbers(series, self.numeric[j].name, label)
-            return numeric_values(x[:, None], table.column(j))
+            return _in_blocks(x, table.column(j))
 
         def values() -> Iterator[np.ndarray]:
             encoded = in_threads(encode, enumerate(columns), threads_for(n))
             for j, (value, missing) in enumerate(encoded):
                 if table.indicator[j]:
-                    masks.append(missing[:, 0])
-                yield value[:, 0]
+                    masks.append(missing)
+                yield value
 
         # [N, F] float32 written in place: one column's float64 arithmetic is the only
         # temporary, where stacking float64 columns needed 3x the output's memory.
@@ -302,8 +302,24 @@ class Preprocessor:
         return np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
 
 
-# Rows encoded at a time by _numeric_by_column: about 8 MB per float64 temporary.
-_BY_COLUMN_ROWS = 1 << 20
+# Rows encoded at a time (``_in_blocks``, ``_numeric_by_column``): 512 KB per float64
+# temporary, so a block's dozen element-wise passes run in a core's 2 MB cache rather than
+# memory (1M rows x 50 columns: 0.77 s in blocks of 1M, 0.64 s in blocks of 64k).
+_BY_COLUMN_ROWS = 1 << 16
+
+
+def _in_blocks(x: np.ndarray, column: NumericTable) -> tuple[np.ndarray, np.ndarray]:
+    """``numeric_values`` of one column's values ``x`` [n] (``column``: its statistics),
+    ``_BY_COLUMN_ROWS`` rows at a time: the values as float32 [n] (what the network gets) and
+    the missing mask [n]. Element-wise arithmetic: the same values as one call on all rows."""
+    n = len(x)
+    values = np.empty(n, dtype=np.float32)
+    missing = np.empty(n, dtype=bool)
+    for start in range(0, n, _BY_COLUMN_ROWS):
+        block = slice(start, start + _BY_COLUMN_ROWS)
+        value, absent = numeric_values(x[block, None], column)
+        values[block], missing[block] = value[:, 0], absent[:, 0]
+    return values, missing
 
 
 def fit(

@@ -10,8 +10,11 @@ mismatch is an error.
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from pipeline.errors import DataError, SourceError, StoreError
@@ -20,6 +23,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store, atomic_write_json, sha256_file
 
 BUILTIN = ("house-prices", "titanic")
+_T = TypeVar("_T")
 RECORD = "source.json"  # the cache's own record beside each cached dataset
 _SECRET_PARAM = re.compile(
     r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie", re.IGNORECASE
@@ -129,25 +133,35 @@ def _verify_pin(fetched_sha: str, settings: Settings, uri: str) -> None:
         )
 
 
+def _local_file(uri: str) -> Path:
+    """The existing local file a path, ``file://`` or ``builtin://`` URI names."""
+    path = _local_path(uri)
+    if not path.exists():
+        raise DataError(f"dataset file {path} does not exist: check PIPELINE_DATA__SOURCE")
+    if not path.is_file():
+        raise DataError(
+            f"dataset {path} is not a file: point PIPELINE_DATA__SOURCE at a CSV or Parquet file"
+        )
+    return path
+
+
+def _digest(path: Path) -> str:
+    """``sha256_file``, a file that cannot be read being the user's ``DataError``."""
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise DataError(
+            f"dataset file {path} cannot be read: {exc.strerror}; check its permissions"
+        ) from exc
+
+
 def fetch(settings: Settings, store: Store) -> Fetched:
     """Resolve ``settings.data.source`` to a local file with a verified digest."""
     uri = settings.data.source
     scheme = scheme_of(uri)
     if scheme in ("file", "builtin"):
-        path = _local_path(uri)
-        if not path.exists():
-            raise DataError(f"dataset file {path} does not exist: check PIPELINE_DATA__SOURCE")
-        if not path.is_file():
-            raise DataError(
-                f"dataset {path} is not a file: point PIPELINE_DATA__SOURCE at a CSV or Parquet "
-                "file"
-            )
-        try:
-            digest = sha256_file(path)
-        except OSError as exc:
-            raise DataError(
-                f"dataset file {path} cannot be read: {exc.strerror}; check its permissions"
-            ) from exc
+        path = _local_file(uri)
+        digest = _digest(path)
         _verify_pin(digest, settings, uri)
         return Fetched(uri, path, digest, path.stat().st_size, cached=False)
 
@@ -187,6 +201,43 @@ def fetch(settings: Settings, store: Store) -> Fetched:
     if kept is None:
         raise StoreError(f"dataset {digest} vanished from store {store.uri} right after caching")
     return Fetched(shown, kept, digest, kept.stat().st_size, cached=False)
+
+
+def fetch_and_read(
+    settings: Settings, store: Store, read: Callable[[Path, str], _T]
+) -> tuple[Fetched, _T]:
+    """``fetch``, then ``read(path, uri)`` of the fetched file. A local file is hashed in a
+    thread while ``read`` reads it (1M rows of Parquet: 0.18 s to hash, 0.2 s to read), so its
+    digest costs no time. ``fetch``'s errors come first: a file that does not match its pin is
+    that error even when it cannot be read either."""
+    uri = settings.data.source
+    if scheme_of(uri) not in ("file", "builtin"):
+        fetched = fetch(settings, store)
+        return fetched, read(fetched.path, fetched.uri)
+    path = _local_file(uri)
+    hashed: list[str | BaseException] = []
+
+    def digest() -> None:
+        try:
+            hashed.append(_digest(path))
+        except BaseException as exc:  # re-raised in the caller's thread
+            hashed.append(exc)
+
+    # A daemon thread: Ctrl-C during the read does not wait for the hash to finish.
+    hashing = threading.Thread(target=digest, name="sha256", daemon=True)
+    hashing.start()
+    failed: Exception | None = None
+    try:
+        result = read(path, uri)
+    except Exception as exc:  # the digest's errors first (see above)
+        failed = exc
+    hashing.join()
+    if isinstance(hashed[0], BaseException):
+        raise hashed[0]
+    _verify_pin(hashed[0], settings, uri)
+    if failed is not None:
+        raise failed
+    return Fetched(uri, path, hashed[0], path.stat().st_size, cached=False), result
 
 
 def _cached(store: Store, digest: str) -> Path | None:
