@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -320,3 +321,12 @@ def test_values_near_float64_s_largest_fit_finite_statistics(values: list[float]
     state = pre.numeric[0]
     assert state.low <= state.high and 0 < state.scale < np.inf
     assert np.isfinite(pre.transform(frame, "frame", with_target=True).numeric).all()
+
+
+def test_order_statistics_give_positive_zeros_whatever_signed_zero_is_in_place() -> None:
+    """A sort may put 0.0 or -0.0 at a position (it depends on the machine's vector
+    instructions); every zero the fitted statistics take is +0.0, so their bytes do not."""
+    for values in ([-0.0, 0.0, -0.0, 0.0], [-0.0] * 5, [-0.0, 0.0, 1.0], [-1.0, -0.0, -0.0]):
+        median, quartiles, clip = order_statistics(np.array(values), 0.05)
+        for v in (median, *quartiles, *(clip or ())):
+            assert v != 0.0 or math.copysign(1.0, v) == 1.0, (values, v)

@@ -66,3 +66,20 @@ def test_fetch_http_caches_under_the_digest_and_train_uses_it(
     result = cli("train", env=env)
     assert result.exit_code == 0, result.output
     assert event(result.stdout, "data.fetched")["cached"] is True
+
+
+def test_a_local_file_off_its_pin_is_that_error_even_when_it_cannot_be_read(
+    cli: Any, tmp_path: Path
+) -> None:
+    """`train` hashes a local file while reading it; a file that is not a table and does not
+    match PIPELINE_DATA__SHA256 is reported as changed data (the cause), not as a bad table."""
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"\x00\x01 not a table \xff" * 100)
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__SHA256": "0" * 64}
+    result = cli("train", env=env)
+    assert result.exit_code != 0
+    assert "PIPELINE_DATA__SHA256 expects " + "0" * 64 in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # Without the pin, the same file is refused as a table.
+    result = cli("train", env={"PIPELINE_DATA__SOURCE": str(data)})
+    assert result.exit_code != 0 and "SHA256" not in result.stderr, result.stderr
