@@ -147,6 +147,50 @@ def test_one_record_per_request_from_8_clients_in_shuffled_order_equals_pipeline
     assert len(batched) == 1459 and {e["worker"] for e in batched} == {0, 1}
 
 
+def test_two_threads_and_two_passes_at_once_give_pipeline_predict_s_bytes(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """PIPELINE_SERVE__THREADS=2 (torch threads per pass) with 2 passes at a time: 1,459-row
+    requests are scored while one-record requests from 4 clients share the other passes;
+    every answer is `pipeline predict`'s number (one torch thread per kernel): neither the
+    thread count nor a concurrent pass that caps it (``threads_at_most``) changes a bit."""
+    expected = _cli_predictions(house, TEST_CSV, "--release", house["release"])
+    want = [float(row["prediction"]) for row in expected]
+    env = {**house["env"], **LOCAL, "PIPELINE_SERVE__THREADS": "2",
+           "PIPELINE_SERVE__CONCURRENCY": "2"}  # fmt: skip
+    server = serve("--release", house["release"], env=env, cwd=house["root"])
+    server.wait_ready()
+    model = httpx2.get(f"{server.url}/v1/model").json()
+    records = _records(model, TEST_CSV, "Id")
+    wrong: list[Any] = []
+
+    def whole() -> None:
+        for _ in range(3):
+            got = httpx2.post(f"{server.url}/v1/predict", json={"records": records}, timeout=60)
+            if [p["prediction"] for p in got.json()["predictions"]] != want:
+                wrong.append("the whole file")
+
+    def singles(mine: range) -> None:
+        with httpx2.Client(base_url=server.url, timeout=60) as http:
+            for i in mine:
+                (got,) = http.post("/v1/predict", json={"records": [records[i]]}).json()[
+                    "predictions"
+                ]
+                if got["prediction"] != want[i]:
+                    wrong.append(i)
+
+    clients = [threading.Thread(target=whole)]
+    clients += [threading.Thread(target=singles, args=(range(k, len(records), 8),))
+                for k in range(4)]  # fmt: skip
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    assert server.stop() == 0
+    assert wrong == []
+    assert len([e for e in server.named("serve.request") if e["path"] == "/v1/predict"]) > 700
+
+
 def test_titanic_package_returns_classes_and_probabilities(
     serve: Any, titanic: dict[str, Any], tmp_path: Path
 ) -> None:
