@@ -241,8 +241,9 @@ class Preprocessor:
                     masks.append(missing)
                 yield value
 
-        # [N, F] float32 written in place: one column's float64 arithmetic is the only
-        # temporary, where stacking float64 columns needed 3x the output's memory.
+        # [N, F] float32 written in place: the temporaries are a few columns' float64 values
+        # and float32 encodings (and one block's arithmetic), where stacking float64 columns
+        # needed 3x the output's memory.
         numeric = np.empty((n, self.n_numeric_features), dtype=np.float32)
         write_columns(numeric, 0, values())
         write_columns(numeric, len(self.numeric), iter(masks))
