@@ -127,8 +127,8 @@ def _leave_past_ray(code: int | str | None) -> NoReturn:
 
     status = code if isinstance(code, int) else 0 if code is None else 1
     try:
-        if isinstance(code, str):
-            print(code, file=sys.stderr)
+        if isinstance(code, str):  # as the interpreter reports SystemExit("message")
+            sys.stderr.write(f"{code}\n")
         threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
