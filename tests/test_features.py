@@ -136,6 +136,23 @@ def test_smooth_clipping_bounds_every_value_and_keeps_small_ones() -> None:
     assert np.all(np.diff(y[[4, 2, 0, 1, 3, 5]]) > 0)  # order is kept
 
 
+def test_smooth_clipping_gives_hypots_float32_bits_and_survives_overflow() -> None:
+    """The float32 the network gets equals x / hypot(1, x/c) * c's, from tiny values to
+    float64's largest; an x / c that overflows (c = 1e-3) maps to +-c, where hypot gave NaN."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [rng.standard_normal(200_000) * s for s in (0.1, 1.0, 10.0, 1e4)]
+        + [np.logspace(-300, 300, 50_000), -np.logspace(-300, 300, 50_000)]
+    )
+    for c in (1.0, 1.5, 3.0):
+        u = x / c
+        reference = (u / np.hypot(1.0, u) * c).astype(np.float32)
+        got = features.smooth_clip(x.copy(), c).astype(np.float32)
+        assert np.array_equal(got.view(np.int32), reference.view(np.int32)), c
+    y = features.smooth_clip(np.array([1e308, -1e308, 1.0]), 1e-3)
+    assert y[0] == 1e-3 and y[1] == -1e-3 and 0 < y[2] <= 1e-3
+
+
 def test_regression_outputs_are_bounded_to_the_training_targets() -> None:
     """A prediction beyond the training targets' range (min and max: 4 rows are too few to
     bound further in) is clipped to it; the truth is not."""
