@@ -201,3 +201,68 @@ def test_uris_are_shown_without_user_info_or_secret_parameters() -> None:
     for kept in ("s3://b/x y.csv?versionId=a b", "/data/a@b.csv", "file:///d/a@b/c.csv"):
         assert redact_uri(kept) == kept
     assert redact_uri("https://u:p@h/x?token=1") == "https://h/x?token=%2A%2A%2A"
+
+
+URL_TOKEN = "tok-in-query-93be07aa"
+
+
+def test_credentials_in_a_source_url_reach_no_build_package_report_or_message(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """A dataset URL carrying a password and a token, served by a real HTTP server: the build's
+    config.json, its package, `config show`, the report, `diff` and every event show it masked,
+    `evaluate` still fetches it with today's credentials, and a masked URL fed back (as a
+    preset written by `tune` records it) is a one-line error rather than a failed download.
+    Credentials in a store URI or an unknown scheme are masked in the error as well."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    shutil.copy(REPO / "src" / "pipeline" / "datasets" / "house-prices.csv", tmp_path / "train.csv")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_: Any) -> None:  # the server's access log is not the tool's
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True).start()
+    port = httpd.server_address[1]
+    source = f"http://reader:{URL_PASSWORD}@127.0.0.1:{port}/train.csv?token={URL_TOKEN}&v=1"
+    env = {"PIPELINE_DATA__SOURCE": source, "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
+    outputs: list[str] = []
+
+    def run(*args: str, code: int = 0, **extra: str) -> Any:
+        result = cli(*args, env={**env, **extra})
+        outputs.extend([result.stdout, result.stderr])
+        assert result.exit_code == code, (args, result.stdout[-1500:], result.stderr)
+        return result
+
+    try:
+        run("config", "show", "--format", "json")
+        build = event(run("train").stdout, "train.summary")["build_id"]
+        run("evaluate", build)
+        run("package", build)
+        run("report", build, "-o", str(tmp_path / "report.html"))
+        run("diff", build, build, "--all", "--format", "json")
+        masked = f"http://***@127.0.0.1:{port}/train.csv?token=%2A%2A%2A&v=1"
+        config = (store / "builds" / build / "config.json").read_text()
+        assert masked in config
+        refused = run("train", code=5, PIPELINE_DATA__SOURCE=masked)
+        assert "credentials masked" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    for extra, code in (
+        ({"PIPELINE_DATA__SOURCE": f"ftp://reader:{URL_PASSWORD}@host/x.csv"}, 5),
+        ({"PIPELINE_STORE": f"file://reader:{URL_PASSWORD}@host/{tmp_path}/s"}, 9),
+    ):
+        run("train", code=code, **extra)
+    blobs = [("output", text.encode()) for text in outputs]
+    for path in [*store.rglob("*"), tmp_path / "report.html"]:
+        if path.is_file():
+            blobs += _expand(path)
+    for value in (URL_PASSWORD, URL_TOKEN):
+        leaks = [where for where, data in blobs if value.encode() in data]
+        assert not leaks, f"{value} found in {leaks}"

@@ -19,6 +19,7 @@ from pipeline import log as logging_
 from pipeline.data.schema import Schema
 from pipeline.data.sources import PinMismatch
 from pipeline.errors import ConfigError, DataError, GateError, IntegrityError, NotFoundError
+from pipeline.log import redacted_uri
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import GateSettings, Settings
 from pipeline.store import Store, canonical_json
@@ -43,6 +44,9 @@ def build_settings(current: Settings, build: artifacts.Build) -> Settings:
     merged = current.model_dump()  # secrets included: the recipe may fetch from Kaggle
     for section in ("data", "features", "model", "train"):
         merged[section] = {**merged[section], **recipe[section]}
+    if recipe["data"]["source"] == redacted_uri(current.data.source):
+        # The build recorded the source without its credentials: today's has them.
+        merged["data"]["source"] = current.data.source
     merged["seed"] = recipe["seed"]
     return Settings.model_validate(merged)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, MutableMapping
@@ -106,6 +107,62 @@ def mask(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, "**********")
     return text
+
+
+# Query parameters whose values are credentials (``?token=``, ``X-Amz-Signature=``...).
+SECRET_PARAM = re.compile(
+    r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie", re.IGNORECASE
+)
+
+
+def redacted_uri(uri: str) -> str:
+    """``uri`` without its user info (``***@``) and with the values of credential-like query
+    parameters as ``***``; the same text when it carries neither (a path, an ordinary URL)."""
+    from urllib.parse import parse_qsl
+
+    head, question, query = without_userinfo(uri).partition("?")
+    if any(SECRET_PARAM.search(k) for k, _ in parse_qsl(query, True)):
+        query = masked_query(query)
+    return f"{head}{question}{query}"
+
+
+def masked_query(query: str) -> str:
+    """A query string with the values of credential-like parameters as ``***``."""
+    from urllib.parse import parse_qsl, urlencode
+
+    pairs = parse_qsl(query, True)
+    return urlencode([(k, "***" if SECRET_PARAM.search(k) else v) for k, v in pairs])
+
+
+def is_masked(uri: str) -> bool:
+    """Whether ``uri`` is a ``redacted_uri`` whose credentials were masked (a build's or a
+    preset's record of a source given with them)."""
+    from urllib.parse import parse_qsl
+
+    _, sep, rest = uri.partition("://")
+    if sep and rest.partition("/")[0].startswith("***@"):
+        return True
+    query = uri.partition("?")[2]
+    return any(v == "***" and SECRET_PARAM.search(k) for k, v in parse_qsl(query, True))
+
+
+def uri_secrets(uri: str | None) -> list[str]:
+    """The credentials written into ``uri``: its user info (and the password in it) and the
+    values of credential-like query parameters, as written (for ``register_secrets``)."""
+    if not uri:
+        return []
+    _, sep, rest = uri.partition("://")
+    authority = rest.partition("/")[0].partition("?")[0]
+    found = []
+    if sep and "@" in authority:
+        userinfo = authority.rsplit("@", 1)[0]
+        found += [userinfo, userinfo.partition(":")[2]]
+    query = uri.partition("?")[2].partition("#")[0]
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if value and SECRET_PARAM.search(key):
+            found.append(value)
+    return [f for f in found if f]
 
 
 def without_userinfo(uri: str) -> str:

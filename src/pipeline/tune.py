@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import __version__, artifacts, halving, search, trials
 from pipeline.errors import ConfigError, IntegrityError, Interrupted, TrialsFailed
 from pipeline.prepare import Prepared, prepare
-from pipeline.settings import Settings
+from pipeline.settings import Settings, preset_toml
 from pipeline.store import Store, canonical_json
 
 LATEST = "latest-tune"
@@ -421,30 +421,7 @@ def write_preset(
         f"# {metric} {winner['score']:.6g} on the training rows. Train it with",
         f"#   PIPELINE_PRESET={path} pipeline train",
     ]
-    text = "\n".join(header) + "\n" + to_toml(recipe)
+    if recipe["data"]["source"] != settings.data.source:  # credentials: never written
+        header.append("# with PIPELINE_DATA__SOURCE set: its credentials are masked (***) here")
+    text = "\n".join(header) + "\n" + preset_toml(recipe)
     write_output(path, text.encode(), "choose another --preset-out path")
-
-
-def to_toml(tree: dict[str, Any]) -> str:
-    """A settings tree as TOML: top-level values first, then one table per section."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
-    for section, values in tree.items():
-        if isinstance(values, dict):
-            lines.append(f"\n[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    raise TypeError(f"no TOML for {type(value).__name__}")

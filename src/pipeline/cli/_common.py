@@ -74,6 +74,7 @@ def run(
                     if x
                 ]
             )
+            logging_.register_secrets(s.uri_secrets())
             logging_.configure(s.log_format, s.log_level, stream=stream)
             json_logs = s.log_format == "json" or (
                 s.log_format == "auto" and not (stream or sys.stdout).isatty()

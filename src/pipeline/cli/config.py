@@ -34,7 +34,8 @@ def show(
     """
 
     def body(loaded: Any, log: Any) -> None:
-        from pipeline.settings import leaves, redact, unknown_error
+        from pipeline.log import redacted_uri
+        from pipeline.settings import URI_PATHS, leaves, redact, unknown_error
 
         data = loaded.settings.model_dump(mode="python")
         rows = []
@@ -44,6 +45,8 @@ def show(
                 value = value[part]
             if leaf.secret:
                 value = redact(value)
+            elif leaf.path in URI_PATHS and value:
+                value = redacted_uri(value)
             rows.append(
                 {
                     "setting": ".".join(leaf.path),

@@ -5,6 +5,7 @@
 records where each value came from. ``loading`` is the only module that reads ``os.environ``.
 """
 
+from pipeline.settings.layers import preset_toml
 from pipeline.settings.loading import Leaf, Loaded, leaves, load, redact, unknown_error
 from pipeline.settings.tree import (
     ALIASED_ENV,
@@ -20,6 +21,7 @@ from pipeline.settings.tree import (
     NESTED,
     SECRET_FIELDS,
     SECRET_PATHS,
+    URI_PATHS,
     ColumnKind,
     DataSettings,
     FeatureSettings,
@@ -46,6 +48,7 @@ __all__ = [
     "NESTED",
     "SECRET_FIELDS",
     "SECRET_PATHS",
+    "URI_PATHS",
     "ColumnKind",
     "DataSettings",
     "FeatureSettings",
@@ -60,6 +63,7 @@ __all__ = [
     "TrainSettings",
     "leaves",
     "load",
+    "preset_toml",
     "redact",
     "unknown_error",
 ]

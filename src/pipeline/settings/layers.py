@@ -294,3 +294,28 @@ def _collect_secrets(values: Mapping[str, Any], prefix: SettingPath, into: list[
             _collect_secrets(value, path, into)
         elif path in _SECRETS and value is not None:
             into.append(str(value))
+
+
+def preset_toml(tree: dict[str, Any]) -> str:
+    """A settings tree as TOML: top-level values first, then one table per section."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    raise TypeError(f"no TOML for {type(value).__name__}")

@@ -245,11 +245,34 @@ class Settings(BaseSettings):
         }
 
     def public(self) -> dict[str, Any]:
-        """The non-secret settings as plain JSON-able data (what manifests record)."""
+        """The non-secret settings as plain JSON-able data (what manifests record): the secret
+        fields left out, and credentials written into a URI (``https://user:password@...``,
+        ``?token=...``) shown as ``***`` (``URI_PATHS``)."""
+        from pipeline.log import redacted_uri
+
         exclude: dict[str, Any] = {name: True for name in SECRET_FIELDS}
         for *section, name in SECRET_PATHS:
             exclude.setdefault(section[0], {})[name] = True
-        return self.model_dump(mode="json", exclude=exclude)
+        out = self.model_dump(mode="json", exclude=exclude)
+        for *section, name in URI_PATHS:
+            holder = out[section[0]] if section else out
+            if holder.get(name):
+                holder[name] = redacted_uri(holder[name])
+        return out
+
+    def uri_secrets(self) -> list[str]:
+        """The credentials written into the URI settings (for ``log.register_secrets``)."""
+        from pipeline.log import uri_secrets
+
+        dumped = self.model_dump()
+        found: list[str] = []
+        for *section, name in URI_PATHS:
+            found += uri_secrets((dumped[section[0]] if section else dumped)[name])
+        return found
+
+
+# Settings that hold a URI, which may carry credentials (``public`` masks them).
+URI_PATHS: tuple[tuple[str, ...], ...] = (("store",), ("data", "source"), ("ray_address",))
 
 
 # Train settings that change how a run executes, never what it learns (so not in the id).

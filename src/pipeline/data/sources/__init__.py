@@ -9,25 +9,21 @@ mismatch is an error.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+from urllib.parse import urlparse, urlunparse
 
 from pipeline.errors import DataError, SourceError, StoreError
-from pipeline.log import without_userinfo
+from pipeline.log import is_masked, masked_query, redacted_uri
 from pipeline.settings import Settings
 from pipeline.store import Store, atomic_write_json, sha256_file
 
 BUILTIN = ("house-prices", "titanic")
 _T = TypeVar("_T")
 RECORD = "source.json"  # the cache's own record beside each cached dataset
-_SECRET_PARAM = re.compile(
-    r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie", re.IGNORECASE
-)
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ def redact_uri(uri: str) -> str:
     """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
-        return _redact_other(uri)
+        return redacted_uri(uri)
     try:
         port = parsed.port
     except ValueError:
@@ -62,22 +58,7 @@ def redact_uri(uri: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port:
         netloc += f":{port}"
-    return urlunparse(parsed._replace(netloc=netloc, query=_masked(parsed.query), fragment=""))
-
-
-def _redact_other(uri: str) -> str:
-    """``redact_uri`` for a URI that is not http(s): the same text unless it carries user
-    info or a credential-like query parameter."""
-    head, question, query = without_userinfo(uri).partition("?")
-    if any(_SECRET_PARAM.search(k) for k, _ in parse_qsl(query, True)):
-        query = _masked(query)
-    return f"{head}{question}{query}"
-
-
-def _masked(query: str) -> str:
-    """A query string with the values of credential-like parameters as ``***``."""
-    pairs = parse_qsl(query, True)
-    return urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs])
+    return urlunparse(parsed._replace(netloc=netloc, query=masked_query(parsed.query), fragment=""))
 
 
 def cache_name(name: str) -> str:
@@ -158,6 +139,12 @@ def _digest(path: Path) -> str:
 def fetch(settings: Settings, store: Store) -> Fetched:
     """Resolve ``settings.data.source`` to a local file with a verified digest."""
     uri = settings.data.source
+    if is_masked(uri):
+        raise SourceError(
+            f"PIPELINE_DATA__SOURCE={uri!r} has its credentials masked (***), as builds and "
+            "presets record a source given with them: set PIPELINE_DATA__SOURCE to the URI "
+            "with its credentials"
+        )
     scheme = scheme_of(uri)
     if scheme in ("file", "builtin"):
         path = _local_file(uri)
@@ -173,7 +160,8 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         from pipeline.data.sources import s3 as remote  # type: ignore[no-redef]
     else:
         raise SourceError(
-            f"unknown URI scheme '{scheme}://' in PIPELINE_DATA__SOURCE={uri!r}: expected a path, "
+            f"unknown URI scheme '{scheme}://' in PIPELINE_DATA__SOURCE={redact_uri(uri)!r}: "
+            "expected a path, "
             "file://, http(s)://, s3://bucket/key, kaggle://competitions/<name>/<file>, "
             "kaggle://datasets/<owner>/<name>/<file> or builtin://<name>"
         )
