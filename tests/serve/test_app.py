@@ -266,6 +266,15 @@ def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
     assert response.json()["detail"] == [
         {"record": None, "column": "Street", "type": "missing", "message": "Column required"}
     ]
+    # A numeric column twice (it was a 500: the cell check got a frame, not a column).
+    area = header.index("LotArea")
+    twice = "\n".join([lines[0] + ",LotArea"] + [f"{x},{x.split(',')[area]}" for x in lines[1:]])
+    response = client.post("/v1/predict", content=twice, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["detail"] == [
+        {"record": None, "column": "LotArea", "type": "duplicate",
+         "message": "Column named more than once"}
+    ]  # fmt: skip
 
 
 def test_a_csv_body_with_a_header_wider_than_a_parser_block_is_read(client: TestClient) -> None:

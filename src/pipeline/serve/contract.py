@@ -294,6 +294,15 @@ class Contract:
                 f"the CSV header lacks {len(missing)} column(s) the model needs",
                 [_detail(None, name, "missing", "Column required") for name in missing],
             )
+        dupes = sorted({c for c in header if c in self.known and header.count(c) > 1})
+        if dupes:
+            raise RequestError(
+                422,
+                "duplicate_columns",
+                f"the CSV header has more than one column named {dupes}: give every column a "
+                "unique name",
+                [_detail(None, name, "duplicate", "Column named more than once") for name in dupes],
+            )
         wanted = [c for c in header if c in self.known]
         data = text.encode()
         try:
