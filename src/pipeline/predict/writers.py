@@ -2,7 +2,8 @@
 
 A failed run leaves no partial output (``abort`` removes the temporary file); without a path
 the predictions go to stdout. CSV and Parquet are written by pyarrow with the first chunk's
-schema imposed on later chunks, JSON lines by pandas.
+schema imposed on later chunks, JSON lines by ``json_lines`` (floats in their shortest exact
+spelling, as `pipeline serve` writes them).
 
 A run killed with SIGKILL cannot remove its temporary file, so the file is held under an
 exclusive ``flock`` for as long as it exists: the kernel drops the lock when its process dies,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import re
 import sys
@@ -135,7 +138,7 @@ class Writer:
     def _write(self, frame: pd.DataFrame) -> None:
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.fmt == "jsonl":
-            self._sink().write(frame.to_json(orient="records", lines=True).encode())
+            self._sink().write(json_lines(frame))
             return
         if self._arrow is None:
             self._schema = table.schema
@@ -182,3 +185,42 @@ class Writer:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+def json_lines(frame: pd.DataFrame) -> bytes:
+    """``frame`` as JSON lines, one object per row in column order. A float is written as
+    Python (and `pipeline serve`) spell it, the shortest text that reads back to the same
+    bits: ``pandas.to_json`` kept 10 significant digits. Missing values and non-finite floats
+    are ``null``."""
+    keys = [json.dumps(str(name)) + ":" for name in frame.columns]
+    columns = [_json_cells(frame.iloc[:, j]) for j in range(frame.shape[1])]
+    rows = (
+        "{" + ",".join(map(str.__add__, keys, cells)) + "}\n"
+        for cells in zip(*columns, strict=True)
+    )
+    return "".join(rows).encode()
+
+
+def _json_cells(series: pd.Series) -> list[str]:
+    import numpy as np
+
+    values = series.to_numpy()
+    if values.dtype.kind == "f":
+        cells = list(map(repr, values.astype(np.float64).tolist()))
+        for i in np.flatnonzero(~np.isfinite(values)):
+            cells[i] = "null"
+        return cells
+    if values.dtype.kind in "iu":
+        return list(map(str, values.tolist()))
+    return [json.dumps(_plain(v)) for v in series.astype(object).tolist()]
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a JSON-able Python value: missing as ``None``, numpy scalars as Python's."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if isinstance(value, str | int | float | bool) else str(value)
