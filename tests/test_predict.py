@@ -224,6 +224,29 @@ def test_chunked_run_equals_single_chunk_run(
         assert out.read_bytes() == whole[1].read_bytes(), rows
 
 
+def test_missing_columns_are_counted_past_ten_and_a_foreign_delimiter_named(
+    chain: dict[str, Any],
+) -> None:
+    """A file holding a few of the 79 columns names ten missing ones and counts the rest (the
+    whole list was 1.5 KB on one line); a ';'-delimited file is told the model's delimiter,
+    which no setting changes (it said to set PIPELINE_DATA__DELIMITER, which predict ignores)."""
+    root = chain["root"]
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    (root / "few.csv").write_text("\n".join(",".join(x.split(",")[:9]) for x in lines) + "\n")
+    done = _predict(chain, str(root / "few.csv"), "--release", chain["release"])
+    message = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert done.returncode == 4 and len(message) == 1, done.stderr
+    assert "and 61 more: the model was trained on 79 columns" in message[0]
+    assert len(message[0]) < 400
+    (root / "semi.csv").write_text("\n".join(x.replace(",", ";") for x in lines) + "\n")
+    done = _predict(chain, str(root / "semi.csv"), "--release", chain["release"],
+                    PIPELINE_DATA__DELIMITER=";")  # fmt: skip
+    message = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert done.returncode == 4 and len(message) == 1, done.stderr
+    assert "delimited by ';', but this model reads CSV delimited by ','" in message[0]
+    assert "PIPELINE_DATA__DELIMITER" not in message[0]
+
+
 def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any, Path]) -> None:
     """Parquet and JSON-lines inputs and outputs give the same predictions as CSV, to the bit
     (JSON lines kept 10 significant digits, pandas' default)."""

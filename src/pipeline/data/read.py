@@ -163,17 +163,23 @@ def _ragged_error(
     )
 
 
-def delimiter_hint(columns: list[str]) -> str:
+def delimiter_hint(columns: list[str], read_with: str | None = None) -> str:
     """Advice when a lone header column holds another delimiter (``;``, tab, ``|`` or ``,``).
 
     The column name cannot contain the delimiter the file was read with, so any of the others
-    in it means the file was written with that one.
+    in it means the file was written with that one. ``read_with``: the delimiter a model's
+    inputs must have (`pipeline predict`), which no setting changes.
     """
     if len(columns) != 1:
         return ""
     for other, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (",", "','")):
         if other in columns[0]:
             shown = "\\t" if other == "\t" else other
+            if read_with is not None:
+                return (
+                    f"the header looks delimited by {name}, but this model reads CSV delimited "
+                    f"by {read_with!r}, as its training data was: convert the file; "
+                )
             return f"the header looks delimited by {name}: set PIPELINE_DATA__DELIMITER='{shown}'; "
     return ""
 

@@ -93,10 +93,13 @@ class Predictor:
         """A ``DataError`` naming the required columns that ``columns`` lacks, if any."""
         missing = [c for c in self.required if c not in columns]
         if missing:
-            hint = read.delimiter_hint([str(c) for c in columns])
+            hint = read.delimiter_hint([str(c) for c in columns], self.delimiter)
+            if hint:  # one column read: every name is missing, and the file is the problem
+                raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             raise DataError(
-                f"{label} lacks required column(s) {missing}: the model was trained on "
-                f"{len(self.required)} columns; {hint}add them (empty cells are allowed)"
+                f"{label} lacks required column(s) {missing[:10]}{more}: the model was trained "
+                f"on {len(self.required)} columns; add them (empty cells are allowed)"
             )
 
     def encode_frame(
