@@ -179,7 +179,14 @@ def test_train_refuses_the_fractions_before_reading_data(
 
 
 @pytest.mark.parametrize(
-    "line", ['PIPELINE_TRAIN__MAX_EPOCHS="77qq', "PIPELINE_TRAIN__MAX_EPOCHS 77qq", "=77qq"]
+    "line",
+    [
+        'PIPELINE_TRAIN__MAX_EPOCHS="77qq',
+        "PIPELINE_TRAIN__MAX_EPOCHS 77qq",
+        "=77qq",
+        "PIPELINE_TRAIN__MAX_EPOCHS:77qq",  # dotenv read these two as "unset": silently ignored
+        "PIPELINE_TRAIN__MAX_EPOCHS",
+    ],
 )
 def test_broken_env_file_line_is_an_error_naming_it(tmp_path: Path, line: str) -> None:
     """A .env line that cannot be parsed is a config error naming the file and line number."""
@@ -262,6 +269,29 @@ def test_evaluate_cli_applies_one_folds_rule(cli: Any) -> None:
 
 
 # --- item 14: each message names the real cause and where the value came from ----------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "preset", "setting"),
+    [
+        ({}, "[train]\nmax_epochs = true\n", "train.max_epochs"),
+        ({}, "seed = true\n", "seed"),
+        ({}, "[model]\nhidden = [true, 64]\n", "model.hidden"),
+        ({"PIPELINE_TRAIN": '{"learning_rate": false}'}, "", "train.learning_rate"),
+        ({"PIPELINE_MODEL__HIDDEN": "[64, true]"}, "", "model.hidden"),
+    ],
+)
+def test_true_or_false_is_no_number(
+    tmp_path: Path, no_env: Path, environ: dict[str, str], preset: str, setting: str
+) -> None:
+    """A TOML or JSON true/false given to a number is refused naming the setting: pydantic
+    read it as 1 or 0 (``max_epochs = true`` trained one epoch). Switches still take them."""
+    path = tmp_path / "p.toml"
+    path.write_text(preset + "[features]\nlog_skewed = false\n")
+    message = refused({**environ, "PIPELINE_PRESET": str(path)}, no_env)
+    assert f"invalid setting {setting} from" in message and "true/false" in message
+    path.write_text("[features]\nlog_skewed = false\n[train]\nrefit = true\n")
+    assert loaded({"PIPELINE_PRESET": str(path)}, no_env).settings.features.log_skewed is False
 
 
 def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> None:

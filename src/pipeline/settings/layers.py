@@ -133,6 +133,16 @@ def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str],
                 f"{env_file} line {line}{said} cannot be parsed: expected NAME=value, with a "
                 "value that has spaces or '#' in quotes; fix or remove the line"
             )
+        if binding.key is not None and binding.value is None:
+            # A name alone: dotenv (and Docker's --env-file) read it as "unset here", which
+            # silently dropped a "PIPELINE_SEED:2" or a "PIPELINE_SEED" whose value was lost.
+            key = binding.key
+            if not key.isidentifier() or key.upper().startswith(ENV_PREFIX):
+                said = f" ({key})" if key.isidentifier() else ""
+                raise ConfigError(
+                    f"{env_file} line {line}{said} has no '=': expected NAME=value; fix or "
+                    "remove the line"
+                )
         if binding.key is not None:
             lines[binding.key] = line
     values = dotenv_values(stream=io.StringIO(text))

@@ -11,9 +11,18 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import typing
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from pipeline.settings.space import DEFAULT_SPACE, check_space
@@ -65,10 +74,31 @@ ColumnKind = Annotated[Literal["numeric", "categorical", "boolean"], _Lower]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
 
 
+def refuse_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """``value`` unless it is a true/false (or a list holding one) for a setting that is not a
+    switch: pydantic reads True as 1, so a preset's ``max_epochs = true`` trained one epoch.
+    Text from the environment is not affected (``"true"`` is no integer either way)."""
+    name = info.field_name
+    if name is None or _admits_bool(model.model_fields[name].annotation):
+        return value
+    if isinstance(value, bool) or (isinstance(value, list) and any(type(v) is bool for v in value)):
+        raise PydanticCustomError("bool_for_number", "true/false is not a value for this setting")
+    return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_admits_bool(a) for a in typing.get_args(annotation))
+
+
 class _Section(BaseModel):
     # Unknown keys in a preset or a JSON value are mistakes, not extensions. inf and NaN are
     # never a useful learning rate, timeout or bound (and are not JSON, which builds record).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool(cls, value, info)
 
 
 class DataSettings(_Section):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,7 @@ from pipeline.settings.sections import (
     TuneSettings,
     Width,
     _Lower,
+    refuse_bool,
 )
 from pipeline.settings.serving import RunSettings, ServeSettings
 
@@ -188,6 +189,11 @@ class Settings(BaseSettings):
     # "option --device", "preset config/titanic.toml", ".env line 3 (PIPELINE_SEED)"); ``load``
     # fills it, settings built in code leave it empty. (Private, so never dumped or recorded.)
     _sources: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_bool(cls, value, info)
 
     def source_of(self, *path: str) -> str:
         """Where the value at ``path`` (e.g. ``"train", "device"``) came from, for a message."""
