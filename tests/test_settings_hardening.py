@@ -294,6 +294,20 @@ def test_true_or_false_is_no_number(
     assert loaded({"PIPELINE_PRESET": str(path)}, no_env).settings.features.log_skewed is False
 
 
+def test_one_setting_spelled_twice_with_different_values_is_refused(tmp_path: Path) -> None:
+    """Names are not case-sensitive, so PIPELINE_train__max_epochs and PIPELINE_TRAIN__MAX_EPOCHS
+    are one setting: two values for it were settled by the environment's order (a guess)."""
+    empty = tmp_path / "none.env"
+    empty.write_text("")
+    message = refused({"PIPELINE_train__max_epochs": "5", "PIPELINE_TRAIN__MAX_EPOCHS": "7"}, empty)
+    assert "PIPELINE_TRAIN__MAX_EPOCHS and PIPELINE_train__max_epochs (the environment)" in message
+    same = {"PIPELINE_train__max_epochs": "7", "PIPELINE_TRAIN__MAX_EPOCHS": "7"}
+    assert loaded(same, empty).settings.train.max_epochs == 7
+    env_file = tmp_path / "twice.env"
+    env_file.write_text("pipeline_seed=4\nPIPELINE_SEED=5\n")
+    assert f"{env_file} line 2 (PIPELINE_SEED); {env_file} line 1" in refused({}, env_file)
+
+
 def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> None:
     """A bad value in a preset file names that file, not the environment variable."""
     preset = tmp_path / "bad.toml"

@@ -219,6 +219,15 @@ def variables_layer(origin: str, mapping: Mapping[str, str], name: Callable[[str
         if (k.upper().startswith(ENV_PREFIX) or k.upper() in _ALIAS_FIELDS)
         and k.upper() not in LOADER_VARS
     }
+    spelled: dict[str, str] = {}
+    for var in sorted(relevant):
+        first = spelled.setdefault(var.upper(), var)
+        if first != var and relevant[first] != relevant[var]:  # which wins is the OS's order
+            where = "the environment" if origin == "env" else f"{name(first)}; {name(var)}"
+            raise ConfigError(
+                f"{first} and {var} ({where}) are one setting spelled twice, with different "
+                "values: keep one (names are not case-sensitive)"
+            )
     values = _parse(relevant, name)
     # Aliased credentials come back under their alias; store them under the field name.
     for key in list(values):
