@@ -7,6 +7,7 @@ each in processes of their own (tests/ray_cluster.py).
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.ray_cluster import ray_env
@@ -114,8 +116,46 @@ def test_an_address_that_does_not_answer_is_a_source_error_within_the_timeout(
     assert time.monotonic() - t0 < 1.5 + 2
     message = caught.value.message
     assert caught.value.exit_code == 5 and "\n" not in message
-    assert message.startswith(f"Ray cluster at RAY_ADDRESS={address} did not answer within 1.5 s")
-    assert message.endswith("start it, or unset RAY_ADDRESS to run embedded")
+    assert message.startswith(f"Ray cluster at RAY_ADDRESS={address} cannot be reached (")
+    assert message.endswith("waited at most 1.5 s): start it, or unset RAY_ADDRESS to run embedded")
+
+
+@pytest.mark.parametrize("talks", [True, False], ids=["http-server", "silent-listener"])
+def test_an_address_where_something_else_listens_is_refused_within_the_timeout(
+    talks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port where an HTTP server (or a listener that never speaks) runs, not Ray: exit 5 in
+    a few seconds. ray.init retried it for minutes, printing Ray's notices on stderr."""
+    import socket
+    import threading
+
+    if talks:
+        server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+        threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+        port = server.server_address[1]
+    else:
+        server = socket.create_server(("127.0.0.1", 0))  # listens, never accepts or speaks
+        port = server.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as caught, cluster.session(address, connect_timeout=2):
+            pass
+    finally:
+        if talks:
+            server.shutdown()
+        server.server_close() if talks else server.close()
+    assert time.monotonic() - t0 < 2 + 2
+    message = caught.value.message
+    assert caught.value.exit_code == 5 and "\n" not in message
+    expected = "is not a Ray cluster" if talks else "it took the connection but sent nothing"
+    assert expected in message and f"RAY_ADDRESS={address}" in message, message
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *_: Any) -> None:
+        pass
 
 
 def test_without_ray_a_session_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

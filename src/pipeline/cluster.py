@@ -20,6 +20,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,25 +254,54 @@ def _temp_dir(root: Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=_PREFIX, dir="/tmp"))
 
 
+# An HTTP/2 client's first bytes and an empty SETTINGS frame: a gRPC server (Ray's GCS, and
+# its client server behind ray://) answers with a SETTINGS frame of its own at once.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def _probe(address: str, shown: str, timeout: float) -> None:
-    """Raise ``SourceError`` unless ``host:port`` (or ``ray://host:port``) takes a connection."""
+    """Raise ``SourceError`` unless ``host:port`` (or ``ray://host:port``) takes a connection
+    and answers as a gRPC server does within ``timeout`` seconds in all: ``ray.init`` to a
+    port where something else listens retried for minutes, whatever the timeout. (With
+    ``RAY_USE_TLS`` the connection alone is checked: the server expects a TLS handshake.)"""
     if address == "auto":
         return
     scheme, _, rest = address.rpartition("://")
     hostport = rest.split("/", 1)[0].rpartition("@")[2]
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    deadline = time.monotonic() + timeout
+    connected = False
     try:
         number = int(port) if port else _DEFAULT_PORTS.get(scheme, 6379)
-        with socket.create_connection((host.strip("[]"), number), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), number), timeout=timeout) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            connected = True
+            sock.sendall(_HTTP2_HELLO)
+            answer = b""
+            while len(answer) < 9:
+                sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                chunk = sock.recv(9 - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError as exc:
+        why = "it took the connection but sent nothing" if connected else _first_line(exc)
+        raise _unreachable(shown, timeout, why) from None
     except (OSError, ValueError) as exc:
         raise _unreachable(shown, timeout, _first_line(exc) or type(exc).__name__) from None
+    if len(answer) < 9 or answer[3] != 4:
+        raise SourceError(
+            f"RAY_ADDRESS={shown} is not a Ray cluster: something there answers, but not as "
+            "Ray's gRPC server does; give the head's address (host:6379, or ray://host:10001 "
+            "for Ray Client), or unset RAY_ADDRESS to run embedded"
+        )
 
 
 def _unreachable(shown: str, timeout: float, reason: str) -> SourceError:
     return SourceError(
-        f"Ray cluster at RAY_ADDRESS={shown} did not answer within {timeout:g} s ({reason}): "
-        "start it, or unset RAY_ADDRESS to run embedded"
+        f"Ray cluster at RAY_ADDRESS={shown} cannot be reached ({reason}; waited at most "
+        f"{timeout:g} s): start it, or unset RAY_ADDRESS to run embedded"
     )
 
 
