@@ -61,6 +61,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         else:
             text.iloc[rows].to_csv(root / "in" / f"t{i}.csv", index=False)
     text.to_csv(root / "all.csv", index=False)
+    (root / "nested" / "year=2026").mkdir(parents=True)  # a partition folder, and no file
+    text.iloc[:5].to_csv(root / "nested" / "year=2026" / "t.csv", index=False)
     (root / "ref").mkdir()
     env = {"PIPELINE_RELEASE": (root / "release.id").read_text().strip()}
     cwd = Path.cwd()
@@ -184,6 +186,35 @@ def test_one_file_is_shared_out_chunk_by_chunk_on_the_cluster(
     assert header + b"\n" + body == (chain["root"] / "ref" / "all.csv").read_bytes()
 
 
+def test_embedded_workers_beyond_the_cores_start_one_actor_per_core(
+    chain: dict[str, Any],
+) -> None:
+    """--workers 6 on this machine's cores, one file in 300-row chunks: one Ray Data actor per
+    core (each holds a predictor: 16 on 2 cores held 7.4 GB), and the same rows as always; -o
+    named .parquet gives Parquet parts (they were CSV whatever the name)."""
+    done = _predict(chain, "all.csv", "--workers", "6", "-o", "out-six.parquet",
+                    PIPELINE_RUN__CHUNK_ROWS="300")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = event(done.stdout, "predict.cluster")
+    cores = len(os.sched_getaffinity(0))
+    assert started["asked"] == 6 and started["workers"] == min(6, cores) == started["cpus"]
+    names = [f"part-{i:05d}-all.parquet" for i in range(5)]
+    assert sorted(p.name for p in (chain["root"] / "out-six.parquet").iterdir()) == [
+        "manifest.json",
+        *names,
+    ]
+    got = pd.concat(pd.read_parquet(chain["root"] / "out-six.parquet" / n) for n in names)
+    ref = pd.read_csv(chain["root"] / "ref" / "all.csv", dtype=str, keep_default_na=False)
+    assert list(got.columns) == list(ref.columns) and len(got) == len(ref) == 1309
+    for name in ref.columns:
+        column = got[name].reset_index(drop=True)
+        if column.dtype.kind == "f":  # the probabilities: the same float bits
+            actual = [None if pd.isna(x) else x for x in column.tolist()]
+            assert actual == [float(v) if v else None for v in ref[name]], name
+        else:  # the labels and the error message (None in Parquet, empty in CSV)
+            assert column.fillna("").astype(str).tolist() == ref[name].tolist(), name
+
+
 def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
     chain: dict[str, Any], ray_cluster: str
 ) -> None:
@@ -212,13 +243,16 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         (["nothing/*.csv", "--workers", "2", "-o", "o"], 4, "matches no file"),
         (["ref/", "--workers", "0", "-o", "o"], 2, "--workers"),
         (["in", "-o", "ref"], 3, "is a folder"),
+        (["in", "--workers", "2", "-o", "parts.xlsx"], 3, "is named .xlsx"),
+        (["nested", "--workers", "2", "-o", "o"], 4, "sub-folders are not read"),
     ],
 )
 def test_refusals_are_one_line_and_write_nothing(
     chain: dict[str, Any], args: list[str], code: int, says: str
 ) -> None:
     """No -o, -o a file or a non-empty folder, a glob matching nothing, N < 1, a folder for
-    single-process -o: refused before any Ray start, one line, nothing written."""
+    single-process -o, a folder named for a format predict does not write, a folder of
+    sub-folders only: refused before any Ray start, one line, nothing written."""
     before = sorted(p.name for p in chain["root"].iterdir())
     done = _predict(chain, *args, PIPELINE_LOG_FORMAT="console")
     assert done.returncode == code, done.stderr[-2000:]

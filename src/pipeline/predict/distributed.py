@@ -52,10 +52,19 @@ def run(ready: Ready, source: Path, output: Path | None, settings: Settings, log
     workers = ready.run.workers or 1
     folder = _output_folder(output)
     files = inputs(source)
+    skipped = _subfolders(source)
+    if skipped:  # a folder's files are read, not its sub-folders' (Hive-style partitions)
+        log.warning(
+            "predict.subfolders_skipped", folder=str(source), count=len(skipped),
+            first=skipped[:5], hint="pass a glob such as 'DIR/*/*.parquet' to read them",
+        )  # fmt: skip
     jobs = _jobs(files, workers)
-    fmt = "csv" if ready.run.output_format == "auto" else ready.run.output_format
+    from pipeline.predict.readers import output_format
     from pipeline.predict.writers import sweep, temp_name
 
+    # The parts' format: declared, else the folder's suffix (-o out.parquet/: Parquet parts,
+    # as Spark and Ray write them; -o out.xlsx is refused as it is without --workers), else CSV.
+    fmt = output_format(folder, ready.run.output_format)
     sweep(folder)  # staging folders of killed runs
     staging = temp_name(folder)
     try:
@@ -117,9 +126,10 @@ def inputs(source: Path) -> list[Path]:
     if source.is_dir():
         found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
         if not found:
+            nested = " (sub-folders are not read: pass a glob such as 'DIR/*/*.parquet')"
             raise DataError(
                 f"input folder {source} holds no CSV, Parquet or JSON-lines file: expected files "
-                f"ending in {', '.join(SUFFIXES)}"
+                f"ending in {', '.join(SUFFIXES)}{nested if _subfolders(source) else ''}"
             )
         return sorted(found, key=lambda p: p.name)
     if not source.exists() and _GLOB & set(text):
@@ -130,6 +140,13 @@ def inputs(source: Path) -> list[Path]:
             raise DataError(f"input pattern {text} matches no file: check the pattern")
         return matched
     return [source]  # a file; the reader says what is wrong with a missing one
+
+
+def _subfolders(source: Path) -> list[str]:
+    """The names of ``source``'s sub-folders that are not hidden or ``_``-prefixed, sorted."""
+    if not source.is_dir():
+        return []
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and p.name[:1] not in "._")
 
 
 def _readable_name(name: str) -> bool:
@@ -185,10 +202,13 @@ def _map(
     from pipeline import cluster
     from pipeline import log as logging_
 
+    # Embedded, at most one actor per core: the parts are the same whatever the actors, and
+    # each holds a loaded predictor (--workers 16 on 2 cores held 7.4 GB for nothing).
+    cores = min(workers, len(os.sched_getaffinity(0)))
     with (
         cluster.native_lines_dropped(),  # for the whole session: a stop's teardown logs too
         cluster.session(
-            settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=workers
+            settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=cores
         ) as where,
     ):
         import ray
@@ -196,7 +216,7 @@ def _map(
         actors = max(1, min(workers, len(jobs), where.cpus or workers))
         log.info(
             "predict.cluster", address=where.address, embedded=where.embedded,
-            nodes=where.nodes, cpus=where.cpus, workers=actors, jobs=len(jobs),
+            nodes=where.nodes, cpus=where.cpus, workers=actors, asked=workers, jobs=len(jobs),
         )  # fmt: skip
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
