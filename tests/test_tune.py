@@ -151,6 +151,29 @@ def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> N
     assert not (tmp_path / "store" / "tunes").exists()
 
 
+def test_a_reader_that_goes_away_during_the_trials_is_exit_141_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`pipeline tune | head -2`: stdout's reader leaves after the first trial's event. The
+    event written in Tune's callback raised BrokenPipeError inside a TuneError: exit 1 and a
+    130-line traceback. Now a cut-off Unix tool's exit 141, silently."""
+    from tests.conftest import _process_env
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "tune", "--trials", "3"],
+        env=_process_env(_env(tmp_path, PIPELINE_TUNE__CONCURRENCY="1")),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    for line in process.stdout:
+        if '"tune.trial"' in line:
+            break
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 141, stderr[-3000:]
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr[-3000:]
+
+
 def test_a_cluster_that_does_not_answer_is_exit_5_within_the_timeout(tmp_path: Path) -> None:
     started = time.monotonic()
     done = run_cli(

@@ -90,6 +90,14 @@ def run(
     try:
         with logging_.stdout_for_events_only():
             tuner.fit()
+    except Exception as exc:
+        from pipeline.cluster import exception_chain
+
+        # An event written to a stdout whose reader went away (`pipeline tune | head`), inside
+        # Tune's callback, comes out wrapped in a TuneError: the CLI's exit 141, not a traceback.
+        if any(isinstance(e, BrokenPipeError) for e in exception_chain(exc)):
+            raise BrokenPipeError(32, "stdout's reader went away") from None
+        raise
     finally:
         ray_tune_log.setLevel(level)
         bar.close()
