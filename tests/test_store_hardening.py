@@ -214,6 +214,31 @@ def test_an_id_file_in_a_missing_folder_is_refused_before_training(
     assert not store.exists() and not (tmp_path / "missing").exists()
 
 
+@pytest.mark.parametrize(
+    ("outputs", "says"),
+    [
+        (["--id-file", "{same}", "--preset-out", "{same}"], "name the same file"),
+        (["--preset-out", "{preset}"], "is the preset this command reads"),
+        (["--preset-out", "{file}/tuned.toml"], "is a file, not a folder"),
+    ],
+)
+def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_search(
+    cli: Any, store: Path, tmp_path: Path, outputs: list[str], says: str
+) -> None:
+    """--id-file and --preset-out naming one file (the preset was lost), --preset-out naming the
+    preset being read (overwritten, its [tune] section gone), or under a file: exit 3
+    at once, not after the search; nothing written."""
+    preset = tmp_path / "mine.toml"
+    preset.write_text("[train]\nmax_epochs = 3\n")
+    (tmp_path / "afile").write_text("x")
+    names = {"same": tmp_path / "out.txt", "preset": preset, "file": tmp_path / "afile"}
+    args = [a.format(**names) for a in outputs]
+    result = cli("tune", "--trials", "2", *args, env={"PIPELINE_PRESET": str(preset)})
+    refused(result, 3, says)
+    assert not store.exists() and not (tmp_path / "out.txt").exists()
+    assert preset.read_text() == "[train]\nmax_epochs = 3\n"
+
+
 def test_data_fetch_with_its_id_file_in_the_store_is_refused(cli: Any, store: Path) -> None:
     """`data fetch --id-file` inside the store exits 3 and writes no id there."""
     target = store / "datasets" / "latest.id"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -97,22 +98,29 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 
 def store_of(
-    settings: Any, *, writes: bool = False, outputs: Mapping[str, Path | None] | None = None
+    settings: Any,
+    *,
+    writes: bool = False,
+    outputs: Mapping[str, Path | None] | None = None,
+    preset: Path | None = None,
 ) -> Any:
     """The artifact store named by PIPELINE_STORE, checked before the command's work starts.
 
     ``writes``: StoreError now if the store cannot be written (not after minutes of training).
     ``outputs``: the command's output files by option (``{"--id-file": path}``); ConfigError if
-    one lies inside the store, whose records only the stages write.
+    one lies inside the store, whose records only the stages write, or two name one file, or
+    one is ``preset`` (the preset file this command reads).
     """
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store, **settings.store_options())
     _OPENED.set(store)
+    named: dict[Path, str] = {}
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
+            _one_output(path, option, named, preset)
     if writes:
         store.check_writable()
     return store
@@ -128,11 +136,36 @@ def _folder_exists(path: Path, option: str) -> None:
     from pipeline.errors import ConfigError
 
     folder = path.parent
-    if not folder.is_dir():
+    why = (
+        "is a file, not a folder" if folder.exists() and not folder.is_dir()
+        else "does not exist" if not folder.is_dir()
+        else "cannot be written" if not os.access(folder, os.W_OK | os.X_OK)
+        else ""
+    )  # fmt: skip
+    if why:
         raise ConfigError(
-            f"{option} {path}: the folder {folder} does not exist: create it, or choose another "
-            "path (checked before the work starts)"
+            f"{option} {path}: the folder {folder} {why}: create it or choose another path "
+            "(checked before the work starts)"
         )
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder: name a file in it")
+
+
+def _one_output(path: Path, option: str, named: dict[Path, str], preset: Path | None) -> None:
+    """ConfigError when ``path`` is also another option's output, or the preset being read."""
+    from pipeline.errors import ConfigError
+
+    resolved = path.resolve()
+    if preset is not None and preset.resolve() == resolved:
+        raise ConfigError(
+            f"{option} {path} is the preset this command reads (PIPELINE_PRESET): it would be "
+            "overwritten; write the new one to another file"
+        )
+    if resolved in named:
+        raise ConfigError(
+            f"{named[resolved]} and {option} name the same file {path}: each needs its own"
+        )
+    named[resolved] = option
 
 
 def write_id(path: Path | None, value: str) -> None:

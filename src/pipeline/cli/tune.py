@@ -49,7 +49,7 @@ def tune(
         from pipeline import tune as stage
 
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
-        store = store_of(loaded.settings, writes=True, outputs=outputs)
+        store = store_of(loaded.settings, writes=True, outputs=outputs, preset=loaded.preset)
         result = stage.run(loaded.settings, store, log, resume=resume, preset_out=preset_out)
         write_id(id_file, result.tune_id)
 
