@@ -155,6 +155,27 @@ def test_missing_preset_file_is_a_config_error(tmp_path: Path, no_env: Path) -> 
         load({"PIPELINE_PRESET": str(missing)}, env_file=no_env)
 
 
+def test_a_tune_space_in_toml_may_use_dotted_keys_or_tables(tmp_path: Path, no_env: Path) -> None:
+    """TOML reads an unquoted ``model.dropout = ...`` under [tune.space] as a nested table (it was
+    "key 'model' names no searchable setting"): it means what the JSON key "model.dropout" does,
+    as does a [tune.space.features] table; a misspelt field is still named."""
+    preset = tmp_path / "space.toml"
+    preset.write_text(
+        "[tune.space]\nmodel.dropout = {uniform = [0.0, 0.3]}\n"
+        '"train.learning_rate" = {loguniform = [1e-4, 1e-2]}\n'
+        "[tune.space.features]\nmin_frequency = {int = [1, 5]}\n"
+    )
+    space = load({"PIPELINE_PRESET": str(preset)}, env_file=no_env).settings.tune.space
+    assert space == {
+        "model.dropout": {"uniform": [0.0, 0.3]},
+        "train.learning_rate": {"loguniform": [1e-4, 1e-2]},
+        "features.min_frequency": {"int": [1, 5]},
+    }
+    preset.write_text("[tune.space]\nmodel.dropot = {uniform = [0.0, 0.3]}\n")
+    with pytest.raises(ConfigError, match=r"'model.dropot'.*did you mean 'model.dropout'"):
+        load({"PIPELINE_PRESET": str(preset)}, env_file=no_env)
+
+
 def test_preset_with_unknown_key_suggests_the_right_one(tmp_path: Path, no_env: Path) -> None:
     """A preset key that is not a setting is a ConfigError naming it, with a did-you-mean."""
     preset = tmp_path / "typo.toml"

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from pipeline.settings.space import DEFAULT_SPACE, check_space
+from pipeline.settings.space import DEFAULT_SPACE, check_space, dotted
 
 # pyarrow's defaults plus the spellings our datasets use. "NA" means "none" in several house-prices
 # columns; reading it as missing is right because a missing category becomes its own bucket.
@@ -349,6 +349,11 @@ class TuneSettings(_Section):
     connect_timeout: float = Field(
         30.0, gt=0, le=MAX_SECONDS, description="Seconds to reach the Ray cluster at RAY_ADDRESS"
     )
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _dotted_keys(cls, space: Any) -> Any:
+        return dotted(space)
 
     @field_validator("space")
     @classmethod

@@ -60,6 +60,27 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
 }
 
 
+def dotted(space: Any) -> Any:
+    """``space`` with nested keys joined by dots: TOML reads ``model.dropout = {uniform = ...}``
+    under ``[tune.space]`` as ``{"model": {"dropout": {...}}}``, where JSON spells the key
+    ``"model.dropout"``. Only a table of tables is joined: a dimension (one of ``KINDS`` as its
+    one key) or a malformed one (``{"normal": [0, 1]}``) is left for ``check_space`` to judge."""
+    if not isinstance(space, dict):
+        return space
+    out: dict[str, Any] = {}
+    for key, value in space.items():
+        tables = (
+            isinstance(value, dict)
+            and bool(value)
+            and all(isinstance(v, dict) for v in value.values())
+        )
+        if tables and not (len(value) == 1 and next(iter(value)) in KINDS):
+            out.update({f"{key}.{inner}": dim for inner, dim in dotted(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
 def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> dict[str, Any]:
     """``space`` if every key names a searchable setting and every dimension is valid for it.
 
