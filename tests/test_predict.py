@@ -247,6 +247,24 @@ def test_missing_columns_are_counted_past_ten_and_a_foreign_delimiter_named(
     assert "PIPELINE_DATA__DELIMITER" not in message[0]
 
 
+def test_a_bad_cell_under_a_release_gives_advice_that_works(chain: dict[str, Any]) -> None:
+    """A release fixes PIPELINE_RUN__ON_ERROR, so "set PIPELINE_RUN__ON_ERROR=column" (what the
+    message said, and what a user then set, to no effect) is not the advice under one."""
+    root = chain["root"]
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    area = lines[0].split(",").index("LotArea")
+    cells = lines[2].split(",")
+    cells[area] = "lots"
+    (root / "bad.csv").write_text("\n".join([lines[0], lines[1], ",".join(cells)]) + "\n")
+    done = _predict(chain, str(root / "bad.csv"), "--release", chain["release"],
+                    PIPELINE_RUN__ON_ERROR="column")  # fmt: skip
+    message = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert done.returncode == 4 and len(message) == 1, done.stderr
+    assert "'LotArea'" in message[0] and "data row 2" in message[0], message[0]
+    assert "a release created under PIPELINE_RUN__ON_ERROR=column" in message[0]
+    assert "set PIPELINE_RUN__ON_ERROR" not in message[0]
+
+
 def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any, Path]) -> None:
     """Parquet and JSON-lines inputs and outputs give the same predictions as CSV, to the bit
     (JSON lines kept 10 significant digits, pandas' default)."""

@@ -61,7 +61,7 @@ def predict(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import log as logging_
         from pipeline import predict as stage
-        from pipeline.errors import ConfigError
+        from pipeline.errors import ConfigError, DataError
 
         refuse_release_and_package(release, package)
         refuse_output_over_source(source, sink)
@@ -71,17 +71,30 @@ def predict(
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
         if ready.overridden:
             log.warning("predict.settings_ignored", **ready.ignored_event())
-        if ready.run.workers is None:
-            if sink is not None and sink.is_dir():
-                raise ConfigError(
-                    f"-o {sink} is a folder: pass a file path, or --workers N to write a "
-                    "folder of parts"
-                )
-            stage.run(ready, source, sink, log)
-        else:  # only this path imports Ray
-            from pipeline.predict import distributed
+        if ready.run.workers is None and sink is not None and sink.is_dir():
+            raise ConfigError(
+                f"-o {sink} is a folder: pass a file path, or --workers N to write a "
+                "folder of parts"
+            )
+        try:
+            if ready.run.workers is None:
+                stage.run(ready, source, sink, log)
+            else:  # only this path imports Ray
+                from pipeline.predict import distributed
 
-            distributed.run(ready, source, sink, s, log)
+                distributed.run(ready, source, sink, s, log)
+        except DataError as exc:
+            if ready.release is None or _ON_ERROR not in exc.message:
+                raise
+            # A release fixes PIPELINE_RUN__ON_ERROR: setting it now changes nothing.
+            raise DataError(exc.message.replace(_ON_ERROR, _ON_ERROR_RELEASED)) from None
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
     run("predict", body, overrides=overrides, log_to_stderr=sink is None)
+
+
+_ON_ERROR = "set PIPELINE_RUN__ON_ERROR=column to report bad rows in an error column"
+_ON_ERROR_RELEASED = (
+    "report bad rows in an error column with a release created under "
+    "PIPELINE_RUN__ON_ERROR=column (this release fixes it), or with --package and that setting"
+)
