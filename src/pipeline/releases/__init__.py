@@ -324,7 +324,7 @@ def create(
     name = check_name(name or package["name"])
     folder = _folder(store, name)
     ids = package["package_id"], package["build_id"], package["version"]
-    wanted = Release(name, 0, *ids, run=run.model_dump(mode="json"), created_at=_now())
+    wanted = Release(name, 0, *ids, run=run.released(), created_at=_now())
     with _locked(folder):
         numbers, previous = _committed(folder)
         for orphan in _orphans(folder, name, numbers):

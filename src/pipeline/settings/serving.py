@@ -4,7 +4,7 @@ and `pipeline serve` use a release) and ``serve`` (the HTTP server; operational,
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
@@ -60,6 +60,15 @@ class RunSettings(_Section):
         le=4096,
         description="predict on Ray with this many workers (--workers); unset: in this process",
     )
+
+    def released(self) -> dict[str, Any]:
+        """What a release records and fixes: every setting but ``MACHINE_RUN``, which always
+        comes from the environment of the machine a process runs on."""
+        return self.model_dump(mode="json", exclude=set(MACHINE_RUN))
+
+
+# Run settings that size the work for the machine (memory, Ray workers): never released.
+MACHINE_RUN = ("chunk_rows", "workers")
 
 
 class ServeSettings(_Section):
