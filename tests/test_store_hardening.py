@@ -433,3 +433,23 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_staging(tmp_path: P
     live.communicate("\n", timeout=30)
     assert live.returncode == 0
     assert list((root / "tmp").iterdir()) == []
+
+
+def test_running_a_command_again_repairs_its_damaged_record(cli: Any, store: Path) -> None:
+    """A build whose file was edited is refused (exit 7, "retrain it"); training the same
+    recipe again gives the same id and used to find the folder there and keep it damaged.
+    The folder is now the rerun's build (a stray file removed), as a tune's would be."""
+    from tests.conftest import event
+
+    build = event(cli("train", env=FAST).stdout, "train.summary")["build_id"]
+    folder = store / "builds" / build
+    original = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "metrics.json").write_text("{}")
+    (folder / "stray.txt").write_text("x")
+    refused(cli("evaluate", build, env=FAST), 7, build)
+    assert event(cli("train", env=FAST).stdout, "train.summary")["build_id"] == build
+    repaired = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert sorted(repaired) == sorted(original) and cli("evaluate", build).exit_code == 0
+    # A sound record is kept as the first run wrote it (its timings too), not rewritten.
+    assert event(cli("train", env=FAST).stdout, "train.summary")["build_id"] == build
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == repaired

@@ -155,13 +155,41 @@ def publish(
     ref: tuple[str, str],
 ) -> None:
     """Publish ``files`` and their manifest as the folder ``key`` in one step, then point the
-    reference ``ref`` (name, value) at it: a crash leaves the old state or the new."""
+    reference ``ref`` (name, value) at it: a crash leaves the old state or the new.
+
+    The folder is content-addressed: one already there that matches its own manifest is kept
+    as it is (the first writer's record, its timings included); one damaged or edited since
+    (what `evaluate` or `tune show` refuse, saying to run the command again) is written again
+    here, file by file, rather than kept as it was."""
+    whole = {**files, "manifest.json": canonical_json(manifest)}
     with store.staging() as staging:
-        for name, data in files.items():
+        for name, data in whole.items():
             (staging / name).write_bytes(data)
-        (staging / "manifest.json").write_bytes(canonical_json(manifest))
-        store.publish(staging, key)
+        published = store.publish(staging, key)
+    if not published:
+        _repair(store, key, whole)
     store.write_ref(*ref)
+
+
+def _repair(store: Store, key: str, files: dict[str, bytes]) -> None:
+    """If the existing folder ``key`` does not match its own manifest, make it hold exactly
+    ``files``: each file that differs or is missing written again (the manifest last), each
+    file it should not hold removed."""
+    folder, _, id_ = key.rpartition("/")
+    try:
+        read_verified(store, folder, id_, "record", "")
+        return
+    except IntegrityError:
+        pass
+    for name in sorted(files, key=lambda n: n == "manifest.json"):
+        try:
+            same = store.read_bytes(f"{key}/{name}") == files[name]
+        except KeyError:
+            same = False
+        if not same:
+            store.write(f"{key}/{name}", files[name])
+    for name in set(store.list(key)) - set(files):
+        store.delete(f"{key}/{name}")
 
 
 @dataclass(frozen=True)
