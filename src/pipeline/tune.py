@@ -71,6 +71,10 @@ def run(
         results = _search(settings, payload, schedule, done, partial, log)
     except KeyboardInterrupt:
         kept = len(partial.load(log)) if store.list(partial.prefix) else 0
+        if not kept:
+            raise Interrupted(
+                "tune interrupted before any trial finished: nothing was kept; run it again"
+            ) from None
         raise Interrupted(
             f"tune interrupted: the results of {kept} trial(s) of {n} are kept; `pipeline "
             "tune --resume` with the same settings runs the rest"
