@@ -143,3 +143,32 @@ def test_resume_without_a_checkpoint_or_with_a_damaged_one_fails_cleanly(tmp_pat
     # Other settings are other inputs: their run has no checkpoint to resume.
     other = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "25"})
     assert other.returncode == 8
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_stop_after_training_waits_for_the_build_and_a_second_stops_at_once(
+    cli: Any, store: Path, monkeypatch: pytest.MonkeyPatch, signals: int
+) -> None:
+    """SIGTERM after the refit (while the build is tested and written) stopped with "nothing
+    was written", losing the whole training for a second's work. Now the build is written
+    and the run ends normally, with a train.stop_deferred warning; a second signal stops it
+    at once, writing nothing."""
+    from pipeline import artifacts
+
+    real = artifacts.write_build
+
+    def stopped_first(*args: Any, **kwargs: Any) -> str:
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "write_build", stopped_first)
+    result = cli("train", env={"PIPELINE_TRAIN__MAX_EPOCHS": "2"})
+    assert event(result.stdout, "train.stop_deferred")["signal"] == "SIGTERM"
+    if signals == 1:
+        assert result.exit_code == 0, result.stderr
+        build = event(result.stdout, "train.summary")["build_id"]
+        assert (store / "builds" / build / "manifest.json").is_file()
+    else:
+        assert result.exit_code == 130 and "nothing was written" in result.stderr
+        assert not (store / "builds").exists() or not any((store / "builds").iterdir())

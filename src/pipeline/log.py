@@ -358,3 +358,30 @@ def reset() -> None:
     """Forget bound context and registered secrets (tests, and between CLI invocations)."""
     structlog.contextvars.clear_contextvars()
     _secrets.clear()
+
+
+class EpochProgress:
+    """`pipeline train`'s epochs: one ``train.epoch`` / ``train.refit_epoch`` event each, and a
+    bar on stderr when it is a terminal."""
+
+    def __init__(self, total: int, log: Any) -> None:
+        from tqdm import tqdm
+
+        self.log = log
+        self.bar = tqdm(
+            total=total,
+            desc="train",
+            unit="epoch",
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
+            leave=False,
+        )
+
+    def selection_epoch(self, row: dict[str, Any]) -> None:
+        self.log.info("train.epoch", **row)
+        self.bar.update(1)
+        self.bar.set_postfix(val_loss=f"{row['val_loss']:.4f}")
+
+    def refit_epoch(self, row: dict[str, Any]) -> None:
+        self.log.info("train.refit_epoch", **row)
+        self.bar.update(1)

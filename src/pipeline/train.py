@@ -10,7 +10,6 @@ and turns a stop signal into a checkpoint.
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 
 from pipeline import __version__, artifacts, curves, features, metrics
 from pipeline.errors import Interrupted
+from pipeline.log import EpochProgress
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
@@ -110,8 +110,7 @@ def _built(
     t0: float,
 ) -> TrainResult:
     """Steps 3 to 5 and the build's files, on the laid-out data."""
-    from pipeline import fit
-    from pipeline.checkpoints import Checkpoints
+    from pipeline.checkpoints import Checkpoints, finishing
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     inputs = _inputs(data, settings.seed)
@@ -121,6 +120,45 @@ def _built(
         trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
     else:
         trained = _train_on_ray(settings, data, pre, laid.on_ray, rt["device"], checkpoints, log)
+    with finishing(log, "train"):  # a stop now waits for the build: training is done
+        bid, blend, result_metrics = _finish(settings, store, laid, trained, inputs, started_at, t0)
+    checkpoints.discard()
+    split = data.split
+    rows_seen = len(split.train) * len(trained.selected.history)
+    rows_seen += (len(split.train) + len(split.val)) * len(trained.refit_history)
+    log.info(
+        "train.summary",
+        build_id=bid,
+        task=data.schema.task,
+        epochs=len(trained.selected.history),
+        best_epoch=trained.selected.best_epoch,
+        stopped_early=trained.selected.stopped_early,
+        ridge_share=None if blend is None else round(1.0 - blend.weight, 6),
+        validation=metrics.bounded(result_metrics["validation"]),
+        test=metrics.bounded(result_metrics["test"]),
+        train_seconds=round(trained.seconds, 3),
+        rows_per_second=round(rows_seen / trained.seconds) if trained.seconds > 0 else None,
+        seconds=round(time.perf_counter() - t0, 3),
+        **rt,
+    )
+    selected = trained.selected
+    return TrainResult(bid, result_metrics, selected.best_epoch, len(selected.history))
+
+
+def _finish(
+    settings: Settings,
+    store: Store,
+    laid: _Laid,
+    trained: _Trained,
+    inputs: dict[str, Any],
+    started_at: datetime,
+    t0: float,
+) -> tuple[str, Any, dict[str, Any]]:
+    """Steps 3b and 5 after training: the ridge blend, the validation and test metrics, the
+    build written; its id, the blend and the metrics."""
+    from pipeline import fit
+
+    data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     # 3b. a linear model beside the network, blended in when the validation rows say so
     blend = _blend(settings, data, trained, part, pre)
     validation = fit.evaluate_rows(trained.selected.model, part(data.split.val), pre.target)
@@ -146,27 +184,7 @@ def _built(
     )
     files["environment"] = canonical_json(artifacts.environment(rt))
     bid = artifacts.write_build(store, files, inputs)
-    checkpoints.discard()
-    split = data.split
-    rows_seen = len(split.train) * len(trained.selected.history)
-    rows_seen += (len(split.train) + len(split.val)) * len(trained.refit_history)
-    log.info(
-        "train.summary",
-        build_id=bid,
-        task=data.schema.task,
-        epochs=len(trained.selected.history),
-        best_epoch=trained.selected.best_epoch,
-        stopped_early=trained.selected.stopped_early,
-        ridge_share=None if blend is None else round(1.0 - blend.weight, 6),
-        validation=metrics.bounded(result_metrics["validation"]),
-        test=metrics.bounded(result_metrics["test"]),
-        train_seconds=round(trained.seconds, 3),
-        rows_per_second=round(rows_seen / trained.seconds) if trained.seconds > 0 else None,
-        seconds=round(time.perf_counter() - t0, 3),
-        **rt,
-    )
-    selected = trained.selected
-    return TrainResult(bid, result_metrics, selected.best_epoch, len(selected.history))
+    return bid, blend, result_metrics
 
 
 def _blend(
@@ -277,32 +295,6 @@ def _build_files(
     }
 
 
-class _Progress:
-    """One ``train.epoch`` / ``train.refit_epoch`` event per epoch, and a bar on a terminal."""
-
-    def __init__(self, total: int, log: Any) -> None:
-        from tqdm import tqdm
-
-        self.log = log
-        self.bar = tqdm(
-            total=total,
-            desc="train",
-            unit="epoch",
-            file=sys.stderr,
-            disable=not sys.stderr.isatty(),
-            leave=False,
-        )
-
-    def selection_epoch(self, row: dict[str, Any]) -> None:
-        self.log.info("train.epoch", **row)
-        self.bar.update(1)
-        self.bar.set_postfix(val_loss=f"{row['val_loss']:.4f}")
-
-    def refit_epoch(self, row: dict[str, Any]) -> None:
-        self.log.info("train.refit_epoch", **row)
-        self.bar.update(1)
-
-
 def _train(
     settings: Settings,
     data: Prepared,
@@ -324,7 +316,7 @@ def _train(
     ck = checkpoints.load(log) if resume else None
     cfg = fit.network_config(pre, settings)
     split, t = data.split, settings.train
-    progress = _Progress(t.max_epochs, log)
+    progress = EpochProgress(t.max_epochs, log)
     t0 = time.perf_counter()
     phase, selection = "selection", None
     try:
