@@ -179,8 +179,9 @@ def test_no_secret_travels_to_the_cluster_and_no_test_row_either(tmp_path: Path)
 
 
 def test_a_tune_record_is_found_by_prefix_and_refused_when_changed(tmp_path: Path) -> None:
-    """`tune show`'s reading: the latest or a prefix resolves; a changed file is an integrity
-    error, as for builds; an unknown prefix is not found."""
+    """`tune show`'s reading: the latest or a prefix (any case) resolves; a changed file is an
+    integrity error, as for builds, repaired by running the search again; an unknown prefix is
+    not found, a too short one says so."""
     from pipeline.errors import IntegrityError, NotFoundError
     from pipeline.store import Store
 
@@ -189,10 +190,16 @@ def test_a_tune_record_is_found_by_prefix_and_refused_when_changed(tmp_path: Pat
                "rank": 1, "metrics": {}, "epochs": 3, "error": None}]  # fmt: skip
     tid = tune._write(store, {"seed": 1}, trials, trials[0], "rmse", 2.0)
     assert tune.load(store, None)[0] == tid == tune.load(store, tid[:6])[0]
+    assert tune.load(store, tid[:6].upper())[0] == tid  # a copied upper-case prefix
     assert tune.load(store, tid)[1]["winner.json"]["score"] == 0.5
     with pytest.raises(NotFoundError, match="no tune 'abcdef'"):
         tune.load(store, "abcdef")
+    with pytest.raises(NotFoundError, match="too short: give at least 4 hex digits"):
+        tune.load(store, tid[:2])  # it said "no tune" although one starts so
     path = tmp_path / "store" / "tunes" / tid / "trials.json"
     path.write_text(path.read_text().replace("0.5", "0.1"))
     with pytest.raises(IntegrityError, match=r"trials\.json of tune"):
         tune.load(store, tid)
+    # Running the search again repairs the record (it was kept damaged).
+    assert tune._write(store, {"seed": 1}, trials, trials[0], "rmse", 2.0) == tid
+    assert tune.load(store, tid)[1]["winner.json"]["score"] == 0.5

@@ -227,12 +227,17 @@ def resolve_in(
     ids = store.list(folder)
     if ref in ids:
         return ref
-    matches = [i for i in ids if i.startswith(ref)] if len(ref) >= 4 else []
+    hexed = ref.lower()  # ids are lower-case hex; a copied upper-case one means the same
+    matches = [i for i in ids if i.startswith(hexed)] if len(ref) >= 4 else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise NotFoundError(
             f"{noun} prefix '{ref}' is ambiguous ({len(matches)} {noun}s): give more digits"
+        )
+    if len(ref) < 4 and any(i.startswith(hexed) for i in ids):
+        raise NotFoundError(
+            f"{noun} prefix '{ref}' is too short: give at least 4 hex digits of the id"
         )
     raise NotFoundError(
         f"no {noun} '{ref}' in store {store.uri}: check the id ({folder}/ lists them)"
