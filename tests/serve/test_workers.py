@@ -70,6 +70,7 @@ def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
     stopped = server.named("serve.stopped")
     assert len(stopped) == 2 and all(e["unanswered"] == 0 for e in stopped)
     assert server.named("serve.workers_stopped")[0]["exit_code"] == 0
+    assert "Uvicorn running" not in server.stderr  # uvicorn's console line: serve.listening says it
 
 
 def _predict_workers(server: Any) -> list[int]:

@@ -222,7 +222,10 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
         store, release or settings.release, package, settings.model.name, settings.run
     )
     try:
-        sock = uvicorn.Config(app="unused", host=conf.host, port=conf.port).bind_socket()
+        # log_config=None: uvicorn's own console logging is not set up, so its "Uvicorn
+        # running on ..." line stays off stderr (serve.listening says it, as an event).
+        bind = uvicorn.Config(app="unused", host=conf.host, port=conf.port, log_config=None)
+        sock = bind.bind_socket()
     except SystemExit:  # uvicorn logged the reason
         raise ConfigError(
             f"cannot listen on {conf.host}:{conf.port}: the address is in use or not allowed; "
