@@ -215,6 +215,21 @@ def test_embedded_workers_beyond_the_cores_start_one_actor_per_core(
             assert column.fillna("").astype(str).tolist() == ref[name].tolist(), name
 
 
+def test_files_named_one_by_one_as_a_shell_expands_a_glob(chain: dict[str, Any]) -> None:
+    """`predict in/t3.parquet in/t1.parquet --workers 2` (what an unquoted 'in/*.parquet' becomes
+    after the shell: typer said "Got unexpected extra argument"): one part per file, in name
+    order, each the single-process bytes."""
+    done = _predict(chain, "in/t3.parquet", "in/t1.parquet", "--workers", "2", "-o", "out-named")
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = _parts(chain["root"] / "out-named")
+    assert list(parts) == ["manifest.json", "part-00000-t1.csv", "part-00001-t3.csv"]
+    for i, stem in enumerate(("t1", "t3")):
+        assert (
+            parts[f"part-{i:05d}-{stem}.csv"]
+            == (chain["root"] / "ref" / f"{stem}.csv").read_bytes()
+        )
+
+
 def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
     chain: dict[str, Any], ray_cluster: str
 ) -> None:
@@ -245,6 +260,8 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         (["in", "-o", "ref"], 3, "is a folder"),
         (["in", "--workers", "2", "-o", "parts.xlsx"], 3, "is named .xlsx"),
         (["nested", "--workers", "2", "-o", "o"], 4, "sub-folders are not read"),
+        (["in/t0.csv", "in/t2.csv", "-o", "o.csv"], 3, "reads one without --workers"),
+        (["in/t0.csv", "in", "--workers", "2", "-o", "o"], 4, "is a folder or a pattern among"),
     ],
 )
 def test_refusals_are_one_line_and_write_nothing(

@@ -12,10 +12,11 @@ from pipeline.cli._models import refuse_output_over_source, refuse_release_and_p
 
 
 def predict(
-    source: Path = typer.Argument(
+    sources: list[Path] = typer.Argument(
         ...,
         help="Input rows: CSV, Parquet or JSON lines. With --workers also a folder of such "
-        "files or a quoted glob ('in/*.parquet').",
+        "files, a quoted glob ('in/*.parquet'), or several files (an unquoted glob).",
+        metavar="SOURCE...",
     ),
     output: Path = typer.Option(
         None,
@@ -64,8 +65,15 @@ def predict(
         from pipeline.errors import ConfigError, DataError
 
         refuse_release_and_package(release, package)
-        refuse_output_over_source(source, sink)
+        for source in sources:
+            refuse_output_over_source(source, sink)
         s = loaded.settings
+        if len(sources) > 1 and s.run.workers is None:
+            shown = ", ".join(str(p) for p in sources[:3]) + (", ..." if len(sources) > 3 else "")
+            raise ConfigError(
+                f"predict got {len(sources)} inputs ({shown}): it reads one without --workers; "
+                "pass --workers N -o FOLDER to predict them all (one part each), or one file"
+            )
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
@@ -78,11 +86,11 @@ def predict(
             )
         try:
             if ready.run.workers is None:
-                stage.run(ready, source, sink, log)
+                stage.run(ready, sources[0], sink, log)
             else:  # only this path imports Ray
                 from pipeline.predict import distributed
 
-                distributed.run(ready, source, sink, s, log)
+                distributed.run(ready, sources, sink, s, log)
         except DataError as exc:
             if ready.release is None or _ON_ERROR not in exc.message:
                 raise

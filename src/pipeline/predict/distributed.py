@@ -46,13 +46,17 @@ SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq", ".jsonl", ".nd
 _GLOB = set("*?[")
 
 
-def run(ready: Ready, source: Path, output: Path | None, settings: Settings, log: Any) -> None:
-    """Predict ``source`` (a file, folder or glob) on Ray into the folder ``output``."""
+def run(
+    ready: Ready, sources: list[Path], output: Path | None, settings: Settings, log: Any
+) -> None:
+    """Predict ``sources`` (a file, folder or glob; or several files, as a shell expands an
+    unquoted glob) on Ray into the folder ``output``."""
     t0 = time.perf_counter()
     workers = ready.run.workers or 1
     folder = _output_folder(output)
-    files = inputs(source)
-    skipped = _subfolders(source)
+    source = sources[0] if len(sources) == 1 else Path(f"{len(sources)} files")
+    files = inputs(sources[0]) if len(sources) == 1 else _listed(sources)
+    skipped = _subfolders(sources[0]) if len(sources) == 1 else []
     if skipped:  # a folder's files are read, not its sub-folders' (Hive-style partitions)
         log.warning(
             "predict.subfolders_skipped", folder=str(source), count=len(skipped),
@@ -140,6 +144,17 @@ def inputs(source: Path) -> list[Path]:
             raise DataError(f"input pattern {text} matches no file: check the pattern")
         return matched
     return [source]  # a file; the reader says what is wrong with a missing one
+
+
+def _listed(sources: list[Path]) -> list[Path]:
+    """Several inputs named one by one: each a file, in sorted order as a glob's, once each."""
+    for path in sources:
+        if path.is_dir() or (not path.exists() and _GLOB & set(str(path))):
+            raise DataError(
+                f"input {path} is a folder or a pattern among {len(sources)} inputs: name "
+                "files one by one, or pass one folder or one quoted glob alone"
+            )
+    return sorted(dict.fromkeys(sources))
 
 
 def _subfolders(source: Path) -> list[str]:
