@@ -98,6 +98,22 @@ def test_predict_through_a_link_replaces_its_target_and_keeps_the_link(
     assert target.read_bytes() == whole[1].read_bytes()
 
 
+@pytest.mark.parametrize("option", ["-o", "--id-file"])
+def test_an_output_under_a_file_is_refused_at_once_naming_it(
+    chain: dict[str, Any],  # noqa: F811
+    option: str,
+) -> None:
+    """`-o notes.txt/sub/p.csv`, notes.txt a file: exit 3 before any work, naming notes.txt (it
+    was exit 9 at the end, naming a hidden temporary file beside the output)."""
+    root = chain["root"]
+    (root / "notes.txt").write_text("x\n")
+    command = ["data", "fetch"] if option == "--id-file" else ["predict", str(TEST_CSV)]
+    done = run_cli(*command, option, "notes.txt/sub/p.csv", env=chain["env"], cwd=root)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {option} notes.txt/sub/p.csv")
+    assert "notes.txt is a file, not a folder" in done.stderr and ".tmp" not in done.stderr
+
+
 @pytest.mark.parametrize("command", ["report", "id-file"])
 def test_report_and_id_file_into_a_fifo(
     chain: dict[str, Any],  # noqa: F811

@@ -316,12 +316,13 @@ def test_package_id_file_onto_its_own_sidecar_is_refused(chain: Chain) -> None:
 
 
 def test_predict_into_a_folder_that_is_a_file_is_one_line(chain: Chain) -> None:
-    """-o under a regular file exits 9 with one line naming the path (no traceback)."""
+    """-o under a regular file exits 3 at once with one line naming the path and the file in
+    the way (no traceback; it was exit 9 at the end, as a write failure)."""
     blocker = chain.root / "plain-file"
     blocker.write_text("x")
     out = blocker / "out.csv"
     result = chain.invoke("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", str(out))
-    refused(result, 9, str(out), "-o")
+    refused(result, 3, str(out), "-o", f"{blocker} is a file, not a folder")
 
 
 # --- item 10: a killed predict leaves no temporary file for good -------------------------------

@@ -118,6 +118,8 @@ def store_of(
     named: dict[Path, str] = {}
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)
+        if path is not None:
+            _no_file_above(path, option)
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
             _one_output(path, option, named, preset)
@@ -130,6 +132,20 @@ def store_of(
 # at its start, not after minutes of training or searching (predict -o, report -o and diff
 # --html create their folders).
 _ID_OUTPUTS = ("--id-file", "--preset-out")
+
+
+def _no_file_above(path: Path, option: str) -> None:
+    """ConfigError when the nearest existing folder above ``path`` is a file (``-o notes.txt/x``):
+    the write would fail at the end, naming a temporary file (exit 9)."""
+    from pipeline.errors import ConfigError
+
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"{option} {path}: {parent} is a file, not a folder: choose another path"
+                )
+            return
 
 
 def _folder_exists(path: Path, option: str) -> None:

@@ -12,11 +12,11 @@ from pipeline.cli._models import refuse_output_over_source, refuse_release_and_p
 
 
 def predict(
-    sources: list[Path] = typer.Argument(
+    source: list[Path] = typer.Argument(
         ...,
         help="Input rows: CSV, Parquet or JSON lines. With --workers also a folder of such "
         "files, a quoted glob ('in/*.parquet'), or several files (an unquoted glob).",
-        metavar="SOURCE...",
+        metavar="SOURCE",
     ),
     output: Path = typer.Option(
         None,
@@ -65,13 +65,13 @@ def predict(
         from pipeline.errors import ConfigError, DataError
 
         refuse_release_and_package(release, package)
-        for source in sources:
-            refuse_output_over_source(source, sink)
+        for path in source:
+            refuse_output_over_source(path, sink)
         s = loaded.settings
-        if len(sources) > 1 and s.run.workers is None:
-            shown = ", ".join(str(p) for p in sources[:3]) + (", ..." if len(sources) > 3 else "")
+        if len(source) > 1 and s.run.workers is None:
+            shown = ", ".join(str(p) for p in source[:3]) + (", ..." if len(source) > 3 else "")
             raise ConfigError(
-                f"predict got {len(sources)} inputs ({shown}): it reads one without --workers; "
+                f"predict got {len(source)} inputs ({shown}): it reads one without --workers; "
                 "pass --workers N -o FOLDER to predict them all (one part each), or one file"
             )
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
@@ -86,11 +86,11 @@ def predict(
             )
         try:
             if ready.run.workers is None:
-                stage.run(ready, sources[0], sink, log)
+                stage.run(ready, source[0], sink, log)
             else:  # only this path imports Ray
                 from pipeline.predict import distributed
 
-                distributed.run(ready, sources, sink, s, log)
+                distributed.run(ready, source, sink, s, log)
         except DataError as exc:
             if ready.release is None or _ON_ERROR not in exc.message:
                 raise
