@@ -258,6 +258,7 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         (["nothing/*.csv", "--workers", "2", "-o", "o"], 4, "matches no file"),
         (["ref/", "--workers", "0", "-o", "o"], 2, "--workers"),
         (["in", "-o", "ref"], 3, "is a folder"),
+        (["in", "--workers", "2", "-o", "in"], 3, "is the input folder in"),
         (["in", "--workers", "2", "-o", "parts.xlsx"], 3, "is named .xlsx"),
         (["nested", "--workers", "2", "-o", "o"], 4, "sub-folders are not read"),
         (["in/t0.csv", "in/t2.csv", "-o", "o.csv"], 3, "reads one without --workers"),

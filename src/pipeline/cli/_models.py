@@ -25,7 +25,8 @@ def refuse_output_over_source(source: Path, output: Path | None) -> None:
     if output is not None and output.resolve() == source.resolve():
         from pipeline.errors import ConfigError
 
+        what = "folder" if source.is_dir() else "file"
         raise ConfigError(
-            f"--output {output} is the input file {source}: the predictions would replace the "
-            "rows they come from; write them to another file"
+            f"--output {output} is the input {what} {source}: the predictions would replace the "
+            f"rows they come from; write them to another {what}"
         )
