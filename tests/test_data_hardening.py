@@ -443,3 +443,17 @@ def test_rows_without_a_target_and_an_id_in_another_case_are_said(cli: Any, tmp_
     ), found
     schema_event = next(e for e in events(result.stdout) if e["event"] == "data.schema")
     assert schema_event["rows"] == 102
+
+
+def test_a_class_with_a_few_rows_is_named_in_a_warning(cli: Any, tmp_path: Path) -> None:
+    """A yes/no target with one stray 'maybe' trained a 3-class model without a word: a
+    data.rare_classes warning names the class and its count (the run goes on: it may be real)."""
+    rows = [f"{i % 10 * 1.5},{'abc'[i % 3]},{'yes' if i % 2 else 'no'}" for i in range(119)]
+    path = _csv(tmp_path, "a,kind,y", [*rows, "3.0,a,maybe"])
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output
+    rare = [e for e in events(result.stdout) if e["event"] == "data.rare_classes"]
+    assert len(rare) == 1 and rare[0]["rare"] == {"maybe": 1} and rare[0]["classes"] == 3
+    assert "fewer than 5 rows" in rare[0]["message"]

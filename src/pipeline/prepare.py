@@ -188,4 +188,24 @@ def _infer(frame: pd.DataFrame, settings: Settings, label: str, log: Any) -> Sch
     for message in warnings:
         log.warning("data.warning", message=message)
     _schema_event(schema, len(frame), log)
+    if schema.task in ("binary", "multiclass"):
+        _rare_classes(frame[schema.target], schema.target, log)
     return schema
+
+
+# A class with fewer rows than this is named in a warning: a typo ("yes", "no" and one "maybe")
+# makes a class of its own, and a binary table a multiclass one.
+RARE_CLASS_ROWS = 5
+
+
+def _rare_classes(target: pd.Series, name: str, log: Any) -> None:
+    counts = target.astype("string").value_counts(dropna=True)
+    rare = counts[counts < RARE_CLASS_ROWS]
+    if len(rare) and len(rare) < len(counts):
+        log.warning(
+            "data.rare_classes", column=name, classes=len(counts),
+            rare={str(k): int(v) for k, v in rare.head(10).items()},
+            message=f"target column {name!r} has {len(rare)} class(es) with fewer than "
+            f"{RARE_CLASS_ROWS} rows, each a class of its own: fix or drop those rows if they "
+            "are mistakes",
+        )  # fmt: skip
