@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, invoke_isolated
+from tests.conftest import event, invoke_isolated, start_cli
 
 # Every test evaluates a trained build.
 pytestmark = pytest.mark.slow
@@ -107,3 +108,25 @@ def test_a_dataset_changed_since_the_build_is_named_as_such(cli: Any, tmp_path: 
     assert f"but build {build_id[:12]} was trained on sha256 " in result.stderr
     assert "PIPELINE_DATA__SHA256" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_during_cross_validation_is_exit_130_and_one_line(
+    built: tuple[str, dict], store: Path, sig: signal.Signals
+) -> None:
+    """SIGTERM or Ctrl-C while a fold trains: exit 130, one line, no cv file (it was exit 1
+    and a traceback ending in pipeline.fit.Stopped)."""
+    env = {**FAST, "PIPELINE_STORE": str(store), "PIPELINE_LOG_FORMAT": "json"}
+    proc = start_cli("evaluate", "--folds", "5", env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        if json.loads(line).get("event") == "evaluate.fold":
+            proc.send_signal(sig)
+            break
+    proc.stdout.read()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "error: evaluate interrupted: nothing was written; run it again"
+    ]
+    assert not (store / "evaluations").exists() or not list((store / "evaluations").rglob("cv-*"))

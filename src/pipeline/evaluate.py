@@ -75,14 +75,18 @@ def cross_validate(
     """K-fold CV of the build's recipe on ``rows`` (``search.cross_validate``), fold by fold
     in the log."""
 
-    from pipeline import search
+    from pipeline import fit, search
 
     def on_fold(i: int, n: int, epochs: int, scores: dict[str, Any]) -> None:
         log.info("evaluate.fold", fold=i + 1, folds=k, rows=n, epochs=epochs, **scores)
 
-    return search.cross_validate(
-        settings, data.frame, data.schema, data.label, rows, k, data.seeds.split, device, on_fold
-    )
+    try:
+        return search.cross_validate(
+            settings, data.frame, data.schema, data.label, rows, k, data.seeds.split, device,
+            on_fold,
+        )  # fmt: skip
+    except fit.Stopped:  # a fold's loop stopped at SIGTERM/Ctrl-C: the command's exit 130
+        raise KeyboardInterrupt from None
 
 
 def check_folds(folds: int | None) -> None:
