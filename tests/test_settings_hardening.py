@@ -457,3 +457,28 @@ def test_a_diverging_learning_rate_is_one_line_not_a_traceback(cli: Any) -> None
     assert result.exit_code == 3, result.output
     assert result.stderr.startswith("error: training diverged at epoch 1")
     assert "PIPELINE_TRAIN__LEARNING_RATE" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "says"),
+    [
+        ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, 3, "AWS_SECRET_ACCESS_KEY is not set"),
+        ({"AWS_SECRET_ACCESS_KEY": "s3cr3t-half-pair"}, 3, "AWS_ACCESS_KEY_ID is not set"),
+        ({"AWS_ENDPOINT_URL": "127.0.0.1:9000"}, 3, "AWS_ENDPOINT_URL"),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:notaport"}, 3, "http(s)://host:port"),
+        ({"AWS_ENDPOINT_URL": " http://127.0.0.1:9000"}, 3, "AWS_ENDPOINT_URL"),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "a",
+          "AWS_SECRET_ACCESS_KEY": "b", "AWS_REGION": "us-east-1"}, 9, "AWS_ALLOW_HTTP=true"),
+    ],
+)  # fmt: skip
+def test_s3_client_settings_that_cannot_work_are_one_line(
+    cli: Any, env: dict[str, str], code: int, says: str
+) -> None:
+    """Half a key pair was the client's traceback, a malformed endpoint a Rust panic (both
+    exit 1), an http:// endpoint without AWS_ALLOW_HTTP 'the S3 server answered an error'
+    (no request was sent). No server is needed to see any of them."""
+    result = cli("release", "list", "--name", "m", env={"PIPELINE_STORE": "s3://bucket/x", **env})
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.output, lines
+    assert "s3cr3t-half-pair" not in result.output

@@ -5,6 +5,7 @@ Each test works under a fresh prefix of the test bucket, so tests share one serv
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import socket
 import threading
@@ -247,3 +248,45 @@ def test_a_server_that_hangs_is_exit_10_within_the_timeout(
 def test_the_error_of_a_down_server_is_raised_as_store_unavailable(s3_env: Any) -> None:
     """StoreUnavailable is a StoreError (callers that catch store failures still do)."""
     assert issubclass(StoreUnavailable, StoreError) and StoreUnavailable.exit_code == 10
+
+
+def test_the_aws_variables_work_from_a_dotenv_file(
+    cli: Any, s3_env: Mapping[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key pair, endpoint and region in .env only: `config show` listed them from .env, but the
+    S3 client read the process's environment alone (a traceback, or 'answered an error')."""
+    aws = {k: v for k, v in s3_env.items() if k.startswith("AWS_")}
+    for name in aws:
+        monkeypatch.delenv(name)
+    dotenv = tmp_path / "s3.env"
+    dotenv.write_text("".join(f"{k}={v}\n" for k, v in aws.items()))
+    env = {"PIPELINE_STORE": s3_env["PIPELINE_STORE"], "PIPELINE_ENV_FILE": str(dotenv)}
+    result = cli("release", "list", "--name", "m", env=env)
+    assert result.exit_code == 0, result.output
+    assert aws["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+
+
+def test_dropped_connections_are_exit_10_and_said(cli: Any, s3_env: Mapping[str, str]) -> None:
+    """A server that takes each connection and closes it: the client retries, then exit 10
+    'kept failing' (it was exit 9 'the S3 server answered an error', which no server did)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def close_each() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=close_each, daemon=True)
+    thread.start()
+    try:
+        env = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+               "PIPELINE_STORE_RETRIES": "1"}  # fmt: skip
+        result = cli("release", "list", "--name", "m", env=env)
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert result.exit_code == 10, result.output
+    assert "kept failing (connections dropped" in one_error_line(result)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -165,15 +166,27 @@ class Settings(BaseSettings):
         description="Base folder of user config (kaggle looks in its kaggle/)",
     )
 
-    # The client reads the other AWS_* variables itself, but not this one once timeouts are
-    # given to it, so it is passed on from here.
+    # An S3 client's settings, read here (environment or .env) and handed to it: it read the
+    # process's AWS_* variables itself, so .env was shown by `config show` but not used.
+    aws_access_key_id: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_ACCESS_KEY_ID"),
+        description="S3 access key id (s3:// stores and datasets)",
+    )
+    aws_endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL"),
+        description="Endpoint of an S3-compatible server, http(s)://host:port; unset: AWS",
+    )
+    aws_region: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_REGION"), description="S3 region"
+    )
     aws_allow_http: bool = Field(
         False,
         validation_alias=AliasChoices("AWS_ALLOW_HTTP"),
         description="Allow an http:// AWS_ENDPOINT_URL (s3:// stores; a local test server)",
     )
-    # An s3:// store's secrets: the client library reads them from the environment itself;
-    # they are declared here so that they are masked in every message like the others.
+    # An s3:// store's secrets, masked in every message like the others.
     aws_secret_access_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY"),
@@ -220,12 +233,42 @@ class Settings(BaseSettings):
 
     def store_options(self) -> dict[str, Any]:
         """What ``Store.from_uri`` needs besides the URI: an object store's request timeout,
-        retries and whether its endpoint may be plain http."""
+        retries, whether its endpoint may be plain http, and the S3 client's configuration
+        (those of key id, secret, session token, endpoint and region that are set)."""
+        secret, token = self.aws_secret_access_key, self.aws_session_token
+        s3 = {
+            "access_key_id": self.aws_access_key_id,
+            "secret_access_key": secret.get_secret_value() if secret else None,
+            "session_token": token.get_secret_value() if token else None,
+            "endpoint": self.aws_endpoint_url,
+            "region": self.aws_region,
+        }
         return {
             "timeout": self.store_timeout,
             "retries": self.store_retries,
             "allow_http": self.aws_allow_http,
+            "s3": {k: v for k, v in s3.items() if v},
         }
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        """An http(s)://host[:port] URL: anything else made the S3 client panic mid-request."""
+        from urllib.parse import urlparse
+
+        if url is None:
+            return None
+        try:
+            parsed = urlparse(url)
+            ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            ok = ok and not any(c.isspace() for c in url) and (parsed.port or 1) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise PydanticCustomError(
+                "endpoint_url", "expected http(s)://host or http(s)://host:port"
+            )
+        return url
 
     def build_config(self) -> dict[str, Any]:
         """The settings that shape a trained model: what a build records and its id covers.
@@ -299,6 +342,7 @@ ALIASED_ENV = {"ray_address": "RAY_ADDRESS",
                "kaggle_username": "KAGGLE_USERNAME", "kaggle_key": "KAGGLE_KEY",
                "kaggle_api_token": "KAGGLE_API_TOKEN", "kaggle_config_dir": "KAGGLE_CONFIG_DIR",
                "xdg_config_home": "XDG_CONFIG_HOME",
-               "aws_allow_http": "AWS_ALLOW_HTTP",
+               "aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_endpoint_url": "AWS_ENDPOINT_URL",
+               "aws_region": "AWS_REGION", "aws_allow_http": "AWS_ALLOW_HTTP",
                "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
                "aws_session_token": "AWS_SESSION_TOKEN"}  # fmt: skip

@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -251,7 +251,12 @@ class Store(abc.ABC):
 
     @staticmethod
     def from_uri(
-        uri: str, *, timeout: float = 30.0, retries: int = 3, allow_http: bool = False
+        uri: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        allow_http: bool = False,
+        s3: Mapping[str, str] | None = None,
     ) -> Store:
         """Open the store named by ``PIPELINE_STORE``: a path, a ``file://`` or an ``s3://`` URI.
 
@@ -259,14 +264,17 @@ class Store(abc.ABC):
         store that is a file or lies under one: readers would see an empty store otherwise.
         ``timeout`` (seconds per request) and ``retries`` bound an object store's requests
         (PIPELINE_STORE_TIMEOUT, PIPELINE_STORE_RETRIES); ``allow_http`` lets it reach an
-        ``http://`` endpoint (AWS_ALLOW_HTTP). ``MemoryStore`` has no URI here on
+        ``http://`` endpoint (AWS_ALLOW_HTTP); ``s3`` is the S3 client's configuration (key
+        id, secret, session token, endpoint, region). ``MemoryStore`` has no URI here on
         purpose: every command opens the store anew, so a store in one process's memory would
         be empty for the next command.
         """
         if uri.strip().lower().startswith("s3://"):
             from pipeline.store.s3 import S3Store
 
-            return S3Store(uri.strip(), timeout=timeout, retries=retries, allow_http=allow_http)
+            return S3Store(
+                uri.strip(), timeout=timeout, retries=retries, allow_http=allow_http, s3=s3
+            )
         from pipeline.store.local import check_not_a_file, root_of
 
         root = root_of(uri)

@@ -34,13 +34,13 @@ import json
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import StoreError, StoreUnavailable
 from pipeline.store import KeyedStore, key_name, read_only_copy, store_error
-from pipeline.store.s3_client import fault_of, open_client, parse_uri
+from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri
 
 if TYPE_CHECKING:
     from obstore import UpdateVersion
@@ -75,11 +75,18 @@ class S3Store(KeyedStore):
     """A store in an S3 bucket, under an optional prefix; safe to share between processes."""
 
     def __init__(
-        self, uri: str, *, timeout: float = 30.0, retries: int = 3, allow_http: bool = False
+        self,
+        uri: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        allow_http: bool = False,
+        s3: Mapping[str, str] | None = None,
     ) -> None:
         self.uri = uri.rstrip("/")
         self.bucket, self.prefix = parse_uri(uri)
         self.timeout, self.retries, self.allow_http = timeout, retries, allow_http
+        self.s3 = dict(s3 or {})
         self.lease_s = LEASE_S
         self._client: Client | None = None
         # Local scratch (staging folders): a LocalStore in the system temp folder, so a run
@@ -95,7 +102,7 @@ class S3Store(KeyedStore):
         if self._client is None:
             self._client = open_client(
                 self.bucket, self.prefix, timeout=self.timeout, retries=self.retries,
-                allow_http=self.allow_http,
+                allow_http=self.allow_http, s3=self.s3,
             )  # fmt: skip
         return self._client
 
@@ -138,6 +145,8 @@ class S3Store(KeyedStore):
                 f"cannot {where}: the S3 server refused the credentials ({code or 'denied'}); "
                 "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
             )
+        if kind == "plain_http":
+            return StoreError(f"cannot {where}: {PLAIN_HTTP}")
         if kind == "timeout":
             return StoreUnavailable(
                 f"cannot {where}: the S3 server did not answer within {self.timeout:g} s "

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.log import without_userinfo
 
 if TYPE_CHECKING:
@@ -43,19 +44,37 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def open_client(
-    bucket: str, prefix: str = "", *, timeout: float, retries: int, allow_http: bool
+    bucket: str,
+    prefix: str = "",
+    *,
+    timeout: float,
+    retries: int,
+    allow_http: bool,
+    s3: Mapping[str, str] | None = None,
 ) -> Client:
-    """An obstore client on ``bucket`` (credentials, region and endpoint from ``AWS_*``).
+    """An obstore client on ``bucket``: ``s3`` (credentials, endpoint, region, as the settings
+    read them from the environment or .env) over what the client finds itself.
 
     Shared by the store and the ``s3://`` dataset source, so both bound their requests alike:
-    ``timeout`` seconds per request and per connect, ``retries`` retries with backoff.
+    ``timeout`` seconds per request and per connect, ``retries`` retries with backoff. Half a
+    key pair is a ConfigError naming the missing variable (it was the client's traceback).
     """
     from obstore.store import S3Store as Client
 
+    config = dict(s3 or {})
+    pair = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key"}
+    missing = [name for name, key in pair.items() if not config.get(key)]
+    if len(missing) == 1:
+        raise ConfigError(
+            f"{missing[0]} is not set, but {set(pair) - set(missing)} is: an S3 key pair needs "
+            "both; set it (in the environment or .env), or unset the other to use the "
+            "machine's own credentials"
+        )
     span = datetime.timedelta(seconds=timeout)
     return Client(
         bucket,
         prefix=prefix or None,
+        config=config or None,  # type: ignore[arg-type]
         client_options={"timeout": span, "connect_timeout": span, "allow_http": allow_http},
         retry_config={
             "max_retries": retries,
@@ -72,7 +91,8 @@ def fault_of(exc: Exception) -> tuple[str, str]:
     """``(kind, S3 code)`` of a failed request, for a caller to word as its own error.
 
     ``kind`` is ``no_bucket``, ``not_found`` (no such key), ``credentials`` (refused),
-    ``timeout``, ``connect`` (nothing answers), ``busy`` (5xx after the retries) or ``other``.
+    ``plain_http`` (an http:// endpoint without AWS_ALLOW_HTTP), ``timeout``, ``connect``
+    (nothing answers), ``busy`` (5xx or dropped connections after the retries) or ``other``.
     The store and the dataset source share this reading of the client's errors and differ only
     in what they tell the user (which setting to fix, which exit code).
     """
@@ -91,10 +111,21 @@ def fault_of(exc: Exception) -> tuple[str, str]:
         "ExpiredToken",
     ):
         return "credentials", code
+    if "builder error" in text and "http://" in text:  # refused by the client, never sent
+        return "plain_http", code
     if "kind: Timeout" in text or "TimedOut" in text:
         return "timeout", code
-    if "kind: Connect" in text:
+    if "kind: Connect" in text:  # refused at some try: a server that went away
         return "connect", code
+    if any(m in text for m in ("IncompleteMessage", "connection closed", "reset by peer")):
+        return "busy", code or "connections dropped"
     if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
         return "busy", code
     return "other", code
+
+
+# What to do about an http:// endpoint the client refuses (both callers say it).
+PLAIN_HTTP = (
+    "AWS_ENDPOINT_URL is http:// and AWS_ALLOW_HTTP is not true: set AWS_ALLOW_HTTP=true for "
+    "a local or test server, or use its https:// address"
+)

@@ -77,7 +77,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
 
 def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
     """The one-line SourceError for a failed request (see the module docstring)."""
-    from pipeline.store.s3_client import fault_of
+    from pipeline.store.s3_client import PLAIN_HTTP, fault_of
 
     kind, code = fault_of(exc)
     bucket, key = _parse(uri)
@@ -95,6 +95,7 @@ def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
         "unreachable); start it or fix AWS_ENDPOINT_URL, then run again",
         "busy": f"the S3 server kept failing ({code or 'a 5xx status'}, {tries}); try again "
         "later, or raise PIPELINE_STORE_RETRIES",
+        "plain_http": PLAIN_HTTP,
     }
     why = messages.get(kind, f"the S3 server answered {code or 'an error'}")
     return SourceError(f"cannot download {redact_uri(uri)}: {why}")
