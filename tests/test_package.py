@@ -267,14 +267,15 @@ def test_open_package_verifies_and_extracts(
     build = store / "builds" / build_id
     for name, content in opened.files.items():
         assert (folder / name).read_bytes() == content
-        if name not in ("package.json", "manifest.json"):
+        if name not in ("package.json", "manifest.json", "provenance.json"):
             assert (build / name).read_bytes() == content
+    # provenance.json is sealed without the build's environment (CPU, threads, git state).
+    recorded = json.loads((build / "provenance.json").read_text())
+    assert json.loads(opened.files["provenance.json"]) == {"inputs": recorded["inputs"]}
     sealed = json.loads(opened.files["manifest.json"])
-    assert sealed["files"] == {
-        n: m
-        for n, m in json.loads((build / "manifest.json").read_text())["files"].items()
-        if n != "run.json"
-    }
+    kept = json.loads((build / "manifest.json").read_text())["files"]
+    assert sealed["files"].keys() == kept.keys() - {"run.json"}
+    assert all(sealed["files"][n] == kept[n] for n in kept.keys() - {"run.json", "provenance.json"})
 
 
 MEMBERS = [

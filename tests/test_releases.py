@@ -41,13 +41,37 @@ def backend(request: pytest.FixtureRequest, store: Path, monkeypatch: pytest.Mon
     return memory
 
 
+def placeholder_build(tag: str) -> Any:
+    """A verifiable ``artifacts.Build`` of placeholder files (its ids consistent), untrained."""
+    from pipeline import artifacts
+    from pipeline.store import canonical_json
+
+    inputs = {"seed": 1, "tag": tag}
+    files = {n: f"placeholder {n} of {tag}".encode() for n in artifacts.ID_FILES}
+    files["provenance.json"] = canonical_json({"inputs": inputs})
+    digests = {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}
+    bid = artifacts.build_id(digests, inputs)
+    entries = {n: {"sha256": digests[n], "size": len(d)} for n, d in files.items()}
+    manifest = {"kind": "build", "build_id": bid, "format": 1, "files": entries}
+    return artifacts.Build(bid, manifest, {**files, "manifest.json": canonical_json(manifest)})
+
+
 def make_package(store: Store, version: str = "0.1.0", name: str = NAME, pid: str = "") -> str:
-    """Write a fake package tarball and its sidecar the way `pipeline package` lays them out."""
+    """Write a package archive and its sidecar the way `pipeline package` lays them out.
+
+    The archive is a real, verifiable package (`release create` opens and checks it) of a
+    build made of placeholder files, its ids consistent, without training anything. ``pid``
+    overrides the id the sidecar records (for prefix tests; such a package cannot be released).
+    """
+    from pipeline import package
+
+    build = placeholder_build(f"{name} {version}")
+    bid = build.id
+    body = package.build_archive(build, name, version)
     folder = f"packages/{name}"
-    body = f"fake package {name} {version}".encode()
     store.write(f"{folder}/{version}.tar.gz", body)
     pid = pid or hashlib.sha256(body).hexdigest()
-    sidecar = {"name": name, "version": version, "package_id": pid, "build_id": "b" * 64}
+    sidecar = {"name": name, "version": version, "package_id": pid, "build_id": bid}
     store.write(f"{folder}/{version}.json", json.dumps(sidecar).encode())
     return pid
 
@@ -330,7 +354,7 @@ def test_required_secret_names_are_recorded_but_no_value_reaches_the_store(
     assert secret not in result.stdout
     record = backend.read_json(f"{FOLDER}/v1.json")
     assert record["run"]["required_secrets"] == ["KAGGLE_KEY"]
-    assert record["format"] == 1 and record["build_id"] == "b" * 64
+    assert record["format"] == 1 and len(record["build_id"]) == 64
     keys = backend.walk("")
     assert keys
     assert not [k for k in keys if secret.encode() in backend.read_bytes(k)]
@@ -447,3 +471,36 @@ def test_two_processes_creating_releases_at_once_lose_and_duplicate_nothing(stor
     assert [e["previous"] for e in events] == [None, *range(1, 40)]
     assert releases.current_number(LocalStore(store), NAME) == 40
     assert not list(folder.rglob("*.tmp"))
+
+
+def test_a_damaged_archive_is_not_released_and_packaging_again_repairs_it(
+    backend: Store,
+) -> None:
+    """An archive damaged in the store (one byte flipped) was released and made current, and
+    every predict of it then failed (exit 7); packaging its build again said 'already packaged
+    with different content, bump the version'. Now release create refuses it (exit 7, nothing
+    recorded), and packaging the build again writes the archive anew."""
+    import structlog
+
+    from pipeline import artifacts, package
+    from pipeline.errors import IntegrityError
+    from pipeline.settings import ModelSettings, Settings
+
+    build = placeholder_build("damaged")
+    files = {n: d for n, d in build.files.items() if n != "manifest.json"}
+    artifacts.publish(
+        backend, f"builds/{build.id}", files, build.manifest, (artifacts.LATEST, build.id)
+    )
+    settings = Settings(model=ModelSettings(name=NAME, version="0.1.0"))
+    log = structlog.get_logger()
+    sealed = package.seal(settings, backend, build.id, log)
+    key = f"packages/{NAME}/0.1.0.tar.gz"
+    good = backend.read_bytes(key)
+    backend.delete(key)  # a local store's archive is read-only: replaced, as damage would
+    backend.write(key, good[:200] + bytes([good[200] ^ 1]) + good[201:])
+    with pytest.raises(IntegrityError, match="is not released") as caught:
+        releases.create(backend, sealed.package_id, RunSettings())
+    assert caught.value.exit_code == 7 and not backend.exists(f"{FOLDER}/v1.json")
+    assert package.seal(settings, backend, build.id, log).package_id == sealed.package_id
+    assert backend.read_bytes(key) == good
+    assert releases.create(backend, sealed.package_id, RunSettings()).number == 1

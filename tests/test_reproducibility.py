@@ -28,8 +28,9 @@ class Done(NamedTuple):
 def test_two_processes_same_seed_same_build_and_another_seed_differs(
     cli: Any, tmp_path: Path
 ) -> None:
-    """Separate `pipeline train` processes agree on the build id and the weights' bytes; a
-    third run with another seed (in-process: it needs no process of its own) differs."""
+    """Separate `pipeline train` processes (one on 2 threads) agree on the build id, the
+    weights' bytes and the package's bytes; a third run with another seed (in-process: it
+    needs no process of its own) differs."""
     env = {
         "PIPELINE_LOG_FORMAT": "json",
         "PIPELINE_TRAIN__MAX_EPOCHS": "3",
@@ -42,6 +43,8 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(
         store = tmp_path / f"store-{name}"
         args = ("train", "--id-file", str(tmp_path / f"{name}.id"))
         full = {**env, "PIPELINE_STORE": str(store), "PIPELINE_SEED": seed}
+        if name == "b":  # another thread count: the same build, and the same package bytes
+            full["PIPELINE_TRAIN__THREADS"] = "2"
         if name == "c":
             result = cli(*args, env=full)
             done = Done(result.exit_code, result.stdout, result.stderr)
@@ -77,3 +80,11 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(
     assert len(provenance["inputs"]["split"]["digest"]) == 64
     assert provenance["inputs"]["dataset"]["sha256"].startswith("1e18addf")
     assert {"git", "python", "torch", "pandas", "cpu", "threads"} <= set(provenance["environment"])
+
+    # Packaged, the two stores' builds give the same archive bytes: the environment (threads,
+    # CPU, kernel, git state) stays in the build record, out of the sealed provenance.
+    archives = []
+    for store in (store_a, store_b):
+        assert cli("package", env={**env, "PIPELINE_STORE": str(store)}).exit_code == 0
+        archives.append((store / "packages" / "house-prices" / "0.1.0.tar.gz").read_bytes())
+    assert archives[0] == archives[1]

@@ -122,20 +122,20 @@ def archive_bytes(files: dict[str, bytes], top: str) -> bytes:
 def build_archive(build: artifacts.Build, name: str, version: str) -> bytes:
     """Seal a verified build's files and a ``package.json`` into archive bytes."""
     files = {name: data for name, data in sorted(build.files.items()) if name not in EXCLUDED}
-    # The build's manifest lists run.json's digest, which changes with every training run even
-    # when the model does not; sealed as-is it would make two equal builds package differently.
-    # The sealed manifest is the verified one without the excluded entries (the build id does
-    # not cover them, so it still recomputes from the sealed files).
+    # run.json (timestamps) and provenance.json's environment (CPU, kernel, threads, git) stay
+    # in the build: sealed, equal builds packaged differently by machine or thread count. The
+    # build id covers neither, so it still recomputes from the sealed files.
     manifest = dict(build.manifest)
-    manifest["files"] = {n: m for n, m in build.manifest["files"].items() if n not in EXCLUDED}
+    sealed = {n: m for n, m in build.manifest["files"].items() if n not in EXCLUDED}
+    prov = files["provenance.json"] = canonical_json(
+        {"inputs": json.loads(files["provenance.json"])["inputs"]}
+    )
+    sealed["provenance.json"] = {"sha256": hashlib.sha256(prov).hexdigest(), "size": len(prov)}
+    manifest["files"] = sealed
     files["manifest.json"] = canonical_json(manifest)
-    meta = {
-        "format": FORMAT,
-        "name": name,
-        "version": version,
-        "build_id": build.id,
-        "files": {n: hashlib.sha256(d).hexdigest() for n, d in sorted(files.items())},
-    }
+    digests = {n: hashlib.sha256(d).hexdigest() for n, d in sorted(files.items())}
+    meta = {"format": FORMAT, "name": name, "version": version, "build_id": build.id,
+            "files": digests}  # fmt: skip
     files[PACKAGE_FILE] = json.dumps(meta, sort_keys=True, indent=2).encode() + b"\n"
     return archive_bytes(files, f"{name}-{version}")
 
@@ -158,10 +158,7 @@ def seal(
     if not store.create(key, data):
         existing = hashlib.sha256(store.read_bytes(key)).hexdigest()
         if existing != package_id:
-            raise ConfigError(
-                f"model {name} version {version} is already packaged with different content "
-                f"(package {existing[:12]}): bump PIPELINE_MODEL__VERSION"
-            )
+            _refuse_or_repair(store, key, data, package_id, existing, name, version)
     record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
     store.write_json(f"packages/{name}/{version}.json", record)
     final = store.local_file(key)
@@ -182,16 +179,30 @@ def seal(
         wheel_path = store.local_file(f"packages/{name}/{filename}")
         extra = {"wheel": str(wheel_path), "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
     log.info(
-        "package.summary",
-        name=name,
-        version=version,
-        package_id=package_id,
-        build_id=build.id,
-        path=str(final),
-        bytes=len(data),
-        **extra,
-    )
+        "package.summary", name=name, version=version, package_id=package_id, build_id=build.id,
+        path=str(final), bytes=len(data), **extra,
+    )  # fmt: skip
     return PackageResult(name, version, package_id, build.id, final, len(data), wheel_path)
+
+
+def _refuse_or_repair(
+    store: Store, key: str, data: bytes, package_id: str, existing: str, name: str, version: str
+) -> None:
+    """The archive at ``key`` is not this package: damaged since (its record names this one:
+    written again), damaged beyond repair here (not what its record names), or another."""
+    try:
+        recorded = store.read_json(key.removesuffix(".tar.gz") + ".json")["package_id"]
+    except (KeyError, TypeError, ValueError):
+        recorded = None
+    if recorded == package_id:
+        return store.write(key, data)
+    damaged = f"is damaged (sha256 {existing[:12]}, its record: {str(recorded)[:12]})"
+    if recorded is not None and recorded != existing:
+        raise IntegrityError(f"the archive {key} {damaged}: package that build again")
+    raise ConfigError(
+        f"model {name} version {version} is already packaged with different content "
+        f"(package {existing[:12]}): bump PIPELINE_MODEL__VERSION"
+    )
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from pipeline import __version__
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
 from pipeline.releases.refs import (
     REF_HELP,
+    check_archive,
     check_name,
     find_package,
     is_ref,
@@ -322,6 +323,7 @@ def create(
     """
     package = find_package(store, package_id)
     name = check_name(name or package["name"])
+    check_archive(store, package)
     folder = _folder(store, name)
     ids = package["package_id"], package["build_id"], package["version"]
     wanted = Release(name, 0, *ids, run=run.released(), created_at=_now())

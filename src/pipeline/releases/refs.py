@@ -159,3 +159,27 @@ def resolve_package(store: Store, arg: str) -> dict[str, Any]:
             f"package {store.location(key)} does not exist: check the path or PIPELINE_STORE"
         )
     return _read_sidecar(_Key(store, key.removesuffix(".tar.gz") + ".json"))
+
+
+def check_archive(store: Store, package: dict[str, Any]) -> None:
+    """IntegrityError unless the package's archive opens and verifies as the package its record
+    names: a damaged archive was released and made current, and every predict then failed."""
+    from pipeline.package import open_package
+
+    key = f"packages/{package['name']}/{package['version']}.tar.gz"
+    short = package["package_id"][:12]
+    try:
+        opened = open_package(store.local_file(key))
+    except KeyError:
+        raise IntegrityError(
+            f"package {short} has a record but no archive ({key}): package its build again"
+        ) from None
+    except IntegrityError as exc:
+        raise IntegrityError(
+            f"package {short} is not released: {exc.message}; package its build again"
+        ) from None
+    if (opened.package_id, opened.build_id) != (package["package_id"], package["build_id"]):
+        raise IntegrityError(
+            f"package {short} is not released: its archive {key} is another package "
+            f"({opened.package_id[:12]}); package its build again"
+        )
