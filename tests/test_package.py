@@ -450,3 +450,19 @@ def test_predict_refuses_a_tar_slip_and_a_bomb_writing_nothing_anywhere(
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
         assert snapshot() == before, archive
     assert not list(tmp_path.parent.glob("evil")) and not (tmp_path / "evil").exists()
+
+
+def test_a_bare_package_of_another_models_latest_build_is_refused(cli: Any, store: Path) -> None:
+    """The latest build is Titanic's; `pipeline package` under the house-prices preset (no BUILD)
+    sealed it as house-prices, which `release create` then put in production. Refused (exit 3)
+    naming what differs; naming the build packages it, as asked."""
+    titanic = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}
+    build = event(cli("train", env=titanic).stdout, "train.summary")["build_id"]
+    house = {"PIPELINE_PRESET": "house-prices", "PIPELINE_MODEL__VERSION": "0.4.0"}
+    refused = cli("package", env=house)
+    assert refused.exit_code == 3, refused.output
+    assert f"the latest build {build[:12]} has data source 'builtin://titanic'" in refused.stderr
+    assert "target 'survived', not 'SalePrice'" in refused.stderr
+    assert not (store / "packages").exists()
+    assert cli("package", env={"PIPELINE_PRESET": "titanic"}).exit_code == 0
+    assert cli("package", build[:8], env=house).exit_code == 0

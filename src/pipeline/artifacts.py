@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.store import Store, canonical_json
 
 ID_FILES = (
@@ -301,3 +301,21 @@ def stored_cv(store: Store, build_id: str) -> dict[str, Any] | None:
     if not found:
         return None
     return store.read_json(cv_key(build_id, max(found)))
+
+
+def check_latest_is_this_model(build: Build, settings: Any) -> None:
+    """ConfigError when the latest build (no BUILD given) was trained on other data or for
+    another target than this configuration sets (a preset, .env or the environment; defaults
+    say nothing): packaged under this model's name, a Titanic build became house-prices 0.4.0
+    and was released as such."""
+    from pipeline.log import redacted_uri
+
+    data = build.json("config.json")["data"]
+    ours = {"source": redacted_uri(settings.data.source), "target": settings.data.target}
+    differ = [k for k in ours if settings.is_set("data", k) and data[k] != ours[k]]
+    if differ:
+        said = ", ".join(f"{k} {data[k]!r}, not {ours[k]!r}" for k in differ)
+        raise ConfigError(
+            f"the latest build {build.id[:12]} has data {said} as this configuration (model "
+            f"{settings.model.name}) sets: name the build to package (pipeline package BUILD)"
+        )

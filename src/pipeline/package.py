@@ -151,6 +151,8 @@ def seal(
     name, version = settings.model.name, settings.model.version
     check_name_version(name, version)
     build = artifacts.load_build(store, ref)
+    if ref is None:
+        artifacts.check_latest_is_this_model(build, settings)
     data = build_archive(build, name, version)
     package_id = hashlib.sha256(data).hexdigest()
     key = f"packages/{name}/{version}.tar.gz"

@@ -222,10 +222,10 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
     assert md.exit_code == 3, md.output
     assert "a markdown report is a folder" in md.stderr
     assert (tmp_path / "taken.csv").read_text() == "kept\n"
-    # Under a file: it was a traceback (FileExistsError) too.
+    # Under a file: it was a traceback (FileExistsError) too; refused before any work.
     under = _report(root, "-o", str(tmp_path / "taken.csv" / "r.html"))
-    assert under.exit_code == 9, under.output
-    assert "a part of the path is a file, not a folder" in under.stderr
+    assert under.exit_code == 3, under.output
+    assert "taken.csv is a file, not a folder" in under.stderr
 
 
 def test_without_matplotlib_report_says_what_to_install(
