@@ -226,6 +226,30 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
     under = _report(root, "-o", str(tmp_path / "taken.csv" / "r.html"))
     assert under.exit_code == 3, under.output
     assert "taken.csv is a file, not a folder" in under.stderr
+    # '-o .' and '-o ""' (a folder, no file name) were a traceback (ValueError): exit 3.
+    for bare in (".", ""):
+        nameless = _report(root, "-o", bare)
+        assert nameless.exit_code == 3 and "names no file" in nameless.stderr, nameless.output
+
+
+def test_a_damaged_stored_cross_validation_is_exit_7_as_in_diff(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A cv-K.json that is not JSON was a traceback (JSONDecodeError); one of the wrong shape
+    was left out without a word. Both are exit 7 naming the folder, as `diff` says."""
+    root, ids = builds
+    store = root / "store"
+    build = next(p.name for p in (store / "builds").iterdir() if p.name.startswith(ids["binary"]))
+    folder = store / "evaluations" / build
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for text in ("not json", '{"folds": "x"}'):
+            (folder / "cv-999.json").write_text(text)
+            done = _report(root, build[:12], "-o", str(tmp_path / "r.html"))
+            assert done.exit_code == 7, done.output
+            assert "cross-validation result" in done.stderr and len(done.stderr.splitlines()) == 1
+    finally:
+        (folder / "cv-999.json").unlink()
 
 
 def test_without_matplotlib_report_says_what_to_install(

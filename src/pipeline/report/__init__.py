@@ -59,6 +59,12 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
     an html report's ``output`` has a suffix that says another format (``-o report.pdf``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if output is not None and (str(output) in ("", ".", "..") or output.name in ("", "..")):
+        raise ConfigError(  # Path("") is ".": an html page cannot be written as a folder
+            f"{option} '{output}' names no file: give the report's path, e.g. -o report.html"
+        )
+    if fmt == "html" and output is not None and output.is_dir():
+        raise ConfigError(f"{option} {output} is a folder: give the report's file path in it")
     if fmt == "markdown" and output is not None and output.exists() and not output.is_dir():
         raise ConfigError(
             f"{option} {output}: a markdown report is a folder (report.md and one SVG per "

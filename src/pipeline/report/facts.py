@@ -44,8 +44,13 @@ class Subject:
 
 def subject(side: dict[str, Any], store: Store) -> Subject:
     """The report's view of a resolved build, release or package (``diff.resolve_one``)."""
+    from pipeline.diff.comparison import cross_validation
+
     files = {n: json.loads(d) for n, d in side["files"].items() if n.endswith(".json")}
     label = side["release"] or (side["package_id"] and f"package {side['package_id']}")
+    # A damaged or malformed stored CV result is exit 7 naming it, as in `diff` (the report
+    # crashed on one that was no JSON, and left out one of the wrong shape without a word).
+    cross_validation(store, side["build_id"])
     return Subject(label or side["build_id"], side["build_id"], files,
                    artifacts.stored_cv(store, side["build_id"]))  # fmt: skip
 
