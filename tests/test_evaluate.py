@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import event, invoke_isolated, start_cli
+from tests.conftest import REPO, event, invoke_isolated, start_cli
 
 # Every test evaluates a trained build.
 pytestmark = pytest.mark.slow
@@ -130,3 +130,24 @@ def test_a_stop_during_cross_validation_is_exit_130_and_one_line(
         "error: evaluate interrupted: nothing was written; run it again"
     ]
     assert not (store / "evaluations").exists() or not list((store / "evaluations").rglob("cv-*"))
+
+
+def test_a_moved_data_file_is_found_where_the_source_now_points(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """A build trained on a local CSV that moved since: `evaluate` said to check
+    PIPELINE_DATA__SOURCE, then ignored it (the recorded path won). The source set today is
+    used when the recorded file is gone; its sha256 must still be the build's."""
+    first = tmp_path / "a" / "train.csv"
+    first.parent.mkdir()
+    shutil.copy(REPO / "src" / "pipeline" / "datasets" / "titanic.csv", first)
+    env = {**FAST, "PIPELINE_DATA__SOURCE": str(first)}
+    build = event(cli("train", env=env).stdout, "train.summary")["build_id"]
+    moved = tmp_path / "b" / "train.csv"
+    moved.parent.mkdir()
+    first.rename(moved)
+    assert cli("evaluate", build, env=env).exit_code == 4  # still pointing at the old path
+    assert cli("evaluate", build, env={**env, "PIPELINE_DATA__SOURCE": str(moved)}).exit_code == 0
+    moved.write_text(moved.read_text().replace("female", "male", 1))  # other data: refused
+    other = cli("evaluate", build, env={**env, "PIPELINE_DATA__SOURCE": str(moved)})
+    assert other.exit_code == 4 and "the data changed" in other.stderr

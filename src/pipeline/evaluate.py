@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,26 @@ def build_settings(current: Settings, build: artifacts.Build) -> Settings:
     merged = current.model_dump()  # secrets included: the recipe may fetch from Kaggle
     for section in ("data", "features", "model", "train"):
         merged[section] = {**merged[section], **recipe[section]}
-    if recipe["data"]["source"] == redacted_uri(current.data.source):
+    recorded = recipe["data"]["source"]
+    if recorded == redacted_uri(current.data.source):
         # The build recorded the source without its credentials: today's has them.
+        merged["data"]["source"] = current.data.source
+    elif current.is_set("data", "source") and _gone(recorded):
+        # A local file moved since: the source set today is used; its sha256 must still be
+        # the build's (the fetch checks it), so it is the same data wherever it lives now.
         merged["data"]["source"] = current.data.source
     merged["seed"] = recipe["seed"]
     return Settings.model_validate(merged)
+
+
+def _gone(source: str) -> bool:
+    """Whether ``source`` is a local file path (or file:// URI) that no longer exists."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(source)
+    if parsed.scheme not in ("", "file") or (parsed.scheme == "file" and parsed.netloc):
+        return False
+    return not Path(parsed.path if parsed.scheme else source).exists()
 
 
 def _gate_checks(gates: GateSettings, test: dict[str, Any]) -> dict[str, dict[str, Any]]:
