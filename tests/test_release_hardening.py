@@ -299,3 +299,25 @@ def test_a_lost_event_and_a_cli_create_keep_v2_and_say_so(cli: Any, backend: Sto
     assert event(result.stdout, "release.recovered")["release"] == f"{NAME}@v2"
     assert event(result.stdout, "release.created")["number"] == 3
     assert hashlib.sha256(backend.read_bytes(f"{FOLDER}/v2.json")).hexdigest() == digest
+
+
+@pytest.mark.parametrize("field", ["version", "build_id"])
+def test_a_release_record_edited_to_disagree_with_its_package_is_refused(
+    backend: Store, field: str
+) -> None:
+    """A record whose version or build id was edited (the package id kept) ran that package
+    with the wrong record shown by `release show`; the run now refuses it (exit 7)."""
+    from pipeline.predict.stage import _opened
+
+    pid = make_package(backend)
+    releases.create(backend, pid, RunSettings())
+    key = f"{FOLDER}/v1.json"
+    record = json.loads(backend.read_bytes(key))
+    record[field] = "9.9.9" if field == "version" else "c" * 64
+    if isinstance(backend, LocalStore):
+        backend.path(key).chmod(0o644)
+    backend.delete(key)
+    backend.write(key, json.dumps(record).encode())
+    with pytest.raises(IntegrityError, match="the release record was modified") as caught:
+        _opened(backend, f"{NAME}@v1", None, None)
+    assert caught.value.exit_code == 7

@@ -115,6 +115,14 @@ def _opened(
             f"package {path} has id {opened.package_id[:12]} but release {release.ref} "
             f"names {release.package_id[:12]}: the archive was replaced; restore it"
         )
+    recorded = (release.build_id, release.version)
+    if (opened.build_id, opened.version) != recorded:
+        # The record's own fields disagree with the package it names: it was edited.
+        raise IntegrityError(
+            f"release {release.ref} records build {recorded[0][:12]} version {recorded[1]}, "
+            f"but its package {opened.package_id[:12]} is build {opened.build_id[:12]} version "
+            f"{opened.version}: the release record was modified; roll back or restore it"
+        )
     return opened, release
 
 
