@@ -282,3 +282,23 @@ def test_from_uri_opens_a_folder_store_and_refuses_other_schemes(tmp_path: Path)
     assert isinstance(Store.from_uri(str(tmp_path)), LocalStore)
     with pytest.raises(StoreError, match=r"unsupported store URI .* or s3://bucket/prefix"):
         Store.from_uri("gs://bucket/store")
+
+
+def test_an_s3_stores_local_scratch_is_this_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies of an s3:// store's objects went to one /tmp/pipeline-s3-scratch shared by
+    every user (0755, files 0444: readable by all). Now a folder per user, mode 0700; a temp
+    folder that cannot hold it is a StoreError saying to set TMPDIR (no request is made)."""
+    import os
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    Store.from_uri("s3://some-bucket/x")
+    scratch = tmp_path / f"pipeline-s3-scratch-{os.getuid()}"
+    assert scratch.is_dir() and stat.S_IMODE(scratch.stat().st_mode) == 0o700
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the temp folder should be")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocked))
+    with pytest.raises(StoreError, match="set TMPDIR"):
+        Store.from_uri("s3://some-bucket/x")

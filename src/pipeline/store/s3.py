@@ -31,6 +31,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import tempfile
 import threading
 import uuid
@@ -93,7 +94,7 @@ class S3Store(KeyedStore):
         # killed with SIGKILL has its folder swept by the next one, as on a local store.
         from pipeline.store.local import LocalStore
 
-        self._scratch = LocalStore(Path(tempfile.gettempdir()) / "pipeline-s3-scratch")
+        self._scratch = LocalStore(_private_scratch())
 
     # --- the client and its errors ------------------------------------------------------------
 
@@ -409,3 +410,19 @@ def canonical_listing(name: str, files: list[Path], staged: Path) -> bytes:
     """The ``.published`` marker's content: the folder's files and sizes (for people)."""
     listed = {f.relative_to(staged).as_posix(): f.stat().st_size for f in files}
     return (json.dumps({"folder": name, "files": listed}, sort_keys=True) + "\n").encode()
+
+
+def _private_scratch() -> Path:
+    """This user's scratch folder in the system temp folder, readable by this user only: it
+    holds copies of the bucket's datasets and models, and one folder shared by every user of
+    the machine (0755, files 0444) let any of them read another's private bucket."""
+    folder = Path(tempfile.gettempdir()) / f"pipeline-s3-scratch-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot make the s3:// store's local scratch folder {folder}: "
+            f"{exc.strerror or exc}; set TMPDIR to a folder this user can write"
+        ) from exc
+    return folder
