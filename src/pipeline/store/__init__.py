@@ -251,13 +251,9 @@ class Store(abc.ABC):
 
     @staticmethod
     def from_uri(
-        uri: str,
-        *,
-        timeout: float = 30.0,
-        retries: int = 3,
-        allow_http: bool = False,
+        uri: str, *, timeout: float = 30.0, retries: int = 3, allow_http: bool = False,
         s3: Mapping[str, str] | None = None,
-    ) -> Store:
+    ) -> Store:  # fmt: skip
         """Open the store named by ``PIPELINE_STORE``: a path, a ``file://`` or an ``s3://`` URI.
 
         StoreError for a value that names no usable folder (see ``local.root_of``) and for a

@@ -117,8 +117,10 @@ def fault_of(exc: Exception) -> tuple[str, str]:
         return "timeout", code
     if "kind: Connect" in text:  # refused at some try: a server that went away
         return "connect", code
-    if any(m in text for m in ("IncompleteMessage", "connection closed", "reset by peer")):
-        return "busy", code or "connections dropped"
+    # A request that got no answer at all (the connection closed, reset, or not ready): the
+    # transport's failure, retried like a 5xx.
+    if not code and any(m in text for m in ("IncompleteMessage", "reset by peer", "kind: Request")):
+        return "busy", "connections dropped"
     if code in ("SlowDown", "ServiceUnavailable", "InternalError") or " 50" in text:
         return "busy", code
     return "other", code
