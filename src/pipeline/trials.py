@@ -44,8 +44,6 @@ def run(
     from ray import tune
     from tqdm import tqdm
 
-    from pipeline import log as logging_
-
     results: dict[int, dict[str, Any]] = {}
     # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
     bar = tqdm(total=len(trials), desc="tune", unit="trial", file=sys.stderr,
@@ -82,7 +80,21 @@ def run(
     tuner = _tuner(settings, payload, trials, span, concurrency, storage, name, Recorder())
     # Tune prints tables to stdout and logs each failed trial's traceback: the events carry
     # both (a tune.trial with its error); PIPELINE_LOG_LEVEL=debug shows Ray's own.
-    quiet = settings.log_level != "debug"
+    try:
+        _fit(tuner, quiet=settings.log_level != "debug")
+    finally:
+        bar.close()
+    for number in trials:
+        if number not in results:  # never started: the time budget ran out first
+            finished(failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
+    return results
+
+
+def _fit(tuner: Any, quiet: bool) -> None:
+    """``tuner.fit()`` with stdout kept for events and, when ``quiet``, Ray Tune's own log off."""
+    from pipeline import log as logging_
+    from pipeline.cluster import exception_chain
+
     ray_tune_log = logging.getLogger("ray.tune")
     level = ray_tune_log.level
     if quiet:
@@ -91,8 +103,6 @@ def run(
         with logging_.stdout_for_events_only():
             tuner.fit()
     except Exception as exc:
-        from pipeline.cluster import exception_chain
-
         # An event written to a stdout whose reader went away (`pipeline tune | head`), inside
         # Tune's callback, comes out wrapped in a TuneError: the CLI's exit 141, not a traceback.
         if any(isinstance(e, BrokenPipeError) for e in exception_chain(exc)):
@@ -100,11 +110,6 @@ def run(
         raise
     finally:
         ray_tune_log.setLevel(level)
-        bar.close()
-    for number in trials:
-        if number not in results:  # never started: the time budget ran out first
-            finished(failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
-    return results
 
 
 def _tuner(settings: Settings, payload: search.Payload, trials: list[int],

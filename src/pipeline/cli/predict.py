@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +64,11 @@ def predict(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import log as logging_
         from pipeline import predict as stage
-        from pipeline.errors import ConfigError, DataError
+        from pipeline.errors import ConfigError
 
         refuse_release_and_package(release, package)
-        for path in source:
-            refuse_output_over_source(path, sink)
         s = loaded.settings
-        if len(source) > 1 and s.run.workers is None:
-            shown = ", ".join(str(p) for p in source[:3]) + (", ..." if len(source) > 3 else "")
-            raise ConfigError(
-                f"predict got {len(source)} inputs ({shown}): it reads one without --workers; "
-                "pass --workers N -o FOLDER to predict them all (one part each), or one file"
-            )
+        _check_inputs(source, sink, s.run.workers)
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
@@ -84,18 +79,13 @@ def predict(
                 f"-o {sink} is a folder: pass a file path, or --workers N to write a "
                 "folder of parts"
             )
-        try:
+        with _advice_for(ready.release):
             if ready.run.workers is None:
                 stage.run(ready, source[0], sink, log)
             else:  # only this path imports Ray
                 from pipeline.predict import distributed
 
                 distributed.run(ready, source, sink, s, log)
-        except DataError as exc:
-            if ready.release is None or _ON_ERROR not in exc.message:
-                raise
-            # A release fixes PIPELINE_RUN__ON_ERROR: setting it now changes nothing.
-            raise DataError(exc.message.replace(_ON_ERROR, _ON_ERROR_RELEASED)) from None
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
     run("predict", body, overrides=overrides, log_to_stderr=sink is None)
@@ -106,3 +96,31 @@ _ON_ERROR_RELEASED = (
     "report bad rows in an error column with a release created under "
     "PIPELINE_RUN__ON_ERROR=column (this release fixes it), or with --package and that setting"
 )
+
+
+def _check_inputs(source: list[Path], sink: Path | None, workers: int | None) -> None:
+    """No input overwritten by -o; several inputs only with --workers (ConfigError)."""
+    from pipeline.errors import ConfigError
+
+    for path in source:
+        refuse_output_over_source(path, sink)
+    if len(source) > 1 and workers is None:
+        shown = ", ".join(str(p) for p in source[:3]) + (", ..." if len(source) > 3 else "")
+        raise ConfigError(
+            f"predict got {len(source)} inputs ({shown}): it reads one without --workers; "
+            "pass --workers N -o FOLDER to predict them all (one part each), or one file"
+        )
+
+
+@contextlib.contextmanager
+def _advice_for(release: str | None) -> Iterator[None]:
+    """A bad row's error under a release: the advice a release allows (it fixes
+    PIPELINE_RUN__ON_ERROR, so setting that now changes nothing)."""
+    from pipeline.errors import DataError
+
+    try:
+        yield
+    except DataError as exc:
+        if release is None or _ON_ERROR not in exc.message:
+            raise
+        raise DataError(exc.message.replace(_ON_ERROR, _ON_ERROR_RELEASED)) from None
