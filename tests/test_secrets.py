@@ -31,6 +31,19 @@ def secret_env_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
     return names
 
 
+def _recording(cli: Any, env: dict[str, str], outputs: list[str]) -> Any:
+    """``run(*args, code=0, **extra)``: the CLI with ``env`` (and ``extra``), its stdout and
+    stderr kept in ``outputs`` to be searched, its exit code asserted."""
+
+    def run(*args: str, code: int = 0, **extra: str) -> Any:
+        result = cli(*args, env={**env, **extra})
+        outputs.extend([result.stdout, result.stderr])
+        assert result.exit_code == code, (args, result.stdout[-1500:], result.stderr)
+        return result
+
+    return run
+
+
 def test_the_walk_finds_the_known_secrets() -> None:
     """The settings walk sees the Kaggle and S3 credentials (so a new SecretStr is covered)."""
     assert {"KAGGLE_KEY", "KAGGLE_API_TOKEN"} <= set(secret_env_names())
@@ -66,12 +79,7 @@ def test_no_secret_reaches_output_logs_errors_store_or_packages(
         "PIPELINE_RUN__REQUIRED_SECRETS": '["KAGGLE_KEY"]',
     }
     outputs: list[str] = []
-
-    def run(*args: str, code: int = 0, **extra: str) -> Any:
-        result = cli(*args, env={**env, **extra})
-        outputs.extend([result.stdout, result.stderr])
-        assert result.exit_code == code, (args, result.stdout[-1500:], result.stderr)
-        return result
+    run = _recording(cli, env, outputs)
 
     run("config", "show")
     run("data", "fetch")
@@ -232,12 +240,7 @@ def test_credentials_in_a_source_url_reach_no_build_package_report_or_message(
     source = f"http://reader:{URL_PASSWORD}@127.0.0.1:{port}/train.csv?token={URL_TOKEN}&v=1"
     env = {"PIPELINE_DATA__SOURCE": source, "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
     outputs: list[str] = []
-
-    def run(*args: str, code: int = 0, **extra: str) -> Any:
-        result = cli(*args, env={**env, **extra})
-        outputs.extend([result.stdout, result.stderr])
-        assert result.exit_code == code, (args, result.stdout[-1500:], result.stderr)
-        return result
+    run = _recording(cli, env, outputs)
 
     try:
         run("config", "show", "--format", "json")

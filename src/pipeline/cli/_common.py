@@ -151,10 +151,9 @@ def _no_file_above(path: Path, option: str) -> None:
 def _folder_exists(path: Path, option: str) -> None:
     from pipeline.errors import ConfigError
 
-    folder = path.parent
+    folder = path.parent  # a file above it was refused already (_no_file_above)
     why = (
-        "is a file, not a folder" if folder.exists() and not folder.is_dir()
-        else "does not exist" if not folder.is_dir()
+        "does not exist" if not folder.is_dir()
         else "cannot be written" if not os.access(folder, os.W_OK | os.X_OK)
         else ""
     )  # fmt: skip
