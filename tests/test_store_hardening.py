@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import REPO, events, invoke_isolated
 from tests.test_releases import make_package
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError
 from pipeline.store import LocalStore, MemoryStore, Store
 
 ROWS = REPO / "tests" / "fixtures" / "house-prices-test.csv"
@@ -98,21 +98,26 @@ BAD_URIS = {
     "file-uri-with-host": "file://fileserver/srv/store",
     "file-uri-relative": "file:store",
     "file-uri-with-query": "file:///srv/store?version=2",
+    "other-scheme": "gs://bucket/store",
+    "s3-without-bucket": "s3:///store",
+    "s3-bucket-with-space": "s3://my bucket/store",
 }
 
 
 @pytest.mark.parametrize("uri", BAD_URIS.values(), ids=BAD_URIS.keys())
-def test_a_store_value_that_names_no_folder_here_exits_9(
+def test_a_store_value_that_names_no_folder_here_is_a_setting_error(
     cli: Any, uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Empty, ~unknown-user, file:// with a host, relative or with a query: exit 9 naming
-    PIPELINE_STORE, and nothing is written (the working folder is no store)."""
+    """Empty, ~unknown-user, file:// with a host, relative or with a query, another scheme, a
+    malformed s3:// URI: exit 3 (a setting's value, like every other one), naming
+    PIPELINE_STORE, and nothing is written (the working folder is no store). It was exit 9,
+    which says the store itself failed."""
     monkeypatch.chdir(tmp_path)
     before = sorted(tmp_path.rglob("*"))
-    with pytest.raises(StoreError, match="PIPELINE_STORE"):
+    with pytest.raises(ConfigError, match="PIPELINE_STORE"):
         Store.from_uri(uri)
-    refused(cli("release", "list", env={"PIPELINE_STORE": uri}), 9, "PIPELINE_STORE")
-    refused(cli("data", "fetch", env={"PIPELINE_STORE": uri}), 9, "PIPELINE_STORE")
+    refused(cli("release", "list", env={"PIPELINE_STORE": uri}), 3, "PIPELINE_STORE")
+    refused(cli("data", "fetch", env={"PIPELINE_STORE": uri}), 3, "PIPELINE_STORE")
     assert sorted(tmp_path.rglob("*")) == before
     local = Store.from_uri(f"file://localhost{tmp_path}/s")  # the host of this machine is fine
     assert isinstance(local, LocalStore) and local.root == tmp_path / "s"

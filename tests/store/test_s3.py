@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import one_error_line
 from tests.store.test_store import check_swap
 
-from pipeline.errors import StoreError, StoreUnavailable
+from pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from pipeline.store import Store
 from pipeline.store.s3 import PENDING, S3Store
 
@@ -36,7 +36,7 @@ def test_from_uri_opens_an_s3_store_and_refuses_a_malformed_uri() -> None:
     """``s3://bucket/prefix`` opens an S3Store without a request; a bad bucket name is exit 9."""
     store = Store.from_uri("s3://some-bucket/a/b")
     assert isinstance(store, S3Store) and (store.bucket, store.prefix) == ("some-bucket", "a/b")
-    with pytest.raises(StoreError, match="no S3 URI"):
+    with pytest.raises(ConfigError, match="no S3 URI"):
         Store.from_uri("s3://Bad_Bucket/x")
 
 

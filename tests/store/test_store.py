@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.store import LocalStore, MemoryStore, Store
 
 
@@ -276,11 +276,11 @@ def test_location_and_key_of_are_inverses(store: Store, tmp_path: Path) -> None:
 
 def test_from_uri_opens_a_folder_store_and_refuses_other_schemes(tmp_path: Path) -> None:
     """A path or file:// URI opens a LocalStore there; s3:// an S3Store (tests/store/test_s3.py);
-    any other scheme is a StoreError."""
+    any other scheme is a ConfigError (exit 3)."""
     opened = Store.from_uri(f"file://{tmp_path}/s")
     assert isinstance(opened, LocalStore) and opened.root == tmp_path / "s"
     assert isinstance(Store.from_uri(str(tmp_path)), LocalStore)
-    with pytest.raises(StoreError, match=r"unsupported store URI .* or s3://bucket/prefix"):
+    with pytest.raises(ConfigError, match=r"unsupported store URI .* or s3://bucket/prefix"):
         Store.from_uri("gs://bucket/store")
 
 

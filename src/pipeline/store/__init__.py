@@ -256,8 +256,9 @@ class Store(abc.ABC):
     ) -> Store:  # fmt: skip
         """Open the store named by ``PIPELINE_STORE``: a path, a ``file://`` or an ``s3://`` URI.
 
-        StoreError for a value that names no usable folder (see ``local.root_of``) and for a
-        store that is a file or lies under one: readers would see an empty store otherwise.
+        ConfigError (exit 3) for a value that names no usable folder or bucket (see
+        ``local.root_of``), StoreError for a store that is a file or lies under one: readers
+        would see an empty store otherwise.
         ``timeout`` (seconds per request) and ``retries`` bound an object store's requests
         (PIPELINE_STORE_TIMEOUT, PIPELINE_STORE_RETRIES); ``allow_http`` lets it reach an
         ``http://`` endpoint (AWS_ALLOW_HTTP); ``s3`` is the S3 client's configuration (key

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.store import (
     Store,
     atomic_write_bytes,
@@ -39,32 +39,35 @@ _STAGED = re.compile(r"[0-9a-f]{32}")  # staging folder names under tmp/
 def root_of(uri: str) -> Path:
     """The folder that ``PIPELINE_STORE`` names: a path or a ``file://`` URI on this machine.
 
-    StoreError for a value that names no folder here: empty, another scheme, a ``file://`` URI
-    with a host (it would silently become a local path), or a ``~user`` that does not exist.
+    ConfigError (exit 3: a setting) for a value that names no folder here: empty, another
+    scheme, a ``file://`` URI with a host (it would silently become a local path), or a
+    ``~user`` that does not exist.
     """
     setting = f"PIPELINE_STORE='{uri}'"
     expected = "expected a folder path or a file:///absolute/path URI"
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise StoreError(
+            raise ConfigError(
                 f"{setting} names the host '{parsed.netloc}': a store is a folder on this "
                 "machine; mount the share and give its local path (file:///mnt/...)"
             )
         if parsed.query or parsed.fragment or not parsed.path.startswith("/"):
-            raise StoreError(f"{setting} is no folder URI: {expected} (no ? or #); give one")
+            raise ConfigError(f"{setting} is no folder URI: {expected} (no ? or #); give one")
         uri = unquote(parsed.path)
     elif parsed.scheme:
-        raise StoreError(
+        raise ConfigError(
             f"unsupported store URI '{uri}' (PIPELINE_STORE): expected a folder path, a "
             "file:///absolute/path URI or s3://bucket/prefix (any S3-compatible server)"
         )
     if not uri.strip() or "\0" in uri:  # an empty value would make the working folder the store
-        raise StoreError(f"{setting} names no folder: {expected}; set one, or unset it for ./store")
+        raise ConfigError(
+            f"{setting} names no folder: {expected}; set one, or unset it for ./store"
+        )
     try:
         return Path(uri).expanduser()
     except RuntimeError:  # ~user without such a user, or ~ without a home folder
-        raise StoreError(
+        raise ConfigError(
             f"{setting}: '{uri.split('/')[0]}' is no home folder on this machine; "
             "give the store's absolute path"
         ) from None

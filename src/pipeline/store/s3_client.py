@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError
 from pipeline.log import without_userinfo
 
 if TYPE_CHECKING:
@@ -32,10 +32,10 @@ def split_uri(uri: str) -> tuple[str, str] | None:
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """``(bucket, prefix)`` of ``s3://bucket/prefix``; StoreError for a malformed URI."""
+    """``(bucket, prefix)`` of ``s3://bucket/prefix``; ConfigError for a malformed URI."""
     parsed = split_uri(uri)
     if parsed is None:
-        raise StoreError(
+        raise ConfigError(
             f"PIPELINE_STORE='{without_userinfo(uri)}' is no S3 URI: expected "
             "s3://bucket/optional/prefix with a bucket name of 3-63 lowercase letters, digits, "
             "'.' or '-'; fix the URI"
