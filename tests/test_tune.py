@@ -73,6 +73,7 @@ def test_two_trials_at_a_time_give_the_same_search(
     trials = _trials(tmp_path, second["tune_id"])
     assert [t["status"] for t in trials] == ["ok"] * 4
     assert len({json.dumps(t["config"], sort_keys=True) for t in trials}) == 4
+    assert not (tmp_path / "store" / "tune-partial").exists()  # no empty folder left behind
 
 
 def test_another_seed_gives_other_trials(

@@ -200,8 +200,7 @@ class _Partial:
         self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}-{first:02d}.json", result)
 
     def discard(self) -> None:
-        for name in self.store.list(self.prefix):
-            self.store.delete(f"{self.prefix}/{name}")
+        self.store.delete_all(self.prefix)
 
 
 def _merge(state: dict[int, dict[str, Any]], result: dict[str, Any]) -> None:

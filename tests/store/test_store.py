@@ -54,6 +54,25 @@ def test_write_read_exists_list_and_delete(store: Store) -> None:
     assert not store.exists("a/b/d") and store.list("a/b") == ["c.json"]
 
 
+def test_delete_all_empties_a_prefix_and_leaves_no_empty_folder(store: Store) -> None:
+    """A search's partial results (tune-partial/<hash>/) went, but their folders stayed, one
+    empty folder per search. Now the emptied folders go too, up to the first that holds more;
+    an object store has none to leave."""
+    store.write("partial/aaa/0.json", b"{}")
+    store.write("partial/aaa/1.json", b"{}")
+    store.write("kept/x.json", b"{}")
+    store.delete_all("partial/aaa")
+    assert store.list("partial/aaa") == [] and not store.exists("partial")
+    assert store.read_bytes("kept/x.json") == b"{}"
+    store.write("partial/bbb/0.json", b"{}")
+    store.write("partial/ccc/0.json", b"{}")
+    store.delete_all("partial/bbb")
+    assert store.list("partial") == ["ccc"]  # another search's folder: kept, and its parent
+    store.delete_all("nothing/here")  # no such prefix: no error
+    if isinstance(store, LocalStore):
+        assert sorted(p.name for p in store.root.iterdir()) == ["kept", "partial"]
+
+
 def test_json_helpers_write_canonical_json_and_read_it_back(store: Store) -> None:
     """write_json stores sorted, newline-terminated JSON that read_json parses back."""
     store.write_json("x.json", {"b": 1, "a": [1, 2]})

@@ -305,6 +305,11 @@ class Store(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove the object at ``key`` if it exists (checkpoints, a release orphan)."""
 
+    def delete_all(self, prefix: str) -> None:
+        """Remove every object directly under ``prefix`` (a local store: the folder too)."""
+        for name in self.list(prefix):
+            self.delete(f"{prefix}/{name}")
+
     @abc.abstractmethod
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
         """Store ``data`` under ``key`` only if nothing is there; False when it was taken.
@@ -325,10 +330,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def staging(self) -> contextlib.AbstractContextManager[Path]:
-        """A private local scratch folder, removed afterwards whatever happens.
-
-        What a SIGKILL left behind is removed by a later ``staging()`` (LocalStore's sweep).
-        """
+        """A private local scratch folder, removed afterwards whatever happens (what a SIGKILL
+        left behind is removed by a later ``staging()``: LocalStore's sweep)."""
 
     @abc.abstractmethod
     def publish(self, staged: Path, key: str) -> bool:
@@ -362,21 +365,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def check_writable(self) -> None:
-        """StoreError now if the store cannot be written at all (read-only, a file, no access).
-
-        Commands that work for minutes before their first write (training) call it up front.
-        """
+        """StoreError now if the store cannot be written at all (read-only, a file, no access):
+        commands that work for minutes before their first write (training) call it up front."""
 
     @abc.abstractmethod
     def contains(self, location: str) -> bool:
         """Whether a user-given location (an output path) is the store or lies inside it."""
 
     def refuse_inside(self, location: Path | str | None, option: str) -> None:
-        """ConfigError if an output named by ``option`` would be written into the store.
-
-        Only the stages write the store, through this interface: an output there could replace
-        an immutable release record or a package, or leave a file no manifest lists.
-        """
+        """ConfigError if an output named by ``option`` would be written into the store: only
+        the stages write the store, and an output there could replace an immutable release
+        record or a package, or leave a file no manifest lists."""
         if location is not None and self.contains(str(location)):
             raise ConfigError(
                 f"{option} {location} lies inside the store {self.uri} (PIPELINE_STORE), whose "

@@ -191,6 +191,16 @@ class LocalStore(Store):
         except OSError as exc:
             raise store_error(exc, path) from exc
 
+    def delete_all(self, prefix: str) -> None:
+        super().delete_all(prefix)
+        folder = self._at(prefix)
+        while folder != self.root:  # the emptied folders: an object store leaves no trace
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another writer's file), or gone
+                return
+            folder = folder.parent
+
     def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
         final = self._at(key)
         tmp: Path | None = None
