@@ -152,6 +152,21 @@ def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> N
     assert not (tmp_path / "store" / "tunes").exists()
 
 
+def test_a_failed_trial_is_recorded_and_tune_show_gives_its_error(tmp_path: Path) -> None:
+    """Trial 0 (the configured settings) trains; trial 1's learning rate diverges. The search
+    finishes with trial 0 as the winner, and `tune show` gives trial 1's error, which it used
+    to leave out (only trials.json held it)."""
+    space = {"train.learning_rate": {"choice": [1e30]}}
+    summary = _tune(tmp_path, "--trials", "2", PIPELINE_TUNE__SPACE=json.dumps(space))
+    assert summary["winner"] == 0
+    shown = run_cli("tune", "show", env=_env(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    rows = {row["trial"]: row for row in event(shown.stdout, "tune.show")["trials"]}
+    assert rows[0]["status"] == "ok" and "error" not in rows[0]
+    assert rows[1]["status"] == "failed"
+    assert rows[1]["error"].startswith("training diverged at epoch 1")
+
+
 def test_a_reader_that_goes_away_during_the_trials_is_exit_141_without_a_traceback(
     tmp_path: Path,
 ) -> None:

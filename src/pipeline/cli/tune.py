@@ -62,7 +62,8 @@ def tune(
 def show(
     ref: str = typer.Argument(None, help="Tune id or unique prefix (default: the latest)."),
 ) -> None:
-    """The trials of a search, best first: rank, trial, score, epochs, status, configuration."""
+    """The trials of a search, best first: rank, trial, score, epochs, status, configuration;
+    a failed trial's error."""
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import tune as stage
@@ -72,7 +73,7 @@ def show(
         rows = [
             {"rank": t["rank"], "trial": t["trial"], "score": t["score"], "status": t["status"],
              "epochs": t["epochs"], **({"folds": t["folds"]} if "folds" in t else {}),
-             **t["config"]}
+             **({"error": t["error"]} if t.get("error") else {}), **t["config"]}
             for t in files["trials.json"]
         ]  # fmt: skip
         log.info(
