@@ -155,10 +155,17 @@ def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> N
 def test_a_failed_trial_is_recorded_and_tune_show_gives_its_error(tmp_path: Path) -> None:
     """Trial 0 (the configured settings) trains; trial 1's learning rate diverges. The search
     finishes with trial 0 as the winner, and `tune show` gives trial 1's error, which it used
-    to leave out (only trials.json held it)."""
+    to leave out (only trials.json held it). A concurrency above the CPUs is reported as
+    what runs at once (it was reported as asked)."""
     space = {"train.learning_rate": {"choice": [1e30]}}
-    summary = _tune(tmp_path, "--trials", "2", PIPELINE_TUNE__SPACE=json.dumps(space))
-    assert summary["winner"] == 0
+    done = run_cli(
+        "tune", "--trials", "2",
+        env=_env(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space), PIPELINE_TUNE__CONCURRENCY="64"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    where = event(done.stdout, "tune.cluster")
+    assert where["concurrency"] == where["cpus"] < 64  # one CPU a trial
+    assert event(done.stdout, "tune.summary")["winner"] == 0
     shown = run_cli("tune", "show", env=_env(tmp_path))
     assert shown.returncode == 0, shown.stderr
     rows = {row["trial"]: row for row in event(shown.stdout, "tune.show")["trials"]}

@@ -249,7 +249,8 @@ def _search(
                         f"for one trial, and the Ray cluster has {where.cpus}: lower it, or "
                         "use a larger cluster"
                     )
-                concurrency = t.concurrency or max(1, where.cpus // t.cpus_per_trial)
+                fits = max(1, where.cpus // t.cpus_per_trial)  # Ray runs no more at once
+                concurrency = min(t.concurrency, fits) if t.concurrency else fits
                 log.info(
                     "tune.cluster", address=where.address, embedded=where.embedded,
                     nodes=where.nodes, cpus=where.cpus, concurrency=concurrency,
