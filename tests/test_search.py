@@ -104,6 +104,27 @@ def test_draws_respect_each_dimension(tmp_path: Path) -> None:
         assert applied.train.learning_rate == config["train.learning_rate"]
 
 
+def test_one_space_spelled_two_ways_is_one_search(tmp_path: Path) -> None:
+    """`["64"]` and `[64]`, `[1.0, 5]` and `[1, 5]` read as the same settings: they are the
+    same space, so the same draws and the same tune id (they gave two ids before)."""
+    spelled = {
+        "model.members": {"choice": ["4", 8]},
+        "model.hidden": {"choice": [["64"], [128, 64]]},
+        "features.min_frequency": {"int": [1.0, 5]},
+        "model.dropout": {"uniform": [0, 0.3]},
+    }
+    normal = {
+        "model.members": {"choice": [4, 8]},
+        "model.hidden": {"choice": [[64], [128, 64]]},
+        "features.min_frequency": {"int": [1, 5]},
+        "model.dropout": {"uniform": [0.0, 0.3]},
+    }
+    one = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(spelled))
+    other = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(normal))
+    assert json.dumps(one.tune.space) == json.dumps(other.tune.space) == json.dumps(normal)
+    assert search.trial_configs(one, 6) == search.trial_configs(other, 6)
+
+
 def test_a_small_space_is_not_drawn_twice(tmp_path: Path) -> None:
     space = {"features.log_skewed": {"choice": [True, False]}}
     settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space))

@@ -82,13 +82,16 @@ def dotted(space: Any) -> Any:
 
 
 def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> dict[str, Any]:
-    """``space`` if every key names a searchable setting and every dimension is valid for it.
+    """``space`` in normal form if every key names a searchable setting and every dimension
+    is valid for it: each choice as its setting reads it (``["64"]`` is ``[64]``), bounds as
+    the numbers they draw, so that one search has one id however it was spelled.
 
     ``sections`` maps a section name to its settings class (for the keys and their checks).
     Raises ``PydanticCustomError`` with a message that names the key.
     """
     if not space:
         raise PydanticCustomError("empty_space", "the space is empty: give at least one key")
+    normal: dict[str, Any] = {}
     for key, dim in space.items():
         section, field = _field_of(key, sections)
         kind, spec = _dimension(key, dim)
@@ -99,16 +102,19 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
                 f"key '{key}' is an integer setting: a {kind} range draws fractions; use "
                 f'{{"int": {_short(spec)}}} or a choice',
             )
+        values = []
         for value in _probe_values(kind, spec):
             try:
-                model.model_validate({field: value})
+                read = model.model_validate({field: value}).model_dump(mode="json")[field]
             except ValidationError as exc:
                 reason = exc.errors()[0]["msg"]
                 raise PydanticCustomError(
                     "bad_space_value",
                     f"key '{key}': {kind} value {value!r} is not a valid {key} ({reason})",
                 ) from None
-    return space
+            values.append(read if kind == "choice" else value)
+        normal[key] = {kind: values}
+    return normal
 
 
 def default_metric(task: str, target_transform: str) -> str:
