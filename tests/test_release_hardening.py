@@ -321,3 +321,38 @@ def test_a_release_record_edited_to_disagree_with_its_package_is_refused(
     with pytest.raises(IntegrityError, match="the release record was modified") as caught:
         _opened(backend, f"{NAME}@v1", None, None)
     assert caught.value.exit_code == 7
+
+
+def test_a_create_kept_waiting_by_another_holder_of_the_lock_says_so(
+    cli: Any, backend: Store
+) -> None:
+    """Another release or rollback of the model holds its lock for a second: `release create`
+    waits for it, and says so in a release.waiting event (it waited silently, up to a lease
+    of 10 s on an s3:// store whose holder died). A create that finds the lock free says
+    nothing of it."""
+    import threading
+
+    pid = make_package(backend)
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with backend.lock(f"{FOLDER}/.lock"):
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(5)
+    timer = threading.Timer(1.0, done.set)
+    timer.start()
+    try:
+        result = cli("release", "create", pid)
+    finally:
+        done.set()
+        thread.join()
+    assert result.exit_code == 0, result.stderr
+    waiting = event(result.stdout, "release.waiting")
+    assert f"another release or rollback of {NAME} holds its lock" in waiting["message"]
+    assert event(result.stdout, "release.created")["number"] == 1
+    again = cli("release", "create", make_package(backend, "0.2.0"))
+    assert again.exit_code == 0 and '"release.waiting"' not in again.stdout

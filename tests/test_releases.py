@@ -137,7 +137,7 @@ def test_a_create_whose_lock_failed_never_removes_another_writers_record(
     made between this create's read and its own write, is left as it is; this one takes v2."""
     s = backend
     mine, theirs = make_package(s), make_package(s, "0.2.0")
-    monkeypatch.setattr(releases, "_locked", lambda folder: contextlib.nullcontext())
+    monkeypatch.setattr(releases, "_locked", lambda folder, log=None: contextlib.nullcontext())
     real, raced = s.create, []
 
     def racing(key: str, data: bytes, *, immutable: bool = False) -> bool:
@@ -163,7 +163,7 @@ def test_current_moves_by_compare_and_swap_only_forward_along_the_history(
     pid = make_package(s)
     for _ in range(2):
         releases.create(s, pid, RunSettings())
-    monkeypatch.setattr(releases, "_locked", lambda folder: contextlib.nullcontext())
+    monkeypatch.setattr(releases, "_locked", lambda folder, log=None: contextlib.nullcontext())
     real, raced = s.swap, []
 
     def racing(key: str, expected: bytes | None, data: bytes) -> bool:

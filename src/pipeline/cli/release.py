@@ -119,7 +119,7 @@ def rollback(
         model, target = name or loaded.settings.model.name, None
         if to:
             model, target = releases.rollback_target(to, name, loaded.settings.model.name)
-        previous, current = releases.rollback(store, model, target)
+        previous, current = releases.rollback(store, model, target, log=log)
         if previous == current:  # like `kubectl rollout undo` to the running revision
             log.info(
                 "release.rollback_skipped",

@@ -131,9 +131,17 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _locked(folder: _Key) -> contextlib.AbstractContextManager[None]:
-    """Hold the release folder's exclusive lock (orders creates and rollbacks)."""
-    return folder.store.lock((folder / ".lock").key)
+def _locked(folder: _Key, log: Any = None) -> contextlib.AbstractContextManager[None]:
+    """Hold the release folder's exclusive lock (orders creates and rollbacks); ``log`` hears
+    when another release or rollback of this model makes it wait."""
+
+    def waiting() -> None:
+        if log is not None:
+            log.info("release.waiting", message=f"another release or rollback of "
+                     f"{folder.key.removeprefix('releases/')} holds its lock: waiting for it "
+                     "(an s3:// store takes over a dead holder's lease after 10 s)")  # fmt: skip
+
+    return folder.store.lock((folder / ".lock").key, on_wait=waiting)
 
 
 def _events(folder: _Key) -> list[dict[str, Any]]:
@@ -327,7 +335,7 @@ def create(
     folder = _folder(store, name)
     ids = package["package_id"], package["build_id"], package["version"]
     wanted = Release(name, 0, *ids, run=run.released(), created_at=_now())
-    with _locked(folder):
+    with _locked(folder, log):
         numbers, previous = _committed(folder)
         for orphan in _orphans(folder, name, numbers):
             _set_current(folder, orphan.number, "create", previous, recovered=True)
@@ -409,7 +417,7 @@ def history(store: Store, name: str) -> list[dict[str, Any]]:
     return _events(_folder(store, name))
 
 
-def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
+def rollback(store: Store, name: str, to: int | None = None, log: Any = None) -> tuple[int, int]:
     """Make release ``to`` current (default: the one numbered just below the current one).
 
     Returns ``(previous, new)`` current numbers (equal when ``to`` is already current: then
@@ -418,7 +426,7 @@ def rollback(store: Store, name: str, to: int | None = None) -> tuple[int, int]:
     record is damaged or lost.
     """
     folder = _folder(store, name)
-    with _locked(folder):
+    with _locked(folder, log):
         numbers, current = _committed(folder)
         if current is None:
             raise NotFoundError(

@@ -24,7 +24,7 @@ import re
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -343,14 +343,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def local_file(self, key: str) -> Path:
-        """A local path to read ``key`` from (large files are streamed from disk).
-
-        ``KeyError`` when there is no object. The file must not be modified.
-        """
+        """A local path to read ``key`` from (large files are streamed from disk); ``KeyError``
+        when there is no object. The file must not be modified."""
 
     @abc.abstractmethod
-    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
-        """Hold an exclusive lock named ``key`` (serialises read-modify-write sequences)."""
+    def lock(
+        self, key: str, on_wait: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Hold an exclusive lock named ``key`` (serialises read-modify-write sequences);
+        ``on_wait`` is called once if another holder makes this one wait."""
 
     @abc.abstractmethod
     def location(self, key: str) -> str:

@@ -18,7 +18,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -309,7 +309,7 @@ class LocalStore(Store):
         return path == root or path.is_relative_to(root)
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         import fcntl
 
         path = self._at(key)
@@ -319,7 +319,12 @@ class LocalStore(Store):
         except OSError as exc:
             raise store_error(exc, path) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by another process (the kernel frees a dead one's)
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock

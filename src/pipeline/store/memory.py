@@ -16,7 +16,7 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import StoreError
@@ -149,12 +149,18 @@ class MemoryStore(KeyedStore):
         return path if path.exists() else read_only_copy(path, data)
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         name = key_name(key)
         with self._guard:
             held = self._locks.setdefault(name, threading.Lock())
-        with held:
+        if not held.acquire(blocking=False):
+            if on_wait is not None:
+                on_wait()
+            held.acquire()
+        try:
             yield
+        finally:
+            held.release()
 
     def check_writable(self) -> None:
         return None  # memory is always writable; a full one raises MemoryError, not a refusal

@@ -380,12 +380,12 @@ class S3Store(KeyedStore):
         return read_only_copy(path, data)
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """A lease on the object ``key``: see the module docstring."""
         from pipeline.store.s3_lease import Lease
 
         lease = Lease(self, key_name(key))
-        lease.acquire()
+        lease.acquire(on_wait)
         try:
             yield
         finally:

@@ -16,6 +16,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from obstore import UpdateVersion
 
     from pipeline.store.s3 import S3Store
@@ -45,7 +47,7 @@ class Lease:
     def _body(self) -> bytes:
         return json.dumps({"holder": self.nonce, "at": time.time()}).encode()
 
-    def acquire(self) -> None:
+    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
@@ -69,6 +71,9 @@ class Lease:
             if _holder(bytes(found.bytes())) == self.nonce:
                 self.e_tag = meta["e_tag"]  # our own create: a retry whose first answer was lost
                 break
+            if on_wait is not None:  # another holder's lease: once, before the first wait
+                on_wait()
+                on_wait = None
             if meta["e_tag"] != seen[0]:
                 seen = (meta["e_tag"], time.monotonic())  # alive (or new): wait a lease from now
             elif time.monotonic() - seen[1] > store.lease_s:
