@@ -313,15 +313,20 @@ def test_cli_unknown_package_exits_8_naming_the_searched_folder(cli: Any, backen
 
 
 def test_ambiguous_or_short_package_prefixes_are_config_errors(backend: Store) -> None:
-    """A prefix shared by two packages, or shorter than 8 hex digits, is refused."""
+    """A prefix shared by two packages (the message lists them), or shorter than 4 hex digits
+    (as for builds: packages asked for 8), is refused."""
     s = backend
     make_package(s, "0.1.0", pid="abcdef01" + "0" * 56)
     make_package(s, "0.2.0", pid="abcdef01" + "1" * 56)
-    with pytest.raises(ConfigError, match="ambiguous"):
+    with pytest.raises(ConfigError, match="ambiguous") as caught:
         releases.find_package(s, "abcdef01")
+    listed = "abcdef010000 (house-prices 0.1.0), abcdef011111 (house-prices 0.2.0)"
+    assert listed in caught.value.message
     assert releases.find_package(s, "abcdef011")["version"] == "0.2.0"
-    with pytest.raises(ConfigError, match="at least 8 hex"):
-        releases.find_package(s, "abcdef")
+    make_package(s, "0.3.0", pid="f00d" + "2" * 60)
+    assert releases.find_package(s, "f00d")["version"] == "0.3.0"
+    with pytest.raises(ConfigError, match="at least 4 hex"):
+        releases.find_package(s, "f00")
 
 
 @pytest.mark.parametrize("ref", ["house-prices@2", "house-prices@v0", "a@b@v1", "@v1", "latest"])

@@ -224,3 +224,20 @@ def test_a_tune_record_is_found_by_prefix_and_refused_when_changed(tmp_path: Pat
     # Running the search again repairs the record (it was kept damaged).
     assert tune._write(store, {"seed": 1}, trials, trials[0], "rmse", 2.0) == tid
     assert tune.load(store, tid)[1]["winner.json"]["score"] == 0.5
+
+
+def test_an_ambiguous_id_prefix_lists_the_ids_it_matches(tmp_path: Path) -> None:
+    """Two builds (or tunes) whose ids share the prefix: the message names both (it said
+    only how many matched, so the user had to list the folder)."""
+    from pipeline.artifacts import resolve_in
+    from pipeline.errors import NotFoundError
+    from pipeline.store import Store
+
+    store = Store.from_uri(str(tmp_path / "store"))
+    for id_ in ("abcd" + "1" * 60, "abcd" + "2" * 60, "ffff" + "3" * 60):
+        store.write(f"builds/{id_}/manifest.json", b"{}")
+    with pytest.raises(NotFoundError) as caught:
+        resolve_in(store, "builds", "abcd", "latest-build", "build", "pipeline train")
+    assert "ambiguous (2 builds: abcd11111111, abcd22222222)" in caught.value.message
+    found = resolve_in(store, "builds", "ffff", "latest-build", "build", "pipeline train")
+    assert found == "ffff" + "3" * 60

@@ -232,8 +232,10 @@ def resolve_in(
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
+        named = ", ".join(m[:12] for m in sorted(matches)[:5]) + ", ..." * (len(matches) > 5)
         raise NotFoundError(
-            f"{noun} prefix '{ref}' is ambiguous ({len(matches)} {noun}s): give more digits"
+            f"{noun} prefix '{ref}' is ambiguous ({len(matches)} {noun}s: {named}): give more "
+            "digits"
         )
     if len(ref) < 4 and any(i.startswith(hexed) for i in ids):
         raise NotFoundError(

@@ -17,7 +17,7 @@ from pipeline.store.numbered import Key as _Key
 from pipeline.store.numbered import read_json as _read_json
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HEX = re.compile(r"^[0-9a-f]{8,64}$")
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")  # as build ids: a unique prefix of 4+ digits
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
 _SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
@@ -113,11 +113,11 @@ def _read_sidecar(key: _Key) -> dict[str, Any]:
 
 
 def find_package(store: Store, ref: str) -> dict[str, Any]:
-    """The sidecar of the package whose id is ``ref`` or starts with it (>= 8 hex digits)."""
+    """The sidecar of the package whose id is ``ref`` or starts with it (>= 4 hex digits)."""
     ref = ref.strip().lower()
     if not _HEX.match(ref):
         raise ConfigError(
-            f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 8 hex "
+            f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 4 hex "
             "digits, or the path of a .tar.gz in the store's packages folder"
         )
     root = _Key(store, "packages")
@@ -135,8 +135,10 @@ def find_package(store: Store, ref: str) -> dict[str, Any]:
             "check the id, PIPELINE_STORE, or package a build first"
         )
     if len(found) > 1:
+        named = [f"{p[:12]} ({s['name']} {s['version']})" for p, s in sorted(found.items())]
         raise ConfigError(
-            f"package id prefix {ref} is ambiguous ({len(found)} packages match): give more digits"
+            f"package id prefix {ref} is ambiguous ({len(found)} packages match: "
+            f"{', '.join(named[:5])}{', ...' if len(named) > 5 else ''}): give more digits"
         )
     return next(iter(found.values()))
 
