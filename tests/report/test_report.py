@@ -176,6 +176,33 @@ def test_markdown_writes_report_md_and_one_svg_per_plot(
     assert "| roc_auc |" in text and "| true \\ predicted |" in text
 
 
+def test_markdown_into_an_earlier_reports_folder_replaces_it_and_refuses_other_folders(
+    builds: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A regression report written where a binary one was: the binary report's plots that the
+    new one lacks are removed (they stayed beside it). A folder of other files (no report.md)
+    is refused before any work, exit 3, untouched (its files of a plot's name were
+    overwritten)."""
+    root, ids = builds
+    out = tmp_path / "md"
+    assert _report(root, ids["binary"], "--format", "markdown", "-o", str(out)).exit_code == 0
+    (out / ".hidden").write_text("kept")
+    done = _report(root, ids["regression"], "--format", "markdown", "-o", str(out))
+    assert done.exit_code == 0, done.output
+    wanted = sorted(f"{p}.svg" for p in EXPECTED_PLOTS["regression"])
+    assert sorted(p.name for p in out.glob("*.svg")) == wanted
+    assert (out / ".hidden").read_text() == "kept"
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "roc.svg").write_text("mine")
+    done = _report(root, ids["binary"], "--format", "markdown", "-o", str(other))
+    assert done.exit_code == 3
+    assert "is a folder of other files (no report.md)" in done.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["roc.svg"]
+    assert (other / "roc.svg").read_text() == "mine"
+
+
 def test_a_release_is_reported_by_its_reference(
     builds: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:

@@ -70,6 +70,12 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
             f"{option} {output}: a markdown report is a folder (report.md and one SVG per "
             "plot), and that is a file: name a folder, or pass --format html for one page"
         )
+    if fmt == "markdown" and output is not None and _foreign(output):
+        raise ConfigError(
+            f"{option} {output} is a folder of other files (no report.md): a markdown report "
+            "replaces its folder's report.md and plots, so name a new or empty folder, or "
+            "that of an earlier report"
+        )
     suffix = output.suffix.lower() if output is not None else ""
     if fmt == "html" and suffix not in ("", ".html", ".htm"):
         raise ConfigError(
@@ -77,6 +83,26 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
             "name it .html (or pass --format markdown for a folder of Markdown and SVG files)"
         )
     return fmt
+
+
+def _foreign(folder: Path) -> bool:
+    """Whether ``folder`` holds visible files and no report.md: not a report's folder."""
+    try:
+        names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    except OSError:  # no folder yet (or unreadable: the write says so)
+        return False
+    return bool(names) and "report.md" not in names
+
+
+def _plots_of(report: Path) -> set[str]:
+    """The SVG files an earlier report.md shows (``![...](name.svg)``)."""
+    import re
+
+    try:
+        text = report.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return set(re.findall(r"\]\(([\w.-]+\.svg)\)", text))
 
 
 def require_matplotlib() -> None:
@@ -116,6 +142,12 @@ def write(s: Subject, fmt: str, target: Any) -> tuple[list[str], int]:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file on the way (checked before, but the folder may change)
         raise store_error(exc, path, advice) from exc
-    for name, data in sorted(files.items()):
-        atomic_write_bytes(path / name, data, advice)
+    stale = _plots_of(path / "report.md") - set(files)  # an earlier report's other plots
+    for name, data in sorted(files.items(), key=lambda f: f[0] == "report.md"):
+        atomic_write_bytes(path / name, data, advice)  # report.md last: it names the plots
+    for name in sorted(stale):
+        try:
+            (path / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise store_error(exc, path / name, advice) from exc
     return expected_plots(s), sum(len(d) for d in files.values())
