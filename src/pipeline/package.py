@@ -69,9 +69,9 @@ class PackageResult:
     version: str
     package_id: str
     build_id: str
-    path: Path
+    location: str  # where a person finds the archive: a local path, or an s3:// URI
     bytes: int
-    wheel: Path | None = None
+    wheel: str | None = None
 
 
 def check_name_version(name: str, version: str) -> None:
@@ -163,12 +163,11 @@ def seal(
             _refuse_or_repair(store, key, data, package_id, existing, name, version)
     record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
     store.write_json(f"packages/{name}/{version}.json", record)
-    final = store.local_file(key)
     extra: dict[str, Any] = {}
-    wheel_path = None
+    wheel_at = None
     if with_wheel:
         # From the sealed archive, not the build: the wheel carries exactly the verified files.
-        opened = open_package(final)
+        opened = open_package(store.local_file(key))
         filename, wheel_data = wheel.build_wheel(
             opened.name,
             opened.version,
@@ -178,13 +177,15 @@ def seal(
             requires=f"pipeline=={__version__}",
         )
         store.write(f"packages/{name}/{filename}", wheel_data)
-        wheel_path = store.local_file(f"packages/{name}/{filename}")
-        extra = {"wheel": str(wheel_path), "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
+        wheel_at = store.location(f"packages/{name}/{filename}")
+        extra = {"wheel": wheel_at, "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
+    # Where a person finds them: an s3:// store's URI, not the local scratch copy's path.
+    where = store.location(key)
     log.info(
         "package.summary", name=name, version=version, package_id=package_id, build_id=build.id,
-        path=str(final), bytes=len(data), **extra,
+        path=where, bytes=len(data), **extra,
     )  # fmt: skip
-    return PackageResult(name, version, package_id, build.id, final, len(data), wheel_path)
+    return PackageResult(name, version, package_id, build.id, where, len(data), wheel_at)
 
 
 def _refuse_or_repair(

@@ -60,6 +60,8 @@ def test_a_dataset_on_s3_is_fetched_cached_by_sha256_trained_on_and_pinned(
     fetched = event(_ok(cli("data", "fetch", env=env)).stdout, "data.summary")
     assert (fetched["sha256"], fetched["cached"]) == (digest, False)
     assert fetched["uri"] == env["PIPELINE_DATA__SOURCE"] and fetched["bytes"] == len(body)
+    stored = f"{s3_env['PIPELINE_STORE']}/datasets/{digest}/titanic.csv"
+    assert fetched["path"] == stored  # the store's copy, not the local scratch copy's path
     trained = _ok(cli("train", env=env))
     assert event(trained.stdout, "data.fetched")["sha256"] == digest
 
@@ -72,6 +74,7 @@ def test_a_dataset_on_s3_is_fetched_cached_by_sha256_trained_on_and_pinned(
     obstore.delete(_client(), key)  # the pin alone now finds the data: no request for it
     again = _ok(cli("data", "fetch", env={**env, "PIPELINE_DATA__SHA256": digest}))
     assert event(again.stdout, "data.summary")["cached"] is True
+    assert event(again.stdout, "data.summary")["path"] == stored
 
 
 def test_a_parquet_dataset_on_s3_is_read_by_its_magic_bytes(

@@ -88,6 +88,9 @@ def test_local_file_is_a_read_only_copy_cached_by_etag(s3: S3Store) -> None:
     first = s3.local_file("packages/m/p.tar.gz")
     assert first.read_bytes() == b"one" and first.name == "p.tar.gz"
     assert s3.local_file("packages/m/p.tar.gz") == first
+    first.chmod(0o644)  # a copy cut short (a full disk, a killed copy): fetched again
+    first.write_bytes(b"on")
+    assert s3.local_file("packages/m/p.tar.gz").read_bytes() == b"one"
     s3.write("packages/m/p.tar.gz", b"two")
     assert s3.local_file("packages/m/p.tar.gz").read_bytes() == b"two"
     with pytest.raises(KeyError):

@@ -53,8 +53,10 @@ def test_the_ci_chain_runs_on_the_object_store_and_another_process_serves_the_re
     _ok(cli("train", "--id-file", str(tmp_path / "build.id"), env=env))
     gate = _ok(cli("evaluate", env={**env, "PIPELINE_GATES__MIN_ACCURACY": "0.6"}))
     assert event(gate.stdout, "evaluate.summary")["passed"] is True
-    _ok(cli("package", "--id-file", str(tmp_path / "package.id"), env=env))
+    packaged = _ok(cli("package", "--id-file", str(tmp_path / "package.id"), env=env))
     package_id = (tmp_path / "package.id").read_text().strip()
+    where = event(packaged.stdout, "package.summary")["path"]  # not the local scratch copy's
+    assert where.startswith(s3["PIPELINE_STORE"] + "/packages/titanic/"), where
     _ok(cli("release", "create", package_id, env=env))
     _ok(cli("release", "create", package_id, env=env))
     listed = event(_ok(cli("release", "list", env=env)).stdout, "release.list")

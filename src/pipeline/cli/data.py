@@ -33,7 +33,7 @@ def fetch(
             uri=fetched.uri,
             sha256=fetched.sha256,
             bytes=fetched.size,
-            path=str(fetched.path),
+            path=fetched.location or str(fetched.path),
             cached=fetched.cached,
         )
         write_id(id_file, fetched.sha256)

@@ -112,8 +112,8 @@ def _opened(
     opened = open_package(path)
     if opened.package_id != release.package_id:
         raise IntegrityError(
-            f"package {path} has id {opened.package_id[:12]} but release {release.ref} "
-            f"names {release.package_id[:12]}: the archive was replaced; restore it"
+            f"package {store.location(key)} has id {opened.package_id[:12]} but release "
+            f"{release.ref} names {release.package_id[:12]}: the archive was replaced; restore it"
         )
     recorded = (release.build_id, release.version)
     if (opened.build_id, opened.version) != recorded:

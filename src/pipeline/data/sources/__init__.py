@@ -35,6 +35,7 @@ class Fetched:
     sha256: str
     size: int
     cached: bool
+    location: str = ""  # where a person finds the store's copy (an s3:// URI), if it has one
 
 
 def redact_uri(uri: str) -> str:
@@ -169,9 +170,10 @@ def fetch(settings: Settings, store: Store) -> Fetched:
     name = remote.filename(uri)  # already safe, and never the cache's RECORD name
     pin = (settings.data.sha256 or "").lower()
     if pin:
-        cached = _cached(store, pin)
-        if cached is not None and sha256_file(cached) == pin:
-            return Fetched(shown, cached, pin, cached.stat().st_size, cached=True)
+        key = _cached(store, pin)
+        if key is not None and sha256_file(cached := store.local_file(key)) == pin:
+            size = cached.stat().st_size
+            return Fetched(shown, cached, pin, size, cached=True, location=store.location(key))
     with store.staging() as staging:
         target = staging / name
         remote.download(uri, target, settings)
@@ -185,10 +187,13 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         atomic_write_json(staging / RECORD, {"uri": shown, "sha256": digest, "file": name})
         store.publish(staging, f"datasets/{digest}")
     # If the same bytes were cached before under another name, that copy is the one kept.
-    kept = _cached(store, digest)
-    if kept is None:
+    key = _cached(store, digest)
+    if key is None:
         raise StoreError(f"dataset {digest} vanished from store {store.uri} right after caching")
-    return Fetched(shown, kept, digest, kept.stat().st_size, cached=False)
+    kept = store.local_file(key)
+    return Fetched(
+        shown, kept, digest, kept.stat().st_size, cached=False, location=store.location(key)
+    )
 
 
 def fetch_and_read(
@@ -228,7 +233,7 @@ def fetch_and_read(
     return Fetched(uri, path, hashed[0], path.stat().st_size, cached=False), result
 
 
-def _cached(store: Store, digest: str) -> Path | None:
-    """The cached file of a dataset digest, whatever name it was cached under."""
+def _cached(store: Store, digest: str) -> str | None:
+    """The key of a dataset digest's cached file, whatever name it was cached under."""
     names = [n for n in store.list(f"datasets/{digest}") if n != RECORD]
-    return store.local_file(f"datasets/{digest}/{names[0]}") if names else None
+    return f"datasets/{digest}/{names[0]}" if names else None
