@@ -283,7 +283,16 @@ def test_a_delta_below_the_stored_cv_noise_is_within_it(
     }  # fmt: skip
     table = cli("diff", base, rate, "--format", "table", env=FAST).stdout
     assert "within CV noise" in table and "cross-validation" in table
-    backend.write(artifacts.cv_key(base, 7), b"[1, 2]")
+    # The same spread measured with 100 folds: each fold holds a twentieth of 5 folds' rows,
+    # so its std is sqrt(20) times larger. Scaled to the test rows, it is the same noise: the
+    # verdict must not follow the fold count (unscaled, every change was within noise).
+    close = abs(before["log_loss"]["delta"]) * 0.9
+    backend.write(artifacts.cv_key(base, 5), canonical_json(summary(5, close)))
+    at_5 = {r["metric"]: r for r in _doc(cli, base, rate)["metrics"]["test"]}["log_loss"]
+    backend.write(artifacts.cv_key(base, 100), canonical_json(summary(100, close * 20**0.5)))
+    at_100 = {r["metric"]: r for r in _doc(cli, base, rate)["metrics"]["test"]}["log_loss"]
+    assert at_5["verdict"] == at_100["verdict"] == before["log_loss"]["verdict"]
+    backend.write(artifacts.cv_key(base, 200), b"[1, 2]")  # the most folds: the one read
     damaged = cli("diff", base, rate, env=FAST)
     assert damaged.exit_code == 7 and "evaluations" in damaged.stderr
 

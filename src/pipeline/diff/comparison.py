@@ -68,17 +68,18 @@ def compare(
     schemas = [f["schema.json"] for f in files]
     recorded = [f["metrics.json"] for f in files]
     cv = [cross_validation(store, side["build_id"]) for side in (a, b)]
-    noise: dict[str, float] = {}  # per metric, the larger K-fold std stored for A or B
-    for c in cv:
-        for m, s in (c["metrics"] if c else {}).items():
-            noise[m] = max(noise.get(m, 0.0), s["std"])
+    noise = _noise(cv, [f["provenance.json"]["inputs"].get("split") for f in files])
     metrics = {}
     for part in ("validation", "test"):
         values = [r.get(part, {}) for r in recorded]
         names = sorted({k for v in values for k, x in v.items() if isinstance(x, float | None)})
         metrics[part] = [
             _metric_row(
-                m, space.direction(m) == "max", values[0].get(m), values[1].get(m), noise.get(m)
+                m,
+                space.direction(m) == "max",
+                values[0].get(m),
+                values[1].get(m),
+                noise[part].get(m),
             )
             for m in names
         ]
@@ -135,11 +136,35 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _noise(cv: list[dict[str, Any] | None], splits: list[Any]) -> dict[str, dict[str, float]]:
+    """Per part (validation, test) and metric, the larger of A's and B's K-fold standard
+    deviations, scaled from a fold's rows to the part's: std * sqrt(fold rows / part rows).
+
+    A fold holds (train + validation rows) / K rows, and a metric's spread over n rows goes
+    as 1/sqrt(n): unscaled, 100 folds' std was over four times 5 folds', and every change
+    read as noise. A side whose split sizes are not recorded gives no figure.
+    """
+    noise: dict[str, dict[str, float]] = {"validation": {}, "test": {}}
+    for c, split in zip(cv, splits, strict=True):
+        if not c or not isinstance(split, dict):
+            continue
+        sizes = {k: split.get(k) for k in ("train", "val", "test")}
+        if not all(_number(n) and n > 0 for n in sizes.values()):
+            continue
+        fold_rows = (sizes["train"] + sizes["val"]) / c["folds"]
+        for part, rows in (("validation", sizes["val"]), ("test", sizes["test"])):
+            scale = math.sqrt(fold_rows / rows)
+            for m, s in c["metrics"].items():
+                noise[part][m] = max(noise[part].get(m, 0.0), s["std"] * scale)
+    return noise
+
+
 def _metric_row(name: str, higher: bool, a: Any, b: Any, noise: float | None) -> dict[str, Any]:
     """One metric of A and B with its delta and verdict.
 
-    ``noise`` is the larger K-fold standard deviation of the metric stored for A or B: a
-    difference smaller than that is one a reshuffle of the rows could make, not a change.
+    ``noise`` is the larger K-fold standard deviation of the metric stored for A or B, scaled
+    to the part's rows (``_noise``): a difference smaller than that is one a reshuffle of the
+    rows could make, not a change.
     """
     row: dict[str, Any] = {"metric": name, "direction": "higher" if higher else "lower",
                            "a": a, "b": b, "delta": None, "delta_pct": None}  # fmt: skip
