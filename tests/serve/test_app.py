@@ -179,6 +179,9 @@ def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
         (b"a=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
         (b"", "text/csv", 400, "invalid_csv"),
         (b"\xff\xfe", "text/csv", 400, "invalid_csv"),
+        # Valid UTF-8 but binary, or UTF-16 without its BOM: it was 422 "missing columns".
+        (b"\x00\x01\x02\x03 binary", "text/csv", 400, "invalid_csv"),
+        ("Id,MSZoning\n1,RL\n".encode("utf-16-le"), "text/csv", 400, "invalid_csv"),
     ]
     for body, media, status, error in cases:
         response = client.post("/v1/predict", content=body, headers={"Content-Type": media})

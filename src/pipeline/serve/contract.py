@@ -34,9 +34,7 @@ from pipeline.serve.bodies import FastRecords, as_rows
 if TYPE_CHECKING:
     import pandas as pd
 
-# How many field-level problems one error response lists; past them validation stops (the
-# count says "at least").
-MAX_DETAIL = 50
+MAX_DETAIL = 50  # field-level problems one error lists; past them validation stops
 # Pydantic's words for a value of the wrong JSON type, as its JSON validation says them (the
 # records are validated from parsed Python values, which it calls dictionaries and lists).
 _JSON_WORDS = {
@@ -276,6 +274,8 @@ class Contract:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise RequestError(400, "invalid_csv", "the CSV body is not UTF-8 text") from None
+        if "\0" in text:  # valid UTF-8 but binary (or UTF-16): no CSV cell holds NUL
+            raise RequestError(400, "invalid_csv", "the CSV body holds NUL bytes: not CSV text")
         try:
             # newline="": a bare "\r" ends the line, as it does for pyarrow, instead of failing.
             lines = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
