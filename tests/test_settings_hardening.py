@@ -317,6 +317,20 @@ def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> N
     assert "env var" not in message
 
 
+def test_env_file_values_are_literal(tmp_path: Path) -> None:
+    """`${VAR}` in a .env value is kept as written, quoted or not, as `docker run --env-file`
+    reads it: python-dotenv's expansion turned a secret holding "${" into another secret with
+    no word (even in single quotes), and a name into 'a/rootb'."""
+    env_file = tmp_path / "literal.env"
+    env_file.write_text(
+        "AWS_SECRET_ACCESS_KEY=ab${HOME}cd\nPIPELINE_DATA__SOURCE='data/${MINOR}.csv'\n"
+    )
+    loaded = load({"MINOR": "3", "HOME": "/root"}, env_file=env_file)
+    assert loaded.settings.aws_secret_access_key is not None
+    assert loaded.settings.aws_secret_access_key.get_secret_value() == "ab${HOME}cd"
+    assert loaded.settings.data.source == "data/${MINOR}.csv"
+
+
 def test_env_file_value_names_the_file_and_line(tmp_path: Path) -> None:
     """A bad value in .env names the file, its line and the variable."""
     env_file = tmp_path / "vals.env"

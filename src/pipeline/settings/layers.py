@@ -145,7 +145,9 @@ def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str],
                 )
         if binding.key is not None:
             lines[binding.key] = line
-    values = dotenv_values(stream=io.StringIO(text))
+    # Literal values, as `docker run --env-file` and Kubernetes read them: python-dotenv's
+    # ${VAR} expansion (even in single quotes) turned a secret "ab${c}d" into "abd" silently.
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {k: v for k, v in values.items() if v is not None}, lines
 
 
