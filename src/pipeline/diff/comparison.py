@@ -148,7 +148,7 @@ def _noise(cv: list[dict[str, Any] | None], splits: list[Any]) -> dict[str, dict
     for c, split in zip(cv, splits, strict=True):
         if not c or not isinstance(split, dict):
             continue
-        sizes = {k: split.get(k) for k in ("train", "val", "test")}
+        sizes: dict[str, Any] = {k: split.get(k) for k in ("train", "val", "test")}
         if not all(_number(n) and n > 0 for n in sizes.values()):
             continue
         fold_rows = (sizes["train"] + sizes["val"]) / c["folds"]
