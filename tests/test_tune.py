@@ -314,6 +314,33 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 
+def test_a_cluster_lost_mid_search_is_exit_5_and_resume_finishes_it(tmp_path: Path) -> None:
+    """The cluster at RAY_ADDRESS stops (its head and worker node killed) after the first
+    trial: one line and an `error` event, exit 5, within the connect timeout plus a few
+    seconds (Ray's core worker ended the process after 60 s with exit 1 and its own lines).
+    The finished trials are kept: `--resume`, embedded, ends as the uninterrupted run."""
+    from tests import ray_cluster as local
+
+    uninterrupted = _tune(tmp_path / "a", "--trials", "3", **SLOW)
+    cluster = local.start(timeout=90)
+    try:
+        proc = _start(tmp_path / "b", "--trials", "3", RAY_ADDRESS=cluster.address,
+                      PIPELINE_TUNE__CONNECT_TIMEOUT="10", **SLOW)  # fmt: skip
+        _wait_for_trials(proc, 1)
+    finally:
+        cluster.stop()
+    lost = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err[-3000:]
+    assert time.monotonic() - lost < 45  # 10 s of silence, then at most a probe's timeout
+    assert err.count("\n") == 1 and err.startswith("error: the Ray cluster at RAY_ADDRESS=")
+    assert "stopped answering during the run" in err and "tune --resume" in err
+    failure = event(out, "error")
+    assert failure["exit_code"] == 5 and failure["stage"] == "tune"
+    resumed = _tune(tmp_path / "b", "--trials", "3", "--resume", **SLOW)
+    assert resumed["tune_id"] == uninterrupted["tune_id"]
+
+
 def test_a_killed_worker_is_retried_or_recorded_failed_and_the_search_finishes(
     tmp_path: Path,
 ) -> None:

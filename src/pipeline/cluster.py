@@ -11,6 +11,7 @@ writes to stdout, which carries the event stream.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -53,6 +54,7 @@ def session(
     connect_timeout: float,
     temp_root: Path | None = None,
     cpus: int | None = None,
+    kept: str = "nothing was written",
 ) -> Iterator[Cluster]:
     """Connect to Ray for the duration of the block; yield what the cluster offers.
 
@@ -62,18 +64,20 @@ def session(
     Ray's sockets (else the system's), removed afterwards. ``RAY_ADDRESS`` set: ``host:port``
     and ``ray://host:port`` must accept a TCP connection within ``connect_timeout`` seconds
     (``auto`` is not probed), else ``SourceError``; ``cpus`` and ``temp_root`` are ignored.
+    A cluster that stops answering while connected ends the process (see ``_Watch``); ``kept``
+    says what of the work survives it.
     """
     address = (address or "").strip()
     with (
         _environment(embedded=not address),
-        _session(address, connect_timeout, temp_root, cpus) as c,
+        _session(address, connect_timeout, temp_root, cpus, kept) as c,
     ):
         yield c
 
 
 @contextlib.contextmanager
 def _session(
-    address: str, connect_timeout: float, temp_root: Path | None, cpus: int | None
+    address: str, connect_timeout: float, temp_root: Path | None, cpus: int | None, kept: str
 ) -> Iterator[Cluster]:
     try:
         import ray
@@ -93,9 +97,11 @@ def _session(
         except BaseException:  # a stop (SIGTERM, Ctrl-C) while connecting
             _shutdown(ray)
             raise
+        watch = _Watch(_gcs_of(ray, address), shown, connect_timeout, kept)
         try:
             yield _describe(ray, shown)
         finally:
+            watch.stop()
             _shutdown(ray)
         return
     temp_dir = _temp_dir(temp_root)
@@ -296,6 +302,75 @@ def _probe(address: str, shown: str, timeout: float) -> None:
             "Ray's gRPC server does; give the head's address (host:6379, or ray://host:10001 "
             "for Ray Client), or unset RAY_ADDRESS to run embedded"
         )
+
+
+# Ray's core worker ends the driver (exit 1, its own lines on stderr) once the GCS has not
+# answered for this long (gcs_rpc_server_reconnect_timeout_s): a watch must speak first.
+_RAY_GIVES_UP_S = 60.0
+
+
+class _Watch:
+    """Probe a connected cluster's GCS every second in a thread; once it has not answered for
+    ``patience`` seconds (the connect timeout, within 10..45 s), end the process with the one
+    line and the exit code (5) of every unreachable cluster, ``kept`` saying what survives.
+
+    Without it, a cluster that went away mid-run (a head node lost) left the driver to Ray,
+    whose core worker exits the process with code 1 after 60 s, with no ``error`` event: a
+    CI job could not tell it from a bug. The exit is ``os._exit``: the work is on the lost
+    cluster, and Ray's own teardown would wait for it.
+    """
+
+    def __init__(self, target: str, shown: str, patience: float, kept: str) -> None:
+        self.target, self.shown, self.kept = target, shown, kept
+        self.patience = min(max(patience, 10.0), _RAY_GIVES_UP_S - 15)
+        self.done = threading.Event()
+        # The caller's context: the error event carries its run id and stage.
+        run = contextvars.copy_context().run
+        self.thread = threading.Thread(target=run, args=(self._run,), name="ray-watch", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        answered = time.monotonic()
+        while not self.done.wait(1.0):
+            try:
+                _probe(self.target, self.shown, min(5.0, self.patience))
+                answered = time.monotonic()
+            except SourceError:
+                if time.monotonic() - answered > self.patience and not self.done.is_set():
+                    _end(
+                        f"the Ray cluster at RAY_ADDRESS={self.shown} stopped answering during "
+                        f"the run (nothing for {self.patience:g} s): {self.kept}; start it "
+                        "again, or unset RAY_ADDRESS to run embedded"
+                    )
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+
+def _end(message: str) -> None:
+    """Say ``message`` as the CLI says every error (an ``error`` event in a JSON stream, and
+    one ``error:`` line on stderr), then exit with ``SourceError``'s code at once."""
+    message = log.mask(message)
+    if log.json_events():
+        log.get_logger().error(
+            "error", kind=SourceError.kind, exit_code=SourceError.exit_code, message=message
+        )
+    sys.stdout.flush()
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    os._exit(SourceError.exit_code)
+
+
+def _gcs_of(ray: Any, address: str) -> str:
+    """The address to watch: the GCS this driver joined (``auto`` resolved), or a ``ray://``
+    address's client server, which is all a client can reach."""
+    if address.startswith("ray://"):
+        return address
+    try:
+        return str(ray.get_runtime_context().gcs_address) or address
+    except Exception:  # an older Ray without it: the address as given
+        return address
 
 
 def _unreachable(shown: str, timeout: float, reason: str) -> SourceError:

@@ -291,9 +291,11 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the process. ``fmt`` is auto, json or console."""
+    global _JSON
     out = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
+    _JSON = fmt == "json"
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(serializer=_dumps, default=_json_default)
@@ -338,6 +340,14 @@ def _warning_event(
         message=_short(str(message), 300),
         where=f"{Path(filename).name}:{lineno}",
     )
+
+
+_JSON = False  # whether ``configure`` chose JSON lines
+
+
+def json_events() -> bool:
+    """Whether events are JSON lines (a CLI error is then an ``error`` event too)."""
+    return _JSON
 
 
 def get_logger(**context: Any) -> Any:

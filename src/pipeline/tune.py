@@ -241,7 +241,10 @@ def _search(
             result starts none): its experiment folder and the trials it runs at a time."""
             if not opened:
                 address, timeout = settings.ray_address, t.connect_timeout
-                where = stack.enter_context(cluster.session(address, connect_timeout=timeout))
+                kept = "the finished trials are kept (`pipeline tune --resume` runs the rest)"
+                where = stack.enter_context(
+                    cluster.session(address, connect_timeout=timeout, kept=kept)
+                )
                 storage = stack.enter_context(trials.experiment_dir())
                 if where.cpus < t.cpus_per_trial:  # Ray would wait for them forever
                     raise ConfigError(
