@@ -68,6 +68,38 @@ def test_an_embedded_session_is_one_private_node_and_writes_nothing_to_stdout(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_ray_address_auto_refuses_another_commands_private_runtime(tmp_path: Path) -> None:
+    """While another process runs an embedded session, RAY_ADDRESS=auto found its GCS (Ray's
+    `auto` takes any running on this machine) and ran the work there, on a runtime that ends
+    with that command. Now a SourceError saying so. (Placed before the tests that start the
+    session's cluster: `auto` must see the private runtime alone.)"""
+    code = textwrap.dedent("""\
+        import sys, time
+        from pipeline import cluster
+        with cluster.session(None, connect_timeout=5, cpus=1):
+            print("ready", file=sys.stderr, flush=True)
+            time.sleep(120)
+        """)
+    other = subprocess.Popen(
+        [sys.executable, "-c", code], env={**ray_env(), "HOME": str(tmp_path)},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stderr is not None
+        while "ready" not in (line := other.stderr.readline()):
+            assert line, "the embedded session did not start"
+        with (
+            pytest.raises(SourceError, match="only another pipeline command's private runtime"),
+            cluster.session("auto", connect_timeout=10),
+        ):
+            pass
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_a_session_on_a_two_node_cluster_runs_tasks_on_both_nodes(
     ray_cluster: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -97,6 +97,13 @@ def _session(
         except BaseException:  # a stop (SIGTERM, Ctrl-C) while connecting
             _shutdown(ray)
             raise
+        if address == "auto" and _private_runtime(ray):
+            _shutdown(ray)
+            raise SourceError(
+                "RAY_ADDRESS=auto found no Ray cluster on this machine, only another pipeline "
+                "command's private runtime, which ends with that command: start a cluster "
+                "(`ray start --head`) and give its address, or unset RAY_ADDRESS to run embedded"
+            )
         watch = _Watch(_gcs_of(ray, address), shown, connect_timeout, kept)
         try:
             yield _describe(ray, shown)
@@ -360,6 +367,16 @@ def _end(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     os._exit(SourceError.exit_code)
+
+
+def _private_runtime(ray: Any) -> bool:
+    """Whether the joined Ray keeps its files in a folder ``_temp_dir`` made for an embedded
+    session: Ray's ``auto`` finds any running GCS of this machine, and took such one."""
+    try:
+        folder = ray._private.worker._global_node.get_temp_dir_path()
+    except Exception:  # a Ray without these internals: nothing to tell
+        return False
+    return Path(str(folder)).name.startswith(_PREFIX)
 
 
 def _gcs_of(ray: Any, address: str) -> str:
