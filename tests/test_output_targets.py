@@ -114,6 +114,27 @@ def test_an_output_under_a_file_is_refused_at_once_naming_it(
     assert "notes.txt is a file, not a folder" in done.stderr and ".tmp" not in done.stderr
 
 
+@pytest.mark.parametrize("command", [["train"], ["data", "fetch"], ["tune"]])
+def test_an_id_file_naming_the_dataset_is_refused_and_the_data_kept(
+    command: list[str], tmp_path: Path
+) -> None:
+    """`train --id-file data.csv` (the file PIPELINE_DATA__SOURCE names, spelt another way)
+    replaced the user's dataset with a 65-byte id and exited 0. Now exit 3 before any work,
+    and the data is as it was."""
+    data = tmp_path / "data.csv"
+    data.write_bytes(TEST_CSV.read_bytes())
+    env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_DATA__SOURCE": "data.csv",
+           "PIPELINE_ENV_FILE": os.devnull, "RAY_ADDRESS": ""}  # fmt: skip
+    option = "--preset-out" if command == ["tune"] else "--id-file"
+    done = run_cli(*command, option, f"./{data.name}", env=env, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line == (f"error: {option} {data.name} is the dataset PIPELINE_DATA__SOURCE names: "
+                    "it would be overwritten; choose another path")  # fmt: skip
+    assert data.read_bytes() == TEST_CSV.read_bytes()
+    assert not (tmp_path / "store" / "builds").exists()
+
+
 @pytest.mark.parametrize("command", ["report", "id-file"])
 def test_report_and_id_file_into_a_fifo(
     chain: dict[str, Any],  # noqa: F811

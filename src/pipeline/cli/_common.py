@@ -119,6 +119,7 @@ def store_of(
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)
         if path is not None:
+            _not_the_data(path, option, settings.data.source)
             _no_file_above(path, option)
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
@@ -164,6 +165,24 @@ def _folder_exists(path: Path, option: str) -> None:
         )
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder: name a file in it")
+
+
+def _not_the_data(path: Path, option: str, source: str) -> None:
+    """ConfigError when ``path`` is the dataset PIPELINE_DATA__SOURCE names: `train --id-file
+    data.csv` replaced the user's data with a 65-byte id."""
+    from pipeline.data.sources import local_source
+    from pipeline.errors import ConfigError
+
+    data = local_source(source)
+    try:
+        same = data is not None and path.exists() and path.samefile(data)
+    except OSError:
+        same = False
+    if same:
+        raise ConfigError(
+            f"{option} {path} is the dataset PIPELINE_DATA__SOURCE names: it would be "
+            "overwritten; choose another path"
+        )
 
 
 def _one_output(path: Path, option: str, named: dict[Path, str], preset: Path | None) -> None:

@@ -115,6 +115,17 @@ def _verify_pin(fetched_sha: str, settings: Settings, uri: str) -> None:
         )
 
 
+def local_source(uri: str) -> Path | None:
+    """The local file a path, ``file://`` or ``builtin://`` URI names (existing or not); None
+    for a remote URI or one that names no file."""
+    if scheme_of(uri) not in ("file", "builtin"):
+        return None
+    try:
+        return _local_path(uri)
+    except (SourceError, DataError, ValueError, RuntimeError):
+        return None
+
+
 def _local_file(uri: str) -> Path:
     """The existing local file a path, ``file://`` or ``builtin://`` URI names."""
     path = _local_path(uri)
