@@ -1,9 +1,12 @@
 """Output writers: prediction frames appended to a temporary file, renamed into place at the end.
 
 A failed run leaves no partial output (``abort`` removes the temporary file); without a path
-the predictions go to stdout. CSV and Parquet are written by pyarrow with the first chunk's
-schema imposed on later chunks, JSON lines by ``json_lines`` (floats in their shortest exact
-spelling, as `pipeline serve` writes them).
+the predictions go to stdout. CSV and Parquet are written by pyarrow with one schema for the
+whole file: each column's type is that of the first chunk where it holds a value (a chunk whose
+id column is all missing waits for one that is not), imposed on every chunk; a value of
+another type is a ``DataError``. Parquet row groups hold ``ROW_GROUP`` rows whatever the
+chunks, so the bytes do not follow PIPELINE_RUN__CHUNK_ROWS. JSON lines are written by
+``json_lines`` (floats in their shortest exact spelling, as `pipeline serve` writes them).
 
 A run killed with SIGKILL cannot remove its temporary file, so the file is held under an
 exclusive ``flock`` for as long as it exists: the kernel drops the lock when its process dies,
@@ -29,8 +32,11 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.errors import OutputClosed, PipelineError
+from pipeline.errors import DataError, OutputClosed, PipelineError
 from pipeline.store import fsync_dir, open_stream, output_target, store_error
+
+ROW_GROUP = 65_536  # rows per Parquet row group
+HOLD_ROWS = 1_000_000  # rows held while a column is still all missing; then it is text
 
 
 def temp_name(path: Path) -> Path:
@@ -90,7 +96,9 @@ class Writer:
         self._lock: int | None = None  # holds the temporary file's flock until it is renamed
         self._handle: BinaryIO | None = None
         self._arrow: Any = None
-        self._schema: pa.Schema | None = None  # the first chunk's, imposed on later chunks
+        self._schema: pa.Schema | None = None  # the file's (see the module docstring)
+        self._held: list[pa.Table] = []  # chunks before the schema is known
+        self._group: list[pa.Table] = []  # Parquet rows not yet in a row group
 
     def _error(self, exc: OSError) -> PipelineError:
         if exc.errno == errno.EPIPE and self.path is None:
@@ -136,25 +144,61 @@ class Writer:
             raise self._error(exc) from exc
 
     def _write(self, frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False)
         if self.fmt == "jsonl":
             self._sink().write(json_lines(frame))
             return
+        table = _arrow_table(frame)
+        if self._schema is not None:
+            return self._emit(table)
+        self._held.append(table)
+        held = sum(t.num_rows for t in self._held)
+        if held < HOLD_ROWS and any(pa.types.is_null(f.type) for f in table.schema):
+            return None  # a column all missing so far: its type comes with a later chunk
+        self._settle(text=True)
+        return None
+
+    def _settle(self, text: bool) -> None:
+        """Fix the schema from the held chunks and write them: each column's first type
+        that is not null; a column missing throughout is text (``text``) or stays null."""
+        fields = []
+        for i, field in enumerate(self._held[0].schema):
+            found = (t.schema.field(i).type for t in self._held)
+            kind = next((k for k in found if not pa.types.is_null(k)), None)
+            fields.append(field.with_type(kind or (pa.large_string() if text else pa.null())))
+        self._schema = pa.schema(fields)
+        held, self._held = self._held, []
+        for table in held:
+            self._emit(table)
+
+    def _emit(self, table: pa.Table) -> None:
+        assert self._schema is not None
         if self._arrow is None:
-            self._schema = table.schema
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                self._arrow = pq.ParquetWriter(self._sink(), table.schema)
+                self._arrow = pq.ParquetWriter(self._sink(), self._schema)
             else:
                 import pyarrow.csv as pacsv
 
                 options = pacsv.WriteOptions(quoting_style="needed")
-                self._arrow = pacsv.CSVWriter(self._sink(), table.schema, write_options=options)
-        self._arrow.write_table(table.cast(self._schema))
+                self._arrow = pacsv.CSVWriter(self._sink(), self._schema, write_options=options)
+        table = _cast(table, self._schema)
+        if self.fmt != "parquet":
+            self._arrow.write_table(table)
+            return
+        self._group.append(table)
+        while sum(t.num_rows for t in self._group) >= ROW_GROUP:
+            rows = pa.concat_tables(self._group)
+            self._arrow.write_table(rows.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
+            self._group = [rows.slice(ROW_GROUP)]
 
     def commit(self) -> None:
         try:
+            if self._held:  # every chunk held: the columns still missing stay so
+                self._settle(text=False)
+            rest = [t for t in self._group if t.num_rows]
+            if rest:
+                self._arrow.write_table(pa.concat_tables(rest), row_group_size=ROW_GROUP)
             handle = self._sink()  # no rows at all: still produce an (empty) file
             if self._arrow is not None:
                 self._arrow.close()
@@ -171,6 +215,10 @@ class Writer:
             raise self._error(exc) from exc
 
     def abort(self) -> None:
+        if self._arrow is not None and hasattr(self._arrow, "is_open"):
+            # A ParquetWriter left open writes its footer when collected, into the closed
+            # file: "Exception ignored in ParquetWriter.__del__" and a traceback after the error.
+            self._arrow.is_open = False
         if self.stream and self._handle is not None:
             with contextlib.suppress(OSError):
                 self._handle.close()
@@ -185,6 +233,38 @@ class Writer:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+def _arrow_table(frame: pd.DataFrame) -> pa.Table:
+    """``frame`` as an Arrow table; a column mixing kinds (an id column of strings and
+    numbers, read from JSON lines) is written as text."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        mixed = frame.copy()
+        for name in [c for c in mixed.columns if mixed[c].dtype.kind == "O"]:
+            mixed[name] = [None if _plain(v) is None else _text(v) for v in mixed[name]]
+        return pa.Table.from_pandas(mixed, preserve_index=False)
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _cast(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in the file's ``schema``; DataError naming a column whose values changed type
+    (the first chunk's ids numbers, a later chunk's text)."""
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        for field, before in zip(table.schema, schema, strict=True):
+            if field.type != before.type:
+                raise DataError(
+                    f"output column '{field.name}' held {before.type} values in earlier rows "
+                    f"and {field.type} values later: give the column values of one kind (an "
+                    "id column all text or all numbers), or write JSON lines"
+                ) from None
+        raise
 
 
 def json_lines(frame: pd.DataFrame) -> bytes:

@@ -1,0 +1,113 @@
+"""`pipeline predict`'s CSV and Parquet writers: one schema and the same bytes, whatever the
+chunks (PIPELINE_RUN__CHUNK_ROWS), and no traceback on the way out of a failed run.
+
+Each case was found by a QA pass playing a user; each crashed (exit 1) or changed bytes before.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.test_predict import TEST_CSV, _ok, _predict, chain  # noqa: F401 (fixture)
+
+
+def _package(chain: dict[str, Any]) -> str:  # noqa: F811
+    found = sorted((chain["root"] / "store" / "packages").glob("*/*.tar.gz"))
+    assert len(found) == 1
+    return str(found[0])
+
+
+def _rows(chain: dict[str, Any], name: str, cells: list[str]) -> Path:  # noqa: F811
+    """The first len(cells) rows of the test file with a ``ref`` column of ``cells``."""
+    lines = TEST_CSV.read_text().splitlines()
+    body = [f"{line},{cell}" for line, cell in zip(lines[1:], cells, strict=False)]
+    path = chain["root"] / name
+    path.write_text("\n".join([lines[0] + ",ref", *body]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_id_column_missing_in_the_first_chunk_takes_its_type_from_a_later_one(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """The first chunk's ids all empty: the writer took a null column from it and failed on
+    the next chunk's text (exit 1, `Unsupported cast from large_string to null`). Now every
+    chunk size gives the one-chunk bytes; Parquet's row groups no longer follow the chunks."""
+    rows = _rows(chain, f"ids-{fmt}.csv", ["", "", "", "R4", "R5", ""])
+    outputs = []
+    for chunk in ("2", "100000"):
+        out = chain["root"] / f"ids-{chunk}.{fmt}"
+        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                     PIPELINE_RUN__ID_COLUMN="ref", PIPELINE_RUN__CHUNK_ROWS=chunk))  # fmt: skip
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    if fmt == "csv":
+        lines = outputs[0].decode().splitlines()
+        assert [line.split(",")[0] for line in lines] == ['"ref"', "", "", "", '"R4"', '"R5"', ""]
+
+
+def test_every_row_of_the_first_chunk_bad_with_an_error_column(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """ON_ERROR=column and a first chunk of bad rows only: its prediction columns were null and
+    the next chunk's numbers could not be cast (exit 1). Now the one-chunk bytes."""
+    lines = TEST_CSV.read_text().splitlines()
+    header = lines[0].split(",")
+    area = header.index("LotArea")
+    body = []
+    for i, line in enumerate(lines[1:6]):
+        cells = line.split(",")
+        if i < 2:
+            cells[area] = "abc"
+        body.append(",".join(cells))
+    rows = chain["root"] / "bad-first.csv"
+    rows.write_text("\n".join([lines[0], *body]) + "\n")
+    outputs = []
+    for chunk in ("2", "100000"):
+        out = chain["root"] / f"bad-first-{chunk}.parquet"
+        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                     PIPELINE_RUN__ON_ERROR="column", PIPELINE_RUN__CHUNK_ROWS=chunk))  # fmt: skip
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_a_json_lines_id_column_of_text_and_numbers_is_written_as_text(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """Ids "A7" and 1 in one JSON-lines file: exit 1 (`Expected bytes, got a 'int' object`).
+    Now the column is text, as serve answers it."""
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    records = []
+    for pid, line in zip(["A7", 1], lines[1:3], strict=True):
+        record: dict[str, Any] = dict(zip(names, line.split(","), strict=True))
+        record["pid"] = pid
+        records.append(json.dumps(record))
+    rows = chain["root"] / "mixed.jsonl"
+    rows.write_text("\n".join(records) + "\n")
+    done = _ok(_predict(chain, str(rows), "--package", _package(chain),
+                        PIPELINE_RUN__ID_COLUMN="pid"))  # fmt: skip
+    assert [line.split(",")[0] for line in done.stdout.splitlines()[:3]] == ['"pid"', '"A7"', '"1"']
+
+
+def test_a_bad_row_in_a_later_chunk_of_a_parquet_output_is_one_line(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """The run stops at the bad row (exit 4); the Parquet writer left open wrote its footer when
+    collected, into the closed file: a traceback after the error line."""
+    lines = TEST_CSV.read_text().splitlines()
+    area = lines[0].split(",").index("LotArea")
+    cells = lines[3].split(",")
+    cells[area] = "abc"
+    rows = chain["root"] / "bad-later.csv"
+    rows.write_text("\n".join([*lines[:3], ",".join(cells)]) + "\n")
+    out = chain["root"] / "bad-later.parquet"
+    done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                    PIPELINE_RUN__CHUNK_ROWS="2")  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not out.exists() and not list(chain["root"].glob(".bad-later.parquet.*"))
