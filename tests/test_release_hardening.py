@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event
+from tests.conftest import REPO, event, events
 from tests.test_releases import FOLDER, NAME, make_package
 
 from pipeline import releases
@@ -356,3 +356,20 @@ def test_a_create_kept_waiting_by_another_holder_of_the_lock_says_so(
     assert event(result.stdout, "release.created")["number"] == 1
     again = cli("release", "create", make_package(backend, "0.2.0"))
     assert again.exit_code == 0 and '"release.waiting"' not in again.stdout
+
+
+def test_release_list_and_show_answer_at_any_log_level(cli: Any, backend: Store) -> None:
+    """At PIPELINE_LOG_LEVEL=warning or error, `release list` and `release show` printed
+    nothing and exited 0: their answer is an info event, and the level filtered it out. The
+    level quiets the log, not the answer; other info events stay filtered."""
+    created = cli("release", "create", make_package(backend))
+    assert created.exit_code == 0, created.stderr
+    for level in ("warning", "error"):
+        quiet = {"PIPELINE_LOG_LEVEL": level}
+        listed = cli("release", "list", NAME, env=quiet)
+        assert listed.exit_code == 0, listed.stderr
+        assert [e["event"] for e in events(listed.stdout)] == ["release.list"]
+        assert event(listed.stdout, "release.list")["current"] == 1
+        shown = cli("release", "show", f"{NAME}@v1", env=quiet)
+        assert event(shown.stdout, "release.show")["release"] == f"{NAME}@v1"
+    assert cli("release", "create", make_package(backend, "0.2.0"), env=quiet).stdout == ""

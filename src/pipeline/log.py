@@ -291,7 +291,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for the process. ``fmt`` is auto, json or console."""
-    global _JSON
+    global _JSON, _ANSWER
     out = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
@@ -301,14 +301,20 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         renderer = structlog.processors.JSONRenderer(serializer=_dumps, default=_json_default)
     else:
         renderer = ConsoleRenderer(colors=out.isatty())
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact_secrets,
+        renderer,
+    ]
+    _ANSWER = structlog.wrap_logger(
+        _StreamLogger(stream),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -343,6 +349,14 @@ def _warning_event(
 
 
 _JSON = False  # whether ``configure`` chose JSON lines
+_ANSWER: Any = None  # ``configure``'s renderer and stream, without the level's filter
+
+
+def answer(event: str, **fields: Any) -> None:
+    """The command's answer (``release list``, ``release show``, ``tune show``) as an info
+    event, whatever PIPELINE_LOG_LEVEL: the level quiets the log, not what was asked for
+    (at ``warning`` those commands printed nothing and exited 0)."""
+    (_ANSWER or structlog.get_logger()).info(event, **fields)
 
 
 def json_events() -> bool:

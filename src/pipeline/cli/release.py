@@ -64,6 +64,7 @@ def list_(
     def body(loaded: Any, log: Any) -> None:
         from pipeline import releases
         from pipeline.errors import ConfigError
+        from pipeline.log import answer
 
         if model_name is not None and name is not None and model_name != name:
             raise ConfigError(f"release list {model_name} --name {name}: give one model")
@@ -71,7 +72,7 @@ def list_(
         model = model_name or name or loaded.settings.model.name
         rows = releases.list_releases(store, model)
         current = next((r["number"] for r in rows if r["current"]), None)
-        log.info("release.list", name=model, count=len(rows), current=current, releases=rows)
+        answer("release.list", name=model, count=len(rows), current=current, releases=rows)
 
     run("release", body)
 
@@ -86,11 +87,12 @@ def show(
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import releases
+        from pipeline.log import answer
 
         store = store_of(loaded.settings)
         release = releases.show(store, ref, loaded.settings.model.name)
         current = releases.current_number(store, release.name)
-        log.info(
+        answer(
             "release.show",
             release=release.ref,
             current=release.number == current,

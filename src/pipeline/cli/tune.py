@@ -67,6 +67,7 @@ def show(
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import tune as stage
+        from pipeline.log import answer
 
         tid, files = stage.load(store_of(loaded.settings), ref)
         winner = files["winner.json"]
@@ -76,7 +77,7 @@ def show(
              **({"error": t["error"]} if t.get("error") else {}), **t["config"]}
             for t in files["trials.json"]
         ]  # fmt: skip
-        log.info(
+        answer(
             "tune.show", tune_id=tid, metric=winner["metric"], winner=winner["trial"],
             score=winner["score"], trials=rows,
         )  # fmt: skip
