@@ -496,3 +496,29 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.output, lines
     assert "s3cr3t-half-pair" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"PIPELINE_DATA__SHA256": "xyz"}, "data.sha256 from env var PIPELINE_DATA__SHA256"),
+        ({"PIPELINE_DATA__SHA256": "a" * 63}, "64 hex digits"),
+        ({"PIPELINE_DATA__COLUMN_KINDS": '{"SalePrice": "categorical"}'}, "names the target"),
+        ({"PIPELINE_GATES__MIN_R2": "2"}, "gates.min_r2"),
+        ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
+        ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),
+    ],
+)
+def test_settings_that_could_only_fail_later_are_refused_at_load(
+    environ: dict[str, str], named: str
+) -> None:
+    """A malformed pin was found only after the download, as "the data changed"; a kind for the
+    target was ignored silently; a gate no metric can pass failed every build at evaluate."""
+    assert named in refused(environ, Path(os.devnull))
+
+
+def test_a_pin_may_be_written_as_sha256_prints_it_or_with_its_prefix() -> None:
+    digest = "AB" * 32
+    for spelling in (digest, f"sha256:{digest}", f"  {digest.lower()} "):
+        read = load({"PIPELINE_DATA__SHA256": spelling}, env_file=Path(os.devnull))
+        assert read.settings.data.sha256 == digest.lower()

@@ -129,6 +129,22 @@ class DataSettings(_Section):
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
 
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        """A sha256 as ``sha256sum`` prints it (any case; a ``sha256:`` prefix is allowed): a
+        malformed pin was only found after the download, as "the data changed"."""
+        if value is None:
+            return None
+        digest = value.strip().lower().removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise PydanticCustomError(
+                "bad_sha256",
+                "expected the dataset's sha256: 64 hex digits, as `sha256sum` or `pipeline data "
+                "fetch` prints it",
+            )
+        return digest
+
     @model_validator(mode="after")
     def _target_not_dropped(self) -> Self:
         if self.target in self.drop:  # it was trained on anyway, silently
@@ -137,6 +153,13 @@ class DataSettings(_Section):
                 f"the target '{self.target}' is also listed in drop {self.drop}: a dropped column "
                 "cannot be predicted; remove it from the drop list or choose another target",
                 {"fields": ("target", "drop")},
+            )
+        if self.target in self.column_kinds:  # ignored, silently: the task decides
+            raise PydanticCustomError(
+                "target_kind",
+                f"column_kinds names the target '{self.target}', whose kind the task decides: "
+                "remove it and set PIPELINE_DATA__TASK (regression, binary or multiclass)",
+                {"fields": ("target", "column_kinds")},
             )
         return self
 
@@ -365,11 +388,22 @@ class TuneSettings(_Section):
 class GateSettings(_Section):
     """Quality gates checked by `pipeline evaluate`; unset gates are not checked."""
 
-    min_r2: float | None = Field(None, description="Fail when test R² is below this")
-    max_rmse: float | None = Field(None, description="Fail when test RMSE is above this")
-    max_rmse_log: float | None = Field(None, description="Fail when test RMSE of log is above")
-    max_mae: float | None = Field(None, description="Fail when test MAE is above this")
-    min_accuracy: float | None = Field(None, description="Fail when test accuracy is below this")
-    min_f1_macro: float | None = Field(None, description="Fail when test macro F1 is below this")
-    min_roc_auc: float | None = Field(None, description="Fail when test ROC AUC is below this")
-    max_log_loss: float | None = Field(None, description="Fail when test log loss is above this")
+    # Bounds a metric can reach: a gate past them fails every build (min_r2=2, max_rmse=-1).
+    min_r2: float | None = Field(None, le=1, description="Fail when test R² is below this")
+    max_rmse: float | None = Field(None, ge=0, description="Fail when test RMSE is above this")
+    max_rmse_log: float | None = Field(
+        None, ge=0, description="Fail when test RMSE of log is above"
+    )
+    max_mae: float | None = Field(None, ge=0, description="Fail when test MAE is above this")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="Fail when test accuracy is below this"
+    )
+    min_f1_macro: float | None = Field(
+        None, ge=0, le=1, description="Fail when test macro F1 is below this"
+    )
+    min_roc_auc: float | None = Field(
+        None, ge=0, le=1, description="Fail when test ROC AUC is below this"
+    )
+    max_log_loss: float | None = Field(
+        None, ge=0, description="Fail when test log loss is above this"
+    )
