@@ -298,6 +298,11 @@ FILES = [
         (4, (P, "duplicate column names ['LotArea']")),
         (4, (P, "more than one column named ['LotArea']")),
     ),
+    Case(  # it was "not a readable Parquet file ... it may be truncated or damaged"
+        "duplicate-column-names.parquet",
+        (4, (P, "duplicate column names ['LotArea']")),
+        (4, (P, "more than one column named ['LotArea']")),
+    ),
     Case(
         "ragged-row-extra-field.csv",
         (4, (P, "8 fields on line 8", "header has 7")),

@@ -282,6 +282,11 @@ def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> p
         # nothing on a local disk) and holds them all at once: 2x the table at the peak.
         return pq.read_table(path, columns=columns, pre_buffer=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        try:  # a sound file whose columns share a name: "Multiple matches for FieldRef"
+            names = list(pq.read_schema(path).names)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+            names = []
+        _unique(names, shown)
         raise DataError(
             f"dataset {shown} is not a readable Parquet file ({_first_line(exc)}): it may be "
             "truncated or damaged; write it again"

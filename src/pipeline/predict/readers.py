@@ -200,12 +200,7 @@ def iter_chunks(
             raise DataError(
                 f"input {label} is empty: expected a header line and rows; check the file"
             )
-        dupes = sorted({c for c in wanted if header.count(c) > 1})
-        if dupes:
-            raise DataError(
-                f"input {label} has more than one column named {dupes}: give every column a "
-                "unique name"
-            )
+        _no_duplicates(header, wanted, label)
         predictor.check_columns(header, label)
         stats.extra_columns = [c for c in header if c not in wanted]
         present = [c for c in wanted if c in header]
@@ -223,6 +218,7 @@ def iter_chunks(
                 "it may be truncated or not Parquet at all; write it again"
             ) from exc
         names = parquet.schema_arrow.names
+        _no_duplicates(names, wanted, label)
         stats.extra_columns = [c for c in names if c not in wanted]
         present = [c for c in wanted if c in names]
         _check_parquet_types(parquet.schema_arrow, present, label)
@@ -331,6 +327,16 @@ def _frame(table: pa.Table, start: int, markers: list[str] | None = None) -> pd.
     return frame
 
 
+def _no_duplicates(names: list[str], wanted: list[str], label: str) -> None:
+    """DataError when a column the model reads is named twice (a Parquet file's raised
+    KeyError deep in pyarrow: a traceback)."""
+    dupes = sorted({c for c in wanted if names.count(c) > 1})
+    if dupes:
+        raise DataError(
+            f"input {label} has more than one column named {dupes}: give every column a unique name"
+        )
+
+
 def _check_parquet_types(schema: pa.Schema, present: list[str], label: str) -> None:
     """A ``DataError`` for a column the model reads that holds lists, structs, maps or bytes."""
     for name in present:
@@ -370,12 +376,9 @@ def _jsonl_frames(
     wanted: list[str],
     stats: Stats,
 ) -> Iterator[pd.DataFrame]:
-    """A JSON-lines file as frames, its cells read as the CSV reader reads them.
-
-    Values are taken as JSON has them (``dtype=False``: no column is turned into numbers or
-    dates by its looks or its name), decimals are parsed exactly (``precise_float``, as pyarrow
-    parses a CSV's), and a string spelt as a missing marker is missing, as in a CSV file.
-    """
+    """A JSON-lines file as frames, its cells read as the CSV reader reads them: values as
+    JSON has them (``dtype=False``: no column becomes numbers or dates by its looks or name),
+    decimals parsed exactly (``precise_float``), a missing marker's spelling missing."""
     _refuse_json_array(path, label)
     start = 0
     try:
@@ -399,13 +402,9 @@ def _jsonl_frames(
 
 
 def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, None]:
-    """``chunks`` in order, the next one read on a thread while the caller works on this one.
-
-    Parsing (pyarrow) and the frame conversion release the GIL for most of their work, so on a
-    machine whose cores the forward pass leaves idle part of the time, reading chunk k+1 hides
-    behind predicting chunk k. One chunk ahead at most, so memory stays bounded by the chunk
-    size. An exception in the reader reaches the caller at the chunk where it happened.
-    """
+    """``chunks`` in order, the next one read on a thread while the caller works on this one
+    (parsing releases the GIL: reading chunk k+1 hides behind predicting chunk k). One chunk
+    ahead at most; a reader's exception reaches the caller at the chunk where it happened."""
     import queue
     import threading
 
