@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -457,3 +458,52 @@ def test_a_class_with_a_few_rows_is_named_in_a_warning(cli: Any, tmp_path: Path)
     rare = [e for e in events(result.stdout) if e["event"] == "data.rare_classes"]
     assert len(rare) == 1 and rare[0]["rare"] == {"maybe": 1} and rare[0]["classes"] == 3
     assert "fewer than 5 rows" in rare[0]["message"]
+
+
+def test_a_true_false_csv_column_with_a_blank_cell_is_boolean_and_its_model_predicts(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """pyarrow reads true/false cells with one blank as booleans with a null, which pandas
+    holds as True/False/None objects: schema inference typed that numeric, and the package
+    then refused its own training rows ('true' is no number). It is boolean, as without the
+    blank cell; the package predicts the training file."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=120)
+    flag = np.where(a > 0, "true", "false").astype(object)
+    flag[5] = ""
+    data = tmp_path / "flags.csv"
+    pd.DataFrame({"a": a, "f": flag, "y": a * 2}).to_csv(data, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2",
+           "PIPELINE_MODEL__NAME": "flags"}  # fmt: skip
+    trained = cli("train", env=env)
+    assert trained.exit_code == 0, trained.stderr
+    build = next(e for e in events(trained.stdout) if e["event"] == "train.summary")["build_id"]
+    assert cli("package", build, env=env).exit_code == 0
+    columns = json.loads((store / "builds" / build / "schema.json").read_text())["columns"]
+    assert {c["name"]: c["kind"] for c in columns} == {"a": "numeric", "f": "boolean"}
+    archive = store / "packages" / "flags" / "0.1.0.tar.gz"
+    predicted = cli("predict", str(data), "--package", str(archive), env=env)
+    assert predicted.exit_code == 0, predicted.stderr
+
+
+def test_a_column_declared_boolean_that_is_not_is_refused_at_training(
+    cli: Any, tmp_path: Path
+) -> None:
+    """COLUMN_KINDS {"b": "boolean"} on a column of 0..4: training took five categories and
+    the package then refused its own rows ('2' is not true or false). Now exit 4 at
+    training, naming the column, the row and the value."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "codes.csv"
+    pd.DataFrame({"a": rng.normal(size=60), "b": [2, *rng.integers(0, 5, 59)],
+                  "y": rng.normal(size=60)}).to_csv(data, index=False)  # fmt: skip
+    env = {
+        "PIPELINE_DATA__SOURCE": str(data),
+        "PIPELINE_DATA__TARGET": "y",
+        "PIPELINE_DATA__DROP": "[]",
+        "PIPELINE_DATA__COLUMN_KINDS": '{"b": "boolean"}',
+    }
+    refused = cli("train", env=env)
+    assert refused.exit_code == 4, refused.stderr
+    assert "column 'b' in" in refused.stderr and "has 2 at data row 1: expected true or false" \
+        in refused.stderr  # fmt: skip

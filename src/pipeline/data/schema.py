@@ -91,10 +91,15 @@ def _absent_drop(name: str, columns: list[str], label: str) -> str:
 
 
 def _infer_kind(series: pd.Series) -> str:
+    import numpy as np
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(series):
         return "boolean"
+    if series.dtype == object:  # pyarrow's booleans with a missing cell: True/False/None
+        present = series.dropna()
+        if len(present) and all(isinstance(v, bool | np.bool_) for v in present):
+            return "boolean"
     if pd.api.types.is_numeric_dtype(series):
         return "numeric"
     if spellings.is_temporal(series):
@@ -366,6 +371,15 @@ def infer_column(
             "supported as features: add it to PIPELINE_DATA__DROP or declare it categorical "
             "in PIPELINE_DATA__COLUMN_KINDS"
         )
+    if kind == "boolean":  # declared so, or read so: every present cell true or false
+        wrong = cells.parse_booleans(series)[1]
+        if wrong.any():
+            pos = int(wrong.nonzero()[0][0])
+            raise verdicts.bad_cell(
+                name, label, cells.data_row(series, pos), cells.plain(series.iloc[pos]),
+                ": expected true or false; fix the row or declare another kind in "
+                "PIPELINE_DATA__COLUMN_KINDS", "column",
+            )  # fmt: skip
     if kind == "numeric":
         bad = cells.first_non_number(series)
         if bad is not None:
