@@ -111,3 +111,20 @@ def test_a_bad_row_in_a_later_chunk_of_a_parquet_output_is_one_line(
     assert done.returncode == 4, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert not out.exists() and not list(chain["root"].glob(".bad-later.parquet.*"))
+
+
+def test_a_json_lines_file_with_a_byte_order_mark_is_read(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """A UTF-8 BOM before the first line: exit 4 'line 1 is not valid JSON', where the README
+    says a BOM is stripped (as a CSV file's is). The predictions equal the CSV file's."""
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    records = [json.dumps(dict(zip(names, line.split(","), strict=True))) for line in lines[1:4]]
+    rows = chain["root"] / "bom.jsonl"
+    rows.write_bytes(b"\xef\xbb\xbf" + ("\n".join(records) + "\n").encode())
+    plain = chain["root"] / "bom.csv"
+    plain.write_text("\n".join(lines[:4]) + "\n")
+    package = _package(chain)
+    read = [_ok(_predict(chain, str(p), "--package", package)).stdout for p in (rows, plain)]
+    assert read[0] == read[1] and len(read[0].splitlines()) == 4

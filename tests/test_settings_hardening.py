@@ -507,6 +507,7 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
         ({"PIPELINE_GATES__MIN_R2": "2"}, "gates.min_r2"),
         ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
         ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),
+        ({"PIPELINE_RUN__REQUIRED_SECRETS": '["a=b", ""]'}, "no environment variable names"),
     ],
 )
 def test_settings_that_could_only_fail_later_are_refused_at_load(

@@ -284,7 +284,7 @@ def _csv_batches(
 def _jsonl_error(path: Path, label: str) -> DataError:
     """The first line of a JSON-lines file that is not one JSON object, as an error."""
     try:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -386,6 +386,7 @@ def _jsonl_frames(
             path,
             lines=True,
             chunksize=chunk_rows,
+            encoding="utf-8-sig",  # a byte order mark is stripped, as a CSV file's
             dtype=False,  # pandas 3: no column becomes dates for its name either
             precise_float=True,
         )

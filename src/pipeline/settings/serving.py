@@ -39,6 +39,19 @@ class RunSettings(_Section):
         "`serve` refuse to start (exit 3) while one is unset",
     )
 
+    @field_validator("required_secrets")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        # A name no environment can hold ("a=b", "", "MY KEY") made the release unrunnable.
+        bad = [n for n in names if not n.isidentifier() or not n.isascii()]
+        if bad:
+            raise PydanticCustomError(
+                "bad_secret_name",
+                f"{bad} are no environment variable names: expected names of letters, digits "
+                "and '_' (e.g. KAGGLE_KEY), not values",
+            )
+        return names
+
     @field_validator("id_column")
     @classmethod
     def _not_an_output_column(cls, name: str | None) -> str | None:
