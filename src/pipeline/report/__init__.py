@@ -78,9 +78,10 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
         )
     suffix = output.suffix.lower() if output is not None else ""
     if fmt == "html" and suffix not in ("", ".html", ".htm"):
+        other = " (or pass --format markdown for a folder of Markdown and SVG files)"
         raise ConfigError(
             f"{option} {output}: the report is one HTML page, and a {suffix} name would hold HTML: "
-            "name it .html (or pass --format markdown for a folder of Markdown and SVG files)"
+            f"name it .html{other if option == '-o' else ''}"  # diff's --html has no markdown
         )
     return fmt
 
