@@ -154,11 +154,12 @@ class DataSettings(_Section):
                 "cannot be predicted; remove it from the drop list or choose another target",
                 {"fields": ("target", "drop")},
             )
-        if self.target in self.column_kinds:  # ignored, silently: the task decides
+        if self.target in self.column_kinds and self.task == "auto":  # it was ignored
             raise PydanticCustomError(
                 "target_kind",
-                f"column_kinds names the target '{self.target}', whose kind the task decides: "
-                "remove it and set PIPELINE_DATA__TASK (regression, binary or multiclass)",
+                f"column_kinds names the target '{self.target}', whose kind the task decides, "
+                "and the task is auto: set PIPELINE_DATA__TASK (regression, binary or "
+                "multiclass)",
                 {"fields": ("target", "column_kinds")},
             )
         return self
