@@ -234,6 +234,10 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
         (("deadbeef",), 8, "no build or package 'deadbeef'"),
         (("titanic@v99",), 8, "titanic"),
     ]
+    # A file that holds a build id (an --id-file) given as the build: it was exit 7, "not a
+    # package archive ... pass that file to --package, or use --release" (report has neither).
+    (tmp_path / "build.id").write_text("0123abcd\n")
+    cases.append(((str(tmp_path / "build.id"),), 3, f'pass "$(cat {tmp_path / "build.id"})"'))
     for args, code, text in cases:
         done = _report(root, *args, "-o", str(tmp_path / "x.html"))
         assert done.exit_code == code, (args, done.output)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
-from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.store import Store
 
 _PACKAGE_ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -76,6 +76,14 @@ def _package_file(store: Store, ref: str) -> dict[str, Any]:
     from pipeline import package, releases
 
     if Path(ref).is_file():
+        with Path(ref).open("rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"
+        if not gzipped and not ref.endswith(".tar.gz"):  # an id file, or a CSV: not a package
+            raise ConfigError(
+                f"{ref} is a file but no package archive: give a build id or prefix, a release "
+                f"(name@vN, current) or a package (.tar.gz); for the id an --id-file holds, "
+                f'pass "$(cat {ref})"'
+            )
         opened = package.open_package(Path(ref))
     elif store.key_of(ref) is None:
         raise NotFoundError(f"package file {ref} does not exist: check the path")
