@@ -128,3 +128,29 @@ def test_a_json_lines_file_with_a_byte_order_mark_is_read(
     package = _package(chain)
     read = [_ok(_predict(chain, str(p), "--package", package)).stdout for p in (rows, plain)]
     assert read[0] == read[1] and len(read[0].splitlines()) == 4
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_true_in_a_numeric_column_is_refused_naming_it(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """`"LotArea": true` (JSON lines) or a Parquet boolean column for a number was read as 1.0
+    and predicted (exit 0), where CSV's `true` is refused and serve answers 422. Now exit 4
+    naming the column and the row (and the value as Python writes it, not `np.True_`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    record: dict[str, Any] = dict(zip(names, lines[1].split(","), strict=True))
+    record["LotArea"] = True
+    rows = chain["root"] / f"true-number.{fmt}"
+    if fmt == "jsonl":
+        rows.write_text(json.dumps(record) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist([record]), rows)
+    done = _predict(chain, str(rows), "--package", _package(chain))
+    assert done.returncode == 4, done.stderr
+    assert f"column 'LotArea' in {rows} has True at data row 1: expected a finite number" \
+        in done.stderr  # fmt: skip

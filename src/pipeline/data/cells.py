@@ -193,10 +193,10 @@ def parse_numbers(series: pd.Series, parser: Parser = "pandas") -> tuple[np.ndar
     import pyarrow.compute as pc
 
     try:  # the fast path: one C++ cast for the whole column
-        values = pc.cast(pa.array(series, from_pandas=True), pa.float64()).to_numpy(
-            zero_copy_only=False
-        )
-        return values, np.zeros(len(values), bool)
+        arrow = pa.array(series, from_pandas=True)
+        if not pa.types.is_boolean(arrow.type):  # true is no number (JSON lines, Parquet)
+            values = pc.cast(arrow, pa.float64()).to_numpy(zero_copy_only=False)
+            return values, np.zeros(len(values), bool)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         pass
     if _is_text(series):
@@ -283,7 +283,7 @@ def bad_cells(
     """One error per bad cell of ``series`` (where ``bad``), in row order, worded for predict."""
     tail = f": expected {expected}; {_PREDICT_ADVICE}"
     for pos in bad.nonzero()[0].tolist():
-        yield cell_error(name, label, data_row(series, pos), shown(series.iloc[pos]), tail)
+        yield cell_error(name, label, data_row(series, pos), shown(plain(series.iloc[pos])), tail)
 
 
 def reject(
@@ -302,7 +302,7 @@ def reject(
     if on_error == "fail":
         raise next(bad_cells(series, bad, name, label, expected))
     for pos in bad.nonzero()[0].tolist():
-        note = f"column '{name}': {shown(series.iloc[pos])} is not {expected}"
+        note = f"column '{name}': {shown(plain(series.iloc[pos]))} is not {expected}"
         errors[pos] = f"{errors[pos]}; {note}" if errors[pos] else note
 
 
