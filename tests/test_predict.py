@@ -263,6 +263,18 @@ def test_a_bad_cell_under_a_release_gives_advice_that_works(chain: dict[str, Any
     assert "'LotArea'" in message[0] and "data row 2" in message[0], message[0]
     assert "a release created under PIPELINE_RUN__ON_ERROR=column" in message[0]
     assert "set PIPELINE_RUN__ON_ERROR" not in message[0]
+    # The release's id column (Id) missing from the input: "set it to an existing column or
+    # unset it" was the advice, and setting it changes nothing under a release.
+    id_at = lines[0].split(",").index("Id")
+    kept = [[c for j, c in enumerate(x.split(",")) if j != id_at] for x in lines]
+    without = "\n".join(",".join(row) for row in kept)
+    (root / "no-id.csv").write_text(without + "\n")
+    done = _predict(chain, str(root / "no-id.csv"), "--release", chain["release"],
+                    PIPELINE_RUN__ID_COLUMN="LotArea")  # fmt: skip
+    message = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert done.returncode == 4 and len(message) == 1, done.stderr
+    assert "has no id column 'Id'" in message[0] and "which this release fixes" in message[0]
+    assert "set it to an existing column" not in message[0]
 
 
 def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any, Path]) -> None:

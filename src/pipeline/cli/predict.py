@@ -96,6 +96,11 @@ _ON_ERROR_RELEASED = (
     "report bad rows in an error column with a release created under "
     "PIPELINE_RUN__ON_ERROR=column (this release fixes it), or with --package and that setting"
 )
+_ID_COLUMN = "(PIPELINE_RUN__ID_COLUMN): set it to an existing column or unset it"
+_ID_COLUMN_RELEASED = (
+    "(PIPELINE_RUN__ID_COLUMN, which this release fixes): add the column, or use a release "
+    "created with another id column, or --package"
+)
 
 
 def _check_inputs(source: list[Path], sink: Path | None, workers: int | None) -> None:
@@ -115,12 +120,13 @@ def _check_inputs(source: list[Path], sink: Path | None, workers: int | None) ->
 @contextlib.contextmanager
 def _advice_for(release: str | None) -> Iterator[None]:
     """A bad row's error under a release: the advice a release allows (it fixes
-    PIPELINE_RUN__ON_ERROR, so setting that now changes nothing)."""
+    PIPELINE_RUN__ON_ERROR and PIPELINE_RUN__ID_COLUMN, so setting them now changes nothing)."""
     from pipeline.errors import DataError
 
     try:
         yield
     except DataError as exc:
-        if release is None or _ON_ERROR not in exc.message:
+        if release is None or (_ON_ERROR not in exc.message and _ID_COLUMN not in exc.message):
             raise
-        raise DataError(exc.message.replace(_ON_ERROR, _ON_ERROR_RELEASED)) from None
+        message = exc.message.replace(_ON_ERROR, _ON_ERROR_RELEASED)
+        raise DataError(message.replace(_ID_COLUMN, _ID_COLUMN_RELEASED)) from None
