@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipeline import features, fit, runtime, split
 from pipeline.data.schema import Schema
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.settings import Settings, space
 
 # Mixed into every trial's seed: the search's draws never coincide with the split's or the
@@ -181,6 +181,26 @@ def fit_and_score(
     return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
 
 
+def _every_class_in(frame: pd.DataFrame, schema: Schema, fit_rows: np.ndarray, fold: str) -> None:
+    """DataError when a class of the target has no row among a fold's training rows: the fold's
+    model could not score it ("a class the model was not trained on", with no fold named)."""
+    if schema.task == "regression":
+        return
+    target = frame[schema.target]
+    missing = set(target.dropna()) - set(target.iloc[fit_rows].dropna())
+    if missing:
+        counts = target.value_counts()
+        shown = ", ".join(
+            f"{c!r} ({int(counts[c])} row{'s' if counts[c] > 1 else ''})"
+            for c in sorted(missing, key=str)
+        )
+        raise DataError(
+            f"{fold}: its training rows hold no row of class {shown}: a class needs rows in "
+            "every fold's training rows; merge or drop a class that rare (or, for a few rows, "
+            "use fewer folds)"
+        )
+
+
 def cross_validate(
     settings: Settings,
     frame: pd.DataFrame,
@@ -206,6 +226,7 @@ def cross_validate(
     for i, part in enumerate(parts):
         if only is not None and i not in only:
             continue
+        _every_class_in(frame, schema, part[0], f"fold {i + 1} of {k}")
         seeds = split.Seeds.from_seed(settings.seed + 1 + i)
         scores, epochs = fit_and_score(settings, frame, schema, label, part, seeds, device)
         if on_fold is not None:
