@@ -523,3 +523,14 @@ def test_a_pin_may_be_written_as_sha256_prints_it_or_with_its_prefix() -> None:
     for spelling in (digest, f"sha256:{digest}", f"  {digest.lower()} "):
         read = load({"PIPELINE_DATA__SHA256": spelling}, env_file=Path(os.devnull))
         assert read.settings.data.sha256 == digest.lower()
+
+
+def test_a_setting_cut_short_is_suggested_by_the_name_it_begins() -> None:
+    """PIPELINE_GATES__MIN_F1 got "did you mean PIPELINE_GATES__MIN_R2?" (difflib's closest by
+    letters); the setting it begins, MIN_F1_MACRO, is what was meant."""
+    from pipeline.settings import unknown_error
+
+    message = unknown_error(["PIPELINE_GATES__MIN_F1"]).message
+    assert "(did you mean PIPELINE_GATES__MIN_F1_MACRO?)" in message
+    message = unknown_error(["PIPELINE_TRAIN__LEARNING_RAT"]).message
+    assert "(did you mean PIPELINE_TRAIN__LEARNING_RATE?)" in message

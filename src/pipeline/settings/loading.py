@@ -9,7 +9,6 @@ Precedence, lowest to highest: field defaults < preset (``<name>.toml`` in
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -158,7 +157,7 @@ def unknown_error(unknown: list[str]) -> ConfigError:
     """The error for unknown PIPELINE_* variables, with a suggestion for the first one."""
     known = sorted(_known_env_names())
     first = unknown[0]
-    close = difflib.get_close_matches(first.upper(), known, n=1)
+    close = messages.closest(first.upper(), known)
     hint = f" (did you mean {close[0]}?)" if close else ""
     names = ", ".join(unknown)
     return ConfigError(

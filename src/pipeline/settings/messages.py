@@ -88,7 +88,7 @@ def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
     section = _model_at(loc[:-1]) if loc else None
     if err["type"] == "extra_forbidden" and section is not None:
         names = list(section.model_fields)
-        close = difflib.get_close_matches(loc[-1], names, n=1)
+        close = closest(str(loc[-1]), names)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return (
             f"invalid setting {'.'.join(loc)} from {where(loc, layers)}: {'.'.join(loc[:-1])} "
@@ -119,3 +119,10 @@ def mask(message: str, layers: Sequence[Layer]) -> str:
             if len(secret) >= 4:
                 message = message.replace(secret, "**********")
     return message
+
+
+def closest(name: str, names: list[str]) -> list[str]:
+    """The name to suggest for a misspelt ``name``: the shortest one it begins (MIN_F1 is
+    MIN_F1_MACRO, where difflib said MIN_R2), else difflib's closest, else none."""
+    longer = [n for n in names if n.startswith(name) and n != name]
+    return [min(longer, key=len)] if longer else difflib.get_close_matches(name, names, n=1)
