@@ -7,6 +7,7 @@ Each case was found by a QA pass playing a user; each crashed (exit 1) or change
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,32 @@ def test_true_in_a_numeric_column_is_refused_naming_it(
     assert done.returncode == 4, done.stderr
     assert f"column 'LotArea' in {rows} has True at data row 1: expected a finite number" \
         in done.stderr  # fmt: skip
+
+
+def test_json_lines_beyond_64_bits_and_a_piped_array_are_named(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """A 1e999 or a 23-digit integer made pandas refuse the whole file with 'cannot be read as
+    JSON lines', naming no line or column; a JSON array on stdin was sniffed as CSV ('lacks
+    required columns'), where the same file by name is told it is an array."""
+    import subprocess
+
+    from tests.conftest import _process_env
+
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    record = dict(zip(names, lines[1].split(","), strict=True))
+    rows = chain["root"] / "huge.jsonl"
+    rows.write_text(json.dumps(record) + "\n" + json.dumps(record)[:-1] + ', "zz": 1e999}\n')
+    done = _predict(chain, str(rows), "--package", _package(chain))
+    assert done.returncode == 4, done.stderr
+    assert f"input {rows} line 2 column 'zz' holds a number beyond 64 bits" in done.stderr
+    array = json.dumps([record, record]).encode()
+    piped = subprocess.run(
+        [sys.executable, "-m", "pipeline", "predict", "-", "--package", _package(chain)],
+        input=array, capture_output=True, env=_process_env(chain["env"]), timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert piped.returncode == 4, piped.stderr
+    assert b"input stdin holds a JSON array" in piped.stderr
+    assert b"pipe it through jq -c '.[]'" in piped.stderr

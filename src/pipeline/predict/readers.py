@@ -12,7 +12,6 @@ import contextlib
 import csv
 import gzip
 import io
-import json
 import re
 import shutil
 import sys
@@ -26,6 +25,7 @@ import pyarrow as pa
 
 from pipeline.data import cells, columns, read
 from pipeline.errors import ConfigError, DataError, SourceError
+from pipeline.predict import jsonlines
 from pipeline.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -165,7 +165,8 @@ def _sniffed(path: Path, label: str) -> tuple[Path, str]:
 def _format_of(head: bytes) -> str:
     if head.startswith(b"PAR1"):
         return "parquet"
-    return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
+    # "[": a JSON array, which the JSON-lines reader refuses saying so (as CSV: columns lacking)
+    return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith((b"{", b"[")) else "csv"
 
 
 def iter_chunks(
@@ -224,7 +225,7 @@ def iter_chunks(
         _check_parquet_types(parquet.schema_arrow, present, label)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=present)
     else:
-        yield from _jsonl_frames(path, label, chunk_rows, predictor, wanted, stats)
+        yield from jsonlines.frames(path, label, chunk_rows, predictor, wanted, stats)
         return
     # Parquet's text cells get the missing markers a CSV reader applies while parsing.
     markers = predictor.missing_values if fmt == "parquet" else None
@@ -281,42 +282,6 @@ def _csv_batches(
         raise read.parse_error(exc, path, f"input {label}", delimiter, advice) from exc
 
 
-def _jsonl_error(path: Path, label: str) -> DataError:
-    """The first line of a JSON-lines file that is not one JSON object, as an error."""
-    try:
-        with path.open(encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return DataError(
-                        f"input {label} line {number} is not valid JSON ({exc.msg}, column "
-                        f"{exc.colno}): fix the line; every line must be one JSON object"
-                    )
-                except (RecursionError, ValueError) as exc:  # nesting; a 5,000-digit number
-                    why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
-                    if "digits" in why:  # Python's advice (set_int_max_str_digits) is not ours
-                        why = "a number of over 4,300 digits"
-                    return DataError(
-                        f"input {label} line {number} cannot be read as JSON ({why[:120]}): fix "
-                        "the line; every line must be one JSON object of column names to values"
-                    )
-                if not isinstance(value, dict):
-                    return DataError(
-                        f"input {label} line {number} is a JSON {type(value).__name__}, not an "
-                        "object: fix the line; every line must be one JSON object of column "
-                        "names to values"
-                    )
-    except UnicodeDecodeError:
-        return DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8")
-    return DataError(
-        f"input {label} cannot be read as JSON lines: check that every line is one JSON object "
-        "with the same kind of value in each column"
-    )
-
-
 def _frame(table: pa.Table, start: int, markers: list[str] | None = None) -> pd.DataFrame:
     """One chunk as a frame indexed by data row; a Parquet chunk's columns made plain first
     (``columns.plain``: decimals as numbers, dictionaries decoded, missing markers null)."""
@@ -348,58 +313,6 @@ def _check_parquet_types(schema: pa.Schema, present: list[str], label: str) -> N
                 f"{read.printable(str(kind), 80)}), not one value per cell: the model reads one "
                 "number, text or true/false per cell; write the column as plain values"
             )
-
-
-def _refuse_json_array(path: Path, label: str) -> None:
-    """A ``DataError`` for a file that holds one JSON array rather than JSON lines, or blank
-    lines only: read as lines, either was rows of unnamed columns or of none, reported as every
-    model column missing."""
-    with path.open("rb") as fh:
-        raw = fh.read(4096)
-    head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not head and len(raw) < 4096:  # blank lines only: read as rows of no columns
-        raise DataError(
-            f"input {label} has no rows: nothing to predict; check that the file is complete"
-        )
-    if head.startswith(b"["):
-        raise DataError(
-            f"input {label} holds a JSON array; predict reads JSON lines, one object per line "
-            f"(streamed in chunks): convert it, e.g. jq -c '.[]' {label} > rows.jsonl"
-        )
-
-
-def _jsonl_frames(
-    path: Path,
-    label: str,
-    chunk_rows: int,
-    predictor: Predictor,
-    wanted: list[str],
-    stats: Stats,
-) -> Iterator[pd.DataFrame]:
-    """A JSON-lines file as frames, its cells read as the CSV reader reads them: values as
-    JSON has them (``dtype=False``: no column becomes numbers or dates by its looks or name),
-    decimals parsed exactly (``precise_float``), a missing marker's spelling missing."""
-    _refuse_json_array(path, label)
-    start = 0
-    try:
-        frames = pd.read_json(
-            path,
-            lines=True,
-            chunksize=chunk_rows,
-            encoding="utf-8-sig",  # a byte order mark is stripped, as a CSV file's
-            dtype=False,  # pandas 3: no column becomes dates for its name either
-            precise_float=True,
-        )
-        for frame in frames:
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            start += len(frame)
-            if not stats.extra_columns:
-                stats.extra_columns = [c for c in frame.columns if c not in wanted]
-            for name in [c for c in wanted if c in frame.columns]:
-                frame[name] = cells.without_markers(frame[name], predictor.missing_values)
-            yield frame
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise _jsonl_error(path, label) from exc
 
 
 def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, None]:
