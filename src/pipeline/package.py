@@ -179,8 +179,7 @@ def seal(
         store.write(f"packages/{name}/{filename}", wheel_data)
         wheel_at = store.location(f"packages/{name}/{filename}")
         extra = {"wheel": wheel_at, "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
-    # Where a person finds them: an s3:// store's URI, not the local scratch copy's path.
-    where = store.location(key)
+    where = store.location(key)  # an s3:// store's URI, not the local scratch copy's path
     log.info(
         "package.summary", name=name, version=version, package_id=package_id, build_id=build.id,
         path=where, bytes=len(data), **extra,

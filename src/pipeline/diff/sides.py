@@ -77,7 +77,7 @@ def _package_file(store: Store, ref: str) -> dict[str, Any]:
 
     if Path(ref).is_file():
         with Path(ref).open("rb") as fh:
-            gzipped = fh.read(2) == b"\x1f\x8b"
+            gzipped = fh.read(2) == package.GZIP_MAGIC
         if not gzipped and not ref.endswith(".tar.gz"):  # an id file, or a CSV: not a package
             raise ConfigError(
                 f"{ref} is a file but no package archive: give a build id or prefix, a release "
