@@ -250,6 +250,27 @@ def test_categorical_missing_markers_are_missing_like_in_files(
     assert unseen.json()["predictions"] != as_text["predictions"]
 
 
+def test_an_id_column_is_optional_in_a_csv_body_as_in_a_json_one(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """The release copies Id: a JSON record without it answered 200 with a null Id, a CSV body
+    without it 422 ("has no id column"). Both now answer 200 with null ids, alike."""
+    rows = _rows(2)
+    header = [name for name in rows[0] if name != "Id"]
+    body = "\n".join([",".join(header), *(",".join(r[n] for n in header) for r in rows)])
+    response = client.post("/v1/predict", content=body, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    records = []
+    for row in rows:
+        record = _record(house_loaded, row)
+        record.pop("Id", None)
+        records.append(record)
+    typed = client.post("/v1/predict", json={"records": records})
+    assert typed.status_code == 200, typed.text
+    assert response.json()["predictions"] == typed.json()["predictions"]
+    assert [p["Id"] for p in response.json()["predictions"]] == [None, None]
+
+
 def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
     """A CSV with a text cell in a numeric column or a missing column is 422 with detail."""
     lines = TEST_CSV.read_text().splitlines()[:4]

@@ -319,8 +319,9 @@ class Contract:
             raise RequestError(
                 400, "invalid_csv", f"the CSV body cannot be parsed: {first}"
             ) from None
-        frame = table.to_pandas()
-        frame.index = pd.RangeIndex(len(frame))
+        frame = table.to_pandas().set_axis(pd.RangeIndex(table.num_rows))
+        if self.id_column and self.id_column not in frame.columns:  # optional, as in JSON
+            frame[self.id_column] = None
         if check_numbers:
             self._check_cells(frame)
         return frame, ignored_names(c for c in header if c not in self.known)
