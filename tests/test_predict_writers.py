@@ -184,3 +184,21 @@ def test_json_lines_beyond_64_bits_and_a_piped_array_are_named(
     assert piped.returncode == 4, piped.stderr
     assert b"input stdin holds a JSON array" in piped.stderr
     assert b"pipe it through jq -c '.[]'" in piped.stderr
+
+
+def test_a_failed_run_leaves_no_folder_it_made_for_its_output(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """`-o new/sub/p.csv`, and a bad row after the first chunk was written: exit 4, and the
+    folders made for the output (new, new/sub) were left behind, empty."""
+    lines = TEST_CSV.read_text().splitlines()
+    area = lines[0].split(",").index("LotArea")
+    cells = lines[3].split(",")
+    cells[area] = "abc"
+    rows = chain["root"] / "bad-third.csv"
+    rows.write_text("\n".join([*lines[:3], ",".join(cells)]) + "\n")
+    out = chain["root"] / "new" / "sub" / "p.csv"
+    done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                    PIPELINE_RUN__CHUNK_ROWS="2")  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert not (chain["root"] / "new").exists()

@@ -98,6 +98,7 @@ class Writer:
         self._arrow: Any = None
         self._schema: pa.Schema | None = None  # the file's (see the module docstring)
         self._held: list[pa.Table] = []  # chunks before the schema is known
+        self._made: list[Path] = []  # folders made for the output (``_open_temp``)
         self._group: list[pa.Table] = []  # Parquet rows not yet in a row group
 
     def _error(self, exc: OSError) -> PipelineError:
@@ -113,6 +114,8 @@ class Writer:
         """A new temporary file beside ``path``, locked; stale ones of ``path`` are swept."""
         import fcntl
 
+        # The folders made for it, deepest first: a failed run removes them again.
+        self._made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # a file where a folder should be
@@ -227,6 +230,9 @@ class Writer:
                 with contextlib.suppress(OSError):  # a full disk fails the last flush too
                     self._handle.close()
             self.tmp.unlink(missing_ok=True)
+        for folder in self._made:  # `-o new/sub/x.csv`: no empty new/sub left by a failure
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         self._unlock()
 
     def _unlock(self) -> None:
