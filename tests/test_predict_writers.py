@@ -30,6 +30,38 @@ def _rows(chain: dict[str, Any], name: str, cells: list[str]) -> Path:  # noqa: 
     return path
 
 
+def _bad_area(chain: dict[str, Any], name: str, n: int, bad: set[int]) -> Path:  # noqa: F811
+    """The first ``n`` rows of the test file, LotArea 'abc' in the rows numbered ``bad``
+    (1-based)."""
+    lines = TEST_CSV.read_text().splitlines()
+    area = lines[0].split(",").index("LotArea")
+    body = []
+    for number, line in enumerate(lines[1 : n + 1], start=1):
+        cells = line.split(",")
+        if number in bad:
+            cells[area] = "abc"
+        body.append(",".join(cells))
+    path = chain["root"] / name
+    path.write_text("\n".join([lines[0], *body]) + "\n")
+    return path
+
+
+def _at_two_chunk_sizes(
+    chain: dict[str, Any],  # noqa: F811
+    rows: Path,
+    fmt: str,
+    **env: str,
+) -> list[bytes]:
+    """The output bytes of ``rows`` predicted in chunks of 2 rows and in one chunk."""
+    outputs = []
+    for chunk in ("2", "100000"):
+        out = chain["root"] / f"{rows.stem}-{chunk}.{fmt}"
+        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                     PIPELINE_RUN__CHUNK_ROWS=chunk, **env))  # fmt: skip
+        outputs.append(out.read_bytes())
+    return outputs
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_an_id_column_missing_in_the_first_chunk_takes_its_type_from_a_later_one(
     chain: dict[str, Any],  # noqa: F811
@@ -39,12 +71,7 @@ def test_an_id_column_missing_in_the_first_chunk_takes_its_type_from_a_later_one
     the next chunk's text (exit 1, `Unsupported cast from large_string to null`). Now every
     chunk size gives the one-chunk bytes; Parquet's row groups no longer follow the chunks."""
     rows = _rows(chain, f"ids-{fmt}.csv", ["", "", "", "R4", "R5", ""])
-    outputs = []
-    for chunk in ("2", "100000"):
-        out = chain["root"] / f"ids-{chunk}.{fmt}"
-        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
-                     PIPELINE_RUN__ID_COLUMN="ref", PIPELINE_RUN__CHUNK_ROWS=chunk))  # fmt: skip
-        outputs.append(out.read_bytes())
+    outputs = _at_two_chunk_sizes(chain, rows, fmt, PIPELINE_RUN__ID_COLUMN="ref")
     assert outputs[0] == outputs[1]
     if fmt == "csv":
         lines = outputs[0].decode().splitlines()
@@ -56,23 +83,8 @@ def test_every_row_of_the_first_chunk_bad_with_an_error_column(
 ) -> None:
     """ON_ERROR=column and a first chunk of bad rows only: its prediction columns were null and
     the next chunk's numbers could not be cast (exit 1). Now the one-chunk bytes."""
-    lines = TEST_CSV.read_text().splitlines()
-    header = lines[0].split(",")
-    area = header.index("LotArea")
-    body = []
-    for i, line in enumerate(lines[1:6]):
-        cells = line.split(",")
-        if i < 2:
-            cells[area] = "abc"
-        body.append(",".join(cells))
-    rows = chain["root"] / "bad-first.csv"
-    rows.write_text("\n".join([lines[0], *body]) + "\n")
-    outputs = []
-    for chunk in ("2", "100000"):
-        out = chain["root"] / f"bad-first-{chunk}.parquet"
-        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
-                     PIPELINE_RUN__ON_ERROR="column", PIPELINE_RUN__CHUNK_ROWS=chunk))  # fmt: skip
-        outputs.append(out.read_bytes())
+    rows = _bad_area(chain, "bad-first.csv", 5, bad={1, 2})
+    outputs = _at_two_chunk_sizes(chain, rows, "parquet", PIPELINE_RUN__ON_ERROR="column")
     assert outputs[0] == outputs[1]
 
 
@@ -100,12 +112,7 @@ def test_a_bad_row_in_a_later_chunk_of_a_parquet_output_is_one_line(
 ) -> None:
     """The run stops at the bad row (exit 4); the Parquet writer left open wrote its footer when
     collected, into the closed file: a traceback after the error line."""
-    lines = TEST_CSV.read_text().splitlines()
-    area = lines[0].split(",").index("LotArea")
-    cells = lines[3].split(",")
-    cells[area] = "abc"
-    rows = chain["root"] / "bad-later.csv"
-    rows.write_text("\n".join([*lines[:3], ",".join(cells)]) + "\n")
+    rows = _bad_area(chain, "bad-later.csv", 3, bad={3})
     out = chain["root"] / "bad-later.parquet"
     done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
                     PIPELINE_RUN__CHUNK_ROWS="2")  # fmt: skip
@@ -191,12 +198,7 @@ def test_a_failed_run_leaves_no_folder_it_made_for_its_output(
 ) -> None:
     """`-o new/sub/p.csv`, and a bad row after the first chunk was written: exit 4, and the
     folders made for the output (new, new/sub) were left behind, empty."""
-    lines = TEST_CSV.read_text().splitlines()
-    area = lines[0].split(",").index("LotArea")
-    cells = lines[3].split(",")
-    cells[area] = "abc"
-    rows = chain["root"] / "bad-third.csv"
-    rows.write_text("\n".join([*lines[:3], ",".join(cells)]) + "\n")
+    rows = _bad_area(chain, "bad-third.csv", 3, bad={3})
     out = chain["root"] / "new" / "sub" / "p.csv"
     done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
                     PIPELINE_RUN__CHUNK_ROWS="2")  # fmt: skip
