@@ -88,3 +88,30 @@ def test_two_processes_same_seed_same_build_and_another_seed_differs(
         assert cli("package", env={**env, "PIPELINE_STORE": str(store)}).exit_code == 0
         archives.append((store / "packages" / "house-prices" / "0.1.0.tar.gz").read_bytes())
     assert archives[0] == archives[1]
+
+
+def test_one_file_named_two_ways_trains_one_build(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PIPELINE_DATA__SOURCE=./titanic.csv`, `=titanic.csv` and `=.//titanic.csv` name one
+    file: one build id, and the events name it one way. The source is part of a build's
+    identity, and its spelling used to be too."""
+    import shutil
+
+    data = Path(__file__).parents[1] / "src" / "pipeline" / "datasets" / "titanic.csv"
+    shutil.copyfile(data, tmp_path / "titanic.csv")
+    monkeypatch.chdir(tmp_path)
+    ids = []
+    for spelling in ("./titanic.csv", "titanic.csv", ".//titanic.csv"):
+        env = {
+            "PIPELINE_PRESET": "titanic",
+            "PIPELINE_DATA__SOURCE": spelling,
+            "PIPELINE_TRAIN__MAX_EPOCHS": "1",
+            "PIPELINE_ENV_FILE": os.devnull,
+        }
+        done = cli("train", env=env)
+        assert done.exit_code == 0, done.stderr
+        summary = event(done.stdout, "train.summary")
+        assert event(done.stdout, "data.fetched")["uri"] == "titanic.csv"
+        ids.append(summary["build_id"])
+    assert len(set(ids)) == 1, ids

@@ -129,6 +129,19 @@ class DataSettings(_Section):
     )
     delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
 
+    @field_validator("source")
+    @classmethod
+    def _one_spelling(cls, value: str) -> str:
+        """A plain path in one spelling (``./data.csv`` and ``data.csv``, ``a//b`` and ``a/b``
+        are the same file): the source is part of every build's identity, and the same file
+        named two ways gave two build ids. Only ``.`` parts and doubled or trailing slashes go
+        (``..`` stays: through a symlink it is not the folder above)."""
+        if "://" in value or not value.strip():
+            return value
+        import pathlib
+
+        return str(pathlib.PurePosixPath(value))
+
     @field_validator("sha256")
     @classmethod
     def _digest(cls, value: str | None) -> str | None:
