@@ -107,6 +107,31 @@ def test_a_json_lines_id_column_of_text_and_numbers_is_written_as_text(
     assert [line.split(",")[0] for line in done.stdout.splitlines()[:3]] == ['"pid"', '"A7"', '"1"']
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
+def test_json_lines_integer_ids_with_a_missing_one_stay_integers_in_every_chunking(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """Ids 101..106 with the fifth missing: pandas reads a chunk holding the missing id as
+    floats, so JSON lines wrote `101.0` in one chunk and `101` in chunks of 2, and Parquet's
+    bytes changed with the chunks. Now every chunking writes the one-chunk bytes, ids whole."""
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    records = []
+    for pid, line in zip([101, 102, 103, 104, None, 106], lines[1:7], strict=True):
+        record: dict[str, Any] = dict(zip(names, line.split(","), strict=True))
+        record["pid"] = pid
+        records.append(json.dumps(record))
+    rows = chain["root"] / f"int-ids-{fmt}.jsonl"
+    rows.write_text("\n".join(records) + "\n")
+    outputs = _at_two_chunk_sizes(chain, rows, fmt, PIPELINE_RUN__ID_COLUMN="pid")
+    assert outputs[0] == outputs[1]
+    if fmt == "jsonl":
+        ids = [json.loads(line)["pid"] for line in outputs[0].decode().splitlines()]
+        assert ids == [101, 102, 103, 104, None, 106]
+        assert b'"pid":101,' in outputs[0]
+
+
 def test_a_bad_row_in_a_later_chunk_of_a_parquet_output_is_one_line(
     chain: dict[str, Any],  # noqa: F811
 ) -> None:

@@ -97,10 +97,12 @@ def frames(
     predictor: Predictor,
     wanted: list[str],
     stats: Stats,
+    id_column: str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """A JSON-lines file as frames, its cells read as the CSV reader reads them: values as
     JSON has them (``dtype=False``: no column becomes numbers or dates by its looks or name),
-    decimals parsed exactly (``precise_float``), a missing marker's spelling missing."""
+    decimals parsed exactly (``precise_float``), a missing marker's spelling missing. The id
+    column's whole numbers stay whole (``whole_ids``)."""
     refuse_json_array(path, label)
     start = 0
     try:
@@ -119,6 +121,34 @@ def frames(
                 stats.extra_columns = [c for c in frame.columns if c not in wanted]
             for name in [c for c in wanted if c in frame.columns]:
                 frame[name] = cells.without_markers(frame[name], predictor.missing_values)
+            if id_column is not None and id_column in frame.columns:
+                frame[id_column] = whole_ids(frame[id_column])
             yield frame
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise _error(path, label) from exc
+
+
+# Whole floats at most this large are exact integers (2^53).
+_EXACT = 2.0**53
+
+
+def whole_ids(ids: pd.Series) -> pd.Series:
+    """An id column of whole numbers as integers (nullable ``Int64``), whatever else the chunk
+    holds; other columns as they are.
+
+    pandas reads a chunk of integer ids as int64, but as float64 (``100.0``) once one id in
+    the chunk is missing, so the output's ids changed with ``PIPELINE_RUN__CHUNK_ROWS``
+    (``100`` or ``100.0`` in JSON lines, another Parquet type). JSON has one kind of number:
+    ``100.0`` is ``100``.
+    """
+    import numpy as np
+
+    if ids.dtype != np.float64:
+        return ids
+    values = ids.to_numpy()
+    present = values[~np.isnan(values)]
+    if not len(present) or not (
+        np.all(np.floor(present) == present) and np.all(np.abs(present) <= _EXACT)
+    ):
+        return ids
+    return ids.astype("Int64")

@@ -225,7 +225,9 @@ def iter_chunks(
         _check_parquet_types(parquet.schema_arrow, present, label)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=present)
     else:
-        yield from jsonlines.frames(path, label, chunk_rows, predictor, wanted, stats)
+        yield from jsonlines.frames(
+            path, label, chunk_rows, predictor, wanted, stats, run.id_column
+        )
         return
     # Parquet's text cells get the missing markers a CSV reader applies while parsing.
     markers = predictor.missing_values if fmt == "parquet" else None

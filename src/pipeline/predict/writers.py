@@ -290,6 +290,8 @@ def json_lines(frame: pd.DataFrame) -> bytes:
 def _json_cells(series: pd.Series) -> list[str]:
     import numpy as np
 
+    if isinstance(series.dtype, pd.Int64Dtype):  # whole ids with missing ones: no "100.0"
+        return ["null" if v is pd.NA else str(v) for v in series.astype(object).tolist()]
     values = series.to_numpy()
     if values.dtype.kind == "f":
         cells = list(map(repr, values.astype(np.float64).tolist()))
