@@ -466,3 +466,23 @@ def test_a_bare_package_of_another_models_latest_build_is_refused(cli: Any, stor
     assert not (store / "packages").exists()
     assert cli("package", env={"PIPELINE_PRESET": "titanic"}).exit_code == 0
     assert cli("package", build[:8], env=house).exit_code == 0
+
+
+def test_a_build_of_other_data_is_not_packaged_under_the_default_name(
+    cli: Any, store: Path
+) -> None:
+    """`PIPELINE_PRESET=titanic pipeline train`, then `pipeline package BUILD` with no preset:
+    the Titanic build was sealed as house-prices 0.1.0, the default model name. Refused (exit
+    3) naming the data and the setting; a name set anywhere packages it, as asked."""
+    titanic = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}
+    build = event(cli("train", env=titanic).stdout, "train.summary")["build_id"]
+    refused = cli("package", build[:8])
+    assert refused.exit_code == 3, refused.output
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.output
+    assert "predicts target 'survived', not 'SalePrice'" in refused.stderr
+    assert "no PIPELINE_MODEL__NAME is set" in refused.stderr
+    assert not (store / "packages").exists()
+    named = cli("package", build[:8], env={"PIPELINE_MODEL__NAME": "survival"})
+    assert named.exit_code == 0, named.output
+    assert (store / "packages" / "survival" / "0.1.0.tar.gz").exists()
+    assert cli("package", build[:8], env={"PIPELINE_PRESET": "titanic"}).exit_code == 0

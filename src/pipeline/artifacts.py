@@ -305,6 +305,16 @@ def stored_cv(store: Store, build_id: str) -> dict[str, Any] | None:
     return store.read_json(cv_key(build_id, max(found)))
 
 
+def check_packaging(build: Build, settings: Any, *, latest: bool, named: bool) -> None:
+    """What `pipeline package` checks before sealing ``build`` under the configuration's model
+    name: ``check_latest_is_this_model`` when no BUILD was named, ``check_name_is_for`` when
+    the name is the default (``named`` False)."""
+    if latest:
+        check_latest_is_this_model(build, settings)
+    if not named:
+        check_name_is_for(build, settings)
+
+
 def check_latest_is_this_model(build: Build, settings: Any) -> None:
     """ConfigError when the latest build (no BUILD given) was trained on other data or for
     another target than this configuration sets (a preset, .env or the environment; defaults
@@ -320,4 +330,19 @@ def check_latest_is_this_model(build: Build, settings: Any) -> None:
         raise ConfigError(
             f"the latest build {build.id[:12]} has data {said} as this configuration (model "
             f"{settings.model.name}) sets: name the build to package (pipeline package BUILD)"
+        )
+
+
+def check_name_is_for(build: Build, settings: Any) -> None:
+    """ConfigError when ``build`` predicts another target than this configuration's, whose
+    model name is the default (no PIPELINE_MODEL__NAME set anywhere): `PIPELINE_PRESET=titanic
+    pipeline train`, then a bare `pipeline package BUILD` sealed the Titanic build as
+    house-prices. Other data for the same target (a newer file) is the same model."""
+    target = build.json("config.json")["data"]["target"]
+    if target != settings.data.target:
+        raise ConfigError(
+            f"build {build.id[:12]} predicts target {target!r}, not {settings.data.target!r}, "
+            f"and no PIPELINE_MODEL__NAME is set: it would be packaged as the default model "
+            f"{settings.model.name!r}; set PIPELINE_MODEL__NAME (or PIPELINE_PRESET to the "
+            "preset it was trained with)"
         )

@@ -141,18 +141,18 @@ def build_archive(build: artifacts.Build, name: str, version: str) -> bytes:
 
 
 def seal(
-    settings: Settings, store: Store, ref: str | None, log: Any, *, with_wheel: bool = False
-) -> PackageResult:
+    settings: Settings, store: Store, ref: str | None, log: Any, *, with_wheel: bool = False,
+    named: bool = True,
+) -> PackageResult:  # fmt: skip
     """`pipeline package`: seal a verified build as ``<name>@<version>`` in the store.
 
     ``with_wheel`` also writes ``packages/<name>/<dist>-<version>-py3-none-any.whl``, built from
     the files of the archive just sealed, opened and verified again (see ``pipeline.wheel``).
-    """
+    ``named``: a setting chose the model's name (``artifacts.check_packaging``)."""
     name, version = settings.model.name, settings.model.version
     check_name_version(name, version)
     build = artifacts.load_build(store, ref)
-    if ref is None:
-        artifacts.check_latest_is_this_model(build, settings)
+    artifacts.check_packaging(build, settings, latest=ref is None, named=named)
     data = build_archive(build, name, version)
     package_id = hashlib.sha256(data).hexdigest()
     key = f"packages/{name}/{version}.tar.gz"

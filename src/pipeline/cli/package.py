@@ -44,6 +44,7 @@ def package(
             build,
             log,
             with_wheel=fmt is Format.wheel,
+            named=loaded.settings.is_set("model", "name"),
         )
         write_id(id_file, result.package_id)
 
