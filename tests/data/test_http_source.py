@@ -172,6 +172,34 @@ def test_pinned_fetch_is_served_from_cache_without_a_request(server: Server, sto
     assert second.sha256 == CSV_SHA
 
 
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_damaged_cached_copy_is_replaced_by_the_download(
+    server: Server, store: Store, pinned: bool
+) -> None:
+    """A cached dataset edited in the store (one value changed, same size): the next fetch
+    downloaded the right bytes, then kept the damaged copy ("the same bytes, cached before")
+    and returned it with the download's digest, so `train` fitted other data than its build
+    records. With a pin, the cache check saw the damage, downloaded, and still returned it.
+    Now the damaged copy is replaced by the download."""
+    import os
+    import stat
+
+    url = f"{server.url}/data/house-prices.csv"
+    first = _fetch(url, store)
+    cached = first.path
+    os.chmod(cached, stat.S_IRUSR | stat.S_IWUSR)  # the store keeps it read-only
+    damaged = CSV.replace(b"208500", b"999999", 1)
+    assert damaged != CSV and len(damaged) == len(CSV)
+    cached.write_bytes(damaged)
+    extra = {"PIPELINE_DATA__SHA256": CSV_SHA} if pinned else {}
+    second = _fetch(url, store, **extra)
+    assert server.count() == 2  # downloaded again (the pinned cache check failed)
+    assert second.sha256 == CSV_SHA
+    assert second.path.read_bytes() == CSV
+    assert cached.read_bytes() == CSV  # repaired in the store, for every later reader
+    assert [p.name for p in store.path("tmp").iterdir()] == []
+
+
 def test_wrong_pin_is_a_data_error_and_caches_nothing(server: Server, store: Store) -> None:
     """A download whose sha256 differs from PIPELINE_DATA__SHA256 fails and is not cached."""
     with pytest.raises(DataError, match=r"PIPELINE_DATA__SHA256 expects 0{64}"):

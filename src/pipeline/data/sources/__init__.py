@@ -196,7 +196,8 @@ def fetch(settings: Settings, store: Store) -> Fetched:
 
         detect_format(target, settings.data.format, shown)
         atomic_write_json(staging / RECORD, {"uri": shown, "sha256": digest, "file": name})
-        store.publish(staging, f"datasets/{digest}")
+        if not store.publish(staging, f"datasets/{digest}"):
+            _repair(store, staging, digest)
     # If the same bytes were cached before under another name, that copy is the one kept.
     key = _cached(store, digest)
     if key is None:
@@ -242,6 +243,17 @@ def fetch_and_read(
     if failed is not None:
         raise failed
     return Fetched(uri, path, hashed[0], path.stat().st_size, cached=False), result
+
+
+def _repair(store: Store, staged: Path, digest: str) -> None:
+    """The bytes of ``digest`` were cached already: the cached copy is checked, and one that no
+    longer has that digest (bit rot, a stray edit of the store) is replaced by the download
+    just ``staged``. Training used the damaged copy while recording the download's digest."""
+    key = _cached(store, digest)
+    if key is not None and sha256_file(store.local_file(key)) == digest:
+        return
+    store.delete_all(f"datasets/{digest}")
+    store.publish(staged, f"datasets/{digest}")
 
 
 def _cached(store: Store, digest: str) -> str | None:
