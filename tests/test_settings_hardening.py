@@ -534,3 +534,27 @@ def test_a_setting_cut_short_is_suggested_by_the_name_it_begins() -> None:
     assert "(did you mean PIPELINE_GATES__MIN_F1_MACRO?)" in message
     message = unknown_error(["PIPELINE_TRAIN__LEARNING_RAT"]).message
     assert "(did you mean PIPELINE_TRAIN__LEARNING_RATE?)" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"PIPELINE_DATA__SOURCE": "http://alice:pw-s3cr3t@[::1/t.csv"}, "data.source"),
+        ({"PIPELINE_STORE": "file://[bad/x"}, "setting store"),
+        ({"RAY_ADDRESS": "ray://u:pw-s3cr3t@[bad"}, "ray_address"),
+        ({"AWS_ENDPOINT_URL": "http://user:pw-s3cr3t@127.0.0.1:9000"}, "without a user"),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000/foo"}, "without a user, password, path"),
+    ],
+)
+def test_uri_settings_that_cannot_be_parsed_are_one_line_without_their_credentials(
+    cli: Any, env: dict[str, str], says: str
+) -> None:
+    """An unclosed `[` in a URI setting was a traceback (exit 1, `Invalid IPv6 URL`) in every
+    command that read it; an endpoint with a password was printed by `config show`, and one with
+    a path failed every request as "bucket does not exist". Now exit 3 at load, one line, the
+    credentials masked."""
+    result = cli("release", "list", env=env)
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.output, lines
+    assert "s3cr3t" not in result.output

@@ -72,6 +72,21 @@ def _leaf(loc: SettingPath) -> SettingPath:
     return loc[:1]
 
 
+# Settings holding a URI, which may carry credentials: a bad one is shown redacted.
+_URIS = {("store",), ("data", "source"), ("ray_address",), ("aws_endpoint_url",)}
+
+
+def _uri_shown(value: Any) -> str:
+    """How an error shows a bad URI setting: with its credentials masked (``redacted_uri``),
+    or not at all when it cannot be parsed far enough to find them."""
+    from pipeline.log import redacted_uri
+
+    try:
+        return f" (got {redacted_uri(str(value))!r})"
+    except ValueError:
+        return " (the value is not shown: it may hold credentials)"
+
+
 def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
     loc = tuple(str(p).lower() for p in err["loc"])
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
@@ -94,11 +109,12 @@ def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
             f"invalid setting {'.'.join(loc)} from {where(loc, layers)}: {'.'.join(loc[:-1])} "
             f"has no setting '{loc[-1]}'{hint}; expected one of {', '.join(names)}"
         )
-    got = (
-        f" (got {err.get('input')!r})"
-        if _echo_ok(loc, leaf, layers)
-        else " (the value is not shown: it is, or sits beside, a secret)"
-    )
+    if loc in _URIS:
+        got = _uri_shown(err.get("input"))
+    elif _echo_ok(loc, leaf, layers):
+        got = f" (got {err.get('input')!r})"
+    else:
+        got = " (the value is not shown: it is, or sits beside, a secret)"
     shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "settings"
     return f"invalid setting {shown} from {where(loc, layers)}: {message}{got}"
 

@@ -101,6 +101,21 @@ class _Section(BaseModel):
         return refuse_bool(cls, value, info)
 
 
+def parsable_uri(value: str) -> str:
+    """``value`` when Python's URL parser reads it; else the one-line error naming why (an
+    unclosed ``[`` of an IPv6 host raised ValueError, a traceback, in every command that read
+    the setting). The value is not echoed: it may hold credentials."""
+    from urllib.parse import urlsplit
+
+    try:
+        urlsplit(value)
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "bad_uri", f"is not a valid URI or path ({exc}): check its brackets and characters"
+        ) from None
+    return value
+
+
 class DataSettings(_Section):
     """Where the dataset comes from and how to read it."""
 
@@ -137,7 +152,7 @@ class DataSettings(_Section):
         named two ways gave two build ids. Only ``.`` parts and doubled or trailing slashes go
         (``..`` stays: through a symlink it is not the folder above)."""
         if "://" in value or not value.strip():
-            return value
+            return parsable_uri(value)
         import pathlib
 
         return str(pathlib.PurePosixPath(value))

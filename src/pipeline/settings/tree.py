@@ -43,6 +43,7 @@ from pipeline.settings.sections import (
     TuneSettings,
     Width,
     _Lower,
+    parsable_uri,
     refuse_bool,
 )
 from pipeline.settings.serving import RunSettings, ServeSettings
@@ -250,10 +251,17 @@ class Settings(BaseSettings):
             "s3": {k: v for k, v in s3.items() if v},
         }
 
+    @field_validator("store", "ray_address")
+    @classmethod
+    def _parsable(cls, value: str | None) -> str | None:
+        return None if value is None else parsable_uri(value)
+
     @field_validator("aws_endpoint_url")
     @classmethod
     def _endpoint(cls, url: str | None) -> str | None:
-        """An http(s)://host[:port] URL: anything else made the S3 client panic mid-request."""
+        """An http(s)://host[:port] URL: anything else made the S3 client panic mid-request. A
+        user, password, path or query is refused too: ``config show`` printed a password in
+        it, and a path made every request fail as "bucket does not exist"."""
         from urllib.parse import urlparse
 
         if url is None:
@@ -262,11 +270,15 @@ class Settings(BaseSettings):
             parsed = urlparse(url)
             ok = parsed.scheme in ("http", "https") and bool(parsed.hostname)
             ok = ok and not any(c.isspace() for c in url) and (parsed.port or 1) > 0
+            ok = ok and "@" not in parsed.netloc and parsed.path in ("", "/")
+            ok = ok and not (parsed.query or parsed.fragment or parsed.params)
         except ValueError:
             ok = False
         if not ok:
             raise PydanticCustomError(
-                "endpoint_url", "expected http(s)://host or http(s)://host:port"
+                "endpoint_url",
+                "expected http(s)://host or http(s)://host:port, without a user, password, "
+                "path or query",
             )
         return url
 
