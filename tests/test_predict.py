@@ -464,6 +464,36 @@ def test_a_required_secret_that_is_not_set_stops_the_run_at_its_start(
         out.unlink()
 
 
+def test_a_required_secret_set_in_the_env_file_lets_the_run_start(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """A release requiring AWS_SECRET_ACCESS_KEY, the key in `.env`: the S3 client takes
+    `.env`'s keys, but the check read the process environment only and refused (exit 3).
+    A variable no setting reads (MODEL_TOKEN) still counts only in the environment."""
+    import shutil
+
+    shutil.copytree(chain["root"] / "store" / "packages", tmp_path / "store" / "packages")
+    own = {**chain["env"], "PIPELINE_STORE": str(tmp_path / "store")}
+    secret = {"PIPELINE_RUN__REQUIRED_SECRETS": '["AWS_SECRET_ACCESS_KEY"]'}
+    created = run_cli("release", "create", chain["package_id"], env=own | secret, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    dotenv = tmp_path / "secrets.env"
+    dotenv.write_text("AWS_ACCESS_KEY_ID=AKIAEXAMPLE\nAWS_SECRET_ACCESS_KEY=s3cr3t-in-dotenv\n")
+    out = tmp_path / "p.csv"
+    predict = ("predict", str(TEST_CSV), "--release", "house-prices@v1", "-o", str(out))
+    refused = run_cli(*predict, env=own, cwd=tmp_path)
+    assert refused.returncode == 3, refused.stderr
+    assert "requires the secret(s) ['AWS_SECRET_ACCESS_KEY']" in refused.stderr
+    done = _ok(run_cli(*predict, env=own | {"PIPELINE_ENV_FILE": str(dotenv)}, cwd=tmp_path))
+    assert out.exists() and "s3cr3t" not in done.stdout + done.stderr + out.read_text()
+    dotenv.write_text("MODEL_TOKEN=t0k3n\n")
+    other = {"PIPELINE_RUN__REQUIRED_SECRETS": '["MODEL_TOKEN"]'}
+    _ok(run_cli("release", "create", chain["package_id"], env=own | other, cwd=tmp_path))
+    again = run_cli(*predict[:2], "--release", "house-prices@v2", "-o", str(tmp_path / "q.csv"),
+                    env=own | {"PIPELINE_ENV_FILE": str(dotenv)}, cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 3 and "['MODEL_TOKEN']" in again.stderr, again.stderr
+
+
 def test_a_fresh_predict_loads_torch_with_the_collector_paused_then_frozen(
     chain: dict[str, Any], tmp_path: Path
 ) -> None:

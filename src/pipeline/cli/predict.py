@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,11 @@ def predict(
         s = loaded.settings
         _check_inputs(source, sink, s.run.workers)
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
-        ready = stage.load(store, release or s.release, package, s.model.name, s.run)
+        from pipeline.settings import provides
+
+        ready = stage.load(
+            store, release or s.release, package, s.model.name, s.run, partial(provides, s)
+        )
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
         if ready.overridden:
             log.warning("predict.settings_ignored", **ready.ignored_event())

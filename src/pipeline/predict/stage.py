@@ -79,11 +79,13 @@ def check_reference(
     package: Path | None,
     default_name: str | None,
     run_settings: RunSettings,
+    provides: Callable[[str], bool] | None = None,
 ) -> None:
     """Everything ``load`` refuses before it loads the network: no model named, a release or
     package that is not there, an archive that does not verify, a required secret not set.
     `serve` checks it once before it starts its workers, which would each say it."""
-    _settings_for(_opened(store, release_ref, package, default_name)[1], run_settings, package)
+    release = _opened(store, release_ref, package, default_name)[1]
+    _settings_for(release, run_settings, package, provides or _in_environment)
 
 
 def _opened(
@@ -132,6 +134,7 @@ def load(
     package: Path | None,
     default_name: str | None,
     run_settings: RunSettings,
+    provides: Callable[[str], bool] | None = None,
 ) -> Ready:
     """The predictor and the run settings that apply, for a release reference or a package path.
 
@@ -139,35 +142,43 @@ def load(
     handling, output format); they win over the environment's, because a release is immutable
     configuration. ``chunk_rows`` is the exception: it sizes memory for the machine the process
     runs on, so it always comes from the environment, as does ``workers``. With ``--package``
-    the environment's settings apply.
+    the environment's settings apply. ``provides`` says whether a required secret is set
+    (``settings.provides``: the environment, or a setting's value from ``.env``).
     """
     opened, release = _opened(store, release_ref, package, default_name)
-    bound = _settings_for(release, run_settings, package)
+    bound = _settings_for(release, run_settings, package, provides or _in_environment)
     if release is None:
         return Ready(_predictor(opened), bound, None)
     return Ready(_predictor(opened), bound, release.ref, _overridden(run_settings, bound))
 
 
 def _settings_for(
-    release: Release | None, run_settings: RunSettings, package: Path | None
+    release: Release | None,
+    run_settings: RunSettings,
+    package: Path | None,
+    provides: Callable[[str], bool],
 ) -> RunSettings:
     """The run settings that apply (``load``), their required secrets checked."""
     if release is None:
-        _check_secrets(run_settings, f"--package {package}")
+        _check_secrets(run_settings, f"--package {package}", provides)
         return run_settings
     machine = {"chunk_rows": run_settings.chunk_rows, "workers": run_settings.workers}
     bound = RunSettings.model_validate({**release.run, **machine})
-    _check_secrets(bound, f"release {release.ref}")
+    _check_secrets(bound, f"release {release.ref}", provides)
     return bound
 
 
-def _check_secrets(run_settings: RunSettings, what: str) -> None:
+def _in_environment(name: str) -> bool:
+    import os
+
+    return bool(os.environ.get(name))
+
+
+def _check_secrets(run_settings: RunSettings, what: str, provides: Callable[[str], bool]) -> None:
     """A ``ConfigError`` naming the secrets ``run.required_secrets`` lists that the
     environment does not set (or sets empty): a run that needs them fails at its start, as a
     twelve-factor process does, not later. Only names are read and said, never values."""
-    import os
-
-    missing = [name for name in run_settings.required_secrets if not os.environ.get(name)]
+    missing = [name for name in run_settings.required_secrets if not provides(name)]
     if missing:
         raise ConfigError(
             f"{what} requires the secret(s) {missing} (PIPELINE_RUN__REQUIRED_SECRETS), which "

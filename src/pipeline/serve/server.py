@@ -218,8 +218,15 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store, **settings.store_options())
+    from pipeline.settings import provides
+
     predict.check_reference(
-        store, release or settings.release, package, settings.model.name, settings.run
+        store,
+        release or settings.release,
+        package,
+        settings.model.name,
+        settings.run,
+        functools.partial(provides, settings),
     )
     try:
         # log_config=None: uvicorn's own console logging is not set up, so its "Uvicorn
@@ -362,8 +369,15 @@ def load_release(settings: Settings, release: str | None, package: Path | None) 
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store, **settings.store_options())
+    from pipeline.settings import provides
+
     ready = predict.load(
-        store, release or settings.release, package, settings.model.name, settings.run
+        store,
+        release or settings.release,
+        package,
+        settings.model.name,
+        settings.run,
+        functools.partial(provides, settings),
     )
     logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
     if ready.overridden:

@@ -6,7 +6,7 @@ records where each value came from. ``loading`` is the only module that reads ``
 """
 
 from pipeline.settings.layers import preset_toml
-from pipeline.settings.loading import Leaf, Loaded, leaves, load, redact, unknown_error
+from pipeline.settings.loading import Leaf, Loaded, leaves, load, provides, redact, unknown_error
 from pipeline.settings.tree import (
     ALIASED_ENV,
     CLI_OPTIONS,
@@ -64,6 +64,7 @@ __all__ = [
     "leaves",
     "load",
     "preset_toml",
+    "provides",
     "redact",
     "unknown_error",
 ]

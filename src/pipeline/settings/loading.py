@@ -55,6 +55,27 @@ def leaves(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> I
         yield Leaf(path, env, secret, field.description or "", default)
 
 
+def provides(settings: Settings, name: str) -> bool:
+    """Whether the variable ``name`` has a value for this process (``run.required_secrets``):
+    a non-empty one in its environment, or, for a setting's own variable (AWS_SECRET_ACCESS_KEY,
+    PIPELINE_SERVE__TOKEN), one the settings hold from ``.env`` or a preset. The AWS keys in
+    ``.env`` reached the S3 client but did not count as set, and a release requiring them
+    refused to run."""
+    from pydantic import SecretStr
+
+    if os.environ.get(name):
+        return True
+    for leaf in leaves():
+        if leaf.env == name:
+            value: Any = settings
+            for part in leaf.path:
+                value = getattr(value, part)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            return value is not None and value != ""
+    return False
+
+
 def _known_env_names() -> set[str]:
     names = set(LOADER_VARS)
     for leaf in leaves():
