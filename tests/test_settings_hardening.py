@@ -558,3 +558,26 @@ def test_uri_settings_that_cannot_be_parsed_are_one_line_without_their_credentia
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "Traceback" not in result.output, lines
     assert "s3cr3t" not in result.output
+
+
+def test_config_sources_that_would_be_silently_skipped_are_refused(tmp_path: Path) -> None:
+    """Three ways a run lost every setting of a file without a word (exit 0, defaults): a
+    PIPELINE_CONFIG_DIR that does not exist (the bundled preset of that name was used
+    instead), a `.env` that is a link to a file not there (an unmounted secret), and
+    PIPELINE_ENV_FILE set inside `.env` (the file to read is chosen before `.env` is read)."""
+    said = refused(
+        {"PIPELINE_PRESET": "titanic", "PIPELINE_CONFIG_DIR": str(tmp_path / "nowhere")},
+        Path(os.devnull),
+    )
+    assert f"PIPELINE_CONFIG_DIR={tmp_path / 'nowhere'} is not a folder" in said
+    link = tmp_path / ".env"
+    link.symlink_to(tmp_path / "secrets" / "app.env")
+    said = refused({}, link)
+    assert "is a link to" in said and "does not exist (a secret not mounted?)" in said
+    link.unlink()
+    (tmp_path / "other.env").write_text("PIPELINE_SEED=4\n")
+    link.write_text(f"PIPELINE_ENV_FILE={tmp_path / 'other.env'}\n")
+    said = refused({}, link)
+    assert "line 1 (PIPELINE_ENV_FILE) sets PIPELINE_ENV_FILE, which only the environment" in said
+    link.write_text("PIPELINE_SEED=5\n")
+    assert loaded({}, link).settings.seed == 5  # an ordinary .env still reads

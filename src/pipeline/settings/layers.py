@@ -91,11 +91,17 @@ def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str],
     ``--env-file`` makes it, since every setting in it would silently be missing. Anything
     readable that is not a folder is read: ``/dev/null`` (no file) or a pipe (``<(...)``).
     """
+    named = "(PIPELINE_ENV_FILE)" if required else "(the dotenv file read by default)"
     try:
         if env_file.is_dir():
             raise ConfigError(
-                f"{env_file} (PIPELINE_ENV_FILE) is not a file: point PIPELINE_ENV_FILE at a "
-                "dotenv file"
+                f"{env_file} {named} is a folder, not a file: point PIPELINE_ENV_FILE at a "
+                "dotenv file, or remove the folder"
+            )
+        if not env_file.exists() and env_file.is_symlink():
+            raise ConfigError(  # an unmounted secret: every setting in it would be missing
+                f"{env_file} {named} is a link to {env_file.readlink()}, which does not exist "
+                "(a secret not mounted?): mount it, or remove the link"
             )
         if not env_file.exists():
             if required:
@@ -164,6 +170,11 @@ def find_preset(name: str, config_dir: str | None, where: str) -> Path:
         raise ConfigError(
             f"preset file '{name}' (from {where}) does not exist: set "
             "PIPELINE_PRESET to an existing .toml file or to the name of a preset"
+        )
+    if config_dir and not Path(config_dir).is_dir():  # the bundled preset of that name was used
+        raise ConfigError(
+            f"PIPELINE_CONFIG_DIR={config_dir} is not a folder: set it to the folder holding "
+            "your presets, or unset it (./config, then the bundled presets)"
         )
     dirs = [Path(config_dir) if config_dir else Path("config"), BUNDLED_PRESETS]
     for folder in dirs:

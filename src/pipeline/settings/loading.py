@@ -115,6 +115,12 @@ def load(
         env_file = Path(environ.get("PIPELINE_ENV_FILE", ".env"))
     dotenv, lines = layers.read_dotenv(env_file, required=named)
     in_dotenv = layers.describe_variable(".env", env_file, lines)
+    if "PIPELINE_ENV_FILE" in dotenv:  # ignored: the file to read was chosen before it
+        raise ConfigError(
+            f"{in_dotenv('PIPELINE_ENV_FILE')} sets PIPELINE_ENV_FILE, which only the "
+            "environment can set (the file is chosen before it is read): set it in the "
+            "environment, or remove the line"
+        )
 
     def loader_var(name: str) -> tuple[str | None, str]:
         if environ.get(name):
