@@ -152,6 +152,11 @@ def fetch(settings: Settings, store: Store) -> Fetched:
     """Resolve ``settings.data.source`` to a local file with a verified digest."""
     uri = settings.data.source
     if is_masked(uri):
+        # A build's record of a source given with credentials: its pinned bytes may be cached
+        # (`evaluate` of such a build needs no credentials then); else they are needed.
+        pinned = _pinned_copy(settings, store, uri)
+        if pinned is not None:
+            return pinned
         raise SourceError(
             f"PIPELINE_DATA__SOURCE={uri!r} has its credentials masked (***), as builds and "
             "presets record a source given with them: set PIPELINE_DATA__SOURCE to the URI "
@@ -179,12 +184,9 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         )
     shown = redact_uri(uri)
     name = remote.filename(uri)  # already safe, and never the cache's RECORD name
-    pin = (settings.data.sha256 or "").lower()
-    if pin:
-        key = _cached(store, pin)
-        if key is not None and sha256_file(cached := store.local_file(key)) == pin:
-            size = cached.stat().st_size
-            return Fetched(shown, cached, pin, size, cached=True, location=store.location(key))
+    pinned = _pinned_copy(settings, store, shown)
+    if pinned is not None:
+        return pinned
     with store.staging() as staging:
         target = staging / name
         remote.download(uri, target, settings)
@@ -243,6 +245,19 @@ def fetch_and_read(
     if failed is not None:
         raise failed
     return Fetched(uri, path, hashed[0], path.stat().st_size, cached=False), result
+
+
+def _pinned_copy(settings: Settings, store: Store, shown: str) -> Fetched | None:
+    """The cached copy of the dataset ``PIPELINE_DATA__SHA256`` pins, when the store holds it
+    intact; None without a pin or such a copy."""
+    pin = (settings.data.sha256 or "").lower()
+    if not pin:
+        return None
+    key = _cached(store, pin)
+    if key is None or sha256_file(cached := store.local_file(key)) != pin:
+        return None
+    size = cached.stat().st_size
+    return Fetched(shown, cached, pin, size, cached=True, location=store.location(key))
 
 
 def _repair(store: Store, staged: Path, digest: str) -> None:
