@@ -105,13 +105,12 @@ def _opened(
     sidecar = releases.find_package(store, release.package_id)
     key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
     try:
-        path = store.local_file(key)
+        opened = releases.open_stored(store, key)
     except KeyError:
         raise NotFoundError(
             f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
             f"store {store.uri}: restore it or roll back"
         ) from None
-    opened = open_package(path)
     if opened.package_id != release.package_id:
         raise IntegrityError(
             f"package {store.location(key)} has id {opened.package_id[:12]} but release "

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.store import Store
 from pipeline.store.numbered import Key as _Key
 from pipeline.store.numbered import read_json as _read_json
+
+if TYPE_CHECKING:
+    from pipeline.package import OpenedPackage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")  # as build ids: a unique prefix of 4+ digits
@@ -163,15 +166,31 @@ def resolve_package(store: Store, arg: str) -> dict[str, Any]:
     return _read_sidecar(_Key(store, key.removesuffix(".tar.gz") + ".json"))
 
 
+def open_stored(store: Store, key: str) -> OpenedPackage:
+    """``open_package`` of the archive at ``key``. An object store's local copy that does not
+    verify is downloaded once more (a copy damaged on this machine failed every later run,
+    naming the copy), and a failure names the object, never the local copy."""
+    from pipeline.package import open_package
+
+    path = store.local_file(key)
+    try:
+        return open_package(path)
+    except IntegrityError:
+        again = store.local_file(key, again=True)
+        try:
+            return open_package(again)
+        except IntegrityError as exc:
+            message = exc.message.replace(str(again), store.location(key))
+            raise IntegrityError(message) from None
+
+
 def check_archive(store: Store, package: dict[str, Any]) -> None:
     """IntegrityError unless the package's archive opens and verifies as the package its record
     names: a damaged archive was released and made current, and every predict then failed."""
-    from pipeline.package import open_package
-
     key = f"packages/{package['name']}/{package['version']}.tar.gz"
     short = package["package_id"][:12]
     try:
-        opened = open_package(store.local_file(key))
+        opened = open_stored(store, key)
     except KeyError:
         raise IntegrityError(
             f"package {short} has a record but no archive ({key}): package its build again"

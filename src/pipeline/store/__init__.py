@@ -342,9 +342,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def local_file(self, key: str) -> Path:
-        """A local path to read ``key`` from (large files are streamed from disk); ``KeyError``
-        when there is no object. The file must not be modified."""
+    def local_file(self, key: str, *, again: bool = False) -> Path:
+        """A local path to read ``key`` from; ``KeyError`` when there is no object. The file
+        must not be modified. ``again``: not a copy kept from before (``refs.open_stored``)."""
 
     @abc.abstractmethod
     def lock(

@@ -276,8 +276,8 @@ class LocalStore(Store):
             raise store_error(exc, final) from exc
         return True
 
-    def local_file(self, key: str) -> Path:
-        path = self._at(key)
+    def local_file(self, key: str, *, again: bool = False) -> Path:
+        path = self._at(key)  # the object itself: there is no other copy to take ``again``
         try:
             if not stat.S_ISREG(path.stat().st_mode):
                 raise KeyError(key)

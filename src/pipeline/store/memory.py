@@ -136,7 +136,7 @@ class MemoryStore(KeyedStore):
             self._objects.update(files)
         return True
 
-    def local_file(self, key: str) -> Path:
+    def local_file(self, key: str, *, again: bool = False) -> Path:
         name = key_name(key)
         with self._guard:
             data = self._objects.get(name)
@@ -146,7 +146,7 @@ class MemoryStore(KeyedStore):
         # format by its suffix); written to a temp name and renamed, so threads may race here.
         digest = hashlib.sha256(data).hexdigest()
         path = self._scratch() / "files" / digest / name.rsplit("/", 1)[-1]
-        return path if path.exists() else read_only_copy(path, data)
+        return path if path.exists() and not again else read_only_copy(path, data)
 
     @contextlib.contextmanager
     def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:

@@ -360,8 +360,9 @@ class S3Store(KeyedStore):
             return False
         return True
 
-    def local_file(self, key: str) -> Path:
-        """A read-only local copy, cached by the object's ETag under the system temp folder."""
+    def local_file(self, key: str, *, again: bool = False) -> Path:
+        """A read-only local copy, cached by the object's ETag under the system temp folder
+        (downloaded ``again`` when a copy of that ETag failed a check: it was damaged here)."""
         import obstore
 
         name, client = key_name(key), self.client()
@@ -372,7 +373,7 @@ class S3Store(KeyedStore):
         tag = hashlib.sha256(f"{self.uri}/{name}@{meta['e_tag']}".encode()).hexdigest()
         path = self._scratch.root / "files" / tag / name.rsplit("/", 1)[-1]
         with contextlib.suppress(OSError):
-            if path.stat().st_size == meta["size"]:  # a cut or damaged copy is fetched again
+            if not again and path.stat().st_size == meta["size"]:  # a cut copy is fetched again
                 return path
         try:
             data = self._call("read", name, lambda: bytes(obstore.get(client, name).bytes()))
