@@ -167,12 +167,13 @@ def test_the_release_history_on_s3_is_json_the_local_tools_read(
     assert event_["release"] == release.number == 1 and event_["action"] == "create"
 
 
-def test_a_local_copy_of_a_package_damaged_on_this_machine_is_downloaded_again(
+def test_a_damaged_local_copy_is_fetched_again_and_package_takes_an_s3_uri(
     cli: Any, s3_server: Any, tmp_path: Path
 ) -> None:
     """The local copy of a release's archive, damaged after a predict (same size: one byte
     changed), failed every later predict with exit 7 naming the copy, though the object in the
-    bucket was intact. Now the copy is downloaded again once and the run goes on."""
+    bucket was intact. Now the copy is downloaded again once and the run goes on. And
+    `--package s3://...` (the URI `pipeline package` prints) runs that archive."""
     s3 = s3_server.env(f"scratch-{uuid.uuid4().hex[:8]}")
     env = {**s3, **SMALL}
     _ok(cli("train", env=env))
@@ -196,3 +197,14 @@ def test_a_local_copy_of_a_package_damaged_on_this_machine_is_downloaded_again(
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     assert str(scratch) not in again.stderr
+    # --package takes the archive's URI in the store (it was read as the path 's3:/...').
+    uri = f"{s3['PIPELINE_STORE']}/packages/titanic/0.1.0.tar.gz"
+    direct = run_cli("predict", "--package", uri, str(rows), "-o", str(tmp_path / "c.csv"),
+                     env=alone, cwd=tmp_path)  # fmt: skip
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    assert (tmp_path / "c.csv").read_bytes() == (tmp_path / "a.csv").read_bytes()
+    relative = run_cli("predict", "--package", "packages/titanic/0.1.0.tar.gz", str(rows),
+                       env=alone, cwd=tmp_path)  # fmt: skip
+    assert relative.returncode == 8 and f"named by its URI, {s3['PIPELINE_STORE']}/packages/" in (
+        relative.stderr
+    ), relative.stderr

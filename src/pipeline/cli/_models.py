@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def refuse_release_and_package(release: str | None, package: Path | None) -> None:
+def refuse_release_and_package(release: str | None, package: str | None) -> None:
     """--release and --package name two different models: refuse rather than pick one.
 
     PIPELINE_RELEASE with --package is no conflict: the option is the more specific choice (as

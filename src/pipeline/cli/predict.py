@@ -35,8 +35,11 @@ def predict(
         help="name@vN or name@current. Overrides PIPELINE_RELEASE.",
         show_default=False,
     ),
-    package: Path = typer.Option(
-        None, "--package", help="Run straight from a package archive instead of a release."
+    package: str = typer.Option(
+        None,
+        "--package",
+        help="Run straight from a package archive (a path, or its s3:// URI in the store) "
+        "instead of a release.",
     ),
     workers: int = typer.Option(
         None,

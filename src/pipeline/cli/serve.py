@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -18,8 +17,11 @@ def serve(
         help="name@vN or name@current. Overrides PIPELINE_RELEASE.",
         show_default=False,
     ),
-    package: Path = typer.Option(
-        None, "--package", help="Serve a package archive instead of a release."
+    package: str = typer.Option(
+        None,
+        "--package",
+        help="Serve a package archive (a path, or its s3:// URI in the store) instead of a "
+        "release.",
     ),
     host: str = typer.Option(
         None,

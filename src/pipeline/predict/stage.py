@@ -76,7 +76,7 @@ class Ready:
 def check_reference(
     store: Store,
     release_ref: str | None,
-    package: Path | None,
+    package: str | Path | None,
     default_name: str | None,
     run_settings: RunSettings,
     provides: Callable[[str], bool] | None = None,
@@ -88,14 +88,41 @@ def check_reference(
     _settings_for(release, run_settings, package, provides or _in_environment)
 
 
+def _open_given(store: Store, package: str) -> OpenedPackage:
+    """The archive ``--package`` names: a local path, or the s3:// URI of one in the store
+    (what `pipeline package` prints for an object store; it was read as the path 's3:/...')."""
+    from pipeline import releases
+
+    if not package.startswith("s3://"):
+        if store.uri.startswith("s3://") and not Path(package).exists():
+            raise NotFoundError(
+                f"no package archive at {package}: an archive in the store {store.uri} is "
+                f"named by its URI, {store.location('packages')}/<name>/<version>.tar.gz (as "
+                "`pipeline package` prints it)"
+            )
+        return open_package(Path(package))
+    key = store.key_of(package)
+    if key is None:
+        raise ConfigError(
+            f"--package {package} is not in the store PIPELINE_STORE={store.uri}: set "
+            "PIPELINE_STORE to the store it is in, or download it and pass its path"
+        )
+    try:
+        return releases.open_stored(store, key)
+    except KeyError:
+        raise NotFoundError(
+            f"no package archive at {package}: check the URI (`pipeline package` prints it)"
+        ) from None
+
+
 def _opened(
-    store: Store, release_ref: str | None, package: Path | None, default_name: str | None
+    store: Store, release_ref: str | None, package: str | Path | None, default_name: str | None
 ) -> tuple[OpenedPackage, Release | None]:
     """The verified package a release reference or a package path names, and the release."""
     from pipeline import releases
 
     if package is not None:
-        return open_package(package), None
+        return _open_given(store, str(package)), None
     if not release_ref:
         raise ConfigError(
             "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "
@@ -130,7 +157,7 @@ def _opened(
 def load(
     store: Store,
     release_ref: str | None,
-    package: Path | None,
+    package: str | Path | None,
     default_name: str | None,
     run_settings: RunSettings,
     provides: Callable[[str], bool] | None = None,
@@ -154,7 +181,7 @@ def load(
 def _settings_for(
     release: Release | None,
     run_settings: RunSettings,
-    package: Path | None,
+    package: str | Path | None,
     provides: Callable[[str], bool],
 ) -> RunSettings:
     """The run settings that apply (``load``), their required secrets checked."""

@@ -19,7 +19,6 @@ import signal
 import socket
 import time
 import traceback
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -163,7 +162,7 @@ def connection_limit(setting: int) -> int:
     return max(16, soft - 64)
 
 
-def serve(settings: Settings, release: str | None, package: Path | None) -> None:
+def serve(settings: Settings, release: str | None, package: str | None) -> None:
     """Serve ``release`` (or ``package``) until SIGTERM; raise the load error if loading fails.
 
     With more than one worker (``PIPELINE_SERVE__WORKERS``; 0 is one per available core), this
@@ -207,7 +206,7 @@ def _check_address(host: str, port: int) -> None:
         probe.close()
 
 
-def _supervise(settings: Settings, release: str | None, package: Path | None, count: int) -> None:
+def _supervise(settings: Settings, release: str | None, package: str | None, count: int) -> None:
     from pipeline import log as logging_
     from pipeline.errors import ConfigError
 
@@ -260,7 +259,7 @@ def _supervise(settings: Settings, release: str | None, package: Path | None, co
 def _serve_one(
     settings: Settings,
     release: str | None,
-    package: Path | None,
+    package: str | None,
     context: workers.WorkerContext | None,
 ) -> None:
     """One server process: on its own socket, or a worker serving the connections its
@@ -359,7 +358,7 @@ def _run(server: _Server, conf: ServeSettings, log: Any) -> None:
         uvicorn_log.propagate = True
 
 
-def load_release(settings: Settings, release: str | None, package: Path | None) -> Loaded:
+def load_release(settings: Settings, release: str | None, package: str | None) -> Loaded:
     """Load and warm up the model that ``pipeline predict`` would use with the same arguments.
 
     A release or package that cannot run is refused before torch is imported (``predict.load``
