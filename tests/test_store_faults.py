@@ -154,3 +154,15 @@ def test_read_only_store_fails_with_exit_9_and_leaves_the_store_as_it_was(
         assert result["after"] == result["before"]
         return
     _assert_clean_failure(result, "read-only")
+
+
+def test_a_full_disk_after_the_archive_leaves_no_archive_without_its_record(
+    tmp_path: Path, prepared: Path, namespace: warm.Server
+) -> None:
+    """ENOSPC with room for the package archive but not for its record (``<version>.json``):
+    the archive was left in the store without it, and `release create` of its path said
+    "package the build first". Now the archive goes too: the store is as it was."""
+    [archive] = (prepared / "packages").rglob("*.tar.gz")
+    size = _pages(prepared) + -(-archive.stat().st_size // 4096) * 4096
+    result = _faulted(tmp_path, prepared, namespace, "full", size, "package")
+    _assert_clean_failure(result, "the disk is full")

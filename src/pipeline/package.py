@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline import __version__, artifacts, wheel
-from pipeline.errors import ConfigError, IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
 from pipeline.settings import (
     MAX_NAME_LENGTH,
     MODEL_NAME_RE,
@@ -42,10 +42,7 @@ from pipeline.settings import (
     MODEL_VERSION_RULE,
     Settings,
 )
-from pipeline.store import (
-    Store,
-    canonical_json,
-)
+from pipeline.store import Store, canonical_json
 
 FORMAT = 1
 PACKAGE_FILE = "package.json"
@@ -157,25 +154,26 @@ def seal(
     package_id = hashlib.sha256(data).hexdigest()
     key = f"packages/{name}/{version}.tar.gz"
     # create() never overwrites: two writers racing for one version cannot clobber each other.
-    if not store.create(key, data):
+    created = store.create(key, data)
+    if not created:
         existing = hashlib.sha256(store.read_bytes(key)).hexdigest()
         if existing != package_id:
             _refuse_or_repair(store, key, data, package_id, existing, name, version)
     record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
-    store.write_json(f"packages/{name}/{version}.json", record)
+    try:
+        store.write_json(f"packages/{name}/{version}.json", record)
+    except StoreError:  # a full disk: no archive is left without its record
+        if created:
+            store.delete(key)
+        raise
     extra: dict[str, Any] = {}
     wheel_at = None
     if with_wheel:
         # From the sealed archive, not the build: the wheel carries exactly the verified files.
         opened = open_package(store.local_file(key))
         filename, wheel_data = wheel.build_wheel(
-            opened.name,
-            opened.version,
-            opened.package_id,
-            opened.build_id,
-            opened.files,
-            requires=f"pipeline=={__version__}",
-        )
+            opened.name, opened.version, opened.package_id, opened.build_id, opened.files,
+            requires=f"pipeline=={__version__}")  # fmt: skip
         store.write(f"packages/{name}/{filename}", wheel_data)
         wheel_at = store.location(f"packages/{name}/{filename}")
         extra = {"wheel": wheel_at, "wheel_sha256": hashlib.sha256(wheel_data).hexdigest()}
