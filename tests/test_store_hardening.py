@@ -459,3 +459,24 @@ def test_running_a_command_again_repairs_its_damaged_record(cli: Any, store: Pat
     # A sound record is kept as the first run wrote it (its timings too), not rewritten.
     assert event(cli("train", env=FAST).stdout, "train.summary")["build_id"] == build
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == repaired
+
+
+def test_a_lost_or_garbled_latest_build_pointer_is_named_as_such(cli: Any, store: Path) -> None:
+    """`refs/latest-build` removed (a partial copy of the store) said "no build in store: run
+    pipeline train first" beside a build; garbage in it blamed a build named 'garbage' as
+    damaged (exit 7). Both now name the pointer, count the builds, and `package BUILD` works."""
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "1"}
+    trained = cli("train", env=env)
+    assert trained.exit_code == 0, trained.output
+    pointer = store / "refs" / "latest-build"
+    build = pointer.read_text().strip()
+    for state, said in ((None, "is missing"), ("garbage\n", "names 'garbage', no build there")):
+        pointer.unlink(missing_ok=True)
+        if state is not None:
+            pointer.write_text(state)
+        refused = cli("package", env=env)
+        assert refused.exit_code == 8, refused.output
+        line = refused.stderr.strip()
+        assert f"refs/latest-build {said}, and builds/ holds 1 build(s): name the build" in line
+        assert "Traceback" not in refused.output and not (store / "packages").exists()
+    assert cli("package", build[:8], env=env).exit_code == 0

@@ -217,12 +217,20 @@ def resolve_in(
     prefix (>= 4 hex digits) or ``latest``/None (the reference ``latest``); NotFoundError
     naming the ``noun`` and the ``command`` that makes one otherwise."""
     if ref in (None, "", "latest"):
-        found = store.read_ref(latest)
-        if found is None:
+        found, ids = store.read_ref(latest), store.list(folder)
+        if found is not None and found in ids:
+            return found
+        if found is None and not ids:
             raise NotFoundError(
                 f"no {noun} in store {store.uri}: run `{command}` first or set PIPELINE_STORE"
             )
-        return found
+        # The pointer is gone, or names no such folder (a hand edit, a partial copy).
+        said = "is missing" if found is None else f"names {found[:20]!r}, no {noun} there"
+        name = f"name the {noun} (an id or prefix, as {folder}/ lists them), or " if ids else ""
+        raise NotFoundError(
+            f"the store's refs/{latest} {said}, and {folder}/ holds {len(ids)} {noun}(s): "
+            f"{name}run `{command}` to make a new latest one"
+        )
     assert ref is not None
     ids = store.list(folder)
     if ref in ids:
