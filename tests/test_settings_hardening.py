@@ -476,8 +476,10 @@ def test_a_diverging_learning_rate_is_one_line_not_a_traceback(cli: Any) -> None
 @pytest.mark.parametrize(
     ("env", "code", "says"),
     [
-        ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, 3, "AWS_SECRET_ACCESS_KEY is not set"),
-        ({"AWS_SECRET_ACCESS_KEY": "s3cr3t-half-pair"}, 3, "AWS_ACCESS_KEY_ID is not set"),
+        ({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE"}, 3,
+         "AWS_SECRET_ACCESS_KEY is not set, but AWS_ACCESS_KEY_ID is:"),
+        ({"AWS_SECRET_ACCESS_KEY": "s3cr3t-half-pair"}, 3,
+         "AWS_ACCESS_KEY_ID is not set, but AWS_SECRET_ACCESS_KEY is:"),
         ({"AWS_ENDPOINT_URL": "127.0.0.1:9000"}, 3, "AWS_ENDPOINT_URL"),
         ({"AWS_ENDPOINT_URL": "http://127.0.0.1:notaport"}, 3, "http(s)://host:port"),
         ({"AWS_ENDPOINT_URL": " http://127.0.0.1:9000"}, 3, "AWS_ENDPOINT_URL"),

@@ -225,6 +225,9 @@ def test_a_server_that_is_down_is_exit_10(cli: Any, s3_env: Mapping[str, str]) -
     result = cli("release", "list", "--name", "m", env={**env, "PIPELINE_STORE_RETRIES": "1"})
     assert result.exit_code == 10, result.output
     assert "no S3 server answers" in one_error_line(result)
+    assert "(after 2 tries:" in one_error_line(result)
+    once = cli("release", "list", "--name", "m", env={**env, "PIPELINE_STORE_RETRIES": "0"})
+    assert once.exit_code == 10 and "(after 1 try:" in one_error_line(once), once.output
 
 
 def test_a_server_that_hangs_is_exit_10_within_the_timeout(

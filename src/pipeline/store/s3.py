@@ -138,7 +138,7 @@ class S3Store(KeyedStore):
         """The one-line error for a failed request: refused (9) or unreachable (10)."""
         kind, code = fault_of(exc)
         where = f"{what} {self.location(key) if key else self.uri}"
-        tries = f"after {self.retries + 1} tries"
+        tries = f"after {self.retries + 1} {'try' if self.retries == 0 else 'tries'}"
         if kind == "no_bucket":
             return self._no_bucket()
         if kind == "credentials":
@@ -154,6 +154,12 @@ class S3Store(KeyedStore):
                 f"({tries}); check that it is healthy, or raise PIPELINE_STORE_TIMEOUT"
             )
         if kind == "connect":
+            if not self.s3.get("endpoint"):  # AWS itself: no AWS_ENDPOINT_URL to fix
+                return StoreUnavailable(
+                    f"cannot {where}: AWS's S3 endpoint does not answer ({tries}: connection "
+                    "refused or unreachable); check the network, or set AWS_ENDPOINT_URL to "
+                    "your S3-compatible server"
+                )
             return StoreUnavailable(
                 f"cannot {where}: no S3 server answers at AWS_ENDPOINT_URL ({tries}: connection "
                 "refused or unreachable); start it or fix AWS_ENDPOINT_URL, then run again"

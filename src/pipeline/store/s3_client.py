@@ -66,7 +66,8 @@ def open_client(
     missing = [name for name, key in pair.items() if not config.get(key)]
     if len(missing) == 1:
         raise ConfigError(
-            f"{missing[0]} is not set, but {set(pair) - set(missing)} is: an S3 key pair needs "
+            f"{missing[0]} is not set, but {next(n for n in pair if n not in missing)} is: an S3 "
+            "key pair needs "
             "both; set it (in the environment or .env), or unset the other to use the "
             "machine's own credentials"
         )
