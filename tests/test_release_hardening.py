@@ -373,3 +373,18 @@ def test_release_list_and_show_answer_at_any_log_level(cli: Any, backend: Store)
         shown = cli("release", "show", f"{NAME}@v1", env=quiet)
         assert event(shown.stdout, "release.show")["release"] == f"{NAME}@v1"
     assert cli("release", "create", make_package(backend, "0.2.0"), env=quiet).stdout == ""
+
+
+def test_release_create_of_a_build_id_says_it_is_a_build(cli: Any, store: Path) -> None:
+    """`release create <build id>` (the id `train` prints) said "no package with id ...":
+    it now says the id is a build's and to package it first, and records nothing."""
+    trained = cli("train", env={"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "1"})
+    build = event(trained.stdout, "train.summary")["build_id"]
+    result = cli("release", "create", build, env={"PIPELINE_PRESET": "titanic"})
+    assert result.exit_code == 8, result.output
+    line = result.stderr.strip()
+    assert line == (
+        f"error: build {build[:12]} is a build, not a package: run `pipeline package "
+        f"{build[:12]}` and release the package id it prints"
+    )
+    assert not (store / "releases").exists()

@@ -546,6 +546,8 @@ def test_a_setting_cut_short_is_suggested_by_the_name_it_begins() -> None:
         ({"RAY_ADDRESS": "ray://u:pw-s3cr3t@[bad"}, "ray_address"),
         ({"AWS_ENDPOINT_URL": "http://user:pw-s3cr3t@127.0.0.1:9000"}, "without a user"),
         ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000/foo"}, "without a user, password, path"),
+        ({"PIPELINE_DATA__SOURCE": "http://127.0.0.1:9/ti\ntanic.csv"}, "a control character"),
+        ({"PIPELINE_STORE": "s3://bucket/x\t"}, "a control character"),
     ],
 )
 def test_uri_settings_that_cannot_be_parsed_are_one_line_without_their_credentials(

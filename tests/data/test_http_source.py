@@ -335,3 +335,20 @@ def test_filename_is_always_a_safe_single_name(path: str) -> None:
     name = filename("https://h/" + path)
     assert re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}", name)
     assert name != "source.json"
+
+
+def test_an_invalid_port_is_named_in_the_message(store: Store) -> None:
+    """`http://127.0.0.1:99999/x.csv` said "'http://127.0.0.1...' has an invalid port",
+    cutting off the port it complained about; the user info stays out of it."""
+    with pytest.raises(SourceError) as caught:
+        _fetch("http://reader:pw-s3cr3t@127.0.0.1:99999/x.csv", store)
+    message = caught.value.message
+    assert "'http://127.0.0.1:99999...' has an invalid port ('99999'" in message
+    assert "s3cr3t" not in message
+
+
+def test_a_file_uri_without_a_path_names_no_file(store: Store) -> None:
+    """`file://` was read as the working folder: "dataset . is not a file"."""
+    for uri in ("file://", "file:///"):
+        with pytest.raises(SourceError, match=f"'{uri}' names no file: write file:///"):
+            _fetch(uri, store)

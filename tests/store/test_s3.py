@@ -38,6 +38,10 @@ def test_from_uri_opens_an_s3_store_and_refuses_a_malformed_uri() -> None:
     assert isinstance(store, S3Store) and (store.bucket, store.prefix) == ("some-bucket", "a/b")
     with pytest.raises(ConfigError, match="no S3 URI"):
         Store.from_uri("s3://Bad_Bucket/x")
+    # A '..' in the prefix was refused with the bucket-name rule, which it did not break.
+    for odd in ("s3://some-bucket/ml/../copied", "s3://some-bucket/a//b", "s3://some-bucket/./x"):
+        with pytest.raises(ConfigError, match=r"empty, '\.' or '\.\.' part in its prefix"):
+            Store.from_uri(odd)
 
 
 def test_objects_are_written_read_listed_and_created_exclusively(s3: S3Store) -> None:

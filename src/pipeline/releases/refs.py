@@ -133,8 +133,12 @@ def find_package(store: Store, ref: str) -> dict[str, Any]:
             if sidecar["package_id"].startswith(ref):
                 found.setdefault(sidecar["package_id"], sidecar)
     if not found:
+        built = store.exists(f"builds/{ref}/manifest.json") if len(ref) == 64 else False
         raise NotFoundError(
-            f"no package with id {ref} in {root} (searched packages/*/*.json): "
+            f"build {ref[:12]} is a build, not a package: run `pipeline package {ref[:12]}` "
+            "and release the package id it prints"
+            if built
+            else f"no package with id {ref} in {root} (searched packages/*/*.json): "
             "check the id, PIPELINE_STORE, or package a build first"
         )
     if len(found) > 1:

@@ -107,6 +107,10 @@ def parsable_uri(value: str) -> str:
     the setting). The value is not echoed: it may hold credentials."""
     from urllib.parse import urlsplit
 
+    if "://" in value and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise PydanticCustomError(  # urllib drops a newline or tab; the request kept it
+            "bad_uri", "holds a control character (a newline or tab?): remove it"
+        )
     try:
         urlsplit(value)
     except ValueError as exc:

@@ -34,6 +34,13 @@ def split_uri(uri: str) -> tuple[str, str] | None:
 def parse_uri(uri: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket/prefix``; ConfigError for a malformed URI."""
     parsed = split_uri(uri)
+    rest = uri.strip().partition("://")[2].partition("/")[2]
+    if parsed is None and rest.strip("/") and {".", "..", ""} & set(rest.strip("/").split("/")):
+        raise ConfigError(
+            f"PIPELINE_STORE='{without_userinfo(uri)}' has an empty, '.' or '..' part in its "
+            "prefix, which an object store takes literally: write the prefix plainly "
+            "(s3://bucket/a/b)"
+        )
     if parsed is None:
         raise ConfigError(
             f"PIPELINE_STORE='{without_userinfo(uri)}' is no S3 URI: expected "

@@ -51,9 +51,10 @@ def redact_uri(uri: str) -> str:
     try:
         port = parsed.port
     except ValueError:
+        written = parsed.netloc.rpartition("@")[2].rpartition(":")[2]  # no user info shown
         raise SourceError(
-            f"'{parsed.scheme}://{parsed.hostname}...' has an invalid port: fix "
-            "PIPELINE_DATA__SOURCE"
+            f"'{parsed.scheme}://{parsed.hostname}:{written}...' has an invalid port "
+            f"({written!r}: expected 1-65535): fix PIPELINE_DATA__SOURCE"
         ) from None
     host = parsed.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
@@ -91,6 +92,8 @@ def _local_path(uri: str) -> Path:
             )
         from urllib.parse import unquote
 
+        if not parsed.path.strip("/"):  # Path("") is "." (the working folder)
+            raise SourceError(f"'{uri}' names no file: write file:///absolute/path/to/data.csv")
         return Path(unquote(parsed.path))
     return Path(uri).expanduser()
 
