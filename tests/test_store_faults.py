@@ -166,3 +166,22 @@ def test_a_full_disk_after_the_archive_leaves_no_archive_without_its_record(
     size = _pages(prepared) + -(-archive.stat().st_size // 4096) * 4096
     result = _faulted(tmp_path, prepared, namespace, "full", size, "package")
     _assert_clean_failure(result, "the disk is full")
+
+
+def test_a_builds_folder_on_another_file_system_is_named(
+    tmp_path: Path, prepared: Path, namespace: warm.Server
+) -> None:
+    """builds/ mounted from another file system than the store's tmp/ (a link or a mount out
+    of the store): the build's final rename fails with EXDEV, and the message said "make it
+    writable", which it was. It now says to keep the store on one file system."""
+    store = tmp_path / "split-store"
+    seen = Path(f"/proc/{namespace.pid}/root") / store.relative_to("/")
+    shutil.copytree(prepared, seen)
+    _inside(namespace, "mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(store / "builds"))
+    shutil.copytree(prepared / "builds", seen / "builds", dirs_exist_ok=True)
+    env = {**warm.server_env(), **_base_env(tmp_path, store), "PIPELINE_SEED": "1"}
+    done = _run(namespace, ["train"], env, tmp_path)
+    _inside(namespace, "umount", str(store / "builds"))
+    assert done.returncode == 9, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "keep the store's folders on one file system" in lines[0], lines

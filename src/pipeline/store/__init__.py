@@ -77,11 +77,12 @@ def os_reason(exc: OSError) -> str:
 def store_error(exc: OSError, what: Path | str, advice: str | None = None) -> StoreError:
     """The one-line error for a failed store write, with the reason and the remedy in words.
 
-    ``advice`` replaces the default remedy (pointing PIPELINE_STORE elsewhere), for files
-    outside the store such as ``--id-file``.
+    ``advice`` replaces the default remedy, for files outside the store (``--id-file``).
     """
     if advice is None:
         fix = "free space" if exc.errno in _FULL else "make it writable"
+        if exc.errno == errno.EXDEV:  # builds/ linked to another file system than tmp/
+            fix = "keep the store's folders on one file system (no links out of it)"
         advice = f"{fix} or point PIPELINE_STORE at a writable folder"
     return StoreError(f"cannot write {what}: {os_reason(exc)}; {advice}")
 
@@ -288,10 +289,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def walk(self, prefix: str) -> list[str]:
-        """Sorted full keys of every object below ``prefix`` at any depth, hidden names left out.
-
-        An empty ``prefix`` walks the whole store.
-        """
+        """Sorted full keys of every object below ``prefix`` at any depth, hidden names left out
+        (an empty ``prefix``: the whole store)."""
 
     @abc.abstractmethod
     def list(self, prefix: str) -> list[str]:
