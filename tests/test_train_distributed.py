@@ -318,22 +318,27 @@ def test_checkpoints_hold_every_workers_state_and_go_once_the_build_is_written(
     assert _checkpoints(root) == []
 
 
-@pytest.mark.parametrize("phase", ["selection", "refit"])
-def test_sigterm_checkpoints_every_worker_and_resume_gives_the_uninterrupted_build(
-    whole: dict[str, Any], tmp_path: Path, phase: str
+@pytest.mark.parametrize(
+    ("phase", "signum"),
+    [("selection", signal.SIGTERM), ("refit", signal.SIGTERM), ("selection", signal.SIGINT)],
+    ids=["selection-SIGTERM", "refit-SIGTERM", "selection-SIGINT"],
+)
+def test_a_signal_checkpoints_every_worker_and_resume_gives_the_uninterrupted_build(
+    whole: dict[str, Any], tmp_path: Path, phase: str, signum: signal.Signals
 ) -> None:
-    """SIGTERM to `pipeline train --workers 2` while it trains (in the selection or the refit
-    phase): every worker stops after the same step, exit 130 with one line saying where the
-    checkpoint is (Ray's own SIGTERM handler, a stack dump, does not take over), no build, the
-    embedded runtime's processes gone with it; `--resume` then gives the build id of the run
-    that was never stopped."""
+    """SIGTERM or Ctrl-C (SIGINT) to `pipeline train --workers 2` while it trains (in the
+    selection or the refit phase): every worker stops after the same step, exit 130 with one
+    line saying where the checkpoint is (Ray's own SIGTERM handler, a stack dump, and Ray
+    Train's SIGINT handler, which aborted the run, do not take over), no build, the embedded
+    runtime's processes gone with it; `--resume` then gives the build id of the run that was
+    never stopped."""
     proc = _start_a_long_run(tmp_path, **RESUMABLE)
     wanted = {"selection": '"train.epoch"', "refit": '"train.refit_epoch"'}[phase]
     try:
         seen = _until_the_first_epoch(proc, wanted)
         runtime = _descendants_named(proc.pid, "ray::")  # the workers, the controller, ...
         assert runtime
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -342,7 +347,7 @@ def test_sigterm_checkpoints_every_worker_and_resume_gives_the_uninterrupted_bui
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
     assert done.returncode == 130, err[-3000:]
     line = one_error_line(done)
-    assert "training stopped by SIGTERM in " + phase in line, line
+    assert f"training stopped by {signum.name} in {phase}" in line, line
     assert "run `pipeline train --workers 2 --resume`" in line, line
     assert event(done.stdout, "train.interrupted")["phase"] == phase
     assert not (tmp_path / "store" / "builds").exists()
@@ -378,6 +383,26 @@ def _descendants_named(driver: int, prefix: str) -> list[int]:
         if up == driver:
             found.append(pid)
     return found
+
+
+def test_ctrl_c_while_the_workers_start_is_exit_130_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C a few seconds after the schema, while Ray Train starts its workers: Ray Train's
+    own SIGINT handler took over and the run exited 1 with no word (4 runs in 5). Now it is
+    this process's stop: exit 130, one line, no build."""
+    proc = _start_a_long_run(tmp_path, **RESUMABLE)
+    try:
+        seen = _until_the_first_epoch(proc, '"data.schema"')
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
+    assert done.returncode == 130, (done.returncode, err[-3000:])
+    assert "stopped by SIGINT" in one_error_line(done)
+    assert not (tmp_path / "store" / "builds").exists()
 
 
 def _until_the_first_epoch(proc: subprocess.Popen[str], wanted: str = '"train.epoch"') -> list[str]:

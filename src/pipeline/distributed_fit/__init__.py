@@ -199,9 +199,15 @@ def _fit(config: dict[str, Any], n: int, cpus: int, use_gpu: bool) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    class Trainer(TorchTrainer):
+        def _register_sigint_handler(self, controller: Any) -> None:
+            """Ctrl-C stays this process's, as SIGTERM is (``fit.stop_on_signals``: every
+            worker stops after the same step, a checkpoint, exit 130). Ray Train's own handler
+            replaced it for the run: before the workers were up it exited 1 without a word."""
+
     storage = tempfile.mkdtemp(prefix="pipeline-train-")  # Ray Train's run state; removed
     try:
-        trainer = TorchTrainer(
+        trainer = Trainer(
             train_loop,
             train_loop_config=config,
             scaling_config=ScalingConfig(
