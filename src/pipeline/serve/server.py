@@ -214,19 +214,8 @@ def _supervise(settings: Settings, release: str | None, package: str | None, cou
     conf = settings.serve
     # A mistake in the model's reference is said once, here, not by every worker.
     from pipeline import predict
-    from pipeline.store import Store
 
-    store = Store.from_uri(settings.store, **settings.store_options())
-    from pipeline.settings import provides
-
-    predict.check_reference(
-        store,
-        release or settings.release,
-        package,
-        settings.model.name,
-        settings.run,
-        functools.partial(provides, settings),
-    )
+    predict.check_reference(*_model(settings, release, package))
     try:
         # log_config=None: uvicorn's own console logging is not set up, so its "Uvicorn
         # running on ..." line stays off stderr (serve.listening says it, as an event).
@@ -358,6 +347,18 @@ def _run(server: _Server, conf: ServeSettings, log: Any) -> None:
         uvicorn_log.propagate = True
 
 
+def _model(settings: Settings, release: str | None, package: str | None) -> tuple[Any, ...]:
+    """What ``predict.check_reference`` and ``predict.load`` take to find this server's model:
+    the store, the release (the option, else PIPELINE_RELEASE), the package, the default model
+    name, the run settings, and how to tell a required secret is set."""
+    from pipeline.settings import provides
+    from pipeline.store import Store
+
+    store = Store.from_uri(settings.store, **settings.store_options())
+    ref, secrets = release or settings.release, functools.partial(provides, settings)
+    return store, ref, package, settings.model.name, settings.run, secrets
+
+
 def load_release(settings: Settings, release: str | None, package: str | None) -> Loaded:
     """Load and warm up the model that ``pipeline predict`` would use with the same arguments.
 
@@ -365,19 +366,8 @@ def load_release(settings: Settings, release: str | None, package: str | None) -
     verifies it first), so such a server exits with its one line without loading torch."""
     from pipeline import log as logging_
     from pipeline import predict
-    from pipeline.store import Store
 
-    store = Store.from_uri(settings.store, **settings.store_options())
-    from pipeline.settings import provides
-
-    ready = predict.load(
-        store,
-        release or settings.release,
-        package,
-        settings.model.name,
-        settings.run,
-        functools.partial(provides, settings),
-    )
+    ready = predict.load(*_model(settings, release, package))
     logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
     if ready.overridden:
         logging_.get_logger().warning("serve.settings_ignored", **ready.ignored_event())
