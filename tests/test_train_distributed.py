@@ -108,11 +108,28 @@ def test_two_embedded_workers_train_a_build_that_predicts(
 
 
 def test_the_same_run_twice_gives_the_same_build(two: dict[str, Any], tmp_path: Path) -> None:
-    """Same data, settings, seed and N: the same build id (so byte-identical weights)."""
-    again = _train(tmp_path, "--workers", "2")
-    assert again["train.summary"]["build_id"] == two["train.summary"]["build_id"]
-    weights = [(run["build"] / "weights.pt").read_bytes() for run in (again, two)]
-    assert weights[0] == weights[1]
+    """Same data, settings, seed and N: the same build id (so byte-identical weights), also
+    when the second run has one core for its two workers: it says they share it
+    (`train.oversubscribed`, as `--workers 64` on 2 cores said nothing) and is not refused,
+    since N is part of the build's identity and a small machine reproduces a large one's."""
+    one = min(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAGGLE_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", "--workers", "2"],
+        env=env | _env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        preexec_fn=lambda: os.sched_setaffinity(0, {one}),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    named = {e["event"]: e for e in events(done.stdout)}
+    warned = named["train.oversubscribed"]
+    assert (warned["workers"], warned["cores"]) == (2, 1) and "--workers 1 or fewer" in warned[
+        "message"
+    ]
+    assert named["train.summary"]["build_id"] == two["train.summary"]["build_id"]
+    build = tmp_path / "store" / "builds" / two["train.summary"]["build_id"]
+    assert (build / "weights.pt").read_bytes() == (two["build"] / "weights.pt").read_bytes()
+    if len(os.sched_getaffinity(0)) >= 2:  # two workers on two cores: nothing to say
+        assert "train.oversubscribed" not in {e["event"] for e in two["stream"]}
 
 
 def test_statistics_and_split_equal_the_in_process_build(

@@ -134,6 +134,15 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
             "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
             cpus=where.cpus, workers=n, backend="nccl" if use_gpu else "gloo",
         )  # fmt: skip
+        cores = len(os.sched_getaffinity(0))
+        if where.embedded and n * cpus > cores:  # allowed: N is part of the build's identity
+            log.warning(
+                "train.oversubscribed", workers=n, cores=cores,
+                message=f"{n} workers of {cpus} CPU(s) each share this machine's {cores} cores "
+                "(the embedded runtime): the build is the one a machine or cluster with "
+                f"{n * cpus} CPUs trains, only slower; for speed here, use --workers {cores} "
+                "or fewer",
+            )  # fmt: skip
         yield Connection(n, cpus, use_gpu, where.cpus)
 
 
