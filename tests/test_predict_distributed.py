@@ -281,6 +281,27 @@ def test_refusals_are_one_line_and_write_nothing(
     assert sorted(p.name for p in chain["root"].iterdir()) == before
 
 
+def test_workers_from_the_environment_do_not_turn_a_file_output_into_a_folder(
+    chain: dict[str, Any],
+) -> None:
+    """PIPELINE_RUN__WORKERS set for the machine made a script's `predict x.csv -o preds.csv`
+    write a folder named preds.csv; without -o it asked for "--workers", which the script
+    never passed. Both now name the variable; a file's name is refused (the option still
+    writes a folder so named: `-o out-six.parquet` above)."""
+    before = sorted(p.name for p in chain["root"].iterdir())
+    env = {"PIPELINE_RUN__WORKERS": "2", "PIPELINE_LOG_FORMAT": "console"}
+    named = _predict(chain, "in/t0.csv", "-o", "preds.csv", **env)
+    assert named.returncode == 3, named.stderr[-2000:]
+    assert named.stderr.strip() == (
+        "error: -o preds.csv names a file, but PIPELINE_RUN__WORKERS=2 (env var "
+        "PIPELINE_RUN__WORKERS) writes a folder of parts: pass --workers to write a folder of "
+        "that name, or unset the variable to write one file"
+    )
+    bare = _predict(chain, "in/t0.csv", **env)
+    assert bare.returncode == 3 and "PIPELINE_RUN__WORKERS=2 (env var" in bare.stderr
+    assert sorted(p.name for p in chain["root"].iterdir()) == before
+
+
 def test_single_process_predict_does_not_import_ray(chain: dict[str, Any]) -> None:
     """Without --workers, predict runs as before and never imports Ray."""
     code = (

@@ -53,7 +53,13 @@ def run(
     unquoted glob) on Ray into the folder ``output``."""
     t0 = time.perf_counter()
     workers = ready.run.workers or 1
-    folder = _output_folder(output)
+    where = settings.source_of("run", "workers")
+    asked = (
+        f"--workers {workers}"
+        if where == "option --workers"
+        else (f"PIPELINE_RUN__WORKERS={workers} ({where})")
+    )
+    folder = _output_folder(output, asked, where)
     source = sources[0] if len(sources) == 1 else Path(f"{len(sources)} files")
     files = inputs(sources[0]) if len(sources) == 1 else _listed(sources)
     skipped = _subfolders(sources[0]) if len(sources) == 1 else []
@@ -185,20 +191,32 @@ def _jobs(files: list[Path], workers: int) -> list[Job]:
     return [Job(i, str(p), _stem(p), False, 1) for i, p in enumerate(files)]
 
 
-def _output_folder(output: Path | None) -> Path:
-    """``-o`` as the output folder: required, and absent or empty (never merged into)."""
+# Names that say "a file": -o was made a folder of parts when the workers came from the
+# environment (a script's `predict x.csv -o preds.csv` on a machine that sets them).
+_FILE_SUFFIXES = (".csv", ".gz", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+
+
+def _output_folder(output: Path | None, asked: str, where: str) -> Path:
+    """``-o`` as the output folder: required, and absent or empty (never merged into). ``asked``
+    says where the workers came from; when ``where`` is not the option, a file's name for it
+    is refused (a folder named ``preds.parquet`` holds Parquet parts when asked for)."""
     if output is None:
         raise ConfigError(
-            "--workers writes one file per input part: pass -o FOLDER (absent or empty)"
+            f"{asked} writes one file per input part: pass -o FOLDER (absent or empty)"
         )
     if output.exists() and not output.is_dir():
         raise ConfigError(
-            f"-o {output} is a file, but --workers writes a folder of parts: pass the path of "
+            f"-o {output} is a file, but {asked} writes a folder of parts: pass the path of "
             "a new or empty folder"
+        )
+    if where != "option --workers" and output.suffix.lower() in _FILE_SUFFIXES:
+        raise ConfigError(
+            f"-o {output} names a file, but {asked} writes a folder of parts: pass --workers "
+            "to write a folder of that name, or unset the variable to write one file"
         )
     if output.is_dir() and any(output.iterdir()):
         raise ConfigError(
-            f"-o {output} is a folder that is not empty: --workers writes a fresh folder of "
+            f"-o {output} is a folder that is not empty: {asked} writes a fresh folder of "
             "parts and a manifest; pass a new or empty folder, or remove this one"
         )
     return output
