@@ -225,22 +225,26 @@ def test_an_id_file_in_a_missing_folder_is_refused_before_training(
         (["--id-file", "{same}", "--preset-out", "{same}"], "name the same file"),
         (["--preset-out", "{preset}"], "is the preset this command reads"),
         (["--preset-out", "{file}/tuned.toml"], "is a file, not a folder"),
+        (["--preset-out", "{txt}"], "is not a .toml file, which PIPELINE_PRESET could not load"),
     ],
 )
 def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_search(
     cli: Any, store: Path, tmp_path: Path, outputs: list[str], says: str
 ) -> None:
     """--id-file and --preset-out naming one file (the preset was lost), --preset-out naming the
-    preset being read (overwritten, its [tune] section gone), or under a file: exit 3
-    at once, not after the search; nothing written."""
+    preset being read (overwritten, its [tune] section gone), under a file, or not a .toml file
+    (written, then refused by PIPELINE_PRESET): exit 3 at once, not after the search; nothing
+    written."""
     preset = tmp_path / "mine.toml"
     preset.write_text("[train]\nmax_epochs = 3\n")
     (tmp_path / "afile").write_text("x")
-    names = {"same": tmp_path / "out.txt", "preset": preset, "file": tmp_path / "afile"}
+    names = {"same": tmp_path / "out.toml", "preset": preset, "file": tmp_path / "afile",
+             "txt": tmp_path / "winner.txt"}  # fmt: skip
     args = [a.format(**names) for a in outputs]
     result = cli("tune", "--trials", "2", *args, env={"PIPELINE_PRESET": str(preset)})
     refused(result, 3, says)
-    assert not store.exists() and not (tmp_path / "out.txt").exists()
+    assert not store.exists() and not (tmp_path / "out.toml").exists()
+    assert not (tmp_path / "winner.txt").exists()
     assert preset.read_text() == "[train]\nmax_epochs = 3\n"
 
 

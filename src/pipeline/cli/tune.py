@@ -47,7 +47,13 @@ def tune(
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import tune as stage
+        from pipeline.errors import ConfigError
 
+        if preset_out is not None and preset_out.suffix.lower() != ".toml":
+            raise ConfigError(  # PIPELINE_PRESET takes a .toml path or a preset's name
+                f"--preset-out {preset_out} is not a .toml file, which PIPELINE_PRESET could "
+                f"not load: name it {preset_out.with_suffix('.toml').name}"
+            )
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
         store = store_of(loaded.settings, writes=True, outputs=outputs, preset=loaded.preset)
         result = stage.run(loaded.settings, store, log, resume=resume, preset_out=preset_out)
