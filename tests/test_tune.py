@@ -152,6 +152,32 @@ def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> N
     assert not (tmp_path / "store" / "tunes").exists()
 
 
+def test_a_time_budget_that_runs_out_names_what_it_cut(tmp_path: Path) -> None:
+    """PIPELINE_TUNE__TIME_BUDGET shorter than any trial: the trials running when it ran out
+    are stopped and say so, the one never started says that, and the exit 6 line says to
+    raise the budget. Every cut trial said "not run", the running ones included, and the
+    exit 6 line did not name the budget as the cause."""
+    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000",
+            "PIPELINE_TRAIN__BATCH_SIZE": "16", "PIPELINE_TUNE__CONCURRENCY": "2",
+            "PIPELINE_TUNE__TIME_BUDGET": "15"}  # fmt: skip
+    t0 = time.monotonic()
+    done = run_cli("tune", "--trials", "3", env=_env(tmp_path, **long), timeout=600)
+    assert done.returncode == 6, done.stderr[-2000:]
+    assert time.monotonic() - t0 < 180  # stopped, not run to their 3,000 epochs
+    line = done.stderr.strip()
+    assert line.startswith("error: all 3 trials failed; the first (trial 0): stopped: "), line
+    assert line.endswith("; raise PIPELINE_TUNE__TIME_BUDGET or unset it"), line
+    errors = {e["trial"]: e["error"] for e in events(done.stdout) if e["event"] == "tune.trial"}
+    at_once = event(done.stdout, "tune.cluster")["concurrency"]  # 2 on two cores or more
+    assert errors == {
+        trial: "stopped: PIPELINE_TUNE__TIME_BUDGET ran out while it ran"
+        if trial < at_once
+        else "not run: PIPELINE_TUNE__TIME_BUDGET ran out before it started"
+        for trial in range(3)
+    }
+    assert not (tmp_path / "store" / "tunes").exists()
+
+
 def test_a_failed_trial_is_recorded_and_tune_show_gives_its_error(tmp_path: Path) -> None:
     """Trial 0 (the configured settings) trains; trial 1's learning rate diverges. The search
     finishes with trial 0 as the winner, and `tune show` gives trial 1's error, which it used

@@ -33,9 +33,11 @@ def run(
     name: str,
     record: Callable[[dict[str, Any]], None],
     log: Any,
+    budget: float | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Run ``trials`` (on the folds ``span``, or whole) on Ray Tune, in the session open;
-    every result, failures included, by trial; ``record`` gets each finished one."""
+    every result, failures included, by trial; ``record`` gets each finished one. ``budget``:
+    the seconds left of PIPELINE_TUNE__TIME_BUDGET (None: no limit)."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/TensorBoard files
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the reporter that verbose=0 silences
     # Ctrl-C stops the command (exit 130; --resume continues), not only Tune's loop, which
@@ -63,8 +65,13 @@ def run(
             config=payload.configs[int(result["trial"])], done=len(results), of=len(trials),
         )  # fmt: skip
 
+    started: set[int] = set()
+
     class Recorder(tune.Callback):
-        """Told in the driver of each trial's one report, as trials finish."""
+        """Told in the driver of each trial's start, and of its one report as it finishes."""
+
+        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
+            started.add(int(trial.config["trial"]))
 
         def on_trial_result(
             self, iteration: int, trials: list[Any], trial: Any, result: dict[Any, Any], **_: Any
@@ -77,17 +84,22 @@ def run(
             if number not in results:
                 finished(failed(number, _trial_error(trial)))
 
-    tuner = _tuner(settings, payload, trials, span, concurrency, storage, name, Recorder())
+    tuner = _tuner(payload, trials, span, concurrency, storage, name, Recorder(), settings, budget)
     # Tune prints tables to stdout and logs each failed trial's traceback: the events carry
     # both (a tune.trial with its error); PIPELINE_LOG_LEVEL=debug shows Ray's own.
     try:
         _fit(tuner, quiet=settings.log_level != "debug")
     finally:
         bar.close()
-    for number in trials:
-        if number not in results:  # never started: the time budget ran out first
-            finished(failed(number, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)"))
+    for number in trials:  # what the time budget cut: Ray Tune stops the trials still running
+        if number not in results:
+            finished(failed(number, BUDGET_CUT if number in started else BUDGET_UNSTARTED))
     return results
+
+
+# A trial's error when PIPELINE_TUNE__TIME_BUDGET ran out while it ran, or before it started.
+BUDGET_CUT = "stopped: PIPELINE_TUNE__TIME_BUDGET ran out while it ran"
+BUDGET_UNSTARTED = "not run: PIPELINE_TUNE__TIME_BUDGET ran out before it started"
 
 
 def _fit(tuner: Any, quiet: bool) -> None:
@@ -112,9 +124,9 @@ def _fit(tuner: Any, quiet: bool) -> None:
         ray_tune_log.setLevel(level)
 
 
-def _tuner(settings: Settings, payload: search.Payload, trials: list[int],
-           span: tuple[int, int] | None, concurrency: int, storage: Path, name: str,
-           recorder: Any) -> Any:  # fmt: skip
+def _tuner(payload: search.Payload, trials: list[int], span: tuple[int, int] | None,
+           concurrency: int, storage: Path, name: str, recorder: Any, settings: Settings,
+           budget: float | None) -> Any:  # fmt: skip
     """The Ray Tune run of ``trials``, one grid point each, reporting to ``recorder``."""
     from ray import tune
 
@@ -130,7 +142,7 @@ def _tuner(settings: Settings, payload: search.Payload, trials: list[int],
         param_space=space,
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrency,
-            time_budget_s=t.time_budget,
+            time_budget_s=budget,
             reuse_actors=True,  # warm workers: no Python start and imports per trial
         ),
         run_config=tune.RunConfig(

@@ -83,8 +83,10 @@ def run(
     winner = next((t for t in ranked if t["status"] == "ok"), None)
     if winner is None:
         first = next(t for t in ranked if t.get("error"))
+        budget = "TIME_BUDGET ran out" in str(first["error"])
         raise TrialsFailed(
             f"all {n} trials failed; the first (trial {first['trial']}): {first['error']}"
+            + ("; raise PIPELINE_TUNE__TIME_BUDGET or unset it" if budget else "")
         )
     tid = _write(store, inputs, ranked, winner, metric, time.perf_counter() - t0)
     partial.discard()
@@ -233,6 +235,8 @@ def _search(
     failed: dict[int, dict[str, Any]] = {}
     stopped_at: dict[int, int] = {}
     alive, first = list(range(n)), 0
+    # One budget for the whole search: each rung runs on what the rungs before it left.
+    deadline = None if t.time_budget is None else time.monotonic() + t.time_budget
     with contextlib.ExitStack() as stack:
         opened: list[tuple[Path, int]] = []
 
@@ -264,11 +268,14 @@ def _search(
         for rung, end in enumerate(schedule):
             span = None if end is None else (first, end)
             jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
-            if jobs:
+            left = None if deadline is None else deadline - time.monotonic()
+            if jobs and left is not None and left <= 0:
+                failed |= {j: trials.failed(j, trials.BUDGET_UNSTARTED) for j in jobs}
+            elif jobs:
                 storage, concurrency = ray()
                 for result in trials.run(
                     settings, payload, jobs, span, concurrency, storage, f"rung{rung}",
-                    partial.record, log,
+                    partial.record, log, left,
                 ).values():  # fmt: skip
                     if result["status"] == "ok":
                         _merge(state, result)
@@ -276,14 +283,8 @@ def _search(
                         failed[int(result["trial"])] = result
             alive = [trial for trial in alive if trial not in failed]
             if end is not None and end != schedule[-1]:
-                scores = {trial: _rung_score(state[trial], end, payload.metric) for trial in alive}
-                maximise = search.better(payload.metric) == "max"
-                keep = halving.survivors(scores, halving.kept(len(alive), t.reduction), maximise)
-                if 0 in alive and 0 not in keep:  # the current configuration always finishes,
-                    keep = [0, *keep]  # so the winner is never worse than it on every fold
-                for trial in alive:
-                    if trial not in keep:
-                        stopped_at[trial] = end
+                keep = _halve(state, alive, end, payload.metric, t.reduction)
+                stopped_at |= {trial: end for trial in alive if trial not in keep}
                 log.info(
                     "tune.rung", rung=rung, folds=end, kept=keep,
                     stopped=[trial for trial in alive if trial not in keep],
@@ -294,6 +295,18 @@ def _search(
         trial: _final(state, failed, stopped_at, trial, schedule, payload.metric)
         for trial in range(n)
     }
+
+
+def _halve(
+    state: dict[int, dict[str, Any]], alive: list[int], end: int, metric: str, reduction: int
+) -> list[int]:
+    """Successive halving's decision after folds 0 to ``end - 1``: the trials kept, from their
+    scores alone; trial 0, the current configuration, always goes on (so the winner is never
+    worse than it on every fold)."""
+    scores = {trial: _rung_score(state[trial], end, metric) for trial in alive}
+    maximise = search.better(metric) == "max"
+    keep = halving.survivors(scores, halving.kept(len(alive), reduction), maximise)
+    return [0, *keep] if 0 in alive and 0 not in keep else keep
 
 
 def _rung_score(known: dict[str, Any], end: int, metric: str) -> float | None:
@@ -325,7 +338,7 @@ def _final(
     if trial in failed:
         row = {k: failed[trial].get(k) for k in trials.RESULT_KEYS}
     elif trial not in state:
-        row = trials.failed(trial, "not run (PIPELINE_TUNE__TIME_BUDGET ran out)")
+        row = trials.failed(trial, trials.BUDGET_UNSTARTED)
     else:
         known = state[trial]
         row = {k: known.get(k) for k in trials.RESULT_KEYS}

@@ -69,16 +69,13 @@ def predict(
         from pipeline import log as logging_
         from pipeline import predict as stage
         from pipeline.errors import ConfigError
-
-        refuse_release_and_package(release, package)
-        s = loaded.settings
-        _check_inputs(source, sink, s.run.workers)
-        store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         from pipeline.settings import provides
 
-        ready = stage.load(
-            store, release or s.release, package, s.model.name, s.run, partial(provides, s)
-        )
+        refuse_release_and_package(release, package)
+        s, secrets = loaded.settings, partial(provides, loaded.settings)
+        _check_inputs(source, sink, s.run.workers)
+        store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
+        ready = stage.load(store, release or s.release, package, s.model.name, s.run, secrets)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
         if ready.overridden:
             log.warning("predict.settings_ignored", **ready.ignored_event())

@@ -400,7 +400,8 @@ class TuneSettings(_Section):
         None,
         gt=0,
         le=MAX_SECONDS * 30,
-        description="Seconds after which no new trial starts (the result then depends on speed)",
+        description="Seconds the whole search may take: then running trials are stopped and "
+        "the rest never start (the result then depends on speed)",
     )
     connect_timeout: float = Field(
         30.0, gt=0, le=MAX_SECONDS, description="Seconds to reach the Ray cluster at RAY_ADDRESS"
