@@ -64,9 +64,17 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_two_trials_at_a_time_give_the_same_search(
     reference: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
-    """Concurrency 1 and 2: identical trials tables (configurations, scores), winner and id."""
+    """Concurrency 1 and 2: identical trials tables (configurations, scores), winner and id.
+    The second search also has PIPELINE_TRAIN__WORKERS=2, which tune ignores and says so: it
+    was recorded (another tune id, `workers = 2` in the preset) though no trial used it."""
     root, first = reference
-    second = _tune(tmp_path, "--trials", "4", PIPELINE_TUNE__CONCURRENCY="2")
+    env = _env(tmp_path, PIPELINE_TUNE__CONCURRENCY="2", PIPELINE_TRAIN__WORKERS="2")
+    done = run_cli("tune", "--trials", "4", "--preset-out", str(tmp_path / "w.toml"), env=env,
+                   timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert event(done.stdout, "tune.workers_ignored")["workers"] == 2
+    assert "workers" not in (tmp_path / "w.toml").read_text()
+    second = event(done.stdout, "tune.summary")
     assert second["tune_id"] == first["tune_id"]
     assert _trials(tmp_path, second["tune_id"]) == _trials(root, first["tune_id"])
     assert second["winner"] == first["winner"] and second["score"] == first["score"]

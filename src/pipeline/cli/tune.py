@@ -55,8 +55,9 @@ def tune(
                 f"not load: name it {preset_out.with_suffix('.toml').name}"
             )
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
-        store = store_of(loaded.settings, writes=True, outputs=outputs, preset=loaded.preset)
-        result = stage.run(loaded.settings, store, log, resume=resume, preset_out=preset_out)
+        settings = _without_workers(loaded.settings, log)
+        store = store_of(settings, writes=True, outputs=outputs, preset=loaded.preset)
+        result = stage.run(settings, store, log, resume=resume, preset_out=preset_out)
         write_id(id_file, result.tune_id)
 
     # Validated as the setting is (at most 10,000), the option named where the value came from.
@@ -89,3 +90,18 @@ def show(
         )  # fmt: skip
 
     run("tune", body)
+
+
+def _without_workers(settings: Any, log: Any) -> Any:
+    """``settings`` without PIPELINE_TRAIN__WORKERS, said in a warning: each trial trains in one
+    process, so N was recorded in the result and the preset though no trial trained with it."""
+    if settings.train.workers is None:
+        return settings
+    log.warning(
+        "tune.workers_ignored", workers=settings.train.workers,
+        message="PIPELINE_TRAIN__WORKERS is ignored by tune: each trial trains in one process, "
+        "and neither the result nor --preset-out records it; set it when training the winner "
+        "(its weights then differ from the scored trial's)",
+    )  # fmt: skip
+    train = settings.train.model_copy(update={"workers": None})
+    return settings.model_copy(update={"train": train})
