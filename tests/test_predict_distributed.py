@@ -281,6 +281,28 @@ def test_refusals_are_one_line_and_write_nothing(
     assert sorted(p.name for p in chain["root"].iterdir()) == before
 
 
+def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(
+    chain: dict[str, Any],
+) -> None:
+    """notes.txt beside the data in an input folder was read as CSV and failed the run (exit
+    4, "lacks required column(s)"); README.md was skipped without a word. A folder now
+    contributes its .csv(.gz), .parquet/.pq and .jsonl/.ndjson files, and the others are named
+    in a `predict.files_skipped` warning."""
+    import shutil
+
+    root = chain["root"]
+    (root / "mixed").mkdir()
+    shutil.copy(root / "in" / "t0.csv", root / "mixed" / "t0.csv")
+    (root / "mixed" / "notes.txt").write_text("hello notes\n")
+    (root / "mixed" / "README.md").write_text("# inputs\n")
+    done = _predict(chain, "mixed", "--workers", "2", "-o", "mixed-out")
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned = event(done.stdout, "predict.files_skipped")
+    assert (warned["count"], warned["first"]) == (2, ["README.md", "notes.txt"])
+    manifest = json.loads((root / "mixed-out" / "manifest.json").read_text())
+    assert [f["input"] for f in manifest["files"]] == [str(Path("mixed") / "t0.csv")]
+
+
 def test_workers_from_the_environment_do_not_turn_a_file_output_into_a_folder(
     chain: dict[str, Any],
 ) -> None:

@@ -41,6 +41,9 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 # What a folder or a glob contributes: the files predict reads, by suffix.
 SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+# What a folder contributes: data files by their names. A .txt or .json there is more often a
+# note or a schema than rows (they are read when named, or matched by a glob).
+FOLDER_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".jsonl", ".ndjson")
 
 
 _GLOB = set("*?[")
@@ -67,6 +70,13 @@ def run(
         log.warning(
             "predict.subfolders_skipped", folder=str(source), count=len(skipped),
             first=skipped[:5], hint="pass a glob such as 'DIR/*/*.parquet' to read them",
+        )  # fmt: skip
+    others = _other_files(sources[0]) if len(sources) == 1 else []
+    if others:  # a README, notes, a schema: said, not read as rows
+        log.warning(
+            "predict.files_skipped", folder=str(source), count=len(others), first=others[:5],
+            hint=f"a folder's files ending in {', '.join(FOLDER_SUFFIXES)} are read; pass a "
+            "glob or the files' names to read others",
         )  # fmt: skip
     jobs = _jobs(files, workers)
     from pipeline.predict.readers import output_format
@@ -139,7 +149,7 @@ def inputs(source: Path) -> list[Path]:
             nested = " (sub-folders are not read: pass a glob such as 'DIR/*/*.parquet')"
             raise DataError(
                 f"input folder {source} holds no CSV, Parquet or JSON-lines file: expected files "
-                f"ending in {', '.join(SUFFIXES)}{nested if _subfolders(source) else ''}"
+                f"ending in {', '.join(FOLDER_SUFFIXES)}{nested if _subfolders(source) else ''}"
             )
         return sorted(found, key=lambda p: p.name)
     if not source.exists() and _GLOB & set(text):
@@ -171,7 +181,20 @@ def _subfolders(source: Path) -> list[str]:
 
 
 def _readable_name(name: str) -> bool:
-    return not name.startswith((".", "_")) and name.lower().endswith(SUFFIXES)
+    """Whether a folder contributes the file ``name`` (``FOLDER_SUFFIXES``, not hidden)."""
+    return not name.startswith((".", "_")) and name.lower().endswith(FOLDER_SUFFIXES)
+
+
+def _other_files(source: Path) -> list[str]:
+    """The names of ``source``'s files that a folder does not contribute (neither hidden nor
+    ``_``-prefixed markers), sorted: said in a warning."""
+    if not source.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in source.iterdir()
+        if p.is_file() and p.name[:1] not in "._" and not _readable_name(p.name)
+    )
 
 
 def _stem(path: Path) -> str:
