@@ -177,4 +177,4 @@ def test_cross_validation_with_a_one_row_class_names_the_fold_and_the_class(
     assert refused.exit_code == 4, refused.stderr
     line = refused.stderr.strip().splitlines()[-1]
     assert "of 3: its training rows hold no row of class 'maybe' (1 row)" in line
-    assert "merge or drop a class that rare" in line
+    assert "merge or drop a class that rare, or evaluate without --folds" in line

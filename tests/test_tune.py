@@ -186,6 +186,29 @@ def test_a_time_budget_that_runs_out_names_what_it_cut(tmp_path: Path) -> None:
     assert not (tmp_path / "store" / "tunes").exists()
 
 
+def test_a_class_missing_from_a_folds_training_rows_is_exit_4_before_ray(tmp_path: Path) -> None:
+    """One row of class 'maybe': every cross-validated trial failed on it after Ray started
+    (exit 6), advising fewer folds, which cannot help. Now exit 4 before any trial, naming the
+    fold, the class and what does help."""
+    import numpy as np
+    import pandas as pd
+
+    a = np.random.default_rng(0).normal(size=120)
+    data = tmp_path / "rare.csv"
+    pd.DataFrame({"a": a, "y": ["maybe", *np.where(a[1:] > 0, "yes", "no")]}).to_csv(
+        data, index=False
+    )
+    env = _env(tmp_path, PIPELINE_PRESET="", PIPELINE_DATA__SOURCE=str(data),
+               PIPELINE_DATA__TARGET="y", PIPELINE_DATA__DROP="[]",
+               PIPELINE_TUNE__SCORING="cv", PIPELINE_TUNE__FOLDS="2")  # fmt: skip
+    done = run_cli("tune", "--trials", "2", env=env)
+    assert done.returncode == 4, done.stderr[-2000:]
+    line = done.stderr.strip()
+    assert "of 2: its training rows hold no row of class 'maybe' (1 row)" in line, line
+    assert line.endswith("(PIPELINE_TUNE__SCORING=validation)"), line
+    assert "tune.cluster" not in {e["event"] for e in events(done.stdout)}  # Ray never started
+
+
 def test_a_failed_trial_is_recorded_and_tune_show_gives_its_error(tmp_path: Path) -> None:
     """Trial 0 (the configured settings) trains; trial 1's learning rate diverges. The search
     finishes with trial 0 as the winner, and `tune show` gives trial 1's error, which it used

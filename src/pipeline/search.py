@@ -181,7 +181,19 @@ def fit_and_score(
     return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
 
 
-def _every_class_in(frame: pd.DataFrame, schema: Schema, fit_rows: np.ndarray, fold: str) -> None:
+# What a class missing from a fold's training rows leaves to do: the folds are a permutation
+# of the rows, and fewer of them do not make a rare class land in each one's training rows.
+EVALUATE_REMEDY = "merge or drop a class that rare, or evaluate without --folds"
+TUNE_REMEDY = (
+    "merge or drop a class that rare, or score the trials on the validation split "
+    "(PIPELINE_TUNE__SCORING=validation)"
+)
+
+
+def _every_class_in(
+    frame: pd.DataFrame, schema: Schema, fit_rows: np.ndarray, fold: str,
+    remedy: str = EVALUATE_REMEDY,
+) -> None:  # fmt: skip
     """DataError when a class of the target has no row among a fold's training rows: the fold's
     model could not score it ("a class the model was not trained on", with no fold named)."""
     if schema.task == "regression":
@@ -196,9 +208,21 @@ def _every_class_in(frame: pd.DataFrame, schema: Schema, fit_rows: np.ndarray, f
         )
         raise DataError(
             f"{fold}: its training rows hold no row of class {shown}: a class needs rows in "
-            "every fold's training rows; merge or drop a class that rare (or, for a few rows, "
-            "use fewer folds)"
+            f"every fold's training rows; {remedy}"
         )
+
+
+def check_folds(payload: Payload) -> None:
+    """Before any trial runs: every fold of a cross-validated search holds every class in its
+    training rows (``_every_class_in``); each trial failed on it, after Ray had started and
+    every trial had run, as exit 6."""
+    if payload.folds is None:
+        return
+    every = np.sort(np.concatenate([payload.train, payload.val]))
+    val_fraction = payload.settings.train.val_fraction
+    for i, part in enumerate(split.folds(every, payload.folds, val_fraction, payload.seeds.split)):
+        fold = f"fold {i + 1} of {payload.folds}"
+        _every_class_in(payload.frame, payload.schema, part[0], fold, TUNE_REMEDY)
 
 
 def cross_validate(

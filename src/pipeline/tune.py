@@ -67,6 +67,7 @@ def run(
         schedule=None if len(schedule) == 1 else schedule, space=sorted(settings.tune.space),
     )  # fmt: skip
     payload = _payload(settings, data, metric, folds, configs)
+    search.check_folds(payload)
     try:
         results = _search(settings, payload, schedule, done, partial, log)
     except KeyboardInterrupt:
