@@ -158,6 +158,12 @@ def test_every_trial_failing_is_exit_6_with_the_first_error(tmp_path: Path) -> N
     assert done.stderr.startswith("error: all 2 trials failed; the first (trial 0)")
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "store" / "tunes").exists()
+    # Trial 0 is the settings: lowering the variable is the advice. Trial 1 drew its rate from
+    # the space, where that advice changed nothing: it says where the rate came from.
+    errors = {e["trial"]: e["error"] for e in events(done.stdout) if e["event"] == "tune.trial"}
+    assert errors[0].endswith("lower PIPELINE_TRAIN__LEARNING_RATE (the default is 0.001)")
+    assert "this trial drew train.learning_rate=" in errors[1]
+    assert errors[1].endswith("narrow that dimension of PIPELINE_TUNE__SPACE)")
 
 
 def test_a_time_budget_that_runs_out_names_what_it_cut(tmp_path: Path) -> None:

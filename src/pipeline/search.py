@@ -368,6 +368,21 @@ def trainable(config: dict[str, Any], payload: Payload) -> None:
     try:
         result = run_trial(payload, trial, None if folds is None else (folds[0], folds[1]))
     except PipelineError as exc:
+        error = exc.message if trial == 0 else _drawn(exc.message, payload.configs[trial])
         result = {"trial": trial, "status": "failed", "score": None, "metrics": {},
-                  "epochs": 0, "seconds": 0.0, "error": exc.message}  # fmt: skip
+                  "epochs": 0, "seconds": 0.0, "error": error}  # fmt: skip
     tune.report(result)
+
+
+def _drawn(message: str, config: dict[str, Any]) -> str:
+    """A drawn trial's error that advises a setting the trial took from the space: said so, as
+    changing that setting does not change the trial ("lower PIPELINE_TRAIN__LEARNING_RATE"
+    for a rate drawn from PIPELINE_TUNE__SPACE). Trial 0 is the settings themselves."""
+    for key, value in config.items():
+        variable = "PIPELINE_" + key.upper().replace(".", "__")
+        if variable in message:
+            return (
+                f"{message} (this trial drew {key}={value!r} from the search space, which "
+                f"{variable} does not change: narrow that dimension of PIPELINE_TUNE__SPACE)"
+            )
+    return message
