@@ -258,6 +258,12 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         (["nothing/*.csv", "--workers", "2", "-o", "o"], 4, "matches no file"),
         (["ref/", "--workers", "0", "-o", "o"], 2, "--workers"),
         (["in", "-o", "ref"], 3, "is a folder"),
+        (
+            ["in", "-o", "x.csv"],
+            4,
+            "not a file: pass the path of a CSV, Parquet or JSON-lines "
+            "file, or --workers N -o FOLDER to predict a folder's files",
+        ),
         (["in", "--workers", "2", "-o", "in"], 3, "is the input folder in"),
         (["in", "--workers", "2", "-o", "parts.xlsx"], 3, "is named .xlsx"),
         (["nested", "--workers", "2", "-o", "o"], 4, "sub-folders are not read"),

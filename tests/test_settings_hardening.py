@@ -585,3 +585,22 @@ def test_config_sources_that_would_be_silently_skipped_are_refused(tmp_path: Pat
     assert "line 1 (PIPELINE_ENV_FILE) sets PIPELINE_ENV_FILE, which only the environment" in said
     link.write_text("PIPELINE_SEED=5\n")
     assert loaded({}, link).settings.seed == 5  # an ordinary .env still reads
+
+
+@pytest.mark.parametrize(
+    ("environ", "says"),
+    [
+        ({"PIPELINE_TUNE__SPACE": "{bad"},
+         """e.g. '{"train.learning_rate": {"loguniform": [0.0003, 0.01]}}'"""),
+        ({"PIPELINE_TRAIN": "{bad"}, "e.g. the section's settings by name (PIPELINE_TRAIN="),
+        ({"PIPELINE_DATA__DROP": "[bad"}, """e.g. '["Id"]'"""),
+        ({"PIPELINE_TUNE__SPACE": '{"train.learning_rate": {"loguniform": [3e-4, "a"]}}'},
+         "loguniform needs [low, high], two numbers with low <= high"),
+    ],
+)  # fmt: skip
+def test_broken_json_and_space_bounds_get_an_example_of_their_own(
+    environ: dict[str, str], says: str
+) -> None:
+    """Broken JSON in PIPELINE_TUNE__SPACE or a section suggested '["Id"]' (the drop list's
+    shape); a bound that is text said only "low <= high"."""
+    assert says in refused(environ, Path(os.devnull))

@@ -484,3 +484,19 @@ def test_a_lost_or_garbled_latest_build_pointer_is_named_as_such(cli: Any, store
         assert f"refs/latest-build {said}, and builds/ holds 1 build(s): name the build" in line
         assert "Traceback" not in refused.output and not (store / "packages").exists()
     assert cli("package", build[:8], env=env).exit_code == 0
+
+
+def test_a_file_missing_from_a_build_is_named_missing(cli: Any, store: Path) -> None:
+    """A build's file deleted by hand was reported as "does not match its manifest digest"
+    (its bytes read as empty); it is named missing now, exit 7, nothing packaged."""
+    trained = cli("train", env={"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "1"})
+    assert trained.exit_code == 0, trained.output
+    build = (store / "refs" / "latest-build").read_text().strip()
+    (store / "builds" / build / "history.json").unlink()
+    result = cli("package", build[:8], env={"PIPELINE_PRESET": "titanic"})
+    assert result.exit_code == 7, result.output
+    assert result.stderr.strip() == (
+        f"error: file history.json of build {build} is missing, though its manifest lists it: "
+        "the build is damaged; retrain it"
+    )
+    assert not (store / "packages").exists()

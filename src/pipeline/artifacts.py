@@ -271,7 +271,10 @@ def read_verified(store: Store, folder: str, id_: str, noun: str, remedy: str) -
         try:
             data = store.read_bytes(f"{prefix}/{name}")
         except KeyError:
-            data = b""
+            raise IntegrityError(
+                f"file {name} of {what} is missing, though its manifest lists it: the {noun} "
+                f"is damaged; {remedy}"
+            ) from None
         if hashlib.sha256(data).hexdigest() != meta["sha256"]:
             raise IntegrityError(
                 f"file {name} of {what} does not match its manifest digest: the {noun} was "

@@ -191,6 +191,7 @@ def iter_chunks(
     if not path.is_file():
         raise DataError(
             f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"
+            + (", or --workers N -o FOLDER to predict a folder's files" if path.is_dir() else "")
         )
     # The id column may also be one the model reads: read once, used twice.
     wanted = list(dict.fromkeys([*predictor.required, *([run.id_column] if run.id_column else [])]))

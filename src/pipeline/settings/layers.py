@@ -312,10 +312,23 @@ def _json_error(var: str, value: str, name: Callable[[str], str]) -> ConfigError
         detail = f" ({exc})"
     # The text is not echoed: a broken object may hold a credential anywhere (a serve token, a
     # Kaggle key pasted into the wrong section), and the position above locates the mistake.
+    example = _JSON_EXAMPLES.get(var.upper(), """'["Id"]' or '{"col": "categorical"}'""")
+    if var.upper().count("__") == 0 and var.upper() not in _JSON_EXAMPLES:  # a whole section
+        example = """the section's settings by name (PIPELINE_TRAIN='{"max_epochs": 5}')"""
     return ConfigError(
-        f"invalid JSON in {name(var)}: expected JSON for a list or mapping{detail}, e.g. "
-        f'\'["Id"]\' or \'{{"col": "categorical"}}\''
+        f"invalid JSON in {name(var)}: expected JSON for a list or mapping{detail}, e.g. {example}"
     )
+
+
+# What the JSON of a variable looks like, for the error of a broken one.
+_JSON_EXAMPLES = {
+    "PIPELINE_TUNE__SPACE": """'{"train.learning_rate": {"loguniform": [0.0003, 0.01]}}'""",
+    "PIPELINE_DATA__COLUMN_KINDS": """'{"MSSubClass": "categorical"}'""",
+    "PIPELINE_DATA__DROP": """'["Id"]'""",
+    "PIPELINE_DATA__MISSING_VALUES": """'["NA", "?"]'""",
+    "PIPELINE_MODEL__HIDDEN": "'[256, 128]'",
+    "PIPELINE_RUN__REQUIRED_SECRETS": """'["AWS_SECRET_ACCESS_KEY"]'""",
+}
 
 
 def _collect_secrets(values: Mapping[str, Any], prefix: SettingPath, into: list[str]) -> None:

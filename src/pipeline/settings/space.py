@@ -182,7 +182,7 @@ def _dimension(key: str, dim: Any) -> tuple[str, Any]:
     if not numbers or spec[0] > spec[1]:
         raise PydanticCustomError(
             "bad_space_bounds",
-            f"key '{key}': {kind} needs [low, high] with low <= high"
+            f"key '{key}': {kind} needs [low, high], two numbers with low <= high"
             f"{' (integers)' if kind == 'int' else ''}, got {_short(spec)}",
         )
     if kind == "loguniform" and spec[0] <= 0:
