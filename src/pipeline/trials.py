@@ -50,8 +50,9 @@ def run(
     # A bar on a terminal only; it goes to stderr (stdout is the event stream) and is cleared.
     bar = tqdm(total=len(trials), desc="tune", unit="trial", file=sys.stderr,
                disable=not sys.stderr.isatty(), leave=False)  # fmt: skip
-    # With halving, each run is one trial on some folds: its event says which.
-    folds = {} if span is None or settings.tune.scheduler == "none" else {"folds": list(span)}
+    # With halving, each run is one trial on some folds: its event names them by number from 0
+    # ([1, 2]: folds 1 and 2; it gave the span, [1, 3], which read as folds 1 and 3).
+    folds = {} if span is None or settings.tune.scheduler == "none" else {"folds": [*range(*span)]}
 
     def finished(result: dict[str, Any]) -> None:
         results[int(result["trial"])] = result
