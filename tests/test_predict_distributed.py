@@ -330,6 +330,20 @@ def test_workers_from_the_environment_do_not_turn_a_file_output_into_a_folder(
     assert sorted(p.name for p in chain["root"].iterdir()) == before
 
 
+def test_a_pipe_given_to_workers_is_named_a_pipe(chain: dict[str, Any]) -> None:
+    """`predict <(cat f.csv) --workers 2`: each worker opened the shell's /dev/fd/63 of its
+    own and the run said the input "does not exist". A pipe (here a FIFO) is named as one."""
+    fifo = chain["root"] / "rows.fifo"
+    os.mkfifo(fifo)
+    try:
+        done = _predict(chain, str(fifo), "--workers", "2", "-o", "from-a-pipe")
+    finally:
+        fifo.unlink()
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert f"input {fifo} is a pipe or a device, not a file" in done.stderr
+    assert not (chain["root"] / "from-a-pipe").exists()
+
+
 def test_single_process_predict_does_not_import_ray(chain: dict[str, Any]) -> None:
     """Without --workers, predict runs as before and never imports Ray."""
     code = (

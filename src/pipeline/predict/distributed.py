@@ -143,6 +143,11 @@ def inputs(source: Path) -> list[Path]:
             "input - (stdin) is not read: --workers reads files, a folder or a glob; save the "
             "rows to a file and pass its path"
         )
+    if source.exists() and not source.is_file() and not source.is_dir():
+        raise DataError(  # `<(cat f.csv)`: each worker opened /dev/fd/63 of its own, "missing"
+            f"input {source} is a pipe or a device, not a file: --workers reads files every "
+            "worker can open; save the rows to a file and pass its path"
+        )
     if source.is_dir():
         found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
         if not found:
