@@ -217,9 +217,10 @@ def resolve_in(
     prefix (>= 4 hex digits) or ``latest``/None (the reference ``latest``); NotFoundError
     naming the ``noun`` and the ``command`` that makes one otherwise."""
     if ref in (None, "", "latest"):
-        found, ids = store.read_ref(latest), store.list(folder)
-        if found is not None and found in ids:
-            return found
+        found = store.read_ref(latest)
+        if found is not None and store.exists(f"{folder}/{found}"):
+            return found  # one existence check, not a listing of every build
+        ids = store.list(folder)
         if found is None and not ids:
             raise NotFoundError(
                 f"no {noun} in store {store.uri}: run `{command}` first or set PIPELINE_STORE"
