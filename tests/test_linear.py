@@ -29,31 +29,69 @@ def _table(n: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return x, c, y
 
 
-def test_ridge_path_solves_the_normal_equations_and_its_loo_is_exact() -> None:
-    """Each penalty's coefficients solve (X'X + n l2 P) theta = X'y with the intercept
-    unpenalised, and the closed-form leave-one-out error equals n refits without one row (each
-    with the same total penalty n l2, as scikit-learn's RidgeCV defines it)."""
+def _solve(d: np.ndarray, y: np.ndarray, w: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+    """Weighted ridge by its normal equations: (D'WD + P) theta = D'Wy."""
+    a = d * w[:, None]
+    return np.linalg.lstsq(d.T @ a + penalty, a.T @ y, rcond=None)[0]
+
+
+def test_ridge_path_solves_the_weighted_normal_equations_and_its_loo_is_exact() -> None:
+    """Each penalty's coefficients solve (X'WX + sum(w) l2 P) theta = X'Wy with the intercept
+    unpenalised, W Huber's weights from the plain ridge's leave-one-out residuals at its best
+    penalty; and the closed-form leave-one-out error equals n refits without one row (each with
+    the same weights and total penalty, as scikit-learn's RidgeCV defines it), weighted."""
     x, c, y = _table(40)
+    y[[3, 17]] += np.array([6.0, -5.0])  # two rows the others cannot explain
     models, loo = linear.path(x, c, y, CARDS)
     assert len(models) == len(loo) == len(linear.L2_PATH)
     d = np.hstack([np.ones((len(y), 1)), linear.design(x, c, CARDS)])
+    n, every = len(y), np.arange(len(y))
+
+    def penalty(l2: float, total: float) -> np.ndarray:
+        p = np.eye(d.shape[1]) * l2 * total
+        p[0, 0] = 0.0
+        return p
+
+    def loo_residuals(w: np.ndarray, l2: float) -> np.ndarray:
+        out = []
+        for i in range(n):
+            keep = every != i
+            theta = _solve(d[keep], y[keep], w[keep], penalty(l2, w.sum()))
+            out.append(y[i] - d[i] @ theta)
+        return np.array(out)
+
+    plain = [np.mean(loo_residuals(np.ones(n), l2) ** 2) for l2 in linear.L2_PATH]
+    best = linear.L2_PATH[int(np.argmin(plain))]
+    r = loo_residuals(np.ones(n), best)
+    scale = 1.4826 * np.median(np.abs(r - np.median(r)))
+    w = np.minimum(1.0, linear.HUBER / (np.abs(r) / scale))
+    assert w[3] < 0.5 and w[17] < 0.5 and np.sum(w < 1.0) <= 6  # the two rows, and few others
     for at in (2, 6):
         l2 = linear.L2_PATH[at]
-        penalty = np.eye(d.shape[1]) * l2 * len(y)
-        penalty[0, 0] = 0.0
-
-        def solve(rows: np.ndarray, penalty: np.ndarray = penalty) -> np.ndarray:
-            a = d[rows]
-            return np.linalg.lstsq(a.T @ a + penalty, a.T @ y[rows], rcond=None)[0]
-
         got = models[at](x, c, CARDS)[:, 0]
         # To the grid the coefficients are rounded to: 2^-24 of the largest (linear._on_grid).
-        np.testing.assert_allclose(got, d @ solve(np.arange(len(y))), rtol=1e-6, atol=1e-6)
-        errors = []
-        for i in range(len(y)):
-            theta = solve(np.flatnonzero(np.arange(len(y)) != i))
-            errors.append((d[i] @ theta - y[i]) ** 2)
-        assert loo[at] == pytest.approx(np.mean(errors), rel=1e-8)
+        want = d @ _solve(d, y, w, penalty(l2, w.sum()))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        assert loo[at] == pytest.approx(np.sum(w * loo_residuals(w, l2) ** 2) / w.sum(), rel=1e-8)
+
+
+def test_rows_the_others_cannot_explain_barely_move_the_ridge() -> None:
+    """Huber's weights: a few grossly wrong targets among the training rows (a partial sale
+    priced as a house) move the ridge's predictions on clean rows far less than they move a
+    plain least-squares ridge; on clean rows the weights leave most rows whole."""
+    x, c, y = _table(200, seed=3)
+    clean = linear.path(x, c, y, CARDS)[0][6](x, c, CARDS)[:, 0]
+    bad = y.copy()
+    bad[:4] += 8.0
+    robust = linear.path(x, c, bad, CARDS)[0][6](x, c, CARDS)[:, 0]
+    d = np.hstack([np.ones((len(y), 1)), linear.design(x, c, CARDS)])
+    p = np.eye(d.shape[1]) * linear.L2_PATH[6] * len(y)
+    p[0, 0] = 0.0
+    plain = d @ _solve(d, bad, np.ones(len(y)), p)
+    moved, moved_plain = np.abs(robust - clean)[4:].mean(), np.abs(plain - clean)[4:].mean()
+    assert moved < moved_plain / 4, (moved, moved_plain)
+    r = y - clean
+    assert np.mean(linear.huber_weights(r) == 1.0) > 0.9
 
 
 def test_the_blend_must_earn_its_place() -> None:
