@@ -241,3 +241,27 @@ def test_an_ambiguous_id_prefix_lists_the_ids_it_matches(tmp_path: Path) -> None
     assert "ambiguous (2 builds: abcd11111111, abcd22222222)" in caught.value.message
     found = resolve_in(store, "builds", "ffff", "latest-build", "build", "pipeline train")
     assert found == "ffff" + "3" * 60
+
+
+def test_resume_without_an_interrupted_search_is_refused_naming_the_others(
+    cli: Any, store: Path
+) -> None:
+    """`tune --resume` that finds no interrupted run of this search is exit 8 before Ray
+    starts, as `train --resume` without a checkpoint is (it logged a warning and started the
+    whole search over, leaving the interrupted one's results behind); an interrupted search
+    with other settings (here, other --trials) is counted in the message."""
+    from tests.conftest import one_error_line
+
+    env = {"PIPELINE_TRAIN__MAX_EPOCHS": "2"}
+    first = cli("tune", "--trials", "2", "--resume", env=env)
+    assert first.exit_code == 8
+    line = one_error_line(first)
+    assert "no interrupted search with these data, settings, seed and --trials" in line
+    assert "run `pipeline tune` without --resume" in line and "other interrupted" not in line
+    other = store / "tune-partial" / ("0" * 32)
+    other.mkdir(parents=True)
+    (other / "00000-00.json").write_text('{"trial": 0, "status": "ok"}')
+    again = cli("tune", "--trials", "3", "--resume", env=env)
+    assert again.exit_code == 8
+    assert "(1 other interrupted search(es) in tune-partial/" in one_error_line(again)
+    assert not (store / "tunes").exists()

@@ -9,6 +9,7 @@ Ray Tune is only the engine: a grid over trial numbers, a retry for a worker tha
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import search
+from pipeline.errors import NotFoundError
 from pipeline.settings import Settings
+from pipeline.store import Store, canonical_json
 
 RESULT_KEYS = ("trial", "status", "score", "metrics", "epochs", "seconds", "error")
 
@@ -183,3 +186,58 @@ def one_line(error: BaseException) -> str:
     cause = getattr(error, "cause", None) or error
     text = " ".join(f"{type(cause).__name__}: {cause}".split())
     return (text[:300] + "…") if len(text) > 300 else text
+
+
+class Partial:
+    """Finished runs of an unfinished search (a trial's folds, or the trial), one file each,
+    keyed by the search's inputs."""
+
+    def __init__(self, store: Store, inputs: dict[str, Any]) -> None:
+        self.store = store
+        self.prefix = "tune-partial/" + hashlib.sha256(canonical_json(inputs)).hexdigest()[:32]
+
+    def load(self, log: Any) -> dict[int, dict[str, Any]]:
+        """What an interrupted run of this very search finished, by trial, its folds merged
+        (failed runs run again); NotFoundError when none was interrupted (as `train --resume`
+        without a checkpoint: starting over is the user's call, not a warning's)."""
+        if not self.store.exists(self.prefix):
+            others = [n for n in self.store.list("tune-partial") if n not in self.prefix]
+            raise NotFoundError(
+                f"no interrupted search with these data, settings, seed and --trials in store "
+                f"{self.store.uri} to resume"
+                + (f" ({len(others)} other interrupted search(es) in tune-partial/: resume one "
+                   "with the settings, seed and --trials it was started with)" if others else "")
+                + "; run `pipeline tune` without --resume"
+            )  # fmt: skip
+        done: dict[int, dict[str, Any]] = {}
+        for name in sorted(self.store.list(self.prefix)):
+            result = self.store.read_json(f"{self.prefix}/{name}")
+            if isinstance(result, dict) and result.get("status") == "ok":
+                merge(done, result)
+        if not done:
+            log.warning("tune.resume", message="no finished trial of this search to resume")
+        return done
+
+    def clear(self) -> dict[int, dict[str, Any]]:
+        self.discard()
+        return {}
+
+    def record(self, result: dict[str, Any]) -> None:
+        first = min((int(f) for f in result.get("per_fold", {})), default=0)
+        self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}-{first:02d}.json", result)
+
+    def discard(self) -> None:
+        self.store.delete_all(self.prefix)
+
+
+def merge(state: dict[int, dict[str, Any]], result: dict[str, Any]) -> None:
+    """A run's result into its trial's: folds added (cv), or the result itself."""
+    trial = int(result["trial"])
+    if "per_fold" not in result or trial not in state:
+        state[trial] = dict(result)
+        return
+    known = state[trial]
+    known["per_fold"] = {**known["per_fold"], **result["per_fold"]}
+    known["seconds"] = round(known["seconds"] + result["seconds"], 3)
+    metrics, epochs = search.fold_summary(known["per_fold"])
+    known.update(metrics=metrics, epochs=epochs)

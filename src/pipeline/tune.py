@@ -59,7 +59,7 @@ def run(
     schedule = _schedule(settings, folds)
     configs = search.trial_configs(settings, n)
     inputs = _inputs(settings, data, metric, folds, configs) | {"schedule": schedule}
-    partial = _Partial(store, inputs)
+    partial = trials.Partial(store, inputs)
     done = partial.load(log) if resume else partial.clear()
     log.info(
         "tune.start", trials=n, resumed=len(done), metric=metric,
@@ -174,57 +174,12 @@ def _payload(
     )
 
 
-class _Partial:
-    """Finished runs of an unfinished search (a trial's folds, or the trial), one file each,
-    keyed by the search's inputs."""
-
-    def __init__(self, store: Store, inputs: dict[str, Any]) -> None:
-        self.store = store
-        self.prefix = "tune-partial/" + hashlib.sha256(canonical_json(inputs)).hexdigest()[:32]
-
-    def load(self, log: Any) -> dict[int, dict[str, Any]]:
-        """What an interrupted run of this very search finished, by trial, its folds merged
-        (failed runs run again)."""
-        done: dict[int, dict[str, Any]] = {}
-        for name in sorted(self.store.list(self.prefix)):
-            result = self.store.read_json(f"{self.prefix}/{name}")
-            if isinstance(result, dict) and result.get("status") == "ok":
-                _merge(done, result)
-        if not done:
-            log.warning("tune.resume", message="no finished trial of this search to resume")
-        return done
-
-    def clear(self) -> dict[int, dict[str, Any]]:
-        self.discard()
-        return {}
-
-    def record(self, result: dict[str, Any]) -> None:
-        first = min((int(f) for f in result.get("per_fold", {})), default=0)
-        self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}-{first:02d}.json", result)
-
-    def discard(self) -> None:
-        self.store.delete_all(self.prefix)
-
-
-def _merge(state: dict[int, dict[str, Any]], result: dict[str, Any]) -> None:
-    """A run's result into its trial's: folds added (cv), or the result itself."""
-    trial = int(result["trial"])
-    if "per_fold" not in result or trial not in state:
-        state[trial] = dict(result)
-        return
-    known = state[trial]
-    known["per_fold"] = {**known["per_fold"], **result["per_fold"]}
-    known["seconds"] = round(known["seconds"] + result["seconds"], 3)
-    metrics, epochs = search.fold_summary(known["per_fold"])
-    known.update(metrics=metrics, epochs=epochs)
-
-
 def _search(
     settings: Settings,
     payload: search.Payload,
     schedule: list[int | None],
     done: dict[int, dict[str, Any]],
-    partial: _Partial,
+    partial: trials.Partial,
     log: Any,
 ) -> dict[int, dict[str, Any]]:
     """Every trial's result: the runs of each rung on one Ray session, and between rungs
@@ -279,7 +234,7 @@ def _search(
                     partial.record, log, left,
                 ).values():  # fmt: skip
                     if result["status"] == "ok":
-                        _merge(state, result)
+                        trials.merge(state, result)
                     else:
                         failed[int(result["trial"])] = result
             alive = [trial for trial in alive if trial not in failed]
