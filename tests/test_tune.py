@@ -428,8 +428,11 @@ def test_a_killed_worker_is_retried_or_recorded_failed_and_the_search_finishes(
         if t["status"] == "ok":
             ref = reference[t["trial"]]
             assert (t["score"], t["config"]) == (ref["score"], ref["config"])
-    if not failed:
+    retried = [e for e in events(out) if e["event"] == "tune.trial_retried"]
+    if not failed:  # killed while it ran: retried, and said so (it was silent)
         assert summary["tune_id"] == uninterrupted["tune_id"]
+        assert len(retried) == 1 and retried[0]["level"] == "warning", retried
+        assert retried[0]["failures"] == 1 and retried[0]["of"] == 2 and retried[0]["error"]
 
 
 def _kill_a_trial_worker(driver: int) -> bool:

@@ -24,6 +24,8 @@ from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
 
 RESULT_KEYS = ("trial", "status", "score", "metrics", "epochs", "seconds", "error")
+# A trial whose worker dies while it runs is run again, at most this many times.
+MAX_FAILURES = 2
 
 
 def run(
@@ -81,6 +83,14 @@ def run(
             self, iteration: int, trials: list[Any], trial: Any, result: dict[Any, Any], **_: Any
         ) -> None:
             finished({k: result[k] for k in (*RESULT_KEYS, "per_fold") if k in result})
+
+        def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
+            # Its worker died while it ran (killed, out of memory): Ray runs it again.
+            log.warning(
+                "tune.trial_retried", trial=int(trial.config["trial"]), **folds,
+                failures=int(getattr(trial, "num_failures", 1)), of=MAX_FAILURES,
+                error=_trial_error(trial),
+            )  # fmt: skip
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
             # Its retries spent (a worker that died twice): recorded failed, the search goes on.
@@ -154,7 +164,7 @@ def _tuner(payload: search.Payload, trials: list[int], span: tuple[int, int] | N
             storage_path=str(storage),
             verbose=0,
             callbacks=[recorder],
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         ),
     )
 
