@@ -21,6 +21,8 @@ import pytest
 from tests.conftest import event, events
 from tests.conftest import run_fresh as run_cli
 
+from pipeline import trials as trials_
+
 pytestmark = pytest.mark.ray
 
 # A quick search on the built-in Titanic: few epochs, four trials.
@@ -432,7 +434,8 @@ def test_a_killed_worker_is_retried_or_recorded_failed_and_the_search_finishes(
     if not failed:  # killed while it ran: retried, and said so (it was silent)
         assert summary["tune_id"] == uninterrupted["tune_id"]
         assert len(retried) == 1 and retried[0]["level"] == "warning", retried
-        assert retried[0]["failures"] == 1 and retried[0]["of"] == 2 and retried[0]["error"]
+        assert retried[0]["failures"] == 1 and retried[0]["of"] == 2
+        assert retried[0]["error"] not in ("", trials_.WORKER_FAILED), retried  # Ray's own
 
 
 def _kill_a_trial_worker(driver: int) -> bool:

@@ -179,9 +179,17 @@ def _trial_error(trial: Any) -> str:
     """A failed trial's error as one line (Ray keeps it in the trial's storage)."""
     try:
         error = trial.get_pickled_error() or trial.get_error()
+        local = Path(str(getattr(trial, "error_file", "") or ""))
+        if error is None and local.is_file():  # a retry's: written here, not yet in storage
+            last = local.read_text(errors="replace").rsplit("Failure #", 1)[-1]
+            text = " ".join(last.split("\n", 1)[-1].split())  # after "N (occurred at ...)"
+            return (text[:300] + "…") if len(text) > 300 else text or WORKER_FAILED
     except Exception:  # the message is all we want here; without it the trial still failed
         error = None
-    return one_line(error) if error is not None else "the trial's worker failed"
+    return one_line(error) if error is not None else WORKER_FAILED
+
+
+WORKER_FAILED = "the trial's worker failed"
 
 
 @contextlib.contextmanager
