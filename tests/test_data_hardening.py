@@ -507,3 +507,38 @@ def test_a_column_declared_boolean_that_is_not_is_refused_at_training(
     assert refused.exit_code == 4, refused.stderr
     assert "column 'b' in" in refused.stderr and "has 2 at data row 1: expected true or false" \
         in refused.stderr  # fmt: skip
+
+
+# -- declared text in CSV --------------------------------------------------------------------
+
+
+def test_declared_categorical_codes_keep_their_text_in_training_and_prediction(
+    tmp_path: Path, cli: Any, store: Path
+) -> None:
+    """Zip codes declared categorical were read as numbers for training (``00501`` became the
+    category ``501``) and as text by `pipeline predict`, so the training file's own rows
+    predicted as unknown categories; codes ``1.1`` and ``1.10`` were one category. Both readers
+    now keep the file's text, and a declared multiclass target keeps its classes apart."""
+    codes = ["00501", "02134", "10001", "1.1", "1.10"]
+    rows = [f"{k / 100:.2f},{codes[k % 5]},{k % 5 + k / 1000:.3f}" for k in range(200)]
+    path = _csv(tmp_path, "a,z,y", rows)
+    frame, found = _train_frame(path, column_kinds={"z": "categorical"})
+    assert _kinds(found) == {"a": "numeric", "z": "categorical"}
+    assert sorted(set(frame["z"])) == sorted(codes)
+    (tmp_path / "labels").mkdir()
+    labels = _csv(tmp_path / "labels", "a,y", [f"{k},{codes[k % 5]}" for k in range(200)])
+    frame, found = _train_frame(labels, task="multiclass")
+    assert sorted(set(frame["y"])) == sorted(codes)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_DATA__COLUMN_KINDS": '{"z": "categorical"}',
+           "PIPELINE_MODEL__NAME": "zips", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    assert cli("train", env=env).exit_code == 0
+    built = next((store / "builds").iterdir()) / "preprocessing.json"
+    vocab = json.loads(built.read_text())["categorical"][0]["vocab"]
+    assert sorted(vocab) == sorted(codes)
+    assert cli("package", env=env).exit_code == 0
+    out = tmp_path / "out.csv"
+    archive = store / "packages" / "zips" / "0.1.0.tar.gz"
+    done = cli("predict", str(path), "--package", str(archive), "-o", str(out), env=env)
+    assert done.exit_code == 0, done.stderr
+    assert events(done.stdout)[-1]["unknown_categories"] == {}

@@ -247,7 +247,8 @@ def parse_error(
 def _read_csv(
     path: Path, data: DataSettings, shown: str, columns: list[str] | None = None
 ) -> pa.Table:
-    """The CSV file as a table; columns pyarrow read as dates or times are read again as text.
+    """The CSV file as a table; columns declared categorical (``declared_text``) are read as
+    text, and columns pyarrow read as dates or times are read again as text.
 
     A date is kept as the file spells it (``01/15/2003`` and ``2003-01-15`` alike): schema
     inference judges both by one rule, and a column declared categorical then holds the text
@@ -259,6 +260,8 @@ def _read_csv(
     options = csv_options(data.delimiter, data.missing_values)
     if columns is not None:
         options["convert_options"].include_columns = columns
+    text = {name: pa.string() for name in declared_text(data)}
+    options["convert_options"].column_types = text
     try:
         table = pacsv.read_csv(path, **options)
         dropped = set(data.drop)
@@ -266,11 +269,21 @@ def _read_csv(
             f.name for f in table.schema if pa.types.is_temporal(f.type) and f.name not in dropped
         ]
         if dates:
-            options["convert_options"].column_types = {name: pa.string() for name in dates}
+            text |= {name: pa.string() for name in dates}
+            options["convert_options"].column_types = text
             table = pacsv.read_csv(path, **options)
         return table
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
+
+
+def declared_text(data: DataSettings) -> list[str]:
+    """The columns a CSV file's text is kept for, as `pipeline predict` reads them: those
+    declared categorical, and the target of a declared classification task. Inferred as
+    numbers, ``00501`` was the category ``501`` (predict's ``00501`` then unknown) and ``1.10``
+    the class ``1.1``."""
+    text = [name for name, kind in data.column_kinds.items() if kind == "categorical"]
+    return text + ([data.target] if data.task in ("binary", "multiclass") else [])
 
 
 def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> pa.Table:
