@@ -347,3 +347,22 @@ def test_order_statistics_give_positive_zeros_whatever_signed_zero_is_in_place()
         median, quartiles, clip = order_statistics(np.array(values), 0.05)
         for v in (median, *quartiles, *(clip or ())):
             assert v != 0.0 or math.copysign(1.0, v) == 1.0, (values, v)
+
+
+@pytest.mark.parametrize("unit", [1e-13, 1.0, 1e13])
+def test_standardisation_does_not_depend_on_the_unit(unit: float) -> None:
+    """A target, and a feature under standard scaling, in units of 1e-13 are standardised as
+    in units of 1: the spread that counts as none is relative to the values (an absolute floor
+    of 1e-12 took them for constants: std 1, and the model predicted the mean)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=50)
+    train = pd.DataFrame({"x": x * unit, "colour": ["a"] * 50, "ok": [True] * 50,
+                          "y": (3 * x + rng.normal(size=50)) * unit})  # fmt: skip
+    cfg = FeatureSettings(min_frequency=1, log_skewed=False, scaling="standard")
+    pre = features.fit(train, SCHEMA, cfg, "t")
+    assert pre.target.std == pytest.approx(float(np.std(train["y"])), rel=1e-9)
+    assert pre.numeric[0].scale == pytest.approx(float(np.std(train["x"])), rel=1e-9)
+    enc = pre.transform(train, "t", with_target=True)
+    assert float(np.std(enc.target)) == pytest.approx(1.0, rel=1e-5)
+    constant = train.assign(y=np.full(50, 7.0 * unit))
+    assert features.fit(constant, SCHEMA, cfg, "t").target.std == 1.0  # a constant stays one

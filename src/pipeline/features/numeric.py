@@ -309,15 +309,18 @@ def _robust_scale(
 def _mean_std(x: np.ndarray) -> tuple[float, float]:
     """Mean and standard deviation that cannot overflow (values up to 1e308 are legal input).
 
-    Both are computed on ``x / max|x|`` and scaled back; a zero spread becomes 1 so that a
-    constant column standardises to 0 instead of dividing by zero.
+    Both are computed on ``x / max|x|`` and scaled back; a spread under 1e-12 of the largest
+    value (a constant, up to rounding) becomes 1 so that a constant column standardises to 0
+    instead of dividing by zero. The test is relative, as the robust scale's is: an absolute
+    floor of 1e-12 took a target in units of 1e-13 (or a feature so scaled) for a constant,
+    and the model predicted its mean.
     """
     scale = float(np.max(np.abs(x))) if len(x) else 0.0
     if scale == 0.0 or not math.isfinite(scale):
         return 0.0, 1.0
     u = x / scale
     mean, std = float(np.mean(u)) * scale, float(np.std(u)) * scale
-    return mean, (std if std > 1e-12 * max(1.0, abs(mean)) and math.isfinite(std) else 1.0)
+    return mean, (std if std > 1e-12 * scale and math.isfinite(std) else 1.0)
 
 
 def _skew(x: np.ndarray) -> float:
