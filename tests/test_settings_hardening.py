@@ -81,6 +81,19 @@ def test_absurd_values_are_refused_when_settings_load(
     assert said in message
 
 
+def test_the_weights_bound_counts_every_member(no_env: Path) -> None:
+    """64 members of [8192, 8192] passed (the bound was per member) and training died in a 17
+    GB allocation's traceback; one member of it still loads."""
+    big = {"PIPELINE_MODEL__HIDDEN": "[8192,8192]", "PIPELINE_MODEL__MEMBERS": "64"}
+    message = refused(big, no_env)
+    assert "env var PIPELINE_MODEL__HIDDEN" in message
+    assert "env var PIPELINE_MODEL__MEMBERS" in message
+    assert "in each of 64 member(s); 64.0 GiB to train" in message and "fewer members" in message
+    assert refused(big | {"PIPELINE_MODEL__MEMBERS": "2"}, no_env)
+    one = load(environ=big | {"PIPELINE_MODEL__MEMBERS": "1"}, env_file=no_env).settings
+    assert one.model.members == 1 and one.model.hidden == [8192, 8192]
+
+
 def test_absurd_width_fails_before_any_data_is_read(cli: Any, store: Path, tmp_path: Path) -> None:
     """`train` with hidden=[0] exits 3 with one line, before fetching data or writing the store."""
     env = {"PIPELINE_DATA__SOURCE": str(tiny_csv(tmp_path)), "PIPELINE_DATA__TARGET": "y"}

@@ -281,18 +281,23 @@ class ModelSettings(_Section):
             raise PydanticCustomError("model_version", MODEL_VERSION_RULE)
         return version
 
-    @field_validator("hidden")
-    @classmethod
-    def _fits_in_memory(cls, hidden: list[int]) -> list[int]:
-        weights = sum(a * b for a, b in itertools.pairwise(hidden))
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> Self:
+        """Every member holds the hidden layers' weights: the ensemble's total is bounded (the
+        bound was per member, so 64 members of [8192, 8192] passed and trained into a 17 GB
+        allocation's traceback)."""
+        each = sum(a * b for a, b in itertools.pairwise(self.hidden))
+        weights = each * self.members
         if weights > MAX_HIDDEN_WEIGHTS:
             # A weight trains with its gradient and AdamW's two moments: 16 bytes in float32.
             raise PydanticCustomError(
                 "too_many_weights",
-                f"{weights:,} weights between hidden layers ({weights * 16 / 2**30:.1f} GiB to "
-                f"train): at most {MAX_HIDDEN_WEIGHTS:,}; use narrower or fewer layers",
+                f"{weights:,} weights between hidden layers ({each:,} in each of {self.members} "
+                f"member(s); {weights * 16 / 2**30:.1f} GiB to train): at most "
+                f"{MAX_HIDDEN_WEIGHTS:,}; use narrower or fewer layers, or fewer members",
+                {"fields": ("hidden", "members")},
             )
-        return hidden
+        return self
 
 
 class TrainSettings(_Section):
