@@ -219,6 +219,25 @@ def test_an_id_file_in_a_missing_folder_is_refused_before_training(
     assert not store.exists() and not (tmp_path / "missing").exists()
 
 
+def test_a_failed_run_leaves_no_stale_id_file(cli: Any, store: Path, tmp_path: Path) -> None:
+    """`train --id-file build.id` that fails (here on data without its target) removes the
+    previous run's id, as `docker build --iidfile` does: a script's next step
+    (`pipeline package $(cat build.id)`) took the stale id for this run's. A refused option
+    leaves the file as it was."""
+    data = tmp_path / "no-target.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    id_file = tmp_path / "build.id"
+    id_file.write_text("0" * 64 + "\n")
+    env = FAST | {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y"}
+    result = cli("train", "--id-file", str(id_file), env=env)
+    assert result.exit_code == 4, result.output
+    assert not id_file.exists()
+    id_file.write_text("0" * 64 + "\n")
+    refused(cli("train", "--id-file", str(id_file), env=env | {"PIPELINE_MODEL__HIDDEN": "[0]"}),
+            3, "PIPELINE_MODEL__HIDDEN")  # fmt: skip
+    assert id_file.read_text() == "0" * 64 + "\n"
+
+
 @pytest.mark.parametrize(
     ("outputs", "says"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import threading
@@ -126,7 +127,17 @@ def store_of(
             _one_output(path, option, named, preset)
     if writes:
         store.check_writable()
+    _clear_id_file((outputs or {}).get("--id-file"))
     return store
+
+
+def _clear_id_file(path: Path | None) -> None:
+    """An existing --id-file removed before the work starts, as `docker build --iidfile` does:
+    a run that fails must not leave the previous run's id there for the next step of a script
+    (`pipeline package $(cat build.id)`) to take as its own."""
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError):  # then the final write says what is wrong
+            path.unlink()
 
 
 # Small files written at the end of a command, into a folder that must already exist: checked
