@@ -542,3 +542,28 @@ def test_declared_categorical_codes_keep_their_text_in_training_and_prediction(
     done = cli("predict", str(path), "--package", str(archive), "-o", str(out), env=env)
     assert done.exit_code == 0, done.stderr
     assert events(done.stdout)[-1]["unknown_categories"] == {}
+
+
+# -- a missing marker the settings do not know -----------------------------------------------
+
+
+def test_numbers_with_one_repeated_placeholder_are_refused_not_categories(tmp_path: Path) -> None:
+    """Titanic's ages with ``?`` for a fifth of them became one category per age (below the
+    90% rule), silently; a column of numbers whose every other cell is one repeated value is
+    refused naming it and the setting that makes it missing. Two other values, or fewer than
+    half numbers, or true/false words with a third word, stay categories."""
+    ages = [f"{20 + k % 50},{k % 2}" if k % 5 else f"?,{k % 2}" for k in range(100)]
+    message = _refusal(_csv(tmp_path, "age,y", ages))
+    assert "column 'age'" in message and "'?' at data row 1" in message
+    assert "80 of its 100 values are numbers" in message
+    assert "add '?' to PIPELINE_DATA__MISSING_VALUES" in message
+    frame, found = _train_frame(_csv(tmp_path, "age,y", ages), missing_values=["?", ""])
+    assert _kinds(found) == {"age": "numeric"} and frame["age"].isna().sum() == 20
+    two = [r.replace("?", "unknown") if k % 10 == 0 else r for k, r in enumerate(ages)]
+    assert _kinds(_train_frame(_csv(tmp_path, "age,y", two))[1]) == {"age": "categorical"}
+    few = [f"{k % 3},{k % 2}" if k % 5 < 2 else f"many,{k % 2}" for k in range(100)]
+    assert _kinds(_train_frame(_csv(tmp_path, "kids,y", few))[1]) == {"kids": "categorical"}
+    words = [f"{('yes', 'no', 'maybe')[k % 3]},{k % 2}" for k in range(100)]
+    assert _kinds(_train_frame(_csv(tmp_path, "ok,y", words))[1]) == {"ok": "categorical"}
+    target = [f"{k},{k * 1000 if k % 5 else '?'}" for k in range(100)]
+    assert "target column 'y'" in _refusal(_csv(tmp_path, "x,y", target))

@@ -157,7 +157,7 @@ def _text_column(
     verdicts.refuse_spellings(series, profile, name, label)
     if profile.numbers.sum() == profile.present.sum():
         return "numeric", None
-    mostly = verdicts.mostly(series, profile.numbers)
+    mostly = verdicts.mostly(series, profile.numbers, placeholder=True)
     if mostly is not None:
         row, value, count, total = mostly
         raise verdicts.bad_cell(

@@ -23,14 +23,24 @@ if TYPE_CHECKING:
 MOSTLY = 0.9
 
 
-def mostly(series: pd.Series, matches: np.ndarray) -> tuple[int, Any, int, int] | None:
+def mostly(
+    series: pd.Series, matches: np.ndarray, *, placeholder: bool = False
+) -> tuple[int, Any, int, int] | None:
     """(data row, value) of the first present cell where ``matches`` is False, and how many
-    present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None."""
+    present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None.
+
+    With ``placeholder``, also when at least half match and every other cell is one value
+    spelt again and again: Titanic's ages with ``?`` for the 263 unknown ones (20%) became
+    a category per age, where ``?`` is a missing marker the settings do not know."""
     present = series.notna().to_numpy()
     total = int(present.sum())
     count = int(matches.sum())
-    if total == 0 or count == total or count < MOSTLY * total:
+    if total == 0 or count == total:
         return None
+    if count < MOSTLY * total:
+        others = series[present & ~matches]
+        if not placeholder or count < total / 2 or len(others) < 2 or others.nunique() != 1:
+            return None
     pos = int((present & ~matches).nonzero()[0][0])
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
 
@@ -125,7 +135,7 @@ def text_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -> p
         "target is a class label"
     )
     for found, what in (
-        (mostly(target, profile.numbers), "numbers"),
+        (mostly(target, profile.numbers, placeholder=True), "numbers"),
         (mostly_booleans(target), "true/false"),
     ):
         if found is not None:
