@@ -366,3 +366,28 @@ def test_standardisation_does_not_depend_on_the_unit(unit: float) -> None:
     assert float(np.std(enc.target)) == pytest.approx(1.0, rel=1e-5)
     constant = train.assign(y=np.full(50, 7.0 * unit))
     assert features.fit(constant, SCHEMA, cfg, "t").target.std == 1.0  # a constant stays one
+
+
+def test_a_regression_target_drowned_by_one_value_is_refused_naming_its_row() -> None:
+    """A placeholder 99999999999 among targets near 0 was standardised by the spread it set
+    alone: the other targets became one float32 value, the network a constant, and the
+    metrics (computed on those values) read RMSE 0, so evaluate's gates passed. Beyond 1e6
+    interquartile ranges of the median it is a data error naming the row; 1e5 trains."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    frame = pd.DataFrame(
+        {"x": rng.normal(size=200), "colour": ["a"] * 200, "ok": [True] * 200, "y": y},
+        index=np.arange(200) * 2,
+    )  # fmt: skip  (the file's rows)
+    cfg = FeatureSettings(min_frequency=1)
+    spread = float(np.subtract(*np.quantile(y, [0.75, 0.25])))
+    ok = frame.copy()
+    ok.loc[ok.index[7], "y"] = 1e5 * spread
+    features.fit(ok, SCHEMA, cfg, "t.csv")
+    bad = frame.copy()
+    bad.loc[bad.index[7], "y"] = 99999999999.0
+    with pytest.raises(DataError) as caught:
+        features.fit(bad, SCHEMA, cfg, "t.csv")
+    message = caught.value.message
+    assert message.startswith("target column 'y' in t.csv has 99999999999.0 at data row 15")
+    assert "times the spread of the other values" in message and "placeholder" in message

@@ -41,6 +41,7 @@ from pipeline.features.numeric import (
     clip_range,
     numeric_values,
     order_statistics,
+    refuse_extreme,
     standardise,
 )
 from pipeline.settings import FeatureSettings
@@ -399,6 +400,7 @@ def fit_target(series: pd.Series, schema: Schema, label: str, rows: int) -> Targ
     ``rows``-th smallest to the ``rows``-th largest training target (1: min and max)."""
     if schema.task == "regression":
         y = _forward(as_numbers(series, schema.target, label), schema.target_transform)
+        refuse_extreme(y, series, schema.target, label)
         transform = schema.target_transform
         mean, std = _mean_std(y)
         finite = y[np.isfinite(y)]
