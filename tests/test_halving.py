@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import halving, search, tune
+from pipeline import halving, search, trials, tune
 
 
 def test_rungs_grow_by_the_reduction_up_to_every_fold() -> None:
@@ -45,7 +45,7 @@ def test_a_trials_folds_combine_to_the_same_scores_however_they_were_split() -> 
     for part in ((0,), (1, 2), (3, 4)):
         piece = {str(i): per_fold[str(i)] for i in part}
         metrics, e = search.fold_summary(piece)
-        tune._merge(state, {"trial": 3, "status": "ok", "score": metrics["rmse"],
+        trials.merge(state, {"trial": 3, "status": "ok", "score": metrics["rmse"],
                             "metrics": metrics, "epochs": e, "seconds": 1.0,
                             "per_fold": piece})  # fmt: skip
     assert state[3]["metrics"] == whole and state[3]["epochs"] == epochs
@@ -61,7 +61,7 @@ def test_a_rung_compares_its_own_folds_even_when_a_resumed_search_holds_more() -
                 "2": {"metrics": {"log_loss": 0.44}, "epochs": 6}}  # fmt: skip
     state: dict[int, dict] = {}
     metrics, epochs = search.fold_summary(per_fold)
-    tune._merge(state, {"trial": 0, "status": "ok", "metrics": metrics, "epochs": epochs,
+    trials.merge(state, {"trial": 0, "status": "ok", "metrics": metrics, "epochs": epochs,
                         "seconds": 1.0, "per_fold": per_fold})  # fmt: skip
     assert tune._rung_score(state[0], 1, "log_loss") == 0.46
     assert tune._rung_score(state[0], 3, "log_loss") == pytest.approx(0.45)
