@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event, invoke_isolated, start_cli
+from tests.conftest import REPO, event, events, invoke_isolated, start_cli
 
 # Every test evaluates a trained build.
 pytestmark = pytest.mark.slow
@@ -151,6 +151,37 @@ def test_a_moved_data_file_is_found_where_the_source_now_points(
     moved.write_text(moved.read_text().replace("female", "male", 1))  # other data: refused
     other = cli("evaluate", build, env={**env, "PIPELINE_DATA__SOURCE": str(moved)})
     assert other.exit_code == 4 and "the data changed" in other.stderr
+
+
+def test_cross_validation_folds_are_stratified(cli: Any, tmp_path: Path) -> None:
+    """Folds were a plain permutation: a class of two rows missed a fold's training rows even
+    at --folds 2 (exit 4), and folds without a positive row dropped out of ROC AUC's mean. They
+    are stratified now, as scikit-learn's StratifiedKFold: two rows of a class are enough, and
+    each of 5 folds of a table with 10 positives scores its ROC AUC."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=150)
+    data = tmp_path / "rare.csv"
+    y = np.where(np.arange(150) % 15 == 0, "yes", "no")
+    pd.DataFrame({"a": a + (y == "yes"), "y": y}).to_csv(data, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2",
+           "PIPELINE_TRAIN__TEST_FRACTION": "0.1"}  # fmt: skip
+    assert cli("train", env=env).exit_code == 0
+    done = cli("evaluate", "--folds", "5", env=env)
+    assert done.exit_code == 0, done.stderr
+    folds = [e for e in events(done.stdout) if e["event"] == "evaluate.fold"]
+    assert len(folds) == 5 and all(f.get("roc_auc") is not None for f in folds), folds
+    three = tmp_path / "three.csv"
+    pd.DataFrame({"a": a, "y": ["maybe", "maybe", *np.where(a[2:] > 0, "yes", "no")]}).to_csv(
+        three, index=False
+    )
+    env3 = env | {"PIPELINE_DATA__SOURCE": str(three), "PIPELINE_TRAIN__TEST_FRACTION": "0.2"}
+    assert cli("train", env=env3).exit_code == 0
+    done = cli("evaluate", "--folds", "2", env=env3)
+    assert done.exit_code == 0, done.stderr
 
 
 def test_cross_validation_with_a_one_row_class_names_the_fold_and_the_class(

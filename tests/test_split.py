@@ -56,3 +56,34 @@ def test_folds_hold_each_row_out_once_and_never_train_on_it() -> None:
         assert not set(fit_rows) & set(val_rows)
         assert len(fit_rows) + len(val_rows) + len(out) == len(rows)
         assert len(val_rows) == round(80 * 0.15)
+
+
+def test_folds_are_stratified_by_class_when_labels_are_given() -> None:
+    """As scikit-learn's StratifiedKFold: each held-out part holds every class in proportion
+    (within one row), each fold's validation slice takes its share of every class, parts
+    differ in size by at most one, and a class of two rows is in every fold's training rows
+    (unstratified, it missed one and the fold was refused). Every row is held out once, and
+    the same seed gives the same folds."""
+    rows = np.arange(100, 400)
+    labels = np.array(["a"] * 240 + ["b"] * 58 + ["c"] * 2, dtype=object).astype(str)
+    labels = labels[np.random.default_rng(0).permutation(len(labels))]
+    parts = folds(rows, 5, 0.15, 3, labels)
+    assert [p[2].tolist() for p in parts] == [
+        p[2].tolist() for p in folds(rows, 5, 0.15, 3, labels)
+    ]
+    held = np.concatenate([h for _, _, h in parts])
+    assert sorted(held.tolist()) == rows.tolist()
+    of = dict(zip(rows.tolist(), labels.tolist(), strict=True))
+    sizes = [len(h) for _, _, h in parts]
+    assert max(sizes) - min(sizes) <= 1
+    for fit_rows, val_rows, out in parts:
+        assert not set(out) & (set(fit_rows) | set(val_rows)) and not set(fit_rows) & set(val_rows)
+        assert len(fit_rows) + len(val_rows) + len(out) == len(rows)
+        counts = {c: sum(of[r] == c for r in out.tolist()) for c in "abc"}
+        assert abs(counts["a"] - 48) <= 1 and abs(counts["b"] - 58 / 5) <= 1, counts
+        assert "c" in {of[r] for r in fit_rows.tolist()}  # the class of two rows trains
+        val = {c: sum(of[r] == c for r in val_rows.tolist()) for c in "abc"}
+        rest = {c: sum(of[r] == c for r in [*fit_rows.tolist(), *val_rows.tolist()]) for c in "abc"}
+        assert all(val[c] == round(rest[c] * 0.15) for c in "abc"), (val, rest)
+    unstratified = folds(rows, 5, 0.15, 3)
+    assert [p[2].tolist() for p in unstratified] != [p[2].tolist() for p in parts]

@@ -181,13 +181,20 @@ def fit_and_score(
     return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
 
 
-# What a class missing from a fold's training rows leaves to do: the folds are a permutation
-# of the rows, and fewer of them do not make a rare class land in each one's training rows.
+# What a class missing from a fold's training rows leaves to do: the folds are stratified, so
+# only a class of one row misses one, and no number of folds changes that.
 EVALUATE_REMEDY = "merge or drop a class that rare, or evaluate without --folds"
 TUNE_REMEDY = (
     "merge or drop a class that rare, or score the trials on the validation split "
     "(PIPELINE_TUNE__SCORING=validation)"
 )
+
+
+def _labels(frame: pd.DataFrame, schema: Schema, rows: np.ndarray) -> np.ndarray | None:
+    """The classes of ``rows`` (positions in ``frame``) that stratify the folds; None for
+    regression."""
+    labels = split.class_labels(frame, schema)
+    return None if labels is None else labels[rows]
 
 
 def _every_class_in(
@@ -220,7 +227,9 @@ def check_folds(payload: Payload) -> None:
         return
     every = np.sort(np.concatenate([payload.train, payload.val]))
     val_fraction = payload.settings.train.val_fraction
-    for i, part in enumerate(split.folds(every, payload.folds, val_fraction, payload.seeds.split)):
+    labels = _labels(payload.frame, payload.schema, every)
+    parts = split.folds(every, payload.folds, val_fraction, payload.seeds.split, labels)
+    for i, part in enumerate(parts):
         fold = f"fold {i + 1} of {payload.folds}"
         _every_class_in(payload.frame, payload.schema, part[0], fold, TUNE_REMEDY)
 
@@ -246,7 +255,8 @@ def cross_validate(
     fold i is the same rows and seeds whichever folds run with it.
     """
     results: list[dict[str, Any]] = []
-    parts = split.folds(rows, k, settings.train.val_fraction, split_seed)
+    labels = _labels(frame, schema, rows)
+    parts = split.folds(rows, k, settings.train.val_fraction, split_seed, labels)
     for i, part in enumerate(parts):
         if only is not None and i not in only:
             continue

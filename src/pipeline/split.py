@@ -78,19 +78,56 @@ def class_labels(frame: pd.DataFrame, schema: Schema) -> np.ndarray | None:
 
 
 def folds(
-    rows: np.ndarray, k: int, val_fraction: float, seed: int
+    rows: np.ndarray,
+    k: int,
+    val_fraction: float,
+    seed: int,
+    labels: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """K-fold parts of ``rows``: (fit rows, validation rows, held-out rows) per fold, sorted.
 
     The rows are permuted with ``seed``'s stream and cut into ``k`` parts; each fold holds one
     part out and takes its validation slice (for early stopping) from the front of the rest, so
     the held-out part is never seen before it is scored.
+
+    With ``labels`` (classification: ``rows``' classes, in order) the folds are stratified, as
+    scikit-learn's ``StratifiedKFold``: each class's rows, shuffled, are dealt to the parts in
+    turn (continuing where the previous class stopped, so the parts' sizes differ by at most
+    one), and each fold's validation slice takes its share of every class. Unstratified, a
+    class of two rows could miss every training part of a fold, and a fold without a positive
+    row dropped out of ROC AUC's mean.
     """
-    order = np.random.default_rng(seed).permutation(rows)
-    parts = np.array_split(order, k)
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        order = rng.permutation(rows)
+        parts = np.array_split(order, k)
+        out = []
+        for i in range(k):
+            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+            n_val = max(1, round(len(rest) * val_fraction))
+            out.append((np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(parts[i])))
+        return out
+    dealt = np.empty(len(rows), dtype=np.int64)  # each row's part
+    shuffled = np.empty(len(rows), dtype=rows.dtype)
+    at = 0
+    for c in np.unique(labels):
+        group = rng.permutation(rows[labels == c])
+        shuffled[at : at + len(group)] = group
+        dealt[at : at + len(group)] = (at + np.arange(len(group))) % k
+        at += len(group)
+    classes = np.concatenate([np.full((labels == c).sum(), j) for j, c in
+                              enumerate(np.unique(labels))])  # fmt: skip
     out = []
     for i in range(k):
-        rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
-        n_val = max(1, round(len(rest) * val_fraction))
-        out.append((np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(parts[i])))
+        held = dealt == i
+        fit, val = [], []
+        for j in np.unique(classes[~held]):
+            group = shuffled[~held & (classes == j)]
+            n_val = round(len(group) * val_fraction)
+            val.append(group[:n_val])
+            fit.append(group[n_val:])
+        fit_rows, val_rows = np.concatenate(fit), np.concatenate(val)
+        if not len(val_rows):  # too few rows for any class's share: one row, as unstratified
+            fit_rows, val_rows = fit_rows[1:], fit_rows[:1]
+        out.append((np.sort(fit_rows), np.sort(val_rows), np.sort(shuffled[held])))
     return out
