@@ -140,6 +140,15 @@ def test_resume_without_a_checkpoint_or_with_a_damaged_one_fails_cleanly(tmp_pat
     damaged = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
     assert damaged.returncode == 7, damaged.stderr
     assert "unreadable" in damaged.stderr and damaged.stderr.count("\n") == 1
+    # A pickle torch refuses: torch's advice to load it with weights_only=False (which would
+    # run its code) was relayed, and its warning about the protocol went to stderr too.
+    import pickle
+
+    (store / key).write_bytes(pickle.dumps({"format": 1, "x": {1, 2}}, protocol=4))
+    refused = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
+    assert refused.returncode == 7, refused.stderr
+    assert "not a checkpoint: torch refused to unpickle it" in refused.stderr
+    assert "weights_only" not in refused.stderr and refused.stderr.count("\n") == 1
     # Other settings are other inputs: their run has no checkpoint to resume.
     other = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "25"})
     assert other.returncode == 8

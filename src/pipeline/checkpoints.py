@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import pickle
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -124,14 +126,25 @@ class Checkpoints:
                 )
             ) from None
         try:
-            ck: dict[str, Any] = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns of a pickle protocol on stderr
+                warnings.simplefilter("ignore")
+                ck: dict[str, Any] = torch.load(
+                    io.BytesIO(blob), map_location="cpu", weights_only=True
+                )
             valid = ck["format"] == self.FORMAT and ck["fingerprint"] == self.fingerprint
             if valid:
                 ck["loop"] = FitState.from_dict(ck["loop"])
                 ck["others"] = [FitState.from_dict(d) for d in ck.get("others", [])]
         except Exception as exc:  # a damaged file: any unpickling, shape or field error
+            # torch's own text for a pickle it refuses advises weights_only=False, which would
+            # run the file's code: such a file is named for what it is, nothing relayed.
+            why = (
+                "not a checkpoint: torch refused to unpickle it"
+                if isinstance(exc, pickle.UnpicklingError)
+                else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            )
             raise IntegrityError(
-                f"checkpoint {self.key} in store {self.store.uri} is unreadable ({exc}); delete "
+                f"checkpoint {self.key} in store {self.store.uri} is unreadable ({why}); delete "
                 "it and run `pipeline train` without --resume"
             ) from None
         if not valid:
