@@ -169,6 +169,29 @@ def test_fractions_adding_up_to_one_are_refused_naming_both(no_env: Path, tmp_pa
     assert "leaves none to train on" in message
 
 
+@pytest.mark.parametrize(
+    ("fractions", "said"),
+    [
+        ({"PIPELINE_TRAIN__VAL_FRACTION": "0.001"},
+         "40 rows, and PIPELINE_TRAIN__VAL_FRACTION=0.001 of them rounds to no validation row: "
+         "raise it to at least 0.025"),
+        ({"PIPELINE_TRAIN__TEST_FRACTION": "0.01"},
+         "PIPELINE_TRAIN__TEST_FRACTION=0.01 of them rounds to no test row"),
+        ({"PIPELINE_TRAIN__VAL_FRACTION": "0.49", "PIPELINE_TRAIN__TEST_FRACTION": "0.5"},
+         "leave none to train on: lower them"),
+    ],
+)  # fmt: skip
+def test_a_fraction_that_leaves_a_part_empty_is_named(
+    cli: Any, store: Path, tmp_path: Path, fractions: dict[str, str], said: str
+) -> None:
+    """VAL_FRACTION=0.001 of 40 rows said "has 40 rows, too few to split", blaming the rows;
+    the fraction is named with the value that would work."""
+    env = {"PIPELINE_DATA__SOURCE": str(tiny_csv(tmp_path)), "PIPELINE_DATA__TARGET": "y"}
+    result = cli("train", env={**env, "PIPELINE_DATA__DROP": "[]", **fractions})
+    assert result.exit_code == 4, result.output
+    assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_a_target_that_is_also_dropped_is_refused_naming_both(no_env: Path) -> None:
     """DROP listing the target was ignored (the model trained on it as the target anyway)."""
     message = refused({"PIPELINE_DATA__DROP": '["Id", "SalePrice"]'}, no_env)
