@@ -209,3 +209,24 @@ def test_cross_validation_with_a_one_row_class_names_the_fold_and_the_class(
     line = refused.stderr.strip().splitlines()[-1]
     assert "of 3: its training rows hold no row of class 'maybe' (1 row)" in line
     assert "merge or drop a class that rare, or evaluate without --folds" in line
+
+
+def test_a_gate_on_a_metric_undefined_for_the_test_rows_fails_it(cli: Any, tmp_path: Path) -> None:
+    """R² of test rows whose target is constant is null: PIPELINE_GATES__MIN_R2 said "this
+    build does not have r2" with exit 3, blaming the setting. The gate fails (exit 6), saying
+    why; a gate on a metric the task never has is still exit 3."""
+    rows = [f"{k},{2.0 if k in (3, 50, 77) else 1.0}" for k in range(100)]
+    data = tmp_path / "flat.csv"
+    data.write_text("a,y\n" + "\n".join(rows) + "\n")
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_DATA__TASK": "regression",
+           "PIPELINE_TRAIN__MAX_EPOCHS": "2", "PIPELINE_SEED": "2"}  # fmt: skip
+    assert cli("train", env=env).exit_code == 0
+    gated = cli("evaluate", env=env | {"PIPELINE_GATES__MIN_R2": "0.5"})
+    assert gated.exit_code == 6, gated.stderr
+    assert "r2 is undefined on the test rows" in gated.stderr
+    summary = event(gated.stdout, "evaluate.summary")
+    assert summary["gates"]["min_r2"] == {"metric": "r2", "value": None, "bound": 0.5,
+                                          "passed": False}  # fmt: skip
+    other = cli("evaluate", env=env | {"PIPELINE_GATES__MIN_ACCURACY": "0.5"})
+    assert other.exit_code == 3 and "needs test metric 'accuracy'" in other.stderr

@@ -74,6 +74,11 @@ def _gate_checks(gates: GateSettings, test: dict[str, Any]) -> dict[str, dict[st
             continue
         direction, metric = name.split("_", 1)
         value = test.get(metric)
+        if value is None and metric in test:  # defined for the task, not for these test rows
+            # (R² of a constant target): the gate cannot pass, and saying "this build does not
+            # have r2" with exit 3 blamed the setting.
+            out[name] = {"metric": metric, "value": None, "bound": bound, "passed": False}
+            continue
         if value is None:
             have = sorted(k for k, v in test.items() if isinstance(v, float))
             raise ConfigError(
@@ -211,6 +216,8 @@ def run(
     if failed:
         detail = "; ".join(
             f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
+            if g["value"] is not None
+            else f"{g['metric']} is undefined on the test rows (a constant target?)"
             for k, g in failed.items()
         )
         raise GateError(
