@@ -118,8 +118,11 @@ finite = st.one_of(st.floats(min_value=-1e300, max_value=1e300), st.just(float("
     )
 )
 def test_any_finite_frame_gives_finite_features_with_rows_preserved(frame: pd.DataFrame) -> None:
-    """Whatever finite (or missing) values come in, the features are finite, one row per row."""
-    pre = features.fit(frame, SCHEMA, FeatureSettings(min_frequency=1), "t")
+    """Whatever finite (or missing) values come in, the features are finite, one row per row
+    (or the target is refused: one value drowns the others)."""
+    from tests.conftest import fitted
+
+    pre = fitted(frame, SCHEMA, FeatureSettings(min_frequency=1))
     enc = pre.transform(frame, "t", with_target=True)
     assert enc.numeric.shape[0] == enc.categorical.shape[0] == len(frame)
     assert np.isfinite(enc.numeric).all() and np.isfinite(enc.target).all()

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.conftest import fitted
 
 from pipeline import features, fit
 from pipeline.data.schema import Column, Schema
@@ -95,7 +96,7 @@ def test_preprocessing_keeps_finite_frames_finite(drawn: tuple[pd.DataFrame, Sch
     """fit + transform on any finite frame gives finite features, one row per input row, codes
     inside each vocabulary, and a fitted state that is strict JSON and round-trips exactly."""
     frame, schema = drawn
-    pre = features.fit(frame, schema, FeatureSettings(), "frame")
+    pre = fitted(frame, schema)
     enc = pre.transform(frame, "frame", with_target=True)
     _assert_finite_encoding(enc, pre, len(frame))
     text = json.dumps(pre.to_json(), allow_nan=False)  # no NaN or inf in preprocessing.json
@@ -114,7 +115,7 @@ def test_transform_of_unseen_finite_values_stays_finite(
     """A preprocessor applied to new rows (any finite values, any texts) still gives finite
     features: what prediction does with values never seen in training."""
     frame, schema = drawn
-    pre = features.fit(frame, schema, FeatureSettings(), "frame")
+    pre = fitted(frame, schema)
     new = other[0]
     rows = len(new)
     # The new frame takes the fitted columns' names, filled from the drawn frame's values.
