@@ -363,3 +363,13 @@ def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, 
             yield item
     finally:
         stop.set()
+        # Wait for the chunk being read (at most one): a process that exits while this thread
+        # is inside Arrow (``to_pandas``) can hang in Arrow's thread-pool shutdown for good
+        # (5-15% of runs that stopped on a bad cell or a SIGTERM). A second signal (Ctrl-C
+        # twice; `timeout` forwarding its TERM) must not cut the wait short for that reason:
+        # the exception on its way out is the first one.
+        while worker.is_alive():
+            try:
+                worker.join(0.1)
+            except KeyboardInterrupt:
+                continue
