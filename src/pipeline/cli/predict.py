@@ -93,7 +93,19 @@ def predict(
                 distributed.run(ready, source, sink, s, log)
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
-    run("predict", body, overrides=overrides, log_to_stderr=sink is None)
+    run("predict", body, overrides=overrides, log_to_stderr=sink is None or _is_stdout(sink))
+
+
+def _is_stdout(path: Path) -> bool:
+    """Whether ``-o`` names this process's stdout (``/dev/stdout``, ``/dev/fd/1``, or the file
+    stdout is redirected to): the log stream then goes to stderr, as for ``-o -``; the events
+    were written between the predictions."""
+    import os
+
+    try:
+        return os.path.samestat(path.stat(), os.fstat(1))
+    except (OSError, ValueError):  # not there yet, or no stdout at all
+        return False
 
 
 _ON_ERROR = "set PIPELINE_RUN__ON_ERROR=column to report bad rows in an error column"
