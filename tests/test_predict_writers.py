@@ -132,6 +132,33 @@ def test_json_lines_integer_ids_with_a_missing_one_stay_integers_in_every_chunki
         assert b'"pid":101,' in outputs[0]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_parquet_integer_ids_beyond_2_53_with_a_missing_one_come_back_exact(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """A Parquet int64 id column with a missing id: pandas read the chunk holding it as
+    float64, so 9007199254740993 came back 9007199254740992 (CSV wrote 9.007199254740992e+15)
+    in one chunk and exact in chunks of 1. Every chunking now writes the exact ids."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    ids = [9007199254740993, None, 12345678901234567, 3, 4, 5]
+    table = pacsv.read_csv(TEST_CSV).slice(0, len(ids))
+    rows = chain["root"] / f"big-ids-{fmt}.parquet"
+    pq.write_table(table.append_column("pid", pa.array(ids, pa.int64())), rows)
+    outputs = _at_two_chunk_sizes(chain, rows, fmt, PIPELINE_RUN__ID_COLUMN="pid")
+    assert outputs[0] == outputs[1]
+    if fmt == "parquet":
+        got = pq.read_table(chain["root"] / f"big-ids-{fmt}-2.parquet")["pid"]
+        assert got.type == pa.int64() and got.to_pylist() == ids
+    elif fmt == "jsonl":
+        assert [json.loads(line)["pid"] for line in outputs[0].decode().splitlines()] == ids
+    else:
+        assert outputs[0].decode().splitlines()[1].startswith("9007199254740993,")
+
+
 def test_a_bad_row_in_a_later_chunk_of_a_parquet_output_is_one_line(
     chain: dict[str, Any],  # noqa: F811
 ) -> None:

@@ -232,6 +232,8 @@ def iter_chunks(
         return
     # Parquet's text cells get the missing markers a CSV reader applies while parsing.
     markers = predictor.missing_values if fmt == "parquet" else None
+    # An id column of integers stays integers (an id the model also reads is read as such).
+    ids = run.id_column if fmt == "parquet" and run.id_column not in predictor.required else None
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in batches:
@@ -240,11 +242,11 @@ def iter_chunks(
         while size >= chunk_rows:
             table = pa.Table.from_batches(pending)
             head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
-            yield _frame(head, start, markers)
+            yield _frame(head, start, markers, ids)
             start += head.num_rows
             pending, size = rest.to_batches(), rest.num_rows
     if size:
-        yield _frame(pa.Table.from_batches(pending), start, markers)
+        yield _frame(pa.Table.from_batches(pending), start, markers, ids)
 
 
 def _csv_batches(
@@ -285,14 +287,29 @@ def _csv_batches(
         raise read.parse_error(exc, path, f"input {label}", delimiter, advice) from exc
 
 
-def _frame(table: pa.Table, start: int, markers: list[str] | None = None) -> pd.DataFrame:
+def _frame(
+    table: pa.Table, start: int, markers: list[str] | None = None, ids: str | None = None
+) -> pd.DataFrame:
     """One chunk as a frame indexed by data row; a Parquet chunk's columns made plain first
-    (``columns.plain``: decimals as numbers, dictionaries decoded, missing markers null)."""
+    (``columns.plain``: decimals as numbers, dictionaries decoded, missing markers null). An
+    integer ``ids`` column becomes pandas' nullable integers: ``to_pandas`` made it float64
+    in a chunk with a missing id, which rounded 9007199254740993 to 9007199254740992 (and the
+    output's ids then depended on PIPELINE_RUN__CHUNK_ROWS)."""
     if markers is not None:
         table = columns.plain(table, markers)[0]
     frame = table.to_pandas()
+    if ids is not None and ids in table.column_names and pa.types.is_integer(table[ids].type):
+        frame[ids] = table[ids].to_pandas(types_mapper=_NULLABLE.get)
     frame.index = pd.RangeIndex(start, start + len(frame))
     return frame
+
+
+# Arrow's integer types as pandas' nullable ones (exact, with a missing value).
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+}  # fmt: skip
 
 
 def _no_duplicates(names: list[str], wanted: list[str], label: str) -> None:
