@@ -107,6 +107,77 @@ def test_a_json_lines_id_column_of_text_and_numbers_is_written_as_text(
     assert [line.split(",")[0] for line in done.stdout.splitlines()[:3]] == ['"pid"', '"A7"', '"1"']
 
 
+def _jsonl(chain: dict[str, Any], name: str, ids: list[Any], drop: dict[int, str]) -> Path:  # noqa: F811
+    """The first len(ids) rows of the test file as JSON lines with ``pid`` ids; the key
+    ``drop[i]`` left out of line i (0-based)."""
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    records = []
+    for i, (pid, line) in enumerate(zip(ids, lines[1:], strict=False)):
+        record: dict[str, Any] = dict(zip(names, line.split(","), strict=True))
+        record["pid"] = pid
+        record.pop(drop.get(i, ""), None)
+        records.append(json.dumps(record))
+    path = chain["root"] / name
+    path.write_text("\n".join(records) + "\n")
+    return path
+
+
+def test_json_lines_rows_are_read_alone_whatever_the_chunks(
+    chain: dict[str, Any],  # noqa: F811
+) -> None:
+    """pandas' chunked reader decided per chunk: a line without the key PoolQC was refused in
+    chunks of 1 ("lacks required column") and read as missing in chunks of 2; ids 1461, 3.5
+    were written 1461 in chunks of 1 and 1461.0 in one chunk. Each line is read alone now:
+    the same bytes in every chunking, each id as its line holds it; a key no line holds is
+    still refused."""
+    rows = _jsonl(chain, "alone.jsonl", [1461, 1462, 3.5, None, "A-5", 9007199254740993],
+                  {1: "PoolQC", 4: "LotArea"})  # fmt: skip
+    outputs = []
+    for chunk in ("1", "2", "100000"):
+        out = chain["root"] / f"a{chunk}.jsonl"
+        _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                     PIPELINE_RUN__CHUNK_ROWS=chunk, PIPELINE_RUN__ID_COLUMN="pid"))  # fmt: skip
+        outputs.append((chain["root"] / f"a{chunk}.jsonl").read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+    ids = [json.loads(line)["pid"] for line in outputs[0].decode().splitlines()]
+    assert ids == [1461, 1462, 3.5, None, "A-5", 9007199254740993]
+    assert b'"pid":1461,' in outputs[0] and b'"pid":3.5,' in outputs[0]
+    lines = TEST_CSV.read_text().splitlines()
+    names = lines[0].split(",")
+    without = chain["root"] / "without.jsonl"
+    without.write_text("".join(
+        json.dumps({k: v for k, v in zip(names, line.split(","), strict=True) if k != "PoolQC"})
+        + "\n" for line in lines[1:4]))  # fmt: skip
+    for chunk in ("1", "100000"):
+        refused = _predict(chain, str(without), "--package", _package(chain),
+                           PIPELINE_RUN__CHUNK_ROWS=chunk)  # fmt: skip
+        assert refused.returncode == 4 and "lacks required column(s) ['PoolQC']" in refused.stderr
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_ids_of_two_kinds_are_refused_in_every_chunking_for_csv_and_parquet(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """Ids 1461, 1462, 3.5 from JSON lines: written as floats in one chunk, refused in chunks
+    of 1. The first id's kind decides: whole numbers, so 3.5 at row 3 is refused in every
+    chunking, naming the row; text first takes numbers as text."""
+    rows = _jsonl(chain, f"kinds-{fmt}.jsonl", [1461, 1462, 3.5], {})
+    for chunk in ("1", "2", "100000"):
+        out = chain["root"] / f"kinds-{chunk}.{fmt}"
+        done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                        PIPELINE_RUN__CHUNK_ROWS=chunk, PIPELINE_RUN__ID_COLUMN="pid")  # fmt: skip
+        assert done.returncode == 4, (chunk, done.stderr)
+        assert "output column 'pid' holds 3.5 at data row 3, where earlier rows held int" in (
+            done.stderr
+        )
+        assert not out.exists()
+    text = _jsonl(chain, f"text-{fmt}.jsonl", ["A-1", 2, 3.5], {})
+    outputs = _at_two_chunk_sizes(chain, text, fmt, PIPELINE_RUN__ID_COLUMN="pid")
+    assert outputs[0] == outputs[1]
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv"])
 def test_json_lines_integer_ids_with_a_missing_one_stay_integers_in_every_chunking(
     chain: dict[str, Any],  # noqa: F811

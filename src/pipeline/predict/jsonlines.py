@@ -19,46 +19,37 @@ if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
 
 
-def _error(path: Path, label: str) -> DataError:
-    """The first line of a JSON-lines file that is not one JSON object, as an error."""
+def _row(line: str, number: int, label: str) -> dict[str, Any]:
+    """One line of a JSON-lines file as its object; a ``DataError`` naming the line when it is
+    not one JSON object of plain values."""
     try:
-        with path.open(encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    return DataError(
-                        f"input {label} line {number} is not valid JSON ({exc.msg}, column "
-                        f"{exc.colno}): fix the line; every line must be one JSON object"
-                    )
-                except (RecursionError, ValueError) as exc:  # nesting; a 5,000-digit number
-                    why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
-                    if "digits" in why:  # Python's advice (set_int_max_str_digits) is not ours
-                        why = "a number of over 4,300 digits"
-                    return DataError(
-                        f"input {label} line {number} cannot be read as JSON ({why[:120]}): fix "
-                        "the line; every line must be one JSON object of column names to values"
-                    )
-                if not isinstance(value, dict):
-                    return DataError(
-                        f"input {label} line {number} is a JSON {type(value).__name__}, not an "
-                        "object: fix the line; every line must be one JSON object of column "
-                        "names to values"
-                    )
-                huge = [k for k, v in value.items() if _beyond_64_bits(v)]
-                if huge:  # pandas' reader refuses them whole: name the line and the column
-                    return DataError(
-                        f"input {label} line {number} column '{huge[0]}' holds a number beyond "
-                        "64 bits (1e999, Infinity, or a 20-digit integer): fix the line"
-                    )
-    except UnicodeDecodeError:
-        return DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8")
-    return DataError(
-        f"input {label} cannot be read as JSON lines: check that every line is one JSON object "
-        "with the same kind of value in each column"
-    )
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"input {label} line {number} is not valid JSON ({exc.msg}, column "
+            f"{exc.colno}): fix the line; every line must be one JSON object"
+        ) from None
+    except (RecursionError, ValueError) as exc:  # nesting; a 5,000-digit number
+        why = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+        if "digits" in why:  # Python's advice (set_int_max_str_digits) is not ours
+            why = "a number of over 4,300 digits"
+        raise DataError(
+            f"input {label} line {number} cannot be read as JSON ({why[:120]}): fix "
+            "the line; every line must be one JSON object of column names to values"
+        ) from None
+    if not isinstance(value, dict):
+        raise DataError(
+            f"input {label} line {number} is a JSON {type(value).__name__}, not an "
+            "object: fix the line; every line must be one JSON object of column "
+            "names to values"
+        )
+    huge = [k for k, v in value.items() if _beyond_64_bits(v)]
+    if huge:
+        raise DataError(
+            f"input {label} line {number} column '{huge[0]}' holds a number beyond "
+            "64 bits (1e999, Infinity, or a 20-digit integer): fix the line"
+        )
+    return value
 
 
 def _beyond_64_bits(value: Any) -> bool:
@@ -99,56 +90,67 @@ def frames(
     stats: Stats,
     id_column: str | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """A JSON-lines file as frames, its cells read as the CSV reader reads them: values as
-    JSON has them (``dtype=False``: no column becomes numbers or dates by its looks or name),
-    decimals parsed exactly (``precise_float``), a missing marker's spelling missing. The id
-    column's whole numbers stay whole (``whole_ids``)."""
+    """A JSON-lines file as frames of ``chunk_rows`` rows, its cells read as the CSV reader
+    reads them: values as JSON has them (no column becomes numbers or dates by its looks or
+    name), decimals exact, a missing marker's spelling missing.
+
+    Every row is read alone, so nothing depends on the chunks (PIPELINE_RUN__CHUNK_ROWS): a
+    key a line leaves out is a missing value there (as Spark writes nulls), a column the
+    model reads that no line holds is an error once the file is read; the id column keeps
+    each line's own value (``100``, ``3.5``, ``"A-3"``, exact beyond 2^53). pandas' chunked
+    reader decided per chunk: a chunk whose one line lacked a key was refused, the same line
+    in a larger chunk read as missing, and ids were ``100`` or ``100.0`` by their neighbours.
+    """
     refuse_json_array(path, label)
+    seen: set[str] = set()
     start = 0
     try:
-        frames = pd.read_json(
-            path,
-            lines=True,
-            chunksize=chunk_rows,
-            encoding="utf-8-sig",  # a byte order mark is stripped, as a CSV file's
-            dtype=False,  # pandas 3: no column becomes dates for its name either
-            precise_float=True,
+        with path.open(encoding="utf-8-sig") as fh:  # a byte order mark stripped, as in CSV
+            rows: list[dict[str, Any]] = []
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    rows.append(_row(line, number, label))
+                if len(rows) == chunk_rows:
+                    yield _chunk(rows, start, predictor, wanted, stats, id_column, seen)
+                    start, rows = start + len(rows), []
+            if rows:
+                yield _chunk(rows, start, predictor, wanted, stats, id_column, seen)
+                start += len(rows)
+    except UnicodeDecodeError:
+        raise DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8") from None
+    if not start:
+        return  # no rows: the caller says so
+    predictor.check_columns([c for c in wanted if c in seen], label)
+    if id_column is not None and id_column not in seen:
+        raise DataError(
+            f"{label} has no id column '{id_column}' (PIPELINE_RUN__ID_COLUMN): no line holds "
+            "it; set it to an existing column or unset it"
         )
-        for frame in frames:
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            start += len(frame)
-            if not stats.extra_columns:
-                stats.extra_columns = [c for c in frame.columns if c not in wanted]
-            for name in [c for c in wanted if c in frame.columns]:
-                frame[name] = cells.without_markers(frame[name], predictor.missing_values)
-            if id_column is not None and id_column in frame.columns:
-                frame[id_column] = whole_ids(frame[id_column])
-            yield frame
-    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
-        raise _error(path, label) from exc
 
 
-# Whole floats at most this large are exact integers (2^53).
-_EXACT = 2.0**53
-
-
-def whole_ids(ids: pd.Series) -> pd.Series:
-    """An id column of whole numbers as integers (nullable ``Int64``), whatever else the chunk
-    holds; other columns as they are.
-
-    pandas reads a chunk of integer ids as int64, but as float64 (``100.0``) once one id in
-    the chunk is missing, so the output's ids changed with ``PIPELINE_RUN__CHUNK_ROWS``
-    (``100`` or ``100.0`` in JSON lines, another Parquet type). JSON has one kind of number:
-    ``100.0`` is ``100``.
-    """
-    import numpy as np
-
-    if ids.dtype != np.float64:
-        return ids
-    values = ids.to_numpy()
-    present = values[~np.isnan(values)]
-    if not len(present) or not (
-        np.all(np.floor(present) == present) and np.all(np.abs(present) <= _EXACT)
-    ):
-        return ids
-    return ids.astype("Int64")
+def _chunk(
+    rows: list[dict[str, Any]],
+    start: int,
+    predictor: Predictor,
+    wanted: list[str],
+    stats: Stats,
+    id_column: str | None,
+    seen: set[str],
+) -> pd.DataFrame:
+    """One chunk's rows as a frame indexed by data row: every column the model reads (a line
+    without the key: missing), the id column's values as the lines hold them."""
+    if not start:  # the first line's keys the model does not read: reported once
+        stats.extra_columns = [k for k in rows[0] if k not in wanted]
+    columns: dict[str, Any] = {}
+    for name in wanted:
+        values = [row.get(name) for row in rows]
+        if any(name in row for row in rows):
+            seen.add(name)
+        if name == id_column:
+            columns[name] = pd.Series(values, dtype=object)
+            continue
+        column = pd.Series(values)  # numbers, texts and booleans as pandas types them
+        columns[name] = cells.without_markers(column, predictor.missing_values)
+    frame = pd.DataFrame(columns)
+    frame.index = pd.RangeIndex(start, start + len(rows))
+    return frame

@@ -167,7 +167,7 @@ class Predictor:
         errors = np.full(len(frame), "", dtype=object)
         enc = self.encode_frame(frame, run, label, errors)
         stats.add_unknown(enc.unknown_counts)
-        # ``.array``: a nullable integer column (``jsonlines.whole_ids``) stays integers.
+        # ``.array``: a nullable integer column (Parquet ids) stays integers.
         ids = frame[run.id_column].array if run.id_column else None
         bad = errors != ""
         result = self.columns(self.values(enc), run, bad, ids)

@@ -100,6 +100,7 @@ class Writer:
         self._held: list[pa.Table] = []  # chunks before the schema is known
         self._made: list[Path] = []  # folders made for the output (``_open_temp``)
         self._group: list[pa.Table] = []  # Parquet rows not yet in a row group
+        self._kinds: dict[str, type] = {}  # a mixed column's kind, from its first value
 
     def _error(self, exc: OSError) -> PipelineError:
         if exc.errno == errno.EPIPE and self.path is None:
@@ -150,7 +151,7 @@ class Writer:
         if self.fmt == "jsonl":
             self._sink().write(json_lines(frame))
             return
-        table = _arrow_table(frame)
+        table = _arrow_table(self._one_kind(frame))
         if self._schema is not None:
             return self._emit(table)
         self._held.append(table)
@@ -159,6 +160,38 @@ class Writer:
             return None  # a column all missing so far: its type comes with a later chunk
         self._settle(text=True)
         return None
+
+    def _one_kind(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with each column of Python values (an id column read from JSON lines)
+        of one kind, the kind of the column's first value in the file: all text if that was
+        text (a number written as JSON spells it), all numbers if it was a number (whole
+        ones while every id so far was whole). Decided by the values, never by the chunk: a
+        chunk of ids ``1461, 3.5`` was written as floats, the same ids in chunks of one
+        failed (PIPELINE_RUN__CHUNK_ROWS). A value of another kind is a ``DataError`` naming
+        its row."""
+        out = frame
+        for name in [c for c in frame.columns if frame[c].dtype == object]:
+            inferred = pd.api.types.infer_dtype(frame[name], skipna=True)
+            if inferred == "string" and self._kinds.setdefault(name, str) is str:
+                continue  # text throughout (class labels, errors): as it is, at C speed
+            values = [_plain(v) for v in frame[name].tolist()]
+            first = next((v for v in values if v is not None), None)
+            if first is None and name not in self._kinds:
+                continue
+            kind = self._kinds.setdefault(name, _kind(first))
+            fixed = [None if v is None else _as_kind(v, kind) for v in values]
+            bad = next((i for i, v in enumerate(fixed) if v is _WRONG), None)
+            if bad is not None:
+                raise DataError(
+                    f"output column '{name}' holds {values[bad]!r} at data row "
+                    f"{int(frame.index[bad]) + 1}, where earlier rows held {kind.__name__} "
+                    f"values: {self.fmt} needs one kind per column; write JSON lines (-o "
+                    "x.jsonl), which keeps each value as it is"
+                )
+            if out is frame:
+                out = frame.copy()
+            out[name] = pd.Series(fixed, index=frame.index, dtype=object)
+        return out
 
     def _settle(self, text: bool) -> None:
         """Fix the schema from the held chunks and write them: each column's first type
@@ -251,6 +284,28 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
         for name in [c for c in mixed.columns if mixed[c].dtype.kind == "O"]:
             mixed[name] = [None if _plain(v) is None else _text(v) for v in mixed[name]]
         return pa.Table.from_pandas(mixed, preserve_index=False)
+
+
+_WRONG = object()  # a value that is not of its column's kind (``Writer._one_kind``)
+
+
+def _kind(value: Any) -> type:
+    """The kind a column of Python values takes from its first value."""
+    if isinstance(value, bool):
+        return bool
+    return int if isinstance(value, int) else float if isinstance(value, float) else str
+
+
+def _as_kind(value: Any, kind: type) -> Any:
+    """``value`` as ``kind``, or ``_WRONG``: text takes anything (a number as JSON spells it),
+    a float column takes whole numbers as floats, other kinds only their own values."""
+    if kind is str:
+        return value if isinstance(value, str) else _text(value)
+    if isinstance(value, bool | str):
+        return value if kind is bool and isinstance(value, bool) else _WRONG
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return value if isinstance(value, kind) else _WRONG
 
 
 def _text(value: Any) -> str:
