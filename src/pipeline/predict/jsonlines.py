@@ -141,16 +141,17 @@ def _chunk(
     without the key: missing), the id column's values as the lines hold them."""
     if not start:  # the first line's keys the model does not read: reported once
         stats.extra_columns = [k for k in rows[0] if k not in wanted]
-    columns: dict[str, Any] = {}
-    for name in wanted:
-        values = [row.get(name) for row in rows]
-        if any(name in row for row in rows):
-            seen.add(name)
-        if name == id_column:
-            columns[name] = pd.Series(values, dtype=object)
-            continue
-        column = pd.Series(values)  # numbers, texts and booleans as pandas types them
-        columns[name] = cells.without_markers(column, predictor.missing_values)
-    frame = pd.DataFrame(columns)
+    for row in rows:
+        seen.update(row)
+    # Numbers, texts and booleans as pandas types them (an absent key: missing), read by the
+    # predictor as a CSV file's cells; the id column as each line holds it, unless the model
+    # reads it too (then typed as the feature it is).
+    ids = id_column if id_column is not None and id_column not in predictor.required else None
+    features = [c for c in wanted if c != ids]
+    frame = pd.DataFrame.from_records(rows, columns=features)
+    for name in features:
+        frame[name] = cells.without_markers(frame[name], predictor.missing_values)
+    if ids is not None:
+        frame[ids] = pd.Series([row.get(ids) for row in rows], dtype=object)
     frame.index = pd.RangeIndex(start, start + len(rows))
     return frame
