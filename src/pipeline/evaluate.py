@@ -214,17 +214,23 @@ def run(
         seconds=round(time.perf_counter() - t0, 3),
     )
     if failed:
-        detail = "; ".join(
-            f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
-            if g["value"] is not None
-            else f"{g['metric']} is undefined on the test rows (a constant target?)"
-            for k, g in failed.items()
-        )
-        raise GateError(
-            f"build {build.id[:12]} fails its quality gates: {detail}; improve the model or "
-            "revisit PIPELINE_GATES__*"
-        )
+        raise _gates_failed(build.id, failed)
     return Evaluation(build.id, test, cv, gates)
+
+
+def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError:
+    """The error naming each failed gate: its metric's value against the bound, or why the
+    metric has no value on these test rows."""
+    detail = "; ".join(
+        f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
+        if g["value"] is not None
+        else f"{g['metric']} is undefined on the test rows (a constant target?)"
+        for k, g in failed.items()
+    )
+    return GateError(
+        f"build {build_id[:12]} fails its quality gates: {detail}; improve the model or "
+        "revisit PIPELINE_GATES__*"
+    )
 
 
 def _warn_on_drift(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:

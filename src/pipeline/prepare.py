@@ -100,27 +100,7 @@ def prepare(
     if min(len(split.train), len(split.val), len(split.test)) == 0:
         if round(len(frame) * min(t.val_fraction, t.test_fraction)) >= 1:
             _check_classes(labels, schema.target, fetched.uri)  # enough rows: it is the classes
-        n = len(frame)
-        empty = [(name, fraction) for name, fraction, part in (
-            ("VAL", t.val_fraction, split.val), ("TEST", t.test_fraction, split.test))
-            if not len(part)]  # fmt: skip
-        if not empty:  # the fractions leave no training row
-            raise DataError(
-                f"dataset {fetched.uri} has {n} rows and PIPELINE_TRAIN__VAL_FRACTION="
-                f"{t.val_fraction:g} with PIPELINE_TRAIN__TEST_FRACTION={t.test_fraction:g} "
-                "leave none to train on: lower them"
-            )
-        name, fraction = empty[0]
-        if 1 / n > 0.25:  # no fraction helps: every part needs rows
-            raise DataError(
-                f"dataset {fetched.uri} has {n} rows, too few to split into train/validation/"
-                "test: use more rows"
-            )
-        raise DataError(
-            f"dataset {fetched.uri} has {n} rows, and PIPELINE_TRAIN__{name}_FRACTION="
-            f"{fraction:g} of them rounds to no {name.lower().replace('val', 'validation')} row: "
-            f"raise it to at least {1 / n:.2g}, or use more rows"
-        )
+        raise _empty_part(len(frame), settings, split, fetched.uri)
     log.info(
         "data.split",
         train=len(split.train),
@@ -226,3 +206,29 @@ def _rare_classes(target: pd.Series, name: str, log: Any) -> None:
             f"{RARE_CLASS_ROWS} rows, each a class of its own: fix or drop those rows if they "
             "are mistakes",
         )  # fmt: skip
+
+
+def _empty_part(n: int, settings: Settings, split: Split, uri: str) -> DataError:
+    """The error for a split with an empty part: the fraction that rounds to no row, with the
+    smallest that gives one; fractions that leave no training row; a table too small."""
+    t = settings.train
+    empty = [(name, fraction) for name, fraction, part in (
+        ("VAL", t.val_fraction, split.val), ("TEST", t.test_fraction, split.test))
+        if not len(part)]  # fmt: skip
+    if not empty:  # the fractions leave no training row
+        return DataError(
+            f"dataset {uri} has {n} rows and PIPELINE_TRAIN__VAL_FRACTION="
+            f"{t.val_fraction:g} with PIPELINE_TRAIN__TEST_FRACTION={t.test_fraction:g} "
+            "leave none to train on: lower them"
+        )
+    name, fraction = empty[0]
+    if 1 / n > 0.25:  # no fraction helps: every part needs rows
+        return DataError(
+            f"dataset {uri} has {n} rows, too few to split into train/validation/"
+            "test: use more rows"
+        )
+    return DataError(
+        f"dataset {uri} has {n} rows, and PIPELINE_TRAIN__{name}_FRACTION="
+        f"{fraction:g} of them rounds to no {name.lower().replace('val', 'validation')} row: "
+        f"raise it to at least {1 / n:.2g}, or use more rows"
+    )

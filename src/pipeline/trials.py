@@ -85,12 +85,7 @@ def run(
             finished({k: result[k] for k in (*RESULT_KEYS, "per_fold") if k in result})
 
         def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
-            # Its worker died while it ran (killed, out of memory): Ray runs it again.
-            log.warning(
-                "tune.trial_retried", trial=int(trial.config["trial"]), **folds,
-                failures=int(getattr(trial, "num_failures", 1)), of=MAX_FAILURES,
-                error=_trial_error(trial),
-            )  # fmt: skip
+            _retried(log, trial, folds)  # its worker died while it ran: Ray runs it again
 
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **_: Any) -> None:
             # Its retries spent (a worker that died twice): recorded failed, the search goes on.
@@ -167,6 +162,16 @@ def _tuner(payload: search.Payload, trials: list[int], span: tuple[int, int] | N
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
         ),
     )
+
+
+def _retried(log: Any, trial: Any, folds: dict[str, Any]) -> None:
+    """The warning for a trial whose worker died while it ran (killed, out of memory): Ray
+    runs it again, up to ``MAX_FAILURES`` times."""
+    log.warning(
+        "tune.trial_retried", trial=int(trial.config["trial"]), **folds,
+        failures=int(getattr(trial, "num_failures", 1)), of=MAX_FAILURES,
+        error=_trial_error(trial),
+    )  # fmt: skip
 
 
 def failed(trial: int, error: str) -> dict[str, Any]:
