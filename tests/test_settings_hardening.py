@@ -640,3 +640,19 @@ def test_broken_json_and_space_bounds_get_an_example_of_their_own(
     """Broken JSON in PIPELINE_TUNE__SPACE or a section suggested '["Id"]' (the drop list's
     shape); a bound that is text said only "low <= high"."""
     assert says in refused(environ, Path(os.devnull))
+
+
+def test_an_error_naming_a_setting_says_when_it_came_from_a_preset(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """`PIPELINE_PRESET=titanic` on another table said "no column 'survived'
+    (PIPELINE_DATA__TARGET)", a variable the user never set; the error now says the preset
+    set it. A setting from the environment is not annotated."""
+    data = tiny_csv(tmp_path)
+    result = cli("train", env={"PIPELINE_PRESET": "titanic", "PIPELINE_DATA__SOURCE": str(data)})
+    assert result.exit_code == 4
+    line = result.stderr.strip()
+    assert "no column 'survived' (PIPELINE_DATA__TARGET)" in line
+    assert "(PIPELINE_DATA__TARGET came from preset " in line and "titanic.toml)" in line
+    own = cli("train", env={"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "nope"})
+    assert own.exit_code == 4 and "came from" not in own.stderr

@@ -58,6 +58,7 @@ def run(
     json_logs = early_format == "json" or (
         early_format != "console" and not (stream or sys.stdout).isatty()
     )
+    loaded = None
     try:
         try:
             loaded = load(overrides=overrides)
@@ -87,11 +88,28 @@ def run(
         except KeyboardInterrupt:
             raise Interrupted(f"{stage} interrupted: nothing was written; run it again") from None
     except PipelineError as exc:
-        message = logging_.mask(exc.message)
+        message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs:
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _with_sources(message: str, loaded: Any) -> str:
+    """``message`` with where each setting it names came from, when not from the environment:
+    an error about PIPELINE_DATA__TARGET set by a preset named a variable the user never set
+    (`PIPELINE_PRESET=titanic` on another table: "no column 'survived' (PIPELINE_DATA__TARGET)")."""
+    import re
+
+    if loaded is None:  # settings did not load: their own errors say where each came from
+        return message
+    notes = []
+    for env in dict.fromkeys(re.findall(r"\bPIPELINE_[A-Z0-9_]+", message)):
+        path = tuple(part.lower() for part in env.removeprefix("PIPELINE_").split("__"))
+        where = loaded.settings.source_of(*path)
+        if where != "default" and not where.startswith("env var") and where not in message:
+            notes.append(f"{env} came from {where}")
+    return message + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _terminate(signum: int, _frame: Any) -> None:
