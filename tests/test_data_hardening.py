@@ -335,7 +335,13 @@ def test_unsupported_names_every_nested_type() -> None:
 
 
 def _predictor(required: list[str]) -> Any:
-    return SimpleNamespace(required=required, delimiter=",", missing_values=list(DEFAULT_MISSING))
+    """What the readers ask of a predictor: its columns, delimiter and missing markers, and its
+    own check of a header (``Predictor.check_columns``)."""
+    from pipeline.predict.predictor import Predictor
+
+    fake = SimpleNamespace(required=required, delimiter=",", missing_values=list(DEFAULT_MISSING))
+    fake.check_columns = lambda columns, label: Predictor.check_columns(fake, columns, label)  # type: ignore[arg-type]
+    return fake
 
 
 def _chunks(path: Path, fmt: str, required: list[str]) -> pd.DataFrame:
