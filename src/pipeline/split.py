@@ -108,15 +108,15 @@ def folds(
             out.append((np.sort(rest[n_val:]), np.sort(rest[:n_val]), np.sort(parts[i])))
         return out
     dealt = np.empty(len(rows), dtype=np.int64)  # each row's part
+    classes = np.empty(len(rows), dtype=np.int64)  # each row's class, by number
     shuffled = np.empty(len(rows), dtype=rows.dtype)
     at = 0
-    for c in np.unique(labels):
+    for j, c in enumerate(np.unique(labels)):
         group = rng.permutation(rows[labels == c])
-        shuffled[at : at + len(group)] = group
-        dealt[at : at + len(group)] = (at + np.arange(len(group))) % k
+        span = slice(at, at + len(group))
+        shuffled[span], classes[span] = group, j
+        dealt[span] = (at + np.arange(len(group))) % k
         at += len(group)
-    classes = np.concatenate([np.full((labels == c).sum(), j) for j, c in
-                              enumerate(np.unique(labels))])  # fmt: skip
     out = []
     for i in range(k):
         held = dealt == i

@@ -188,7 +188,7 @@ def _trial_error(trial: Any) -> str:
         if error is None and local.is_file():  # a retry's: written here, not yet in storage
             last = local.read_text(errors="replace").rsplit("Failure #", 1)[-1]
             text = " ".join(last.split("\n", 1)[-1].split())  # after "N (occurred at ...)"
-            return (text[:300] + "…") if len(text) > 300 else text or WORKER_FAILED
+            return _clipped(text) or WORKER_FAILED
     except Exception:  # the message is all we want here; without it the trial still failed
         error = None
     return one_line(error) if error is not None else WORKER_FAILED
@@ -207,7 +207,11 @@ def experiment_dir() -> Iterator[Path]:
 def one_line(error: BaseException) -> str:
     """The root cause of a trial's failure as one line (not Ray's wrapper and traceback)."""
     cause = getattr(error, "cause", None) or error
-    text = " ".join(f"{type(cause).__name__}: {cause}".split())
+    return _clipped(" ".join(f"{type(cause).__name__}: {cause}".split()))
+
+
+def _clipped(text: str) -> str:
+    """At most 300 characters of a trial's error, an ellipsis where it was cut."""
     return (text[:300] + "…") if len(text) > 300 else text
 
 
@@ -224,7 +228,8 @@ class Partial:
         (failed runs run again); NotFoundError when none was interrupted (as `train --resume`
         without a checkpoint: starting over is the user's call, not a warning's)."""
         if not self.store.exists(self.prefix):
-            others = [n for n in self.store.list("tune-partial") if n not in self.prefix]
+            mine = self.prefix.rsplit("/", 1)[1]
+            others = [n for n in self.store.list("tune-partial") if n != mine]
             raise NotFoundError(
                 f"no interrupted search with these data, settings, seed and --trials in store "
                 f"{self.store.uri} to resume"

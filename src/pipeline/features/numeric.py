@@ -356,9 +356,9 @@ def refuse_extreme(y: np.ndarray, series: pd.Series, name: str, label: str) -> N
             label,
             cells.data_row(series, worst),
             cells.shown(cells.plain(series.iloc[worst]), None),
-            f", {min(float(far[worst]) / spread, 1e308):.0e} times the spread of the other values "
-            "from their "
-            f"median (interquartile range {spread:.3g}): a placeholder or a unit error would "
-            "drown every other row; fix the row, or leave the cell empty to drop it",
+            f", {min(float(far[worst]) / spread, 1e308):.0e} times the spread of the other "
+            f"values from their median (interquartile range {spread:.3g}): a placeholder or a "
+            "unit error would drown every other row; fix the row, or leave the cell empty to "
+            "drop it",
             subject="target column",
         )
