@@ -181,3 +181,32 @@ def test_a_stop_after_training_waits_for_the_build_and_a_second_stops_at_once(
     else:
         assert result.exit_code == 130 and "nothing was written" in result.stderr
         assert not (store / "builds").exists() or not any((store / "builds").iterdir())
+
+
+def test_signals_after_the_stop_is_reported_keep_its_exit_status(tmp_path: Path) -> None:
+    """SIGTERM sent again while a stopped `pipeline train` shuts down (a supervisor that
+    signals twice) killed it with the signal's own 143 after it had reported exit 130 and
+    its checkpoint; now the status stays 130 and the checkpoint stays."""
+    import time
+
+    store = tmp_path / "store"
+    proc = start_cli("train", env=_env(tmp_path, store))
+    assert proc.stdout is not None and proc.stderr is not None
+    lines, sent = [], False
+    for line in proc.stdout:
+        lines.append(line)
+        name = json.loads(line).get("event")
+        if name == "train.epoch" and not sent:
+            proc.send_signal(signal.SIGTERM)
+            sent = True
+        if name == "error":  # reported: from here the process only exits
+            break
+    while proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    lines.extend(proc.stdout)
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    key = event("".join(lines), "train.interrupted")["checkpoint"]
+    assert (store / key).is_file()
