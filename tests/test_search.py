@@ -43,6 +43,19 @@ def _refused(tmp_path: Path, space: Any) -> str:
         ({"train.learning_rate": {"loguniform": [0, 1e-2]}}, "loguniform needs low > 0"),
         ({"train.learning_rate": {"uniform": [0.1, 0.01]}}, "low <= high"),
         ({"train.batch_size": {"uniform": [8, 64]}}, "integer setting"),
+        # A range over a true/false, text or list setting: only its bounds were checked (0
+        # and 1 are booleans), and every fraction drawn between them failed its trial.
+        ({"features.log_skewed": {"uniform": [0, 1]}}, '{"choice": [true, false]}'),
+        ({"features.log_skewed": {"int": [0, 1]}}, "is not a number setting: an int range"),
+        ({"features.scaling": {"uniform": [0, 1]}}, '["robust", "standard"]'),
+        ({"model.hidden": {"int": [1, 3]}}, '{"choice": [[256, 128]]}'),
+        # Values valid alone that break a rule together (the weight bound): every trial that
+        # drew them failed, retried twice, and the search exited 0.
+        (
+            {"model.hidden": {"choice": [[64], [4096, 4096]]}, "model.members": {"choice": [1, 8]}},
+            "keys 'model.hidden', 'model.members': together they can draw "
+            "model.hidden=[4096, 4096], model.members=8",
+        ),
         ({"train.batch_size": {"int": [8.5, 64]}}, "(integers)"),
         ({"model.hidden": {"choice": [[0]]}}, "choice value [0] is not a valid model.hidden"),
         ({"model.dropout": {"uniform": [0.1, 1.2]}}, "uniform value 1.2"),
@@ -265,3 +278,22 @@ def test_resume_without_an_interrupted_search_is_refused_naming_the_others(
     assert again.exit_code == 8
     assert "(1 other interrupted search(es) in tune-partial/" in one_error_line(again)
     assert not (store / "tunes").exists()
+
+
+def test_a_drawn_combination_the_settings_refuse_fails_its_trial_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """The space is checked against the defaults; with 16 members set by the user, a drawn
+    [4096, 2048] breaks the weight bound. That was a pydantic dump, retried twice as if a
+    worker had died; it is a ConfigError, which `trainable` records as a failed trial."""
+    settings = _settings(
+        tmp_path,
+        PIPELINE_MODEL__MEMBERS="16",
+        PIPELINE_TUNE__SPACE=json.dumps({"model.hidden": {"choice": [[64], [4096, 2048]]}}),
+    )
+    assert search.apply(settings, {"model.hidden": [64]}).model.hidden == [64]
+    with pytest.raises(ConfigError) as caught:
+        search.apply(settings, {"model.hidden": [4096, 2048]})
+    message = caught.value.message
+    assert message.startswith("the trial's settings are not valid: model: 134,217,728 weights")
+    assert "\n" not in message and "input_value" not in message

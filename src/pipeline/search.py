@@ -139,12 +139,22 @@ def _canonical(config: dict[str, Any]) -> str:
 
 
 def apply(settings: Settings, config: dict[str, Any]) -> Settings:
-    """``settings`` with the configuration's values in place (validated again)."""
+    """``settings`` with the configuration's values in place (validated again). A drawn
+    combination the settings refuse (the space is checked against the defaults; these are
+    the user's settings) is a ``ConfigError``: its trial fails with one line, not retried."""
+    from pydantic import ValidationError
+
     tree = settings.model_dump()
     for key, value in config.items():
         section, name = key.split(".", 1)
         tree[section][name] = copy.deepcopy(value)
-    return Settings.model_validate(tree)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        reason = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"the trial's settings are not valid: {where}: {reason}") from None
 
 
 # -- scoring ----------------------------------------------------------------------------------

@@ -96,7 +96,17 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
         section, field = _field_of(key, sections)
         kind, spec = _dimension(key, dim)
         model = sections[section]
-        if kind in ("uniform", "loguniform") and model.model_fields[field].annotation is int:
+        annotation = model.model_fields[field].annotation
+        if kind != "choice" and annotation not in (int, float):
+            # Only the bounds are checked against the setting: 0 and 1 are valid booleans,
+            # and the fractions drawn between them were not (every trial failed, retried).
+            raise PydanticCustomError(
+                "bad_space_kind",
+                f"key '{key}' is not a number setting: {'an' if kind == 'int' else 'a'} {kind} "
+                f"range draws numbers; list its values as a choice, e.g. "
+                f"{_example(key, model, field)}",
+            )
+        if kind in ("uniform", "loguniform") and annotation is int:
             raise PydanticCustomError(
                 "bad_space_kind",
                 f"key '{key}' is an integer setting: a {kind} range draws fractions; use "
@@ -114,7 +124,43 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
                 ) from None
             values.append(read if kind == "choice" else value)
         normal[key] = {kind: values}
+    _check_together(normal, sections)
     return normal
+
+
+# Combinations of one section's probe values tried at most (``_check_together``).
+MAX_COMBINATIONS = 4096
+
+
+def _check_together(normal: dict[str, Any], sections: dict[str, type[BaseModel]]) -> None:
+    """A rule across one section's settings (the network's weight bound: ``model.hidden``
+    times ``model.members``) holds for every combination of their dimensions' probe values
+    (bounds and choices). Each value alone passed with the others at their defaults, and a
+    drawn combination that broke the rule failed its trial, retried twice, with exit 0."""
+    import itertools
+
+    by_section: dict[str, list[str]] = {}
+    for key in normal:
+        by_section.setdefault(key.split(".", 1)[0], []).append(key)
+    for section, keys in by_section.items():
+        probes = [next(iter(normal[k].values())) for k in keys]
+        if len(keys) < 2 or math.prod(len(p) for p in probes) > MAX_COMBINATIONS:
+            continue
+        for combination in itertools.product(*probes):
+            values = {k.split(".", 1)[1]: v for k, v in zip(keys, combination, strict=True)}
+            try:
+                sections[section].model_validate(values)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                fields = (error.get("ctx") or {}).get("fields") or list(values)
+                named = [f"{section}.{f}" for f in fields]
+                shown = ", ".join(f"{section}.{f}={values[f]!r}" for f in fields if f in values)
+                raise PydanticCustomError(
+                    "bad_space_combination",
+                    f"keys {', '.join(repr(k) for k in named)}: together they can draw "
+                    f"{shown}, which is not valid ({error['msg'].removeprefix('Value error, ')});"
+                    " narrow one of these dimensions",
+                ) from None
 
 
 def default_metric(task: str, target_transform: str) -> str:
@@ -201,6 +247,23 @@ def _probe_values(kind: str, spec: Any) -> list[Any]:
     if kind == "int":
         return [int(spec[0]), int(spec[1])]
     return [float(spec[0]), float(spec[1])]
+
+
+def _example(key: str, model: type[BaseModel], field: str) -> str:
+    """A choice dimension for ``key`` as the message's suggestion: both booleans, a text
+    setting's every value, else the default."""
+    import json
+    import typing
+
+    info = model.model_fields[field]
+    options = list(typing.get_args(info.annotation))
+    if info.annotation is bool:
+        values = [True, False]
+    elif typing.get_origin(info.annotation) is typing.Literal:
+        values = options
+    else:
+        values = [info.get_default(call_default_factory=True)]
+    return json.dumps({key: {"choice": values}})
 
 
 def _short(value: Any) -> str:
