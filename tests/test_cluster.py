@@ -7,6 +7,7 @@ each in processes of their own (tests/ray_cluster.py).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -183,6 +184,55 @@ def test_an_address_where_something_else_listens_is_refused_within_the_timeout(
     assert caught.value.exit_code == 5 and "\n" not in message
     expected = "is not a Ray cluster" if talks else "it took the connection but sent nothing"
     assert expected in message and f"RAY_ADDRESS={address}" in message, message
+
+
+@pytest.mark.parametrize(
+    "status",
+    [b"\x8d", b"\x88"],
+    ids=["http2-404-for-every-request", "grpc-server-without-rays-service"],
+)
+def test_an_http2_server_that_is_not_rays_gcs_is_refused_within_the_timeout(
+    status: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP/2 server that answers every request with 404 (a proxy here, at
+    10.255.255.1:6379), or a gRPC server without Ray's service (status 200 and the error in
+    one frame that ends the stream): both send SETTINGS first, passed the check, and ray.init
+    retried them for 22 s whatever PIPELINE_TUNE__CONNECT_TIMEOUT, printing 20 lines of Ray's
+    gRPC errors. Now one line, exit 5, within the timeout."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))  # SETTINGS, empty
+                seen = b""
+                while b"GetClusterId" not in seen:  # the request's HEADERS
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    seen += chunk
+                # HEADERS on stream 1, END_HEADERS | END_STREAM: the status (and nothing more)
+                conn.sendall(bytes([0, 0, 1, 1, 5, 0, 0, 0, 1]) + status)
+                conn.recv(4096)
+
+    threading.Thread(target=answer, daemon=True).start()
+    address = f"127.0.0.1:{port}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(SourceError) as caught, cluster.session(address, connect_timeout=3):
+            pass
+    finally:
+        server.close()
+    assert time.monotonic() - t0 < 3 + 2
+    message = caught.value.message
+    assert caught.value.exit_code == 5 and "\n" not in message
+    assert f"RAY_ADDRESS={address} is not a Ray cluster" in message, message
 
 
 class _QuietHandler(http.server.BaseHTTPRequestHandler):

@@ -272,11 +272,13 @@ def _temp_dir(root: Path | None) -> Path:
 _HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
-def _probe(address: str, shown: str, timeout: float) -> None:
+def _probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
     """Raise ``SourceError`` unless ``host:port`` (or ``ray://host:port``) takes a connection
     and answers as a gRPC server does within ``timeout`` seconds in all: ``ray.init`` to a
     port where something else listens retried for minutes, whatever the timeout. (With
-    ``RAY_USE_TLS`` the connection alone is checked: the server expects a TLS handshake.)"""
+    ``RAY_USE_TLS`` the connection alone is checked: the server expects a TLS handshake.)
+    With ``call``, a ``host:port`` must also answer Ray's own first request
+    (``_cluster_id_call``); the watch of a joined cluster checks the answer alone."""
     if address == "auto":
         return
     scheme, _, rest = address.rpartition("://")
@@ -298,6 +300,9 @@ def _probe(address: str, shown: str, timeout: float) -> None:
                 if not chunk:
                     break
                 answer += chunk
+            if len(answer) == 9 and answer[3] == 4 and call and scheme != "ray":
+                settings = int.from_bytes(answer[:3], "big")
+                answer = _cluster_id_call(sock, hostport, deadline, settings)
     except TimeoutError as exc:
         why = "it took the connection but sent nothing" if connected else _first_line(exc)
         raise _unreachable(shown, timeout, why) from None
@@ -309,6 +314,57 @@ def _probe(address: str, shown: str, timeout: float) -> None:
             "Ray's gRPC server does; give the head's address (host:6379, or ray://host:10001 "
             "for Ray Client), or unset RAY_ADDRESS to run embedded"
         )
+
+
+def _literal(index: int, value: str, name: str = "") -> bytes:
+    """An HPACK header field "literal without indexing" (no Huffman coding): its name is
+    static table entry ``index`` (below 15), or ``name`` when ``index`` is 0."""
+
+    def text(t: str) -> bytes:
+        return bytes([len(t)]) + t.encode()
+
+    return (b"\x00" + text(name) if index == 0 else bytes([index])) + text(value)
+
+
+def _cluster_id_call(sock: socket.socket, authority: str, deadline: float, unread: int) -> bytes:
+    """Ask the server for Ray's cluster id (``NodeInfoGcsService/GetClusterId``, an empty
+    request) on HTTP/2 stream 1: ``answer`` as a SETTINGS frame's header when it answers as
+    Ray's GCS does (a response that opens with status 200 and goes on to a reply), else b"".
+
+    Any HTTP/2 server sends SETTINGS first: a proxy that answers every request with 404 passed
+    the first check, and ray.init then retried it for 20 s whatever the timeout, printing 20
+    lines of Ray's gRPC errors. A gRPC server without Ray's service answers 200 with the
+    status in the same frame, ending the stream (a "trailers-only" error): refused too.
+    ``unread``: the bytes of the server's first SETTINGS frame not read yet (its payload)."""
+    path = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+    block = b"\x83\x86" + _literal(4, path) + _literal(1, authority)  # POST, http, path, host
+    block += b"\x0f\x10" + bytes([16]) + b"application/grpc"  # content-type (static 31)
+    block += _literal(0, "trailers", name="te")
+    frames = [
+        bytes([0, 0, 0, 4, 1, 0, 0, 0, 0]),  # SETTINGS ack of the server's
+        len(block).to_bytes(3, "big") + bytes([1, 4, 0, 0, 0, 1]) + block,  # HEADERS
+        bytes([0, 0, 5, 0, 1, 0, 0, 0, 1]) + bytes(5),  # DATA: an empty message, END_STREAM
+    ]
+    sock.sendall(b"".join(frames))
+    buffer = b""
+    while True:
+        sock.settimeout(max(deadline - time.monotonic(), 0.01))
+        skipped = min(unread, len(buffer))
+        buffer, unread = buffer[skipped:], unread - skipped
+        while not unread and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            size, kind, flags = int.from_bytes(buffer[:3], "big"), buffer[3], buffer[4]
+            stream = int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            payload, buffer = buffer[9 : 9 + size], buffer[9 + size :]
+            if kind == 7 or (kind == 3 and stream == 1):  # GOAWAY, RST_STREAM
+                return b""
+            if kind == 1 and stream == 1:  # the response's first HEADERS
+                start = (1 + payload[0] if flags & 0x8 else 0) + (5 if flags & 0x20 else 0)
+                ok = payload[start : start + 1] == b"\x88" and not flags & 0x1
+                return bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]) if ok else b""
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return b""
+        buffer += chunk
 
 
 # Ray's core worker ends the driver (exit 1, its own lines on stderr) once the GCS has not
@@ -340,7 +396,7 @@ class _Watch:
         answered = time.monotonic()
         while not self.done.wait(1.0):
             try:
-                _probe(self.target, self.shown, min(5.0, self.patience))
+                _probe(self.target, self.shown, min(5.0, self.patience), call=False)
                 answered = time.monotonic()
             except SourceError:
                 if time.monotonic() - answered > self.patience and not self.done.is_set():
