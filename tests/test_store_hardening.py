@@ -245,6 +245,9 @@ def test_a_failed_run_leaves_no_stale_id_file(cli: Any, store: Path, tmp_path: P
         (["--preset-out", "{preset}"], "is the preset this command reads"),
         (["--preset-out", "{file}/tuned.toml"], "is a file, not a folder"),
         (["--preset-out", "{txt}"], "is not a .toml file, which PIPELINE_PRESET could not load"),
+        # A folder no file can be made in, though its permissions (or root) allow it: the
+        # search ran to its end, then failed to write the preset (exit 9).
+        (["--preset-out", "/proc/tuned.toml"], "the folder /proc cannot be written"),
     ],
 )
 def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_search(
@@ -265,6 +268,20 @@ def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_s
     assert not store.exists() and not (tmp_path / "out.toml").exists()
     assert not (tmp_path / "winner.txt").exists()
     assert preset.read_text() == "[train]\nmax_epochs = 3\n"
+
+
+def test_a_failed_tune_leaves_no_stale_preset(cli: Any, store: Path, tmp_path: Path) -> None:
+    """`tune --preset-out tuned.toml` that fails removes the previous run's winner, as it does
+    the --id-file: `PIPELINE_PRESET=tuned.toml pipeline train`, a script's next step, trained
+    the stale winner silently."""
+    data = tmp_path / "no-target.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    preset = tmp_path / "tuned.toml"
+    preset.write_text("[train]\nmax_epochs = 3\n")
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y"}
+    result = cli("tune", "--trials", "2", "--preset-out", str(preset), env=env)
+    assert result.exit_code == 4, result.output
+    assert not preset.exists()
 
 
 def test_data_fetch_with_its_id_file_in_the_store_is_refused(cli: Any, store: Path) -> None:

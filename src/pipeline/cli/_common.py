@@ -167,14 +167,16 @@ def store_of(
             _one_output(path, option, named, preset)
     if writes:
         store.check_writable()
-    _clear_id_file((outputs or {}).get("--id-file"))
+    for option in _ID_OUTPUTS:
+        _clear_id_file((outputs or {}).get(option))
     return store
 
 
 def _clear_id_file(path: Path | None) -> None:
-    """An existing --id-file removed before the work starts, as `docker build --iidfile` does:
-    a run that fails must not leave the previous run's id there for the next step of a script
-    (`pipeline package $(cat build.id)`) to take as its own."""
+    """An existing --id-file (or `tune --preset-out`) removed before the work starts, as
+    `docker build --iidfile` does: a run that fails must not leave the previous run's id (or
+    winner) there for the next step of a script (`pipeline package $(cat build.id)`,
+    `PIPELINE_PRESET=tuned.toml pipeline train`) to take as its own."""
     if path is not None and path.is_file():
         with contextlib.suppress(OSError):  # then the final write says what is wrong
             path.unlink()
@@ -207,7 +209,7 @@ def _folder_exists(path: Path, option: str) -> None:
     why = (
         "does not exist" if not folder.is_dir()
         else "cannot be written" if not os.access(folder, os.W_OK | os.X_OK)
-        else ""
+        else _unwritable(folder)
     )  # fmt: skip
     if why:
         raise ConfigError(
@@ -216,6 +218,22 @@ def _folder_exists(path: Path, option: str) -> None:
         )
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder: name a file in it")
+
+
+def _unwritable(folder: Path) -> str:
+    """Why no file can be made in ``folder`` ("" when one can): a file made and removed.
+    Permissions alone passed /proc and /sys, and a read-only mount, for root: the search ran
+    to its end, then failed to write its --preset-out (exit 9)."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pipeline-write-check-", dir=folder)
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        Path(probe).unlink()
+    return ""
 
 
 def _not_the_data(path: Path, option: str, source: str) -> None:
