@@ -297,3 +297,36 @@ def test_a_drawn_combination_the_settings_refuse_fails_its_trial_with_one_line(
     message = caught.value.message
     assert message.startswith("the trial's settings are not valid: model: 134,217,728 weights")
     assert "\n" not in message and "input_value" not in message
+
+
+def test_a_damaged_record_of_an_interrupted_search_is_run_again_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`tune --resume` read each finished run's record as it was: one cut short (or edited)
+    was a JSONDecodeError traceback. It is now work to do again, named in a warning."""
+    from pipeline.store import Store
+    from pipeline.trials import Partial
+
+    class Log:
+        def __init__(self) -> None:
+            self.warnings: list[tuple[str, dict[str, Any]]] = []
+
+        def warning(self, event: str, **fields: Any) -> None:
+            self.warnings.append((event, fields))
+
+    store = Store.from_uri(str(tmp_path / "store"))
+    partial = Partial(store, {"search": 1})
+    ok = {"trial": 0, "status": "ok", "score": 0.5, "metrics": {"rmse": 0.5}, "epochs": 3,
+          "seconds": 1.0}  # fmt: skip
+    partial.record(ok)
+    partial.record({**ok, "trial": 1})
+    partial.record({**ok, "trial": 2})
+    key = f"{partial.prefix}/00001-00.json"
+    store.write(key, store.read_bytes(key)[:20])  # cut short
+    store.write_json(f"{partial.prefix}/00002-00.json", {"status": "ok"})  # no trial
+    log = Log()
+    done = partial.load(log)
+    assert sorted(done) == [0] and done[0]["score"] == 0.5
+    damaged = sorted(fields["key"] for event, fields in log.warnings)
+    assert damaged == [key, f"{partial.prefix}/00002-00.json"]
+    assert all(event == "tune.resume_record_damaged" for event, _ in log.warnings)

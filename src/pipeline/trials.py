@@ -9,6 +9,7 @@ Ray Tune is only the engine: a grid over trial numbers, a retry for a worker tha
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -239,9 +240,21 @@ class Partial:
             )  # fmt: skip
         done: dict[int, dict[str, Any]] = {}
         for name in sorted(self.store.list(self.prefix)):
-            result = self.store.read_json(f"{self.prefix}/{name}")
-            if isinstance(result, dict) and result.get("status") == "ok":
-                merge(done, result)
+            key = f"{self.prefix}/{name}"
+            try:
+                result = self.store.read_json(key)
+                if isinstance(result, dict) and result.get("status") == "ok":
+                    merged = copy.deepcopy(done)  # kept only if the whole record merges
+                    merge(merged, result)
+                    done = merged
+            except (ValueError, KeyError, TypeError, AttributeError):
+                # A damaged record (cut short, edited) is work to do again, as if never
+                # finished: it was a traceback. Runs are deterministic, so the result holds.
+                log.warning(
+                    "tune.resume_record_damaged", key=key,
+                    message=f"{key} in store {self.store.uri} is not a finished run's result: "
+                    "that run is repeated",
+                )  # fmt: skip
         if not done:
             log.warning("tune.resume", message="no finished trial of this search to resume")
         return done
