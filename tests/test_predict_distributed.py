@@ -339,9 +339,43 @@ def test_a_pipe_given_to_workers_is_named_a_pipe(chain: dict[str, Any]) -> None:
         done = _predict(chain, str(fifo), "--workers", "2", "-o", "from-a-pipe")
     finally:
         fifo.unlink()
-    assert done.returncode == 4, done.stderr[-2000:]
+    assert done.returncode == 3, done.stderr[-2000:]  # the options contradict: not bad rows
     assert f"input {fifo} is a pipe or a device, not a file" in done.stderr
     assert not (chain["root"] / "from-a-pipe").exists()
+
+
+def test_a_broken_link_in_a_folder_is_named_and_a_linked_output_folder_is_its_target(
+    chain: dict[str, Any],
+) -> None:
+    """A link to nothing among a folder's files was skipped without a word (its rows missing,
+    exit 0); -o naming a link to an empty folder failed after all the work ("Not a
+    directory", exit 9), and an empty -o folder's permissions were replaced by the parts'."""
+    import shutil
+
+    root = chain["root"]
+    (root / "linked").mkdir()
+    shutil.copy(root / "in" / "t0.csv", root / "linked" / "t0.csv")
+    (root / "linked" / "gone.csv").symlink_to(root / "no-such-file.csv")
+    broken = _predict(chain, "linked", "--workers", "2", "-o", "o-broken")
+    assert broken.returncode == 4, broken.stderr[-2000:]
+    assert broken.stderr.strip().splitlines()[-1] == (
+        f"error: input folder linked holds gone.csv, a link to {root / 'no-such-file.csv'}, "
+        "which does not exist: fix the link or remove it"
+    )
+    assert not (root / "o-broken").exists()
+    (root / "linked" / "gone.csv").unlink()
+    (root / "target").mkdir(mode=0o700)
+    (root / "target").chmod(0o700)
+    (root / "to-target").symlink_to(root / "target")
+    done = _predict(chain, "linked", "--workers", "2", "-o", "to-target")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (root / "to-target").is_symlink()  # the link stays, the parts are in its target
+    assert sorted(p.name for p in (root / "target").iterdir()) == [
+        "manifest.json",
+        "part-00000-t0.csv",
+    ]
+    assert (root / "target").stat().st_mode & 0o777 == 0o700
+    _no_leftovers(root)
 
 
 def test_single_process_predict_does_not_import_ray(chain: dict[str, Any]) -> None:

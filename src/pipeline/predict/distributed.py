@@ -138,17 +138,27 @@ def inputs(source: Path) -> list[Path]:
     leaving out hidden ones and ``_``-prefixed markers such as Spark's ``_SUCCESS``.
     """
     text = str(source)
+    # Options that contradict each other (exit 3), not bad data: the rows may be fine.
     if text == "-":
-        raise DataError(
+        raise ConfigError(
             "input - (stdin) is not read: --workers reads files, a folder or a glob; save the "
             "rows to a file and pass its path"
         )
     if source.exists() and not source.is_file() and not source.is_dir():
-        raise DataError(  # `<(cat f.csv)`: each worker opened /dev/fd/63 of its own, "missing"
+        raise ConfigError(  # `<(cat f.csv)`: each worker opened /dev/fd/63 of its own, "missing"
             f"input {source} is a pipe or a device, not a file: --workers reads files every "
             "worker can open; save the rows to a file and pass its path"
         )
     if source.is_dir():
+        broken = sorted(p.name for p in source.iterdir() if p.is_symlink() and not p.exists())
+        if broken := [name for name in broken if _readable_name(name)]:
+            # A link to nothing was neither read nor said: its rows were silently missing.
+            target = (source / broken[0]).readlink()
+            raise DataError(
+                f"input folder {source} holds {broken[0]}, a link to {target}, which does not "
+                f"exist{f' ({len(broken)} such links)' if len(broken) > 1 else ''}: fix the "
+                "link or remove it"
+            )
         found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
         if not found:
             nested = " (sub-folders are not read: pass a glob such as 'DIR/*/*.parquet')"
@@ -232,6 +242,15 @@ def _output_folder(output: Path | None, asked: str, where: str) -> Path:
         raise ConfigError(
             f"{asked} writes one file per input part: pass -o FOLDER (absent or empty)"
         )
+    if output.is_symlink():
+        # The folder is published by renaming over it: a link was replaced by the folder (or
+        # refused, "Not a directory", exit 9 after all the work). Its target is the folder.
+        if not output.is_dir():
+            raise ConfigError(
+                f"-o {output} is a link to {output.readlink()}, which is not a folder: pass "
+                "a new or empty folder"
+            )
+        output = output.resolve()
     if output.exists() and not output.is_dir():
         raise ConfigError(
             f"-o {output} is a file, but {asked} writes a folder of parts: pass the path of "
@@ -406,6 +425,8 @@ def _publish(staging: Path, folder: Path, manifest: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         fsync_dir(staging)
+        if folder.is_dir():  # an empty folder given: its permissions stay
+            staging.chmod(folder.stat().st_mode & 0o7777)
         staging.replace(folder)  # over an empty folder too; a non-empty one fails: ENOTEMPTY
         fsync_dir(folder.parent)
     except OSError as exc:
