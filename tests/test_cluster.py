@@ -261,6 +261,25 @@ def test_ray_temp_folders_stay_short_enough_for_its_sockets(tmp_path: Path) -> N
         made.rmdir()
 
 
+@pytest.mark.parametrize(
+    ("address", "port"),
+    [("127.0.0.1:notaport", "'notaport'"), ("127.0.0.1:99999", "'99999'"),
+     ("ray://user:pw@head:1x?token=hunter22", "'1x'")],
+)  # fmt: skip
+def test_an_address_without_a_valid_port_is_a_config_error_that_masks_credentials(
+    address: str, port: str
+) -> None:
+    """A port that is not one was "cannot be reached (invalid literal for int()...)", exit 5,
+    with a ray:// address's ?token= value in the message; it is a setting's error (exit 3)
+    that says the form expected, credentials masked."""
+    with pytest.raises(ConfigError) as caught, cluster.session(address, connect_timeout=1):
+        pass
+    message = caught.value.message
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert f"has no valid port ({port}): expected host:port" in message, message
+    assert "hunter22" not in message and "pw" not in message
+
+
 def test_an_address_with_a_password_is_masked() -> None:
     """The address shown in events and errors carries no credentials."""
     assert cluster._masked("ray://user:hunter22@head:10001") == "ray://***@head:10001"

@@ -330,3 +330,24 @@ def test_a_damaged_record_of_an_interrupted_search_is_run_again_not_a_traceback(
     damaged = sorted(fields["key"] for event, fields in log.warnings)
     assert damaged == [key, f"{partial.prefix}/00002-00.json"]
     assert all(event == "tune.resume_record_damaged" for event, _ in log.warnings)
+
+
+def test_a_retried_trials_error_is_its_message_without_rays_traceback_or_colours() -> None:
+    """The `tune.trial_retried` warning carried Ray's error file as it was: terminal colours
+    (``\\x1b[36m``), the ``ray::ImplicitFunc.train()`` header and traceback frames."""
+    from pipeline.trials import failure_text
+
+    record = (
+        "Failure # 1 (occurred at 2026-12-06_12-00-00)\n"
+        "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=123, ip=10.0.0.1, actor_id=abc)\n"
+        '  File "/x/trainable.py", line 331, in train\n'
+        "    raise skipped from exception_cause(skipped)\n"
+        "    ^^^^^^^^^^^^\n"
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: ImplicitFunc\n"
+        "The actor's worker process was killed (SIGKILL).\n"
+    )
+    assert failure_text("Failure # 0 (occurred at x)\nold\n" + record) == (
+        "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task. "
+        "The actor's worker process was killed (SIGKILL)."
+    )

@@ -282,12 +282,12 @@ def _probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
     if address == "auto":
         return
     scheme, _, rest = address.rpartition("://")
-    hostport = rest.split("/", 1)[0].rpartition("@")[2]
+    hostport = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    number = _port(port, scheme, shown)
     deadline = time.monotonic() + timeout
     connected = False
     try:
-        number = int(port) if port else _DEFAULT_PORTS.get(scheme, 6379)
         with socket.create_connection((host.strip("[]"), number), timeout=timeout) as sock:
             if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
                 return
@@ -314,6 +314,22 @@ def _probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
             "Ray's gRPC server does; give the head's address (host:6379, or ray://host:10001 "
             "for Ray Client), or unset RAY_ADDRESS to run embedded"
         )
+
+
+def _port(text: str, scheme: str, shown: str) -> int:
+    """The port of a ``RAY_ADDRESS`` (its scheme's default when none is given); ConfigError
+    when it is not one: "127.0.0.1:notaport" was reported as a cluster that cannot be reached
+    (exit 5), after the data was read."""
+    from pipeline.errors import ConfigError
+
+    if not text:
+        return _DEFAULT_PORTS.get(scheme, 6379)
+    if text.isdigit() and 0 < int(text) < 65536:
+        return int(text)
+    raise ConfigError(
+        f"RAY_ADDRESS={shown} has no valid port ({text!r}): expected host:port (the head's "
+        "address, e.g. 10.0.0.5:6379), ray://host:10001 for Ray Client, or auto"
+    )
 
 
 def _literal(index: int, value: str, name: str = "") -> bytes:
@@ -454,8 +470,9 @@ def _unreachable(shown: str, timeout: float, reason: str) -> SourceError:
 
 
 def _masked(address: str) -> str:
-    """The address with registered secrets and any ``user:password@`` part masked."""
-    return log.without_userinfo(log.mask(address))
+    """The address with registered secrets, any ``user:password@`` part and credential-like
+    query values (``?token=``) masked."""
+    return log.redacted_uri(log.mask(address))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -187,9 +188,7 @@ def _trial_error(trial: Any) -> str:
         error = trial.get_pickled_error() or trial.get_error()
         local = Path(str(getattr(trial, "error_file", "") or ""))
         if error is None and local.is_file():  # a retry's: written here, not yet in storage
-            last = local.read_text(errors="replace").rsplit("Failure #", 1)[-1]
-            text = " ".join(last.split("\n", 1)[-1].split())  # after "N (occurred at ...)"
-            return _clipped(text) or WORKER_FAILED
+            return failure_text(local.read_text(errors="replace")) or WORKER_FAILED
     except Exception:  # the message is all we want here; without it the trial still failed
         error = None
     return one_line(error) if error is not None else WORKER_FAILED
@@ -211,8 +210,28 @@ def one_line(error: BaseException) -> str:
     return _clipped(" ".join(f"{type(cause).__name__}: {cause}".split()))
 
 
+def failure_text(record: str) -> str:
+    """The last failure of a Ray error file as one line: its message, without Ray's header
+    (``Failure # N (occurred at ...)``), the ``ray::ImplicitFunc.train()`` line, the traceback
+    (``Traceback``, indented frames, ``^^^^`` marks) or terminal colours, which the
+    ``tune.trial_retried`` warning carried."""
+    last = _ANSI.sub("", record.rsplit("Failure #", 1)[-1].split("\n", 1)[-1])
+    kept = [
+        line.strip()
+        for line in last.splitlines()
+        if line.strip() and not line[:1].isspace()
+        and not line.startswith(("ray::", "Traceback", "^"))
+    ]  # fmt: skip
+    return _clipped(" ".join(" ".join(kept).split()))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _clipped(text: str) -> str:
-    """At most 300 characters of a trial's error, an ellipsis where it was cut."""
+    """At most 300 characters of a trial's error, an ellipsis where it was cut (terminal
+    colours removed)."""
+    text = _ANSI.sub("", text)
     return (text[:300] + "…") if len(text) > 300 else text
 
 
