@@ -526,3 +526,19 @@ def test_a_fresh_predict_loads_torch_with_the_collector_paused_then_frozen(
     assert int(frozen) > 200_000  # torch's and pandas' objects (about 320,000 here)
     assert int(full) <= 1  # full collections: 4 with the collector on while torch loads
     assert out.read_bytes() == _ok(_predict(chain, *args[:3], "-o", "-")).stdout.encode()
+
+
+def test_a_globstar_in_a_workers_pattern_matches_any_depth(tmp_path: Path) -> None:
+    """`predict 'nest/**/*.csv' --workers 2` read one level of folders: nest/c/d/x.csv was
+    skipped without a word. ``**`` now matches any depth, as Spark's and the shell's."""
+    from pipeline.predict.distributed import inputs
+
+    for name in ("a.csv", "b/y.csv", "c/d/x.csv", "c/d/notes.txt"):
+        (tmp_path / "nest" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "nest" / name).write_text("x\n1\n")
+    found = inputs(tmp_path / "nest" / "**" / "*.csv")
+    assert [p.relative_to(tmp_path / "nest").as_posix() for p in found] == [
+        "a.csv", "b/y.csv", "c/d/x.csv",
+    ]  # fmt: skip
+    one_level = inputs(tmp_path / "nest" / "*" / "*.csv")
+    assert [p.relative_to(tmp_path / "nest").as_posix() for p in one_level] == ["b/y.csv"]

@@ -169,8 +169,10 @@ def inputs(source: Path) -> list[Path]:
         return sorted(found, key=lambda p: p.name)
     if not source.exists() and _GLOB & set(text):
         # glob.glob, not Path.glob: absolute patterns, and each path spelt as the pattern spells
-        # it (the label messages and the manifest give it).
-        matched = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())  # noqa: PTH207
+        # it (the label messages and the manifest give it). ``**`` matches any depth of
+        # folders, as Spark's and the shell's globstar do (it matched one level).
+        found_ = glob.glob(text, recursive=True)  # noqa: PTH207
+        matched = sorted(Path(p) for p in found_ if Path(p).is_file())
         if not matched:
             raise DataError(f"input pattern {text} matches no file: check the pattern")
         return matched
