@@ -381,6 +381,27 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 
+def test_a_second_sigterm_while_the_runtime_stops_leaves_no_temporary_folder(
+    tmp_path: Path,
+) -> None:
+    """A second SIGTERM 0.3 s after the first broke off the embedded runtime's shutdown: exit
+    130 as it should, but its temporary folder (/tmp/pipeline-ray-*) stayed for good. The
+    shutdown now runs to its end, the signal noted."""
+    import glob
+    import time
+
+    before = set(glob.glob("/tmp/pipeline-ray-*"))
+    proc = _start(tmp_path, "--trials", "3", **SLOW)
+    _wait_for_trials(proc, 1)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.count("\n") == 1 and err.startswith("error: tune interrupted"), err[-2000:]
+    assert set(glob.glob("/tmp/pipeline-ray-*")) <= before
+
+
 def test_a_cluster_lost_mid_search_is_exit_5_and_resume_finishes_it(tmp_path: Path) -> None:
     """The cluster at RAY_ADDRESS stops (its head and worker node killed) after the first
     trial: one line and an `error` event, exit 5, within the connect timeout plus a few

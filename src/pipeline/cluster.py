@@ -124,8 +124,9 @@ def _session(
             )
         yield _describe(ray, None)
     finally:
-        _shutdown(ray)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        with _signals_held():
+            _shutdown(ray)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -168,6 +169,32 @@ def _shutdown(ray: Any) -> None:
             handler = signal.getsignal(signum)
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT noted, not acted on, while the block runs; once it is done, a noted
+    one stops the command as the signal would have (``KeyboardInterrupt``). A second signal
+    sent while the embedded runtime shut down broke off ``ray.shutdown``, and its processes,
+    still running, left the temporary folder behind for good. (Blocking the signals would not
+    do: the kernel hands a process's signal to any thread that does not block it, and Ray's
+    threads do not.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+
+    def note(signum: int, _frame: Any) -> None:
+        noted.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if noted:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

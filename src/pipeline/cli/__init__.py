@@ -104,7 +104,7 @@ def main() -> None:
         # after pointing stdout at /dev/null. 1 means a bug here, and a Unix tool cut off by its
         # reader exits 141 (128 + SIGPIPE).
         code = 141 if exc.code == 1 and _reader_went_away(stdout) else exc.code
-        settle(code)
+        settle()
         if "ray" in sys.modules:
             _leave_past_ray(code)
         if code != exc.code:

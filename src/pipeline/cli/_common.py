@@ -88,7 +88,7 @@ def run(
         except KeyboardInterrupt:
             raise Interrupted(f"{stage} interrupted: nothing was written; run it again") from None
     except PipelineError as exc:
-        settle(exc.exit_code)
+        settle()
         message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs:
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
@@ -96,25 +96,21 @@ def run(
         raise typer.Exit(exc.exit_code) from None
 
 
-def settle(code: int | str | None) -> None:
+def settle() -> None:
     """The command has finished and reported (a checkpoint written, the error line printed):
-    from here on a signal must not change its exit status. A second SIGTERM sent while the
-    interpreter shuts down (a supervisor that signals twice) killed the process with the
-    signal's own 143 in place of its 130 (3 of 3 runs, 0.05-0.3 s after the first): torch's
-    and Python's teardown runs after Python has put the default handlers back. SIGTERM is
-    therefore ignored now (a supervisor's SIGKILL still ends a shutdown that hangs), and
-    SIGINT (a second Ctrl-C) ends the process at once with the same status."""
+    from here on a signal must not change its exit status. SIGTERM and SIGINT are ignored
+    while the process exits. A second SIGTERM sent while the interpreter shut down (a
+    supervisor that signals twice) killed the process with the signal's own 143 in place of its
+    130 (3 of 3 runs, 0.05-0.3 s after the first): torch's and Python's teardown runs after
+    Python has put the default handlers back. A Ctrl-C as `predict --workers` ended raised in
+    Ray's shutdown (a traceback; ending at once instead would leave Ray's processes behind).
+    A supervisor's SIGKILL still ends an exit that hangs."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         return
-    status = code if isinstance(code, int) else 0 if code is None else 1
-
-    def leave(_signum: int, _frame: object) -> None:
-        os._exit(status)
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, leave)
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def _with_sources(message: str, loaded: Any) -> str:
