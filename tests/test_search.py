@@ -351,3 +351,31 @@ def test_a_retried_trials_error_is_its_message_without_rays_traceback_or_colours
         "ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task. "
         "The actor's worker process was killed (SIGKILL)."
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "trials", "most"),
+    [
+        ({"PIPELINE_TRAIN__BATCH_SIZE": "32"}, 3, 2),  # trial 0 is one of the choices
+        ({"PIPELINE_TRAIN__BATCH_SIZE": "128"}, 4, 3),  # trial 0 is outside them
+    ],
+)
+def test_more_trials_than_a_finite_space_holds_is_refused(
+    tmp_path: Path, env: dict[str, str], trials: int, most: int
+) -> None:
+    """Two batch sizes, 5 trials: trials 3 and 4 repeated 2 and 1, scores and all, without a
+    word. More trials than the space's configurations (and the current settings) is exit 3;
+    as many runs; a continuous dimension has no end."""
+    space = {"train.batch_size": {"choice": [32, 64]}}
+    settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space), **env)
+    with pytest.raises(ConfigError) as caught:
+        search.check_trials(settings, trials)
+    assert (
+        f"{trials} trials (PIPELINE_TUNE__TRIALS) are more than the {most} configuration(s)"
+        in caught.value.message
+    )
+    search.check_trials(settings, most)
+    assert len({json.dumps(c) for c in search.trial_configs(settings, most)}) == most
+    wide = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(
+        {**space, "model.dropout": {"uniform": [0.0, 0.3]}}))  # fmt: skip
+    search.check_trials(wide, 50)

@@ -115,6 +115,39 @@ def trial_configs(settings: Settings, n: int) -> list[dict[str, Any]]:
     return configs
 
 
+def check_trials(settings: Settings, n: int) -> None:
+    """ConfigError when a space of choices and integer ranges holds fewer configurations than
+    ``n`` trials (trial 0, the current settings, counted too): the draws past them repeated
+    earlier trials, scores and all, without a word."""
+    size = 1
+    for key, dimension in settings.tune.space.items():
+        ((kind, spec),) = dimension.items()
+        if kind == "choice":
+            size *= len({_canonical({key: v}) for v in spec})
+        elif kind == "int":
+            size *= int(spec[1]) - int(spec[0]) + 1
+        else:
+            return  # a continuous range: no end of configurations
+    current = current_values(settings)
+    inside = all(_within(settings.tune.space[k], v) for k, v in current.items())
+    most = size + (0 if inside else 1)
+    if n > most:
+        raise ConfigError(
+            f"{n} trials (PIPELINE_TUNE__TRIALS) are more than the {most} configuration(s) "
+            f"the space can give ({size} in PIPELINE_TUNE__SPACE"
+            f"{'' if inside else ', and the current settings'}): the rest would repeat them; "
+            f"ask for {most} trials (--trials {most}) or widen the space"
+        )
+
+
+def _within(dimension: dict[str, Any], value: Any) -> bool:
+    """Whether ``value`` is one the dimension can draw (a choice, or an integer in range)."""
+    ((kind, spec),) = dimension.items()
+    if kind == "choice":
+        return any(_canonical({"v": v}) == _canonical({"v": value}) for v in spec)
+    return isinstance(value, int) and int(spec[0]) <= value <= int(spec[1])
+
+
 def _draw(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for key in sorted(space):
