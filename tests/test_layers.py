@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "runtime": 0,
     "collector": 0,
     "cluster": 0,
+    "ray_probe": 0,
     "data": 1,
     "features": 2,
     "model": 2,

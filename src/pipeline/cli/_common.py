@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,8 +35,6 @@ def run(
     A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     """
-    import os
-    import signal
     import sys
 
     from pipeline import log as logging_
@@ -47,6 +46,7 @@ def run(
     # stop at a batch boundary and checkpoint; serve lets its server handle it.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # after an earlier `_reported`
     stream = sys.stderr if log_to_stderr else None  # stdout carries data (predictions) then
     _OPENED.set(None)
     logging_.reset()
@@ -88,12 +88,26 @@ def run(
         except KeyboardInterrupt:
             raise Interrupted(f"{stage} interrupted: nothing was written; run it again") from None
     except PipelineError as exc:
-        settle()
+        _reported()
         message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs:
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _reported() -> None:
+    """The command failed and is about to say so: from here a signal is noted and dropped, not
+    raised between the error line and the exit (where ``settle`` takes over). Handlers that
+    Python calls, not the system's "ignore": a process this one starts later (the test suite
+    runs commands in-process, then starts others) must not inherit an ignored Ctrl-C."""
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, _dropped)
+
+
+def _dropped(_signum: int, _frame: Any) -> None:
+    pass
 
 
 def settle() -> None:
@@ -104,9 +118,8 @@ def settle() -> None:
     130 (3 of 3 runs, 0.05-0.3 s after the first): torch's and Python's teardown runs after
     Python has put the default handlers back. A Ctrl-C as `predict --workers` ended raised in
     Ray's shutdown (a traceback; ending at once instead would leave Ray's processes behind).
-    A supervisor's SIGKILL still ends an exit that hangs."""
-    import signal
-
+    A supervisor's SIGKILL still ends an exit that hangs. Only the entry point calls it, as
+    the process ends: an ignored signal is inherited by every process started afterwards."""
     if threading.current_thread() is not threading.main_thread():
         return
     for number in (signal.SIGTERM, signal.SIGINT):
