@@ -150,8 +150,12 @@ def inputs(source: Path) -> list[Path]:
             "worker can open; save the rows to a file and pass its path"
         )
     if source.is_dir():
-        broken = sorted(p.name for p in source.iterdir() if p.is_symlink() and not p.exists())
-        if broken := [name for name in broken if _readable_name(name)]:
+        broken = sorted(
+            p.name
+            for p in source.iterdir()
+            if p.is_symlink() and not p.exists() and _readable_name(p.name)
+        )
+        if broken:
             # A link to nothing was neither read nor said: its rows were silently missing.
             target = (source / broken[0]).readlink()
             raise DataError(
@@ -171,8 +175,8 @@ def inputs(source: Path) -> list[Path]:
         # glob.glob, not Path.glob: absolute patterns, and each path spelt as the pattern spells
         # it (the label messages and the manifest give it). ``**`` matches any depth of
         # folders, as Spark's and the shell's globstar do (it matched one level).
-        found_ = glob.glob(text, recursive=True)  # noqa: PTH207
-        matched = sorted(Path(p) for p in found_ if Path(p).is_file())
+        paths = glob.glob(text, recursive=True)  # noqa: PTH207
+        matched = sorted(Path(p) for p in paths if Path(p).is_file())
         if not matched:
             raise DataError(f"input pattern {text} matches no file: check the pattern")
         return matched

@@ -256,11 +256,10 @@ def _example(key: str, model: type[BaseModel], field: str) -> str:
     import typing
 
     info = model.model_fields[field]
-    options = list(typing.get_args(info.annotation))
     if info.annotation is bool:
         values = [True, False]
     elif typing.get_origin(info.annotation) is typing.Literal:
-        values = options
+        values = list(typing.get_args(info.annotation))
     else:
         values = [info.get_default(call_default_factory=True)]
     return json.dumps({key: {"choice": values}})
