@@ -202,7 +202,10 @@ def test_signals_after_the_stop_is_reported_keep_its_exit_status(tmp_path: Path)
         if name == "error":  # reported: from here the process only exits
             break
     while proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:  # it exited between the poll and the signal
+            break
         time.sleep(0.02)
     lines.extend(proc.stdout)
     err = proc.stderr.read()
