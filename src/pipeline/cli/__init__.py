@@ -10,10 +10,14 @@ import contextlib
 import inspect
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import typer
+import typer.core
+from typer._click.core import Context
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pipeline import __version__, collector
 from pipeline.cli import build, config, data, release, tune
@@ -24,8 +28,39 @@ from pipeline.cli import report as report_cmd
 from pipeline.cli import serve as serve_cmd
 from pipeline.cli._common import settle
 
+
+class _Group(typer.core.TyperGroup):
+    """The root command group: a usage error (an unknown option, a bad option value, a missing
+    argument), at any depth of sub-commands, is one line on stderr and exit 2, like every other
+    mistake here, rather than typer's usage banner and framed box."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        with _one_line():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Context) -> object:
+        with _one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line() -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:  # `pipeline` or `pipeline release` alone: its help page
+        raise
+    except UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "pipeline"
+        message = " ".join(exc.format_message().split())
+        sys.stderr.write(
+            f"error: {path}: {message[:1].lower()}{message[1:]} (`{path} -h` lists its usage)\n"
+        )
+        raise SystemExit(exc.exit_code) from None
+
+
 app = typer.Typer(
     name="pipeline",
+    cls=_Group,
     help=(
         "Twelve-factor machine learning. Build: `train` + `evaluate` turn the dataset named in "
         "PIPELINE_DATA__SOURCE into a content-addressed build. Settings come only from the "

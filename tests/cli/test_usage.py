@@ -1,0 +1,38 @@
+"""Usage errors (a bad option value, an unknown option or command, a missing argument): one line
+on stderr naming the option and where to look, exit 2, at every depth of sub-commands."""
+
+from __future__ import annotations
+
+import pytest
+from tests.conftest import run_cli
+
+CASES = [
+    (["train", "--workers", "0"], "'--workers'", "greater than or equal to 1"),
+    (["predict", "rows.csv", "--workers", "two"], "'--workers'", "valid integer"),
+    (["tune", "--trials", "0"], "'--trials'", "greater than or equal to 1"),
+    (["tune", "show", "--nope"], "--nope", "no such option"),
+    (["trian"], "'trian'", "did you mean 'train'"),
+    (["release", "promote"], "'promote'", "no such command"),
+    (["predict"], "'SOURCE'", "missing argument"),
+]
+
+
+@pytest.mark.parametrize(("args", "names", "says"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_a_usage_error_is_one_line_and_exit_2(
+    args: list[str], names: str, says: str, tmp_path: object
+) -> None:
+    """It was typer's usage banner and a framed box of 5 lines or more."""
+    done = run_cli(*args, env={"PIPELINE_STORE": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    line = lines[0]
+    assert line.startswith("error: ") and names in line and says in line.lower(), line
+    assert f" {args[0]}" in line or args[0] == "trian", line  # the command it is about
+    assert "-h` lists its usage" in line and "╭" not in line and done.stdout == ""
+
+
+def test_a_group_alone_still_shows_its_help() -> None:
+    """`pipeline release` with no sub-command is a request for its help, not a mistake."""
+    done = run_cli("release", env={})
+    assert "Usage" in done.stdout + done.stderr and "error:" not in done.stderr
