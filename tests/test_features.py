@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -16,8 +17,11 @@ from hypothesis.extra.pandas import column, data_frames, range_indexes
 from pipeline import features
 from pipeline.data.schema import Column, Schema
 from pipeline.errors import DataError
+from pipeline.features import numeric
 from pipeline.features.numeric import order_statistics
 from pipeline.settings import FeatureSettings
+
+_SORTS = numeric._sorting_is_faster()  # this machine's way; the other is checked beside it
 
 SCHEMA = Schema(
     columns=(Column("x", "numeric"), Column("colour", "categorical"), Column("ok", "boolean")),
@@ -294,6 +298,8 @@ def test_order_statistics_are_numpy_s_median_and_quantiles_bit_for_bit(
     x = np.array(values, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         median, quartiles, clip = order_statistics(x, tails)
+        with mock.patch.object(numeric, "_sorting_is_faster", lambda: not _SORTS):
+            assert order_statistics(x, tails) == (median, quartiles, clip)  # the other way
         expected_median = float(np.median(x))
         expected = [float(q) for q in np.quantile(x, [0.25, 0.5, 0.75])]
         expected_clip = [float(q) for q in np.quantile(x, [tails, 1 - tails])]
@@ -312,7 +318,12 @@ def test_order_statistics_are_numpy_s_median_and_quantiles_bit_for_bit(
     assert x.tobytes() == np.array(values, dtype=np.float64).tobytes()  # not partitioned
 
 
-def test_order_statistics_of_a_large_column_are_numpy_s() -> None:
+@pytest.mark.parametrize("sorting", [True, False], ids=["sort", "partition"])
+def test_order_statistics_of_a_large_column_are_numpy_s(
+    sorting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sort or a partition (whichever is faster on the machine): numpy's statistics."""
+    monkeypatch.setattr(numeric, "_sorting_is_faster", lambda: sorting)
     rng = np.random.default_rng(3)
     for n in (999_999, 1_000_000):
         x = np.round(rng.lognormal(3, 2, n), 2)  # skewed, with ties
@@ -343,9 +354,14 @@ def test_values_near_float64_s_largest_fit_finite_statistics(values: list[float]
     assert np.isfinite(pre.transform(frame, "frame", with_target=True).numeric).all()
 
 
-def test_order_statistics_give_positive_zeros_whatever_signed_zero_is_in_place() -> None:
-    """A sort may put 0.0 or -0.0 at a position (it depends on the machine's vector
-    instructions); every zero the fitted statistics take is +0.0, so their bytes do not."""
+@pytest.mark.parametrize("sorting", [True, False], ids=["sort", "partition"])
+def test_order_statistics_give_positive_zeros_whatever_signed_zero_is_in_place(
+    sorting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sort or a partition may put 0.0 or -0.0 at a position (it depends on the algorithm and
+    the machine's vector instructions); every zero the fitted statistics take is +0.0, so their
+    bytes do not."""
+    monkeypatch.setattr(numeric, "_sorting_is_faster", lambda: sorting)
     for values in ([-0.0, 0.0, -0.0, 0.0], [-0.0] * 5, [-0.0, 0.0, 1.0], [-1.0, -0.0, -0.0]):
         median, quartiles, clip = order_statistics(np.array(values), 0.05)
         for v in (median, *quartiles, *(clip or ())):
