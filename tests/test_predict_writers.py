@@ -149,10 +149,25 @@ def test_json_lines_rows_are_read_alone_whatever_the_chunks(
     without.write_text("".join(
         json.dumps({k: v for k, v in zip(names, line.split(","), strict=True) if k != "PoolQC"})
         + "\n" for line in lines[1:4]))  # fmt: skip
-    for chunk in ("1", "100000"):
+    for chunk in ("1", "2", "100000"):
         refused = _predict(chain, str(without), "--package", _package(chain),
                            PIPELINE_RUN__CHUNK_ROWS=chunk)  # fmt: skip
         assert refused.returncode == 4 and "lacks required column(s) ['PoolQC']" in refused.stderr
+        # Refused before any row reached stdout: predictions made without the column had been
+        # written in full (every row, PoolQC missing) and then the run exited 4.
+        assert refused.stdout == "", (chunk, refused.stdout[:200])
+    # The key first held by the last line, spelled with a JSON escape there: read in every
+    # chunking, as in one chunk.
+    late = chain["root"] / "late.jsonl"
+    text = without.read_text().splitlines()
+    text[-1] = text[-1][:-1] + ', "Pool\\u0051C": "Gd"}'
+    late.write_text("\n".join(text) + "\n")
+    outputs = [
+        _ok(_predict(chain, str(late), "--package", _package(chain),
+                     PIPELINE_RUN__CHUNK_ROWS=chunk)).stdout  # fmt: skip
+        for chunk in ("1", "2", "100000")
+    ]
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0].splitlines()) == 4
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

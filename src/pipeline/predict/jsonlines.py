@@ -96,10 +96,11 @@ def frames(
 
     Every row is read alone, so nothing depends on the chunks (PIPELINE_RUN__CHUNK_ROWS): a
     key a line leaves out is a missing value there (as Spark writes nulls), a column the
-    model reads that no line holds is an error once the file is read; the id column keeps
-    each line's own value (``100``, ``3.5``, ``"A-3"``, exact beyond 2^53). pandas' chunked
-    reader decided per chunk: a chunk whose one line lacked a key was refused, the same line
-    in a larger chunk read as missing, and ids were ``100`` or ``100.0`` by their neighbours.
+    model reads that no line holds is an error before any row is predicted (``_look_ahead``);
+    the id column keeps each line's own value (``100``, ``3.5``, ``"A-3"``, exact beyond
+    2^53). pandas' chunked reader decided per chunk: a chunk whose one line lacked a key was
+    refused, the same line in a larger chunk read as missing, and ids were ``100`` or
+    ``100.0`` by their neighbours.
     """
     refuse_json_array(path, label)
     seen: set[str] = set()
@@ -111,21 +112,61 @@ def frames(
                 if line.strip():
                     rows.append(_row(line, number, label))
                 if len(rows) == chunk_rows:
-                    yield _chunk(rows, start, predictor, wanted, stats, id_column, seen)
+                    frame = _chunk(rows, start, predictor, wanted, stats, id_column, seen)
+                    if not start:
+                        _look_ahead(path, label, predictor, wanted, id_column, seen, number)
+                    yield frame
                     start, rows = start + len(rows), []
-            if rows:
-                yield _chunk(rows, start, predictor, wanted, stats, id_column, seen)
-                start += len(rows)
+            if rows:  # the file is read: what no line holds is known before this is written
+                frame = _chunk(rows, start, predictor, wanted, stats, id_column, seen)
+                _check(label, predictor, wanted, id_column, seen)
+                yield frame
     except UnicodeDecodeError:
         raise DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8") from None
-    if not start:
-        return  # no rows: the caller says so
+
+
+def _check(
+    label: str, predictor: Predictor, wanted: list[str], id_column: str | None, seen: set[str]
+) -> None:
+    """A ``DataError`` if no line holds a column the model reads, or the id column."""
     predictor.check_columns([c for c in wanted if c in seen], label)
     if id_column is not None and id_column not in seen:
         raise DataError(
             f"{label} has no id column '{id_column}' (PIPELINE_RUN__ID_COLUMN): no line holds "
             "it; set it to an existing column or unset it"
         )
+
+
+def _look_ahead(
+    path: Path,
+    label: str,
+    predictor: Predictor,
+    wanted: list[str],
+    id_column: str | None,
+    seen: set[str],
+    after: int,
+) -> None:
+    """Before the first chunk's predictions are written: the columns that its lines leave out
+    are looked for in the lines after line ``after``, so that a file that no line of which
+    holds one is refused before any output (on stdout, rows already written cannot be taken
+    back). Only a line that holds such a name in quotes, or a JSON escape, is parsed: a key
+    spelled without escapes is that text. Nothing to do for a file whose first chunk
+    holds every column (the usual case)."""
+    names = [c for c in wanted if c not in seen and (c in predictor.required or c == id_column)]
+    if id_column is not None and id_column not in seen and id_column not in names:
+        names.append(id_column)
+    if not names:
+        return
+    needles = {json.dumps(n, ensure_ascii=False) for n in names} | {"\\"}
+    with path.open(encoding="utf-8-sig") as fh:  # the lines as ``frames`` numbers them
+        for number, line in enumerate(fh, start=1):
+            if number <= after or not any(n in line for n in needles):
+                continue
+            keys = _row(line, number, label).keys()
+            seen.update(k for k in keys if k in names)
+            if all(n in seen for n in names):
+                return
+    _check(label, predictor, wanted, id_column, seen)
 
 
 def _chunk(
