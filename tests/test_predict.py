@@ -178,6 +178,15 @@ def test_stdin_and_pipes_are_read_as_files_are(
 
     # Gzip is read through (`cat rows.csv.gz | pipeline predict -`); gzipped Parquet is refused.
     assert piped(gzip.compress(TEST_CSV.read_bytes(), mtime=0)).stdout == whole[1].read_bytes()
+    # Gzipped JSON lines too, piped or named .jsonl.gz (they were "not valid UTF-8 text", and
+    # read as CSV: "lacks required column(s)").
+    jsonl = (tmp_path / "rows.jsonl").read_bytes()
+    plain = _ok(_predict(chain, str(tmp_path / "rows.jsonl"), "--release", chain["release"]))
+    assert piped(gzip.compress(jsonl, mtime=0)).stdout == plain.stdout.encode()
+    named = chain["root"] / "rows.jsonl.gz"
+    named.write_bytes(gzip.compress(jsonl, mtime=0))
+    from_gz = _ok(_predict(chain, str(named), "--release", chain["release"]))
+    assert from_gz.stdout == plain.stdout
     zipped = piped(gzip.compress((tmp_path / "rows.parquet").read_bytes(), mtime=0))
     assert zipped.returncode == 4
     assert zipped.stderr.decode().splitlines()[-1] == (

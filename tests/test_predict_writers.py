@@ -162,11 +162,11 @@ def test_json_lines_rows_are_read_alone_whatever_the_chunks(
     text = without.read_text().splitlines()
     text[-1] = text[-1][:-1] + ', "Pool\\u0051C": "Gd"}'
     late.write_text("\n".join(text) + "\n")
-    outputs = [
-        _ok(_predict(chain, str(late), "--package", _package(chain),
-                     PIPELINE_RUN__CHUNK_ROWS=chunk)).stdout  # fmt: skip
-        for chunk in ("1", "2", "100000")
-    ]
+    outputs = []
+    for chunk in ("1", "2", "100000"):
+        done = _predict(chain, str(late), "--package", _package(chain),
+                        PIPELINE_RUN__CHUNK_ROWS=chunk)  # fmt: skip
+        outputs.append(_ok(done).stdout)
     assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0].splitlines()) == 4
 
 

@@ -58,8 +58,8 @@ def sniff(path: Path, label: str, setting: str = "PIPELINE_DATA__SOURCE") -> byt
         if path.name.lower().endswith(".gz"):
             return head
         raise DataError(
-            f"{label} is gzip-compressed but not named .gz: decompress it, or rename it to end "
-            "in .csv.gz"
+            f"{label} is gzip-compressed but not named .gz: decompress it, or rename it to "
+            f"{path.name}.gz"
         )
     if head.startswith(_ZIP):
         raise DataError(

@@ -4,15 +4,17 @@ that names the first line that cannot be read."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
-from pipeline.data import cells
+from pipeline.data import cells, read
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -58,11 +60,21 @@ def _beyond_64_bits(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63
 
 
+def _open(path: Path, mode: str) -> IO[Any]:
+    """``path`` for reading, through gzip when its name ends in ``.gz``; text as UTF-8 with a
+    byte order mark stripped."""
+    encoding = "utf-8-sig" if "t" in mode else None
+    if path.name.lower().endswith(".gz"):
+        return cast(IO[Any], gzip.open(path, mode, encoding=encoding))
+    return path.open(mode, encoding=encoding)
+
+
 def refuse_json_array(path: Path, label: str) -> None:
     """A ``DataError`` for a file that holds one JSON array rather than JSON lines, or blank
     lines only: read as lines, either was rows of unnamed columns or of none, reported as every
     model column missing."""
-    with path.open("rb") as fh:
+    read.sniff(path, f"input {label}", "the input path")  # gzip not named .gz, zip, ...
+    with _open(path, "rb") as fh:
         raw = fh.read(4096)
     head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head and len(raw) < 4096:  # blank lines only: read as rows of no columns
@@ -106,7 +118,7 @@ def frames(
     seen: set[str] = set()
     start = 0
     try:
-        with path.open(encoding="utf-8-sig") as fh:  # a byte order mark stripped, as in CSV
+        with _open(path, "rt") as fh:  # a byte order mark stripped, as in CSV
             rows: list[dict[str, Any]] = []
             for number, line in enumerate(fh, start=1):
                 if line.strip():
@@ -123,6 +135,8 @@ def frames(
                 yield frame
     except UnicodeDecodeError:
         raise DataError(f"input {label} is not valid UTF-8 text: re-encode it as UTF-8") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"input {label} is damaged gzip data ({exc}): check the file") from exc
 
 
 def _check(
@@ -158,7 +172,7 @@ def _look_ahead(
     if not names:
         return
     needles = {json.dumps(n, ensure_ascii=False) for n in names} | {"\\"}
-    with path.open(encoding="utf-8-sig") as fh:  # the lines as ``frames`` numbers them
+    with _open(path, "rt") as fh:  # the lines as ``frames`` numbers them
         for number, line in enumerate(fh, start=1):
             if number <= after or not any(n in line for n in needles):
                 continue

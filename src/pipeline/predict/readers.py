@@ -47,7 +47,7 @@ def detect_format(path: Path | None, declared: str) -> str:
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         return "parquet"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
+    if name.endswith((".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")):
         return "jsonl"
     return "csv"
 
