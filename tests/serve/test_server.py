@@ -295,6 +295,39 @@ def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(
     assert server.named("serve.draining")[0]["in_flight"] >= 1
 
 
+def test_a_request_the_grace_period_cuts_off_gets_a_503_not_a_500(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """PIPELINE_SERVE__GRACEFUL_TIMEOUT ran out with a request in flight (here one whose body is
+    still arriving): uvicorn cancelled it and answered 500 "Internal Server Error", a traceback
+    went to the log, and serve.stopped said no request was left unanswered. Now: a 503 that says
+    the server stopped, with Retry-After and Connection: close, and the request is counted."""
+    server = serve("--release", house["release"],
+                   env={**house["env"], **LOCAL, "PIPELINE_LOG_LEVEL": "debug",
+                        "PIPELINE_SERVE__GRACEFUL_TIMEOUT": "1"},
+                   cwd=house["root"])  # fmt: skip
+    server.wait_ready()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                     b"Content-Length: 100000\r\n\r\nId,MSSubClass\n")  # fmt: skip
+        server.wait_event("serve.request_start")
+        server.terminate()
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert b"retry-after: 1" in head.lower() and b"connection: close" in head.lower()
+    assert b'"error":"shutting_down"' in body
+    assert server.wait() == 0
+    stopped = server.named("serve.stopped")[0]
+    assert stopped["unanswered"] == 1
+    (request,) = [e for e in server.named("serve.request") if e["path"] == "/v1/predict"]
+    assert request["status"] == 503 and "graceful timeout" in request["cancelled"]
+    assert "Traceback" not in "".join(server.lines) + server.stderr
+
+
 def test_drain_turns_readyz_503_while_still_serving(serve: Any, house: dict[str, Any]) -> None:
     """With a drain period, SIGTERM makes /readyz 503 at once, yet requests are still answered."""
     server = serve("--release", house["release"],

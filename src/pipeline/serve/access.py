@@ -6,6 +6,7 @@ that escaped a route into a 500 without internals (the traceback goes to the log
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import traceback
@@ -31,6 +32,13 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_CLOSING = [
+    (b"content-type", b"application/json"), (b"connection", b"close"), (b"retry-after", b"1"),
+]  # fmt: skip
+_SHUT_DOWN = dumps({
+    "error": "shutting_down",
+    "message": "the server stopped before this request was answered: send it again",
+})  # fmt: skip
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -79,8 +87,20 @@ class AccessLog:
                 message["headers"] = headers
             await send(message)
 
+        cancelled = False
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The shutdown's grace (PIPELINE_SERVE__GRACEFUL_TIMEOUT) ran out with this request
+            # in flight: uvicorn cancels it, and would answer a 500 and log a traceback. A 503
+            # says what happened instead, and the request counts as unanswered.
+            cancelled = True
+            if status == 500:
+                status = 503
+                await send_with_id(
+                    {"type": "http.response.start", "status": 503, "headers": _CLOSING}
+                )
+                await send({"type": "http.response.body", "body": _SHUT_DOWN})
         except Exception as exc:
             # A bug, never the client's fault: a 500 without internals, the traceback in the log.
             log.error("serve.internal_error", path=scope["path"], request_id=request_id,
@@ -94,7 +114,7 @@ class AccessLog:
                 body = {"error": "internal", "message": "internal error: a bug, please report it"}
                 await send({"type": "http.response.body", "body": dumps(body)})
         finally:
-            self.state.completed += 1
+            self.state.completed += not cancelled
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope["path"],
@@ -106,6 +126,8 @@ class AccessLog:
             names, count = extra.get("ignored_columns") or ([], 0)
             if count:  # bounded: the first names, each cut short (contract.ignored_names)
                 fields["ignored_columns"], fields["ignored_columns_count"] = names, count
+            if cancelled:
+                fields["cancelled"] = "the server stopped before answering (graceful timeout)"
             if status == 500:
                 log.error("serve.request", **fields)
             elif status >= 400:
