@@ -329,7 +329,7 @@ def one_error_line(result: Any) -> str:
 
 def fitted(frame: Any, schema: Any, cfg: Any = None) -> Any:
     """``features.fit`` for property tests: a drawn regression target that one value drowns
-    (refused by design, ``numeric.refuse_extreme``) is rejected as an example, not failed."""
+    (refused by design, ``verdicts.refuse_extreme``) is rejected as an example, not failed."""
     from hypothesis import assume
 
     from pipeline import features

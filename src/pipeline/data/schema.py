@@ -197,6 +197,12 @@ def _text_column(
     return "categorical", None
 
 
+_REAL_EXTREMES = (
+    "; if such values are real, declare PIPELINE_TRAIN__TARGET_TRANSFORM=log, under which only "
+    "the logs are checked"
+)
+
+
 def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, name: str) -> str:
     if task != "regression":
         if declared in ("log", "log1p"):
@@ -208,7 +214,11 @@ def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, 
     values = target.dropna().astype("float64")
     if declared == "auto":
         positive = bool((values > 0).all())
-        return "log" if positive and float(values.skew()) > _TARGET_SKEW_FOR_LOG else "none"
+        skewed = positive and float(values.skew()) > _TARGET_SKEW_FOR_LOG
+        if skewed:  # a placeholder skews the target too, and the log would hide it from the
+            # check that refuses it (99999999999 among house prices: 30 spreads away in logs)
+            verdicts.refuse_extreme(values.to_numpy(), values, name, label, _REAL_EXTREMES)
+        return "log" if skewed else "none"
     if declared == "log" and not bool((values > 0).all()):
         raise DataError(
             f"target column '{name}' in {label} has values <= 0, which log cannot take: set "

@@ -169,3 +169,40 @@ def _refuse_spelt_twice(target: pd.Series, name: str, label: str) -> None:
                 "apart"
             )
         seen[key] = value
+
+
+# A regression target value farther from the median than this many interquartile ranges
+# drowns every other row: standardised by a spread it alone sets, the other targets collapse
+# onto one float32 value, the network learns a constant and the metrics, computed on those
+# values, read perfect (a placeholder 99999999999 among values near 5: RMSE 0, evaluate's
+# gates passed).
+EXTREME_SPREADS = 1e6
+
+
+def refuse_extreme(
+    y: np.ndarray, series: pd.Series, name: str, label: str, advice: str = ""
+) -> None:
+    """A ``DataError`` naming the regression target's most extreme value when it lies beyond
+    ``EXTREME_SPREADS`` interquartile ranges of the median (``y``: the target as fitted, after
+    its transform, or as read where inference is to choose the transform; ``series``: the same
+    rows as read, for the row and the value; ``advice``: added to the message's end)."""
+    import numpy as np
+
+    if len(y) < 4:
+        return
+    q1, median, q3 = np.quantile(y, [0.25, 0.5, 0.75])
+    spread = float(q3 - q1)
+    far = np.abs(y - median)
+    worst = int(np.argmax(far))
+    if spread > 0.0 and float(far[worst]) > EXTREME_SPREADS * spread:
+        raise cells.cell_error(
+            name,
+            label,
+            cells.data_row(series, worst),
+            cells.shown(cells.plain(series.iloc[worst]), None),
+            f", {min(float(far[worst]) / spread, 1e308):.0e} times the spread of the other "
+            f"values from their median (interquartile range {spread:.3g}): a placeholder or a "
+            "unit error would drown every other row; fix the row, or leave the cell empty to "
+            f"drop it{advice}",
+            subject="target column",
+        )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.data import verdicts
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
 from pipeline.features.categories import (
@@ -41,7 +42,6 @@ from pipeline.features.numeric import (
     clip_range,
     numeric_values,
     order_statistics,
-    refuse_extreme,
     standardise,
 )
 from pipeline.settings import FeatureSettings
@@ -400,7 +400,7 @@ def fit_target(series: pd.Series, schema: Schema, label: str, rows: int) -> Targ
     ``rows``-th smallest to the ``rows``-th largest training target (1: min and max)."""
     if schema.task == "regression":
         y = _forward(as_numbers(series, schema.target, label), schema.target_transform)
-        refuse_extreme(y, series, schema.target, label)
+        verdicts.refuse_extreme(y, series, schema.target, label)
         transform = schema.target_transform
         mean, std = _mean_std(y)
         finite = y[np.isfinite(y)]
