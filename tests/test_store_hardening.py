@@ -222,8 +222,9 @@ def test_an_id_file_in_a_missing_folder_is_refused_before_training(
 def test_a_failed_run_leaves_no_stale_id_file(cli: Any, store: Path, tmp_path: Path) -> None:
     """`train --id-file build.id` that fails (here on data without its target) removes the
     previous run's id, as `docker build --iidfile` does: a script's next step
-    (`pipeline package $(cat build.id)`) took the stale id for this run's. A refused option
-    leaves the file as it was."""
+    (`pipeline package $(cat build.id)`) took the stale id for this run's. Settings that
+    cannot be read (a bad value, an unknown variable: the file was kept) remove it too when it
+    holds what the tool writes there; any other file at that path is left as it was."""
     data = tmp_path / "no-target.csv"
     data.write_text("a,b\n1,2\n3,4\n")
     id_file = tmp_path / "build.id"
@@ -232,10 +233,19 @@ def test_a_failed_run_leaves_no_stale_id_file(cli: Any, store: Path, tmp_path: P
     result = cli("train", "--id-file", str(id_file), env=env)
     assert result.exit_code == 4, result.output
     assert not id_file.exists()
-    id_file.write_text("0" * 64 + "\n")
+    for bad in ({"PIPELINE_MODEL__HIDDEN": "[0]"}, {"PIPELINE_MODEL__HIDEN": "[8]"}):
+        id_file.write_text("0" * 64 + "\n")
+        refused(cli("train", "--id-file", str(id_file), env=env | bad), 3, "PIPELINE_MODEL__HID")
+        assert not id_file.exists()
+    ref = tmp_path / "release.id"
+    ref.write_text("house-prices@v12\n")
+    refused(cli("release", "create", "0" * 8, "--id-file", str(ref), env={"PIPELINE_SEED": "x"}),
+            3, "PIPELINE_SEED")  # fmt: skip
+    assert not ref.exists()
+    id_file.write_text("a,b\n1,2\n")  # not an id: with the settings unread, it may be the data
     refused(cli("train", "--id-file", str(id_file), env=env | {"PIPELINE_MODEL__HIDDEN": "[0]"}),
             3, "PIPELINE_MODEL__HIDDEN")  # fmt: skip
-    assert id_file.read_text() == "0" * 64 + "\n"
+    assert id_file.read_text() == "a,b\n1,2\n"
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ def run(
     overrides: Mapping[str, str] | None = None,
     allow_unknown: bool = False,
     log_to_stderr: bool = False,
+    outputs: Sequence[Path | None] = (),
 ) -> T:
     """Load settings, configure logging, run ``body(loaded, log)``, map errors to exit codes.
 
@@ -89,6 +91,8 @@ def run(
             raise Interrupted(f"{stage} interrupted: nothing was written; run it again") from None
     except PipelineError as exc:
         _reported()
+        if _OPENED.get() is None:  # failed before ``store_of`` (bad or unknown settings)
+            clear_written_ids(outputs)
         message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs:
             logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
@@ -174,11 +178,33 @@ def store_of(
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
             _one_output(path, option, named, preset)
+    for option in _ID_OUTPUTS:  # its path checked above; before the store's own checks
+        _clear_id_file((outputs or {}).get(option))
     if writes:
         store.check_writable()
-    for option in _ID_OUTPUTS:
-        _clear_id_file((outputs or {}).get(option))
     return store
+
+
+# What an --id-file or --preset-out holds when this tool wrote it: a build, package, tune or
+# dataset id, a release reference, a tune's winner.
+_OURS = re.compile(
+    rb"([0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._-]*@v[0-9]+)\n?|# Written by `pipeline tune`.*", re.S
+)
+
+
+def clear_written_ids(paths: Sequence[Path | None]) -> None:
+    """The --id-file / --preset-out files of a command whose settings could not be read, removed
+    where they hold what this tool writes there: a stale id must not outlive a failed run (a
+    CI script's `pipeline evaluate $(cat build.id)`), yet with the settings unknown a path
+    cannot be told apart from the data or a preset, so any other file is left alone."""
+    for path in paths:
+        try:
+            if path is None or not path.is_file() or path.stat().st_size > 1 << 16:
+                continue
+            if _OURS.fullmatch(path.read_bytes()):
+                path.unlink()
+        except OSError:
+            continue
 
 
 def _clear_id_file(path: Path | None) -> None:

@@ -49,7 +49,7 @@ def train(
     overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else {}
     if workers is not None:
         overrides["PIPELINE_TRAIN__WORKERS"] = str(workers)
-    run("train", body, overrides=overrides or None)
+    run("train", body, overrides=overrides or None, outputs=[id_file])
 
 
 def evaluate(

@@ -49,7 +49,7 @@ def create(
         )
         write_id(id_file, release.ref)
 
-    run("release", body)
+    run("release", body, outputs=[id_file])
 
 
 @app.command("list")

@@ -62,7 +62,7 @@ def tune(
 
     # Validated as the setting is (at most 10,000), the option named where the value came from.
     overrides = {"PIPELINE_TUNE__TRIALS": str(trials)} if trials is not None else None
-    run("tune", body, overrides=overrides)
+    run("tune", body, overrides=overrides, outputs=[id_file, preset_out])
 
 
 @app.command("show")
