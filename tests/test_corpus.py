@@ -629,6 +629,23 @@ def _train_ok(released: Released, tmp_path: Path, path: str) -> tuple[Any, dict[
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("spelled", ["\\t", "tab"])
+def test_the_tab_the_hint_names_is_a_delimiter_setting(
+    released: Released, tmp_path: Path, spelled: str
+) -> None:
+    """The refusal of a tab-delimited file says PIPELINE_DATA__DELIMITER='\\t'; set so (two
+    characters, as a shell or a .env file passes it), it was exit 3 ("at most 1 character")."""
+    store = tmp_path / "tab-store"
+    path = str(CORPUS / "tab-delimited.csv")
+    result = released.invoke("train", store=store, PIPELINE_DATA__SOURCE=path,
+                             PIPELINE_DATA__DELIMITER=spelled)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    build_id = event(result.stdout, "train.summary")["build_id"]
+    schema = json.loads((store / "builds" / build_id / "schema.json").read_text())
+    assert [c["name"] for c in schema["columns"]] == COLUMNS[1:-1]
+
+
+@pytest.mark.slow
 def test_utf8_bom_is_stripped(released: Released, tmp_path: Path) -> None:
     """A UTF-8 byte-order mark is accepted and stripped, as pandas does: the first column is
     'Id' (dropped by default), not '\\ufeffId'; predict reads the same file."""

@@ -146,7 +146,18 @@ class DataSettings(_Section):
         default_factory=dict,
         description='Per-column kind overrides as JSON, e.g. {"MSSubClass": "categorical"}',
     )
-    delimiter: str = Field(",", min_length=1, max_length=1, description="CSV field delimiter")
+    delimiter: str = Field(
+        ",", min_length=1, max_length=1, description=r"CSV field delimiter (a tab: \t or tab)"
+    )
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _tab(cls, value: Any) -> Any:
+        """A tab spelled as a shell or a .env file lets one write it: ``\t`` or ``tab`` (the
+        header hint says ``'\t'``; only ``$'\t'`` reached the setting as a tab)."""
+        if isinstance(value, str) and value.strip().lower() in ("\\t", "tab"):
+            return "\t"
+        return value
 
     @field_validator("source")
     @classmethod
