@@ -551,3 +551,54 @@ def test_a_globstar_in_a_workers_pattern_matches_any_depth(tmp_path: Path) -> No
     ]  # fmt: skip
     one_level = inputs(tmp_path / "nest" / "*" / "*.csv")
     assert [p.relative_to(tmp_path / "nest").as_posix() for p in one_level] == ["b/y.csv"]
+
+
+def test_a_stop_after_rows_went_to_stdout_says_that_output_is_incomplete(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """Predictions streamed to stdout cannot be taken back: a bad row in a later chunk said only
+    what was wrong with it, and Ctrl-C said "nothing was written" over thousands of rows on
+    stdout. Both now say that output is incomplete; a file output (-o) still gets nothing."""
+    import signal
+    import subprocess
+    import threading
+
+    from tests.conftest import start_cli
+
+    lines = TEST_CSV.read_text().splitlines()
+    rows = (lines[1:] * 4)[:5000]
+    cells = rows[4500].split(",")
+    cells[4] = "abc"  # LotArea
+    bad = tmp_path / "bad-later.csv"
+    bad.write_text("\n".join([lines[0], *rows[:4500], ",".join(cells), *rows[4501:]]) + "\n")
+    later = _predict(chain, str(bad), "--release", chain["release"], PIPELINE_RUN__CHUNK_ROWS="100")
+    assert later.returncode == 4 and len(later.stdout.splitlines()) > 1000
+    assert later.stderr.splitlines()[-1].endswith(
+        "(the predictions of earlier rows went to stdout already: that output is incomplete)"
+    )
+    first = tmp_path / "bad-first.csv"
+    first.write_text("\n".join([lines[0], ",".join(cells), *rows[:10]]) + "\n")
+    at_once = _predict(chain, str(first), "--release", chain["release"])
+    assert at_once.returncode == 4 and at_once.stdout == ""
+    assert "stdout already" not in at_once.stderr
+    big = tmp_path / "big.csv"
+    big.write_text("\n".join([lines[0], *(lines[1:] * 140)[:200_000]]) + "\n")
+    proc = start_cli("predict", str(big), "--release", chain["release"],
+                     env={**chain["env"], "PIPELINE_RUN__CHUNK_ROWS": "1000"},
+                     cwd=chain["root"])  # fmt: skip
+    assert proc.stdout.readline()  # predictions have begun to reach stdout
+    proc.send_signal(signal.SIGINT)  # the pipe is full by now: predict waits on it
+    drained = threading.Thread(target=proc.stdout.read)  # so that it can write and exit
+    drained.start()
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    drained.join(30)
+    err = proc.stderr.read()
+    assert code == 130, err[-2000:]
+    assert err.splitlines()[-1] == (
+        "error: predict interrupted: the predictions of earlier rows went to stdout already: "
+        "that output is incomplete; run it again"
+    )

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import metrics
 from pipeline.data import cells
-from pipeline.errors import ConfigError, DataError, IntegrityError, NotFoundError
+from pipeline.errors import (
+    ConfigError,
+    DataError,
+    IntegrityError,
+    Interrupted,
+    NotFoundError,
+    OutputClosed,
+    PipelineError,
+)
 from pipeline.package import OpenedPackage, open_package
 from pipeline.settings import RunSettings, leaves
 from pipeline.store import Store
@@ -258,11 +266,16 @@ def run(
                 path, in_fmt, run_settings.chunk_rows, predictor, run_settings, stats, label
             )
         )
+        writer = Writer(output, out_fmt)
         try:
             predict_into(
-                Writer(output, out_fmt), chunks, predictor, run_settings, label, stats,
+                writer, chunks, predictor, run_settings, label, stats,
                 on_extra=lambda names: warn_extra(log, names),
             )  # fmt: skip
+        except (PipelineError, KeyboardInterrupt) as exc:
+            if not writer.on_stdout_already or isinstance(exc, OutputClosed):
+                raise
+            raise _incomplete(exc) from None
         finally:
             chunks.close()
     seconds = time.perf_counter() - t0
@@ -284,6 +297,17 @@ def run(
         threads=predictor.network.threads,
     )
     return stats
+
+
+def _incomplete(exc: PipelineError | KeyboardInterrupt) -> PipelineError:
+    """``exc`` saying that the predictions of earlier rows went to stdout already: whoever
+    reads it holds an incomplete output (a run to a file leaves no file: that one says
+    "nothing was written")."""
+    said = "the predictions of earlier rows went to stdout already: that output is incomplete"
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"predict interrupted: {said}; run it again")
+    exc.args = (f"{exc.message} ({said})", *exc.args[1:])
+    return exc
 
 
 def predict_into(

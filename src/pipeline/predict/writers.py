@@ -131,6 +131,11 @@ class Writer:
                 return os.fdopen(os.dup(fd), "wb")
             os.close(fd)  # swept between its creation and the lock: take another name
 
+    @property
+    def on_stdout_already(self) -> bool:
+        """Whether predictions have gone to stdout (which cannot be taken back)."""
+        return self.path is None and self._handle is not None
+
     def _sink(self) -> BinaryIO:
         if self._handle is None:
             if self.path is None:
