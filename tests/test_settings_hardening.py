@@ -545,7 +545,7 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
         ({"PIPELINE_GATES__MIN_R2": "2"}, "gates.min_r2"),
         ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
         ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),
-        ({"PIPELINE_RUN__REQUIRED_SECRETS": '["a=b", ""]'}, "no environment variable names"),
+        ({"PIPELINE_RUN__REQUIRED_SECRETS": '["a=b", ""]'}, "entry 1, 2 of 2 is no environment"),
     ],
 )
 def test_settings_that_could_only_fail_later_are_refused_at_load(
@@ -554,6 +554,14 @@ def test_settings_that_could_only_fail_later_are_refused_at_load(
     """A malformed pin was found only after the download, as "the data changed"; a kind for the
     target was ignored silently; a gate no metric can pass failed every build at evaluate."""
     assert named in refused(environ, Path(os.devnull))
+
+
+def test_a_secret_pasted_where_its_name_goes_is_not_echoed() -> None:
+    """The refusal of PIPELINE_RUN__REQUIRED_SECRETS='["sk-live-..."]' showed the value, which
+    is most likely the secret itself."""
+    said = refused({"PIPELINE_RUN__REQUIRED_SECRETS": '["API_KEY", "sk-live-abc123"]'},
+                   Path(os.devnull))  # fmt: skip
+    assert "entry 2 of 2 is no environment variable name" in said and "sk-live" not in said
 
 
 def test_a_pin_may_be_written_as_sha256_prints_it_or_with_its_prefix() -> None:

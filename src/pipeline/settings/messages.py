@@ -50,11 +50,15 @@ def where(path: SettingPath, layers: Sequence[Layer]) -> str:
 _SECTIONS: set[SettingPath] = {(n,) for n in Settings.model_fields if _model_at((n,))}
 
 
+# Settings that name secrets: a bad entry there is often the secret, pasted where its name goes.
+_SECRETS_NAMED = {("run", "required_secrets")}
+
+
 def _echo_ok(loc: SettingPath, leaf: SettingPath, layers: Sequence[Layer]) -> bool:
     """Whether the input at ``loc`` may be shown: never a secret, and in a section that holds
     one only when the variable of that very setting gave it (PIPELINE_SERVE__PORT, PORT), never
     a JSON object for the whole section, whose misspelt key may be the token."""
-    if holds_secret(leaf) and leaf not in _SECTIONS:
+    if (holds_secret(leaf) and leaf not in _SECTIONS) or leaf in _SECRETS_NAMED:
         return False
     if not holds_secret(loc[:1]):
         return True

@@ -43,12 +43,13 @@ class RunSettings(_Section):
     @classmethod
     def _variable_names(cls, names: list[str]) -> list[str]:
         # A name no environment can hold ("a=b", "", "MY KEY") made the release unrunnable.
-        bad = [n for n in names if not n.isidentifier() or not n.isascii()]
+        # Not shown: such an entry may be the secret itself, pasted where its name goes.
+        bad = [i for i, n in enumerate(names, 1) if not n.isidentifier() or not n.isascii()]
         if bad:
             raise PydanticCustomError(
                 "bad_secret_name",
-                f"{bad} are no environment variable names: expected names of letters, digits "
-                "and '_' (e.g. KAGGLE_KEY), not values",
+                f"entry {', '.join(map(str, bad))} of {len(names)} is no environment variable "
+                "name: expected names of letters, digits and '_' (e.g. KAGGLE_KEY), never values",
             )
         return names
 
