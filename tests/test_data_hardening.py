@@ -598,3 +598,28 @@ def test_a_placeholder_that_skews_the_target_is_refused_not_hidden_by_the_log(
     assert message.startswith(f"target column 'y' in data.csv has {placeholder}"), message
     assert "at data row 12" in message and "TARGET_TRANSFORM=log" in message
     assert schema.infer(frame, data, "log", path.name)[0].target_transform == "log"
+
+
+def test_a_named_pandas_index_in_parquet_is_a_column_an_unnamed_one_is_not(
+    tmp_path: Path,
+) -> None:
+    """`df.set_index("x2").to_parquet()` holds x2 as a column with pandas metadata naming it the
+    index: training lost it without a word (the index was dropped) and predict said the file
+    lacked it. Both read it now; an unnamed index (`__index_level_0__`, a shuffled frame's row
+    labels) stays out of the columns, as pandas keeps it."""
+    frame = pd.DataFrame({"x1": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5], "x2": [3, 1, 4, 1, 5, 9],
+                          "y": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]})  # fmt: skip
+    named = tmp_path / "named.parquet"
+    frame.set_index("x2").to_parquet(named)
+    shuffled = tmp_path / "shuffled.parquet"
+    frame.iloc[[5, 0, 3, 1, 4, 2]].to_parquet(shuffled)
+    assert "__index_level_0__" in pq.read_schema(shuffled).names
+    data = _data()
+    read_named = read.read_table(named, data, label="named.parquet")
+    assert list(read_named.columns) == ["x1", "y", "x2"]
+    assert read_named["x2"].tolist() == [3, 1, 4, 1, 5, 9]
+    assert read.header(named, data) == ["x1", "y", "x2"]
+    assert list(read.read_table(shuffled, data, label="s.parquet").columns) == ["x1", "x2", "y"]
+    assert read.header(shuffled, data) == ["x1", "x2", "y"]
+    predicted = _chunks(named, "parquet", ["x1", "x2"])
+    assert predicted["x2"].tolist() == [3, 1, 4, 1, 5, 9]

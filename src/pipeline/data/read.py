@@ -293,7 +293,7 @@ def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> p
     try:
         # pre_buffer reads every column chunk's bytes before decoding (a win on object stores,
         # nothing on a local disk) and holds them all at once: 2x the table at the peak.
-        return pq.read_table(path, columns=columns, pre_buffer=False)
+        return without_pandas_index(pq.read_table(path, columns=columns, pre_buffer=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         try:  # a sound file whose columns share a name: "Multiple matches for FieldRef"
             names = list(pq.read_schema(path).names)
@@ -304,6 +304,28 @@ def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> p
             f"dataset {shown} is not a readable Parquet file ({_first_line(exc)}): it may be "
             "truncated or damaged; write it again"
         ) from exc
+
+
+_UNNAMED_INDEX = re.compile(r"__index_level_\d+__")
+
+
+def pandas_index(schema: pa.Schema) -> list[str]:
+    """The columns of ``schema`` that hold a pandas index without a name (``df.to_parquet()``
+    of a frame whose index is not 0, 1, 2...): row labels, not data, as pandas reads them."""
+    meta = schema.pandas_metadata or {}
+    index = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    return [c for c in index if _UNNAMED_INDEX.fullmatch(c) and c in schema.names]
+
+
+def without_pandas_index(table: pa.Table) -> pa.Table:
+    """``table`` whose pandas metadata no longer makes columns the frame's index: a named index
+    (``df.set_index("x2").to_parquet()``) is a column like any other, as the file holds it
+    (``to_pandas`` made it the index, and training lost it without a word); an unnamed one is
+    left out, as pandas leaves it out of the columns."""
+    meta = table.schema.pandas_metadata or {}
+    if not any(isinstance(c, str) for c in meta.get("index_columns", [])):
+        return table
+    return table.drop_columns(pandas_index(table.schema)).replace_schema_metadata(None)
 
 
 def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[str]:
@@ -318,7 +340,8 @@ def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[
     fmt = detect_format(path, data.format, shown)
     try:
         if fmt == "parquet":
-            names = list(pq.read_schema(path).names)
+            schema = pq.read_schema(path)
+            names = [n for n in schema.names if n not in pandas_index(schema)]
         else:
             options = csv_options(data.delimiter, data.missing_values)
             with pacsv.open_csv(path, **options) as reader:
