@@ -283,6 +283,7 @@ FILES = [
     Case("empty.csv", (4, (P, "is empty")), (4, (P, "is empty"))),
     Case("whitespace-only.csv", (4, (P, "is empty")), (4, (P, "is empty"))),
     Case("header-only.csv", (4, (P, "no rows")), (4, (P, "no rows"))),
+    Case("header-only-no-newline.csv", (4, (P, "no rows")), (4, (P, "no rows"))),
     Case(
         "semicolon-delimited.csv",
         (4, (P, "'SalePrice'", "PIPELINE_DATA__DELIMITER=';'")),

@@ -301,6 +301,18 @@ def test_csv_body_problems_name_row_and_column(client: TestClient) -> None:
     ]  # fmt: skip
 
 
+def test_a_csv_header_without_rows_is_no_predictions_with_or_without_its_newline(
+    client: TestClient,
+) -> None:
+    """Without a newline after it, the header alone was a 400 ("Empty CSV file or block: cannot
+    infer number of columns"), where with one it is a 200 without predictions."""
+    header = TEST_CSV.read_text().splitlines()[0]
+    for body in (header + "\n", header):
+        response = client.post("/v1/predict", content=body, headers={"Content-Type": "text/csv"})
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["predictions"] == []
+
+
 def test_a_csv_body_with_a_header_wider_than_a_parser_block_is_read(client: TestClient) -> None:
     """A header over pyarrow's 1 MiB block (the model's columns and 150,000 others) is read
     like any other; it was a 400, "Empty CSV file or block: cannot infer number of columns"."""

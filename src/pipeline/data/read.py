@@ -215,11 +215,17 @@ def last_row_swallowed(table: pa.Table | pa.RecordBatch, path: Path) -> str | No
 
 
 def parse_error(
-    exc: BaseException, path: Path, label: str, delimiter: str, advice: str | None = None
+    exc: BaseException,
+    path: Path,
+    label: str,
+    delimiter: str,
+    advice: str | None = None,
+    block: int = BLOCK_BYTES,
 ) -> DataError:
     """The project's error for pyarrow's failure to parse ``path`` as CSV.
 
-    ``advice`` says where the delimiter comes from (by default: the setting to change).
+    ``advice`` says where the delimiter comes from (by default: the setting to change);
+    ``block``: the parser's block size, the longest line it can read.
     """
     message = _first_line(exc)
     if "Empty CSV file" in message and is_blank(path):
@@ -227,10 +233,16 @@ def parse_error(
             f"{label} is empty: expected a header line and at least one row; check "
             "PIPELINE_DATA__SOURCE"
         )
+    if "Empty CSV file" in message and _one_unended_line(path, block):
+        # pyarrow cannot tell where a first line without a newline ends: a header, no rows.
+        return DataError(
+            f"{label} has no rows, only a header line: expected a header line and at least one "
+            "row; check that the file is complete"
+        )
     if "Empty CSV file" in message or "straddl" in message:
         # The first line, or a later one, does not fit one parser block: not a line-based table.
         return DataError(
-            f"{label} has a line longer than {BLOCK_BYTES >> 20} MiB: expected CSV with one row "
+            f"{label} has a line longer than {block >> 20} MiB: expected CSV with one row "
             "per line; check that the file is CSV (not JSON or a binary format)"
         )
     ragged = _ragged_error(label, str(exc), path, delimiter, advice)
@@ -242,6 +254,20 @@ def parse_error(
     return DataError(
         f"{label} cannot be parsed as CSV: {message}; check that the file is CSV, and {advice}"
     )
+
+
+def _one_unended_line(path: Path, block: int) -> bool:
+    """Whether ``path`` is one line shorter than ``block`` without a line break (gzip read
+    through): a header without rows."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(block)
+    except (OSError, EOFError):
+        return False
+    return len(head) < block and b"\n" not in head and b"\r" not in head
 
 
 def _read_csv(

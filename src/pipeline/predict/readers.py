@@ -250,6 +250,9 @@ def iter_chunks(
         yield _frame(pa.Table.from_batches(pending), start, markers, ids)
 
 
+_BLOCK = 1 << 22  # the CSV parser's block: the longest line predict reads (4 MiB)
+
+
 def _csv_batches(
     path: Path, label: str, predictor: Predictor, present: list[str], last: str
 ) -> Iterator[pa.RecordBatch]:
@@ -268,7 +271,7 @@ def _csv_batches(
         # No invalid_row_handler: a Python callback in the parser made pyarrow 26 abort the
         # process at exit ("terminate called"). read.parse_error finds the bad line itself.
         options = cells.csv_options(
-            delimiter, predictor.missing_values, text_columns=columns, block_size=1 << 22
+            delimiter, predictor.missing_values, text_columns=columns, block_size=_BLOCK
         )
         reader = pacsv.open_csv(path, **options)
         while True:
@@ -285,7 +288,7 @@ def _csv_batches(
                 )
             yield batch if last in present else batch.select(present)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise read.parse_error(exc, path, f"input {label}", delimiter, advice) from exc
+        raise read.parse_error(exc, path, f"input {label}", delimiter, advice, _BLOCK) from exc
 
 
 def _frame(

@@ -304,7 +304,9 @@ class Contract:
                 [_detail(None, name, "duplicate", "Column named more than once") for name in dupes],
             )
         wanted = [c for c in header if c in self.known]
-        data = text.encode()
+        # A header and no newline after it is a header without rows, as with one: pyarrow
+        # cannot tell where such a first line ends ("Empty CSV file or block").
+        data = text.encode() if "\n" in text or "\r" in text else (text + "\n").encode()
         try:
             # One block for the whole body (it is in memory already): pyarrow cannot parse a
             # line longer than its block, and a wide header (1 MiB by default) was refused as
