@@ -319,7 +319,22 @@ def test_json_lines_beyond_64_bits_and_a_piped_array_are_named(
     rows.write_text(json.dumps(record) + "\n" + json.dumps(record)[:-1] + ', "zz": 1e999}\n')
     done = _predict(chain, str(rows), "--package", _package(chain))
     assert done.returncode == 4, done.stderr
-    assert f"input {rows} line 2 column 'zz' holds a number beyond 64 bits" in done.stderr
+    assert f"input {rows} line 2 column 'zz' holds a number beyond float64" in done.stderr
+    # An integer beyond int64 in a feature is the float the server reads (it was refused,
+    # "beyond 64 bits", where serve predicted it); in the id column, refused by name.
+    big, as_float = dict(record), dict(record)
+    big["LotArea"], as_float["LotArea"] = 1 << 64, float(1 << 64)
+    for name, rec in (("big.jsonl", big), ("float.jsonl", as_float)):
+        (chain["root"] / name).write_text(json.dumps(rec) + "\n")
+    outputs = [_ok(_predict(chain, str(chain["root"] / name), "--package", _package(chain))).stdout
+               for name in ("big.jsonl", "float.jsonl")]  # fmt: skip
+    assert outputs[0] == outputs[1]
+    big["pid"] = 1 << 63
+    (chain["root"] / "big-id.jsonl").write_text(json.dumps(big) + "\n")
+    refused = _predict(chain, str(chain["root"] / "big-id.jsonl"), "--package", _package(chain),
+                       PIPELINE_RUN__ID_COLUMN="pid")  # fmt: skip
+    assert refused.returncode == 4
+    assert f"id column 'pid' holds {1 << 63}, an integer outside int64" in refused.stderr
     array = json.dumps([record, record]).encode()
     piped = subprocess.run(
         [sys.executable, "-m", "pipeline", "predict", "-", "--package", _package(chain)],

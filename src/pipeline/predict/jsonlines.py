@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
 
 
-def _row(line: str, number: int, label: str) -> dict[str, Any]:
+def _row(line: str, number: int, label: str, exact: str | None = None) -> dict[str, Any]:
     """One line of a JSON-lines file as its object; a ``DataError`` naming the line when it is
-    not one JSON object of plain values."""
+    not one JSON object of plain values. An integer beyond int64 is a float, as the server
+    reads it, but in the ``exact`` column (the id column), whose values are written back as
+    they are: refused there."""
     try:
         value = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -45,19 +47,21 @@ def _row(line: str, number: int, label: str) -> dict[str, Any]:
             "object: fix the line; every line must be one JSON object of column "
             "names to values"
         )
-    huge = [k for k, v in value.items() if _beyond_64_bits(v)]
-    if huge:
-        raise DataError(
-            f"input {label} line {number} column '{huge[0]}' holds a number beyond "
-            "64 bits (1e999, Infinity, or a 20-digit integer): fix the line"
-        )
+    for key, v in value.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DataError(
+                f"input {label} line {number} column '{key}' holds a number beyond float64 "
+                "(1e999, Infinity, NaN): fix the line; a missing value is null"
+            )
+        if isinstance(v, int) and not isinstance(v, bool) and not -(1 << 63) <= v < 1 << 63:
+            if key == exact:
+                raise DataError(
+                    f"input {label} line {number} id column '{key}' holds {v}, an integer "
+                    "outside int64 (-2^63 to 2^63-1), which the output cannot hold exactly: "
+                    "write such ids as JSON strings"
+                )
+            value[key] = float(v)
     return value
-
-
-def _beyond_64_bits(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 63
 
 
 def _open(path: Path, mode: str) -> IO[Any]:
@@ -122,7 +126,7 @@ def frames(
             rows: list[dict[str, Any]] = []
             for number, line in enumerate(fh, start=1):
                 if line.strip():
-                    rows.append(_row(line, number, label))
+                    rows.append(_row(line, number, label, id_column))
                 if len(rows) == chunk_rows:
                     frame = _chunk(rows, start, predictor, wanted, stats, id_column, seen)
                     if not start:
@@ -176,7 +180,7 @@ def _look_ahead(
         for number, line in enumerate(fh, start=1):
             if number <= after or not any(n in line for n in needles):
                 continue
-            keys = _row(line, number, label).keys()
+            keys = _row(line, number, label, id_column).keys()
             seen.update(k for k in keys if k in names)
             if all(n in seen for n in names):
                 return
