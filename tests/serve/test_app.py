@@ -432,7 +432,11 @@ def test_readyz_is_503_until_the_release_has_loaded(house_loaded: Loaded) -> Non
         loading = client.get("/readyz")
         assert loading.status_code == 503 and loading.json() == {"status": "loading"}
         assert client.get("/v1/model").status_code == 503
-        assert client.post("/v1/predict", json={"records": []}).status_code == 503
+        loading_predict = client.post("/v1/predict", json={"records": []})
+        assert loading_predict.status_code == 503
+        # Clients and proxies retry when told when: a worker that replaces a dead one answers
+        # this while the other worker is ready.
+        assert loading_predict.headers["retry-after"] == "1"
         assert client.get("/openapi.json").status_code == 503
         go.set()
         assert ready.wait(30)

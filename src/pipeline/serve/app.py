@@ -211,7 +211,8 @@ class ServeState:
         """
         loaded = self.loaded
         if loaded is None:
-            raise RequestError(503, "not_ready", f"the server is {self.status}: retry later")
+            raise RequestError(503, "not_ready", f"the server is {self.status}: retry later",
+                               headers={"Retry-After": "1"})  # fmt: skip
         return loaded
 
     def authorize(self, header: str) -> None:
