@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "collector": 0,
     "cluster": 0,
     "ray_probe": 0,
+    "signals": 0,
     "data": 1,
     "features": 2,
     "model": 2,

@@ -388,3 +388,45 @@ def test_release_create_of_a_build_id_says_it_is_a_build(cli: Any, store: Path) 
         f"{build[:12]}` and release the package id it prints"
     )
     assert not (store / "releases").exists()
+
+
+class _SignalledAfterRecord(LocalStore):
+    """A local store whose first exclusive create of a release record is followed at once by a
+    SIGTERM to this process, as a `docker stop` landing between the record and its event."""
+
+    sent = False
+
+    def create(self, key: str, data: bytes, *, immutable: bool = False) -> bool:
+        made = super().create(key, data, immutable=immutable)
+        if key.startswith(f"{FOLDER}/v") and not self.sent:
+            import os
+            import signal
+
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return made
+
+
+def test_a_stop_between_a_release_record_and_its_event_waits_for_both(tmp_path: Path) -> None:
+    """SIGTERM right after the record was written stopped the create there: the command said
+    "nothing was written", and the next create rolled the cancelled release forward as v1. The
+    record and its event are one step now: the release is whole, and the command goes on to its
+    end; the CLI's own SIGTERM handler (a KeyboardInterrupt) is back afterwards."""
+    import signal
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    store = _SignalledAfterRecord(tmp_path / "store")
+    pid = make_package(store, "0.1.0")
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        made = releases.create(store, pid, RunSettings())
+        assert store.sent and signal.getsignal(signal.SIGTERM) is stop
+    except KeyboardInterrupt:
+        pytest.fail("the stop broke the create off between its record and its event")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert made.number == 1
+    assert releases.show(store, f"{NAME}@current").number == 1
+    assert [r["number"] for r in releases.list_releases(store, NAME)] == [1]

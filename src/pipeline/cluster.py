@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import log
+from pipeline import log, signals
 from pipeline.errors import ConfigError, SourceError
 from pipeline.ray_probe import first_line, probe, unreachable
 
@@ -123,7 +123,7 @@ def _session(
             )
         yield _describe(ray, None)
     finally:
-        with _signals_held():
+        with signals.held(then_stop=True, second_stops=False):  # a second one broke it off
             _shutdown(ray)
             shutil.rmtree(temp_dir, ignore_errors=True)
 
@@ -168,32 +168,6 @@ def _shutdown(ray: Any) -> None:
             handler = signal.getsignal(signum)
             if handler is not None:
                 signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGTERM and SIGINT noted, not acted on, while the block runs; once it is done, a noted
-    one stops the command as the signal would have (``KeyboardInterrupt``). A second signal
-    sent while the embedded runtime shut down broke off ``ray.shutdown``, and its processes,
-    still running, left the temporary folder behind for good. (Blocking the signals would not
-    do: the kernel hands a process's signal to any thread that does not block it, and Ray's
-    threads do not.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    noted: list[int] = []
-
-    def note(signum: int, _frame: Any) -> None:
-        noted.append(signum)
-
-    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if noted:
-        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

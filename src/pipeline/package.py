@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline import __version__, artifacts, wheel
+from pipeline import __version__, artifacts, signals, wheel
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError, StoreError
 from pipeline.settings import (
     MAX_NAME_LENGTH,
@@ -153,19 +153,21 @@ def seal(
     data = build_archive(build, name, version)
     package_id = hashlib.sha256(data).hexdigest()
     key = f"packages/{name}/{version}.tar.gz"
-    # create() never overwrites: two writers racing for one version cannot clobber each other.
-    created = store.create(key, data)
-    if not created:
-        existing = hashlib.sha256(store.read_bytes(key)).hexdigest()
-        if existing != package_id:
-            _refuse_or_repair(store, key, data, package_id, existing, name, version)
     record = {"name": name, "version": version, "package_id": package_id, "build_id": build.id}
-    try:
-        store.write_json(f"packages/{name}/{version}.json", record)
-    except StoreError:  # a full disk: no archive is left without its record
-        if created:
-            store.delete(key)
-        raise
+    # The archive and its record, whole or not at all: a stop request waits for both.
+    with signals.held(then_stop=False, second_stops=True):
+        # create() never overwrites: two writers racing for one version cannot clobber each other.
+        created = store.create(key, data)
+        if not created:
+            existing = hashlib.sha256(store.read_bytes(key)).hexdigest()
+            if existing != package_id:
+                _refuse_or_repair(store, key, data, package_id, existing, name, version)
+        try:
+            store.write_json(f"packages/{name}/{version}.json", record)
+        except StoreError:  # a full disk: no archive is left without its record
+            if created:
+                store.delete(key)
+            raise
     extra: dict[str, Any] = {}
     wheel_at = None
     if with_wheel:

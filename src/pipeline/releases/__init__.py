@@ -45,7 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline import __version__
+from pipeline import __version__, signals
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
 from pipeline.releases.refs import (
     REF_HELP,
@@ -346,8 +346,11 @@ def create(
                 log.warning("release.recovered", release=orphan.ref, message=RECOVERED)
             if orphan.content() == wanted.content():
                 return orphan  # the very release asked for: a retried create makes no second one
-        number = _claim_record(folder, name, wanted, max(numbers, default=0) + 1)
-        _set_current(folder, number, "create", previous)
+        # Its record and its event, whole or not at all: a stop request waits for both (cut
+        # between them, the release the user cancelled was rolled forward by the next create).
+        with signals.held(then_stop=False, second_stops=True):
+            number = _claim_record(folder, name, wanted, max(numbers, default=0) + 1)
+            _set_current(folder, number, "create", previous)
     return _load(folder, name, number)
 
 
