@@ -393,6 +393,16 @@ def test_on_error_column_release_reports_bad_csv_rows_inline(house: dict[str, An
     first, second = got.json()["predictions"]
     assert first["prediction"] is None and "LotArea" in first["error"]
     assert second["prediction"] > 0 and second["error"] == ""
+    # The same rows as JSON: the bad record was a 422 for the whole request, the release's
+    # error column ignored; now the CSV body's answer, the same error, the same prediction.
+    records = _records(loaded, 2)
+    records[0]["LotArea"] = "lots"
+    for record, line in zip(records, lines[1:], strict=True):
+        record["Id"] = line.split(",")[0]  # as the CSV body's ids are read: text
+    with _client(loaded) as client:
+        as_json = client.post("/v1/predict", json={"records": records})
+    assert as_json.status_code == 200, as_json.text[:300]
+    assert as_json.json()["predictions"] == got.json()["predictions"]
 
 
 def test_body_limit_is_413_with_or_without_content_length(house_loaded: Loaded) -> None:

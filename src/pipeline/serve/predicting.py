@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import operator
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ import anyio
 
 from pipeline.data import cells
 from pipeline.serve.batching import Job
-from pipeline.serve.contract import Contract, RequestError, dumps
+from pipeline.serve.contract import Contract, RequestError, dumps, ignored_names
 
 if TYPE_CHECKING:
     from pipeline.features import Encoded, Preprocessor
@@ -266,10 +267,17 @@ async def _predict_records(
     """A JSON body validated on its own (a bad record fails only its own request), then
     scored together with the records of whatever other requests are queued."""
     contract = loaded.contract
-    if len(body) > _INLINE_BYTES:
-        records, ignored = await anyio.to_thread.run_sync(contract.records, body)
-    else:
-        records, ignored = contract.records(body)
+    try:
+        if len(body) > _INLINE_BYTES:
+            records, ignored = await anyio.to_thread.run_sync(contract.records, body)
+        else:
+            records, ignored = contract.records(body)
+    except RequestError as exc:
+        if loaded.run.on_error != "column" or not _records_refused(exc):
+            raise
+        # A release that reports bad rows in an error column: the records read as `pipeline
+        # predict` reads JSON lines, each bad one answered with its error (the CSV path's).
+        return await anyio.to_thread.run_sync(_predict_json_frame, loaded, state, body)
     if not records:
         return response(loaded, [], ignored), 0, ignored
     hung_up = False
@@ -286,13 +294,48 @@ async def _predict_records(
     return payload, len(records), ignored
 
 
+def _records_refused(exc: RequestError) -> bool:
+    """Whether ``exc`` refused records of a well-formed body, each problem in one record."""
+    return exc.error == "invalid_records" and all(d["record"] is not None for d in exc.detail)
+
+
+def _predict_json_frame(
+    loaded: Loaded, state: ServeState, body: bytes
+) -> tuple[bytes, int, Ignored]:
+    """A JSON body whose records the strict contract refused, read as `pipeline predict` reads
+    JSON lines (``jsonlines``: a key left out is a missing value, cells read as a CSV file's),
+    then predicted as a CSV body is: each bad record gets its error and no prediction."""
+    import pandas as pd
+
+    records = json.loads(body)["records"]
+    if not all(isinstance(r, dict) for r in records):
+        raise RequestError(422, "invalid_records", "every record must be a JSON object")
+    predictor, contract, id_column = loaded.predictor, loaded.contract, loaded.run.id_column
+    features = predictor.required
+    frame = pd.DataFrame.from_records(records, columns=features)
+    for name in features:
+        frame[name] = cells.without_markers(frame[name], predictor.missing_values)
+    if id_column and id_column not in features:
+        frame[id_column] = pd.Series([r.get(id_column) for r in records], dtype=object)
+    ignored = ignored_names(set().union(*(r.keys() for r in records)) - contract.known)
+    return _predicted(loaded, state, frame, ignored)
+
+
 def _predict_csv(loaded: Loaded, state: ServeState, body: bytes) -> tuple[bytes, int, Ignored]:
     """Parse, validate and predict one CSV body as `pipeline predict` reads a file (in a
     worker thread)."""
+    contract = loaded.contract
+    frame, ignored = contract.csv_frame(body, check_numbers=loaded.run.on_error == "fail")
+    return _predicted(loaded, state, frame, ignored)
+
+
+def _predicted(
+    loaded: Loaded, state: ServeState, frame: Any, ignored: Ignored
+) -> tuple[bytes, int, Ignored]:
+    """``frame`` predicted, its bad rows reported as the release says; the response."""
     from pipeline.errors import DataError
 
     contract = loaded.contract
-    frame, ignored = contract.csv_frame(body, check_numbers=loaded.run.on_error == "fail")
     predictions: list[dict[str, Any]] = []
     if len(frame):
         try:
