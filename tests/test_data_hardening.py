@@ -623,3 +623,21 @@ def test_a_named_pandas_index_in_parquet_is_a_column_an_unnamed_one_is_not(
     assert read.header(shuffled, data) == ["x1", "x2", "y"]
     predicted = _chunks(named, "parquet", ["x1", "x2"])
     assert predicted["x2"].tolist() == [3, 1, 4, 1, 5, 9]
+
+
+def test_numbers_beside_one_unknown_marker_are_refused_even_below_half(tmp_path: Path) -> None:
+    """83 numbers (42%) and 117 cells of one '-' became a categorical column of '-' and a few
+    numbers, every other number unknown, without a word; the marker is now named, as it is at
+    half or more. Few numbers (under a tenth), or under three distinct ones, stay categories."""
+    rng = np.random.default_rng(0)
+    numbers = [str(int(v)) for v in rng.integers(0, 100, 83)]
+    cells_ = numbers + ["-"] * 117
+    order = rng.permutation(200)
+    rows = [f"{cells_[i]},{k}" for k, i in enumerate(order)]
+    message = _refusal(_csv(tmp_path, "x2,y", rows))
+    assert "column 'x2'" in message and "'-'" in message and "83 of its 200 values are numbers"\
+        in message and "PIPELINE_DATA__MISSING_VALUES" in message  # fmt: skip
+    few = [f"{v},{k}" for k, v in enumerate(["-"] * 190 + [str(k) for k in range(10)])]
+    assert _kinds(_train_frame(_csv(tmp_path, "x2,y", few))[1]) == {"x2": "categorical"}
+    two = [f"{v},{k}" for k, v in enumerate(["none"] * 150 + ["1", "2"] * 25)]
+    assert _kinds(_train_frame(_csv(tmp_path, "x2,y", two))[1]) == {"x2": "categorical"}

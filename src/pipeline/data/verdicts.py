@@ -29,9 +29,10 @@ def mostly(
     """(data row, value) of the first present cell where ``matches`` is False, and how many
     present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None.
 
-    With ``placeholder``, also when at least half match and every other cell is one value
-    spelt again and again: Titanic's ages with ``?`` for the 263 unknown ones (20%) became
-    a category per age, where ``?`` is a missing marker the settings do not know."""
+    With ``placeholder``, also when every other cell is one value spelt again and again and
+    at least half match, or at least a tenth with 3 or more distinct values: Titanic's ages
+    with ``?`` for the 263 unknown ones (20%) became a category per age, where ``?`` is a
+    missing marker the settings do not know; so did a column of 83 numbers and 117 ``-``."""
     present = series.notna().to_numpy()
     total = int(present.sum())
     count = int(matches.sum())
@@ -39,7 +40,9 @@ def mostly(
         return None
     if count < MOSTLY * total:
         others = series[present & ~matches]
-        if not placeholder or count < total / 2 or len(others) < 2 or others.nunique() != 1:
+        if not placeholder or len(others) < 2 or others.nunique() != 1:
+            return None
+        if count < total / 2 and (count < total / 10 or series[matches].nunique() < 3):
             return None
     pos = int((present & ~matches).nonzero()[0][0])
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
