@@ -641,3 +641,18 @@ def test_numbers_beside_one_unknown_marker_are_refused_even_below_half(tmp_path:
     assert _kinds(_train_frame(_csv(tmp_path, "x2,y", few))[1]) == {"x2": "categorical"}
     two = [f"{v},{k}" for k, v in enumerate(["none"] * 150 + ["1", "2"] * 25)]
     assert _kinds(_train_frame(_csv(tmp_path, "x2,y", two))[1]) == {"x2": "categorical"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting"),
+    [({"target": "Y"}, "PIPELINE_DATA__TARGET"),
+     ({"column_kinds": {"X2": "categorical"}}, "PIPELINE_DATA__COLUMN_KINDS")],
+)  # fmt: skip
+def test_a_name_in_another_case_is_suggested(
+    tmp_path: Path, overrides: dict[str, Any], setting: str
+) -> None:
+    """A target `Y` for a column `y` got no suggestion: difflib scores 'Y' and 'y' apart."""
+    rows = [f"{k % 7},{k}" for k in range(30)]
+    message = _refusal(_csv(tmp_path, "x2,y", rows), **overrides)
+    wanted = "y" if "target" in overrides else "x2"
+    assert setting in message and f"did you mean '{wanted}'?" in message, message

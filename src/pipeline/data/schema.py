@@ -68,7 +68,9 @@ class Schema:
 def _missing_column(label: str, name: str, columns: list[str], setting: str) -> DataError:
     from pipeline.data.read import delimiter_hint
 
-    close = difflib.get_close_matches(name, columns, n=1)
+    # The same name in another case first (target y, column Y): difflib scores it by letters.
+    close = [c for c in columns if c.casefold() == name.casefold()]
+    close = close or difflib.get_close_matches(name, columns, n=1)
     hint = delimiter_hint(columns) or (f"did you mean '{close[0]}'? " if close else "")
     shown = ", ".join(cells.printable(c, 60) for c in columns[:12])
     more = f", ... ({len(columns)} in all)" if len(columns) > 12 else ""
