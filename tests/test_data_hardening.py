@@ -656,3 +656,10 @@ def test_a_name_in_another_case_is_suggested(
     message = _refusal(_csv(tmp_path, "x2,y", rows), **overrides)
     wanted = "y" if "target" in overrides else "x2"
     assert setting in message and f"did you mean '{wanted}'?" in message, message
+
+
+def test_a_parquet_file_declared_csv_is_named_so(tmp_path: Path) -> None:
+    """Read as CSV, a Parquet file's bytes made a message about fields on line 2 and '\\x7f'."""
+    path = _parquet(tmp_path, x=pa.array([1, 2, 3]), y=pa.array([1.0, 2.0, 3.0]))
+    message = _refusal(path, format="csv")
+    assert "is a Parquet file, but PIPELINE_DATA__FORMAT=csv" in message, message

@@ -86,6 +86,11 @@ def detect_format(path: Path, declared: str = "auto", label: str | None = None) 
     """``csv`` or ``parquet``: the declared format, else the magic bytes, else the suffix."""
     shown = label or str(path)
     head = sniff(path, f"dataset {shown}")
+    if declared == "csv" and head.startswith(_PARQUET):  # parsed as text, it was binary noise
+        raise DataError(
+            f"dataset {shown} is a Parquet file, but PIPELINE_DATA__FORMAT=csv: set it to "
+            "parquet, or to auto (the file's first bytes decide)"
+        )
     if declared != "auto":
         return declared
     if head.startswith(_PARQUET):
