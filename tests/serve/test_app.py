@@ -196,6 +196,33 @@ def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:
     assert empty.status_code == 200 and empty.json()["predictions"] == []
 
 
+def test_serve_reads_what_predict_reads_and_says_what_it_does_not(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """A JSON body after a UTF-8 BOM was a 400 (predict and a CSV body drop the BOM); a body
+    declared in another charset was read as UTF-8 all the same; a ';'-delimited CSV body was
+    "lacks 79 columns" with every one listed (predict names the delimiter); a 5 MB text in a
+    numeric field came back whole in the 422."""
+    json_type = {"Content-Type": "application/json"}
+    bom = client.post("/v1/predict", content=b'\xef\xbb\xbf{"records": []}', headers=json_type)
+    assert bom.status_code == 200, bom.text
+    for charset, status in (("utf-16", 415), ("latin-1", 415), ("UTF-8", 200), ('"utf-8"', 200)):
+        declared = {"Content-Type": f"application/json; charset={charset}"}
+        got = client.post("/v1/predict", content=b'{"records": []}', headers=declared)
+        assert got.status_code == status, (charset, got.text)
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    semicolons = "\n".join(line.replace(",", ";") for line in lines)
+    refused = client.post("/v1/predict", content=semicolons, headers={"Content-Type": "text/csv"})
+    body = refused.json()
+    assert refused.status_code == 422 and "delimited by ';'" in body["message"], body["message"]
+    assert len(body["detail"]) == 50
+    record = _records(house_loaded, 1)[0]
+    record["LotArea"] = "x" * 5_000_000
+    huge = client.post("/v1/predict", json={"records": [record]})
+    assert huge.status_code == 422 and len(huge.content) < 2_000, len(huge.content)
+    assert huge.json()["detail"][0]["input"].endswith("... (5,000,000 characters)")
+
+
 def test_a_body_of_many_bad_records_is_judged_in_bounded_memory(client: TestClient) -> None:
     """Validation stops at the first MAX_DETAIL problems: 20,000 empty records (79 missing
     columns each) are 1.6 million problems, which pydantic, judging the whole list at once,

@@ -161,6 +161,7 @@ class Contract:
     def records(self, body: bytes) -> tuple[list[tuple[Any, ...]], tuple[list[str], int]]:
         """A JSON body ``{"records": [...]}`` validated, each record as the tuple of its values
         in ``fields`` order, and the keys the model ignores (``ignored_names``)."""
+        body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as a CSV body and predict drop
         rows = self._fast(body)
         if rows is not None:  # msgspec accepted it: so would pydantic, and no key is ignored
             return rows, ([], 0)
@@ -288,12 +289,17 @@ class Contract:
             raise RequestError(400, "invalid_csv", "the CSV body is empty: send a header + rows")
         missing = [c.name for c in self.schema.columns if c.name not in header]
         if missing:
+            from pipeline.data.read import delimiter_hint
+
+            hint = delimiter_hint(header, self.delimiter)  # one column: another delimiter?
             raise RequestError(
                 422,
                 "missing_columns",
-                f"the CSV header lacks {len(missing)} column(s) the model needs",
-                [_detail(None, name, "missing", "Column required") for name in missing],
-            )
+                f"the CSV header lacks {len(missing)} column(s) the model needs"
+                + (f": {hint.removesuffix('; ')}" if hint else ""),
+                [_detail(None, name, "missing", "Column required")
+                 for name in missing[:MAX_DETAIL]],
+            )  # fmt: skip
         dupes = sorted({c for c in header if c in self.known and header.count(c) > 1})
         if dupes:
             raise RequestError(
@@ -393,11 +399,17 @@ class Contract:
 
 
 def _plain(value: Any) -> Any:
-    """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones."""
+    """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones, a long
+    text cut short (a 5 MB string in a numeric field came back whole in the 422)."""
     value = cells.plain(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str) and len(value) > _ECHOED:
+        return f"{value[:_ECHOED]}... ({len(value):,} characters)"
     return value
+
+
+_ECHOED = 200  # characters of a refused text value sent back in a 422
 
 
 def _check_ids(records: list[dict[str, Any]], id_column: str) -> None:

@@ -102,7 +102,16 @@ def _too_big(limit: int) -> RequestError:
 
 def media_type(header: str) -> str:
     """``json`` or ``csv`` for a Content-Type header, else a 415."""
-    kind = header.split(";", 1)[0].strip().lower()
+    kind, _, params = header.partition(";")
+    kind = kind.strip().lower()
+    pairs = (p.partition("=") for p in params.split(";"))
+    named = [v.strip(' "').lower() for k, _, v in pairs if k.strip().lower() == "charset"]
+    if named and named[0] not in ("utf-8", "utf8", "us-ascii"):  # it would be read as UTF-8
+        raise RequestError(
+            415,
+            "unsupported_media_type",
+            f"charset {cells.shown(named[0])} is not accepted: send the body as UTF-8",
+        )
     if kind in MEDIA_TYPES:
         return MEDIA_TYPES[kind]
     if kind.endswith("+json"):
