@@ -628,7 +628,8 @@ def test_a_named_pandas_index_in_parquet_is_a_column_an_unnamed_one_is_not(
 def test_numbers_beside_one_unknown_marker_are_refused_even_below_half(tmp_path: Path) -> None:
     """83 numbers (42%) and 117 cells of one '-' became a categorical column of '-' and a few
     numbers, every other number unknown, without a word; the marker is now named, as it is at
-    half or more. Few numbers (under a tenth), or under three distinct ones, stay categories."""
+    half or more. Few numbers (under a tenth), or under ten distinct ones ("0, 1, 2, many"),
+    stay categories."""
     rng = np.random.default_rng(0)
     numbers = [str(int(v)) for v in rng.integers(0, 100, 83)]
     cells_ = numbers + ["-"] * 117
@@ -639,7 +640,7 @@ def test_numbers_beside_one_unknown_marker_are_refused_even_below_half(tmp_path:
         in message and "PIPELINE_DATA__MISSING_VALUES" in message  # fmt: skip
     few = [f"{v},{k}" for k, v in enumerate(["-"] * 190 + [str(k) for k in range(10)])]
     assert _kinds(_train_frame(_csv(tmp_path, "x2,y", few))[1]) == {"x2": "categorical"}
-    two = [f"{v},{k}" for k, v in enumerate(["none"] * 150 + ["1", "2"] * 25)]
+    two = [f"{v},{k}" for k, v in enumerate(["none"] * 150 + [str(k % 9) for k in range(50)])]
     assert _kinds(_train_frame(_csv(tmp_path, "x2,y", two))[1]) == {"x2": "categorical"}
 
 

@@ -66,7 +66,7 @@ class Schema:
 
 
 def _missing_column(label: str, name: str, columns: list[str], setting: str) -> DataError:
-    from pipeline.data.read import delimiter_hint
+    from pipeline.data.csv_errors import delimiter_hint
 
     # The same name in another case first (target y, column Y): difflib scores it by letters.
     close = [c for c in columns if c.casefold() == name.casefold()]

@@ -30,7 +30,8 @@ def mostly(
     present cells match, out of how many, when at least ``MOSTLY`` (but not all) do; else None.
 
     With ``placeholder``, also when every other cell is one value spelt again and again and
-    at least half match, or at least a tenth with 3 or more distinct values: Titanic's ages
+    at least half match, or at least a tenth with 10 or more distinct values (a scale, where
+    a few numbers beside a word, "0, 1, 2, many", are categories): Titanic's ages
     with ``?`` for the 263 unknown ones (20%) became a category per age, where ``?`` is a
     missing marker the settings do not know; so did a column of 83 numbers and 117 ``-``."""
     present = series.notna().to_numpy()
@@ -42,7 +43,7 @@ def mostly(
         others = series[present & ~matches]
         if not placeholder or len(others) < 2 or others.nunique() != 1:
             return None
-        if count < total / 2 and (count < total / 10 or series[matches].nunique() < 3):
+        if count < total / 2 and (count < total / 10 or series[matches].nunique() < 10):
             return None
     pos = int((present & ~matches).nonzero()[0][0])
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from pipeline import features, outputs
-from pipeline.data import cells, read
+from pipeline.data import cells, csv_errors
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
 from pipeline.model import FoldedNetwork, TabularMLP, load_model
@@ -93,7 +93,7 @@ class Predictor:
         """A ``DataError`` naming the required columns that ``columns`` lacks, if any."""
         missing = [c for c in self.required if c not in columns]
         if missing:
-            hint = read.delimiter_hint([str(c) for c in columns], self.delimiter)
+            hint = csv_errors.delimiter_hint([str(c) for c in columns], self.delimiter)
             if hint:  # one column read: every name is missing, and the file is the problem
                 raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""

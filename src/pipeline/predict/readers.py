@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.data import cells, columns, read
+from pipeline.data import cells, columns, csv_errors, read
 from pipeline.errors import ConfigError, DataError, SourceError
 from pipeline.predict import jsonlines
 from pipeline.settings import RunSettings
@@ -269,7 +269,7 @@ def _csv_batches(
     advice = f"the model reads {delimiter!r}-delimited files"
     try:
         # No invalid_row_handler: a Python callback in the parser made pyarrow 26 abort the
-        # process at exit ("terminate called"). read.parse_error finds the bad line itself.
+        # process at exit ("terminate called"). csv_errors.parse_error finds the bad line itself.
         options = cells.csv_options(
             delimiter, predictor.missing_values, text_columns=columns, block_size=_BLOCK
         )
@@ -280,7 +280,7 @@ def _csv_batches(
             except StopIteration:
                 return
             rows += batch.num_rows
-            if batch.num_rows and read.last_row_swallowed(batch.select([last]), path):
+            if batch.num_rows and csv_errors.last_row_swallowed(batch.select([last]), path):
                 raise DataError(
                     f"input {label} has an unterminated quote in column '{last}' at data row "
                     f"{rows}: the quoted field runs on to the end of the file; close the quote, "
@@ -288,7 +288,9 @@ def _csv_batches(
                 )
             yield batch if last in present else batch.select(present)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise read.parse_error(exc, path, f"input {label}", delimiter, advice, _BLOCK) from exc
+        raise csv_errors.parse_error(
+            exc, path, f"input {label}", delimiter, advice, _BLOCK
+        ) from exc
 
 
 def _frame(

@@ -289,7 +289,7 @@ class Contract:
             raise RequestError(400, "invalid_csv", "the CSV body is empty: send a header + rows")
         missing = [c.name for c in self.schema.columns if c.name not in header]
         if missing:
-            from pipeline.data.read import delimiter_hint
+            from pipeline.data.csv_errors import delimiter_hint
 
             hint = delimiter_hint(header, self.delimiter)  # one column: another delimiter?
             raise RequestError(

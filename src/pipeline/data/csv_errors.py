@@ -1,0 +1,185 @@
+"""Why pyarrow could not parse a CSV file, said in the file's terms: the line that is ragged,
+the delimiter the header looks written with, a quote never closed, a line longer than the
+parser's block, a header without rows. Used by training's reader and by `pipeline predict`'s."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.data.cells import printable
+from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_BOM = b"\xef\xbb\xbf"
+# pyarrow's default block: a line longer than this cannot be parsed (it "straddles" two blocks).
+BLOCK_BYTES = 1 << 20
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's message, with unprintable bytes escaped."""
+    text = str(exc).strip().splitlines()
+    return printable(text[0] if text else type(exc).__name__, 300)
+
+
+def is_blank(path: Path) -> bool:
+    """True for a file that holds nothing but whitespace (and perhaps a BOM)."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.removeprefix(_BOM).strip():
+                return False
+    return True
+
+
+_RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
+
+
+def find_line(path: Path, text: str) -> int | None:
+    """The 1-based number of the first line of ``path`` that starts with ``text``, else None.
+
+    pyarrow names a malformed row by its text only, so its line is found by a second, serial
+    pass over the file, run only once a parse has already failed.
+    """
+    needle = text.encode("utf-8", errors="replace")[:200]
+    if not needle:
+        return None
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.removeprefix(_BOM if number == 1 else b"").startswith(needle):
+                return number
+    return None
+
+
+def _ragged_error(
+    label: str, message: str, path: Path, delimiter: str, advice: str | None
+) -> DataError | None:
+    """The error for a row whose field count differs from the header's, naming its line."""
+    match = _RAGGED.search(message)
+    if match is None:
+        return None
+    expected, actual, text = match.groups()
+    first = text.splitlines()[0] if text.splitlines() else text
+    number = find_line(path, first)
+    where = f"line {number}" if number is not None else "a line"
+    shown = printable(first, 80)
+    if '"' in text and ("\n" in text or "\r" in text):
+        return DataError(
+            f"{label} has an unterminated quote on {where} ({shown!r}): the quoted field runs "
+            "on through the following lines; close the quote, or escape a literal quote by "
+            "doubling it"
+        )
+    advice = advice or f"check PIPELINE_DATA__DELIMITER (now {delimiter!r})"
+    return DataError(
+        f"{label} has {actual} fields on {where} where the header has {expected} ({shown!r}): "
+        f"fix that line, quote any field that contains the delimiter, or {advice}"
+    )
+
+
+def delimiter_hint(columns: list[str], read_with: str | None = None) -> str:
+    """Advice when a lone header column holds another delimiter (``;``, tab, ``|`` or ``,``).
+
+    The column name cannot contain the delimiter the file was read with, so any of the others
+    in it means the file was written with that one. ``read_with``: the delimiter a model's
+    inputs must have (`pipeline predict`), which no setting changes.
+    """
+    if len(columns) != 1:
+        return ""
+    for other, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (",", "','")):
+        if other in columns[0]:
+            shown = "\\t" if other == "\t" else other
+            if read_with is not None:
+                return (
+                    f"the header looks delimited by {name}, but this model reads CSV delimited "
+                    f"by {read_with!r}, as its training data was: convert the file; "
+                )
+            return f"the header looks delimited by {name}: set PIPELINE_DATA__DELIMITER='{shown}'; "
+    return ""
+
+
+def unterminated_quote(path: Path, quote: str = '"') -> bool:
+    """True when ``path`` holds an odd number of quote characters (a quote never closed).
+
+    In valid CSV quotes come in pairs (a literal quote is written twice), so an odd count means
+    a quoted field ran on to the end of the file: pyarrow accepts that silently, swallowing
+    every later line into one value.
+    """
+    mark = quote.encode()
+    count = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(mark)
+    return count % 2 == 1
+
+
+def last_row_swallowed(table: pa.Table | pa.RecordBatch, path: Path) -> str | None:
+    """The column of the last row whose text ran on past a line end through an open quote."""
+    import pyarrow as pa
+
+    if table.num_rows == 0:
+        return None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        value = column[table.num_rows - 1].as_py()
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            return str(name) if unterminated_quote(path) else None
+    return None
+
+
+def parse_error(
+    exc: BaseException,
+    path: Path,
+    label: str,
+    delimiter: str,
+    advice: str | None = None,
+    block: int = BLOCK_BYTES,
+) -> DataError:
+    """The project's error for pyarrow's failure to parse ``path`` as CSV.
+
+    ``advice`` says where the delimiter comes from (by default: the setting to change);
+    ``block``: the parser's block size, the longest line it can read.
+    """
+    message = first_line(exc)
+    if "Empty CSV file" in message and is_blank(path):
+        return DataError(
+            f"{label} is empty: expected a header line and at least one row; check "
+            "PIPELINE_DATA__SOURCE"
+        )
+    if "Empty CSV file" in message and _one_unended_line(path, block):
+        # pyarrow cannot tell where a first line without a newline ends: a header, no rows.
+        return DataError(
+            f"{label} has no rows, only a header line: expected a header line and at least one "
+            "row; check that the file is complete"
+        )
+    if "Empty CSV file" in message or "straddl" in message:
+        # The first line, or a later one, does not fit one parser block: not a line-based table.
+        return DataError(
+            f"{label} has a line longer than {block >> 20} MiB: expected CSV with one row "
+            "per line; check that the file is CSV (not JSON or a binary format)"
+        )
+    ragged = _ragged_error(label, str(exc), path, delimiter, advice)
+    if ragged is not None:
+        return ragged
+    if "UTF8" in message:
+        return DataError(f"{label} is not valid UTF-8 text: re-encode it as UTF-8")
+    advice = advice or "PIPELINE_DATA__FORMAT / PIPELINE_DATA__DELIMITER"
+    return DataError(
+        f"{label} cannot be parsed as CSV: {message}; check that the file is CSV, and {advice}"
+    )
+
+
+def _one_unended_line(path: Path, block: int) -> bool:
+    """Whether ``path`` is one line shorter than ``block`` without a line break (gzip read
+    through): a header without rows."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            head = fh.read(block)
+    except (OSError, EOFError):
+        return False
+    return len(head) < block and b"\n" not in head and b"\r" not in head
