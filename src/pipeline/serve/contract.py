@@ -16,8 +16,6 @@ import csv
 import functools
 import io
 import itertools
-import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, NotRequired
@@ -30,17 +28,16 @@ from pipeline.data import cells
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
 from pipeline.serve.bodies import FastRecords, as_rows
+from pipeline.serve.problems import MAX_DETAIL as MAX_DETAIL
+from pipeline.serve.problems import RequestError as RequestError
+from pipeline.serve.problems import check_ids as _check_ids
+from pipeline.serve.problems import detail as _detail
+from pipeline.serve.problems import dumps as dumps
+from pipeline.serve.problems import json_error as _json_error
+from pipeline.serve.problems import plain as _plain
 
 if TYPE_CHECKING:
     import pandas as pd
-
-MAX_DETAIL = 50  # field-level problems one error lists; past them validation stops
-# Pydantic's words for a value of the wrong JSON type, as its JSON validation says them (the
-# records are validated from parsed Python values, which it calls dictionaries and lists).
-_JSON_WORDS = {
-    "dict_type": "Input should be an object",
-    "list_type": "Input should be a valid array",
-}
 
 
 def ignored_names(names: Iterable[str]) -> tuple[list[str], int]:
@@ -51,6 +48,8 @@ def ignored_names(names: Iterable[str]) -> tuple[list[str], int]:
     shown = [cells.printable(n, cells.SHOWN_CHARS) for n in names[: cells.SHOWN_COLUMNS]]
     return shown, len(names)
 
+
+_BOM = b"\xef\xbb\xbf"
 
 # TypedDict built at run time from a schema: typed as a plain callable (checkers expect literals),
 # and typing_extensions' version because pydantic needs it before Python 3.12.
@@ -68,30 +67,6 @@ _BAD_CELL = {
     "numeric": ("float_parsing", "Input should be a finite number", "a finite number"),
     "boolean": ("bool_parsing", "Input should be true or false", "true or false"),
 }
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status, a code, a message and field-level detail."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        message: str,
-        detail: list[dict[str, Any]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
-        self.detail = detail or []
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        """The JSON document sent back."""
-        out: dict[str, Any] = {"error": self.error, "message": self.message}
-        if self.detail:
-            out["detail"] = self.detail
-        return out
 
 
 @dataclass
@@ -161,7 +136,7 @@ class Contract:
     def records(self, body: bytes) -> tuple[list[tuple[Any, ...]], tuple[list[str], int]]:
         """A JSON body ``{"records": [...]}`` validated, each record as the tuple of its values
         in ``fields`` order, and the keys the model ignores (``ignored_names``)."""
-        body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as a CSV body and predict drop
+        body = body.removeprefix(_BOM)  # a UTF-8 BOM, as a CSV body and predict drop it
         rows = self._fast(body)
         if rows is not None:  # msgspec accepted it: so would pydantic, and no key is ignored
             return rows, ([], 0)
@@ -176,7 +151,7 @@ class Contract:
         records made 79 million of them, and the server was killed for memory at 24 GB. The
         verdicts are pydantic's JSON ones (strict types: the same records pass)."""
         try:
-            doc = pydantic_core.from_json(body)
+            doc = pydantic_core.from_json(body.removeprefix(_BOM))
         except ValueError as exc:
             raise RequestError(
                 400, "invalid_json", f"the body is not valid JSON: Invalid JSON: {exc}"
@@ -396,69 +371,3 @@ class Contract:
             names.append(name)
             columns.append([_plain(v) for v in np.asarray(values, dtype=object).tolist()])
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-
-
-def _plain(value: Any) -> Any:
-    """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones, a long
-    text cut short (a 5 MB string in a numeric field came back whole in the 422)."""
-    value = cells.plain(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str) and len(value) > _ECHOED:
-        return f"{value[:_ECHOED]}... ({len(value):,} characters)"
-    return value
-
-
-_ECHOED = 200  # characters of a refused text value sent back in a 422
-
-
-def _check_ids(records: list[dict[str, Any]], id_column: str) -> None:
-    """422 for an id that is a JSON object or array: an id is copied through as one value."""
-    bad = [i for i, r in enumerate(records) if isinstance(r.get(id_column), dict | list)]
-    if bad:
-        detail = [
-            _detail(i, id_column, "id_type", "Input should be one value: a string, number, "
-                    "boolean or null")
-            for i in bad[:MAX_DETAIL]
-        ]  # fmt: skip
-        raise RequestError(
-            422, "invalid_records", f"{len(bad)} record(s) have an id that is not one value", detail
-        )
-
-
-def _detail(
-    record: int | None, column: str | None, kind: str, message: str, value: Any = ...
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"record": record, "column": column, "type": kind, "message": message}
-    if value is not ...:
-        out["input"] = _plain(value)
-    return out
-
-
-def _json_error(errors: list[Any], *, complete: bool = True) -> RequestError:
-    """Pydantic's errors as field-level detail: the record's index and the column's name.
-    Not ``complete``: validation stopped at the first ``MAX_DETAIL`` problems or a few more."""
-    detail = []
-    for err in errors[:MAX_DETAIL]:
-        loc = list(err["loc"])
-        record = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
-        column = str(loc[2]) if len(loc) > 2 else None
-        if not loc:
-            column, message = None, 'the body must be a JSON object {"records": [...]}'
-        elif loc[0] != "records":
-            column, message = str(loc[0]), f"unknown key '{loc[0]}': send only \"records\""
-        else:
-            message = _JSON_WORDS.get(err["type"], err["msg"])
-        value = err.get("input", ...)
-        scalar = value is None or isinstance(value, str | int | float | bool)
-        item = _detail(record, column, err["type"], message, value if scalar else ...)
-        if err["type"] == "missing":
-            item.pop("input", None)
-        detail.append(item)
-    count = f"{len(errors)}" if complete else f"at least {len(errors)}"
-    return RequestError(422, "invalid_records", f"{count} problem(s) with the request body", detail)
-
-
-def dumps(doc: Any) -> bytes:
-    """Compact JSON bytes; floats keep their shortest exact spelling."""
-    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()

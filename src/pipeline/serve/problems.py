@@ -1,0 +1,108 @@
+"""What a refused request is told: its status, its code, and each problem by record and column,
+the values echoed bounded; and the compact JSON every answer is written in."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pipeline.data import cells
+
+MAX_DETAIL = 50  # field-level problems one error lists; past them validation stops
+# Pydantic's words for a value of the wrong JSON type, as its JSON validation says them (the
+# records are validated from parsed Python values, which it calls dictionaries and lists).
+_JSON_WORDS = {
+    "dict_type": "Input should be an object",
+    "list_type": "Input should be a valid array",
+}
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status, a code, a message and field-level detail."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        detail: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.detail = detail or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        """The JSON document sent back."""
+        out: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+def plain(value: Any) -> Any:
+    """JSON's view of one cell: NaN and missing become null, numpy scalars Python ones, a long
+    text cut short (a 5 MB string in a numeric field came back whole in the 422)."""
+    value = cells.plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and len(value) > _ECHOED:
+        return f"{value[:_ECHOED]}... ({len(value):,} characters)"
+    return value
+
+
+_ECHOED = 200  # characters of a refused text value sent back in a 422
+
+
+def check_ids(records: list[dict[str, Any]], id_column: str) -> None:
+    """422 for an id that is a JSON object or array: an id is copied through as one value."""
+    bad = [i for i, r in enumerate(records) if isinstance(r.get(id_column), dict | list)]
+    if bad:
+        found = [
+            detail(i, id_column, "id_type", "Input should be one value: a string, number, "
+                   "boolean or null")
+            for i in bad[:MAX_DETAIL]
+        ]  # fmt: skip
+        raise RequestError(
+            422, "invalid_records", f"{len(bad)} record(s) have an id that is not one value", found
+        )
+
+
+def detail(
+    record: int | None, column: str | None, kind: str, message: str, value: Any = ...
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"record": record, "column": column, "type": kind, "message": message}
+    if value is not ...:
+        out["input"] = plain(value)
+    return out
+
+
+def json_error(errors: list[Any], *, complete: bool = True) -> RequestError:
+    """Pydantic's errors as field-level detail: the record's index and the column's name.
+    Not ``complete``: validation stopped at the first ``MAX_DETAIL`` problems or a few more."""
+    found: list[dict[str, Any]] = []
+    for err in errors[:MAX_DETAIL]:
+        loc = list(err["loc"])
+        record = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+        column = str(loc[2]) if len(loc) > 2 else None
+        if not loc:
+            column, message = None, 'the body must be a JSON object {"records": [...]}'
+        elif loc[0] != "records":
+            column, message = str(loc[0]), f"unknown key '{loc[0]}': send only \"records\""
+        else:
+            message = _JSON_WORDS.get(err["type"], err["msg"])
+        value = err.get("input", ...)
+        scalar = value is None or isinstance(value, str | int | float | bool)
+        item = detail(record, column, err["type"], message, value if scalar else ...)
+        if err["type"] == "missing":
+            item.pop("input", None)
+        found.append(item)
+    count = f"{len(errors)}" if complete else f"at least {len(errors)}"
+    return RequestError(422, "invalid_records", f"{count} problem(s) with the request body", found)
+
+
+def dumps(doc: Any) -> bytes:
+    """Compact JSON bytes; floats keep their shortest exact spelling."""
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
