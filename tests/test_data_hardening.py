@@ -664,3 +664,28 @@ def test_a_parquet_file_declared_csv_is_named_so(tmp_path: Path) -> None:
     path = _parquet(tmp_path, x=pa.array([1, 2, 3]), y=pa.array([1.0, 2.0, 3.0]))
     message = _refusal(path, format="csv")
     assert "is a Parquet file, but PIPELINE_DATA__FORMAT=csv" in message, message
+
+
+def test_a_pandas_range_index_keeps_ids_with_their_rows_and_a_named_one_is_a_column(
+    tmp_path: Path,
+) -> None:
+    """`df.iloc[5:].to_parquet()` stores its index as a range from 5: predict's integer ids,
+    set by index, moved 5 rows (the last 5 empty) in one chunk and not in chunks of 100.
+    `df.set_index("Id")` of consecutive ids stores them only as a named range: not read."""
+    frame = pd.DataFrame({"Id": range(100, 130), "x": np.arange(30) / 10, "y": np.arange(30.0)})
+    sliced = tmp_path / "sliced.parquet"
+    frame.iloc[5:].to_parquet(sliced)
+    predictor = _predictor(["x"])
+    for chunk in (4, 1000):
+        chunks = readers.iter_chunks(sliced, "parquet", chunk, predictor,
+                                     RunSettings(id_column="Id"), Stats())  # fmt: skip
+        got = pd.concat(list(chunks))
+        assert got["Id"].tolist() == list(range(105, 130)), chunk
+        assert got["x"].tolist() == frame["x"].iloc[5:].tolist()
+    named = tmp_path / "named.parquet"
+    frame.set_index("Id").to_parquet(named)
+    assert read.header(named, _data()) == ["x", "y", "Id"]
+    assert read.read_table(named, _data(), label="n")["Id"].tolist() == list(range(100, 130))
+    chunks = readers.iter_chunks(named, "parquet", 4, _predictor(["x", "Id"]), RunSettings(),
+                                 Stats())  # fmt: skip
+    assert pd.concat(list(chunks))["Id"].tolist() == list(range(100, 130))

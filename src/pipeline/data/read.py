@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # ``printable`` is re-exported: predict shows values through ``read.printable``.
 from pipeline.data.cells import csv_options
@@ -181,15 +181,48 @@ def pandas_index(schema: pa.Schema) -> list[str]:
     return [c for c in index if _UNNAMED_INDEX.fullmatch(c) and c in schema.names]
 
 
-def without_pandas_index(table: pa.Table) -> pa.Table:
-    """``table`` whose pandas metadata no longer makes columns the frame's index: a named index
-    (``df.set_index("x2").to_parquet()``) is a column like any other, as the file holds it
-    (``to_pandas`` made it the index, and training lost it without a word); an unnamed one is
-    left out, as pandas leaves it out of the columns."""
+def without_pandas_index(table: pa.Table, offset: int = 0) -> pa.Table:
+    """``table`` whose pandas metadata no longer makes the frame's index of anything: a named
+    index (``df.set_index("x2").to_parquet()``) is a column like any other, as the file holds
+    it (``to_pandas`` made it the index, and training lost it without a word), a named range
+    index (consecutive ids: only in the metadata) too, its values from row ``offset`` of the
+    file on; an unnamed one is left out, as pandas leaves it out of the columns. Without the
+    metadata's index, ``to_pandas`` numbers the rows from 0 (a range index from 5 had shifted
+    predict's ids by 5 rows)."""
+    import numpy as np
+    import pyarrow as pa
+
     meta = table.schema.pandas_metadata or {}
-    if not any(isinstance(c, str) for c in meta.get("index_columns", [])):
+    index = meta.get("index_columns", [])
+    default = len(index) == 1 and isinstance(index[0], dict) and index[0].items() >= _DEFAULT_RANGE
+    if not index or default:
         return table
-    return table.drop_columns(pandas_index(table.schema)).replace_schema_metadata(None)
+    table = table.drop_columns(pandas_index(table.schema)).replace_schema_metadata(None)
+    for named in _named_ranges(index, table.column_names):
+        rows = offset + np.arange(table.num_rows, dtype=np.int64)
+        values = named["start"] + named["step"] * rows
+        table = table.append_column(named["name"], pa.array(values, type=pa.int64()))
+    return table
+
+
+# pandas' metadata for a frame's default index: 0, 1, 2, ... without a name.
+_DEFAULT_RANGE = {"kind": "range", "name": None, "start": 0, "step": 1}.items()
+
+
+def _named_ranges(index: list[Any], names: list[str]) -> list[dict[str, Any]]:
+    """The named range indexes of pandas metadata ``index`` that ``names`` lacks."""
+    return [
+        c for c in index if isinstance(c, dict) and c.get("kind") == "range"
+        and isinstance(c.get("name"), str) and c["name"] not in names
+    ]  # fmt: skip
+
+
+def index_names(schema: pa.Schema) -> list[str]:
+    """The columns ``without_pandas_index`` gives a Parquet file of ``schema``, in order."""
+    meta = schema.pandas_metadata or {}
+    unnamed = pandas_index(schema)
+    names = [n for n in schema.names if n not in unnamed]
+    return names + [c["name"] for c in _named_ranges(meta.get("index_columns", []), names)]
 
 
 def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[str]:
@@ -204,8 +237,7 @@ def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[
     fmt = detect_format(path, data.format, shown)
     try:
         if fmt == "parquet":
-            schema = pq.read_schema(path)
-            names = [n for n in schema.names if n not in pandas_index(schema)]
+            names = index_names(pq.read_schema(path))
         else:
             options = csv_options(data.delimiter, data.missing_values)
             with pacsv.open_csv(path, **options) as reader:

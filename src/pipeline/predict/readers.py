@@ -219,13 +219,12 @@ def iter_chunks(
                 f"input {label} is not a readable Parquet file ({read.printable(str(exc), 160)}): "
                 "it may be truncated or not Parquet at all; write it again"
             ) from exc
-        unnamed = read.pandas_index(parquet.schema_arrow)  # row labels, as in training
-        names = [n for n in parquet.schema_arrow.names if n not in unnamed]
+        names = read.index_names(parquet.schema_arrow)  # a pandas index as in training
         _no_duplicates(names, wanted, label)
         stats.extra_columns = [c for c in names if c not in wanted]
-        present = [c for c in wanted if c in names]
-        _check_parquet_types(parquet.schema_arrow, present, label)
-        batches = parquet.iter_batches(batch_size=chunk_rows, columns=present)
+        stored = [c for c in wanted if c in parquet.schema_arrow.names]  # not a range index
+        _check_parquet_types(parquet.schema_arrow, stored, label)
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=stored)
     else:
         yield from jsonlines.frames(
             path, label, chunk_rows, predictor, wanted, stats, run.id_column
@@ -301,7 +300,7 @@ def _frame(
     integer ``ids`` column becomes pandas' nullable integers: ``to_pandas`` made it float64
     in a chunk with a missing id, which rounded 9007199254740993 to 9007199254740992 (and the
     output's ids then depended on PIPELINE_RUN__CHUNK_ROWS)."""
-    table = read.without_pandas_index(table)  # a named pandas index: a column, as in training
+    table = read.without_pandas_index(table, start)  # a named index: a column, as in training
     if markers is not None:
         table = columns.plain(table, markers)[0]
     frame = table.to_pandas()
