@@ -329,6 +329,12 @@ def test_json_lines_beyond_64_bits_and_a_piped_array_are_named(
     outputs = [_ok(_predict(chain, str(chain["root"] / name), "--package", _package(chain))).stdout
                for name in ("big.jsonl", "float.jsonl")]  # fmt: skip
     assert outputs[0] == outputs[1]
+    big["LotArea"] = 10**400  # beyond float64 as well: it was an OverflowError's traceback
+    (chain["root"] / "huge-int.jsonl").write_text(json.dumps(big) + "\n")
+    huge = _predict(chain, str(chain["root"] / "huge-int.jsonl"), "--package", _package(chain))
+    assert huge.returncode == 4 and "Traceback" not in huge.stderr, huge.stderr[-500:]
+    assert "line 1 column 'LotArea' holds an integer of 401 digits, beyond float64" in huge.stderr
+    big["LotArea"] = 1 << 64
     big["pid"] = 1 << 63
     (chain["root"] / "big-id.jsonl").write_text(json.dumps(big) + "\n")
     refused = _predict(chain, str(chain["root"] / "big-id.jsonl"), "--package", _package(chain),

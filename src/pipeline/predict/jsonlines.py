@@ -60,7 +60,13 @@ def _row(line: str, number: int, label: str, exact: str | None = None) -> dict[s
                     "outside int64 (-2^63 to 2^63-1), which the output cannot hold exactly: "
                     "write such ids as JSON strings"
                 )
-            value[key] = float(v)
+            try:
+                value[key] = float(v)
+            except OverflowError:  # 310 digits and more: beyond float64 too
+                raise DataError(
+                    f"input {label} line {number} column '{key}' holds an integer of "
+                    f"{len(str(abs(v)))} digits, beyond float64: fix the line"
+                ) from None
     return value
 
 
