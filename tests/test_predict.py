@@ -571,11 +571,13 @@ def test_a_stop_after_rows_went_to_stdout_says_that_output_is_incomplete(
     cells[4] = "abc"  # LotArea
     bad = tmp_path / "bad-later.csv"
     bad.write_text("\n".join([lines[0], *rows[:4500], ",".join(cells), *rows[4501:]]) + "\n")
-    later = _predict(chain, str(bad), "--release", chain["release"], PIPELINE_RUN__CHUNK_ROWS="100")
-    assert later.returncode == 4 and len(later.stdout.splitlines()) > 1000
-    assert later.stderr.splitlines()[-1].endswith(
-        "(the predictions of earlier rows went to stdout already: that output is incomplete)"
-    )
+    for where, out in (("stdout", []), ("/dev/stdout", ["-o", "/dev/stdout"])):
+        later = _predict(chain, str(bad), "--release", chain["release"], *out,
+                         PIPELINE_RUN__CHUNK_ROWS="100")  # fmt: skip
+        assert later.returncode == 4 and len(later.stdout.splitlines()) > 1000
+        assert later.stderr.splitlines()[-1].endswith(
+            f"(the predictions of earlier rows went to {where} already: that output is incomplete)"
+        ), where
     first = tmp_path / "bad-first.csv"
     first.write_text("\n".join([lines[0], ",".join(cells), *rows[:10]]) + "\n")
     at_once = _predict(chain, str(first), "--release", chain["release"])

@@ -273,9 +273,9 @@ def run(
                 on_extra=lambda names: warn_extra(log, names),
             )  # fmt: skip
         except (PipelineError, KeyboardInterrupt) as exc:
-            if not writer.on_stdout_already or isinstance(exc, OutputClosed):
+            if writer.streamed_to is None or isinstance(exc, OutputClosed):
                 raise
-            raise _incomplete(exc) from None
+            raise _incomplete(exc, writer.streamed_to) from None
         finally:
             chunks.close()
     seconds = time.perf_counter() - t0
@@ -299,11 +299,11 @@ def run(
     return stats
 
 
-def _incomplete(exc: PipelineError | KeyboardInterrupt) -> PipelineError:
-    """``exc`` saying that the predictions of earlier rows went to stdout already: whoever
-    reads it holds an incomplete output (a run to a file leaves no file: that one says
-    "nothing was written")."""
-    said = "the predictions of earlier rows went to stdout already: that output is incomplete"
+def _incomplete(exc: PipelineError | KeyboardInterrupt, where: str) -> PipelineError:
+    """``exc`` saying that the predictions of earlier rows went to ``where`` (stdout, or a
+    device or pipe) already: whoever reads it holds an incomplete output (a run to a file
+    leaves no file: that one says "nothing was written")."""
+    said = f"the predictions of earlier rows went to {where} already: that output is incomplete"
     if isinstance(exc, KeyboardInterrupt):
         return Interrupted(f"predict interrupted: {said}; run it again")
     exc.args = (f"{exc.message} ({said})", *exc.args[1:])

@@ -132,9 +132,12 @@ class Writer:
             os.close(fd)  # swept between its creation and the lock: take another name
 
     @property
-    def on_stdout_already(self) -> bool:
-        """Whether predictions have gone to stdout (which cannot be taken back)."""
-        return self.path is None and self._handle is not None
+    def streamed_to(self) -> str | None:
+        """Where predictions have gone already that cannot be taken back: stdout, or a device or
+        pipe written straight through (``-o /dev/stdout``); None if nowhere such."""
+        if self._handle is None or not (self.path is None or self.stream):
+            return None
+        return "stdout" if self.path is None else str(self.path)
 
     def _sink(self) -> BinaryIO:
         if self._handle is None:
