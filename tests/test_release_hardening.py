@@ -430,3 +430,20 @@ def test_a_stop_between_a_release_record_and_its_event_waits_for_both(tmp_path: 
     assert made.number == 1
     assert releases.show(store, f"{NAME}@current").number == 1
     assert [r["number"] for r in releases.list_releases(store, NAME)] == [1]
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_rollback_refuses_a_release_whose_archive_would_not_load(
+    backend: Store, damage: str
+) -> None:
+    """The way out of a bad release made current one whose archive was gone (predict: exit 8)
+    or damaged (exit 7): now the rollback is refused the same way and current stays."""
+    two_releases(backend)
+    key = f"packages/{NAME}/0.1.0.tar.gz"
+    if damage == "missing":
+        backend.delete(key)
+    else:
+        backend.write(key, backend.read_bytes(key)[:-100])
+    with pytest.raises(IntegrityError, match=f"{NAME}@v1 is not made current"):
+        releases.rollback(backend, NAME, 1)
+    assert releases.show(backend, f"{NAME}@current").number == 2

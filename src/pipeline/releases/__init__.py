@@ -444,7 +444,13 @@ def rollback(store: Store, name: str, to: int | None = None, log: Any = None) ->
                     f"{name}@v{current} is the first release: there is nothing to roll back to"
                 )
             to = older[-1]
-        _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError if damaged
+        target = _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError
         if to != current:  # already current: nothing changes, and the history says nothing
+            # What it serves must load: a rollback, the way out of a bad release, made current
+            # a release whose archive was gone or damaged, and every predict then failed.
+            try:
+                check_archive(store, find_package(store, target.package_id))
+            except (IntegrityError, NotFoundError) as exc:
+                raise type(exc)(f"{name}@v{to} is not made current: {exc.message}") from None
             _set_current(folder, to, "rollback", current)
     return current, to
