@@ -18,7 +18,7 @@ from tests.conftest import REPO, event, events
 from tests.test_releases import FOLDER, NAME, make_package
 
 from pipeline import releases
-from pipeline.errors import IntegrityError
+from pipeline.errors import IntegrityError, NotFoundError
 from pipeline.settings import RunSettings
 from pipeline.store import LocalStore, MemoryStore, Store
 
@@ -444,6 +444,36 @@ def test_a_rollback_refuses_a_release_whose_archive_would_not_load(
         backend.delete(key)
     else:
         backend.write(key, backend.read_bytes(key)[:-100])
-    with pytest.raises(IntegrityError, match=f"{NAME}@v1 is not made current"):
+    refused = NotFoundError if damage == "missing" else IntegrityError
+    with pytest.raises(refused, match=f"{NAME}@v1 is not made current"):
         releases.rollback(backend, NAME, 1)
     assert releases.show(backend, f"{NAME}@current").number == 2
+
+
+def test_an_edited_release_record_is_refused_by_every_command_that_reads_it(
+    backend: Store,
+) -> None:
+    """v2's record edited to name v1's build: predict refused it (exit 7), but evaluate re-tested
+    (and gated) v1's build, report and diff took the package's, and rollback made it current.
+    Each reads a release through ``releases.released_package`` now."""
+    from pipeline import evaluate
+    from pipeline.diff import sides
+
+    two_releases(backend)
+    v1 = releases.show(backend, f"{NAME}@v1")
+    key = f"{FOLDER}/v2.json"
+    record = json.loads(backend.read_bytes(key))
+    record["build_id"] = v1.build_id
+    if isinstance(backend, LocalStore):
+        backend.path(key).chmod(0o644)
+    backend.delete(key)
+    backend.write(key, json.dumps(record).encode())
+    releases.rollback(backend, NAME, 1)
+    for read in (
+        lambda: evaluate._build_of(backend, f"{NAME}@v2", NAME),
+        lambda: sides.resolve_one(backend, f"{NAME}@v2", NAME),
+        lambda: releases.rollback(backend, NAME, 2),
+    ):
+        with pytest.raises(IntegrityError, match="the release record was modified"):
+            read()
+    assert releases.show(backend, f"{NAME}@current").number == 1

@@ -135,6 +135,7 @@ def _build_of(store: Store, ref: str | None, model_name: str) -> str | None:
     if ref is None or not (releases.is_ref(ref) or "@" in ref):
         return ref
     release = releases.show(store, ref, model_name)
+    releases.released_package(store, release)  # an edited record names another build
     if not store.exists(f"builds/{release.build_id}/manifest.json"):
         raise NotFoundError(
             f"release {release.ref} is build {release.build_id[:12]}, which is not in store "

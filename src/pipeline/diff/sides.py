@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
-from pipeline.errors import ConfigError, IntegrityError, NotFoundError
+from pipeline.errors import ConfigError, NotFoundError
 from pipeline.store import Store
 
 _PACKAGE_ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -45,12 +45,7 @@ def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
         return {**side, **_package_file(store, ref)}
     if releases.is_ref(ref) or "@" in ref:  # a malformed name@... gets parse_ref's message
         release = releases.show(store, ref, model_name)
-        opened = _open_in_store(store, releases.find_package(store, release.package_id))
-        if opened.package_id != release.package_id:
-            raise IntegrityError(
-                f"release {release.ref} names package {release.package_id[:12]}, but its archive "
-                f"has id {opened.package_id[:12]}: the archive was replaced; restore it"
-            )
+        opened = releases.released_package(store, release)
         side.update(kind="release", release=release.ref, package_id=release.package_id)
         return {**side, "build_id": opened.build_id, "files": opened.files}
     # Hex digits name a build first (as everywhere else), a package when no build id has them.

@@ -22,7 +22,6 @@ from pipeline.data import cells
 from pipeline.errors import (
     ConfigError,
     DataError,
-    IntegrityError,
     Interrupted,
     NotFoundError,
     OutputClosed,
@@ -137,28 +136,7 @@ def _opened(
             "or pass --package PATH"
         )
     release = releases.show(store, release_ref, default_name)
-    sidecar = releases.find_package(store, release.package_id)
-    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
-    try:
-        opened = releases.open_stored(store, key)
-    except KeyError:
-        raise NotFoundError(
-            f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
-            f"store {store.uri}: restore it or roll back"
-        ) from None
-    if opened.package_id != release.package_id:
-        raise IntegrityError(
-            f"package {store.location(key)} has id {opened.package_id[:12]} but release "
-            f"{release.ref} names {release.package_id[:12]}: the archive was replaced; restore it"
-        )
-    recorded = (release.build_id, release.version)
-    if (opened.build_id, opened.version) != recorded:
-        # The record's own fields disagree with the package it names: it was edited.
-        raise IntegrityError(
-            f"release {release.ref} records build {recorded[0][:12]} version {recorded[1]}, "
-            f"but its package {opened.package_id[:12]} is build {opened.build_id[:12]} version "
-            f"{opened.version}: the release record was modified; roll back or restore it"
-        )
+    opened = releases.released_package(store, release)
     return opened, release
 
 

@@ -56,6 +56,7 @@ from pipeline.releases.refs import (
     open_stored,
     parse_number,
     parse_ref,
+    released_package,
     resolve_package,
     rollback_target,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "open_stored",
     "parse_number",
     "parse_ref",
+    "released_package",
     "resolve_package",
     "rollback",
     "rollback_target",
@@ -426,30 +428,22 @@ def rollback(store: Store, name: str, to: int | None = None, log: Any = None) ->
     """Make release ``to`` current (default: the one numbered just below the current one).
 
     Returns ``(previous, new)`` current numbers (equal when ``to`` is already current: then
-    nothing is written). Releases themselves are never modified. Only
-    the target's record is read, so a rollback also leads away from a current release whose
-    record is damaged or lost.
-    """
+    nothing is written). Releases themselves are never modified. Only the target's record (and
+    its package) is read, so a rollback leads away from a damaged or lost current record."""
     folder = _folder(store, name)
     with _locked(folder, log):
         numbers, current = _committed(folder)
         if current is None:
-            raise NotFoundError(
-                f"{name} has no current release to roll back from: create one first"
-            )
+            raise NotFoundError(f"{name} has no current release to roll back from: create one")
         if to is None:
             older = [n for n in numbers if n < current]
             if not older:
-                raise NotFoundError(
-                    f"{name}@v{current} is the first release: there is nothing to roll back to"
-                )
+                raise NotFoundError(f"{name}@v{current} is the first release: none to roll back to")
             to = older[-1]
         target = _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError
         if to != current:  # already current: nothing changes, and the history says nothing
-            # What it serves must load: a rollback, the way out of a bad release, made current
-            # a release whose archive was gone or damaged, and every predict then failed.
-            try:
-                check_archive(store, find_package(store, target.package_id))
+            try:  # it must load: a rollback made current a release whose archive was gone
+                released_package(store, target)
             except (IntegrityError, NotFoundError) as exc:
                 raise type(exc)(f"{name}@v{to} is not made current: {exc.message}") from None
             _set_current(folder, to, "rollback", current)

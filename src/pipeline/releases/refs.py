@@ -208,3 +208,33 @@ def check_archive(store: Store, package: dict[str, Any]) -> None:
             f"package {short} is not released: its archive {key} is another package "
             f"({opened.package_id[:12]}); package its build again"
         )
+
+
+def released_package(store: Store, release: Any) -> OpenedPackage:
+    """The package a release record names (``release``: its ``ref``, ``package_id``,
+    ``build_id`` and ``version``), opened and checked against the record: a ``NotFoundError``
+    when its archive is gone, an ``IntegrityError`` when the archive was replaced or the record
+    edited (its build or version not the package's). Every command that takes a release reads
+    it through here: `evaluate` of an edited record had re-tested another build."""
+    sidecar = find_package(store, release.package_id)
+    key = f"packages/{sidecar['name']}/{sidecar['version']}.tar.gz"
+    try:
+        opened = open_stored(store, key)
+    except KeyError:
+        raise NotFoundError(
+            f"release {release.ref} names package {release.package_id[:12]}, but {key} is not in "
+            f"store {store.uri}: restore it or roll back"
+        ) from None
+    if opened.package_id != release.package_id:
+        raise IntegrityError(
+            f"package {store.location(key)} has id {opened.package_id[:12]} but release "
+            f"{release.ref} names {release.package_id[:12]}: the archive was replaced; restore it"
+        )
+    recorded = (release.build_id, release.version)
+    if (opened.build_id, opened.version) != recorded:
+        raise IntegrityError(
+            f"release {release.ref} records build {recorded[0][:12]} version {recorded[1]}, "
+            f"but its package {opened.package_id[:12]} is build {opened.build_id[:12]} version "
+            f"{opened.version}: the release record was modified; roll back or restore it"
+        )
+    return opened
