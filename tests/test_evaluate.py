@@ -211,7 +211,9 @@ def test_cross_validation_with_a_one_row_class_names_the_fold_and_the_class(
     assert "merge or drop a class that rare, or evaluate without --folds" in line
 
 
-def test_a_gate_on_a_metric_undefined_for_the_test_rows_fails_it(cli: Any, tmp_path: Path) -> None:
+def test_a_gate_on_a_metric_undefined_for_the_test_rows_fails_it(
+    cli: Any, tmp_path: Path, store: Path
+) -> None:
     """R² of test rows whose target is constant is null: PIPELINE_GATES__MIN_R2 said "this
     build does not have r2" with exit 3, blaming the setting. The gate fails (exit 6), saying
     why; a gate on a metric the task never has is still exit 3."""
@@ -228,5 +230,8 @@ def test_a_gate_on_a_metric_undefined_for_the_test_rows_fails_it(cli: Any, tmp_p
     summary = event(gated.stdout, "evaluate.summary")
     assert summary["gates"]["min_r2"] == {"metric": "r2", "value": None, "bound": 0.5,
                                           "passed": False}  # fmt: skip
-    other = cli("evaluate", env=env | {"PIPELINE_GATES__MIN_ACCURACY": "0.5"})
+    other = cli("evaluate", "--folds", "3", env=env | {"PIPELINE_GATES__MIN_ACCURACY": "0.5"})
     assert other.exit_code == 3 and "needs test metric 'accuracy'" in other.stderr
+    # Before the re-test and the folds (it came after them), and nothing stored.
+    assert not [e for e in events(other.stdout) if e["event"] in ("evaluate.fold", "data.split")]
+    assert not (store / "evaluations").exists()

@@ -156,6 +156,9 @@ def run(
     build = artifacts.load_build(store, _build_of(store, ref, settings.model.name))
     logging_.bind(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
+    # A gate on a metric the task has not (PIPELINE_GATES__MIN_R2 of a classifier): exit 3 now,
+    # not after the re-test and K folds of cross-validation, whose result was stored first.
+    _gate_checks(settings.gates, build.json("metrics.json")["test"])
     recipe = build_settings(settings, build)
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings, recipe)
