@@ -546,6 +546,9 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
         ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
         ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),
         ({"PIPELINE_RUN__REQUIRED_SECRETS": '["a=b", ""]'}, "entry 1, 2 of 2 is no environment"),
+        # pyarrow's own words at read time, exit 4: "delimiter cannot be \r or \n".
+        ({"PIPELINE_DATA__DELIMITER": "\n"}, "a line break or a quote cannot delimit fields"),
+        ({"PIPELINE_DATA__DELIMITER": '"'}, "a line break or a quote cannot delimit fields"),
     ],
 )
 def test_settings_that_could_only_fail_later_are_refused_at_load(

@@ -20,6 +20,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from pipeline.settings.gates import GateSettings
 from pipeline.settings.sections import (
     DEFAULT_MISSING,
     MAX_HIDDEN_WEIGHTS,
@@ -36,7 +37,6 @@ from pipeline.settings.sections import (
     ColumnKind,
     DataSettings,
     FeatureSettings,
-    GateSettings,
     ModelSettings,
     Task,
     TrainSettings,
