@@ -208,15 +208,23 @@ def _chunk(
         stats.extra_columns = [k for k in rows[0] if k not in wanted]
     for row in rows:
         seen.update(row)
-    # Numbers, texts and booleans as pandas types them (an absent key: missing), read by the
-    # predictor as a CSV file's cells; the id column as each line holds it, unless the model
-    # reads it too (then typed as the feature it is).
+    frame = records_frame(rows, predictor, id_column)
+    frame.index = pd.RangeIndex(start, start + len(rows))
+    return frame
+
+
+def records_frame(
+    rows: list[dict[str, Any]], predictor: Predictor, id_column: str | None
+) -> pd.DataFrame:
+    """JSON objects as the frame the predictor reads: numbers, texts and booleans as pandas
+    types them (an absent key: missing), read as a CSV file's cells; the id column as each
+    object holds it, unless the model reads it too (then typed as the feature it is). Also
+    serve's reading of a JSON body under PIPELINE_RUN__ON_ERROR=column."""
     ids = id_column if id_column is not None and id_column not in predictor.required else None
-    features = [c for c in wanted if c != ids]
+    features = predictor.required
     frame = pd.DataFrame.from_records(rows, columns=features)
     for name in features:
         frame[name] = cells.without_markers(frame[name], predictor.missing_values)
     if ids is not None:
         frame[ids] = pd.Series([row.get(ids) for row in rows], dtype=object)
-    frame.index = pd.RangeIndex(start, start + len(rows))
     return frame

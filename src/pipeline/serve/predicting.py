@@ -314,19 +314,13 @@ def _predict_json_frame(
     """A JSON body whose records the strict contract refused, read as `pipeline predict` reads
     JSON lines (``jsonlines``: a key left out is a missing value, cells read as a CSV file's),
     then predicted as a CSV body is: each bad record gets its error and no prediction."""
-    import pandas as pd
+    from pipeline.predict.jsonlines import records_frame
 
     records = json.loads(body)["records"]
     if not all(isinstance(r, dict) for r in records):
         raise RequestError(422, "invalid_records", "every record must be a JSON object")
-    predictor, contract, id_column = loaded.predictor, loaded.contract, loaded.run.id_column
-    features = predictor.required
-    frame = pd.DataFrame.from_records(records, columns=features)
-    for name in features:
-        frame[name] = cells.without_markers(frame[name], predictor.missing_values)
-    if id_column and id_column not in features:
-        frame[id_column] = pd.Series([r.get(id_column) for r in records], dtype=object)
-    ignored = ignored_names(set().union(*(r.keys() for r in records)) - contract.known)
+    frame = records_frame(records, loaded.predictor, loaded.run.id_column)
+    ignored = ignored_names(set().union(*(r.keys() for r in records)) - loaded.contract.known)
     return _predicted(loaded, state, frame, ignored)
 
 
