@@ -402,24 +402,68 @@ def _descendants_named(driver: int, prefix: str) -> list[int]:
     return found
 
 
-def test_ctrl_c_while_the_workers_start_is_exit_130_with_one_line(tmp_path: Path) -> None:
-    """Ctrl-C a few seconds after the schema, while Ray Train starts its workers: Ray Train's
-    own SIGINT handler took over and the run exited 1 with no word (4 runs in 5). Now it is
-    this process's stop: exit 130, one line, no build."""
+@pytest.mark.parametrize("during", ["ray.init", "the workers' start"])
+def test_ctrl_c_while_ray_starts_stops_at_once_and_leaves_no_ray_process(
+    tmp_path: Path, during: str
+) -> None:
+    """Ctrl-C while the embedded runtime starts (its agents are up, ``ray.init`` waits for its
+    node) or while Ray Train starts its workers (a second after the schema; 10 to 30 s):
+
+    - Ray Train's own SIGINT handler once took over and exited 1 with no word; then the stop
+      waited for the workers' start-up and their first steps to checkpoint them (14 s here);
+      now it stops at once: exit 130, one line, nothing written;
+    - the runtime's dashboard and runtime-env agents (the raylet's children) outlived a
+      command stopped while ``ray.init`` ran by a minute, reparented to init: every process
+      the run started is gone within seconds of its exit."""
     proc = _start_a_long_run(tmp_path, **RESUMABLE)
     try:
-        seen = _until_the_first_epoch(proc, '"data.schema"')
-        time.sleep(3)
+        if during == "ray.init":
+            seen = _until_the_first_epoch(proc, '"data.split"')
+            assert _wait_for_descendant(proc.pid, "ray::RuntimeEnvAgent")
+        else:
+            seen = _until_the_first_epoch(proc, '"data.schema"')
+            time.sleep(1)
+        started = set(_descendants_named(proc.pid, ""))
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=180)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:  # those it starts meanwhile
+            started |= set(_descendants_named(proc.pid, ""))
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     done = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(seen) + out, err)
     assert done.returncode == 130, (done.returncode, err[-3000:])
-    assert "stopped by SIGINT" in one_error_line(done)
+    assert one_error_line(done) == "error: train interrupted: nothing was written; run it again\n"
+    assert '"train.epoch"' not in done.stdout
     assert not (tmp_path / "store" / "builds").exists()
+    assert _checkpoints(tmp_path) == []
+    assert len(started) >= 3, started  # the runtime was up: gcs, raylet, its agents, workers
+    deadline = time.monotonic() + 10
+    while (left := [p for p in started if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == [], [_title(p) for p in left]
+
+
+def _wait_for_descendant(driver: int, title: str) -> bool:
+    """Whether a descendant of ``driver`` titled ``title`` appears within 30 s."""
+    deadline = time.monotonic() + 30
+    while not _descendants_named(driver, title):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, exited and not yet reaped by init, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _until_the_first_epoch(proc: subprocess.Popen[str], wanted: str = '"train.epoch"') -> list[str]:

@@ -124,7 +124,9 @@ def _session(
         yield _describe(ray, None)
     finally:
         with signals.held(then_stop=True, second_stops=False):  # a second one broke it off
+            started = _descendants()
             _shutdown(ray)
+            _reap(started)
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -168,6 +170,55 @@ def _shutdown(ray: Any) -> None:
             handler = signal.getsignal(signum)
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+def _descendants() -> dict[int, str]:
+    """This process's descendants (pid: start time), from /proc; none where there is none."""
+    parents: dict[int, tuple[int, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not a process's
+        parents[int(stat.parent.name)] = (int(fields[1]), fields[19])
+    found: dict[int, str] = {}
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, started) in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = started
+                frontier.append(pid)
+    return found
+
+
+def _reap(started: dict[int, str], patience: float = 2.0) -> None:
+    """Stop the processes of ``started`` (``_descendants``) still running after
+    ``ray.shutdown()``: SIGTERM, then SIGKILL after ``patience`` seconds. A private runtime's
+    dashboard and runtime-env agents are the raylet's children, not the driver's: when a stop
+    cut ``ray.init`` or the run short, they outlived the command by a minute, reparented to
+    init. A pid whose start time changed is another process by now, and is left alone."""
+    alive = dict(started)
+    for attempt in (signal.SIGTERM, signal.SIGKILL):
+        alive = {p: t for p, t in alive.items() if _start_time(p) == t}
+        for pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, attempt)
+        deadline = time.monotonic() + patience
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = {p: t for p, t in alive.items() if _start_time(p) == t}
+        if not alive:
+            return
+
+
+def _start_time(pid: int) -> str | None:
+    """``pid``'s start time, None once it is gone (or a zombie: exited, not yet waited for)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
 
 
 @contextlib.contextmanager

@@ -111,11 +111,12 @@ class StopFlag:
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[StopFlag]:
-    """A ``StopFlag`` that SIGTERM/SIGINT set while the block runs, instead of their usual
-    handlers (restored after). Only the main thread may install handlers: elsewhere (a Ray
-    trial may run in another thread) the flag stays unset and the caller's arrangements apply."""
-    stop = StopFlag()
+def stop_on_signals(stop: StopFlag | None = None) -> Iterator[StopFlag]:
+    """A ``StopFlag`` (``stop``, or a new one) that SIGTERM/SIGINT set while the block runs,
+    instead of their usual handlers (restored after). Only the main thread may install
+    handlers: elsewhere (a Ray trial may run in another thread) the flag stays unset and the
+    caller's arrangements apply."""
+    stop = stop if stop is not None else StopFlag()
     main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:

@@ -34,6 +34,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -191,7 +192,7 @@ def train_on_ray(
     t0 = time.perf_counter()
     # SIGTERM/SIGINT asks the workers to stop (through the box, by _relayed's thread)
     # instead of tearing the runtime down: each hands its state back for the checkpoint.
-    with fit.stop_on_signals() as stop, _relayed(box, on_epoch, on_checkpoint, stop):
+    with fit.stop_on_signals(_UntilBegun()) as stop, _relayed(box, on_epoch, on_checkpoint, stop):
         _fit(config, n, cpus, use_gpu)
     seconds = time.perf_counter() - t0
     result = ray.get(box.get.remote())
@@ -201,6 +202,23 @@ def train_on_ray(
         states = [fit.FitState.from_dict(stopped[r]["state"]) for r in range(n)]
         raise StoppedOnRay(first["signum"], first["phase"], states, first["selection"])
     return _rebuild(cfg, result, seconds)
+
+
+class _UntilBegun(fit.StopFlag):
+    """SIGTERM/SIGINT before rank 0 has begun its loop (Ray Train starts its workers, 10 to 30
+    seconds) stop the command at once, as in the steps before training (``KeyboardInterrupt``:
+    nothing was written, the runtime's shutdown ends the workers); afterwards they ask the
+    workers to stop after the same step and hand their states back (``fit.StopFlag``). A stop
+    waited for the workers' start-up, then for their first steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began = threading.Event()  # set by _relayed's thread from the box's answer
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not self.began.is_set():
+            raise KeyboardInterrupt
+        super().__call__(signum, frame)
 
 
 def _fit(config: dict[str, Any], n: int, cpus: int, use_gpu: bool) -> None:
@@ -301,7 +319,9 @@ def _relayed(
 
     def relay() -> None:
         signum = stop.signal if stop is not None and stop.signal is not None else 0
-        epochs, ck = ray.get(box.poll.remote(signum))
+        epochs, ck, began = ray.get(box.poll.remote(signum))
+        if began and isinstance(stop, _UntilBegun):
+            stop.began.set()
         for phase, row in epochs:
             on_epoch(phase, row)
         if ck is not None and on_checkpoint is not None:

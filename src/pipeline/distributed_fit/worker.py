@@ -31,6 +31,11 @@ class Box:
         self.signum = 0
         self.pending: dict[tuple[str, int], dict[int, Any]] = {}
         self.complete: dict[str, Any] | None = None
+        self.began = False
+
+    def begin(self) -> None:
+        """Rank 0 is in its loop: from now on it asks whether to stop."""
+        self.began = True
 
     def epoch(self, phase: str, row: dict[str, Any]) -> None:
         self.epochs.append((phase, row))
@@ -39,12 +44,14 @@ class Box:
         epochs, self.epochs = self.epochs, []
         return epochs
 
-    def poll(self, signum: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
+    def poll(
+        self, signum: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None, bool]:
         """The driver's call: the signal it got (0: none) in, rank 0's epochs since the last
-        call and the latest complete checkpoint not yet taken out."""
+        call, the latest complete checkpoint not yet taken out, and whether rank 0 began."""
         self.signum = self.signum or signum
         complete, self.complete = self.complete, None
-        return self.drain(), complete
+        return self.drain(), complete, self.began
 
     def stopping(self) -> int:
         """The signal the driver got, or 0."""
@@ -206,6 +213,8 @@ def train_loop(config: dict[str, Any]) -> None:
     parallel = Gloo(rank, world, device, ask=lambda: int(ray.get(box.stopping.remote())))
     seeds = seeds_of(job.seeds, rank)
     resume = ray.get(config["resume"][rank]) if config.get("resume") else None
+    if rank == 0:
+        ray.get(box.begin.remote())  # a stop is asked for from here on, not before
 
     def told(phase: str) -> Callable[[dict[str, Any]], None] | None:
         return (lambda row: box.epoch.remote(phase, row)) if rank == 0 else None  # no wait
