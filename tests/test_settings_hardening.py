@@ -395,6 +395,33 @@ def test_bad_port_option_is_one_config_error(cli: Any) -> None:
     assert result.stderr.count("\n") == 1 and "option --port" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "bad", [{"PORT": "abc"}, {"PORT": "99999"}, {"PIPELINE_SERVE__THREADS": "0"}]
+)
+def test_a_bad_serve_setting_stops_only_the_commands_that_read_it(
+    cli: Any, tmp_path: Path, store: Path, bad: dict[str, str]
+) -> None:
+    """A platform's PORT=abc (or any invalid PIPELINE_SERVE__*) is judged by `serve` and
+    `config show`, which read it: `train` and `release list` exited 3 over a port they never
+    open. `serve` keeps its one-line exit 3 naming the variable."""
+    env = {"PIPELINE_DATA__SOURCE": str(tiny_csv(tmp_path)), "PIPELINE_DATA__TARGET": "y"}
+    env |= {"PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2", **bad}
+    trained = cli("train", env=env)
+    assert trained.exit_code == 0, trained.output
+    assert len(store_files(store)) > 0
+    listed = cli("release", "list", env=env)
+    assert listed.exit_code == 0, listed.output
+    (name,) = bad
+    for args in (("serve",), ("config", "show")):
+        result = cli(*args, env=env)
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr.count("\n") == 1 and f"env var {name}" in result.stderr
+    # Another setting's error is still reported, and the serve one is not added to it.
+    mixed = cli("release", "list", env={**env, "PIPELINE_SEED": "-1"})
+    assert mixed.exit_code == 3 and "PIPELINE_SEED" in mixed.stderr, mixed.output
+    assert name not in mixed.stderr
+
+
 def test_settings_say_where_each_value_came_from(tmp_path: Path) -> None:
     """Loaded settings name each value's source for later stages' messages (source_of)."""
     env_file = tmp_path / "src.env"

@@ -31,11 +31,14 @@ def run(
     allow_unknown: bool = False,
     log_to_stderr: bool = False,
     outputs: Sequence[Path | None] = (),
+    serve_settings: bool = False,
 ) -> T:
     """Load settings, configure logging, run ``body(loaded, log)``, map errors to exit codes.
 
     A ``PipelineError`` is the user's to fix: one line on stderr, an ``error`` event in the log
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
+    ``serve_settings``: the command reads the ``serve`` section (`serve`, `config show`), so an
+    invalid value there is its error; other commands leave such a value at its default.
     """
     import sys
 
@@ -63,7 +66,7 @@ def run(
     loaded = None
     try:
         try:
-            loaded = load(overrides=overrides)
+            loaded = load(overrides=overrides, judge_serve=serve_settings)
             s = loaded.settings
             logging_.register_secrets(
                 [s.kaggle_username]

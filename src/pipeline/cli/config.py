@@ -73,4 +73,4 @@ def show(
         if loaded.unknown:
             raise unknown_error(loaded.unknown)
 
-    run("config", body, allow_unknown=True)
+    run("config", body, allow_unknown=True, serve_settings=True)

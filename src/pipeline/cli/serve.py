@@ -55,4 +55,4 @@ def serve(
         overrides["PIPELINE_SERVE__HOST"] = host
     if port is not None:
         overrides["PIPELINE_SERVE__PORT"] = str(port)
-    run("serve", body, overrides=overrides or None)
+    run("serve", body, overrides=overrides or None, serve_settings=True)

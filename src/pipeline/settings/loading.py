@@ -101,6 +101,8 @@ def load(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = None,
     overrides: Mapping[str, str] | None = None,
+    *,
+    judge_serve: bool = True,
 ) -> Loaded:
     """Resolve the settings from defaults, preset, .env, the environment and CLI options.
 
@@ -108,6 +110,10 @@ def load(
     must exist: a misspelt name would drop every setting in the file) or ``./.env`` (read when
     present); ``overrides`` are ``PIPELINE_*`` names set by command-line options (highest
     precedence). Raises ``ConfigError`` naming the setting and where its value came from.
+
+    ``judge_serve`` False: an invalid value of the ``serve`` section (the HTTP server's, read by
+    `pipeline serve` alone) is left at its default instead: a platform's ``PORT=abc`` made
+    `pipeline train` exit 3 over a port it never opens. Unknown names stay errors everywhere.
     """
     environ = dict(os.environ if environ is None else environ)
     named = env_file is None and "PIPELINE_ENV_FILE" in environ
@@ -157,7 +163,7 @@ def load(
         for path in layers.paths(layer.values):
             origins[path] = layer.origin
     try:
-        settings = Settings.model_validate(merged)
+        settings = _validate(merged, judge_serve)
     except ValidationError as exc:
         raise ConfigError(messages.validation_message(exc, stack)) from None
     for leaf in leaves():
@@ -165,6 +171,25 @@ def load(
     # Messages of later stages name the place a value came from (settings.source_of).
     settings._sources = {path: messages.where(path, stack) for path in origins}
     return Loaded(settings, origins, preset_path, env_file if dotenv else None, unknown)
+
+
+def _validate(merged: dict[str, Any], judge_serve: bool) -> Settings:
+    """``Settings`` of ``merged``; with ``judge_serve`` False, the ``serve`` section's invalid
+    values are dropped (their defaults hold) and only the other settings' errors are raised."""
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        serve = merged.get("serve")
+        bad = {
+            e["loc"][1]
+            for e in exc.errors()
+            if e["loc"][:1] == ("serve",) and len(e["loc"]) > 1 and e["type"] != "extra_forbidden"
+        }
+        if judge_serve or not bad or not isinstance(serve, dict):
+            raise
+    return Settings.model_validate(
+        {**merged, "serve": {k: serve[k] for k in serve if k not in bad}}
+    )
 
 
 def _deep_merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
