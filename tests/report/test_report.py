@@ -223,6 +223,30 @@ def test_a_release_is_reported_by_its_reference(
         assert f"{ref} · build {ids['binary']}" in out.read_text()
 
 
+def test_a_package_is_reported_by_a_prefix_of_its_id_as_release_create_takes_it(
+    tmp_path: Path,
+) -> None:
+    """`report 8f16` (4+ hex digits of a package id, as `release create` and `predict
+    --package` take it) reports the package's build: fewer than 8 digits said "no build". An
+    unknown prefix is the one-line exit 8 of an unknown id."""
+    build = train(tmp_path, "regression", cv_folds=None)
+    packaged = invoke_isolated("package", build, root=tmp_path, env=env_of("regression"))
+    assert packaged.exit_code == 0, packaged.output
+    package_id = event(packaged.stdout, "package.summary")["package_id"]
+    size = next(n for n in range(4, 8) if not build.startswith(package_id[:n]))
+    created = invoke_isolated("release", "create", package_id[:size], root=tmp_path)
+    assert created.exit_code == 0, created.output  # the prefix the other commands take
+    out = tmp_path / "package.html"
+    done = _report(tmp_path, package_id[:size], "-o", str(out))
+    assert done.exit_code == 0, done.output
+    summary = event(done.stdout, "report.summary")
+    assert summary["build_id"] == build and summary["subject"].startswith("package ")
+    unknown = next(c for c in "0123456789abcdef" if c not in (package_id[0], build[0]))
+    missing = _report(tmp_path, unknown * size, "-o", str(out))
+    assert missing.exit_code == 8, missing.output
+    assert missing.stderr.count("\n") == 1 and "no build or package" in missing.stderr
+
+
 def test_mistakes_are_one_line_errors_with_their_exit_codes(
     builds: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ NAME_HELP = "Model name. Defaults to PIPELINE_MODEL__NAME."
 @app.command("create")
 def create(
     package: str = typer.Argument(
-        ..., help="Package id (or a unique prefix of 8+ hex digits), or its .tar.gz in the store."
+        ..., help="Package id (or a unique prefix of 4+ hex digits), or its .tar.gz in the store."
     ),
     id_file: Path = typer.Option(
         None, "--id-file", help="Also write the release reference (name@vN) here.", dir_okay=False

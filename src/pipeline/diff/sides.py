@@ -4,15 +4,12 @@ files. The resolvers of releases and packages are imported where they are used."
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
 from pipeline.errors import ConfigError, NotFoundError
 from pipeline.store import Store
-
-_PACKAGE_ID = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list[dict[str, Any]]:
@@ -39,6 +36,7 @@ def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list
 def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
     """One side: a release reference, a package (id, prefix, ``.tar.gz``) or a build."""
     from pipeline import releases
+    from pipeline.releases.refs import PACKAGE_ID
 
     side: dict[str, Any] = {"asked": ref, "release": None, "package_id": None}
     if ref.endswith(".tar.gz") or os.sep in ref:  # releases.resolve_package's rule for a path
@@ -48,8 +46,10 @@ def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
         opened = releases.released_package(store, release)
         side.update(kind="release", release=release.ref, package_id=release.package_id)
         return {**side, "build_id": opened.build_id, "files": opened.files}
-    # Hex digits name a build first (as everywhere else), a package when no build id has them.
-    if _PACKAGE_ID.match(ref.lower()) and not any(
+    # Hex digits name a build first (as everywhere else), a package when no build id has them:
+    # a unique prefix of 4+ digits, as `release create` and `predict --package` take (this took
+    # 8+, so `report 8f16` of a package said "no build").
+    if PACKAGE_ID.match(ref.lower()) and not any(
         bid.startswith(ref) for bid in store.list("builds")
     ):
         try:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from pipeline.package import OpenedPackage
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_HEX = re.compile(r"^[0-9a-f]{4,64}$")  # as build ids: a unique prefix of 4+ digits
+# A package id or the unique prefix of one, 4+ digits as a build id's (``diff`` and ``report``
+# read hex digits as a build first, then as this).
+PACKAGE_ID = re.compile(r"^[0-9a-f]{4,64}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _REF = re.compile(r"^(?:(?P<name>[^@\s]+)@)?(?:v(?P<number>[1-9][0-9]*)|(?P<current>current))$")
 _SIDECAR_KEYS = ("name", "version", "package_id", "build_id")
@@ -118,7 +120,7 @@ def _read_sidecar(key: _Key) -> dict[str, Any]:
 def find_package(store: Store, ref: str) -> dict[str, Any]:
     """The sidecar of the package whose id is ``ref`` or starts with it (>= 4 hex digits)."""
     ref = ref.strip().lower()
-    if not _HEX.match(ref):
+    if not PACKAGE_ID.match(ref):
         raise ConfigError(
             f"'{ref}' is not a package id: expected its sha256 or a prefix of at least 4 hex "
             "digits, or the path of a .tar.gz in the store's packages folder"
