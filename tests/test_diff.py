@@ -22,6 +22,8 @@ FAST = {
 # The same recipe with one setting changed, and one stopped after an epoch (a worse model).
 OTHER_RATE = {**FAST, "PIPELINE_TRAIN__LEARNING_RATE": "0.002"}
 ONE_EPOCH = {**FAST, "PIPELINE_TRAIN__MAX_EPOCHS": "1"}
+# A house-prices build (another model) trained in a moment.
+ONE_HOUSE = {"PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_MODEL__HIDDEN": "[16]"}
 VERDICTS = {"better", "worse", "same", "within CV noise", "missing"}
 
 
@@ -249,6 +251,22 @@ def test_defaults_that_cannot_be_resolved_say_what_is_missing(cli: Any) -> None:
     line = result.stderr.strip().splitlines()[-1]
     assert "A defaults to the current release of churn" in line
     assert "pipeline release create" in line and "pipeline diff A [B]" in line
+
+
+@pytest.mark.slow
+def test_the_default_b_is_never_another_models_latest_build(cli: Any, ids: dict[str, Any]) -> None:
+    """A house-prices build trained last in the store is not the default B of titanic's diff
+    (A titanic@current, or a titanic build): exit 8 asking to name B, where it compared them,
+    every verdict "incomparable", exit 0. Named, B is compared as before."""
+    other = cli("train", env={"PIPELINE_PRESET": "house-prices", **ONE_HOUSE})
+    assert other.exit_code == 0, other.output
+    for args in ((), (ids["rate"],)):
+        result = cli("diff", *args, env=FAST)
+        assert result.exit_code == 8, (args, result.output)
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+        assert "another model's" in line and "Traceback" not in result.output
+        assert "predicts 'SalePrice', not 'survived'" in line and "pipeline diff A B" in line
+    assert _doc(cli, "titanic@current", ids["short"])["identity"]["b"]["build_id"] == ids["short"]
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from pipeline.store import Store
 
 
 def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list[dict[str, Any]]:
-    """Both sides: A defaults to ``<model_name>@current``, B to the latest build.
+    """Both sides: A defaults to ``<model_name>@current``, B to the latest build, which must be
+    of A's model (``_latest_is_of_a_model``).
 
     Each side is ``{"asked", "kind", "build_id", "release", "package_id", "files"}``; a default
     that cannot be resolved is a NotFoundError naming it and what to do.
@@ -30,7 +31,26 @@ def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list
                 f"{label} defaults to {what}, and {exc.message}; or name {label}: "
                 "`pipeline diff A [B]`"
             ) from None
+    if not b:
+        _latest_is_of_a_model(*sides)
     return sides
+
+
+def _latest_is_of_a_model(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """NotFoundError when B, defaulted to the latest build, predicts another target than A:
+    another model's build trained last in a shared store. Builds do not record a model name
+    (packages take theirs), so the target tells models apart, as ``artifacts.check_name_is_for``
+    does; `diff` of house-prices@current compared it with a Titanic build, every verdict
+    "incomparable", exit 0."""
+    import json
+
+    target_a, target_b = (json.loads(s["files"]["config.json"])["data"]["target"] for s in (a, b))
+    if target_a != target_b:
+        raise NotFoundError(
+            f"B defaults to the latest build, and the latest build {b['build_id'][:12]} predicts "
+            f"{target_b!r}, not {target_a!r} as {a['release'] or a['asked']}: it is another "
+            "model's; name B, this model's build: `pipeline diff A B`"
+        )
 
 
 def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
