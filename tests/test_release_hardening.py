@@ -137,7 +137,8 @@ BAD_RECORDS = {
 def test_a_record_with_fields_of_the_wrong_kind_is_an_integrity_error(
     cli: Any, store: Path, tmp_path: Path, bad: str, command: str
 ) -> None:
-    """A v1.json whose fields have the wrong type or invalid run settings exits 7 naming it."""
+    """A v1.json whose fields have the wrong type or invalid run settings exits 7 naming it
+    (`release list` lists v2 and warns: see the missing record's test below)."""
     local = LocalStore(store)
     two_releases(local)
     path = store / FOLDER / "v1.json"
@@ -149,8 +150,16 @@ def test_a_record_with_fields_of_the_wrong_kind_is_an_integrity_error(
         "show": ("release", "show", f"{NAME}@v1"),
         "predict": ("predict", str(ROWS), "--release", f"{NAME}@v1", "-o", str(tmp_path / "o")),
     }[command]
-    message = refused(cli(*args), 7, "v1.json", "not a release record")
-    assert "--to v2" in message  # the intact release to make current
+    if command == "list":
+        listed = cli(*args)
+        assert listed.exit_code == 0, listed.output
+        (warning,) = [e for e in events(listed.stdout) if e["event"] == "release.unreadable"]
+        assert "v1.json" in warning["message"] and "not a release record" in warning["message"]
+        message = warning["message"]
+    else:
+        message = refused(cli(*args), 7, "v1.json", "not a release record")
+    # v2 is current: a rollback to it, once advised, did nothing.
+    assert "--to v2" not in message and f"{NAME}@v2, does not need it" in message
     # A record this version cannot read may be a newer version's, not damage: it says so.
     newer = "a newer pipeline may have written it"
     assert (newer in message) == (bad in ("run-unknown-setting", "future-format")), message
@@ -205,6 +214,27 @@ def test_a_missing_current_record_names_a_rollback_that_works(cli: Any, store: P
     rolled = cli("release", "rollback", "--to", "v1", "--name", NAME)
     assert rolled.exit_code == 0, rolled.stderr
     assert event(cli("release", "show", f"{NAME}@current").stdout, "release.show")["number"] == 1
+
+
+def test_a_missing_record_that_is_not_current_is_listed_around_with_a_warning(
+    cli: Any, store: Path
+) -> None:
+    """v1.json lost while v2 is current: `release list` lists v2 (exit 0) and warns once,
+    naming v1 and its file; it failed whole (exit 7), advising `rollback --to v2`, the
+    current release, which did nothing. `show v1` still refuses, advising only a restore."""
+    local = LocalStore(store)
+    two_releases(local)
+    (store / FOLDER / "v1.json").unlink()
+    listed = cli("release", "list")
+    assert listed.exit_code == 0, listed.output
+    answer = event(listed.stdout, "release.list")
+    assert [r["ref"] for r in answer["releases"]] == [f"{NAME}@v2"] and answer["current"] == 2
+    (warning,) = [e for e in events(listed.stdout) if e["event"] == "release.unreadable"]
+    assert warning["level"] == "warning" and warning["release"] == f"{NAME}@v1"
+    assert "v1.json is missing" in warning["message"] and "restore" in warning["message"]
+    assert "rollback" not in warning["message"]
+    message = refused(cli("release", "show", f"{NAME}@v1"), 7, "v1.json", "restore")
+    assert "rollback" not in message and f"{NAME}@v2, does not need it" in message
 
 
 def test_a_default_rollback_leads_away_from_a_missing_current_record(backend: Store) -> None:

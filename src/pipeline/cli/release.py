@@ -70,7 +70,7 @@ def list_(
             raise ConfigError(f"release list {model_name} --name {name}: give one model")
         store = store_of(loaded.settings)
         model = model_name or name or loaded.settings.model.name
-        rows = releases.list_releases(store, model)
+        rows = releases.list_releases(store, model, log=log)
         current = next((r["number"] for r in rows if r["current"]), None)
         answer("release.list", name=model, count=len(rows), current=current, releases=rows)
 

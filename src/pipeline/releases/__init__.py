@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +46,8 @@ from pydantic import ValidationError
 
 from pipeline import __version__, signals
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
+from pipeline.releases.pointer import EVENT as _EVENT
+from pipeline.releases.pointer import advance_current as _advance_current
 from pipeline.releases.refs import (
     REF_HELP,
     check_archive,
@@ -92,7 +93,6 @@ __all__ = [
 ]
 
 FORMAT = 1
-_EVENT = re.compile(r"^([0-9]{8,})\.json$")
 _RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 RECOVERED = "a release record without its create event (a crash, or a lost event) was committed"
@@ -181,9 +181,12 @@ def _committed(folder: _Key) -> tuple[list[int], int | None]:
     return numbers, (int(events[-1]["release"]) if events else None)
 
 
-def _way_out(folder: _Key, numbers: list[int], broken: int) -> str:
-    """What to run when release ``broken`` is damaged: make an intact one current, or create."""
-    name = folder.key.rsplit("/", 1)[-1]
+def _way_out(folder: _Key, committed: tuple[list[int], int | None], broken: int) -> str:
+    """What else to do when release ``broken`` is damaged: when it is current, make an intact
+    one current, or create one; when not, nothing runs it (a rollback "to" current did nothing)."""
+    name, (numbers, current) = folder.key.rsplit("/", 1)[-1], committed
+    if broken != current:
+        return f" (the current release, {name}@v{current}, does not need it)" if current else ""
     intact = [n for n in numbers if n != broken and folder.store.exists(f"{folder.key}/v{n}.json")]
     if not intact:
         return f"; or create a new {name} release: `pipeline release create PACKAGE`"
@@ -208,43 +211,6 @@ def _set_current(
 
     _claim(folder / "history", _EVENT, "%08d.json", event)
     _advance_current(folder)
-
-
-def _advance_current(folder: _Key) -> None:
-    """Move ``current`` to the history's last event by compare-and-swap, only ever forward.
-
-    ``current`` records the event's sequence number with the release's, so a writer whose
-    event was overtaken never moves it back, and equal bytes mean one state (no ABA). Every
-    writer leaves ``current`` at or beyond its own event, so the last one leaves it at the end.
-    """
-    store, key = folder.store, (folder / "current").key
-    for _ in range(1000):
-        try:
-            held: bytes | None = store.read_bytes(key)
-        except KeyError:
-            held = None
-        seq, number = _last_event(folder)
-        if _current_seq(held) >= seq:
-            return  # already there, or a later writer moved it further
-        if store.swap(key, held, canonical_json({"release": number, "seq": seq})):
-            return
-    raise StoreError(f"{folder}/current kept changing under 1000 compare-and-swap attempts")
-
-
-def _last_event(folder: _Key) -> tuple[int, int]:
-    """``(seq, release)`` of the newest history event."""
-    seq, filename = _entries(folder / "history", _EVENT)[-1]
-    event = _read_json(folder / "history" / filename)
-    return seq, int(event["release"])
-
-
-def _current_seq(held: bytes | None) -> int:
-    """The history sequence number that ``current``'s bytes record (0: none, or unreadable)."""
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        seq = json.loads(held or b"")["seq"]
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            return seq
-    return 0
 
 
 def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
@@ -287,10 +253,13 @@ def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
     )
 
 
-def _load(folder: _Key, name: str, number: int, existing: list[int] | None = None) -> Release:
-    """Release ``number``; ``existing`` is the committed numbers, when the caller has read them."""
+def _load(
+    folder: _Key, name: str, number: int, committed: tuple[list[int], int | None] | None = None
+) -> Release:
+    """Release ``number``; ``committed`` is ``_committed``'s answer, if the caller has read it."""
     record = folder / f"v{number}.json"
-    existing = _committed(folder)[0] if existing is None else existing
+    committed = _committed(folder) if committed is None else committed
+    existing = committed[0]
     if number not in existing:  # absent, or an orphan that no create event committed
         have = f"v1..v{existing[-1]}" if existing else "none"
         raise NotFoundError(
@@ -302,12 +271,12 @@ def _load(folder: _Key, name: str, number: int, existing: list[int] | None = Non
     except KeyError:
         raise IntegrityError(
             f"{folder}/history created {name}@v{number}, but {record} is missing or no file: "
-            f"{RESTORE}{_way_out(folder, existing, number)}"
+            f"{RESTORE}{_way_out(folder, committed, number)}"
         ) from None
     try:
         return _parse(record, data, name, number)
     except IntegrityError as exc:
-        raise IntegrityError(exc.message + _way_out(folder, existing, number)) from None
+        raise IntegrityError(exc.message + _way_out(folder, committed, number)) from None
 
 
 # --- the stage API ----------------------------------------------------------------------------
@@ -380,13 +349,21 @@ def _claim_record(folder: _Key, name: str, wanted: Release, number: int) -> int:
     raise StoreError(f"{folder}: no release number could be claimed in 1000 attempts")
 
 
-def list_releases(store: Store, name: str) -> list[dict[str, Any]]:
-    """Every release of ``name`` in number order: number, version, short package id, current."""
+def list_releases(store: Store, name: str, log: Any = None) -> list[dict[str, Any]]:
+    """Every release of ``name`` in number order: number, version, short package id, current.
+    With ``log``, a record other than the current one that is lost or damaged is left out with
+    a ``release.unreadable`` warning naming it (one lost v1.json failed the whole list)."""
     folder = _folder(store, name)
-    numbers, current = _committed(folder)  # one read of the history, not one per release
+    numbers, current = committed = _committed(folder)  # one read of the history
     rows = []
     for number in numbers:
-        release = _load(folder, name, number, numbers)
+        try:
+            release = _load(folder, name, number, committed)
+        except IntegrityError as exc:
+            if log is None or number == current:
+                raise
+            log.warning("release.unreadable", release=f"{name}@v{number}", message=exc.message)
+            continue
         rows.append(
             {
                 "ref": release.ref,
@@ -416,7 +393,7 @@ def show(store: Store, ref: str, default_name: str | None = None) -> Release:
                 f"{name} has no current release: create one with `pipeline release create`"
             )
         number = current
-    return _load(folder, name, number, numbers)
+    return _load(folder, name, number, (numbers, current))
 
 
 def history(store: Store, name: str) -> list[dict[str, Any]]:
@@ -440,7 +417,7 @@ def rollback(store: Store, name: str, to: int | None = None, log: Any = None) ->
             if not older:
                 raise NotFoundError(f"{name}@v{current} is the first release: none to roll back to")
             to = older[-1]
-        target = _load(folder, name, to, numbers)  # NotFoundError if absent, IntegrityError
+        target = _load(folder, name, to, (numbers, current))  # NotFoundError, IntegrityError
         if to != current:  # already current: nothing changes, and the history says nothing
             try:  # it must load: a rollback made current a release whose archive was gone
                 released_package(store, target)
