@@ -14,6 +14,7 @@ CASES = [
     (["trian"], "'trian'", "did you mean 'train'"),
     (["release", "promote"], "'promote'", "no such command"),
     (["predict"], "'SOURCE'", "missing argument"),
+    (["predict", "-o"], "'-o'", "requires an argument"),
 ]
 
 
@@ -30,6 +31,23 @@ def test_a_usage_error_is_one_line_and_exit_2(
     assert line.startswith("error: ") and names in line and says in line.lower(), line
     assert f" {args[0]}" in line or args[0] == "trian", line  # the command it is about
     assert "-h` lists its usage" in line and "╭" not in line and done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [(["predict", "-o"], "predict"), (["predict", "rows.csv", "--output"], "predict"),
+     (["train", "--device"], "train"), (["release", "list", "--name"], "release list")],
+)  # fmt: skip
+def test_an_option_without_its_value_names_its_command(
+    args: list[str], command: str, tmp_path: object
+) -> None:
+    """click's parser raises "requires an argument" without the command's context: the line
+    named `pipeline` and sent the user to `pipeline -h`, which lists no such option."""
+    done = run_cli(*args, env={"PIPELINE_STORE": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert f"pipeline {command}: option '{args[-1]}' requires an argument" in line, line
+    assert line.endswith(f"pipeline {command} -h` lists its usage)"), line
 
 
 def test_a_group_alone_still_shows_its_help() -> None:

@@ -35,12 +35,33 @@ class _Group(typer.core.TyperGroup):
     mistake here, rather than typer's usage banner and framed box."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        with _one_line():
+        with _one_line(), _named(ctx):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Context) -> object:
         with _one_line():
             return super().invoke(ctx)
+
+
+class _Command(typer.core.TyperCommand):
+    """Every command (``_own_classes``): a usage error while parsing its arguments names it."""
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        with _named(ctx):
+            return super().parse_args(ctx, args)
+
+
+@contextlib.contextmanager
+def _named(ctx: Context) -> Iterator[None]:
+    """A usage error raised without a context (click's parser says "option '-o' requires an
+    argument" so) gets ``ctx``, the command being parsed: `pipeline predict -o` named
+    `pipeline` and sent the user to `pipeline -h`."""
+    try:
+        yield
+    except UsageError as exc:
+        if exc.ctx is None:
+            exc.ctx = ctx
+        raise
 
 
 @contextlib.contextmanager
@@ -105,6 +126,20 @@ def _reflow_help(group: typer.Typer) -> None:
 
 
 _reflow_help(app)
+
+
+def _own_classes(group: typer.Typer) -> None:
+    """``_Command`` and ``_Group`` for every command and sub-group in ``group`` and below."""
+    for info in group.registered_commands:
+        if info.cls in (None, typer.core.TyperCommand):  # typer's default, or none given
+            info.cls = _Command
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            sub.typer_instance.info.cls = _Group
+            _own_classes(sub.typer_instance)
+
+
+_own_classes(app)
 
 
 def _version(value: bool) -> None:
