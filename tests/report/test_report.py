@@ -250,11 +250,12 @@ def test_a_package_is_reported_by_a_prefix_of_its_id_as_release_create_takes_it(
 def test_mistakes_are_one_line_errors_with_their_exit_codes(
     builds: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
-    """A bad format or an html report named .pdf (3), an unknown build (8), an unknown
-    release (8): one line each."""
+    """A --format not among its choices (2, a usage error, as diff's --format xml: it was 3,
+    a setting's code), an html report named .pdf (3), an unknown build (8), an unknown release
+    (8): one line each."""
     root, _ = builds
     cases = [
-        (("--format", "pdf"), 3, "--format pdf: expected one of html, markdown"),
+        (("--format", "pdf"), 2, "'pdf' is not one of 'html', 'markdown'"),
         (("deadbeef",), 8, "no build or package 'deadbeef'"),
         (("titanic@v99",), 8, "titanic"),
     ]
@@ -266,6 +267,8 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
         done = _report(root, *args, "-o", str(tmp_path / "x.html"))
         assert done.exit_code == code, (args, done.output)
         assert text in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    xml = invoke_isolated("diff", "--format", "xml", root=root)
+    assert xml.exit_code == 2 and "'xml' is not one of" in xml.stderr, xml.output
     pdf = _report(root, "-o", str(tmp_path / "x.pdf"))
     assert pdf.exit_code == 3, pdf.output
     assert "a .pdf name would hold HTML: name it .html" in pdf.stderr

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from pipeline.cli._common import run, store_of
+
+
+class Format(StrEnum):
+    """What `pipeline report` writes. A choice click checks, as diff's --format: another value
+    is a usage error (exit 2); it was exit 3, as a setting's would be."""
+
+    html = "html"
+    markdown = "markdown"
 
 
 def report(
@@ -26,8 +35,8 @@ def report(
         "report-<build id prefix>.html (markdown: the folder report-<build id prefix>/).",
         show_default=False,
     ),
-    fmt: str = typer.Option(
-        "html",
+    fmt: Format = typer.Option(
+        Format.html,
         "--format",
         help="html: one self-contained page (no script, no external reference). markdown: "
         "report.md and one SVG per plot, for a pull request comment.",
@@ -43,19 +52,20 @@ def report(
         from pipeline import report as stage
 
         t0 = time.perf_counter()
-        stage.check_format(fmt, output)
+        kind = fmt.value
+        stage.check_format(kind, output)
         stage.require_matplotlib()
         store = store_of(loaded.settings, outputs={"--output": output})
         subject = stage.load(store, ref, loaded.settings.model.name)
         target = output
         if target is None:
             short = subject.build_id[:12]
-            target = Path(f"report-{short}.html" if fmt == "html" else f"report-{short}")
-        plots, size = stage.write(subject, fmt, target)
+            target = Path(f"report-{short}.html" if kind == "html" else f"report-{short}")
+        plots, size = stage.write(subject, kind, target)
         log.info(
             "report.summary",
             path=str(target.resolve()),
-            format=fmt,
+            format=kind,
             build_id=subject.build_id,
             subject=subject.label,
             task=subject.task,
