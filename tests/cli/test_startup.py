@@ -110,3 +110,32 @@ def test_evaluate_refuses_a_missing_build_before_loading_torch(tmp_path: Path) -
     for args in ([], ["0123abcd"]):
         probe = _probe("evaluate", *args, env=env)
         assert probe["code"] == 8 and "torch" not in probe["heavy"], probe
+
+
+def test_a_stop_while_the_cli_starts_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """SIGTERM or Ctrl-C in the quarter second the CLI takes to import typer and its commands
+    and to parse the command line: SIGTERM killed the process with no word (exit 143), Ctrl-C
+    printed the traceback of the import it broke, or exited 130 without a word (typer's
+    answer while it parsed). Each is now the CLI's stop: one line, exit 130, nothing written."""
+    import signal
+    import time
+
+    entry = (
+        "import sys; sys.argv = ['pipeline', 'train']; print('ready', flush=True); "
+        "from pipeline.__main__ import main; main()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    env["PIPELINE_STORE"] = str(tmp_path / "store")
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        for delay in (0.05, 0.08, 0.12):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", entry], env=env, cwd=tmp_path, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            time.sleep(delay)
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=60)
+            assert (proc.returncode, err.count("\n")) == (130, 1), (signum, delay, err[-2000:])
+            assert "Traceback" not in err and "nothing was written" in err, err
+            assert not (tmp_path / "store" / "builds").exists()

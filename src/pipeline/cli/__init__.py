@@ -26,7 +26,7 @@ from pipeline.cli import package as package_cmd
 from pipeline.cli import predict as predict_cmd
 from pipeline.cli import report as report_cmd
 from pipeline.cli import serve as serve_cmd
-from pipeline.cli._common import settle
+from pipeline.cli._common import began, settle
 
 
 class _Group(typer.core.TyperGroup):
@@ -158,17 +158,23 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    # Before anything loads torch's OpenMP, which reads this once: its idle worker threads
-    # sleep instead of spinning. Spinning threads take the CPU from the thread they wait for
-    # whenever the machine has other work; 2-thread training at batch 64 ran 20-50x slower
-    # beside other processes on 2 cores. An OMP_WAIT_POLICY set by the user wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    stdout = _identity(1)
+    """Console-script entry point (through ``pipeline.__main__``)."""
+    began(reset=True)
+    stdout = None
     try:
+        # Before anything loads torch's OpenMP, which reads this once: its idle worker threads
+        # sleep instead of spinning. Spinning threads take the CPU from the thread they wait
+        # for whenever the machine has other work; 2-thread training at batch 64 ran 20-50x
+        # slower beside other processes on 2 cores. An OMP_WAIT_POLICY set by the user wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        stdout = _identity(1)
         app()
     except SystemExit as exc:
         collector.freeze_for_exit()
+        if _from_ctrl_c(exc) and not began():
+            # typer's answer to a Ctrl-C or SIGTERM while it parsed the command line: exit 130
+            # without a word. The command's own stop says what was written; this one, nothing.
+            typer.echo(_EARLY_STOP, err=True)
         # Typer exits 1, silently, when stdout's reader went away (`pipeline ... | head`),
         # after wrapping stdout so that nothing more is written; rich (the help pages) exits 1
         # after pointing stdout at /dev/null. 1 means a bug here, and a Unix tool cut off by its
@@ -180,9 +186,34 @@ def main() -> None:
         if code != exc.code:
             raise SystemExit(code) from None
         raise
+    except KeyboardInterrupt:  # while typer built the command tree, before its own handler
+        collector.freeze_for_exit()
+        if began():
+            raise
+        typer.echo(_EARLY_STOP, err=True)
+        settle()
+        raise SystemExit(130) from None
     except BaseException:
         collector.freeze_for_exit()
         raise
+
+
+_EARLY_STOP = (
+    "error: pipeline interrupted before the command began: nothing was written; run it again"
+)
+
+
+def _from_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` (typer's exit) answers a ``KeyboardInterrupt``: typer raises its
+    ``Exit(130)`` from it, then ``SystemExit`` while handling that."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain is short; a loop in it is not followed forever
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _leave_past_ray(code: int | str | None) -> NoReturn:

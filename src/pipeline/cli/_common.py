@@ -21,6 +21,16 @@ ID_FILE_HELP = "Also write the resulting id to this file (like `docker build --i
 
 # The store this command opened (``store_of``): ``write_id`` refuses to write into it.
 _OPENED: contextvars.ContextVar[Any] = contextvars.ContextVar("pipeline_store", default=None)
+# Whether a command's ``run`` has begun in this process (``began``).
+_BEGAN: list[bool] = [False]
+
+
+def began(reset: bool = False) -> bool:
+    """Whether a command's ``run`` has begun in this process; ``reset``: forget it (the entry
+    point, as a command line starts)."""
+    if reset:
+        _BEGAN[0] = False
+    return _BEGAN[0]
 
 
 def run(
@@ -66,6 +76,7 @@ def run(
     loaded = None
     try:
         try:
+            _BEGAN[0] = True  # from here a stop is this command's to report
             loaded = load(overrides=overrides, judge_serve=serve_settings)
             s = loaded.settings
             logging_.register_secrets(
