@@ -274,3 +274,25 @@ def test_the_ridge_gives_the_same_build_whatever_numpys_thread_count(tmp_path: P
         build = tmp_path / f"store-{threads}" / "builds" / ids[-1] / "metrics.json"
         assert json.loads(build.read_text())["linear"]["ridge_share"] > 0
     assert ids[0] == ids[1]
+
+
+def test_a_table_of_few_rows_trains_with_a_warning_that_its_metrics_are_noise(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """A 60-row table leaves 12 test rows: the build is made, and a data.warning says that
+    such metrics change from split to split (5 rows trained and reported a one-row score
+    without a word). Titanic's 1,309 rows are not warned about."""
+    lines = Path(_local_path("builtin://titanic")).read_text().splitlines()
+    few = tmp_path / "few.csv"
+    few.write_text("\n".join(lines[:61]) + "\n")
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_DATA__SOURCE": str(few),
+           "PIPELINE_TRAIN__MAX_EPOCHS": "3", "PIPELINE_MODEL__MEMBERS": "1"}  # fmt: skip
+    _, metrics, result = _train(cli, store, env)
+    warned = [e for e in events(result.stdout) if e.get("few_rows")]
+    assert [(e["event"], e["level"], e["few_rows"]) for e in warned] == [
+        ("data.warning", "warning", 60)
+    ]
+    assert "12 to test" in warned[0]["message"] and "evaluate --folds" in warned[0]["message"]
+    assert metrics["test"]["accuracy"] is not None
+    _, _, whole = _train(cli, store, {**env, "PIPELINE_DATA__SOURCE": "builtin://titanic"})
+    assert not [e for e in events(whole.stdout) if e.get("few_rows")]

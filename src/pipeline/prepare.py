@@ -43,6 +43,12 @@ class Prepared:
         return self.fetched.uri
 
 
+# Fewer test rows than this (a table under about 100 rows, at the default fractions): the
+# split's metrics are noise, and a user is told so rather than shown a score (5 rows trained
+# and reported an R² of one row without a word).
+FEW_TEST_ROWS = 20
+
+
 def prepare(
     settings: Settings,
     store: Store,
@@ -108,6 +114,15 @@ def prepare(
         test=len(split.test),
         digest=split.digest(),
     )
+    if len(split.test) < FEW_TEST_ROWS:
+        log.warning(
+            "data.warning",
+            message=f"{fetched.uri} has {len(frame)} rows: {len(split.train)} to train on, "
+            f"{len(split.val)} to validate and {len(split.test)} to test; metrics of so few "
+            "rows change from one seed's split to the next: `pipeline evaluate --folds 5` "
+            "scores every row once, and more rows make a better model",
+            few_rows=len(frame),
+        )
     return Prepared(fetched, frame, len(frame), schema, seeds, split, tuple(header), head)
 
 
