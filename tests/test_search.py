@@ -49,13 +49,6 @@ def _refused(tmp_path: Path, space: Any) -> str:
         ({"features.log_skewed": {"int": [0, 1]}}, "is not a number setting: an int range"),
         ({"features.scaling": {"uniform": [0, 1]}}, '["robust", "standard"]'),
         ({"model.hidden": {"int": [1, 3]}}, '{"choice": [[256, 128]]}'),
-        # Values valid alone that break a rule together (the weight bound): every trial that
-        # drew them failed, retried twice, and the search exited 0.
-        (
-            {"model.hidden": {"choice": [[64], [4096, 4096]]}, "model.members": {"choice": [1, 8]}},
-            "keys 'model.hidden', 'model.members': together they can draw "
-            "model.hidden=[4096, 4096], model.members=8",
-        ),
         ({"train.batch_size": {"int": [8.5, 64]}}, "(integers)"),
         ({"model.hidden": {"choice": [[0]]}}, "choice value [0] is not a valid model.hidden"),
         ({"model.dropout": {"uniform": [0.1, 1.2]}}, "uniform value 1.2"),
@@ -280,12 +273,52 @@ def test_resume_without_an_interrupted_search_is_refused_naming_the_others(
     assert not (store / "tunes").exists()
 
 
+@pytest.mark.parametrize(
+    ("env", "space", "refused"),
+    [
+        # Beside the defaults (4 members) [4096, 4096, 4096] broke the weight bound as settings
+        # loaded, with 1 member set: every command was exit 3 over a valid space.
+        ({"PIPELINE_MODEL__MEMBERS": "1"},
+         {"model.hidden": {"choice": [[4096, 4096, 4096], [128]]}}, None),
+        ({}, {"model.hidden": {"choice": [[4096, 4096, 4096], [128]]}},
+         "key 'model.hidden': choice value [4096, 4096, 4096] is not a valid model.hidden "
+         "(134,217,728 weights between hidden layers (33,554,432 in each of 4 member(s)"),
+        # ...and [4096, 2048] beside 16 members passed, and failed every trial that drew it.
+        ({"PIPELINE_MODEL__MEMBERS": "16"}, {"model.hidden": {"choice": [[64], [4096, 2048]]}},
+         "choice value [4096, 2048] is not a valid model.hidden"),
+        # Values valid alone that break a rule together: every trial that drew them failed,
+        # retried twice, and the search exited 0.
+        ({}, {"model.hidden": {"choice": [[64], [4096, 4096]]},
+              "model.members": {"choice": [1, 8]}},
+         "keys 'model.hidden', 'model.members': together they can draw "
+         "model.hidden=[4096, 4096], model.members=8"),
+    ],
+)  # fmt: skip
+def test_the_space_is_checked_beside_the_settings_as_configured(
+    tmp_path: Path, env: dict[str, str], space: Any, refused: str | None
+) -> None:
+    """Settings load checks each value of the space beside the section's defaults, except the
+    rules across its settings (the weight bound of hidden times members): `pipeline tune`
+    checks those beside the settings as configured (``search.check_fits``), exit 3."""
+    settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space), **env)
+    if refused is None:
+        search.check_fits(settings)
+        return
+    with pytest.raises(ConfigError) as caught:
+        search.check_fits(settings)
+    message = caught.value.message
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert message.startswith("invalid setting tune.space from env var PIPELINE_TUNE__SPACE: ")
+    assert refused in message
+
+
 def test_a_drawn_combination_the_settings_refuse_fails_its_trial_with_one_line(
     tmp_path: Path,
 ) -> None:
-    """The space is checked against the defaults; with 16 members set by the user, a drawn
-    [4096, 2048] breaks the weight bound. That was a pydantic dump, retried twice as if a
-    worker had died; it is a ConfigError, which `trainable` records as a failed trial."""
+    """With 16 members set, a drawn [4096, 2048] breaks the weight bound (`pipeline tune`
+    refuses such a space first: ``check_fits``). Drawn anyway, that was a pydantic dump,
+    retried twice as if a worker had died; it is a ConfigError, which `trainable` records as
+    a failed trial."""
     settings = _settings(
         tmp_path,
         PIPELINE_MODEL__MEMBERS="16",
@@ -379,3 +412,16 @@ def test_more_trials_than_a_finite_space_holds_is_refused(
     wide = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(
         {**space, "model.dropout": {"uniform": [0.0, 0.3]}}))  # fmt: skip
     search.check_trials(wide, 50)
+
+
+def test_a_range_of_one_value_counts_as_one_configuration(tmp_path: Path) -> None:
+    """``{"uniform": [0.3, 0.3]}`` can draw one value: 3 trials repeated the same one, score
+    and all, where a choice of one value was refused as too many trials."""
+    space = {"model.dropout": {"uniform": [0.3, 0.3]}}
+    settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space))
+    with pytest.raises(ConfigError) as caught:
+        search.check_trials(settings, 3)
+    assert "3 trials (PIPELINE_TUNE__TRIALS) are more than the 2 configuration(s)" in (
+        caught.value.message
+    )
+    search.check_trials(settings, 2)

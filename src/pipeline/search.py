@@ -126,8 +126,9 @@ def check_trials(settings: Settings, n: int) -> None:
             size *= len({_canonical({key: v}) for v in spec})
         elif kind == "int":
             size *= int(spec[1]) - int(spec[0]) + 1
-        else:
+        elif spec[0] != spec[1]:
             return  # a continuous range: no end of configurations
+        # else a range of one value (``{"uniform": [0.3, 0.3]}``): one configuration
     current = current_values(settings)
     inside = all(_within(settings.tune.space[k], v) for k, v in current.items())
     most = size + (0 if inside else 1)
@@ -138,6 +139,26 @@ def check_trials(settings: Settings, n: int) -> None:
             f"{'' if inside else ', and the current settings'}): the rest would repeat them; "
             f"ask for {most} trials (--trials {most}) or widen the space"
         )
+
+
+def check_fits(settings: Settings) -> None:
+    """ConfigError when values the space can draw break a rule across one section's settings
+    (the weight bound of ``model.hidden`` times ``model.members``) beside the settings as
+    configured: settings load checks each value beside the section's defaults only, so
+    ``[4096, 4096, 4096]`` with 1 member set was refused there for the default 4 members, and
+    ``[4096, 2048]`` with 16 members passed and failed every trial that drew it."""
+    from pydantic_core import PydanticCustomError
+
+    from pipeline.settings.sections import FeatureSettings, ModelSettings, TrainSettings
+
+    sections = {"features": FeatureSettings, "model": ModelSettings, "train": TrainSettings}
+    base = {name: getattr(settings, name) for name in sections}
+    try:
+        space.check_space(settings.tune.space, sections, base)  # type: ignore[arg-type]
+    except PydanticCustomError as exc:
+        where = settings.source_of("tune", "space")
+        said = f"from {where}" if settings.is_set("tune", "space") else "(the default space)"
+        raise ConfigError(f"invalid setting tune.space {said}: {exc.message()}") from None
 
 
 def _within(dimension: dict[str, Any], value: Any) -> bool:

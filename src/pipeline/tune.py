@@ -53,6 +53,7 @@ def run(
     """The whole search: prepare, draw, run on Ray, rank, record; see the module docstring."""
     t0 = time.perf_counter()
     n = settings.tune.trials
+    search.check_fits(settings)
     search.check_trials(settings, n)
     data = prepare(settings, store, log)
     metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)

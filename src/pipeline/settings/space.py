@@ -81,13 +81,22 @@ def dotted(space: Any) -> Any:
     return out
 
 
-def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> dict[str, Any]:
+def check_space(
+    space: dict[str, Any],
+    sections: dict[str, type[BaseModel]],
+    base: dict[str, BaseModel] | None = None,
+) -> dict[str, Any]:
     """``space`` in normal form if every key names a searchable setting and every dimension
     is valid for it: each choice as its setting reads it (``["64"]`` is ``[64]``), bounds as
     the numbers they draw, so that one search has one id however it was spelled.
 
     ``sections`` maps a section name to its settings class (for the keys and their checks).
-    Raises ``PydanticCustomError`` with a message that names the key.
+    ``base`` maps it to the section as configured, beside which the rules across one
+    section's settings (the weight bound of ``model.hidden`` times ``model.members``) are
+    checked, for every combination of the dimensions' probe values: `pipeline tune` does so
+    (``search.check_fits``). Without it (as settings load, for every command) those rules are
+    left to that check: beside the defaults, ``[4096, 4096, 4096]`` was refused for the
+    default 4 members with 1 member set. Raises ``PydanticCustomError`` naming the key.
     """
     if not space:
         raise PydanticCustomError("empty_space", "the space is empty: give at least one key")
@@ -115,8 +124,14 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
         values = []
         for value in _probe_values(kind, spec):
             try:
-                read = model.model_validate({field: value}).model_dump(mode="json")[field]
+                read = _beside(model, (base or {}).get(section), {field: value})[field]
             except ValidationError as exc:
+                if base is None and all(not e["loc"] for e in exc.errors()):
+                    # A rule across the section's settings alone: judged beside the settings
+                    # as configured, by the tune command. The value as its type reads it.
+                    read = _typed(annotation, value)
+                    values.append(read if kind == "choice" else value)
+                    continue
                 reason = exc.errors()[0]["msg"]
                 raise PydanticCustomError(
                     "bad_space_value",
@@ -124,15 +139,35 @@ def check_space(space: dict[str, Any], sections: dict[str, type[BaseModel]]) -> 
                 ) from None
             values.append(read if kind == "choice" else value)
         normal[key] = {kind: values}
-    _check_together(normal, sections)
+    if base is not None:
+        _check_together(normal, sections, base)
     return normal
+
+
+def _typed(annotation: Any, value: Any) -> Any:
+    """``value`` as a setting of type ``annotation`` reads it, as JSON."""
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    return adapter.dump_python(adapter.validate_python(value), mode="json")
+
+
+def _beside(
+    model: type[BaseModel], configured: BaseModel | None, values: dict[str, Any]
+) -> dict[str, Any]:
+    """``values`` validated as settings of ``model`` beside the ``configured`` section's other
+    values (its defaults when None), as JSON."""
+    fields = {**configured.model_dump(), **values} if configured is not None else values
+    return model.model_validate(fields).model_dump(mode="json")
 
 
 # Combinations of one section's probe values tried at most (``_check_together``).
 MAX_COMBINATIONS = 4096
 
 
-def _check_together(normal: dict[str, Any], sections: dict[str, type[BaseModel]]) -> None:
+def _check_together(
+    normal: dict[str, Any], sections: dict[str, type[BaseModel]], base: dict[str, BaseModel]
+) -> None:
     """A rule across one section's settings (the network's weight bound: ``model.hidden``
     times ``model.members``) holds for every combination of their dimensions' probe values
     (bounds and choices). Each value alone passed with the others at their defaults, and a
@@ -149,7 +184,7 @@ def _check_together(normal: dict[str, Any], sections: dict[str, type[BaseModel]]
         for combination in itertools.product(*probes):
             values = {k.split(".", 1)[1]: v for k, v in zip(keys, combination, strict=True)}
             try:
-                sections[section].model_validate(values)
+                _beside(sections[section], base.get(section), values)
             except ValidationError as exc:
                 error = exc.errors()[0]
                 fields = (error.get("ctx") or {}).get("fields") or list(values)
