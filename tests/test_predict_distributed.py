@@ -256,7 +256,7 @@ def test_a_bad_row_fails_as_single_process_does_and_writes_nothing(
         (["in", "--workers", "2", "-o", "all.csv"], 3, "is a file"),
         (["in", "--workers", "2", "-o", "ref"], 3, "not empty"),
         (["nothing/*.csv", "--workers", "2", "-o", "o"], 4, "matches no file"),
-        (["ref/", "--workers", "0", "-o", "o"], 2, "--workers"),
+        (["ref/", "--workers", "0", "-o", "o"], 3, "from option --workers"),
         (["in", "-o", "ref"], 3, "is a folder"),
         (
             ["in", "-o", "x.csv"],

@@ -7,9 +7,8 @@ import pytest
 from tests.conftest import run_cli
 
 CASES = [
-    (["train", "--workers", "0"], "'--workers'", "greater than or equal to 1"),
     (["predict", "rows.csv", "--workers", "two"], "'--workers'", "valid integer"),
-    (["tune", "--trials", "0"], "'--trials'", "greater than or equal to 1"),
+    (["tune", "--trials", "two"], "'--trials'", "valid integer"),
     (["tune", "show", "--nope"], "--nope", "no such option"),
     (["trian"], "'trian'", "did you mean 'train'"),
     (["release", "promote"], "'promote'", "no such command"),
@@ -48,6 +47,26 @@ def test_an_option_without_its_value_names_its_command(
     (line,) = done.stderr.splitlines()
     assert f"pipeline {command}: option '{args[-1]}' requires an argument" in line, line
     assert line.endswith(f"pipeline {command} -h` lists its usage)"), line
+
+
+@pytest.mark.parametrize(
+    ("args", "setting", "option"),
+    [(["train", "--workers", "0"], "train.workers", "--workers"),
+     (["tune", "--trials", "0"], "tune.trials", "--trials"),
+     (["tune", "-n", "-3"], "tune.trials", "--trials"),
+     (["predict", "rows.csv", "--workers", "0", "-o", "out"], "run.workers", "--workers")],
+)  # fmt: skip
+def test_an_option_value_out_of_its_settings_range_is_exit_3_as_the_setting(
+    args: list[str], setting: str, option: str, tmp_path: object
+) -> None:
+    """The README's rule: a value the option's setting refuses is exit 3, as the setting
+    would be (PIPELINE_TRAIN__WORKERS=0 was 3, `--workers 0` was 2, and `evaluate --folds 1`
+    was 3)."""
+    done = run_cli(*args, env={"PIPELINE_STORE": str(tmp_path)})
+    assert done.returncode == 3, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: invalid setting {setting} from option {option}: "), line
+    assert "greater than or equal to 1" in line
 
 
 def test_a_group_alone_still_shows_its_help() -> None:

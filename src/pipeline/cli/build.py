@@ -29,7 +29,6 @@ def train(
         "--workers",
         help="Train on Ray with N data-parallel workers (embedded, or the cluster at "
         "RAY_ADDRESS), each holding its shard of the rows. Overrides PIPELINE_TRAIN__WORKERS.",
-        min=1,
         show_default=False,
     ),
 ) -> None:

@@ -46,7 +46,6 @@ def predict(
         "--workers",
         help="Predict on Ray with N workers (embedded, or the cluster at RAY_ADDRESS), one part "
         "file per input file. Overrides PIPELINE_RUN__WORKERS.",
-        min=1,
         show_default=False,
     ),
 ) -> None:

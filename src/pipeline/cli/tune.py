@@ -23,7 +23,7 @@ app = typer.Typer(
 def tune(
     ctx: typer.Context,
     trials: int = typer.Option(
-        None, "--trials", "-n", help="Trials to run (overrides PIPELINE_TUNE__TRIALS).", min=1
+        None, "--trials", "-n", help="Trials to run (overrides PIPELINE_TUNE__TRIALS)."
     ),
     id_file: Path = typer.Option(
         None, "--id-file", help="Also write the tune id to this file.", dir_okay=False
