@@ -287,11 +287,31 @@ def test_a_failed_tune_leaves_no_stale_preset(cli: Any, store: Path, tmp_path: P
     data = tmp_path / "no-target.csv"
     data.write_text("a,b\n1,2\n3,4\n")
     preset = tmp_path / "tuned.toml"
-    preset.write_text("[train]\nmax_epochs = 3\n")
+    winner = "# Written by `pipeline tune`: tune 0123, trial 2 of the search,\n[train]\n"
+    preset.write_text(winner)
     env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y"}
     result = cli("tune", "--trials", "2", "--preset-out", str(preset), env=env)
     assert result.exit_code == 4, result.output
     assert not preset.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "name", "what"),
+    [(["tune", "--trials", "2"], "--preset-out", "tuned.toml", "a preset `pipeline tune` wrote"),
+     (["train"], "--id-file", "notes.txt", "an id")],
+)  # fmt: skip
+def test_an_output_file_that_holds_other_work_is_refused_and_kept(
+    cli: Any, store: Path, tmp_path: Path, command: list[str], option: str, name: str, what: str
+) -> None:
+    """A hand-written preset at --preset-out (or notes at --id-file) was deleted as the
+    previous run's winner, and lost for good when the search then failed. It is refused
+    before any work, exit 3, and kept; an empty file is replaced as before."""
+    kept = tmp_path / name
+    kept.write_text("# my notes\n[train]\nmax_epochs = 3\n")
+    result = cli(*command, option, str(kept), env=FAST)
+    refused(result, 3, f"{option} {kept} exists and holds something other than {what}")
+    assert kept.read_text() == "# my notes\n[train]\nmax_epochs = 3\n"
+    assert not (store / "builds").exists() and not (store / "tunes").exists()
 
 
 def test_data_fetch_with_its_id_file_in_the_store_is_refused(cli: Any, store: Path) -> None:

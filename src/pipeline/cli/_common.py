@@ -193,7 +193,7 @@ def store_of(
             _folder_exists(path, option)
             _one_output(path, option, named, preset)
     for option in _ID_OUTPUTS:  # its path checked above; before the store's own checks
-        _clear_id_file((outputs or {}).get(option))
+        _clear_id_file((outputs or {}).get(option), option)
     if writes:
         store.check_writable()
     return store
@@ -221,14 +221,30 @@ def clear_written_ids(paths: Sequence[Path | None]) -> None:
             continue
 
 
-def _clear_id_file(path: Path | None) -> None:
+def _clear_id_file(path: Path | None, option: str) -> None:
     """An existing --id-file (or `tune --preset-out`) removed before the work starts, as
     `docker build --iidfile` does: a run that fails must not leave the previous run's id (or
     winner) there for the next step of a script (`pipeline package $(cat build.id)`,
-    `PIPELINE_PRESET=tuned.toml pipeline train`) to take as its own."""
-    if path is not None and path.is_file():
-        with contextlib.suppress(OSError):  # then the final write says what is wrong
-            path.unlink()
+    `PIPELINE_PRESET=tuned.toml pipeline train`) to take as its own. A file that holds
+    anything else (a preset written by hand, notes, a mistyped path to other work) is refused,
+    exit 3, and kept: it was deleted, and lost when the search then failed."""
+    from pipeline.errors import ConfigError
+
+    if path is None or not path.is_file():
+        return
+    try:
+        size = path.stat().st_size
+        ours = size == 0 or (size <= 1 << 16 and _OURS.fullmatch(path.read_bytes()) is not None)
+    except OSError:
+        return  # then the final write says what is wrong
+    if not ours:
+        what = "a preset `pipeline tune` wrote" if option == "--preset-out" else "an id"
+        raise ConfigError(
+            f"{option} {path} exists and holds something other than {what}: it would be "
+            "replaced; choose another path, or remove the file first"
+        )
+    with contextlib.suppress(OSError):  # then the final write says what is wrong
+        path.unlink()
 
 
 # Small files written at the end of a command, into a folder that must already exist: checked
