@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "cluster": 0,
     "ray_probe": 0,
     "signals": 0,
+    "scratch": 0,
     "data": 1,
     "features": 2,
     "model": 2,

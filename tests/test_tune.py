@@ -402,6 +402,31 @@ def test_a_second_sigterm_while_the_runtime_stops_leaves_no_temporary_folder(
     assert set(glob.glob("/tmp/pipeline-ray-*")) <= before
 
 
+def test_the_temporary_folders_of_a_search_killed_with_sigkill_go_with_the_next_search(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL (an out-of-memory kill, a CI timeout) leaves no time to clean up: the embedded
+    runtime's folder (/tmp/pipeline-ray-*) and Ray Tune's (pipeline-tune-*) stayed for good.
+    Each is marked with its process; the next search removes those whose process is gone."""
+    import glob
+    import time
+
+    def ours() -> set[str]:
+        return set(glob.glob("/tmp/pipeline-ray-*")) | set(glob.glob("/tmp/pipeline-tune-*"))
+
+    before = ours()
+    proc = _start(tmp_path, "--trials", "3", **SLOW)
+    _wait_for_trials(proc, 1)
+    proc.kill()
+    proc.communicate(timeout=60)
+    left = ours() - before
+    assert {Path(p).name.rsplit("-", 1)[0] for p in left} == {"pipeline-ray", "pipeline-tune"}
+    time.sleep(1)  # a killed driver's Ray processes are gone, or going
+    resumed = _tune(tmp_path, "--trials", "3", "--resume", **SLOW)
+    assert resumed["tune_id"]
+    assert not left & ours()
+
+
 def test_a_cluster_lost_mid_search_is_exit_5_and_resume_finishes_it(tmp_path: Path) -> None:
     """The cluster at RAY_ADDRESS stops (its head and worker node killed) after the first
     trial: one line and an `error` event, exit 5, within the connect timeout plus a few

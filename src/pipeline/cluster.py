@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import log, signals
+from pipeline import log, scratch, signals
 from pipeline.errors import ConfigError, SourceError
 from pipeline.ray_probe import first_line, probe, unreachable
 
@@ -200,25 +200,16 @@ def _reap(started: dict[int, str], patience: float = 2.0) -> None:
     init. A pid whose start time changed is another process by now, and is left alone."""
     alive = dict(started)
     for attempt in (signal.SIGTERM, signal.SIGKILL):
-        alive = {p: t for p, t in alive.items() if _start_time(p) == t}
+        alive = {p: t for p, t in alive.items() if scratch.start_time(p) == t}
         for pid in alive:
             with contextlib.suppress(OSError):
                 os.kill(pid, attempt)
         deadline = time.monotonic() + patience
         while alive and time.monotonic() < deadline:
             time.sleep(0.05)
-            alive = {p: t for p, t in alive.items() if _start_time(p) == t}
+            alive = {p: t for p, t in alive.items() if scratch.start_time(p) == t}
         if not alive:
             return
-
-
-def _start_time(pid: int) -> str | None:
-    """``pid``'s start time, None once it is gone (or a zombie: exited, not yet waited for)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] == "Z" else fields[19]
 
 
 @contextlib.contextmanager
@@ -314,8 +305,8 @@ def _temp_dir(root: Path | None) -> Path:
     for base in (root, Path(tempfile.gettempdir())):
         if base is not None and len(os.fsencode(base.absolute())) <= budget:
             base.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=_PREFIX, dir=base.absolute()))
-    return Path(tempfile.mkdtemp(prefix=_PREFIX, dir="/tmp"))
+            return scratch.make(_PREFIX, base.absolute())
+    return scratch.make(_PREFIX, "/tmp")  # noqa: S108 (the shortest; mkdtemp: private)
 
 
 # Ray's core worker ends the driver (exit 1, its own lines on stderr) once the GCS has not

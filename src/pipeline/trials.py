@@ -15,12 +15,11 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import search
+from pipeline import scratch, search
 from pipeline.errors import NotFoundError
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
@@ -200,8 +199,8 @@ WORKER_FAILED = "the trial's worker failed"
 @contextlib.contextmanager
 def experiment_dir() -> Iterator[Path]:
     """A private folder for Ray Tune's own experiment state (removed afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="pipeline-tune-", ignore_cleanup_errors=True) as path:
-        yield Path(path)
+    with scratch.folder("pipeline-tune-") as path:
+        yield path
 
 
 def one_line(error: BaseException) -> str:

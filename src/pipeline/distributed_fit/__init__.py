@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import fit
+from pipeline import fit, scratch
 from pipeline.cluster import class_names, exception_chain
 from pipeline.distributed_fit.shards import Job
 from pipeline.distributed_fit.worker import Box, train_loop
@@ -232,7 +231,7 @@ def _fit(config: dict[str, Any], n: int, cpus: int, use_gpu: bool) -> None:
             worker stops after the same step, a checkpoint, exit 130). Ray Train's own handler
             replaced it for the run: before the workers were up it exited 1 without a word."""
 
-    storage = tempfile.mkdtemp(prefix="pipeline-train-")  # Ray Train's run state; removed
+    storage = str(scratch.make("pipeline-train-"))  # Ray Train's run state; removed
     try:
         trainer = Trainer(
             train_loop,

@@ -34,7 +34,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+from pipeline import scratch
 
 # What the supervisor tells each worker, outside the PIPELINE_ settings namespace.
 FD_VAR, PORT_VAR, INDEX_VAR, READY_VAR = (
@@ -203,8 +204,8 @@ def supervise(
     status. ``args`` are the `pipeline serve` options the workers get (the release or
     package); ``drain`` the seconds they keep answering after a signal."""
     port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="pipeline-serve-") as tmp:
-        ready_path = str(Path(tmp) / "ready")
+    with scratch.folder("pipeline-serve-") as tmp:
+        ready_path = str(tmp / "ready")
         Path(ready_path).write_bytes(bytes(count))
         board = Readiness(ready_path, 0, count)
         dispatcher = Dispatcher(sock, count)
