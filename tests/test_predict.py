@@ -282,7 +282,10 @@ def test_a_bad_cell_under_a_release_gives_advice_that_works(chain: dict[str, Any
                     PIPELINE_RUN__ID_COLUMN="LotArea")  # fmt: skip
     message = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
     assert done.returncode == 4 and len(message) == 1, done.stderr
-    assert "has no id column 'Id'" in message[0] and "which this release fixes" in message[0]
+    assert (
+        "has no id column 'Id'" in message[0]
+        and "which a release keeps as it was created with" in message[0]
+    )
     assert "set it to an existing column" not in message[0]
 
 

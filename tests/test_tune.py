@@ -279,6 +279,9 @@ def test_a_trial_that_needs_more_cpus_than_the_cluster_has_is_exit_3(tmp_path: P
     done = run_cli("tune", "--trials", "2", env=env, timeout=120)
     assert done.returncode == 3, done.stderr[-2000:]
     assert done.stderr.startswith("error: PIPELINE_TUNE__CPUS_PER_TRIAL=200 needs")
+    # Embedded, the CPUs are this machine's: "the Ray cluster has 2" sent the user to a
+    # cluster they never named.
+    assert "this machine has" in done.stderr and "set RAY_ADDRESS to a larger" in done.stderr
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "store" / "tunes").exists()
 

@@ -209,16 +209,22 @@ def _search(
                 )
                 storage = stack.enter_context(trials.experiment_dir())
                 if where.cpus < t.cpus_per_trial:  # Ray would wait for them forever
+                    has = (
+                        f"this machine has {where.cpus} (Ray runs embedded): lower it, or set "
+                        "RAY_ADDRESS to a larger cluster"
+                        if where.embedded
+                        else f"the Ray cluster has {where.cpus}: lower it, or use a larger cluster"
+                    )
                     raise ConfigError(
                         f"PIPELINE_TUNE__CPUS_PER_TRIAL={t.cpus_per_trial} needs that many CPUs "
-                        f"for one trial, and the Ray cluster has {where.cpus}: lower it, or "
-                        "use a larger cluster"
+                        f"for one trial, and {has}"
                     )
                 fits = max(1, where.cpus // t.cpus_per_trial)  # Ray runs no more at once
                 concurrency = min(t.concurrency, fits) if t.concurrency else fits
                 log.info(
                     "tune.cluster", address=where.address, embedded=where.embedded,
                     nodes=where.nodes, cpus=where.cpus, concurrency=concurrency,
+                    asked=t.concurrency or None,
                 )  # fmt: skip
                 opened.append((storage, concurrency))
             return opened[0]

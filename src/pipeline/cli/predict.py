@@ -110,12 +110,13 @@ def _is_stdout(path: Path) -> bool:
 _ON_ERROR = "set PIPELINE_RUN__ON_ERROR=column to report bad rows in an error column"
 _ON_ERROR_RELEASED = (
     "report bad rows in an error column with a release created under "
-    "PIPELINE_RUN__ON_ERROR=column (this release fixes it), or with --package and that setting"
+    "PIPELINE_RUN__ON_ERROR=column (a release keeps the setting it was created with), or with "
+    "--package and that setting"
 )
 _ID_COLUMN = "(PIPELINE_RUN__ID_COLUMN): set it to an existing column or unset it"
 _ID_COLUMN_RELEASED = (
-    "(PIPELINE_RUN__ID_COLUMN, which this release fixes): add the column, or use a release "
-    "created with another id column, or --package"
+    "(PIPELINE_RUN__ID_COLUMN, which a release keeps as it was created with): add the column, "
+    "or use a release created with another id column, or --package"
 )
 
 
