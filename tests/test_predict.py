@@ -543,7 +543,7 @@ def test_a_fresh_predict_loads_torch_with_the_collector_paused_then_frozen(
 def test_a_globstar_in_a_workers_pattern_matches_any_depth(tmp_path: Path) -> None:
     """`predict 'nest/**/*.csv' --workers 2` read one level of folders: nest/c/d/x.csv was
     skipped without a word. ``**`` now matches any depth, as Spark's and the shell's."""
-    from pipeline.predict.distributed import inputs
+    from pipeline.predict.inputs import inputs
 
     for name in ("a.csv", "b/y.csv", "c/d/x.csv", "c/d/notes.txt"):
         (tmp_path / "nest" / name).parent.mkdir(parents=True, exist_ok=True)

@@ -309,6 +309,22 @@ def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(
     assert [f["input"] for f in manifest["files"]] == [str(Path("mixed") / "t0.csv")]
 
 
+def test_a_file_named_twice_is_read_once_with_a_warning(chain: dict[str, Any]) -> None:
+    """`predict a.csv a.csv --workers 2` wrote one part of a.csv's rows without a word: the
+    user may have meant another file. Read once, and a `predict.inputs_repeated` warning."""
+    root = chain["root"]
+    done = _predict(chain, "in/t0.csv", "in/t0.csv", "in/t2.csv", "--workers", "2",
+                    "-o", "twice-out")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned = event(done.stdout, "predict.inputs_repeated")
+    assert (warned["count"], warned["first"]) == (1, [str(Path("in") / "t0.csv")])
+    manifest = json.loads((root / "twice-out" / "manifest.json").read_text())
+    assert [f["input"] for f in manifest["files"]] == [
+        str(Path("in") / "t0.csv"),
+        str(Path("in") / "t2.csv"),
+    ]
+
+
 def test_workers_from_the_environment_do_not_turn_a_file_output_into_a_folder(
     chain: dict[str, Any],
 ) -> None:

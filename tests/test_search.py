@@ -16,6 +16,7 @@ import pytest
 from pipeline import search, tune
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings, load
+from pipeline.settings.space import check_fits
 
 
 def _settings(tmp_path: Path, **env: str) -> Settings:
@@ -302,10 +303,10 @@ def test_the_space_is_checked_beside_the_settings_as_configured(
     checks those beside the settings as configured (``search.check_fits``), exit 3."""
     settings = _settings(tmp_path, PIPELINE_TUNE__SPACE=json.dumps(space), **env)
     if refused is None:
-        search.check_fits(settings)
+        check_fits(settings)
         return
     with pytest.raises(ConfigError) as caught:
-        search.check_fits(settings)
+        check_fits(settings)
     message = caught.value.message
     assert caught.value.exit_code == 3 and "\n" not in message
     assert message.startswith("invalid setting tune.space from env var PIPELINE_TUNE__SPACE: ")

@@ -141,26 +141,6 @@ def check_trials(settings: Settings, n: int) -> None:
         )
 
 
-def check_fits(settings: Settings) -> None:
-    """ConfigError when values the space can draw break a rule across one section's settings
-    (the weight bound of ``model.hidden`` times ``model.members``) beside the settings as
-    configured: settings load checks each value beside the section's defaults only, so
-    ``[4096, 4096, 4096]`` with 1 member set was refused there for the default 4 members, and
-    ``[4096, 2048]`` with 16 members passed and failed every trial that drew it."""
-    from pydantic_core import PydanticCustomError
-
-    from pipeline.settings.sections import FeatureSettings, ModelSettings, TrainSettings
-
-    sections = {"features": FeatureSettings, "model": ModelSettings, "train": TrainSettings}
-    base = {name: getattr(settings, name) for name in sections}
-    try:
-        space.check_space(settings.tune.space, sections, base)  # type: ignore[arg-type]
-    except PydanticCustomError as exc:
-        where = settings.source_of("tune", "space")
-        said = f"from {where}" if settings.is_set("tune", "space") else "(the default space)"
-        raise ConfigError(f"invalid setting tune.space {said}: {exc.message()}") from None
-
-
 def _within(dimension: dict[str, Any], value: Any) -> bool:
     """Whether ``value`` is one the dimension can draw (a choice, or an integer in range)."""
     ((kind, spec),) = dimension.items()

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline import __version__, artifacts, halving, search, trials
 from pipeline.errors import ConfigError, IntegrityError, Interrupted, TrialsFailed
 from pipeline.prepare import Prepared, prepare
-from pipeline.settings import Settings, preset_toml
+from pipeline.settings import Settings, preset_toml, space
 from pipeline.store import Store, canonical_json
 
 LATEST = "latest-tune"
@@ -53,7 +53,7 @@ def run(
     """The whole search: prepare, draw, run on Ray, rank, record; see the module docstring."""
     t0 = time.perf_counter()
     n = settings.tune.trials
-    search.check_fits(settings)
+    space.check_fits(settings)
     search.check_trials(settings, n)
     data = prepare(settings, store, log)
     metric = search.metric_for(settings, data.schema.task, data.schema.target_transform)
@@ -208,17 +208,7 @@ def _search(
                     cluster.session(address, connect_timeout=timeout, kept=kept)
                 )
                 storage = stack.enter_context(trials.experiment_dir())
-                if where.cpus < t.cpus_per_trial:  # Ray would wait for them forever
-                    has = (
-                        f"this machine has {where.cpus} (Ray runs embedded): lower it, or set "
-                        "RAY_ADDRESS to a larger cluster"
-                        if where.embedded
-                        else f"the Ray cluster has {where.cpus}: lower it, or use a larger cluster"
-                    )
-                    raise ConfigError(
-                        f"PIPELINE_TUNE__CPUS_PER_TRIAL={t.cpus_per_trial} needs that many CPUs "
-                        f"for one trial, and {has}"
-                    )
+                _check_cpus(where, t.cpus_per_trial)
                 fits = max(1, where.cpus // t.cpus_per_trial)  # Ray runs no more at once
                 concurrency = min(t.concurrency, fits) if t.concurrency else fits
                 log.info(
@@ -388,6 +378,23 @@ def load(store: Store, ref: str | None) -> tuple[str, dict[str, Any]]:
 
 
 # -- the winner as a preset ------------------------------------------------------------------
+
+
+def _check_cpus(where: Any, cpus_per_trial: int) -> None:
+    """ConfigError when one trial needs more CPUs than the cluster (``cluster.Cluster``) has:
+    Ray would keep it pending forever."""
+    if where.cpus >= cpus_per_trial:
+        return
+    has = (
+        f"this machine has {where.cpus} (Ray runs embedded): lower it, or set RAY_ADDRESS to "
+        "a larger cluster"
+        if where.embedded
+        else f"the Ray cluster has {where.cpus}: lower it, or use a larger cluster"
+    )
+    raise ConfigError(
+        f"PIPELINE_TUNE__CPUS_PER_TRIAL={cpus_per_trial} needs that many CPUs for one trial, "
+        f"and {has}"
+    )
 
 
 def write_preset(

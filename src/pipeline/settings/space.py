@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from pipeline.settings.tree import Settings
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 # Sections whose fields may be searched, and the fields of those that may not (they choose the
@@ -150,6 +153,25 @@ def _typed(annotation: Any, value: Any) -> Any:
 
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     return adapter.dump_python(adapter.validate_python(value), mode="json")
+
+
+def check_fits(settings: Settings) -> None:
+    """ConfigError when values the space can draw break a rule across one section's settings
+    (the weight bound of ``model.hidden`` times ``model.members``) beside the settings as
+    configured: settings load checks each value beside the section's defaults only, so
+    ``[4096, 4096, 4096]`` with 1 member set was refused there for the default 4 members, and
+    ``[4096, 2048]`` with 16 members passed and failed every trial that drew it."""
+    from pipeline.errors import ConfigError
+    from pipeline.settings.sections import FeatureSettings, ModelSettings, TrainSettings
+
+    sections = {"features": FeatureSettings, "model": ModelSettings, "train": TrainSettings}
+    base = {name: getattr(settings, name) for name in sections}
+    try:
+        check_space(settings.tune.space, sections, base)  # type: ignore[arg-type]
+    except PydanticCustomError as exc:
+        where = settings.source_of("tune", "space")
+        said = f"from {where}" if settings.is_set("tune", "space") else "(the default space)"
+        raise ConfigError(f"invalid setting tune.space {said}: {exc.message()}") from None
 
 
 def _beside(
