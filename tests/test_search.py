@@ -336,8 +336,10 @@ def test_a_drawn_combination_the_settings_refuse_fails_its_trial_with_one_line(
 def test_a_damaged_record_of_an_interrupted_search_is_run_again_not_a_traceback(
     tmp_path: Path,
 ) -> None:
-    """`tune --resume` read each finished run's record as it was: one cut short (or edited)
-    was a JSONDecodeError traceback. It is now work to do again, named in a warning."""
+    """`tune --resume` read each finished run's record as it was: one cut short was a
+    JSONDecodeError traceback, one edited was used silently. Each record carries the sha256 of
+    its content: one cut short, edited, without its digest (an earlier version's) or kept under
+    another run's name is work to do again, named in a warning."""
     from pipeline.store import Store
     from pipeline.trials import Partial
 
@@ -358,11 +360,18 @@ def test_a_damaged_record_of_an_interrupted_search_is_run_again_not_a_traceback(
     key = f"{partial.prefix}/00001-00.json"
     store.write(key, store.read_bytes(key)[:20])  # cut short
     store.write_json(f"{partial.prefix}/00002-00.json", {"status": "ok"})  # no trial
+    partial.record({**ok, "trial": 3})
+    edited = f"{partial.prefix}/00003-00.json"
+    store.write_json(edited, {**store.read_json(edited), "score": 0.1})
+    store.write_json(f"{partial.prefix}/00004-00.json", {**ok, "trial": 4})  # no digest
+    store.write(
+        f"{partial.prefix}/00005-00.json", store.read_bytes(f"{partial.prefix}/00000-00.json")
+    )
     log = Log()
     done = partial.load(log)
-    assert sorted(done) == [0] and done[0]["score"] == 0.5
+    assert sorted(done) == [0] and done[0] == ok
     damaged = sorted(fields["key"] for event, fields in log.warnings)
-    assert damaged == [key, f"{partial.prefix}/00002-00.json"]
+    assert damaged == [key, *(f"{partial.prefix}/0000{n}-00.json" for n in range(2, 6))]
     assert all(event == "tune.resume_record_damaged" for event, _ in log.warnings)
 
 

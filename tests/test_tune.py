@@ -384,6 +384,39 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 
+def test_an_edited_kept_record_is_named_and_run_again_on_resume(tmp_path: Path) -> None:
+    """A kept trial's score (and its metrics, consistently) edited between Ctrl-C and
+    `--resume` was used as it was: no warning, and the forged trial won. Each record carries
+    the sha256 of its content: the edited one is a tune.resume_record_damaged warning naming
+    it, its trial runs again, and the search ends as the uninterrupted one did."""
+    from pipeline.search import better
+
+    uninterrupted = _tune(tmp_path / "a", "--trials", "3", **SLOW)
+    where = tmp_path / "b"
+    proc = _start(where, "--trials", "3", **SLOW)
+    _wait_for_trials(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    store = where / "store"
+    path = sorted(store.glob("tune-partial/*/*.json"))[0]
+    kept = json.loads(path.read_text())
+    metric = uninterrupted["metric"]
+    forged = 1.0 if better(metric) == "max" else 1e-6  # a score that wins
+    assert kept["metrics"][metric] == kept["score"] != forged
+    kept["score"] = kept["metrics"][metric] = forged
+    path.write_text(json.dumps(kept))
+    done = run_cli("tune", "--trials", "3", "--resume", env=_env(where, **SLOW), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warned = [e for e in events(done.stdout) if e["event"] == "tune.resume_record_damaged"]
+    key = path.relative_to(store).as_posix()
+    assert [e["key"] for e in warned] == [key] and key in warned[0]["message"]
+    resumed = event(done.stdout, "tune.summary")
+    assert resumed["tune_id"] == uninterrupted["tune_id"]
+    assert resumed["winner"] == uninterrupted["winner"] and resumed["score"] != forged
+    assert _trials(where, resumed["tune_id"]) == _trials(tmp_path / "a", resumed["tune_id"])
+
+
 def test_a_second_sigterm_while_the_runtime_stops_leaves_no_temporary_folder(
     tmp_path: Path,
 ) -> None:

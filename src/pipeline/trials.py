@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import json
 import logging
 import os
 import re
@@ -260,18 +261,17 @@ class Partial:
         for name in sorted(self.store.list(self.prefix)):
             key = f"{self.prefix}/{name}"
             try:
-                result = self.store.read_json(key)
-                if isinstance(result, dict) and result.get("status") == "ok":
-                    merged = copy.deepcopy(done)  # kept only if the whole record merges
-                    merge(merged, result)
-                    done = merged
-            except (ValueError, KeyError, TypeError, AttributeError):
-                # A damaged record (cut short, edited) is work to do again, as if never
-                # finished: it was a traceback. Runs are deterministic, so the result holds.
+                result = _verified(self.store.read_json(key), name)
+                merged = copy.deepcopy(done)  # kept only if the whole record merges
+                merge(merged, result)
+                done = merged
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # A damaged record (cut short, edited, of an earlier version) is work to do
+                # again, as if never finished. Runs are deterministic, so the result holds.
                 log.warning(
                     "tune.resume_record_damaged", key=key,
-                    message=f"{key} in store {self.store.uri} is not a finished run's result: "
-                    "that run is repeated",
+                    message=f"{key} in store {self.store.uri} is not a finished run's result "
+                    f"({_reason(exc)}): that run is repeated",
                 )  # fmt: skip
         if not done:
             log.warning("tune.resume", message="no finished trial of this search to resume")
@@ -282,11 +282,67 @@ class Partial:
         return {}
 
     def record(self, result: dict[str, Any]) -> None:
-        first = min((int(f) for f in result.get("per_fold", {})), default=0)
-        self.store.write_json(f"{self.prefix}/{int(result['trial']):05d}-{first:02d}.json", result)
+        """Keep a finished run's result, with the sha256 of its canonical JSON (``load``
+        checks it, as the store checks a build's files against its manifest)."""
+        kept = json.loads(canonical_json(result))  # as it reads back: the digest's input
+        kept[DIGEST] = _digest(kept)
+        self.store.write_json(f"{self.prefix}/{_record_name(kept)}", kept)
 
     def discard(self) -> None:
         self.store.delete_all(self.prefix)
+
+
+# A kept record's field holding the sha256 of the canonical JSON of the rest of it.
+DIGEST = "sha256"
+
+
+def _digest(result: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        canonical_json({k: v for k, v in result.items() if k != DIGEST})
+    ).hexdigest()
+
+
+def _record_name(result: dict[str, Any]) -> str:
+    """The file a run's result is kept in: its trial and its first fold (0 when whole)."""
+    first = min((int(f) for f in result.get("per_fold", {})), default=0)
+    return f"{int(result['trial']):05d}-{first:02d}.json"
+
+
+def _verified(record: Any, name: str) -> dict[str, Any]:
+    """The finished run's result kept in file ``name``, its digest removed; ValueError or
+    TypeError (the reason) unless its content is what was written there: its digest matches
+    (a record of an earlier version has none: it is run again), it is an ok run's result of
+    the shape a run reports, and it is kept under its own trial's and fold's name."""
+    if not isinstance(record, dict):
+        raise TypeError("not a JSON object")
+    if not isinstance(record.get(DIGEST), str):
+        raise ValueError(f"no {DIGEST} of its content: written by an earlier version or edited")
+    if record[DIGEST] != _digest(record):
+        raise ValueError(f"its content does not match its {DIGEST}: edited or damaged")
+    result = {k: v for k, v in record.items() if k != DIGEST}
+    number: tuple[type, ...] = (int, float)
+    shapes: dict[str, tuple[type, ...]] = {
+        "trial": (int,), "score": number, "metrics": (dict,), "epochs": (int,), "seconds": number,
+    }  # fmt: skip
+    wrong = [k for k, t in shapes.items() if isinstance(result.get(k), bool)
+             or not isinstance(result.get(k), t)]  # fmt: skip
+    if wrong or result.get("status") != "ok":
+        raise ValueError(f"not an ok run's result: {', '.join(wrong) or 'status'}")
+    folds = result.get("per_fold", {})
+    if not isinstance(folds, dict) or not all(
+        isinstance(f, str) and f.isdigit() and isinstance(r, dict) for f, r in folds.items()
+    ):
+        raise ValueError("its per_fold is not each fold's result by number")
+    if _record_name(result) != name:
+        raise ValueError(f"it is the result of another run ({_record_name(result)})")
+    return result
+
+
+def _reason(exc: Exception) -> str:
+    """Why a kept record was refused, in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return "not JSON: cut short or damaged"
+    return str(exc) if isinstance(exc, ValueError | TypeError) else f"{type(exc).__name__}: {exc}"
 
 
 def merge(state: dict[int, dict[str, Any]], result: dict[str, Any]) -> None:
