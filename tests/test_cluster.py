@@ -11,6 +11,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -258,7 +259,7 @@ def test_ray_temp_folders_stay_short_enough_for_its_sockets(tmp_path: Path) -> N
         assert made.name.startswith("pipeline-ray-") and made.parent != long_root
         assert len(str(made)) <= cluster._MAX_TEMP_DIR
     finally:
-        made.rmdir()
+        shutil.rmtree(made)  # it holds its mark (``scratch``)
 
 
 @pytest.mark.parametrize(
