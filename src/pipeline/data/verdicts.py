@@ -195,8 +195,9 @@ def refuse_extreme(
     if len(y) < 4:
         return
     q1, median, q3 = np.quantile(y, [0.25, 0.5, 0.75])
-    spread = float(q3 - q1)
-    far = np.abs(y - median)
+    with np.errstate(over="ignore"):  # values near 1.8e308: an infinite spread refuses nothing
+        spread = float(q3 - q1)
+        far = np.abs(y - median)
     worst = int(np.argmax(far))
     if spread > 0.0 and float(far[worst]) > EXTREME_SPREADS * spread:
         raise cells.cell_error(
