@@ -426,3 +426,18 @@ def test_a_target_near_float64s_largest_is_judged_without_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         refuse_extreme(y, pd.Series(y), "y", "f.csv")
+
+
+def test_quantiles_between_float64s_extremes_are_computed_without_a_warning() -> None:
+    """Neighbours -1.7e308 and 1.7e308 interpolate to NaN (inf * 0) at an exact position, as
+    in numpy's quantile; fit_numeric computes such statistics again, finite, but numpy's
+    RuntimeWarning reached the user's stderr (hypothesis found it)."""
+    import warnings
+
+    from pipeline.features.preprocessor import fit_numeric
+
+    x = np.array([-1.7e308, -1.7e308, 1.7e308, 1.7e308, 1.7e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state = fit_numeric("a", x, FeatureSettings())
+    assert all(np.isfinite([state.center, state.scale, state.low, state.high]))

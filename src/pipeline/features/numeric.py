@@ -165,7 +165,10 @@ def order_statistics(
             x, np.unique(wanted)
         )  # the middle positions are among the neighbours of the 0.5 quantile
     middle = ordered[half - 1 : half + 1] if n % 2 == 0 else ordered[half : half + 1]
-    with np.errstate(over="ignore"):
+    # Neighbours more than float64's largest apart (-1.7e308, 1.7e308) interpolate to inf or
+    # NaN (inf * 0), as in numpy's own quantile: the callers compute those again (clip_range,
+    # _robust_scale), and numpy's RuntimeWarning went to the user's stderr.
+    with np.errstate(over="ignore", invalid="ignore"):
         median = float(np.mean(middle)) + 0.0  # + 0.0: -0.0 becomes 0.0
         a, b = ordered[previous], ordered[following]
         gamma = np.asanyarray(virtual - previous, dtype=virtual.dtype)
