@@ -28,6 +28,28 @@ from pipeline.errors import ConfigError, SourceError
 
 
 @pytest.mark.ray
+def test_an_embedded_session_stops_its_runtimes_processes_and_no_other(tmp_path: Path) -> None:
+    """After the session, every process the runtime started is stopped (its agents outlived a
+    stopped command by a minute), and a child the process had before ``ray.init`` (and that
+    child's own child) is left running: the reaping took every descendant."""
+    code = textwrap.dedent("""\
+        import os, signal, subprocess, sys
+        from pipeline import cluster
+        child = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        with cluster.session(None, connect_timeout=5, cpus=1):
+            during = cluster._descendants()
+        after = cluster._descendants()
+        print(child.poll() is None, len(after), len(during) > len(after))
+        os.killpg(child.pid, signal.SIGKILL)
+        """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "2", "True"], done.stdout
+
+
+@pytest.mark.ray
 @pytest.mark.slow
 def test_an_embedded_session_is_one_private_node_and_writes_nothing_to_stdout(
     tmp_path: Path,

@@ -111,6 +111,7 @@ def _session(
             _shutdown(ray)
         return
     temp_dir = _temp_dir(temp_root)
+    before = _descendants()  # this process's own children, not the runtime's: never reaped
     try:
         with _keeping_sigterm():
             ray.init(
@@ -124,7 +125,7 @@ def _session(
         yield _describe(ray, None)
     finally:
         with signals.held(then_stop=True, second_stops=False):  # a second one broke it off
-            started = _descendants()
+            started = _descendants(leave=before)
             _shutdown(ray)
             _reap(started)
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -172,8 +173,9 @@ def _shutdown(ray: Any) -> None:
                 signal.signal(signum, handler)
 
 
-def _descendants() -> dict[int, str]:
-    """This process's descendants (pid: start time), from /proc; none where there is none."""
+def _descendants(leave: dict[int, str] | None = None) -> dict[int, str]:
+    """This process's descendants (pid: start time), from /proc; none where there is none.
+    ``leave``: children (an earlier call's) left out, with everything below them."""
     parents: dict[int, tuple[int, str]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -186,7 +188,7 @@ def _descendants() -> dict[int, str]:
     while frontier:
         parent = frontier.pop()
         for pid, (ppid, started) in parents.items():
-            if ppid == parent and pid not in found:
+            if ppid == parent and pid not in found and (leave or {}).get(pid) != started:
                 found[pid] = started
                 frontier.append(pid)
     return found
@@ -194,7 +196,8 @@ def _descendants() -> dict[int, str]:
 
 def _reap(started: dict[int, str], patience: float = 2.0) -> None:
     """Stop the processes of ``started`` (``_descendants``) still running after
-    ``ray.shutdown()``: SIGTERM, then SIGKILL after ``patience`` seconds. A private runtime's
+    ``ray.shutdown()``: SIGTERM, then SIGKILL after ``patience`` seconds (``_session`` leaves
+    out the children the process had before ``ray.init``, and theirs). A private runtime's
     dashboard and runtime-env agents are the raylet's children, not the driver's: when a stop
     cut ``ray.init`` or the run short, they outlived the command by a minute, reparented to
     init. A pid whose start time changed is another process by now, and is left alone."""
