@@ -292,6 +292,29 @@ def test_missing_markers_apply_to_parquet_text(tmp_path: Path) -> None:
     assert frame["colour"].isna().tolist()[:5] == [True, False, False, True, False]
 
 
+def test_parquet_text_reads_alike_with_or_without_dictionary_pages(tmp_path: Path) -> None:
+    """Text that Parquet stores with a dictionary per row group is read as Arrow dictionaries
+    (its values decoded once each) and made plain, its missing markers found among each row
+    group's own values: the frame and the schema are those of the same text stored plain."""
+    rng = np.random.default_rng(0)
+    colour = rng.choice(["red", "blue", "green"], 3000).astype(object)
+    colour[2500:2600] = "NA"  # markers in the last row groups only
+    colour[2700:2710] = "?"
+    colour[100:110] = None
+    table = pa.table({"colour": pa.array(colour, pa.string()), "x": rng.random(3000),
+                      "y": rng.random(3000)})  # fmt: skip
+    dictionary, plain = tmp_path / "dictionary.parquet", tmp_path / "plain.parquet"
+    pq.write_table(table, dictionary, row_group_size=1000)  # three dictionaries
+    pq.write_table(table, plain, row_group_size=1000, use_dictionary=False)
+    assert read._dictionary_text(dictionary) == ["colour"]
+    assert read._dictionary_text(plain) == []
+    markers = {"missing_values": ["NA", "?", ""]}
+    (a, found_a), (b, found_b) = _train_frame(dictionary, **markers), _train_frame(plain, **markers)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["colour"].isna().sum() == 120 and found_a == found_b
+    assert str(a["colour"].dtype) == str(b["colour"].dtype)
+
+
 @pytest.mark.parametrize(
     ("values", "what"),
     [

@@ -61,20 +61,47 @@ def _plain(column: pa.ChunkedArray, missing_values: list[str]) -> pa.ChunkedArra
 
     t = pa.types
     if isinstance(column.type, pa.DictionaryType):
+        if missing_values and _is_text(column.type.value_type):
+            column = _marked_in_dictionary(column, missing_values)
         column = column.cast(column.type.value_type)
+        missing_values = []  # looked for among the distinct values
     if t.is_decimal(column.type):
         column = column.cast(pa.float64())
     elif t.is_float16(column.type):
         column = column.cast(pa.float32())
-    elif (
-        t.is_string(column.type) or t.is_large_string(column.type) or t.is_string_view(column.type)
-    ):
+    elif _is_text(column.type):
         if t.is_string_view(column.type):
             column = column.cast(pa.string())
         if missing_values:
             marked = pc.is_in(column, value_set=pa.array(missing_values, column.type))
             column = pc.if_else(marked, pa.scalar(None, column.type), column)
     return column
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    t = pa.types
+    return bool(t.is_string(kind) or t.is_large_string(kind) or t.is_string_view(kind))
+
+
+def _marked_in_dictionary(column: pa.ChunkedArray, missing_values: list[str]) -> pa.ChunkedArray:
+    """A dictionary-encoded text column whose cells spelt as a missing marker are null: the
+    markers are looked for once per distinct value of each chunk, not once per cell."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    value_type = column.type.value_type
+    markers = pa.array(missing_values, pa.string()).cast(value_type)
+    chunks = []
+    for chunk in column.chunks:
+        marked = pc.is_in(chunk.dictionary, value_set=markers)
+        if pc.any(marked).as_py():
+            hit = pc.fill_null(pc.take(marked, chunk.indices), False)
+            indices = pc.if_else(hit, pa.scalar(None, chunk.indices.type), chunk.indices)
+            chunk = pa.DictionaryArray.from_arrays(indices, chunk.dictionary)
+        chunks.append(chunk)
+    return pa.chunked_array(chunks, column.type)
 
 
 def plain(

@@ -157,7 +157,10 @@ def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> p
     try:
         # pre_buffer reads every column chunk's bytes before decoding (a win on object stores,
         # nothing on a local disk) and holds them all at once: 2x the table at the peak.
-        return without_pandas_index(pq.read_table(path, columns=columns, pre_buffer=False))
+        table = pq.read_table(
+            path, columns=columns, pre_buffer=False, read_dictionary=_dictionary_text(path)
+        )
+        return without_pandas_index(table)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         try:  # a sound file whose columns share a name: "Multiple matches for FieldRef"
             names = list(pq.read_schema(path).names)
@@ -168,6 +171,30 @@ def _read_parquet(path: Path, shown: str, columns: list[str] | None = None) -> p
             f"dataset {shown} is not a readable Parquet file ({first_line(exc)}): it may be "
             "truncated or damaged; write it again"
         ) from exc
+
+
+def _dictionary_text(path: Path) -> list[str]:
+    """The text columns of a Parquet file that every row group stores dictionary-encoded.
+
+    Read as Arrow dictionaries, their values are decoded once per distinct value instead of
+    once per cell (1M rows x 5 such columns: 20 ms against 100), and missing markers are
+    looked for among the distinct values (``columns.plain``, which then decodes them). A
+    column written without a dictionary is read as text: encoding it would hash every cell.
+    """
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    schema = meta.schema
+    text = [  # top-level text columns (a struct's fields are refused later anyway)
+        j for j in range(meta.num_columns)
+        if schema.column(j).logical_type.type == "STRING"
+        and schema.column(j).path == schema.column(j).name
+    ]  # fmt: skip
+    return [
+        schema.column(j).path
+        for j in text
+        if all(meta.row_group(g).column(j).has_dictionary_page for g in range(meta.num_row_groups))
+    ]
 
 
 _UNNAMED_INDEX = re.compile(r"__index_level_\d+__")
