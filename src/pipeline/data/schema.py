@@ -112,6 +112,12 @@ def _infer_kind(series: pd.Series) -> str:
 def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> str:
     import pandas as pd
 
+    numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    # More than _FEW_CODES distinct numbers among the first rows settle it: an amount (the
+    # checks below would all pass), without hashing a million values (40 ms).
+    first = target.iloc[:_FIRST_ROWS]
+    if numeric and declared in ("auto", "regression") and first.nunique() > _FEW_CODES:
+        return "regression"
     distinct = target.dropna().unique()
     if len(distinct) < 2:
         value = cells.plain(distinct[0]) if len(distinct) else None
@@ -126,7 +132,6 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
                 "PIPELINE_DATA__TASK=binary expects 2: use multiclass or regression"
             )
         return declared
-    numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
     if numeric and len(distinct) > 2:
         codes = len(distinct) <= _FEW_CODES and 2 * len(distinct) <= target.notna().sum()
         if codes and all(float(v).is_integer() for v in distinct):
@@ -144,6 +149,8 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
 # (1, 2, 3; a quality score of 3 to 8), reads as classes as well as amounts: `task=auto`
 # refuses to pick.
 _FEW_CODES = 10
+# How many rows ``_resolve_task`` looks at first for a numeric target.
+_FIRST_ROWS = 4096
 
 
 def _text_column(
@@ -171,7 +178,7 @@ def _text_column(
             f"PIPELINE_DATA__MISSING_VALUES if it means missing, or {advice}",
             "column",
         )
-    mostly = verdicts.mostly_booleans(series)
+    mostly = verdicts.mostly_booleans(series, profile)
     if mostly is not None:
         row, value, count, total = mostly
         raise verdicts.bad_cell(
@@ -183,7 +190,7 @@ def _text_column(
             "column",
         )
     present = int(profile.present.sum())
-    distinct = int(series.nunique(dropna=True))
+    distinct = len(profile.uniques)  # the present values, as ``nunique`` counts them
     if present >= IDENTIFIER_MIN_ROWS and distinct == present:
         warning = (
             f"column '{name}' has a different value in every row (an identifier?): ignored; "

@@ -56,17 +56,32 @@ DATE = rf"^\s*(?:{_DAY})?(?:(?:{_DATE})(?:(?:t|\s+|\s*,\s*){_TIME})?|{_TIME}){_Z
 
 @dataclass(frozen=True)
 class Profile:
-    """Which present cells of a text column are plain numbers, formatted numbers or dates."""
+    """Which present cells of a text column are plain numbers, formatted numbers or dates,
+    and the column's distinct values (``uniques``) with each cell's code into them (-1 for a
+    missing cell), so that other questions about its values are asked once per value."""
 
     present: np.ndarray
     numbers: np.ndarray
     formatted: np.ndarray
     dates: np.ndarray
+    codes: np.ndarray
+    uniques: np.ndarray
 
     def share(self, mask: np.ndarray) -> float:
         """The share of present cells where ``mask`` holds (0 for a column with none)."""
         total = int(self.present.sum())
         return int(mask.sum()) / total if total else 0.0
+
+    def spread(self, per_value: np.ndarray) -> np.ndarray:
+        """A mask over the distinct values made a mask over the cells (missing: False)."""
+        return _spread(per_value, self.codes)
+
+
+def _spread(per_value: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    out: np.ndarray = np.append(per_value, False)[codes]
+    return out
 
 
 def _matching(texts: Any, pattern: str) -> np.ndarray:
@@ -82,22 +97,23 @@ def profile(series: pd.Series) -> Profile:
 
     Cells that are not text (numbers among Python objects) are judged by the number rule only.
     """
-    import numpy as np
     import pandas as pd
     import pyarrow as pa
 
-    codes, uniques = pd.factorize(series)  # code -1: a missing cell
-    values = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    codes, uniques = cells.factorize(series)  # code -1: a missing cell
+    values = pd.Series(uniques, dtype=object)
     numbers = cells.are_numbers(values)
     texts = pa.array([v if isinstance(v, str) else None for v in values], pa.string())
     formatted = _matching(texts, FORMATTED_NUMBER) & ~numbers
     dates = _matching(texts, DATE) & ~numbers
-
-    def spread(mask: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.append(mask, False)[codes]
-        return out
-
-    return Profile(codes >= 0, spread(numbers), spread(formatted), spread(dates))
+    return Profile(
+        codes >= 0,
+        _spread(numbers, codes),
+        _spread(formatted, codes),
+        _spread(dates, codes),
+        codes,
+        uniques,
+    )
 
 
 def is_temporal(series: pd.Series) -> bool:

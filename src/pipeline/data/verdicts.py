@@ -40,6 +40,8 @@ def mostly(
     if total == 0 or count == total:
         return None
     if count < MOSTLY * total:
+        if not placeholder or count < total / 10:  # too few either way (below): not looked at
+            return None
         others = series[present & ~matches]
         if not placeholder or len(others) < 2 or others.nunique() != 1:
             return None
@@ -49,9 +51,17 @@ def mostly(
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
 
 
-def mostly_booleans(series: pd.Series) -> tuple[int, Any, int, int] | None:
-    """``mostly`` for the cells spelt as true/false words (``cells.BOOLEAN_WORDS``)."""
-    return mostly(series, cells.are_boolean_words(series))
+def mostly_booleans(
+    series: pd.Series, profile: spellings.Profile | None = None
+) -> tuple[int, Any, int, int] | None:
+    """``mostly`` for the cells spelt as true/false words (``cells.BOOLEAN_WORDS``); with the
+    column's ``profile``, asked once per distinct value."""
+    if profile is None:
+        return mostly(series, cells.are_boolean_words(series))
+    import pandas as pd
+
+    words = cells.are_boolean_words(pd.Series(profile.uniques, dtype=object))
+    return mostly(series, profile.spread(words))
 
 
 def bad_cell(name: str, label: str, row: int, value: Any, tail: str, subject: str) -> DataError:
@@ -140,7 +150,7 @@ def text_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -> p
     )
     for found, what in (
         (mostly(target, profile.numbers, placeholder=True), "numbers"),
-        (mostly_booleans(target), "true/false"),
+        (mostly_booleans(target, profile), "true/false"),
     ):
         if found is not None:
             row, value, count, total = found
