@@ -58,15 +58,16 @@ def split_rows(n: int, labels: np.ndarray | None, val: float, test: float, seed:
         if labels is None
         else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     )
-    parts: list[list[np.ndarray]] = [[], [], []]
+    # Each row's part (0 train, 1 validation, 2 test); the parts' positions in order are then
+    # one pass each, where sorting each part's shuffled positions took 60 ms at 1M rows.
+    part = np.zeros(n, dtype=np.int8)
     for group in groups:
         shuffled = rng.permutation(group)
         n_test = round(len(group) * test)
         n_val = round(len(group) * val)
-        parts[2].append(shuffled[:n_test])
-        parts[1].append(shuffled[n_test : n_test + n_val])
-        parts[0].append(shuffled[n_test + n_val :])
-    train_i, val_i, test_i = (np.sort(np.concatenate(p)).astype(np.int64) for p in parts)
+        part[shuffled[:n_test]] = 2
+        part[shuffled[n_test : n_test + n_val]] = 1
+    train_i, val_i, test_i = (np.flatnonzero(part == k).astype(np.int64) for k in range(3))
     return Split(train_i, val_i, test_i)
 
 
