@@ -318,6 +318,57 @@ def test_order_statistics_are_numpy_s_median_and_quantiles_bit_for_bit(
     assert x.tobytes() == np.array(values, dtype=np.float64).tobytes()  # not partitioned
 
 
+def _columns(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """Large columns of several shapes: spread evenly (through the histogram), skewed, few
+    values or one huge one (through the partition), signed zeros, a huge range."""
+    normal = rng.standard_normal(n).astype(np.float32).astype(np.float64)
+    zeros = np.round(rng.standard_normal(n), 1) * 0.0  # 0.0 and -0.0
+    zeros[: n // 3] = rng.standard_normal(n // 3)
+    return {
+        "normal": normal,
+        "uniform ties": np.round(rng.random(n), 3),
+        "log-normal": rng.lognormal(0, 2, n),
+        "small integers": rng.integers(0, 10, n).astype(np.float64),
+        "one outlier": np.append(normal[:-1], 1e12),
+        "signed zeros": zeros,
+        "near float64's largest": normal * 1e307,
+        "constant": np.full(n, 3.5),
+    }
+
+
+@pytest.mark.parametrize("tails", [0.0, 0.01, 0.2])
+def test_order_statistics_through_the_histogram_are_numpy_s(
+    tails: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Columns from ``_HISTOGRAM_FROM`` values on may be ordered through a histogram: numpy's
+    statistics, bit for bit, whatever the column's shape and length (odd, even)."""
+    monkeypatch.setattr(numeric, "_sorting_is_faster", lambda: False)
+    rng = np.random.default_rng(11)
+    through: list[str] = []  # the columns the histogram ordered
+    real = numeric._through_histogram
+
+    def counted(x: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+        found = real(x, positions)
+        if found is not None:
+            through.append(name)
+        return found
+
+    monkeypatch.setattr(numeric, "_through_histogram", counted)
+    for n in (numeric._HISTOGRAM_FROM, 200_001):
+        for name, x in _columns(rng, n).items():
+            with np.errstate(over="ignore", invalid="ignore"):
+                median, quartiles, clip = order_statistics(x, tails)
+                expected = np.quantile(x, [0.25, 0.5, 0.75])
+                expected_clip = np.quantile(x, [tails, 1 - tails])
+                expected_median = float(np.median(x))
+            assert (np.array(quartiles) + 0.0).tobytes() == (expected + 0.0).tobytes(), name
+            if tails:
+                assert (np.array(clip) + 0.0).tobytes() == (expected_clip + 0.0).tobytes(), name
+            assert median == expected_median, name
+    evenly = ["normal", "uniform ties", "near float64's largest"]
+    assert through == evenly * 2  # the others (skewed, few values) took the partition
+
+
 @pytest.mark.parametrize("sorting", [True, False], ids=["sort", "partition"])
 def test_order_statistics_of_a_large_column_are_numpy_s(
     sorting: bool, monkeypatch: pytest.MonkeyPatch
