@@ -93,8 +93,15 @@ def category_codes(series: pd.Series, vocab: tuple[str, ...]) -> tuple[np.ndarra
 
         # null where the value is missing or not in the vocabulary.
         index = pc.index_in(arr, value_set=_vocab_array(vocab, arr.type))
-        found = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        found = pc.fill_null(index, -1).to_numpy(zero_copy_only=False)
         absent = arr.is_null().to_numpy(zero_copy_only=False)
+        # The codes computed in place (np.where's way made five arrays of the column's length).
+        codes = found.astype(np.int64)
+        codes += 2
+        elsewhere = found < 0  # missing, or not in the vocabulary
+        codes[elsewhere] = UNKNOWN
+        codes[absent] = MISSING
+        return codes, int(np.count_nonzero(elsewhere)) - int(np.count_nonzero(absent))
     else:
         values = as_categories(series)
         # -1 for anything not in the vocabulary, missing values included.

@@ -152,10 +152,12 @@ class Preprocessor:
         # The frame is read in this thread only; ``_encode`` parses each column in the thread
         # that encodes it.
         columns = (frame[s.name] for s in self.numeric)
-        codes = (category_codes(frame[c.name], c.vocab) for c in self.categorical)
+        # Each categorical column coded in threads too (pyarrow's kernels), once it is drawn.
+        pairs_ = ((frame[c.name], c.vocab) for c in self.categorical)
+        codes = in_threads(lambda pair: category_codes(*pair), pairs_, threads_for(n))
         if by_column:
             pairs = zip(columns, self.numeric, strict=True)
-            numbers = (as_numbers(c, s.name, label) for c, s in pairs)
+            numbers = (_floats(c, s.name, label) for c, s in pairs)
             encoded = Encoded(self._numeric_by_column(n, numbers), *self._codes(n, codes))
         else:
             encoded = self._encode(n, columns, label, codes)
@@ -232,8 +234,7 @@ class Preprocessor:
 
         def encode(jx: tuple[int, pd.Series]) -> tuple[np.ndarray, np.ndarray]:
             j, series = jx
-            x = as_numbers(series, self.numeric[j].name, label)
-            return _in_blocks(x, table.column(j))
+            return _in_blocks(_floats(series, self.numeric[j].name, label), table.column(j))
 
         def values() -> Iterator[np.ndarray]:
             encoded = in_threads(encode, enumerate(columns), threads_for(n))
@@ -250,7 +251,7 @@ class Preprocessor:
         write_columns(numeric, len(self.numeric), iter(masks))
         return Encoded(numeric, *self._codes(n, codes))
 
-    def _numeric_by_column(self, n: int, numbers: Iterator[np.ndarray]) -> np.ndarray:
+    def _numeric_by_column(self, n: int, numbers: Iterator[_Floats]) -> np.ndarray:
         """The [N, F] float32 numeric array in Fortran order, each column encoded and written
         in blocks of ``_BY_COLUMN_ROWS`` rows (the arithmetic is element-wise: the same values
         as ``_encode``'s, with a few MB of temporaries instead of a few whole columns)."""
@@ -261,7 +262,7 @@ class Preprocessor:
             column = table.column(j)
             for start in range(0, n, _BY_COLUMN_ROWS):
                 block = slice(start, start + _BY_COLUMN_ROWS)
-                value, missing = numeric_values(x[block, None], column)
+                value, missing = numeric_values(x.block(block), column)
                 numeric[block, j] = value[:, 0]
                 if table.indicator[j]:
                     numeric[block, indicator] = missing[:, 0]
@@ -310,7 +311,39 @@ class Preprocessor:
 _BY_COLUMN_ROWS = 1 << 16
 
 
-def _in_blocks(x: np.ndarray, column: NumericTable) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Floats:
+    """A numeric column's values as ``as_numbers`` gives them, a block at a time: a column
+    that holds floats already is read where it lies, each block made float64 (and its
+    infinities refused) as it is encoded, where ``as_numbers`` copied the whole column first
+    (8 MB a column at 1M rows, 80 MB at 10M, all of it memory the process had to fault in)."""
+
+    values: np.ndarray  # float64 from ``as_numbers``, or the column's own float32/float64
+    series: pd.Series
+    name: str
+    label: str
+    checked: bool  # ``values`` come from ``as_numbers``, which has refused infinities
+
+    def block(self, rows: slice) -> np.ndarray:
+        """Rows ``rows`` as a float64 [rows, 1] array (not to be written to)."""
+        x = self.values[rows].astype(np.float64, copy=False)
+        if not self.checked and np.isinf(x).any():
+            as_numbers(self.series, self.name, self.label)  # its error, naming the first row
+        return x[:, None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _floats(series: pd.Series, name: str, label: str) -> _Floats:
+    """``series``' values, read where they lie when it holds floats."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype in (np.float32, np.float64):
+        return _Floats(series.to_numpy(), series, name, label, checked=False)
+    return _Floats(as_numbers(series, name, label), series, name, label, checked=True)
+
+
+def _in_blocks(x: _Floats, column: NumericTable) -> tuple[np.ndarray, np.ndarray]:
     """``numeric_values`` of one column's values ``x`` [n] (``column``: its statistics),
     ``_BY_COLUMN_ROWS`` rows at a time: the values as float32 [n] (what the network gets) and
     the missing mask [n]. Element-wise arithmetic: the same values as one call on all rows."""
@@ -319,7 +352,7 @@ def _in_blocks(x: np.ndarray, column: NumericTable) -> tuple[np.ndarray, np.ndar
     missing = np.empty(n, dtype=bool)
     for start in range(0, n, _BY_COLUMN_ROWS):
         block = slice(start, start + _BY_COLUMN_ROWS)
-        value, absent = numeric_values(x[block, None], column)
+        value, absent = numeric_values(x.block(block), column)
         values[block], missing[block] = value[:, 0], absent[:, 0]
     return values, missing
 
@@ -332,23 +365,26 @@ def fit(
 ) -> Preprocessor:
     """Fit preprocessing on ``frame``, which must hold the training rows only (a frame, or a
     mapping of column name to series such as ``RowsOf``)."""
-    # The frame is read in this thread only; the first column read gives the row count.
-    columns = ((name, frame[name]) for name in schema.names("numeric"))
+    # The frame is read in this thread only; the columns are fitted in threads, the numeric
+    # ones first, then the categorical and boolean ones (pyarrow's counting, the same memory
+    # as a numeric column's at most); the first column read gives the row count.
+    kinds = [(c.name, c.kind == "numeric") for c in schema.columns]
+    order = [nk for nk in kinds if nk[1]] + [nk for nk in kinds if not nk[1]]
+    columns = ((name, numeric, frame[name]) for name, numeric in order)
     first = next(columns, None)
 
-    def fitted(column: tuple[str, pd.Series]) -> NumericState:
-        name, series = column
-        return fit_numeric(name, as_numbers(series, name, label), cfg)
+    def fitted(column: tuple[str, bool, pd.Series]) -> NumericState | CategoricalState:
+        name, numeric, series = column
+        if numeric:
+            return fit_numeric(name, as_numbers(series, name, label), cfg)
+        return fit_categorical(name, series, cfg)
 
-    numeric: list[NumericState] = []
+    states: list[NumericState | CategoricalState] = []
     if first is not None:
-        threads = threads_for(len(first[1]))
-        numeric = list(in_threads(fitted, itertools.chain([first], columns), threads))
-    categorical = [
-        fit_categorical(c.name, frame[c.name], cfg)
-        for c in schema.columns
-        if c.kind in ("categorical", "boolean")
-    ]
+        threads = threads_for(len(first[2]))
+        states = list(in_threads(fitted, itertools.chain([first], columns), threads))
+    numeric = [s for s in states if isinstance(s, NumericState)]
+    categorical = [s for s in states if isinstance(s, CategoricalState)]
     target = fit_target(frame[schema.target], schema, label, cfg.bound_rows)
     return Preprocessor(tuple(numeric), tuple(categorical), target)
 
@@ -364,7 +400,7 @@ def fit_categorical(name: str, series: pd.Series, cfg: FeatureSettings) -> Categ
 def fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState:
     """One numeric column's statistics from its float64 values (NaN for missing)."""
     missing = np.isnan(x)
-    present = x[~missing]
+    present = x[~missing] if missing.any() else x  # not written to below
     log = False
     if cfg.log_skewed and len(present) > 2 and present.min() >= 0:
         skew = _skew(present)
