@@ -115,3 +115,54 @@ def test_one_file_named_two_ways_trains_one_build(
         assert event(done.stdout, "data.fetched")["uri"] == "titanic.csv"
         ids.append(summary["build_id"])
     assert len(set(ids)) == 1, ids
+
+
+def test_data_settings_spelt_another_way_train_one_build(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sha256 pin of the bytes the build records anyway, the missing markers and the
+    dropped columns in another order or named twice, and `format=csv` for what `auto` reads
+    as CSV: one build id, whose config.json holds the one spelling; `evaluate` reads it back.
+    Each of them was another build id of the same model."""
+    import hashlib
+    import shutil
+
+    data = Path(__file__).parents[1] / "src" / "pipeline" / "datasets" / "titanic.csv"
+    shutil.copyfile(data, tmp_path / "titanic.csv")
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)
+    base = {
+        "PIPELINE_PRESET": "titanic",  # missing ["?", ""], drop name, ticket, boat, body, ...
+        "PIPELINE_DATA__SOURCE": "titanic.csv",
+        "PIPELINE_TRAIN__MAX_EPOCHS": "1",
+        "PIPELINE_ENV_FILE": os.devnull,
+    }
+    spellings = {
+        "as the preset gives it": {},
+        "pinned": {"PIPELINE_DATA__SHA256": digest.upper()},
+        "markers reordered, one twice": {"PIPELINE_DATA__MISSING_VALUES": '["", "?", ""]'},
+        "drop reordered, one twice": {
+            "PIPELINE_DATA__DROP": '["home.dest", "body", "boat", "ticket", "name", "body"]'
+        },
+        "the format auto resolves to": {"PIPELINE_DATA__FORMAT": "csv"},
+    }
+    ids = {}
+    for how, change in spellings.items():
+        done = cli("train", env={**base, **change})
+        assert done.exit_code == 0, (how, done.stderr)
+        ids[how] = event(done.stdout, "train.summary")["build_id"]
+    assert set(ids.values()) == {ids["as the preset gives it"]}, ids
+
+    build = tmp_path / "store" / "builds" / ids["pinned"]
+    recorded = json.loads((build / "config.json").read_text())["data"]
+    assert "sha256" not in recorded
+    assert recorded["missing_values"] == ["", "?"] and recorded["format"] == "csv"
+    assert recorded["drop"] == ["boat", "body", "home.dest", "name", "ticket"]
+    provenance = json.loads((build / "provenance.json").read_text())
+    assert provenance["inputs"]["dataset"]["sha256"] == digest  # the bytes are still named
+    schema = json.loads((build / "schema.json").read_text())
+    assert schema["dropped"] == ["name", "ticket", "boat", "body", "home.dest"]  # file order
+
+    evaluated = cli("evaluate", ids["pinned"], env=base)
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert event(evaluated.stdout, "evaluate.summary")["build_id"] == ids["pinned"]

@@ -171,13 +171,16 @@ def test_a_metric_that_cannot_rank_this_task_is_refused(
 
 
 def test_the_winner_preset_is_toml_that_loads_to_the_winning_recipe(tmp_path: Path) -> None:
-    """--preset-out: a TOML file whose settings are the winner's recipe, nothing operational."""
-    settings = _settings(tmp_path, PIPELINE_PRESET="titanic")
+    """--preset-out: a TOML file whose settings are the winner's recipe, nothing operational;
+    the data as given (a sha256 pin kept, which the build config leaves out)."""
+    pin = "ab" * 32
+    settings = _settings(tmp_path, PIPELINE_PRESET="titanic", PIPELINE_DATA__SHA256=pin)
     winner = {"trial": 3, "score": 0.41, "config": search.trial_configs(settings, 4)[3]}
     path = tmp_path / "tuned.toml"
     tune.write_preset(path, settings, winner, "f" * 64, "log_loss")
     parsed = tomllib.loads(path.read_text())
     assert parsed["data"]["column_kinds"] == {"pclass": "categorical"}
+    assert parsed["data"]["sha256"] == pin and parsed["data"]["missing_values"] == ["?", ""]
     assert "device" not in parsed["train"] and "threads" not in parsed["train"]
     assert {"members", "linear_blend"} <= set(parsed["model"])  # the whole recipe is pinned
     reloaded = _settings(tmp_path, PIPELINE_PRESET=str(path))

@@ -406,6 +406,35 @@ def test_build_config_changes_with_what_shapes_the_model(no_env: Path) -> None:
     assert load_env({"PIPELINE_MODEL__VERSION": "2.0.0"}, no_env).settings.build_config() == base
 
 
+def test_build_config_records_one_spelling_of_the_data_settings(no_env: Path) -> None:
+    """Missing markers and dropped columns in another order or named twice, and a sha256 pin,
+    give the build config of the plain settings; ``read_as`` records what ``auto`` read the
+    file as. ``public`` (what `config show` and manifests show) keeps the values as given."""
+    base = load_env({}, no_env).settings
+    other = load_env(
+        {
+            "PIPELINE_DATA__MISSING_VALUES": '["NA", "?", "NA"]',
+            "PIPELINE_DATA__DROP": '["Id", "Street", "Id"]',
+            "PIPELINE_DATA__SHA256": "ab" * 32,
+        },
+        no_env,
+    ).settings
+    same = load_env(
+        {"PIPELINE_DATA__MISSING_VALUES": '["?", "NA"]', "PIPELINE_DATA__DROP": '["Street", "Id"]'},
+        no_env,
+    ).settings
+    assert other.build_config() == same.build_config() != base.build_config()
+    assert other.build_config()["data"]["missing_values"] == ["?", "NA"]
+    assert "sha256" not in other.build_config()["data"]
+    assert other.public()["data"]["drop"] == ["Id", "Street", "Id"]
+    assert other.public()["data"]["sha256"] == "ab" * 32
+    assert base.build_config()["data"]["format"] == "auto"
+    assert base.build_config(read_as="csv") == load_env(
+        {"PIPELINE_DATA__FORMAT": "csv"}, no_env
+    ).settings.build_config(read_as="csv")
+    assert base.build_config(read_as="csv")["data"]["format"] == "csv"
+
+
 # --- leaves -------------------------------------------------------------------------------------
 
 

@@ -47,18 +47,22 @@ class Checkpoints:
         self.key = f"checkpoints/{self.fingerprint[:32]}.pt"
 
     @classmethod
-    def of_run(cls, store: Store, inputs: dict[str, Any], settings: Settings) -> Checkpoints:
-        """The checkpoints of a `pipeline train` run with ``settings``: its build config, and
-        the same run's configs with another worker count as variants (N is in the key)."""
+    def of_run(
+        cls, store: Store, inputs: dict[str, Any], settings: Settings, read_as: str
+    ) -> Checkpoints:
+        """The checkpoints of a `pipeline train` run with ``settings`` whose data was read as
+        ``read_as``: its build config, and the same run's configs with another worker count as
+        variants (N is in the key)."""
 
         def variants() -> Iterator[tuple[str, dict[str, Any]]]:
             for n in (None, *range(1, 4097)):
                 if n != settings.train.workers:
                     train = settings.train.model_copy(update={"workers": n})
                     how = "without --workers" if n is None else f"with --workers {n}"
-                    yield how, settings.model_copy(update={"train": train}).build_config()
+                    other = settings.model_copy(update={"train": train})
+                    yield how, other.build_config(read_as=read_as)
 
-        return cls(store, inputs, settings.build_config(), variants)
+        return cls(store, inputs, settings.build_config(read_as=read_as), variants)
 
     def _fingerprint(self, config: dict[str, Any]) -> str:
         return hashlib.sha256(canonical_json({"inputs": self.inputs, "config": config})).hexdigest()

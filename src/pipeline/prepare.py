@@ -34,6 +34,7 @@ class Prepared:
     schema: Schema  # with ``target_only``: no input columns yet (``with_columns`` adds them)
     seeds: Seeds
     split: Split
+    read_as: str  # the format the file was read as: ``csv`` or ``parquet`` (``auto`` resolved)
     header: tuple[str, ...] = ()  # every column name in the file, with ``target_only``
     head: schema_mod.Head | None = None  # ``schema.infer_target``'s result, with ``target_only``
 
@@ -64,17 +65,19 @@ def prepare(
     the schema has no input columns until ``with_columns`` adds them.
     """
 
-    def load(path: Path, label: str) -> tuple[list[str], pd.DataFrame]:
+    def load(path: Path, label: str) -> tuple[str, list[str], pd.DataFrame]:
+        # What the reads below decide first too (their errors for a file that is no table).
+        fmt = read.detect_format(path, settings.data.format, label)
         if not target_only:
-            return [], read.read_table(path, settings.data, label=label)
+            return fmt, [], read.read_table(path, settings.data, label=label)
         header = read.header(path, settings.data, label=label)
         if settings.data.target not in header:  # prepare_target says so, naming the columns
-            return header, pd.DataFrame(columns=header)
+            return fmt, header, pd.DataFrame(columns=header)
         wanted = [settings.data.target]
-        return header, read.read_table(path, settings.data, label=label, columns=wanted)
+        return fmt, header, read.read_table(path, settings.data, label=label, columns=wanted)
 
     # A local file is hashed while it is read.
-    fetched, (header, frame) = sources.fetch_and_read(settings, store, load)
+    fetched, (fmt, header, frame) = sources.fetch_and_read(settings, store, load)
     log.info(
         "data.fetched",
         uri=fetched.uri,
@@ -123,7 +126,7 @@ def prepare(
             "scores every row once, and more rows make a better model",
             few_rows=len(frame),
         )
-    return Prepared(fetched, frame, len(frame), schema, seeds, split, tuple(header), head)
+    return Prepared(fetched, frame, len(frame), schema, seeds, split, fmt, tuple(header), head)
 
 
 def _infer_target(

@@ -114,7 +114,7 @@ def _built(
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     inputs = _inputs(data, settings.seed)
-    checkpoints = Checkpoints.of_run(store, inputs, settings)
+    checkpoints = Checkpoints.of_run(store, inputs, settings, data.read_as)
     # 3. train with early stopping, 4. refit on train + validation
     if laid.on_ray is None:
         trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
@@ -255,7 +255,7 @@ def _checkpoints(store: Store, data: Prepared, settings: Settings) -> Checkpoint
     """Where this run's checkpoints go: keyed by its inputs and build config."""
     from pipeline.checkpoints import Checkpoints
 
-    return Checkpoints.of_run(store, _inputs(data, settings.seed), settings)
+    return Checkpoints.of_run(store, _inputs(data, settings.seed), settings, data.read_as)
 
 
 def _inputs(data: Prepared, seed: int) -> dict[str, Any]:
@@ -291,7 +291,7 @@ def _build_files(
         "schema.json": canonical_json(data.schema.to_json()),
         "history.json": canonical_json(history),
         "metrics.json": canonical_json(result_metrics),
-        "config.json": canonical_json(settings.build_config()),
+        "config.json": canonical_json(settings.build_config(read_as=data.read_as)),
     }
 
 

@@ -138,7 +138,7 @@ def _inputs(
         "dataset": {"uri": data.fetched.uri, "sha256": data.fetched.sha256, "rows": data.rows},
         "split": {"digest": data.split.digest()},
         "seed": settings.seed,
-        "recipe": settings.build_config(),
+        "recipe": settings.build_config(read_as=data.read_as),
         "space": settings.tune.space,
         "metric": metric,
         "folds": folds,
@@ -404,9 +404,12 @@ def write_preset(
     from pipeline.store import write_output
 
     chosen = search.apply(settings, winner["config"])
-    recipe = chosen.build_config()
-    model = chosen.public()["model"]
+    recipe, public = chosen.build_config(), chosen.public()
+    model = public["model"]
     recipe["model"] = {"name": model["name"], "version": model["version"], **recipe["model"]}
+    # The data as the user gave it (a sha256 pin kept, which the build config leaves out): it
+    # trains to the same build config, so to the same build id.
+    recipe["data"] = public["data"]
     header = [
         f"# Written by `pipeline tune`: tune {tid}, trial {winner['trial']} of the search,",
         f"# {metric} {winner['score']:.6g} on the training rows. Train it with",

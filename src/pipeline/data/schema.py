@@ -352,13 +352,15 @@ def infer_target(
     for name in data.column_kinds:
         if name not in columns:
             raise _missing_column(label, name, columns, "PIPELINE_DATA__COLUMN_KINDS")
-    absent = [d for d in data.drop if d not in columns]
+    absent = [d for d in dict.fromkeys(data.drop) if d not in columns]
     if absent and drop_declared:
         raise _missing_column(label, absent[0], columns, "PIPELINE_DATA__DROP")
     warnings = [_absent_drop(d, columns, label) for d in absent]
     task = _resolve_task(target, data.task, label, data.target)
     transform = _resolve_transform(target, task, target_transform, label, data.target)
-    return Head(task, transform, [d for d in data.drop if d in columns], warnings)
+    # In the file's order, once each: the drop list in another order, or naming a column
+    # twice, is the same schema (and build id).
+    return Head(task, transform, [c for c in columns if c in data.drop], warnings)
 
 
 def infer_column(

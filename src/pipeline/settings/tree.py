@@ -282,17 +282,28 @@ class Settings(BaseSettings):
             )
         return url
 
-    def build_config(self) -> dict[str, Any]:
+    def build_config(self, *, read_as: str | None = None) -> dict[str, Any]:
         """The settings that shape a trained model: what a build records and its id covers.
 
         Operational knobs (store, logging, timeouts, gates, device, threads) and the package
         name/version are left out: they do not change what is learned, and if the device or
         thread count did change the weights, the weights' own digest changes the id.
+
+        The data section is in one spelling of what it means, as a content-addressed tool
+        canonicalises its inputs (the same model trained with ``["NA", "?"]`` and ``["?", "NA"]``
+        had two ids): the missing-value markers and the dropped columns as sorted sets; the
+        format as the file was read (``read_as``, what ``auto`` resolved to, when the caller
+        read the data); and no sha256 pin, which only checks the bytes whose digest the build's
+        inputs record anyway. ``public`` keeps the values as given.
         """
         pub = self.public()
+        data = {k: v for k, v in pub["data"].items() if k != "sha256"}
+        data["missing_values"] = sorted(set(data["missing_values"]))
+        data["drop"] = sorted(set(data["drop"]))
+        data["format"] = read_as or data["format"]
         return {
             "seed": pub["seed"],
-            "data": pub["data"],
+            "data": data,
             "features": pub["features"],
             # Every model setting but the package's name and version (a preset written by
             # `pipeline tune` pins them all: members and the ridge blend too).
