@@ -312,13 +312,26 @@ def test_cli_unknown_package_exits_8_naming_the_searched_folder(cli: Any, backen
     assert not backend.exists("releases")
 
 
-def test_ambiguous_or_short_package_prefixes_are_config_errors(backend: Store) -> None:
-    """A prefix shared by two packages (the message lists them), or shorter than 4 hex digits
-    (as for builds: packages asked for 8), is refused."""
+def test_cli_ambiguous_package_prefix_exits_8_as_a_build_prefix_does(
+    cli: Any, backend: Store
+) -> None:
+    """`release create` with a prefix two packages share: exit 8 listing them, nothing made."""
+    make_package(backend, "0.1.0", pid="abcdef01" + "0" * 56)
+    make_package(backend, "0.2.0", pid="abcdef01" + "1" * 56)
+    result = cli("release", "create", "abcdef01")
+    assert result.exit_code == 8, result.stderr
+    assert "ambiguous (2 packages match: abcdef010000" in result.stderr
+    assert not backend.exists("releases")
+
+
+def test_ambiguous_or_short_package_prefixes_are_refused(backend: Store) -> None:
+    """A prefix shared by two packages (the message lists them) is not found (exit 8, as an
+    ambiguous build prefix is); one shorter than 4 hex digits (as for builds: packages asked
+    for 8) is not a package id (exit 3)."""
     s = backend
     make_package(s, "0.1.0", pid="abcdef01" + "0" * 56)
     make_package(s, "0.2.0", pid="abcdef01" + "1" * 56)
-    with pytest.raises(ConfigError, match="ambiguous") as caught:
+    with pytest.raises(NotFoundError, match="ambiguous") as caught:
         releases.find_package(s, "abcdef01")
     listed = "abcdef010000 (house-prices 0.1.0), abcdef011111 (house-prices 0.2.0)"
     assert listed in caught.value.message

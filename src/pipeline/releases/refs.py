@@ -145,7 +145,8 @@ def find_package(store: Store, ref: str) -> dict[str, Any]:
         )
     if len(found) > 1:
         named = [f"{p[:12]} ({s['name']} {s['version']})" for p, s in sorted(found.items())]
-        raise ConfigError(
+        # Exit 8, as an ambiguous build prefix is: no one package has that id.
+        raise NotFoundError(
             f"package id prefix {ref} is ambiguous ({len(found)} packages match: "
             f"{', '.join(named[:5])}{', ...' if len(named) > 5 else ''}): give more digits"
         )
