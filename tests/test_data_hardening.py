@@ -315,6 +315,53 @@ def test_parquet_text_reads_alike_with_or_without_dictionary_pages(tmp_path: Pat
     assert str(a["colour"].dtype) == str(b["colour"].dtype)
 
 
+def _not_utf8(tmp_path: Path, dictionary: bool) -> Path:
+    """A Parquet file whose text column "c" holds bytes that are not UTF-8 in rows 5 and 6 (a
+    writer that took bytes for text): pyarrow reads them as text all the same."""
+    cells_ = [b"red", b"blue"] * 2 + [b"r\xffd", b"\xfe"] + [b"blue"] * 4
+    offsets = np.cumsum([0] + [len(c) for c in cells_]).astype(np.int32)
+    text = pa.Array.from_buffers(
+        pa.string(),
+        len(cells_),
+        [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(cells_))],
+    )
+    path = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"c": text, "x": range(10), "y": range(10)}), path,
+                   use_dictionary=dictionary)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("dictionary", [True, False], ids=["dictionary", "plain"])
+def test_parquet_text_that_is_not_utf8_is_one_line_naming_the_column(
+    tmp_path: Path, dictionary: bool
+) -> None:
+    """Text bytes that are not UTF-8 in a Parquet column are refused as a CSV file's are, in
+    training and in prediction (a traceback in pyarrow's conversion to Python text, exit 1)."""
+    path = _not_utf8(tmp_path, dictionary)
+    assert _refusal(path) == (
+        f"dataset {path.name} is not valid UTF-8 text (column 'c'): re-encode the column's "
+        "text as UTF-8"
+    )
+    with pytest.raises(DataError) as caught:
+        _chunks(path, "parquet", ["c", "x"])  # chunks of 4 rows: rows 5 to 8 hold them
+    assert caught.value.message == (
+        f"input {path} is not valid UTF-8 text (column 'c', rows 5 to 8): re-encode the "
+        "column's text as UTF-8"
+    )
+    assert _kinds(_train_frame(path, drop=["c"])[1]) == {"x": "numeric"}  # dropped: trained
+
+
+def test_a_damaged_parquet_file_is_told_in_pyarrow_s_words(tmp_path: Path) -> None:
+    """A Parquet file cut short is one line quoting pyarrow's reader (which file, what it
+    missed), whatever the reader looks at first."""
+    path = tmp_path / "cut.parquet"
+    pq.write_table(pa.table({"c": ["a", "b"] * 50, "y": range(100)}), path)
+    path.write_bytes(path.read_bytes()[:-10])
+    message = _refusal(path)
+    assert message.startswith(f"dataset {path.name} is not a readable Parquet file (Could not ")
+    assert f"open Parquet input source '{path}': Parquet magic bytes not found" in message
+
+
 @pytest.mark.parametrize(
     ("values", "what"),
     [

@@ -104,10 +104,29 @@ def _marked_in_dictionary(column: pa.ChunkedArray, missing_values: list[str]) ->
     return pa.chunked_array(chunks, column.type)
 
 
+# What ``plain`` says a text column holds whose bytes are not UTF-8 (a Parquet writer that
+# took bytes for text): pyarrow reads it, and turning it into Python text was a traceback.
+NOT_UTF8 = "text that is not valid UTF-8"
+
+
+def _valid_utf8(column: pa.ChunkedArray) -> bool:
+    """Whether every value of a text column (or of a dictionary's values) is valid UTF-8."""
+    import pyarrow as pa
+
+    try:
+        for chunk in column.chunks:
+            values = chunk.dictionary if isinstance(chunk, pa.DictionaryArray) else chunk
+            values.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def plain(
     table: pa.Table, missing_values: list[str], skip: Iterable[str] = ()
 ) -> tuple[pa.Table, list[tuple[str, str]]]:
-    """``table`` with every column made plain, and (name, what it holds) of unsupported ones.
+    """``table`` with every column made plain, and (name, what it holds) of unsupported ones
+    (``unsupported``, or ``NOT_UTF8``).
 
     Columns named in ``skip`` (to be dropped) and unsupported ones are left as they are.
     """
@@ -118,6 +137,9 @@ def plain(
     for position, name in enumerate(table.column_names):
         column = table.column(position)
         what = unsupported(column.type)
+        kind = column.type.value_type if isinstance(column.type, pa.DictionaryType) else column.type
+        if what is None and _is_text(kind) and not _valid_utf8(column):
+            what = NOT_UTF8
         if what is not None or name in skipped:
             if what is not None and name not in skipped:
                 bad.append((name, what))

@@ -242,11 +242,11 @@ def iter_chunks(
         while size >= chunk_rows:
             table = pa.Table.from_batches(pending)
             head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
-            yield _frame(head, start, markers, ids)
+            yield _frame(head, start, markers, ids, label)
             start += head.num_rows
             pending, size = rest.to_batches(), rest.num_rows
     if size:
-        yield _frame(pa.Table.from_batches(pending), start, markers, ids)
+        yield _frame(pa.Table.from_batches(pending), start, markers, ids, label)
 
 
 _BLOCK = 1 << 22  # the CSV parser's block: the longest line predict reads (4 MiB)
@@ -293,7 +293,11 @@ def _csv_batches(
 
 
 def _frame(
-    table: pa.Table, start: int, markers: list[str] | None = None, ids: str | None = None
+    table: pa.Table,
+    start: int,
+    markers: list[str] | None = None,
+    ids: str | None = None,
+    label: str = "",
 ) -> pd.DataFrame:
     """One chunk as a frame indexed by data row; a Parquet chunk's columns made plain first
     (``columns.plain``: decimals as numbers, dictionaries decoded, missing markers null). An
@@ -302,7 +306,13 @@ def _frame(
     output's ids then depended on PIPELINE_RUN__CHUNK_ROWS)."""
     table = read.without_pandas_index(table, start)  # a named index: a column, as in training
     if markers is not None:
-        table = columns.plain(table, markers)[0]
+        table, bad = columns.plain(table, markers)
+        for name, what in bad:
+            if what == columns.NOT_UTF8:
+                raise DataError(
+                    f"input {label} is not valid UTF-8 text (column '{name}', rows {start + 1} "
+                    f"to {start + table.num_rows}): re-encode the column's text as UTF-8"
+                )
     frame = table.to_pandas()
     if ids is not None and ids in table.column_names and pa.types.is_integer(table[ids].type):
         frame[ids] = table[ids].to_pandas(types_mapper=_NULLABLE.get)
