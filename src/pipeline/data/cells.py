@@ -155,28 +155,6 @@ def to_float(value: Any) -> float:
     return math.nan
 
 
-def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``pd.factorize(series)``: each cell's code (-1 for a missing cell) and the distinct
-    present values (an object array) in order of first appearance. A pyarrow-backed text
-    column (pandas' default) is encoded by pyarrow in one piece: pandas encodes each of its
-    chunks and unifies them, 2x slower at 1M rows of Parquet."""
-    import numpy as np
-    import pandas as pd
-
-    dtype = series.dtype
-    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
-        import pyarrow as pa
-
-        arr = pa.array(series.array)
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        encoded = arr.dictionary_encode()
-        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
-        return codes, encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    codes, uniques = pd.factorize(series)
-    return codes, np.asarray(uniques, dtype=object)
-
-
 def _is_text(series: pd.Series) -> bool:
     """True for a column of a text dtype (pandas' ``str``/``string``), not Python objects."""
     import pandas as pd
@@ -239,7 +217,7 @@ def are_numbers(series: pd.Series) -> np.ndarray:
     if _is_text(series):
         # Parse each distinct text once: pd.to_numeric costs ~1.5 s per million cells, and a
         # text column repeats its values (code -1 is a missing cell, already not present).
-        codes, uniques = factorize(series)
+        codes, uniques = pd.factorize(series)
         parsed = ~np.isnan(_to_numeric(pd.Series(uniques, dtype=object)))
         return np.append(parsed, False)[codes] & present
     return ~np.isnan(_to_numeric(series)) & present

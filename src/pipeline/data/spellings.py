@@ -92,6 +92,28 @@ def _matching(texts: Any, pattern: str) -> np.ndarray:
     return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
 
+def factorize(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(series)``: each cell's code (-1 for a missing cell) and the distinct
+    present values (an object array) in order of first appearance. A pyarrow-backed text
+    column (pandas' default) is encoded by pyarrow in one piece: pandas encodes each of its
+    chunks and unifies them, 2x slower at 1M rows of Parquet."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow":
+        import pyarrow as pa
+
+        arr = pa.array(series.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        encoded = arr.dictionary_encode()
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+        return codes, encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    codes, uniques = pd.factorize(series)
+    return codes, np.asarray(uniques, dtype=object)
+
+
 def profile(series: pd.Series) -> Profile:
     """The profile of a text column: one parse and two patterns per distinct value.
 
@@ -100,7 +122,7 @@ def profile(series: pd.Series) -> Profile:
     import pandas as pd
     import pyarrow as pa
 
-    codes, uniques = cells.factorize(series)  # code -1: a missing cell
+    codes, uniques = factorize(series)  # code -1: a missing cell
     values = pd.Series(uniques, dtype=object)
     numbers = cells.are_numbers(values)
     texts = pa.array([v if isinstance(v, str) else None for v in values], pa.string())

@@ -1,5 +1,6 @@
 """Column at a time: views that hand a frame over one column at a time, a row-major array
-written from columns, and an ordered thread map over columns.
+written from columns, an ordered thread map over columns, and a float column read a block at
+a time (``Floats``).
 
 ``fit`` reads the training rows through ``RowsOf`` and ``transform`` reads a frame through
 ``Consumed``, so only one column's copy is alive at a time; ``in_threads`` works on several
@@ -10,10 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+
+from pipeline.features.numeric import as_numbers
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -142,3 +146,35 @@ def in_threads(fn: Callable[[_T], _R], items: Iterable[_T], threads: int) -> Ite
         finally:
             for future in pending:
                 future.cancel()
+
+
+@dataclass(frozen=True)
+class Floats:
+    """A numeric column's values as ``as_numbers`` gives them, a block at a time: a column
+    that holds floats already is read where it lies, each block made float64 (and its
+    infinities refused) as it is encoded, where ``as_numbers`` copied the whole column first
+    (8 MB a column at 1M rows, 80 MB at 10M, all of it memory the process had to fault in)."""
+
+    values: np.ndarray  # float64 from ``as_numbers``, or the column's own float32/float64
+    series: pd.Series
+    name: str
+    label: str
+    checked: bool  # ``values`` come from ``as_numbers``, which has refused infinities
+
+    def block(self, rows: slice) -> np.ndarray:
+        """Rows ``rows`` as a float64 [rows, 1] array (not to be written to)."""
+        x = self.values[rows].astype(np.float64, copy=False)
+        if not self.checked and np.isinf(x).any():
+            as_numbers(self.series, self.name, self.label)  # its error, naming the first row
+        return x[:, None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def floats_of(series: pd.Series, name: str, label: str) -> Floats:
+    """``series``' values, read where they lie when it holds floats."""
+    dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype in (np.float32, np.float64):
+        return Floats(series.to_numpy(), series, name, label, checked=False)
+    return Floats(as_numbers(series, name, label), series, name, label, checked=True)

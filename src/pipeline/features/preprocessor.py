@@ -28,7 +28,13 @@ from pipeline.features.categories import (
     category_codes,
     category_counts,
 )
-from pipeline.features.columnwise import in_threads, threads_for, write_columns
+from pipeline.features.columnwise import (
+    Floats,
+    floats_of,
+    in_threads,
+    threads_for,
+    write_columns,
+)
 from pipeline.features.numeric import (
     NumericState,
     NumericTable,
@@ -157,7 +163,7 @@ class Preprocessor:
         codes = in_threads(lambda pair: category_codes(*pair), pairs_, threads_for(n))
         if by_column:
             pairs = zip(columns, self.numeric, strict=True)
-            numbers = (_floats(c, s.name, label) for c, s in pairs)
+            numbers = (floats_of(c, s.name, label) for c, s in pairs)
             encoded = Encoded(self._numeric_by_column(n, numbers), *self._codes(n, codes))
         else:
             encoded = self._encode(n, columns, label, codes)
@@ -234,7 +240,7 @@ class Preprocessor:
 
         def encode(jx: tuple[int, pd.Series]) -> tuple[np.ndarray, np.ndarray]:
             j, series = jx
-            return _in_blocks(_floats(series, self.numeric[j].name, label), table.column(j))
+            return _in_blocks(floats_of(series, self.numeric[j].name, label), table.column(j))
 
         def values() -> Iterator[np.ndarray]:
             encoded = in_threads(encode, enumerate(columns), threads_for(n))
@@ -251,7 +257,7 @@ class Preprocessor:
         write_columns(numeric, len(self.numeric), iter(masks))
         return Encoded(numeric, *self._codes(n, codes))
 
-    def _numeric_by_column(self, n: int, numbers: Iterator[_Floats]) -> np.ndarray:
+    def _numeric_by_column(self, n: int, numbers: Iterator[Floats]) -> np.ndarray:
         """The [N, F] float32 numeric array in Fortran order, each column encoded and written
         in blocks of ``_BY_COLUMN_ROWS`` rows (the arithmetic is element-wise: the same values
         as ``_encode``'s, with a few MB of temporaries instead of a few whole columns)."""
@@ -311,39 +317,7 @@ class Preprocessor:
 _BY_COLUMN_ROWS = 1 << 16
 
 
-@dataclass(frozen=True)
-class _Floats:
-    """A numeric column's values as ``as_numbers`` gives them, a block at a time: a column
-    that holds floats already is read where it lies, each block made float64 (and its
-    infinities refused) as it is encoded, where ``as_numbers`` copied the whole column first
-    (8 MB a column at 1M rows, 80 MB at 10M, all of it memory the process had to fault in)."""
-
-    values: np.ndarray  # float64 from ``as_numbers``, or the column's own float32/float64
-    series: pd.Series
-    name: str
-    label: str
-    checked: bool  # ``values`` come from ``as_numbers``, which has refused infinities
-
-    def block(self, rows: slice) -> np.ndarray:
-        """Rows ``rows`` as a float64 [rows, 1] array (not to be written to)."""
-        x = self.values[rows].astype(np.float64, copy=False)
-        if not self.checked and np.isinf(x).any():
-            as_numbers(self.series, self.name, self.label)  # its error, naming the first row
-        return x[:, None]
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-
-def _floats(series: pd.Series, name: str, label: str) -> _Floats:
-    """``series``' values, read where they lie when it holds floats."""
-    dtype = series.dtype
-    if isinstance(dtype, np.dtype) and dtype in (np.float32, np.float64):
-        return _Floats(series.to_numpy(), series, name, label, checked=False)
-    return _Floats(as_numbers(series, name, label), series, name, label, checked=True)
-
-
-def _in_blocks(x: _Floats, column: NumericTable) -> tuple[np.ndarray, np.ndarray]:
+def _in_blocks(x: Floats, column: NumericTable) -> tuple[np.ndarray, np.ndarray]:
     """``numeric_values`` of one column's values ``x`` [n] (``column``: its statistics),
     ``_BY_COLUMN_ROWS`` rows at a time: the values as float32 [n] (what the network gets) and
     the missing mask [n]. Element-wise arithmetic: the same values as one call on all rows."""
