@@ -40,24 +40,22 @@ def mostly(
     if total == 0 or count == total:
         return None
     if count < MOSTLY * total:
-        if not placeholder or count < total / 10:  # too few either way (below): not looked at
+        if not placeholder or count < total / 10:  # too few to be a column of numbers
             return None
         others = series[present & ~matches]
-        if not placeholder or len(others) < 2 or others.nunique() != 1:
+        if len(others) < 2 or others.nunique() != 1:
             return None
-        if count < total / 2 and (count < total / 10 or series[matches].nunique() < 10):
+        if count < total / 2 and series[matches].nunique() < 10:
             return None
     pos = int((present & ~matches).nonzero()[0][0])
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
 
 
 def mostly_booleans(
-    series: pd.Series, profile: spellings.Profile | None = None
+    series: pd.Series, profile: spellings.Profile
 ) -> tuple[int, Any, int, int] | None:
-    """``mostly`` for the cells spelt as true/false words (``cells.BOOLEAN_WORDS``); with the
-    column's ``profile``, asked once per distinct value."""
-    if profile is None:
-        return mostly(series, cells.are_boolean_words(series))
+    """``mostly`` for the cells spelt as true/false words (``cells.BOOLEAN_WORDS``), asked
+    once per distinct value of the column's ``profile``."""
     import pandas as pd
 
     words = cells.are_boolean_words(pd.Series(profile.uniques, dtype=object))

@@ -159,8 +159,8 @@ class Preprocessor:
         # that encodes it.
         columns = (frame[s.name] for s in self.numeric)
         # Each categorical column coded in threads too (pyarrow's kernels), once it is drawn.
-        pairs_ = ((frame[c.name], c.vocab) for c in self.categorical)
-        codes = in_threads(lambda pair: category_codes(*pair), pairs_, threads_for(n))
+        texts = ((frame[c.name], c.vocab) for c in self.categorical)
+        codes = in_threads(lambda pair: category_codes(*pair), texts, threads_for(n))
         if by_column:
             pairs = zip(columns, self.numeric, strict=True)
             numbers = (floats_of(c, s.name, label) for c, s in pairs)
