@@ -208,3 +208,60 @@ def test_a_damaged_local_copy_is_fetched_again_and_package_takes_an_s3_uri(
     assert relative.returncode == 8 and f"named by its URI, {s3['PIPELINE_STORE']}/packages/" in (
         relative.stderr
     ), relative.stderr
+
+
+def test_the_download_cache_keeps_at_most_its_cap_least_recently_used_out_first(
+    cli: Any, s3_server: Any, tmp_path: Path
+) -> None:
+    """The local copies of an s3:// store's objects only grew (a CI runner scoring a release a
+    day kept every package it fetched). Now, after each download, copies least recently used
+    go until the cache holds PIPELINE_STORE_CACHE_BYTES; a copy used in the last minutes is
+    kept (a concurrent predict may be about to open it), and a copy removed is fetched again."""
+    s3 = s3_server.env(f"cache-{uuid.uuid4().hex[:8]}")
+    env = {**s3, **SMALL}
+    _ok(cli("train", env=env))
+    for version in ("0.1.0", "0.2.0", "0.3.0"):
+        ids = tmp_path / f"{version}.id"
+        _ok(cli("package", "--id-file", str(ids), env={**env, "PIPELINE_MODEL__VERSION": version}))
+        _ok(cli("release", "create", ids.read_text().strip(), env=env))
+    rows = tmp_path / "rows.csv"
+    rows.write_text("\n".join(TITANIC_CSV.read_text().splitlines()[:21]) + "\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    alone = {**s3, "PIPELINE_LOG_FORMAT": "json", "PIPELINE_ENV_FILE": os.devnull,
+             "TMPDIR": str(scratch)}  # fmt: skip
+
+    def predict(ref: str, cap: int | None = None) -> bytes:
+        out = tmp_path / "p.csv"
+        capped = {} if cap is None else {"PIPELINE_STORE_CACHE_BYTES": str(cap)}
+        done = run_cli("predict", "--release", ref, str(rows), "-o", str(out),
+                       env={**alone, **capped}, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return out.read_bytes()
+
+    def copies() -> dict[str, Path]:  # the cached archives: name -> its folder
+        return {p.name: p.parent for p in scratch.glob("pipeline-s3-scratch-*/files/*/*.tar.gz")}
+
+    def used_ago(seconds: float, *folders: Path) -> None:  # time passing, not a mock
+        for folder in folders or scratch.glob("pipeline-s3-scratch-*/files/*"):
+            os.utime(folder, (time.time() - seconds,) * 2)
+
+    def cached_bytes() -> int:
+        return sum(f.stat().st_size for f in scratch.rglob("*") if f.is_file())
+
+    first = predict("titanic@v1")
+    predict("titanic@v2", cap=1)  # v1's copies were used seconds ago: kept
+    assert sorted(copies()) == ["0.1.0.tar.gz", "0.2.0.tar.gz"]
+    used_ago(3600)
+    predict("titanic@v3", cap=1)  # the others, an hour old, go; this run's copies stay
+    assert sorted(copies()) == ["0.3.0.tar.gz"]
+    assert predict("titanic@v1") == first  # removed, fetched again; 5 GiB keeps both
+    assert sorted(copies()) == ["0.1.0.tar.gz", "0.3.0.tar.gz"]
+    # Least recently used first: v3's archive (two hours) goes, v1's (one hour) stays.
+    used_ago(3600)
+    used_ago(7200, copies()["0.3.0.tar.gz"])
+    archive = copies()["0.1.0.tar.gz"] / "0.1.0.tar.gz"
+    half = (copies()["0.3.0.tar.gz"] / "0.3.0.tar.gz").stat().st_size // 2
+    predict("titanic@v2", cap=cached_bytes() + half)  # room for v2's record, not its archive
+    assert sorted(copies()) == ["0.1.0.tar.gz", "0.2.0.tar.gz"]
+    assert archive.exists()

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     store_retries: int = Field(
         3, ge=0, le=20, description="Retries of a failed s3:// store request (5xx, connection)"
     )
+    store_cache_bytes: int = Field(
+        5 * 1024**3,
+        ge=0,
+        description="Bytes of an s3:// store's local download cache kept; least recently used "
+        "copies go first",
+    )
     log_format: Annotated[Literal["auto", "json", "console"], _Lower] = Field(
         "auto", description="auto is console on a terminal, JSON lines otherwise"
     )
@@ -247,6 +253,7 @@ class Settings(BaseSettings):
         return {
             "timeout": self.store_timeout,
             "retries": self.store_retries,
+            "cache_bytes": self.store_cache_bytes,
             "allow_http": self.aws_allow_http,
             "s3": {k: v for k, v in s3.items() if v},
         }

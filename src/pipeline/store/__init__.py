@@ -253,7 +253,7 @@ class Store(abc.ABC):
     @staticmethod
     def from_uri(
         uri: str, *, timeout: float = 30.0, retries: int = 3, allow_http: bool = False,
-        s3: Mapping[str, str] | None = None,
+        s3: Mapping[str, str] | None = None, cache_bytes: int = 5 * 1024**3,
     ) -> Store:  # fmt: skip
         """Open the store named by ``PIPELINE_STORE``: a path, a ``file://`` or an ``s3://`` URI.
 
@@ -263,16 +263,18 @@ class Store(abc.ABC):
         ``timeout`` (seconds per request) and ``retries`` bound an object store's requests
         (PIPELINE_STORE_TIMEOUT, PIPELINE_STORE_RETRIES); ``allow_http`` lets it reach an
         ``http://`` endpoint (AWS_ALLOW_HTTP); ``s3`` is the S3 client's configuration (key
-        id, secret, session token, endpoint, region). ``MemoryStore`` has no URI here on
-        purpose: every command opens the store anew, so a store in one process's memory would
-        be empty for the next command.
+        id, secret, session token, endpoint, region); ``cache_bytes`` caps its local
+        download cache (PIPELINE_STORE_CACHE_BYTES, ``s3_cache``). ``MemoryStore`` has no URI
+        here on purpose: every command opens the store anew, so a store in one process's memory
+        would be empty for the next command.
         """
         if uri.strip().lower().startswith("s3://"):
             from pipeline.store.s3 import S3Store
 
             return S3Store(
-                uri.strip(), timeout=timeout, retries=retries, allow_http=allow_http, s3=s3
-            )
+                uri.strip(), timeout=timeout, retries=retries, allow_http=allow_http, s3=s3,
+                cache_bytes=cache_bytes,
+            )  # fmt: skip
         from pipeline.store.local import check_not_a_file, root_of
 
         root = root_of(uri)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import StoreError, StoreUnavailable
-from pipeline.store import KeyedStore, key_name, read_only_copy, store_error
+from pipeline.store import KeyedStore, key_name, s3_cache, store_error
 from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri
 
 if TYPE_CHECKING:
@@ -83,10 +83,12 @@ class S3Store(KeyedStore):
         retries: int = 3,
         allow_http: bool = False,
         s3: Mapping[str, str] | None = None,
+        cache_bytes: int = s3_cache.CACHE_BYTES,
     ) -> None:
         self.uri = uri.rstrip("/")
         self.bucket, self.prefix = parse_uri(uri)
         self.timeout, self.retries, self.allow_http = timeout, retries, allow_http
+        self.cache_bytes = cache_bytes  # the local download cache's cap (``s3_cache``)
         self.s3 = dict(s3 or {})
         self.lease_s = LEASE_S
         self._client: Client | None = None
@@ -377,15 +379,26 @@ class S3Store(KeyedStore):
         except FileNotFoundError:
             raise KeyError(key) from None
         tag = hashlib.sha256(f"{self.uri}/{name}@{meta['e_tag']}".encode()).hexdigest()
-        path = self._scratch.root / "files" / tag / name.rsplit("/", 1)[-1]
+        files = self._scratch.root / "files"
+        path = files / tag / name.rsplit("/", 1)[-1]
         with contextlib.suppress(OSError):
             if not again and path.stat().st_size == meta["size"]:  # a cut copy is fetched again
-                return path
+                return s3_cache.used(path)
+
+        def download() -> Path:
+            got = obstore.get(client, name)  # FileNotFoundError: no such object
+            try:
+                return s3_cache.stream_copy(path, got.stream())
+            except OSError as exc:  # the local disk: full, or not writable
+                raise store_error(exc, path) from exc
+
         try:
-            data = self._call("read", name, lambda: bytes(obstore.get(client, name).bytes()))
+            self._call("read", name, download)
         except FileNotFoundError:
             raise KeyError(key) from None
-        return read_only_copy(path, data)
+        s3_cache.used(path)
+        s3_cache.prune(files, self.cache_bytes)
+        return path
 
     @contextlib.contextmanager
     def lock(self, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[None]:

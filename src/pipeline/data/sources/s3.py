@@ -50,7 +50,9 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
     from pipeline.store.s3_client import open_client
 
     bucket, key = _parse(uri)
-    client = open_client(bucket, **settings.store_options())
+    options = settings.store_options()
+    del options["cache_bytes"]  # the store's download cache: a dataset source streams to dest
+    client = open_client(bucket, **options)
     try:
         try:
             fh = dest.open("wb")
