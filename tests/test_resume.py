@@ -213,3 +213,29 @@ def test_signals_after_the_stop_is_reported_keep_its_exit_status(tmp_path: Path)
     assert "Traceback" not in err and err.count("\n") == 1, err
     key = event("".join(lines), "train.interrupted")["checkpoint"]
     assert (store / key).is_file()
+
+
+def test_a_reader_that_goes_away_stops_training_with_a_checkpoint_and_exit_141(
+    cli: Any, tmp_path: Path, reference: str
+) -> None:
+    """`pipeline train | head` ended 141 with nothing saved and not a word: the epochs trained
+    were lost. A closed stdout now stops training as SIGTERM does (a checkpoint, one line on
+    stderr saying how to resume), with the exit status of a Unix tool cut off by its reader."""
+    store = tmp_path / "store"
+    env = _env(tmp_path, store)
+    proc = start_cli("train", env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        if json.loads(line).get("event") == "train.epoch" and json.loads(line)["epoch"] == 3:
+            break
+    proc.stdout.close()  # `head` exits
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "stdout's reader went away" in err and "pipeline train --resume" in err, err
+    [checkpoint] = (store / "checkpoints").iterdir()
+    assert not (store / "builds").exists()
+    resumed = cli("train", "--resume", env=env)
+    assert resumed.exit_code == 0, resumed.output[-2000:]
+    assert event(resumed.stdout, "train.summary")["build_id"] == reference
+    assert not checkpoint.exists()

@@ -413,12 +413,18 @@ def fit(
         while loop.epoch <= last_epoch:
             started = time.perf_counter()
             row, val_loss = loop.run_epoch(train, val, stop, fixed_epochs=epochs is not None)
+            closed = False
             if on_epoch is not None:
-                on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
+                try:
+                    on_epoch({**row, "seconds": round(time.perf_counter() - started, 4)})
+                except BrokenPipeError:  # stdout's reader went away (`| head`): stop, as SIGPIPE
+                    closed = True
             if loop.end_epoch(val_loss, fixed_epochs=epochs is not None):
                 break
             every = settings.checkpoint_every
             loop.epoch, loop.position = loop.epoch + 1, 0
+            if closed:  # at the next epoch's start: a resumed run goes on with the same weights
+                raise Stopped(signal.SIGPIPE, loop.state())
             due = every and (loop.epoch - 1) % every == 0 and loop.epoch <= last_epoch
             if on_checkpoint is not None and due:
                 on_checkpoint(loop.state())

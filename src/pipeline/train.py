@@ -9,6 +9,7 @@ and turns a stop signal into a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline import __version__, artifacts, curves, features, metrics
-from pipeline.errors import Interrupted
+from pipeline.errors import Interrupted, OutputClosed
 from pipeline.log import EpochProgress
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings
@@ -420,22 +421,27 @@ def _interrupted(
     checkpoints: Checkpoints,
     log: Any,
     others: list[fit.FitState] | None = None,
-) -> Interrupted:
-    """Save the stopped loop's state (and the other workers', on Ray) and say how to resume."""
-    checkpoints.save(log, phase, stopped.state, selection, others=others)
-    name = signal.Signals(stopped.signum).name
-    epoch = stopped.state.epoch
+) -> Interrupted | OutputClosed:
+    """Save the stopped loop's state (and the other workers', on Ray) and say how to resume.
+
+    SIGPIPE stands for stdout's reader going away (``pipeline train | head``): the events
+    that cannot be written are dropped and the command ends 141, as a Unix tool cut off by its
+    reader does, with the checkpoint saved like a SIGTERM's."""
+    closed = stopped.signum == signal.SIGPIPE
+    events_lost = contextlib.suppress(BrokenPipeError) if closed else contextlib.nullcontext()
+    name, epoch = signal.Signals(stopped.signum).name, stopped.state.epoch
     workers = "" if others is None else f" --workers {len(others) + 1}"
-    log.warning(
-        "train.interrupted",
-        signal=name,
-        phase=phase,
-        epoch=epoch,
-        checkpoint=checkpoints.key,
-        resume=f"pipeline train{workers} --resume",
+    with events_lost:
+        checkpoints.save(log, phase, stopped.state, selection, others=others)
+    with events_lost:
+        log.warning("train.interrupted", signal=name, phase=phase, epoch=epoch,
+                    checkpoint=checkpoints.key,
+                    resume=f"pipeline train{workers} --resume")  # fmt: skip
+    where = (
+        f"checkpoint saved as {checkpoints.key} in store {checkpoints.store.uri}: run "
+        f"`pipeline train{workers} --resume` with the same data, settings and seed to continue"
     )
-    return Interrupted(
-        f"training stopped by {name} in {phase} epoch {epoch}; checkpoint saved as "
-        f"{checkpoints.key} in store {checkpoints.store.uri}: run `pipeline train{workers} "
-        "--resume` with the same data, settings and seed to continue"
-    )
+    if closed:
+        return OutputClosed(f"training stopped in {phase} epoch {epoch}: stdout's reader went "
+                            f"away (SIGPIPE); {where}")  # fmt: skip
+    return Interrupted(f"training stopped by {name} in {phase} epoch {epoch}; {where}")

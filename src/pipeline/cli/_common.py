@@ -109,7 +109,8 @@ def run(
             clear_written_ids(outputs)
         message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs:
-            logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
+            with contextlib.suppress(BrokenPipeError):  # stdout's reader gone: stderr says it
+                logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
 
