@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, event, events
+from tests.conftest import REPO, event, events, one_error_line
 from tests.test_releases import FOLDER, NAME, make_package
 
 from pipeline import releases
@@ -507,3 +507,34 @@ def test_an_edited_release_record_is_refused_by_every_command_that_reads_it(
         with pytest.raises(IntegrityError, match="the release record was modified"):
             read()
     assert releases.show(backend, f"{NAME}@current").number == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("threshold", 0.05), ("required_secrets", []), ("id_column", "x")]
+)
+def test_a_release_records_run_settings_edited_by_hand_are_refused(
+    backend: Store, cli: Any, field: str, value: Any
+) -> None:
+    """A record's run settings edited by hand (the threshold from 0.5 to 0.05, the secrets it
+    requires emptied) were read as written: predict turned every row positive, or ran without
+    the secret, exit 0, and rollback made the edited record current. Each record now carries
+    the sha256 of its content: an edited one is exit 7, naming it, for every command."""
+    releases.create(
+        backend, make_package(backend, "0.2.0"), RunSettings(required_secrets=["DB_PASSWORD"])
+    )
+    key = f"{FOLDER}/v1.json"
+    record = json.loads(backend.read_bytes(key))
+    assert record["sha256"] and record["run"]["required_secrets"] == ["DB_PASSWORD"]
+    record["run"][field] = value
+    if isinstance(backend, LocalStore):
+        backend.path(key).chmod(0o644)
+    backend.delete(key)
+    backend.write(key, json.dumps(record).encode())
+    with pytest.raises(IntegrityError, match=r"v1\.json .*the release record was modified"):
+        releases.show(backend, f"{NAME}@v1")
+    shown = cli("release", "show", f"{NAME}@v1")
+    assert shown.exit_code == 7 and "the release record was modified" in one_error_line(shown)
+    releases.create(backend, make_package(backend, "0.3.0"), RunSettings())
+    back = cli("release", "rollback", "--to", "v1", env={"PIPELINE_MODEL__NAME": NAME})
+    assert back.exit_code == 7, back.output
+    assert releases.show(backend, f"{NAME}@current").number == 2
