@@ -178,7 +178,14 @@ class Writer:
         failed (PIPELINE_RUN__CHUNK_ROWS). A value of another kind is a ``DataError`` naming
         its row."""
         out = frame
-        for name in [c for c in frame.columns if frame[c].dtype == object]:
+        for name in frame.columns:
+            typed = _typed_kind(frame[name].dtype)
+            if typed is not None:  # a typed chunk (pandas' own str, int64, float64, bool)
+                if name not in self._kinds and frame[name].notna().any():
+                    self._kinds[name] = typed  # the first value's kind, as for Python values
+                known = self._kinds.get(name, typed)
+                if known is typed or (known is float and typed is int):
+                    continue  # else: values in a column of another kind, judged below
             inferred = pd.api.types.infer_dtype(frame[name], skipna=True)
             if inferred == "string" and self._kinds.setdefault(name, str) is str:
                 continue  # text throughout (class labels, errors): as it is, at C speed
@@ -284,14 +291,22 @@ class Writer:
 
 def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     """``frame`` as an Arrow table; a column mixing kinds (an id column of strings and
-    numbers, read from JSON lines) is written as text."""
+    numbers, read from JSON lines) is written as text. Text is always ``large_string``:
+    pandas' own string columns convert to it and columns of Python strings to ``string``, so
+    the first chunk's kind of column chose the file's type (chunks of one row, another file)."""
     try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowTypeError, pa.ArrowInvalid):
         mixed = frame.copy()
         for name in [c for c in mixed.columns if mixed[c].dtype.kind == "O"]:
             mixed[name] = [None if _plain(v) is None else _text(v) for v in mixed[name]]
-        return pa.Table.from_pandas(mixed, preserve_index=False)
+        table = pa.Table.from_pandas(mixed, preserve_index=False)
+    if not any(pa.types.is_string(f.type) for f in table.schema):
+        return table
+    large = [
+        f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema
+    ]
+    return table.cast(pa.schema(large, metadata=table.schema.metadata))
 
 
 _WRONG = object()  # a value that is not of its column's kind (``Writer._one_kind``)
@@ -302,6 +317,21 @@ def _kind(value: Any) -> type:
     if isinstance(value, bool):
         return bool
     return int if isinstance(value, int) else float if isinstance(value, float) else str
+
+
+def _typed_kind(dtype: Any) -> type | None:
+    """The kind of a column of a typed dtype; None for object (Python values) and others."""
+    if pd.api.types.is_object_dtype(dtype):
+        return None
+    for test, kind in (
+        (pd.api.types.is_bool_dtype, bool),
+        (pd.api.types.is_integer_dtype, int),
+        (pd.api.types.is_float_dtype, float),
+        (pd.api.types.is_string_dtype, str),
+    ):
+        if test(dtype):
+            return kind
+    return None
 
 
 def _as_kind(value: Any, kind: type) -> Any:
