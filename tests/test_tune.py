@@ -384,6 +384,24 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 
+def test_a_sigterm_after_the_last_trial_writes_the_record_and_exits_0(
+    tmp_path: Path, reference: tuple[Path, dict[str, Any]]
+) -> None:
+    """SIGTERM once the last trial had reported (while Ray shut down) ended 130 with "the
+    results of 4 trial(s) of 4 are kept; --resume runs the rest", and no record: the search
+    was whole. Now its record is written (a tune.stop_deferred warning), exit 0, the same
+    tune id as the uninterrupted search."""
+    proc = _start(tmp_path, "--trials", "4", PIPELINE_TUNE__CONCURRENCY="1")
+    lines = _wait_for_trials(proc, 4)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    stream = "".join(lines) + out
+    assert event(stream, "tune.stop_deferred")["message"].startswith("every trial has finished")
+    assert event(stream, "tune.summary")["tune_id"] == reference[1]["tune_id"]
+    assert (tmp_path / "store" / "tunes" / reference[1]["tune_id"] / "trials.json").is_file()
+
+
 def test_an_edited_kept_record_is_named_and_run_again_on_resume(tmp_path: Path) -> None:
     """A kept trial's score (and its metrics, consistently) edited between Ctrl-C and
     `--resume` was used as it was: no warning, and the forged trial won. Each record carries

@@ -10,12 +10,9 @@ with ``weights_only=True``: tensors and plain data, nothing unpickled.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import pickle
-import signal
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -168,36 +165,3 @@ class Checkpoints:
     def discard(self) -> None:
         """Remove the checkpoint once the build it was for exists."""
         self.store.delete(self.key)
-
-
-@contextlib.contextmanager
-def finishing(log: Any, stage: str) -> Iterator[list[int]]:
-    """Inside the block a first SIGTERM or Ctrl-C is noted (the list gets its number, a
-    ``<stage>.stop_deferred`` warning is logged) and the block runs on; a second one stops it
-    at once. For the seconds after training, while the build is tested and written: stopping
-    there lost the whole training with "nothing was written", where finishing takes a moment
-    (and a container's stop grace period is 10-30 s). Outside the main thread it does nothing.
-    """
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def note(signum: int, _frame: Any) -> None:
-        if got:
-            raise KeyboardInterrupt
-        got.append(signum)
-        log.warning(
-            f"{stage}.stop_deferred", signal=signal.Signals(signum).name,
-            message="training is done: writing the build first; send the signal again to "
-            "stop at once (nothing is written then)",
-        )  # fmt: skip
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for number in previous:
-        signal.signal(number, note)
-    try:
-        yield got
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

@@ -43,3 +43,36 @@ def held(*, then_stop: bool, second_stops: bool) -> Iterator[None]:
             signal.signal(number, handler)
     if noted and then_stop:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def finishing(log: Any, stage: str, done: str) -> Iterator[list[int]]:
+    """Inside the block a first SIGTERM or Ctrl-C is noted (the list gets its number, a
+    ``<stage>.stop_deferred`` warning is logged, saying ``done``) and the block runs on; a
+    second one stops it at once. For the moment after the work, while its result is written
+    (a build after training, a search's record after its last trial): stopping there lost
+    the whole work with "nothing was written", where finishing takes a moment (and a
+    container's stop grace period is 10-30 s). Outside the main thread it does nothing.
+    """
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+
+    def note(signum: int, _frame: Any) -> None:
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        log.warning(
+            f"{stage}.stop_deferred", signal=signal.Signals(signum).name,
+            message=f"{done}; send the signal again to stop at once (nothing is written then)",
+        )  # fmt: skip
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, note)
+    try:
+        yield got
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

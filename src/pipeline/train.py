@@ -111,7 +111,8 @@ def _built(
     t0: float,
 ) -> TrainResult:
     """Steps 3 to 5 and the build's files, on the laid-out data."""
-    from pipeline.checkpoints import Checkpoints, finishing
+    from pipeline.checkpoints import Checkpoints
+    from pipeline.signals import finishing
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     inputs = _inputs(data, settings.seed)
@@ -121,7 +122,7 @@ def _built(
         trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
     else:
         trained = _train_on_ray(settings, data, pre, laid.on_ray, rt["device"], checkpoints, log)
-    with finishing(log, "train"):  # a stop now waits for the build: training is done
+    with finishing(log, "train", "training is done: writing the build first"):
         bid, blend, result_metrics = _finish(settings, store, laid, trained, inputs, started_at, t0)
     checkpoints.discard()
     split = data.split

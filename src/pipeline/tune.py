@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, halving, search, trials
+from pipeline import __version__, artifacts, halving, search, signals, trials
 from pipeline.errors import ConfigError, IntegrityError, Interrupted, TrialsFailed
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings, preset_toml, space
@@ -70,31 +70,29 @@ def run(
     )  # fmt: skip
     payload = _payload(settings, data, metric, folds, configs)
     search.check_folds(payload)
+    finished = "every trial has finished: writing the search's record first"
     try:
         results = _search(settings, payload, schedule, done, partial, log)
     except KeyboardInterrupt:
-        kept = len(partial.load(log)) if store.list(partial.prefix) else 0
-        if not kept:
-            raise Interrupted(
-                "tune interrupted before any trial finished: nothing was kept; run it again"
-            ) from None
-        raise Interrupted(
-            f"tune interrupted: the results of {kept} trial(s) of {n} are kept; `pipeline "
-            "tune --resume` with the same settings runs the rest"
-        ) from None
-    ranked = _rank([results[i] | {"config": configs[i]} for i in range(n)], metric)
-    winner = next((t for t in ranked if t["status"] == "ok"), None)
-    if winner is None:
-        first = next(t for t in ranked if t.get("error"))
-        budget = "TIME_BUDGET ran out" in str(first["error"])
-        raise TrialsFailed(
-            f"all {n} trials failed; the first (trial {first['trial']}): {first['error']}"
-            + ("; raise PIPELINE_TUNE__TIME_BUDGET or unset it" if budget else "")
-        )
-    tid = _write(store, inputs, ranked, winner, metric, time.perf_counter() - t0)
-    partial.discard()
-    if preset_out is not None:
-        write_preset(preset_out, settings, winner, tid, metric)
+        # Stopped as Ray shut down after the last trial: the kept trials make the whole search.
+        if (whole := _whole(settings, payload, schedule, partial, log)) is None:
+            raise _interrupted(store, partial, n, log) from None
+        log.warning("tune.stop_deferred", signal=None, message=finished)
+        results = whole
+    with signals.finishing(log, "tune", finished):  # a stop now waits for the record
+        ranked = _rank([results[i] | {"config": configs[i]} for i in range(n)], metric)
+        winner = next((t for t in ranked if t["status"] == "ok"), None)
+        if winner is None:
+            first = next(t for t in ranked if t.get("error"))
+            budget = "TIME_BUDGET ran out" in str(first["error"])
+            raise TrialsFailed(
+                f"all {n} trials failed; the first (trial {first['trial']}): {first['error']}"
+                + ("; raise PIPELINE_TUNE__TIME_BUDGET or unset it" if budget else "")
+            )
+        tid = _write(store, inputs, ranked, winner, metric, time.perf_counter() - t0)
+        partial.discard()
+        if preset_out is not None:
+            write_preset(preset_out, settings, winner, tid, metric)
     log.info(
         "tune.summary",
         tune_id=tid,
@@ -110,6 +108,31 @@ def run(
         seconds=round(time.perf_counter() - t0, 3),
     )
     return TuneResult(tid, ranked, winner)
+
+
+def _interrupted(store: Store, partial: trials.Partial, n: int, log: Any) -> Interrupted:
+    """What a stop mid-search says: how many trials are kept for ``--resume``."""
+    if not (kept := len(partial.load(log)) if store.list(partial.prefix) else 0):
+        return Interrupted("tune interrupted before any trial finished: nothing kept; run it again")
+    return Interrupted(
+        f"tune interrupted: the results of {kept} trial(s) of {n} are kept; `pipeline tune "
+        "--resume` with the same settings runs the rest"
+    )
+
+
+def _whole(
+    settings: Settings, payload: search.Payload, schedule: list[int | None],
+    partial: trials.Partial, log: Any,
+) -> dict[int, dict[str, Any]] | None:  # fmt: skip
+    """Every trial's result from the kept records alone, or None when a trial is missing."""
+    try:
+        return _search(settings, payload, schedule, partial.load(log), partial, log, offline=True)
+    except _Missing:
+        return None
+
+
+class _Missing(Exception):
+    """``_search`` without Ray (``offline``) met a trial that has yet to run."""
 
 
 def _schedule(settings: Settings, folds: int | None) -> list[int | None]:
@@ -183,9 +206,11 @@ def _search(
     done: dict[int, dict[str, Any]],
     partial: trials.Partial,
     log: Any,
+    offline: bool = False,
 ) -> dict[int, dict[str, Any]]:
     """Every trial's result: the runs of each rung on one Ray session, and between rungs
-    successive halving's decisions (``halving``), from the scores alone."""
+    successive halving's decisions (``halving``), from the scores alone. ``offline``: from
+    ``done`` alone, ``_Missing`` if a trial must run."""
     from pipeline import cluster
 
     t, n = settings.tune, len(payload.configs)
@@ -222,6 +247,8 @@ def _search(
         for rung, end in enumerate(schedule):
             span = None if end is None else (first, end)
             jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
+            if jobs and offline:
+                raise _Missing
             left = None if deadline is None else deadline - time.monotonic()
             if jobs and left is not None and left <= 0:
                 failed |= {j: trials.failed(j, trials.BUDGET_UNSTARTED) for j in jobs}
@@ -242,7 +269,7 @@ def _search(
                 log.info(
                     "tune.rung", rung=rung, folds=end, kept=keep,
                     stopped=[trial for trial in alive if trial not in keep],
-                )  # fmt: skip
+                ) if not offline else None  # fmt: skip
                 alive = keep
             first = end or 0
     return {
