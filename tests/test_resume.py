@@ -136,6 +136,15 @@ def test_resume_without_a_checkpoint_or_with_a_damaged_one_fails_cleanly(tmp_pat
     )
     assert stopped.returncode == 130
     key = event(stopped.stdout, "train.interrupted")["checkpoint"]
+    # One byte changed in the middle of the weights: it loaded without a word and resumed to
+    # another build id (QA). The file carries the sha256 of its bytes now.
+    flipped = bytearray((store / key).read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    (store / key).write_bytes(bytes(flipped))
+    bitflip = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
+    assert bitflip.returncode == 7, bitflip.stderr
+    assert "do not match its sha256" in bitflip.stderr and bitflip.stderr.count("\n") == 1
+    assert (store / key).exists()  # kept for the user to inspect or delete
     (store / key).write_bytes(b"not a checkpoint")
     damaged = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
     assert damaged.returncode == 7, damaged.stderr
@@ -144,7 +153,9 @@ def test_resume_without_a_checkpoint_or_with_a_damaged_one_fails_cleanly(tmp_pat
     # run its code) was relayed, and its warning about the protocol went to stderr too.
     import pickle
 
-    (store / key).write_bytes(pickle.dumps({"format": 1, "x": {1, 2}}, protocol=4))
+    from pipeline.checkpoints import _sealed
+
+    (store / key).write_bytes(_sealed(pickle.dumps({"format": 1, "x": {1, 2}}, protocol=4)))
     refused = run_cli("train", "--resume", env={**env, "PIPELINE_TRAIN__MAX_EPOCHS": "24"})
     assert refused.returncode == 7, refused.stderr
     assert "not a checkpoint: torch refused to unpickle it" in refused.stderr

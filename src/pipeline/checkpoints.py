@@ -28,7 +28,7 @@ from pipeline.store import Store, canonical_json
 class Checkpoints:
     """The checkpoint of one run's inputs: save, load, discard."""
 
-    FORMAT = 1
+    FORMAT = 2  # 2: the file starts with the sha256 of the rest (``_sealed``)
 
     def __init__(
         self,
@@ -101,7 +101,8 @@ class Checkpoints:
         if others:
             doc["others"] = [state.to_dict() for state in others]
         torch.save(doc, buf)
-        self.store.write(self.key, buf.getvalue())
+        body = buf.getvalue()
+        self.store.write(self.key, _sealed(body))
         log.info(
             "train.checkpoint",
             key=self.key,
@@ -127,10 +128,11 @@ class Checkpoints:
                 )
             ) from None
         try:
+            body = _opened(blob)
             with warnings.catch_warnings():  # torch warns of a pickle protocol on stderr
                 warnings.simplefilter("ignore")
                 ck: dict[str, Any] = torch.load(
-                    io.BytesIO(blob), map_location="cpu", weights_only=True
+                    io.BytesIO(body), map_location="cpu", weights_only=True
                 )
             valid = ck["format"] == self.FORMAT and ck["fingerprint"] == self.fingerprint
             if valid:
@@ -142,6 +144,8 @@ class Checkpoints:
             why = (
                 "not a checkpoint: torch refused to unpickle it"
                 if isinstance(exc, pickle.UnpicklingError)
+                else str(exc)
+                if isinstance(exc, _Damaged)
                 else f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
             )
             raise IntegrityError(
@@ -165,3 +169,26 @@ class Checkpoints:
     def discard(self) -> None:
         """Remove the checkpoint once the build it was for exists."""
         self.store.delete(self.key)
+
+
+# A checkpoint file: this line, the sha256 of the rest in hex and a newline, then torch's bytes.
+# A byte changed in the weights loaded without a word and resumed to another build id.
+MAGIC = b"pipeline-checkpoint sha256 "
+
+
+class _Damaged(Exception):
+    """The file's bytes are not the ones its digest was made of."""
+
+
+def _sealed(body: bytes) -> bytes:
+    return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def _opened(blob: bytes) -> bytes:
+    """The torch bytes of a checkpoint file; ``_Damaged`` unless they match its digest."""
+    head, _, body = blob.partition(b"\n")
+    if not head.startswith(MAGIC):
+        raise _Damaged("not a checkpoint of this pipeline version: no digest line")
+    if hashlib.sha256(body).hexdigest().encode() != head[len(MAGIC) :]:
+        raise _Damaged("its bytes do not match its sha256: damaged after it was written")
+    return body
