@@ -136,6 +136,27 @@ def test_a_worse_build_fails_the_regression_gate_and_the_reverse_passes(
     assert "### settings" in markdown and "| log_loss | lower |" in markdown
 
 
+@pytest.mark.slow
+def test_a_build_of_another_target_is_incomparable_and_fails_the_gate(
+    cli: Any, ids: dict[str, Any], tmp_path: Path
+) -> None:
+    """B trained on another target of the same table (Titanic's sex, not survived: binary too)
+    passed --fail-on-regression as 'better' for its lower log loss (QA: house prices' YearBuilt
+    against SalePrice). Another target is incomparable, as another task is: exit 3."""
+    other = {**FAST, "PIPELINE_DATA__TARGET": "sex"}
+    done = cli("train", "--id-file", str(tmp_path / "sex.id"), env=other)
+    assert done.exit_code == 0, done.output[-2000:]
+    sex = (tmp_path / "sex.id").read_text().strip()
+    doc = _doc(cli, ids["base"], sex)
+    assert doc["primary"] is None and doc["verdict"] == "incomparable"
+    assert (doc["identity"]["a"]["target"], doc["identity"]["b"]["target"]) == ("survived", "sex")
+    table = cli("diff", ids["base"], sex, "--format", "table", env=FAST).stdout
+    assert "verdict: incomparable (A and B solve different targets)" in table
+    gated = cli("diff", ids["base"], sex, "--fail-on-regression", env=FAST)
+    assert gated.exit_code == 3, gated.output
+    assert "A predicts 'survived' and B 'sex'" in gated.stderr.splitlines()[-1]
+
+
 def test_a_negative_or_pointless_tolerance_is_a_config_error(cli: Any) -> None:
     """--tolerance below 0 or without --fail-on-regression exits 3 before anything is read."""
     for args in (["--fail-on-regression", "--tolerance", "-0.1"], ["--tolerance", "0.1"]):
@@ -162,7 +183,9 @@ def _check_shape(doc: dict[str, Any]) -> None:
     assert set(doc["identity"]) == {"a", "b", "same_build"}
     for side in ("a", "b"):
         ident = doc["identity"][side]
-        assert set(ident) == {"asked", "kind", "build_id", "release", "package_id", "task"}
+        assert set(ident) == {
+            "asked", "kind", "build_id", "release", "package_id", "task", "target"
+        }  # fmt: skip
         assert ident["kind"] in ("build", "release", "package") and len(ident["build_id"]) == 64
         assert all(isinstance(ident[k], str | None) for k in ("release", "package_id"))
     for row in doc["inputs"] + doc["settings"]:
@@ -410,6 +433,7 @@ def test_the_primary_metric_is_the_default_tune_metric(task: str, transform: str
     assert diff.primary_metric(schema, schema) == search.metric_for(settings, task, transform)
     other = {"task": "binary" if task == "regression" else "regression"}
     assert diff.primary_metric(schema, other) is None
+    assert diff.primary_metric(schema | {"target": "a"}, schema | {"target": "b"}) is None
     if task == "regression":
         mixed = {"task": task, "target_transform": "none" if transform == "log" else "log"}
         assert diff.primary_metric(schema, mixed) == "rmse"

@@ -110,13 +110,14 @@ def compare(
 
 
 def primary_metric(schema_a: dict[str, Any], schema_b: dict[str, Any]) -> str | None:
-    """The test metric the verdict and the regression gate judge by, or None (other tasks).
+    """The test metric the verdict and the regression gate judge by, or None (other tasks, or
+    other targets: a model of YearBuilt is not a better model of SalePrice for its lower RMSE).
 
     It is `pipeline tune`'s default metric (``space.default_metric``): log loss for
     classification, RMSE for regression, of the log target when both builds fit one (else a
     metric both report).
     """
-    if schema_a["task"] != schema_b["task"]:
+    if schema_a["task"] != schema_b["task"] or schema_a.get("target") != schema_b.get("target"):
         return None
     log_target = schema_a.get("target_transform") == schema_b.get("target_transform") == "log"
     return space.default_metric(schema_a["task"], "log" if log_target else "none")
@@ -129,7 +130,7 @@ def _json_files(side: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(side: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     keys = ("asked", "kind", "build_id", "release", "package_id")
-    return {**{k: side[k] for k in keys}, "task": schema["task"]}
+    return {**{k: side[k] for k in keys}, "task": schema["task"], "target": schema.get("target")}
 
 
 def _number(x: Any) -> bool:
@@ -270,12 +271,14 @@ def check_regression(doc: dict[str, Any], tolerance: float) -> None:
     if primary is None or primary["delta"] is None:
         why = (
             f"A is a {a['task']} model and B a {b['task']} one"
+            if a["task"] != b["task"]
+            else f"A predicts {a['target']!r} and B {b['target']!r}"
             if primary is None
             else f"test {primary['metric']} is missing from A or B"
         )
         raise ConfigError(
             f"--fail-on-regression cannot compare {label(a)} and {label(b)}: {why}; compare "
-            "builds of one task"
+            "builds of one task and target"
         )
     worse_by = primary["delta"] if primary["direction"] == "lower" else -primary["delta"]
     if worse_by > tolerance:

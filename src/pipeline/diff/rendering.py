@@ -102,7 +102,9 @@ def _who(side: str, ident: dict[str, Any]) -> list[str]:
 def _verdict_line(doc: dict[str, Any]) -> str:
     p = doc["primary"]
     if p is None:
-        return "verdict: incomparable (A and B solve different tasks)"
+        a, b = doc["identity"]["a"], doc["identity"]["b"]
+        what = "tasks" if a["task"] != b["task"] else "targets"
+        return f"verdict: incomparable (A and B solve different {what})"
     if p["delta"] is None:
         return f"verdict: {p['verdict']} (test {p['metric']} of A {_v(p['a'])}, B {_v(p['b'])})"
     change = f"{_v(p['a'])} -> {_v(p['b'])}, delta {p['delta']:+.4g}"
