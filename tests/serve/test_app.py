@@ -564,3 +564,33 @@ def test_access_log_sampling_keeps_every_refusal(house_loaded: Loaded) -> None:
             assert refused.status_code == 415
     logged = [e["status"] for e in logs if e["event"] == "serve.request"]
     assert logged == [200, 200, 415, 415, 415]
+
+
+def test_a_csv_body_reads_the_text_nan_as_pipeline_predict_does(
+    titanic: dict[str, Any], tmp_path: Path
+) -> None:
+    """The text NaN in a numeric cell (Titanic's missing markers are only '?' and '') was a 422
+    here (training's number rule) where `pipeline predict` read it as a missing value, and so
+    did this server with PIPELINE_RUN__ON_ERROR=column. A CSV body is read as predict reads the
+    file: NaN is missing, in both modes, and the rows score as predict scores them; inf is
+    still refused."""
+    from tests.conftest import run_cli
+
+    header = "pclass,sex,age,sibsp,parch,fare,cabin,embarked"
+    body = f"{header}\n1,male,30,0,0,NaN,,S\n3,female,NaN,1,0,7.25,,C\n2,male,,0,0,,,S\n"
+    path = tmp_path / "rows.csv"
+    path.write_text(body)
+    done = run_cli("predict", str(path), "--package", str(titanic["package"]), "-o",
+                   str(tmp_path / "p.csv"), env=titanic["env"])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    expected = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    csv_type = {"Content-Type": "text/csv"}
+    for on_error in ("fail", "column"):
+        with _client(_loaded(titanic, on_error=on_error)) as client:
+            got = client.post("/v1/predict", content=body, headers=csv_type)
+            assert got.status_code == 200, got.text
+            predictions = [str(p["prediction"]) for p in got.json()["predictions"]]
+            assert predictions == [line.split(",")[0].strip('"') for line in expected]
+    with _client(_loaded(titanic)) as client:
+        refused = client.post("/v1/predict", content=body.replace("NaN", "inf"), headers=csv_type)
+        assert refused.status_code == 422, refused.text

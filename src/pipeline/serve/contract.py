@@ -312,8 +312,10 @@ class Contract:
     def _check_cells(self, frame: pd.DataFrame) -> None:
         """Refuse numeric cells that are not finite numbers and boolean cells not true/false.
 
-        Numbers are judged by training's rule (``cells.parse_numbers``'s ``pandas``), so the
-        text "nan" is refused here although `pipeline predict` reads it as a missing value.
+        Numbers are judged by the predictor's rule (``cells.parse_numbers``'s ``arrow``), as
+        `pipeline predict` reads a CSV file and as this server reads the same body with
+        ``PIPELINE_RUN__ON_ERROR=column``: the text "NaN" is a missing value in all three (it
+        was refused here alone, a 422 for a body `pipeline predict` scored).
         """
         import numpy as np
 
@@ -324,7 +326,7 @@ class Contract:
                 continue
             series = frame[column.name]
             if column.kind == "numeric":
-                values, bad = cells.parse_numbers(series)
+                values, bad = cells.parse_numbers(series, "arrow")
                 bad = bad | np.isinf(values)
             else:
                 bad = cells.parse_booleans(series)[1]
