@@ -607,3 +607,23 @@ def test_a_stop_after_rows_went_to_stdout_says_that_output_is_incomplete(
         "error: predict interrupted: the predictions of earlier rows went to stdout already: "
         "that output is incomplete; run it again"
     )
+
+
+def test_columns_named_but_for_case_or_spaces_are_named_in_the_error(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """A header with a space after each comma, or in upper case, was 'lacks required
+    column(s) [...]: add them (empty cells are allowed)': following that advice scored every
+    row with those features missing. The error names the near columns to rename."""
+    lines = TEST_CSV.read_text().splitlines()[:4]
+    for name, header in (("spaced.csv", lines[0].replace(",", ", ")),
+                         ("upper.csv", lines[0].upper())):  # fmt: skip
+        path = tmp_path / name
+        path.write_text("\n".join([header, *lines[1:]]) + "\n")
+        done = _predict(chain, str(path), "--release", chain["release"])
+        assert done.returncode == 4, done.stderr
+        message = done.stderr.splitlines()[-1]
+        near = " LotArea" if name == "spaced.csv" else "LOTAREA"
+        assert "lacks required column(s)" in message and "rename [" in message, message
+        assert f"'{near}'" in message or "(names match exactly)" in message, message
+        assert "add them" not in message

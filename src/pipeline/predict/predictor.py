@@ -97,9 +97,15 @@ class Predictor:
             if hint:  # one column read: every name is missing, and the file is the problem
                 raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            near = _near_names(missing, [str(c) for c in columns])
+            fix = (
+                f"rename {near[:5]} to the names the model was trained on (names match exactly)"
+                if near
+                else "add them (empty cells are allowed)"
+            )
             raise DataError(
                 f"{label} lacks required column(s) {missing[:10]}{more}: the model was trained "
-                f"on {len(self.required)} columns; add them (empty cells are allowed)"
+                f"on {len(self.required)} columns; {fix}"
             )
 
     def encode_frame(
@@ -177,3 +183,11 @@ class Predictor:
         stats.rows += len(frame)
         stats.chunks += 1
         return pd.DataFrame(result, index=frame.index, copy=False)
+
+
+def _near_names(missing: list[str], present: list[str]) -> list[str]:
+    """The present columns named as missing ones are but for case and surrounding spaces
+    (`' sex'`, `SEX`): the advice to add the missing columns, empty, scored every row with
+    those features missing."""
+    wanted = {name.strip().casefold() for name in missing}
+    return [name for name in present if name.strip().casefold() in wanted]
