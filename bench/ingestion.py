@@ -4,7 +4,7 @@ The project's path is what `pipeline train` runs before its first epoch: ``prepa
 (the file's sha256, ``read.read_table`` with pyarrow then a pandas frame, the target check,
 ``schema.infer`` and the split), then ``features.fit`` on the training rows (a column at a
 time, ``RowsOf``) and ``Preprocessor.transform`` of every row to the float32/int64 arrays the
-network gets (``train._encode`` itself: each column read once, column-major above 256 MB,
+network gets (``tensors.encode_all`` itself: each column read once, column-major above 256 MB,
 shared with torch as training does). The
 reference is ``pyarrow.csv.read_csv`` / ``pyarrow.parquet.read_table`` of the same file and
 nothing else. Both run in one child process, alternating, several times; the table gives medians.
@@ -33,7 +33,7 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     from pipeline.prepare import prepare
     from pipeline.settings import DataSettings, Settings
     from pipeline.store import Store
-    from pipeline.train import _encode
+    from pipeline.tensors import encode_all
 
     settings = Settings(data=DataSettings(source=str(path), target="y", drop=[], format=fmt))
     store = Store.from_uri(str(path.parent / "store"))
@@ -43,7 +43,7 @@ def child(path: Path, fmt: str, repeats: int) -> None:
     def project() -> int:
         data = prepare(settings, store, log)
         pre = fit(RowsOf(data.frame, data.split.train), data.schema, settings.features, data.label)
-        return int(_encode(data, pre, "cpu").numeric.shape[0])
+        return int(encode_all(data, pre, "cpu").numeric.shape[0])
 
     def reference() -> int:
         table_ = pacsv.read_csv(path) if fmt == "csv" else pq.read_table(path)

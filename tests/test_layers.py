@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "linear": 2,
     "split": 2,
     "fit": 2,
+    "bagging": 2,
     "adamw": 2,
     "products": 2,
     "tensors": 2,

@@ -27,6 +27,7 @@ import numpy as np
 from pipeline import features, linear, train
 from pipeline.prepare import prepare
 from pipeline.split import Seeds
+from pipeline.tensors import encode_all
 
 K = int(os.environ.get("EXP_K", "5"))
 WEIGHTS = tuple(float(v) for v in os.environ.get("EXP_WEIGHTS", "1,0.75,0.5").split(","))
@@ -49,7 +50,7 @@ def bag_run(settings, store, log, resume=False):
         settings.features,
         data.label,
     )
-    tensors = train._encode(data, pre, "cpu")
+    tensors = encode_all(data, pre, "cpu")
     cfg = fit.network_config(pre, settings)
     order = np.random.default_rng(data.seeds.split + 1).permutation(rows)
     parts = np.array_split(order, K)

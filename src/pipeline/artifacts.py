@@ -30,11 +30,14 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, IntegrityError, NotFoundError
 from pipeline.store import Store, canonical_json
+
+if TYPE_CHECKING:
+    from pipeline.prepare import Prepared
 
 ID_FILES = (
     "weights.pt",
@@ -358,3 +361,19 @@ def check_name_is_for(build: Build, settings: Any) -> None:
             f"{settings.model.name!r}; set PIPELINE_MODEL__NAME (or PIPELINE_PRESET to the "
             "preset it was trained with)"
         )
+
+
+def build_inputs(data: Prepared, seed: int) -> dict[str, Any]:
+    """What the build id covers besides the model files: data, split, seed and code."""
+    split = data.split
+    return {
+        "dataset": {"uri": data.fetched.uri, "sha256": data.fetched.sha256, "rows": data.rows},
+        "split": {
+            "digest": split.digest(),
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+        },
+        "seed": seed,
+        "code": {"version": __version__, "digest": code_digest()},
+    }

@@ -22,6 +22,8 @@ from pipeline.artifacts import CURVE_PREFIX
 
 if TYPE_CHECKING:
     from pipeline.features import TargetState
+    from pipeline.model import TabularMLP
+    from pipeline.tensors import Elsewhere, Tensors
 
 PREFIX = CURVE_PREFIX  # the build id covers every file named so (``artifacts.build_id``)
 MAX_POINTS = 2000
@@ -292,3 +294,15 @@ def _multiclass(p: np.ndarray, y: np.ndarray, classes: list[str]) -> Curves:
             }
         )
     return {"per_class": per_class, "roc_ovr": roc, "confidence": coverage}
+
+
+def of_test(
+    model: TabularMLP, rows: Tensors | Elsewhere, target: TargetState
+) -> tuple[dict[str, Any], Curves]:
+    """Metrics and plot curves of the final network on the test rows, from one pass."""
+    from pipeline.tensors import predict_rows, score
+
+    values = predict_rows(model, rows, target)
+    y_encoded = rows.targets().cpu().numpy()
+    y = target.decode(y_encoded) if target.task == "regression" else y_encoded
+    return score(values, y_encoded, target), compute(values, y, target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from pipeline.model import (
 from pipeline.products import threads_at_most
 from pipeline.settings import Settings
 from pipeline.split import Split
+
+if TYPE_CHECKING:
+    from pipeline.prepare import Prepared
 
 
 @dataclass
@@ -76,6 +79,28 @@ class Tensors:
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
+
+
+# From this size of numeric array on, training encodes it column-major (``encode_all``).
+COLUMN_MAJOR_BYTES = 256 << 20
+
+
+def encode_all(data: Prepared, pre: Preprocessor, device: str) -> Tensors:
+    """Every row encoded as tensors; each column of the frame is dropped once encoded.
+
+    A large numeric array is laid out column by column, so that the frame's memory goes back
+    as the array fills (the data is held about once, not twice, at its peak). A batch then
+    gathers each row from as many places as there are columns: at 1M x 50 columns, 25 us more
+    per batch of 64 rows, about 2% of a step; below ``COLUMN_MAJOR_BYTES`` the array stays
+    row-major. The values, and so the weights, are the same either way."""
+    from pipeline import features
+
+    rows, columns = len(data.frame), features.Consumed(data.frame)
+    data.frame = data.frame.iloc[:0].copy()  # holds no view of the data: it can go
+    big = rows * pre.n_numeric_features * 4 >= COLUMN_MAJOR_BYTES
+    enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=big)
+    columns.release()
+    return Tensors.all(enc, device)
 
 
 def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, curves, features, metrics
+from pipeline import artifacts, curves, features, metrics
 from pipeline.errors import Interrupted, OutputClosed
 from pipeline.log import EpochProgress
 from pipeline.prepare import Prepared, prepare
@@ -27,10 +27,9 @@ from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
 
 if TYPE_CHECKING:  # torch comes with these: imported once the data has been read (see run)
-    from pipeline import fit, linear
+    from pipeline import bagging, fit, linear
     from pipeline.checkpoints import Checkpoints
     from pipeline.model import TabularMLP
-    from pipeline.tensors import Elsewhere
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,7 @@ class _Trained:
     final: TabularMLP
     refit_history: list[dict[str, Any]]
     seconds: float
+    bagged: bagging.Run | None = None  # K-fold bagging's run, in place of select-then-refit
 
 
 def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> TrainResult:
@@ -73,7 +73,9 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
             features.RowsOf(data.frame, data.split.train), data.schema, settings.features,
             data.label,
         )  # fmt: skip
-        tensors = _encode(data, pre, rt["device"])
+        from pipeline.tensors import encode_all
+
+        tensors = encode_all(data, pre, rt["device"])
         laid = _Laid(data, pre, tensors.select, rt)
         return _built(settings, store, log, laid, resume, started_at, t0)
     from pipeline import distributed_fit
@@ -115,7 +117,7 @@ def _built(
     from pipeline.signals import finishing
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
-    inputs = _inputs(data, settings.seed)
+    inputs = artifacts.build_inputs(data, settings.seed)
     checkpoints = Checkpoints.of_run(store, inputs, settings, data.read_as)
     # 3. train with early stopping, 4. refit on train + validation
     if laid.on_ray is None:
@@ -128,6 +130,8 @@ def _built(
     split = data.split
     rows_seen = len(split.train) * len(trained.selected.history)
     rows_seen += (len(split.train) + len(split.val)) * len(trained.refit_history)
+    if (bagged := trained.bagged) is not None:
+        rows_seen = bagged.rows_seen()
     log.info(
         "train.summary",
         build_id=bid,
@@ -136,6 +140,7 @@ def _built(
         best_epoch=trained.selected.best_epoch,
         stopped_early=trained.selected.stopped_early,
         ridge_share=None if blend is None else round(1.0 - blend.weight, 6),
+        bag_folds=None if bagged is None else len(bagged.folds),
         validation=metrics.bounded(result_metrics["validation"]),
         test=metrics.bounded(result_metrics["test"]),
         train_seconds=round(trained.seconds, 3),
@@ -163,13 +168,17 @@ def _finish(
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     # 3b. a linear model beside the network, blended in when the validation rows say so
     blend = _blend(settings, data, trained, part, pre)
-    validation = fit.evaluate_rows(trained.selected.model, part(data.split.val), pre.target)
+    if (bagged := trained.bagged) is not None:  # validation: each row from the fold held out
+        validation = bagged.validation(part, pre.target)
+    else:
+        validation = fit.evaluate_rows(trained.selected.model, part(data.split.val), pre.target)
     # 5. test once, on rows no decision has seen
-    test, test_curves = _test(trained.final, part(data.split.test), pre.target)
+    test, test_curves = curves.of_test(trained.final, part(data.split.test), pre.target)
     result_metrics: dict[str, Any] = {
         "task": data.schema.task,
         "best_epoch": trained.selected.best_epoch,
-        "refit": settings.train.refit,
+        "refit": settings.train.refit and bagged is None,
+        "bagging": None if bagged is None else bagged.to_json(),
         "linear": None if blend is None else blend.to_json(),
         "validation": validation,
         "test": test,
@@ -201,6 +210,8 @@ def _blend(
     from pipeline import fit
 
     split = data.split
+    if trained.bagged is not None:
+        return trained.bagged.blended(part, pre) if settings.model.linear_blend else None
     # Said before any row is asked for: on Ray, the driver holds the training rows only then.
     if not fit.ridge_fitted(settings, pre, split):
         return None
@@ -219,61 +230,13 @@ def _runtime(settings: Settings) -> dict[str, Any]:
     return runtime.configure_for(settings, settings.train.batch_size)
 
 
-def _test(
-    model: TabularMLP, rows: fit.Tensors | Elsewhere, target: features.TargetState
-) -> tuple[dict[str, Any], curves.Curves]:
-    """Metrics and plot curves of the final network on the test rows, from one pass."""
-    from pipeline import fit
-
-    values = fit.predict_rows(model, rows, target)
-    y_encoded = rows.targets().cpu().numpy()
-    y = target.decode(y_encoded) if target.task == "regression" else y_encoded
-    return fit.score(values, y_encoded, target), curves.compute(values, y, target)
-
-
-# From this size of numeric array on, training encodes it column-major (``_encode``).
-COLUMN_MAJOR_BYTES = 256 << 20
-
-
-def _encode(data: Prepared, pre: features.Preprocessor, device: str) -> fit.Tensors:
-    """Every row encoded as tensors; each column of the frame is dropped once encoded.
-
-    A large numeric array is laid out column by column, so that the frame's memory goes back
-    as the array fills (the data is held about once, not twice, at its peak). A batch then
-    gathers each row from as many places as there are columns: at 1M x 50 columns, 25 us more
-    per batch of 64 rows, about 2% of a step; below ``COLUMN_MAJOR_BYTES`` the array stays
-    row-major. The values, and so the weights, are the same either way."""
-    from pipeline import fit
-
-    rows, columns = len(data.frame), features.Consumed(data.frame)
-    data.frame = data.frame.iloc[:0].copy()  # holds no view of the data: it can go
-    big = rows * pre.n_numeric_features * 4 >= COLUMN_MAJOR_BYTES
-    enc = pre.transform(columns, data.label, with_target=True, rows=rows, by_column=big)
-    columns.release()
-    return fit.Tensors.all(enc, device)
-
-
 def _checkpoints(store: Store, data: Prepared, settings: Settings) -> Checkpoints:
     """Where this run's checkpoints go: keyed by its inputs and build config."""
     from pipeline.checkpoints import Checkpoints
 
-    return Checkpoints.of_run(store, _inputs(data, settings.seed), settings, data.read_as)
-
-
-def _inputs(data: Prepared, seed: int) -> dict[str, Any]:
-    """What the build id covers besides the model files: data, split, seed and code."""
-    split = data.split
-    return {
-        "dataset": {"uri": data.fetched.uri, "sha256": data.fetched.sha256, "rows": data.rows},
-        "split": {
-            "digest": split.digest(),
-            "train": len(split.train),
-            "val": len(split.val),
-            "test": len(split.test),
-        },
-        "seed": seed,
-        "code": {"version": __version__, "digest": artifacts.code_digest()},
-    }
+    return Checkpoints.of_run(
+        store, artifacts.build_inputs(data, settings.seed), settings, data.read_as
+    )
 
 
 def _build_files(
@@ -286,6 +249,8 @@ def _build_files(
     """The model files of the build (``artifacts.ID_FILES``), as canonical bytes."""
     state = {k: v.detach().cpu() for k, v in trained.final.state_dict().items()}
     history = {"selection": trained.selected.history, "refit": trained.refit_history}
+    if trained.bagged is not None:  # every fold's curve; the selection shown is the first's
+        history["folds"] = trained.bagged.bagged.histories  # type: ignore[assignment]
     return {
         "weights.pt": artifacts.weights_bytes(state),
         "model.json": canonical_json(trained.final.cfg.to_json()),
@@ -307,15 +272,18 @@ def _train(
     log: Any,
     resume: bool,
 ) -> _Trained:
-    """Steps 3 and 4: select the epoch count with early stopping, then refit.
+    """Steps 3 and 4: select the epoch count with early stopping, then refit (or, on a small
+    table, bag: ``_bagged``).
 
     A stop signal in either phase saves a checkpoint and raises ``Interrupted``; a resumed run
     continues in the phase it was stopped in and ends with the same weights.
     """
-    from pipeline import fit
+    from pipeline import bagging, fit
     from pipeline.model import TabularMLP
 
     ck = checkpoints.load(log) if resume else None
+    if bagging.folds_for(settings, len(data.split.train) + len(data.split.val)):
+        return _bagged(settings, data, pre, part, device, checkpoints, log, ck)
     cfg = fit.network_config(pre, settings)
     split, t = data.split, settings.train
     progress = EpochProgress(t.max_epochs, log)
@@ -370,6 +338,30 @@ def _train(
     finally:
         progress.bar.close()
     return _Trained(selected, final, refit_history, time.perf_counter() - t0)
+
+
+def _bagged(
+    settings: Settings,
+    data: Prepared,
+    pre: features.Preprocessor,
+    part: Callable[[np.ndarray], fit.Tensors],
+    device: str,
+    checkpoints: Checkpoints,
+    log: Any,
+    ck: dict[str, Any] | None,
+) -> _Trained:
+    """Steps 3 and 4 bagged (``bagging``): a network per fold, merged into one ensemble."""
+    from pipeline import bagging, fit
+
+    t0 = time.perf_counter()
+    hooks = {
+        "save": lambda phase, state, done: checkpoints.save(log, phase, state, done),
+        "stopped": lambda stop, phase, done: _interrupted(stop, phase, done, checkpoints, log),
+    }
+    run = bagging.run(settings, data, pre, part, device, log, hooks, ck)
+    b = run.bagged  # the learning curve shown is the first fold's
+    first = fit.Fitted(run.model, b.histories[0], b.best_epochs[0], b.stopped_early[0])
+    return _Trained(first, run.model, [], time.perf_counter() - t0, run)
 
 
 def _train_on_ray(

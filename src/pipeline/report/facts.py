@@ -109,6 +109,9 @@ def _identity_rows(s: Subject) -> list[tuple[str, str]]:
             f"{'; refitted on train + validation' if s.metrics.get('refit') else ''}",
         ),
     ]
+    if bagged := s.metrics.get("bagging"):
+        epochs = ", ".join(str(e) for e in bagged["best_epochs"])
+        rows[-1] = ("epochs", f"bagged: {bagged['folds']} folds, best epochs {epochs}")
     if s.label != s.build_id:
         rows.insert(0, ("release", s.label))
     return rows

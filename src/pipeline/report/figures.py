@@ -50,6 +50,12 @@ def _test_rows(s: Subject) -> str:
 def _learning_caption(s: Subject) -> str:
     history = s.files["history.json"]
     sel, refit = len(history.get("selection", [])), len(history.get("refit", []))
+    if folds := history.get("folds"):
+        bests = ", ".join(str(e) for e in s.metrics.get("bagging", {}).get("best_epochs", []))
+        return (
+            f"Loss per epoch of the first of {len(folds)} bagged networks, each trained on all "
+            f"folds but one and early-stopped on that one (best epochs {bests})."
+        )
     text = f"Loss per epoch: {sel} epochs with early stopping chose epoch {s.metrics['best_epoch']}"
     if refit:
         text += f"; then {refit} epochs refitted on training and validation rows"

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pipeline.settings.space import DEFAULT_SPACE, check_space, dotted
+from pipeline.settings.uris import parsable_uri
 
 # pyarrow's defaults plus the spellings our datasets use. "NA" means "none" in several house-prices
 # columns; reading it as missing is right because a missing category becomes its own bucket.
@@ -69,6 +70,18 @@ def _lower(value: Any) -> Any:
 
 
 _Lower = BeforeValidator(_lower)
+
+
+def _folds(value: Any) -> Any:
+    """``train.bag_folds``: auto, 0 (off) or 2 to 20, in one message (not one per type)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return text
+    if not isinstance(value, bool) and text.isdigit() and (int(text) == 0 or 2 <= int(text) <= 20):
+        return int(text)
+    raise PydanticCustomError("bag_folds", "expected auto, 0 (no bagging) or 2 to 20 folds")
+
+
 Task = Annotated[Literal["auto", "regression", "binary", "multiclass"], _Lower]
 ColumnKind = Annotated[Literal["numeric", "categorical", "boolean"], _Lower]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
@@ -99,25 +112,6 @@ class _Section(BaseModel):
     @classmethod
     def _not_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
         return refuse_bool(cls, value, info)
-
-
-def parsable_uri(value: str) -> str:
-    """``value`` when Python's URL parser reads it; else the one-line error naming why (an
-    unclosed ``[`` of an IPv6 host raised ValueError, a traceback, in every command that read
-    the setting). The value is not echoed: it may hold credentials."""
-    from urllib.parse import urlsplit
-
-    if "://" in value and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise PydanticCustomError(  # urllib drops a newline or tab; the request kept it
-            "bad_uri", "holds a control character (a newline or tab?): remove it"
-        )
-    try:
-        urlsplit(value)
-    except ValueError as exc:
-        raise PydanticCustomError(
-            "bad_uri", f"is not a valid URI or path ({exc}): check its brackets and characters"
-        ) from None
-    return value
 
 
 class DataSettings(_Section):
@@ -337,6 +331,11 @@ class TrainSettings(_Section):
         True,
         description="After early stopping picks the epoch count, retrain on train+validation rows",
     )
+    bag_folds: Annotated[int | Literal["auto"], BeforeValidator(_folds)] = Field(
+        "auto",
+        description="K-fold bagging: K networks, each early-stopped on its held-out fold, in "
+        "place of the refit (0: off); auto is 5 under 1,000 training + validation rows",
+    )
     device: Annotated[Literal["cpu", "auto", "cuda"], _Lower] = Field(
         "cpu", description="cpu, or auto to use CUDA when present"
     )
@@ -372,6 +371,13 @@ class TrainSettings(_Section):
                 "the rows leaves none to train on: the two must add up to less than 1 (the "
                 "defaults are 0.15 and 0.2)",
                 {"fields": ("val_fraction", "test_fraction")},
+            )
+        if self.bag_folds not in ("auto", 0) and self.workers:
+            raise PydanticCustomError(
+                "bag_folds",
+                "bagging runs in this process, for small tables (data-parallel workers are for "
+                "large ones): set bag_folds to 0 or auto, or unset workers",
+                {"fields": ("bag_folds", "workers")},
             )
         return self
 

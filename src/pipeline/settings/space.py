@@ -38,6 +38,7 @@ NOT_SEARCHABLE = {
     "train.test_fraction",
     "train.target_transform",
     "train.refit",
+    "train.bag_folds",
     "train.device",
     "train.threads",
     "train.checkpoint_every",

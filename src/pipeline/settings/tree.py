@@ -43,10 +43,10 @@ from pipeline.settings.sections import (
     TuneSettings,
     Width,
     _Lower,
-    parsable_uri,
     refuse_bool,
 )
 from pipeline.settings.serving import RunSettings, ServeSettings
+from pipeline.settings.uris import parsable_uri
 
 __all__ = [
     "ALIASED_ENV",

@@ -263,10 +263,9 @@ class Store(abc.ABC):
         ``timeout`` (seconds per request) and ``retries`` bound an object store's requests
         (PIPELINE_STORE_TIMEOUT, PIPELINE_STORE_RETRIES); ``allow_http`` lets it reach an
         ``http://`` endpoint (AWS_ALLOW_HTTP); ``s3`` is the S3 client's configuration (key
-        id, secret, session token, endpoint, region); ``cache_bytes`` caps its local
-        download cache (PIPELINE_STORE_CACHE_BYTES, ``s3_cache``). ``MemoryStore`` has no URI
-        here on purpose: every command opens the store anew, so a store in one process's memory
-        would be empty for the next command.
+        id, secret, session token, endpoint, region); ``cache_bytes`` caps its download cache
+        (``s3_cache``). ``MemoryStore`` has no URI here on purpose: every command opens the
+        store anew, so a store in one process's memory would be empty for the next command.
         """
         if uri.strip().lower().startswith("s3://"):
             from pipeline.store.s3 import S3Store
