@@ -176,3 +176,22 @@ def test_bagging_with_workers_is_refused_before_any_data_is_read(cli: Any) -> No
     assert "bagging runs in this process" in done.stderr and "PIPELINE_TRAIN__WORKERS" in (
         done.stderr
     )
+
+
+def test_a_table_of_fewer_rows_than_folds_takes_one_fold_per_row_or_is_refused(
+    tmp_path: Path, cli: Any
+) -> None:
+    """Five rows of house prices leave 4 training + validation rows: 5 folds had an empty one,
+    a ZeroDivisionError traceback. auto takes 4 folds; 5 asked for is exit 3 saying why."""
+    from tests.conftest import SHARED
+
+    lines = (SHARED / "house-prices" / "train.csv").read_text().splitlines()[:6]
+    path = tmp_path / "five.csv"
+    path.write_text("\n".join(lines) + "\n")
+    env = {**_env(path, tmp_path / "store"), "PIPELINE_DATA__TARGET": "SalePrice",
+           "PIPELINE_DATA__DROP": '["Id"]', "PIPELINE_TRAIN__MAX_EPOCHS": "3"}  # fmt: skip
+    done = cli("train", env=env)
+    assert done.exit_code == 0, done.output[-2000:]
+    assert event(done.stdout, "train.summary")["bag_folds"] == 4
+    refused = cli("train", env={**env, "PIPELINE_TRAIN__BAG_FOLDS": "5"})
+    assert refused.exit_code == 3 and "has 4 training + validation rows" in refused.stderr

@@ -46,11 +46,21 @@ WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
 def folds_for(settings: Settings, rows: int) -> int:
-    """K for a run on ``rows`` training + validation rows; 0: no bagging."""
+    """K for a run on ``rows`` training + validation rows; 0: no bagging. Each fold holds at
+    least one row out: auto takes at most ``rows`` folds, and more asked for is a ConfigError
+    (a table of 4 such rows had empty folds, a ZeroDivisionError)."""
+    from pipeline.errors import ConfigError
+
     asked = settings.train.bag_folds
-    if asked != "auto":
-        return int(asked)
-    return AUTO_FOLDS if rows < AUTO_ROWS and settings.train.workers is None else 0
+    if asked == "auto":
+        small = 2 <= rows < AUTO_ROWS and settings.train.workers is None
+        return min(AUTO_FOLDS, rows) if small else 0
+    if int(asked) > rows:
+        raise ConfigError(
+            f"PIPELINE_TRAIN__BAG_FOLDS={asked}, but the table has {rows} training + validation "
+            f"rows: each fold holds at least one out; set it to {rows} or fewer, or to auto"
+        )
+    return int(asked)
 
 
 def members_per_fold(settings: Settings, k: int) -> int:
