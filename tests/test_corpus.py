@@ -916,6 +916,20 @@ TRAIN_CASES += [
         id="yes-no-target-spelt-two-ways",
     ),
     pytest.param(
+        _csv("x,label\n" + "".join(f"{i},{('Y', 'N', 'yes', 'no')[i % 4]}\n" for i in range(12))),
+        LABEL,
+        DATA_ERROR,
+        ("{source}", "'label'", "'Y' at data row 1", "'yes' at data row 3", "spelt two ways"),
+        id="y-n-and-yes-no-target-spelt-two-ways",
+    ),
+    pytest.param(
+        _csv("x,label\n" + "".join(f"{i},{('Y', 'N', 'yes', 'no')[i % 4]}\n" for i in range(12))),
+        {**LABEL, "PIPELINE_DATA__TASK": "binary"},
+        DATA_ERROR,
+        ("{source}", "'label'", "'Y' at data row 1", "'yes' at data row 3", "spelt two ways"),
+        id="y-n-and-yes-no-binary-target-spelt-two-ways",
+    ),
+    pytest.param(
         _csv(
             "x,label\n"
             + "".join(f"{i},{'true' if i % 2 else 'false'}\n" for i in range(10))

@@ -127,6 +127,7 @@ def _resolve_task(target: pd.Series, declared: str, label: str, name: str) -> st
         )
     if declared != "auto":
         if declared == "binary" and len(distinct) != 2:
+            verdicts.refuse_spelt_twice(target, name, label)  # Y/N and yes/no: say that first
             raise DataError(
                 f"target column '{name}' in {label} has {len(distinct)} distinct values but "
                 "PIPELINE_DATA__TASK=binary expects 2: use multiclass or regression"

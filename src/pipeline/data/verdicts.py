@@ -160,23 +160,30 @@ def text_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -> p
                 f", but {count} of its {total} values are {what}: {tail}",
                 "target column",
             )
-    _refuse_spelt_twice(target, name, label)
+    refuse_spelt_twice(target, name, label)
     return frame
 
 
-def _refuse_spelt_twice(target: pd.Series, name: str, label: str) -> None:
+# One-letter spellings of yes/no and true/false: Y and yes are one class spelt two ways.
+_ABBREVIATED = {"y": "yes", "n": "no", "t": "true", "f": "false"}
+
+
+def refuse_spelt_twice(target: pd.Series, name: str, label: str) -> None:
     """A ``DataError`` when two of a text target's classes differ only in case or spaces
-    (``yes`` and ``Yes ``): one class split in two, silently, otherwise."""
+    (``yes`` and ``Yes ``), or are a yes/no (true/false) and its one letter (``Y`` and ``yes``):
+    one class split in two, silently, otherwise (a Y/N and yes/no target trained 4 classes)."""
     seen: dict[str, Any] = {}
     for value in target.dropna().unique().tolist():
         key = " ".join(str(value).split()).casefold()
+        key = _ABBREVIATED.get(key, key)
         if key in seen and seen[key] != value:
             first, rows = seen[key], target.to_numpy(dtype=object)
             row_a = cells.data_row(target, int((rows == first).nonzero()[0][0]))
             row_b = cells.data_row(target, int((rows == value).nonzero()[0][0]))
             raise DataError(
                 f"target column '{name}' in {label} has {first!r} at data row {row_a} and "
-                f"{value!r} at data row {row_b}, one class spelt two ways (case or spaces): "
+                f"{value!r} at data row {row_b}, one class spelt two ways (case, spaces or a "
+                "one-letter yes/no): "
                 "write each class one way, or set PIPELINE_DATA__TASK=multiclass to keep them "
                 "apart"
             )
