@@ -537,14 +537,17 @@ def _no_output(out: Path) -> None:
 
 
 def _predict_refuses_uri(released: Released, uri: str, before: dict[str, str]) -> None:
-    """predict of a URI exits 5: it reads local files only."""
+    """predict of a URI exits 5: it reads local files only. The URI is shown as given, its
+    credentials masked (it was shown as a path: 's3:/b/x.csv', one slash lost)."""
+    from pipeline.log import redacted_uri
+
     result, out = _predict(released, uri)
     assert_refused(
         result.exit_code,
         result.stdout,
         result.stderr,
         SOURCE_ERROR,
-        ("looks like a URI", "local files only"),
+        ("looks like a URI", "local files only", f"input {redacted_uri(uri)} "),
         released.store,
         before,
     )

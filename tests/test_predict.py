@@ -627,3 +627,19 @@ def test_columns_named_but_for_case_or_spaces_are_named_in_the_error(
         assert "lacks required column(s)" in message and "rename [" in message, message
         assert f"'{near}'" in message or "(names match exactly)" in message, message
         assert "add them" not in message
+
+
+def test_a_file_uri_is_its_path_and_an_empty_argument_is_named(
+    chain: dict[str, Any], whole: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """`predict file:///abs/rows.csv` was refused as a URI (exit 5) though it names a local
+    file; `predict ''` said "input . is not a file" (an empty path is the current folder), and
+    `predict s3://b/x.csv` was shown as "s3:/b/x.csv". A file:// URI is its path now, an empty
+    argument is named, and another URI is shown as given."""
+    out = tmp_path / "p.csv"
+    _ok(_predict(chain, TEST_CSV.as_uri(), "--release", chain["release"], "-o", str(out)))
+    assert out.read_bytes() == whole[1].read_bytes()
+    empty = _predict(chain, "", "--release", chain["release"])
+    assert empty.returncode == 4 and "input '' is empty" in empty.stderr, empty.stderr
+    uri = _predict(chain, "s3://bucket/rows.csv", "--release", chain["release"])
+    assert uri.returncode == 5 and "input s3://bucket/rows.csv looks like a URI" in uri.stderr

@@ -15,7 +15,7 @@ from pipeline.cli._models import refuse_output_over_source, refuse_release_and_p
 
 
 def predict(
-    source: list[Path] = typer.Argument(
+    source: list[str] = typer.Argument(
         ...,
         help="Input rows: CSV, Parquet or JSON lines. With --workers also a folder of such "
         "files, a quoted glob ('in/*.parquet'), or several files (an unquoted glob).",
@@ -72,7 +72,7 @@ def predict(
 
         refuse_release_and_package(release, package)
         s, secrets = loaded.settings, partial(provides, loaded.settings)
-        _check_inputs(source, sink, s.run.workers)
+        _check_inputs(inputs := _as_paths(source), sink, s.run.workers)
         store = store_of(s, outputs={"-o": sink})  # predictions never land in the store
         ready = stage.load(store, release or s.release, package, s.model.name, s.run, secrets)
         logging_.bind(package_id=ready.predictor.package_id, release=ready.release)
@@ -85,11 +85,11 @@ def predict(
             )
         with _advice_for(ready.release):
             if ready.run.workers is None:
-                stage.run(ready, source[0], sink, log)
+                stage.run(ready, inputs[0], sink, log)
             else:  # only this path imports Ray
                 from pipeline.predict import distributed
 
-                distributed.run(ready, source, sink, s, log)
+                distributed.run(ready, inputs, sink, s, log)
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
     run("predict", body, overrides=overrides, log_to_stderr=sink is None or _is_stdout(sink))
@@ -118,6 +118,33 @@ _ID_COLUMN_RELEASED = (
     "(PIPELINE_RUN__ID_COLUMN, which a release keeps as it was created with): add the column, "
     "or use a release created with another id column, or --package"
 )
+
+
+def _as_paths(source: list[str]) -> list[Path]:
+    """SOURCE as paths: a ``file://`` URI is its local path; refused, what a path would
+    misquote: an empty argument (Path('') is '.', "input . is not a file") and another URI
+    (Path('s3://b/x') is 's3:/b/x')."""
+    from urllib.parse import unquote, urlsplit
+
+    from pipeline.errors import DataError, SourceError
+
+    paths = []
+    for text in source:
+        if not text.strip():
+            raise DataError("input '' is empty: pass the path of a CSV, Parquet or JSON-lines file")
+        local = urlsplit(text) if text.lower().startswith("file://") else None
+        if local is not None and local.netloc in ("", "localhost"):
+            paths.append(Path(unquote(local.path)))
+        elif "://" in text:
+            from pipeline.log import redacted_uri
+
+            raise SourceError(
+                f"input {redacted_uri(text)} looks like a URI, but predict reads local files "
+                "only (and file:// URIs): download it and pass its path"
+            )
+        else:
+            paths.append(Path(text))
+    return paths
 
 
 def _check_inputs(source: list[Path], sink: Path | None, workers: int | None) -> None:
