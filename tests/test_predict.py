@@ -643,3 +643,24 @@ def test_a_file_uri_is_its_path_and_an_empty_argument_is_named(
     assert empty.returncode == 4 and "input '' is empty" in empty.stderr, empty.stderr
     uri = _predict(chain, "s3://bucket/rows.csv", "--release", chain["release"])
     assert uri.returncode == 5 and "input s3://bucket/rows.csv looks like a URI" in uri.stderr
+
+
+def test_a_file_whose_bytes_are_another_format_than_its_name_says_is_named(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """Parquet bytes in rows.csv were "not valid UTF-8 text: re-encode it as UTF-8", and JSON
+    lines in rows.csv "lacks required column(s)" with every column listed: advice that could
+    not help. The first bytes are checked against the name: exit 4, saying what it holds."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    parquet = tmp_path / "rows.csv"
+    pq.write_table(pacsv.read_csv(TEST_CSV), parquet)
+    lines = tmp_path / "lines.txt"
+    lines.write_text('{"Id": 1, "LotArea": 8450}\n')
+    for path, holds, rename in ((parquet, "Parquet data", ".parquet"),
+                                (lines, "JSON lines", ".jsonl")):  # fmt: skip
+        done = _predict(chain, str(path), "--release", chain["release"])
+        assert done.returncode == 4, done.stderr
+        message = done.stderr.splitlines()[-1]
+        assert f"holds {holds}" in message and f"rename it {rename}" in message, message

@@ -121,7 +121,7 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
     ``{`` for JSON lines, else CSV; gzip read through). The copy goes however the run ends.
     """
     if not is_stream(source):
-        yield source, str(source), detect_format(source, "auto")
+        yield source, str(source), _named_format(source)
         return
     stdin = str(source) == "-"
     label = "stdin" if stdin else str(source)
@@ -141,6 +141,28 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
         known = (copy, detect_format(source, "auto")) if source.suffix else None
         copy, fmt = known or _sniffed(copy, label)
         yield copy, label, fmt
+
+
+def _named_format(path: Path) -> str:
+    """A file's format from its name; a DataError when its first bytes are another format's
+    (Parquet bytes in rows.csv were "not valid UTF-8 text: re-encode it", JSON lines "lacks
+    required column(s)" with every column listed)."""
+    fmt = detect_format(path, "auto")
+    if fmt == "parquet":
+        return fmt
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return fmt  # the reader says what is wrong with it
+    found = _format_of(head) if not head.startswith(b"\x1f\x8b") else fmt
+    if found != fmt and (found == "parquet" or fmt == "csv"):
+        what = "Parquet data (it starts with PAR1)" if found == "parquet" else "JSON lines"
+        raise DataError(
+            f"input {path} is read as {fmt.upper()} by its name, but holds {what}: rename it "
+            f"{'.parquet' if found == 'parquet' else '.jsonl'}"
+        )
+    return fmt
 
 
 def _sniffed(path: Path, label: str) -> tuple[Path, str]:
