@@ -664,3 +664,21 @@ def test_a_file_whose_bytes_are_another_format_than_its_name_says_is_named(
         assert done.returncode == 4, done.stderr
         message = done.stderr.splitlines()[-1]
         assert f"holds {holds}" in message and f"rename it {rename}" in message, message
+
+
+def test_text_that_is_not_utf8_is_named_by_column_and_line(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """A Latin-1 'é' in one cell was "input rows.csv is not valid UTF-8 text: re-encode it",
+    with no column or line to look at (the README promised the column): both are named now."""
+    lines = TEST_CSV.read_bytes().splitlines()[:6]
+    header = lines[0].decode().split(",")
+    cells = lines[4].split(b",")
+    at = header.index("Neighborhood")
+    cells[at] = b"Caf\xe9"
+    lines[4] = b",".join(cells)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    done = _predict(chain, str(path), "--release", chain["release"])
+    assert done.returncode == 4, done.stderr
+    assert "is not valid UTF-8 text (column 'Neighborhood', line 5)" in done.stderr, done.stderr

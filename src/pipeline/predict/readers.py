@@ -83,7 +83,7 @@ def _header(path: Path, delimiter: str, label: str) -> list[str]:
         text = head.decode("utf-8-sig", errors="strict")
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 3:  # not just a character cut in two by the read limit
-            raise DataError(f"{label} is not valid UTF-8 text: re-encode it as UTF-8") from exc
+            raise csv_errors.not_utf8(path, label, delimiter) from exc
         text = head[: exc.start].decode("utf-8-sig")
     except (OSError, EOFError) as exc:
         raise DataError(
