@@ -235,3 +235,27 @@ def test_a_gate_on_a_metric_undefined_for_the_test_rows_fails_it(
     # Before the re-test and the folds (it came after them), and nothing stored.
     assert not [e for e in events(other.stdout) if e["event"] in ("evaluate.fold", "data.split")]
     assert not (store / "evaluations").exists()
+
+
+def test_a_tiny_tables_warning_advises_folds_that_evaluate_accepts(
+    cli: Any, tmp_path: Path
+) -> None:
+    """Eight rows of house prices: train's warning advised `evaluate --folds 5`, which then
+    failed ("6 training rows cannot be split into 5 folds: use fewer"), and said it "scores
+    every row once" (the test rows are not cross-validated). The warning names a fold count
+    that works; the error names the largest one."""
+    from tests.conftest import SHARED
+
+    lines = (SHARED / "house-prices" / "train.csv").read_text().splitlines()[:9]
+    path = tmp_path / "eight.csv"
+    path.write_text("\n".join(lines) + "\n")
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
+    done = cli("train", "--id-file", str(tmp_path / "id"), env=env)
+    assert done.exit_code == 0, done.output[-2000:]
+    warned = [e["message"] for e in events(done.stdout) if e["event"] == "data.warning"]
+    advice = next(m for m in warned if "metrics of so few rows" in m)
+    assert "`pipeline evaluate --folds 3` scores each training and validation row once" in advice
+    build = (tmp_path / "id").read_text().strip()
+    assert cli("evaluate", build, "--folds", "3", env=env).exit_code == 0
+    refused = cli("evaluate", build, "--folds", "5", env=env)
+    assert refused.exit_code == 4 and "use --folds 3 or fewer" in refused.stderr

@@ -198,7 +198,11 @@ def run(
         rest = np.sort(np.concatenate([data.split.train, data.split.val]))
         if len(rest) < folds * 2:
             raise DataError(
-                f"{len(rest)} training rows cannot be split into {folds} folds: use fewer"
+                f"{len(rest)} training rows cannot be split into {folds} folds of at least 2 "
+                f"rows: use --folds {len(rest) // 2} or fewer"
+                if len(rest) >= 4
+                else f"{len(rest)} training rows are too few to cross-validate (2 folds of 2 "
+                "rows at least): evaluate without --folds"
             )
         with torch.random.fork_rng(devices=[]):
             cv = cross_validate(recipe, data, rest, folds, device, log)

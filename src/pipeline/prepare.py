@@ -118,12 +118,19 @@ def prepare(
         digest=split.digest(),
     )
     if len(split.test) < FEW_TEST_ROWS:
+        rest = len(split.train) + len(split.val)
+        folds = min(5, rest // 2)  # evaluate needs 2 rows a fold
+        cv = (
+            f"`pipeline evaluate --folds {folds}` scores each training and validation row once"
+            if folds >= 2
+            else "too few rows to cross-validate"
+        )
         log.warning(
             "data.warning",
             message=f"{fetched.uri} has {len(frame)} rows: {len(split.train)} to train on, "
             f"{len(split.val)} to validate and {len(split.test)} to test; metrics of so few "
-            "rows change from one seed's split to the next: `pipeline evaluate --folds 5` "
-            "scores every row once, and more rows make a better model",
+            f"rows change from one seed's split to the next: {cv}, and more rows make a "
+            "better model",
             few_rows=len(frame),
         )
     return Prepared(fetched, frame, len(frame), schema, seeds, split, fmt, tuple(header), head)
