@@ -1035,6 +1035,13 @@ URIS = [
     pytest.param(
         "builtin://../../../etc/passwd", ("unknown built-in dataset",), id="builtin-dot-dot"
     ),
+    # Another spelling of the built-in dataset: accepted, it gave another build id for the
+    # same weights.
+    pytest.param(
+        "builtin:///house-prices",
+        ("another spelling of builtin://house-prices",),
+        id="builtin-three-slashes",
+    ),
     pytest.param(
         "kaggle://competitions/../../etc/passwd", ("malformed Kaggle URI",), id="kaggle-dot-dot"
     ),

@@ -83,6 +83,11 @@ def _local_path(uri: str) -> Path:
                 f"unknown built-in dataset '{uri}': set PIPELINE_DATA__SOURCE to one of "
                 + ", ".join(f"builtin://{n}" for n in BUILTIN)
             )
+        if uri.strip() != f"builtin://{name}":  # builtin:///house-prices: another build id
+            raise SourceError(
+                f"'{uri}' is another spelling of builtin://{name}: write it so (one spelling "
+                "per dataset, so that one dataset gives one build id)"
+            )
         return Path(__file__).parents[2] / "datasets" / f"{name}.csv"
     if parsed.scheme.lower() == "file":
         if parsed.netloc not in ("", "localhost"):
