@@ -214,6 +214,9 @@ def test_a_package_path_that_does_not_exist_is_not_found(chain: dict[str, Any]) 
         "(`pipeline package` writes them to packages/<name>/<version>.tar.gz in the store), or "
         "run a release with --release\n"
     )
+    # A folder (the store, say) was exit 7, "cannot be read: Is a directory", as if damaged.
+    folder = _predict(chain, str(TEST_CSV), "--package", str(chain["root"] / "store"))
+    assert folder.returncode == 3 and "is a folder: pass the .tar.gz" in folder.stderr
 
 
 def test_chunked_run_equals_single_chunk_run(

@@ -107,6 +107,11 @@ def _open_given(store: Store, package: str) -> OpenedPackage:
                 f"named by its URI, {store.location('packages')}/<name>/<version>.tar.gz (as "
                 "`pipeline package` prints it)"
             )
+        if Path(package).is_dir():  # a usage mistake, not a damaged archive (exit 7 said so)
+            raise ConfigError(
+                f"--package {package} is a folder: pass the .tar.gz `pipeline package` writes "
+                "(packages/<name>/<version>.tar.gz in the store), or run a release with --release"
+            )
         return open_package(Path(package))
     key = store.key_of(package)
     if key is None:
