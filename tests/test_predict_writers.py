@@ -391,3 +391,22 @@ def test_a_failed_run_leaves_no_folder_it_made_for_its_output(
                     PIPELINE_RUN__CHUNK_ROWS="2")  # fmt: skip
     assert done.returncode == 4, done.stderr
     assert not (chain["root"] / "new").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_id_that_is_a_json_array_fails_its_row_as_serve_refuses_it(
+    chain: dict[str, Any],  # noqa: F811
+    fmt: str,
+) -> None:
+    """An id [1] from JSON lines was written as the text "[1]", exit 0, where serve refused the
+    same record (422 id_type) and the README says an object or array in a cell fails its row.
+    It is refused now, naming the row; PIPELINE_RUN__ON_ERROR=column echoes it, as serve
+    does."""
+    rows = _jsonl(chain, f"array-id-{fmt}.jsonl", ["A-1", [1], {"k": 2}], {})
+    out = chain["root"] / f"array-id.{fmt}"
+    done = _predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                    PIPELINE_RUN__ID_COLUMN="pid")  # fmt: skip
+    assert done.returncode == 4 and "column 'pid'" in done.stderr and "data row 2" in done.stderr
+    assert not out.exists()
+    _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
+                 PIPELINE_RUN__ID_COLUMN="pid", PIPELINE_RUN__ON_ERROR="column"))  # fmt: skip

@@ -171,6 +171,10 @@ class Predictor:
                 "an existing column or unset it"
             )
         errors = np.full(len(frame), "", dtype=object)
+        if run.id_column and run.id_column not in self.required and run.on_error == "fail":
+            # An id that is a JSON object or array is not one value: refused, as serve refuses
+            # it (422 id_type); it was written as the text '[1]'. In column mode it is echoed.
+            cells.single_values(frame[run.id_column], run.id_column, label, "fail", errors)
         enc = self.encode_frame(frame, run, label, errors)
         stats.add_unknown(enc.unknown_counts)
         # ``.array``: a nullable integer column (Parquet ids) stays integers.
