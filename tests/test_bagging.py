@@ -183,9 +183,10 @@ def test_a_table_of_fewer_rows_than_folds_takes_one_fold_per_row_or_is_refused(
 ) -> None:
     """Five rows of house prices leave 4 training + validation rows: 5 folds had an empty one,
     a ZeroDivisionError traceback. auto takes 4 folds; 5 asked for is exit 3 saying why."""
-    from tests.conftest import SHARED
+    from tests.conftest import REPO
 
-    lines = (SHARED / "house-prices" / "train.csv").read_text().splitlines()[:6]
+    shipped = REPO / "src" / "pipeline" / "datasets" / "house-prices.csv"
+    lines = shipped.read_text().splitlines()[:6]
     path = tmp_path / "five.csv"
     path.write_text("\n".join(lines) + "\n")
     env = {**_env(path, tmp_path / "store"), "PIPELINE_DATA__TARGET": "SalePrice",

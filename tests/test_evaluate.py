@@ -244,9 +244,8 @@ def test_a_tiny_tables_warning_advises_folds_that_evaluate_accepts(
     failed ("6 training rows cannot be split into 5 folds: use fewer"), and said it "scores
     every row once" (the test rows are not cross-validated). The warning names a fold count
     that works; the error names the largest one."""
-    from tests.conftest import SHARED
-
-    lines = (SHARED / "house-prices" / "train.csv").read_text().splitlines()[:9]
+    shipped = REPO / "src" / "pipeline" / "datasets" / "house-prices.csv"
+    lines = shipped.read_text().splitlines()[:9]
     path = tmp_path / "eight.csv"
     path.write_text("\n".join(lines) + "\n")
     env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_TRAIN__MAX_EPOCHS": "3"}
