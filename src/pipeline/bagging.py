@@ -132,22 +132,15 @@ def blend(
     own out-of-fold outputs from a fit per fold at that penalty), then fitted on every row and
     attached to ``model``. None where ``tensors.blends`` says no ridge is fitted."""
     from pipeline import linear
-    from pipeline.tensors import blends
+    from pipeline.tensors import blends, ridge_arrays, unclip_radii
 
     if not blends(pre, len(oof.rows)):
         return None
-    radii = [s.smooth_clip for s in pre.numeric]
-    radii += [0.0] * (pre.n_numeric_features - len(radii))  # missing indicators: not clipped
-    inverse = np.array([1.0 / r if r > 0 else 0.0 for r in radii])
+    inverse = unclip_radii(pre)
     cards = model.cfg.cardinalities
 
     def arrays(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        at = part(rows)
-        return (
-            linear.unclip(at.numeric[at.rows].cpu().numpy(), inverse),
-            at.categorical[at.rows].cpu().numpy(),
-            at.targets().cpu().numpy(),
-        )
+        return ridge_arrays(part(rows), inverse)
 
     x, c, y = arrays(oof.rows)
     models, loo = linear.path(x, c, y, cards)

@@ -247,21 +247,10 @@ def blend_linear(
     cfg = model.cfg
     if not blends(pre, max(len(train), len(refit[1]) if refit is not None else 0)):
         return None
-    radii = [s.smooth_clip for s in pre.numeric]
-    radii += [0.0] * (pre.n_numeric_features - len(radii))  # missing indicators: not clipped
-    inverse = np.array([1.0 / r if r > 0 else 0.0 for r in radii])
+    inverse = unclip_radii(pre)
     cards = cfg.cardinalities
-
-    def arrays(part: Tensors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        at = part.rows
-        return (
-            linear.unclip(part.numeric[at].cpu().numpy(), inverse),
-            part.categorical[at].cpu().numpy(),
-            part.targets().cpu().numpy(),
-        )
-
-    x, c, y = arrays(train)
-    vx, vc, vy = arrays(val)
+    x, c, y = ridge_arrays(train, inverse)
+    vx, vc, vy = ridge_arrays(val, inverse)
     network = forward_all(model, val.numeric, val.categorical, val.rows).cpu().numpy()
     models, loo = linear.path(x, c, y, cards)
     candidates = [m(vx, vc, cards) for m in models]
@@ -271,7 +260,26 @@ def blend_linear(
     chosen = models[linear.L2_PATH.index(blend.l2)]
     model.attach_linear(blend.weight, inverse, chosen.numeric, chosen.categorical, chosen.bias)
     if refit is not None and refit[0] is not model:
-        rx, rc, ry = arrays(refit[1])
+        rx, rc, ry = ridge_arrays(refit[1], inverse)
         again = linear.fit(rx, rc, ry, cards, blend.l2)
         refit[0].attach_linear(blend.weight, inverse, again.numeric, again.categorical, again.bias)
     return blend
+
+
+def unclip_radii(pre: Preprocessor) -> np.ndarray:
+    """1 / each numeric input's smooth-clipping radius (0: not clipped, as the missing
+    indicators): what ``linear.unclip`` takes to give the ridge its inputs straight."""
+    radii = [s.smooth_clip for s in pre.numeric]
+    radii += [0.0] * (pre.n_numeric_features - len(radii))  # missing indicators: not clipped
+    return np.array([1.0 / r if r > 0 else 0.0 for r in radii])
+
+
+def ridge_arrays(part: Tensors, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A part's rows as the ridge reads them: numeric inputs unclipped (float64), category
+    codes, targets."""
+    at = part.rows
+    return (
+        linear.unclip(part.numeric[at].cpu().numpy(), inverse),
+        part.categorical[at].cpu().numpy(),
+        part.targets().cpu().numpy(),
+    )
