@@ -121,9 +121,10 @@ def test_data_settings_spelt_another_way_train_one_build(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sha256 pin of the bytes the build records anyway, the missing markers and the
-    dropped columns in another order or named twice, and `format=csv` for what `auto` reads
-    as CSV: one build id, whose config.json holds the one spelling; `evaluate` reads it back.
-    Each of them was another build id of the same model."""
+    dropped columns in another order or named twice, `format=csv` for what `auto` reads as
+    CSV, `task` and `target_transform` auto for what they resolve to: one build id, whose
+    config.json holds the one spelling; `evaluate` reads it back. Each of them was another
+    build id of the same model."""
     import hashlib
     import shutil
 
@@ -145,6 +146,11 @@ def test_data_settings_spelt_another_way_train_one_build(
             "PIPELINE_DATA__DROP": '["home.dest", "body", "boat", "ticket", "name", "body"]'
         },
         "the format auto resolves to": {"PIPELINE_DATA__FORMAT": "csv"},
+        # The preset names the task (binary) and the transform (none) that auto resolves to.
+        "task and target transform auto": {
+            "PIPELINE_DATA__TASK": "auto",
+            "PIPELINE_TRAIN__TARGET_TRANSFORM": "auto",
+        },
     }
     ids = {}
     for how, change in spellings.items():
@@ -157,6 +163,7 @@ def test_data_settings_spelt_another_way_train_one_build(
     recorded = json.loads((build / "config.json").read_text())["data"]
     assert "sha256" not in recorded
     assert recorded["missing_values"] == ["", "?"] and recorded["format"] == "csv"
+    assert recorded["task"] == "binary"
     assert recorded["drop"] == ["boat", "body", "home.dest", "name", "ticket"]
     provenance = json.loads((build / "provenance.json").read_text())
     assert provenance["inputs"]["dataset"]["sha256"] == digest  # the bytes are still named

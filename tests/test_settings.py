@@ -429,10 +429,18 @@ def test_build_config_records_one_spelling_of_the_data_settings(no_env: Path) ->
     assert other.public()["data"]["drop"] == ["Id", "Street", "Id"]
     assert other.public()["data"]["sha256"] == "ab" * 32
     assert base.build_config()["data"]["format"] == "auto"
-    assert base.build_config(read_as="csv") == load_env(
-        {"PIPELINE_DATA__FORMAT": "csv"}, no_env
-    ).settings.build_config(read_as="csv")
-    assert base.build_config(read_as="csv")["data"]["format"] == "csv"
+    read = {"format": "csv", "task": "regression", "target_transform": "log"}
+    assert base.build_config(resolved=read) == load_env(
+        {
+            "PIPELINE_DATA__FORMAT": "csv",
+            "PIPELINE_DATA__TASK": "regression",
+            "PIPELINE_TRAIN__TARGET_TRANSFORM": "log",
+        },
+        no_env,
+    ).settings.build_config(resolved=read)
+    recorded = base.build_config(resolved=read)
+    assert (recorded["data"]["format"], recorded["data"]["task"]) == ("csv", "regression")
+    assert recorded["train"]["target_transform"] == "log"
 
 
 # --- leaves -------------------------------------------------------------------------------------

@@ -45,11 +45,11 @@ class Checkpoints:
 
     @classmethod
     def of_run(
-        cls, store: Store, inputs: dict[str, Any], settings: Settings, read_as: str
+        cls, store: Store, inputs: dict[str, Any], settings: Settings, resolved: dict[str, str]
     ) -> Checkpoints:
-        """The checkpoints of a `pipeline train` run with ``settings`` whose data was read as
-        ``read_as``: its build config, and the same run's configs with another worker count as
-        variants (N is in the key)."""
+        """The checkpoints of a `pipeline train` run with ``settings`` on data whose ``auto``
+        settings ``resolved`` to these values (``Prepared.resolved``): its build config, and
+        the same run's configs with another worker count as variants (N is in the key)."""
 
         def variants() -> Iterator[tuple[str, dict[str, Any]]]:
             for n in (None, *range(1, 4097)):
@@ -57,9 +57,9 @@ class Checkpoints:
                     train = settings.train.model_copy(update={"workers": n})
                     how = "without --workers" if n is None else f"with --workers {n}"
                     other = settings.model_copy(update={"train": train})
-                    yield how, other.build_config(read_as=read_as)
+                    yield how, other.build_config(resolved=resolved)
 
-        return cls(store, inputs, settings.build_config(read_as=read_as), variants)
+        return cls(store, inputs, settings.build_config(resolved=resolved), variants)
 
     def _fingerprint(self, config: dict[str, Any]) -> str:
         return hashlib.sha256(canonical_json({"inputs": self.inputs, "config": config})).hexdigest()

@@ -43,6 +43,16 @@ class Prepared:
         """How messages name the dataset: its (redacted) URI."""
         return self.fetched.uri
 
+    @property
+    def resolved(self) -> dict[str, str]:
+        """What the data settings' ``auto`` values resolved to on this data: the format the
+        file was read as, the task and the target's transform (``Settings.build_config``)."""
+        return {
+            "format": self.read_as,
+            "task": self.schema.task,
+            "target_transform": self.schema.target_transform,
+        }
+
 
 # Fewer test rows than this (a table under about 100 rows, at the default fractions): the
 # split's metrics are noise, and a user is told so rather than shown a score (5 rows trained

@@ -118,7 +118,7 @@ def _built(
 
     data, pre, part, rt = laid.data, laid.pre, laid.part, laid.rt
     inputs = artifacts.build_inputs(data, settings.seed)
-    checkpoints = Checkpoints.of_run(store, inputs, settings, data.read_as)
+    checkpoints = Checkpoints.of_run(store, inputs, settings, data.resolved)
     # 3. train with early stopping, 4. refit on train + validation
     if laid.on_ray is None:
         trained = _train(settings, data, pre, part, rt["device"], checkpoints, log, resume)
@@ -235,7 +235,7 @@ def _checkpoints(store: Store, data: Prepared, settings: Settings) -> Checkpoint
     from pipeline.checkpoints import Checkpoints
 
     return Checkpoints.of_run(
-        store, artifacts.build_inputs(data, settings.seed), settings, data.read_as
+        store, artifacts.build_inputs(data, settings.seed), settings, data.resolved
     )
 
 
@@ -258,7 +258,7 @@ def _build_files(
         "schema.json": canonical_json(data.schema.to_json()),
         "history.json": canonical_json(history),
         "metrics.json": canonical_json(result_metrics),
-        "config.json": canonical_json(settings.build_config(read_as=data.read_as)),
+        "config.json": canonical_json(settings.build_config(resolved=data.resolved)),
     }
 
 

@@ -161,7 +161,7 @@ def _inputs(
         "dataset": {"uri": data.fetched.uri, "sha256": data.fetched.sha256, "rows": data.rows},
         "split": {"digest": data.split.digest()},
         "seed": settings.seed,
-        "recipe": settings.build_config(read_as=data.read_as),
+        "recipe": settings.build_config(resolved=data.resolved),
         "space": settings.tune.space,
         "metric": metric,
         "folds": folds,

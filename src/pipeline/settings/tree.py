@@ -10,6 +10,7 @@ The sections are declared in ``sections`` (data, features, model, train, tune, g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
@@ -289,7 +290,7 @@ class Settings(BaseSettings):
             )
         return url
 
-    def build_config(self, *, read_as: str | None = None) -> dict[str, Any]:
+    def build_config(self, *, resolved: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The settings that shape a trained model: what a build records and its id covers.
 
         Operational knobs (store, logging, timeouts, gates, device, threads) and the package
@@ -298,16 +299,26 @@ class Settings(BaseSettings):
 
         The data section is in one spelling of what it means, as a content-addressed tool
         canonicalises its inputs (the same model trained with ``["NA", "?"]`` and ``["?", "NA"]``
-        had two ids): the missing-value markers and the dropped columns as sorted sets; the
-        format as the file was read (``read_as``, what ``auto`` resolved to, when the caller
-        read the data); and no sha256 pin, which only checks the bytes whose digest the build's
-        inputs record anyway. ``public`` keeps the values as given.
+        had two ids): the missing-value markers and the dropped columns as sorted sets; what
+        ``auto`` resolved to, when the caller read the data (``resolved``: the ``format`` the
+        file was read as, the ``task`` and the ``target_transform`` the data decided;
+        ``Prepared.resolved``): ``task=auto`` and ``task=regression`` on the same table are one
+        model; and no sha256 pin, which only checks the bytes whose digest the build's inputs
+        record anyway. ``public`` keeps the values as given.
         """
         pub = self.public()
         data = {k: v for k, v in pub["data"].items() if k != "sha256"}
         data["missing_values"] = sorted(set(data["missing_values"]))
         data["drop"] = sorted(set(data["drop"]))
-        data["format"] = read_as or data["format"]
+        train = {
+            k: v
+            for k, v in pub["train"].items()
+            if k not in _OPERATIONAL_TRAIN and not (k == "workers" and v is None)
+        }
+        if resolved is not None:
+            data["format"] = resolved["format"]
+            data["task"] = resolved["task"]
+            train["target_transform"] = resolved["target_transform"]
         return {
             "seed": pub["seed"],
             "data": data,
@@ -316,11 +327,7 @@ class Settings(BaseSettings):
             # `pipeline tune` pins them all: members and the ridge blend too).
             "model": {k: v for k, v in pub["model"].items() if k not in ("name", "version")},
             # ``workers`` only when set: an in-process build keeps the config (and id) it had.
-            "train": {
-                k: v
-                for k, v in pub["train"].items()
-                if k not in _OPERATIONAL_TRAIN and not (k == "workers" and v is None)
-            },
+            "train": train,
         }
 
     def public(self) -> dict[str, Any]:
