@@ -117,14 +117,34 @@ def test_one_file_named_two_ways_trains_one_build(
     assert len(set(ids)) == 1, ids
 
 
+def test_a_regression_task_and_transform_named_or_auto_train_one_build(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`task=auto` and `target_transform=auto` on house prices resolve to regression and log:
+    naming them trains the same build id (it was another id of identical weights), and
+    config.json records what they resolved to."""
+    monkeypatch.chdir(tmp_path)
+    base = {"PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_ENV_FILE": os.devnull}
+    named = {"PIPELINE_DATA__TASK": "regression", "PIPELINE_TRAIN__TARGET_TRANSFORM": "log"}
+    ids = []
+    for env in (base, {**base, **named}):
+        done = cli("train", env=env)
+        assert done.exit_code == 0, done.stderr
+        ids.append(event(done.stdout, "train.summary")["build_id"])
+    assert ids[0] == ids[1]
+    config = json.loads((tmp_path / "store" / "builds" / ids[0] / "config.json").read_text())
+    assert config["data"]["task"] == "regression"
+    assert config["train"]["target_transform"] == "log"
+
+
 def test_data_settings_spelt_another_way_train_one_build(
     cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sha256 pin of the bytes the build records anyway, the missing markers and the
     dropped columns in another order or named twice, `format=csv` for what `auto` reads as
-    CSV, `task` and `target_transform` auto for what they resolve to: one build id, whose
-    config.json holds the one spelling; `evaluate` reads it back. Each of them was another
-    build id of the same model."""
+    CSV, `target_transform=auto` for what it resolves to: one build id, whose config.json
+    holds the one spelling; `evaluate` reads it back. Each of them was another build id of
+    the same model."""
     import hashlib
     import shutil
 
@@ -146,11 +166,8 @@ def test_data_settings_spelt_another_way_train_one_build(
             "PIPELINE_DATA__DROP": '["home.dest", "body", "boat", "ticket", "name", "body"]'
         },
         "the format auto resolves to": {"PIPELINE_DATA__FORMAT": "csv"},
-        # The preset names the task (binary) and the transform (none) that auto resolves to.
-        "task and target transform auto": {
-            "PIPELINE_DATA__TASK": "auto",
-            "PIPELINE_TRAIN__TARGET_TRANSFORM": "auto",
-        },
+        # The preset names the transform (none) that auto resolves to.
+        "target transform auto": {"PIPELINE_TRAIN__TARGET_TRANSFORM": "auto"},
     }
     ids = {}
     for how, change in spellings.items():
@@ -163,7 +180,6 @@ def test_data_settings_spelt_another_way_train_one_build(
     recorded = json.loads((build / "config.json").read_text())["data"]
     assert "sha256" not in recorded
     assert recorded["missing_values"] == ["", "?"] and recorded["format"] == "csv"
-    assert recorded["task"] == "binary"
     assert recorded["drop"] == ["boat", "body", "home.dest", "name", "ticket"]
     provenance = json.loads((build / "provenance.json").read_text())
     assert provenance["inputs"]["dataset"]["sha256"] == digest  # the bytes are still named

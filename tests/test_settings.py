@@ -441,6 +441,9 @@ def test_build_config_records_one_spelling_of_the_data_settings(no_env: Path) ->
     recorded = base.build_config(resolved=read)
     assert (recorded["data"]["format"], recorded["data"]["task"]) == ("csv", "regression")
     assert recorded["train"]["target_transform"] == "log"
+    # A classification auto resolved to stays auto: not only a spelling (README, Builds).
+    binary = base.build_config(resolved={**read, "task": "binary", "target_transform": "none"})
+    assert binary["data"]["task"] == "auto"
 
 
 # --- leaves -------------------------------------------------------------------------------------

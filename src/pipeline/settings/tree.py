@@ -303,8 +303,11 @@ class Settings(BaseSettings):
         ``auto`` resolved to, when the caller read the data (``resolved``: the ``format`` the
         file was read as, the ``task`` and the ``target_transform`` the data decided;
         ``Prepared.resolved``): ``task=auto`` and ``task=regression`` on the same table are one
-        model; and no sha256 pin, which only checks the bytes whose digest the build's inputs
-        record anyway. ``public`` keeps the values as given.
+        model. A task that auto resolved to a classification stays ``auto``: auto reads a
+        target of text numbers as numbers ("1" and "1.0" one class), a declared classification
+        takes its values as labels, so that is not only a spelling (and `evaluate` retrains
+        with the recorded settings). No sha256 pin either, which only checks the bytes whose
+        digest the build's inputs record anyway. ``public`` keeps the values as given.
         """
         pub = self.public()
         data = {k: v for k, v in pub["data"].items() if k != "sha256"}
@@ -317,7 +320,8 @@ class Settings(BaseSettings):
         }
         if resolved is not None:
             data["format"] = resolved["format"]
-            data["task"] = resolved["task"]
+            if resolved["task"] == "regression":
+                data["task"] = "regression"
             train["target_transform"] = resolved["target_transform"]
         return {
             "seed": pub["seed"],
