@@ -344,6 +344,36 @@ def test_one_setting_spelled_twice_with_different_values_is_refused(tmp_path: Pa
     assert f"{env_file} line 2 (PIPELINE_SEED); {env_file} line 1" in refused({}, env_file)
 
 
+def test_a_setting_set_by_its_sections_json_and_its_own_variable_is_refused(
+    tmp_path: Path,
+) -> None:
+    """PIPELINE_TRAIN='{"max_epochs": 5}' beside PIPELINE_TRAIN__MAX_EPOCHS=7 trained 7 epochs
+    without a word (pydantic-settings' rule); the same name on two lines of a .env with
+    different values took the last. Both are exit 3, one line naming the two places; a
+    section's JSON and variables for its other settings still combine, and a value repeated
+    as it was is fine in a .env."""
+    env = {"PIPELINE_ENV_FILE": os.devnull, "PIPELINE_STORE": str(tmp_path / "store")}
+    both = {"PIPELINE_TRAIN": '{"max_epochs": 5}', "PIPELINE_TRAIN__MAX_EPOCHS": "7"}
+    done = run_cli("config", "show", env={**env, **both})
+    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+    assert "PIPELINE_TRAIN and env var PIPELINE_TRAIN__MAX_EPOCHS both set train.max_epochs" in (
+        done.stderr
+    )
+    apart = {"PIPELINE_TRAIN": '{"patience": 3}', "PIPELINE_TRAIN__MAX_EPOCHS": "7"}
+    shown = json.loads(run_cli("config", "show", env={**env, **apart}).stdout)
+    values = {row["setting"]: row["value"] for row in shown["settings"]}
+    assert (values["train.patience"], values["train.max_epochs"]) == (3, 7)
+
+    env_file = tmp_path / "twice.env"
+    env_file.write_text("PIPELINE_SEED=1\nOTHER=a\nOTHER=b\nPIPELINE_SEED=2\n")
+    done = run_cli("config", "show", env={**env, "PIPELINE_ENV_FILE": str(env_file)})
+    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+    assert f"{env_file} lines 1 and 4 both set PIPELINE_SEED" in done.stderr
+    env_file.write_text("PIPELINE_SEED=1\nPIPELINE_SEED=1\n")
+    done = run_cli("config", "show", env={**env, "PIPELINE_ENV_FILE": str(env_file)})
+    assert done.returncode == 0, done.stderr
+
+
 def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> None:
     """A bad value in a preset file names that file, not the environment variable."""
     preset = tmp_path / "bad.toml"

@@ -42,6 +42,8 @@ SECTION_PATHS = {
     for name, f in Settings.model_fields.items()
     if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
 }
+# The variables that set a whole section as JSON: PIPELINE_TRAIN='{"max_epochs": 5}'.
+_SECTION_VARS = {f"{ENV_PREFIX}{name}".lower() for (name,) in SECTION_PATHS}
 # Every path that is, or lies under, or leads to a secret: a value found there is never echoed.
 _SECRETS: tuple[SettingPath, ...] = (*((name,) for name in SECRET_FIELDS), *SECRET_PATHS)
 _ALIAS_FIELDS = {alias: name for name, alias in ALIASED_ENV.items()}
@@ -130,6 +132,7 @@ def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str],
     from dotenv.parser import parse_stream
 
     lines: dict[str, int] = {}
+    raw_values: dict[str, str | None] = {}
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line
         if binding.error:
@@ -150,11 +153,32 @@ def read_dotenv(env_file: Path, required: bool = False) -> tuple[dict[str, str],
                     "remove the line"
                 )
         if binding.key is not None:
+            _once(env_file, binding.key, binding.value, lines.get(binding.key), line, raw_values)
             lines[binding.key] = line
+            raw_values[binding.key] = binding.value
     # Literal values, as `docker run --env-file` and Kubernetes read them: python-dotenv's
     # ${VAR} expansion (even in single quotes) turned a secret "ab${c}d" into "abd" silently.
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     return {k: v for k, v in values.items() if v is not None}, lines
+
+
+def _once(
+    env_file: Path,
+    key: str,
+    value: str | None,
+    before: int | None,
+    line: int,
+    raw_values: Mapping[str, str | None],
+) -> None:
+    """A setting's name on two lines of the file with different values is an error: the last
+    line won without a word (python-dotenv's rule, and Docker's), so a value edited higher up
+    changed nothing. The values are not shown (they may be credentials)."""
+    ours = key.upper().startswith(ENV_PREFIX) or key.upper() in _ALIAS_FIELDS
+    if ours and before is not None and raw_values.get(key) != value:
+        raise ConfigError(
+            f"{env_file} lines {before} and {line} both set {key}, to different values: keep "
+            "one"
+        )
 
 
 # --- presets ------------------------------------------------------------------------------------
@@ -241,6 +265,7 @@ def variables_layer(origin: str, mapping: Mapping[str, str], name: Callable[[str
                 f"{first} and {var} ({where}) are one setting spelled twice, with different "
                 "values: keep one (names are not case-sensitive)"
             )
+    _refuse_overlaps(relevant, name)
     values = _parse(relevant, name)
     # Aliased credentials come back under their alias; store them under the field name.
     for key in list(values):
@@ -261,6 +286,24 @@ def variables_layer(origin: str, mapping: Mapping[str, str], name: Callable[[str
         layer.names[("serve", "port")] = name("PORT")
     _collect_secrets(values, (), layer.secrets)
     return layer
+
+
+def _refuse_overlaps(relevant: Mapping[str, str], name: Callable[[str], str]) -> None:
+    """A setting given twice in one layer, by a section's JSON and by its own variable
+    (``PIPELINE_TRAIN='{"max_epochs": 5}'`` and ``PIPELINE_TRAIN__MAX_EPOCHS=7``), is an
+    error: one of them won by pydantic-settings' rules, silently. (Whether the two values
+    agree is not judged: "7" and 7, 1e-3 and 0.001 are the same setting spelled apart.)"""
+    if not any(var.lower() in _SECTION_VARS for var in relevant):
+        return
+    set_by: dict[SettingPath, str] = {}
+    for var in sorted(relevant, key=lambda v: (v.count("__"), v)):  # sections first
+        for path in paths(_parse({var: relevant[var]}, name)):
+            first = set_by.setdefault(path, var)
+            if first != var:
+                raise ConfigError(
+                    f"{name(first)} and {name(var)} both set {'.'.join(path)}: keep one (the "
+                    "section's JSON or the setting's own variable)"
+                )
 
 
 def describe_variable(
