@@ -176,8 +176,7 @@ def _once(
     ours = key.upper().startswith(ENV_PREFIX) or key.upper() in _ALIAS_FIELDS
     if ours and before is not None and raw_values.get(key) != value:
         raise ConfigError(
-            f"{env_file} lines {before} and {line} both set {key}, to different values: keep "
-            "one"
+            f"{env_file} lines {before} and {line} both set {key}, to different values: keep one"
         )
 
 
