@@ -853,8 +853,35 @@ def _house_prices_formatted(column: str, spelling: str) -> Callable[[Path], str]
     return build
 
 
+def _house_prices_with(column: str, row: int, value: str) -> Callable[[Path], str]:
+    """A builder of the whole built-in house prices with data row ``row`` of ``column`` set to
+    ``value``."""
+
+    def build(folder: Path) -> str:
+        text = (files("pipeline") / "datasets" / "house-prices.csv").read_text(encoding="utf-8")
+        rows = list(csv.reader(io.StringIO(text)))
+        rows[row][rows[0].index(column)] = value
+        return str(_write_csv(folder / "house-prices.csv", rows))
+
+    return build
+
+
 LABEL = {"PIPELINE_DATA__TARGET": "label"}
 TRAIN_CASES += [
+    pytest.param(
+        # One -1 among the prices turned auto's log off without a word: raw dollars trained.
+        _house_prices_with("SalePrice", 11, "-1"),
+        {},
+        DATA_ERROR,
+        (
+            "{source}",
+            "'SalePrice'",
+            "-1 at data row 11",
+            "1 of 1460 values <= 0",
+            "PIPELINE_TRAIN__TARGET_TRANSFORM to none",
+        ),
+        id="skewed-target-one-negative",
+    ),
     pytest.param(
         _house_prices_formatted("SalePrice", "{:,}"),
         {},

@@ -659,7 +659,7 @@ def test_a_placeholder_that_skews_the_target_is_refused_not_hidden_by_the_log(
     data = _data()
     frame = schema.prepare_target(read.read_table(path, data, label=path.name), "y", "auto",
                                   path.name)  # fmt: skip
-    if placeholder == "-1":  # not positive: no log, and the check at fitting sees it as read
+    if placeholder == "-1":  # not positive, the rest not skewed: no log, nothing to refuse
         assert schema.infer(frame, data, "auto", path.name)[0].target_transform == "none"
         return
     with pytest.raises(DataError) as caught:
@@ -668,6 +668,42 @@ def test_a_placeholder_that_skews_the_target_is_refused_not_hidden_by_the_log(
     assert message.startswith(f"target column 'y' in data.csv has {placeholder}"), message
     assert "at data row 12" in message and "TARGET_TRANSFORM=log" in message
     assert schema.infer(frame, data, "log", path.name)[0].target_transform == "log"
+
+
+def _skewed_target(tmp_path: Path, low: str, every: int) -> tuple[pd.DataFrame, DataSettings]:
+    """60 right-skewed prices (skew 1.12: auto takes their log), ``low`` on rows ``every``."""
+    rows = [f"{k},{low if k % every == 11 % every else round(100000 * 1.12 ** (k % 30))}"
+            for k in range(60)]  # fmt: skip
+    path = _csv(tmp_path, "x,y", rows)
+    data = _data()
+    frame = schema.prepare_target(read.read_table(path, data, label=path.name), "y", "auto",
+                                  path.name)  # fmt: skip
+    return frame, data
+
+
+@pytest.mark.parametrize("low", ["-1", "0"])
+def test_one_value_at_or_below_zero_in_a_skewed_target_is_refused(tmp_path: Path, low: str) -> None:
+    """One -1 (or 0) among right-skewed prices turned the log off without a word, and the
+    model trained on raw prices: a guess that changes the model. Refused naming the row and
+    both ways on; a declared transform trains it."""
+    frame, data = _skewed_target(tmp_path, low, every=60)
+    with pytest.raises(DataError) as caught:
+        schema.infer(frame, data, "auto", "data.csv")
+    message = caught.value.message
+    assert message.startswith(f"target column 'y' in data.csv has {low} at data row 12"), message
+    assert "(1 of 60 values <= 0)" in message
+    assert "TARGET_TRANSFORM to none (no log) or log1p" in message
+    assert schema.infer(frame, data, "none", "data.csv")[0].target_transform == "none"
+
+
+@pytest.mark.parametrize("low", ["0", "-5"])
+def test_a_skewed_target_with_many_values_at_or_below_zero_is_not_logged_nor_refused(
+    tmp_path: Path, low: str
+) -> None:
+    """Zeros that are the data's nature (a count, a third of them 0) or losses keep the
+    target as it is, without a refusal: only a stray value is taken for a mistake."""
+    frame, data = _skewed_target(tmp_path, low, every=3)
+    assert schema.infer(frame, data, "auto", "data.csv")[0].target_transform == "none"
 
 
 def test_a_named_pandas_index_in_parquet_is_a_column_an_unnamed_one_is_not(
