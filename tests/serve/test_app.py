@@ -432,6 +432,29 @@ def test_on_error_column_release_reports_bad_csv_rows_inline(house: dict[str, An
     assert as_json.json()["predictions"] == got.json()["predictions"]
 
 
+def test_on_error_column_refuses_json_nan_as_the_strict_contract_and_predict_do(
+    house: dict[str, Any],
+) -> None:
+    """A JSON body's NaN token (not JSON, though Python's parser reads it) was a missing value
+    with PIPELINE_RUN__ON_ERROR=column (its records read as predict reads JSON lines) where
+    the strict contract answers 422 and `pipeline predict` refuses the line: a 422 here too,
+    naming the record and column."""
+    loaded = _loaded(house, on_error="column")
+    records = _records(loaded, 2)
+    body = json.dumps({"records": records}).replace(
+        f'"LotArea": {json.dumps(records[1]["LotArea"])}', '"LotArea": NaN'
+    )
+    assert "NaN" in body
+    for on_error in ("fail", "column"):
+        with _client(_loaded(house, on_error=on_error)) as client:
+            got = client.post(
+                "/v1/predict", content=body, headers={"Content-Type": "application/json"}
+            )
+        assert got.status_code == 422, (on_error, got.text[:300])
+        found = got.json()["detail"]
+        assert [(d["record"], d["column"]) for d in found] == [(1, "LotArea")], found
+
+
 def test_body_limit_is_413_with_or_without_content_length(house_loaded: Loaded) -> None:
     """A body over max_body_bytes is refused whether its length is declared or streamed."""
     body = json.dumps({"records": _records(house_loaded, 5)}).encode()

@@ -319,9 +319,34 @@ def _predict_json_frame(
     records = json.loads(body)["records"]
     if not all(isinstance(r, dict) for r in records):
         raise RequestError(422, "invalid_records", "every record must be a JSON object")
+    _refuse_non_finite(records)
     frame = records_frame(records, loaded.predictor, loaded.run.id_column)
     ignored = ignored_names(set().union(*(r.keys() for r in records)) - loaded.contract.known)
     return _predicted(loaded, state, frame, ignored)
+
+
+def _refuse_non_finite(records: list[dict[str, Any]]) -> None:
+    """A 422 naming each NaN, Infinity or 1e999 of a JSON body (Python's parser reads them,
+    JSON has no such numbers), as the strict contract refuses them and `pipeline predict`
+    refuses them in JSON lines: this path read NaN as a missing value and scored the row."""
+    import math
+
+    from pipeline.serve.problems import MAX_DETAIL, detail
+
+    found = [
+        detail(i, str(key), "finite_number", "Input should be a finite number", value)
+        for i, record in enumerate(records)
+        for key, value in record.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
+    if found:
+        raise RequestError(
+            422,
+            "invalid_records",
+            f"{len(found)} value(s) are not finite numbers (NaN, Infinity, 1e999): a missing "
+            "value is null",
+            found[:MAX_DETAIL],
+        )
 
 
 def _predict_csv(loaded: Loaded, state: ServeState, body: bytes) -> tuple[bytes, int, Ignored]:
