@@ -218,6 +218,7 @@ def test_signals_after_the_stop_is_reported_keep_its_exit_status(tmp_path: Path)
         except ProcessLookupError:  # it exited between the poll and the signal
             break
         time.sleep(0.02)
+    proc.wait(timeout=60)  # exited, maybe not yet reaped (returncode None: a flaky failure)
     lines.extend(proc.stdout)
     err = proc.stderr.read()
     assert proc.returncode == 130, err
