@@ -853,7 +853,7 @@ def _house_prices_formatted(column: str, spelling: str) -> Callable[[Path], str]
     return build
 
 
-def _house_prices_with(column: str, row: int, value: str) -> Callable[[Path], str]:
+def _house_prices_cell(column: str, row: int, value: str) -> Callable[[Path], str]:
     """A builder of the whole built-in house prices with data row ``row`` of ``column`` set to
     ``value``."""
 
@@ -870,7 +870,7 @@ LABEL = {"PIPELINE_DATA__TARGET": "label"}
 TRAIN_CASES += [
     pytest.param(
         # One -1 among the prices turned auto's log off without a word: raw dollars trained.
-        _house_prices_with("SalePrice", 11, "-1"),
+        _house_prices_cell("SalePrice", 11, "-1"),
         {},
         DATA_ERROR,
         (
