@@ -260,12 +260,14 @@ def test_inputs_are_clipped_to_the_training_rows_quantiles() -> None:
 
 def test_regression_predictions_are_bounded_by_the_k_th_extreme_training_targets() -> None:
     """``bound_rows`` k (3 by default) bounds regression outputs from the k-th smallest to the
-    k-th largest training target; 1 to the minimum and maximum; at most a tenth of the rows
-    at each end."""
+    k-th largest training target; 1 to the minimum and maximum; one row per 400 training rows
+    at most (a table of 400 rows or fewer keeps its minimum and maximum: the third of 31 rows
+    cut R's trees table's smallest test tree to the third-smallest training volume)."""
     y = np.arange(1000, dtype=np.float64)
     train = pd.DataFrame({"x": y, "colour": ["a"] * 1000, "ok": [True] * 1000, "y": y})
-    cases = ((3, 1000, (2.0, 997.0)), (1, 1000, (0.0, 999.0)), (3, 15, (1.0, 13.0)),
-             (3, 9, (0.0, 8.0)), (500, 1000, (100.0, 899.0)))  # fmt: skip
+    cases = ((3, 1000, (2.0, 997.0)), (1, 1000, (0.0, 999.0)), (3, 15, (0.0, 14.0)),
+             (3, 400, (0.0, 399.0)), (3, 401, (1.0, 399.0)), (3, 800, (1.0, 798.0)),
+             (3, 949, (2.0, 946.0)), (500, 1000, (2.0, 997.0)))  # fmt: skip
     for k, n, (low, high) in cases:
         cfg = FeatureSettings(bound_rows=k)
         target = features.fit(train.iloc[:n], SCHEMA, cfg, "t").target

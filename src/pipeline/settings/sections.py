@@ -242,7 +242,7 @@ class FeatureSettings(_Section):
         ge=1,
         description=(
             "Regression predictions are bounded from the k-th smallest to the k-th largest "
-            "training target; 1: their min and max"
+            "training target (k at most one per 400 training rows); 1: their min and max"
         ),
     )
     max_categorical_cardinality: int = Field(
