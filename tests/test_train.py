@@ -302,3 +302,30 @@ def test_a_table_of_few_rows_trains_with_a_warning_that_its_metrics_are_noise(
     assert metrics["test"]["accuracy"] is not None
     _, _, whole = _train(cli, store, {**env, "PIPELINE_DATA__SOURCE": "builtin://titanic"})
     assert not [e for e in events(whole.stdout) if e.get("few_rows")]
+
+
+def test_a_classifier_that_predicts_one_class_for_every_test_row_says_so(
+    cli: Any, store: Path
+) -> None:
+    """House prices' Street (6 gravel streets in 1,460): every test row is predicted "Pave"
+    and accuracy is the majority's, 0.997, where ISLR's Caravan (6% buyers, all test rows
+    "No") passed without a word. `train` and `evaluate` warn, naming the class, the rows of
+    others and the way to the rarer class; Titanic, whose predictions hold both, does not."""
+    env = {"PIPELINE_DATA__TARGET": "Street", "PIPELINE_TRAIN__MAX_EPOCHS": "5"}
+    build, metrics, result = _train(cli, store, env)
+    matrix = metrics["test"]["confusion_matrix"]["matrix"]
+    assert matrix[0][0] + matrix[1][0] == 0  # no "Grvl" predicted
+    warned = [e for e in events(result.stdout) if e["event"] == "train.warning"]
+    assert len(warned) == 1 and warned[0]["level"] == "warning"
+    message = warned[0]["message"]
+    assert "every one of the 292 test rows is predicted as 'Pave'" in message, message
+    assert "1 of them is of another class" in message
+    assert "PIPELINE_RUN__THRESHOLD" in message and "f1_macro" in message
+    evaluated = cli("evaluate", build, env=env)
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert [e["event"] for e in events(evaluated.stdout) if e["level"] == "warning"] == [
+        "evaluate.warning"
+    ]
+    _, _, titanic = _train(cli, store, {"PIPELINE_PRESET": "titanic",
+                                        "PIPELINE_TRAIN__MAX_EPOCHS": "5"})  # fmt: skip
+    assert not [e for e in events(titanic.stdout) if e["event"] == "train.warning"]

@@ -192,6 +192,8 @@ def run(
     enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
     test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)
     _warn_on_drift(test, build.json("metrics.json")["test"], log)
+    if (warning := metrics.one_class(test, "test rows")) is not None:
+        log.warning("evaluate.warning", message=warning)
 
     cv = None
     if folds is not None:

@@ -79,6 +79,33 @@ def bounded(metrics: dict[str, Any]) -> dict[str, Any]:
     return dict(part(metrics))
 
 
+def one_class(scores: dict[str, Any], rows: str) -> str | None:
+    """A warning when a classifier put every one of ``rows`` (``test rows``) in one class
+    while they hold others (ISLR's Caravan, 6% buyers: every test row "No", accuracy the
+    majority's, with no word): its probabilities may still rank the rows. None otherwise."""
+    matrix = scores.get("confusion_matrix")
+    if not isinstance(matrix, dict):
+        return None
+    cm = np.asarray(matrix["matrix"], dtype=np.int64)
+    predicted = np.flatnonzero(cm.sum(axis=0))
+    present = np.flatnonzero(cm.sum(axis=1))
+    if len(predicted) != 1 or len(present) < 2:
+        return None
+    labels = matrix["labels"]
+    only = int(predicted[0])
+    others = int(cm.sum()) - int(cm[only, only])
+    auc = scores.get("roc_auc")
+    ranked = f" (ROC AUC {auc:.3f})" if isinstance(auc, float) else ""
+    threshold = "lower PIPELINE_RUN__THRESHOLD, " if len(labels) == 2 else ""
+    return (
+        f"every one of the {int(cm.sum()):,} {rows} is predicted as {labels[only]!r}, though "
+        f"{others:,} of them {'is' if others == 1 else 'are'} of another class{ranked}: no "
+        "row's probability reaches the "
+        f"others'; accuracy is the majority's. To find the rarer class, {threshold}use the "
+        "probabilities `pipeline predict` writes, or judge the model by f1_macro and roc_auc"
+    )
+
+
 def classification(y_true: Any, proba: Any, labels: list[str]) -> dict[str, Any]:
     """Return accuracy, macro F1, ROC AUC, log loss, the confusion matrix and the row count.
 

@@ -132,6 +132,8 @@ def _built(
     rows_seen += (len(split.train) + len(split.val)) * len(trained.refit_history)
     if (bagged := trained.bagged) is not None:
         rows_seen = bagged.rows_seen()
+    if (warning := metrics.one_class(result_metrics["test"], "test rows")) is not None:
+        log.warning("train.warning", message=warning)
     log.info(
         "train.summary",
         build_id=bid,
