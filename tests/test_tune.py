@@ -384,6 +384,29 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_result(tmp_path: Path) -> No
     assert resumed["tune_id"] == uninterrupted["tune_id"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_before_any_trial_finished_is_exit_130_and_keeps_nothing(
+    tmp_path: Path, signum: int
+) -> None:
+    """A Ctrl-C or SIGTERM once Ray was up (tune.cluster) and before the first trial finished
+    was exit 8 "no interrupted search ... to resume; run without --resume" (a command run
+    without --resume): the stop looked for kept trials and found none. Now exit 130, one line
+    saying nothing was kept, and the store holds no partial search."""
+    proc = _start(tmp_path, "--trials", "3", **SLOW)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"tune.cluster"' in line:
+            break
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert '"tune.trial"' not in out, "a trial finished before the stop: the test needs slower"
+    assert proc.returncode == 130, err[-2000:]
+    assert err == (
+        "error: tune interrupted before any trial finished: nothing kept; run it again\n"
+    ), err[-2000:]
+    assert not list((tmp_path / "store").glob("tune-partial/*/*"))
+
+
 def test_a_sigterm_after_the_last_trial_writes_the_record_and_exits_0(
     tmp_path: Path, reference: tuple[Path, dict[str, Any]]
 ) -> None:
