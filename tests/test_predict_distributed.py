@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -285,6 +286,32 @@ def test_refusals_are_one_line_and_write_nothing(
         assert len(done.stderr.strip().splitlines()) == 1
     assert "ray" not in done.stderr.lower().replace("array", "")
     assert sorted(p.name for p in chain["root"].iterdir()) == before
+
+
+@pytest.mark.parametrize(("source", "named"), [("t1.parquet", "b.csv"), ("t0.jsonl", "b.csv")])
+def test_a_file_named_for_another_format_gets_predicts_own_error_before_ray(
+    chain: dict[str, Any], source: str, named: str
+) -> None:
+    """Parquet bytes named b.csv in a folder: `--workers 2` died of a UnicodeDecodeError
+    traceback from a Ray worker (exit 1), where single-process predict says "holds Parquet
+    data: rename it .parquet"; JSON lines named .csv "lacked required columns". Now the
+    single-process line, exit 4, from the driver before Ray starts, nothing written."""
+    root = chain["root"]
+    folder = root / f"misnamed-{named}-{source}"
+    folder.mkdir()
+    shutil.copyfile(root / "in" / "t0.csv", folder / "a.csv")
+    if source.endswith(".jsonl"):
+        frame = pd.read_csv(root / "in" / "t0.csv", dtype=str, keep_default_na=False)
+        frame.to_json(folder / named, orient="records", lines=True)
+    else:
+        shutil.copyfile(root / "in" / source, folder / named)
+    rel = folder.relative_to(root)
+    single = _predict(chain, str(rel / named), "-o", "x.csv")
+    done = _predict(chain, str(rel), "--workers", "2", "-o", "out-misnamed")
+    assert single.returncode == done.returncode == 4, done.stderr[-2000:]
+    assert done.stderr == single.stderr and "by its name, but holds" in done.stderr
+    assert '"predict.cluster"' not in done.stdout and "Traceback" not in done.stderr
+    assert not (root / "out-misnamed").exists() and not (root / "x.csv").exists()
 
 
 def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(

@@ -121,7 +121,7 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
     ``{`` for JSON lines, else CSV; gzip read through). The copy goes however the run ends.
     """
     if not is_stream(source):
-        yield source, str(source), _named_format(source)
+        yield source, str(source), named_format(source)
         return
     stdin = str(source) == "-"
     label = "stdin" if stdin else str(source)
@@ -143,7 +143,7 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
         yield copy, label, fmt
 
 
-def _named_format(path: Path) -> str:
+def named_format(path: Path) -> str:
     """A file's format from its name; a DataError when its first bytes are another format's
     (Parquet bytes in rows.csv were "not valid UTF-8 text: re-encode it", JSON lines "lacks
     required column(s)" with every column listed)."""
