@@ -132,6 +132,21 @@ def test_the_same_run_twice_gives_the_same_build(two: dict[str, Any], tmp_path: 
         assert "train.oversubscribed" not in {e["event"] for e in two["stream"]}
 
 
+def test_two_threads_a_worker_on_the_embedded_runtime_warn_and_train_the_same_build(
+    two: dict[str, Any], tmp_path: Path
+) -> None:
+    """`--workers 2` with PIPELINE_TRAIN__THREADS=2 on 2 cores was refused ("needs 4 CPUs, and
+    the Ray cluster has 2", naming neither the threads nor a cluster, which there was not),
+    where more workers than cores only warn: the embedded runtime takes what the workers
+    hold, `train.oversubscribed` says they share the cores, and the threads leave the build
+    as it was (thread counts never change a weight)."""
+    threads = max(2, len(os.sched_getaffinity(0)))  # 2 workers of them: more than the cores
+    done = _train(tmp_path, "--workers", "2", PIPELINE_TRAIN__THREADS=str(threads))
+    warned = done["train.oversubscribed"]
+    assert warned["workers"] == 2 and f"2 workers of {threads} CPU(s) each" in warned["message"]
+    assert done["train.summary"]["build_id"] == two["train.summary"]["build_id"]
+
+
 def test_statistics_and_split_equal_the_in_process_build(
     two: dict[str, Any], in_process: dict[str, Any]
 ) -> None:

@@ -110,25 +110,30 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
 
     n = settings.train.workers or 1
     t = settings.train
+    # Each worker holds one CPU and runs one torch thread, or as many as train.threads says: N
+    # workers scale by adding CPUs, as Ray Train's resources_per_worker does.
+    cpus = t.threads or 1
     with (
         _quiet(settings),
         cluster.session(
             settings.ray_address,
             connect_timeout=settings.tune.connect_timeout,
-            cpus=max(n, len(os.sched_getaffinity(0))),  # embedded: this machine's cores
+            # Embedded: this machine's cores, or what the workers hold (oversubscribed, with
+            # the warning below: --workers 2 with train.threads=2 on 2 cores was refused).
+            cpus=max(n * cpus, len(os.sched_getaffinity(0))),
         ) as where,
     ):
         import ray
 
         gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
         use_gpu = t.device == "cuda" or (t.device == "auto" and gpus >= n)
-        # Each worker holds one CPU and runs one torch thread, or as many as train.threads
-        # says: N workers scale by adding CPUs, as Ray Train's resources_per_worker does.
-        cpus = t.threads or 1
         if where.cpus < n * cpus:
+            each = f" of PIPELINE_TRAIN__THREADS={cpus} CPUs each" if cpus > 1 else ""
             raise ConfigError(
-                f"PIPELINE_TRAIN__WORKERS={n} (--workers) needs {n * cpus} CPUs, and the Ray "
-                f"cluster has {where.cpus}: use fewer workers, or a larger cluster"
+                f"PIPELINE_TRAIN__WORKERS={n} (--workers){each} needs {n * cpus} CPUs, and the "
+                f"Ray cluster at {where.address} has {where.cpus}: use fewer workers"
+                + (" or threads" if cpus > 1 else "")
+                + ", or a larger cluster"
             )
         log.info(
             "train.cluster", address=where.address, embedded=where.embedded, nodes=where.nodes,
@@ -140,8 +145,8 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
                 "train.oversubscribed", workers=n, cores=cores,
                 message=f"{n} workers of {cpus} CPU(s) each share this machine's {cores} cores "
                 "(the embedded runtime): the build is the one a machine or cluster with "
-                f"{n * cpus} CPUs trains, only slower; for speed here, use --workers {cores} "
-                "or fewer",
+                f"{n * cpus} CPUs trains, only slower; for speed here, use --workers "
+                f"{max(1, cores // cpus)} or fewer",
             )  # fmt: skip
         yield Connection(n, cpus, use_gpu, where.cpus)
 
