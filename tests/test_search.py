@@ -7,11 +7,13 @@ runs the search itself on Ray).
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import run_cli
 
 from pipeline import search, tune
 from pipeline.errors import ConfigError
@@ -438,3 +440,21 @@ def test_a_range_of_one_value_counts_as_one_configuration(tmp_path: Path) -> Non
         caught.value.message
     )
     search.check_trials(settings, 2)
+    # The range's one value is the current setting's (dropout 0.1, the default): trials 0 and
+    # 1 ran the same configuration, score and all; 2 trials are refused, through the CLI too.
+    for kind, key, value in (("uniform", "model.dropout", 0.1),
+                             ("loguniform", "train.learning_rate", 0.001)):  # fmt: skip
+        one = json.dumps({key: {kind: [value, value]}})
+        same = _settings(tmp_path, PIPELINE_TUNE__SPACE=one)
+        with pytest.raises(ConfigError) as caught:
+            search.check_trials(same, 2)
+        assert "2 trials (PIPELINE_TUNE__TRIALS) are more than the 1 configuration(s)" in (
+            caught.value.message
+        )
+        assert "ask for 1 trial (--trials 1)" in caught.value.message
+        search.check_trials(same, 1)
+        done = run_cli("tune", "--trials", "2", env={
+            "PIPELINE_TUNE__SPACE": one, "PIPELINE_STORE": str(tmp_path / "store"),
+            "PIPELINE_ENV_FILE": os.devnull})  # fmt: skip
+        assert done.returncode == 3 and "the 1 configuration(s)" in done.stderr, done.stderr
+        assert not (tmp_path / "store").exists()

@@ -137,16 +137,23 @@ def check_trials(settings: Settings, n: int) -> None:
             f"{n} trials (PIPELINE_TUNE__TRIALS) are more than the {most} configuration(s) "
             f"the space can give ({size} in PIPELINE_TUNE__SPACE"
             f"{'' if inside else ', and the current settings'}): the rest would repeat them; "
-            f"ask for {most} trials (--trials {most}) or widen the space"
+            f"ask for {most} trial{'' if most == 1 else 's'} (--trials {most}) or widen the "
+            "space"
         )
 
 
 def _within(dimension: dict[str, Any], value: Any) -> bool:
-    """Whether ``value`` is one the dimension can draw (a choice, or an integer in range)."""
+    """Whether ``value`` is one the dimension can draw: a choice, an integer in range, or the
+    one value of a range of one (dropout 0.1 in ``{"uniform": [0.1, 0.1]}``: counted as a
+    configuration of its own, trials 0 and 1 ran the same one, score and all)."""
     ((kind, spec),) = dimension.items()
     if kind == "choice":
         return any(_canonical({"v": v}) == _canonical({"v": value}) for v in spec)
-    return isinstance(value, int) and int(spec[0]) <= value <= int(spec[1])
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if kind == "int":
+        return isinstance(value, int) and int(spec[0]) <= value <= int(spec[1])
+    return float(spec[0]) <= float(value) <= float(spec[1])
 
 
 def _draw(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
