@@ -374,6 +374,19 @@ def test_a_setting_set_by_its_sections_json_and_its_own_variable_is_refused(
     assert done.returncode == 0, done.stderr
 
 
+def test_a_ray_address_with_a_space_is_a_setting_error_not_an_unreachable_cluster(
+    tmp_path: Path,
+) -> None:
+    """RAY_ADDRESS='garbage address' waited for the connect timeout and was exit 5, "cannot
+    be reached", a network fault: it is a malformed setting, exit 3, named at load."""
+    env = {"PIPELINE_ENV_FILE": os.devnull, "PIPELINE_STORE": str(tmp_path / "store"),
+           "RAY_ADDRESS": "garbage address"}  # fmt: skip
+    done = run_cli("tune", "--trials", "2", env=env)
+    assert done.returncode == 3 and done.stderr.count("\n") == 1, done.stderr
+    assert "invalid setting ray_address from env var RAY_ADDRESS: holds a space" in done.stderr
+    assert not (tmp_path / "store").exists()
+
+
 def test_preset_value_is_blamed_on_the_preset(tmp_path: Path, no_env: Path) -> None:
     """A bad value in a preset file names that file, not the environment variable."""
     preset = tmp_path / "bad.toml"

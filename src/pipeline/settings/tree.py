@@ -264,6 +264,19 @@ class Settings(BaseSettings):
     def _parsable(cls, value: str | None) -> str | None:
         return None if value is None else parsable_uri(value)
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        """No spaces in a cluster's address: RAY_ADDRESS='garbage address' waited up to the
+        connect timeout and said the cluster could not be reached (exit 5, a network fault)."""
+        if value is not None and any(c.isspace() for c in value.strip()):
+            raise PydanticCustomError(
+                "ray_address",
+                "holds a space: expected host:port, ray://host:port, http://host:port or "
+                "auto (empty: the embedded runtime)",
+            )
+        return value
+
     @field_validator("aws_endpoint_url")
     @classmethod
     def _endpoint(cls, url: str | None) -> str | None:
