@@ -236,6 +236,24 @@ def test_the_ridge_on_a_narrow_table_is_fitted_on_its_rows(tmp_path: Path) -> No
         assert (runs[0]["build"] / name).read_bytes() == (runs[1]["build"] / name).read_bytes()
 
 
+def test_a_table_bagged_in_one_process_says_that_the_workers_do_not_bag_it(
+    tmp_path: Path,
+) -> None:
+    """200 rows of house prices (160 training + validation rows): `train` in one process bags
+    them (5 folds), `--workers 1` trains one network, and said so only by `bag_folds: null`
+    (a 30-row table's validation R² -0.15 against 0.81). A `train.warning` names the rows and
+    the way to the bagged model; the full table (1,168 such rows, never bagged) has none."""
+    pd.read_csv(HOUSE_PRICES).head(200).to_csv(tmp_path / "few.csv", index=False)
+    few = _train(
+        tmp_path / "few", "--workers", "1", PIPELINE_DATA__SOURCE=str(tmp_path / "few.csv")
+    )
+    warned = [e for e in few["stream"] if e["event"] == "train.warning"]
+    assert len(warned) == 1, warned
+    assert warned[0]["message"].startswith("160 training + validation rows: in one process")
+    assert "train without --workers for the bagged model" in warned[0]["message"]
+    assert few["train.summary"]["bag_folds"] is None
+
+
 def test_rows_scored_on_ray_give_the_in_process_metrics(tmp_path: Path) -> None:
     """Without the ridge (a large table's case), the driver holds no validation or test row:
     Ray tasks score them in chunks and send outputs back. One worker's metrics and curves are

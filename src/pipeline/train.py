@@ -82,6 +82,9 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
     from pipeline.distributed_fit.columns import lay_out
 
     data = prepare(settings, store, log, target_only=True)  # the target column alone
+    from pipeline import bagging
+
+    bagging.say_unbagged(settings, len(data.split.train) + len(data.split.val), log)
     rt = _runtime(settings)
     # A missing checkpoint is said before Ray starts (its key needs the split, not the columns).
     ck = _checkpoints(store, data, settings).load(log) if resume else None
