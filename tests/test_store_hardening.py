@@ -257,7 +257,10 @@ def test_a_failed_run_leaves_no_stale_id_file(cli: Any, store: Path, tmp_path: P
         (["--preset-out", "{txt}"], "is not a .toml file, which PIPELINE_PRESET could not load"),
         # A folder no file can be made in, though its permissions (or root) allow it: the
         # search ran to its end, then failed to write the preset (exit 9).
-        (["--preset-out", "/proc/tuned.toml"], "the folder /proc cannot be written"),
+        (
+            ["--preset-out", "/proc/tuned.toml"],
+            "the folder /proc cannot be written (No such file or directory): make it writable",
+        ),
     ],
 )
 def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_search(

@@ -278,8 +278,9 @@ def _folder_exists(path: Path, option: str) -> None:
         else _unwritable(folder)
     )  # fmt: skip
     if why:
+        fix = "create it" if why == "does not exist" else "make it writable"
         raise ConfigError(
-            f"{option} {path}: the folder {folder} {why}: create it or choose another path "
+            f"{option} {path}: the folder {folder} {why}: {fix} or choose another path "
             "(checked before the work starts)"
         )
     if path.is_dir():
