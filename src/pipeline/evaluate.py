@@ -192,8 +192,6 @@ def run(
     enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
     test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)
     _warn_on_drift(test, build.json("metrics.json")["test"], log)
-    if (warning := metrics.one_class(test, "test rows")) is not None:
-        log.warning("evaluate.warning", message=warning)
 
     cv = None
     if folds is not None:
@@ -244,7 +242,10 @@ def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError
 
 
 def _warn_on_drift(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:
-    """A warning event when re-measured test metrics differ from the build's beyond rounding."""
+    """A warning event when re-measured test metrics differ from the build's beyond rounding,
+    and one when every test row is predicted as one class (``metrics.one_class``)."""
+    if (warning := metrics.one_class(test, "test rows")) is not None:
+        log.warning("evaluate.warning", message=warning)
     drift = {
         k: abs(test[k] - recorded[k])
         for k, v in test.items()

@@ -24,13 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__, artifacts, halving, search, signals, trials
-from pipeline.errors import (
-    ConfigError,
-    IntegrityError,
-    Interrupted,
-    NotFoundError,
-    TrialsFailed,
-)
+from pipeline.errors import ConfigError, IntegrityError, Interrupted, NotFoundError, TrialsFailed
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings, preset_toml, space
 from pipeline.store import Store, canonical_json
@@ -130,16 +124,11 @@ def _whole(
     settings: Settings, payload: search.Payload, schedule: list[int | None],
     partial: trials.Partial, log: Any,
 ) -> dict[int, dict[str, Any]] | None:  # fmt: skip
-    """Every trial's result from the kept records alone, or None when a trial is missing (or
-    none was kept: a stop while Ray started said "no interrupted search ... to resume",
-    exit 8, where the stop was the user's)."""
+    """Every trial's result from the kept records alone; None when a trial is missing, or when
+    none was kept (a stop as Ray started said "no interrupted search to resume", exit 8)."""
     try:
-        kept = partial.load(log)
-    except NotFoundError:
-        return None
-    try:
-        return _search(settings, payload, schedule, kept, partial, log, offline=True)
-    except _Missing:
+        return _search(settings, payload, schedule, partial.load(log), partial, log, offline=True)
+    except (_Missing, NotFoundError):
         return None
 
 

@@ -213,38 +213,6 @@ _REAL_EXTREMES = (
 )
 
 
-# One value, or at most this share, of a skewed, otherwise positive target <= 0 is taken for
-# stray values (a typo, a placeholder) rather than the data's nature (a count's zeros, losses).
-_STRAY_NON_POSITIVE = 0.01
-
-
-def _refuse_stray_non_positive(values: pd.Series, target: pd.Series, name: str, label: str) -> None:
-    """A ``DataError`` when a few values <= 0 (one, or ``_STRAY_NON_POSITIVE`` of them) are all
-    that keeps a right-skewed target from its log: one -1 among house prices turned the
-    transform off without a word, and the model trained on raw dollars."""
-    import numpy as np
-
-    bad = (values <= 0).to_numpy()
-    count = int(bad.sum())
-    positive = values[~bad]
-    if count > max(1.0, _STRAY_NON_POSITIVE * len(values)) or len(positive) < 4:
-        return
-    if not float(positive.skew()) > _TARGET_SKEW_FOR_LOG:
-        return
-    first = int(np.flatnonzero(bad)[0])
-    where = target.index.get_loc(values.index[first])
-    raise cells.cell_error(
-        name,
-        label,
-        cells.data_row(target, int(where)),
-        cells.shown(cells.plain(target.iloc[int(where)]), None),
-        f" ({count} of {len(values)} values <= 0), and the rest are right-skewed, which "
-        "trains on their log: fix the row or leave the cell empty to drop it, or set "
-        "PIPELINE_TRAIN__TARGET_TRANSFORM to none (no log) or log1p (for values >= 0)",
-        subject="target column",
-    )
-
-
 def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, name: str) -> str:
     if task != "regression":
         if declared in ("log", "log1p"):
@@ -257,7 +225,7 @@ def _resolve_transform(target: pd.Series, task: str, declared: str, label: str, 
     if declared == "auto":
         positive = bool((values > 0).all())
         if not positive:
-            _refuse_stray_non_positive(values, target, name, label)
+            verdicts.refuse_stray_non_positive(values, target, name, label, _TARGET_SKEW_FOR_LOG)
         skewed = positive and float(values.skew()) > _TARGET_SKEW_FOR_LOG
         if skewed:  # a placeholder skews the target too, and the log would hide it from the
             # check that refuses it (99999999999 among house prices: 30 spreads away in logs)

@@ -226,3 +226,37 @@ def refuse_extreme(
             f"drop it{advice}",
             subject="target column",
         )
+
+
+# One value, or at most this share, of a skewed, otherwise positive target <= 0 is taken for
+# stray values (a typo, a placeholder) rather than the data's nature (a count's zeros, losses).
+_STRAY_NON_POSITIVE = 0.01
+
+
+def refuse_stray_non_positive(
+    values: pd.Series, target: pd.Series, name: str, label: str, skewed: float
+) -> None:
+    """A ``DataError`` when a few values <= 0 (one, or ``_STRAY_NON_POSITIVE`` of them) are all
+    that keeps a right-skewed target (skew above ``skewed``) from its log: one -1 among house
+    prices turned the transform off without a word, and the model trained on raw dollars."""
+    import numpy as np
+
+    bad = (values <= 0).to_numpy()
+    count = int(bad.sum())
+    positive = values[~bad]
+    if count > max(1.0, _STRAY_NON_POSITIVE * len(values)) or len(positive) < 4:
+        return
+    if not float(positive.skew()) > skewed:
+        return
+    first = int(np.flatnonzero(bad)[0])
+    where = target.index.get_loc(values.index[first])
+    raise cells.cell_error(
+        name,
+        label,
+        cells.data_row(target, int(where)),
+        cells.shown(cells.plain(target.iloc[int(where)]), None),
+        f" ({count} of {len(values)} values <= 0), and the rest are right-skewed, which "
+        "trains on their log: fix the row or leave the cell empty to drop it, or set "
+        "PIPELINE_TRAIN__TARGET_TRANSFORM to none (no log) or log1p (for values >= 0)",
+        subject="target column",
+    )
