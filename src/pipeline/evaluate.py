@@ -191,7 +191,7 @@ def run(
     model = load_model(build.json("model.json"), build.files["weights.pt"]).to(device)
     enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
     test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)
-    _warn_on_drift(test, build.json("metrics.json")["test"], log)
+    _warnings(test, build.json("metrics.json")["test"], log)
 
     cv = None
     if folds is not None:
@@ -241,7 +241,7 @@ def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError
     )
 
 
-def _warn_on_drift(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:
+def _warnings(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:
     """A warning event when re-measured test metrics differ from the build's beyond rounding,
     and one when every test row is predicted as one class (``metrics.one_class``)."""
     if (warning := metrics.one_class(test, "test rows")) is not None:

@@ -78,12 +78,10 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
         tensors = encode_all(data, pre, rt["device"])
         laid = _Laid(data, pre, tensors.select, rt)
         return _built(settings, store, log, laid, resume, started_at, t0)
-    from pipeline import distributed_fit
+    from pipeline import bagging, distributed_fit
     from pipeline.distributed_fit.columns import lay_out
 
     data = prepare(settings, store, log, target_only=True)  # the target column alone
-    from pipeline import bagging
-
     bagging.say_unbagged(settings, len(data.split.train) + len(data.split.val), log)
     rt = _runtime(settings)
     # A missing checkpoint is said before Ray starts (its key needs the split, not the columns).

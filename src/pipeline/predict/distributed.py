@@ -58,13 +58,12 @@ def run(
     source = sources[0] if len(sources) == 1 else Path(f"{len(sources)} files")
     files = inputs(sources[0]) if len(sources) == 1 else listed(sources)
     warn_about(sources, source, log)
-    from pipeline.predict.readers import named_format
+    from pipeline.predict.readers import named_format, output_format
+    from pipeline.predict.writers import sweep, temp_name
 
     for path in files:  # Parquet bytes named .csv: predict's own error, before Ray starts (a
         named_format(path)  # worker raised a UnicodeDecodeError traceback, exit 1)
     jobs = _jobs(files, workers)
-    from pipeline.predict.readers import output_format
-    from pipeline.predict.writers import sweep, temp_name
 
     # The parts' format: declared, else the folder's suffix (-o out.parquet/: Parquet parts,
     # as Spark and Ray write them; -o out.xlsx is refused as it is without --workers), else CSV.
