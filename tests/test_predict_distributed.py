@@ -314,6 +314,34 @@ def test_a_file_named_for_another_format_gets_predicts_own_error_before_ray(
     assert not (root / "out-misnamed").exists() and not (root / "x.csv").exists()
 
 
+@pytest.mark.parametrize("bad", ["empty.csv", "lacking.csv", "lacking.parquet"])
+def test_a_file_refused_by_its_header_is_named_before_ray_starts(
+    chain: dict[str, Any], bad: str
+) -> None:
+    """An empty file, or one without a column the model reads, among good ones: a worker said
+    so once Ray had started (15 s here), now the driver does before, with single-process
+    predict's line (a Parquet file's now suggests a rename from all its columns), exit 4."""
+    root = chain["root"]
+    folder = root / f"refused-{bad}"
+    folder.mkdir()
+    shutil.copyfile(root / "in" / "t0.csv", folder / "a.csv")
+    frame = pd.read_parquet(root / "in" / "t1.parquet").rename(columns={"age": "Age"})
+    if bad == "empty.csv":
+        (folder / bad).write_bytes(b"")
+    elif bad.endswith(".csv"):
+        frame.to_csv(folder / bad, index=False)
+    else:
+        frame.to_parquet(folder / bad, index=False)
+    rel = folder.relative_to(root)
+    single = _predict(chain, str(rel / bad), "-o", "x.csv")
+    done = _predict(chain, str(rel), "--workers", "2", "-o", "out-refused")
+    assert single.returncode == done.returncode == 4, done.stderr[-2000:]
+    assert done.stderr == single.stderr and str(rel / bad) in done.stderr
+    assert ("is empty" if bad == "empty.csv" else "rename ['Age']") in done.stderr
+    assert '"predict.cluster"' not in done.stdout and "Traceback" not in done.stderr
+    assert not (root / "out-refused").exists() and not (root / "x.csv").exists()
+
+
 def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(
     chain: dict[str, Any],
 ) -> None:

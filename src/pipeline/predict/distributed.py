@@ -58,11 +58,13 @@ def run(
     source = sources[0] if len(sources) == 1 else Path(f"{len(sources)} files")
     files = inputs(sources[0]) if len(sources) == 1 else listed(sources)
     warn_about(sources, source, log)
+    from pipeline.predict.headers import check_input
     from pipeline.predict.readers import named_format, output_format
     from pipeline.predict.writers import sweep, temp_name
 
-    for path in files:  # Parquet bytes named .csv: predict's own error, before Ray starts (a
-        named_format(path)  # worker raised a UnicodeDecodeError traceback, exit 1)
+    for path in files:  # predict's own errors, before Ray starts: Parquet bytes named .csv (a
+        # worker's UnicodeDecodeError traceback, exit 1); an empty file, a column missing
+        check_input(path, named_format(path), ready.predictor, ready.run)
     jobs = _jobs(files, workers)
 
     # The parts' format: declared, else the folder's suffix (-o out.parquet/: Parquet parts,

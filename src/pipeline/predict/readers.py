@@ -9,9 +9,7 @@ use. ``prefetched`` reads the next chunk on a thread while the caller predicts t
 from __future__ import annotations
 
 import contextlib
-import csv
 import gzip
-import io
 import re
 import shutil
 import sys
@@ -25,7 +23,7 @@ import pyarrow as pa
 
 from pipeline.data import cells, columns, csv_errors, read
 from pipeline.errors import ConfigError, DataError, SourceError
-from pipeline.predict import jsonlines
+from pipeline.predict import headers, jsonlines
 from pipeline.settings import RunSettings
 
 if TYPE_CHECKING:
@@ -33,9 +31,6 @@ if TYPE_CHECKING:
 
 # What typer leaves of a URI given as the input path (it collapses "//" into "/").
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
-# The header is read on its own before pyarrow streams the rows; a first line longer than
-# this is not a CSV header (a minified JSON document, a binary blob).
-MAX_HEADER_BYTES = 1 << 20
 
 
 def detect_format(path: Path | None, declared: str) -> str:
@@ -71,33 +66,6 @@ def output_format(path: Path | None, declared: str) -> str:
             "of those with PIPELINE_RUN__OUTPUT_FORMAT (a release fixes it when it is created)"
         )
     return detect_format(path, declared)
-
-
-def _header(path: Path, delimiter: str, label: str) -> list[str]:
-    """The header's column names, read from at most ``MAX_HEADER_BYTES`` of the file."""
-    read.sniff(path, label, "the input path")
-    try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            head = fh.read(MAX_HEADER_BYTES)
-        text = head.decode("utf-8-sig", errors="strict")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:  # not just a character cut in two by the read limit
-            raise csv_errors.not_utf8(path, label, delimiter) from exc
-        text = head[: exc.start].decode("utf-8-sig")
-    except (OSError, EOFError) as exc:
-        raise DataError(
-            f"{label} cannot be read: {getattr(exc, 'strerror', None) or exc}; check the path"
-        ) from exc
-    if len(head) == MAX_HEADER_BYTES and "\n" not in text and "\r" not in text:
-        raise DataError(
-            f"{label} has a first line longer than {MAX_HEADER_BYTES >> 20} MiB: expected a CSV "
-            "header line; check that the file is CSV (not JSON or a binary format)"
-        )
-    try:
-        return next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), [])
-    except csv.Error as exc:
-        raise DataError(f"{label} has a malformed header line ({exc}): fix the first line") from exc
 
 
 def is_stream(source: Path) -> bool:
@@ -168,7 +136,6 @@ def named_format(path: Path) -> str:
 def _sniffed(path: Path, label: str) -> tuple[Path, str]:
     """A nameless input (``spooled``'s copy) and its format, from its first bytes; gzip is
     read through (renamed ``.csv.gz`` / ``.jsonl.gz``, which the readers decompress)."""
-    import gzip
 
     with path.open("rb") as fh:
         head = fh.read(4096)
@@ -215,37 +182,19 @@ def iter_chunks(
             f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"
             + (", or --workers N -o FOLDER to predict a folder's files" if path.is_dir() else "")
         )
-    # The id column may also be one the model reads: read once, used twice.
-    wanted = list(dict.fromkeys([*predictor.required, *([run.id_column] if run.id_column else [])]))
+    wanted = headers.wanted(predictor, run)
     start = 0
     if fmt == "csv":
-        header = _header(path, predictor.delimiter, f"input {label}")
-        if not [c for c in header if c.strip()]:
-            raise DataError(
-                f"input {label} is empty: expected a header line and rows; check the file"
-            )
-        _no_duplicates(header, wanted, label)
-        predictor.check_columns(header, label)
+        header = headers.checked_header(path, predictor, wanted, label)
         stats.extra_columns = [c for c in header if c not in wanted]
         present = [c for c in wanted if c in header]
         batches: Iterator[pa.RecordBatch] = _csv_batches(
             path, label, predictor, present, header[-1]
         )
     elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(
-                f"input {label} is not a readable Parquet file ({read.printable(str(exc), 160)}): "
-                "it may be truncated or not Parquet at all; write it again"
-            ) from exc
-        names = read.index_names(parquet.schema_arrow)  # a pandas index as in training
-        _no_duplicates(names, wanted, label)
+        parquet, names = headers.checked_parquet(path, predictor, wanted, label)
         stats.extra_columns = [c for c in names if c not in wanted]
         stored = [c for c in wanted if c in parquet.schema_arrow.names]  # not a range index
-        _check_parquet_types(parquet.schema_arrow, stored, label)
         batches = parquet.iter_batches(batch_size=chunk_rows, columns=stored)
     else:
         yield from jsonlines.frames(
@@ -348,29 +297,6 @@ _NULLABLE = {
     pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
     pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
 }  # fmt: skip
-
-
-def _no_duplicates(names: list[str], wanted: list[str], label: str) -> None:
-    """DataError when a column the model reads is named twice (a Parquet file's raised
-    KeyError deep in pyarrow: a traceback)."""
-    dupes = sorted({c for c in wanted if names.count(c) > 1})
-    if dupes:
-        raise DataError(
-            f"input {label} has more than one column named {dupes}: give every column a unique name"
-        )
-
-
-def _check_parquet_types(schema: pa.Schema, present: list[str], label: str) -> None:
-    """A ``DataError`` for a column the model reads that holds lists, structs, maps or bytes."""
-    for name in present:
-        kind = schema.field(name).type
-        what = columns.unsupported(kind)
-        if what is not None:
-            raise DataError(
-                f"input {label} column '{name}' holds {what} (Parquet type "
-                f"{read.printable(str(kind), 80)}), not one value per cell: the model reads one "
-                "number, text or true/false per cell; write the column as plain values"
-            )
 
 
 def prefetched(chunks: Iterator[pd.DataFrame]) -> Generator[pd.DataFrame, None, None]:
