@@ -342,6 +342,45 @@ def test_a_file_refused_by_its_header_is_named_before_ray_starts(
     assert not (root / "out-refused").exists() and not (root / "x.csv").exists()
 
 
+@pytest.mark.parametrize("text_first", [True, False], ids=["text-first", "numbers-first"])
+def test_a_json_lines_file_shared_out_keeps_the_files_id_kind(
+    chain: dict[str, Any], text_first: bool
+) -> None:
+    """JSON lines' ids are values of their own kinds, and the file's first decides the
+    column's. Shared out chunk by chunk, each part took its own first chunk's: text ids then
+    numbers came out as numbers in the later parts (single-process writes them as text), and
+    numbers then text passed where single-process refuses (exit 4). Now the parts joined are
+    single-process's bytes, and the refusal is its line."""
+    root = chain["root"]
+    rows = pd.read_parquet(root / "in" / "t1.parquet").head(40).reset_index(drop=True)
+    text, numbers = [f"A-{i}" for i in range(20)], list(range(1000, 1020))
+    ids = text + numbers if text_first else numbers + text
+    rows.insert(0, "row_id", pd.Series(ids, dtype=object))
+    name = f"ids-{'text' if text_first else 'numbers'}-first"
+    rows.to_json(root / f"{name}.jsonl", orient="records", lines=True)
+    env = {"PIPELINE_STORE": str(root / "store"), "PIPELINE_RUN__ID_COLUMN": "row_id"}
+    release = ("release", "create", chain["package_id"], "--id-file", str(root / f"{name}.id"))
+    _done(invoke_isolated(*release, root=root, env=env))
+    chunks = {"PIPELINE_RELEASE": (root / f"{name}.id").read_text().strip(),
+              "PIPELINE_RUN__CHUNK_ROWS": "10"}  # fmt: skip
+    single = _predict(chain, f"{name}.jsonl", "-o", f"{name}.csv", **chunks)
+    done = _predict(chain, f"{name}.jsonl", "--workers", "2", "-o", f"{name}-parts", **chunks)
+    if not text_first:
+        assert single.returncode == done.returncode == 4, done.stderr[-2000:]
+        assert done.stderr == single.stderr and "where earlier rows held int" in done.stderr
+        assert not (root / f"{name}-parts").exists()
+        return
+    assert single.returncode == done.returncode == 0, done.stderr[-2000:]
+    parts = sorted((root / f"{name}-parts").glob("part-*.csv"))
+    assert len(parts) == 4
+    texts = [p.read_text() for p in parts]
+    header = texts[0].splitlines(keepends=True)[0]
+    assert all(t.startswith(header) for t in texts)
+    joined = header + "".join(t[len(header) :] for t in texts)
+    assert joined == (root / f"{name}.csv").read_text()
+    assert '"1000"' in joined
+
+
 def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(
     chain: dict[str, Any],
 ) -> None:

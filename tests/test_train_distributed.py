@@ -413,6 +413,34 @@ def test_a_signal_checkpoints_every_worker_and_resume_gives_the_uninterrupted_bu
     assert _checkpoints(tmp_path) == []
 
 
+def test_stdouts_reader_going_away_stops_the_workers_with_a_checkpoint(
+    whole: dict[str, Any], tmp_path: Path
+) -> None:
+    """`pipeline train --workers 2 | head`: the relay of epochs died with the pipe, the run
+    trained on to its end and exited 141 without a word or a checkpoint. Now the workers stop
+    as for SIGTERM: exit 141, one line naming SIGPIPE and `--workers 2 --resume`, a checkpoint,
+    no build; `--resume` gives the uninterrupted build."""
+    proc = _start_a_long_run(tmp_path, **RESUMABLE)
+    try:
+        _until_the_first_epoch(proc)
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader goes away, as `head` does once it has its lines
+        err = proc.stderr.read() if proc.stderr is not None else ""
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 141, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stdout's reader went away (SIGPIPE)" in lines[0], err[-3000:]
+    assert "run `pipeline train --workers 2 --resume`" in lines[0]
+    assert not (tmp_path / "store" / "builds").exists()
+    assert len(_checkpoints(tmp_path)) == 1
+    resumed = _train(tmp_path, "--workers", "2", "--resume", **RESUMABLE)
+    assert resumed["train.summary"]["build_id"] == whole["train.summary"]["build_id"]
+
+
 def _descendants_named(driver: int, prefix: str) -> list[int]:
     """Processes whose title starts with ``prefix`` and whose parent chain reaches ``driver``."""
     listing = subprocess.run(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -320,6 +321,7 @@ def _relayed(
     import ray
 
     done = threading.Event()
+    closed = threading.Event()  # stdout's reader went away: its events are dropped
 
     def relay() -> None:
         signum = stop.signal if stop is not None and stop.signal is not None else 0
@@ -327,10 +329,26 @@ def _relayed(
         if began and isinstance(stop, _UntilBegun):
             stop.began.set()
         for phase, row in epochs:
-            on_epoch(phase, row)
+            if not closed.is_set():
+                with reader_gone():
+                    on_epoch(phase, row)
         if ck is not None and on_checkpoint is not None:
             states = [fit.FitState.from_dict(s) for s in ck["states"]]
-            on_checkpoint(ck["phase"], states, ck["selection"])
+            with reader_gone():  # the checkpoint is stored before its event is written
+                on_checkpoint(ck["phase"], states, ck["selection"])
+
+    @contextlib.contextmanager
+    def reader_gone() -> Iterator[None]:
+        """`pipeline train --workers 2 | head`: when stdout's reader goes away, the workers
+        stop after the same step, as for SIGTERM, and the run ends 141 with a checkpoint, as
+        in process (the relay ended there, and the run trained to its end, then died 141
+        without a word or a checkpoint)."""
+        try:
+            yield
+        except BrokenPipeError:
+            closed.set()
+            if stop is not None and stop.signal is None:
+                stop.signal = signal.SIGPIPE
 
     def poll() -> None:
         while not done.wait(0.25):

@@ -126,16 +126,21 @@ class PartWriter:
             )  # fmt: skip
             return [self._part(name, job, stats)]
         parts = []
+        # The id column's kind as single-process predict's writer holds it at each chunk: JSON
+        # lines' ids are Python values, and the file's first decides (each part took its own
+        # first chunk's: text ids then numbers were written as numbers, or numbers then text
+        # not refused).
+        kinds = Writer(None, self.fmt)
         for number, chunk in enumerate(chunks):
             if number % job.step != job.number:
+                kinds.follow(chunk, self.run.id_column)
                 continue  # another worker's chunk: read past, not predicted
             at[0] = number
             name = f"part-{number:05d}-{job.stem}{EXTENSIONS[self.fmt]}"
             stats = Stats(extra_columns=read_stats.extra_columns)
-            predict_into(
-                Writer(self.staging / name, self.fmt), [chunk], self.predictor, self.run,
-                str(source), stats,
-            )  # fmt: skip
+            writer = Writer(self.staging / name, self.fmt).kinds_of(kinds)
+            kinds.follow(chunk, self.run.id_column)
+            predict_into(writer, [chunk], self.predictor, self.run, str(source), stats)
             parts.append(self._part(name, job, stats))
         return parts
 

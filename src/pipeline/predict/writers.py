@@ -208,6 +208,20 @@ class Writer:
             out[name] = pd.Series(fixed, index=frame.index, dtype=object)
         return out
 
+    def follow(self, frame: pd.DataFrame, column: str | None) -> None:
+        """Take the kind ``frame``'s ``column`` gives, as writing it would, without writing:
+        the chunks of one file that other workers write (`predict --workers`), so that each
+        part's writer starts from the file's kinds (``kinds_of``). A value of another kind is
+        left to the chunk's own writer to refuse."""
+        if column is not None and column in frame.columns:
+            with contextlib.suppress(DataError):
+                self._one_kind(frame[[column]])
+
+    def kinds_of(self, other: Writer) -> Writer:
+        """This writer, starting from ``other``'s kinds (the chunks before its first)."""
+        self._kinds = dict(other._kinds)
+        return self
+
     def _settle(self, text: bool) -> None:
         """Fix the schema from the held chunks and write them: each column's first type
         that is not null; a column missing throughout is text (``text``) or stays null."""
