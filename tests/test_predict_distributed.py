@@ -454,6 +454,25 @@ def test_a_pipe_given_to_workers_is_named_a_pipe(chain: dict[str, Any]) -> None:
     assert not (chain["root"] / "from-a-pipe").exists()
 
 
+@pytest.mark.parametrize("given", ["fifo", "fifo/*.csv"])
+def test_a_fifo_among_a_folders_files_is_named_not_skipped(
+    chain: dict[str, Any], given: str
+) -> None:
+    """A FIFO named b.csv beside a.csv (in a folder, or matched by a glob) was skipped without
+    a word: one part, rc 0. Now exit 4 naming it, before Ray starts, nothing written."""
+    root = chain["root"]
+    folder = root / "fifo"
+    if not folder.exists():
+        folder.mkdir()
+        shutil.copyfile(root / "in" / "t0.csv", folder / "a.csv")
+        os.mkfifo(folder / "b.csv")
+    done = _predict(chain, given, "--workers", "2", "-o", "out-fifo", PIPELINE_LOG_FORMAT="console")
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "fifo/b.csv, a pipe or a device, not a file" in done.stderr
+    assert "predict.cluster" not in done.stdout and not (root / "out-fifo").exists()
+
+
 def test_a_broken_link_in_a_folder_is_named_and_a_linked_output_folder_is_its_target(
     chain: dict[str, Any],
 ) -> None:

@@ -51,6 +51,7 @@ def inputs(source: Path) -> list[Path]:
                 f"exist{f' ({len(broken)} such links)' if len(broken) > 1 else ''}: fix the "
                 "link or remove it"
             )
+        _no_pipes([p for p in source.iterdir() if _readable_name(p.name)], f"folder {source}")
         found = [p for p in source.iterdir() if p.is_file() and _readable_name(p.name)]
         if not found:
             nested = " (sub-folders are not read: pass a glob such as 'DIR/*/*.parquet')"
@@ -64,11 +65,23 @@ def inputs(source: Path) -> list[Path]:
         # it (the label messages and the manifest give it). ``**`` matches any depth of
         # folders, as Spark's and the shell's globstar do (it matched one level).
         paths = glob.glob(text, recursive=True)  # noqa: PTH207
+        _no_pipes([Path(p) for p in paths], f"pattern {text}")
         matched = sorted(Path(p) for p in paths if Path(p).is_file())
         if not matched:
             raise DataError(f"input pattern {text} matches no file: check the pattern")
         return matched
     return [source]  # a file; the reader says what is wrong with a missing one
+
+
+def _no_pipes(paths: list[Path], where: str) -> None:
+    """A ``DataError`` naming the first of ``paths`` that is a pipe or a device (a FIFO named
+    b.csv in a folder was skipped without a word)."""
+    special = sorted(str(p) for p in paths if p.exists() and not p.is_file() and not p.is_dir())
+    if special:
+        raise DataError(
+            f"input {where} holds {special[0]}, a pipe or a device, not a file: --workers "
+            "reads files every worker can open; save its rows to a file, or move it away"
+        )
 
 
 def warn_about(sources: list[Path], source: Path, log: Any) -> None:
