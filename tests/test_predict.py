@@ -685,3 +685,16 @@ def test_text_that_is_not_utf8_is_named_by_column_and_line(
     done = _predict(chain, str(path), "--release", chain["release"])
     assert done.returncode == 4, done.stderr
     assert "is not valid UTF-8 text (column 'Neighborhood', line 5)" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("asked", ["option", "environment"])
+def test_workers_without_an_output_folder_say_so_once(chain: dict[str, Any], asked: str) -> None:
+    """With workers, predictions go to a folder, never to stdout: a missing -o is refused,
+    and the log stream stays on stdout (it went to stderr, as for predictions on stdout, so
+    stderr held the error event and the error line)."""
+    args = ["--workers", "2"] if asked == "option" else []
+    extra = {"PIPELINE_RUN__WORKERS": "2"} if asked == "environment" else {}
+    done = _predict(chain, str(TEST_CSV), "--release", chain["release"], *args, **extra)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and "pass -o FOLDER" in done.stderr
+    assert event(done.stdout, "error")["exit_code"] == 3

@@ -39,7 +39,7 @@ def run(
     *,
     overrides: Mapping[str, str] | None = None,
     allow_unknown: bool = False,
-    log_to_stderr: bool = False,
+    log_to_stderr: bool | Callable[[Any], bool] = False,
     outputs: Sequence[Path | None] = (),
     serve_settings: bool = False,
 ) -> T:
@@ -49,6 +49,8 @@ def run(
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     ``serve_settings``: the command reads the ``serve`` section (`serve`, `config show`), so an
     invalid value there is its error; other commands leave such a value at its default.
+    ``log_to_stderr``: stdout carries the command's data; a function of the settings decides
+    once they are read (until then, stderr).
     """
     import sys
 
@@ -94,6 +96,8 @@ def run(
                 ]
             )
             logging_.register_secrets(s.uri_secrets())
+            if callable(log_to_stderr):
+                stream = sys.stderr if log_to_stderr(s) else None
             logging_.configure(s.log_format, s.log_level, stream=stream)
             json_logs = s.log_format == "json" or (
                 s.log_format == "auto" and not (stream or sys.stdout).isatty()

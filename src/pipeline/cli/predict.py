@@ -92,7 +92,11 @@ def predict(
                 distributed.run(ready, inputs, sink, s, log)
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
-    run("predict", body, overrides=overrides, log_to_stderr=sink is None or _is_stdout(sink))
+    # With workers the predictions go to a folder (a missing -o is refused): stdout is the
+    # events' (the refusal was the error event and the error line, both on stderr).
+    to_stdout = sink is None or _is_stdout(sink)
+    run("predict", body, overrides=overrides,
+        log_to_stderr=lambda s: to_stdout and s.run.workers is None)  # fmt: skip
 
 
 def _is_stdout(path: Path) -> bool:
