@@ -698,3 +698,11 @@ def test_workers_without_an_output_folder_say_so_once(chain: dict[str, Any], ask
     assert done.returncode == 3, done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and "pass -o FOLDER" in done.stderr
     assert event(done.stdout, "error")["exit_code"] == 3
+
+
+def test_a_quoted_glob_without_workers_says_how_patterns_are_read(chain: dict[str, Any]) -> None:
+    """`pipeline predict 'in/*.csv'` said only that the file does not exist."""
+    done = _predict(chain, "in/*.csv", "--release", chain["release"], "-o", "x.csv")
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "input in/*.csv does not exist" in done.stderr
+    assert "a pattern is read with --workers N -o FOLDER" in done.stderr

@@ -176,7 +176,9 @@ def iter_chunks(
             "and pass its path"
         )
     if not path.exists():
-        raise DataError(f"input {path} does not exist: check the path")
+        pattern = set("*?[") & set(str(path))  # a quoted glob, read only with --workers
+        hint = "; a pattern is read with --workers N -o FOLDER" if pattern else ""
+        raise DataError(f"input {path} does not exist: check the path{hint}")
     if not path.is_file():
         raise DataError(
             f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"
