@@ -179,3 +179,25 @@ def wait_for_nodes(address: str, count: int, timeout: float) -> None:
     )
     if done.returncode != 0:
         raise RuntimeError(f"the cluster at {address} is not ready:\n{done.stderr[-3000:]}")
+
+
+def descendants_named(driver: int, prefix: str) -> list[int]:
+    """Processes whose title starts with ``prefix`` and whose parent chain reaches ``driver``."""
+    listing = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    parent, named = {}, []
+    for line in listing.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) == 3:
+            parent[int(fields[0])] = int(fields[1])
+            if fields[2].startswith(prefix):
+                named.append(int(fields[0]))
+    found = []
+    for pid in named:
+        up = pid
+        while up > 1 and up != driver:
+            up = parent.get(up, 0)
+        if up == driver:
+            found.append(pid)
+    return found

@@ -12,15 +12,18 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from tests.conftest import TITANIC_CSV, event, events, invoke_isolated
+from tests.conftest import TITANIC_CSV, _process_env, event, events, invoke_isolated
 from tests.conftest import run_fresh as run_cli
+from tests.ray_cluster import descendants_named
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -379,6 +382,60 @@ def test_a_json_lines_file_shared_out_keeps_the_files_id_kind(
     joined = header + "".join(t[len(header) :] for t in texts)
     assert joined == (root / f"{name}.csv").read_text()
     assert '"1000"' in joined
+
+
+def test_a_worker_killed_mid_file_is_restarted_its_rows_predicted_again_and_said(
+    chain: dict[str, Any],
+) -> None:
+    """SIGKILL a Ray Data worker while it writes its share of one big file: Ray restarts it and
+    the job runs again from the start, so the parts still join into single-process predict's
+    bytes; a `predict.worker_restarted` warning names the input (the run said nothing, so a
+    flaky node went unseen)."""
+    root = chain["root"]
+    header, body = (root / "all.csv").read_text().split("\n", 1)
+    (root / "big.csv").write_text(header + "\n" + body * 150)  # 196,350 rows
+    chunks = {"PIPELINE_RUN__CHUNK_ROWS": "1000"}
+    assert _predict(chain, "big.csv", "-o", "big-ref.csv", **chunks).returncode == 0
+    env = {"PIPELINE_STORE": str(root / "store"), "PIPELINE_ENV_FILE": os.devnull,
+           "PIPELINE_LOG_FORMAT": "json", "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled",
+           **chain["env"], **chunks}  # fmt: skip
+    command = [sys.executable, "-m", "pipeline", "predict", "big.csv", "--workers", "2"]
+    proc = subprocess.Popen(
+        [*command, "-o", "big-parts"], cwd=root, env=_process_env(env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = False
+    try:
+        deadline = time.monotonic() + 120
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            staging = [p for p in root.glob(".big-parts.*.tmp") if any(p.glob("part-*"))]
+            # A worker in the middle of its job: its title names the call it runs.
+            busy = [pid for pid in descendants_named(proc.pid, "ray::MapWorker") if _busy(pid)]
+            if staging and busy:
+                os.kill(busy[0], signal.SIGKILL)
+                killed = True
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert killed, "the run ended before a worker could be killed"
+    assert proc.returncode == 0, err[-3000:]
+    warning = event(out, "predict.worker_restarted")
+    assert warning["inputs"] == ["big.csv"] and warning["jobs"] == 1
+    texts = [p.read_text() for p in sorted((root / "big-parts").glob("part-*.csv"))]
+    head = texts[0].splitlines(keepends=True)[0]
+    assert head + "".join(t[len(head) :] for t in texts) == (root / "big-ref.csv").read_text()
+    assert not (root / "big-parts" / ".starts").exists()
+
+
+def _busy(pid: int) -> bool:
+    """Whether the Ray Data worker ``pid`` runs a call (``...PartWriter)).submit``)."""
+    try:
+        return b".submit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def test_a_folders_notes_are_skipped_with_a_warning_not_read_as_rows(

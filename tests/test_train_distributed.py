@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from tests.conftest import event, events, one_error_line
 from tests.conftest import run_fresh as run_cli
+from tests.ray_cluster import descendants_named
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -386,7 +387,7 @@ def test_a_signal_checkpoints_every_worker_and_resume_gives_the_uninterrupted_bu
     wanted = {"selection": '"train.epoch"', "refit": '"train.refit_epoch"'}[phase]
     try:
         seen = _until_the_first_epoch(proc, wanted)
-        runtime = _descendants_named(proc.pid, "ray::")  # the workers, the controller, ...
+        runtime = descendants_named(proc.pid, "ray::")  # the workers, the controller, ...
         assert runtime
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
@@ -441,28 +442,6 @@ def test_stdouts_reader_going_away_stops_the_workers_with_a_checkpoint(
     assert resumed["train.summary"]["build_id"] == whole["train.summary"]["build_id"]
 
 
-def _descendants_named(driver: int, prefix: str) -> list[int]:
-    """Processes whose title starts with ``prefix`` and whose parent chain reaches ``driver``."""
-    listing = subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True
-    ).stdout
-    parent, named = {}, []
-    for line in listing.splitlines():
-        fields = line.split(None, 2)
-        if len(fields) == 3:
-            parent[int(fields[0])] = int(fields[1])
-            if fields[2].startswith(prefix):
-                named.append(int(fields[0]))
-    found = []
-    for pid in named:
-        up = pid
-        while up > 1 and up != driver:
-            up = parent.get(up, 0)
-        if up == driver:
-            found.append(pid)
-    return found
-
-
 @pytest.mark.parametrize("during", ["ray.init", "the workers' start"])
 def test_ctrl_c_while_ray_starts_stops_at_once_and_leaves_no_ray_process(
     tmp_path: Path, during: str
@@ -484,11 +463,11 @@ def test_ctrl_c_while_ray_starts_stops_at_once_and_leaves_no_ray_process(
         else:
             seen = _until_the_first_epoch(proc, '"data.schema"')
             time.sleep(1)
-        started = set(_descendants_named(proc.pid, ""))
+        started = set(descendants_named(proc.pid, ""))
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:  # those it starts meanwhile
-            started |= set(_descendants_named(proc.pid, ""))
+            started |= set(descendants_named(proc.pid, ""))
             time.sleep(0.05)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -511,7 +490,7 @@ def test_ctrl_c_while_ray_starts_stops_at_once_and_leaves_no_ray_process(
 def _wait_for_descendant(driver: int, title: str) -> bool:
     """Whether a descendant of ``driver`` titled ``title`` appears within 30 s."""
     deadline = time.monotonic() + 30
-    while not _descendants_named(driver, title):
+    while not descendants_named(driver, title):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
@@ -545,7 +524,7 @@ def _kill_a_training_worker(driver: int) -> bool:
     embedded runtime's processes are its children) whose title is ``ray::RayTrainWorker``."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ours = _descendants_named(driver, "ray::RayTrainWorker")
+        ours = descendants_named(driver, "ray::RayTrainWorker")
         if len(ours) == 2:
             os.kill(max(ours), signal.SIGKILL)
             return True

@@ -246,6 +246,21 @@ _NATIVE_LINE = re.compile(
 
 
 @contextlib.contextmanager
+def prints_dropped(debug: bool) -> Iterator[None]:
+    """Ray's prints (a lost worker's notice, its raylet's "Task ... failed ... will be
+    retried", which Ray writes to this process's stdout, late, from a thread) go nowhere, or
+    to stderr when ``debug``; the events keep stdout. For the whole Ray session."""
+    from pipeline import log as logging_
+
+    if debug:
+        with logging_.stdout_for_events_only():
+            yield
+        return
+    with Path(os.devnull).open("w") as sink, logging_.stdout_for_events_only(sink):
+        yield
+
+
+@contextlib.contextmanager
 def native_lines_dropped() -> Iterator[None]:
     """Inside the block, lines of Ray's C++ log that reach this process's stderr are dropped;
     everything else written to file descriptor 2 passes through, whole lines at a time.

@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeline import fit, scratch
@@ -115,7 +114,7 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
     # workers scale by adding CPUs, as Ray Train's resources_per_worker does.
     cpus = t.threads or 1
     with (
-        _quiet(settings),
+        cluster.prints_dropped(settings.log_level == "debug"),
         cluster.session(
             settings.ray_address,
             connect_timeout=settings.tune.connect_timeout,
@@ -365,17 +364,3 @@ def _relayed(
         done.set()
         thread.join()
     relay()
-
-
-@contextlib.contextmanager
-def _quiet(settings: Settings) -> Iterator[None]:
-    """Ray's prints (a lost worker's notice, which Ray writes to stdout) go nowhere, or to stderr
-    with PIPELINE_LOG_LEVEL=debug; the events keep stdout."""
-    from pipeline import log as logging_
-
-    if settings.log_level == "debug":
-        with logging_.stdout_for_events_only():
-            yield
-        return
-    with Path(os.devnull).open("w") as sink, logging_.stdout_for_events_only(sink):
-        yield

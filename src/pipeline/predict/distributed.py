@@ -32,7 +32,7 @@ from typing import Any
 from pipeline.errors import ConfigError, DataError, SourceError, StoreError
 from pipeline.predict.inputs import SUFFIXES, inputs, listed, warn_about
 from pipeline.predict.parts import EXTENSIONS as EXTENSIONS
-from pipeline.predict.parts import FIELDS, Job, PartWriter, reported_error
+from pipeline.predict.parts import FIELDS, Job, PartWriter, reported_error, restarted
 from pipeline.predict.stage import Ready, warn_extra
 from pipeline.settings import Settings
 from pipeline.store import canonical_json, fsync_dir, store_error
@@ -184,13 +184,13 @@ def _map(
 ) -> tuple[list[dict[str, Any]], Any]:
     """Run ``jobs`` on ``workers`` Ray Data actors; every part written, sorted by name."""
     from pipeline import cluster
-    from pipeline import log as logging_
 
     # Embedded, at most one actor per core: the parts are the same whatever the actors, and
     # each holds a loaded predictor (--workers 16 on 2 cores held 7.4 GB for nothing).
     cores = min(workers, len(os.sched_getaffinity(0)))
     with (
         cluster.native_lines_dropped(),  # for the whole session: a stop's teardown logs too
+        cluster.prints_dropped(settings.log_level == "debug"),  # a restart's notice came late
         cluster.session(
             settings.ray_address, connect_timeout=settings.tune.connect_timeout, cpus=cores
         ) as where,
@@ -226,7 +226,7 @@ def _map(
                 ray_remote_args_fn=_recovery,
             )
         try:
-            with _quiet(settings), logging_.stdout_for_events_only():
+            with _quiet(settings):
                 rows = dataset.take_all()
         except Exception as exc:
             lost = _worker_lost(exc)
@@ -237,6 +237,14 @@ def _map(
                 "nothing was written; run it again, or without --workers to predict in this "
                 "process"
             ) from None
+    again = restarted(staging)
+    if again:  # the parts are right (rewritten whole), but a flaky node should not go unseen
+        sources = list(dict.fromkeys(jobs[n].source for n in again))
+        log.warning(
+            "predict.worker_restarted", jobs=len(again), inputs=sources[:5],
+            hint="a Ray worker died during these inputs and was restarted; they were "
+            "predicted again from the start (a worker lost three times fails the run)",
+        )  # fmt: skip
     failed = sorted((r for r in rows if r["failure"]), key=lambda r: str(r["name"]))
     if failed:  # the first failing part in input order, whatever finished first
         raise reported_error(json.loads(failed[0]["failure"]))

@@ -94,6 +94,7 @@ class PartWriter:
             job = Job(**{k: _plain(batch[k][i]) for k in ("number", "source", "stem", "split",
                                                             "step")})  # fmt: skip
             at = [job.number]  # the part being written, named by a failure
+            started(self.staging, job.number)
             try:
                 parts = self._job(job, at)
             except PipelineError as exc:
@@ -160,6 +161,31 @@ class PartWriter:
             "extra": json.dumps(stats.extra_columns),
             "failure": "",
         }
+
+
+# A job's starts, one byte each, in a hidden folder of the staging folder: a job started more
+# than once ran again on a restarted worker (Ray restarts a dead actor without a word).
+STARTS = ".starts"
+
+
+def started(staging: Path, number: int) -> None:
+    """Note that job ``number`` starts (again, if its worker died in an earlier start)."""
+    folder = staging / STARTS
+    folder.mkdir(exist_ok=True)
+    with (folder / f"{number:05d}").open("ab") as fh:
+        fh.write(b".")
+
+
+def restarted(staging: Path) -> list[int]:
+    """The jobs started more than once, and the notes gone (they are not output)."""
+    import shutil
+
+    folder = staging / STARTS
+    if not folder.is_dir():
+        return []
+    again = sorted(int(p.name) for p in folder.iterdir() if p.stat().st_size > 1)
+    shutil.rmtree(folder)
+    return again
 
 
 def _sharing(chunks: Iterator[Any], stats: Stats, read_stats: Stats) -> Iterator[Any]:
