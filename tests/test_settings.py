@@ -476,3 +476,21 @@ def test_leaves_mark_exactly_the_credentials_secret() -> None:
     defaults = {leaf.env: leaf.default for leaf in leaves()}
     assert defaults["PIPELINE_SEED"] == 42
     assert defaults["PIPELINE_DATA__DROP"] == ["Id"]
+
+
+@pytest.mark.parametrize("value", ["", "null"])
+def test_an_empty_or_null_variable_says_how_to_get_the_default(
+    no_env: Path, tmp_path: Path, value: str
+) -> None:
+    """PIPELINE_RUN__WORKERS= (or =null, as the README prints the default) is refused, as
+    before, and the message now says that unsetting it gives the default (a user read it as
+    "off"); in a .env file, that the line goes."""
+    with pytest.raises(ConfigError) as err:
+        load_env({"PIPELINE_RUN__WORKERS": value}, no_env)
+    assert "unset PIPELINE_RUN__WORKERS for the default" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        load_env({}, write_env(tmp_path, {"PIPELINE_RUN__WORKERS": value}))
+    assert "remove the line for the default" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        load_env({"PIPELINE_RUN__WORKERS": "two"}, no_env)
+    assert "for the default" not in err.value.message

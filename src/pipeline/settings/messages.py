@@ -9,6 +9,7 @@ it cannot be a secret, and every known secret is masked from the line as a last 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,7 +121,21 @@ def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
     else:
         got = " (the value is not shown: it is, or sits beside, a secret)"
     shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "settings"
-    return f"invalid setting {shown} from {where(loc, layers)}: {message}{got}"
+    origin = where(loc, layers)
+    return f"invalid setting {shown} from {origin}: {message}{got}{_unset_hint(err, origin)}"
+
+
+def _unset_hint(err: ErrorDetails, origin: str) -> str:
+    """For an empty (or ``null``) variable that failed: how to get the default, which such a
+    value does not mean (PIPELINE_RUN__WORKERS= in a script that writes one file)."""
+    value = err.get("input")
+    if not isinstance(value, str) or value.strip().lower() not in ("", "null", "none"):
+        return ""
+    if origin.startswith("env var "):
+        return f"; an empty or null value is not unset: unset {origin.split()[-1]} for the default"
+    if re.search(r" line \d+ \(\w+\)$", origin):  # a .env file's line
+        return "; an empty or null value is not unset: remove the line for the default"
+    return ""
 
 
 def validation_message(exc: ValidationError, layers: Sequence[Layer]) -> str:
