@@ -96,7 +96,7 @@ def predict(
     # events' (the refusal was the error event and the error line, both on stderr).
     to_stdout = sink is None or _is_stdout(sink)
     run("predict", body, overrides=overrides,
-        log_to_stderr=lambda s: to_stdout and s.run.workers is None)  # fmt: skip
+        log_to_stderr=(lambda s: s.run.workers is None) if to_stdout else False)  # fmt: skip
 
 
 def _is_stdout(path: Path) -> bool:
