@@ -114,6 +114,23 @@ def flags(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                     PIPELINE_MODEL__NAME="flags")  # fmt: skip
 
 
+def wait_ready(server: Any, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while ready_status(server) != 200:
+        assert time.monotonic() < deadline, "".join(server.lines)[-2000:]
+        assert server.proc.poll() is None, server.stderr
+        time.sleep(0.05)
+
+
+def ready_status(server: Any) -> int | None:
+    """/readyz's status; None while it does not answer within 5 s (workers loading torch on
+    a machine shared with the rest of the suite: a ReadTimeout failed the test)."""
+    try:
+        return httpx2.get(f"{server.url}/readyz").status_code
+    except httpx2.TimeoutException:
+        return None
+
+
 class Served:
     """A `pipeline serve` process whose JSON log lines are collected as they arrive.
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.serve.conftest import TEST_CSV, invoked, serve_once
+from tests.serve.conftest import TEST_CSV, invoked, serve_once, wait_ready
 
 # What `pipeline predict` reads as missing in house-prices-test.csv (the package's defaults).
 MISSING = {"", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "-NaN", "-nan"}
@@ -118,10 +118,7 @@ def test_one_record_per_request_from_8_clients_in_shuffled_order_equals_pipeline
     expected = _cli_predictions(house, TEST_CSV, "--release", house["release"])
     server = serve("--release", house["release"], cwd=house["root"],
                    env={**house["env"], **LOCAL, "PIPELINE_SERVE__WORKERS": "2"})  # fmt: skip
-    deadline = time.monotonic() + 120
-    while httpx2.get(f"{server.url}/readyz").status_code != 200:
-        assert time.monotonic() < deadline and server.proc.poll() is None
-        time.sleep(0.05)
+    wait_ready(server)
     model = httpx2.get(f"{server.url}/v1/model").json()
     records = _records(model, TEST_CSV, "Id")
     order = list(range(len(records)))

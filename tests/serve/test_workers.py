@@ -11,28 +11,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from tests.serve.conftest import serve_once
+from tests.serve.conftest import serve_once, wait_ready
 
 LOCAL = {"PIPELINE_SERVE__HOST": "127.0.0.1"}
 
 pytestmark = pytest.mark.slow
-
-
-def _ready(server: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while _readyz(server) != 200:
-        assert time.monotonic() < deadline, "".join(server.lines)[-2000:]
-        assert server.proc.poll() is None, server.stderr
-        time.sleep(0.05)
-
-
-def _readyz(server: Any) -> int | None:
-    """/readyz's status; None while it does not answer within 5 s (workers loading torch on
-    a machine shared with the rest of the suite: a ReadTimeout failed the test)."""
-    try:
-        return httpx2.get(f"{server.url}/readyz").status_code
-    except httpx2.TimeoutException:
-        return None
 
 
 def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
@@ -43,7 +26,7 @@ def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
     env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
            "PIPELINE_SERVE__WORKERS": "2", "PIPELINE_RUN__ID_COLUMN": "Id"}  # fmt: skip
     server = serve(env=env, cwd=house["root"])
-    _ready(server)
+    wait_ready(server)
     pids = server.wait_event("serve.workers")["pids"]
     assert len(pids) == 2 and server.proc.pid not in pids
     model = httpx2.get(f"{server.url}/v1/model").json()
@@ -67,7 +50,7 @@ def test_two_workers_share_the_port_answer_alike_replace_a_dead_one_and_drain(
     replaced = server.wait_event("serve.worker_replaced")
     assert replaced["worker"] == 0 and replaced["exit_code"] == -signal.SIGKILL
     server.wait_event("serve.ready", count=3)  # the replacement loaded
-    _ready(server)
+    wait_ready(server)
     for _ in range(4):  # the replacement takes its turns
         response = httpx2.post(f"{server.url}/v1/predict", json={"records": [{**record, "Id": 7}]})
         assert response.status_code == 200 and response.content in answers
@@ -140,7 +123,7 @@ def test_workers_do_not_outlive_a_supervisor_killed_with_sigkill(
     env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
            "PIPELINE_SERVE__WORKERS": "2"}  # fmt: skip
     server = serve(env=env, cwd=house["root"])
-    _ready(server)
+    wait_ready(server)
     pids = server.wait_event("serve.workers")["pids"]
     server.proc.kill()
     server.proc.wait(10)
@@ -170,7 +153,7 @@ def test_a_stopped_worker_holds_a_few_connections_and_the_other_takes_the_rest(
     env = {**house["env"], **LOCAL, "PIPELINE_RELEASE": house["release"],
            "PIPELINE_SERVE__WORKERS": "2"}  # fmt: skip
     server = serve(env=env, cwd=house["root"])
-    _ready(server)
+    wait_ready(server)
     pids = server.wait_event("serve.workers")["pids"]
     model = httpx2.get(f"{server.url}/v1/model").json()
     body = {"records": [{c["name"]: (1.0 if c["kind"] == "numeric" else None)
