@@ -292,6 +292,22 @@ def test_the_cluster_gives_the_embedded_build(
     assert remote["train.summary"]["build_id"] == two["train.summary"]["build_id"]
 
 
+def test_a_worker_no_node_can_hold_is_exit_3_on_the_cluster(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """One worker of 2 threads on the test cluster's two nodes of 1 CPU: the check compared
+    the cluster's total (2), and Ray Train waited forever without a word. A worker runs on
+    one node: refused, naming the nodes."""
+    done = run_cli(
+        "train", "--workers", "1",
+        env=_env(tmp_path, address=ray_cluster, PIPELINE_TRAIN__THREADS="2"), timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    line = one_error_line(done)
+    assert "on nodes of [1, 1] CPUs, where 0 such worker(s) fit" in line, line
+    assert not (tmp_path / "store" / "builds").exists()
+
+
 def _start_a_long_run(root: Path, **extra: str) -> subprocess.Popen[str]:
     """`pipeline train --workers 2` with epochs enough to still be training when the test acts."""
     long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000"} | extra

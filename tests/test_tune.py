@@ -281,7 +281,19 @@ def test_a_trial_that_needs_more_cpus_than_the_cluster_has_is_exit_3(tmp_path: P
     assert done.stderr.startswith("error: PIPELINE_TUNE__CPUS_PER_TRIAL=200 needs")
     # Embedded, the CPUs are this machine's: "the Ray cluster has 2" sent the user to a
     # cluster they never named.
-    assert "this machine has" in done.stderr and "set RAY_ADDRESS to a larger" in done.stderr
+    assert "this machine has" in done.stderr and "or set RAY_ADDRESS" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not (tmp_path / "store" / "tunes").exists()
+
+
+def test_a_trial_no_node_can_hold_is_exit_3(tmp_path: Path, ray_cluster: str) -> None:
+    """2 CPUs a trial on the test cluster's two nodes of 1 CPU: the check compared the
+    cluster's total (2), and the search waited forever without a word. A trial runs on one
+    node: refused, naming the largest."""
+    env = _env(tmp_path, PIPELINE_TUNE__CPUS_PER_TRIAL="2", RAY_ADDRESS=ray_cluster)
+    done = run_cli("tune", "--trials", "2", env=env, timeout=180)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "the largest node of the Ray cluster has 1 (of 2 in all)" in done.stderr
     assert done.stderr.count("\n") == 1
     assert not (tmp_path / "store" / "tunes").exists()
 

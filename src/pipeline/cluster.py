@@ -44,6 +44,18 @@ class Cluster:
     embedded: bool
     cpus: int  # total CPUs Ray reports for the cluster
     nodes: int  # alive nodes
+    node_cpus: tuple[int, ...] = ()  # each alive node's CPUs
+
+    def fits(self, each: int) -> int:
+        """How many tasks of ``each`` CPUs run at once: whole ones per node, as a Ray task or
+        worker never spans nodes (2 CPUs a trial on two nodes of 1 CPU waited forever)."""
+        if not self.node_cpus:
+            return self.cpus // each
+        return sum(c // each for c in self.node_cpus)
+
+    def largest(self) -> int:
+        """The CPUs of the largest node."""
+        return max(self.node_cpus, default=self.cpus)
 
 
 @contextlib.contextmanager
@@ -314,7 +326,10 @@ def native_lines_dropped() -> Iterator[None]:
 def _describe(ray: Any, address: str | None) -> Cluster:
     alive = [node for node in ray.nodes() if node.get("Alive")]
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    return Cluster(address=address, embedded=address is None, cpus=cpus, nodes=len(alive))
+    each = tuple(int((node.get("Resources") or {}).get("CPU", 0)) for node in alive)
+    return Cluster(
+        address=address, embedded=address is None, cpus=cpus, nodes=len(alive), node_cpus=each
+    )
 
 
 def _temp_dir(root: Path | None) -> Path:

@@ -235,7 +235,7 @@ def _search(
                 )
                 storage = stack.enter_context(trials.experiment_dir())
                 _check_cpus(where, t.cpus_per_trial)
-                fits = max(1, where.cpus // t.cpus_per_trial)  # Ray runs no more at once
+                fits = max(1, where.fits(t.cpus_per_trial))  # Ray runs no more at once
                 concurrency = min(t.concurrency, fits) if t.concurrency else fits
                 log.info(
                     "tune.cluster", address=where.address, embedded=where.embedded,
@@ -409,15 +409,16 @@ def load(store: Store, ref: str | None) -> tuple[str, dict[str, Any]]:
 
 
 def _check_cpus(where: Any, cpus_per_trial: int) -> None:
-    """ConfigError when one trial needs more CPUs than the cluster (``cluster.Cluster``) has:
-    Ray would keep it pending forever."""
-    if where.cpus >= cpus_per_trial:
+    """ConfigError when no node has the CPUs one trial needs: it would wait forever."""
+    if where.fits(cpus_per_trial) >= 1:
         return
     has = (
-        f"this machine has {where.cpus} (Ray runs embedded): lower it, or set RAY_ADDRESS to "
-        "a larger cluster"
+        f"this machine has {where.cpus} (Ray runs embedded): lower it, or set RAY_ADDRESS"
         if where.embedded
         else f"the Ray cluster has {where.cpus}: lower it, or use a larger cluster"
+        if where.cpus < cpus_per_trial
+        else f"the largest node of the Ray cluster has {where.largest()} (of {where.cpus} in "
+        "all), and a trial runs on one node: lower it, or add a larger node"
     )
     raise ConfigError(
         f"PIPELINE_TUNE__CPUS_PER_TRIAL={cpus_per_trial} needs that many CPUs for one trial, "

@@ -127,11 +127,17 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
 
         gpus = int(ray.cluster_resources().get("GPU", 0))  # type: ignore[no-untyped-call]
         use_gpu = t.device == "cuda" or (t.device == "auto" and gpus >= n)
-        if where.cpus < n * cpus:
+        if where.fits(cpus) < n:
             each = f" of PIPELINE_TRAIN__THREADS={cpus} CPUs each" if cpus > 1 else ""
+            has = (
+                f"has {where.cpus}"
+                if where.cpus < n * cpus
+                else f"has {where.cpus} on nodes of {list(where.node_cpus)} CPUs, where "
+                f"{where.fits(cpus)} such worker(s) fit (a worker runs on one node)"
+            )
             raise ConfigError(
                 f"PIPELINE_TRAIN__WORKERS={n} (--workers){each} needs {n * cpus} CPUs, and the "
-                f"Ray cluster at {where.address} has {where.cpus}: use fewer workers"
+                f"Ray cluster at {where.address} {has}: use fewer workers"
                 + (" or threads" if cpus > 1 else "")
                 + ", or a larger cluster"
             )
