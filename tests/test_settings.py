@@ -494,3 +494,11 @@ def test_an_empty_or_null_variable_says_how_to_get_the_default(
     with pytest.raises(ConfigError) as err:
         load_env({"PIPELINE_RUN__WORKERS": "two"}, no_env)
     assert "for the default" not in err.value.message
+
+
+@pytest.mark.parametrize("value", ["local", " LOCAL "])
+def test_ray_address_local_is_the_embedded_runtime(no_env: Path, value: str) -> None:
+    """RAY_ADDRESS=local is Ray's word for a runtime of one's own: it was looked up as a host
+    name and failed as unreachable (exit 5)."""
+    assert load_env({"RAY_ADDRESS": value}, no_env).settings.ray_address is None
+    assert load_env({"RAY_ADDRESS": "auto"}, no_env).settings.ray_address == "auto"

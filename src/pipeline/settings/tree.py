@@ -273,9 +273,10 @@ class Settings(BaseSettings):
             raise PydanticCustomError(
                 "ray_address",
                 "holds a space: expected host:port, ray://host:port, http://host:port or "
-                "auto (empty: the embedded runtime)",
+                "auto (empty or local: the embedded runtime)",
             )
-        return value
+        # Ray's `local`: start a runtime of one's own (it was looked up as a host name, exit 5).
+        return None if value is not None and value.strip().lower() == "local" else value
 
     @field_validator("aws_endpoint_url")
     @classmethod
