@@ -202,6 +202,8 @@ def test_embedded_workers_beyond_the_cores_start_one_actor_per_core(
     started = event(done.stdout, "predict.cluster")
     cores = len(os.sched_getaffinity(0))
     assert started["asked"] == 6 and started["workers"] == min(6, cores) == started["cpus"]
+    fewer = event(done.stdout, "predict.fewer_workers")  # said, not only counted
+    assert fewer["asked"] == 6 and fewer["workers"] == started["workers"]
     names = [f"part-{i:05d}-all.parquet" for i in range(5)]
     assert sorted(p.name for p in (chain["root"] / "out-six.parquet").iterdir()) == [
         "manifest.json",

@@ -202,6 +202,12 @@ def _map(
             "predict.cluster", address=where.address, embedded=where.embedded,
             nodes=where.nodes, cpus=where.cpus, workers=actors, asked=workers, jobs=len(jobs),
         )  # fmt: skip
+        if actors < min(workers, len(jobs)):  # said, not only counted (train refuses: N is
+            log.warning(  # part of its build; here the parts are the same for any N)
+                "predict.fewer_workers", asked=workers, workers=actors, cpus=where.cpus,
+                hint=f"{'this machine' if where.embedded else 'the Ray cluster'} has "
+                f"{where.cpus} CPU(s), one a worker: the same parts, written by fewer workers",
+            )  # fmt: skip
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
