@@ -54,12 +54,13 @@ def stdout_for_events_only(sink: TextIO | None = None) -> Iterator[None]:
     stream, and one stray line would break a consumer that reads it as JSON lines.
     """
     global _reserved
-    _reserved = sys.stdout
+    before = _reserved
+    _reserved = before or sys.stdout  # nested: the events keep the stdout the outer one kept
     try:
         with contextlib.redirect_stdout(sink or sys.stderr):
             yield
     finally:
-        _reserved = None
+        _reserved = before
 
 
 class _StreamLogger:

@@ -115,7 +115,6 @@ BUDGET_UNSTARTED = "not run: PIPELINE_TUNE__TIME_BUDGET ran out before it starte
 
 def _fit(tuner: Any, quiet: bool) -> None:
     """``tuner.fit()`` with stdout kept for events and, when ``quiet``, Ray Tune's own log off."""
-    from pipeline import log as logging_
     from pipeline.cluster import exception_chain
 
     ray_tune_log = logging.getLogger("ray.tune")
@@ -123,8 +122,7 @@ def _fit(tuner: Any, quiet: bool) -> None:
     if quiet:
         ray_tune_log.setLevel(logging.CRITICAL)
     try:
-        with logging_.stdout_for_events_only():
-            tuner.fit()
+        tuner.fit()  # Ray's prints: `cluster.prints_dropped`, for the whole session
     except Exception as exc:
         # An event written to a stdout whose reader went away (`pipeline tune | head`), inside
         # Tune's callback, comes out wrapped in a TuneError: the CLI's exit 141, not a traceback.

@@ -225,11 +225,12 @@ def _search(
         opened: list[tuple[Path, int]] = []
 
         def ray() -> tuple[Path, int]:
-            """The Ray session, started at the first run (a resumed search that has every
-            result starts none): its experiment folder and the trials it runs at a time."""
+            """The Ray session (Ray's prints off stdout), started at the first run (a resumed
+            search that has every result starts none): its folder and trials at a time."""
             if not opened:
                 address, timeout = settings.ray_address, t.connect_timeout
                 kept = "the finished trials are kept (`pipeline tune --resume` runs the rest)"
+                stack.enter_context(cluster.prints_dropped(settings.log_level == "debug"))
                 where = stack.enter_context(
                     cluster.session(address, connect_timeout=timeout, kept=kept)
                 )
@@ -420,10 +421,8 @@ def _check_cpus(where: Any, cpus_per_trial: int) -> None:
         else f"the largest node of the Ray cluster has {where.largest()} (of {where.cpus} in "
         "all), and a trial runs on one node: lower it, or add a larger node"
     )
-    raise ConfigError(
-        f"PIPELINE_TUNE__CPUS_PER_TRIAL={cpus_per_trial} needs that many CPUs for one trial, "
-        f"and {has}"
-    )
+    what = f"PIPELINE_TUNE__CPUS_PER_TRIAL={cpus_per_trial} needs that many CPUs for one trial"
+    raise ConfigError(f"{what}, and {has}")
 
 
 def write_preset(
