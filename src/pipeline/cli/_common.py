@@ -49,8 +49,7 @@ def run(
     stream, and the error class's exit code. Anything else is a bug and keeps its traceback.
     ``serve_settings``: the command reads the ``serve`` section (`serve`, `config show`), so an
     invalid value there is its error; other commands leave such a value at its default.
-    ``log_to_stderr``: stdout carries the command's data; a function of the settings decides
-    once they are read (until then, stderr).
+    ``log_to_stderr``: stdout carries data; a function of the settings decides once read.
     """
     import sys
 
@@ -81,21 +80,7 @@ def run(
             _BEGAN[0] = True  # from here a stop is this command's to report
             loaded = load(overrides=overrides, judge_serve=serve_settings)
             s = loaded.settings
-            logging_.register_secrets(
-                [s.kaggle_username]
-                + [
-                    x.get_secret_value()
-                    for x in (
-                        s.kaggle_key,
-                        s.kaggle_api_token,
-                        s.serve.token,
-                        s.aws_secret_access_key,
-                        s.aws_session_token,
-                    )
-                    if x
-                ]
-            )
-            logging_.register_secrets(s.uri_secrets())
+            _register_secrets(s)
             if callable(log_to_stderr):
                 stream = sys.stderr if log_to_stderr(s) else None
             logging_.configure(s.log_format, s.log_level, stream=stream)
@@ -117,6 +102,16 @@ def run(
                 logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _register_secrets(s: Any) -> None:
+    """Every secret the settings hold, masked in whatever the log stream writes from here."""
+    from pipeline import log as logging_
+
+    secrets = (s.kaggle_key, s.kaggle_api_token, s.serve.token, s.aws_secret_access_key,
+               s.aws_session_token)  # fmt: skip
+    logging_.register_secrets([s.kaggle_username] + [x.get_secret_value() for x in secrets if x])
+    logging_.register_secrets(s.uri_secrets())
 
 
 def _reported() -> None:

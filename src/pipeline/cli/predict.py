@@ -92,11 +92,14 @@ def predict(
                 distributed.run(ready, inputs, sink, s, log)
 
     overrides = {"PIPELINE_RUN__WORKERS": str(workers)} if workers is not None else None
-    # With workers the predictions go to a folder (a missing -o is refused): stdout is the
-    # events' (the refusal was the error event and the error line, both on stderr).
-    to_stdout = sink is None or _is_stdout(sink)
-    run("predict", body, overrides=overrides,
-        log_to_stderr=(lambda s: s.run.workers is None) if to_stdout else False)  # fmt: skip
+    run("predict", body, overrides=overrides, log_to_stderr=_log_to_stderr(sink))
+
+
+def _log_to_stderr(sink: Path | None) -> Any:
+    """Whether the log stream goes to stderr: when predictions go to stdout, which they never
+    do with workers (a missing -o is refused: the refusal was the error event and the error
+    line, both on stderr), so that is decided once the settings say the workers."""
+    return (lambda s: s.run.workers is None) if sink is None or _is_stdout(sink) else False
 
 
 def _is_stdout(path: Path) -> bool:

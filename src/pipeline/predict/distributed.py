@@ -202,12 +202,8 @@ def _map(
             "predict.cluster", address=where.address, embedded=where.embedded,
             nodes=where.nodes, cpus=where.cpus, workers=actors, asked=workers, jobs=len(jobs),
         )  # fmt: skip
-        if actors < min(workers, len(jobs)):  # said, not only counted (train refuses: N is
-            log.warning(  # part of its build; here the parts are the same for any N)
-                "predict.fewer_workers", asked=workers, workers=actors, cpus=where.cpus,
-                hint=f"{'this machine' if where.embedded else 'the Ray cluster'} has "
-                f"{where.cpus} CPU(s), one a worker: the same parts, written by fewer workers",
-            )  # fmt: skip
+        if actors < min(workers, len(jobs)):
+            _warn_fewer(workers, actors, where, log)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
@@ -243,14 +239,7 @@ def _map(
                 "nothing was written; run it again, or without --workers to predict in this "
                 "process"
             ) from None
-    again = restarted(staging)
-    if again:  # the parts are right (rewritten whole), but a flaky node should not go unseen
-        sources = list(dict.fromkeys(jobs[n].source for n in again))
-        log.warning(
-            "predict.worker_restarted", jobs=len(again), inputs=sources[:5],
-            hint="a Ray worker died during these inputs and was restarted; they were "
-            "predicted again from the start (a worker lost three times fails the run)",
-        )  # fmt: skip
+    _warn_restarted(restarted(staging), jobs, log)
     failed = sorted((r for r in rows if r["failure"]), key=lambda r: str(r["name"]))
     if failed:  # the first failing part in input order, whatever finished first
         raise reported_error(json.loads(failed[0]["failure"]))
@@ -261,6 +250,28 @@ def _map(
             part[key] = int(part[key])
     _warn_extra_once(parts, log)
     return parts, where
+
+
+def _warn_fewer(asked: int, actors: int, where: Any, log: Any) -> None:
+    """Fewer workers than asked (one a CPU): said, not only counted in ``predict.cluster``
+    (train refuses, N being part of its build; here the parts are the same for any N)."""
+    log.warning(
+        "predict.fewer_workers", asked=asked, workers=actors, cpus=where.cpus,
+        hint=f"{'this machine' if where.embedded else 'the Ray cluster'} has {where.cpus} "
+        "CPU(s), one a worker: the same parts, written by fewer workers",
+    )  # fmt: skip
+
+
+def _warn_restarted(again: list[int], jobs: list[Job], log: Any) -> None:
+    """Jobs run again on a restarted worker: the parts are right (rewritten whole), but a
+    flaky node should not go unseen."""
+    if again:
+        sources = list(dict.fromkeys(jobs[n].source for n in again))
+        log.warning(
+            "predict.worker_restarted", jobs=len(again), inputs=sources[:5],
+            hint="a Ray worker died during these inputs and was restarted; they were "
+            "predicted again from the start (a worker lost three times fails the run)",
+        )  # fmt: skip
 
 
 def _recovery() -> dict[str, Any]:
