@@ -138,7 +138,10 @@ def test_a_session_on_a_two_node_cluster_runs_tasks_on_both_nodes(
         return str(ray.get_runtime_context().get_node_id())
 
     with cluster.session(ray_cluster, connect_timeout=10) as c:
-        assert c == cluster.Cluster(address=ray_cluster, embedded=False, cpus=2, nodes=2)
+        assert c == cluster.Cluster(
+            address=ray_cluster, embedded=False, cpus=2, nodes=2, node_cpus=(1, 1)
+        )
+        assert c.fits(1) == 2 and c.fits(2) == 0 and c.largest() == 1  # a task on one node
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         task = ray.remote(num_cpus=1)(where)
         pinned = [
