@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def predict(
     run("predict", body, overrides=overrides, log_to_stderr=_log_to_stderr(sink))
 
 
-def _log_to_stderr(sink: Path | None) -> Any:
+def _log_to_stderr(sink: Path | None) -> bool | Callable[[Any], bool]:
     """Whether the log stream goes to stderr: when predictions go to stdout, which they never
     do with workers (a missing -o is refused: the refusal was the error event and the error
     line, both on stderr), so that is decided once the settings say the workers."""
