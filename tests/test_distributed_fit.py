@@ -66,7 +66,7 @@ def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
         t = TrainSettings(**case["train"])
         seeds = seeds_of(Seeds.from_seed(3), rank)
         ask = (lambda: 15) if rank == 0 and case.get("stop") else None
-        parallel = Gloo(rank, world, "cpu", ask=ask)
+        parallel = (_DdpGloo if case.get("ddp") else Gloo)(rank, world, "cpu", ask=ask)
         resume = None
         if case.get("resume_from"):
             saved = torch.load(f"{case['resume_from']}/stopped{rank}.pt", weights_only=True)
@@ -86,9 +86,25 @@ def _run(rank: int, world: int, folder: str, case: dict[str, Any]) -> None:
         dist.destroy_process_group()
 
 
+class _DdpGloo(Gloo):
+    """What the workers ran on CPUs before ``average_gradients``: DistributedDataParallel."""
+
+    def wrap(self, model: Any) -> Any:
+        from torch.nn.parallel import DistributedDataParallel
+
+        from pipeline.distributed_fit.worker import _Members
+
+        return DistributedDataParallel(_Members(model), broadcast_buffers=False)
+
+    def average_gradients(self, model: Any) -> None:
+        """DDP's backward has averaged them."""
+
+
 # The runs that tests only read, all in one pair of spawned workers.
+UNEVEN = {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}}
 CASES = {
-    "uneven": {"rows": 37, "train": {"batch_size": 4, "max_epochs": 3, "patience": 5}},
+    "uneven": UNEVEN,
+    "uneven_ddp": UNEVEN | {"ddp": True},
     "one_step": {"rows": 5, "train": {"batch_size": 6, "max_epochs": 5}, "epochs": 5},
     "gather": {"gather": True},
 }
@@ -137,6 +153,21 @@ def test_two_workers_keep_the_same_weights_when_one_runs_out_of_rows(
     assert [r["train_loss"] for r in ranks[0]["history"]] == [
         r["train_loss"] for r in ranks[1]["history"]
     ]
+
+
+@pytest.mark.slow
+def test_the_polled_all_reduce_gives_ddps_weights_bit_for_bit(
+    spawned: dict[str, list[dict[str, Any]]],
+) -> None:
+    """On CPUs the workers average their gradients in one flat all-reduce whose wait is polled
+    (``average_gradients``), not in DistributedDataParallel's blocking buckets: the same
+    arithmetic (each gradient times 1/N, then summed), so the same weights to the bit, and the
+    same build as before the change."""
+    for rank in (0, 1):
+        polled, ddp = spawned["uneven"][rank], spawned["uneven_ddp"][rank]
+        assert polled["history"] == ddp["history"]
+        for name, value in polled["state"].items():
+            assert torch.equal(value, ddp["state"][name]), (rank, name)
 
 
 @pytest.mark.slow

@@ -169,7 +169,12 @@ class Parallel(Protocol):
     world: int
 
     def wrap(self, model: TabularMLP) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``model.members_forward`` whose backward all-reduces the gradients (DDP)."""
+        """``model.members_forward``, or a DDP module whose backward averages the gradients."""
+        ...
+
+    def average_gradients(self, model: TabularMLP) -> None:
+        """After each backward: every worker's gradients replaced by their mean over the
+        workers (nothing to do where ``wrap``'s module already averaged them)."""
         ...
 
     def all_sum(self, value: torch.Tensor) -> torch.Tensor:
@@ -272,6 +277,8 @@ class _Loop:
                 self.total += summed(each.detach()) / k  # the members' mean loss x the rows
             else:  # this worker's rows ran out: zero gradients, but it joins the all-reduce
                 (out.sum() * 0.0).backward()  # type: ignore[no-untyped-call]
+            if self.parallel is not None:
+                self.parallel.average_gradients(self.model)
             self.optimiser.step()
             signum = stop.signal if self.parallel is None else self.parallel.stop_signal()
             if signum is not None:
