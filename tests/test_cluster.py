@@ -179,6 +179,27 @@ def test_an_address_that_does_not_answer_is_a_source_error_within_the_timeout(
     assert message.endswith("waited at most 1.5 s): start it, or unset RAY_ADDRESS to run embedded")
 
 
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_an_address_without_a_port_names_the_default_port_it_tried(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RAY_ADDRESS=127.0.0.1 said "Connection refused" without the port: the line names the
+    scheme's default port it tried (6379, or 10001 for ray://; a free one stands in here)."""
+    import socket
+
+    from pipeline import ray_probe
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(ray_probe._DEFAULT_PORTS, scheme.rstrip(":/"), port)
+    with pytest.raises(SourceError) as caught:
+        ray_probe.probe(f"{scheme}127.0.0.1", f"{scheme}127.0.0.1", timeout=1.5)
+    message = caught.value.message
+    assert caught.value.exit_code == 5 and "\n" not in message
+    assert f"at 127.0.0.1:{port}, the default port; waited at most 1.5 s)" in message, message
+
+
 @pytest.mark.parametrize("talks", [True, False], ids=["http-server", "silent-listener"])
 def test_an_address_where_something_else_listens_is_refused_within_the_timeout(
     talks: bool, monkeypatch: pytest.MonkeyPatch

@@ -37,6 +37,9 @@ def probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
     hostport = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
     number = _port(port, scheme, shown)
+    # Without a port, the one tried is the scheme's default: "Connection refused" alone left
+    # a user of RAY_ADDRESS=10.0.0.5 guessing which port was closed.
+    tried = "" if port else f" at {host}:{number}, the default port"
     deadline = time.monotonic() + timeout
     connected = False
     try:
@@ -57,9 +60,10 @@ def probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
                 answer = _cluster_id_call(sock, hostport, deadline, settings)
     except TimeoutError as exc:
         why = "it took the connection but sent nothing" if connected else first_line(exc)
-        raise unreachable(shown, timeout, why) from None
+        raise unreachable(shown, timeout, why + tried) from None
     except (OSError, ValueError) as exc:
-        raise unreachable(shown, timeout, first_line(exc) or type(exc).__name__) from None
+        why = first_line(exc) or type(exc).__name__
+        raise unreachable(shown, timeout, why + tried) from None
     if len(answer) < 9 or answer[3] != 4:
         raise SourceError(
             f"RAY_ADDRESS={shown} is not a Ray cluster: something there answers, but not as "
