@@ -11,8 +11,9 @@ the early-stopping loss that every worker then uses (the bits one process scorin
 gets, as a row's output does not depend on the rows scored with it).
 
 Each worker runs the one fitting loop, ``fit.fit``, with a ``Parallel`` made of
-torch.distributed (gloo on CPU, NCCL on GPUs): the network is wrapped in DistributedDataParallel,
-so every step averages the gradients of all workers' rows and every worker holds the same
+torch.distributed (gloo on CPU, NCCL on GPUs): every step averages the gradients of all workers'
+rows (on CPUs one flat all-reduce after the backward, polled rather than waited on: see
+``Gloo.average_gradients``; on GPUs DistributedDataParallel), so every worker holds the same
 weights. Rank 0 hands its weights and learning curves back through a small actor the driver
 owns; the driver tests them and writes the build as for an in-process run.
 
