@@ -319,30 +319,46 @@ def test_a_file_named_for_another_format_gets_predicts_own_error_before_ray(
     assert not (root / "out-misnamed").exists() and not (root / "x.csv").exists()
 
 
-@pytest.mark.parametrize("bad", ["empty.csv", "lacking.csv", "lacking.parquet"])
+REFUSED = ["empty.csv", "lacking.csv", "lacking.parquet", "header-only.csv", "no-rows.parquet",
+           "blank.jsonl", "missing.csv"]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", REFUSED)
 def test_a_file_refused_by_its_header_is_named_before_ray_starts(
     chain: dict[str, Any], bad: str
 ) -> None:
     """An empty file, or one without a column the model reads, among good ones: a worker said
     so once Ray had started (15 s here), now the driver does before, with single-process
-    predict's line (a Parquet file's now suggests a rename from all its columns), exit 4."""
+    predict's line (a Parquet file's now suggests a rename from all its columns), exit 4. So
+    too a file with a header and no rows, a Parquet file of no rows, a JSON-lines file of
+    blank lines, and a path that does not exist (a worker said those 12-19 s in)."""
     root = chain["root"]
     folder = root / f"refused-{bad}"
     folder.mkdir()
     shutil.copyfile(root / "in" / "t0.csv", folder / "a.csv")
     frame = pd.read_parquet(root / "in" / "t1.parquet").rename(columns={"age": "Age"})
-    if bad == "empty.csv":
+    if bad == "missing.csv":
+        folder = folder / bad  # the input is the path itself
+    elif bad == "empty.csv":
         (folder / bad).write_bytes(b"")
+    elif bad == "header-only.csv":
+        (folder / bad).write_text((root / "in" / "t0.csv").read_text().splitlines()[0] + "\n\n")
+    elif bad == "no-rows.parquet":
+        pd.read_parquet(root / "in" / "t1.parquet").head(0).to_parquet(folder / bad)
+    elif bad == "blank.jsonl":
+        (folder / bad).write_text("\n  \n")
     elif bad.endswith(".csv"):
         frame.to_csv(folder / bad, index=False)
     else:
         frame.to_parquet(folder / bad, index=False)
     rel = folder.relative_to(root)
-    single = _predict(chain, str(rel / bad), "-o", "x.csv")
+    single = _predict(chain, str(rel if bad == "missing.csv" else rel / bad), "-o", "x.csv")
     done = _predict(chain, str(rel), "--workers", "2", "-o", "out-refused")
     assert single.returncode == done.returncode == 4, done.stderr[-2000:]
-    assert done.stderr == single.stderr and str(rel / bad) in done.stderr
-    assert ("is empty" if bad == "empty.csv" else "rename ['Age']") in done.stderr
+    assert done.stderr == single.stderr and bad in done.stderr
+    says = {"empty.csv": "is empty", "missing.csv": "does not exist"}
+    expected = says.get(bad, "rename ['Age']" if "lacking" in bad else "has no rows")
+    assert expected in done.stderr
     assert '"predict.cluster"' not in done.stdout and "Traceback" not in done.stderr
     assert not (root / "out-refused").exists() and not (root / "x.csv").exists()
 

@@ -425,10 +425,15 @@ def test_bad_port_names_port(no_env: Path) -> None:
 
 
 def test_bad_device_option_names_the_option(cli: Any) -> None:
-    """`train --device gpu` names the --device option, not PIPELINE_TRAIN__DEVICE."""
+    """`train --device gpu` names the --device option, not PIPELINE_TRAIN__DEVICE, and is a
+    usage error (exit 2) as a value outside every other option's choices is (`diff --format
+    xml`): it was exit 3, the README's code for settings."""
     result = cli("train", "--device", "gpu")
-    assert result.exit_code == 3, result.output
-    assert "option --device" in result.stderr and "PIPELINE_TRAIN__DEVICE" not in result.stderr
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert "invalid value for '--device'" in line and "PIPELINE_TRAIN__DEVICE" not in line
+    assert "'gpu' is not one of 'cpu', 'cuda', 'auto'" in line
+    assert cli("train", "--device", "gpu", "--help").exit_code == 0  # help still answers
 
 
 def test_bad_port_option_is_one_config_error(cli: Any) -> None:
@@ -690,7 +695,11 @@ def test_config_sources_that_would_be_silently_skipped_are_refused(tmp_path: Pat
         {"PIPELINE_PRESET": "titanic", "PIPELINE_CONFIG_DIR": str(tmp_path / "nowhere")},
         Path(os.devnull),
     )
-    assert f"PIPELINE_CONFIG_DIR={tmp_path / 'nowhere'} is not a folder" in said
+    assert f"PIPELINE_CONFIG_DIR={tmp_path / 'nowhere'} (from env var" in said
+    assert "is not a folder" in said
+    # No preset named: it was accepted without a word until a preset was (a typo unseen).
+    said = refused({"PIPELINE_CONFIG_DIR": str(tmp_path / "nowhere")}, Path(os.devnull))
+    assert f"PIPELINE_CONFIG_DIR={tmp_path / 'nowhere'} (from env var" in said
     link = tmp_path / ".env"
     link.symlink_to(tmp_path / "secrets" / "app.env")
     said = refused({}, link)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,21 @@ import typer
 from pipeline.cli._common import ID_FILE_HELP, run, store_of, write_id
 
 
+class Device(StrEnum):
+    """``--device``'s choices: a typo is a usage error (exit 2) as for every option's choices."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
 def train(
-    device: str = typer.Option(
+    device: Device = typer.Option(
         None,
         "--device",
         help="cpu, cuda, or auto (CUDA when present). Overrides PIPELINE_TRAIN__DEVICE.",
         show_default=False,
+        case_sensitive=False,
     ),
     id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP, dir_okay=False),
     resume: bool = typer.Option(
@@ -45,7 +55,7 @@ def train(
         result = stage.run(loaded.settings, store, log, resume=resume)
         write_id(id_file, result.build_id)
 
-    overrides = {"PIPELINE_TRAIN__DEVICE": device} if device else {}
+    overrides = {"PIPELINE_TRAIN__DEVICE": device.value} if device else {}
     if workers is not None:
         overrides["PIPELINE_TRAIN__WORKERS"] = str(workers)
     run("train", body, overrides=overrides or None, outputs=[id_file])

@@ -7,17 +7,21 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from pipeline.data import columns, csv_errors, read
-from pipeline.errors import DataError
+from pipeline.errors import DataError, SourceError
 from pipeline.settings import RunSettings
 
 if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor
+
+# A URI given as an input path (predict reads local files only).
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 # The header is read on its own before pyarrow streams the rows; a first line longer than
 # this is not a CSV header (a minified JSON document, a binary blob).
@@ -52,14 +56,62 @@ def _header(path: Path, delimiter: str, label: str) -> list[str]:
 
 
 def check_input(path: Path, fmt: str, predictor: Predictor, run: RunSettings) -> None:
-    """What ``readers.iter_chunks`` checks of a CSV or Parquet file before its first row (a
-    header or schema, the model's columns named once each, Parquet's types), with the same
-    messages. `predict --workers` checks every input so in the driver: an empty file, or one
-    that lacks a column, was said by a worker after Ray's start-up (15 s)."""
-    if fmt == "csv" and path.is_file():
-        checked_header(path, predictor, wanted(predictor, run), str(path))
-    elif fmt == "parquet" and path.is_file():
-        checked_parquet(path, predictor, wanted(predictor, run), str(path))
+    """What ``readers.iter_chunks`` checks of a file before its first row (that it exists; a
+    header or schema, the model's columns named once each, Parquet's types), and that it has
+    a row, with the same messages. `predict --workers` checks every input so in the driver:
+    an empty file, one that lacks a column, a header without rows or a path that does not
+    exist was said by a worker after Ray's start-up (12-19 s)."""
+    from pipeline.predict import jsonlines
+
+    label = str(path)
+    check_exists(path, label)
+    if not path.is_file():
+        return  # the reader says so, as without --workers
+    if fmt == "csv":
+        checked_header(path, predictor, wanted(predictor, run), label)
+        rows = _a_row_after_the_header(path, predictor.delimiter)
+    elif fmt == "parquet":
+        rows = checked_parquet(path, predictor, wanted(predictor, run), label)[0].metadata.num_rows
+    else:
+        jsonlines.refuse_json_array(path, label)  # blank lines only: no rows
+        return
+    if not rows:
+        raise DataError(
+            f"input {label} has no rows: nothing to predict; check that the file is complete"
+        )
+
+
+def check_exists(path: Path, label: str) -> None:
+    """The error for an input that is not there: a URI (predict reads local files), a quoted
+    glob without --workers, or a path that does not exist."""
+    if path.exists():
+        return
+    if _URI.match(label):
+        raise SourceError(
+            f"input {label} looks like a URI, but predict reads local files only: download it "
+            "and pass its path"
+        )
+    pattern = set("*?[") & set(str(path))  # a quoted glob, read only with --workers
+    hint = "; a pattern is read with --workers N -o FOLDER" if pattern else ""
+    raise DataError(f"input {path} does not exist: check the path{hint}")
+
+
+def _a_row_after_the_header(path: Path, delimiter: str) -> bool:
+    """Whether a CSV file holds a record after its header (blank lines are not rows, as for
+    pyarrow's reader), judged from its first ``MAX_HEADER_BYTES``: a file longer than that is
+    taken to have one (its reader says otherwise)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(MAX_HEADER_BYTES)
+    if len(head) == MAX_HEADER_BYTES:
+        return True
+    text = head.decode("utf-8-sig", errors="replace")
+    records = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        next(records, None)  # the header
+        return any(record for record in records)
+    except csv.Error:
+        return True  # the reader says what is wrong with it
 
 
 def wanted(predictor: Predictor, run: RunSettings) -> list[str]:

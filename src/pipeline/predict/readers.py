@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import re
 import shutil
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.data import cells, columns, csv_errors, read
-from pipeline.errors import ConfigError, DataError, SourceError
+from pipeline.errors import ConfigError, DataError
 from pipeline.predict import headers, jsonlines
 from pipeline.settings import RunSettings
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
 
 # What typer leaves of a URI given as the input path (it collapses "//" into "/").
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 def detect_format(path: Path | None, declared: str) -> str:
@@ -170,15 +168,7 @@ def iter_chunks(
     """The input as frames of at most ``chunk_rows`` rows, indexed by 0-based data row;
     ``label`` names it in messages (default: its path)."""
     label = str(path) if label is None else label
-    if not path.exists() and _URI.match(label):
-        raise SourceError(
-            f"input {label} looks like a URI, but predict reads local files only: download it "
-            "and pass its path"
-        )
-    if not path.exists():
-        pattern = set("*?[") & set(str(path))  # a quoted glob, read only with --workers
-        hint = "; a pattern is read with --workers N -o FOLDER" if pattern else ""
-        raise DataError(f"input {path} does not exist: check the path{hint}")
+    headers.check_exists(path, label)
     if not path.is_file():
         raise DataError(
             f"input {path} is not a file: pass the path of a CSV, Parquet or JSON-lines file"

@@ -194,11 +194,6 @@ def find_preset(name: str, config_dir: str | None, where: str) -> Path:
             f"preset file '{name}' (from {where}) does not exist: set "
             "PIPELINE_PRESET to an existing .toml file or to the name of a preset"
         )
-    if config_dir and not Path(config_dir).is_dir():  # the bundled preset of that name was used
-        raise ConfigError(
-            f"PIPELINE_CONFIG_DIR={config_dir} is not a folder: set it to the folder holding "
-            "your presets, or unset it (./config, then the bundled presets)"
-        )
     dirs = [Path(config_dir) if config_dir else Path("config"), BUNDLED_PRESETS]
     for folder in dirs:
         path = folder / f"{name}.toml"

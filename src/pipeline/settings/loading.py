@@ -134,12 +134,17 @@ def load(
         return dotenv.get(name) or None, in_dotenv(name)
 
     preset_name, preset_from = loader_var("PIPELINE_PRESET")
+    config_dir, config_from = loader_var("PIPELINE_CONFIG_DIR")
+    if config_dir and not Path(config_dir).is_dir():  # a typo, or a volume not mounted: said
+        # now, not when a preset is first named (then it fell back to the bundled one)
+        raise ConfigError(
+            f"PIPELINE_CONFIG_DIR={config_dir} (from {config_from}) is not a folder: set it to "
+            "the folder holding your presets, or unset it (./config, then the bundled presets)"
+        )
     preset_path = None
     stack: list[layers.Layer] = []
     if preset_name:
-        preset_path = layers.find_preset(
-            preset_name, loader_var("PIPELINE_CONFIG_DIR")[0], preset_from
-        )
+        preset_path = layers.find_preset(preset_name, config_dir, preset_from)
         valid = {leaf.path for leaf in leaves() if not leaf.secret}
         stack.append(layers.read_preset(preset_path, valid))
 
