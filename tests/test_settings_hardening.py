@@ -418,6 +418,22 @@ def test_env_file_value_names_the_file_and_line(tmp_path: Path) -> None:
     assert f"{env_file} line 3 (PIPELINE_TRAIN__BATCH_SIZE)" in message
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "way"),
+    [("PIPELINE_TUNE__FOLDS", "1", "; use 2 or more"), ("PIPELINE_RUN__CHUNK_ROWS", "0",
+     "; use 1 or more"), ("PORT", "abc", "; use a whole number"),
+     ("PIPELINE_TRAIN__LEARNING_RATE", "x", "; use a number"),
+     ("PIPELINE_TRAIN__REFIT", "maybe", "; use true or false")],
+)  # fmt: skip
+def test_a_value_out_of_bounds_or_of_the_wrong_kind_says_what_to_use(
+    no_env: Path, name: str, value: str, way: str
+) -> None:
+    """ "Input should be greater than or equal to 2 (got '1')" said what was expected and
+    stopped: the line now ends with what to use."""
+    message = refused({name: value}, no_env)
+    assert message.endswith(f"(got {value!r}){way}"), message
+
+
 def test_bad_port_names_port(no_env: Path) -> None:
     """A bad PORT (the platform's variable) is reported as PORT, not PIPELINE_SERVE__PORT."""
     message = refused({"PORT": "http"}, no_env)

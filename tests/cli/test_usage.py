@@ -67,6 +67,7 @@ def test_an_option_value_out_of_its_settings_range_is_exit_3_as_the_setting(
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"error: invalid setting {setting} from option {option}: "), line
     assert "greater than or equal to 1" in line
+    assert line.endswith("; use 1 or more"), line  # what to do, not only what was expected
 
 
 def test_a_group_alone_still_shows_its_help() -> None:

@@ -122,7 +122,29 @@ def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
         got = " (the value is not shown: it is, or sits beside, a secret)"
     shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "settings"
     origin = where(loc, layers)
-    return f"invalid setting {shown} from {origin}: {message}{got}{_unset_hint(err, origin)}"
+    way = _unset_hint(err, origin) or _remedy(err)
+    return f"invalid setting {shown} from {origin}: {message}{got}{way}"
+
+
+# What to do about a value outside a setting's bounds or of the wrong kind (pydantic's message
+# says what was expected; "Input should be greater than or equal to 1 (got '0')" stopped there).
+_BOUNDS = {
+    "greater_than_equal": ("ge", "{} or more"),
+    "greater_than": ("gt", "more than {}"),
+    "less_than_equal": ("le", "{} or less"),
+    "less_than": ("lt", "less than {}"),
+}
+_KINDS = {"int_parsing": "a whole number", "int_from_float": "a whole number",
+          "float_parsing": "a number", "bool_parsing": "true or false"}  # fmt: skip
+
+
+def _remedy(err: ErrorDetails) -> str:
+    """``; use 1 or more`` (and the like) for a bound or a kind the value missed, else ""."""
+    kind, ctx = err["type"], dict(err.get("ctx") or {})
+    if kind in _BOUNDS and _BOUNDS[kind][0] in ctx:
+        key, shape = _BOUNDS[kind]
+        return "; use " + shape.format(ctx[key])
+    return f"; use {_KINDS[kind]}" if kind in _KINDS else ""
 
 
 def _unset_hint(err: ErrorDetails, origin: str) -> str:
