@@ -508,10 +508,22 @@ def test_workers_from_the_environment_do_not_turn_a_file_output_into_a_folder(
     assert named.stderr.strip() == (
         "error: -o preds.csv names a file, but PIPELINE_RUN__WORKERS=2 (env var "
         "PIPELINE_RUN__WORKERS) writes a folder of parts: pass --workers to write a folder of "
-        "that name, or unset the variable to write one file"
+        "that name, or unset PIPELINE_RUN__WORKERS to write one file"
     )
     bare = _predict(chain, "in/t0.csv", **env)
     assert bare.returncode == 3 and "PIPELINE_RUN__WORKERS=2 (env var" in bare.stderr
+    # From a .env file: its line is named once (it was named twice), and the way out is to
+    # remove that line ("unset the variable" named no variable of the environment).
+    dotenv = chain["root"].parent / "workers.env"
+    dotenv.write_text("PIPELINE_RUN__WORKERS=2\n")
+    filed = _predict(chain, "in/t0.csv", "-o", "preds.csv", PIPELINE_ENV_FILE=str(dotenv),
+                     PIPELINE_LOG_FORMAT="console")  # fmt: skip
+    assert filed.returncode == 3, filed.stderr[-2000:]
+    assert filed.stderr.strip() == (
+        "error: -o preds.csv names a file, but PIPELINE_RUN__WORKERS=2 writes a folder of "
+        "parts: pass --workers to write a folder of that name, or remove its line to write one "
+        f"file (PIPELINE_RUN__WORKERS came from {dotenv} line 1 (PIPELINE_RUN__WORKERS))"
+    )
     assert sorted(p.name for p in chain["root"].iterdir()) == before
 
 

@@ -52,7 +52,9 @@ def run(
     asked = (
         f"--workers {workers}"
         if where == "option --workers"
-        else (f"PIPELINE_RUN__WORKERS={workers} ({where})")
+        else f"PIPELINE_RUN__WORKERS={workers} ({where})"
+        if where.startswith("env var ")
+        else f"PIPELINE_RUN__WORKERS={workers}"  # the error's end says where it came from
     )
     folder = _output_folder(output, asked, where)
     source = sources[0] if len(sources) == 1 else Path(f"{len(sources)} files")
@@ -163,7 +165,7 @@ def _output_folder(output: Path | None, asked: str, where: str) -> Path:
     if where != "option --workers" and output.suffix.lower() in _FILE_SUFFIXES:
         raise ConfigError(
             f"-o {output} names a file, but {asked} writes a folder of parts: pass --workers "
-            "to write a folder of that name, or unset the variable to write one file"
+            f"to write a folder of that name, or {_undo(where)} to write one file"
         )
     if output.is_dir() and any(output.iterdir()):
         raise ConfigError(
@@ -171,6 +173,13 @@ def _output_folder(output: Path | None, asked: str, where: str) -> Path:
             "parts and a manifest; pass a new or empty folder, or remove this one"
         )
     return output
+
+
+def _undo(where: str) -> str:
+    """How to take back PIPELINE_RUN__WORKERS where ``where`` says it was set."""
+    if where.startswith("env var "):
+        return "unset PIPELINE_RUN__WORKERS"
+    return "remove it from the preset" if where.startswith("preset ") else "remove its line"
 
 
 def _map(
