@@ -20,7 +20,8 @@ from pipeline.settings import RunSettings
 if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor
 
-# A URI given as an input path (predict reads local files only).
+# What typer leaves of a URI given as the input path (it collapses "//" into "/"): predict
+# reads local files only.
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 # The header is read on its own before pyarrow streams the rows; a first line longer than

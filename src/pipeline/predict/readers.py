@@ -28,8 +28,6 @@ from pipeline.settings import RunSettings
 if TYPE_CHECKING:
     from pipeline.predict.predictor import Predictor, Stats
 
-# What typer leaves of a URI given as the input path (it collapses "//" into "/").
-
 
 def detect_format(path: Path | None, declared: str) -> str:
     """The file format from a declaration or a suffix (csv when writing to stdout)."""
