@@ -326,7 +326,8 @@ def test_a_request_the_grace_period_cuts_off_gets_a_503_not_a_500(
         assert b'"error":"shutting_down"' in body
     assert server.wait() == 0
     stopped = server.named("serve.stopped")[0]
-    assert stopped["unanswered"] == 1
+    # Failed once on CI with 0 (not reproduced): the request's own record says how it ended.
+    assert stopped["unanswered"] == 1, (stopped, server.named("serve.request"))
     (request,) = [e for e in server.named("serve.request") if e["path"] == "/v1/predict"]
     assert request["status"] == 503 and "graceful timeout" in request["cancelled"]
     assert "Traceback" not in "".join(server.lines) + server.stderr
