@@ -182,20 +182,27 @@ class Served:
         """Every log event so far (a line that is not JSON fails the test)."""
         return [json.loads(line) for line in list(self.lines) if line.strip()]
 
-    def named(self, name: str) -> list[dict[str, Any]]:
-        """The events called ``name`` so far."""
-        return [e for e in self.events() if e.get("event") == name]
+    def named(self, name: str, **fields: Any) -> list[dict[str, Any]]:
+        """The events called ``name`` so far (those with these ``fields``' values)."""
+        return [
+            e
+            for e in self.events()
+            if e.get("event") == name and all(e.get(k) == v for k, v in fields.items())
+        ]
 
-    def wait_event(self, name: str, count: int = 1, timeout: float = 120) -> dict[str, Any]:
-        """The ``count``-th event called ``name``, waiting for it."""
+    def wait_event(
+        self, name: str, count: int = 1, timeout: float = 120, **fields: Any
+    ) -> dict[str, Any]:
+        """The ``count``-th event called ``name`` (with these ``fields``' values), waiting for
+        it. A request's event needs its path: ``wait_ready``'s /readyz logs one too."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.named(name)
+            found = self.named(name, **fields)
             if len(found) >= count:
                 return found[count - 1]
             if self.proc.poll() is not None:
                 self._reader.join(5)
-                found = self.named(name)
+                found = self.named(name, **fields)
                 if len(found) >= count:
                     return found[count - 1]
                 self._err.join(5)

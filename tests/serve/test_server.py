@@ -308,7 +308,9 @@ def test_a_request_the_grace_period_cuts_off_gets_a_503_not_a_500(
     with socket.create_connection((host, int(port)), timeout=30) as conn:
         conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
                      b"Content-Length: 100000\r\n\r\nId,MSSubClass\n")  # fmt: skip
-        server.wait_event("serve.request_start")
+        # Its own start: wait_ready's /readyz logged one before it (this test stopped the
+        # server before the POST was read, on CI: the connection reset, nothing unanswered).
+        server.wait_event("serve.request_start", path="/v1/predict")
         server.terminate()
         answer = b""
         try:
@@ -326,7 +328,6 @@ def test_a_request_the_grace_period_cuts_off_gets_a_503_not_a_500(
         assert b'"error":"shutting_down"' in body
     assert server.wait() == 0
     stopped = server.named("serve.stopped")[0]
-    # Failed once on CI with 0 (not reproduced): the request's own record says how it ended.
     assert stopped["unanswered"] == 1, (stopped, server.named("serve.request"))
     (request,) = [e for e in server.named("serve.request") if e["path"] == "/v1/predict"]
     assert request["status"] == 503 and "graceful timeout" in request["cancelled"]
