@@ -50,6 +50,29 @@ def test_an_option_without_its_value_names_its_command(
 
 
 @pytest.mark.parametrize(
+    ("args", "named"),
+    [(["evaluate", ""], "argument BUILD"), (["diff", "", "abcd"], "argument A"),
+     (["report", " "], "argument REF"), (["package", ""], "argument BUILD"),
+     (["release", "create", ""], "argument PACKAGE"), (["tune", "show", ""], "argument REF"),
+     (["predict", "rows.csv", ""], "argument SOURCE"),
+     (["predict", "--release", "", "rows.csv"], "option --release"),
+     (["serve", "--release", ""], "option --release")],
+)  # fmt: skip
+def test_an_empty_argument_is_a_usage_error_not_its_default(
+    args: list[str], named: str, tmp_path: object
+) -> None:
+    """`pipeline evaluate "$(cat build.id)"` with an empty id file evaluated the latest build
+    (its gates passed in CI on a build nobody meant); `--release ""` fell back to
+    PIPELINE_RELEASE. Now exit 2 naming the argument, before any work."""
+    env = {"PIPELINE_STORE": str(tmp_path), "PIPELINE_RELEASE": "house-prices@current"}
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    (line,) = done.stderr.splitlines()
+    assert f"{named} is empty" in line and "give a value" in line, line
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
     ("args", "setting", "option"),
     [(["train", "--workers", "0"], "train.workers", "--workers"),
      (["tune", "--trials", "0"], "tune.trials", "--trials"),

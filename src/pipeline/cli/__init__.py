@@ -48,7 +48,29 @@ class _Command(typer.core.TyperCommand):
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         with _named(ctx):
-            return super().parse_args(ctx, args)
+            rest = super().parse_args(ctx, args)
+        _refuse_empty(ctx)
+        return rest
+
+
+def _refuse_empty(ctx: Context) -> None:
+    """An argument or option given as an empty string is a usage error, never its default:
+    `pipeline evaluate "$(cat build.id)"` with an empty id file evaluated the latest build, and
+    its gate passed in CI on a build nobody meant (`--release ""` fell back the same way)."""
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, list | tuple) else [value]
+        if not any(isinstance(v, str) and not v.strip() for v in values):
+            continue
+        if isinstance(param, typer.core.TyperArgument):
+            name, kind = param.display_name_raw.upper(), "argument"
+        else:
+            name, kind = max(getattr(param, "opts", [param.name]), key=len), "option"
+        default = "" if param.required else f", or leave the {kind} out for its default"
+        raise UsageError(
+            f"{kind} {name} is empty (an empty id file or variable?): give a value{default}",
+            ctx,
+        )
 
 
 @contextlib.contextmanager
