@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.conftest import run_cli
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import LocalStore, MemoryStore, Store
@@ -301,6 +302,26 @@ def test_from_uri_opens_a_folder_store_and_refuses_other_schemes(tmp_path: Path)
     assert isinstance(Store.from_uri(str(tmp_path)), LocalStore)
     with pytest.raises(ConfigError, match=r"unsupported store URI .* or s3://bucket/prefix"):
         Store.from_uri("gs://bucket/store")
+
+
+@pytest.mark.parametrize("uri", ["s3://some-bucket/ml?token=Leak4", "s3://some-bucket/ml#frag"])
+def test_an_s3_store_uri_with_a_query_or_fragment_is_refused_without_echoing_it(
+    uri: str, tmp_path: Path
+) -> None:
+    """``s3://bucket/ml?token=...`` was accepted: every key began ``ml?token=...``, so the
+    token was in key names anyone listing the bucket saw. Now exit 3 before any request, the
+    query masked in the line."""
+    from pipeline.store.s3 import S3Store
+
+    with pytest.raises(ConfigError, match=r"has a '\?' or '#'") as caught:
+        Store.from_uri(uri)
+    assert "Leak4" not in str(caught.value)
+    done = run_cli("report", env={"PIPELINE_STORE": uri, "AWS_ACCESS_KEY_ID": "k",
+                                  "AWS_SECRET_ACCESS_KEY": "s"}, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 3 and "Leak4" not in done.stdout + done.stderr, done.stderr
+    # A URI's scheme is case-insensitive: S3:// was refused with the bucket-name rule.
+    upper = Store.from_uri("S3://some-bucket/ml")
+    assert isinstance(upper, S3Store) and (upper.bucket, upper.prefix) == ("some-bucket", "ml")
 
 
 def test_an_s3_stores_local_scratch_is_this_users_alone(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from obstore.store import S3Store as Client
 
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
-_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+_URI = re.compile(r"^(?i:s3)://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
 
 def split_uri(uri: str) -> tuple[str, str] | None:
@@ -33,6 +33,15 @@ def split_uri(uri: str) -> tuple[str, str] | None:
 
 def parse_uri(uri: str) -> tuple[str, str]:
     """``(bucket, prefix)`` of ``s3://bucket/prefix``; ConfigError for a malformed URI."""
+    if "?" in uri or "#" in uri:
+        # An object store takes them literally: a query's "token" would become part of every
+        # key's name, visible to whoever lists the bucket.
+        cut = min(uri.find(c) for c in "?#" if c in uri)  # what follows is not shown
+        raise ConfigError(
+            f"PIPELINE_STORE='{without_userinfo(uri[:cut])}{uri[cut]}...' has a '?' or '#', "
+            "which an object store would take into every key: give s3://bucket/optional/prefix "
+            "alone (credentials go in AWS_* variables)"
+        )
     parsed = split_uri(uri)
     rest = uri.strip().partition("://")[2].partition("/")[2]
     if parsed is None and rest.strip("/") and {".", "..", ""} & set(rest.strip("/").split("/")):
