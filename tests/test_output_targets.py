@@ -114,6 +114,26 @@ def test_an_output_under_a_file_is_refused_at_once_naming_it(
     assert "notes.txt is a file, not a folder" in done.stderr and ".tmp" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "uri"),
+    [(["report"], "-o", "s3://bucket/r.html"), (["diff", "a", "b"], "--html", "s3://b/d.html"),
+     (["package"], "--id-file", "s3://bucket/pk.id"), (["tune"], "--preset-out", "S3://b/t.toml"),
+     (["report"], "-o", "file:///tmp/r.html"), (["predict", "rows.csv"], "-o", "gs://b/p.csv")],
+)  # fmt: skip
+def test_an_output_named_by_a_uri_is_refused_not_written_to_a_local_folder(
+    command: list[str], option: str, uri: str, tmp_path: Path
+) -> None:
+    """`report -o s3://bucket/r.html` wrote ./s3:/bucket/r.html and said so, exit 0: the user
+    believed the report was in the bucket. Now exit 3 before any work, nothing written."""
+    env = {"PIPELINE_STORE": str(tmp_path / "store"), "PIPELINE_ENV_FILE": os.devnull}
+    done = run_cli(*command, option, uri, env=env, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    scheme = uri.partition(":")[0]
+    assert line.startswith("error: ") and f" {scheme}://...: outputs are written to local" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("command", [["train"], ["data", "fetch"], ["tune"]])
 def test_an_id_file_naming_the_dataset_is_refused_and_the_data_kept(
     command: list[str], tmp_path: Path

@@ -187,6 +187,7 @@ def store_of(
     for option, path in (outputs or {}).items():
         store.refuse_inside(path, option)
         if path is not None:
+            _not_a_uri(path, option)
             _not_the_data(path, option, settings.data.source)
             _no_file_above(path, option)
         if option in _ID_OUTPUTS and path is not None:
@@ -251,6 +252,24 @@ def _clear_id_file(path: Path | None, option: str) -> None:
 # at its start, not after minutes of training or searching (predict -o, report -o and diff
 # --html create their folders).
 _ID_OUTPUTS = ("--id-file", "--preset-out")
+
+
+# A URI's scheme and its "//", as a Path keeps them: Path("s3://b/x") is "s3:/b/x".
+_URI_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def _not_a_uri(path: Path, option: str) -> None:
+    """ConfigError for an output named by a URI (``-o s3://bucket/r.html``, ``file:///...``):
+    it was written to a local folder named ``s3:`` (or ``file:``) and the command said where
+    as if that were what was asked."""
+    from pipeline.errors import ConfigError
+
+    if _URI_PATH.match(str(path)):
+        scheme = str(path).partition(":")[0]
+        raise ConfigError(
+            f"{option} {scheme}://...: outputs are written to local files, not URIs; give a "
+            "path here (then copy it where it goes, e.g. with `aws s3 cp`)"
+        )
 
 
 def _no_file_above(path: Path, option: str) -> None:
