@@ -13,6 +13,9 @@ class PipelineError(Exception):
 
     exit_code = 1
     kind = "error"
+    # The command's answer on stdout already says it (`config show`'s `unknown` list): no
+    # `error` event after it, which would make stdout two documents.
+    answered = False
 
     def __init__(self, message: str) -> None:
         # Errors are shown as one line: collapse any newline that a wrapped message carried in.

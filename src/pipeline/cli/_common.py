@@ -97,7 +97,7 @@ def run(
         if _OPENED.get() is None:  # failed before ``store_of`` (bad or unknown settings)
             clear_written_ids(outputs)
         message = logging_.mask(_with_sources(exc.message, loaded))
-        if json_logs:
+        if json_logs and not exc.answered:  # else stdout's document already says it
             with contextlib.suppress(BrokenPipeError):  # stdout's reader gone: stderr says it
                 logger.error("error", kind=exc.kind, exit_code=exc.exit_code, message=message)
         typer.echo(f"error: {message}", err=True)

@@ -64,13 +64,20 @@ def show(
         table = fmt is Format.table or (fmt is Format.auto and sys.stdout.isatty())
         if table:
             width = max(len(r["env"]) for r in rows)
+            typer.echo(f"{'VARIABLE':<{width}}  {'ORIGIN':<7} VALUE")
             for r in rows:
                 typer.echo(f"{r['env']:<{width}}  {r['origin']:<7} {json.dumps(r['value'])}")
+            for name in loaded.unknown:  # what makes every command exit 3
+                typer.echo(f"{name:<{width}}  {'unknown':<7} (no such setting)")
             if loaded.preset:
                 typer.echo(f"\npreset: {loaded.preset}")
         else:
             typer.echo(json.dumps(out, default=str))
         if loaded.unknown:
-            raise unknown_error(loaded.unknown)
+            error = unknown_error(loaded.unknown)
+            # The document on stdout says it (its `unknown` list): an error event after it
+            # made stdout two JSON documents, which `| jq` or json.load refused.
+            error.answered = True
+            raise error
 
     run("config", body, allow_unknown=True, serve_settings=True)
