@@ -75,7 +75,25 @@ def test_quality_gates_decide_the_exit_code(
     assert result.exit_code == code, result.output
     if code == 6:
         assert result.stderr.startswith("error: build ") and "quality gates" in result.stderr
+        assert f"({gate}); improve the model" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_failed_gate_from_a_dotenv_file_says_where_it_came_from(
+    cli: Any, built: tuple[str, dict], tmp_path: Path
+) -> None:
+    """A gate set in .env (or a preset) failed with "revisit PIPELINE_GATES__*": the user
+    looked in the environment and found nothing. The line names the gate's variable and the
+    file and line it came from, as other settings' errors do."""
+    env_file = tmp_path / "gates.env"
+    env_file.write_text("PIPELINE_GATES__MIN_ACCURACY=0.999\n")
+    result = cli("evaluate", env={**FAST, "PIPELINE_ENV_FILE": str(env_file)})
+    assert result.exit_code == 6, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "0.999 (PIPELINE_GATES__MIN_ACCURACY); improve the model" in line, line
+    assert line.endswith(f"(PIPELINE_GATES__MIN_ACCURACY came from {env_file} line 1)"), (
+        line
+    )  # once, not "... line 1 (PIPELINE_GATES__MIN_ACCURACY))"
 
 
 def test_a_tampered_build_is_refused(cli: Any, store: Path, built: tuple[str, dict]) -> None:

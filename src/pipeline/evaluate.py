@@ -230,14 +230,19 @@ def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError
     """The error naming each failed gate: its metric's value against the bound, or why the
     metric has no value on these test rows."""
     detail = "; ".join(
-        f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
-        if g["value"] is not None
-        else f"{g['metric']} is undefined on the test rows (a constant target?)"
+        (
+            f"{g['metric']} {g['value']:.4g} {'<' if k.startswith('min') else '>'} {g['bound']:g}"
+            if g["value"] is not None
+            else f"{g['metric']} is undefined on the test rows (a constant target?)"
+        )
+        # Each gate by its variable: the error line then says where one not set in the
+        # environment came from (a preset, .env), as for any other setting.
+        + f" (PIPELINE_GATES__{k.upper()})"
         for k, g in failed.items()
     )
     return GateError(
         f"build {build_id[:12]} fails its quality gates: {detail}; improve the model or "
-        "revisit PIPELINE_GATES__*"
+        "revisit the gate"
     )
 
 

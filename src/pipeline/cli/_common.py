@@ -155,7 +155,7 @@ def _with_sources(message: str, loaded: Any) -> str:
     notes = []
     for env in dict.fromkeys(re.findall(r"\bPIPELINE_[A-Z0-9_]+", message)):
         path = tuple(part.lower() for part in env.removeprefix("PIPELINE_").split("__"))
-        where = loaded.settings.source_of(*path)
+        where = loaded.settings.source_of(*path).removesuffix(f" ({env})")  # named already
         if where != "default" and not where.startswith("env var") and where not in message:
             notes.append(f"{env} came from {where}")
     return message + (f" ({'; '.join(notes)})" if notes else "")
