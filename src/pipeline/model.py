@@ -74,10 +74,18 @@ class ModelConfig:
     members: int = 1
     # The network's share of the output; below 1 the rest is a linear model's (``linear``).
     blend: float = 1.0
+    # Each numeric input's range for the network (``numeric.network_bounds``; None: no bound
+    # on that side of that input). The linear model sees the inputs unclipped. None: no bounds
+    # (models whose preprocessing clipped every input to the network's range).
+    input_low: tuple[float | None, ...] | None = None
+    input_high: tuple[float | None, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON (``model.json``)."""
-        return asdict(self)
+        """Plain JSON (``model.json``); a model without input bounds is written as before."""
+        data = asdict(self)
+        if self.input_low is None:
+            del data["input_low"], data["input_high"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelConfig:
@@ -91,7 +99,30 @@ class ModelConfig:
             n_outputs=data["n_outputs"],
             members=data.get("members", 1),
             blend=data.get("blend", 1.0),
+            input_low=_bounds(data.get("input_low")),
+            input_high=_bounds(data.get("input_high")),
         )
+
+
+def _bounds(values: list[float | None] | None) -> tuple[float | None, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def input_range(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The network's input bounds as float32 [F] tensors (infinite where there is none)."""
+    if cfg.input_low is None or cfg.input_high is None:
+        return None
+    inf = float("inf")
+    low = [-inf if v is None else v for v in cfg.input_low]
+    high = [inf if v is None else v for v in cfg.input_high]
+    return (torch.tensor(low, dtype=torch.float32), torch.tensor(high, dtype=torch.float32))
+
+
+def clipped(x: torch.Tensor, bounds: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``x`` [..., F] clipped to ``bounds`` (``input_range``), as the network sees it."""
+    if bounds is None:
+        return x
+    return torch.clamp(x, bounds[0].to(x.device), bounds[1].to(x.device))
 
 
 def embedding_dim(cardinality: int, cap: int) -> int:
@@ -155,6 +186,7 @@ class TabularMLP(nn.Module):
         # parallel training would broadcast it every step).
         firsts = np.cumsum([0, *cfg.cardinalities])[:-1].astype(np.int64)
         self.linear_offsets = torch.from_numpy(firsts)[None, :]
+        self.input_range = input_range(cfg)  # fixed by the config (not a buffer either)
         if cfg.blend < 1:
             self._linear_buffers()
 
@@ -203,6 +235,7 @@ class TabularMLP(nn.Module):
     def members_forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """numeric [B, F] float32, categorical [B, C] int64 -> every member's [k, B, n_outputs]."""
         k = self.cfg.members
+        numeric = clipped(numeric, self.input_range)
         parts = [numeric.expand(k, *numeric.shape)]
         for table, cols, offsets in zip(self.groups, self._columns, self._offsets, strict=True):
             # [B, n_cols] indices -> [k, B, n_cols] -> [k, B, n_cols, dim] -> [k, B, n_cols * dim]
@@ -329,6 +362,7 @@ class FoldedNetwork:
         )
         self.rest = nn.Sequential(*layers[1:]).eval()
         self.n_outputs = cfg.n_outputs
+        self.input_range = model.input_range
         self.blend = cfg.blend
         self.linear = model.linear_weights() if cfg.blend < 1 else None
         self.linear_offsets = model.linear_offsets
@@ -372,8 +406,9 @@ class FoldedNetwork:
         does not sum 63 padding rows' embeddings.
         """
         k = self.members
+        seen = clipped(x, self.input_range)  # the network's inputs; the linear model's are x
         with threads_at_most(k):  # serve may run several threads: one member must not split
-            h = torch.baddbmm(self.bias, x.expand(k, *x.shape), self.numeric_weight)
+            h = torch.baddbmm(self.bias, seen.expand(k, *x.shape), self.numeric_weight)
         if self.offsets.shape[2]:
             # 2-D input: each row of each member is one bag of C indices, summed.
             idx = (categorical[:rows] + self.offsets).reshape(-1, self.offsets.shape[2])

@@ -105,8 +105,13 @@ def encode_all(data: Prepared, pre: Preprocessor, device: str) -> Tensors:
 
 def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
     """The network shape for a fitted preprocessor and the model settings."""
+    from pipeline.features.numeric import network_bounds
+
     cards = tuple(s.cardinality for s in pre.categorical)
     task = pre.target.task
+    low, high = network_bounds(pre.numeric)
+    indicators: list[float | None] = [None] * (pre.n_numeric_features - len(pre.numeric))
+    bounded = any(v is not None for v in low)
     return ModelConfig(
         n_numeric=pre.n_numeric_features,
         cardinalities=cards,
@@ -115,6 +120,8 @@ def network_config(pre: Preprocessor, settings: Settings) -> ModelConfig:
         dropout=settings.model.dropout,
         n_outputs=len(pre.target.classes) if task == "multiclass" else 1,
         members=settings.model.members,
+        input_low=tuple(low + indicators) if bounded else None,
+        input_high=tuple(high + indicators) if bounded else None,
     )
 
 

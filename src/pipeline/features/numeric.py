@@ -62,9 +62,14 @@ class NumericState:
     center: float
     scale: float
     indicator: bool
-    low: float  # the training rows' range after the log (their clip_quantile and 1 minus it
-    high: float  # quantiles), in raw units of the transformed value: inputs are clipped to it
+    low: float  # the training rows' range after the log, in raw units of the transformed
+    high: float  # value: inputs are clipped to it (format 2: their clip_quantile quantiles)
     smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
+    # The network's narrower range (the clip_quantile and 1 minus it quantiles; None: low and
+    # high). The network clips its inputs to it (``network_bounds``), the ridge beside it sees
+    # the whole range (format 3; formats 1 and 2 clipped every input to these quantiles).
+    net_low: float | None = None
+    net_high: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NumericState:
@@ -315,6 +320,25 @@ def numeric_values(x: np.ndarray, t: NumericTable) -> tuple[np.ndarray, np.ndarr
     elif clipped.any():
         x = np.where(clipped, smooth_clip(x.copy(), np.where(clipped, t.radius, 1.0)), x)
     return x, missing
+
+
+def network_bounds(states: tuple[NumericState, ...]) -> tuple[list[float | None], ...]:
+    """Each column's ``net_low`` and ``net_high`` encoded (None where it has none): what the
+    encoding gives a value clipped to them, so that the network clipping an encoded input to
+    these bounds sees the bits that clipping the raw value gave (the encoding is monotone)."""
+    lows: list[float | None] = []
+    highs: list[float | None] = []
+    for s in states:
+        if s.net_low is None or s.net_high is None:
+            lows.append(None)
+            highs.append(None)
+            continue
+        # The values are already in transformed units: the same steps, without the log.
+        table = NumericTable.of((dataclasses.replace(s, log=False),))
+        encoded, _ = numeric_values(np.array([[s.net_low], [s.net_high]]), table)
+        lows.append(float(encoded[0, 0]))
+        highs.append(float(encoded[1, 0]))
+    return lows, highs
 
 
 def standardise(x: np.ndarray, mean: Any, std: Any, largest: Any) -> np.ndarray:

@@ -117,7 +117,7 @@ class Preprocessor:
     def to_json(self) -> dict[str, Any]:
         """The fitted state as plain JSON (``preprocessing.json``)."""
         return {
-            "format": 2,
+            "format": 3,
             "numeric": [dict(vars(s)) for s in self.numeric],
             "categorical": [{"name": s.name, "vocab": list(s.vocab)} for s in self.categorical],
             "target": {**vars(self.target), "classes": list(self.target.classes)},
@@ -387,22 +387,25 @@ def fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState:
     if len(present):
         median, quartiles, tails = order_statistics(present, cfg.clip_quantile)
     fill = _median(present, median)
-    # Inputs are clipped to this range: the extreme 1% of a column (the default) are too few
-    # rows to learn a trend from, and a network extrapolates badly.
+    # Inputs are clipped to the training range (+ 0.0: a minimum of -0.0 or 0.0, whichever
+    # came first, would make the statistics differ from machine to machine); the network's to
+    # the clipping quantiles: the extreme 1% of a column (the default) are too few rows to
+    # learn a trend from, and a network extrapolates badly. The ridge beside it extrapolates
+    # linearly, up to the training range.
+    low, high, net_low, net_high = 0.0, 0.0, None, None
+    if len(present):
+        low, high = float(present.min()) + 0.0, float(present.max()) + 0.0
     if tails is not None:
-        low, high = clip_range(present, cfg.clip_quantile, tails)
-    elif len(present):
-        low, high = float(present.min()), float(present.max())
-    else:
-        low, high = 0.0, 0.0
+        net_low, net_high = clip_range(present, cfg.clip_quantile, tails)
     if cfg.scaling == "robust":
         center, scale = _robust_scale(present, quartiles)
     else:
         filled = np.where(missing, fill, np.log1p(np.maximum(x, 0)) if log else x)
         center, scale = _mean_std(filled)
     return NumericState(
-        name, log, fill, center, scale, bool(missing.any()), low, high, cfg.smooth_clip
-    )
+        name, log, fill, center, scale, bool(missing.any()), low, high, cfg.smooth_clip,
+        net_low, net_high,
+    )  # fmt: skip
 
 
 # The prediction bound takes one training row beyond it per this many (``fit_target``): house
