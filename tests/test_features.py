@@ -275,6 +275,53 @@ def test_the_network_clips_inputs_to_the_training_quantiles_the_ridge_to_their_r
     assert FeatureSettings().clip_quantile == 0.01
 
 
+def test_a_format_2_package_predicts_as_it_did() -> None:
+    """Packages made before format 3 clipped every input to the quantiles in preprocessing and
+    have no input bounds in model.json: loaded now, they encode and predict as they did. And
+    the format-3 pair (the range in preprocessing, the quantiles in the network) gives the
+    network the same bytes, so only the ridge's inputs changed."""
+    import dataclasses
+
+    import torch
+
+    from pipeline.model import FoldedNetwork, ModelConfig, TabularMLP
+    from pipeline.settings import Settings
+    from pipeline.tensors import network_config
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(500) * 10
+    train = pd.DataFrame({"x": x, "colour": rng.choice(["a", "b"], 500),
+                          "ok": rng.random(500) > 0.5, "y": x * 2})  # fmt: skip
+    pre = features.fit(train, SCHEMA, FeatureSettings(), "t")
+    old = pre.to_json() | {"format": 2}
+    old["numeric"] = [
+        {k: v for k, v in col.items() if not k.startswith("net_")}
+        | {"low": col["net_low"], "high": col["net_high"]}
+        for col in old["numeric"]
+    ]
+    pre2 = features.Preprocessor.from_json(json.loads(json.dumps(old)))
+    cfg = network_config(pre, Settings())
+    assert cfg.input_low is not None and ModelConfig.from_json(cfg.to_json()) == cfg
+    old_cfg = dataclasses.replace(cfg, input_low=None, input_high=None)
+    assert "input_low" not in old_cfg.to_json()  # model.json as a format-2 package has it
+    model = TabularMLP(cfg, torch.Generator().manual_seed(0)).eval()
+    before = TabularMLP(old_cfg).eval()
+    before.load_state_dict(model.state_dict())
+    probe = pd.DataFrame({"x": [-1e6, -40.0, -3.0, 0.0, 2.5, 31.0, 1e6, None],
+                          "colour": ["a", "b"] * 4, "ok": [True] * 8, "y": [0.0] * 8})  # fmt: skip
+
+    def scored(p: features.Preprocessor, m: TabularMLP) -> bytes:
+        enc = p.transform(probe, "t", with_target=False)
+        numeric, cats = torch.from_numpy(enc.numeric), torch.from_numpy(enc.categorical)
+        return bytes(FoldedNetwork(m)(numeric, cats).numpy().tobytes())
+
+    assert scored(pre2, before) == scored(pre, model)
+    # The ridge's inputs do differ beyond the quantiles (that is the change).
+    new_x = pre.transform(probe, "t", with_target=False).numeric[:, 0]
+    old_x = pre2.transform(probe, "t", with_target=False).numeric[:, 0]
+    assert new_x[0] < old_x[0] and new_x[6] > old_x[6] and new_x[3] == old_x[3]
+
+
 def test_regression_predictions_are_bounded_by_the_k_th_extreme_training_targets() -> None:
     """``bound_rows`` k (3 by default) bounds regression outputs from the k-th smallest to the
     k-th largest training target; 1 to the minimum and maximum; one row per 400 training rows

@@ -642,8 +642,8 @@ def test_a_file_uri_is_its_path_and_an_empty_argument_is_named(
     out = tmp_path / "p.csv"
     _ok(_predict(chain, TEST_CSV.as_uri(), "--release", chain["release"], "-o", str(out)))
     assert out.read_bytes() == whole[1].read_bytes()
-    empty = _predict(chain, "", "--release", chain["release"])
-    assert empty.returncode == 4 and "input '' is empty" in empty.stderr, empty.stderr
+    empty = _predict(chain, "", "--release", chain["release"])  # a usage error, as for any
+    assert empty.returncode == 2 and "argument SOURCE is empty" in empty.stderr, empty.stderr
     uri = _predict(chain, "s3://bucket/rows.csv", "--release", chain["release"])
     assert uri.returncode == 5 and "input s3://bucket/rows.csv looks like a URI" in uri.stderr
 
