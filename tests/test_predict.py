@@ -332,6 +332,26 @@ def test_an_output_named_for_a_format_predict_does_not_write_is_refused(
     assert (root / "p.gz").read_bytes() == whole[1].read_bytes()
 
 
+@pytest.mark.parametrize(
+    ("declared", "name"),
+    [("csv", "p.parquet"), ("jsonl", "p.csv"), ("parquet", "p.jsonl"), ("csv", "p.json")],
+)
+def test_an_output_named_for_another_format_than_the_declared_one_is_refused(
+    chain: dict[str, Any], declared: str, name: str
+) -> None:
+    """PIPELINE_RUN__OUTPUT_FORMAT=csv with `-o p.parquet` wrote CSV text into p.parquet, exit
+    0 (a release created with that format did it to every user who named a .parquet file):
+    whoever read it failed on the magic bytes. Now exit 3 naming both, nothing written."""
+    root = chain["root"]
+    package = next((root / "store" / "packages").rglob("*.tar.gz"))
+    done = _predict(chain, str(TEST_CSV), "--package", str(package), "-o", str(root / name),
+                    PIPELINE_RUN__OUTPUT_FORMAT=declared)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert f"named {Path(name).suffix}" in line and f"OUTPUT_FORMAT={declared}" in line, line
+    assert not (root / name).exists() and not list(root.glob(f".{name}.*"))
+
+
 def test_missing_column_is_refused_and_extra_columns_are_reported(chain: dict[str, Any]) -> None:
     """A missing model column exits 4 naming it; an extra one is a warning event."""
     root = chain["root"]

@@ -51,10 +51,24 @@ FOREIGN_OUTPUT = (
 )  # fmt: skip
 
 
+# Suffixes that name a format predict writes, and the one to suggest for each format.
+_OWN_SUFFIXES = (".csv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+_OWN_SUFFIXES_OF = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+
+
 def output_format(path: Path | None, declared: str) -> str:
     """``detect_format`` for the file predictions go to; a ``ConfigError`` for a name whose
     suffix says another format (``out.xlsx``, ``out.csv.gz``) when none is declared."""
     suffix = path.suffix.lower() if path is not None else ""
+    named = detect_format(path, "auto") if suffix in _OWN_SUFFIXES else None
+    if declared != "auto" and named is not None and named != declared:
+        # A declared format wins over other names (out.tsv), but not over a name that says
+        # another format this tool writes: CSV text in out.parquet fails whoever reads it.
+        raise ConfigError(
+            f"output {path} is named {suffix}, a {named} file, but PIPELINE_RUN__OUTPUT_FORMAT="
+            f"{declared} writes {declared}: name it {_OWN_SUFFIXES_OF[declared]}, or predict "
+            "with the format auto (a release fixes it when it is created)"
+        )
     if declared == "auto" and suffix in FOREIGN_OUTPUT:
         raise ConfigError(
             f"output {path} is named {suffix}, a format predict does not write (it writes csv, "
