@@ -334,6 +334,26 @@ def test_a_request_the_grace_period_cuts_off_gets_a_503_not_a_500(
     assert "Traceback" not in "".join(server.lines) + server.stderr
 
 
+def test_a_csv_body_past_the_deadline_gets_504_as_a_json_body_does(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """PIPELINE_SERVE__DEADLINE applied to JSON bodies only: a CSV body was answered 200 after
+    however long it took. Now 504 deadline_exceeded for both, and the server stops cleanly."""
+    server = serve("--release", house["release"],
+                   env={**house["env"], **LOCAL, "PIPELINE_SERVE__DEADLINE": "0.001"},
+                   cwd=house["root"])  # fmt: skip
+    server.wait_ready()
+    body = TEST_CSV.read_bytes()  # 1,459 rows: parsing alone takes longer than a millisecond
+    with httpx2.Client(base_url=server.url, timeout=60) as client:
+        late = client.post("/v1/predict", content=body, headers={"Content-Type": "text/csv"})
+    assert late.status_code == 504, late.text
+    assert late.json()["error"] == "deadline_exceeded"
+    assert "PIPELINE_SERVE__DEADLINE" in late.json()["message"]
+    assert server.stop() == 0
+    (request,) = [e for e in server.named("serve.request") if e["path"] == "/v1/predict"]
+    assert request["status"] == 504
+
+
 def test_drain_turns_readyz_503_while_still_serving(serve: Any, house: dict[str, Any]) -> None:
     """With a drain period, SIGTERM makes /readyz 503 at once, yet requests are still answered."""
     server = serve("--release", house["release"],

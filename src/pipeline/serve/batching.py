@@ -53,6 +53,16 @@ def _expire(job: Job) -> None:
         job.future.set_exception(TimeoutError())
 
 
+def deadline_exceeded(seconds: float) -> RequestError:
+    """A request's 504: not scored within PIPELINE_SERVE__DEADLINE seconds."""
+    return RequestError(
+        504,
+        "deadline_exceeded",
+        f"the prediction took longer than {seconds:g} s (PIPELINE_SERVE__DEADLINE): retry, or "
+        "send fewer records",
+    )
+
+
 class Batcher:
     """Queues jobs and scores them in batches with ``score(jobs) -> [answer per job]``."""
 
@@ -98,12 +108,7 @@ class Batcher:
         try:
             answer = await job.future
         except TimeoutError:
-            raise RequestError(
-                504,
-                "deadline_exceeded",
-                f"the prediction took longer than {self.deadline:g} s "
-                "(PIPELINE_SERVE__DEADLINE): retry, or send fewer records",
-            ) from None
+            raise deadline_exceeded(self.deadline) from None
         finally:
             timer.cancel()
         if answer is _DROPPED:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from pipeline.data import cells
-from pipeline.serve.batching import Job
+from pipeline.serve.batching import Job, deadline_exceeded
 from pipeline.serve.contract import Contract, RequestError, dumps, ignored_names
 
 if TYPE_CHECKING:
@@ -89,7 +89,13 @@ async def predict(
         body = await read_body(receive, limit, state.settings.body_timeout)
         if media == "json":
             return await _predict_records(state, loaded, body, receive)
-        return await anyio.to_thread.run_sync(_predict_csv, loaded, state, body)
+        # A CSV body's deadline, as a JSON body's (batching): the request gets its 504 when
+        # the time is up; the scoring already running finishes, and its answer is discarded.
+        with anyio.move_on_after(state.settings.deadline):
+            return await anyio.to_thread.run_sync(
+                _predict_csv, loaded, state, body, abandon_on_cancel=True
+            )
+        raise deadline_exceeded(state.settings.deadline)
 
 
 def _too_big(limit: int) -> RequestError:
