@@ -354,6 +354,24 @@ def test_a_csv_body_past_the_deadline_gets_504_as_a_json_body_does(
     assert request["status"] == 504
 
 
+def test_a_second_sigterm_during_the_drain_stops_at_once_without_a_traceback(
+    serve: Any, house: dict[str, Any]
+) -> None:
+    """A second signal stops at once (exit 0): uvicorn logged the lifespan's cancellation as
+    a `serve.uvicorn` error holding a traceback, which the README reserves for bugs."""
+    server = serve("--release", house["release"],
+                   env={**house["env"], **LOCAL, "PIPELINE_SERVE__DRAIN_SECONDS": "30"},
+                   cwd=house["root"])  # fmt: skip
+    server.wait_ready()
+    server.terminate()
+    server.wait_event("serve.draining")
+    t0 = time.monotonic()
+    server.terminate()
+    assert server.wait() == 0 and time.monotonic() - t0 < 20
+    assert "Traceback" not in "".join(server.lines) + server.stderr
+    assert not [e for e in server.named("serve.uvicorn") if e.get("level") == "error"]
+
+
 def test_drain_turns_readyz_503_while_still_serving(serve: Any, house: dict[str, Any]) -> None:
     """With a drain period, SIGTERM makes /readyz 503 at once, yet requests are still answered."""
     server = serve("--release", house["release"],

@@ -38,6 +38,12 @@ class _ToStructlog(logging.Handler):
         self.log = log
 
     def emit(self, record: logging.LogRecord) -> None:
+        cancelled = record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError)
+        if cancelled or record.getMessage().rstrip().endswith("CancelledError"):
+            # A second signal stops at once, cancelling the app's lifespan: starlette reports
+            # that as a failed shutdown, its traceback for a message, and uvicorn logs it as
+            # an error, though it is what the user asked for.
+            return
         fields: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
         if record.exc_info and record.exc_info[1] is not None:
             fields["traceback"] = "".join(traceback.format_exception(record.exc_info[1]))
