@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -253,3 +254,23 @@ def test_csv_options_read_missing_markers_and_text_columns() -> None:
     assert options["read_options"].block_size == 1 << 16
     table = pacsv.read_csv(pa.BufferReader(body), **options)
     assert table.column_names == ["a", "c"] and table.schema.types == [pa.string()] * 2
+
+
+def test_a_long_ragged_row_is_named_by_its_line(tmp_path: Path) -> None:
+    """pyarrow shows a malformed row's first ~100 characters then " ...": such a row was
+    "on a line" (no number), so a user had to search a big file for it. Now its line, and
+    among lines that start alike, the one with the wrong field count."""
+    from tests.conftest import run_cli
+
+    header = ",".join(f"column_{j:02d}" for j in range(30)) + ",y"
+    row = ",".join(f"{1000 + j}.5" for j in range(30))
+    lines = [header] + [f"{row},{i}" for i in range(200)]
+    lines[150] = f"{row},150,extra"  # line 151 of the file; lines 2-201 start alike
+    data = tmp_path / "wide.csv"
+    data.write_text("\n".join(lines) + "\n")
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_STORE": str(tmp_path / "store")}  # fmt: skip
+    done = run_cli("train", env=env, cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "has 32 fields on line 151 where the header has 31" in line, line

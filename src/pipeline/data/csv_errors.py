@@ -4,6 +4,7 @@ parser's block, a header without rows. Used by training's reader and by `pipelin
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,20 +67,36 @@ def not_utf8(path: Path, label: str, delimiter: str) -> DataError:
 _RAGGED = re.compile(r"Expected (\d+) columns, got (\d+): (.*)", re.DOTALL)
 
 
-def find_line(path: Path, text: str) -> int | None:
-    """The 1-based number of the first line of ``path`` that starts with ``text``, else None.
+# pyarrow shows at most about 100 characters of a malformed row, then this.
+_CUT = " ..."
 
-    pyarrow names a malformed row by its text only, so its line is found by a second, serial
+
+def find_line(path: Path, text: str, fields: int | None = None, delimiter: str = ",") -> int | None:
+    """The 1-based number of the first line of ``path`` that starts with ``text`` (and has
+    ``fields`` fields, when given and such a line exists), else None.
+
+    pyarrow names a malformed row by its text only, cut short with " ..." past about 100
+    characters (the row's line went unnamed then), so its line is found by a second, serial
     pass over the file, run only once a parse has already failed.
     """
-    needle = text.encode("utf-8", errors="replace")[:200]
+    needle = text.removesuffix(_CUT).encode("utf-8", errors="replace")[:200]
     if not needle:
         return None
+    first = None
     with path.open("rb") as fh:
         for number, line in enumerate(fh, start=1):
-            if line.removeprefix(_BOM if number == 1 else b"").startswith(needle):
+            if not line.removeprefix(_BOM if number == 1 else b"").startswith(needle):
+                continue
+            if fields is None or _fields(line, delimiter) == fields:
                 return number
-    return None
+            first = first or number  # a line with the same start: the next may be the one
+    return first
+
+
+def _fields(line: bytes, delimiter: str) -> int:
+    """How many fields one line holds, as CSV."""
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    return len(next(csv.reader([text], delimiter=delimiter), []))
 
 
 def _ragged_error(
@@ -91,7 +108,7 @@ def _ragged_error(
         return None
     expected, actual, text = match.groups()
     first = text.splitlines()[0] if text.splitlines() else text
-    number = find_line(path, first)
+    number = find_line(path, first, int(actual), delimiter)
     where = f"line {number}" if number is not None else "a line"
     shown = printable(first, 80)
     if '"' in text and ("\n" in text or "\r" in text):
