@@ -6,6 +6,7 @@ Each case was found by a QA pass playing a user; each crashed (exit 1) or change
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -410,3 +411,11 @@ def test_an_id_that_is_a_json_array_fails_its_row_as_serve_refuses_it(
     assert not out.exists()
     _ok(_predict(chain, str(rows), "--package", _package(chain), "-o", str(out),
                  PIPELINE_RUN__ID_COLUMN="pid", PIPELINE_RUN__ON_ERROR="column"))  # fmt: skip
+    # Echoed as it was spelt: JSON lines keep the array and the object (they were Python's
+    # reprs, "[1]" and "{'k': 2}"); CSV, one kind per column (text here), their JSON text.
+    if fmt == "jsonl":
+        ids = [json.loads(line)["pid"] for line in out.read_text().splitlines()]
+        assert ids == ["A-1", [1], {"k": 2}], ids
+    else:
+        with out.open(newline="") as fh:
+            assert [r["pid"] for r in csv.DictReader(fh)] == ["A-1", "[1]", '{"k":2}']

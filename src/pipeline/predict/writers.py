@@ -407,15 +407,21 @@ def _json_cells(series: pd.Series) -> list[str]:
         return cells
     if values.dtype.kind in "iu":
         return list(map(str, values.tolist()))
-    return [json.dumps(_plain(v)) for v in series.astype(object).tolist()]
+    return [
+        json.dumps(v if isinstance(v, dict | list) else _plain(v), separators=(",", ":"))
+        for v in series.astype(object).tolist()
+    ]  # an id that is a JSON object or array (echoed under on_error=column) as it was
 
 
 def _plain(value: Any) -> Any:
-    """A cell as a JSON-able Python value: missing as ``None``, numpy scalars as Python's."""
+    """A cell as a JSON-able Python value: missing as ``None``, numpy scalars as Python's, a
+    JSON object or array as its JSON text (it was Python's repr: ``{'a': [1, 2]}``)."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
     return value if isinstance(value, str | int | float | bool) else str(value)
