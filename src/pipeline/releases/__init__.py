@@ -160,6 +160,9 @@ def _events(folder: _Key) -> list[dict[str, Any]]:
             event = _read_json(key)
         except KeyError:
             event = None  # listed, but not a file
+        except IntegrityError as exc:  # not JSON at all: the same two ways out
+            raise IntegrityError(f"{exc.message} (or move it out of history/ to drop that "
+                                 "event)") from None  # fmt: skip
         fields = event if isinstance(event, dict) else {}
         number, action = fields.get("release"), fields.get("action")
         ok = isinstance(number, int) and not isinstance(number, bool) and number >= 1
