@@ -491,6 +491,8 @@ def test_readyz_is_503_until_the_release_has_loaded(house_loaded: Loaded) -> Non
         assert client.get("/healthz").json() == {"status": "ok"}
         loading = client.get("/readyz")
         assert loading.status_code == 503 and loading.json() == {"status": "loading"}
+        # HEAD, as load balancers' health checks send it (it was 405 for both probes).
+        assert [client.head(p).status_code for p in ("/healthz", "/readyz")] == [200, 503]
         assert client.get("/v1/model").status_code == 503
         loading_predict = client.post("/v1/predict", json={"records": []})
         assert loading_predict.status_code == 503
@@ -501,6 +503,7 @@ def test_readyz_is_503_until_the_release_has_loaded(house_loaded: Loaded) -> Non
         go.set()
         assert ready.wait(30)
         assert client.get("/readyz").json()["status"] == "ready"
+        assert client.head("/readyz").status_code == 200
         assert client.get("/v1/model").json()["name"] == "house-prices"
 
 

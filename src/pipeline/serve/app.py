@@ -317,6 +317,16 @@ def create_app(state: ServeState) -> Any:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # The probes answer HEAD too (its status, no body): load balancers' health checks often
+    # send it, and got 405. Left out of the OpenAPI document, which describes GET's body.
+    @app.head("/healthz", include_in_schema=False)
+    async def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    @app.head("/readyz", include_in_schema=False)
+    async def readyz_head() -> Response:
+        return Response(status_code=200 if state.status == "ready" else 503)
+
     @app.get(
         "/readyz",
         tags=["probes"],
