@@ -95,6 +95,9 @@ def test_openapi_request_model_is_the_package_input_schema(
     assert ok["schema"] == {"$ref": "#/components/schemas/PredictResponse"}
     assert set(schemas["Prediction"]["properties"]) == {"Id", "prediction"}
     assert {"/healthz", "/readyz", "/v1/model", "/v1/predict"} <= set(doc["paths"])
+    # Every status the route answers with, the README's included (408, 431 and 504 were not).
+    statuses = set(doc["paths"]["/v1/predict"]["post"]["responses"])
+    assert {"200", "400", "401", "408", "413", "415", "422", "431", "503", "504"} <= statuses
 
 
 def test_openapi_types_boolean_columns_and_serves_them_as_predict_does(

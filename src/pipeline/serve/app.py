@@ -38,7 +38,16 @@ _ERROR_RESPONSES = {
     413: "Body larger than PIPELINE_SERVE__MAX_BODY_BYTES",
     415: "Content-Type is neither application/json nor text/csv",
     422: "Records do not match the model's input schema (record index + column given)",
-    503: "Not ready: the release is loading, or the server is shutting down",
+    503: "Not ready: the release is loading, or the server is shutting down; or more rows "
+    "than PIPELINE_SERVE__QUEUE_ROWS wait to be scored (Retry-After)",
+    408: "The body did not arrive within PIPELINE_SERVE__BODY_TIMEOUT seconds (a request line "
+    "and headers slower than PIPELINE_SERVE__HEADER_TIMEOUT get a text/plain 408 instead)",
+    504: "Not scored within PIPELINE_SERVE__DEADLINE seconds",
+}
+# Answered before routing, as text, by the server's HTTP layer (``protocol``).
+_HEAD_TOO_LARGE = {
+    "description": "Request line and headers larger than PIPELINE_SERVE__MAX_HEADER_BYTES",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
 }
 
 
@@ -356,7 +365,7 @@ def create_app(state: ServeState) -> Any:
         "/v1/predict",
         tags=["model"],
         summary="Predict records (JSON) or rows (CSV); one prediction per record, in order",
-        responses={200: _PREDICT_OK, **errors},
+        responses={200: _PREDICT_OK, **errors, 431: _HEAD_TOO_LARGE},
         openapi_extra={"requestBody": _PREDICT_BODY},
     )
     async def predict(request: Request) -> Response:
