@@ -417,6 +417,9 @@ def test_no_release_chosen_is_a_config_error(chain: dict[str, Any]) -> None:
     """predict with neither --release, PIPELINE_RELEASE nor --package exits 3 and says how."""
     done = _predict(chain, str(TEST_CSV), "-o", str(chain["root"] / "n.csv"))
     assert done.returncode == 3 and "--release" in done.stderr
+    # Set but empty, it was taken as unset, and the line said to set it.
+    empty = _predict(chain, str(TEST_CSV), "-o", str(chain["root"] / "n.csv"), PIPELINE_RELEASE="")
+    assert empty.returncode == 3 and "PIPELINE_RELEASE is set but empty" in empty.stderr
 
 
 def test_rollback_makes_current_predict_with_the_earlier_package(cli: Any, tmp_path: Path) -> None:

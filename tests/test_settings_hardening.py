@@ -68,6 +68,8 @@ def tiny_csv(tmp_path: Path) -> Path:
         # An id column named as an output column was overwritten by it: the ids were lost.
         ("PIPELINE_RUN__ID_COLUMN", "prediction", "the id would be lost"),
         ("PIPELINE_RUN__ID_COLUMN", "probability_1", "the id would be lost"),
+        # An empty id column was recorded in a release ("id_column": ""), which no file has.
+        ("PIPELINE_RUN__ID_COLUMN", "", "is empty: name the input column"),
         # An empty source was read as the working folder: "dataset . is not a file" (exit 4).
         ("PIPELINE_DATA__SOURCE", "", "at least 1 character"),
     ],

@@ -135,6 +135,11 @@ def _opened(
 
     if package is not None:
         return _open_given(store, str(package)), None
+    if release_ref is not None and not release_ref.strip():  # `--release ""` is a usage error
+        raise ConfigError(
+            "PIPELINE_RELEASE is set but empty: set it to name@vN (or name@current), or unset "
+            "it and pass --release or --package PATH"
+        )
     if not release_ref:
         raise ConfigError(
             "no model to run: pass --release name@vN (or name@current), set PIPELINE_RELEASE, "

@@ -56,6 +56,12 @@ class RunSettings(_Section):
     @field_validator("id_column")
     @classmethod
     def _not_an_output_column(cls, name: str | None) -> str | None:
+        if name is not None and not name.strip():
+            # An empty variable was recorded in the release as id column "", which no file has.
+            raise PydanticCustomError(
+                "id_column_empty",
+                "is empty: name the input column to copy into the predictions (e.g. Id)",
+            )
         # The predictions' own columns (pipeline.outputs): the id would be overwritten.
         if name is not None and (
             name in ("prediction", "error") or name.startswith("probability_")
