@@ -324,6 +324,20 @@ def test_an_s3_store_uri_with_a_query_or_fragment_is_refused_without_echoing_it(
     assert isinstance(upper, S3Store) and (upper.bucket, upper.prefix) == ("some-bucket", "ml")
 
 
+def test_an_http_endpoint_without_allow_http_is_a_config_error_before_any_request(
+    tmp_path: Path,
+) -> None:
+    """AWS_ENDPOINT_URL=http://... with AWS_ALLOW_HTTP unset was exit 9 once a request had
+    been tried and refused; two settings that contradict each other are exit 3, at once."""
+    with pytest.raises(ConfigError, match="AWS_ALLOW_HTTP is not true"):
+        Store.from_uri("s3://some-bucket/x", s3={"endpoint": "http://127.0.0.1:9"})
+    env = {"PIPELINE_STORE": "s3://some-bucket/x", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "AWS_ALLOW_HTTP": "false", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "s"}  # fmt: skip
+    done = run_cli("report", env=env, cwd=tmp_path)
+    assert done.returncode == 3 and "set AWS_ALLOW_HTTP=true" in done.stderr, done.stderr
+
+
 def test_an_s3_stores_local_scratch_is_this_users_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.errors import StoreError, StoreUnavailable
+from pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from pipeline.store import KeyedStore, key_name, s3_cache, store_error
 from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri
 
@@ -90,6 +90,9 @@ class S3Store(KeyedStore):
         self.timeout, self.retries, self.allow_http = timeout, retries, allow_http
         self.cache_bytes = cache_bytes  # the local download cache's cap (``s3_cache``)
         self.s3 = dict(s3 or {})
+        if str(self.s3.get("endpoint", "")).lower().startswith("http://") and not allow_http:
+            # A setting that contradicts another: exit 3 now, not 9 after a refused request.
+            raise ConfigError(PLAIN_HTTP)
         self.lease_s = LEASE_S
         self._client: Client | None = None
         # Local scratch (staging folders): a LocalStore in the system temp folder, so a run
