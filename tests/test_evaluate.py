@@ -96,6 +96,20 @@ def test_a_failed_gate_from_a_dotenv_file_says_where_it_came_from(
     )  # once, not "... line 1 (PIPELINE_GATES__MIN_ACCURACY))"
 
 
+def test_an_evaluations_folder_that_cannot_be_written_is_said_before_cross_validating(
+    cli: Any, store: Path, built: tuple[str, dict]
+) -> None:
+    """A file where the store's evaluations/ folder should be: `evaluate --folds 3` trained
+    every fold (minutes by default) and then failed to write the result. Exit 9 at once."""
+    (store / "evaluations").mkdir(exist_ok=True)
+    shutil.rmtree(store / "evaluations")
+    (store / "evaluations").write_text("not a folder\n")
+    result = cli("evaluate", "--folds", "3", env=FAST)
+    assert result.exit_code == 9, result.output
+    assert "evaluations" in result.stderr and "a part of the path is a file" in result.stderr
+    assert '"evaluate.fold"' not in result.stdout  # no fold was trained
+
+
 def test_a_tampered_build_is_refused(cli: Any, store: Path, built: tuple[str, dict]) -> None:
     """Changing one byte of a stored build makes evaluate exit with the integrity code."""
     build_id, _ = built

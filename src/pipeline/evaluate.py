@@ -195,6 +195,7 @@ def run(
 
     cv = None
     if folds is not None:
+        store.check_can_hold(artifacts.cv_key(build.id, folds))  # before minutes of training
         rest = np.sort(np.concatenate([data.split.train, data.split.val]))
         if len(rest) < folds * 2:
             raise DataError(

@@ -369,6 +369,12 @@ class Store(abc.ABC):
         """StoreError now if the store cannot be written at all (read-only, a file, no access):
         commands that work for minutes before their first write (training) call it up front."""
 
+    def check_can_hold(self, key: str) -> None:
+        """StoreError now if ``key`` could not be written later, for a reason seen without
+        writing (a file where one of its folders should be): work that takes minutes before
+        that write (`evaluate --folds`) says so first. Object stores have no such folders."""
+        return None  # a hook: only a folder store has something to check
+
     @abc.abstractmethod
     def contains(self, location: str) -> bool:
         """Whether a user-given location (an output path) is the store or lies inside it."""

@@ -301,6 +301,16 @@ class LocalStore(Store):
         if code:
             raise store_error(OSError(code, os.strerror(code)), folder)
 
+    def check_can_hold(self, key: str) -> None:
+        path = self._at(key)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                return
+            if folder.exists() and not folder.is_dir():
+                raise store_error(
+                    NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder)), path
+                )
+
     def contains(self, location: str) -> bool:
         try:
             path, root = Path(location).resolve(), self.root.resolve()
