@@ -152,6 +152,9 @@ def test_a_build_of_another_target_is_incomparable_and_fails_the_gate(
     assert (doc["identity"]["a"]["target"], doc["identity"]["b"]["target"]) == ("survived", "sex")
     table = cli("diff", ids["base"], sex, "--format", "table", env=FAST).stdout
     assert "verdict: incomparable (A and B solve different targets)" in table
+    # The identity table shows each side's target (it showed the task alone, the same here).
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] in (["A"], ["B"])]
+    assert [r[-1] for r in rows[:2]] == ["survived", "sex"], table
     gated = cli("diff", ids["base"], sex, "--fail-on-regression", env=FAST)
     assert gated.exit_code == 3, gated.output
     assert "A predicts 'survived' and B 'sex'" in gated.stderr.splitlines()[-1]

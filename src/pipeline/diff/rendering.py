@@ -44,7 +44,7 @@ def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
     metrics always."""
     who = [_who(side, doc["identity"][side]) for side in ("a", "b")]
     sections: list[Section] = [
-        ("identity", ["", "asked", "kind", "build", "release", "package", "task"], who)
+        ("identity", ["", "asked", "kind", "build", "release", "package", "task", "target"], who)
     ]
     if doc["identical"] and not all_:
         return ["no differences: A and B are the same build"], sections
@@ -96,7 +96,8 @@ def _who(side: str, ident: dict[str, Any]) -> list[str]:
     """A side's identity row; a full build id asked for is cut to 12 digits, as shown."""
     bid, asked = ident["build_id"], ident["asked"]
     return [side.upper(), asked[:12] if asked == bid else asked, ident["kind"], bid[:12],
-            ident["release"] or "", (ident["package_id"] or "")[:12], ident["task"]]  # fmt: skip
+            ident["release"] or "", (ident["package_id"] or "")[:12], ident["task"],
+            ident.get("target") or ""]  # fmt: skip
 
 
 def _verdict_line(doc: dict[str, Any]) -> str:
