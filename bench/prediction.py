@@ -104,11 +104,18 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
             (tables, [(lin.weight[m].detach(), lin.bias[m].detach()) for lin in linears])
         )
 
+    # The network's inputs clipped to its range (the model's ``input_low``/``input_high``);
+    # the ridge below sees them unclipped.
+    inf = float("inf")
+    low = torch.tensor([-inf if v is None else v for v in cfg.input_low or []] or [-inf])
+    high = torch.tensor([inf if v is None else v for v in cfg.input_high or []] or [inf])
+    seen = torch.minimum(torch.maximum(x, low.to(x.dtype)), high.to(x.dtype))
+
     @torch.inference_mode()
     def raw() -> torch.Tensor:
         outs = []
         for tables, layers in members:
-            h = torch.cat([x] + [F.embedding(c[:, j], t) for j, t in tables], dim=1)
+            h = torch.cat([seen] + [F.embedding(c[:, j], t) for j, t in tables], dim=1)
             for weight, bias in layers[:-1]:
                 h = torch.relu(F.linear(h, weight, bias))
             outs.append(F.linear(h, *layers[-1]))
