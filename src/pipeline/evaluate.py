@@ -147,10 +147,8 @@ def _build_of(store: Store, ref: str | None, model_name: str) -> str | None:
 def run(
     settings: Settings, store: Store, ref: str | None, folds: int | None, log: Any
 ) -> Evaluation:
-    """Evaluate build ``ref`` (default: the latest) and apply the gates in ``settings``.
-
-    ``folds``: also cross-validate with that many folds (None: do not).
-    """
+    """Evaluate build ``ref`` (default: the latest), cross-validate with ``folds`` folds
+    (None: do not) and apply the gates in ``settings``."""
     check_folds(folds)
     t0 = time.perf_counter()
     build = artifacts.load_build(store, _build_of(store, ref, settings.model.name))

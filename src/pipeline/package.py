@@ -303,9 +303,8 @@ def open_package(path: Path) -> OpenedPackage:
             top, files = _read_members(tar, path)
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise IntegrityError(
-            f"package {path} is not a readable .tar.gz ({exc}): the file is damaged; package "
-            "its build again (`pipeline package BUILD` writes the same bytes) or restore it "
-            "from a backup"
+            f"package {path} is not a readable .tar.gz ({exc}): the file is damaged; package its "
+            "build again (`pipeline package BUILD`: the same bytes) or restore it"
         ) from exc
     opened = _verify(files, package_id, f"package {path.name}")
     if top != f"{opened.name}-{opened.version}":

@@ -65,9 +65,8 @@ class NumericState:
     low: float  # the training rows' range after the log, in raw units of the transformed
     high: float  # value: inputs are clipped to it (format 2: their clip_quantile quantiles)
     smooth_clip: float = 0.0  # 0: none (preprocessing format 1 had none)
-    # The network's narrower range (the clip_quantile and 1 minus it quantiles; None: low and
-    # high). The network clips its inputs to it (``network_bounds``), the ridge beside it sees
-    # the whole range (format 3; formats 1 and 2 clipped every input to these quantiles).
+    # The network's range (the clip_quantile quantiles; None: low and high), which it clips
+    # its inputs to (``network_bounds``); formats 1 and 2 clipped every input to it.
     net_low: float | None = None
     net_high: float | None = None
 
@@ -323,9 +322,8 @@ def numeric_values(x: np.ndarray, t: NumericTable) -> tuple[np.ndarray, np.ndarr
 
 
 def network_bounds(states: tuple[NumericState, ...]) -> tuple[list[float | None], ...]:
-    """Each column's ``net_low`` and ``net_high`` encoded (None where it has none): what the
-    encoding gives a value clipped to them, so that the network clipping an encoded input to
-    these bounds sees the bits that clipping the raw value gave (the encoding is monotone)."""
+    """Each column's ``net_low`` and ``net_high`` encoded (None where it has none): clipping
+    an encoded input to them gives the bits clipping the raw value gave (a monotone encoding)."""
     lows: list[float | None] = []
     highs: list[float | None] = []
     for s in states:
@@ -333,8 +331,7 @@ def network_bounds(states: tuple[NumericState, ...]) -> tuple[list[float | None]
             lows.append(None)
             highs.append(None)
             continue
-        # The values are already in transformed units: the same steps, without the log.
-        table = NumericTable.of((dataclasses.replace(s, log=False),))
+        table = NumericTable.of((dataclasses.replace(s, log=False),))  # in transformed units
         encoded, _ = numeric_values(np.array([[s.net_low], [s.net_high]]), table)
         lows.append(float(encoded[0, 0]))
         highs.append(float(encoded[1, 0]))

@@ -387,11 +387,8 @@ def fit_numeric(name: str, x: np.ndarray, cfg: FeatureSettings) -> NumericState:
     if len(present):
         median, quartiles, tails = order_statistics(present, cfg.clip_quantile)
     fill = _median(present, median)
-    # Inputs are clipped to the training range (+ 0.0: a minimum of -0.0 or 0.0, whichever
-    # came first, would make the statistics differ from machine to machine); the network's to
-    # the clipping quantiles: the extreme 1% of a column (the default) are too few rows to
-    # learn a trend from, and a network extrapolates badly. The ridge beside it extrapolates
-    # linearly, up to the training range.
+    # Inputs are clipped to the training range (+ 0.0: a -0.0 minimum differs by machine), the
+    # network's to the quantiles (the extreme 1% are too few rows to learn a trend from).
     low, high, net_low, net_high = 0.0, 0.0, None, None
     if len(present):
         low, high = float(present.min()) + 0.0, float(present.max()) + 0.0

@@ -370,9 +370,8 @@ class Store(abc.ABC):
         commands that work for minutes before their first write (training) call it up front."""
 
     def check_can_hold(self, key: str) -> None:
-        """StoreError now if ``key`` could not be written later, for a reason seen without
-        writing (a file where one of its folders should be): work that takes minutes before
-        that write (`evaluate --folds`) says so first. Object stores have no such folders."""
+        """StoreError now if ``key`` cannot be written later (a file where one of its folders
+        goes), for work that takes minutes before that write. Object stores have no folders."""
         return None  # a hook: only a folder store has something to check
 
     @abc.abstractmethod

@@ -91,8 +91,7 @@ class S3Store(KeyedStore):
         self.cache_bytes = cache_bytes  # the local download cache's cap (``s3_cache``)
         self.s3 = dict(s3 or {})
         if str(self.s3.get("endpoint", "")).lower().startswith("http://") and not allow_http:
-            # A setting that contradicts another: exit 3 now, not 9 after a refused request.
-            raise ConfigError(PLAIN_HTTP)
+            raise ConfigError(PLAIN_HTTP)  # exit 3 now, not 9 after a refused request
         self.lease_s = LEASE_S
         self._client: Client | None = None
         # Local scratch (staging folders): a LocalStore in the system temp folder, so a run
