@@ -110,6 +110,32 @@ def test_an_evaluations_folder_that_cannot_be_written_is_said_before_cross_valid
     assert '"evaluate.fold"' not in result.stdout  # no fold was trained
 
 
+def test_a_metric_undefined_on_some_folds_is_said_not_silently_averaged_over_the_rest(
+    cli: Any, tmp_path: Path
+) -> None:
+    """Many folds of a small binary table: held-out parts of one class have no ROC AUC, and
+    the summary's mean covered the other folds (or, when the first fold had none, dropped the
+    metric) without a word. Now a warning names the metric and how many folds lack it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "small.csv"
+    ys = [1] * 12 + [0] * 48
+    data.write_text("x,z,y\n" + "".join(f"{rng.normal() + y:.3f},{rng.normal():.3f},{y}\n"
+                                        for y in ys))  # fmt: skip
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__TASK": "binary", "PIPELINE_DATA__DROP": "[]",
+           "PIPELINE_TRAIN__MAX_EPOCHS": "2", "PIPELINE_TRAIN__BAG_FOLDS": "0"}  # fmt: skip
+    assert cli("train", env=env).exit_code == 0
+    result = cli("evaluate", "--folds", "16", env=env)
+    assert result.exit_code == 0, result.output
+    (warning,) = [e for e in events(result.stdout)
+                  if e.get("event") == "evaluate.warning" and "metric" in e]  # fmt: skip
+    assert warning["metric"] == "roc_auc" and 0 < warning["undefined_folds"] < 16, warning
+    cv = event(result.stdout, "evaluate.summary")["cross_validation"]
+    assert "roc_auc_mean" in cv  # over the folds that have one
+
+
 def test_a_tampered_build_is_refused(cli: Any, store: Path, built: tuple[str, dict]) -> None:
     """Changing one byte of a stored build makes evaluate exit with the integrity code."""
     build_id, _ = built

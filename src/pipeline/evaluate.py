@@ -102,12 +102,21 @@ def cross_validate(
         log.info("evaluate.fold", fold=i + 1, folds=k, rows=n, epochs=epochs, **scores)
 
     try:
-        return search.cross_validate(
+        cv = search.cross_validate(
             settings, data.frame, data.schema, data.label, rows, k, data.seeds.split, device,
             on_fold,
         )  # fmt: skip
     except fit.Stopped:  # a fold's loop stopped at SIGTERM/Ctrl-C: the command's exit 130
         raise KeyboardInterrupt from None
+    folds = cv["per_fold"]
+    for metric in dict.fromkeys(m for r in folds for m in r):
+        undefined = sum(r.get(metric) is None for r in folds)
+        if undefined:  # it was left out of the mean without a word (ROC AUC at 24 folds)
+            log.warning("evaluate.warning", metric=metric, undefined_folds=undefined, folds=k,
+                        message=f"{metric} is undefined on {undefined} of {k} folds (their "
+                        "held-out rows hold one class): its mean covers the others; use "
+                        "fewer folds")  # fmt: skip
+    return cv
 
 
 def check_folds(folds: int | None) -> None:

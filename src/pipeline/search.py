@@ -318,8 +318,10 @@ def cross_validate(
             on_fold(i, len(part[2]), epochs, scores)
         results.append(scores)
     summary: dict[str, Any] = {"folds": k, "per_fold": results}
-    for metric in results[0]:
+    for metric in dict.fromkeys(m for r in results for m in r):  # the first fold may lack one
         values = np.array([r[metric] for r in results if r.get(metric) is not None], dtype=float)
+        if not len(values):
+            continue
         summary[f"{metric}_mean"] = float(values.mean())
         summary[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return summary
