@@ -70,6 +70,8 @@ def tiny_csv(tmp_path: Path) -> Path:
         ("PIPELINE_RUN__ID_COLUMN", "probability_1", "the id would be lost"),
         # An empty id column was recorded in a release ("id_column": ""), which no file has.
         ("PIPELINE_RUN__ID_COLUMN", "", "is empty: name the input column"),
+        # A space before the store's path opened a folder ' .', and messages hid the space.
+        ("PIPELINE_STORE", " ./store", "starts or ends with a space"),
         # An empty source was read as the working folder: "dataset . is not a file" (exit 4).
         ("PIPELINE_DATA__SOURCE", "", "at least 1 character"),
     ],

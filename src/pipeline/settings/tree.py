@@ -264,6 +264,15 @@ class Settings(BaseSettings):
     def _parsable(cls, value: str | None) -> str | None:
         return None if value is None else parsable_uri(value)
 
+    @field_validator("store")
+    @classmethod
+    def _unpadded(cls, value: str) -> str:
+        """PIPELINE_STORE=' ./store' opened a folder named ' .' and its messages named "store
+        ./store", the space unseen: spaces at either end are refused, as a typo."""
+        if value != value.strip():
+            raise PydanticCustomError("padded", "starts or ends with a space: remove it")
+        return value
+
     @field_validator("ray_address")
     @classmethod
     def _ray_address(cls, value: str | None) -> str | None:
