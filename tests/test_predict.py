@@ -290,6 +290,10 @@ def test_a_bad_cell_under_a_release_gives_advice_that_works(chain: dict[str, Any
         and "which a release keeps as it was created with" in message[0]
     )
     assert "set it to an existing column" not in message[0]
+    # A misspelt id column of the environment (with --package) is named with the one meant.
+    package = next((root / "store" / "packages").rglob("*.tar.gz"))
+    done = _predict(chain, str(TEST_CSV), "--package", str(package), PIPELINE_RUN__ID_COLUMN="id")
+    assert done.returncode == 4 and "no id column 'id' (did you mean 'Id'?)" in done.stderr
 
 
 def test_input_and_output_formats_agree(chain: dict[str, Any], whole: tuple[Any, Path]) -> None:

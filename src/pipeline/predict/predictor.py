@@ -166,9 +166,16 @@ class Predictor:
                     "unique name"
                 )
         if run.id_column and run.id_column not in frame.columns:
+            import difflib
+
+            names = [str(c) for c in [*frame.columns, *stats.extra_columns]]  # what was read
+            near = difflib.get_close_matches(run.id_column, names, n=1) or [
+                c for c in names if c.lower() == run.id_column.lower()
+            ]
+            meant = f" (did you mean '{near[0]}'?)" if near else ""
             raise DataError(
-                f"{label} has no id column '{run.id_column}' (PIPELINE_RUN__ID_COLUMN): set it to "
-                "an existing column or unset it"
+                f"{label} has no id column '{run.id_column}'{meant} (PIPELINE_RUN__ID_COLUMN): "
+                "set it to an existing column or unset it"
             )
         errors = np.full(len(frame), "", dtype=object)
         if run.id_column and run.id_column not in self.required and run.on_error == "fail":

@@ -80,7 +80,7 @@ def rollback_target(to: str, name: str | None, default_name: str) -> tuple[str, 
     if number is None:
         raise ConfigError(
             f"--to {to} names the current release, which is where a rollback starts: name an "
-            "earlier one, e.g. --to v3"
+            "earlier one (--to vN), or leave --to out for the release before it"
         )
     if name is not None and name != model:
         raise ConfigError(

@@ -384,7 +384,7 @@ class Store(abc.ABC):
         record or a package, or leave a file no manifest lists."""
         if location is not None and self.contains(str(location)):
             raise ConfigError(
-                f"{option} {location} lies inside the store {self.uri} (PIPELINE_STORE), whose "
+                f"{option} {location} lies inside the store '{self.uri}' (PIPELINE_STORE), whose "
                 "files only pipeline writes: expected a path outside it; choose another path"
             )
 
