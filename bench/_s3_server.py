@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import http.client
 import os
 import random
 import secrets
@@ -52,14 +53,28 @@ def _ports_free(ports: list[int]) -> bool:
     return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out as a client's own port (Linux: 32768 by default)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
 def _base_port() -> int:
-    """A base B whose ports B..B+4 and B+10000..B+10004 are all free (weed uses both)."""
+    """A base B whose ports B..B+4 and B+10000..B+10004 are all free (weed uses both).
+
+    Every port lies below the kernel's ephemeral range: polling a port in that range before
+    the server listens can connect the probe to itself (Linux picks the source port equal to
+    the destination), which read the probe's own ``GET /healthz`` back as the reply and, while
+    it lasted, held the very port weed was about to bind (seen once in CI).
+    """
     rng = random.Random()  # not the global RNG: tests seed that one
+    top = min(_ephemeral_low(), 65536) - 10005
     for _ in range(200):
-        base = rng.randrange(20000, 45000, 5)
+        base = rng.randrange(10000, max(top, 10005), 5)
         if _ports_free([*range(base, base + 5), *range(base + 10000, base + 10005)]):
             return base
-    raise RuntimeError("no free base port for weed mini in 20000..45000")
+    raise RuntimeError(f"no free base port for weed mini in 10000..{top}")
 
 
 @dataclass
@@ -133,7 +148,7 @@ def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not listening yet, or a reply cut short
         return False
 
 
