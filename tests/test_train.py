@@ -329,3 +329,37 @@ def test_a_classifier_that_predicts_one_class_for_every_test_row_says_so(
     _, _, titanic = _train(cli, store, {"PIPELINE_PRESET": "titanic",
                                         "PIPELINE_TRAIN__MAX_EPOCHS": "5"})  # fmt: skip
     assert not [e for e in events(titanic.stdout) if e["event"] == "train.warning"]
+
+
+def test_a_table_too_wide_for_the_ridge_is_said_to_train_the_network_alone(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """1,030 numeric inputs are over the ridge's limit of 1,024: the build is the network
+    alone (``"linear": null``), and a train.warning says so and why, where only metrics.json's
+    null did. The same table one column under the limit gets no such warning."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 1030)).round(3)
+    frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(1030)])
+    frame["y"] = (x[:, :5].sum(axis=1) + rng.normal(size=160)).round(3)
+    wide = tmp_path / "wide.csv"
+    frame.to_csv(wide, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(wide), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_TRAIN__BAG_FOLDS": "0", "PIPELINE_TRAIN__MAX_EPOCHS": "2",
+           "PIPELINE_MODEL__MEMBERS": "1", "PIPELINE_FEATURES__LOG_SKEWED": "false"}  # fmt: skip
+    _, metrics, result = _train(cli, store, env)
+    assert metrics["linear"] is None
+    warned = [e for e in events(result.stdout) if e["event"] == "train.warning"]
+    assert len(warned) == 1 and "linear" in warned[0], warned
+    message = warned[0]["message"]
+    assert "1,030 inputs" in message and "1,024 inputs" in message, message
+    assert "PIPELINE_MODEL__LINEAR_BLEND=false" in message
+    _, _, quiet = _train(cli, store, {**env, "PIPELINE_MODEL__LINEAR_BLEND": "false"})
+    assert not [e for e in events(quiet.stdout) if e["event"] == "train.warning"]
+    narrow = tmp_path / "narrow.csv"
+    frame.drop(columns=[f"x{i}" for i in range(1020, 1030)]).to_csv(narrow, index=False)
+    _, fitted, under = _train(cli, store, {**env, "PIPELINE_DATA__SOURCE": str(narrow)})
+    assert fitted["linear"] is not None
+    assert not [e for e in events(under.stdout) if e["event"] == "train.warning"]

@@ -45,6 +45,7 @@ from pipeline.tensors import (
     network_config,
     predict_rows,
     ridge_fitted,
+    ridge_too_large,
     score,
     summed,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "network_config",
     "predict_rows",
     "ridge_fitted",
+    "ridge_too_large",
     "score",
 ]
 

@@ -239,6 +239,24 @@ def ridge_fitted(settings: Settings, pre: Preprocessor, split: Split) -> bool:
     return settings.model.linear_blend and blends(pre, rows)
 
 
+def ridge_too_large(settings: Settings, pre: Preprocessor, rows: int) -> str | None:
+    """What `train` says when the ridge is asked for (``model.linear_blend``) on a regression
+    table too large for ``linear`` (``linear.fits``); None otherwise. The build is the network
+    alone, which ``"linear": null`` in metrics.json alone said (the README named the limit)."""
+    if not settings.model.linear_blend or pre.target.task != "regression":
+        return None
+    cards = tuple(s.cardinality for s in pre.categorical)
+    if linear.fits(rows, pre.n_numeric_features, cards):
+        return None
+    inputs = pre.n_numeric_features + sum(cards)
+    return (
+        f"no ridge beside the network: {inputs:,} inputs (numeric columns plus categories) x "
+        f"{rows:,} rows is over the ridge's limit ({linear.MAX_INPUTS:,} inputs, "
+        f"{linear.MAX_CELLS:,} rows x inputs); the build is the network alone. Set "
+        "PIPELINE_MODEL__LINEAR_BLEND=false to say so and silence this"
+    )
+
+
 def blend_linear(
     model: TabularMLP,
     train: Tensors,

@@ -114,6 +114,7 @@ def _built(
     t0: float,
 ) -> TrainResult:
     """Steps 3 to 5 and the build's files, on the laid-out data."""
+    from pipeline import fit
     from pipeline.checkpoints import Checkpoints
     from pipeline.signals import finishing
 
@@ -135,6 +136,11 @@ def _built(
         rows_seen = bagged.rows_seen()
     if (warning := metrics.one_class(result_metrics["test"], "test rows")) is not None:
         log.warning("train.warning", message=warning)
+    fitted_on = len(split.train) + (
+        len(split.val) if settings.train.refit or bagged is not None else 0
+    )
+    if (warning := fit.ridge_too_large(settings, pre, fitted_on)) is not None:
+        log.warning("train.warning", linear=None, message=warning)
     log.info(
         "train.summary",
         build_id=bid,
