@@ -637,6 +637,17 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
         ({"PIPELINE_DATA__SHA256": "xyz"}, "data.sha256 from env var PIPELINE_DATA__SHA256"),
         ({"PIPELINE_DATA__SHA256": "a" * 63}, "64 hex digits"),
         ({"PIPELINE_DATA__COLUMN_KINDS": '{"SalePrice": "categorical"}'}, "names the target"),
+        (
+            {
+                "PIPELINE_DATA__COLUMN_KINDS": '{"SalePrice": "categorical"}',
+                "PIPELINE_DATA__TASK": "regression",
+            },
+            "says the target 'SalePrice' is categorical, but the task is regression",
+        ),
+        (
+            {"PIPELINE_DATA__COLUMN_KINDS": '{"Id": "categorical"}'},
+            "column_kinds names 'Id', which drop also lists",
+        ),
         ({"PIPELINE_GATES__MIN_R2": "2"}, "gates.min_r2"),
         ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
         ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),
@@ -650,8 +661,17 @@ def test_settings_that_could_only_fail_later_are_refused_at_load(
     environ: dict[str, str], named: str
 ) -> None:
     """A malformed pin was found only after the download, as "the data changed"; a kind for the
-    target was ignored silently; a gate no metric can pass failed every build at evaluate."""
+    target was ignored silently (also one that contradicts the task, or for a dropped column);
+    a gate no metric can pass failed every build at evaluate."""
     assert named in refused(environ, Path(os.devnull))
+
+
+def test_a_kind_for_the_target_that_agrees_with_the_task_is_accepted() -> None:
+    for task, kind in [("regression", "numeric"), ("binary", "boolean"),
+                       ("multiclass", "categorical")]:  # fmt: skip
+        environ = {"PIPELINE_DATA__TASK": task,
+                   "PIPELINE_DATA__COLUMN_KINDS": f'{{"SalePrice": "{kind}"}}'}  # fmt: skip
+        assert load(environ, env_file=Path(os.devnull)).settings.data.column_kinds
 
 
 def test_a_secret_pasted_where_its_name_goes_is_not_echoed() -> None:

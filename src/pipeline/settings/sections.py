@@ -85,6 +85,13 @@ def _folds(value: Any) -> Any:
 Task = Annotated[Literal["auto", "regression", "binary", "multiclass"], _Lower]
 ColumnKind = Annotated[Literal["numeric", "categorical", "boolean"], _Lower]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+# The kinds of column a task reads its target as: a column_kinds entry for the target that
+# contradicts the task would be ignored.
+_TARGET_KINDS: dict[str, tuple[str, ...]] = {
+    "regression": ("numeric",),
+    "binary": ("categorical", "boolean"),
+    "multiclass": ("categorical",),
+}
 
 
 def refuse_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
@@ -200,6 +207,22 @@ class DataSettings(_Section):
                 "and the task is auto: set PIPELINE_DATA__TASK (regression, binary or "
                 "multiclass)",
                 {"fields": ("target", "column_kinds")},
+            )
+        kind = self.column_kinds.get(self.target)
+        if kind is not None and kind not in _TARGET_KINDS.get(self.task, (kind,)):
+            raise PydanticCustomError(  # it was ignored: the task decides
+                "target_kind",
+                f"column_kinds says the target '{self.target}' is {kind}, but the task is "
+                f"{self.task}, which reads it as {' or '.join(_TARGET_KINDS[self.task])}: "
+                f"remove '{self.target}' from column_kinds, or set the task that matches",
+                {"fields": ("task", "column_kinds")},
+            )
+        if dropped := [name for name in self.column_kinds if name in self.drop]:
+            raise PydanticCustomError(  # it was ignored: the column is not read
+                "dropped_kind",
+                f"column_kinds names '{dropped[0]}', which drop also lists: a dropped column "
+                "is not a feature and has no kind; remove it from one of the two",
+                {"fields": ("drop", "column_kinds")},
             )
         return self
 
