@@ -141,7 +141,9 @@ class DataSettings(_Section):
         default_factory=lambda: ["Id"], description="Columns that are not features (ids, leaks)"
     )
     missing_values: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_MISSING), description="Cell values read as missing"
+        default_factory=lambda: list(DEFAULT_MISSING),
+        description='Cell values read as missing; a list set here replaces this one: keep "" '
+        'and "NA" in it where the data uses them',
     )
     column_kinds: dict[str, ColumnKind] = Field(
         default_factory=dict,
