@@ -56,14 +56,21 @@ def test_an_option_without_its_value_names_its_command(
      (["release", "create", ""], "argument PACKAGE"), (["tune", "show", ""], "argument REF"),
      (["predict", "rows.csv", ""], "argument SOURCE"),
      (["predict", "--release", "", "rows.csv"], "option --release"),
-     (["serve", "--release", ""], "option --release")],
+     (["serve", "--release", ""], "option --release"),
+     (["train", "--id-file", ""], "option --id-file"),
+     (["train", "--id-file="], "option --id-file"),
+     (["predict", "rows.csv", "-o", " "], "option --output"),
+     (["report", "-o", ""], "option --output"), (["diff", "a", "b", "--html", ""], "option --html"),
+     (["tune", "--preset-out", ""], "option --preset-out")],
 )  # fmt: skip
 def test_an_empty_argument_is_a_usage_error_not_its_default(
     args: list[str], named: str, tmp_path: object
 ) -> None:
     """`pipeline evaluate "$(cat build.id)"` with an empty id file evaluated the latest build
     (its gates passed in CI on a build nobody meant); `--release ""` fell back to
-    PIPELINE_RELEASE. Now exit 2 naming the argument, before any work."""
+    PIPELINE_RELEASE; a path option given empty (`--id-file ""`) was read as the current folder
+    ("file '' is a directory"; `predict -o ''` wrote there). Now exit 2 naming the argument,
+    before any work."""
     env = {"PIPELINE_STORE": str(tmp_path), "PIPELINE_RELEASE": "house-prices@current"}
     done = run_cli(*args, env=env)
     assert done.returncode == 2, (done.stdout, done.stderr)

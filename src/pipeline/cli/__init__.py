@@ -10,13 +10,14 @@ import contextlib
 import inspect
 import os
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import typer
 import typer.core
-from typer._click.core import Context
+from typer._click.core import Context, Parameter
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from pipeline import __version__, collector
@@ -35,8 +36,12 @@ class _Group(typer.core.TyperGroup):
     mistake here, rather than typer's usage banner and framed box."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        with _one_line(), _named(ctx):
-            return super().parse_args(ctx, args)
+        with _one_line():  # a group's own options (`pipeline tune --preset-out`) too
+            _refuse_empty_path(ctx, args)
+            with _named(ctx):
+                rest = super().parse_args(ctx, args)
+            _refuse_empty(ctx)
+        return rest
 
     def invoke(self, ctx: Context) -> object:
         with _one_line():
@@ -47,10 +52,48 @@ class _Command(typer.core.TyperCommand):
     """Every command (``_own_classes``): a usage error while parsing its arguments names it."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        _refuse_empty_path(ctx, args)
         with _named(ctx):
             rest = super().parse_args(ctx, args)
         _refuse_empty(ctx)
         return rest
+
+
+def _refuse_empty_path(ctx: Context, args: list[str]) -> None:
+    """``_refuse_empty`` before parsing, for a path: click reads ``--id-file ""`` as the
+    current folder, which said "file '' is a directory" (``predict -o ''`` wrote to ``.``)."""
+    paths = {
+        opt: param
+        for param in ctx.command.params
+        if isinstance(param, typer.core.TyperOption) and not param.is_flag
+        for opt in (*param.opts, *param.secondary_opts)
+    }
+    at = 0
+    while at < len(args) and args[at] != "--":
+        name, equals, value = args[at].partition("=")
+        param = paths.get(name if equals and name.startswith("--") else args[at])
+        if param is not None and not equals:
+            value, at = (args[at + 1] if at + 1 < len(args) else "x"), at + 1
+        if param is not None and not value.strip() and _is_path(param):
+            _empty(ctx, param)
+        at += 1
+
+
+def _is_path(param: Parameter) -> bool:
+    """Whether the option is declared a ``Path`` (typer's ``type_descriptor``)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return annotation is Path or Path in typing.get_args(annotation)
+
+
+def _empty(ctx: Context, param: Parameter) -> NoReturn:
+    if isinstance(param, typer.core.TyperArgument):
+        name, kind = param.display_name_raw.upper(), "argument"
+    else:
+        name, kind = max(getattr(param, "opts", [param.name]), key=len), "option"
+    default = "" if param.required else f", or leave the {kind} out for its default"
+    raise UsageError(
+        f"{kind} {name} is empty (an empty id file or variable?): give a value{default}", ctx
+    )
 
 
 def _refuse_empty(ctx: Context) -> None:
@@ -60,17 +103,8 @@ def _refuse_empty(ctx: Context) -> None:
     for param in ctx.command.params:
         value = ctx.params.get(param.name or "")
         values = value if isinstance(value, list | tuple) else [value]
-        if not any(isinstance(v, str) and not v.strip() for v in values):
-            continue
-        if isinstance(param, typer.core.TyperArgument):
-            name, kind = param.display_name_raw.upper(), "argument"
-        else:
-            name, kind = max(getattr(param, "opts", [param.name]), key=len), "option"
-        default = "" if param.required else f", or leave the {kind} out for its default"
-        raise UsageError(
-            f"{kind} {name} is empty (an empty id file or variable?): give a value{default}",
-            ctx,
-        )
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            _empty(ctx, param)
 
 
 @contextlib.contextmanager
