@@ -3,6 +3,8 @@ on stderr naming the option and where to look, exit 2, at every depth of sub-com
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.conftest import run_cli
 
@@ -104,3 +106,23 @@ def test_a_group_alone_still_shows_its_help() -> None:
     """`pipeline release` with no sub-command is a request for its help, not a mistake."""
     done = run_cli("release", env={})
     assert "Usage" in done.stdout + done.stderr and "error:" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["train", "--id-file"], ["package", "b", "--id-file"], ["release", "create", "p", "--id-file"],
+     ["data", "fetch", "--id-file"], ["tune", "--preset-out"], ["diff", "a", "b", "--html"],
+     ["report", "-o"]],
+)  # fmt: skip
+def test_an_output_that_is_a_folder_is_exit_3_whichever_option_names_it(
+    args: list[str], tmp_path: Path
+) -> None:
+    """`--id-file FOLDER` and `diff --html FOLDER` were click's usage error (exit 2, "file
+    'out' is a directory") where `report -o FOLDER` was exit 3 naming the fix: one rule now,
+    checked before any work."""
+    (tmp_path / "out").mkdir()
+    done = run_cli(*args, str(tmp_path / "out"), env={"PIPELINE_STORE": str(tmp_path / "s")})
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    # diff's log events go to stderr (its document is stdout): the error line is the last
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith("error: ") and f"{args[-1]} {tmp_path / 'out'} is a folder" in line

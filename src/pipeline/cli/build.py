@@ -27,7 +27,7 @@ def train(
         show_default=False,
         case_sensitive=False,
     ),
-    id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP, dir_okay=False),
+    id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP),
     resume: bool = typer.Option(
         False,
         "--resume",

@@ -17,7 +17,7 @@ app = typer.Typer(
 @app.command("fetch")
 def fetch(
     id_file: Path = typer.Option(
-        None, "--id-file", help="Also write the dataset's sha256 to this file.", dir_okay=False
+        None, "--id-file", help="Also write the dataset's sha256 to this file."
     ),
 ) -> None:
     """Fetch PIPELINE_DATA__SOURCE (caching remote data by sha256) and report its digest."""

@@ -56,7 +56,6 @@ def diff(
         "--html",
         help="Also write a self-contained HTML page: the diff's tables and both builds' plots "
         "overlaid (needs the `report` extra).",
-        dir_okay=False,
         show_default=False,
     ),
     tolerance: float = typer.Option(

@@ -20,7 +20,7 @@ class Format(StrEnum):
 
 def package(
     build: str = typer.Argument(None, help="Build id or unique prefix (default: the latest)."),
-    id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP, dir_okay=False),
+    id_file: Path = typer.Option(None, "--id-file", help=ID_FILE_HELP),
     fmt: Format = typer.Option(
         Format.tar,
         "--format",

@@ -26,7 +26,7 @@ def create(
         ..., help="Package id (or a unique prefix of 4+ hex digits), or its .tar.gz in the store."
     ),
     id_file: Path = typer.Option(
-        None, "--id-file", help="Also write the release reference (name@vN) here.", dir_okay=False
+        None, "--id-file", help="Also write the release reference (name@vN) here."
     ),
 ) -> None:
     """Release PACKAGE with the PIPELINE_RUN__* settings and make it current."""

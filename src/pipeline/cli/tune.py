@@ -25,14 +25,11 @@ def tune(
     trials: int = typer.Option(
         None, "--trials", "-n", help="Trials to run (overrides PIPELINE_TUNE__TRIALS)."
     ),
-    id_file: Path = typer.Option(
-        None, "--id-file", help="Also write the tune id to this file.", dir_okay=False
-    ),
+    id_file: Path = typer.Option(None, "--id-file", help="Also write the tune id to this file."),
     preset_out: Path = typer.Option(
         None,
         "--preset-out",
         help="Write the winning recipe as a preset: PIPELINE_PRESET=FILE pipeline train.",
-        dir_okay=False,
     ),
     resume: bool = typer.Option(
         False,
