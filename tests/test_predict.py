@@ -656,9 +656,25 @@ def test_columns_named_but_for_case_or_spaces_are_named_in_the_error(
         assert done.returncode == 4, done.stderr
         message = done.stderr.splitlines()[-1]
         near = " LotArea" if name == "spaced.csv" else "LOTAREA"
-        assert "lacks required column(s)" in message and "rename [" in message, message
-        assert f"'{near}'" in message or "(names match exactly)" in message, message
-        assert "add them" not in message
+        assert "lacks required column(s)" in message, message
+        assert f"'{near}' to 'LotArea'" in message and "(names match exactly)" in message
+        assert "add them" not in message and "add the others" not in message
+    # A letter off (`LotAre`), beside a column simply absent: rename one, add the other. A
+    # column the model uses is never the suggestion (BsmtFinSF1 for BsmtFinSF2).
+    names = lines[0].split(",")
+    at = {name: i for i, name in enumerate(names)}
+    names[at["LotArea"]] = "LotAre"
+    keep = [i for i, name in enumerate(names) if name != "BsmtFinSF2"]
+    path = tmp_path / "misspelt.csv"
+    path.write_text("\n".join(",".join(line.split(",")[i] for i in keep)
+                              for line in [",".join(names), *lines[1:]]) + "\n")  # fmt: skip
+    done = _predict(chain, str(path), "--release", chain["release"])
+    message = done.stderr.splitlines()[-1]
+    assert done.returncode == 4 and "['LotArea', 'BsmtFinSF2']" in message, message
+    assert message.endswith(
+        "rename 'LotAre' to 'LotArea' (names match exactly); add the others (empty cells are "
+        "allowed)"
+    ), message
 
 
 def test_a_file_uri_is_its_path_and_an_empty_argument_is_named(

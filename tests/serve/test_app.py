@@ -151,6 +151,9 @@ def test_bad_types_name_the_record_and_the_column(client: TestClient, house_load
     }
     lot = next(d for d in body["detail"] if d["column"] == "LotArea")
     assert lot["input"] == "big" and lot["message"] == "Input should be a valid number"
+    # The NaN is echoed as sent, not as null (which reads as a missing value, and is allowed).
+    area = next(d for d in body["detail"] if d["column"] == "GrLivArea")
+    assert area["input"] == "NaN", area
 
 
 def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: Loaded) -> None:
@@ -165,6 +168,34 @@ def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: 
         (1, "LotArea", "missing"),
         (1, "Street", "missing"),
     ]
+    assert [d["message"] for d in detail] == ["Field required"] * 2
+
+
+def test_a_missing_column_beside_a_misspelt_key_names_the_key(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """`LotAre` for `LotArea`, `street` for `Street`: the 422 said "Field required" and the
+    misspelt key, which the server ignores, went unnamed. A key the model uses is never the
+    suggestion (BsmtFinSF1 is not BsmtFinSF2 misspelt). The same for a CSV header."""
+    records = _records(house_loaded, 1)
+    records[0]["LotAre"] = records[0].pop("LotArea")
+    records[0]["street"] = records[0].pop("Street")
+    del records[0]["BsmtFinSF2"]
+    detail = client.post("/v1/predict", json={"records": records}).json()["detail"]
+    said = {d["column"]: d["message"] for d in detail}
+    assert said == {
+        "LotArea": "Field required (the request has 'LotAre': a misspelling of 'LotArea'?)",
+        "Street": "Field required (the request has 'street': a misspelling of 'Street'?)",
+        "BsmtFinSF2": "Field required",
+    }, said
+    header = ",".join(records[0])
+    csv_body = f"{header}\n" + ",".join("" if v is None else str(v) for v in records[0].values())
+    response = client.post("/v1/predict", content=csv_body, headers={"Content-Type": "text/csv"})
+    said = {d["column"]: d["message"] for d in response.json()["detail"]}
+    assert said["LotArea"].endswith("(the request has 'LotAre': a misspelling of 'LotArea'?)")
+    empty = client.post("/v1/predict", json={}).json()["detail"]
+    assert empty == [{"record": None, "column": "records", "type": "missing",
+                      "message": 'the body needs "records": a JSON array of records'}]  # fmt: skip
 
 
 def test_malformed_bodies_are_4xx_never_500(client: TestClient) -> None:

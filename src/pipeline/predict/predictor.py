@@ -97,12 +97,14 @@ class Predictor:
             if hint:  # one column read: every name is missing, and the file is the problem
                 raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            near = _near_names(missing, [str(c) for c in columns])
-            fix = (
-                f"rename {near[:5]} to the names the model was trained on (names match exactly)"
-                if near
-                else "add them (empty cells are allowed)"
-            )
+            near = _renames(missing, [str(c) for c in columns], set(self.required))
+            fix = "add them (empty cells are allowed)"
+            if near:
+                more = " and the others" if len(near) > 5 else ""
+                rest = (
+                    "; add the others (empty cells are allowed)" if len(near) < len(missing) else ""
+                )
+                fix = f"rename {', '.join(near[:5])}{more} (names match exactly){rest}"
             raise DataError(
                 f"{label} lacks required column(s) {missing[:10]}{more}: the model was trained "
                 f"on {len(self.required)} columns; {fix}"
@@ -196,9 +198,19 @@ class Predictor:
         return pd.DataFrame(result, index=frame.index, copy=False)
 
 
-def _near_names(missing: list[str], present: list[str]) -> list[str]:
-    """The present columns named as missing ones are but for case and surrounding spaces
-    (`' sex'`, `SEX`): the advice to add the missing columns, empty, scored every row with
-    those features missing."""
-    wanted = {name.strip().casefold() for name in missing}
-    return [name for name in present if name.strip().casefold() in wanted]
+def _renames(missing: list[str], present: list[str], known: set[str]) -> list[str]:
+    """``'X' to 'Y'`` for each present column that is a missing one misspelt: but for case
+    and surrounding spaces (`' sex'`, `SEX`), or a letter or two (`LotAre`); columns the model
+    knows are never taken. The advice to add the missing columns, empty, scored every row
+    with those features missing."""
+    import difflib
+
+    spare = [name for name in present if name not in known]
+    found = []
+    for name in missing:
+        folded = [p for p in spare if p.strip().casefold() == name.strip().casefold()]
+        near = folded or difflib.get_close_matches(name, spare, n=1, cutoff=0.8)
+        if near:
+            found.append(f"'{near[0]}' to '{name}'")
+            spare.remove(near[0])
+    return found

@@ -34,6 +34,7 @@ from pipeline.serve.problems import check_ids as _check_ids
 from pipeline.serve.problems import detail as _detail
 from pipeline.serve.problems import dumps as dumps
 from pipeline.serve.problems import json_error as _json_error
+from pipeline.serve.problems import misspelt
 from pipeline.serve.problems import plain as _plain
 
 if TYPE_CHECKING:
@@ -172,9 +173,9 @@ class Contract:
                 errors = exc.errors(include_url=False, include_context=False)
                 problems += [{**e, "loc": ("records", i, *e["loc"])} for e in errors]
                 if len(problems) >= MAX_DETAIL and i + 1 < len(records):
-                    raise _json_error(problems, complete=False) from None
+                    raise _json_error(problems, complete=False, known=self.known) from None
         if problems:
-            raise _json_error(problems)
+            raise _json_error(problems, known=self.known)
         if self.id_column:
             _check_ids(records, self.id_column)
         ignored = ignored_names(set().union(*(r.keys() for r in records)) - self.known)
@@ -272,7 +273,8 @@ class Contract:
                 "missing_columns",
                 f"the CSV header lacks {len(missing)} column(s) the model needs"
                 + (f": {hint.removesuffix('; ')}" if hint else ""),
-                [_detail(None, name, "missing", "Column required")
+                [_detail(None, name, "missing",
+                         "Column required" + misspelt(name, header, self.known))
                  for name in missing[:MAX_DETAIL]],
             )  # fmt: skip
         dupes = sorted({c for c in header if c in self.known and header.count(c) > 1})

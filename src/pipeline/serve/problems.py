@@ -70,6 +70,18 @@ def check_ids(records: list[dict[str, Any]], id_column: str) -> None:
         )
 
 
+def misspelt(name: str, given: list[str], known: frozenset[str]) -> str:
+    """For a column the model needs and the request lacks: the name given beside it that is
+    most likely it misspelt (case, spaces, a letter or two), as ``" (the request has 'X': a
+    misspelling?)"``; "" when none is close. Names the model knows are never suggested."""
+    import difflib
+
+    spare = [g for g in given if g not in known]
+    folded = [g for g in spare if g.strip().casefold() == name.strip().casefold()]
+    near = folded or difflib.get_close_matches(name, spare, n=1, cutoff=0.8)
+    return f" (the request has '{near[0]}': a misspelling of '{name}'?)" if near else ""
+
+
 def detail(
     record: int | None, column: str | None, kind: str, message: str, value: Any = ...
 ) -> dict[str, Any]:
@@ -79,21 +91,30 @@ def detail(
     return out
 
 
-def json_error(errors: list[Any], *, complete: bool = True) -> RequestError:
+def json_error(
+    errors: list[Any], *, complete: bool = True, known: frozenset[str] = frozenset()
+) -> RequestError:
     """Pydantic's errors as field-level detail: the record's index and the column's name.
-    Not ``complete``: validation stopped at the first ``MAX_DETAIL`` problems or a few more."""
+    Not ``complete``: validation stopped at the first ``MAX_DETAIL`` problems or a few more.
+    ``known``: the model's columns (a missing one is matched to a misspelt key beside it)."""
     found: list[dict[str, Any]] = []
     for err in errors[:MAX_DETAIL]:
         loc = list(err["loc"])
         record = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
         column = str(loc[2]) if len(loc) > 2 else None
+        value = err.get("input", ...)
         if not loc:
             column, message = None, 'the body must be a JSON object {"records": [...]}'
         elif loc[0] != "records":
             column, message = str(loc[0]), f"unknown key '{loc[0]}': send only \"records\""
+        elif len(loc) == 1 and err["type"] == "missing":  # `{}`: "Field required", no name
+            column, message = "records", 'the body needs "records": a JSON array of records'
         else:
             message = _JSON_WORDS.get(err["type"], err["msg"])
-        value = err.get("input", ...)
+        if err["type"] == "missing" and column is not None and isinstance(value, dict):
+            message += misspelt(column, [str(k) for k in value], known)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value).replace("inf", "Infinity").replace("nan", "NaN")  # as sent
         scalar = value is None or isinstance(value, str | int | float | bool)
         item = detail(record, column, err["type"], message, value if scalar else ...)
         if err["type"] == "missing":
