@@ -363,3 +363,26 @@ def test_a_table_too_wide_for_the_ridge_is_said_to_train_the_network_alone(
     _, fitted, under = _train(cli, store, {**env, "PIPELINE_DATA__SOURCE": str(narrow)})
     assert fitted["linear"] is not None
     assert not [e for e in events(under.stdout) if e["event"] == "train.warning"]
+
+
+def test_a_binary_target_whose_rarer_class_has_no_test_row_is_refused(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """300 houses, one of them "yes" (the dearest): the yes went to the training rows, the
+    test rows were all "no", and the build reported accuracy and F1 of 1.0 (ROC AUC null),
+    which an accuracy gate passed. Refused now, exit 4, naming the class and its count, and
+    nothing is stored."""
+    import pandas as pd
+
+    frame = pd.read_csv(_local_path("builtin://house-prices")).head(300)
+    frame["Dear"] = (frame["SalePrice"] == frame["SalePrice"].max()).map({True: "yes", False: "no"})
+    path = tmp_path / "once.csv"
+    frame.drop(columns=["SalePrice"]).to_csv(path, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "Dear",
+           "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 4, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "target column 'Dear' has 1 row(s) of class 'yes' in 300" in line, line
+    assert "none is among the 60 test rows" in line and "add rows of it" in line, line
+    assert not (store / "builds").exists() or not any((store / "builds").iterdir())

@@ -120,6 +120,8 @@ def prepare(
         if round(len(frame) * min(t.val_fraction, t.test_fraction)) >= 1:
             _check_classes(labels, schema.target, fetched.uri)  # enough rows: it is the classes
         raise _empty_part(len(frame), settings, split, fetched.uri)
+    if schema.task == "binary":
+        _check_test_classes(labels, split, schema.target, fetched.uri)
     log.info(
         "data.split",
         train=len(split.train),
@@ -203,6 +205,26 @@ def _check_classes(labels: Any, target: str, label: str) -> None:
         f"holds {int(counts.max())} rows, too few per class to hold out validation and test "
         "rows; is it an id? set PIPELINE_DATA__TARGET to the column to predict (or "
         "PIPELINE_DATA__TASK=regression for a numeric target)",
+        column=target,
+    )
+
+
+def _check_test_classes(labels: Any, split: Split, target: str, label: str) -> None:
+    """A binary target whose rarer class has no test row: accuracy and F1 of 1.0 scored one
+    class, ROC AUC was null, and an accuracy gate passed a model never tested on the class
+    that matters (one "yes" among 300 rows: it went to the training rows)."""
+    import numpy as np
+
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2 or len(np.unique(labels[split.test])) >= 2:
+        return
+    rare, rows = str(classes[int(np.argmin(counts))]), int(counts.min())
+    raise DataError(
+        f"dataset {label}: target column '{target}' has {rows} row(s) of class '{rare}' in "
+        f"{len(labels):,}, and none is among the {len(split.test)} test rows: the build could "
+        f"not be scored on that class. A binary target needs rows of both classes in the "
+        f"training, validation and test rows (3 of '{rare}' at least): add rows of it, or "
+        "check the target column",
         column=target,
     )
 
