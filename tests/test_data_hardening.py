@@ -626,8 +626,11 @@ def test_declared_categorical_codes_keep_their_text_in_training_and_prediction(
 def test_numbers_with_one_repeated_placeholder_are_refused_not_categories(tmp_path: Path) -> None:
     """Titanic's ages with ``?`` for a fifth of them became one category per age (below the
     90% rule), silently; a column of numbers whose every other cell is one repeated value is
-    refused naming it and the setting that makes it missing. Two other values, or fewer than
-    half numbers, or true/false words with a third word, stay categories."""
+    refused naming it and the setting that makes it missing; so is one of half numbers or more,
+    10 distinct or more, beside several words ('?' and 'unknown'; lot areas with every 4th cell
+    'big', 'small', 'tiny', 'huge' or 'n/k' became a category per area seen three times). Under
+    10 distinct numbers ("0, 1, 2, many"), or true/false words with a third word, stay
+    categories."""
     ages = [f"{20 + k % 50},{k % 2}" if k % 5 else f"?,{k % 2}" for k in range(100)]
     message = _refusal(_csv(tmp_path, "age,y", ages))
     assert "column 'age'" in message and "'?' at data row 1" in message
@@ -636,7 +639,16 @@ def test_numbers_with_one_repeated_placeholder_are_refused_not_categories(tmp_pa
     frame, found = _train_frame(_csv(tmp_path, "age,y", ages), missing_values=["?", ""])
     assert _kinds(found) == {"age": "numeric"} and frame["age"].isna().sum() == 20
     two = [r.replace("?", "unknown") if k % 10 == 0 else r for k, r in enumerate(ages)]
-    assert _kinds(_train_frame(_csv(tmp_path, "age,y", two))[1]) == {"age": "categorical"}
+    message = _refusal(_csv(tmp_path, "age,y", two))
+    assert "'unknown' at data row 1" in message and "80 of its 100 values are numbers" in message
+    words = ("big", "small", "tiny", "huge", "n/k")
+    areas = [f"{7000 + 37 * k},{k % 2}" if k % 4 else f"{words[k % 5]},{k % 2}" for k in range(300)]
+    message = _refusal(_csv(tmp_path, "LotArea,y", areas))
+    assert "column 'LotArea'" in message and "225 of its 300 values are numbers" in message
+    assert "PIPELINE_DATA__COLUMN_KINDS" in message, message
+    assert _kinds(_train_frame(_csv(tmp_path, "LotArea,y", areas),
+                               column_kinds={"LotArea": "categorical"})[1]) == {
+        "LotArea": "categorical"}  # fmt: skip
     few = [f"{k % 3},{k % 2}" if k % 5 < 2 else f"many,{k % 2}" for k in range(100)]
     assert _kinds(_train_frame(_csv(tmp_path, "kids,y", few))[1]) == {"kids": "categorical"}
     words = [f"{('yes', 'no', 'maybe')[k % 3]},{k % 2}" for k in range(100)]

@@ -33,7 +33,10 @@ def mostly(
     at least half match, or at least a tenth with 10 or more distinct values (a scale, where
     a few numbers beside a word, "0, 1, 2, many", are categories): Titanic's ages
     with ``?`` for the 263 unknown ones (20%) became a category per age, where ``?`` is a
-    missing marker the settings do not know; so did a column of 83 numbers and 117 ``-``."""
+    missing marker the settings do not know; so did a column of 83 numbers and 117 ``-``.
+    Also when at least half are numbers of 10 or more distinct values and the rest are words:
+    lot areas with every 4th cell "big", "small" or "n/k" became a category per area seen
+    three times (two), every other area unknown."""
     present = series.notna().to_numpy()
     total = int(present.sum())
     count = int(matches.sum())
@@ -43,9 +46,11 @@ def mostly(
         if not placeholder or count < total / 10:  # too few to be a column of numbers
             return None
         others = series[present & ~matches]
-        if len(others) < 2 or others.nunique() != 1:
-            return None
-        if count < total / 2 and series[matches].nunique() < 10:
+        scale = series[matches].nunique() >= 10
+        if len(others) >= 2 and others.nunique() == 1:  # one placeholder, again and again
+            if count < total / 2 and not scale:
+                return None
+        elif count < total / 2 or not scale:  # a few words among a scale of numbers
             return None
     pos = int((present & ~matches).nonzero()[0][0])
     return cells.data_row(series, pos), cells.plain(series.iloc[pos]), count, total
