@@ -386,3 +386,33 @@ def test_a_binary_target_whose_rarer_class_has_no_test_row_is_refused(
     assert "target column 'Dear' has 1 row(s) of class 'yes' in 300" in line, line
     assert "none is among the 60 test rows" in line and "add rows of it" in line, line
     assert not (store / "builds").exists() or not any((store / "builds").iterdir())
+
+
+def test_input_columns_that_give_the_model_nothing_are_named(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """Titanic's names (399 distinct in 400 rows, so not an identifier: no name is seen 3
+    times) and a constant column were kept without a word, and predict then required them.
+    A data.warning names both; cabin (no value seen 3 times either, but missing in most rows:
+    present or not is a signal) is not named."""
+    import pandas as pd
+
+    frame = pd.read_csv(_local_path("builtin://titanic"), na_values=["?"]).head(400)
+    frame.loc[1, "name"] = frame.loc[0, "name"]
+    frame["const"] = "x"
+    path = tmp_path / "titanic400.csv"
+    frame.to_csv(path, index=False)
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_DATA__SOURCE": str(path),
+           "PIPELINE_DATA__DROP": '["ticket", "boat", "body", "home.dest"]',
+           "PIPELINE_DATA__MISSING_VALUES": '[""]', "PIPELINE_TRAIN__MAX_EPOCHS": "2",
+           "PIPELINE_MODEL__MEMBERS": "1", "PIPELINE_TRAIN__BAG_FOLDS": "0"}  # fmt: skip
+    _, _, result = _train(cli, store, env)
+    (warned,) = [e for e in events(result.stdout) if e.get("idle_columns")]
+    assert warned["idle_columns"] == ["name", "const"], warned
+    message = warned["message"]
+    assert "'name' (no value seen 3 times or more)" in message, message
+    assert "'const' (one value in every training row)" in message
+    assert "PIPELINE_DATA__DROP" in message
+    _, _, preset = _train(cli, store, {"PIPELINE_PRESET": "titanic",
+                                       "PIPELINE_TRAIN__MAX_EPOCHS": "2"})  # fmt: skip
+    assert not [e for e in events(preset.stdout) if e.get("idle_columns")]

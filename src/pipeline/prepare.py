@@ -289,3 +289,33 @@ def _empty_part(n: int, settings: Settings, split: Split, uri: str) -> DataError
         f"{fraction:g} of them rounds to no {name.lower().replace('val', 'validation')} row: "
         f"raise it to at least {1 / n:.2g}, or use more rows"
     )
+
+
+def say_idle(pre: Any, data: Prepared, min_frequency: int, log: Any) -> None:
+    """A data.warning naming the input columns that give the model nothing on the training
+    rows: one value in every row, or (a text column) no value seen ``min_frequency`` times,
+    so every row "unknown". They were kept without a word, and predict then required them
+    (Titanic's names, 399 distinct in 400 rows: one repeated, so no identifier)."""
+    from pipeline.features import RowsOf
+
+    rows = RowsOf(data.frame, data.split.train)
+    idle = [
+        f"'{s.name}' (one value in every training row)"
+        for s in pre.numeric
+        if s.low == s.high and not s.indicator
+    ]
+    for s in pre.categorical:
+        if len(s.vocab) > 1:
+            continue
+        series = rows[s.name]
+        if not s.vocab and not series.isna().any():
+            idle.append(f"'{s.name}' (no value seen {min_frequency} times or more)")
+        elif s.vocab and series.nunique(dropna=False) == 1:
+            idle.append(f"'{s.name}' (one value in every training row)")
+    if idle:
+        log.warning(
+            "data.warning", idle_columns=[name.split("'")[1] for name in idle],
+            message=f"{len(idle)} input column(s) give the model nothing: "
+            f"{', '.join(idle[:5])}{' and more' if len(idle) > 5 else ''}; add them to "
+            "PIPELINE_DATA__DROP, or predict will require them for nothing",
+        )  # fmt: skip

@@ -22,7 +22,7 @@ import numpy as np
 from pipeline import artifacts, curves, features, metrics
 from pipeline.errors import Interrupted, OutputClosed
 from pipeline.log import EpochProgress
-from pipeline.prepare import Prepared, prepare
+from pipeline.prepare import Prepared, prepare, say_idle
 from pipeline.settings import Settings
 from pipeline.store import Store, canonical_json
 
@@ -73,6 +73,7 @@ def run(settings: Settings, store: Store, log: Any, *, resume: bool = False) -> 
             features.RowsOf(data.frame, data.split.train), data.schema, settings.features,
             data.label,
         )  # fmt: skip
+        say_idle(pre, data, settings.features.min_frequency, log)
         from pipeline.tensors import encode_all
 
         tensors = encode_all(data, pre, rt["device"])
