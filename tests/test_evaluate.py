@@ -48,6 +48,31 @@ def test_evaluate_remeasures_the_recorded_test_metrics(cli: Any, built: tuple[st
     assert summary["test"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
 
 
+def test_settings_of_the_recipe_set_today_to_other_values_are_said_to_be_ignored(
+    cli: Any, built: tuple[str, dict], tmp_path: Path
+) -> None:
+    """PIPELINE_DATA__SOURCE pointed at other labelled rows (or another target, seed or
+    network) gave the build's own test metrics back without a word, where predict warns of
+    the run settings a release replaces. The same settings as the build's are not named."""
+    build_id, metrics = built
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    env = {**FAST, "PIPELINE_DATA__SOURCE": str(other), "PIPELINE_SEED": "7",
+           "PIPELINE_MODEL__DROPOUT": "0.3"}  # fmt: skip
+    result = cli("evaluate", build_id, env=env)
+    assert result.exit_code == 0, result.output
+    warned = event(result.stdout, "evaluate.settings_ignored")
+    assert warned["level"] == "warning"
+    assert warned["settings"] == ["PIPELINE_DATA__SOURCE", "PIPELINE_MODEL__DROPOUT",
+                                  "PIPELINE_SEED"], warned  # fmt: skip
+    assert f"build {build_id[:12]} is re-tested on the data and settings it was trained with"\
+        in warned["message"]  # fmt: skip
+    summary = event(result.stdout, "evaluate.summary")
+    assert summary["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"], rel=1e-9)
+    same = cli("evaluate", build_id, env=FAST)
+    assert not [e for e in events(same.stdout) if e["event"] == "evaluate.settings_ignored"]
+
+
 def test_evaluate_by_prefix_with_cross_validation(cli: Any, built: tuple[str, dict]) -> None:
     """--folds 3 cross-validates the build's recipe on its non-test rows, fold by fold."""
     build_id, _ = built

@@ -57,6 +57,30 @@ def build_settings(current: Settings, build: artifacts.Build) -> Settings:
     return Settings.model_validate(merged)
 
 
+def ignored_settings(current: Settings, build: artifacts.Build, recipe: Settings) -> list[str]:
+    """The recipe settings set today (a preset, .env, the environment) to other values than
+    the build's, which ``build_settings`` replaced: a user who pointed PIPELINE_DATA__SOURCE at
+    new labelled rows got the build's own test metrics back, without a word."""
+    recorded = build.json("config.json")
+    ignored = [
+        f"PIPELINE_{section.upper()}__{key.upper()}"
+        for section in ("data", "features", "model", "train")
+        for key, value in recorded[section].items()
+        if current.is_set(section, key)
+        and _same(getattr(getattr(current, section), key, value))
+        != _same(getattr(getattr(recipe, section), key))
+    ]
+    if current.is_set("seed") and current.seed != recipe.seed:
+        ignored.append("PIPELINE_SEED")
+    return ignored
+
+
+def _same(value: Any) -> Any:
+    """A setting as compared: a list in any order (the build records drop and missing_values
+    sorted) is the same setting."""
+    return sorted(map(str, value)) if isinstance(value, list) else value
+
+
 def _gone(source: str) -> bool:
     """Whether ``source`` is a local file path (or file:// URI) that no longer exists."""
     from urllib.parse import urlparse
@@ -167,6 +191,13 @@ def run(
     # not after the re-test and K folds of cross-validation, whose result was stored first.
     _gate_checks(settings.gates, build.json("metrics.json")["test"])
     recipe = build_settings(settings, build)
+    if ignored := ignored_settings(settings, build, recipe):
+        log.warning(
+            "evaluate.settings_ignored", settings=ignored,
+            message=f"build {build.id[:12]} is re-tested on the data and settings it was "
+            f"trained with; {', '.join(ignored)} set today differ and are not used: train a "
+            "build with them to score them (or predict new rows with a release)",
+        )  # fmt: skip
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings, recipe)
     inputs = build.json("provenance.json")["inputs"]
