@@ -648,6 +648,16 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
             {"PIPELINE_DATA__COLUMN_KINDS": '{"Id": "categorical"}'},
             "column_kinds names 'Id', which drop also lists",
         ),
+        # Read the dataset first, then "has no column ''" (exit 4).
+        (
+            {"PIPELINE_DATA__TARGET": ""},
+            "an empty or null value is not unset: unset PIPELINE_DATA__TARGET",
+        ),
+        # The column's name was shown in lower case: data.column_kinds.lotarea.
+        (
+            {"PIPELINE_DATA__COLUMN_KINDS": '{"LotArea": "text"}'},
+            "invalid setting data.column_kinds.LotArea from env var",
+        ),
         ({"PIPELINE_GATES__MIN_R2": "2"}, "gates.min_r2"),
         ({"PIPELINE_GATES__MAX_RMSE": "-1"}, "gates.max_rmse"),
         ({"PIPELINE_GATES__MIN_ACCURACY": "1.5"}, "gates.min_accuracy"),

@@ -120,7 +120,9 @@ def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
         got = f" (got {err.get('input')!r})"
     else:
         got = " (the value is not shown: it is, or sits beside, a secret)"
-    shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".") or "settings"
+    # As given: a key of a mapping setting (a column name in column_kinds) keeps its case.
+    given = tuple(str(p) for p in err["loc"])
+    shown = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in given).lstrip(".") or "settings"
     origin = where(loc, layers)
     way = _unset_hint(err, origin) or _remedy(err)
     return f"invalid setting {shown} from {origin}: {message}{got}{way}"

@@ -135,7 +135,7 @@ class DataSettings(_Section):
     sha256: str | None = Field(
         None, description="Expected sha256 of the dataset bytes; a mismatch is an error"
     )
-    target: str = Field("SalePrice", description="Column to predict")
+    target: str = Field("SalePrice", min_length=1, description="Column to predict")
     task: Task = Field("auto", description="auto, regression, binary or multiclass")
     drop: list[str] = Field(
         default_factory=lambda: ["Id"], description="Columns that are not features (ids, leaks)"
