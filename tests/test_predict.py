@@ -751,3 +751,30 @@ def test_a_quoted_glob_without_workers_says_how_patterns_are_read(chain: dict[st
     assert done.returncode == 4, done.stderr[-2000:]
     assert "input in/*.csv does not exist" in done.stderr
     assert "a pattern is read with --workers N -o FOLDER" in done.stderr
+
+
+def test_a_known_category_spelt_otherwise_is_named_not_only_counted(
+    chain: dict[str, Any], whole: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """'rl' for 'RL' and ' Pave' for 'Pave' were scored as unknown categories, and only a
+    count in predict.summary said so (the same count as a rare value's). A
+    predict.misspelt_categories warning names each respelling and the value the model knows;
+    the real test file, whose unknown values are merely unseen, gets none."""
+    lines = TEST_CSV.read_text().splitlines()[:60]
+    header = lines[0].split(",")
+    zoning, street = header.index("MSZoning"), header.index("Street")
+    rows = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        cells[zoning] = cells[zoning].lower() if cells[zoning] == "RL" else cells[zoning]
+        cells[street] = " " + cells[street]
+        rows.append(",".join(cells))
+    path = tmp_path / "respelt.csv"
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    done = _ok(_predict(chain, str(path), "--release", chain["release"], "-o",
+                        str(tmp_path / "p.csv")))  # fmt: skip
+    (warned,) = [e for e in events(done.stdout) if e["event"] == "predict.misspelt_categories"]
+    assert warned["level"] == "warning"
+    assert warned["columns"] == {"MSZoning": {"rl": "RL"}, "Street": {" Pave": "Pave"}}, warned
+    assert "'rl' for 'RL'" in warned["message"] and "fix their spelling" in warned["message"]
+    assert not [e for e in events(whole[0].stdout) if e["event"] == "predict.misspelt_categories"]

@@ -9,6 +9,7 @@ columns (``pipeline.outputs``).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pipeline.data.schema import Schema
 from pipeline.errors import DataError
 from pipeline.model import FoldedNetwork, TabularMLP, load_model
 from pipeline.package import OpenedPackage, open_package
+from pipeline.predict.spelling import Unseen
 from pipeline.settings import RunSettings
 
 
@@ -36,6 +38,7 @@ class Stats:
     errors: int = 0
     unknown_categories: dict[str, int] = field(default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)
+    unseen: Unseen = field(default_factory=Unseen)  # unknown values of the first rows
 
     def add_unknown(self, counts: dict[str, int]) -> None:
         for name, n in counts.items():
@@ -88,6 +91,11 @@ class Predictor:
     def required(self) -> list[str]:
         """The input columns the model needs."""
         return [c.name for c in self.schema.columns]
+
+    @functools.cached_property
+    def vocabs(self) -> dict[str, frozenset[str]]:
+        """Each categorical (or boolean) column's vocabulary, as a set."""
+        return {c.name: frozenset(c.vocab) for c in self.pre.categorical}
 
     def check_columns(self, columns: list[Any], label: str) -> None:
         """A ``DataError`` naming the required columns that ``columns`` lacks, if any."""
@@ -186,6 +194,8 @@ class Predictor:
             cells.single_values(frame[run.id_column], run.id_column, label, "fail", errors)
         enc = self.encode_frame(frame, run, label, errors)
         stats.add_unknown(enc.unknown_counts)
+        if enc.unknown_counts:
+            stats.unseen.note(frame, enc.unknown_counts, self.vocabs)
         # ``.array``: a nullable integer column (Parquet ids) stays integers.
         ids = frame[run.id_column].array if run.id_column else None
         bad = errors != ""

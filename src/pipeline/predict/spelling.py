@@ -1,0 +1,82 @@
+"""Category values that predict has never seen but that are a known one spelt otherwise.
+
+A Titanic file with ``Male`` for ``male`` scored 70% of its rows with their strongest feature
+unknown, and only a count in ``predict.summary`` (``unknown_categories``) said so: an unseen
+value is normal (a cabin seen once in training is unknown too), so the count alone cannot be
+a warning. One that matches a vocabulary entry but for case and surrounding spaces is a
+spelling the user can fix, and `predict` names it (``predict.misspelt_categories``).
+
+The values are sampled from the first ``SAMPLE_ROWS`` rows, at most ``PER_COLUMN`` distinct
+per column, and only for the columns whose chunk held unknown values: a run over millions of
+rows pays for the first chunks alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SAMPLE_ROWS = 100_000
+PER_COLUMN = 50
+
+
+@dataclass
+class Unseen:
+    """Distinct unknown values per column, from the first rows of a run."""
+
+    values: dict[str, set[str]] = field(default_factory=dict)
+    rows: int = 0
+
+    def note(self, frame: pd.DataFrame, unknown: dict[str, int], vocabs: dict[str, Any]) -> None:
+        """Add the unknown values of ``frame``'s columns named in ``unknown`` (chunk counts)."""
+        import pandas as pd
+
+        from pipeline.features.categories import as_categories
+
+        if self.rows >= SAMPLE_ROWS:
+            return
+        self.rows += len(frame)
+        for name in unknown:
+            seen = self.values.setdefault(name, set())
+            if name not in vocabs or len(seen) >= PER_COLUMN:
+                continue
+            values = pd.unique(as_categories(frame[name]))
+            known = vocabs[name]
+            fresh = (v for v in values if v is not None and v not in known and v not in seen)
+            for value in fresh:
+                seen.add(value)
+                if len(seen) >= PER_COLUMN:
+                    break
+
+    def misspelt(self, vocabs: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+        """Per column, (value given, value known) for the unknown values that are a known one
+        but for case and surrounding spaces; sorted, so the warning is the same every run."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for name, seen in sorted(self.values.items()):
+            folded = {v.strip().casefold(): v for v in sorted(vocabs.get(name, ()))}
+            pairs = [(v, folded[v.strip().casefold()]) for v in sorted(seen)
+                     if v.strip().casefold() in folded]  # fmt: skip
+            if pairs:
+                found[name] = pairs
+        return found
+
+
+def warn_misspelt(log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict[str, int]) -> None:
+    """One ``predict.misspelt_categories`` warning naming each column's respellings."""
+    found = unseen.misspelt(vocabs)
+    if not found:
+        return
+    said = "; ".join(
+        f"'{name}' ({counts.get(name, 0):,} unknown): "
+        + ", ".join(f"'{given}' for '{known}'" for given, known in pairs[:5])
+        for name, pairs in found.items()
+    )
+    log.warning(
+        "predict.misspelt_categories",
+        columns={name: dict(pairs) for name, pairs in found.items()},
+        message=f"values the model never saw that are known ones spelt otherwise (case or "
+        f"spaces) were scored as unknown: {said}; categories match exactly: fix their spelling",
+    )
