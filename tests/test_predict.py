@@ -778,3 +778,22 @@ def test_a_known_category_spelt_otherwise_is_named_not_only_counted(
     assert warned["columns"] == {"MSZoning": {"rl": "RL"}, "Street": {" Pave": "Pave"}}, warned
     assert "'rl' for 'RL'" in warned["message"] and "fix their spelling" in warned["message"]
     assert not [e for e in events(whole[0].stdout) if e["event"] == "predict.misspelt_categories"]
+
+
+def test_an_excel_sep_line_is_named_not_every_column_missing(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """'sep=,' on line 1 (Excel's hint) read as the header: "lacks required column(s) [...]
+    and 69 more: add them", advice no one could follow."""
+    path = tmp_path / "excel.csv"
+    path.write_text("sep=,\n" + "\n".join(TEST_CSV.read_text().splitlines()[:5]) + "\n")
+    done = _predict(chain, str(path), "--release", chain["release"])
+    assert done.returncode == 4, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "starts with Excel's 'sep=' line, which is not the header: remove line 1 (Excel writes "
+            "it to name the delimiter)"
+        )
+    ), done.stderr

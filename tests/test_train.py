@@ -416,3 +416,25 @@ def test_input_columns_that_give_the_model_nothing_are_named(
     _, _, preset = _train(cli, store, {"PIPELINE_PRESET": "titanic",
                                        "PIPELINE_TRAIN__MAX_EPOCHS": "2"})  # fmt: skip
     assert not [e for e in events(preset.stdout) if e.get("idle_columns")]
+
+
+def test_an_excel_sep_line_and_a_glob_are_named_for_what_they_are(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """Excel's 'sep=,' first line gave "has 81 fields on line 2 where the header has 2
+    ('Id,MSSubClass,...')", quoting line 2 as the header; a glob gave "does not exist"."""
+    lines = Path(_local_path("builtin://house-prices")).read_text().splitlines()[:40]
+    excel = tmp_path / "excel.csv"
+    excel.write_text("\n".join(["sep=,", *lines]) + "\n")
+    result = cli("train", env={"PIPELINE_DATA__SOURCE": str(excel)})
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip().endswith(
+        "starts with Excel's 'sep=,' line, which is not the header: remove line 1 (Excel "
+        "writes it to name the delimiter)"
+    ), result.stderr
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "a.csv").write_text("\n".join(lines) + "\n")
+    result = cli("train", env={"PIPELINE_DATA__SOURCE": str(parts / "*.csv")})
+    assert result.exit_code == 4, result.output
+    assert "a glob is not a dataset; training reads one CSV or Parquet file" in result.stderr

@@ -106,6 +106,13 @@ def _ragged_error(
     match = _RAGGED.search(message)
     if match is None:
         return None
+    with path.open("rb") as fh:
+        head = fh.readline(64).removeprefix(_BOM).strip()
+    if re.fullmatch(rb"sep=.", head):  # Excel's hint line: the header is line 2
+        return DataError(
+            f"{label} starts with Excel's {head.decode(errors='replace')!r} line, which is not "
+            "the header: remove line 1 (Excel writes it to name the delimiter)"
+        )
     expected, actual, text = match.groups()
     first = text.splitlines()[0] if text.splitlines() else text
     number = find_line(path, first, int(actual), delimiter)
@@ -122,6 +129,11 @@ def _ragged_error(
         f"{label} has {actual} fields on {where} where the header has {expected} ({shown!r}): "
         f"fix that line, quote any field that contains the delimiter, or {advice}"
     )
+
+
+def excel_sep_line(columns: list[str]) -> bool:
+    """Whether a header read as ``columns`` is Excel's ``sep=,`` hint line, not the header."""
+    return 1 <= len(columns) <= 2 and re.fullmatch(r"sep=.?", columns[0].strip()) is not None
 
 
 def delimiter_hint(columns: list[str], read_with: str | None = None) -> str:

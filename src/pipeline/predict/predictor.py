@@ -101,6 +101,11 @@ class Predictor:
         """A ``DataError`` naming the required columns that ``columns`` lacks, if any."""
         missing = [c for c in self.required if c not in columns]
         if missing:
+            if csv_errors.excel_sep_line([str(c) for c in columns]):
+                raise DataError(
+                    f"{label} starts with Excel's 'sep=' line, which is not the header: remove "
+                    "line 1 (Excel writes it to name the delimiter)"
+                )
             hint = csv_errors.delimiter_hint([str(c) for c in columns], self.delimiter)
             if hint:  # one column read: every name is missing, and the file is the problem
                 raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")

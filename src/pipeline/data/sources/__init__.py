@@ -138,6 +138,12 @@ def _local_file(uri: str) -> Path:
     """The existing local file a path, ``file://`` or ``builtin://`` URI names."""
     path = _local_path(uri)
     if not path.exists():
+        if any(c in str(path) for c in "*?["):  # a glob, as predict --workers takes
+            raise DataError(
+                f"dataset file {path} does not exist: a glob is not a dataset; training reads "
+                "one CSV or Parquet file: join the parts into one, or point "
+                "PIPELINE_DATA__SOURCE at one of them"
+            )
         raise DataError(f"dataset file {path} does not exist: check PIPELINE_DATA__SOURCE")
     if not path.is_file():
         raise DataError(
