@@ -284,9 +284,10 @@ def test_tune_outputs_that_collide_or_cannot_be_written_are_refused_before_the_s
 
 
 def test_a_failed_tune_leaves_no_stale_preset(cli: Any, store: Path, tmp_path: Path) -> None:
-    """`tune --preset-out tuned.toml` that fails removes the previous run's winner, as it does
-    the --id-file: `PIPELINE_PRESET=tuned.toml pipeline train`, a script's next step, trained
-    the stale winner silently."""
+    """`tune --preset-out tuned.toml` that fails sets the previous run's winner aside, as it
+    removes the --id-file: `PIPELINE_PRESET=tuned.toml pipeline train`, a script's next step,
+    trained the stale winner silently. It is renamed tuned.toml.prev, not deleted: a typo or a
+    Ctrl-C cost the only copy of the last search's result."""
     data = tmp_path / "no-target.csv"
     data.write_text("a,b\n1,2\n3,4\n")
     preset = tmp_path / "tuned.toml"
@@ -296,6 +297,31 @@ def test_a_failed_tune_leaves_no_stale_preset(cli: Any, store: Path, tmp_path: P
     result = cli("tune", "--trials", "2", "--preset-out", str(preset), env=env)
     assert result.exit_code == 4, result.output
     assert not preset.exists()
+    assert (tmp_path / "tuned.toml.prev").read_text() == winner
+    preset.write_text(winner.replace("0123", "4567"))  # settings that do not load: the same
+    result = cli("tune", "--preset-out", str(preset), env={**env, "PIPELINE_TUNE__TRAILS": "3"})
+    assert result.exit_code == 3, result.output
+    assert not preset.exists() and "4567" in (tmp_path / "tuned.toml.prev").read_text()
+
+
+def test_an_output_of_the_other_kind_is_refused_and_nothing_is_removed(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """--preset-out naming a file that holds an id, or --id-file a preset `tune` wrote: each
+    was taken for the tool's own output and deleted (a preset given to --id-file was replaced
+    by a 64-character id, exit 0). Refused now, exit 3, and the other output is kept too."""
+    an_id = "ab" * 32 + "\n"
+    winner = "# Written by `pipeline tune`: tune 0123, trial 2 of the search,\n[train]\n"
+    (tmp_path / "b.id").write_text(an_id)
+    (tmp_path / "z.toml").write_text(an_id)
+    result = cli("tune", "--trials", "2", "--id-file", str(tmp_path / "b.id"),
+                 "--preset-out", str(tmp_path / "z.toml"), env=FAST)  # fmt: skip
+    refused(result, 3, f"--preset-out {tmp_path / 'z.toml'} exists and holds something other")
+    assert (tmp_path / "b.id").read_text() == an_id == (tmp_path / "z.toml").read_text()
+    (tmp_path / "w.toml").write_text(winner)
+    result = cli("tune", "--trials", "2", "--id-file", str(tmp_path / "w.toml"), env=FAST)
+    refused(result, 3, f"--id-file {tmp_path / 'w.toml'} exists and holds something other")
+    assert (tmp_path / "w.toml").read_text() == winner
 
 
 @pytest.mark.parametrize(

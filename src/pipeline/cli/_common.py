@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,7 +40,7 @@ def run(
     overrides: Mapping[str, str] | None = None,
     allow_unknown: bool = False,
     log_to_stderr: bool | Callable[[Any], bool] = False,
-    outputs: Sequence[Path | None] = (),
+    outputs: Mapping[str, Path | None] | None = None,
     serve_settings: bool = False,
 ) -> T:
     """Load settings, configure logging, run ``body(loaded, log)``, map errors to exit codes.
@@ -95,7 +95,7 @@ def run(
     except PipelineError as exc:
         _reported()
         if _OPENED.get() is None:  # failed before ``store_of`` (bad or unknown settings)
-            clear_written_ids(outputs)
+            clear_written_ids(outputs or {})
         message = logging_.mask(_with_sources(exc.message, loaded))
         if json_logs and not exc.answered:  # else stdout's document already says it
             with contextlib.suppress(BrokenPipeError):  # stdout's reader gone: stderr says it
@@ -193,59 +193,80 @@ def store_of(
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
             _one_output(path, option, named, preset)
-    for option in _ID_OUTPUTS:  # its path checked above; before the store's own checks
-        _clear_id_file((outputs or {}).get(option), option)
+    stale = [
+        (option, path)
+        for option in _ID_OUTPUTS  # its path checked above; before the store's own checks
+        if _check_id_file(path := (outputs or {}).get(option), option) and path is not None
+    ]
+    for option, path in stale:  # once every output passed: a refused one removes none
+        with contextlib.suppress(OSError):  # then the final write says what is wrong
+            _set_aside(path, option)
     if writes:
         store.check_writable()
     return store
 
 
-# What an --id-file or --preset-out holds when this tool wrote it: a build, package, tune or
-# dataset id, a release reference, a tune's winner.
-_OURS = re.compile(
-    rb"([0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._-]*@v[0-9]+)\n?|# Written by `pipeline tune`.*", re.S
-)
+# What an --id-file or --preset-out holds when this tool wrote it there: a build, package, tune
+# or dataset id, or a release reference; a tune's winner. Only an option's own kind counts: a
+# preset given to --id-file (or an id to --preset-out) is someone's work, never removed.
+_OURS = {
+    "--id-file": re.compile(rb"([0-9a-f]{64}|[A-Za-z0-9][A-Za-z0-9._-]*@v[0-9]+)\n?"),
+    "--preset-out": re.compile(rb"# Written by `pipeline tune`.*", re.S),
+}
 
 
-def clear_written_ids(paths: Sequence[Path | None]) -> None:
+def _ours(path: Path, option: str) -> bool:
+    """Whether ``path`` is a file this tool wrote through ``option`` (empty counts)."""
+    size = path.stat().st_size
+    return size == 0 or (size <= 1 << 16 and _OURS[option].fullmatch(path.read_bytes()) is not None)
+
+
+def _set_aside(path: Path, option: str) -> None:
+    """A stale output out of the way: an id removed; a winner `tune` wrote renamed to
+    ``NAME.prev`` (replacing an older one), as ``cp --backup`` keeps one: a misspelt variable
+    or a Ctrl-C cost the only copy of the last search's result."""
+    if option == "--preset-out":
+        path.replace(path.with_name(path.name + ".prev"))
+    else:
+        path.unlink()
+
+
+def clear_written_ids(outputs: Mapping[str, Path | None]) -> None:
     """The --id-file / --preset-out files of a command whose settings could not be read, removed
     where they hold what this tool writes there: a stale id must not outlive a failed run (a
     CI script's `pipeline evaluate $(cat build.id)`), yet with the settings unknown a path
     cannot be told apart from the data or a preset, so any other file is left alone."""
-    for path in paths:
+    for option, path in outputs.items():
         try:
-            if path is None or not path.is_file() or path.stat().st_size > 1 << 16:
-                continue
-            if _OURS.fullmatch(path.read_bytes()):
-                path.unlink()
+            if path is not None and path.is_file() and path.stat().st_size and _ours(path, option):
+                _set_aside(path, option)
         except OSError:
             continue
 
 
-def _clear_id_file(path: Path | None, option: str) -> None:
-    """An existing --id-file (or `tune --preset-out`) removed before the work starts, as
-    `docker build --iidfile` does: a run that fails must not leave the previous run's id (or
-    winner) there for the next step of a script (`pipeline package $(cat build.id)`,
-    `PIPELINE_PRESET=tuned.toml pipeline train`) to take as its own. A file that holds
-    anything else (a preset written by hand, notes, a mistyped path to other work) is refused,
-    exit 3, and kept: it was deleted, and lost when the search then failed."""
+def _check_id_file(path: Path | None, option: str) -> bool:
+    """Whether an existing --id-file (or `tune --preset-out`) is to be removed before the work
+    starts, as `docker build --iidfile` does: a run that fails must not leave the previous
+    run's id (or winner) there for the next step of a script (`pipeline package $(cat
+    build.id)`, `PIPELINE_PRESET=tuned.toml pipeline train`) to take as its own. A file that
+    holds anything else (a preset written by hand, notes, an id given to --preset-out, a
+    preset to --id-file) is refused, exit 3, and kept: it was deleted, and lost when the
+    search then failed. Every output is checked before any is removed."""
     from pipeline.errors import ConfigError
 
     if path is None or not path.is_file():
-        return
+        return False
     try:
-        size = path.stat().st_size
-        ours = size == 0 or (size <= 1 << 16 and _OURS.fullmatch(path.read_bytes()) is not None)
+        ours = _ours(path, option)
     except OSError:
-        return  # then the final write says what is wrong
+        return False  # then the final write says what is wrong
     if not ours:
         what = "a preset `pipeline tune` wrote" if option == "--preset-out" else "an id"
         raise ConfigError(
             f"{option} {path} exists and holds something other than {what}: it would be "
             "replaced; choose another path, or remove the file first"
         )
-    with contextlib.suppress(OSError):  # then the final write says what is wrong
-        path.unlink()
+    return True
 
 
 # Small files written at the end of a command, into a folder that must already exist: checked

@@ -58,7 +58,7 @@ def train(
     overrides = {"PIPELINE_TRAIN__DEVICE": device.value} if device else {}
     if workers is not None:
         overrides["PIPELINE_TRAIN__WORKERS"] = str(workers)
-    run("train", body, overrides=overrides or None, outputs=[id_file])
+    run("train", body, overrides=overrides or None, outputs={"--id-file": id_file})
 
 
 def evaluate(

@@ -38,4 +38,4 @@ def fetch(
         )
         write_id(id_file, fetched.sha256)
 
-    run("data", body, outputs=[id_file])
+    run("data", body, outputs={"--id-file": id_file})

@@ -48,4 +48,4 @@ def package(
         )
         write_id(id_file, result.package_id)
 
-    run("package", body, outputs=[id_file])
+    run("package", body, outputs={"--id-file": id_file})

@@ -49,7 +49,7 @@ def create(
         )
         write_id(id_file, release.ref)
 
-    run("release", body, outputs=[id_file])
+    run("release", body, outputs={"--id-file": id_file})
 
 
 @app.command("list")

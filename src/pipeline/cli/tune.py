@@ -48,18 +48,23 @@ def tune(
 
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
         settings = _without_workers(loaded.settings, log)
-        store = store_of(settings, writes=True, outputs=outputs, preset=loaded.preset)
         if preset_out is not None and preset_out.suffix.lower() != ".toml":
             raise ConfigError(  # PIPELINE_PRESET takes a .toml path or a preset's name
                 f"--preset-out {preset_out} is not a .toml file, which PIPELINE_PRESET could "
                 f"not load: name it {preset_out.with_suffix('.toml').name}"
             )
+        store = store_of(settings, writes=True, outputs=outputs, preset=loaded.preset)
         result = stage.run(settings, store, log, resume=resume, preset_out=preset_out)
         write_id(id_file, result.tune_id)
 
     # Validated as the setting is (at most 10,000), the option named where the value came from.
     overrides = {"PIPELINE_TUNE__TRIALS": str(trials)} if trials is not None else None
-    run("tune", body, overrides=overrides, outputs=[id_file, preset_out])
+    run(
+        "tune",
+        body,
+        overrides=overrides,
+        outputs={"--id-file": id_file, "--preset-out": preset_out},
+    )
 
 
 @app.command("show")
