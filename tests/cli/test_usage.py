@@ -120,9 +120,10 @@ def test_an_output_that_is_a_folder_is_exit_3_whichever_option_names_it(
     """`--id-file FOLDER` and `diff --html FOLDER` were click's usage error (exit 2, "file
     'out' is a directory") where `report -o FOLDER` was exit 3 naming the fix: one rule now,
     checked before any work."""
-    (tmp_path / "out").mkdir()
-    done = run_cli(*args, str(tmp_path / "out"), env={"PIPELINE_STORE": str(tmp_path / "s")})
+    out = tmp_path / ("out.toml" if args[-1] == "--preset-out" else "out")  # a preset's suffix
+    out.mkdir()
+    done = run_cli(*args, str(out), env={"PIPELINE_STORE": str(tmp_path / "s")})
     assert done.returncode == 3, (done.stdout, done.stderr)
     # diff's log events go to stderr (its document is stdout): the error line is the last
     line = done.stderr.splitlines()[-1]
-    assert line.startswith("error: ") and f"{args[-1]} {tmp_path / 'out'} is a folder" in line
+    assert line.startswith("error: ") and f"{args[-1]} {out} is a folder" in line, line
