@@ -174,17 +174,19 @@ def invoke_isolated(*args: str, root: Path, env: Mapping[str, str] | None = None
         structlog.contextvars.clear_contextvars()  # nothing bound here reaches the first test
 
 
-def _process_env(env: Mapping[str, str]) -> dict[str, str]:
-    """This environment without the developer's PIPELINE_*/KAGGLE_* variables, plus ``env``."""
+def _process_env(env: Mapping[str, str | None]) -> dict[str, str]:
+    """This environment without the developer's PIPELINE_*/KAGGLE_* variables, plus ``env``
+    (a None value unsets the variable: an empty one is a value, and refused for a preset)."""
     base = {
         k: v for k, v in os.environ.items() if not k.upper().startswith(("PIPELINE_", "KAGGLE_"))
     }
-    return {**base, **env}
+    merged = {**base, **env}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def run_cli(
     *args: str,
-    env: Mapping[str, str],
+    env: Mapping[str, str | None],
     cwd: Path | None = None,
     timeout: float = 300,
     fresh: bool = False,

@@ -796,3 +796,30 @@ def test_an_error_naming_a_setting_says_when_it_came_from_a_preset(
     assert "(PIPELINE_DATA__TARGET came from preset " in line and "titanic.toml)" in line
     own = cli("train", env={"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "nope"})
     assert own.exit_code == 4 and "came from" not in own.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "means"),
+    [("PIPELINE_PRESET", "unset it for no preset"),
+     ("PIPELINE_CONFIG_DIR", "unset it for ./config, then the bundled presets"),
+     ("PIPELINE_ENV_FILE", "unset it for ./.env, read when present")],
+)  # fmt: skip
+def test_a_loader_variable_set_empty_is_refused_not_unset(
+    cli: Any, name: str, means: str, tmp_path: Path
+) -> None:
+    """`PIPELINE_PRESET=$TUNED pipeline train` with $TUNED unset trained the default recipe,
+    exit 0; an empty PIPELINE_CONFIG_DIR fell back to the bundled presets; an empty
+    PIPELINE_ENV_FILE was "a folder" (the current one, "remove the folder"). Exit 3 now, as
+    every other setting set empty is; in a .env file too."""
+    result = cli("config", "show", env={name: "", "PIPELINE_PRESET": "titanic"}
+                 if name != "PIPELINE_PRESET" else {name: ""})  # fmt: skip
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip()
+    assert line == (f"error: {name} is set but empty (from env var {name}): an empty variable "
+                    f"is a value, not unset; {means}" + line.split(means, 1)[1]), line  # fmt: skip
+    if name != "PIPELINE_ENV_FILE":
+        dotenv = tmp_path / "e.env"
+        dotenv.write_text(f"{name}=\n")
+        # The environment wins over .env: the fixture's PIPELINE_CONFIG_DIR is unset here.
+        result = cli("config", "show", env={"PIPELINE_ENV_FILE": str(dotenv), name: None})
+        assert result.exit_code == 3 and f"{name} is set but empty (from" in result.stderr

@@ -225,7 +225,7 @@ def test_the_ridge_on_a_narrow_table_is_fitted_on_its_rows(tmp_path: Path) -> No
     table["y"] = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0]) + rng.normal(0, 0.5, len(x))
     table.to_parquet(tmp_path / "narrow.parquet", index=False)
     narrow = {
-        "PIPELINE_PRESET": "", "PIPELINE_DATA__SOURCE": str(tmp_path / "narrow.parquet"),
+        "PIPELINE_PRESET": None, "PIPELINE_DATA__SOURCE": str(tmp_path / "narrow.parquet"),
         "PIPELINE_DATA__TARGET": "y", "PIPELINE_DATA__DROP": "[]", "PIPELINE_MODEL__NAME": "n",
         "PIPELINE_TRAIN__MAX_EPOCHS": "1", "PIPELINE_TRAIN__BATCH_SIZE": "1024",
     }  # fmt: skip
@@ -566,7 +566,7 @@ def test_a_million_row_table_trains_on_two_workers_each_holding_half(tmp_path: P
     data = tmp_path / "million.parquet"
     synthetic(data, 1_000_000, 20, 2, seed=5)
     big = {
-        "PIPELINE_PRESET": "",
+        "PIPELINE_PRESET": None,
         "PIPELINE_DATA__SOURCE": str(data),
         "PIPELINE_DATA__TARGET": "y",
         "PIPELINE_DATA__DROP": "[]",

@@ -206,7 +206,7 @@ def test_a_class_missing_from_a_folds_training_rows_is_exit_4_before_ray(tmp_pat
     pd.DataFrame({"a": a, "y": ["maybe", *np.where(a[1:] > 0, "yes", "no")]}).to_csv(
         data, index=False
     )
-    env = _env(tmp_path, PIPELINE_PRESET="", PIPELINE_DATA__SOURCE=str(data),
+    env = _env(tmp_path, PIPELINE_PRESET=None, PIPELINE_DATA__SOURCE=str(data),
                PIPELINE_DATA__TARGET="y", PIPELINE_DATA__DROP="[]",
                PIPELINE_TUNE__SCORING="cv", PIPELINE_TUNE__FOLDS="2")  # fmt: skip
     done = run_cli("tune", "--trials", "2", env=env)

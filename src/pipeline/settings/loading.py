@@ -97,6 +97,26 @@ class Loaded:
     unknown: list[str]
 
 
+# What each loader variable means when it is unset.
+_UNSET = {
+    "PIPELINE_PRESET": "no preset",
+    "PIPELINE_CONFIG_DIR": "./config, then the bundled presets",
+    "PIPELINE_ENV_FILE": "./.env, read when present (/dev/null reads none)",
+}
+
+
+def _not_empty(name: str, value: str | None, origin: str) -> None:
+    """A loader variable set empty is exit 3, as any other setting is: PIPELINE_PRESET=$TUNED
+    with $TUNED unset trained the default recipe (exit 0), and an empty PIPELINE_ENV_FILE was
+    'a folder' (the current one)."""
+    if value is not None and not value.strip():
+        where = f"env var {name}" if origin == "env var" else origin
+        raise ConfigError(
+            f"{name} is set but empty (from {where}): an empty variable is a value, not unset; "
+            f"unset it for {_UNSET[name]}, or give it a value"
+        )
+
+
 def load(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = None,
@@ -116,6 +136,8 @@ def load(
     `pipeline train` exit 3 over a port it never opens. Unknown names stay errors everywhere.
     """
     environ = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        _not_empty("PIPELINE_ENV_FILE", environ.get("PIPELINE_ENV_FILE"), "env var")
     named = env_file is None and "PIPELINE_ENV_FILE" in environ
     if env_file is None:
         env_file = Path(environ.get("PIPELINE_ENV_FILE", ".env"))
@@ -129,8 +151,10 @@ def load(
         )
 
     def loader_var(name: str) -> tuple[str | None, str]:
+        _not_empty(name, environ.get(name), "env var")
         if environ.get(name):
             return environ[name], f"env var {name}"
+        _not_empty(name, dotenv.get(name), in_dotenv(name))
         return dotenv.get(name) or None, in_dotenv(name)
 
     preset_name, preset_from = loader_var("PIPELINE_PRESET")
