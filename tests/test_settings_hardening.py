@@ -653,6 +653,8 @@ def test_s3_client_settings_that_cannot_work_are_one_line(
             {"PIPELINE_DATA__TARGET": ""},
             "an empty or null value is not unset: unset PIPELINE_DATA__TARGET",
         ),
+        # `config show` passed it; every other command refused it when the store opened.
+        ({"PIPELINE_STORE": ""}, "invalid setting store from env var PIPELINE_STORE: names no"),
         # The column's name was shown in lower case: data.column_kinds.lotarea.
         (
             {"PIPELINE_DATA__COLUMN_KINDS": '{"LotArea": "text"}'},

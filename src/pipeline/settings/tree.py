@@ -271,6 +271,12 @@ class Settings(BaseSettings):
         ./store", the space unseen: spaces at either end are refused, as a typo."""
         if value != value.strip():
             raise PydanticCustomError("padded", "starts or ends with a space: remove it")
+        if not value:  # refused when the store opened; `config show` passed it
+            raise PydanticCustomError(
+                "empty_store",
+                "names no store: expected a folder path, a file:///absolute/path URI or "
+                "s3://bucket/prefix",
+            )
         return value
 
     @field_validator("ray_address")
