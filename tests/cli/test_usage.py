@@ -63,7 +63,8 @@ def test_an_option_without_its_value_names_its_command(
      (["train", "--id-file="], "option --id-file"),
      (["predict", "rows.csv", "-o", " "], "option --output"),
      (["report", "-o", ""], "option --output"), (["diff", "a", "b", "--html", ""], "option --html"),
-     (["tune", "--preset-out", ""], "option --preset-out")],
+     (["tune", "--preset-out", ""], "option --preset-out"),
+     (["train", "--workers", ""], "option --workers"), (["tune", "--trials="], "option --trials")],
 )  # fmt: skip
 def test_an_empty_argument_is_a_usage_error_not_its_default(
     args: list[str], named: str, tmp_path: object

@@ -10,7 +10,6 @@ import contextlib
 import inspect
 import os
 import sys
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -60,8 +59,9 @@ class _Command(typer.core.TyperCommand):
 
 
 def _refuse_empty_path(ctx: Context, args: list[str]) -> None:
-    """``_refuse_empty`` before parsing, for a path: click reads ``--id-file ""`` as the
-    current folder, which said "file '' is a directory" (``predict -o ''`` wrote to ``.``)."""
+    """``_refuse_empty`` before parsing, for any option: click reads ``--id-file ""`` as the
+    current folder, which said "file '' is a directory" (``predict -o ''`` wrote to ``.``), and
+    ``--workers ""`` as a number that does not parse."""
     paths = {
         opt: param
         for param in ctx.command.params
@@ -74,15 +74,9 @@ def _refuse_empty_path(ctx: Context, args: list[str]) -> None:
         param = paths.get(name if equals and name.startswith("--") else args[at])
         if param is not None and not equals:
             value, at = (args[at + 1] if at + 1 < len(args) else "x"), at + 1
-        if param is not None and not value.strip() and _is_path(param):
+        if param is not None and not value.strip():
             _empty(ctx, param)
         at += 1
-
-
-def _is_path(param: Parameter) -> bool:
-    """Whether the option is declared a ``Path`` (typer's ``type_descriptor``)."""
-    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-    return annotation is Path or Path in typing.get_args(annotation)
 
 
 def _empty(ctx: Context, param: Parameter) -> NoReturn:
