@@ -185,6 +185,11 @@ def test_preset_with_unknown_key_suggests_the_right_one(tmp_path: Path, no_env: 
     message = err.value.message
     assert "data.traget" in message
     assert "did you mean 'data.target'" in message
+    # A misspelt table was "unknown key 'tuning'; did you mean 'tune.scoring'?": the section.
+    preset.write_text('[tuning]\nscoring = "cv"\n')
+    with pytest.raises(ConfigError) as err:
+        load({"PIPELINE_PRESET": str(preset)}, env_file=no_env)
+    assert "has unknown section [tuning]; did you mean [tune]? (sections: data," in str(err.value)
 
 
 def test_preset_cannot_set_secrets(tmp_path: Path, no_env: Path) -> None:

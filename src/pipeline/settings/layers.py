@@ -221,6 +221,15 @@ def read_preset(path: Path, valid: set[SettingPath]) -> Layer:
                 f"preset {path} sets '{dotted}', a secret: presets are versioned files and never "
                 "hold credentials; set it in the environment instead"
             )
+        sections = sorted({p[0] for p in valid if len(p) > 1})
+        table = len(key_path) > 1 or isinstance(data.get(key_path[0]), dict)
+        if table and key_path[0] not in sections:  # [tuning]: the table is wrong
+            close = difflib.get_close_matches(key_path[0], sections, n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            raise ConfigError(
+                f"preset {path} has unknown section [{key_path[0]}]{hint} (sections: "
+                f"{', '.join(sections)})"
+            )
         close = difflib.get_close_matches(dotted, [".".join(p) for p in valid], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"preset {path} sets unknown key '{dotted}'{hint}")
