@@ -797,3 +797,27 @@ def test_an_excel_sep_line_is_named_not_every_column_missing(
             "it to name the delimiter)"
         )
     ), done.stderr
+
+
+def test_a_cell_that_is_no_number_says_what_it_looks_like(
+    chain: dict[str, Any], tmp_path: Path
+) -> None:
+    """'8,450' in LotArea was "expected a finite number", where training names the thousands
+    separator; a date and another tool's missing marker are named too."""
+    from pipeline.data.cells import _number_hint
+
+    lines = TEST_CSV.read_text().splitlines()[:3]
+    at = lines[0].split(",").index("LotArea")
+    for value, says in (('"8,450"', "(a formatted number: write it plainly"),
+                        ("2003-01-15", "(a date: the model takes numbers here)")):  # fmt: skip
+        row = lines[1].split(",")
+        row[at] = value
+        path = tmp_path / "odd.csv"
+        path.write_text("\n".join([lines[0], ",".join(row), lines[2]]) + "\n")
+        done = _predict(chain, str(path), "--release", chain["release"])
+        assert done.returncode == 4 and f"expected a finite number {says}" in done.stderr, (
+            done.stderr
+        )
+    # A model trained with PIPELINE_DATA__MISSING_VALUES='["?", ""]' (Titanic's) and given NA.
+    assert "'NA' is not one of this model's missing markers" in _number_hint("NA")
+    assert _number_hint("abc") == "" and _number_hint(3) == ""

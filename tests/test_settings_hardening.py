@@ -825,3 +825,12 @@ def test_a_loader_variable_set_empty_is_refused_not_unset(
         # The environment wins over .env: the fixture's PIPELINE_CONFIG_DIR is unset here.
         result = cli("config", "show", env={"PIPELINE_ENV_FILE": str(dotenv), name: None})
         assert result.exit_code == 3 and f"{name} is set but empty (from" in result.stderr
+
+
+def test_a_suggested_name_gets_no_note_of_where_its_value_came_from(cli: Any) -> None:
+    """`PIPELINE_TUNE__TRAILS=3 pipeline tune --trials 2` ended "(PIPELINE_TUNE__TRIALS came
+    from option --trials)": the suggestion's own origin, beside the point of a misspelling."""
+    result = cli("tune", "--trials", "2", env={"PIPELINE_TUNE__TRAILS": "3"})
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip()
+    assert "(did you mean PIPELINE_TUNE__TRIALS?)" in line and "came from" not in line, line

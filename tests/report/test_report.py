@@ -284,10 +284,12 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
     under = _report(root, "-o", str(tmp_path / "taken.csv" / "r.html"))
     assert under.exit_code == 3, under.output
     assert "taken.csv is a file, not a folder" in under.stderr
-    # '-o .' and '-o ""' (a folder, no file name) were a traceback (ValueError): exit 3.
-    for bare in (".", ""):
-        nameless = _report(root, "-o", bare)
-        assert nameless.exit_code == 3 and "names no file" in nameless.stderr, nameless.output
+    # '-o .' and '-o ""' (a folder, no file name) were a traceback (ValueError): exit 3 for
+    # '.', and '-o ""' is the empty-option usage error (exit 2), as for every option.
+    nameless = _report(root, "-o", ".")
+    assert nameless.exit_code == 3 and "names no file" in nameless.stderr, nameless.output
+    empty = _report(root, "-o", "")
+    assert empty.exit_code == 2 and "option --output is empty" in empty.stderr, empty.output
 
 
 def test_a_damaged_stored_cross_validation_is_exit_7_as_in_diff(

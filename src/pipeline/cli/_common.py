@@ -153,7 +153,10 @@ def _with_sources(message: str, loaded: Any) -> str:
     if loaded is None:  # settings did not load: their own errors say where each came from
         return message
     notes = []
-    for env in dict.fromkeys(re.findall(r"\bPIPELINE_[A-Z0-9_]+", message)):
+    # A name suggested for a misspelt one ("did you mean PIPELINE_TUNE__TRIALS?") is no
+    # setting of this error: where its value came from is beside the point.
+    named = re.finditer(r"(?<!did you mean )\bPIPELINE_[A-Z0-9_]+", message)
+    for env in dict.fromkeys(m.group() for m in named):
         path = tuple(part.lower() for part in env.removeprefix("PIPELINE_").split("__"))
         where = loaded.settings.source_of(*path).removesuffix(f" ({env})")  # named already
         if where != "default" and not where.startswith("env var") and where not in message:
@@ -179,6 +182,7 @@ def store_of(
     one lies inside the store, whose records only the stages write, or two name one file, or
     one is ``preset`` (the preset file this command reads).
     """
+    from pipeline.errors import ConfigError
     from pipeline.store import Store
 
     store = Store.from_uri(settings.store, **settings.store_options())
@@ -190,6 +194,11 @@ def store_of(
             _not_a_uri(path, option)
             _not_the_data(path, option, settings.data.source)
             _no_file_above(path, option)
+            if option == "--preset-out" and path.suffix.lower() != ".toml":
+                raise ConfigError(  # PIPELINE_PRESET takes a .toml path or a preset's name
+                    f"--preset-out {path} is not a .toml file, which PIPELINE_PRESET could "
+                    f"not load: name it {path.with_suffix('.toml').name}"
+                )
         if option in _ID_OUTPUTS and path is not None:
             _folder_exists(path, option)
             _one_output(path, option, named, preset)

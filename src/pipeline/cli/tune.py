@@ -44,15 +44,9 @@ def tune(
 
     def body(loaded: Any, log: Any) -> None:
         from pipeline import tune as stage
-        from pipeline.errors import ConfigError
 
         outputs = {"--id-file": id_file, "--preset-out": preset_out}
         settings = _without_workers(loaded.settings, log)
-        if preset_out is not None and preset_out.suffix.lower() != ".toml":
-            raise ConfigError(  # PIPELINE_PRESET takes a .toml path or a preset's name
-                f"--preset-out {preset_out} is not a .toml file, which PIPELINE_PRESET could "
-                f"not load: name it {preset_out.with_suffix('.toml').name}"
-            )
         store = store_of(settings, writes=True, outputs=outputs, preset=loaded.preset)
         result = stage.run(settings, store, log, resume=resume, preset_out=preset_out)
         write_id(id_file, result.tune_id)
