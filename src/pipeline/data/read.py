@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 # ``printable`` is re-exported: predict shows values through ``read.printable``.
 from pipeline.data.cells import csv_options
 from pipeline.data.cells import printable as printable
-from pipeline.data.csv_errors import first_line, is_blank, last_row_swallowed, parse_error
+from pipeline.data.csv_errors import first_line, is_blank, last_row_swallowed, not_utf8, parse_error
 from pipeline.errors import DataError
 from pipeline.settings import DataSettings
 
@@ -344,10 +344,8 @@ def read_table(
         for field in table.schema:
             # pyarrow reads text that is not valid UTF-8 as raw bytes rather than failing.
             if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
-                raise DataError(
-                    f"dataset {shown} is not valid UTF-8 text (column '{field.name}'): re-encode "
-                    "the file as UTF-8"
-                )
+                # Its line too, as predict names it (a second pass, on this failure only).
+                raise not_utf8(path, f"dataset {shown}", data.delimiter)
     else:
         table = _plain_parquet(table, data, shown)
     # One block per column, each column's Arrow memory released as soon as it is converted
