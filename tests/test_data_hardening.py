@@ -807,3 +807,26 @@ def test_a_pandas_range_index_keeps_ids_with_their_rows_and_a_named_one_is_a_col
     chunks = readers.iter_chunks(named, "parquet", 4, _predictor(["x", "Id"]), RunSettings(),
                                  Stats())  # fmt: skip
     assert pd.concat(list(chunks))["Id"].tolist() == list(range(100, 130))
+
+
+def test_a_column_that_counts_the_rows_is_named_in_a_warning(tmp_path: Path) -> None:
+    """A saved pandas index (0, 1, 2, ...) or house prices' Id kept as a feature (1, 2, 3,
+    ...) was used without a word: the model learnt a row's place in the file. A warning names
+    it; a shuffled id, the same numbers out of order, or a declared kind is not named."""
+    rows = [f"{k},{(k * 7) % 11},{k % 2}" for k in range(40)]
+    path = _csv(tmp_path, "index,x,y", rows)
+    data = _data()
+    frame = read.read_table(path, data, label=path.name)
+    frame = schema.prepare_target(frame, data.target, data.task, path.name)
+    warnings = schema.infer(frame, data, "none", path.name)[1]
+    assert [w for w in warnings if "counts the rows" in w] == [
+        "column 'index' counts the rows (0, 1, 2, ...): an index saved with the data? It is "
+        "used as a feature, which ties a prediction to a row's place in the file; add it to "
+        "PIPELINE_DATA__DROP, or declare its kind in PIPELINE_DATA__COLUMN_KINDS to keep it"
+    ], warnings
+    shuffled = _csv(tmp_path, "index,x,y", [rows[k] for k in range(39, -1, -1)])
+    frame = read.read_table(shuffled, data, label="s")
+    assert not schema.infer(frame, data, "none", "s")[1]
+    declared = _data(column_kinds={"index": "numeric"})
+    frame = read.read_table(path, declared, label="d")
+    assert not schema.infer(frame, declared, "none", "d")[1]
