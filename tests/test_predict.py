@@ -804,7 +804,7 @@ def test_a_cell_that_is_no_number_says_what_it_looks_like(
 ) -> None:
     """'8,450' in LotArea was "expected a finite number", where training names the thousands
     separator; a date and another tool's missing marker are named too."""
-    from pipeline.data.cells import _number_hint
+    from pipeline.data.spellings import number_hint as _number_hint
 
     lines = TEST_CSV.read_text().splitlines()[:3]
     at = lines[0].split(",").index("LotArea")

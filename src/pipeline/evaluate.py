@@ -75,6 +75,16 @@ def ignored_settings(current: Settings, build: artifacts.Build, recipe: Settings
     return ignored
 
 
+def _say_ignored(ignored: list[str], build_id: str, log: Any) -> None:
+    if ignored:
+        log.warning(
+            "evaluate.settings_ignored", settings=ignored,
+            message=f"build {build_id[:12]} is re-tested on the data and settings it was "
+            f"trained with; {', '.join(ignored)} set today differ and are not used: train a "
+            "build with them to score them (or predict new rows with a release)",
+        )  # fmt: skip
+
+
 def _same(value: Any) -> Any:
     """A setting as compared: a list in any order (the build records drop and missing_values
     sorted) is the same setting."""
@@ -191,13 +201,7 @@ def run(
     # not after the re-test and K folds of cross-validation, whose result was stored first.
     _gate_checks(settings.gates, build.json("metrics.json")["test"])
     recipe = build_settings(settings, build)
-    if ignored := ignored_settings(settings, build, recipe):
-        log.warning(
-            "evaluate.settings_ignored", settings=ignored,
-            message=f"build {build.id[:12]} is re-tested on the data and settings it was "
-            f"trained with; {', '.join(ignored)} set today differ and are not used: train a "
-            "build with them to score them (or predict new rows with a release)",
-        )  # fmt: skip
+    _say_ignored(ignored_settings(settings, build, recipe), build.id, log)
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings, recipe)
     inputs = build.json("provenance.json")["inputs"]

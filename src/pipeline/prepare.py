@@ -97,15 +97,7 @@ def prepare(
     )
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
-    left_out = read_rows - len(frame)
-    if left_out:  # said once, as a warning: a user must not learn it from a count
-        log.warning(
-            "data.warning",
-            message=f"{left_out} of {read_rows} rows of {fetched.uri} have no value in target "
-            f"column '{settings.data.target}': they are left out (not trained on, validated or "
-            "tested)",
-            rows_without_target=left_out,
-        )
+    _say_left_out(read_rows, len(frame), settings.data.target, fetched.uri, log)
     head = None
     if target_only:
         head = _infer_target(frame, header, settings, fetched.uri, log)
@@ -207,6 +199,17 @@ def _check_classes(labels: Any, target: str, label: str) -> None:
         "PIPELINE_DATA__TASK=regression for a numeric target)",
         column=target,
     )
+
+
+def _say_left_out(read_rows: int, kept: int, target: str, uri: str, log: Any) -> None:
+    """Said once, as a warning: a user must not learn it from a count."""
+    if left_out := read_rows - kept:
+        log.warning(
+            "data.warning",
+            message=f"{left_out} of {read_rows} rows of {uri} have no value in target column "
+            f"'{target}': they are left out (not trained on, validated or tested)",
+            rows_without_target=left_out,
+        )
 
 
 def _check_test_classes(labels: Any, split: Split, target: str, label: str) -> None:

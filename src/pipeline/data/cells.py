@@ -281,34 +281,13 @@ def bad_cells(
     series: pd.Series, bad: np.ndarray, name: str, label: str, expected: str
 ) -> Iterator[DataError]:
     """One error per bad cell of ``series`` (where ``bad``), in row order, worded for predict."""
+    from pipeline.data.spellings import number_hint
+
     for pos in bad.nonzero()[0].tolist():
         value = plain(series.iloc[pos])
-        why = _number_hint(value) if expected == "a finite number" else ""
+        why = number_hint(value) if expected == "a finite number" else ""
         tail = f": expected {expected}{why}; {_PREDICT_ADVICE}"
         yield cell_error(name, label, data_row(series, pos), shown(value), tail)
-
-
-# Spellings of a missing value in other tools, which a model's own markers may not include.
-_MARKERS = {"na", "n/a", "nan", "-nan", "null", "none", "#n/a", "?", "-", "--", "missing"}
-
-
-def _number_hint(value: Any) -> str:
-    """Why a cell that is no number may be one to its writer: a formatted number (as training
-    says, "thousands separator"), a date, or another tool's missing marker."""
-    if not isinstance(value, str):
-        return ""
-    from pipeline.data import spellings
-
-    if value.strip().lower() in _MARKERS:
-        return (
-            f" ({value.strip()!r} is not one of this model's missing markers, those of its "
-            "PIPELINE_DATA__MISSING_VALUES: leave the cell empty)"
-        )
-    if re.match(spellings.FORMATTED_NUMBER, value, re.IGNORECASE):
-        return " (a formatted number: write it plainly, without separators, currency or %)"
-    if re.match(spellings.DATE, value, re.IGNORECASE):
-        return " (a date: the model takes numbers here)"
-    return ""
 
 
 def reject(

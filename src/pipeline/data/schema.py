@@ -415,7 +415,7 @@ def infer_column(
                 "PIPELINE_DATA__COLUMN_KINDS",
                 "column",
             )
-        if not declared and _counts_rows(series):
+        if not declared and verdicts.counts_rows(series, IDENTIFIER_MIN_ROWS):
             return Column(name, kind), (
                 f"column '{name}' counts the rows ({int(series.iloc[0])}, "
                 f"{int(series.iloc[0]) + 1}, {int(series.iloc[0]) + 2}, ...): an index saved with "
@@ -424,23 +424,6 @@ def infer_column(
                 "PIPELINE_DATA__COLUMN_KINDS to keep it"
             )
     return Column(name, kind), None
-
-
-def _counts_rows(series: pd.Series) -> bool:
-    """Whether a numeric column is 0, 1, 2, ... (or from 1) in file order, 20 rows or more: a
-    row number (pandas' index, R's rownames). Its ends are looked at first, so another column
-    costs next to nothing."""
-    import numpy as np
-    import pandas as pd
-
-    n = len(series)
-    if n < IDENTIFIER_MIN_ROWS or not pd.api.types.is_numeric_dtype(series.dtype):
-        return False
-    first, last = series.iloc[0], series.iloc[-1]
-    if first not in (0, 1) or last != first + n - 1:
-        return False
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return bool(np.all(np.diff(values) == 1.0))
 
 
 def finish(head: Head, columns: list[Column], data: DataSettings, label: str) -> Schema:

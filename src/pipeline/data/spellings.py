@@ -165,3 +165,24 @@ def formatting(value: Any) -> str:
     if "−" in text:
         return "a typographic minus sign"
     return "a thousands separator or a decimal comma"
+
+
+# Spellings of a missing value in other tools, which a model's own markers may not include.
+_MARKERS = {"na", "n/a", "nan", "-nan", "null", "none", "#n/a", "?", "-", "--", "missing"}
+
+
+def number_hint(value: Any) -> str:
+    """Why a cell that is no number may be one to its writer: a formatted number (as training
+    says, "thousands separator"), a date, or another tool's missing marker."""
+    if not isinstance(value, str):
+        return ""
+    if value.strip().lower() in _MARKERS:
+        return (
+            f" ({value.strip()!r} is not one of this model's missing markers, those of its "
+            "PIPELINE_DATA__MISSING_VALUES: leave the cell empty)"
+        )
+    if re.match(FORMATTED_NUMBER, value, re.IGNORECASE):
+        return " (a formatted number: write it plainly, without separators, currency or %)"
+    if re.match(DATE, value, re.IGNORECASE):
+        return " (a date: the model takes numbers here)"
+    return ""

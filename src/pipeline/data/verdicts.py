@@ -265,3 +265,20 @@ def refuse_stray_non_positive(
         "PIPELINE_TRAIN__TARGET_TRANSFORM to none (no log) or log1p (for values >= 0)",
         subject="target column",
     )
+
+
+def counts_rows(series: pd.Series, min_rows: int) -> bool:
+    """Whether a numeric column is 0, 1, 2, ... (or from 1) in file order, ``min_rows`` or more: a
+    row number (pandas' index, R's rownames). Its ends are looked at first, so another column
+    costs next to nothing."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(series)
+    if n < min_rows or not pd.api.types.is_numeric_dtype(series.dtype):
+        return False
+    first, last = series.iloc[0], series.iloc[-1]
+    if first not in (0, 1) or last != first + n - 1:
+        return False
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return bool(np.all(np.diff(values) == 1.0))

@@ -105,6 +105,17 @@ _UNSET = {
 }
 
 
+def _loader_var(
+    name: str, environ: dict[str, str], dotenv: dict[str, str], in_dotenv: Any
+) -> tuple[str | None, str]:
+    """A loader variable's value (None: unset) and where it came from; the environment wins."""
+    if name in environ:
+        _not_empty(name, environ[name], "env var")
+        return environ[name], f"env var {name}"
+    _not_empty(name, dotenv.get(name), in_dotenv(name))
+    return dotenv.get(name) or None, in_dotenv(name)
+
+
 def _not_empty(name: str, value: str | None, origin: str) -> None:
     """A loader variable set empty is exit 3, as any other setting is: PIPELINE_PRESET=$TUNED
     with $TUNED unset trained the default recipe (exit 0), and an empty PIPELINE_ENV_FILE was
@@ -136,10 +147,9 @@ def load(
     `pipeline train` exit 3 over a port it never opens. Unknown names stay errors everywhere.
     """
     environ = dict(os.environ if environ is None else environ)
-    if env_file is None:
-        _not_empty("PIPELINE_ENV_FILE", environ.get("PIPELINE_ENV_FILE"), "env var")
     named = env_file is None and "PIPELINE_ENV_FILE" in environ
     if env_file is None:
+        _not_empty("PIPELINE_ENV_FILE", environ.get("PIPELINE_ENV_FILE"), "env var")
         env_file = Path(environ.get("PIPELINE_ENV_FILE", ".env"))
     dotenv, lines = layers.read_dotenv(env_file, required=named)
     in_dotenv = layers.describe_variable(".env", env_file, lines)
@@ -150,15 +160,8 @@ def load(
             "environment, or remove the line"
         )
 
-    def loader_var(name: str) -> tuple[str | None, str]:
-        _not_empty(name, environ.get(name), "env var")
-        if environ.get(name):
-            return environ[name], f"env var {name}"
-        _not_empty(name, dotenv.get(name), in_dotenv(name))
-        return dotenv.get(name) or None, in_dotenv(name)
-
-    preset_name, preset_from = loader_var("PIPELINE_PRESET")
-    config_dir, config_from = loader_var("PIPELINE_CONFIG_DIR")
+    preset_name, preset_from = _loader_var("PIPELINE_PRESET", environ, dotenv, in_dotenv)
+    config_dir, config_from = _loader_var("PIPELINE_CONFIG_DIR", environ, dotenv, in_dotenv)
     if config_dir and not Path(config_dir).is_dir():  # a typo, or a volume not mounted: said
         # now, not when a preset is first named (then it fell back to the bundled one)
         raise ConfigError(

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pipeline.settings import columns
 from pipeline.settings.space import DEFAULT_SPACE, check_space, dotted
 from pipeline.settings.uris import parsable_uri
 
@@ -85,13 +86,6 @@ def _folds(value: Any) -> Any:
 Task = Annotated[Literal["auto", "regression", "binary", "multiclass"], _Lower]
 ColumnKind = Annotated[Literal["numeric", "categorical", "boolean"], _Lower]
 Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
-# The kinds of column a task reads its target as: a column_kinds entry for the target that
-# contradicts the task would be ignored.
-_TARGET_KINDS: dict[str, tuple[str, ...]] = {
-    "regression": ("numeric",),
-    "binary": ("categorical", "boolean"),
-    "multiclass": ("categorical",),
-}
 
 
 def refuse_bool(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
@@ -194,38 +188,11 @@ class DataSettings(_Section):
         return digest
 
     @model_validator(mode="after")
-    def _target_not_dropped(self) -> Self:
-        if self.target in self.drop:  # it was trained on anyway, silently
-            raise PydanticCustomError(
-                "target_dropped",
-                f"the target '{self.target}' is also listed in drop {self.drop}: a dropped column "
-                "cannot be predicted; remove it from the drop list or choose another target",
-                {"fields": ("target", "drop")},
-            )
-        if self.target in self.column_kinds and self.task == "auto":  # it was ignored
-            raise PydanticCustomError(
-                "target_kind",
-                f"column_kinds names the target '{self.target}', whose kind the task decides, "
-                "and the task is auto: set PIPELINE_DATA__TASK (regression, binary or "
-                "multiclass)",
-                {"fields": ("target", "column_kinds")},
-            )
-        kind = self.column_kinds.get(self.target)
-        if kind is not None and kind not in _TARGET_KINDS.get(self.task, (kind,)):
-            raise PydanticCustomError(  # it was ignored: the task decides
-                "target_kind",
-                f"column_kinds says the target '{self.target}' is {kind}, but the task is "
-                f"{self.task}, which reads it as {' or '.join(_TARGET_KINDS[self.task])}: "
-                f"remove '{self.target}' from column_kinds, or set the task that matches",
-                {"fields": ("task", "column_kinds")},
-            )
-        if dropped := [name for name in self.column_kinds if name in self.drop]:
-            raise PydanticCustomError(  # it was ignored: the column is not read
-                "dropped_kind",
-                f"column_kinds names '{dropped[0]}', which drop also lists: a dropped column "
-                "is not a feature and has no kind; remove it from one of the two",
-                {"fields": ("drop", "column_kinds")},
-            )
+    def _consistent(self) -> Self:
+        """Settings of this section that contradict each other (``columns.data_conflict``)."""
+        conflict = columns.data_conflict(self.target, self.task, self.drop, self.column_kinds)
+        if conflict is not None:
+            raise conflict
         return self
 
 
