@@ -40,8 +40,20 @@ def _refused(tmp_path: Path, space: Any) -> str:
             {"train.learning_rat": {"loguniform": [1e-4, 1e-2]}},
             "did you mean 'train.learning_rate'",
         ),
-        ({"train.test_fraction": {"uniform": [0.1, 0.2]}}, "is not searchable"),
-        ({"train.workers": {"int": [1, 3]}}, "is not searchable"),
+        (
+            {"train.test_fraction": {"uniform": [0.1, 0.2]}},
+            "is not searchable (it changes the rows or the target each trial is scored on",
+        ),
+        (
+            {"train.workers": {"int": [1, 3]}},
+            "is not searchable (it chooses how a run executes, not what the model learns)",
+        ),
+        # Each named why: refit was "it chooses the data or how a run executes", which it is not.
+        (
+            {"train.refit": {"choice": [True, False]}},
+            "is not searchable (it acts after a trial is scored",
+        ),
+        ({"train.bag_folds": {"choice": [0, 5]}}, "is not searchable (trials are scored unbagged"),
         ({"seed": {"int": [1, 5]}}, "names no searchable setting"),
         ({"train.learning_rate": {"loguniform": [0, 1e-2]}}, "loguniform needs low > 0"),
         ({"train.learning_rate": {"uniform": [0.1, 0.01]}}, "low <= high"),

@@ -28,22 +28,24 @@ if TYPE_CHECKING:
     from pipeline.settings.tree import Settings
 
 KINDS = ("loguniform", "uniform", "int", "choice")
-# Sections whose fields may be searched, and the fields of those that may not (they choose the
-# data or how a run executes, not what the model learns).
+# Sections whose fields may be searched, and the fields of those that may not, with why.
 SEARCHABLE = ("features", "model", "train")
+_RUN = "it chooses how a run executes, not what the model learns"
+_ROWS = "it changes the rows or the target each trial is scored on: scores could not be compared"
+_AFTER = "it acts after a trial is scored, so no score could tell its values apart"
 NOT_SEARCHABLE = {
-    "model.name",
-    "model.version",
-    "train.val_fraction",
-    "train.test_fraction",
-    "train.target_transform",
-    "train.refit",
-    "train.bag_folds",
-    "train.device",
-    "train.threads",
-    "train.checkpoint_every",
-    "train.workers",
-    "features.max_categorical_cardinality",
+    "model.name": "it names the package, not what the model learns",
+    "model.version": "it names the package, not what the model learns",
+    "train.val_fraction": _ROWS,
+    "train.test_fraction": _ROWS,
+    "train.target_transform": _ROWS,
+    "train.refit": _AFTER,
+    "train.bag_folds": "trials are scored unbagged, so no score could tell its values apart",
+    "train.device": _RUN,
+    "train.threads": _RUN,
+    "train.checkpoint_every": _RUN,
+    "train.workers": _RUN,
+    "features.max_categorical_cardinality": "it decides which columns are read: the data",
 }
 MAX_CHOICES = 64
 
@@ -249,7 +251,7 @@ def _field_of(key: str, sections: dict[str, type[BaseModel]]) -> tuple[str, str]
         return section, field
     hint = difflib.get_close_matches(key, names, n=1)
     why = (
-        "is not searchable (it chooses the data or how a run executes)"
+        f"is not searchable ({NOT_SEARCHABLE[key]})"
         if key in NOT_SEARCHABLE
         else f"names no searchable setting{f' (did you mean {hint[0]!r}?)' if hint else ''}"
     )
