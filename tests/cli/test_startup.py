@@ -57,6 +57,16 @@ def test_help_names_the_environment_variables() -> None:
     assert "PIPELINE_DATA__SOURCE" in done.stdout and "PIPELINE_TRAIN__DEVICE" in done.stdout
 
 
+def test_a_flag_in_help_shows_no_value_placeholder() -> None:
+    """typer showed `--resume <bool>`, `--all <bool>`, `--help <bool>`: read as options that
+    take a value (`diff --all true` then took "true" as build A). Options that take one keep
+    theirs."""
+    for args in (["train", "--help"], ["diff", "--help"], ["--help"], ["tune", "--help"]):
+        done = run_cli(*args, env={"COLUMNS": "200"})
+        assert done.returncode == 0 and "<bool>" not in done.stdout, (args, done.stdout)
+    assert "<int>" in run_cli("train", "--help", env={"COLUMNS": "200"}).stdout
+
+
 def test_help_paragraphs_are_wrapped_by_the_terminal_not_the_source() -> None:
     """Docstrings are wrapped at 95 columns in the source; help shows each paragraph as one
     line that the terminal wraps (rich kept the source's breaks, so an 80-column terminal got

@@ -46,9 +46,24 @@ class _Group(typer.core.TyperGroup):
         with _one_line():
             return super().invoke(ctx)
 
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
+
+
+def _plain_flags(params: list[Parameter]) -> list[Parameter]:
+    """A flag shown in --help without typer's ``<bool>``, which read as taking a value
+    (`--resume <bool>`; `diff --all true` took "true" as build A)."""
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
 
 class _Command(typer.core.TyperCommand):
     """Every command (``_own_classes``): a usage error while parsing its arguments names it."""
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return _plain_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         _refuse_empty_path(ctx, args)
