@@ -41,3 +41,23 @@ def test_circleci_config_parses_and_names_existing_make_targets() -> None:
     makefile = (REPO / "Makefile").read_text()
     defined = set(re.findall(r"^([a-z0-9-]+):", makefile, re.MULTILINE))
     assert used and used <= defined, used - defined
+
+
+def test_every_event_the_code_emits_is_named_in_the_readme() -> None:
+    """A user parsing the event stream (as MLflow or structlog pipelines do) met tune.cluster,
+    tune.start, serve.workers, data.summary... that the README never named: every event name a
+    module logs is listed there now, and a new one must be too."""
+    import ast
+    import re
+
+    emitted = set()
+    for path in (REPO / "src" / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("debug", "info", "warning", "error") and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and re.fullmatch(r"[a-z]+\.[a-z_]+", str(node.args[0].value))):  # fmt: skip
+                emitted.add(str(node.args[0].value))
+    readme = (REPO / "README.md").read_text()
+    assert len(emitted) > 50
+    assert sorted(e for e in emitted if f"`{e}`" not in readme) == []

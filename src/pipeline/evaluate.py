@@ -80,7 +80,8 @@ def _say_ignored(ignored: list[str], build_id: str, log: Any) -> None:
         log.warning(
             "evaluate.settings_ignored", settings=ignored,
             message=f"build {build_id[:12]} is re-tested on the data and settings it was "
-            f"trained with; {', '.join(ignored)} set today differ and are not used: train a "
+            f"trained with; {', '.join(ignored)} set today "
+            f"{'differs and is' if len(ignored) == 1 else 'differ and are'} not used: train a "
             "build with them to score them (or predict new rows with a release)",
         )  # fmt: skip
 

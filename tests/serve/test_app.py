@@ -276,11 +276,16 @@ def test_a_body_of_many_bad_records_is_judged_in_bounded_memory(client: TestClie
         tracemalloc.stop()
     assert response.status_code == 422
     doc = response.json()
-    assert doc["message"] == "at least 79 problem(s) with the request body", doc["message"]
+    assert doc["message"] == (
+        f"at least 79 problem(s) with the request body (the first {MAX_DETAIL} listed)"
+    ), doc["message"]
     assert len(doc["detail"]) == MAX_DETAIL and {d["record"] for d in doc["detail"]} == {0}
     assert peak < 64 * 2**20, peak  # the parsed records, not a list of every problem
     many_ints = client.post("/v1/predict", json={"records": [7] * 20_000})
     assert many_ints.json()["message"] == f"at least {MAX_DETAIL} problem(s) with the request body"
+    # One record of 3 columns: 76 missing, 50 listed; "76 problem(s)" did not say so.
+    one = client.post("/v1/predict", json={"records": [{"LotArea": 1.0}]}).json()
+    assert one["message"] == f"78 problem(s) with the request body (the first {MAX_DETAIL} listed)"
 
 
 def test_extra_keys_are_ignored_and_reported(client: TestClient, house_loaded: Loaded) -> None:

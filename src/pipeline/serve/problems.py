@@ -121,7 +121,10 @@ def json_error(
             item.pop("input", None)
         found.append(item)
     count = f"{len(errors)}" if complete else f"at least {len(errors)}"
-    return RequestError(422, "invalid_records", f"{count} problem(s) with the request body", found)
+    listed = f" (the first {len(found)} listed)" if len(found) < len(errors) else ""
+    return RequestError(
+        422, "invalid_records", f"{count} problem(s) with the request body{listed}", found
+    )
 
 
 def dumps(doc: Any) -> bytes:
