@@ -95,6 +95,8 @@ def prepare(
         bytes=fetched.size,
         cached=fetched.cached,
     )
+    if fetched.warning:
+        log.warning("data.warning", message=fetched.warning)
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     _say_left_out(read_rows, len(frame), settings.data.target, fetched.uri, log)

@@ -82,6 +82,12 @@ def _handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
                 server.stop.wait(10)  # headers and a first chunk, then nothing
             elif path == "/empty.csv":
                 self._send(200, b"")
+            elif path == "/other/house-prices.csv":  # another dataset under the same name
+                self._send(200, CSV.replace(b"208500", b"208501", 1), Content_Type="text/csv")
+            elif path == "/nolength.csv":  # HTTP/1.0: the body ends where the connection does
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(CSV)
             else:
                 self._send(400, b"unexpected path")
 
@@ -170,6 +176,33 @@ def test_pinned_fetch_is_served_from_cache_without_a_request(server: Server, sto
     assert second.cached is True
     assert second.path == first.path
     assert second.sha256 == CSV_SHA
+
+
+def test_a_pin_is_served_from_the_cache_only_for_the_uri_that_cached_it(
+    server: Server, store: Store
+) -> None:
+    """A pin copied from another dataset, whose bytes the store caches: the fetch returned
+    those bytes for this URI without a request, and the build recorded this URI as their
+    source. The URI is fetched now, and its own bytes fail the pin (exit 4)."""
+    _fetch(f"{server.url}/data/house-prices.csv", store)
+    assert server.count() == 1
+    with pytest.raises(DataError, match=r"PIPELINE_DATA__SHA256 expects"):
+        _fetch(f"{server.url}/other/house-prices.csv", store, PIPELINE_DATA__SHA256=CSV_SHA)
+    assert server.count() == 2
+
+
+def test_a_body_without_a_content_length_is_said_to_be_unchecked(
+    server: Server, store: Store
+) -> None:
+    """A server that sends no Content-Length (and no chunked encoding) ends the body by
+    closing the connection, as it does when it fails: a cut-short download was cached and
+    used without a word. The fetch says it could not check, and how to (a pin); a body with
+    its length gets no such note."""
+    fetched = _fetch(f"{server.url}/nolength.csv", store)
+    assert fetched.sha256 == CSV_SHA and fetched.warning is not None
+    assert "sent without a Content-Length" in fetched.warning
+    assert "pin PIPELINE_DATA__SHA256" in fetched.warning
+    assert _fetch(f"{server.url}/data/house-prices.csv", store).warning is None
 
 
 @pytest.mark.parametrize("pinned", [False, True])

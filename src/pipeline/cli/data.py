@@ -28,6 +28,8 @@ def fetch(
         fetched = sources.fetch(
             loaded.settings, store_of(loaded.settings, outputs={"--id-file": id_file})
         )
+        if fetched.warning:
+            log.warning("data.warning", message=fetched.warning)
         log.info(
             "data.summary",
             uri=fetched.uri,

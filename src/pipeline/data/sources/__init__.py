@@ -36,6 +36,7 @@ class Fetched:
     size: int
     cached: bool
     location: str = ""  # where a person finds the store's copy (an s3:// URI), if it has one
+    warning: str | None = None  # what the download could not check, said as a data.warning
 
 
 def redact_uri(uri: str) -> str:
@@ -203,7 +204,7 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         return pinned
     with store.staging() as staging:
         target = staging / name
-        remote.download(uri, target, settings)
+        warning = remote.download(uri, target, settings)
         digest = sha256_file(target)
         _verify_pin(digest, settings, shown)
         # Bytes that are plainly not a table (an HTML page, binary garbage) are refused before
@@ -220,8 +221,9 @@ def fetch(settings: Settings, store: Store) -> Fetched:
         raise StoreError(f"dataset {digest} vanished from store {store.uri} right after caching")
     kept = store.local_file(key)
     return Fetched(
-        shown, kept, digest, kept.stat().st_size, cached=False, location=store.location(key)
-    )
+        shown, kept, digest, kept.stat().st_size, cached=False, location=store.location(key),
+        warning=warning,
+    )  # fmt: skip
 
 
 def fetch_and_read(
@@ -268,7 +270,11 @@ def _pinned_copy(settings: Settings, store: Store, shown: str) -> Fetched | None
     if not pin:
         return None
     key = _cached(store, pin)
-    if key is None or sha256_file(cached := store.local_file(key)) != pin:
+    if key is None or _cached_from(store, pin) not in (None, shown):
+        # Cached from another URI: a pin copied from another dataset trained on those bytes
+        # and recorded this URI as their source. This URI is fetched, and the pin checked.
+        return None
+    if sha256_file(cached := store.local_file(key)) != pin:
         return None
     size = cached.stat().st_size
     return Fetched(shown, cached, pin, size, cached=True, location=store.location(key))
@@ -283,6 +289,17 @@ def _repair(store: Store, staged: Path, digest: str) -> None:
         return
     store.delete_all(f"datasets/{digest}")
     store.publish(staged, f"datasets/{digest}")
+
+
+def _cached_from(store: Store, digest: str) -> str | None:
+    """The (redacted) URI a cached dataset was downloaded from, by its record; None without
+    a readable record."""
+    import json
+
+    try:
+        return str(json.loads(store.read_bytes(f"datasets/{digest}/{RECORD}"))["uri"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _cached(store: Store, digest: str) -> str | None:

@@ -39,8 +39,10 @@ def filename(uri: str) -> str:
     return cache_name(name) if name else DEFAULT_NAME
 
 
-def download(uri: str, dest: Path, settings: Settings) -> None:
-    """Stream ``uri`` into ``dest``; raise ``SourceError`` and leave no ``dest`` on any failure."""
+def download(uri: str, dest: Path, settings: Settings) -> str | None:
+    """Stream ``uri`` into ``dest``; raise ``SourceError`` and leave no ``dest`` on any failure.
+    A warning when the body's end could not be checked: no Content-Length, and not chunked (an
+    HTTP/1.0 server ends the body by closing the connection, as it does when it fails)."""
     import requests
 
     shown = redact_uri(uri)
@@ -74,6 +76,14 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
                     f"cannot download {shown}: the server returned an empty body; "
                     "check that the URL points at the dataset file"
                 )
+            chunked = "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+            if expected is None and not chunked:
+                return (
+                    f"{shown} was sent without a Content-Length: a download cut short (the "
+                    "connection closed early) cannot be told from a whole one; pin "
+                    f"PIPELINE_DATA__SHA256 to the sha256 of the intended file"
+                )
+            return None
     except BaseException as exc:
         dest.unlink(missing_ok=True)
         if isinstance(exc, requests.RequestException):

@@ -57,7 +57,7 @@ def filename(uri: str) -> str:
     return cache_name(_parse(uri).name)
 
 
-def download(uri: str, dest: Path, settings: Settings) -> None:
+def download(uri: str, dest: Path, settings: Settings) -> str | None:
     """Fetch the one file ``uri`` names into ``dest``; raise ``SourceError``, leave no ``dest``."""
     ref = _parse(uri)
     shown = _shown(uri)
@@ -87,6 +87,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
             # ``from None``: the client's exceptions repeat URLs and server text; the message
             # built here says what matters.
             raise _client_error(exc, ref, shown, secrets, settings.kaggle_timeout) from None
+    return None  # the client checks the file it downloads
 
 
 # --- the URI ---------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def _parse(uri: str) -> tuple[str, str]:
     return parsed
 
 
-def download(uri: str, dest: Path, settings: Settings) -> None:
+def download(uri: str, dest: Path, settings: Settings) -> str | None:
     """Stream the object ``uri`` into ``dest``; SourceError and no ``dest`` on any failure."""
     import obstore
     from obstore.exceptions import BaseError
@@ -75,6 +75,7 @@ def download(uri: str, dest: Path, settings: Settings) -> None:
             f"cannot download {redact_uri(uri)}: the object is empty; check that the key names "
             "the dataset"
         )
+    return None  # the object's size is S3's own: a short read is an error already
 
 
 def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
