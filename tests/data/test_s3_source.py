@@ -106,6 +106,11 @@ def _dead_endpoint() -> str:
         ({"AWS_ENDPOINT_URL": "dead"}, "no S3 server answers"),
         ({"PIPELINE_DATA__SOURCE": "s3://Bad_Bucket/a.csv"}, "no S3 object URI"),
         ({"PIPELINE_DATA__SOURCE": "s3://pipeline-test"}, "no S3 object URI"),
+        # A prefix: "there is no object 'data'", a key the user never wrote.
+        (
+            {"PIPELINE_DATA__SOURCE": "s3://pipeline-test/data/"},
+            "'s3://pipeline-test/data/' names a folder (a prefix), not an object",
+        ),
     ],
 )
 def test_each_fault_of_an_s3_dataset_is_one_line_with_exit_5(

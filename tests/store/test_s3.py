@@ -209,6 +209,29 @@ def test_wrong_credentials_are_exit_9_without_the_secret(
     assert wrong not in result.stdout + result.stderr
 
 
+def test_no_credentials_at_all_are_named_as_such(
+    cli: Any, s3_env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no AWS_* key pair set, the server's refusal read "the S3 server answered an error":
+    the line now says that no key was set and which variables to set."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        k: v for k, v in s3_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    result = cli(
+        "release",
+        "list",
+        "--name",
+        "m",
+        env={**env, "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None},
+    )
+    assert result.exit_code == 9, result.output
+    line = one_error_line(result)
+    assert "no AWS_ACCESS_KEY_ID is set (environment or .env)" in line, line
+    assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in line
+
+
 def test_a_missing_bucket_is_exit_9_and_is_not_created(
     cli: Any, s3_env: Mapping[str, str], s3_server: Any
 ) -> None:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.errors import ConfigError, StoreError, StoreUnavailable
 from pipeline.store import KeyedStore, key_name, s3_cache, store_error
-from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri
+from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri, unsigned_hint
 
 if TYPE_CHECKING:
     from obstore import UpdateVersion
@@ -131,12 +131,9 @@ class S3Store(KeyedStore):
 
     def _no_bucket(self) -> StoreError:
         return StoreError(
-            f"bucket '{self.bucket}' does not exist on {self._server()} (PIPELINE_STORE="
-            f"{self.uri}): create it, or point PIPELINE_STORE at an existing bucket"
+            f"bucket '{self.bucket}' does not exist on the S3 server (AWS_ENDPOINT_URL) "
+            f"(PIPELINE_STORE={self.uri}): create it, or point PIPELINE_STORE at an existing bucket"
         )
-
-    def _server(self) -> str:
-        return "the S3 server (AWS_ENDPOINT_URL)"
 
     def _error(self, exc: Exception, what: str, key: str) -> StoreError:
         """The one-line error for a failed request: refused (9) or unreachable (10)."""
@@ -149,6 +146,7 @@ class S3Store(KeyedStore):
             return StoreError(
                 f"cannot {where}: the S3 server refused the credentials ({code or 'denied'}); "
                 "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
+                + unsigned_hint(self.s3)
             )
         if kind == "plain_http":
             return StoreError(f"cannot {where}: {PLAIN_HTTP}")
@@ -173,7 +171,9 @@ class S3Store(KeyedStore):
                 f"cannot {where}: the S3 server kept failing ({code or 'a 5xx status'}, "
                 f"{tries}); run again later, or raise PIPELINE_STORE_RETRIES"
             )
-        return StoreError(f"cannot {where}: the S3 server answered {code or 'an error'}")
+        return StoreError(
+            f"cannot {where}: the S3 server answered {code or 'an error'}{unsigned_hint(self.s3)}"
+        )
 
     # --- conditional writes -------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
 from pipeline.log import without_userinfo
@@ -57,6 +57,17 @@ def parse_uri(uri: str) -> tuple[str, str]:
             "'.' or '-'; fix the URI"
         )
     return parsed
+
+
+def unsigned_hint(s3: dict[str, Any] | None) -> str:
+    """What an S3 refusal adds when no key pair is set: the requests went with whatever the
+    machine provides (often nothing), which the server's bare error did not say."""
+    if (s3 or {}).get("access_key_id"):
+        return ""
+    return (
+        "; no AWS_ACCESS_KEY_ID is set (environment or .env), so the machine's own credentials "
+        "were used, if it has any: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )
 
 
 def open_client(

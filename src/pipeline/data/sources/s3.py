@@ -33,6 +33,11 @@ def _parse(uri: str) -> tuple[str, str]:
     from pipeline.store.s3_client import split_uri
 
     parsed = split_uri(uri)
+    if parsed is not None and uri.split("?", 1)[0].endswith("/"):  # "no object 'data'" said
+        raise SourceError(
+            f"'{redact_uri(uri)}' names a folder (a prefix), not an object: a dataset is one "
+            "file; name it (s3://bucket/path/to/data.csv or .parquet) in PIPELINE_DATA__SOURCE"
+        )
     if parsed is None or not parsed[1]:
         raise SourceError(
             f"'{redact_uri(uri)}' is no S3 object URI: expected s3://bucket/path/to/data.csv "
@@ -80,7 +85,7 @@ def download(uri: str, dest: Path, settings: Settings) -> str | None:
 
 def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
     """The one-line SourceError for a failed request (see the module docstring)."""
-    from pipeline.store.s3_client import PLAIN_HTTP, fault_of
+    from pipeline.store.s3_client import PLAIN_HTTP, fault_of, unsigned_hint
 
     kind, code = fault_of(exc)
     bucket, key = _parse(uri)
@@ -101,4 +106,6 @@ def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
         "plain_http": PLAIN_HTTP,
     }
     why = messages.get(kind, f"the S3 server answered {code or 'an error'}")
+    if kind not in ("no_bucket", "not_found", "timeout", "connect", "busy", "plain_http"):
+        why += unsigned_hint(settings.store_options()["s3"])
     return SourceError(f"cannot download {redact_uri(uri)}: {why}")
