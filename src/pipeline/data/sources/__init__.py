@@ -270,7 +270,8 @@ def _pinned_copy(settings: Settings, store: Store, shown: str) -> Fetched | None
     if not pin:
         return None
     key = _cached(store, pin)
-    if key is None or _cached_from(store, pin) not in (None, shown):
+    recorded = _cached_from(store, pin)
+    if key is None or (recorded is not None and redact_uri(recorded) != redact_uri(shown)):
         # Cached from another URI: a pin copied from another dataset trained on those bytes
         # and recorded this URI as their source. This URI is fetched, and the pin checked.
         return None
