@@ -260,6 +260,15 @@ RARE_CLASS_ROWS = 5
 def _rare_classes(target: pd.Series, name: str, log: Any) -> None:
     counts = target.astype("string").value_counts(dropna=True)
     rare = counts[counts < RARE_CLASS_ROWS]
+    rows = int(counts.sum())
+    if rows >= 20 and len(counts) > rows / 2:  # SalePrice as multiclass: 218 classes in 300
+        raise DataError(
+            f"target column {name!r} has {len(counts):,} classes in {rows:,} rows, fewer than "
+            "2 rows per class: too few to learn them or to hold out validation and test "
+            "rows; is it an id? set PIPELINE_DATA__TARGET to the column to predict (or "
+            "PIPELINE_DATA__TASK=regression for a numeric target)",
+            column=name,
+        )
     if len(rare) and len(rare) < len(counts):
         log.warning(
             "data.rare_classes", column=name, classes=len(counts),
