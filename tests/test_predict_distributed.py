@@ -357,7 +357,7 @@ def test_a_file_refused_by_its_header_is_named_before_ray_starts(
     assert single.returncode == done.returncode == 4, done.stderr[-2000:]
     assert done.stderr == single.stderr and bad in done.stderr
     says = {"empty.csv": "is empty", "missing.csv": "does not exist"}
-    expected = says.get(bad, "rename ['Age']" if "lacking" in bad else "has no rows")
+    expected = says.get(bad, "rename 'Age' to 'age'" if "lacking" in bad else "has no rows")
     assert expected in done.stderr
     assert '"predict.cluster"' not in done.stdout and "Traceback" not in done.stderr
     assert not (root / "out-refused").exists() and not (root / "x.csv").exists()
