@@ -57,17 +57,17 @@ def build_settings(current: Settings, build: artifacts.Build) -> Settings:
     return Settings.model_validate(merged)
 
 
-def ignored_settings(current: Settings, build: artifacts.Build, recipe: Settings) -> list[str]:
+def ignored_settings(current: Settings, recipe: Settings) -> list[str]:
     """The recipe settings set today (a preset, .env, the environment) to other values than
     the build's, which ``build_settings`` replaced: a user who pointed PIPELINE_DATA__SOURCE at
-    new labelled rows got the build's own test metrics back, without a word."""
-    recorded = build.json("config.json")
+    new labelled rows got the build's own test metrics back, without a word. A setting the
+    build did not record keeps today's value in the recipe, so it never differs."""
     ignored = [
         f"PIPELINE_{section.upper()}__{key.upper()}"
         for section in ("data", "features", "model", "train")
-        for key, value in recorded[section].items()
+        for key in type(getattr(current, section)).model_fields
         if current.is_set(section, key)
-        and _same(getattr(getattr(current, section), key, value))
+        and _same(getattr(getattr(current, section), key))
         != _same(getattr(getattr(recipe, section), key))
     ]
     if current.is_set("seed") and current.seed != recipe.seed:
@@ -202,7 +202,7 @@ def run(
     # not after the re-test and K folds of cross-validation, whose result was stored first.
     _gate_checks(settings.gates, build.json("metrics.json")["test"])
     recipe = build_settings(settings, build)
-    _say_ignored(ignored_settings(settings, build, recipe), build.id, log)
+    _say_ignored(ignored_settings(settings, recipe), build.id, log)
     if settings.train.device != "cpu":  # a CUDA device asked for and absent: before any data
         _runtime(settings, recipe)
     inputs = build.json("provenance.json")["inputs"]

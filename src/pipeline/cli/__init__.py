@@ -36,7 +36,7 @@ class _Group(typer.core.TyperGroup):
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         with _one_line():  # a group's own options (`pipeline tune --preset-out`) too
-            _refuse_empty_path(ctx, args)
+            _refuse_empty_options(ctx, args)
             with _named(ctx):
                 rest = super().parse_args(ctx, args)
             _refuse_empty(ctx)
@@ -66,18 +66,18 @@ class _Command(typer.core.TyperCommand):
         return _plain_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        _refuse_empty_path(ctx, args)
+        _refuse_empty_options(ctx, args)
         with _named(ctx):
             rest = super().parse_args(ctx, args)
         _refuse_empty(ctx)
         return rest
 
 
-def _refuse_empty_path(ctx: Context, args: list[str]) -> None:
+def _refuse_empty_options(ctx: Context, args: list[str]) -> None:
     """``_refuse_empty`` before parsing, for any option: click reads ``--id-file ""`` as the
     current folder, which said "file '' is a directory" (``predict -o ''`` wrote to ``.``), and
     ``--workers ""`` as a number that does not parse."""
-    paths = {
+    takes_value = {
         opt: param
         for param in ctx.command.params
         if isinstance(param, typer.core.TyperOption) and not param.is_flag
@@ -86,9 +86,10 @@ def _refuse_empty_path(ctx: Context, args: list[str]) -> None:
     at = 0
     while at < len(args) and args[at] != "--":
         name, equals, value = args[at].partition("=")
-        param = paths.get(name if equals and name.startswith("--") else args[at])
-        if param is not None and not equals:
-            value, at = (args[at + 1] if at + 1 < len(args) else "x"), at + 1
+        param = takes_value.get(name if equals and name.startswith("--") else args[at])
+        if param is not None and not equals:  # its value is the next token, if any
+            # None left: click's own "requires an argument" says so, not this check.
+            value, at = (args[at + 1] if at + 1 < len(args) else "missing"), at + 1
         if param is not None and not value.strip():
             _empty(ctx, param)
         at += 1
