@@ -73,7 +73,7 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
     import torch
     from torch.nn import functional as F
 
-    from pipeline import fit
+    from pipeline import fit, runtime
     from pipeline.linear import FLOOR
     from pipeline.model import MemberLinear
     from pipeline.predict import Predictor
@@ -104,15 +104,16 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
             (tables, [(lin.weight[m].detach(), lin.bias[m].detach()) for lin in linears])
         )
 
-    # The network's inputs clipped to its range (the model's ``input_low``/``input_high``);
-    # the ridge below sees them unclipped.
+    # The network's inputs clipped to its range (the model's ``input_low``/``input_high``),
+    # inside the timed forward as the model does it; the ridge below sees them unclipped.
     inf = float("inf")
     low = torch.tensor([-inf if v is None else v for v in cfg.input_low or []] or [-inf])
     high = torch.tensor([inf if v is None else v for v in cfg.input_high or []] or [inf])
-    seen = torch.minimum(torch.maximum(x, low.to(x.dtype)), high.to(x.dtype))
+    low, high = low.to(x.dtype), high.to(x.dtype)
 
     @torch.inference_mode()
     def raw() -> torch.Tensor:
+        seen = torch.minimum(torch.maximum(x, low), high)
         outs = []
         for tables, layers in members:
             h = torch.cat([seen] + [F.embedding(c[:, j], t) for j, t in tables], dim=1)
@@ -129,8 +130,19 @@ def forward_child(package: Path, source: Path, rows: int, repeats: int) -> None:
             out = cfg.blend * out + (1 - cfg.blend) * ridge
         return out
 
+    # predict's set-up (``runtime.for_inference``): one torch thread per kernel, one 64-row
+    # block span per core at once; the raw forward and the module keep torch's default threads.
+    default_threads = torch.get_num_threads()
+    spans = runtime.for_inference()
+    torch.set_num_threads(default_threads)
+
     def project() -> torch.Tensor:
-        return predictor.network(x, c)
+        torch.set_num_threads(1)
+        predictor.network.threads = spans
+        try:
+            return predictor.network(x, c)
+        finally:
+            torch.set_num_threads(default_threads)
 
     def module() -> torch.Tensor:
         return fit.forward_all(model, x, c)

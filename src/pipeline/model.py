@@ -33,30 +33,34 @@ from pipeline.products import member_product, threads_at_most
 EVAL_BATCH = 65536
 # Rows per forward call without autograd, always exactly this many (the last block is padded
 # with zeros): matrix kernels pick their code path by row count, so a row's output would
-# otherwise depend on how many rows share its call. On 2 cores, one thread, house prices' 4
-# members: 64-row blocks take 0.65 ms (about 100k rows/s), 128-row blocks 1.2 ms at about the
-# same rows/s; the smaller block halves the cost of a served one-row request.
+# otherwise depend on how many rows share its call. Training's scoring (``tensors.forward_all``)
+# uses BLOCK_ROWS; the folded network of predict and serve FOLDED_BLOCK_ROWS. On 2 cores, one
+# thread, house prices' 4 members, folded: 64-row blocks score about 80k rows/s and a one-row
+# request in 0.55 ms, 128-row blocks 105k rows/s and 0.78 ms, 256-row blocks 125k rows/s and
+# 1.35 ms (2026-12-07): 128 buys a third more rows/s for a quarter of a millisecond.
 BLOCK_ROWS = 64
-# Rows of one task when ``FoldedNetwork`` scores in several threads: 16 blocks (a few ms).
-SPAN_ROWS = 16 * BLOCK_ROWS
+FOLDED_BLOCK_ROWS = 128
+# Rows of one task when ``FoldedNetwork`` scores in several threads: 8 blocks (a few ms).
+SPAN_ROWS = 8 * FOLDED_BLOCK_ROWS
 
 
 def in_blocks(
     forward: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
     numeric: torch.Tensor,
     categorical: torch.Tensor,
+    block: int = BLOCK_ROWS,
 ) -> torch.Tensor:
-    """``forward(x, c, rows)`` over exactly ``BLOCK_ROWS`` rows at a time, of which the first
+    """``forward(x, c, rows)`` over exactly ``block`` rows at a time, of which the first
     ``rows`` are real, padded rows dropped: every row's output bytes are the same whatever
     batch, chunk or position it arrives in."""
     n = numeric.shape[0]
     outs = []
-    for i in range(0, n, BLOCK_ROWS):
-        x, c = numeric[i : i + BLOCK_ROWS], categorical[i : i + BLOCK_ROWS]
+    for i in range(0, n, block):
+        x, c = numeric[i : i + block], categorical[i : i + block]
         rows = x.shape[0]
-        if rows < BLOCK_ROWS:  # zeros are a valid input: numbers at the centre, code 0 unknown
-            x = torch.cat([x, x.new_zeros((BLOCK_ROWS - rows, x.shape[1]))])
-            c = torch.cat([c, c.new_zeros((BLOCK_ROWS - rows, c.shape[1]))])
+        if rows < block:  # zeros are a valid input: numbers at the centre, code 0 unknown
+            x = torch.cat([x, x.new_zeros((block - rows, x.shape[1]))])
+            c = torch.cat([c, c.new_zeros((block - rows, c.shape[1]))])
         outs.append(forward(x, c, rows)[:rows])
     return torch.cat(outs) if outs else numeric.new_zeros((0, 0))
 
@@ -379,7 +383,7 @@ class FoldedNetwork:
         # embeddings only): empty bags would do as well as zeros, which in_blocks adds.
         n = numeric.shape[0]
         if self.threads <= 1 or n <= SPAN_ROWS:
-            return in_blocks(self._block, numeric, categorical)
+            return in_blocks(self._block, numeric, categorical, FOLDED_BLOCK_ROWS)
         # Spans of whole blocks, one per task: every block holds the rows it would hold in one
         # pass, so the bytes are the same whatever the thread count.
         from concurrent.futures import ThreadPoolExecutor
@@ -387,7 +391,7 @@ class FoldedNetwork:
         def span(start: int) -> torch.Tensor:
             with torch.inference_mode():  # per thread
                 rows = slice(start, start + SPAN_ROWS)
-                return in_blocks(self._block, numeric[rows], categorical[rows])
+                return in_blocks(self._block, numeric[rows], categorical[rows], FOLDED_BLOCK_ROWS)
 
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="forward")
         try:
@@ -396,14 +400,14 @@ class FoldedNetwork:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _block(
-        self, x: torch.Tensor, categorical: torch.Tensor, rows: int = BLOCK_ROWS
+        self, x: torch.Tensor, categorical: torch.Tensor, rows: int = FOLDED_BLOCK_ROWS
     ) -> torch.Tensor:
-        """One block of ``BLOCK_ROWS`` rows, of which the first ``rows`` are real.
+        """One block of ``FOLDED_BLOCK_ROWS`` rows, of which the first ``rows`` are real.
 
         The matrix products run on the whole block (their code path depends on the row count);
         the embedding sums run on the real rows only: each bag is summed on its own, in index
         order, so its bytes do not depend on how many bags there are, and a one-row request
-        does not sum 63 padding rows' embeddings.
+        does not sum 127 padding rows' embeddings.
         """
         k = self.members
         seen = clipped(x, self.input_range)  # the network's inputs; the linear model's are x

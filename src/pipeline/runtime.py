@@ -53,7 +53,7 @@ def configure(
 
 
 def for_inference() -> int:
-    """Set torch up for a process that scores a file: one thread per kernel (64-row blocks are
+    """Set torch up for a process that scores a file: one thread per kernel (128-row blocks are
     far below ``PARALLEL_BATCH``) and, returned, how many blocks to score at once: one per
     available core, at most 4. Neither changes a prediction (tests/test_predict.py)."""
     torch.set_num_threads(1)
