@@ -830,3 +830,46 @@ def test_a_column_that_counts_the_rows_is_named_in_a_warning(tmp_path: Path) -> 
     declared = _data(column_kinds={"index": "numeric"})
     frame = read.read_table(path, declared, label="d")
     assert not schema.infer(frame, declared, "none", "d")[1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_codes_written_with_leading_zeros_are_named_in_a_warning(
+    cli: Any, store: Path, tmp_path: Path, fmt: str
+) -> None:
+    """Zip codes (`02134`) trained as the numbers 2134 without a word: pyarrow reads a CSV
+    column of digits as integers, and a Parquet text column of numbers was inferred numeric.
+    A data.warning names the column and a value; amounts without leading zeros and `0.5` are
+    not named, and a column declared categorical keeps its text (and no warning)."""
+    rng = np.random.default_rng(0)
+    n = 120
+    frame = pd.DataFrame({
+        "zip": [f"{z:05d}" for z in rng.integers(1000, 99999, n)],
+        "amount": rng.integers(1, 500, n).astype(str),
+        "share": [f"{v:.2f}" for v in rng.uniform(0, 0.9, n)],
+        "y": rng.normal(size=n),
+    })  # fmt: skip
+    frame.loc[0, "zip"] = "02134"
+    path = tmp_path / f"zips.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output
+    said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
+    padded = [m for m in said if "leading zeros" in m]
+    assert padded == [
+        "column 'zip' holds numbers written with leading zeros ('02134'): they are read as "
+        "numbers, so the zeros are lost and nearby values count as close; if they are codes "
+        "(zip codes, account numbers), declare the column categorical in "
+        "PIPELINE_DATA__COLUMN_KINDS"
+    ], said
+    build = next(e for e in events(result.stdout) if e["event"] == "train.summary")["build_id"]
+    columns = json.loads((store / "builds" / build / "schema.json").read_text())["columns"]
+    assert {c["name"]: c["kind"] for c in columns}["zip"] == "numeric"
+
+    declared = cli("train", env={**env, "PIPELINE_DATA__COLUMN_KINDS": '{"zip": "categorical"}'})
+    assert declared.exit_code == 0, declared.output
+    assert not [e for e in events(declared.stdout) if "leading zeros" in str(e.get("message"))]

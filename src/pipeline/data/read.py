@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # ``printable`` is re-exported: predict shows values through ``read.printable``.
+from pipeline.data import verdicts
 from pipeline.data.cells import csv_options
 from pipeline.data.cells import printable as printable
 from pipeline.data.csv_errors import first_line, is_blank, last_row_swallowed, not_utf8, parse_error
@@ -133,13 +134,42 @@ def _read_csv(
         dates = [
             f.name for f in table.schema if pa.types.is_temporal(f.type) and f.name not in dropped
         ]
-        if dates:
-            text |= {name: pa.string() for name in dates}
+        again = dates + _zero_padded(path, table, data, dropped)
+        if again:
+            text |= {name: pa.string() for name in again}
             options["convert_options"].column_types = text
             table = pacsv.read_csv(path, **options)
         return table
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise parse_error(exc, path, f"dataset {shown}", data.delimiter) from exc
+
+
+# Bytes of a CSV file's start that ``_zero_padded`` looks at.
+_SAMPLE_BYTES = 1 << 20
+
+
+def _zero_padded(path: Path, table: pa.Table, data: DataSettings, dropped: set[str]) -> list[str]:
+    """Integer columns that the file's first MiB writes with a leading zero (``02134``): read
+    as text, schema inference sees the zeros and says so (``verdicts.zero_padded``); pyarrow
+    read them as numbers, the zeros gone. A start that does not parse is no evidence."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    ints = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name not in dropped]
+    if not ints or len(set(table.column_names)) < table.num_columns:  # duplicates: refused later
+        return []
+    with pa.input_stream(str(path), compression="detect") as stream:
+        head = stream.read(_SAMPLE_BYTES)
+    if len(head) == _SAMPLE_BYTES:  # whole lines only
+        head = head[: head.rfind(b"\n") + 1]
+    options = csv_options(data.delimiter, data.missing_values, text_columns=ints)
+    try:
+        sample = pacsv.read_csv(pa.BufferReader(head), **options)
+    except (pa.ArrowException, ValueError):
+        return []
+    pattern = verdicts.ZERO_PADDED
+    return [n for n in ints if pc.any(pc.match_substring_regex(sample[n], pattern)).as_py()]
 
 
 def declared_text(data: DataSettings) -> list[str]:

@@ -157,7 +157,8 @@ _FIRST_ROWS = 4096
 def _text_column(
     series: pd.Series, name: str, label: str, max_cardinality: int
 ) -> tuple[str, str | None]:
-    """The kind of an inferred text column, and a warning when it is to be dropped.
+    """The kind of an inferred text column, and a warning when it is to be dropped (or, for a
+    numeric one, a warning to log).
 
     A column whose values are all numbers (text in a Parquet file, say) is numeric; one that
     needs the user's decision is a ``DataError``; an identifier is dropped with the warning.
@@ -165,8 +166,8 @@ def _text_column(
     advice = "declare the column categorical in PIPELINE_DATA__COLUMN_KINDS"
     profile = spellings.profile(series)
     verdicts.refuse_spellings(series, profile, name, label)
-    if profile.numbers.sum() == profile.present.sum():
-        return "numeric", None
+    if profile.numbers.sum() == profile.present.sum():  # with a note on leading zeros
+        return "numeric", verdicts.zero_padded(profile.uniques, name)
     mostly = verdicts.mostly(series, profile.numbers, placeholder=True)
     if mostly is not None:
         row, value, count, total = mostly
@@ -385,10 +386,11 @@ def infer_column(
         return None, f"column '{name}' has no values: ignored"
     declared = data.column_kinds.get(name)
     kind = declared or _infer_kind(series)
+    note = None
     if kind == "categorical" and not declared:
-        kind, problem = _text_column(series, name, label, max_cardinality)
-        if problem is not None:
-            return None, problem
+        kind, note = _text_column(series, name, label, max_cardinality)
+        if note is not None and kind == "categorical":
+            return None, note
     if kind == "datetime":
         raise DataError(
             f"column '{name}' in {label} holds dates, times or durations, which are not "
@@ -423,7 +425,7 @@ def infer_column(
                 "the file; add it to PIPELINE_DATA__DROP, or declare its kind in "
                 "PIPELINE_DATA__COLUMN_KINDS to keep it"
             )
-    return Column(name, kind), None
+    return Column(name, kind), note
 
 
 def finish(head: Head, columns: list[Column], data: DataSettings, label: str) -> Schema:

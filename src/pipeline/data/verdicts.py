@@ -282,3 +282,26 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
         return False
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     return bool(np.all(np.diff(values) == 1.0))
+
+
+# A number written with a leading zero before another digit ("02134", "007"): a code's
+# spelling (a zip code, an account), which reading it as a number loses.
+ZERO_PADDED = r"^\s*[+-]?0[0-9]"
+
+
+def zero_padded(uniques: np.ndarray, name: str) -> str | None:
+    """The warning for a text column read as numbers whose values include one written with
+    leading zeros: ``02134`` becomes 2134 (and ``2134`` the same number), and a zip code's
+    neighbours count as close. Said rather than refused: ``007`` may be a count."""
+    import re
+
+    pattern = re.compile(ZERO_PADDED)
+    example = next((v for v in uniques if isinstance(v, str) and pattern.match(v)), None)
+    if example is None:
+        return None
+    return (
+        f"column '{name}' holds numbers written with leading zeros ({example!r}): they are "
+        "read as numbers, so the zeros are lost and nearby values count as close; if they are "
+        "codes (zip codes, account numbers), declare the column categorical in "
+        "PIPELINE_DATA__COLUMN_KINDS"
+    )
