@@ -180,8 +180,9 @@ def test_an_html_diff_named_for_another_format_is_a_config_error(cli: Any, tmp_p
 def _check_shape(doc: dict[str, Any]) -> None:
     """The JSON document's keys and types (format 1): what tools may rely on."""
     optional_number = (int, float, type(None))
-    assert set(doc) == {"format", "identical", "identity", "inputs", "settings", "metrics", "cv",
-                        "primary", "verdict", "confusion", "epochs"}  # fmt: skip
+    assert set(doc) == {"format", "identical", "identity", "inputs", "settings",
+                        "release_settings", "metrics", "cv", "primary", "verdict", "confusion",
+                        "epochs"}  # fmt: skip
     assert doc["format"] == 1 and isinstance(doc["identical"], bool)
     assert set(doc["identity"]) == {"a", "b", "same_build"}
     for side in ("a", "b"):
@@ -191,7 +192,7 @@ def _check_shape(doc: dict[str, Any]) -> None:
         }  # fmt: skip
         assert ident["kind"] in ("build", "release", "package") and len(ident["build_id"]) == 64
         assert all(isinstance(ident[k], str | None) for k in ("release", "package_id"))
-    for row in doc["inputs"] + doc["settings"]:
+    for row in doc["inputs"] + doc["settings"] + doc["release_settings"]:
         assert set(row) == {"key", "a", "b", "same"} and isinstance(row["same"], bool)
     assert [r["key"] for r in doc["inputs"]] == [
         "code.digest", "code.version", "dataset.rows", "dataset.sha256", "dataset.uri", "seed",
@@ -249,6 +250,31 @@ def test_releases_and_packages_resolve_to_their_builds(
     assert default["b"]["asked"] == "latest" and default["b"]["build_id"] == ids["short"]
     one = _doc(cli, ids["rate"])["identity"]
     assert one["a"]["build_id"] == ids["rate"] and one["b"]["build_id"] == ids["short"]
+
+
+@pytest.mark.slow
+def test_two_releases_of_one_build_differ_in_their_run_settings(
+    cli: Any, ids: dict[str, Any]
+) -> None:
+    """Two releases of one package, at thresholds 0.5 and 0.7, predict other classes: diff
+    said `identical: true`, "no differences: A and B are the same build". It lists the release
+    settings that changed (the metrics are the build's and stay the same); a release against
+    its own build, or against a release with the same settings, is identical."""
+    env = {**FAST, "PIPELINE_RUN__THRESHOLD": "0.7"}
+    assert cli("release", "create", ids["package"], env=env).exit_code == 0
+    doc = _doc(cli, "titanic@v1", "titanic@v2")
+    assert doc["identical"] is False and doc["identity"]["same_build"] is True
+    assert doc["release_settings"] == [
+        {"key": "run.threshold", "a": 0.5, "b": 0.7, "same": False}
+    ], doc["release_settings"]
+    assert doc["verdict"] == "same" and doc["settings"] == []
+    table = cli("diff", "titanic@v1", "titanic@v2", "--format", "markdown", env=FAST)
+    assert "release settings" in table.stdout and "run.threshold" in table.stdout
+    assert _doc(cli, "titanic@v1", ids["base"])["identical"] is True
+    assert cli("release", "create", ids["package"], env=FAST).exit_code == 0  # v3: v1's
+    same = cli("diff", "titanic@v1", "titanic@v3", env=FAST)
+    assert same.exit_code == 0
+    assert json.loads(same.stdout)["identical"] is True
 
 
 @pytest.mark.slow

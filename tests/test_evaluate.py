@@ -341,3 +341,35 @@ def test_a_tiny_tables_warning_advises_folds_that_evaluate_accepts(
     assert cli("evaluate", build, "--folds", "3", env=env).exit_code == 0
     refused = cli("evaluate", build, "--folds", "5", env=env)
     assert refused.exit_code == 4 and "use --folds 3 or fewer" in refused.stderr
+
+
+def test_a_binary_release_is_evaluated_at_its_threshold(cli: Any, built: tuple[str, dict]) -> None:
+    """A release made with PIPELINE_RUN__THRESHOLD=0.7 predicts fewer survivors than the
+    build's 0.5, yet `evaluate titanic@v1` scored (and gated) the build's accuracy at 0.5: a CI
+    gate approved what the release does not do. It is scored at the release's threshold (the
+    confusion matrix's predicted column is what predict writes), and a failed gate says so."""
+    build_id, metrics = built
+    packaged = cli("package", build_id, env=FAST)
+    assert packaged.exit_code == 0, packaged.output
+    package_id = event(packaged.stdout, "package.summary")["package_id"]
+    for at in ("0.5", "0.7"):
+        made = cli("release", "create", package_id, env={**FAST, "PIPELINE_RUN__THRESHOLD": at})
+        assert made.exit_code == 0, made.output
+    at_half = event(cli("evaluate", "titanic@v1", env=FAST).stdout, "evaluate.summary")
+    assert at_half["threshold"] is None
+    assert at_half["test"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"], rel=1e-9)
+    result = cli("evaluate", "titanic@v2", env=FAST)
+    assert result.exit_code == 0, result.output
+    summary = event(result.stdout, "evaluate.summary")
+    assert summary["threshold"] == 0.7
+    predicted_yes = sum(row[1] for row in summary["test"]["confusion_matrix"]["matrix"])
+    before = sum(row[1] for row in metrics["test"]["confusion_matrix"]["matrix"])
+    assert predicted_yes < before, (predicted_yes, before)
+    assert summary["test"]["roc_auc"] == pytest.approx(metrics["test"]["roc_auc"], rel=1e-9)
+    assert "evaluate.drift" not in result.stdout
+    bound = (summary["test"]["accuracy"] + metrics["test"]["accuracy"]) / 2
+    if summary["test"]["accuracy"] < metrics["test"]["accuracy"]:  # a gate between the two
+        gated = cli("evaluate", "titanic@v2",
+                    env={**FAST, "PIPELINE_GATES__MIN_ACCURACY": f"{bound:.6f}"})  # fmt: skip
+        assert gated.exit_code == 6, gated.output
+        assert "at its release's PIPELINE_RUN__THRESHOLD=0.7" in gated.stderr

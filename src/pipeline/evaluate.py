@@ -170,14 +170,15 @@ def _runtime(settings: Settings, recipe: Settings) -> dict[str, Any]:
     return runtime.configure_for(settings, recipe.train.batch_size)
 
 
-def _build_of(store: Store, ref: str | None, model_name: str) -> str | None:
+def _build_of(store: Store, ref: str | None, model_name: str) -> tuple[str | None, float | None]:
     """``ref``, or the build a release reference (``name@vN``, ``name@current``; ``vN`` or
     ``current`` of ``model_name``) names, as `report` and `diff` read them: re-testing what
-    is in production is `pipeline evaluate house-prices@current`."""
+    is in production is `pipeline evaluate house-prices@current`. With it, the release's
+    ``PIPELINE_RUN__THRESHOLD`` (None for a build): a binary release predicts at it."""
     from pipeline import releases
 
     if ref is None or not (releases.is_ref(ref) or "@" in ref):
-        return ref
+        return ref, None
     release = releases.show(store, ref, model_name)
     releases.released_package(store, release)  # an edited record names another build
     if not store.exists(f"builds/{release.build_id}/manifest.json"):
@@ -185,7 +186,8 @@ def _build_of(store: Store, ref: str | None, model_name: str) -> str | None:
             f"release {release.ref} is build {release.build_id[:12]}, which is not in store "
             f"{store.uri}: evaluate needs the build (its data and split), not only its package"
         )
-    return release.build_id
+    threshold = release.run.get("threshold")
+    return release.build_id, None if threshold is None else float(threshold)
 
 
 def run(
@@ -195,7 +197,8 @@ def run(
     (None: do not) and apply the gates in ``settings``."""
     check_folds(folds)
     t0 = time.perf_counter()
-    build = artifacts.load_build(store, _build_of(store, ref, settings.model.name))
+    build_ref, threshold = _build_of(store, ref, settings.model.name)
+    build = artifacts.load_build(store, build_ref)
     logging_.bind(build_id=build.id)
     log.info("evaluate.build", build_id=build.id)
     # A gate on a metric the task has not (PIPELINE_GATES__MIN_R2 of a classifier): exit 3 now,
@@ -233,8 +236,11 @@ def run(
     pre = features.Preprocessor.from_json(build.json("preprocessing.json"))
     model = load_model(build.json("model.json"), build.files["weights.pt"]).to(device)
     enc = pre.transform(data.frame.iloc[data.split.test], data.label, with_target=True)
-    test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target)
-    _warnings(test, build.json("metrics.json")["test"], log)
+    # A binary release is scored at its threshold, as it predicts (a gate on a release at
+    # 0.7 passed on the build's accuracy at 0.5); the build's own metrics are at 0.5.
+    at = threshold if data.schema.task == "binary" and threshold != 0.5 else None
+    test = fit.evaluate_rows(model, fit.Tensors.all(enc, device), pre.target, at)
+    _warnings(test, build.json("metrics.json")["test"] if at is None else None, log)
 
     cv = None
     if folds is not None:
@@ -260,17 +266,20 @@ def run(
         build_id=build.id,
         task=data.schema.task,
         test=metrics.bounded(test),
+        threshold=at,
         cross_validation=cv and {k: v for k, v in cv.items() if k != "per_fold"},
         gates=gates,
         passed=not failed,
         seconds=round(time.perf_counter() - t0, 3),
     )
     if failed:
-        raise _gates_failed(build.id, failed)
+        raise _gates_failed(build.id, failed, at)
     return Evaluation(build.id, test, cv, gates)
 
 
-def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError:
+def _gates_failed(
+    build_id: str, failed: dict[str, dict[str, Any]], threshold: float | None
+) -> GateError:
     """The error naming each failed gate: its metric's value against the bound, or why the
     metric has no value on these test rows."""
     detail = "; ".join(
@@ -284,17 +293,21 @@ def _gates_failed(build_id: str, failed: dict[str, dict[str, Any]]) -> GateError
         + f" (PIPELINE_GATES__{k.upper()})"
         for k, g in failed.items()
     )
+    at = "" if threshold is None else f" at its release's PIPELINE_RUN__THRESHOLD={threshold:g}"
     return GateError(
-        f"build {build_id[:12]} fails its quality gates: {detail}; improve the model or "
+        f"build {build_id[:12]} fails its quality gates{at}: {detail}; improve the model or "
         "revisit the gate"
     )
 
 
-def _warnings(test: dict[str, Any], recorded: dict[str, Any], log: Any) -> None:
-    """A warning event when re-measured test metrics differ from the build's beyond rounding,
-    and one when every test row is predicted as one class (``metrics.one_class``)."""
+def _warnings(test: dict[str, Any], recorded: dict[str, Any] | None, log: Any) -> None:
+    """A warning event when re-measured test metrics differ from the build's (``recorded``;
+    None: scored otherwise) beyond rounding, and one when every test row is predicted as one
+    class (``metrics.one_class``)."""
     if (warning := metrics.one_class(test, "test rows")) is not None:
         log.warning("evaluate.warning", message=warning)
+    if recorded is None:
+        return
     drift = {
         k: abs(test[k] - recorded[k])
         for k, v in test.items()

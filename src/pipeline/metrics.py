@@ -106,13 +106,16 @@ def one_class(scores: dict[str, Any], rows: str) -> str | None:
     )
 
 
-def classification(y_true: Any, proba: Any, labels: list[str]) -> dict[str, Any]:
+def classification(
+    y_true: Any, proba: Any, labels: list[str], threshold: float | None = None
+) -> dict[str, Any]:
     """Return accuracy, macro F1, ROC AUC, log loss, the confusion matrix and the row count.
 
     ``y_true`` holds class indices in ``[0, K)`` and ``proba`` is ``[N, K]`` with rows summing to
     1; for a binary task (K == 2) column 1 is the positive class. ``roc_auc`` is ``None`` when
     ``y_true`` holds a single class. The confusion matrix has true classes as rows and predicted
-    classes (argmax) as columns, in the order of ``labels``.
+    classes (argmax, or for a binary task with ``threshold`` the positive class where its
+    probability reaches it, as predict decides) as columns, in the order of ``labels``.
     """
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
@@ -127,7 +130,7 @@ def classification(y_true: Any, proba: Any, labels: list[str]) -> dict[str, Any]
     y = _class_indices(y_true, k)
     _same_length(("y_true", y), ("proba", p))
 
-    pred = p.argmax(axis=1)
+    pred = p.argmax(axis=1) if threshold is None or k != 2 else (p[:, 1] >= threshold) * 1
     # [K, K]: rows = true class, columns = predicted class.
     cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
     true_p = np.clip(p[np.arange(n), y], EPS, 1.0)

@@ -178,12 +178,16 @@ def forward_all(
     return torch.cat(outs) if outs else torch.zeros((0, model.cfg.n_outputs))
 
 
-def score(pred: np.ndarray, y_encoded: np.ndarray, target: TargetState) -> dict[str, Any]:
-    """Metrics in target units for predictions against encoded targets."""
+def score(
+    pred: np.ndarray, y_encoded: np.ndarray, target: TargetState, threshold: float | None = None
+) -> dict[str, Any]:
+    """Metrics in target units for predictions against encoded targets (a binary task's
+    classes at ``threshold``, else the likelier class)."""
     if target.task == "regression":
         y = target.decode(y_encoded)
         return metrics.regression(y, pred, log_scale=target.transform == "log")
-    return metrics.classification(y_encoded.astype(np.int64), pred, list(target.classes))
+    classes = list(target.classes)
+    return metrics.classification(y_encoded.astype(np.int64), pred, classes, threshold)
 
 
 class Elsewhere(Protocol):
@@ -218,10 +222,14 @@ def predict_rows(model: TabularMLP, part: Tensors | Elsewhere, target: TargetSta
 
 
 def evaluate_rows(
-    model: TabularMLP, part: Tensors | Elsewhere, target: TargetState
+    model: TabularMLP,
+    part: Tensors | Elsewhere,
+    target: TargetState,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on one part of the data (``predict_rows`` scored)."""
-    return score(predict_rows(model, part, target), part.targets().cpu().numpy(), target)
+    """Metrics of ``model`` on one part of the data (``predict_rows`` scored; ``score``)."""
+    y = part.targets().cpu().numpy()
+    return score(predict_rows(model, part, target), y, target, threshold)
 
 
 def blends(pre: Preprocessor, rows: int) -> bool:

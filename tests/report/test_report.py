@@ -221,6 +221,18 @@ def test_a_release_is_reported_by_its_reference(
         assert done.exit_code == 0, done.output
         assert event(done.stdout, "report.summary")["subject"] == ref
         assert f"{ref} · build {ids['binary']}" in out.read_text()
+        assert f"<tr><td>release</td><td>{ref}</td></tr>" in out.read_text()
+    # A release's version and threshold: one at 0.7 predicts other classes than the metrics'.
+    env_07 = {**env, "PIPELINE_RUN__THRESHOLD": "0.7"}
+    created = invoke_isolated("release", "create", package_id, root=root, env=env_07)
+    assert created.exit_code == 0, created.output
+    ref = event(created.stdout, "release.created")["release"]
+    out = tmp_path / "release-07.html"
+    assert _report(root, ref, "-o", str(out), env=env).exit_code == 0
+    assert (
+        "<tr><td>release settings</td><td>version 0.1.0; threshold 0.7 (the metrics below are "
+        "at 0.5); id column –</td></tr>"
+    ) in out.read_text()
 
 
 def test_a_package_is_reported_by_a_prefix_of_its_id_as_release_create_takes_it(
@@ -241,6 +253,7 @@ def test_a_package_is_reported_by_a_prefix_of_its_id_as_release_create_takes_it(
     assert done.exit_code == 0, done.output
     summary = event(done.stdout, "report.summary")
     assert summary["build_id"] == build and summary["subject"].startswith("package ")
+    assert f"<tr><td>package</td><td>{package_id}</td></tr>" in out.read_text()  # not "release"
     unknown = next(c for c in "0123456789abcdef" if c not in (package_id[0], build[0]))
     missing = _report(tmp_path, unknown * size, "-o", str(out))
     assert missing.exit_code == 8, missing.output

@@ -118,5 +118,6 @@ def _log_summary(
         verdict=doc["verdict"],
         inputs_changed=[r["key"] for r in doc["inputs"] if not r["same"]],
         settings_changed=[r["key"] for r in doc["settings"] if not r["same"]],
+        release_settings_changed=[r["key"] for r in doc["release_settings"] if not r["same"]],
         html=None if html is None else str(html.resolve()),
     )

@@ -90,9 +90,14 @@ def compare(
     inputs = [
         _flatten({k: f["provenance.json"]["inputs"].get(k) for k in PROVENANCE}) for f in files
     ]
+    # What a release adds to its build: the version and the run settings predict and serve
+    # use (a threshold, the id column). Two releases of one build with other thresholds
+    # predict other classes: they are not identical.
+    deployed = [_flatten(side["deployed"] or {}) for side in (a, b)]
+    released = _changes(deployed[0], deployed[1], all_) if a["deployed"] and b["deployed"] else []
     return {
         "format": FORMAT,
-        "identical": same_build,
+        "identical": same_build and not any(not r["same"] for r in released),
         "identity": {
             "a": _identity(a, schemas[0]),
             "b": _identity(b, schemas[1]),
@@ -100,6 +105,7 @@ def compare(
         },
         "inputs": _changes(inputs[0], inputs[1], True),
         "settings": _changes(configs[0], configs[1], all_),
+        "release_settings": released,
         "metrics": metrics,
         "cv": {"a": cv[0], "b": cv[1]},
         "primary": primary,

@@ -47,7 +47,8 @@ def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
         ("identity", ["", "asked", "kind", "build", "release", "package", "task", "target"], who)
     ]
     if doc["identical"] and not all_:
-        return ["no differences: A and B are the same build"], sections
+        same = ", released with the same settings" if doc["release_settings"] else ""
+        return [f"no differences: A and B are the same build{same}"], sections
     head = [_verdict_line(doc)]
     inputs = [r for r in doc["inputs"] if all_ or not r["same"]]
     if inputs:
@@ -61,6 +62,9 @@ def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
         sections.append(("settings", ["setting", "A", "B"], rows))
     elif not doc["identical"]:
         head.append("settings: the same")
+    if doc["release_settings"]:  # the test metrics below are the builds', at their settings
+        rows = [[r["key"], _v(r["a"]), _v(r["b"])] for r in doc["release_settings"]]
+        sections.append(("release settings", ["setting", "A", "B"], rows))
     for part in ("test", "validation"):
         rows = [
             _metric_cells(r)

@@ -16,7 +16,8 @@ def resolve(store: Store, a: str | None, b: str | None, model_name: str) -> list
     """Both sides: A defaults to ``<model_name>@current``, B to the latest build, which must be
     of A's model (``_latest_is_of_a_model``).
 
-    Each side is ``{"asked", "kind", "build_id", "release", "package_id", "files"}``; a default
+    Each side is ``{"asked", "kind", "build_id", "release", "package_id", "deployed",
+    "files"}`` (``deployed``: a release's version and run settings, else None); a default
     that cannot be resolved is a NotFoundError naming it and what to do.
     """
     sides = []
@@ -58,13 +59,14 @@ def resolve_one(store: Store, ref: str, model_name: str) -> dict[str, Any]:
     from pipeline import releases
     from pipeline.releases.refs import PACKAGE_ID
 
-    side: dict[str, Any] = {"asked": ref, "release": None, "package_id": None}
+    side: dict[str, Any] = {"asked": ref, "release": None, "package_id": None, "deployed": None}
     if ref.endswith(".tar.gz") or os.sep in ref:  # releases.resolve_package's rule for a path
         return {**side, **_package_file(store, ref)}
     if releases.is_ref(ref) or "@" in ref:  # a malformed name@... gets parse_ref's message
         release = releases.show(store, ref, model_name)
         opened = releases.released_package(store, release)
         side.update(kind="release", release=release.ref, package_id=release.package_id)
+        side["deployed"] = {"version": release.version, "run": release.run}  # predict's
         return {**side, "build_id": opened.build_id, "files": opened.files}
     # Hex digits name a build first (as everywhere else), a package when no build id has them:
     # a unique prefix of 4+ digits, as `release create` and `predict --package` take (this took

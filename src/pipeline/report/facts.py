@@ -24,6 +24,7 @@ class Subject:
     build_id: str
     files: dict[str, Any]
     cv: dict[str, Any] | None
+    deployed: dict[str, Any] | None = None  # a release's version and run settings
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def subject(side: dict[str, Any], store: Store) -> Subject:
     # crashed on one that was no JSON, and left out one of the wrong shape without a word).
     cross_validation(store, side["build_id"])
     return Subject(label or side["build_id"], side["build_id"], files,
-                   artifacts.stored_cv(store, side["build_id"]))  # fmt: skip
+                   artifacts.stored_cv(store, side["build_id"]), side.get("deployed"))  # fmt: skip
 
 
 def _metric(s: Subject, part: str, name: str) -> str:
@@ -112,9 +113,25 @@ def _identity_rows(s: Subject) -> list[tuple[str, str]]:
     if bagged := s.metrics.get("bagging"):
         epochs = ", ".join(str(e) for e in bagged["best_epochs"])
         rows[-1] = ("epochs", f"bagged: {bagged['folds']} folds, best epochs {epochs}")
-    if s.label != s.build_id:
-        rows.insert(0, ("release", s.label))
+    if s.label != s.build_id:  # a release, or "package <id>"
+        kind, _, name = s.label.partition(" ") if s.deployed is None else ("release", "", s.label)
+        rows.insert(0, (kind, name))
+    if s.deployed is not None:
+        rows.insert(1, ("release settings", _release_settings(s)))
     return rows
+
+
+def _release_settings(s: Subject) -> str:
+    """A release's version and the run settings that change what it predicts; a binary
+    release predicting at another threshold than the metrics' 0.5 is told so."""
+    assert s.deployed is not None
+    run = s.deployed["run"]
+    parts = [f"version {s.deployed['version']}"]
+    if s.task == "binary":
+        at = run.get("threshold", 0.5)
+        parts.append(f"threshold {at:g}" + (" (the metrics below are at 0.5)" if at != 0.5 else ""))
+    parts.append(f"id column {run.get('id_column') or '–'}")
+    return "; ".join(parts)
 
 
 def flat_config(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
