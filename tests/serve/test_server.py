@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from tests.conftest import run_cli
 from tests.serve.conftest import TEST_CSV, invoked, serve_once, wait_ready
 
 # What `pipeline predict` reads as missing in house-prices-test.csv (the package's defaults).
@@ -243,6 +244,18 @@ def test_bearer_token_is_required_and_never_logged(serve: Any, house: dict[str, 
     assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}]
     assert server.stop() == 0
     assert token not in "".join(server.lines) and token not in server.stderr
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+def test_an_empty_token_is_refused_not_read_as_no_token(house: dict[str, Any], token: str) -> None:
+    """`PIPELINE_SERVE__TOKEN=$TOKEN` with the secret not injected served /v1/* to anyone,
+    without a word: an empty (or blank) token is exit 3 naming the variable, before the
+    server starts; the variable unset serves without one."""
+    env = {**house["env"], **LOCAL, "PIPELINE_SERVE__TOKEN": token}
+    result = run_cli("serve", "--release", house["release"], env=env, cwd=house["root"])
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count("\n") == 1 and "PIPELINE_SERVE__TOKEN" in result.stderr
+    assert "serve would answer every request" in result.stderr
 
 
 def test_sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0(

@@ -102,11 +102,27 @@ class ServeSettings(_Section):
         10 * 1024 * 1024, ge=1, description="Largest request body accepted; larger gets 413"
     )
     token: SecretStr | None = Field(
-        None, description="Bearer token that /v1/* requires when set (a secret)"
+        None,
+        description="Bearer token that /v1/* requires when set (a secret); set empty or to "
+        "spaces (a secret that was not injected) is exit 3, not an open server",
     )
     threads: int = Field(
         1, ge=1, le=MAX_THREADS, description="torch intra-op threads of each inference"
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _token_not_blank(cls, token: Any) -> Any:
+        # `PIPELINE_SERVE__TOKEN=$TOKEN` with the secret not injected served /v1/* to anyone.
+        value = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if isinstance(value, str) and not value.strip():
+            raise PydanticCustomError(
+                "token_blank",
+                "is empty (or only spaces): serve would answer every request; set the token, "
+                "or unset the variable to serve without one",
+            )
+        return token
+
     concurrency: int = Field(
         0,
         ge=0,
