@@ -246,6 +246,34 @@ def test_bearer_token_is_required_and_never_logged(serve: Any, house: dict[str, 
     assert token not in "".join(server.lines) and token not in server.stderr
 
 
+def test_a_category_spelt_otherwise_is_named_in_the_answer_and_the_log(
+    serve: Any, titanic: dict[str, Any]
+) -> None:
+    """`{"sex": "Female"}` was scored as an unknown category (the prediction flipped) with no
+    word, where `pipeline predict` warns: the answer names the value and its known spelling
+    (JSON and CSV bodies), the log says it once per process, and a known value adds nothing."""
+    server = serve("--package", str(titanic["package"]), env={**titanic["env"], **LOCAL},
+                   cwd=titanic["root"])  # fmt: skip
+    server.wait_ready()
+    record = {"pclass": "1", "sex": "female", "age": 30, "sibsp": 0, "parch": 0, "fare": 80.0,
+              "cabin": "?", "embarked": "S"}  # fmt: skip
+    url = f"{server.url}/v1/predict"
+    known = httpx2.post(url, json={"records": [record]}).json()
+    assert "misspelt_categories" not in known
+    for _ in range(2):
+        got = httpx2.post(url, json={"records": [record, {**record, "sex": " Female"}]}).json()
+        assert got["misspelt_categories"] == {"sex": {" Female": "female"}}, got
+        assert got["predictions"][0] == known["predictions"][0]
+    header = ",".join(record)
+    row = ",".join(str(v) for v in {**record, "sex": "FEMALE"}.values())
+    csv_body = f"{header}\n{row}\n".encode()
+    got = httpx2.post(url, content=csv_body, headers={"Content-Type": "text/csv"}).json()
+    assert got["misspelt_categories"] == {"sex": {"FEMALE": "female"}}, got
+    assert server.stop() == 0
+    said = [line for line in server.lines if "serve.misspelt_categories" in line]
+    assert len(said) == 2 and "' Female' for 'female'" in said[0], said  # each value once
+
+
 @pytest.mark.parametrize("token", ["", "   "])
 def test_an_empty_token_is_refused_not_read_as_no_token(house: dict[str, Any], token: str) -> None:
     """`PIPELINE_SERVE__TOKEN=$TOKEN` with the secret not injected served /v1/* to anyone,

@@ -80,3 +80,35 @@ def warn_misspelt(log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict
         message=f"values the model never saw that are known ones spelt otherwise (case or "
         f"spaces) were scored as unknown: {said}; categories match exactly: fix their spelling",
     )
+
+
+# (column, value) pairs named in a serve.misspelt_categories event by this process: each once,
+# and at most this many (a client sending "Female" in every request is one event, not a flood).
+_SAID: set[tuple[str, str]] = set()
+_MAX_SAID = 1000
+
+
+def say_served(misspelt: dict[str, dict[str, str]]) -> None:
+    """Log the pairs of a served request not said before (per column, value given -> known):
+    predict's ``predict.misspelt_categories``, for serve."""
+    fresh = {
+        name: {given: known for given, known in pairs.items() if (name, given) not in _SAID}
+        for name, pairs in misspelt.items()
+    }
+    fresh = {name: pairs for name, pairs in fresh.items() if pairs}
+    if not fresh or len(_SAID) >= _MAX_SAID:
+        return
+    _SAID.update((name, given) for name, pairs in fresh.items() for given in pairs)
+    said = "; ".join(
+        f"'{name}': " + ", ".join(f"'{g}' for '{k}'" for g, k in list(pairs.items())[:5])
+        for name, pairs in fresh.items()
+    )
+    import structlog
+
+    structlog.get_logger().warning(
+        "serve.misspelt_categories",
+        columns=fresh,
+        message="requests held values the model never saw that are known ones spelt otherwise "
+        f"(case or spaces), scored as unknown: {said}; categories match exactly: fix the "
+        "client's spelling (each value is said once per process)",
+    )

@@ -44,6 +44,16 @@ def components(contract: Contract) -> dict[str, Any]:
                 "type": "integer",
                 "description": "How many keys of the records the model does not use",
             },
+            "misspelt_categories": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                },
+                "description": "Per column, values the model never saw that are a known one "
+                "but for case or surrounding spaces (given: known): they were scored as "
+                "unknown categories; categories match exactly",
+            },
         },
         "required": ["predictions", "model", "version", "package_id", "release"],
     }

@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from pipeline.data import cells
+from pipeline.predict import spelling
 from pipeline.serve.batching import Job, deadline_exceeded
 from pipeline.serve.contract import Contract, RequestError, dumps, ignored_names
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pipeline.features import Encoded, Preprocessor
     from pipeline.serve.app import Loaded, ServeState
 
@@ -174,7 +177,15 @@ async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
 Ignored = tuple[list[str], int]  # the names shown and how many there are (ignored_names)
 
 
-def response(loaded: Loaded, predictions: list[dict[str, Any]], ignored: Ignored) -> bytes:
+Misspelt = dict[str, dict[str, str]]  # per column, value given -> the known spelling
+
+
+def response(
+    loaded: Loaded,
+    predictions: list[dict[str, Any]],
+    ignored: Ignored,
+    misspelt: Misspelt | None = None,
+) -> bytes:
     """The JSON document of a successful prediction request."""
     p = loaded.predictor
     doc: dict[str, Any] = {
@@ -187,6 +198,9 @@ def response(loaded: Loaded, predictions: list[dict[str, Any]], ignored: Ignored
     names, count = ignored
     if count:
         doc["ignored_columns"], doc["ignored_columns_count"] = names, count
+    if misspelt:
+        doc["misspelt_categories"] = misspelt
+        spelling.say_served(misspelt)
     return dumps(doc)
 
 
@@ -203,7 +217,9 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
 
     contract, predictor, run = loaded.contract, loaded.predictor, loaded.run
     records = [r for job in jobs for r in job.records]
-    values = predictor.values(loaded.encoder(records))
+    encoded = loaded.encoder(records)
+    values = predictor.values(encoded)
+    misspelt = loaded.encoder.misspelt(records, encoded.categorical)
     every_id = contract.id_values(records) if run.id_column else None
     answers, at = [], 0
     for job in jobs:
@@ -214,7 +230,11 @@ def score_records(loaded: Loaded, jobs: list[Job]) -> list[bytes]:
         result = predictor.columns(values[part], run, np.zeros(n, dtype=bool), ids)
         if run.on_error == "column":
             result[outputs.ERROR] = np.full(n, "", dtype=object)
-        answers.append(response(loaded, contract.predictions(result), job.extra))
+        found: Misspelt = {}
+        for row in range(part.start, part.stop) if misspelt else ():
+            for name, pairs in misspelt.get(row, {}).items():
+                found.setdefault(name, {}).update(pairs)
+        answers.append(response(loaded, contract.predictions(result), job.extra, found))
     return answers
 
 
@@ -239,6 +259,28 @@ class RecordEncoder:
             _codes_of(contract, c.name, lookup)
             for c, lookup in zip(pre.categorical, pre.lookups, strict=True)
         ]
+        self.names = [c.name for c in pre.categorical]
+        # Each column's vocabulary by its case-folded, stripped spelling (``misspelt``).
+        self.folded = [{v.strip().casefold(): v for v in sorted(lookup)} for lookup in pre.lookups]
+
+    def misspelt(self, records: list[tuple[Any, ...]], codes: np.ndarray) -> dict[int, Misspelt]:
+        """Per record (by position), the unknown values that are a known one but for case and
+        surrounding spaces (``predict.spelling``'s rule); looked for only where a code is
+        unknown, so a batch of known values pays one comparison."""
+        import numpy as np
+
+        from pipeline.features.categories import UNKNOWN
+
+        found: dict[int, Misspelt] = {}
+        rows, cols = np.nonzero(codes == UNKNOWN)
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+            value = self.texts(records[row])[col]
+            if not isinstance(value, str):
+                continue
+            known = self.folded[col].get(value.strip().casefold())
+            if known is not None:
+                found.setdefault(row, {}).setdefault(self.names[col], {})[value] = known
+        return found
 
     def __call__(self, records: list[tuple[Any, ...]]) -> Encoded:
         import numpy as np
@@ -368,14 +410,23 @@ def _predicted(
 ) -> tuple[bytes, int, Ignored]:
     """``frame`` predicted, its bad rows reported as the release says; the response."""
     from pipeline.errors import DataError
+    from pipeline.predict.predictor import Stats
 
     contract = loaded.contract
     predictions: list[dict[str, Any]] = []
     if len(frame):
+        stats = Stats()
         try:
             with state.inference:
-                result = loaded.predictor.predict_frame(frame, loaded.run, label="the request")
+                result = loaded.predictor.predict_frame(
+                    frame, loaded.run, label="the request", stats=stats
+                )
         except DataError as exc:
             raise loaded.contract.refusal(exc, frame) from None
         predictions = contract.predictions(result)
+        misspelt = {
+            name: dict(pairs)
+            for name, pairs in stats.unseen.misspelt(loaded.predictor.vocabs).items()
+        }
+        return response(loaded, predictions, ignored, misspelt), len(frame), ignored
     return response(loaded, predictions, ignored), len(frame), ignored
