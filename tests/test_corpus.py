@@ -371,7 +371,7 @@ FILES = [
     Case(
         "overflow-1e999-in-numeric-column.csv",
         (4, (P, "'OverallQual'", "inf at data row 3")),
-        (4, (P, "'OverallQual'", "'1e999' at data row 3")),
+        (4, (P, "'OverallQual'", "'1e999' at data row 3", "a number beyond float64")),
     ),
     Case(
         "dates-in-numeric-column.csv",

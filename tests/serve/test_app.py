@@ -156,6 +156,26 @@ def test_bad_types_name_the_record_and_the_column(client: TestClient, house_load
     assert area["input"] == "NaN", area
 
 
+def test_a_value_of_the_other_json_type_is_told_how_to_send_it(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """A category sent as a number (5) and an amount as a string ("11622"), which `pipeline
+    predict` reads from a JSON-lines file as they are, got only "Input should be a valid
+    string": the 422 says what to send."""
+    records = _records(house_loaded, 2)
+    records[0]["MSZoning"] = 5
+    records[1]["LotArea"] = " 11622"
+    response = client.post("/v1/predict", json={"records": records})
+    assert response.status_code == 422
+    said = {d["column"]: d["message"] for d in response.json()["detail"]}
+    assert said == {
+        "MSZoning": 'Input should be a valid string: send it as a JSON string ("5"): categorical '
+        "columns take text",
+        "LotArea": "Input should be a valid number: send it as a JSON number (11622), not a "
+        "string",
+    }, said
+
+
 def test_missing_columns_are_named_per_record(client: TestClient, house_loaded: Loaded) -> None:
     """A record without a model column is refused, naming the record and the column."""
     records = _records(house_loaded, 2)

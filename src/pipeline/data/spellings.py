@@ -11,6 +11,7 @@ what a separator or a day-month order means. Plain numbers are the pandas rule's
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,6 +182,14 @@ def number_hint(value: Any) -> str:
             f" ({value.strip()!r} is not one of this model's missing markers, those of its "
             "PIPELINE_DATA__MISSING_VALUES: leave the cell empty)"
         )
+    try:  # 1e999: a plain number, beyond float64 (inf)
+        beyond = (
+            not math.isfinite(float(value)) and not value.strip().lower().lstrip("+-")[:1].isalpha()
+        )
+    except ValueError:
+        beyond = False
+    if beyond:
+        return " (a number beyond float64, about 1.8e308)"
     if re.match(FORMATTED_NUMBER, value, re.IGNORECASE):
         return " (a formatted number: write it plainly, without separators, currency or %)"
     if re.match(DATE, value, re.IGNORECASE):

@@ -18,6 +18,22 @@ _JSON_WORDS = {
 }
 
 
+def _how(kind: str, value: Any) -> str:
+    """What to send instead, for a value of the wrong JSON type that `pipeline predict` reads
+    from a file as it is (its cells are text): a category sent as the number 1 is "1", an
+    amount sent as the string "11622" is 11622."""
+    if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
+        return f': send it as a JSON string ("{value}"): categorical columns take text'
+    if kind in ("float_type", "float_parsing") and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        if math.isfinite(number):
+            return f": send it as a JSON number ({value.strip()}), not a string"
+    return ""
+
+
 class RequestError(Exception):
     """A request the server refuses: an HTTP status, a code, a message and field-level detail."""
 
@@ -113,6 +129,7 @@ def json_error(
             message = _JSON_WORDS.get(err["type"], err["msg"])
         if err["type"] == "missing" and column is not None and isinstance(value, dict):
             message += misspelt(column, [str(k) for k in value], known)
+        message += _how(err["type"], value)
         if isinstance(value, float) and not math.isfinite(value):
             value = str(value).replace("inf", "Infinity").replace("nan", "NaN")  # as sent
         scalar = value is None or isinstance(value, str | int | float | bool)
