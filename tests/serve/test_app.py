@@ -171,8 +171,7 @@ def test_a_value_of_the_other_json_type_is_told_how_to_send_it(
     assert said == {
         "MSZoning": 'Input should be a valid string: send it as a JSON string ("5"): categorical '
         "columns take text",
-        "LotArea": "Input should be a valid number: send it as a JSON number (11622), not a "
-        "string",
+        "LotArea": "Input should be a valid number: send it as a JSON number (11622), not a string",
     }, said
 
 
