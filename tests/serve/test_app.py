@@ -678,3 +678,21 @@ def test_a_csv_body_reads_the_text_nan_as_pipeline_predict_does(
     with _client(_loaded(titanic)) as client:
         refused = client.post("/v1/predict", content=body.replace("NaN", "inf"), headers=csv_type)
         assert refused.status_code == 422, refused.text
+
+
+def test_an_unknown_route_or_method_is_an_error_in_the_shape_of_the_others(
+    client: TestClient,
+) -> None:
+    """An unknown path was 404 {"detail": "Not Found"} and `GET /v1/predict` 405 {"detail":
+    "Method Not Allowed"}: every other refusal is {"error", "message"} saying what to do."""
+    missing = client.get("/v1/predictions")
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": "not_found",
+        "message": "no route /v1/predictions: the server answers GET /healthz, GET /readyz, "
+        "GET /v1/model, POST /v1/predict, GET /docs, GET /openapi.json",
+    }
+    wrong = client.get("/v1/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"] == "method_not_allowed"
+    assert wrong.json()["message"].startswith("GET /v1/predict is not allowed: the server answers")

@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.serve import openapi, predicting
 from pipeline.serve.access import AccessLog
@@ -320,6 +321,15 @@ def create_app(state: ServeState) -> Any:
     async def _refused(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _routing(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # 404 and 405 in the shape of every other error (they were {"detail": "Not Found"}).
+        return JSONResponse(
+            _routing_error(exc.status_code, request.method, request.url.path, exc.detail),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     errors = _error_responses()
 
     @app.get("/healthz", tags=["probes"], summary="Liveness: 200 while the process runs")
@@ -379,6 +389,25 @@ def create_app(state: ServeState) -> Any:
 
     _add_docs(app, state)
     return AccessLog(predicting.PredictRoute(app, state), state)
+
+
+_ROUTES = "GET /healthz, GET /readyz, GET /v1/model, POST /v1/predict, GET /docs, GET /openapi.json"
+
+
+def _routing_error(status: int, method: str, path: str, detail: Any) -> dict[str, str]:
+    """The body of a request no route takes: what the server does answer."""
+    from pipeline.data.cells import printable
+
+    shown = printable(path, 200)
+    if status == 404:
+        return {"error": "not_found", "message": f"no route {shown}: the server answers {_ROUTES}"}
+    if status == 405:
+        return {
+            "error": "method_not_allowed",
+            "message": f"{printable(method, 20)} {shown} is not allowed: the server answers "
+            f"{_ROUTES}",
+        }
+    return {"error": "http_error", "message": printable(str(detail), 200)}
 
 
 def _add_docs(app: FastAPI, state: ServeState) -> None:
