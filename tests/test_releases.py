@@ -248,8 +248,15 @@ def test_cli_list_takes_the_model_name_as_an_argument(cli: Any, backend: Store) 
     assert listed.exit_code == 0, listed.output
     assert event(listed.stdout, "release.list")["name"] == NAME
     assert event(listed.stdout, "release.list")["count"] == 1
+    # A model with neither a package nor a release is a misspelt name or the wrong store:
+    # exit 8 (a CI job read "count": 0 and went on); one packaged, not released, lists none.
     other = cli("release", "list", "titanic")
-    assert event(other.stdout, "release.list")["count"] == 0
+    assert other.exit_code == 8 and other.stderr.count("\n") == 1, other.output
+    assert "no model 'titanic' in store" in other.stderr and f"its models: {NAME}" in other.stderr
+    near = cli("release", "list", NAME + "s")
+    assert near.exit_code == 8 and f"did you mean '{NAME}'?" in near.stderr
+    make_package(backend, name="titanic")
+    assert event(cli("release", "list", "titanic").stdout, "release.list")["count"] == 0
     both = cli("release", "list", NAME, "--name", "titanic")
     assert both.exit_code == 3 and "give one model" in both.stderr
 
@@ -284,6 +291,8 @@ def test_cli_list_reports_every_release_and_the_current_one(cli: Any, backend: S
         (1, "0.1.0", pid1[:12], False),
         (2, "0.2.0", pid2[:12], True),
     ]
+    assert cli("release", "list", "--name", "other").exit_code == 8  # no such model
+    make_package(backend, name="other")
     assert event(cli("release", "list", "--name", "other").stdout, "release.list")["count"] == 0
 
 

@@ -71,10 +71,36 @@ def list_(
         store = store_of(loaded.settings)
         model = model_name or name or loaded.settings.model.name
         rows = releases.list_releases(store, model, log=log)
+        if not rows:
+            _known_model(store, model)
         current = next((r["number"] for r in rows if r["current"]), None)
         answer("release.list", name=model, count=len(rows), current=current, releases=rows)
 
     run("release", body)
+
+
+def _known_model(store: Any, model: str) -> None:
+    """A ``NotFoundError`` for a model with neither a release nor a package in ``store``: a
+    misspelt name, or the wrong PIPELINE_STORE (a CI job read "count 0" and went on). A
+    model packaged but not yet released lists no releases."""
+    import difflib
+
+    from pipeline.errors import NotFoundError
+
+    known = sorted({*store.list("releases"), *store.list("packages")})
+    if model in known:
+        return
+    near = difflib.get_close_matches(model, known, n=1)
+    hint = (
+        f"did you mean '{near[0]}'?"
+        if near
+        else f"its models: {', '.join(known[:10])}{' ...' if len(known) > 10 else ''}"
+        if known
+        else "it holds no packages or releases: check PIPELINE_STORE"
+    )
+    raise NotFoundError(
+        f"no model '{model}' in store {store.uri} (no package or release of it): {hint}"
+    )
 
 
 @app.command("show")
