@@ -19,9 +19,9 @@ def test_log_level_warning_silences_info_events(cli: Any) -> None:
 
 def test_log_format_console_renders_text_not_json(cli: Any) -> None:
     """PIPELINE_LOG_FORMAT=console gives key=value text lines instead of JSON."""
-    result = cli("release", "list", env={"PIPELINE_LOG_FORMAT": "console"})
+    result = cli("data", "fetch", env={"PIPELINE_LOG_FORMAT": "console"})
     line = result.stdout.splitlines()[-1]
-    assert "release.list" in line and "count=0" in line and not line.startswith("{")
+    assert "data.summary" in line and "cached=false" in line and not line.startswith("{")
 
 
 def test_python_warnings_are_events_not_stray_stderr_text() -> None:
