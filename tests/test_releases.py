@@ -528,6 +528,7 @@ def test_a_damaged_archive_is_not_released_and_packaging_again_repairs_it(
     with pytest.raises(IntegrityError, match="is not released") as caught:
         releases.create(backend, sealed.package_id, RunSettings())
     assert caught.value.exit_code == 7 and not backend.exists(f"{FOLDER}/v1.json")
+    assert caught.value.message.count("package its build again") == 1, caught.value.message
     assert package.seal(settings, backend, build.id, log).package_id == sealed.package_id
     assert backend.read_bytes(key) == good
     assert releases.create(backend, sealed.package_id, RunSettings()).number == 1

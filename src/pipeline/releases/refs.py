@@ -203,9 +203,9 @@ def check_archive(store: Store, package: dict[str, Any]) -> None:
             f"package {short} has a record but no archive ({key}): package its build again"
         ) from None
     except IntegrityError as exc:
-        raise IntegrityError(
-            f"package {short} is not released: {exc.message}; package its build again"
-        ) from None
+        # The archive's own message already says what to do (package again, or restore it).
+        again = "" if "package its build again" in exc.message else "; package its build again"
+        raise IntegrityError(f"package {short} is not released: {exc.message}{again}") from None
     if (opened.package_id, opened.build_id) != (package["package_id"], package["build_id"]):
         raise IntegrityError(
             f"package {short} is not released: its archive {key} is another package "
