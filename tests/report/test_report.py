@@ -293,6 +293,11 @@ def test_mistakes_are_one_line_errors_with_their_exit_codes(
     assert md.exit_code == 3, md.output
     assert "a markdown report is a folder" in md.stderr
     assert (tmp_path / "taken.csv").read_text() == "kept\n"
+    # Named as a file (`-o rep.html --format markdown`): it made a folder named rep.html.
+    named = _report(root, "--format", "markdown", "-o", str(tmp_path / "rep.html"))
+    assert named.exit_code == 3, named.output
+    assert "a .html name says a file: name a folder" in named.stderr
+    assert not (tmp_path / "rep.html").exists()
     # Under a file: it was a traceback (FileExistsError) too; refused before any work.
     under = _report(root, "-o", str(tmp_path / "taken.csv" / "r.html"))
     assert under.exit_code == 3, under.output

@@ -77,6 +77,12 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
             "that of an earlier report"
         )
     suffix = output.suffix.lower() if output is not None else ""
+    if fmt == "markdown" and suffix in _FILE_SUFFIXES and not (output and output.is_dir()):
+        raise ConfigError(  # `-o rep.html --format markdown` made a folder named rep.html
+            f"{option} {output}: a markdown report is a folder (report.md and one SVG per "
+            f"plot), and a {suffix} name says a file: name a folder (e.g. -o report), or pass "
+            "--format html for one page"
+        )
     if fmt == "html" and suffix not in ("", ".html", ".htm"):
         other = " (or pass --format markdown for a folder of Markdown and SVG files)"
         raise ConfigError(
@@ -84,6 +90,10 @@ def check_format(fmt: str, output: Path | None = None, option: str = "-o") -> st
             f"name it .html{other if option == '-o' else ''}"  # diff's --html has no markdown
         )
     return fmt
+
+
+# Suffixes of files, not folders: a markdown report's -o named so is a mistake.
+_FILE_SUFFIXES = (".html", ".htm", ".md", ".markdown", ".pdf", ".svg", ".txt", ".json")
 
 
 def _foreign(folder: Path) -> bool:
