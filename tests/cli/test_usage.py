@@ -103,10 +103,16 @@ def test_an_option_value_out_of_its_settings_range_is_exit_3_as_the_setting(
     assert line.endswith("; use 1 or more"), line  # what to do, not only what was expected
 
 
-def test_a_group_alone_still_shows_its_help() -> None:
-    """`pipeline release` with no sub-command is a request for its help, not a mistake."""
-    done = run_cli("release", env={})
-    assert "Usage" in done.stdout + done.stderr and "error:" not in done.stderr
+@pytest.mark.parametrize("args", [[], ["release"], ["data"], ["config"]])
+def test_a_group_alone_shows_its_help_on_stderr(args: list[str]) -> None:
+    """`pipeline release` with no sub-command shows its help page, with exit 2 as a usage
+    error: on stderr, where every usage error goes (it was 2 KB of help on stdout, the event
+    stream a CI job parses); `--help` asked for is on stdout, exit 0."""
+    done = run_cli(*args, env={})
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert "Usage: pipeline" in done.stderr and "error:" not in done.stderr
+    asked = run_cli(*args, "--help", env={})
+    assert asked.returncode == 0 and "Usage: pipeline" in asked.stdout and asked.stderr == ""
 
 
 @pytest.mark.parametrize(

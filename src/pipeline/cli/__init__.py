@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 import typer.core
@@ -35,7 +35,7 @@ class _Group(typer.core.TyperGroup):
     mistake here, rather than typer's usage banner and framed box."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
-        with _one_line():  # a group's own options (`pipeline tune --preset-out`) too
+        with _one_line(), _help_on_stderr(not args):  # `pipeline` alone: help, exit 2
             _refuse_empty_options(ctx, args)
             with _named(ctx):
                 rest = super().parse_args(ctx, args)
@@ -43,7 +43,12 @@ class _Group(typer.core.TyperGroup):
         return rest
 
     def invoke(self, ctx: Context) -> object:
-        with _one_line():
+        # `pipeline release` alone: the sub-group's help page, exit 2 (typer prints it as the
+        # error is made, so stdout is pointed at stderr for that one call).
+        rest = [*ctx._protected_args, *ctx.args]
+        sub = self.get_command(ctx, rest[0]) if len(rest) == 1 else None
+        bare = isinstance(sub, typer.core.TyperGroup) and sub.no_args_is_help
+        with _one_line(), _help_on_stderr(bare):
             return super().invoke(ctx)
 
     def get_params(self, ctx: Context) -> list[Parameter]:
@@ -130,12 +135,18 @@ def _named(ctx: Context) -> Iterator[None]:
         raise
 
 
+def _help_on_stderr(bare: bool) -> contextlib.AbstractContextManager[Any]:
+    """stdout pointed at stderr while a group called with nothing prints its help page: a usage
+    error (exit 2), so on stderr, where every usage error goes; stdout is the event stream."""
+    return contextlib.redirect_stdout(sys.stderr) if bare else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _one_line() -> Iterator[None]:
     try:
         yield
-    except NoArgsIsHelpError:  # `pipeline` or `pipeline release` alone: its help page
-        raise
+    except NoArgsIsHelpError:  # `pipeline` or `pipeline release` alone: its help page (on
+        raise  # stderr: ``_help_on_stderr``)
     except UsageError as exc:
         path = exc.ctx.command_path if exc.ctx is not None else "pipeline"
         message = " ".join(exc.format_message().split())
