@@ -327,6 +327,17 @@ def test_an_address_without_a_valid_port_is_a_config_error_that_masks_credential
     assert "hunter22" not in message and "pw" not in message
 
 
+@pytest.mark.parametrize("address", ["http://127.0.0.1:8265", "https://user:pw@head:8265/"])
+def test_a_web_address_is_a_config_error_naming_the_forms_expected(address: str) -> None:
+    """The dashboard's URL (http://head:8265, a common mistake) was "cannot be reached",
+    exit 5 after 4 s: it is the wrong kind of address, exit 3 before any connection."""
+    with pytest.raises(ConfigError) as caught, cluster.session(address, connect_timeout=1):
+        pass
+    message = caught.value.message
+    assert caught.value.exit_code == 3 and "is a web address" in message, message
+    assert "host:6379, ray://host:10001" in message and "pw" not in message
+
+
 def test_an_address_with_a_password_is_masked() -> None:
     """The address shown in events and errors carries no credentials."""
     assert cluster._masked("ray://user:hunter22@head:10001") == "ray://***@head:10001"

@@ -34,6 +34,12 @@ def probe(address: str, shown: str, timeout: float, call: bool = True) -> None:
     if address == "auto":
         return
     scheme, _, rest = address.rpartition("://")
+    if scheme.lower() in ("http", "https"):  # the dashboard's or the job server's URL
+        raise ConfigError(
+            f"RAY_ADDRESS={shown} is a web address (Ray's dashboard or job submission, "
+            "port 8265): expected the head's address, host:6379, ray://host:10001 for Ray "
+            "Client, or auto"
+        )
     hostport = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
     number = _port(port, scheme, shown)
