@@ -256,3 +256,22 @@ def test_ray_train_failures_become_the_projects_errors() -> None:
     assert isinstance(stalled, SourceError) and "no 2 CPUs within 60 s)" in stalled.message
     bug = WorkerGroupError({0: KeyError("x")})
     assert distributed_fit._failure(bug) is bug
+
+
+def test_more_embedded_workers_than_memory_holds_is_refused_before_ray_starts(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
+    """`--workers 1000` on one machine started Ray worker processes of about 430 MiB each
+    until it swapped: embedded, workers that cannot fit in the available memory are exit 3
+    naming the count that fits, before Ray starts or the store is touched."""
+    data = tmp_path / "tiny.csv"
+    rows = [f"{i % 7},{i % 3 * 1.5},{i * 2.0}" for i in range(60)]
+    data.write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    env = {"PIPELINE_DATA__SOURCE": str(data), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "RAY_ADDRESS": None}  # fmt: skip
+    result = cli("train", "--workers", "4096", env=env)  # 1.7 TB of workers
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "starts 4096 worker processes on this machine" in line, line
+    assert "MiB is available: use --workers" in line and "RAY_ADDRESS" in line
+    assert not any(p.is_file() for p in store.rglob("*"))

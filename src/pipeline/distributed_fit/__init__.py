@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline import fit, scratch
@@ -111,6 +112,8 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
 
     n = settings.train.workers or 1
     t = settings.train
+    if not (settings.ray_address or "").strip():
+        _fits_in_memory(n)
     # Each worker holds one CPU and runs one torch thread, or as many as train.threads says: N
     # workers scale by adding CPUs, as Ray Train's resources_per_worker does.
     cpus = t.threads or 1
@@ -156,6 +159,46 @@ def connected(settings: Settings, log: Any) -> Iterator[Connection]:
                 f"{max(1, cores // cpus)} or fewer",
             )  # fmt: skip
         yield Connection(n, cpus, use_gpu, where.cpus)
+
+
+# A worker process's memory before any rows: the interpreter with torch, pandas and pyarrow
+# (`train.workers`' rss_mib: 415-435 MiB on house prices, 2026-12-07).
+WORKER_MIB = 430
+
+
+def _fits_in_memory(n: int) -> None:
+    """A ``ConfigError`` when ``n`` embedded workers cannot fit in this machine's available
+    memory: `--workers 1000` on one machine started Ray worker processes until it swapped."""
+    available = _available_mib()
+    if available is None or n * WORKER_MIB <= available:
+        return
+    raise ConfigError(
+        f"PIPELINE_TRAIN__WORKERS={n} (--workers) starts {n} worker processes on this machine "
+        f"(Ray embedded), each about {WORKER_MIB} MiB before any rows ({n * WORKER_MIB:,} MiB), "
+        f"and {available:,} MiB is available: use --workers {max(1, available // WORKER_MIB)} "
+        "or fewer, or attach a cluster with RAY_ADDRESS"
+    )
+
+
+def _available_mib() -> int | None:
+    """MiB this process may still use: the kernel's MemAvailable, capped by a cgroup v2
+    limit (a container's); None where neither can be read."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) // 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text(encoding="ascii").strip()
+        used = int((cgroup / "memory.current").read_text(encoding="ascii"))
+        if limit.isdigit():
+            found.append((int(limit) - used) // (1 << 20))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
 
 
 def train_on_ray(
