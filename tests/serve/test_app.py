@@ -696,3 +696,37 @@ def test_an_unknown_route_or_method_is_an_error_in_the_shape_of_the_others(
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
     assert wrong.json()["error"] == "method_not_allowed"
     assert wrong.json()["message"].startswith("GET /v1/predict is not allowed: the server answers")
+
+
+def test_a_body_that_is_not_what_its_type_says_is_told_so(
+    client: TestClient, house_loaded: Loaded
+) -> None:
+    """A gzipped CSV body was "not UTF-8 text", JSON sent as text/csv "lacks 79 column(s)",
+    CSV sent as application/json "expected ident at line 1 column 2": each says what the body
+    looks like and what to send."""
+    import gzip
+
+    records = _records(house_loaded, 1)
+    header = ",".join(records[0])
+    row = ",".join("" if v is None else str(v) for v in records[0].values())
+    csv_body = f"{header}\n{row}\n".encode()
+    zipped = client.post("/v1/predict", content=gzip.compress(csv_body),
+                         headers={"Content-Type": "text/csv"})  # fmt: skip
+    assert (
+        zipped.status_code == 400
+        and "it is gzip-compressed: send it uncompressed" in (zipped.json()["message"])
+    )
+    as_csv = client.post("/v1/predict", content=json.dumps({"records": records}),
+                         headers={"Content-Type": "text/csv"})  # fmt: skip
+    assert as_csv.status_code == 422
+    assert as_csv.json()["message"].endswith(
+        "; it looks like JSON: send it with Content-Type: application/json"
+    ), as_csv.json()["message"]
+    as_json = client.post("/v1/predict", content=csv_body,
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+    assert as_json.status_code == 400
+    assert as_json.json()["message"].endswith(
+        "; it looks like CSV: send it with Content-Type: text/csv"
+    ), as_json.json()["message"]
+    good = client.post("/v1/predict", content=csv_body, headers={"Content-Type": "text/csv"})
+    assert good.status_code == 200, good.text

@@ -155,7 +155,9 @@ class Contract:
             doc = pydantic_core.from_json(body.removeprefix(_BOM))
         except ValueError as exc:
             raise RequestError(
-                400, "invalid_json", f"the body is not valid JSON: Invalid JSON: {exc}"
+                400,
+                "invalid_json",
+                f"the body is not valid JSON: Invalid JSON: {exc}{_other_body(body, 'json')}",
             ) from None
         records = doc.get("records") if isinstance(doc, dict) else None
         try:  # the shape alone: its records are judged below, one at a time
@@ -250,7 +252,9 @@ class Contract:
         try:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise RequestError(400, "invalid_csv", "the CSV body is not UTF-8 text") from None
+            raise RequestError(
+                400, "invalid_csv", f"the CSV body is not UTF-8 text{_other_body(body, 'csv')}"
+            ) from None
         if "\0" in text:  # valid UTF-8 but binary (or UTF-16): no CSV cell holds NUL
             raise RequestError(400, "invalid_csv", "the CSV body holds NUL bytes: not CSV text")
         try:
@@ -272,7 +276,7 @@ class Contract:
                 422,
                 "missing_columns",
                 f"the CSV header lacks {len(missing)} column(s) the model needs"
-                + (f": {hint.removesuffix('; ')}" if hint else ""),
+                + (f": {hint.removesuffix('; ')}" if hint else _other_body(body, "csv")),
                 [_detail(None, name, "missing",
                          "Column required" + misspelt(name, header, self.known))
                  for name in missing[:MAX_DETAIL]],
@@ -375,3 +379,19 @@ class Contract:
             names.append(name)
             columns.append([_plain(v) for v in np.asarray(values, dtype=object).tolist()])
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _other_body(body: bytes, sent_as: str) -> str:
+    """What the body looks like when it is not what its Content-Type says: gzip bytes, JSON
+    sent as text/csv, CSV sent as application/json ("" when nothing stands out)."""
+    start = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if body[:2] == b"\x1f\x8b":
+        return (
+            "; it is gzip-compressed: send it uncompressed (Content-Encoding is not "
+            "accepted either)"
+        )
+    if sent_as == "csv" and start in (b"{", b"["):
+        return "; it looks like JSON: send it with Content-Type: application/json"
+    if sent_as == "json" and start not in (b"{", b"[", b"") and b"," in body.split(b"\n", 1)[0]:
+        return "; it looks like CSV: send it with Content-Type: text/csv"
+    return ""
