@@ -45,6 +45,19 @@ def test_json_lists_every_setting_with_value_origin_and_env(cli: Callable[..., A
     assert result.stderr == ""
 
 
+def test_a_value_set_by_the_platforms_port_says_so(cli: Callable[..., Any]) -> None:
+    """PORT=9999 sets serve.port: config show credited PIPELINE_SERVE__PORT, which the user
+    never set. The row says which variable set it (JSON `from`, the table `(from PORT)`)."""
+    result = cli("config", "show", "--format", "json", env={"PORT": "9999"})
+    port = rows(result)["PIPELINE_SERVE__PORT"]
+    assert (port["value"], port["origin"], port["from"]) == (9999, "env", "PORT")
+    assert all("from" not in r for r in shown(result)["settings"] if r["env"] != port["env"])
+    table = cli("config", "show", "--format", "table", env={"PORT": "9999"}).stdout
+    assert any(line.endswith("9999  (from PORT)") for line in table.splitlines()), table
+    own = cli("config", "show", "--format", "json", env={"PIPELINE_SERVE__PORT": "9998"})
+    assert "from" not in rows(own)["PIPELINE_SERVE__PORT"]
+
+
 def test_origins_env_preset_and_dotenv(cli: Callable[..., Any], tmp_path: Path) -> None:
     """Each value says where it came from: env, preset or .env."""
     env_file = tmp_path / "custom.env"

@@ -47,14 +47,17 @@ def show(
                 value = redact(value)
             elif leaf.path in URI_PATHS and value:
                 value = redacted_uri(value)
-            rows.append(
-                {
-                    "setting": ".".join(leaf.path),
-                    "env": leaf.env,
-                    "value": value,
-                    "origin": loaded.origins[leaf.path],
-                }
-            )
+            row = {
+                "setting": ".".join(leaf.path),
+                "env": leaf.env,
+                "value": value,
+                "origin": loaded.origins[leaf.path],
+            }
+            # Set by another variable than its own (the platform's PORT for serve.port).
+            source = loaded.settings.source_of(*leaf.path)
+            if source.startswith("env var ") and source.removeprefix("env var ") != leaf.env:
+                row["from"] = source.removeprefix("env var ")
+            rows.append(row)
         out = {
             "preset": str(loaded.preset) if loaded.preset else None,
             "env_file": str(loaded.env_file) if loaded.env_file else None,
@@ -66,7 +69,8 @@ def show(
             width = max(len(r["env"]) for r in rows)
             typer.echo(f"{'VARIABLE':<{width}}  {'ORIGIN':<7} VALUE")
             for r in rows:
-                typer.echo(f"{r['env']:<{width}}  {r['origin']:<7} {json.dumps(r['value'])}")
+                by = f"  (from {r['from']})" if "from" in r else ""
+                typer.echo(f"{r['env']:<{width}}  {r['origin']:<7} {json.dumps(r['value'])}{by}")
             for name in loaded.unknown:  # what makes every command exit 3
                 typer.echo(f"{name:<{width}}  {'unknown':<7} (no such setting)")
             if loaded.preset:
