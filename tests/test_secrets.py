@@ -208,7 +208,7 @@ def test_uris_are_shown_without_user_info_or_secret_parameters() -> None:
     )
     for kept in ("s3://b/x y.csv?versionId=a b", "/data/a@b.csv", "file:///d/a@b/c.csv"):
         assert redact_uri(kept) == kept
-    assert redact_uri("https://u:p@h/x?token=1") == "https://h/x?token=%2A%2A%2A"
+    assert redact_uri("https://u:p@h/x?token=1") == "https://***@h/x?token=%2A%2A%2A"
 
 
 URL_TOKEN = "tok-in-query-93be07aa"

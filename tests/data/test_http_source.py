@@ -310,7 +310,7 @@ def test_credentials_never_reach_messages_or_source_json(server: Server, store: 
     ok = f"http://alice:secretpw@{host}/secret/house-prices.csv?token=abc123&v=2"
     fetched = _fetch(ok, store)
     recorded = store.path("datasets", fetched.sha256, "source.json").read_text()
-    assert fetched.uri == f"http://{host}/secret/house-prices.csv?token=%2A%2A%2A&v=2"
+    assert fetched.uri == f"http://***@{host}/secret/house-prices.csv?token=%2A%2A%2A&v=2"
     assert "v=2" in recorded
     # The credentials did reach the server (as basic auth and the query), just not our outputs.
     assert "abc123" in server.requests[0][0]

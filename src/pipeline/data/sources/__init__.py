@@ -61,6 +61,8 @@ def redact_uri(uri: str) -> str:
     netloc = f"[{host}]" if ":" in host else host
     if port:
         netloc += f":{port}"
+    if "@" in parsed.netloc:  # user info masked, as ``log.redacted_uri`` writes it
+        netloc = f"***@{netloc}"
     return urlunparse(parsed._replace(netloc=netloc, query=masked_query(parsed.query), fragment=""))
 
 
