@@ -821,3 +821,20 @@ def test_a_cell_that_is_no_number_says_what_it_looks_like(
     # A model trained with PIPELINE_DATA__MISSING_VALUES='["?", ""]' (Titanic's) and given NA.
     assert "'NA' is not one of this model's missing markers" in _number_hint("NA")
     assert _number_hint("abc") == "" and _number_hint(3) == ""
+
+
+def test_a_file_without_its_header_line_is_told_so(chain: dict[str, Any]) -> None:
+    """A CSV exported without a header (its first line a row of values) was "lacks required
+    column(s) ['MSSubClass', ...] and 69 more": it says the first line holds values and that
+    the header goes on line 1. A file of another table, with a header, keeps the list."""
+    headless = chain["root"] / "headless.csv"
+    headless.write_text("\n".join(TEST_CSV.read_text().splitlines()[1:6]) + "\n")
+    done = _predict(chain, str(headless), "--release", chain["release"])
+    assert done.returncode == 4, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert "has no header line: its first line holds values ('1461', '20', 'RH', '80', ...)" in line
+    other = chain["root"] / "other.csv"
+    other.write_text("a,b,c\n1,2,3\n")
+    done = _predict(chain, str(other), "--release", chain["release"])
+    assert done.returncode == 4 and "lacks required column(s)" in done.stderr, done.stderr

@@ -109,6 +109,7 @@ class Predictor:
             hint = csv_errors.delimiter_hint([str(c) for c in columns], self.delimiter)
             if hint:  # one column read: every name is missing, and the file is the problem
                 raise DataError(f"{label} lacks the model's columns: {hint.removesuffix('; ')}")
+            _refuse_headless(columns, missing, self.required, label)
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             near = _renames(missing, [str(c) for c in columns], set(self.required))
             fix = "add them (empty cells are allowed)"
@@ -229,3 +230,29 @@ def _renames(missing: list[str], present: list[str], known: set[str]) -> list[st
             found.append(f"'{near[0]}' to '{name}'")
             spare.remove(near[0])
     return found
+
+
+def _refuse_headless(
+    columns: list[Any], missing: list[str], required: list[str], label: str
+) -> None:
+    """A ``DataError`` for a file whose first line is a row, not a header (a CSV exported
+    without one): none of the model's columns is there and a quarter of its names or more
+    (2 at least) are numbers; it was "lacks required column(s) [...] and 69 more"."""
+    names = [str(c).strip() for c in columns]
+    if len(missing) < len(required) or len(names) < 2:
+        return
+    numbers = 0
+    for name in names:
+        try:
+            float(name)
+            numbers += 1
+        except ValueError:
+            pass
+    if numbers < max(2, len(names) / 4):
+        return
+    first = ", ".join(repr(n) for n in names[:4])
+    raise DataError(
+        f"{label} has no header line: its first line holds values ({first}, ...), not column "
+        f"names; add the header the model reads ({', '.join(required[:5])}, ... "
+        f"{len(required)} columns) as line 1"
+    )
