@@ -838,3 +838,20 @@ def test_a_file_without_its_header_line_is_told_so(chain: dict[str, Any]) -> Non
     other.write_text("a,b,c\n1,2,3\n")
     done = _predict(chain, str(other), "--release", chain["release"])
     assert done.returncode == 4 and "lacks required column(s)" in done.stderr, done.stderr
+
+
+def test_a_rename_hint_keeps_the_count_of_missing_columns(chain: dict[str, Any]) -> None:
+    """12 columns missing, one of them misspelt: the rename hint replaced the list's "and 2
+    more" with nothing, so the list read as the whole of it."""
+    import pandas as pd
+
+    frame = pd.read_csv(TEST_CSV, nrows=3, keep_default_na=False)
+    dropped = [c for c in frame.columns if c not in ("Id", "LotArea")][:11]
+    short = chain["root"] / "short.csv"
+    frame.drop(columns=dropped).rename(columns={"LotArea": "lotarea"}).to_csv(short, index=False)
+    done = _predict(chain, str(short), "--release", chain["release"])
+    assert done.returncode == 4, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "and 2 more: the model was trained on 79 columns; rename 'lotarea' to 'LotArea'" in (
+        line
+    ), line

@@ -114,11 +114,11 @@ class Predictor:
             near = _renames(missing, [str(c) for c in columns], set(self.required))
             fix = "add them (empty cells are allowed)"
             if near:
-                more = " and the others" if len(near) > 5 else ""
+                others = " and the others" if len(near) > 5 else ""
                 rest = (
                     "; add the others (empty cells are allowed)" if len(near) < len(missing) else ""
                 )
-                fix = f"rename {', '.join(near[:5])}{more} (names match exactly){rest}"
+                fix = f"rename {', '.join(near[:5])}{others} (names match exactly){rest}"
             raise DataError(
                 f"{label} lacks required column(s) {missing[:10]}{more}: the model was trained "
                 f"on {len(self.required)} columns; {fix}"
