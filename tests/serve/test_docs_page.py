@@ -26,3 +26,5 @@ def test_docs_page_is_self_contained_and_describes_the_model(house: dict[str, An
     assert 'href="/openapi.json"' in page
     assert "/v1/predict" in page and "<code>LotArea</code>" in page
     assert page.count("<tr><td><code>") >= 80  # one row per route and per input column
+    # The description's Markdown backquotes are code, not literal backquotes.
+    assert "Predictions of <code>SalePrice</code>" in page and "`" not in page

@@ -45,7 +45,7 @@ def page(doc: dict[str, Any], info: dict[str, Any]) -> str:
         f"<title>{e(doc.get('info', {}).get('title', 'pipeline serve'))}</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>{e(info['name'])} {e(info['version'])}</h1>"
-        f"<p>{e(doc.get('info', {}).get('description', ''))} Serving {e(release)}: predicts "
+        f"<p>{_code(doc.get('info', {}).get('description', ''))} Serving {e(release)}: predicts "
         f"<code>{e(info['target'])}</code> ({e(info['task'])}).</p>"
         '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3).</p>'
         f"<h2>Routes</h2><table><tr><th>method</th><th>path</th><th>what</th></tr>{routes}"
@@ -55,3 +55,11 @@ def page(doc: dict[str, Any], info: dict[str, Any]) -> str:
         f"<table><tr><th>column</th><th>kind</th></tr>{rows}</table>"
         f"<h2>Example</h2><pre>{e(curl)}</pre></body></html>"
     )
+
+
+def _code(text: str) -> str:
+    """``text`` escaped, its `backquoted` parts (the OpenAPI description's Markdown) as code."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backquote: left as written
+        return html.escape(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
