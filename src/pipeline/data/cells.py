@@ -63,6 +63,8 @@ def shown(value: Any, limit: int | None = SHOWN_CHARS) -> str:
     Prediction cuts to ``SHOWN_CHARS`` (a run over a file of long texts); training messages
     have always shown the whole value (``limit=None``): both texts are kept as they are.
     """
+    if isinstance(value, bool):  # a JSON or Parquet true/false, spelt as the file has it
+        return "true" if value else "false"
     return printable(repr(value), limit)
 
 
