@@ -873,3 +873,21 @@ def test_codes_written_with_leading_zeros_are_named_in_a_warning(
     declared = cli("train", env={**env, "PIPELINE_DATA__COLUMN_KINDS": '{"zip": "categorical"}'})
     assert declared.exit_code == 0, declared.output
     assert not [e for e in events(declared.stdout) if "leading zeros" in str(e.get("message"))]
+
+
+def test_a_windows_1252_header_is_refused_in_one_line(cli: Any, tmp_path: Path) -> None:
+    """An Excel export in Windows-1252 whose header holds 'région' was a 66-line traceback
+    (exit 1): pyarrow decodes the header's names only when they are asked for. It is exit 4
+    saying the file is not UTF-8, naming line 1."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"target": rng.choice(["a", "b"], 120), "alcohol": rng.normal(size=120),
+                          "région": "x"})  # fmt: skip
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, index=False, encoding="cp1252")
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "target",
+           "PIPELINE_DATA__DROP": "[]"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 4, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in result.output
+    assert "is not valid UTF-8 text" in line and "line 1" in line and "re-encode" in line, line

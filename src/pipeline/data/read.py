@@ -349,14 +349,17 @@ def read_table(
             table = _read_parquet(path, shown, columns, data.drop)
         else:
             table = _read_csv(path, data, shown, columns)
+        names = [str(n) for n in table.column_names]  # pyarrow decodes the header here
     except UnicodeDecodeError as exc:
+        if fmt == "csv":  # a header of Windows-1252 (an Excel export): its line named
+            raise not_utf8(path, f"dataset {shown}", data.delimiter) from exc
         raise DataError(f"dataset {shown} is not valid UTF-8 text: re-encode it as UTF-8") from exc
     except OSError as exc:
         raise DataError(
             f"dataset {shown} cannot be read: {first_line(exc)}; check the file and its permissions"
         ) from exc
 
-    _unique([str(n) for n in table.column_names], shown)
+    _unique(names, shown)
     if table.num_rows == 0:
         raise DataError(
             f"dataset {shown} has a header but no rows: expected at least one row; check "
