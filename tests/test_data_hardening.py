@@ -891,3 +891,29 @@ def test_a_windows_1252_header_is_refused_in_one_line(cli: Any, tmp_path: Path) 
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in result.output
     assert "is not valid UTF-8 text" in line and "line 1" in line and "re-encode" in line, line
+
+
+def test_a_spreadsheets_total_row_is_refused_naming_it(cli: Any, tmp_path: Path) -> None:
+    """A table exported with its "Total" row (every number the column's sum) trained on it
+    without a word: the target's sum switched the target to logs and the model was ruined.
+    The last row spelt Total in a text column is exit 4 naming the row and the column; a
+    category "total" that recurs in the data is not a summary row."""
+    rng = np.random.default_rng(0)
+    n = 120
+    frame = pd.DataFrame({"clinic": rng.choice(["north", "south"], n),
+                          "x": rng.normal(size=n), "y": rng.normal(10, 1, n)})  # fmt: skip
+    total = pd.DataFrame([{"clinic": "Total", "x": frame["x"].sum(), "y": frame["y"].sum()}])
+    path = tmp_path / "export.csv"
+    pd.concat([frame, total]).to_csv(path, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 4, result.output
+    assert result.stderr.strip() == (
+        f"error: dataset {path}: its last row (data row 121) is a summary row ('Total' in "
+        "column 'clinic'): its cells are totals of the rows above, not a row to learn from; "
+        "delete it from the file and train again"
+    )
+    frame.loc[::2, "clinic"] = "total"  # a category of the data, in half the rows
+    pd.concat([frame, total.assign(clinic="total")]).to_csv(path, index=False)
+    assert cli("train", env=env).exit_code == 0

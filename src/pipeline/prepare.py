@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.data import read, sources
+from pipeline.data import read, sources, verdicts
 from pipeline.data import schema as schema_mod
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
@@ -97,6 +97,7 @@ def prepare(
     )
     if fetched.warning:
         log.warning("data.warning", message=fetched.warning)
+    verdicts.refuse_summary_row(frame, fetched.uri)  # before the target is judged by it
     read_rows = len(frame)
     frame = schema_mod.prepare_target(frame, settings.data.target, settings.data.task, fetched.uri)
     _say_left_out(read_rows, len(frame), settings.data.target, fetched.uri, log)

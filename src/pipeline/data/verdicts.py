@@ -305,3 +305,33 @@ def zero_padded(uniques: np.ndarray, name: str) -> str | None:
         "codes (zip codes, account numbers), declare the column categorical in "
         "PIPELINE_DATA__COLUMN_KINDS"
     )
+
+
+# A spreadsheet's summary row, spelt in its label cell ("Total", "Grand total", "Summe").
+SUMMARY_WORDS = frozenset(
+    {"total", "totals", "grand total", "subtotal", "sum", "summe", "gesamt", "somme", "totaal",
+     "totale", "suma", "σ"}
+)  # fmt: skip
+
+
+def refuse_summary_row(frame: pd.DataFrame, label: str) -> None:
+    """A ``DataError`` when the last row is a spreadsheet's summary: a text cell spelt
+    "Total" (``SUMMARY_WORDS``) that no other row of its column holds. Such a row trained
+    as a house (its target the sum of all targets, which switched the target to logs) or as
+    a class of its own ("Total"), without a word."""
+    if len(frame) < 3:
+        return
+    last = frame.iloc[-1]
+    for name in frame.columns:
+        value = last[name]
+        if not isinstance(value, str) or value.strip().casefold() not in SUMMARY_WORDS:
+            continue
+        if int((frame[name] == value).sum()) != 1:  # a category that recurs is data
+            continue
+        row = cells.data_row(frame[name], len(frame) - 1)
+        raise DataError(
+            f"dataset {label}: its last row (data row {row}) is a summary row ({value!r} in "
+            f"column '{name}'): its cells are totals of the rows above, not a row to learn "
+            "from; delete it from the file and train again",
+            column=str(name),
+        )
