@@ -824,6 +824,14 @@ def test_a_column_that_counts_the_rows_is_named_in_a_warning(tmp_path: Path) -> 
         "used as a feature, which ties a prediction to a row's place in the file; add it to "
         "PIPELINE_DATA__DROP, or declare its kind in PIPELINE_DATA__COLUMN_KINDS to keep it"
     ], warnings
+    # Customer ids from 1001 count the rows as well (only 0 and 1 were looked for).
+    ids = _csv(
+        tmp_path, "customer_id,x,y", [f"{1001 + k},{(k * 7) % 11},{k % 2}" for k in range(40)]
+    )
+    frame = read.read_table(ids, data, label="c")
+    warnings = schema.infer(frame, data, "none", "c")[1]
+    assert any(w.startswith("column 'customer_id' counts the rows (1001, 1002, 1003, ...)")
+               for w in warnings), warnings  # fmt: skip
     shuffled = _csv(tmp_path, "index,x,y", [rows[k] for k in range(39, -1, -1)])
     frame = read.read_table(shuffled, data, label="s")
     assert not schema.infer(frame, data, "none", "s")[1]

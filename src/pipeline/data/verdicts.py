@@ -268,9 +268,9 @@ def refuse_stray_non_positive(
 
 
 def counts_rows(series: pd.Series, min_rows: int) -> bool:
-    """Whether a numeric column is 0, 1, 2, ... (or from 1) in file order, ``min_rows`` or more: a
-    row number (pandas' index, R's rownames). Its ends are looked at first, so another column
-    costs next to nothing."""
+    """Whether a numeric column is n, n + 1, n + 2, ... in file order for a whole n, ``min_rows``
+    or more: a row number (pandas' index, R's rownames, customer ids 1001, 1002, ...). Its
+    ends are looked at first, so another column costs next to nothing."""
     import numpy as np
     import pandas as pd
 
@@ -278,7 +278,7 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
     if n < min_rows or not pd.api.types.is_numeric_dtype(series.dtype):
         return False
     first, last = series.iloc[0], series.iloc[-1]
-    if first not in (0, 1) or last != first + n - 1:
+    if not np.isfinite(first) or first != int(first) or last != first + n - 1:
         return False
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     return bool(np.all(np.diff(values) == 1.0))
