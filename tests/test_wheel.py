@@ -162,6 +162,24 @@ def test_default_format_writes_no_wheel(cli: Any, store: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("PIPELINE_MODEL__VERSION", "3.0.0-foo"), ("PIPELINE_MODEL__NAME", "2024-prices")],
+)
+def test_a_name_or_version_no_wheel_can_carry_stores_nothing(
+    cli: Any, store: Path, setting: str, value: str
+) -> None:
+    """`package --format wheel` of version 3.0.0-foo was exit 3, and the archive of 3.0.0-foo
+    was in the store already, releasable, its version used up: the wheel's name and version
+    are checked before anything is written."""
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "1"}
+    assert cli("train", env=env).exit_code == 0
+    result = cli("package", "--format", "wheel", env={**env, setting: value})
+    assert result.exit_code == 3, result.output
+    assert "wheel" in result.stderr and result.stderr.count("\n") == 1
+    assert not (store / "packages").exists() or not any((store / "packages").rglob("*.*"))
+
+
 def test_wheel_holds_exactly_the_verified_files_and_a_consistent_record(
     built: dict[str, Any],
 ) -> None:
