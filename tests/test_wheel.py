@@ -208,6 +208,7 @@ def test_wheel_holds_exactly_the_verified_files_and_a_consistent_record(
     metadata = contents[f"{dist_info}/METADATA"].decode()
     assert "Name: titanic-model\n" in metadata
     assert "Requires-Dist: pipeline==0.1.0\n" in metadata
+    assert "Requires-Python: >=3.11,<3.12\n" in metadata  # the project's own, as pyproject says
     assert "Tag: py3-none-any\n" in contents[f"{dist_info}/WHEEL"].decode()
 
 

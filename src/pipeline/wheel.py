@@ -36,6 +36,10 @@ _PEP440_PRE = {"alpha": "a", "a": "a", "beta": "b", "b": "b", "rc": "rc", "c": "
 _PEP440_PRE |= {"pre": "rc", "preview": "rc", "dev": ".dev"}
 
 
+# The Python this project runs on (pyproject.toml's requires-python): the model's code is its.
+REQUIRES_PYTHON = ">=3.11,<3.12"
+
+
 def distribution_name(model: str) -> str:
     """The distribution of a model, normalised (PEP 503): house-prices -> house-prices-model."""
     return re.sub(r"[-_.]+", "-", model).lower() + "-model"
@@ -160,6 +164,7 @@ def build_wheel(
         f"Version: {pep440}\n"
         f"Summary: Model {model} {version} (package {package_id[:12]}, build {build_id[:12]})\n"
         f"Requires-Dist: {requires}\n"
+        f"Requires-Python: {REQUIRES_PYTHON}\n"
     )
     wheel_meta = f"Wheel-Version: 1.0\nGenerator: pipeline\nRoot-Is-Purelib: true\nTag: {TAG}\n"
     entries += [(f"{dist_info}/METADATA", metadata.encode())]
