@@ -444,6 +444,23 @@ def test_bad_port_names_port(no_env: Path) -> None:
     assert "env var PORT" in message and "PIPELINE_SERVE__PORT" not in message
 
 
+def test_the_projects_own_port_in_dotenv_wins_over_the_platforms_port(tmp_path: Path) -> None:
+    """PIPELINE_SERVE__PORT=9000 in .env lost to the environment's PORT=8080 (the README says
+    the project's own variable wins), and config show credited PIPELINE_SERVE__PORT. In .env
+    or the environment it wins; alone, PORT sets the port and is named as its source."""
+    dotenv = tmp_path / "port.env"
+    dotenv.write_text("PIPELINE_SERVE__PORT=9000\n")
+    loaded = load({"PORT": "8080"}, env_file=dotenv)
+    assert loaded.settings.serve.port == 9000 and loaded.origins[("serve", "port")] == ".env"
+    loaded = load({"PORT": "8080", "PIPELINE_SERVE__PORT": "9100"}, env_file=dotenv)
+    assert loaded.settings.serve.port == 9100
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    loaded = load({"PORT": "8080"}, env_file=empty)
+    assert loaded.settings.serve.port == 8080
+    assert loaded.settings.source_of("serve", "port") == "env var PORT"
+
+
 def test_bad_device_option_names_the_option(cli: Any) -> None:
     """`train --device gpu` names the --device option, not PIPELINE_TRAIN__DEVICE, and is a
     usage error (exit 2) as a value outside every other option's choices is (`diff --format

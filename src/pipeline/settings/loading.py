@@ -185,6 +185,10 @@ def load(
     known_dotenv = {k: v for k, v in dotenv.items() if k not in unknown}
     known_environ = {k: v for k, v in environ.items() if k not in unknown}
     stack.append(layers.variables_layer(".env", known_dotenv, in_dotenv))
+    if "PORT" in known_environ and any(("serve", "port") in layers.paths(x.values) for x in stack):
+        # The project's own PIPELINE_SERVE__PORT, in .env or a preset, wins over the
+        # platform's PORT (the environment's PORT had overridden .env's port, unsaid).
+        known_environ = {k: v for k, v in known_environ.items() if k != "PORT"}
     stack.append(layers.variables_layer("env", known_environ, layers.describe_variable("env")))
     if overrides:
         stack.append(layers.variables_layer("cli", overrides, layers.describe_variable("cli")))
