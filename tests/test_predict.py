@@ -424,6 +424,12 @@ def test_no_release_chosen_is_a_config_error(chain: dict[str, Any]) -> None:
     # Set but empty, it was taken as unset, and the line said to set it.
     empty = _predict(chain, str(TEST_CSV), "-o", str(chain["root"] / "n.csv"), PIPELINE_RELEASE="")
     assert empty.returncode == 3 and "PIPELINE_RELEASE is set but empty" in empty.stderr
+    # An image built without a release bakes it empty, and no `docker run` can unset it: the
+    # line said "unset it"; --release wins over it, and the line says so.
+    assert "pass --release or --package PATH, which win over it" in empty.stderr
+    given = _predict(chain, str(TEST_CSV), "--release", chain["release"], "-o",
+                     str(chain["root"] / "n.csv"), PIPELINE_RELEASE="")  # fmt: skip
+    assert given.returncode == 0, given.stderr
 
 
 def test_rollback_makes_current_predict_with_the_earlier_package(cli: Any, tmp_path: Path) -> None:

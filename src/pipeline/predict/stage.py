@@ -137,8 +137,9 @@ def _opened(
         return _open_given(store, str(package)), None
     if release_ref is not None and not release_ref.strip():  # `--release ""` is a usage error
         raise ConfigError(
-            "PIPELINE_RELEASE is set but empty: set it to name@vN (or name@current), or unset "
-            "it and pass --release or --package PATH"
+            "PIPELINE_RELEASE is set but empty (as in an image built without a release): set "
+            "it to name@vN (or name@current), or pass --release or --package PATH, which win "
+            "over it"
         )
     if not release_ref:
         raise ConfigError(
