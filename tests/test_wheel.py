@@ -180,6 +180,22 @@ def test_a_name_or_version_no_wheel_can_carry_stores_nothing(
     assert not (store / "packages").exists() or not any((store / "packages").rglob("*.*"))
 
 
+def test_two_models_that_give_one_wheel_are_refused(cli: Any, store: Path) -> None:
+    """titanic-x and titanic_x are two models of the store, both the wheel titanic-x-model:
+    installing one replaced the other without a word. The second is refused, naming the
+    first; without --format wheel it packages."""
+    env = {"PIPELINE_PRESET": "titanic", "PIPELINE_TRAIN__MAX_EPOCHS": "1"}
+    assert cli("train", env=env).exit_code == 0
+    first = cli("package", "--format", "wheel", env={**env, "PIPELINE_MODEL__NAME": "titanic-x"})
+    assert first.exit_code == 0, first.output
+    second = {**env, "PIPELINE_MODEL__NAME": "titanic_x"}
+    result = cli("package", "--format", "wheel", env=second)
+    assert result.exit_code == 3, result.output
+    assert "gives the wheel titanic-x-model, as model 'titanic-x'" in result.stderr
+    assert not (store / "packages" / "titanic_x").exists()
+    assert cli("package", env=second).exit_code == 0
+
+
 def test_wheel_holds_exactly_the_verified_files_and_a_consistent_record(
     built: dict[str, Any],
 ) -> None:

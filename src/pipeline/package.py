@@ -149,8 +149,7 @@ def seal(
     name, version = settings.model.name, settings.model.version
     check_name_version(name, version)
     if with_wheel:  # a name or version no wheel can carry: refused before anything is stored
-        wheel.import_name(name)
-        wheel.wheel_version(version)
+        wheel.check_can_build(name, version, store.list("packages"), store.uri)
     build = artifacts.load_build(store, ref)
     artifacts.check_packaging(build, settings, latest=ref is None, named=named)
     data = build_archive(build, name, version)

@@ -45,6 +45,23 @@ def distribution_name(model: str) -> str:
     return re.sub(r"[-_.]+", "-", model).lower() + "-model"
 
 
+def check_can_build(model: str, version: str, models: list[str], where: str) -> None:
+    """ConfigError when no wheel can carry ``model`` ``version`` (``import_name``,
+    ``wheel_version``), or when another of ``models`` (those of the store ``where``) gives the
+    same wheel (house-prices and house_prices are both ``house-prices-model``): installing
+    one replaced the other."""
+    import_name(model)
+    wheel_version(version)
+    dist = distribution_name(model)
+    same = [m for m in models if m != model and distribution_name(m) == dist]
+    if same:
+        raise ConfigError(
+            f"model '{model}' gives the wheel {dist}, as model '{same[0]}' in store {where} "
+            "does: installing one would replace the other; package it under the name "
+            f"'{same[0]}', or choose a name that differs in more than case and -, _ or ."
+        )
+
+
 def import_name(model: str) -> str:
     """The import package of model ``model``: house-prices -> house_prices_model."""
     name = distribution_name(model).replace("-", "_")
