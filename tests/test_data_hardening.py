@@ -925,3 +925,21 @@ def test_a_spreadsheets_total_row_is_refused_naming_it(cli: Any, tmp_path: Path)
     frame.loc[::2, "clinic"] = "total"  # a category of the data, in half the rows
     pd.concat([frame, total.assign(clinic="total")]).to_csv(path, index=False)
     assert cli("train", env=env).exit_code == 0
+
+
+def test_a_european_export_is_told_its_delimiter(cli: Any, tmp_path: Path) -> None:
+    """A semicolon-delimited file with decimal commas (Excel in a European locale): its data
+    lines split on the commas, so the message was "14 fields on line 2 where the header has
+    1 ...: fix that line", where a plain `;` file was told to set the delimiter."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                          "y": rng.normal(size=60)})  # fmt: skip
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, sep=";", decimal=",", index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 4, result.output
+    line = result.stderr.strip()
+    assert "where the header has 1: the header looks delimited by ';': set " in line, line
+    assert "PIPELINE_DATA__DELIMITER=';' (its lines split on ',' inside values" in line

@@ -124,6 +124,16 @@ def _ragged_error(
             "on through the following lines; close the quote, or escape a literal quote by "
             "doubling it"
         )
+    if expected == "1" and advice is None:  # `a;b;c` over rows of `1,5;2,0`: decimal commas
+        with path.open("rb") as fh:
+            header = fh.readline(1 << 20).removeprefix(_BOM).decode("utf-8", errors="replace")
+        hint = delimiter_hint([header.strip()])
+        if hint:
+            return DataError(
+                f"{label} has {actual} fields on {where} where the header has 1: "
+                f"{hint.removesuffix('; ')} (its lines split on {delimiter!r} inside values: "
+                "decimal commas?)"
+            )
     advice = advice or f"check PIPELINE_DATA__DELIMITER (now {delimiter!r})"
     return DataError(
         f"{label} has {actual} fields on {where} where the header has {expected} ({shown!r}): "
