@@ -943,3 +943,17 @@ def test_a_european_export_is_told_its_delimiter(cli: Any, tmp_path: Path) -> No
     line = result.stderr.strip()
     assert "where the header has 1: the header looks delimited by ';': set " in line, line
     assert "PIPELINE_DATA__DELIMITER=';' (its lines split on ',' inside values" in line
+
+
+def test_column_names_that_differ_only_by_spaces_are_named(cli: Any, tmp_path: Path) -> None:
+    """A header `...,s5, s5,y` trained two features, 's5' and ' s5', without a word."""
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.3f},{b:.3f},{a + b:.3f}" for a, b in rng.normal(size=(60, 2))]
+    path = _csv(tmp_path, "s5, s5,y", rows)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output
+    said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
+    assert f"columns 's5', ' s5' of {path} differ only by surrounding spaces: they are " \
+        "different columns; rename one if they were meant to be one" in said, said  # fmt: skip

@@ -245,12 +245,26 @@ def _infer(frame: pd.DataFrame, settings: Settings, label: str, log: Any) -> Sch
         max_cardinality=settings.features.max_categorical_cardinality,
         drop_declared=settings.is_set("data", "drop"),
     )
-    for message in warnings:
+    for message in [*warnings, *_spaced_twins([str(c) for c in frame.columns], label)]:
         log.warning("data.warning", message=message)
     _schema_event(schema, len(frame), log)
     if schema.task in ("binary", "multiclass"):
         _rare_classes(frame[schema.target], schema.target, log)
     return schema
+
+
+def _spaced_twins(names: list[str], label: str) -> list[str]:
+    """A warning per group of column names that differ only by surrounding spaces (`s5` and
+    ` s5`): two columns, two features, where the file's writer likely meant one."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.strip(), []).append(name)
+    return [
+        f"columns {', '.join(repr(n) for n in group)} of {label} differ only by surrounding "
+        "spaces: they are different columns; rename one if they were meant to be one"
+        for group in groups.values()
+        if len(group) > 1
+    ]
 
 
 # A class with fewer rows than this is named in a warning: a typo ("yes", "no" and one "maybe")
