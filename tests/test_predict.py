@@ -841,7 +841,7 @@ def test_a_file_without_its_header_line_is_told_so(chain: dict[str, Any]) -> Non
     assert line.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
     assert "has no header line: its first line holds values ('1461', '20', 'RH', '80', ...)" in line
     other = chain["root"] / "other.csv"
-    other.write_text("a,b,c\n1,2,3\n")
+    other.write_text("region,2019,2020,2021\nnorth,1,2,3\n")  # another table's real header
     done = _predict(chain, str(other), "--release", chain["release"])
     assert done.returncode == 4 and "lacks required column(s)" in done.stderr, done.stderr
 

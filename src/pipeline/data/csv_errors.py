@@ -131,8 +131,8 @@ def _ragged_error(
         if hint:
             return DataError(
                 f"{label} has {actual} fields on {where} where the header has 1: "
-                f"{hint.removesuffix('; ')} (its lines split on {delimiter!r} inside values: "
-                "decimal commas?)"
+                f"{hint.removesuffix('; ')}, and write decimal commas as points (its lines "
+                f"split on {delimiter!r} inside values: decimal commas?)"
             )
     advice = advice or f"check PIPELINE_DATA__DELIMITER (now {delimiter!r})"
     return DataError(

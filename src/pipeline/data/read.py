@@ -156,7 +156,8 @@ def _zero_padded(path: Path, table: pa.Table, data: DataSettings, dropped: set[s
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    ints = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name not in dropped]
+    skip = dropped | set(data.column_kinds)  # a declared kind is the user's word already
+    ints = [f.name for f in table.schema if pa.types.is_integer(f.type) and f.name not in skip]
     if not ints or len(set(table.column_names)) < table.num_columns:  # duplicates: refused later
         return []
     with pa.input_stream(str(path), compression="detect") as stream:

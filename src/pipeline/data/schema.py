@@ -422,8 +422,8 @@ def infer_column(
                 f"column '{name}' counts the rows ({int(series.iloc[0])}, "
                 f"{int(series.iloc[0]) + 1}, {int(series.iloc[0]) + 2}, ...): an index saved with "
                 "the data? It is used as a feature, which ties a prediction to a row's place in "
-                "the file; add it to PIPELINE_DATA__DROP, or declare its kind in "
-                "PIPELINE_DATA__COLUMN_KINDS to keep it"
+                "the file; add it to PIPELINE_DATA__DROP, or, a trend such as a year per row, "
+                "declare it numeric in PIPELINE_DATA__COLUMN_KINDS to keep it without this word"
             )
     return Column(name, kind), note
 

@@ -277,11 +277,13 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
     n = len(series)
     if n < min_rows or not pd.api.types.is_numeric_dtype(series.dtype):
         return False
+    # The file's row numbers (the frame's index; rows without a target were left out).
+    rows = series.index.to_numpy() if series.index.dtype.kind in "iu" else np.arange(n)
     first, last = series.iloc[0], series.iloc[-1]
-    if not np.isfinite(first) or first != int(first) or last != first + n - 1:
+    if not np.isfinite(first) or first != int(first) or last - first != rows[-1] - rows[0]:
         return False
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    return bool(np.all(np.diff(values) == 1.0))
+    return bool(np.all(np.diff(values) == np.diff(rows)))
 
 
 # A number written with a leading zero before another digit ("02134", "007"): a code's
@@ -303,35 +305,58 @@ def zero_padded(uniques: np.ndarray, name: str) -> str | None:
         f"column '{name}' holds numbers written with leading zeros ({example!r}): they are "
         "read as numbers, so the zeros are lost and nearby values count as close; if they are "
         "codes (zip codes, account numbers), declare the column categorical in "
-        "PIPELINE_DATA__COLUMN_KINDS"
+        "PIPELINE_DATA__COLUMN_KINDS (numeric, if they are amounts, says so without this word)"
     )
 
 
-# A spreadsheet's summary row, spelt in its label cell ("Total", "Grand total", "Summe").
+# A spreadsheet's summary row: its label cell's first word ("Total:", "Grand total", "Summe").
 SUMMARY_WORDS = frozenset(
-    {"total", "totals", "grand total", "subtotal", "sum", "summe", "gesamt", "somme", "totaal",
-     "totale", "suma", "σ"}
+    {"total", "totals", "grand", "subtotal", "sum", "summe", "gesamt", "gesamtsumme", "somme",
+     "totaal", "totale", "suma", "σ"}
 )  # fmt: skip
+# How many rows at the end are looked at: a summary row may be followed by an empty row or a
+# note ("Source: ..."), as exports end.
+_SUMMARY_TAIL = 3
 
 
 def refuse_summary_row(frame: pd.DataFrame, label: str) -> None:
-    """A ``DataError`` when the last row is a spreadsheet's summary: a text cell spelt
-    "Total" (``SUMMARY_WORDS``) that no other row of its column holds. Such a row trained
-    as a house (its target the sum of all targets, which switched the target to logs) or as
-    a class of its own ("Total"), without a word."""
-    if len(frame) < 3:
-        return
-    last = frame.iloc[-1]
+    """A ``DataError`` when one of the last rows is a spreadsheet's summary: a text cell whose
+    first word is "Total" (``SUMMARY_WORDS``) in a row whose numbers are the sums of the rows
+    above it (half its numeric cells or more, within 0.5%). Such a row trained as a house (its
+    target the sum of all targets, which switched the target to logs) or as a class of its
+    own, without a word; a product named "Total" with its own numbers is data."""
+    for at in range(len(frame) - 1, max(len(frame) - 1 - _SUMMARY_TAIL, 1), -1):
+        row = frame.iloc[at]
+        for name in frame.columns:
+            value = row[name]
+            if not isinstance(value, str) or not value.strip():
+                continue
+            first = value.strip().casefold().split()[0].rstrip(":")
+            if first in SUMMARY_WORDS and _sums_above(frame, at):
+                raise DataError(
+                    f"dataset {label}: data row {cells.data_row(frame[name], at)} is a "
+                    f"summary row ({value!r} in column '{name}'): its numbers are the sums of "
+                    "the rows above, not a row to learn from; delete it from the file and "
+                    "train again",
+                    column=str(name),
+                )
+
+
+def _sums_above(frame: pd.DataFrame, at: int) -> bool:
+    """Whether half or more of row ``at``'s present numeric cells (not 0) are the sums of
+    their column's rows above it, within 0.5%."""
+    import numpy as np
+    import pandas as pd
+
+    sums = checked = 0
     for name in frame.columns:
-        value = last[name]
-        if not isinstance(value, str) or value.strip().casefold() not in SUMMARY_WORDS:
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column):
             continue
-        if int((frame[name] == value).sum()) != 1:  # a category that recurs is data
+        value = column.iloc[at]
+        if pd.isna(value) or value == 0:
             continue
-        row = cells.data_row(frame[name], len(frame) - 1)
-        raise DataError(
-            f"dataset {label}: its last row (data row {row}) is a summary row ({value!r} in "
-            f"column '{name}'): its cells are totals of the rows above, not a row to learn "
-            "from; delete it from the file and train again",
-            column=str(name),
-        )
+        checked += 1
+        above = float(np.nansum(column.iloc[:at].to_numpy(dtype=np.float64, na_value=np.nan)))
+        sums += abs(float(value) - above) <= 0.005 * abs(above)
+    return checked > 0 and 2 * sums >= checked

@@ -236,10 +236,13 @@ def _refuse_headless(
     columns: list[Any], missing: list[str], required: list[str], label: str
 ) -> None:
     """A ``DataError`` for a file whose first line is a row, not a header (a CSV exported
-    without one): none of the model's columns is there and a quarter of its names or more
-    (2 at least) are numbers; it was "lacks required column(s) [...] and 69 more"."""
+    without one): none of the model's columns is there, it has as many fields as the model
+    has columns or more, and a quarter of its names or more (2 at least) are numbers; it was
+    "lacks required column(s) [...] and 69 more"."""
     names = [str(c).strip() for c in columns]
-    if len(missing) < len(required) or len(names) < 2:
+    # As many fields as the model's columns, or more (an id): another table's real header
+    # with years for names ('region,2019,2020') is no row of this model's data.
+    if len(missing) < len(required) or len(names) < max(2, len(required)):
         return
     numbers = 0
     for name in names:
