@@ -255,6 +255,9 @@ def test_cli_list_takes_the_model_name_as_an_argument(cli: Any, backend: Store) 
     assert "no model 'titanic' in store" in other.stderr and f"its models: {NAME}" in other.stderr
     near = cli("release", "list", NAME + "s")
     assert near.exit_code == 8 and f"did you mean '{NAME}'?" in near.stderr
+    # A failed rollback of the misspelt name made its folder (a lock): then it listed 0.
+    assert cli("release", "rollback", "--name", NAME + "s").exit_code == 8
+    assert cli("release", "list", NAME + "s").exit_code == 8
     make_package(backend, name="titanic")
     assert event(cli("release", "list", "titanic").stdout, "release.list")["count"] == 0
     both = cli("release", "list", NAME, "--name", "titanic")

@@ -87,7 +87,8 @@ def _known_model(store: Any, model: str) -> None:
 
     from pipeline.errors import NotFoundError
 
-    known = sorted({*store.list("releases"), *store.list("packages")})
+    released = [m for m in store.list("releases") if "current" in store.list(f"releases/{m}")]
+    known = sorted({*released, *store.list("packages")})  # a folder alone (a lock) is no model
     if model in known:
         return
     near = difflib.get_close_matches(model, known, n=1)

@@ -421,6 +421,8 @@ def rollback(store: Store, name: str, to: int | None = None, log: Any = None) ->
     nothing is written). Releases themselves are never modified. Only the target's record (and
     its package) is read, so a rollback leads away from a damaged or lost current record."""
     folder = _folder(store, name)
+    if _committed(folder)[1] is None:  # before the lock: a misspelt name leaves no folder
+        raise NotFoundError(f"{name} has no current release to roll back from: create one")
     with _locked(folder, log):
         numbers, current = _committed(folder)
         if current is None:
