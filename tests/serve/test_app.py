@@ -162,16 +162,22 @@ def test_a_value_of_the_other_json_type_is_told_how_to_send_it(
     """A category sent as a number (5) and an amount as a string ("11622"), which `pipeline
     predict` reads from a JSON-lines file as they are, got only "Input should be a valid
     string": the 422 says what to send."""
-    records = _records(house_loaded, 2)
+    records = _records(house_loaded, 4)
     records[0]["MSZoning"] = 5
     records[1]["LotArea"] = " 11622"
+    records[2]["Street"] = 60.0  # the text "60" (as a CSV file spells it), not "60.0"
+    records[3]["LotArea"] = "1_000"  # no JSON number: no advice to send it as one
     response = client.post("/v1/predict", json={"records": records})
     assert response.status_code == 422
-    said = {d["column"]: d["message"] for d in response.json()["detail"]}
+    said = {(d["record"], d["column"]): d["message"] for d in response.json()["detail"]}
     assert said == {
-        "MSZoning": 'Input should be a valid string: send it as a JSON string ("5"): categorical '
-        "columns take text",
-        "LotArea": "Input should be a valid number: send it as a JSON number (11622), not a string",
+        (0, "MSZoning"): 'Input should be a valid string: send it as a JSON string ("5"): '
+        "categorical columns take text",
+        (1, "LotArea"): "Input should be a valid number: send it as a JSON number (11622), not "
+        "a string",
+        (2, "Street"): 'Input should be a valid string: send it as a JSON string ("60"): '
+        "categorical columns take text",
+        (3, "LotArea"): "Input should be a valid number",
     }, said
 
 

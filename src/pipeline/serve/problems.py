@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pipeline.data import cells
@@ -23,15 +24,16 @@ def _how(kind: str, value: Any) -> str:
     from a file as it is (its cells are text): a category sent as the number 1 is "1", an
     amount sent as the string "11622" is 11622."""
     if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
-        return f': send it as a JSON string ("{value}"): categorical columns take text'
-    if kind in ("float_type", "float_parsing") and isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return ""
-        if math.isfinite(number):
-            return f": send it as a JSON number ({value.strip()}), not a string"
+        # 1.0 is the category "1", as a CSV file spells it (str(1.0) is "1.0": unknown).
+        text = str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+        return f': send it as a JSON string ("{text}"): categorical columns take text'
+    numeric = kind in ("float_type", "float_parsing") and isinstance(value, str)
+    if numeric and _JSON_NUMBER.fullmatch(value.strip()):  # the advice must be valid JSON
+        return f": send it as a JSON number ({value.strip()}), not a string"
     return ""
+
+
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 
 
 class RequestError(Exception):
