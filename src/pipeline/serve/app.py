@@ -419,8 +419,8 @@ def _add_docs(app: FastAPI, state: ServeState) -> None:
         return JSONResponse(state.openapi(app, loaded))
 
     @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
         from pipeline.serve.docs import page
 
-        loaded = state.ready()
-        return HTMLResponse(page(state.openapi(app, loaded), loaded.info()))
+        loaded = state.ready()  # the example's URL is the one this page was asked at
+        return HTMLResponse(page(state.openapi(app, loaded), loaded.info(), str(request.base_url)))

@@ -20,7 +20,7 @@ _STYLE = (
 )
 
 
-def page(doc: dict[str, Any], info: dict[str, Any]) -> str:
+def page(doc: dict[str, Any], info: dict[str, Any], base: str = "http://localhost:8080/") -> str:
     """The HTML page for an OpenAPI document and the served model's ``/v1/model`` document."""
     e = html.escape
     routes = "".join(
@@ -33,24 +33,24 @@ def page(doc: dict[str, Any], info: dict[str, Any]) -> str:
     rows = "".join(
         f"<tr><td><code>{e(c['name'])}</code></td><td>{e(c['kind'])}</td></tr>" for c in columns
     )
-    example = {"records": [{c["name"]: None for c in columns[:3]}]}
+    # Every column, each null (missing): a record lacking a column is refused.
+    example = {"records": [{c["name"]: None for c in columns}]}
     curl = (
-        "curl -s localhost:8080/v1/predict -H 'Content-Type: application/json' "
+        f"curl -s {base.rstrip('/')}/v1/predict -H 'Content-Type: application/json' "
         f"-d '{json.dumps(example)}'"
     )
-    release = info.get("release") or f"package {info['package_id'][:12]}"
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
         f"<title>{e(doc.get('info', {}).get('title', 'pipeline serve'))}</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>{e(info['name'])} {e(info['version'])}</h1>"
-        f"<p>{_code(doc.get('info', {}).get('description', ''))} Serving {e(release)}: predicts "
-        f"<code>{e(info['target'])}</code> ({e(info['task'])}).</p>"
+        f"<p>{_code(doc.get('info', {}).get('description', ''))}</p>"
         '<p>Machine-readable: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3).</p>'
         f"<h2>Routes</h2><table><tr><th>method</th><th>path</th><th>what</th></tr>{routes}"
         f"</table><h2>Input columns ({len(columns)})</h2>"
-        "<p>Each record is an object of these columns; a missing or null value is allowed. "
+        "<p>Each record is an object holding every one of these columns; null is a missing "
+        "value. "
         "A CSV body (<code>text/csv</code>) takes the same columns as its header.</p>"
         f"<table><tr><th>column</th><th>kind</th></tr>{rows}</table>"
         f"<h2>Example</h2><pre>{e(curl)}</pre></body></html>"
