@@ -367,6 +367,11 @@ def test_a_binary_release_is_evaluated_at_its_threshold(cli: Any, built: tuple[s
     assert predicted_yes < before, (predicted_yes, before)
     assert summary["test"]["roc_auc"] == pytest.approx(metrics["test"]["roc_auc"], rel=1e-9)
     assert "evaluate.drift" not in result.stdout
+    folds = cli("evaluate", "titanic@v2", "--folds", "2", env=FAST)  # the recipe's, at 0.5
+    assert folds.exit_code == 0, folds.output
+    said = [e["message"] for e in events(folds.stdout) if e["event"] == "evaluate.warning"]
+    assert said == ["the cross-validation scores the recipe's classes at 0.5; the test metrics "
+                    "are at the release's PIPELINE_RUN__THRESHOLD=0.7"], said  # fmt: skip
     bound = (summary["test"]["accuracy"] + metrics["test"]["accuracy"]) / 2
     if summary["test"]["accuracy"] < metrics["test"]["accuracy"]:  # a gate between the two
         gated = cli("evaluate", "titanic@v2",

@@ -258,6 +258,12 @@ def run(
             cv = cross_validate(recipe, data, rest, folds, device, log)
         # Deterministic for the build and K, so a rerun rewrites the same bytes.
         store.write(artifacts.cv_key(build.id, folds), canonical_json(cv))
+        if at is not None:  # the recipe's folds, not the release: their classes are at 0.5
+            log.warning(
+                "evaluate.warning",
+                message=f"the cross-validation scores the recipe's classes at 0.5; the test "
+                f"metrics are at the release's PIPELINE_RUN__THRESHOLD={at:g}",
+            )
 
     gates = _gate_checks(settings.gates, test)
     failed = {k: g for k, g in gates.items() if not g["passed"]}
