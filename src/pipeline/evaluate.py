@@ -227,8 +227,6 @@ def run(
             "splitting code changed; retrain"
         )
     # torch from here on: a missing build or a changed dataset was refused without it.
-    import torch
-
     from pipeline import fit
     from pipeline.model import load_model
 
@@ -244,20 +242,7 @@ def run(
 
     cv = None
     if folds is not None:
-        store.check_can_hold(artifacts.cv_key(build.id, folds))  # before minutes of training
-        rest = np.sort(np.concatenate([data.split.train, data.split.val]))
-        if len(rest) < folds * 2:
-            raise DataError(
-                f"{len(rest)} training rows cannot be split into {folds} folds of at least 2 "
-                f"rows: use --folds {len(rest) // 2} or fewer"
-                if len(rest) >= 4
-                else f"{len(rest)} training rows are too few to cross-validate (2 folds of 2 "
-                "rows at least): evaluate without --folds"
-            )
-        with torch.random.fork_rng(devices=[]):
-            cv = cross_validate(recipe, data, rest, folds, device, log)
-        # Deterministic for the build and K, so a rerun rewrites the same bytes.
-        store.write(artifacts.cv_key(build.id, folds), canonical_json(cv))
+        cv = _stored_cv(store, build.id, recipe, data, folds, device, log)
         if at is not None:  # the recipe's folds, not the release: their classes are at 0.5
             log.warning(
                 "evaluate.warning",
@@ -281,6 +266,29 @@ def run(
     if failed:
         raise _gates_failed(build.id, failed, at)
     return Evaluation(build.id, test, cv, gates)
+
+
+def _stored_cv(
+    store: Store, build_id: str, recipe: Settings, data: Any, folds: int, device: str, log: Any
+) -> dict[str, Any]:
+    """K-fold cross-validation of the recipe on the training and validation rows, stored under
+    the build (deterministic for the build and K: a rerun rewrites the same bytes)."""
+    import torch
+
+    store.check_can_hold(artifacts.cv_key(build_id, folds))  # before minutes of training
+    rest = np.sort(np.concatenate([data.split.train, data.split.val]))
+    if len(rest) < folds * 2:
+        raise DataError(
+            f"{len(rest)} training rows cannot be split into {folds} folds of at least 2 "
+            f"rows: use --folds {len(rest) // 2} or fewer"
+            if len(rest) >= 4
+            else f"{len(rest)} training rows are too few to cross-validate (2 folds of 2 "
+            "rows at least): evaluate without --folds"
+        )
+    with torch.random.fork_rng(devices=[]):
+        cv = cross_validate(recipe, data, rest, folds, device, log)
+    store.write(artifacts.cv_key(build_id, folds), canonical_json(cv))
+    return cv
 
 
 def _gates_failed(
