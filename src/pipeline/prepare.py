@@ -88,13 +88,8 @@ def prepare(
 
     # A local file is hashed while it is read.
     fetched, (fmt, header, frame) = sources.fetch_and_read(settings, store, load)
-    log.info(
-        "data.fetched",
-        uri=fetched.uri,
-        sha256=fetched.sha256,
-        bytes=fetched.size,
-        cached=fetched.cached,
-    )
+    log.info("data.fetched", uri=fetched.uri, sha256=fetched.sha256, bytes=fetched.size,
+             cached=fetched.cached)  # fmt: skip
     if fetched.warning:
         log.warning("data.warning", message=fetched.warning)
     verdicts.refuse_summary_row(frame, fetched.uri)  # before the target is judged by it

@@ -317,18 +317,7 @@ def create_app(state: ServeState) -> Any:
         redoc_url=None,
     )
 
-    @app.exception_handler(RequestError)
-    async def _refused(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _routing(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # 404 and 405 in the shape of every other error (they were {"detail": "Not Found"}).
-        return JSONResponse(
-            _routing_error(exc.status_code, request.method, request.url.path, exc.detail),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
+    _add_error_handlers(app)
 
     errors = _error_responses()
 
@@ -389,6 +378,23 @@ def create_app(state: ServeState) -> Any:
 
     _add_docs(app, state)
     return AccessLog(predicting.PredictRoute(app, state), state)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Refusals as ``{"error", "message", ...}``: the app's own, and 404 and 405 (they were
+    {"detail": "Not Found"})."""
+
+    @app.exception_handler(RequestError)
+    async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _routing(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            _routing_error(exc.status_code, request.method, request.url.path, exc.detail),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
 
 _ROUTES = "GET /healthz, GET /readyz, GET /v1/model, POST /v1/predict, GET /docs, GET /openapi.json"
