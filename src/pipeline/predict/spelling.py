@@ -13,6 +13,7 @@ rows pays for the first chunks alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,12 +57,22 @@ class Unseen:
         but for case and surrounding spaces; sorted, so the warning is the same every run."""
         found: dict[str, list[tuple[str, str]]] = {}
         for name, seen in sorted(self.values.items()):
-            folded = {v.strip().casefold(): v for v in sorted(vocabs.get(name, ()))}
-            pairs = [(v, folded[v.strip().casefold()]) for v in sorted(seen)
-                     if v.strip().casefold() in folded]  # fmt: skip
+            by_key = folded(vocabs.get(name, ()))
+            pairs = [(v, by_key[key(v)]) for v in sorted(seen) if key(v) in by_key]
             if pairs:
                 found[name] = pairs
         return found
+
+
+def key(value: str) -> str:
+    """The spelling rule: two values are one category spelt otherwise when their keys match
+    (case and surrounding spaces aside)."""
+    return value.strip().casefold()
+
+
+def folded(vocab: Iterable[str]) -> dict[str, str]:
+    """A vocabulary by ``key``: each known value under its key."""
+    return {key(v): v for v in sorted(vocab)}
 
 
 def warn_misspelt(log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict[str, int]) -> None:

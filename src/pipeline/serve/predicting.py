@@ -261,7 +261,7 @@ class RecordEncoder:
         ]
         self.names = [c.name for c in pre.categorical]
         # Each column's vocabulary by its case-folded, stripped spelling (``misspelt``).
-        self.folded = [{v.strip().casefold(): v for v in sorted(lookup)} for lookup in pre.lookups]
+        self.folded = [spelling.folded(lookup) for lookup in pre.lookups]
 
     def misspelt(self, records: list[tuple[Any, ...]], codes: np.ndarray) -> dict[int, Misspelt]:
         """Per record (by position), the unknown values that are a known one but for case and
@@ -277,7 +277,7 @@ class RecordEncoder:
             value = self.texts(records[row])[col]
             if not isinstance(value, str):
                 continue
-            known = self.folded[col].get(value.strip().casefold())
+            known = self.folded[col].get(spelling.key(value))
             if known is not None:
                 found.setdefault(row, {}).setdefault(self.names[col], {})[value] = known
         return found
