@@ -270,6 +270,9 @@ def test_two_releases_of_one_build_differ_in_their_run_settings(
     assert doc["verdict"] == "same" and doc["settings"] == []
     table = cli("diff", "titanic@v1", "titanic@v2", "--format", "markdown", env=FAST)
     assert "release settings" in table.stdout and "run.threshold" in table.stdout
+    # The headline says the metrics are not the releases' own (the verdict read "same").
+    assert ("released with other settings (run.threshold 0.5 -> 0.7); the metrics are the "
+            "builds', whose classes are at threshold 0.5") in table.stdout  # fmt: skip
     assert _doc(cli, "titanic@v1", ids["base"])["identical"] is True
     assert cli("release", "create", ids["package"], env=FAST).exit_code == 0  # v3: v1's
     same = cli("diff", "titanic@v1", "titanic@v3", env=FAST)
@@ -322,6 +325,24 @@ def test_the_default_b_is_never_another_models_latest_build(cli: Any, ids: dict[
 
 
 @pytest.mark.slow
+def test_builds_tested_on_other_rows_say_so_in_the_headline(
+    cli: Any, ids: dict[str, Any], store: Path
+) -> None:
+    """Builds of two seeds are tested on other rows: the headline said "better" or "worse" as
+    if the rows were the same. It says they differ and how to compare over every row; builds
+    of one split do not get the line."""
+    id_file = store.parent / "seed7"
+    other = cli("train", "--id-file", str(id_file), env={**FAST, "PIPELINE_SEED": "7"})
+    assert other.exit_code == 0, other.output
+    seed7 = id_file.read_text().strip()
+    table = cli("diff", ids["base"], seed7, "--format", "table", env=FAST).stdout
+    assert ("the test rows differ (another split: other data or seed), so the metrics are of "
+            "other rows: `pipeline evaluate --folds 5` of each") in table  # fmt: skip
+    same_rows = cli("diff", ids["base"], ids["rate"], "--format", "table", env=FAST).stdout
+    assert "the test rows differ" not in same_rows
+
+
+@pytest.mark.slow
 def test_a_delta_below_the_stored_cv_noise_is_within_it(
     cli: Any, ids: dict[str, Any], store: Path
 ) -> None:
@@ -354,6 +375,14 @@ def test_a_delta_below_the_stored_cv_noise_is_within_it(
     }  # fmt: skip
     table = cli("diff", base, rate, "--format", "table", env=FAST).stdout
     assert "within CV noise" in table and "cross-validation" in table
+    # The gate still fails the worse one (the tolerance decides), and says the diff called
+    # the change noise (the headline said "within CV noise" above a failed gate, unexplained).
+    gated = [
+        cli("diff", x, y, "--fail-on-regression", env=FAST) for x, y in ((base, rate), (rate, base))
+    ]
+    failed = [g for g in gated if g.exit_code == 6]
+    assert len(failed) == 1, [g.output for g in gated]
+    assert "(the diff calls it within the K-fold noise); improve B" in failed[0].stderr
     # The same spread measured with 100 folds: each fold holds a twentieth of 5 folds' rows,
     # so its std is sqrt(20) times larger. Scaled to the test rows, it is the same noise: the
     # verdict must not follow the fold count (unscaled, every change was within noise).

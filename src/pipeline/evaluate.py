@@ -257,7 +257,8 @@ def run(
         build_id=build.id,
         task=data.schema.task,
         test=metrics.bounded(test),
-        threshold=at,
+        # The threshold a binary model's classes were scored at (0.5 but for a release's own).
+        threshold=(0.5 if at is None else at) if data.schema.task == "binary" else None,
         cross_validation=cv and {k: v for k, v in cv.items() if k != "per_fold"},
         gates=gates,
         passed=not failed,

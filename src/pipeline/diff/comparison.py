@@ -291,9 +291,11 @@ def check_regression(doc: dict[str, Any], tolerance: float) -> None:
         raise GateError(
             f"B {label(b)} is worse than A {label(a)} on test {primary['metric']} "
             f"({primary['direction']} is better): {primary['a']:.6g} -> {primary['b']:.6g}, "
-            f"delta {primary['delta']:+.4g} beyond tolerance {tolerance:g}; improve B or raise "
-            "--tolerance"
-        )
+            f"delta {primary['delta']:+.4g} beyond tolerance {tolerance:g}"
+            + (" (the diff calls it within the K-fold noise)" if primary["verdict"] == NOISE
+               else "")
+            + "; improve B or raise --tolerance"
+        )  # fmt: skip
 
 
 def label(side: dict[str, Any]) -> str:

@@ -49,7 +49,7 @@ def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
     if doc["identical"] and not all_:
         same = ", released with the same settings" if doc["release_settings"] else ""
         return [f"no differences: A and B are the same build{same}"], sections
-    head = [_verdict_line(doc)]
+    head = [_verdict_line(doc), *_caveats(doc)]
     inputs = [r for r in doc["inputs"] if all_ or not r["same"]]
     if inputs:
         sections.append(
@@ -94,6 +94,29 @@ def summary(doc: dict[str, Any], all_: bool) -> tuple[list[str], list[Section]]:
         rows = [[k, _v(epochs["a"][k]), _v(epochs["b"][k])] for k in keys]
         sections.append(("epochs", ["", "A", "B"], rows))
     return head, sections
+
+
+def _caveats(doc: dict[str, Any]) -> list[str]:
+    """What the verdict does not say: test rows that are not the same rows (another split), and
+    releases whose run settings differ from their builds' metrics (a threshold)."""
+    lines = []
+    split = [r for r in doc["inputs"] if r["key"].startswith("split") and not r["same"]]
+    if split and doc["primary"] is not None:
+        lines.append(
+            "the test rows differ (another split: other data or seed), so the metrics are of "
+            "other rows: `pipeline evaluate --folds 5` of each gives a comparison over every row"
+        )
+    released = [r for r in doc["release_settings"] if not r["same"]]
+    if released:
+        changes = ", ".join(f"{r['key']} {_v(r['a'])} -> {_v(r['b'])}" for r in released)
+        at = (
+            ", whose classes are at threshold 0.5: `pipeline evaluate RELEASE` scores a "
+            "release at its own"
+            if any(r["key"] == "run.threshold" for r in released)
+            else ""
+        )
+        lines.append(f"released with other settings ({changes}); the metrics are the builds'{at}")
+    return lines
 
 
 def _who(side: str, ident: dict[str, Any]) -> list[str]:
