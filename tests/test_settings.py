@@ -200,6 +200,56 @@ def test_preset_cannot_set_secrets(tmp_path: Path, no_env: Path) -> None:
         load({"PIPELINE_PRESET": str(preset)}, env_file=no_env)
 
 
+def test_a_preset_value_is_checked_even_where_a_later_layer_overrides_it(
+    tmp_path: Path, no_env: Path
+) -> None:
+    """`max_epochs = "ten"` in a preset passed whenever .env or the environment set the epochs
+    (a laptop), and failed where nothing did (CI): each preset value is checked by itself. A
+    rule across settings (the split's fractions) is judged on the merged values only."""
+    preset = tmp_path / "bad.toml"
+    preset.write_text('[train]\nmax_epochs = "ten"\n')
+    env = {"PIPELINE_PRESET": str(preset), "PIPELINE_TRAIN__MAX_EPOCHS": "5"}
+    with pytest.raises(ConfigError) as err:
+        load(env, env_file=no_env)
+    assert (
+        err.value.message.startswith(f"invalid setting train.max_epochs from preset {preset}")
+        and "(got 'ten')" in err.value.message
+    )
+    preset.write_text("[train]\nval_fraction = 0.5\ntest_fraction = 0.5\n")  # sums to 1
+    settings = load({**env, "PIPELINE_TRAIN__TEST_FRACTION": "0.2"}, env_file=no_env).settings
+    assert (settings.train.val_fraction, settings.train.test_fraction) == (0.5, 0.2)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["http://user:hunter22@example.com/t.csv", "https://example.com/t.csv?X-Amz-Signature=abcd",
+     "https://example.com/t.csv?token=abcd&x=1"],
+)  # fmt: skip
+def test_a_preset_cannot_hold_a_uri_with_credentials(
+    tmp_path: Path, no_env: Path, uri: str
+) -> None:
+    """A password or a token in a preset's URI is a secret in a versioned file, as a preset's
+    AWS_SECRET_ACCESS_KEY is (refused): it was accepted without a word. A user name alone and
+    a URI a record masked (`***@`, written by `tune --preset-out`) are not credentials."""
+    preset = tmp_path / "creds.toml"
+    preset.write_text(f'[data]\nsource = "{uri}"\n')
+    with pytest.raises(ConfigError) as err:
+        load({"PIPELINE_PRESET": str(preset)}, env_file=no_env)
+    message = err.value.message
+    assert "sets 'data.source' to a URI with credentials in it" in message
+    assert "set PIPELINE_DATA__SOURCE in the environment instead" in message
+    assert "hunter22" not in message and "abcd" not in message
+    fine_uris = [
+        "http://user@example.com/t.csv",
+        "https://***@example.com/t.csv",
+        "https://example.com/t.csv?token=***",
+        "https://example.com/t.csv?page=2",
+    ]
+    for fine in fine_uris:
+        preset.write_text(f'[data]\nsource = "{fine}"\n')
+        assert load({"PIPELINE_PRESET": str(preset)}, env_file=no_env).settings.data.source == fine
+
+
 # --- parsing ------------------------------------------------------------------------------------
 
 

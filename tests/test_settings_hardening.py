@@ -851,3 +851,35 @@ def test_a_suggested_name_gets_no_note_of_where_its_value_came_from(cli: Any) ->
     assert result.exit_code == 3, result.output
     line = result.stderr.strip()
     assert "(did you mean PIPELINE_TUNE__TRIALS?)" in line and "came from" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [({"PIPELINE_STORE": "ftp://x/y"}, "unsupported store URI 'ftp://x/y' (PIPELINE_STORE)"),
+     ({"PIPELINE_STORE": "s3://"}, "PIPELINE_STORE='s3://' is no S3 URI"),
+     ({"PIPELINE_STORE": "s3://bucket/p", "AWS_ACCESS_KEY_ID": "k"},
+      "AWS_SECRET_ACCESS_KEY is not set, but AWS_ACCESS_KEY_ID is"),
+     ({"PIPELINE_STORE": "s3://bucket/p", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+       "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+      "AWS_ENDPOINT_URL is http:// and AWS_ALLOW_HTTP is not true")],
+)  # fmt: skip
+def test_config_show_refuses_the_store_settings_every_store_command_refuses(
+    tmp_path: Path, env: dict[str, str], said: str
+) -> None:
+    """`config show` printed an ftp:// store, s3:// without a bucket, half an S3 key pair or an
+    http:// endpoint without AWS_ALLOW_HTTP and exited 0, where every store command exits 3:
+    a CI job that checked its settings with it passed. It exits 3 with the same line, without
+    reaching any server; with AWS_ALLOW_HTTP the same settings show."""
+    done = run_cli("config", "show", "--format", "json", env=env, cwd=tmp_path)
+    assert done.returncode == 3, done.stdout
+    assert done.stderr.strip() == f"error: {said}" or done.stderr.strip().startswith(
+        f"error: {said}"
+    )
+    assert "\n" not in done.stderr.strip()
+    assert [e["event"] for e in events(done.stdout)] == ["error"]  # no settings document
+    listed = run_cli("release", "list", "m", env=env, cwd=tmp_path)
+    assert listed.returncode == 3 and said in listed.stderr
+    if "AWS_ENDPOINT_URL" in env:
+        allowed = run_cli("config", "show", "--format", "json",
+                          env={**env, "AWS_ALLOW_HTTP": "true"}, cwd=tmp_path)  # fmt: skip
+        assert allowed.returncode == 0, allowed.stderr

@@ -36,7 +36,10 @@ def show(
     def body(loaded: Any, log: Any) -> None:
         from pipeline.log import redacted_uri
         from pipeline.settings import URI_PATHS, leaves, redact, unknown_error
+        from pipeline.store.checks import check_uri
 
+        # What every store command would refuse (exit 3), said here too.
+        check_uri(loaded.settings.store, **loaded.settings.store_options())
         data = loaded.settings.model_dump(mode="python")
         rows = []
         for leaf in leaves():

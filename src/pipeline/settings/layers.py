@@ -213,9 +213,16 @@ def read_preset(path: Path, valid: set[SettingPath]) -> Layer:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"preset {path} cannot be read: {exc}") from exc
     for key_path in paths(data):
-        if key_path in valid:
-            continue
         dotted = ".".join(key_path)
+        if key_path in valid:
+            if _credentials_in(_value_at(data, key_path)):
+                raise ConfigError(
+                    f"preset {path} sets '{dotted}' to a URI with credentials in it (a password "
+                    "or a token): presets are versioned files and never hold credentials; set "
+                    f"{ENV_PREFIX}{'__'.join(key_path).upper()} in the environment instead, or "
+                    "give the credentials as AWS_* variables"
+                )
+            continue
         if holds_secret(key_path):
             raise ConfigError(
                 f"preset {path} sets '{dotted}', a secret: presets are versioned files and never "
@@ -234,6 +241,28 @@ def read_preset(path: Path, valid: set[SettingPath]) -> Layer:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"preset {path} sets unknown key '{dotted}'{hint}")
     return Layer("preset", data, {(): f"preset {path}"})
+
+
+def _value_at(data: Mapping[str, Any], key_path: SettingPath) -> Any:
+    value: Any = data
+    for key in key_path:
+        value = next(v for k, v in value.items() if str(k).lower() == key)
+    return value
+
+
+def _credentials_in(value: Any) -> bool:
+    """Whether ``value`` is a URI that carries a password (``user:pass@``) or a credential-like
+    query parameter (``?token=``); a URI masked by a record (``***@``) does not count."""
+    from pipeline.log import SECRET_PARAM, is_masked
+
+    if not isinstance(value, str) or "://" not in value or is_masked(value):
+        return False
+    authority = value.partition("://")[2].partition("/")[0].partition("?")[0]
+    if "@" in authority and authority.rsplit("@", 1)[0].partition(":")[2]:
+        return True
+    query = value.partition("?")[2].partition("#")[0]
+    pairs = (pair.partition("=") for pair in query.split("&"))
+    return any(v and SECRET_PARAM.search(k) for k, _, v in pairs)
 
 
 # --- variables: the environment, .env, command-line options ------------------------------------

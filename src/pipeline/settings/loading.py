@@ -202,11 +202,34 @@ def load(
         settings = _validate(merged, judge_serve)
     except ValidationError as exc:
         raise ConfigError(messages.validation_message(exc, stack)) from None
+    if preset_path is not None:
+        _check_alone(stack[0], judge_serve)
     for leaf in leaves():
         origins.setdefault(leaf.path, "default")
     # Messages of later stages name the place a value came from (settings.source_of).
     settings._sources = {path: messages.where(path, stack) for path in origins}
     return Loaded(settings, origins, preset_path, env_file if dotenv else None, unknown)
+
+
+def _check_alone(preset: layers.Layer, judge_serve: bool) -> None:
+    """ConfigError for a preset value that is wrong by itself (its type or range), although a
+    later layer overrides it: `max_epochs = "ten"` in a versioned preset trained on a laptop
+    whose .env set the epochs, then failed in CI. Rules across settings are judged on the
+    merged values only, where the later layers may well settle them."""
+    try:
+        Settings.model_validate(preset.values)
+        return
+    except ValidationError as exc:
+        errors = exc.errors()
+    given = set(layers.paths(preset.values))
+    bad = [
+        e for e in errors
+        if any(tuple(str(p).lower() for p in e["loc"][: len(g)]) == g for g in given)
+        and (judge_serve or e["loc"][:1] != ("serve",))
+    ]  # fmt: skip
+    if bad:
+        parts = [messages.one(e, [preset]) for e in bad[: messages.MAX_SHOWN]]
+        raise ConfigError(messages.mask("; ".join(parts), [preset]))
 
 
 def _validate(merged: dict[str, Any], judge_serve: bool) -> Settings:

@@ -92,7 +92,7 @@ def _uri_shown(value: Any) -> str:
         return " (the value is not shown: it may hold credentials)"
 
 
-def _one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
+def one(err: ErrorDetails, layers: Sequence[Layer]) -> str:
     loc = tuple(str(p).lower() for p in err["loc"])
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
     message = err["msg"].removeprefix("Value error, ")
@@ -165,7 +165,7 @@ def _unset_hint(err: ErrorDetails, origin: str) -> str:
 def validation_message(exc: ValidationError, layers: Sequence[Layer]) -> str:
     """The one-line message for settings that failed validation."""
     errors = exc.errors()
-    parts = [_one(err, layers) for err in errors[:MAX_SHOWN]]
+    parts = [one(err, layers) for err in errors[:MAX_SHOWN]]
     if len(errors) > MAX_SHOWN:
         parts.append(f"and {len(errors) - MAX_SHOWN} more")
     return mask("; ".join(parts), layers)

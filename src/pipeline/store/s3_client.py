@@ -89,15 +89,7 @@ def open_client(
     from obstore.store import S3Store as Client
 
     config = dict(s3 or {})
-    pair = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key"}
-    missing = [name for name, key in pair.items() if not config.get(key)]
-    if len(missing) == 1:
-        raise ConfigError(
-            f"{missing[0]} is not set, but {next(n for n in pair if n not in missing)} is: an S3 "
-            "key pair needs "
-            "both; set it (in the environment or .env), or unset the other to use the "
-            "machine's own credentials"
-        )
+    check_key_pair(config)
     span = datetime.timedelta(seconds=timeout)
     return Client(
         bucket,
@@ -113,6 +105,19 @@ def open_client(
             },
         },
     )
+
+
+def check_key_pair(config: Mapping[str, str]) -> None:
+    """ConfigError naming the missing half of a key pair (it was the client's traceback)."""
+    pair = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key"}
+    missing = [name for name, key in pair.items() if not config.get(key)]
+    if len(missing) == 1:
+        raise ConfigError(
+            f"{missing[0]} is not set, but {next(n for n in pair if n not in missing)} is: an S3 "
+            "key pair needs "
+            "both; set it (in the environment or .env), or unset the other to use the "
+            "machine's own credentials"
+        )
 
 
 def fault_of(exc: Exception) -> tuple[str, str]:
