@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,9 +174,13 @@ def test_a_time_budget_that_runs_out_names_what_it_cut(tmp_path: Path) -> None:
     are stopped and say so, the one never started says that, and the exit 6 line says to
     raise the budget. Every cut trial said "not run", the running ones included, and the
     exit 6 line did not name the budget as the cause."""
-    long = {"PIPELINE_TRAIN__MAX_EPOCHS": "3000", "PIPELINE_TRAIN__PATIENCE": "3000",
-            "PIPELINE_TRAIN__BATCH_SIZE": "16", "PIPELINE_TUNE__CONCURRENCY": "2",
-            "PIPELINE_TUNE__TIME_BUDGET": "15"}  # fmt: skip
+    long = {
+        "PIPELINE_TRAIN__MAX_EPOCHS": "3000",
+        "PIPELINE_TRAIN__PATIENCE": "3000",
+        "PIPELINE_TRAIN__BATCH_SIZE": "16",
+        "PIPELINE_TUNE__CONCURRENCY": "2",
+        "PIPELINE_TUNE__TIME_BUDGET": "45",
+    }  # fmt: skip (Ray's start is part of it)
     t0 = time.monotonic()
     done = run_cli("tune", "--trials", "3", env=_env(tmp_path, **long), timeout=600)
     assert done.returncode == 6, done.stderr[-2000:]
@@ -192,6 +197,34 @@ def test_a_time_budget_that_runs_out_names_what_it_cut(tmp_path: Path) -> None:
         for trial in range(3)
     }
     assert not (tmp_path / "store" / "tunes").exists()
+
+
+def test_roc_auc_folds_without_two_classes_held_out_are_exit_4_before_ray(
+    tmp_path: Path,
+) -> None:
+    """Scored by ROC AUC, a fold whose held-out rows hold one class has no score, and the
+    trials' mean left it out: "5-fold cv" meant 2 folds, without a word. Exit 4 before Ray,
+    naming the fold and the folds that would hold both classes; with that many it runs."""
+    import numpy as np
+    import pandas as pd
+
+    a = np.random.default_rng(0).normal(size=200)
+    y = np.zeros(200, dtype=int)
+    y[[3, 50, 90, 140, 180]] = 1  # 5 positives: about 3 among the training + validation rows
+    data = tmp_path / "rare.csv"
+    pd.DataFrame({"a": a, "y": y}).to_csv(data, index=False)
+    env = _env(tmp_path, PIPELINE_PRESET=None, PIPELINE_DATA__SOURCE=str(data),
+               PIPELINE_DATA__TARGET="y", PIPELINE_DATA__DROP="[]", PIPELINE_TUNE__SCORING="cv",
+               PIPELINE_TUNE__FOLDS="5", PIPELINE_TUNE__METRIC="roc_auc")  # fmt: skip
+    done = run_cli("tune", "--trials", "2", env=env)
+    assert done.returncode == 4, done.stderr[-2000:]
+    line = done.stderr.strip()
+    assert "of 5: its " in line and "held-out rows hold one class only" in line, line
+    fewer = re.search(r"use PIPELINE_TUNE__FOLDS=(\d+) or fewer", line)
+    assert fewer is not None and 2 <= int(fewer.group(1)) < 5, line
+    assert "tune.cluster" not in done.stdout  # before Ray started
+    ran = run_cli("tune", "--trials", "2", env={**env, "PIPELINE_TUNE__FOLDS": fewer.group(1)})
+    assert ran.returncode == 0, ran.stderr[-2000:]
 
 
 def test_a_class_missing_from_a_folds_training_rows_is_exit_4_before_ray(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import features, fit, runtime, split
+from pipeline import features, fit, fold_checks, runtime, split
 from pipeline.data.schema import Schema
-from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.settings import Settings, space
 
 # Mixed into every trial's seed: the search's draws never coincide with the split's or the
@@ -232,57 +232,11 @@ def fit_and_score(
     return {m: v for m, v in scores.items() if isinstance(v, float)}, len(fitted.history)
 
 
-# What a class missing from a fold's training rows leaves to do: the folds are stratified, so
-# only a class of one row misses one, and no number of folds changes that.
-EVALUATE_REMEDY = "merge or drop a class that rare, or evaluate without --folds"
-TUNE_REMEDY = (
-    "merge or drop a class that rare, or score the trials on the validation split "
-    "(PIPELINE_TUNE__SCORING=validation)"
-)
-
-
-def _labels(frame: pd.DataFrame, schema: Schema, rows: np.ndarray) -> np.ndarray | None:
+def labels_of(frame: pd.DataFrame, schema: Schema, rows: np.ndarray) -> np.ndarray | None:
     """The classes of ``rows`` (positions in ``frame``) that stratify the folds; None for
     regression."""
     labels = split.class_labels(frame, schema)
     return None if labels is None else labels[rows]
-
-
-def _every_class_in(
-    frame: pd.DataFrame, schema: Schema, fit_rows: np.ndarray, fold: str,
-    remedy: str = EVALUATE_REMEDY,
-) -> None:  # fmt: skip
-    """DataError when a class of the target has no row among a fold's training rows: the fold's
-    model could not score it ("a class the model was not trained on", with no fold named)."""
-    if schema.task == "regression":
-        return
-    target = frame[schema.target]
-    missing = set(target.dropna()) - set(target.iloc[fit_rows].dropna())
-    if missing:
-        counts = target.value_counts()
-        shown = ", ".join(
-            f"{c!r} ({int(counts[c])} row{'s' if counts[c] > 1 else ''})"
-            for c in sorted(missing, key=str)
-        )
-        raise DataError(
-            f"{fold}: its training rows hold no row of class {shown}: a class needs rows in "
-            f"every fold's training rows; {remedy}"
-        )
-
-
-def check_folds(payload: Payload) -> None:
-    """Before any trial runs: every fold of a cross-validated search holds every class in its
-    training rows (``_every_class_in``); each trial failed on it, after Ray had started and
-    every trial had run, as exit 6."""
-    if payload.folds is None:
-        return
-    every = np.sort(np.concatenate([payload.train, payload.val]))
-    val_fraction = payload.settings.train.val_fraction
-    labels = _labels(payload.frame, payload.schema, every)
-    parts = split.folds(every, payload.folds, val_fraction, payload.seeds.split, labels)
-    for i, part in enumerate(parts):
-        fold = f"fold {i + 1} of {payload.folds}"
-        _every_class_in(payload.frame, payload.schema, part[0], fold, TUNE_REMEDY)
 
 
 def cross_validate(
@@ -306,12 +260,12 @@ def cross_validate(
     fold i is the same rows and seeds whichever folds run with it.
     """
     results: list[dict[str, Any]] = []
-    labels = _labels(frame, schema, rows)
+    labels = labels_of(frame, schema, rows)
     parts = split.folds(rows, k, settings.train.val_fraction, split_seed, labels)
     for i, part in enumerate(parts):
         if only is not None and i not in only:
             continue
-        _every_class_in(frame, schema, part[0], f"fold {i + 1} of {k}")
+        fold_checks.every_class_in(frame, schema, part[0], f"fold {i + 1} of {k}")
         seeds = split.Seeds.from_seed(settings.seed + 1 + i)
         scores, epochs = fit_and_score(settings, frame, schema, label, part, seeds, device)
         if on_fold is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__, artifacts, halving, search, signals, trials
+from pipeline import __version__, artifacts, fold_checks, halving, search, signals, trials
 from pipeline.errors import ConfigError, IntegrityError, Interrupted, NotFoundError, TrialsFailed
 from pipeline.prepare import Prepared, prepare
 from pipeline.settings import Settings, preset_toml, space
@@ -69,7 +69,7 @@ def run(
         schedule=None if len(schedule) == 1 else schedule, space=sorted(settings.tune.space),
     )  # fmt: skip
     payload = _payload(settings, data, metric, folds, configs)
-    search.check_folds(payload)
+    fold_checks.check_folds(payload)
     finished = "every trial has finished: writing the search's record first"
     try:
         results = _search(settings, payload, schedule, done, partial, log)
@@ -251,11 +251,13 @@ def _search(
             jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
             if jobs and offline:
                 raise _Missing
-            left = None if deadline is None else deadline - time.monotonic()
+            if jobs:
+                storage, concurrency = ray()
+                # What is left once Ray is up: its start (5-10 s) is part of the budget.
+                left = None if deadline is None else deadline - time.monotonic()
             if jobs and left is not None and left <= 0:
                 failed |= {j: trials.failed(j, trials.BUDGET_UNSTARTED) for j in jobs}
             elif jobs:
-                storage, concurrency = ray()
                 for result in trials.run(
                     settings, payload, jobs, span, concurrency, storage, f"rung{rung}",
                     partial.record, log, left,
