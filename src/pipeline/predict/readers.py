@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import shutil
 import sys
-import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,7 +107,11 @@ def spooled(source: Path) -> Iterator[tuple[Path, str, str]]:
             "input - is stdin, which is a terminal here: pipe the rows in (cat rows.csv | "
             "pipeline predict -) or pass a file"
         )
-    with tempfile.TemporaryDirectory(prefix="pipeline-input-") as folder:
+    from pipeline import scratch
+
+    # Marked with this process: a copy left by a SIGKILL (an OOM kill, a CI timeout: a whole
+    # input's bytes) is swept by the next run, as TemporaryDirectory's was not.
+    with scratch.folder("pipeline-input-") as folder:
         copy = Path(folder) / "input"
         reading = open(0 if stdin else source, "rb", closefd=not stdin)  # noqa: SIM115
         try:
