@@ -20,7 +20,7 @@ from tests.test_releases import FOLDER, NAME, make_package
 from pipeline import releases
 from pipeline.errors import IntegrityError, NotFoundError
 from pipeline.settings import RunSettings
-from pipeline.store import LocalStore, MemoryStore, Store
+from pipeline.store import LocalStore, MemoryStore, Store, canonical_json
 
 ROWS = REPO / "tests" / "fixtures" / "house-prices-test.csv"
 
@@ -289,6 +289,26 @@ def test_a_retried_create_of_the_orphans_own_release_reuses_it(backend: Store) -
     assert releases.history(backend, NAME)[-1] | {"at": None} == {
         "seq": 2, "action": "create", "release": 2, "previous": 1, "at": None, "recovered": True
     }  # fmt: skip
+
+
+def test_a_create_retried_after_a_death_before_current_moved_is_that_release(
+    backend: Store,
+) -> None:
+    """Killed after its history event, before `current` moved (current still names v1): the
+    CI job's retry with the same package and settings made v2, a second release of it. It is
+    v2 itself, `current` moved; a create of other content then is v3, and after a complete
+    create a retry is a new release as always (two creates, two releases)."""
+    pid1, pid2 = two_releases(backend)
+    v1_pointer = canonical_json({"release": 1, "seq": 1})
+    backend.write(f"{FOLDER}/current", v1_pointer)  # as the killed create of v2 left it
+    again = releases.create(backend, pid2, RunSettings())
+    assert again.number == 2 and not backend.exists(f"{FOLDER}/v3.json")
+    assert json.loads(backend.read_bytes(f"{FOLDER}/current")) == {"release": 2, "seq": 2}
+    assert len(releases.history(backend, NAME)) == 2
+    backend.write(f"{FOLDER}/current", canonical_json({"release": 1, "seq": 1}))
+    other = releases.create(backend, pid1, RunSettings(threshold=0.7))
+    assert other.number == 3 and releases.current_number(backend, NAME) == 3
+    assert releases.create(backend, pid1, RunSettings(threshold=0.7)).number == 4
 
 
 def test_a_lost_event_in_the_middle_is_committed_again_by_the_next_create(

@@ -428,7 +428,7 @@ def test_claim_by_exclusive_create_gives_each_concurrent_writer_its_own_number(
 
     def worker() -> None:
         for _ in range(25):
-            n = releases._claim(key, releases._EVENT, "%08d.json", lambda n: {"number": n})
+            n = releases._claim(key, releases._pointer.EVENT, "%08d.json", lambda n: {"number": n})
             claimed.append(n)
 
     threads = [threading.Thread(target=worker) for _ in range(6)]

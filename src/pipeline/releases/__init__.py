@@ -20,7 +20,7 @@ link), so a crash or a SIGKILL at any moment leaves either the old state or the 
   release whose event was lost, deployed by its number, and a record is whole once it exists.
   Only a file there that is no readable record of its number (never a release) is replaced;
 * killed after the event, the release is complete and current; ``current`` is rewritten by the
-  next command if the crash came before it.
+  next command if the crash came before it, and a create retried then is that release.
 
 Creates and rollbacks hold the store's exclusive lock ``.lock`` (``flock`` on a local disk),
 which orders numbers, history and ``current``. Nothing relies on the lock alone: release records
@@ -28,9 +28,9 @@ and history sequence numbers are claimed with an exclusive create, and a create 
 readable record it finds (it takes the next number), so two writers can never share a number
 even where the lock fails (a lease holder that stalled, a file system without flock); ``current``
 moves by compare-and-swap, only forward along the history.
-Only the ``Store`` interface is used, so any store implementation keeps these guarantees. A
-damaged history, record or sidecar is an ``IntegrityError`` naming the file and a way out; a
-rollback reads only its target, so it also leads away from a lost current record.
+Only the ``Store`` interface is used, so any store keeps these guarantees. A damaged history,
+record or sidecar is an ``IntegrityError`` naming the file and a way out; a rollback reads only
+its target, so it also leads away from a lost current record.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ from pydantic import ValidationError
 
 from pipeline import __version__, signals
 from pipeline.errors import IntegrityError, NotFoundError, StoreError
-from pipeline.releases.pointer import EVENT as _EVENT
-from pipeline.releases.pointer import advance_current as _advance_current
+from pipeline.releases import pointer as _pointer
 from pipeline.releases.refs import (
     REF_HELP,
     check_archive,
@@ -97,6 +96,7 @@ FORMAT = 1
 _RECORD = re.compile(r"^v([1-9][0-9]*)\.json$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 RECOVERED = "a release record without its create event (a crash, or a lost event) was committed"
+UNMOVED = "this release was created by a command that stopped before it moved `current`"
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _events(folder: _Key) -> list[dict[str, Any]]:
     history = folder / "history"
     _refuse_file(folder)
     events, created = [], set()
-    for _, filename in _entries(history, _EVENT):
+    for _, filename in _entries(history, _pointer.EVENT):
         key = history / filename
         try:
             event = _read_json(key)
@@ -213,8 +213,8 @@ def _set_current(
             **extra,
         }
 
-    _claim(folder / "history", _EVENT, "%08d.json", event)
-    _advance_current(folder)
+    _claim(folder / "history", _pointer.EVENT, "%08d.json", event)
+    _pointer.advance_current(folder)
 
 
 def _parse(record: _Key, data: Any, name: str, number: int) -> Release:
@@ -323,6 +323,14 @@ def create(
     wanted = Release(name, 0, *ids, run=run.released(), created_at=_now())
     with _locked(folder, log):
         numbers, previous = _committed(folder)
+        if previous is not None and _pointer.lags(folder):
+            _pointer.advance_current(folder)  # its last create died there: a retry is that release
+            with contextlib.suppress(IntegrityError, KeyError):  # damaged: create anew
+                last = _load(folder, name, previous)
+                if _events(folder)[-1]["action"] == "create" and last.content() == wanted.content():
+                    if log is not None:
+                        log.warning("release.recovered", release=last.ref, message=UNMOVED)
+                    return last
         for orphan in _orphans(folder, name, numbers):
             _set_current(folder, orphan.number, "create", previous, recovered=True)
             numbers.append(previous := orphan.number)

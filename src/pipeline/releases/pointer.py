@@ -50,3 +50,15 @@ def _current_seq(held: bytes | None) -> int:
         if isinstance(seq, int) and not isinstance(seq, bool):
             return seq
     return 0
+
+
+def lags(folder: Key) -> bool:
+    """Whether ``current`` is behind the history's last event: the command that wrote that
+    event died before moving it (nothing else leaves it behind under the folder's lock)."""
+    if not entries(folder / "history", EVENT):
+        return False
+    try:
+        held: bytes | None = folder.store.read_bytes((folder / "current").key)
+    except KeyError:
+        held = None
+    return _current_seq(held) < _last_event(folder)[0]
