@@ -465,7 +465,9 @@ def test_a_sigterm_after_the_last_trial_writes_the_record_and_exits_0(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     stream = "".join(lines) + out
-    assert event(stream, "tune.stop_deferred")["message"].startswith("every trial has finished")
+    deferred = event(stream, "tune.stop_deferred")
+    assert deferred["message"].startswith("every trial has finished")
+    assert deferred["signal"] == "SIGTERM"  # it was null when Ray's shutdown took the stop
     assert event(stream, "tune.summary")["tune_id"] == reference[1]["tune_id"]
     assert (tmp_path / "store" / "tunes" / reference[1]["tune_id"] / "trials.json").is_file()
 

@@ -17,6 +17,15 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+# The SIGTERMs the CLI's handler turned into KeyboardInterrupt (Ctrl-C is Python's own).
+LAST: list[int] = []
+
+
+def last_name() -> str | None:
+    """``SIGTERM`` once the CLI's handler took one, else None (a KeyboardInterrupt then came
+    from Ctrl-C)."""
+    return signal.Signals(LAST[-1]).name if LAST else None
+
 
 @contextlib.contextmanager
 def held(*, then_stop: bool, second_stops: bool) -> Iterator[None]:

@@ -77,7 +77,7 @@ def run(
         # Stopped as Ray shut down after the last trial: the kept trials make the whole search.
         if (whole := _whole(settings, payload, schedule, partial, log)) is None:
             raise _interrupted(store, partial, n, log) from None
-        log.warning("tune.stop_deferred", signal=None, message=finished)
+        log.warning("tune.stop_deferred", signal=signals.last_name() or "SIGINT", message=finished)
         results = whole
     with signals.finishing(log, "tune", finished):  # a stop now waits for the record
         ranked = _rank([results[i] | {"config": configs[i]} for i in range(n)], metric)

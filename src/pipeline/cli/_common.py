@@ -165,6 +165,9 @@ def _with_sources(message: str, loaded: Any) -> str:
 
 
 def _terminate(signum: int, _frame: Any) -> None:
+    from pipeline import signals
+
+    signals.LAST.append(signum)  # which one, for a stop deferred after it (tune.stop_deferred)
     raise KeyboardInterrupt
 
 
