@@ -849,6 +849,33 @@ def test_a_column_that_counts_the_rows_is_named_in_a_warning(tmp_path: Path) -> 
     assert not schema.infer(frame, declared, "none", "d")[1]
 
 
+def test_nullable_columns_with_a_missing_end_train_and_unsigned_ones_say_nothing(
+    cli: Any, tmp_path: Path
+) -> None:
+    """pandas' nullable Int64 / Float64 / int64[pyarrow] columns with a missing first or last
+    cell (a `convert_dtypes()` frame written to Parquet) were a traceback, exit 1: the row
+    counter check asked whether pd.NA was finite. An unsigned column whose last value is below
+    its first put numpy's "overflow encountered" warning in the event stream. They train, and
+    a counter with a missing end is not a counter."""
+    rng = np.random.default_rng(2)
+    n = 300
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({"x": x, "y": x * 3 + 50})
+    frame["a"] = pd.array([None if i == 0 else i % 50 for i in range(n)], dtype="Int64")
+    frame["b"] = pd.array([*(rng.normal(size=n - 1)), None], dtype="Float64")
+    frame["c"] = pd.array([None, *range(1, n)], dtype="int64[pyarrow]")
+    frame["d"] = np.array([(n - i) % 200 for i in range(n)], dtype=np.uint8)
+    path = tmp_path / "nullable.parquet"
+    frame.to_parquet(path, index=False)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "python.warning" not in result.stdout
+    said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
+    assert not [m for m in said if "counts the rows" in m], said
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_codes_written_with_leading_zeros_are_named_in_a_warning(
     cli: Any, store: Path, tmp_path: Path, fmt: str

@@ -279,7 +279,9 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
         return False
     # The file's row numbers (the frame's index; rows without a target were left out).
     rows = series.index.to_numpy() if series.index.dtype.kind in "iu" else np.arange(n)
-    first, last = series.iloc[0], series.iloc[-1]
+    # As floats: a missing end (pandas' NA in an Int64 column was "ambiguous", a traceback)
+    # is NaN, and an unsigned column's last - first cannot wrap around.
+    first, last = series.iloc[[0, -1]].to_numpy(dtype=np.float64, na_value=np.nan)
     if not np.isfinite(first) or first != int(first) or last - first != rows[-1] - rows[0]:
         return False
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
