@@ -849,6 +849,33 @@ def test_a_column_that_counts_the_rows_is_named_in_a_warning(tmp_path: Path) -> 
     assert not schema.infer(frame, declared, "none", "d")[1]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_true_false_target_with_missing_cells_keeps_its_classes(
+    cli: Any, store: Path, tmp_path: Path, fmt: str
+) -> None:
+    """A true/false target with some empty cells trained the classes "0" and "1" (its values,
+    Python objects beside the missing ones, were read as the numbers 1 and 0), where the same
+    file without a gap gave "false" and "true": predictions and probability columns changed
+    names with one missing target. Its classes are "false" and "true" either way."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    labels = [None if i % 10 == 0 else bool(v > 0) for i, v in enumerate(x)]
+    path = tmp_path / f"flags.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame({"x": x, "y": labels}).to_csv(path, index=False)
+    else:
+        pq.write_table(pa.table({"x": x, "y": pa.array(labels, pa.bool_())}), path)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    ids = tmp_path / "id"
+    result = cli("train", "--id-file", str(ids), env=env)
+    assert result.exit_code == 0, result.output[-2000:]
+    built = json.loads(
+        (store / "builds" / ids.read_text().strip() / "preprocessing.json").read_text()
+    )
+    assert built["target"]["classes"] == ["false", "true"]
+
+
 def test_nullable_columns_with_a_missing_end_train_and_unsigned_ones_say_nothing(
     cli: Any, tmp_path: Path
 ) -> None:

@@ -261,6 +261,12 @@ def prepare_target(frame: pd.DataFrame, name: str, task_hint: str, label: str) -
         )
     if not present.all():  # a copy only when rows go: at 10M rows it is the whole table
         frame = frame.loc[present]  # the index keeps the file's row numbers for messages
+        kept = frame[name]
+        if kept.dtype == object and all(isinstance(v, bool | np.bool_) for v in kept):
+            # True/false with missing cells came as Python objects: without the missing ones
+            # they are a bool column again (they were read as the numbers 1 and 0, so the
+            # classes were "0" and "1" where the same file without a gap gave "false"/"true").
+            frame = frame.assign(**{name: kept.astype(bool)})
     if task_hint in ("auto", "regression"):
         frame = verdicts.text_target(frame, name, task_hint, label)
         bad = cells.first_non_number(frame[name])
