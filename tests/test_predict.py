@@ -793,6 +793,35 @@ def test_a_known_category_spelt_otherwise_is_named_not_only_counted(
     assert not [e for e in events(whole[0].stdout) if e["event"] == "predict.misspelt_categories"]
 
 
+def test_a_column_of_which_every_value_is_unknown_is_named(
+    chain: dict[str, Any], whole: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """Neighborhood written as the numbers 0, 1, 2 (an export that kept the codes) was scored
+    as unknown in every row, and only a count in predict.summary said so. A
+    predict.unknown_column warning names the column, values given and values known; the real
+    test file (some values merely unseen) and a respelt column (its own warning) get none."""
+    lines = TEST_CSV.read_text().splitlines()[:60]
+    at = lines[0].split(",").index("Neighborhood")
+    rows = []
+    for k, line in enumerate(lines[1:]):
+        cells = line.split(",")
+        cells[at] = str(k % 3)
+        rows.append(",".join(cells))
+    path = tmp_path / "codes.csv"
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    done = _ok(_predict(chain, str(path), "--release", chain["release"], "-o",
+                        str(tmp_path / "p.csv")))  # fmt: skip
+    (warned,) = [e for e in events(done.stdout) if e["event"] == "predict.unknown_column"]
+    assert warned["level"] == "warning" and warned["column"] == "Neighborhood"
+    assert warned["rows"] == 59
+    assert (
+        "every one of its 59 values is a category the model never saw ('0', '1', '2';"
+        in warned["message"]
+    )
+    assert "it knows 'Blmngtn', 'BrDale', 'BrkSide', ...)" in warned["message"], warned
+    assert not [e for e in events(whole[0].stdout) if e["event"] == "predict.unknown_column"]
+
+
 def test_an_excel_sep_line_is_named_not_every_column_missing(
     chain: dict[str, Any], tmp_path: Path
 ) -> None:

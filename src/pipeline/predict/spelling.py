@@ -93,6 +93,41 @@ def warn_misspelt(log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict
     )
 
 
+# A column whose every value of at least this many rows is unknown is named (fewer rows: a
+# few unseen tickets or cabins are no sign of anything).
+ALL_UNKNOWN_ROWS = 20
+
+
+def warn_all_unknown(
+    log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict[str, int], rows: int
+) -> None:
+    """One ``predict.unknown_column`` warning per column of which every row was a category the
+    model never saw (and not one only misspelt): another type or format than training's (the
+    numbers 0, 1, 2 where the model knows 'red', timestamps in another time zone) scored the
+    whole column as unknown, and only a count in ``predict.summary`` said so."""
+    if rows < ALL_UNKNOWN_ROWS:
+        return
+    misspelt = unseen.misspelt(vocabs)
+    for name, count in sorted(counts.items()):
+        if count < rows or name in misspelt or name not in vocabs:
+            continue
+        given, known = _some(unseen.values.get(name, ())), _some(vocabs[name])
+        log.warning(
+            "predict.unknown_column", column=name, rows=count,
+            message=f"column '{name}': every one of its {count:,} values is a category the "
+            f"model never saw ({given}; it knows {known}), so the column is scored "
+            "as unknown in every row: check its type and format against the training data's "
+            "(numbers for text, another date format or time zone)",
+        )  # fmt: skip
+
+
+def _some(values: Iterable[str], shown: int = 3) -> str:
+    """The first ``shown`` of ``values`` in order, quoted, and "..." when there are more."""
+    ordered = sorted(values)
+    more = ", ..." if len(ordered) > shown else ""
+    return ", ".join(repr(v) for v in ordered[:shown]) + more
+
+
 # (column, value) pairs named in a serve.misspelt_categories event by this process: each once,
 # and at most this many (a client sending "Female" in every request is one event, not a flood).
 _SAID: set[tuple[str, str]] = set()

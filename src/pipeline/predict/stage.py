@@ -240,7 +240,7 @@ def run(
     from pipeline import runtime
     from pipeline.predict.predictor import Stats
     from pipeline.predict.readers import iter_chunks, output_format, prefetched, spooled
-    from pipeline.predict.spelling import warn_misspelt
+    from pipeline.predict.spelling import warn_all_unknown, warn_misspelt
     from pipeline.predict.writers import Writer
 
     t0 = time.perf_counter()
@@ -270,6 +270,7 @@ def run(
             chunks.close()
     seconds = time.perf_counter() - t0
     warn_misspelt(log, stats.unseen, predictor.vocabs, stats.unknown_categories)
+    warn_all_unknown(log, stats.unseen, predictor.vocabs, stats.unknown_categories, stats.rows)
     log.info(
         "predict.summary",
         model=predictor.name,
