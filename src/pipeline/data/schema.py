@@ -205,7 +205,7 @@ def _text_column(
             f"PIPELINE_FEATURES__MAX_CATEGORICAL_CARDINALITY={max_cardinality}: add it to "
             f"PIPELINE_DATA__DROP, {advice}, or raise the limit"
         )
-    return "categorical", None
+    return "categorical", verdicts.twin_spellings(profile.uniques, name)
 
 
 _REAL_EXTREMES = (

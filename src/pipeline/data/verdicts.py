@@ -288,6 +288,25 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
     return bool(np.all(np.diff(values) == np.diff(rows)))
 
 
+def twin_spellings(uniques: np.ndarray, name: str) -> str | None:
+    """The warning for a categorical column whose values include one category spelt two ways
+    but for case and surrounding spaces (``red``, ``RED``, ``red ``): each is a category of its
+    own, which `predict` would call a misspelling (its rule: ``predict.spelling.key``)."""
+    spelt: dict[str, list[str]] = {}
+    for value in sorted(v for v in uniques if isinstance(v, str)):
+        spelt.setdefault(value.strip().casefold(), []).append(value)
+    twins = [values for values in spelt.values() if len(values) > 1]
+    if not twins:
+        return None
+    shown = "; ".join(" / ".join(repr(v) for v in values) for values in twins[:3])
+    more = f"; and {len(twins) - 3} more" if len(twins) > 3 else ""
+    return (
+        f"column '{name}' holds categories that differ only by case or surrounding spaces "
+        f"({shown}{more}): each is a category of its own; if they mean one, fix their spelling "
+        "in the data"
+    )
+
+
 # A number written with a leading zero before another digit ("02134", "007"): a code's
 # spelling (a zip code, an account), which reading it as a number loses.
 ZERO_PADDED = r"^\s*[+-]?0[0-9]"
