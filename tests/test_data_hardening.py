@@ -1027,7 +1027,9 @@ def test_column_names_that_differ_only_by_spaces_are_named(cli: Any, tmp_path: P
         "different columns; rename one if they were meant to be one" in said, said  # fmt: skip
 
 
-def test_categories_that_differ_only_by_case_or_spaces_are_named(cli: Any, tmp_path: Path) -> None:
+def test_categories_that_differ_only_by_case_or_spaces_are_named(
+    cli: Any, store: Path, tmp_path: Path
+) -> None:
     """`red`, `RED` and `red ` in one column trained three categories without a word, where
     predict calls such a value a misspelling and a target spelt so is refused. A data.warning
     names the pairs; a column of distinct categories gets none."""
@@ -1041,13 +1043,16 @@ def test_categories_that_differ_only_by_case_or_spaces_are_named(cli: Any, tmp_p
     path = _csv(tmp_path, "x,colour,clean,y", rows)
     env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
            "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
-    result = cli("train", env=env)
+    ids = tmp_path / "id"
+    result = cli("train", "--id-file", str(ids), env=env)
     assert result.exit_code == 0, result.output
     said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
     twins = [m for m in said if "differ only by case or surrounding spaces" in m]
     assert twins == [
         "column 'colour' holds categories that differ only by case or surrounding spaces "
         "('BLUE' / 'blue' / 'blue '; 'GREEN' / 'green' / 'green '; 'RED' / 'red' / 'red '): "
-        "each is a "
-        "category of its own; if they mean one, fix their spelling in the data"
+        "each is a category of its own; if they mean one, fix their spelling in the data"
     ], said
+    schema = json.loads((store / "builds" / ids.read_text().strip() / "schema.json").read_text())
+    kinds = {c["name"]: c["kind"] for c in schema["columns"]}
+    assert kinds == {"x": "numeric", "colour": "categorical", "clean": "categorical"}  # kept

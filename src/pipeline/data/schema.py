@@ -158,7 +158,8 @@ def _text_column(
     series: pd.Series, name: str, label: str, max_cardinality: int
 ) -> tuple[str, str | None]:
     """The kind of an inferred text column, and a warning when it is to be dropped (or, for a
-    numeric one, a warning to log).
+    numeric one, a warning to log); ``kept``: categorical, and its warning (if any) is only
+    to be logged.
 
     A column whose values are all numbers (text in a Parquet file, say) is numeric; one that
     needs the user's decision is a ``DataError``; an identifier is dropped with the warning.
@@ -205,7 +206,7 @@ def _text_column(
             f"PIPELINE_FEATURES__MAX_CATEGORICAL_CARDINALITY={max_cardinality}: add it to "
             f"PIPELINE_DATA__DROP, {advice}, or raise the limit"
         )
-    return "categorical", verdicts.twin_spellings(profile.uniques, name)
+    return "kept", verdicts.twin_spellings(profile.uniques, name)  # categorical, kept
 
 
 _REAL_EXTREMES = (
@@ -397,6 +398,7 @@ def infer_column(
         kind, note = _text_column(series, name, label, max_cardinality)
         if note is not None and kind == "categorical":
             return None, note
+        kind = "categorical" if kind == "kept" else kind
     if kind == "datetime":
         raise DataError(
             f"column '{name}' in {label} holds dates, times or durations, which are not "
