@@ -1056,3 +1056,32 @@ def test_categories_that_differ_only_by_case_or_spaces_are_named(
     schema = json.loads((store / "builds" / ids.read_text().strip() / "schema.json").read_text())
     kinds = {c["name"]: c["kind"] for c in schema["columns"]}
     assert kinds == {"x": "numeric", "colour": "categorical", "clean": "categorical"}  # kept
+
+
+def test_integers_a_float64_cannot_hold_are_named_in_a_warning(cli: Any, tmp_path: Path) -> None:
+    """uint64 ids near 2^63 trained as one number ("one value in every training row", which
+    the file does not hold) and int64 values beyond 2^53 lost their last bits, without a word.
+    A data.warning names the column, a value and its row; ordinary integers get none."""
+    rng = np.random.default_rng(0)
+    n = 120
+    x = rng.normal(size=n)
+    table = pa.table({
+        "x": x,
+        "small": pa.array(rng.integers(0, 1000, n), pa.int64()),
+        "ids": pa.array([2**63 + k for k in range(n)], pa.uint64()),
+        "y": x * 2,
+    })  # fmt: skip
+    path = tmp_path / "big.parquet"
+    pq.write_table(table, path)
+    env = {"PIPELINE_DATA__SOURCE": str(path), "PIPELINE_DATA__TARGET": "y",
+           "PIPELINE_DATA__DROP": "[]", "PIPELINE_TRAIN__MAX_EPOCHS": "2"}  # fmt: skip
+    result = cli("train", env=env)
+    assert result.exit_code == 0, result.output[-2000:]
+    said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
+    beyond = [m for m in said if "beyond 2^53" in m]
+    assert beyond == [
+        "column 'ids' holds integers beyond 2^53 (9223372036854775808 at data row 1), which the "
+        "model's float64 numbers cannot hold exactly: nearby values become one number; if they "
+        "are ids or codes, add the column to PIPELINE_DATA__DROP or declare it categorical in "
+        "PIPELINE_DATA__COLUMN_KINDS"
+    ], said

@@ -433,6 +433,7 @@ def infer_column(
                 "the file; add it to PIPELINE_DATA__DROP, or, a trend such as a year per row, "
                 "declare it numeric in PIPELINE_DATA__COLUMN_KINDS to keep it without this word"
             )
+        note = note or verdicts.beyond_float(series, name)
     return Column(name, kind), note
 
 

@@ -288,6 +288,35 @@ def counts_rows(series: pd.Series, min_rows: int) -> bool:
     return bool(np.all(np.diff(values) == np.diff(rows)))
 
 
+# Integers beyond this magnitude are not all exactly a float64 (2^53 + 1 is not one).
+EXACT_INTEGERS = 2**53
+
+
+def beyond_float(series: pd.Series, name: str) -> str | None:
+    """The warning for an integer column holding values a float64 (what the network takes)
+    cannot hold exactly: 2^63 + 1 and 2^63 + 2 become one number, and a column of distinct ids
+    near 2^63 read as "one value in every row"."""
+    import pandas as pd
+
+    dtype = series.dtype
+    if not pd.api.types.is_integer_dtype(dtype):
+        return None
+    unsigned = getattr(dtype, "numpy_dtype", dtype).kind == "u"
+    values = series.to_numpy(dtype=getattr(dtype, "numpy_dtype", dtype), na_value=0)
+    beyond = values > EXACT_INTEGERS
+    if not unsigned:
+        beyond |= values < -EXACT_INTEGERS
+    if not beyond.any():
+        return None
+    pos = int(beyond.nonzero()[0][0])
+    return (
+        f"column '{name}' holds integers beyond 2^53 ({values[pos]} at data row "
+        f"{cells.data_row(series, pos)}), which the model's float64 numbers cannot hold "
+        "exactly: nearby values become one number; if they are ids or codes, add the column "
+        "to PIPELINE_DATA__DROP or declare it categorical in PIPELINE_DATA__COLUMN_KINDS"
+    )
+
+
 def twin_spellings(uniques: np.ndarray, name: str) -> str | None:
     """The warning for a categorical column whose values include one category spelt two ways
     but for case and surrounding spaces (``red``, ``RED``, ``red ``): each is a category of its
