@@ -1085,3 +1085,12 @@ def test_integers_a_float64_cannot_hold_are_named_in_a_warning(cli: Any, tmp_pat
         "are ids or codes, add the column to PIPELINE_DATA__DROP or declare it categorical in "
         "PIPELINE_DATA__COLUMN_KINDS"
     ], said
+
+
+def test_a_date_or_duration_in_a_message_is_shown_as_written() -> None:
+    """A Parquet date where a number belongs was shown as `datetime.date(2020, 1, 1)`, a
+    duration as `Timedelta('0 days 00:00:49')`: Python's spelling, not the data's."""
+    assert cells.shown(dt.date(2020, 1, 1)) == "'2020-01-01'"
+    assert cells.shown(pd.Timedelta(seconds=49)) == "'0 days 00:00:49'"
+    assert cells.shown(pd.Timestamp("2020-01-01 10:00", tz="UTC")) == "'2020-01-01 10:00:00+00:00'"
+    assert cells.shown("x") == "'x'" and cells.shown(1.5) == "1.5" and cells.shown(True) == "true"

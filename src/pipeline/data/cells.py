@@ -65,7 +65,17 @@ def shown(value: Any, limit: int | None = SHOWN_CHARS) -> str:
     """
     if isinstance(value, bool):  # a JSON or Parquet true/false, spelt as the file has it
         return "true" if value else "false"
+    if _temporal(value):  # a Parquet date or duration: 2020-01-01, not datetime.date(2020, ...)
+        return printable(repr(str(value)), limit)
     return printable(repr(value), limit)
+
+
+def _temporal(value: Any) -> bool:
+    import datetime
+
+    return isinstance(value, datetime.date | datetime.time | datetime.timedelta) or type(
+        value
+    ).__name__ in ("Timestamp", "Timedelta")
 
 
 def plain(value: Any) -> Any:
