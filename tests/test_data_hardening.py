@@ -1094,3 +1094,16 @@ def test_a_date_or_duration_in_a_message_is_shown_as_written() -> None:
     assert cells.shown(pd.Timedelta(seconds=49)) == "'0 days 00:00:49'"
     assert cells.shown(pd.Timestamp("2020-01-01 10:00", tz="UTC")) == "'2020-01-01 10:00:00+00:00'"
     assert cells.shown("x") == "'x'" and cells.shown(1.5) == "1.5" and cells.shown(True) == "true"
+
+
+def test_several_nameless_columns_are_named_as_such(tmp_path: Path) -> None:
+    """A spreadsheet's empty trailing columns (`x,name,y,,`) were "duplicate column names
+    ['']: give every column a unique name" (and one nameless column's advice, to drop "",
+    cannot help two). They are named as columns without a name, with their positions."""
+    path = _csv(tmp_path, "x1,name,y,,", ["1,a,2,,", "2,b,3,,"])
+    with pytest.raises(DataError) as err:
+        read.read_table(path, _data(), label="xl.csv")
+    assert str(err.value) == (
+        "dataset xl.csv has 2 columns without a name (columns 4, 5; empty columns a "
+        "spreadsheet saved?): name them in the header, or delete them"
+    )

@@ -319,6 +319,13 @@ def header(path: Path, data: DataSettings, *, label: str | None = None) -> list[
 
 def _unique(names: list[str], shown: str) -> None:
     dupes = sorted({n for n in names if names.count(n) > 1})
+    nameless = [k for k, n in enumerate(names, start=1) if not n.strip()]
+    if len(nameless) > 1:  # a spreadsheet's empty trailing columns (x,name,y,,): said so
+        where = ", ".join(str(k) for k in nameless[:5]) + (", ..." if len(nameless) > 5 else "")
+        raise DataError(
+            f"dataset {shown} has {len(nameless)} columns without a name (columns {where}; "
+            "empty columns a spreadsheet saved?): name them in the header, or delete them"
+        )
     if dupes:
         raise DataError(
             f"dataset {shown} has duplicate column names {dupes}: give every column a unique name"
