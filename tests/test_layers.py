@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "checkpoints": 2,
     "prepare": 2,
     "search": 2,
+    "fold_checks": 2,
     "trials": 2,
     "halving": 2,
     "plots": 2,
