@@ -1085,6 +1085,21 @@ def test_integers_a_float64_cannot_hold_are_named_in_a_warning(cli: Any, tmp_pat
         "are ids or codes, add the column to PIPELINE_DATA__DROP or declare it categorical in "
         "PIPELINE_DATA__COLUMN_KINDS"
     ], said
+    # Arrow-backed int64 (a traceback: the summary-row check read a row whole, and Arrow would
+    # not merge it with a float column) and a CSV column with gaps (read as float64, its ids
+    # lost before the check): both named.
+    big = [2**60 + 7 * k for k in range(n)]
+    gaps = pd.array(big, dtype="Int64")
+    gaps[[0, 5]] = pd.NA
+    frames = {"arrow.parquet": pd.array(big, dtype="int64[pyarrow]"), "gaps.csv": gaps}
+    for name, column in frames.items():
+        path = tmp_path / name
+        frame = pd.DataFrame({"x": x, "ids": column, "y": x * 2})
+        frame.to_parquet(path) if name.endswith("parquet") else frame.to_csv(path, index=False)
+        result = cli("train", env={**env, "PIPELINE_DATA__SOURCE": str(path)})
+        assert result.exit_code == 0, result.output[-2000:]
+        said = [e["message"] for e in events(result.stdout) if e["event"] == "data.warning"]
+        assert [m for m in said if "column 'ids' holds integers beyond 2^53" in m], (name, said)
 
 
 def test_a_date_or_duration_in_a_message_is_shown_as_written() -> None:

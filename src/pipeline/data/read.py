@@ -393,13 +393,33 @@ def read_table(
     # (the table is not used afterwards); then Arrow's allocator hands the freed pages back to
     # the system, where it would keep them cached: numpy cannot reuse them (10M rows x 20
     # float32 columns: 0.8 GB held twice otherwise).
-    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    wide = _wide_integers(table)
+    frame = table.to_pandas(split_blocks=True, self_destruct=True, types_mapper=wide)
     del table
     pa.default_memory_pool().release_unused()
     if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0:
         # A pandas index saved in the Parquet file: messages count rows by the frame's index.
         frame = frame.reset_index(drop=True)
     return frame
+
+
+def _wide_integers(table: pa.Table) -> Any:
+    """pandas' Int64 types for 64-bit integers when a column with gaps holds values beyond 2^53
+    (else None): made float64 by ``to_pandas``, they were lost before inference said so."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline.data.verdicts import EXACT_INTEGERS
+
+    for column in table.columns:
+        wide = pa.types.is_integer(column.type) and column.type.bit_width == 64
+        if not wide or column.null_count in (0, len(column)):
+            continue
+        low, high = pc.min_max(column).values()
+        if high.as_py() > EXACT_INTEGERS or low.as_py() < -EXACT_INTEGERS:
+            return {pa.int64(): pd.Int64Dtype(), pa.uint64(): pd.UInt64Dtype()}.get
+    return None
 
 
 def _plain_parquet(table: pa.Table, data: DataSettings, shown: str) -> pa.Table:

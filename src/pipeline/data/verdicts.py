@@ -375,10 +375,15 @@ def refuse_summary_row(frame: pd.DataFrame, label: str) -> None:
     above it (half its numeric cells or more, within 0.5%). Such a row trained as a house (its
     target the sum of all targets, which switched the target to logs) or as a class of its
     own, without a word; a product named "Total" with its own numbers is data."""
+    import pandas as pd
+
+    # The cells of the columns that may hold text, each read alone: a row read whole
+    # (``frame.iloc[at]``) merged every column's type, and an Arrow int64 column beyond 2^53
+    # beside a float one failed to merge (a traceback).
+    texts = [n for n in frame.columns if not pd.api.types.is_numeric_dtype(frame[n].dtype)]
     for at in range(len(frame) - 1, max(len(frame) - 1 - _SUMMARY_TAIL, 1), -1):
-        row = frame.iloc[at]
-        for name in frame.columns:
-            value = row[name]
+        for name in texts:
+            value = frame[name].iloc[at]
             if not isinstance(value, str) or not value.strip():
                 continue
             first = value.strip().casefold().split()[0].rstrip(":")
