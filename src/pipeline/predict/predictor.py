@@ -23,6 +23,7 @@ from pipeline import features, outputs
 from pipeline.data import cells, csv_errors
 from pipeline.data.schema import Schema
 from pipeline.errors import DataError
+from pipeline.features.categories import MISSING
 from pipeline.model import FoldedNetwork, TabularMLP, load_model
 from pipeline.package import OpenedPackage, open_package
 from pipeline.predict.spelling import Unseen
@@ -39,6 +40,7 @@ class Stats:
     unknown_categories: dict[str, int] = field(default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)
     unseen: Unseen = field(default_factory=Unseen)  # unknown values of the first rows
+    known: set[str] = field(default_factory=set)  # categorical columns with a known value
 
     def add_unknown(self, counts: dict[str, int]) -> None:
         for name, n in counts.items():
@@ -202,6 +204,9 @@ class Predictor:
         stats.add_unknown(enc.unknown_counts)
         if enc.unknown_counts:
             stats.unseen.note(frame, enc.unknown_counts, self.vocabs)
+        if enc.categorical.size:  # codes past MISSING: known values (spelling.warn_all_unknown)
+            known = np.count_nonzero(enc.categorical > MISSING, axis=0)
+            stats.known.update(self.pre.categorical[j].name for j in np.flatnonzero(known))
         # ``.array``: a nullable integer column (Parquet ids) stays integers.
         ids = frame[run.id_column].array if run.id_column else None
         bad = errors != ""

@@ -93,31 +93,32 @@ def warn_misspelt(log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict
     )
 
 
-# A column whose every value of at least this many rows is unknown is named (fewer rows: a
+# A column whose every present value, of at least this many, is unknown is named (fewer: a
 # few unseen tickets or cabins are no sign of anything).
-ALL_UNKNOWN_ROWS = 20
+ALL_UNKNOWN_VALUES = 20
 
 
 def warn_all_unknown(
-    log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict[str, int], rows: int
+    log: Any, unseen: Unseen, vocabs: dict[str, Any], counts: dict[str, int], known: set[str]
 ) -> None:
-    """One ``predict.unknown_column`` warning per column of which every row was a category the
-    model never saw (and not one only misspelt): another type or format than training's (the
-    numbers 0, 1, 2 where the model knows 'red', timestamps in another time zone) scored the
-    whole column as unknown, and only a count in ``predict.summary`` said so."""
-    if rows < ALL_UNKNOWN_ROWS:
-        return
+    """One ``predict.unknown_column`` warning per column none of whose present values (20 or
+    more) has a weight in the model (``known``: the columns where some value had one), and not
+    only misspelt: another type or format than training's (the numbers 0, 1, 2 where the model
+    knows 'red', timestamps in another time zone) scored the whole column as unknown, and only
+    a count in ``predict.summary`` said so."""
     misspelt = unseen.misspelt(vocabs)
     for name, count in sorted(counts.items()):
-        if count < rows or name in misspelt or name not in vocabs:
+        if count < ALL_UNKNOWN_VALUES or name in known or name in misspelt or name not in vocabs:
             continue
-        given, known = _some(unseen.values.get(name, ())), _some(vocabs[name])
+        given, have = _some(unseen.values.get(name, ())), _some(vocabs[name])
         log.warning(
-            "predict.unknown_column", column=name, rows=count,
-            message=f"column '{name}': every one of its {count:,} values is a category the "
-            f"model never saw ({given}; it knows {known}), so the column is scored "
-            "as unknown in every row: check its type and format against the training data's "
-            "(numbers for text, another date format or time zone)",
+            "predict.unknown_column", column=name, values=count,
+            message=f"column '{name}': none of its {count:,} values has a weight in the model "
+            f"({given}; it knows {have}): never seen in training, or seen fewer than "
+            "PIPELINE_FEATURES__MIN_FREQUENCY times, so the column is scored as unknown in "
+            "every row; if these are new categories, that is expected, else check the column's "
+            "type and format against the training data's (numbers for text, another date "
+            "format or time zone)",
         )  # fmt: skip
 
 

@@ -270,7 +270,7 @@ def run(
             chunks.close()
     seconds = time.perf_counter() - t0
     warn_misspelt(log, stats.unseen, predictor.vocabs, stats.unknown_categories)
-    warn_all_unknown(log, stats.unseen, predictor.vocabs, stats.unknown_categories, stats.rows)
+    warn_all_unknown(log, stats.unseen, predictor.vocabs, stats.unknown_categories, stats.known)
     log.info(
         "predict.summary",
         model=predictor.name,
