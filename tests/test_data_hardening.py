@@ -1119,6 +1119,6 @@ def test_several_nameless_columns_are_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read.read_table(path, _data(), label="xl.csv")
     assert str(err.value) == (
-        "dataset xl.csv has 2 columns without a name (columns 4, 5; empty columns a "
-        "spreadsheet saved?): name them in the header, or delete them"
+        "dataset xl.csv has 2 columns without a name (columns 4, 5: a spreadsheet's extra "
+        "columns, or a saved index?): name them, or delete them"
     )

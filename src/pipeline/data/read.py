@@ -323,8 +323,8 @@ def _unique(names: list[str], shown: str) -> None:
     if len(nameless) > 1:  # a spreadsheet's empty trailing columns (x,name,y,,): said so
         where = ", ".join(str(k) for k in nameless[:5]) + (", ..." if len(nameless) > 5 else "")
         raise DataError(
-            f"dataset {shown} has {len(nameless)} columns without a name (columns {where}; "
-            "empty columns a spreadsheet saved?): name them in the header, or delete them"
+            f"dataset {shown} has {len(nameless)} columns without a name (columns {where}: a "
+            "spreadsheet's extra columns, or a saved index?): name them, or delete them"
         )
     if dupes:
         raise DataError(

@@ -327,7 +327,9 @@ def twin_spellings(uniques: np.ndarray, name: str) -> str | None:
     twins = [values for values in spelt.values() if len(values) > 1]
     if not twins:
         return None
-    shown = "; ".join(" / ".join(repr(v) for v in values) for values in twins[:3])
+    shown = "; ".join(
+        " / ".join(cells.printable(repr(v), 40) for v in values) for values in twins[:3]
+    )
     more = f"; and {len(twins) - 3} more" if len(twins) > 3 else ""
     return (
         f"column '{name}' holds categories that differ only by case or surrounding spaces "

@@ -102,9 +102,14 @@ def _caveats(doc: dict[str, Any]) -> list[str]:
     lines = []
     split = [r for r in doc["inputs"] if r["key"].startswith("split") and not r["same"]]
     if split and doc["primary"] is not None:
+        steadier = (
+            "the verdict weighs them by the stored K-fold noise"
+            if doc["cv"]["a"] and doc["cv"]["b"]
+            else "`pipeline evaluate --folds 5` of each gives a comparison over every row"
+        )
         lines.append(
             "the test rows differ (another split: other data or seed), so the metrics are of "
-            "other rows: `pipeline evaluate --folds 5` of each gives a comparison over every row"
+            f"other rows: {steadier}"
         )
     released = [r for r in doc["release_settings"] if not r["same"]]
     if released:
