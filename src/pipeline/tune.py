@@ -251,9 +251,8 @@ def _search(
             jobs = [trial for trial in alive if not _ran(state.get(trial), span)]
             if jobs and offline:
                 raise _Missing
-            if jobs:
+            if jobs:  # what is left once Ray is up: its start (5-10 s) is part of the budget
                 storage, concurrency = ray()
-                # What is left once Ray is up: its start (5-10 s) is part of the budget.
                 left = None if deadline is None else deadline - time.monotonic()
             if jobs and left is not None and left <= 0:
                 failed |= {j: trials.failed(j, trials.BUDGET_UNSTARTED) for j in jobs}

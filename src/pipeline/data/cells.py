@@ -13,6 +13,7 @@ falling back to the pandas or Python rule only when the cast fails.
 
 from __future__ import annotations
 
+import datetime
 import math
 import numbers as _abc
 import re
@@ -65,17 +66,9 @@ def shown(value: Any, limit: int | None = SHOWN_CHARS) -> str:
     """
     if isinstance(value, bool):  # a JSON or Parquet true/false, spelt as the file has it
         return "true" if value else "false"
-    if _temporal(value):  # a Parquet date or duration: 2020-01-01, not datetime.date(2020, ...)
-        return printable(repr(str(value)), limit)
+    if isinstance(value, datetime.date | datetime.time | datetime.timedelta):  # pandas' too
+        return printable(repr(str(value)), limit)  # 2020-01-01, not datetime.date(2020, 1, 1)
     return printable(repr(value), limit)
-
-
-def _temporal(value: Any) -> bool:
-    import datetime
-
-    return isinstance(value, datetime.date | datetime.time | datetime.timedelta) or type(
-        value
-    ).__name__ in ("Timestamp", "Timedelta")
 
 
 def plain(value: Any) -> Any:

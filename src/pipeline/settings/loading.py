@@ -174,6 +174,7 @@ def load(
         preset_path = layers.find_preset(preset_name, config_dir, preset_from)
         valid = {leaf.path for leaf in leaves() if not leaf.secret}
         stack.append(layers.read_preset(preset_path, valid))
+        _check_alone(stack[-1], judge_serve)  # each value, whatever later layers set
 
     known = _known_env_names()
     unknown = sorted(
@@ -202,8 +203,6 @@ def load(
         settings = _validate(merged, judge_serve)
     except ValidationError as exc:
         raise ConfigError(messages.validation_message(exc, stack)) from None
-    if preset_path is not None:
-        _check_alone(stack[0], judge_serve)
     for leaf in leaves():
         origins.setdefault(leaf.path, "default")
     # Messages of later stages name the place a value came from (settings.source_of).
