@@ -102,7 +102,7 @@ def _dead_endpoint() -> str:
     [
         ({"PIPELINE_DATA__SOURCE": "s3://pipeline-test/no/such/key.csv"}, "there is no object"),
         ({"PIPELINE_DATA__SOURCE": "s3://no-such-bucket-here/a.csv"}, "does not exist"),
-        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret-77a1"}, "refused the credentials"),
+        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret-77a1"}, "(and AWS_SESSION_TOKEN, AWS_REGION)"),
         ({"AWS_ENDPOINT_URL": "dead"}, "no S3 server answers"),
         ({"PIPELINE_DATA__SOURCE": "s3://Bad_Bucket/a.csv"}, "no S3 object URI"),
         ({"PIPELINE_DATA__SOURCE": "s3://pipeline-test"}, "no S3 object URI"),

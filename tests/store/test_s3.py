@@ -206,6 +206,7 @@ def test_wrong_credentials_are_exit_9_without_the_secret(
     assert result.exit_code == 9, result.output
     line = one_error_line(result)
     assert "refused the credentials" in line and "AWS_SECRET_ACCESS_KEY" in line
+    assert "AWS_REGION" in line  # a wrong region was told as wrong keys alone
     assert wrong not in result.stdout + result.stderr
 
 

@@ -145,7 +145,7 @@ class S3Store(KeyedStore):
         if kind == "credentials":
             return StoreError(
                 f"cannot {where}: the S3 server refused the credentials ({code or 'denied'}); "
-                "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
+                "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION)"
                 + unsigned_hint(self.s3)
             )
         if kind == "plain_http":

@@ -96,7 +96,7 @@ def _error(exc: Exception, uri: str, settings: Settings) -> SourceError:
         "not_found": f"there is no object '{key}' in bucket '{bucket}': check the key in "
         "PIPELINE_DATA__SOURCE (the bucket exists)",
         "credentials": f"the S3 server refused the credentials ({code or 'denied'}); check "
-        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)",
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION)",
         "timeout": f"the S3 server did not answer within {settings.store_timeout:g} s ({tries}); "
         "try again later, or raise PIPELINE_STORE_TIMEOUT",
         "connect": f"no S3 server answers at AWS_ENDPOINT_URL ({tries}: connection refused or "
