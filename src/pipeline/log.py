@@ -152,18 +152,29 @@ def uri_secrets(uri: str | None) -> list[str]:
     values of credential-like query parameters, as written (for ``register_secrets``)."""
     if not uri:
         return []
+    userinfo, found = _credentials(uri)
+    return [f for f in (userinfo, *found) if f]
+
+
+def carries_credentials(uri: str) -> bool:
+    """Whether ``uri`` holds a password (``user:pass@``) or a credential-like query value
+    (``?token=``): a user name alone is none, nor a URI a record masked (``***@``)."""
+    return not is_masked(uri) and bool(_credentials(uri)[1])
+
+
+def _credentials(uri: str) -> tuple[str | None, list[str]]:
+    """``uri``'s user info (None without one), and its password and credential-like query
+    values, as written (empty ones left out)."""
     _, sep, rest = uri.partition("://")
     authority = rest.partition("/")[0].partition("?")[0]
-    found = []
-    if sep and "@" in authority:
-        userinfo = authority.rsplit("@", 1)[0]
-        found += [userinfo, userinfo.partition(":")[2]]
+    userinfo = authority.rsplit("@", 1)[0] if sep and "@" in authority else None
+    found = [userinfo.partition(":")[2]] if userinfo is not None else []
     query = uri.partition("?")[2].partition("#")[0]
     for pair in query.split("&"):
         key, _, value = pair.partition("=")
         if value and SECRET_PARAM.search(key):
             found.append(value)
-    return [f for f in found if f]
+    return userinfo, [f for f in found if f]
 
 
 def without_userinfo(uri: str) -> str:

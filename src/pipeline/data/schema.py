@@ -156,10 +156,8 @@ _FIRST_ROWS = 4096
 
 def _text_column(
     series: pd.Series, name: str, label: str, max_cardinality: int
-) -> tuple[str, str | None]:
-    """The kind of an inferred text column, and a warning when it is to be dropped (or, for a
-    numeric one, a warning to log); ``kept``: categorical, and its warning (if any) is only
-    to be logged.
+) -> tuple[str | None, str | None]:
+    """The kind of an inferred text column (None: dropped, an identifier) and a warning to log.
 
     A column whose values are all numbers (text in a Parquet file, say) is numeric; one that
     needs the user's decision is a ``DataError``; an identifier is dropped with the warning.
@@ -199,14 +197,14 @@ def _text_column(
             f"column '{name}' has a different value in every row (an identifier?): ignored; "
             f"add it to PIPELINE_DATA__DROP to say so, or {advice} to keep it"
         )
-        return "categorical", warning
+        return None, warning
     if distinct > max_cardinality:
         raise DataError(
             f"column '{name}' in {label} has {distinct} distinct text values, more than "
             f"PIPELINE_FEATURES__MAX_CATEGORICAL_CARDINALITY={max_cardinality}: add it to "
             f"PIPELINE_DATA__DROP, {advice}, or raise the limit"
         )
-    return "kept", verdicts.twin_spellings(profile.uniques, name)  # categorical, kept
+    return "categorical", verdicts.twin_spellings(profile.uniques, name)
 
 
 _REAL_EXTREMES = (
@@ -395,10 +393,10 @@ def infer_column(
     kind = declared or _infer_kind(series)
     note = None
     if kind == "categorical" and not declared:
-        kind, note = _text_column(series, name, label, max_cardinality)
-        if note is not None and kind == "categorical":
+        inferred, note = _text_column(series, name, label, max_cardinality)
+        if inferred is None:
             return None, note
-        kind = "categorical" if kind == "kept" else kind
+        kind = inferred
     if kind == "datetime":
         raise DataError(
             f"column '{name}' in {label} holds dates, times or durations, which are not "

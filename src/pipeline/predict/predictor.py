@@ -204,7 +204,8 @@ class Predictor:
         stats.add_unknown(enc.unknown_counts)
         if enc.unknown_counts:
             stats.unseen.note(frame, enc.unknown_counts, self.vocabs)
-        if enc.categorical.size:  # codes past MISSING: known values (spelling.warn_all_unknown)
+        if len(stats.known) < len(self.pre.categorical):  # until every column had one
+            # Codes past MISSING are known values (spelling.warn_all_unknown).
             known = np.count_nonzero(enc.categorical > MISSING, axis=0)
             stats.known.update(self.pre.categorical[j].name for j in np.flatnonzero(known))
         # ``.array``: a nullable integer column (Parquet ids) stays integers.

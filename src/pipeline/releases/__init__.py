@@ -323,11 +323,11 @@ def create(
     wanted = Release(name, 0, *ids, run=run.released(), created_at=_now())
     with _locked(folder, log):
         numbers, previous = _committed(folder)
-        if previous is not None and _pointer.lags(folder):
+        if (behind := _pointer.lagging(folder)) is not None:
             _pointer.advance_current(folder)  # its last create died there: a retry is that release
             with contextlib.suppress(IntegrityError, KeyError):  # damaged: create anew
-                last = _load(folder, name, previous)
-                if _events(folder)[-1]["action"] == "create" and last.content() == wanted.content():
+                last = _load(folder, name, int(behind["release"]))
+                if behind["action"] == "create" and last.content() == wanted.content():
                     if log is not None:
                         log.warning("release.recovered", release=last.ref, message=UNMOVED)
                     return last

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from typing import Any
 
 from pipeline.errors import StoreError
 from pipeline.store import canonical_json
@@ -52,13 +53,18 @@ def _current_seq(held: bytes | None) -> int:
     return 0
 
 
-def lags(folder: Key) -> bool:
-    """Whether ``current`` is behind the history's last event: the command that wrote that
-    event died before moving it (nothing else leaves it behind under the folder's lock)."""
-    if not entries(folder / "history", EVENT):
-        return False
+def lagging(folder: Key) -> dict[str, Any] | None:
+    """The history's last event when ``current`` is behind it (the command that wrote it died
+    before moving it: nothing else leaves it behind under the folder's lock), else None."""
+    events = entries(folder / "history", EVENT)
+    if not events:
+        return None
     try:
         held: bytes | None = folder.store.read_bytes((folder / "current").key)
     except KeyError:
         held = None
-    return _current_seq(held) < _last_event(folder)[0]
+    seq, filename = events[-1]
+    if _current_seq(held) >= seq:
+        return None
+    event: dict[str, Any] = read_json(folder / "history" / filename)
+    return event

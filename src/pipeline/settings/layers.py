@@ -251,18 +251,10 @@ def _value_at(data: Mapping[str, Any], key_path: SettingPath) -> Any:
 
 
 def _credentials_in(value: Any) -> bool:
-    """Whether ``value`` is a URI that carries a password (``user:pass@``) or a credential-like
-    query parameter (``?token=``); a URI masked by a record (``***@``) does not count."""
-    from pipeline.log import SECRET_PARAM, is_masked
+    """Whether ``value`` is a URI with a password or a token in it (``log.carries_credentials``)."""
+    from pipeline.log import carries_credentials
 
-    if not isinstance(value, str) or "://" not in value or is_masked(value):
-        return False
-    authority = value.partition("://")[2].partition("/")[0].partition("?")[0]
-    if "@" in authority and authority.rsplit("@", 1)[0].partition(":")[2]:
-        return True
-    query = value.partition("?")[2].partition("#")[0]
-    pairs = (pair.partition("=") for pair in query.split("&"))
-    return any(v and SECRET_PARAM.search(k) for k, _, v in pairs)
+    return isinstance(value, str) and "://" in value and carries_credentials(value)
 
 
 # --- variables: the environment, .env, command-line options ------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.errors import ConfigError
-
 
 def check_uri(
     uri: str, *, allow_http: bool = False, s3: Mapping[str, str] | None = None, **_: Any
@@ -23,9 +21,7 @@ def check_uri(
         from pipeline.store import s3_client
 
         s3_client.parse_uri(uri.strip())
-        if str((s3 or {}).get("endpoint", "")).lower().startswith("http://") and not allow_http:
-            raise ConfigError(s3_client.PLAIN_HTTP)
-        s3_client.check_key_pair(s3 or {})
+        s3_client.check_options(allow_http, s3 or {})
         return
     from pipeline.store.local import root_of
 

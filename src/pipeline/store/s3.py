@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.errors import ConfigError, StoreError, StoreUnavailable
-from pipeline.store import KeyedStore, key_name, s3_cache, store_error
+from pipeline.errors import StoreError, StoreUnavailable
+from pipeline.store import KeyedStore, key_name, s3_cache, s3_client, store_error
 from pipeline.store.s3_client import PLAIN_HTTP, fault_of, open_client, parse_uri, unsigned_hint
 
 if TYPE_CHECKING:
@@ -90,8 +90,7 @@ class S3Store(KeyedStore):
         self.timeout, self.retries, self.allow_http = timeout, retries, allow_http
         self.cache_bytes = cache_bytes  # the local download cache's cap (``s3_cache``)
         self.s3 = dict(s3 or {})
-        if str(self.s3.get("endpoint", "")).lower().startswith("http://") and not allow_http:
-            raise ConfigError(PLAIN_HTTP)  # exit 3 now, not 9 after a refused request
+        s3_client.check_options(allow_http, self.s3)  # exit 3 now, not 9 after a refusal
         self.lease_s = LEASE_S
         self._client: Client | None = None
         # Local scratch (staging folders): a LocalStore in the system temp folder, so a run

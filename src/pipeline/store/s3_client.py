@@ -107,6 +107,14 @@ def open_client(
     )
 
 
+def check_options(allow_http: bool, s3: Mapping[str, str]) -> None:
+    """ConfigError (exit 3) for an ``http://`` endpoint without ``AWS_ALLOW_HTTP`` or half a
+    key pair: said before any request, not as 9 after a refused one."""
+    if str(s3.get("endpoint", "")).lower().startswith("http://") and not allow_http:
+        raise ConfigError(PLAIN_HTTP)
+    check_key_pair(s3)
+
+
 def check_key_pair(config: Mapping[str, str]) -> None:
     """ConfigError naming the missing half of a key pair (it was the client's traceback)."""
     pair = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key"}
